@@ -1,0 +1,389 @@
+//! Kafka RecordBatch v2 as opaque bytes with a fixed-layout header view.
+//!
+//! The broker never decodes records: it reads the 61-byte header, checks the CRC-32C, and patches
+//! the fields Kafka makes the broker's job (base offset, partition leader epoch and, for topics
+//! with `LogAppendTime`, the timestamps). Records are encoded and decoded only by
+//! `kafka-protocol`, in clients and tests; the tests in this file check this view against it.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::ids::{Offset, ProducerEpoch, ProducerId, Sequence, Term};
+
+/// Size of the RecordBatch v2 header, up to and including the record count.
+pub const HEADER_LEN: usize = 61;
+
+const BASE_OFFSET: usize = 0;
+const BATCH_LENGTH: usize = 8;
+const PARTITION_LEADER_EPOCH: usize = 12;
+const MAGIC: usize = 16;
+const CRC: usize = 17;
+const ATTRIBUTES: usize = 21;
+const LAST_OFFSET_DELTA: usize = 23;
+const BASE_TIMESTAMP: usize = 27;
+const MAX_TIMESTAMP: usize = 35;
+const PRODUCER_ID: usize = 43;
+const PRODUCER_EPOCH: usize = 51;
+const BASE_SEQUENCE: usize = 53;
+const RECORD_COUNT: usize = 57;
+
+const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x7;
+const ATTRIBUTE_LOG_APPEND_TIME: i16 = 1 << 3;
+const ATTRIBUTE_TRANSACTIONAL: i16 = 1 << 4;
+const ATTRIBUTE_CONTROL: i16 = 1 << 5;
+
+/// Why a produced batch was refused. Each maps to one Kafka error code at the listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchError {
+    /// Shorter than a header, length field disagrees with the bytes, or bad CRC-32C
+    /// (Kafka `CORRUPT_MESSAGE`).
+    Corrupt(&'static str),
+    /// Well-formed but not acceptable here: magic other than 2, no records, offsets not dense,
+    /// unknown codec, or a control batch from a client (Kafka `INVALID_RECORD`).
+    Invalid(&'static str),
+    /// Larger than the partition accepts (Kafka `MESSAGE_TOO_LARGE`).
+    TooLarge {
+        /// The batch's size in bytes.
+        size: usize,
+        /// The largest size accepted.
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Corrupt(why) => write!(f, "corrupt record batch: {why}"),
+            Self::Invalid(why) => write!(f, "invalid record batch: {why}"),
+            Self::TooLarge { size, max } => {
+                write!(f, "record batch of {size} bytes is larger than the limit of {max} bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// How a partition stamps record timestamps (Kafka `message.timestamp.type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TimestampType {
+    /// Keep the producer's timestamps.
+    #[default]
+    CreateTime,
+    /// Overwrite the batch's max timestamp with the leader's wall clock at append.
+    LogAppendTime,
+}
+
+/// A read-only view of one RecordBatch v2 header. Construct with [`Batch::parse`] (untrusted
+/// input, fully checked) or [`Batch::trusted`] (bytes from our own checksummed log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    bytes: Bytes,
+}
+
+impl Batch {
+    /// Checks one batch received from a client: length, magic, CRC-32C and header fields.
+    /// The bytes must hold exactly one batch.
+    pub fn parse(bytes: Bytes, size_max: usize) -> Result<Self, BatchError> {
+        if bytes.len() > size_max {
+            return Err(BatchError::TooLarge { size: bytes.len(), max: size_max });
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(BatchError::Corrupt("shorter than a batch header"));
+        }
+        let batch = Self { bytes };
+        let length = batch.i32_at(BATCH_LENGTH);
+        if length < 0 || length as usize + BATCH_LENGTH + 4 != batch.bytes.len() {
+            return Err(BatchError::Corrupt("batch length does not match the bytes sent"));
+        }
+        if batch.bytes[MAGIC] != 2 {
+            return Err(BatchError::Invalid("only record batch format v2 (magic 2) is supported"));
+        }
+        if batch.crc_stored() != batch.crc_computed() {
+            return Err(BatchError::Corrupt("CRC-32C mismatch"));
+        }
+        if batch.attributes() & ATTRIBUTE_COMPRESSION_MASK > 4 {
+            return Err(BatchError::Invalid("unknown compression codec"));
+        }
+        if batch.is_control() {
+            return Err(BatchError::Invalid("control batches are written by the broker only"));
+        }
+        let count = batch.record_count();
+        if count < 1 {
+            return Err(BatchError::Invalid("a batch must hold at least one record"));
+        }
+        if batch.last_offset_delta() != count - 1 {
+            return Err(BatchError::Invalid("last offset delta must be record count - 1"));
+        }
+        if batch.producer_id().0 >= 0 && (batch.producer_epoch().0 < 0 || batch.base_sequence().0 < 0) {
+            return Err(BatchError::Invalid("idempotent batch without producer epoch or sequence"));
+        }
+        batch.assert_header_sane();
+        Ok(batch)
+    }
+
+    /// Wraps bytes that were checked by [`Batch::parse`] before they entered our log. Storage
+    /// frames are checksummed, so a failure here is corruption or a bug: it asserts.
+    pub fn trusted(bytes: Bytes) -> Self {
+        assert!(bytes.len() >= HEADER_LEN, "stored batch shorter than a header");
+        let batch = Self { bytes };
+        assert_eq!(batch.bytes[MAGIC], 2, "stored batch is not magic 2");
+        batch.assert_header_sane();
+        batch
+    }
+
+    fn assert_header_sane(&self) {
+        assert!(self.record_count() >= 1);
+        assert_eq!(self.last_offset_delta(), self.record_count() - 1);
+        assert_eq!(self.i32_at(BATCH_LENGTH) as usize + BATCH_LENGTH + 4, self.bytes.len());
+    }
+
+    /// The batch's bytes, exactly as stored and served.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Gives the bytes back.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// Offset of the first record, as stamped by the leader.
+    pub fn base_offset(&self) -> Offset {
+        Offset(self.i64_at(BASE_OFFSET))
+    }
+
+    /// Number of offsets this batch occupies.
+    pub fn record_count(&self) -> i32 {
+        self.i32_at(RECORD_COUNT)
+    }
+
+    /// Offset of the last record.
+    pub fn last_offset(&self) -> Offset {
+        self.base_offset().add(i64::from(self.last_offset_delta()))
+    }
+
+    /// The offset after this batch.
+    pub fn next_offset(&self) -> Offset {
+        self.last_offset().add(1)
+    }
+
+    fn last_offset_delta(&self) -> i32 {
+        self.i32_at(LAST_OFFSET_DELTA)
+    }
+
+    /// The partition leader epoch stamped by the leader (= the Raft term it was proposed in).
+    pub fn partition_leader_epoch(&self) -> i32 {
+        self.i32_at(PARTITION_LEADER_EPOCH)
+    }
+
+    /// Timestamp of the first record.
+    pub fn base_timestamp(&self) -> i64 {
+        self.i64_at(BASE_TIMESTAMP)
+    }
+
+    /// Largest record timestamp, or the append time for `LogAppendTime` batches.
+    pub fn max_timestamp(&self) -> i64 {
+        self.i64_at(MAX_TIMESTAMP)
+    }
+
+    /// Producer id; negative when the producer is not idempotent.
+    pub fn producer_id(&self) -> ProducerId {
+        ProducerId(self.i64_at(PRODUCER_ID))
+    }
+
+    /// Producer epoch.
+    pub fn producer_epoch(&self) -> ProducerEpoch {
+        ProducerEpoch(self.i16_at(PRODUCER_EPOCH))
+    }
+
+    /// Sequence of the first record.
+    pub fn base_sequence(&self) -> Sequence {
+        Sequence(self.i32_at(BASE_SEQUENCE))
+    }
+
+    /// Whether the batch belongs to a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes() & ATTRIBUTE_TRANSACTIONAL != 0
+    }
+
+    /// Whether the batch holds control records (transaction markers).
+    pub fn is_control(&self) -> bool {
+        self.attributes() & ATTRIBUTE_CONTROL != 0
+    }
+
+    /// Whether the timestamps are the broker's append time.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes() & ATTRIBUTE_LOG_APPEND_TIME != 0
+    }
+
+    fn attributes(&self) -> i16 {
+        self.i16_at(ATTRIBUTES)
+    }
+
+    /// The CRC-32C stored in the header (over attributes through the last record).
+    pub fn crc(&self) -> u32 {
+        self.crc_stored()
+    }
+
+    fn crc_stored(&self) -> u32 {
+        u32::from_be_bytes(self.bytes[CRC..CRC + 4].try_into().expect("4 bytes"))
+    }
+
+    fn crc_computed(&self) -> u32 {
+        crc32c::crc32c(&self.bytes[ATTRIBUTES..])
+    }
+
+    /// Returns the batch with the leader's fields stamped: base offset, partition leader epoch
+    /// and, for `LogAppendTime`, the append time (which changes CRC-covered bytes, so the CRC
+    /// is recomputed). Copies the bytes only if they are shared.
+    pub fn stamp(self, base_offset: Offset, term: Term, timestamps: TimestampType, wall_ms: i64) -> Self {
+        assert!(base_offset.0 >= 0);
+        let epoch = i32::try_from(term.0).expect("term fits a partition leader epoch");
+        let count = self.record_count();
+        let mut bytes = match self.bytes.try_into_mut() {
+            Ok(unique) => unique,
+            Err(shared) => BytesMut::from(&shared[..]),
+        };
+        bytes[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.0.to_be_bytes());
+        bytes[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4].copy_from_slice(&epoch.to_be_bytes());
+        if timestamps == TimestampType::LogAppendTime {
+            let attributes = i16::from_be_bytes([bytes[ATTRIBUTES], bytes[ATTRIBUTES + 1]]) | ATTRIBUTE_LOG_APPEND_TIME;
+            bytes[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+            bytes[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&wall_ms.to_be_bytes());
+            let crc = crc32c::crc32c(&bytes[ATTRIBUTES..]);
+            bytes[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        }
+        let stamped = Self { bytes: bytes.freeze() };
+        assert_eq!(stamped.base_offset(), base_offset);
+        assert_eq!(stamped.record_count(), count);
+        assert_eq!(stamped.crc_stored(), stamped.crc_computed(), "stamping broke the CRC");
+        stamped
+    }
+
+    fn i16_at(&self, at: usize) -> i16 {
+        i16::from_be_bytes(self.bytes[at..at + 2].try_into().expect("2 bytes"))
+    }
+
+    fn i32_at(&self, at: usize) -> i32 {
+        i32::from_be_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    fn i64_at(&self, at: usize) -> i64 {
+        i64::from_be_bytes(self.bytes[at..at + 8].try_into().expect("8 bytes"))
+    }
+}
+
+/// Test helpers that build real batches with `kafka-protocol`'s encoder.
+#[cfg(test)]
+pub(crate) mod testing {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    /// An encoded batch of `count` records with the given producer fields.
+    pub(crate) fn batch(count: i32, producer_id: i64, epoch: i16, base_sequence: i32) -> Bytes {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i64::from(i),
+                sequence: base_sequence.wrapping_add(i),
+                timestamp: 1_700_000_000_000 + i64::from(i),
+                key: Some(Bytes::from(format!("key-{i}"))),
+                value: Some(Bytes::from(format!("value-{i}"))),
+                headers: IndexMap::new(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions { version: 2, compression: Compression::None },
+        )
+        .expect("encode");
+        buf.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::batch;
+    use super::*;
+    use kafka_protocol::records::RecordBatchDecoder;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parse_agrees_with_kafka_protocol() {
+        let bytes = batch(3, 7, 2, 10);
+        let parsed = Batch::parse(bytes.clone(), 1 << 20).expect("valid");
+        let info = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).expect("decode");
+        assert_eq!(info.len(), 1);
+        assert_eq!(parsed.record_count(), info[0].record_count);
+        assert_eq!(parsed.producer_id().0, info[0].producer_id);
+        assert_eq!(parsed.producer_epoch().0, info[0].producer_epoch);
+        assert_eq!(parsed.base_sequence().0, info[0].base_sequence);
+        assert_eq!(parsed.base_offset().0, info[0].min_offset);
+    }
+
+    #[test]
+    fn stamping_keeps_the_batch_readable_by_kafka_protocol() {
+        let parsed = Batch::parse(batch(4, -1, -1, -1), 1 << 20).expect("valid");
+        let stamped = parsed.stamp(Offset(1000), Term(7), TimestampType::LogAppendTime, 42);
+        let decoded = RecordBatchDecoder::decode(&mut stamped.bytes().clone()).expect("decode");
+        let offsets: Vec<i64> = decoded.records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![1000, 1001, 1002, 1003]);
+        assert!(decoded.records.iter().all(|r| r.partition_leader_epoch == 7));
+        // As in Kafka, only maxTimestamp carries the append time; readers use it for every record.
+        assert_eq!(stamped.max_timestamp(), 42);
+        assert!(decoded.records.iter().all(|r| r.timestamp_type == kafka_protocol::records::TimestampType::LogAppend));
+        assert_eq!(stamped.next_offset(), Offset(1004));
+        assert!(stamped.is_log_append_time());
+    }
+
+    #[test]
+    fn refuses_bad_input_with_the_right_class() {
+        let good = batch(2, -1, -1, -1);
+        let mut flipped = BytesMut::from(&good[..]);
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x01;
+        assert_eq!(Batch::parse(flipped.freeze(), 1 << 20), Err(BatchError::Corrupt("CRC-32C mismatch")));
+        assert!(matches!(Batch::parse(good.slice(..30), 1 << 20), Err(BatchError::Corrupt(_))));
+        assert!(matches!(Batch::parse(good.slice(..good.len() - 1), 1 << 20), Err(BatchError::Corrupt(_))));
+        assert!(matches!(Batch::parse(good.clone(), 10), Err(BatchError::TooLarge { .. })));
+        let mut magic = BytesMut::from(&good[..]);
+        magic[MAGIC] = 1;
+        assert!(matches!(Batch::parse(magic.freeze(), 1 << 20), Err(BatchError::Invalid(_))));
+    }
+
+    proptest! {
+        /// Any batch kafka-protocol encodes parses, and stamping any offset and term keeps it
+        /// valid, decodable, and dense.
+        #[test]
+        fn stamp_round_trips(count in 1i32..20, pid in -1i64..5, seq in 0i32..1000, base in 0i64..1 << 40,
+                             term in 1u64..1 << 20, log_append in any::<bool>()) {
+            let epoch = if pid >= 0 { 0 } else { -1 };
+            let bytes = batch(count, pid, epoch, seq);
+            let parsed = Batch::parse(bytes, 1 << 20).expect("valid");
+            let timestamps = if log_append { TimestampType::LogAppendTime } else { TimestampType::CreateTime };
+            let stamped = parsed.stamp(Offset(base), Term(term), timestamps, 5);
+            prop_assert_eq!(stamped.next_offset(), Offset(base + i64::from(count)));
+            let reparsed = Batch::parse(stamped.bytes().clone(), 1 << 20).expect("still valid");
+            prop_assert_eq!(reparsed.partition_leader_epoch() as u64, term);
+            let decoded = RecordBatchDecoder::decode(&mut stamped.into_bytes()).expect("decode");
+            prop_assert_eq!(decoded.records.len(), count as usize);
+        }
+
+        /// No byte string makes parse panic.
+        #[test]
+        fn parse_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Batch::parse(Bytes::from(data), 1 << 20);
+        }
+    }
+}

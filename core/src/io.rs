@@ -1,0 +1,305 @@
+//! Everything that crosses the core's boundary: [`Input`]s the driver feeds to
+//! `Node::handle`, and [`Output`]s it must carry out.
+
+use bytes::Bytes;
+use raft::eraftpb::{Entry, HardState, Message, Snapshot};
+
+use crate::batch::BatchError;
+use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId, Sequence, Term};
+
+/// One input to a node.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// The driver's periodic tick; every group's Raft clock advances by one tick.
+    Tick,
+    /// Raft messages from a peer, possibly for many groups.
+    Peer {
+        /// The sending node.
+        from: NodeId,
+        /// The messages, in the order they were sent.
+        messages: Vec<GroupMessage>,
+    },
+    /// A client request.
+    Request {
+        /// The driver's id for routing the reply.
+        id: RequestId,
+        /// The request.
+        request: Request,
+    },
+    /// The disk finished the write with this sequence number (durably, if it asked for sync).
+    /// Completions arrive in the order the writes were issued. A failed write is not an input:
+    /// the driver stops the node, since the core cannot know what reached the disk.
+    WriteDone {
+        /// The completed write.
+        seq: IoSeq,
+    },
+}
+
+/// A Raft message of one group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupMessage {
+    /// The group.
+    pub group: GroupId,
+    /// The raft-rs message.
+    pub message: Message,
+}
+
+/// One output of a node.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Send these messages to one peer, in order. All messages bound for one peer from one
+    /// `handle` call leave together (heartbeats of all groups included).
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// The messages.
+        messages: Vec<GroupMessage>,
+    },
+    /// Write these records to the node's log, after every earlier write, and answer with
+    /// [`Input::WriteDone`].
+    Write(Write),
+    /// Answer a client request.
+    Reply {
+        /// The id the request came with.
+        id: RequestId,
+        /// The answer.
+        response: Response,
+    },
+    /// Something happened that checkers and the trace hash care about.
+    Trace(TraceEvent),
+}
+
+/// A write to the node's log device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Write {
+    /// Order of the write; completions must come back in this order.
+    pub seq: IoSeq,
+    /// The records, applied in order on recovery.
+    pub records: Vec<WalRecord>,
+    /// Whether the write must be durable (fsync) before it is reported done.
+    pub sync: bool,
+}
+
+/// One durable change to a group's Raft state. Recovery replays them in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WalRecord {
+    /// Entries to append; an entry at an index already held replaces it and all after it.
+    Entries {
+        /// The group.
+        group: GroupId,
+        /// Contiguous entries.
+        entries: Vec<Entry>,
+    },
+    /// The group's new hard state (term, vote, Raft commit index).
+    HardState {
+        /// The group.
+        group: GroupId,
+        /// The hard state.
+        hard_state: HardState,
+    },
+    /// A snapshot. `install` (received from a leader) replaces the whole log; otherwise it is
+    /// local compaction and only the entries up to its index are dropped.
+    Snapshot {
+        /// The group.
+        group: GroupId,
+        /// Metadata and partition data at the snapshot index.
+        snapshot: Snapshot,
+        /// Whether the snapshot replaces the log.
+        install: bool,
+    },
+}
+
+impl WalRecord {
+    /// The group the record belongs to.
+    pub fn group(&self) -> GroupId {
+        match self {
+            Self::Entries { group, .. } | Self::HardState { group, .. } | Self::Snapshot { group, .. } => *group,
+        }
+    }
+}
+
+/// Producer acknowledgement mode (Kafka `acks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    /// acks=0: never answered.
+    None,
+    /// acks=1: answered once the leader's own write is durable.
+    Leader,
+    /// acks=all: answered once the batch is committed by a quorum and applied.
+    All,
+}
+
+/// A client request.
+#[derive(Clone, Debug)]
+pub enum Request {
+    /// Append one record batch to a partition.
+    Produce(ProduceRequest),
+    /// Read batches from a partition, up to the high watermark.
+    Fetch(FetchRequest),
+}
+
+/// Append one RecordBatch v2.
+#[derive(Clone, Debug)]
+pub struct ProduceRequest {
+    /// The partition's group.
+    pub group: GroupId,
+    /// Acknowledgement mode.
+    pub acks: Acks,
+    /// Exactly one RecordBatch v2, as the client sent it.
+    pub batch: Bytes,
+    /// How long the client waits for an answer; after it the answer is `TimedOut`.
+    pub timeout_ms: u32,
+}
+
+/// Read from a partition.
+#[derive(Clone, Debug)]
+pub struct FetchRequest {
+    /// The partition's group.
+    pub group: GroupId,
+    /// First offset wanted.
+    pub offset: Offset,
+    /// Stop adding batches once this many bytes are collected (at least one batch is given).
+    pub max_bytes: u32,
+}
+
+/// An answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    /// Answer to a produce.
+    Produce(Result<ProduceAck, ProduceError>),
+    /// Answer to a fetch.
+    Fetch(Result<FetchData, FetchError>),
+}
+
+/// A batch was appended (or had been, for a retried duplicate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProduceAck {
+    /// Offset of its first record.
+    pub base_offset: Offset,
+    /// Append time stamped by the leader for `LogAppendTime` partitions, else -1.
+    pub log_append_time_ms: i64,
+}
+
+/// Why a produce was not acknowledged. [`ProduceError::is_indeterminate`] tells whether the
+/// batch may still have been written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProduceError {
+    /// This node hosts no such partition.
+    UnknownTopicOrPartition,
+    /// This node is not the partition's leader, or not yet ready to lead.
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader: Option<NodeId>,
+    },
+    /// The batch itself is bad.
+    Batch(BatchError),
+    /// Idempotence: the batch is not the next in sequence.
+    OutOfOrderSequence {
+        /// The sequence expected.
+        expected: Sequence,
+        /// The sequence sent.
+        received: Sequence,
+    },
+    /// Idempotence: the producer's epoch is stale (fenced).
+    InvalidProducerEpoch,
+    /// Too many produce requests are waiting on this partition; nothing was written.
+    Backpressure,
+    /// No answer within the request's timeout; the batch may or may not be written.
+    TimedOut,
+}
+
+impl ProduceError {
+    /// Whether the batch may have been written despite the error.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, Self::TimedOut)
+    }
+
+    /// The Kafka error code that answers this error.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            Self::UnknownTopicOrPartition => 3,
+            Self::NotLeader { .. } => 6,
+            Self::Batch(BatchError::Corrupt(_)) => 2,
+            Self::Batch(BatchError::TooLarge { .. }) => 10,
+            Self::Batch(BatchError::Invalid(_)) => 87,
+            Self::OutOfOrderSequence { .. } => 45,
+            Self::InvalidProducerEpoch => 47,
+            Self::Backpressure | Self::TimedOut => 7,
+        }
+    }
+}
+
+/// Batches read from a partition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FetchData {
+    /// The partition's high watermark: every offset below it is committed.
+    pub high_watermark: Offset,
+    /// The first offset still held.
+    pub log_start_offset: Offset,
+    /// Whole batches, as stored, in offset order. The first may start before the offset asked.
+    pub batches: Vec<Bytes>,
+}
+
+/// Why a fetch failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchError {
+    /// This node hosts no such partition.
+    UnknownTopicOrPartition,
+    /// This node is not the leader, or not yet ready to serve.
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader: Option<NodeId>,
+    },
+    /// The offset is below the log start or above the high watermark.
+    OffsetOutOfRange {
+        /// The first offset held.
+        log_start_offset: Offset,
+        /// The high watermark.
+        high_watermark: Offset,
+    },
+}
+
+impl FetchError {
+    /// The Kafka error code that answers this error.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            Self::UnknownTopicOrPartition => 3,
+            Self::NotLeader { .. } => 6,
+            Self::OffsetOutOfRange { .. } => 1,
+        }
+    }
+}
+
+/// Events for checkers and the trace hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TraceEvent {
+    /// This node became the leader of a group.
+    BecameLeader {
+        /// The group.
+        group: GroupId,
+        /// The term it leads.
+        term: Term,
+    },
+    /// This node applied a committed entry.
+    Applied {
+        /// The group.
+        group: GroupId,
+        /// The entry's index.
+        index: RaftIndex,
+        /// The entry's term.
+        term: Term,
+        /// The offset after the entry's records (the high watermark after applying it).
+        next_offset: Offset,
+        /// The batch's stored CRC-32C, or 0 for entries without records.
+        crc: u32,
+    },
+    /// This node installed a snapshot from the leader.
+    InstalledSnapshot {
+        /// The group.
+        group: GroupId,
+        /// The snapshot's index.
+        index: RaftIndex,
+        /// The log start offset it carries.
+        log_start_offset: Offset,
+    },
+}

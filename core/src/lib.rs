@@ -1,0 +1,22 @@
+//! oxbow's sans-IO core: the deterministic state machines of a node.
+//!
+//! A [`node::Node`] hosts many Raft groups (one per partition). The driver feeds it
+//! [`io::Input`]s with the current time and carries out the [`io::Output`]s it returns: peer
+//! sends, disk writes, client replies. Nothing here touches a socket, a file, a thread, a clock or
+//! OS randomness; `clippy.toml` bans them and `tests/` checks the dependency tree.
+
+#![deny(missing_docs)]
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
+pub mod batch;
+pub mod codec;
+pub mod ids;
+pub mod io;
+pub mod log_store;
+pub mod node;
+pub mod producer;
+mod replica;
+pub mod snapshot;
+pub mod time;
+
+pub use raft;
