@@ -1,0 +1,228 @@
+//! The file operations the segment log needs, with a real and a simulated implementation.
+//!
+//! [`FsDisk`] is a directory on the real file system. [`SimDisk`] is memory with the failure
+//! model of a real disk: appended bytes are not durable until synced, a crash loses the unsynced
+//! tail of every file (and may keep a torn prefix of it), and stored bytes can be corrupted.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use rand_core::RngCore;
+
+/// A flat directory of append-only files.
+pub trait Disk {
+    /// File names, sorted.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// The whole content of a file.
+    fn read(&mut self, name: &str) -> io::Result<Vec<u8>>;
+    /// `len` bytes at `position`.
+    fn read_at(&mut self, name: &str, position: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// Appends to a file, creating it if missing. Not durable until [`Disk::sync`].
+    fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Makes everything appended to `name`, and its existence, durable.
+    fn sync(&mut self, name: &str) -> io::Result<()>;
+    /// Cuts a file to `len` bytes, durably.
+    fn truncate(&mut self, name: &str, len: u64) -> io::Result<()>;
+    /// Removes a file.
+    fn remove(&mut self, name: &str) -> io::Result<()>;
+}
+
+/// A directory on the real file system.
+pub struct FsDisk {
+    dir: PathBuf,
+    open: BTreeMap<String, File>,
+    dir_dirty: bool,
+}
+
+impl FsDisk {
+    /// Opens (creating if needed) the directory.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self { dir: dir.to_path_buf(), open: BTreeMap::new(), dir_dirty: false })
+    }
+
+    fn file(&mut self, name: &str) -> io::Result<&mut File> {
+        if !self.open.contains_key(name) {
+            let path = self.dir.join(name);
+            let existed = path.exists();
+            let file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
+            self.dir_dirty |= !existed;
+            self.open.insert(name.to_string(), file);
+        }
+        Ok(self.open.get_mut(name).expect("inserted"))
+    }
+
+    fn sync_dir(&mut self) -> io::Result<()> {
+        if self.dir_dirty {
+            File::open(&self.dir)?.sync_all()?;
+            self.dir_dirty = false;
+        }
+        Ok(())
+    }
+}
+
+impl Disk for FsDisk {
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Some(name) = entry.file_name().to_str() {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        let file = self.file(name)?;
+        file.seek(SeekFrom::Start(0))?;
+        file.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn read_at(&mut self, name: &str, position: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0; len];
+        let file = self.file(name)?;
+        file.seek(SeekFrom::Start(position))?;
+        file.read_exact(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.file(name)?.write_all(bytes)
+    }
+
+    fn sync(&mut self, name: &str) -> io::Result<()> {
+        self.file(name)?.sync_data()?;
+        self.sync_dir()
+    }
+
+    fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
+        let file = self.file(name)?;
+        file.set_len(len)?;
+        file.sync_all()
+    }
+
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.open.remove(name);
+        std::fs::remove_file(self.dir.join(name))?;
+        self.dir_dirty = true;
+        self.sync_dir()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct SimFile {
+    bytes: Vec<u8>,
+    /// The prefix that survives a crash.
+    synced_len: usize,
+}
+
+/// A simulated disk. Deterministic: the only randomness is the RNG passed to [`SimDisk::crash`].
+#[derive(Clone, Debug, Default)]
+pub struct SimDisk {
+    files: BTreeMap<String, SimFile>,
+    /// Counts operations, for tests that want to know the disk was used.
+    pub operations: u64,
+}
+
+impl SimDisk {
+    /// An empty disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loses every unsynced byte. With `tear`, each file may keep a random prefix of its
+    /// unsynced tail (a torn write), which recovery must cut. Returns how many bytes were lost.
+    pub fn crash(&mut self, rng: &mut impl RngCore, tear: bool) -> u64 {
+        let mut lost = 0;
+        for file in self.files.values_mut() {
+            let unsynced = file.bytes.len() - file.synced_len;
+            let kept = if tear && unsynced > 0 { (rng.next_u64() % unsynced as u64) as usize } else { 0 };
+            lost += (unsynced - kept) as u64;
+            file.bytes.truncate(file.synced_len + kept);
+            file.synced_len = file.bytes.len();
+        }
+        self.files.retain(|_, f| !f.bytes.is_empty());
+        lost
+    }
+
+    /// Flips one byte of a stored file (bit rot). Returns false if the file is shorter.
+    pub fn corrupt(&mut self, name: &str, position: usize) -> bool {
+        match self.files.get_mut(name) {
+            Some(file) if position < file.bytes.len() => {
+                file.bytes[position] ^= 0x5a;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Bytes stored in a file, synced or not.
+    pub fn len(&self, name: &str) -> Option<usize> {
+        self.files.get(name).map(|f| f.bytes.len())
+    }
+
+    /// Bytes of a file guaranteed to survive a crash.
+    pub fn synced_len(&self, name: &str) -> Option<usize> {
+        self.files.get(name).map(|f| f.synced_len)
+    }
+}
+
+fn not_found(name: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("no file {name}"))
+}
+
+impl Disk for SimDisk {
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.files.keys().cloned().collect())
+    }
+
+    fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
+        self.operations += 1;
+        self.files.get(name).map(|f| f.bytes.clone()).ok_or_else(|| not_found(name))
+    }
+
+    fn read_at(&mut self, name: &str, position: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.operations += 1;
+        let file = self.files.get(name).ok_or_else(|| not_found(name))?;
+        let start = usize::try_from(position).map_err(|_| io::Error::other("position"))?;
+        file.bytes
+            .get(start..start + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))
+    }
+
+    fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.operations += 1;
+        self.files.entry(name.to_string()).or_default().bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn sync(&mut self, name: &str) -> io::Result<()> {
+        self.operations += 1;
+        let file = self.files.get_mut(name).ok_or_else(|| not_found(name))?;
+        file.synced_len = file.bytes.len();
+        Ok(())
+    }
+
+    fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
+        self.operations += 1;
+        let file = self.files.get_mut(name).ok_or_else(|| not_found(name))?;
+        let len = usize::try_from(len).map_err(|_| io::Error::other("length"))?;
+        file.bytes.truncate(len);
+        file.synced_len = file.synced_len.min(len);
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.operations += 1;
+        self.files.remove(name).map(|_| ()).ok_or_else(|| not_found(name))
+    }
+}

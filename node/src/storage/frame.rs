@@ -1,0 +1,158 @@
+//! Frames of the segment log: `len: u32 LE | crc32: u32 LE | payload`, where the CRC (CRC-32,
+//! crc32fast) covers the payload. A payload is one [`WalRecord`] element: one entry, one hard
+//! state, or one snapshot.
+
+use bytes::Bytes;
+use oxbow_core::codec::{DecodeError, Reader, Writer};
+use oxbow_core::ids::GroupId;
+use oxbow_core::raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
+use protobuf::Message as _;
+
+/// Bytes before the payload.
+pub const FRAME_HEADER_LEN: usize = 8;
+/// Largest payload accepted on read; a longer length field is corruption.
+pub const FRAME_PAYLOAD_MAX: usize = 64 << 20;
+
+const KIND_ENTRY: u8 = 1;
+const KIND_HARD_STATE: u8 = 2;
+const KIND_SNAPSHOT: u8 = 3;
+
+/// One decoded frame.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    /// One Raft entry of a group; replaces the entry at its index and every later one.
+    Entry(GroupId, Entry),
+    /// A group's hard state.
+    HardState(GroupId, HardState),
+    /// A group's snapshot; `install` replaces the whole log, otherwise entries up to its index go.
+    Snapshot {
+        /// The group.
+        group: GroupId,
+        /// The snapshot.
+        snapshot: Snapshot,
+        /// Whether it replaces the log.
+        install: bool,
+    },
+}
+
+/// Appends one framed entry to `out` and returns the frame's start position in `out`.
+pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    let mut w = Writer::default();
+    match frame {
+        Frame::Entry(group, entry) => {
+            w.u8(KIND_ENTRY);
+            w.u64(group.0);
+            w.u64(entry.index);
+            w.u64(entry.term);
+            w.i32(entry.get_entry_type() as i32);
+            w.bytes(&entry.context);
+            w.bytes(&entry.data);
+        }
+        Frame::HardState(group, hs) => {
+            w.u8(KIND_HARD_STATE);
+            w.u64(group.0);
+            w.u64(hs.term);
+            w.u64(hs.vote);
+            w.u64(hs.commit);
+        }
+        Frame::Snapshot { group, snapshot, install } => {
+            w.u8(KIND_SNAPSHOT);
+            w.u64(group.0);
+            w.u8(u8::from(*install));
+            let meta = snapshot.get_metadata();
+            w.u64(meta.index);
+            w.u64(meta.term);
+            let conf = meta.get_conf_state().write_to_bytes().expect("conf state encodes");
+            w.bytes(&conf);
+            w.bytes(&snapshot.data);
+        }
+    }
+    let payload = w.bytes;
+    assert!(payload.len() <= FRAME_PAYLOAD_MAX, "frame larger than the log accepts");
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    start
+}
+
+/// Why the bytes at some position are not a valid frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// Fewer bytes than the frame needs: a torn write at the tail.
+    Truncated,
+    /// The length field is impossible.
+    BadLength,
+    /// The checksum does not match: torn or corrupt.
+    BadChecksum,
+    /// The checksum matched but the payload does not decode (written by a different version).
+    Undecodable(DecodeError),
+}
+
+/// Decodes the frame at the start of `bytes`; returns it and its total length.
+pub fn decode(bytes: &[u8]) -> Result<(Frame, usize), FrameError> {
+    if bytes.len() < FRAME_HEADER_LEN {
+        return Err(FrameError::Truncated);
+    }
+    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4")) as usize;
+    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4"));
+    if len == 0 || len > FRAME_PAYLOAD_MAX {
+        return Err(FrameError::BadLength);
+    }
+    let Some(payload) = bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
+        return Err(FrameError::Truncated);
+    };
+    if crc32fast::hash(payload) != crc {
+        return Err(FrameError::BadChecksum);
+    }
+    let frame = decode_payload(payload).map_err(FrameError::Undecodable)?;
+    Ok((frame, FRAME_HEADER_LEN + len))
+}
+
+fn decode_payload(payload: &[u8]) -> Result<Frame, DecodeError> {
+    let mut r = Reader::new(payload);
+    let kind = r.u8()?;
+    let group = GroupId(r.u64()?);
+    let frame = match kind {
+        KIND_ENTRY => {
+            let mut entry = Entry::default();
+            entry.index = r.u64()?;
+            entry.term = r.u64()?;
+            let entry_type = match r.i32()? {
+                0 => EntryType::EntryNormal,
+                1 => EntryType::EntryConfChange,
+                2 => EntryType::EntryConfChangeV2,
+                _ => return Err(DecodeError("unknown entry type")),
+            };
+            entry.set_entry_type(entry_type);
+            entry.context = Bytes::copy_from_slice(r.bytes()?);
+            entry.data = Bytes::copy_from_slice(r.bytes()?);
+            Frame::Entry(group, entry)
+        }
+        KIND_HARD_STATE => {
+            let mut hs = HardState::default();
+            hs.term = r.u64()?;
+            hs.vote = r.u64()?;
+            hs.commit = r.u64()?;
+            Frame::HardState(group, hs)
+        }
+        KIND_SNAPSHOT => {
+            let install = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError("bad install flag")),
+            };
+            let mut snapshot = Snapshot::default();
+            let meta = snapshot.mut_metadata();
+            meta.index = r.u64()?;
+            meta.term = r.u64()?;
+            let conf = ConfState::parse_from_bytes(r.bytes()?).map_err(|_| DecodeError("conf state"))?;
+            meta.set_conf_state(conf);
+            snapshot.data = Bytes::copy_from_slice(r.bytes()?);
+            Frame::Snapshot { group, snapshot, install }
+        }
+        _ => return Err(DecodeError("unknown frame kind")),
+    };
+    r.finish()?;
+    Ok(frame)
+}

@@ -1,0 +1,421 @@
+//! The segment log: frames appended to numbered segment files, an index from (group, Raft
+//! index) to frame position, group commit through [`SegmentLog::sync`], and recovery.
+//!
+//! Recovery reads the segments in order and replays every frame. The first frame that is
+//! short, has an impossible length, a bad checksum or an undecodable payload ends the log: the
+//! file is cut there and any later segment is removed, so torn or corrupt bytes are never
+//! replayed, served or appended after.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+
+use oxbow_core::ids::GroupId;
+use oxbow_core::io::WalRecord;
+use oxbow_core::node::{DurableState, GroupDurableState};
+use oxbow_core::raft::eraftpb::{Entry, HardState, Snapshot};
+
+use super::disk::Disk;
+use super::frame::{self, Frame, FrameError};
+
+const SUFFIX: &str = ".seg";
+
+/// Tuning of the segment log.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentLogOptions {
+    /// A segment rolls once it is at least this large.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for SegmentLogOptions {
+    fn default() -> Self {
+        Self { segment_bytes_max: 64 << 20 }
+    }
+}
+
+/// A storage failure. IO errors are fatal for the node: it cannot know what reached the disk.
+#[derive(Debug)]
+pub enum StorageError {
+    /// The operating system refused an operation.
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file.
+        file: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// After replay a group's entries are not contiguous from its snapshot: frames are missing
+    /// from the middle of the log, which cutting a torn tail never causes.
+    Gap {
+        /// The group.
+        group: GroupId,
+        /// The first index missing.
+        missing: u64,
+    },
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io { operation, file, source } => write!(f, "cannot {operation} {file}: {source}"),
+            Self::Gap { group, missing } => write!(
+                f,
+                "group {group}: Raft entry {missing} is missing from the middle of the log; \
+                 the data directory is damaged: restore it, or wipe it so the node re-replicates"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// What recovery found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments read.
+    pub segments: usize,
+    /// Valid frames replayed.
+    pub frames: u64,
+    /// Where the log was cut, if it was: segment file, position, and why.
+    pub cut: Option<(String, u64, String)>,
+    /// Bytes removed by the cut (the rest of that segment and every later one).
+    pub bytes_cut: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Segment {
+    len: u64,
+    /// Highest entry index of each group in this segment.
+    max_index: BTreeMap<GroupId, u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct GroupMeta {
+    hard_state: HardState,
+    snapshot: Snapshot,
+}
+
+/// The log. See the module documentation.
+pub struct SegmentLog<D: Disk> {
+    disk: D,
+    options: SegmentLogOptions,
+    segments: BTreeMap<u64, Segment>,
+    /// Where each live entry's frame is: (segment, position).
+    index: BTreeMap<(GroupId, u64), (u64, u64)>,
+    groups: BTreeMap<GroupId, GroupMeta>,
+    dirty: BTreeSet<u64>,
+    buffer: Vec<u8>,
+}
+
+fn name(segment: u64) -> String {
+    format!("{segment:020}{SUFFIX}")
+}
+
+fn io_error<'a>(operation: &'static str, file: &'a str) -> impl FnOnce(io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io { operation, file: file.to_string(), source }
+}
+
+/// Replay state of one group: entries by index, so truncation and compaction are map edits.
+#[derive(Default)]
+struct Replay {
+    hard_state: HardState,
+    snapshot: Snapshot,
+    entries: BTreeMap<u64, (Entry, u64, u64)>,
+}
+
+impl<D: Disk> SegmentLog<D> {
+    /// Opens the log on `disk`, recovering what it holds.
+    pub fn open(mut disk: D, options: SegmentLogOptions) -> Result<(Self, DurableState, RecoveryReport), StorageError> {
+        assert!(options.segment_bytes_max > 0);
+        let names = disk.list().map_err(io_error("list", "data directory"))?;
+        let mut ids: Vec<u64> = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(SUFFIX).and_then(|stem| stem.parse().ok()))
+            .collect();
+        ids.sort_unstable();
+        let mut report = RecoveryReport::default();
+        let mut replay: BTreeMap<GroupId, Replay> = BTreeMap::new();
+        let mut segments = BTreeMap::new();
+        let mut cut_at: Option<usize> = None;
+        for (position_in_list, id) in ids.iter().enumerate() {
+            let file = name(*id);
+            let bytes = disk.read(&file).map_err(io_error("read", &file))?;
+            report.segments += 1;
+            let mut segment = Segment::default();
+            let mut at = 0usize;
+            while at < bytes.len() {
+                match frame::decode(&bytes[at..]) {
+                    Ok((frame, len)) => {
+                        report.frames += 1;
+                        replay_frame(&mut replay, frame, *id, at as u64, &mut segment);
+                        at += len;
+                    }
+                    Err(error) => {
+                        let why = match error {
+                            FrameError::Truncated => "torn frame at the tail".to_string(),
+                            FrameError::BadLength => "impossible frame length".to_string(),
+                            FrameError::BadChecksum => "checksum mismatch".to_string(),
+                            FrameError::Undecodable(e) => e.to_string(),
+                        };
+                        report.cut = Some((file.clone(), at as u64, why));
+                        report.bytes_cut += (bytes.len() - at) as u64;
+                        disk.truncate(&file, at as u64).map_err(io_error("truncate", &file))?;
+                        break;
+                    }
+                }
+            }
+            segment.len = at as u64;
+            segments.insert(*id, segment);
+            if report.cut.is_some() {
+                cut_at = Some(position_in_list);
+                break;
+            }
+        }
+        if let Some(position) = cut_at {
+            for id in &ids[position + 1..] {
+                let file = name(*id);
+                report.bytes_cut += disk.read(&file).map_err(io_error("read", &file))?.len() as u64;
+                disk.remove(&file).map_err(io_error("remove", &file))?;
+            }
+        }
+        let mut durable = DurableState::default();
+        let mut index = BTreeMap::new();
+        let mut groups = BTreeMap::new();
+        for (group, state) in replay {
+            let mut expected = state.snapshot.get_metadata().index + 1;
+            let mut entries = Vec::with_capacity(state.entries.len());
+            for (i, (entry, segment, position)) in state.entries {
+                if i != expected {
+                    return Err(StorageError::Gap { group, missing: expected });
+                }
+                expected += 1;
+                index.insert((group, i), (segment, position));
+                entries.push(entry);
+            }
+            groups.insert(group, GroupMeta { hard_state: state.hard_state.clone(), snapshot: state.snapshot.clone() });
+            durable
+                .groups
+                .insert(group, GroupDurableState { hard_state: state.hard_state, snapshot: state.snapshot, entries });
+        }
+        let mut log = Self { disk, options, segments, index, groups, dirty: BTreeSet::new(), buffer: Vec::new() };
+        if log.segments.is_empty() {
+            log.segments.insert(0, Segment::default());
+        }
+        log.invariants();
+        Ok((log, durable, report))
+    }
+
+    fn active(&self) -> u64 {
+        *self.segments.keys().next_back().expect("there is always an active segment")
+    }
+
+    /// Appends records (not yet durable: see [`SegmentLog::sync`]).
+    pub fn append(&mut self, records: &[WalRecord]) -> Result<(), StorageError> {
+        for record in records {
+            match record {
+                WalRecord::Entries { group, entries } => {
+                    for entry in entries {
+                        self.append_frame(Frame::Entry(*group, entry.clone()))?;
+                    }
+                }
+                WalRecord::HardState { group, hard_state } => {
+                    self.append_frame(Frame::HardState(*group, hard_state.clone()))?;
+                }
+                WalRecord::Snapshot { group, snapshot, install } => {
+                    self.append_frame(Frame::Snapshot { group: *group, snapshot: snapshot.clone(), install: *install })?;
+                }
+            }
+        }
+        self.flush_buffer()
+    }
+
+    fn append_frame(&mut self, frame: Frame) -> Result<(), StorageError> {
+        let active = self.active();
+        if self.segments[&active].len + self.buffer.len() as u64 >= self.options.segment_bytes_max {
+            self.roll()?;
+        }
+        let active = self.active();
+        let position = self.segments[&active].len + self.buffer.len() as u64;
+        frame::encode(&frame, &mut self.buffer);
+        let segment = self.segments.get_mut(&active).expect("active");
+        match frame {
+            Frame::Entry(group, entry) => {
+                self.index.retain_range_from(group, entry.index);
+                self.index.insert((group, entry.index), (active, position));
+                let max = segment.max_index.entry(group).or_default();
+                *max = (*max).max(entry.index);
+                self.groups.entry(group).or_default();
+            }
+            Frame::HardState(group, hard_state) => self.groups.entry(group).or_default().hard_state = hard_state,
+            Frame::Snapshot { group, snapshot, install } => {
+                let index = snapshot.get_metadata().index;
+                if install {
+                    self.index.retain_range_from(group, 0);
+                } else {
+                    self.index.retain(|(g, i), _| *g != group || *i > index);
+                }
+                self.groups.entry(group).or_default().snapshot = snapshot;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_buffer(&mut self) -> Result<(), StorageError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let active = self.active();
+        let file = name(active);
+        self.disk.append(&file, &self.buffer).map_err(io_error("append to", &file))?;
+        self.segments.get_mut(&active).expect("active").len += self.buffer.len() as u64;
+        self.buffer.clear();
+        self.dirty.insert(active);
+        Ok(())
+    }
+
+    /// Starts a new segment. The old one is synced first, so a crash can tear only the last
+    /// segment; the new one begins with every group's state.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        self.flush_buffer()?;
+        self.sync()?;
+        let next = self.active() + 1;
+        self.segments.insert(next, Segment::default());
+        let header: Vec<Frame> = self
+            .groups
+            .iter()
+            .flat_map(|(group, meta)| {
+                let mut frames = vec![Frame::HardState(*group, meta.hard_state.clone())];
+                if meta.snapshot.get_metadata().index > 0 {
+                    frames.push(Frame::Snapshot { group: *group, snapshot: meta.snapshot.clone(), install: false });
+                }
+                frames
+            })
+            .collect();
+        for frame in header {
+            frame::encode(&frame, &mut self.buffer);
+        }
+        self.flush_buffer()
+    }
+
+    /// Makes everything appended durable (one fsync per dirty segment, normally one), then
+    /// deletes the old segments that compaction made unneeded.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.flush_buffer()?;
+        for segment in std::mem::take(&mut self.dirty) {
+            let file = name(segment);
+            self.disk.sync(&file).map_err(io_error("sync", &file))?;
+        }
+        self.delete_unneeded_segments()
+    }
+
+    /// Deletes a prefix of segments (never the active one) whose every entry is at or below its
+    /// group's snapshot. Only a prefix: a later segment may hold a frame (an installed
+    /// snapshot) that an earlier segment's stale entries must be replayed before.
+    fn delete_unneeded_segments(&mut self) -> Result<(), StorageError> {
+        let active = self.active();
+        let mut deletable = Vec::new();
+        for (id, segment) in &self.segments {
+            if *id == active {
+                break;
+            }
+            let unneeded = segment.max_index.iter().all(|(group, max)| {
+                self.groups.get(group).is_some_and(|g| *max <= g.snapshot.get_metadata().index)
+            });
+            if !unneeded {
+                break;
+            }
+            deletable.push(*id);
+        }
+        for id in deletable {
+            let file = name(id);
+            self.disk.remove(&file).map_err(io_error("remove", &file))?;
+            self.segments.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Reads one entry back from disk through the index.
+    pub fn read_entry(&mut self, group: GroupId, index: u64) -> Result<Option<Entry>, StorageError> {
+        self.flush_buffer()?;
+        let Some((segment, position)) = self.index.get(&(group, index)).copied() else { return Ok(None) };
+        let file = name(segment);
+        let header = self.disk.read_at(&file, position, frame::FRAME_HEADER_LEN).map_err(io_error("read", &file))?;
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4")) as usize;
+        let bytes = self
+            .disk
+            .read_at(&file, position, frame::FRAME_HEADER_LEN + len)
+            .map_err(io_error("read", &file))?;
+        match frame::decode(&bytes) {
+            Ok((Frame::Entry(g, entry), _)) if g == group && entry.index == index => Ok(Some(entry)),
+            other => panic!("index points at a frame that is not entry {index} of group {group}: {other:?}"),
+        }
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Gives the disk back (the simulator crashes it and opens a new log on it).
+    pub fn into_disk(mut self) -> D {
+        let _ = self.flush_buffer();
+        self.disk
+    }
+
+    /// The disk, for inspection.
+    pub fn disk(&self) -> &D {
+        &self.disk
+    }
+
+    /// Structural invariants.
+    pub fn invariants(&self) {
+        assert!(!self.segments.is_empty());
+        for ((group, index), (segment, _)) in &self.index {
+            assert!(self.segments.contains_key(segment), "indexed frame in a deleted segment");
+            let snapshot_index = self.groups.get(group).map_or(0, |g| g.snapshot.get_metadata().index);
+            assert!(*index > snapshot_index, "indexed entry at or below the snapshot");
+        }
+    }
+}
+
+fn replay_frame(replay: &mut BTreeMap<GroupId, Replay>, frame: Frame, segment_id: u64, position: u64, segment: &mut Segment) {
+    match frame {
+        Frame::Entry(group, entry) => {
+            let state = replay.entry(group).or_default();
+            let index = entry.index;
+            let max = segment.max_index.entry(group).or_default();
+            *max = (*max).max(index);
+            if index <= state.snapshot.get_metadata().index {
+                return;
+            }
+            state.entries.split_off(&index);
+            state.entries.insert(index, (entry, segment_id, position));
+        }
+        Frame::HardState(group, hard_state) => replay.entry(group).or_default().hard_state = hard_state,
+        Frame::Snapshot { group, snapshot, install } => {
+            let state = replay.entry(group).or_default();
+            let index = snapshot.get_metadata().index;
+            if install {
+                state.entries.clear();
+                state.snapshot = snapshot;
+            } else {
+                state.entries = state.entries.split_off(&(index + 1));
+                if index >= state.snapshot.get_metadata().index {
+                    state.snapshot = snapshot;
+                }
+            }
+        }
+    }
+}
+
+trait IndexExt {
+    fn retain_range_from(&mut self, group: GroupId, from: u64);
+}
+
+impl IndexExt for BTreeMap<(GroupId, u64), (u64, u64)> {
+    /// Removes the group's entries at or after `from`.
+    fn retain_range_from(&mut self, group: GroupId, from: u64) {
+        let tail = self.split_off(&(group, from));
+        self.extend(tail.into_iter().filter(|((g, _), _)| *g != group));
+    }
+}
