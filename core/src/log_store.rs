@@ -100,6 +100,7 @@ impl LogStore {
         self.entries.truncate(keep);
         self.entries.extend(entries.iter().cloned());
         self.invariants();
+        debug_assert!(entries.windows(2).all(|p| p[1].index == p[0].index + 1));
     }
 
     /// Installs a snapshot received from the leader: the whole log is replaced.
@@ -126,14 +127,22 @@ impl LogStore {
         self.invariants();
     }
 
-    /// Structural invariants.
+    /// Structural invariants, in constant time (checked after every input).
     pub fn invariants(&self) {
-        let first = self.first_index();
-        for (i, entry) in self.entries.iter().enumerate() {
-            assert_eq!(entry.index, first + i as u64, "entries are contiguous");
-        }
         if let (Some(a), Some(b)) = (self.entries.front(), self.entries.back()) {
+            assert_eq!(a.index, self.first_index(), "the log starts after the snapshot");
+            assert_eq!(b.index, self.last_index(), "entries are contiguous");
             assert!(a.term <= b.term && self.snapshot.get_metadata().term <= a.term, "terms grow along the log");
+        }
+    }
+
+    /// Every invariant, walking the whole log (tests).
+    pub fn invariants_full(&self) {
+        self.invariants();
+        let first = self.first_index();
+        for (i, pair) in self.entries.iter().collect::<Vec<_>>().windows(2).enumerate() {
+            assert_eq!(pair[0].index, first + i as u64, "entries are contiguous");
+            assert!(pair[0].term <= pair[1].term, "terms grow along the log");
         }
     }
 }

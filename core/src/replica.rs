@@ -349,16 +349,27 @@ impl Replica {
                 self.held.push_back(Held { number, messages: persisted_messages });
             }
             self.raw.advance_append_async(ready);
-            self.raw.advance_apply_to(self.applied.0);
+            self.report_applied();
             self.update_leadership(sink);
             written.push(ReadyWritten { number, last_entry });
         }
         written
     }
 
+    /// Tells raft-rs what is applied, as far as it is also persisted: raft-rs requires
+    /// applied <= persisted, and an installed snapshot counts as applied before its write is done.
+    fn report_applied(&mut self) {
+        let raft_log = &self.raw.raft.raft_log;
+        let reportable = self.applied.0.min(raft_log.persisted);
+        if reportable > raft_log.applied {
+            self.raw.advance_apply_to(reportable);
+        }
+    }
+
     /// The write holding ready `number` (and every earlier one) is done.
     pub(crate) fn on_written(&mut self, number: u64, last_entry: Option<RaftIndex>, sink: &mut Sink) {
         self.raw.on_persist_ready(number);
+        self.report_applied();
         while self.held.front().is_some_and(|h| h.number <= number) {
             let held = self.held.pop_front().expect("checked");
             for message in held.messages {

@@ -252,7 +252,7 @@ impl<D: Disk> SegmentLog<D> {
                 if install {
                     self.index.retain_range_from(group, 0);
                 } else {
-                    self.index.retain(|(g, i), _| *g != group || *i > index);
+                    self.index.remove_through(group, index);
                 }
                 self.groups.entry(group).or_default().snapshot = snapshot;
             }
@@ -410,12 +410,23 @@ fn replay_frame(replay: &mut BTreeMap<GroupId, Replay>, frame: Frame, segment_id
 
 trait IndexExt {
     fn retain_range_from(&mut self, group: GroupId, from: u64);
+    fn remove_through(&mut self, group: GroupId, to: u64);
 }
 
 impl IndexExt for BTreeMap<(GroupId, u64), (u64, u64)> {
-    /// Removes the group's entries at or after `from`.
+    /// Removes the group's entries at or after `from` (normally none: appends go at the end).
     fn retain_range_from(&mut self, group: GroupId, from: u64) {
-        let tail = self.split_off(&(group, from));
-        self.extend(tail.into_iter().filter(|((g, _), _)| *g != group));
+        let doomed: Vec<(GroupId, u64)> = self.range((group, from)..=(group, u64::MAX)).map(|(k, _)| *k).collect();
+        for key in doomed {
+            self.remove(&key);
+        }
+    }
+
+    /// Removes the group's entries at or below `to`.
+    fn remove_through(&mut self, group: GroupId, to: u64) {
+        let doomed: Vec<(GroupId, u64)> = self.range((group, 0)..=(group, to)).map(|(k, _)| *k).collect();
+        for key in doomed {
+            self.remove(&key);
+        }
     }
 }

@@ -1,0 +1,709 @@
+//! A discrete-event simulation of a cluster of cores: the nodes' `Node`s over simulated disks
+//! (the real segment log on `SimDisk`) and a simulated network, driven by one event queue in
+//! simulated time. Everything random comes from named streams of the seed, so a seed replays
+//! exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use oxbow_core::batch::TimestampType as Timestamps;
+use oxbow_core::ids::{GroupId, IoSeq, NodeId, Offset, RequestId};
+use oxbow_core::io::{
+    Acks, FetchRequest, GroupMessage, Input, Output, ProduceError, ProduceRequest, Request, Response,
+};
+use oxbow_core::node::{GroupConfig, Node, NodeConfig};
+use oxbow_core::time::{Instant, Now};
+use oxbow_node::storage::{SegmentLog, SegmentLogOptions, SimDisk};
+
+use crate::checker::Checker;
+use crate::options::{ClientKind, Options};
+use crate::rng::Stream;
+
+const EPOCH_MS: i64 = 1_700_000_000_000;
+const REQUEST_TIMEOUT_MS: u32 = 2_000;
+
+#[derive(Debug)]
+enum Event {
+    Tick { node: usize, incarnation: u64 },
+    Deliver { to: usize, from: usize, messages: Vec<GroupMessage> },
+    WriteDone { node: usize, incarnation: u64, seq: IoSeq, sync: bool },
+    ClientSend { client: usize },
+    Crash,
+    Restart { node: usize },
+    Partition,
+    Heal,
+    Liveness,
+}
+
+struct Running {
+    node: Node,
+    log: SegmentLog<SimDisk>,
+    disk_free_at: u64,
+}
+
+struct Slot {
+    incarnation: u64,
+    running: Option<Running>,
+    disk: Option<SimDisk>,
+    drift_ppm: i64,
+    mono_offset_us: u64,
+    wall_offset_ms: i64,
+}
+
+struct InFlight {
+    request: RequestId,
+    node: usize,
+    value: String,
+    crc: u32,
+}
+
+struct Client {
+    kind: ClientKind,
+    group: GroupId,
+    producer_id: i64,
+    sequence: i32,
+    counter: u64,
+    in_flight: Option<InFlight>,
+    leader_guess: usize,
+    /// The batch an idempotent client keeps retrying until it is acknowledged.
+    retry: Option<(Bytes, String, u32)>,
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Report {
+    /// The options the run used.
+    pub options: Options,
+    /// Rolling hash of every event: equal hashes mean identical runs.
+    pub trace_hash: u64,
+    /// Everything the checker found wrong; empty when the run passed.
+    pub violations: Vec<String>,
+    /// Counters for people.
+    pub stats: Stats,
+}
+
+/// Counters of a run.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Events processed.
+    pub events: u64,
+    /// Produce requests sent.
+    pub produced: u64,
+    /// Produce requests acknowledged.
+    pub acknowledged: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Bytes lost by crashes (unsynced).
+    pub bytes_lost: u64,
+    /// Recoveries that cut a torn or corrupt tail.
+    pub tails_cut: u64,
+    /// Snapshots installed by followers.
+    pub snapshots_installed: u64,
+    /// Leaders elected.
+    pub elections: u64,
+    /// Records read back at the end.
+    pub records_verified: u64,
+}
+
+/// The simulated cluster.
+pub struct Cluster {
+    options: Options,
+    now_us: u64,
+    event_seq: u64,
+    events: BTreeMap<(u64, u64), Event>,
+    slots: Vec<Slot>,
+    clients: Vec<Client>,
+    requests: BTreeMap<RequestId, usize>,
+    next_request: u64,
+    blocked: BTreeSet<(usize, usize)>,
+    liveness: bool,
+    net: Stream,
+    disk: Stream,
+    faults: Stream,
+    workload: Stream,
+    checker: Checker,
+    stats: Stats,
+    logger: slog::Logger,
+    hash: u64,
+    /// Groups that had an acks=all produce acknowledged after healing.
+    live_acks: BTreeSet<GroupId>,
+}
+
+impl Cluster {
+    /// Builds the cluster of `options`, every node fresh.
+    pub fn new(options: Options) -> Self {
+        let mut clocks = Stream::new(options.seed, "clocks");
+        let slots = (0..options.nodes)
+            .map(|_| {
+                let drift = clocks.below(2 * options.drift_ppm_max + 1) as i64 - options.drift_ppm_max as i64;
+                Slot {
+                    incarnation: 0,
+                    running: None,
+                    disk: Some(SimDisk::new()),
+                    drift_ppm: drift,
+                    mono_offset_us: clocks.below(1_000_000_000),
+                    wall_offset_ms: clocks.below(10_000) as i64 - 5_000,
+                }
+            })
+            .collect();
+        let mut workload = Stream::new(options.seed, "workload");
+        let clients = options
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| Client {
+                kind: *kind,
+                group: GroupId(1 + i as u64 % options.groups),
+                producer_id: 1000 + i as i64,
+                sequence: 0,
+                counter: 0,
+                in_flight: None,
+                leader_guess: workload.below(options.nodes as u64) as usize,
+                retry: None,
+            })
+            .collect();
+        let mut cluster = Self {
+            net: Stream::new(options.seed, "network"),
+            disk: Stream::new(options.seed, "disk"),
+            faults: Stream::new(options.seed, "faults"),
+            workload,
+            checker: Checker::default(),
+            stats: Stats::default(),
+            logger: slog::Logger::root(slog::Discard, slog::o!()),
+            now_us: 0,
+            event_seq: 0,
+            events: BTreeMap::new(),
+            slots,
+            clients,
+            requests: BTreeMap::new(),
+            next_request: 0,
+            blocked: BTreeSet::new(),
+            liveness: false,
+            hash: 0xcbf2_9ce4_8422_2325,
+            live_acks: BTreeSet::new(),
+            options,
+        };
+        for node in 0..cluster.options.nodes {
+            cluster.start(node);
+        }
+        for client in 0..cluster.clients.len() {
+            let at = cluster.workload.between(1_000, 50_000);
+            cluster.schedule(at, Event::ClientSend { client });
+        }
+        if let Some((low, high)) = cluster.options.crash_every_ms {
+            let at = cluster.faults.between(low, high) * 1_000;
+            cluster.schedule(at, Event::Crash);
+        }
+        if let Some((low, high)) = cluster.options.partition_every_ms {
+            let at = cluster.faults.between(low, high) * 1_000;
+            cluster.schedule(at, Event::Partition);
+        }
+        cluster.schedule(cluster.options.safety_ms * 1_000, Event::Liveness);
+        cluster
+    }
+
+    fn node_config(&self, node: usize) -> NodeConfig {
+        let voters: Vec<NodeId> = (0..self.options.nodes).map(|n| NodeId(n as u64 + 1)).collect();
+        let groups = (1..=self.options.groups)
+            .map(|g| GroupConfig { id: GroupId(g), voters: voters.clone(), timestamps: Timestamps::CreateTime })
+            .collect();
+        let mut config = NodeConfig::new(NodeId(node as u64 + 1), groups);
+        config.retain_entries_max = self.options.retain_entries_max;
+        config.snapshot_retry_ticks = 30;
+        config.pending_requests_max = 64;
+        config.planted = self.options.planted;
+        config
+    }
+
+    fn start(&mut self, node: usize) {
+        let config = self.node_config(node);
+        let slot = &mut self.slots[node];
+        let disk = slot.disk.take().expect("a stopped node has its disk");
+        let options = SegmentLogOptions { segment_bytes_max: 16 << 10 };
+        let (log, durable, report) = match SegmentLog::open(disk, options) {
+            Ok(opened) => opened,
+            Err(error) => {
+                self.checker.violation(format!("node {}: recovery failed: {error}", node + 1));
+                return;
+            }
+        };
+        if report.cut.is_some() {
+            self.stats.tails_cut += 1;
+        }
+        let seed = self.options.seed;
+        let node_core = Node::new(config, seed, slot.incarnation, durable, &self.logger);
+        slot.running = Some(Running { node: node_core, log, disk_free_at: 0 });
+        self.checker.node_started(node);
+        let incarnation = slot.incarnation;
+        let at = self.now_us + self.tick_us(node);
+        self.schedule(at, Event::Tick { node, incarnation });
+    }
+
+    fn tick_us(&self, node: usize) -> u64 {
+        let base = self.options.tick_ms * 1_000;
+        (base as i64 * 1_000_000 / (1_000_000 + self.slots[node].drift_ppm)) as u64
+    }
+
+    fn now_of(&self, node: usize) -> Now {
+        let slot = &self.slots[node];
+        let local_us = (self.now_us as i128 * (1_000_000 + slot.drift_ppm as i128) / 1_000_000) as u64 + slot.mono_offset_us;
+        Now { mono: Instant(local_us * 1_000), wall_ms: EPOCH_MS + (local_us / 1_000) as i64 + slot.wall_offset_ms }
+    }
+
+    fn schedule(&mut self, at_us: u64, event: Event) {
+        self.event_seq += 1;
+        self.events.insert((at_us, self.event_seq), event);
+    }
+
+    fn mix(&mut self, words: &[u64]) {
+        for w in words {
+            for b in w.to_le_bytes() {
+                self.hash ^= u64::from(b);
+                self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+
+    /// Runs both phases and checks the outcome.
+    pub fn run(mut self) -> Report {
+        let end = (self.options.safety_ms + self.options.liveness_ms) * 1_000;
+        let mut next_check_us = 0;
+        while let Some((&(at, seq), _)) = self.events.first_key_value() {
+            if at > end {
+                break;
+            }
+            let event = self.events.remove(&(at, seq)).expect("first");
+            assert!(at >= self.now_us, "time never goes backwards");
+            self.now_us = at;
+            self.stats.events += 1;
+            self.handle(event);
+            if self.liveness && self.now_us >= next_check_us {
+                next_check_us = self.now_us + 100_000;
+                if self.converged() {
+                    break;
+                }
+            }
+        }
+        self.finish()
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick { node, incarnation } => {
+                if self.slots[node].incarnation != incarnation || self.slots[node].running.is_none() {
+                    return;
+                }
+                self.mix(&[1, self.now_us, node as u64]);
+                self.feed(node, Input::Tick);
+                let at = self.now_us + self.tick_us(node);
+                self.schedule(at, Event::Tick { node, incarnation });
+            }
+            Event::Deliver { to, from, messages } => {
+                if self.blocked.contains(&(from, to)) || self.slots[to].running.is_none() {
+                    return;
+                }
+                self.mix(&[2, self.now_us, to as u64, from as u64, messages.len() as u64]);
+                self.feed(to, Input::Peer { from: NodeId(from as u64 + 1), messages });
+            }
+            Event::WriteDone { node, incarnation, seq, sync } => {
+                if self.slots[node].incarnation != incarnation {
+                    return;
+                }
+                let Some(running) = self.slots[node].running.as_mut() else { return };
+                if sync {
+                    running.log.sync().expect("the simulated disk does not fail");
+                }
+                self.mix(&[3, self.now_us, node as u64, seq.0]);
+                self.feed(node, Input::WriteDone { seq });
+            }
+            Event::ClientSend { client } => self.client_send(client),
+            Event::Crash => self.crash(),
+            Event::Restart { node } => {
+                if self.slots[node].running.is_none() {
+                    self.mix(&[5, self.now_us, node as u64]);
+                    self.start(node);
+                }
+            }
+            Event::Partition => self.partition(),
+            Event::Heal => {
+                self.mix(&[6, self.now_us]);
+                self.blocked.clear();
+            }
+            Event::Liveness => self.enter_liveness(),
+        }
+    }
+
+    fn feed(&mut self, node: usize, input: Input) {
+        let now = self.now_of(node);
+        let mut out = Vec::new();
+        self.slots[node].running.as_mut().expect("fed nodes run").node.handle(now, input, &mut out);
+        self.dispatch(node, out);
+    }
+
+    fn dispatch(&mut self, node: usize, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Send { to, messages } => {
+                    let to = (to.0 - 1) as usize;
+                    self.mix(&[10, node as u64, to as u64, messages.len() as u64]);
+                    if self.blocked.contains(&(node, to)) || self.net.chance(self.drop_rate()) {
+                        continue;
+                    }
+                    let copies = if self.net.chance(self.duplicate_rate()) { 2 } else { 1 };
+                    for _ in 0..copies {
+                        let at = self.now_us + self.net.between(self.options.latency_us.0, self.options.latency_us.1);
+                        self.schedule(at, Event::Deliver { to, from: node, messages: messages.clone() });
+                    }
+                }
+                Output::Write(write) => {
+                    self.mix(&[11, node as u64, write.seq.0, write.records.len() as u64]);
+                    let latency = self.disk.between(self.options.disk_latency_us.0, self.options.disk_latency_us.1);
+                    let incarnation = self.slots[node].incarnation;
+                    let running = self.slots[node].running.as_mut().expect("running");
+                    running.log.append(&write.records).expect("the simulated disk does not fail");
+                    let at = running.disk_free_at.max(self.now_us) + latency;
+                    running.disk_free_at = at;
+                    self.schedule(at, Event::WriteDone { node, incarnation, seq: write.seq, sync: write.sync });
+                }
+                Output::Reply { id, response } => {
+                    self.mix(&[12, node as u64, id.0]);
+                    self.client_reply(id, response);
+                }
+                Output::Trace(event) => {
+                    let incarnation = self.slots[node].incarnation;
+                    self.mix(&[13, node as u64]);
+                    self.checker.trace(node, incarnation, &event, &mut self.stats);
+                }
+            }
+        }
+    }
+
+    fn drop_rate(&self) -> u64 {
+        if self.liveness { 0 } else { self.options.drop_per_million }
+    }
+
+    fn duplicate_rate(&self) -> u64 {
+        if self.liveness { 0 } else { self.options.duplicate_per_million }
+    }
+
+    fn crash(&mut self) {
+        if self.liveness {
+            return;
+        }
+        let node = self.faults.below(self.options.nodes as u64) as usize;
+        if let Some(running) = self.slots[node].running.take() {
+            self.mix(&[4, self.now_us, node as u64]);
+            self.stats.crashes += 1;
+            let mut disk = running.log.into_disk();
+            self.stats.bytes_lost += disk.crash(self.faults.rng(), self.options.tear);
+            let slot = &mut self.slots[node];
+            slot.disk = Some(disk);
+            slot.incarnation += 1;
+            // Requests in flight at the crashed node get no answer: their outcome is unknown.
+            for client in 0..self.clients.len() {
+                if self.clients[client].in_flight.as_ref().is_some_and(|f| f.node == node) {
+                    let flight = self.clients[client].in_flight.take().expect("checked");
+                    self.requests.remove(&flight.request);
+                    self.checker.indeterminate(&flight.value);
+                    self.after_attempt(client, flight, false);
+                }
+            }
+            let down = self.faults.between(self.options.down_ms.0, self.options.down_ms.1) * 1_000;
+            self.schedule(self.now_us + down, Event::Restart { node });
+        }
+        if let Some((low, high)) = self.options.crash_every_ms {
+            let at = self.now_us + self.faults.between(low, high) * 1_000;
+            self.schedule(at, Event::Crash);
+        }
+    }
+
+    fn partition(&mut self) {
+        if self.liveness {
+            return;
+        }
+        self.blocked.clear();
+        let n = self.options.nodes;
+        let victim = self.faults.below(n as u64) as usize;
+        match self.faults.below(3) {
+            // Isolate one node (a minority) both ways.
+            0 | 1 => {
+                for other in (0..n).filter(|o| *o != victim) {
+                    self.blocked.insert((victim, other));
+                    self.blocked.insert((other, victim));
+                }
+            }
+            // One-way: the victim hears nobody but is heard.
+            _ => {
+                for other in (0..n).filter(|o| *o != victim) {
+                    self.blocked.insert((other, victim));
+                }
+            }
+        }
+        self.mix(&[7, self.now_us, victim as u64, self.blocked.len() as u64]);
+        let heal_at = self.now_us + self.faults.between(self.options.partition_ms.0, self.options.partition_ms.1) * 1_000;
+        self.schedule(heal_at, Event::Heal);
+        if let Some((low, high)) = self.options.partition_every_ms {
+            let at = heal_at + self.faults.between(low, high) * 1_000;
+            self.schedule(at, Event::Partition);
+        }
+    }
+
+    fn enter_liveness(&mut self) {
+        self.liveness = true;
+        self.blocked.clear();
+        for node in 0..self.options.nodes {
+            if self.slots[node].running.is_none() {
+                self.schedule(self.now_us, Event::Restart { node });
+            }
+        }
+    }
+
+    fn client_send(&mut self, client: usize) {
+        if self.clients[client].in_flight.is_some() {
+            return;
+        }
+        // Once healed, a group that has shown progress gets no more writes, so that its
+        // replicas can be seen to converge.
+        if self.liveness && self.live_acks.contains(&self.clients[client].group) && self.clients[client].retry.is_none() {
+            return;
+        }
+        let c = &mut self.clients[client];
+        let (batch, value, crc) = match (&c.retry, c.kind) {
+            (Some(retry), ClientKind::Idempotent) => retry.clone(),
+            _ => {
+                c.counter += 1;
+                let value = format!("c{client}-v{}", c.counter);
+                let (producer_id, sequence) =
+                    if c.kind == ClientKind::Idempotent { (c.producer_id, c.sequence) } else { (-1, -1) };
+                let batch = encode_batch(producer_id, sequence, &value);
+                let crc = u32::from_be_bytes(batch[17..21].try_into().expect("crc"));
+                if c.kind == ClientKind::Idempotent {
+                    c.retry = Some((batch.clone(), value.clone(), crc));
+                }
+                (batch, value, crc)
+            }
+        };
+        let acks = if c.kind == ClientKind::PlainLeader { Acks::Leader } else { Acks::All };
+        let group = c.group;
+        let mut node = c.leader_guess;
+        if self.slots[node].running.is_none() {
+            node = self.workload.below(self.options.nodes as u64) as usize;
+            self.clients[client].leader_guess = node;
+        }
+        self.next_request += 1;
+        let request = RequestId(self.next_request);
+        self.stats.produced += 1;
+        self.checker.sent(&value);
+        if self.slots[node].running.is_none() {
+            // Nobody to talk to: try again shortly.
+            self.checker.definitely_failed_attempt(&value, self.clients[client].kind);
+            self.retry_later(client);
+            return;
+        }
+        self.mix(&[20, self.now_us, client as u64, node as u64]);
+        self.requests.insert(request, client);
+        self.clients[client].in_flight = Some(InFlight { request, node, value, crc });
+        let produce = ProduceRequest { group, acks, batch, timeout_ms: REQUEST_TIMEOUT_MS };
+        self.feed(node, Input::Request { id: request, request: Request::Produce(produce) });
+    }
+
+    fn retry_later(&mut self, client: usize) {
+        let pause = self.workload.between(self.options.produce_pause_ms.0, self.options.produce_pause_ms.1) * 1_000;
+        self.schedule(self.now_us + pause, Event::ClientSend { client });
+    }
+
+    fn client_reply(&mut self, id: RequestId, response: Response) {
+        let Some(client) = self.requests.remove(&id) else {
+            return; // a reply to a request whose node crashed and came back cannot happen; fetches
+        };
+        let flight = self.clients[client].in_flight.take().expect("a request in flight");
+        assert_eq!(flight.request, id);
+        let Response::Produce(result) = response else { panic!("produce answered with a fetch response") };
+        let kind = self.clients[client].kind;
+        let group = self.clients[client].group;
+        let ok = match result {
+            Ok(ack) => {
+                self.stats.acknowledged += 1;
+                if kind != ClientKind::PlainLeader {
+                    self.checker.acknowledged(group, ack.base_offset, &flight.value, flight.crc);
+                    if self.liveness {
+                        self.live_acks.insert(group);
+                    }
+                }
+                true
+            }
+            Err(error) => {
+                if let ProduceError::NotLeader { leader } = &error {
+                    self.clients[client].leader_guess = match leader {
+                        Some(n) => (n.0 - 1) as usize,
+                        None => self.workload.below(self.options.nodes as u64) as usize,
+                    };
+                }
+                if let ProduceError::OutOfOrderSequence { expected, received } = &error {
+                    self.checker.violation(format!(
+                        "client {client}: idempotent batch refused as out of order (expected {expected}, sent {received}) \
+                         although it retried in order"
+                    ));
+                }
+                if error.is_indeterminate() {
+                    self.checker.indeterminate(&flight.value);
+                } else {
+                    self.checker.definitely_failed_attempt(&flight.value, kind);
+                }
+                false
+            }
+        };
+        self.after_attempt(client, flight, ok);
+    }
+
+    fn after_attempt(&mut self, client: usize, _flight: InFlight, ok: bool) {
+        let c = &mut self.clients[client];
+        if ok && c.kind == ClientKind::Idempotent {
+            c.retry = None;
+            c.sequence += 1;
+        }
+        self.retry_later(client);
+    }
+
+    fn serving_leader(&mut self, group: GroupId) -> Option<usize> {
+        for node in 0..self.options.nodes {
+            if self.slots[node].running.is_none() {
+                continue;
+            }
+            let fetch = FetchRequest { group, offset: Offset(0), max_bytes: 0 };
+            let now = self.now_of(node);
+            let mut out = Vec::new();
+            let running = self.slots[node].running.as_mut().expect("running");
+            running.node.handle(now, Input::Request { id: RequestId(u64::MAX), request: Request::Fetch(fetch) }, &mut out);
+            assert!(out.len() == 1, "a fetch only replies");
+            if let Some(Output::Reply { response: Response::Fetch(result), .. }) = out.first() {
+                if !matches!(result, Err(oxbow_core::io::FetchError::NotLeader { .. })) {
+                    return Some(node);
+                }
+            }
+        }
+        None
+    }
+
+    /// Healed and caught up: every node up, every group led, every node at the leader's high
+    /// watermark, and every group has acknowledged a write since healing.
+    fn converged(&mut self) -> bool {
+        self.convergence_problem().is_none()
+    }
+
+    fn convergence_problem(&mut self) -> Option<String> {
+        if let Some(down) = self.slots.iter().position(|s| s.running.is_none()) {
+            return Some(format!("node {} is down", down + 1));
+        }
+        for g in 1..=self.options.groups {
+            let group = GroupId(g);
+            let Some(leader) = self.serving_leader(group) else {
+                return Some(format!("group {group} has no serving leader"));
+            };
+            let hwm = self.slots[leader].running.as_ref().and_then(|r| r.node.high_watermark(group));
+            let all: Vec<_> = self.slots.iter().map(|s| s.running.as_ref().and_then(|r| r.node.high_watermark(group))).collect();
+            if all.iter().any(|h| *h != hwm) {
+                return Some(format!("group {group}: high watermarks differ: {all:?}"));
+            }
+            if !self.live_acks.contains(&group) {
+                return Some(format!("group {group} acknowledged no write since healing"));
+            }
+        }
+        None
+    }
+
+    fn finish(mut self) -> Report {
+        if let Some(problem) = self.convergence_problem() {
+            self.checker.violation(format!(
+                "liveness: not converged {} ms after healing: {problem}",
+                self.options.liveness_ms
+            ));
+        } else {
+            for g in 1..=self.options.groups {
+                self.verify_group(GroupId(g));
+            }
+        }
+        self.checker.finish(&mut self.stats);
+        Report { trace_hash: self.hash, violations: self.checker.violations.clone(), stats: self.stats, options: self.options }
+    }
+
+    /// Reads a group back from its leader and hands every record to the checker.
+    fn verify_group(&mut self, group: GroupId) {
+        let leader = self.serving_leader(group).expect("converged");
+        let mut offset = None;
+        let mut records = Vec::new();
+        let mut log_start = Offset(0);
+        loop {
+            let fetch = FetchRequest { group, offset: offset.unwrap_or(Offset(0)), max_bytes: 1 << 20 };
+            let now = self.now_of(leader);
+            let mut out = Vec::new();
+            let running = self.slots[leader].running.as_mut().expect("running");
+            let fetch_offset = fetch.offset;
+            running.node.handle(now, Input::Request { id: RequestId(u64::MAX), request: Request::Fetch(fetch) }, &mut out);
+            let Some(Output::Reply { response: Response::Fetch(result), .. }) = out.into_iter().next() else {
+                panic!("a fetch replies")
+            };
+            let data = match result {
+                Ok(data) => data,
+                Err(oxbow_core::io::FetchError::OffsetOutOfRange { log_start_offset, .. }) if offset.is_none() => {
+                    offset = Some(log_start_offset);
+                    log_start = log_start_offset;
+                    continue;
+                }
+                Err(error) => {
+                    self.checker.violation(format!("group {group}: final read failed: {error:?}"));
+                    return;
+                }
+            };
+            if offset.is_none() {
+                log_start = data.log_start_offset;
+            }
+            let mut next = fetch_offset;
+            for batch in &data.batches {
+                let decoded = RecordBatchDecoder::decode(&mut batch.clone()).expect("stored batches decode");
+                for record in decoded.records {
+                    if record.offset >= fetch_offset.0 {
+                        let value = record.value.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+                        records.push((Offset(record.offset), value));
+                        next = Offset(record.offset + 1);
+                    }
+                }
+            }
+            if next >= data.high_watermark || data.batches.is_empty() {
+                break;
+            }
+            offset = Some(next);
+        }
+        self.stats.records_verified += records.len() as u64;
+        self.checker.final_log(group, log_start, &records);
+    }
+}
+
+fn encode_batch(producer_id: i64, sequence: i32, value: &str) -> Bytes {
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch: if producer_id >= 0 { 0 } else { -1 },
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence,
+        timestamp: EPOCH_MS,
+        key: None,
+        value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        headers: IndexMap::new(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, [&record], &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("encode");
+    buf.freeze()
+}
+
+/// Runs one seed.
+pub fn run(options: Options) -> Report {
+    Cluster::new(options).run()
+}

@@ -1,0 +1,198 @@
+//! `oxbow-sim`: run, sweep and replay seeded simulations of an oxbow cluster.
+
+use std::process::ExitCode;
+use std::time::Instant as WallInstant;
+
+use clap::{Parser, Subcommand};
+use oxbow_core::node::PlantedBugs;
+use oxbow_sim::cluster::{run, Report};
+use oxbow_sim::options::Options;
+
+/// Deterministic simulation of an oxbow cluster: the same seed gives the same run, bit for bit.
+#[derive(Parser)]
+#[command(name = "oxbow-sim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one seed: print its options, progress, the trace hash and the verdict.
+    Run {
+        /// The seed.
+        #[arg(long)]
+        seed: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run a range of seeds (A..B, B excluded) and print every failing seed with its replay command.
+    Sweep {
+        /// Seeds, as A..B.
+        #[arg(long, value_parser = parse_range)]
+        seeds: (u64, u64),
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run a seed again and fail unless its trace hash is the expected one.
+    Replay {
+        /// The seed.
+        #[arg(long)]
+        seed: u64,
+        /// The trace hash a previous run printed (hex).
+        #[arg(long, value_parser = parse_hex)]
+        expect_hash: Option<u64>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Simulated milliseconds of the fault phase (a healed phase follows).
+    #[arg(long, default_value_t = 10_000)]
+    safety_ms: u64,
+    /// Break the system on purpose, to see the checker catch it: early-persisted-messages,
+    /// skip-sequence-check or fetch-above-hwm.
+    #[arg(long, value_parser = parse_bug)]
+    plant_bug: Option<PlantedBugs>,
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once("..").ok_or("expected A..B, for example 0..200")?;
+    let a: u64 = a.parse().map_err(|e| format!("bad start {a:?}: {e}"))?;
+    let b: u64 = b.parse().map_err(|e| format!("bad end {b:?}: {e}"))?;
+    if a >= b {
+        return Err("the range A..B must not be empty".into());
+    }
+    Ok((a, b))
+}
+
+fn parse_hex(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| format!("expected a hex hash: {e}"))
+}
+
+/// Parses a planted bug's name.
+fn parse_bug(s: &str) -> Result<PlantedBugs, String> {
+    let mut bugs = PlantedBugs::default();
+    match s {
+        "early-persisted-messages" => bugs.early_persisted_messages = true,
+        "skip-sequence-check" => bugs.skip_sequence_check = true,
+        "fetch-above-hwm" => bugs.fetch_above_hwm = true,
+        other => {
+            return Err(format!(
+                "unknown bug {other:?}; known: early-persisted-messages, skip-sequence-check, fetch-above-hwm"
+            ))
+        }
+    }
+    Ok(bugs)
+}
+
+fn bug_flag(common: &Common) -> String {
+    match common.plant_bug {
+        Some(b) if b.early_persisted_messages => " --plant-bug early-persisted-messages".into(),
+        Some(b) if b.skip_sequence_check => " --plant-bug skip-sequence-check".into(),
+        Some(b) if b.fetch_above_hwm => " --plant-bug fetch-above-hwm".into(),
+        _ => String::new(),
+    }
+}
+
+/// Runs a seed, turning a panic inside the system into a failed report.
+fn run_seed(seed: u64, common: &Common) -> Result<Report, String> {
+    let options = Options::from_seed(seed, common.safety_ms, common.plant_bug.unwrap_or_default());
+    std::panic::catch_unwind(|| run(options)).map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into())
+    })
+}
+
+fn print_report(report: &Report, wall: f64) {
+    let simulated = (report.options.safety_ms + report.options.liveness_ms) as f64 / 1000.0;
+    println!(
+        "stats: {} events, {} produced, {} acknowledged, {} crashes ({} bytes lost, {} tails cut), \
+         {} elections, {} snapshots installed, {} records verified",
+        report.stats.events,
+        report.stats.produced,
+        report.stats.acknowledged,
+        report.stats.crashes,
+        report.stats.bytes_lost,
+        report.stats.tails_cut,
+        report.stats.elections,
+        report.stats.snapshots_installed,
+        report.stats.records_verified
+    );
+    println!("speed: up to {simulated:.1} simulated s in {wall:.2} wall s");
+    println!("trace hash: {:016x}", report.trace_hash);
+    if report.violations.is_empty() {
+        println!("verdict: PASS");
+    } else {
+        println!("verdict: FAIL");
+        for v in &report.violations {
+            println!("  {v}");
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { seed, common } | Command::Replay { seed, common, expect_hash: None } => {
+            println!("{}", Options::from_seed(seed, common.safety_ms, common.plant_bug.unwrap_or_default()));
+            std::panic::set_hook(Box::new(|_| {}));
+            let start = WallInstant::now();
+            match run_seed(seed, &common) {
+                Ok(report) => {
+                    print_report(&report, start.elapsed().as_secs_f64());
+                    if report.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(panic) => {
+                    println!("verdict: FAIL (the system panicked: {panic})");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Replay { seed, common, expect_hash: Some(expected) } => {
+            std::panic::set_hook(Box::new(|_| {}));
+            match run_seed(seed, &common) {
+                Ok(report) if report.trace_hash == expected => {
+                    println!("seed {seed}: trace hash {expected:016x} reproduced");
+                    ExitCode::SUCCESS
+                }
+                Ok(report) => {
+                    println!("seed {seed}: trace hash {:016x}, expected {expected:016x}: the run diverged", report.trace_hash);
+                    ExitCode::FAILURE
+                }
+                Err(panic) => {
+                    println!("seed {seed}: the system panicked: {panic}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Sweep { seeds: (first, end), common } => {
+            std::panic::set_hook(Box::new(|_| {}));
+            let start = WallInstant::now();
+            let mut failed = Vec::new();
+            for seed in first..end {
+                let verdict = match run_seed(seed, &common) {
+                    Ok(report) if report.violations.is_empty() => None,
+                    Ok(report) => Some(report.violations[0].clone()),
+                    Err(panic) => Some(format!("panic: {panic}")),
+                };
+                if let Some(why) = verdict {
+                    println!("FAIL seed {seed}: {why}");
+                    println!("  replay: cargo run --release -p oxbow-sim -- run --seed {seed} --safety-ms {}{}", common.safety_ms, bug_flag(&common));
+                    failed.push(seed);
+                }
+                let done = seed - first + 1;
+                if done % 50 == 0 || seed + 1 == end {
+                    eprintln!("progress: {done}/{} seeds, {} failed, {:.1} s", end - first, failed.len(), start.elapsed().as_secs_f64());
+                }
+            }
+            println!("{} passed, {} failed", (end - first) as usize - failed.len(), failed.len());
+            if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+    }
+}
