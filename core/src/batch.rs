@@ -55,7 +55,10 @@ impl std::fmt::Display for BatchError {
             Self::Corrupt(why) => write!(f, "corrupt record batch: {why}"),
             Self::Invalid(why) => write!(f, "invalid record batch: {why}"),
             Self::TooLarge { size, max } => {
-                write!(f, "record batch of {size} bytes is larger than the limit of {max} bytes")
+                write!(
+                    f,
+                    "record batch of {size} bytes is larger than the limit of {max} bytes"
+                )
             }
         }
     }
@@ -85,7 +88,10 @@ impl Batch {
     /// The bytes must hold exactly one batch.
     pub fn parse(bytes: Bytes, size_max: usize) -> Result<Self, BatchError> {
         if bytes.len() > size_max {
-            return Err(BatchError::TooLarge { size: bytes.len(), max: size_max });
+            return Err(BatchError::TooLarge {
+                size: bytes.len(),
+                max: size_max,
+            });
         }
         if bytes.len() < HEADER_LEN {
             return Err(BatchError::Corrupt("shorter than a batch header"));
@@ -93,10 +99,14 @@ impl Batch {
         let batch = Self { bytes };
         let length = batch.i32_at(BATCH_LENGTH);
         if length < 0 || length as usize + BATCH_LENGTH + 4 != batch.bytes.len() {
-            return Err(BatchError::Corrupt("batch length does not match the bytes sent"));
+            return Err(BatchError::Corrupt(
+                "batch length does not match the bytes sent",
+            ));
         }
         if batch.bytes[MAGIC] != 2 {
-            return Err(BatchError::Invalid("only record batch format v2 (magic 2) is supported"));
+            return Err(BatchError::Invalid(
+                "only record batch format v2 (magic 2) is supported",
+            ));
         }
         if batch.crc_stored() != batch.crc_computed() {
             return Err(BatchError::Corrupt("CRC-32C mismatch"));
@@ -105,17 +115,25 @@ impl Batch {
             return Err(BatchError::Invalid("unknown compression codec"));
         }
         if batch.is_control() {
-            return Err(BatchError::Invalid("control batches are written by the broker only"));
+            return Err(BatchError::Invalid(
+                "control batches are written by the broker only",
+            ));
         }
         let count = batch.record_count();
         if count < 1 {
             return Err(BatchError::Invalid("a batch must hold at least one record"));
         }
         if batch.last_offset_delta() != count - 1 {
-            return Err(BatchError::Invalid("last offset delta must be record count - 1"));
+            return Err(BatchError::Invalid(
+                "last offset delta must be record count - 1",
+            ));
         }
-        if batch.producer_id().0 >= 0 && (batch.producer_epoch().0 < 0 || batch.base_sequence().0 < 0) {
-            return Err(BatchError::Invalid("idempotent batch without producer epoch or sequence"));
+        if batch.producer_id().0 >= 0
+            && (batch.producer_epoch().0 < 0 || batch.base_sequence().0 < 0)
+        {
+            return Err(BatchError::Invalid(
+                "idempotent batch without producer epoch or sequence",
+            ));
         }
         batch.assert_header_sane();
         Ok(batch)
@@ -124,7 +142,10 @@ impl Batch {
     /// Wraps bytes that were checked by [`Batch::parse`] before they entered our log. Storage
     /// frames are checksummed, so a failure here is corruption or a bug: it asserts.
     pub fn trusted(bytes: Bytes) -> Self {
-        assert!(bytes.len() >= HEADER_LEN, "stored batch shorter than a header");
+        assert!(
+            bytes.len() >= HEADER_LEN,
+            "stored batch shorter than a header"
+        );
         let batch = Self { bytes };
         assert_eq!(batch.bytes[MAGIC], 2, "stored batch is not magic 2");
         batch.assert_header_sane();
@@ -134,7 +155,10 @@ impl Batch {
     fn assert_header_sane(&self) {
         assert!(self.record_count() >= 1);
         assert_eq!(self.last_offset_delta(), self.record_count() - 1);
-        assert_eq!(self.i32_at(BATCH_LENGTH) as usize + BATCH_LENGTH + 4, self.bytes.len());
+        assert_eq!(
+            self.i32_at(BATCH_LENGTH) as usize + BATCH_LENGTH + 4,
+            self.bytes.len()
+        );
     }
 
     /// The batch's bytes, exactly as stored and served.
@@ -159,12 +183,12 @@ impl Batch {
 
     /// Offset of the last record.
     pub fn last_offset(&self) -> Offset {
-        self.base_offset().add(i64::from(self.last_offset_delta()))
+        self.base_offset().plus(i64::from(self.last_offset_delta()))
     }
 
     /// The offset after this batch.
     pub fn next_offset(&self) -> Offset {
-        self.last_offset().add(1)
+        self.last_offset().plus(1)
     }
 
     fn last_offset_delta(&self) -> i32 {
@@ -236,7 +260,13 @@ impl Batch {
     /// Returns the batch with the leader's fields stamped: base offset, partition leader epoch
     /// and, for `LogAppendTime`, the append time (which changes CRC-covered bytes, so the CRC
     /// is recomputed). Copies the bytes only if they are shared.
-    pub fn stamp(self, base_offset: Offset, term: Term, timestamps: TimestampType, wall_ms: i64) -> Self {
+    pub fn stamp(
+        self,
+        base_offset: Offset,
+        term: Term,
+        timestamps: TimestampType,
+        wall_ms: i64,
+    ) -> Self {
         assert!(base_offset.0 >= 0);
         let epoch = i32::try_from(term.0).expect("term fits a partition leader epoch");
         let count = self.record_count();
@@ -245,18 +275,26 @@ impl Batch {
             Err(shared) => BytesMut::from(&shared[..]),
         };
         bytes[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.0.to_be_bytes());
-        bytes[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4].copy_from_slice(&epoch.to_be_bytes());
+        bytes[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
+            .copy_from_slice(&epoch.to_be_bytes());
         if timestamps == TimestampType::LogAppendTime {
-            let attributes = i16::from_be_bytes([bytes[ATTRIBUTES], bytes[ATTRIBUTES + 1]]) | ATTRIBUTE_LOG_APPEND_TIME;
+            let attributes = i16::from_be_bytes([bytes[ATTRIBUTES], bytes[ATTRIBUTES + 1]])
+                | ATTRIBUTE_LOG_APPEND_TIME;
             bytes[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
             bytes[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&wall_ms.to_be_bytes());
             let crc = crc32c::crc32c(&bytes[ATTRIBUTES..]);
             bytes[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
         }
-        let stamped = Self { bytes: bytes.freeze() };
+        let stamped = Self {
+            bytes: bytes.freeze(),
+        };
         assert_eq!(stamped.base_offset(), base_offset);
         assert_eq!(stamped.record_count(), count);
-        assert_eq!(stamped.crc_stored(), stamped.crc_computed(), "stamping broke the CRC");
+        assert_eq!(
+            stamped.crc_stored(),
+            stamped.crc_computed(),
+            "stamping broke the CRC"
+        );
         stamped
     }
 
@@ -305,7 +343,10 @@ pub(crate) mod testing {
         RecordBatchEncoder::encode(
             &mut buf,
             &records,
-            &RecordEncodeOptions { version: 2, compression: Compression::None },
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
         )
         .expect("encode");
         buf.freeze()
@@ -339,10 +380,16 @@ mod tests {
         let decoded = RecordBatchDecoder::decode(&mut stamped.bytes().clone()).expect("decode");
         let offsets: Vec<i64> = decoded.records.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, vec![1000, 1001, 1002, 1003]);
-        assert!(decoded.records.iter().all(|r| r.partition_leader_epoch == 7));
+        assert!(decoded
+            .records
+            .iter()
+            .all(|r| r.partition_leader_epoch == 7));
         // As in Kafka, only maxTimestamp carries the append time; readers use it for every record.
         assert_eq!(stamped.max_timestamp(), 42);
-        assert!(decoded.records.iter().all(|r| r.timestamp_type == kafka_protocol::records::TimestampType::LogAppend));
+        assert!(decoded
+            .records
+            .iter()
+            .all(|r| r.timestamp_type == kafka_protocol::records::TimestampType::LogAppend));
         assert_eq!(stamped.next_offset(), Offset(1004));
         assert!(stamped.is_log_append_time());
     }
@@ -353,13 +400,28 @@ mod tests {
         let mut flipped = BytesMut::from(&good[..]);
         let last = flipped.len() - 1;
         flipped[last] ^= 0x01;
-        assert_eq!(Batch::parse(flipped.freeze(), 1 << 20), Err(BatchError::Corrupt("CRC-32C mismatch")));
-        assert!(matches!(Batch::parse(good.slice(..30), 1 << 20), Err(BatchError::Corrupt(_))));
-        assert!(matches!(Batch::parse(good.slice(..good.len() - 1), 1 << 20), Err(BatchError::Corrupt(_))));
-        assert!(matches!(Batch::parse(good.clone(), 10), Err(BatchError::TooLarge { .. })));
+        assert_eq!(
+            Batch::parse(flipped.freeze(), 1 << 20),
+            Err(BatchError::Corrupt("CRC-32C mismatch"))
+        );
+        assert!(matches!(
+            Batch::parse(good.slice(..30), 1 << 20),
+            Err(BatchError::Corrupt(_))
+        ));
+        assert!(matches!(
+            Batch::parse(good.slice(..good.len() - 1), 1 << 20),
+            Err(BatchError::Corrupt(_))
+        ));
+        assert!(matches!(
+            Batch::parse(good.clone(), 10),
+            Err(BatchError::TooLarge { .. })
+        ));
         let mut magic = BytesMut::from(&good[..]);
         magic[MAGIC] = 1;
-        assert!(matches!(Batch::parse(magic.freeze(), 1 << 20), Err(BatchError::Invalid(_))));
+        assert!(matches!(
+            Batch::parse(magic.freeze(), 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
     }
 
     proptest! {

@@ -74,7 +74,7 @@ impl NodeId {
 
 impl Offset {
     /// The offset `count` records after this one.
-    pub fn add(self, count: i64) -> Self {
+    pub fn plus(self, count: i64) -> Self {
         assert!(count >= 0);
         Self(self.0.checked_add(count).expect("offset overflow"))
     }

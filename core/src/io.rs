@@ -113,7 +113,9 @@ impl WalRecord {
     /// The group the record belongs to.
     pub fn group(&self) -> GroupId {
         match self {
-            Self::Entries { group, .. } | Self::HardState { group, .. } | Self::Snapshot { group, .. } => *group,
+            Self::Entries { group, .. }
+            | Self::HardState { group, .. }
+            | Self::Snapshot { group, .. } => *group,
         }
     }
 }

@@ -27,13 +27,26 @@ impl LogStore {
         assert!(!voters.is_empty());
         let mut store = Self::default();
         store.conf_state.voters = voters;
-        store.snapshot.mut_metadata().set_conf_state(store.conf_state.clone());
+        store
+            .snapshot
+            .mut_metadata()
+            .set_conf_state(store.conf_state.clone());
         store
     }
 
     /// Rebuilds a store from durable state read back from disk.
-    pub fn recover(hard_state: HardState, conf_state: ConfState, snapshot: Snapshot, entries: Vec<Entry>) -> Self {
-        let store = Self { hard_state, conf_state, snapshot, entries: entries.into() };
+    pub fn recover(
+        hard_state: HardState,
+        conf_state: ConfState,
+        snapshot: Snapshot,
+        entries: Vec<Entry>,
+    ) -> Self {
+        let store = Self {
+            hard_state,
+            conf_state,
+            snapshot,
+            entries: entries.into(),
+        };
         store.invariants();
         store
     }
@@ -82,7 +95,10 @@ impl LogStore {
 
     /// Sets the hard state from a `Ready`.
     pub fn set_hard_state(&mut self, hard_state: HardState) {
-        assert!(hard_state.term >= self.hard_state.term, "terms never go backwards");
+        assert!(
+            hard_state.term >= self.hard_state.term,
+            "terms never go backwards"
+        );
         self.hard_state = hard_state;
     }
 
@@ -93,9 +109,17 @@ impl LogStore {
 
     /// Appends entries from a `Ready`, replacing any conflicting suffix.
     pub fn append(&mut self, entries: &[Entry]) {
-        let Some(first_new) = entries.first() else { return };
-        assert!(first_new.index >= self.first_index(), "append below the snapshot");
-        assert!(first_new.index <= self.last_index() + 1, "append leaves a gap");
+        let Some(first_new) = entries.first() else {
+            return;
+        };
+        assert!(
+            first_new.index >= self.first_index(),
+            "append below the snapshot"
+        );
+        assert!(
+            first_new.index <= self.last_index() + 1,
+            "append leaves a gap"
+        );
         let keep = (first_new.index - self.first_index()) as usize;
         self.entries.truncate(keep);
         self.entries.extend(entries.iter().cloned());
@@ -106,7 +130,10 @@ impl LogStore {
     /// Installs a snapshot received from the leader: the whole log is replaced.
     pub fn apply_snapshot(&mut self, snapshot: Snapshot) {
         let meta = snapshot.get_metadata();
-        assert!(meta.index >= self.snapshot.get_metadata().index, "snapshots move forward");
+        assert!(
+            meta.index >= self.snapshot.get_metadata().index,
+            "snapshots move forward"
+        );
         self.hard_state.term = self.hard_state.term.max(meta.term);
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.conf_state = meta.get_conf_state().clone();
@@ -119,7 +146,10 @@ impl LogStore {
     /// snapshot becomes the one served to lagging followers.
     pub fn compact(&mut self, snapshot: Snapshot) {
         let index = snapshot.get_metadata().index;
-        assert!(index >= self.first_index() && index <= self.last_index(), "compact to a held entry");
+        assert!(
+            index >= self.first_index() && index <= self.last_index(),
+            "compact to a held entry"
+        );
         assert_eq!(Some(snapshot.get_metadata().term), self.term_at(index));
         let drop = (index + 1 - self.first_index()) as usize;
         self.entries.drain(..drop);
@@ -130,9 +160,16 @@ impl LogStore {
     /// Structural invariants, in constant time (checked after every input).
     pub fn invariants(&self) {
         if let (Some(a), Some(b)) = (self.entries.front(), self.entries.back()) {
-            assert_eq!(a.index, self.first_index(), "the log starts after the snapshot");
+            assert_eq!(
+                a.index,
+                self.first_index(),
+                "the log starts after the snapshot"
+            );
             assert_eq!(b.index, self.last_index(), "entries are contiguous");
-            assert!(a.term <= b.term && self.snapshot.get_metadata().term <= a.term, "terms grow along the log");
+            assert!(
+                a.term <= b.term && self.snapshot.get_metadata().term <= a.term,
+                "terms grow along the log"
+            );
         }
     }
 
@@ -140,7 +177,13 @@ impl LogStore {
     pub fn invariants_full(&self) {
         self.invariants();
         let first = self.first_index();
-        for (i, pair) in self.entries.iter().collect::<Vec<_>>().windows(2).enumerate() {
+        for (i, pair) in self
+            .entries
+            .iter()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .enumerate()
+        {
             assert_eq!(pair[0].index, first + i as u64, "entries are contiguous");
             assert!(pair[0].term <= pair[1].term, "terms grow along the log");
         }
@@ -149,7 +192,10 @@ impl LogStore {
 
 impl raft::Storage for LogStore {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState { hard_state: self.hard_state.clone(), conf_state: self.conf_state.clone() })
+        Ok(RaftState {
+            hard_state: self.hard_state.clone(),
+            conf_state: self.conf_state.clone(),
+        })
     }
 
     fn entries(
@@ -162,10 +208,16 @@ impl raft::Storage for LogStore {
         if low < self.first_index() {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        assert!(high <= self.last_index() + 1, "raft asked past the last index");
+        assert!(
+            high <= self.last_index() + 1,
+            "raft asked past the last index"
+        );
         let first = self.first_index();
-        let mut entries: Vec<Entry> =
-            self.entries.range((low - first) as usize..(high - first) as usize).cloned().collect();
+        let mut entries: Vec<Entry> = self
+            .entries
+            .range((low - first) as usize..(high - first) as usize)
+            .cloned()
+            .collect();
         raft::util::limit_size(&mut entries, max_size.into());
         Ok(entries)
     }
@@ -177,7 +229,9 @@ impl raft::Storage for LogStore {
         if idx < self.first_index() {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        self.entry(idx).map(|e| e.term).ok_or(raft::Error::Store(StorageError::Unavailable))
+        self.entry(idx)
+            .map(|e| e.term)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
@@ -189,8 +243,12 @@ impl raft::Storage for LogStore {
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.snapshot.get_metadata().index < request_index || self.snapshot.get_metadata().index == 0 {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        if self.snapshot.get_metadata().index < request_index
+            || self.snapshot.get_metadata().index == 0
+        {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
         }
         Ok(self.snapshot.clone())
     }

@@ -13,7 +13,10 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::batch::TimestampType;
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId};
-use crate::io::{Acks, GroupMessage, Input, Output, ProduceError, Request, Response, TraceEvent, WalRecord, Write};
+use crate::io::{
+    Acks, GroupMessage, Input, Output, ProduceError, Request, Response, TraceEvent, WalRecord,
+    Write,
+};
 use crate::log_store::LogStore;
 use crate::replica::Replica;
 use crate::time::Now;
@@ -139,7 +142,10 @@ pub(crate) struct Sink {
 impl Sink {
     pub(crate) fn send(&mut self, group: GroupId, message: raft::eraftpb::Message) {
         assert!(message.to != 0);
-        self.sends.entry(NodeId(message.to)).or_default().push(GroupMessage { group, message });
+        self.sends
+            .entry(NodeId(message.to))
+            .or_default()
+            .push(GroupMessage { group, message });
     }
 
     pub(crate) fn write(&mut self, record: WalRecord, sync: bool) {
@@ -151,7 +157,12 @@ impl Sink {
         self.out.push_back(Output::Reply { id, response });
     }
 
-    pub(crate) fn reply_produce(&mut self, acks: Acks, id: RequestId, response: Result<crate::io::ProduceAck, ProduceError>) {
+    pub(crate) fn reply_produce(
+        &mut self,
+        acks: Acks,
+        id: RequestId,
+        response: Result<crate::io::ProduceAck, ProduceError>,
+    ) {
         if acks != Acks::None {
             self.reply(id, Response::Produce(response));
         }
@@ -184,19 +195,30 @@ pub struct Node {
 impl Node {
     /// Starts a node from what its disk held. `seed` and `incarnation` (a restart counter) seed
     /// the Raft election timeouts, so every run with the same seed elects the same way.
-    pub fn new(config: NodeConfig, seed: u64, incarnation: u64, durable: DurableState, logger: &slog::Logger) -> Self {
+    pub fn new(
+        config: NodeConfig,
+        seed: u64,
+        incarnation: u64,
+        durable: DurableState,
+        logger: &slog::Logger,
+    ) -> Self {
         assert!(config.election_tick > config.heartbeat_tick && config.heartbeat_tick > 0);
         assert!(config.retain_entries_max > 0);
         let mut groups = BTreeMap::new();
         let mut durable = durable.groups;
         for group in &config.groups {
-            assert!(group.voters.contains(&config.node_id), "a node hosts only groups it votes in");
+            assert!(
+                group.voters.contains(&config.node_id),
+                "a node hosts only groups it votes in"
+            );
             let store = match durable.remove(&group.id) {
                 Some(state) => {
                     let conf_state = if state.snapshot.get_metadata().index > 0 {
                         state.snapshot.get_metadata().get_conf_state().clone()
                     } else {
-                        LogStore::new(group.voters.iter().map(|n| n.raft_id()).collect()).conf_state().clone()
+                        LogStore::new(group.voters.iter().map(|n| n.raft_id()).collect())
+                            .conf_state()
+                            .clone()
                     };
                     let mut snapshot = state.snapshot;
                     if snapshot.get_metadata().index == 0 {
@@ -206,13 +228,37 @@ impl Node {
                 }
                 None => LogStore::new(group.voters.iter().map(|n| n.raft_id()).collect()),
             };
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mix(&[seed, group.id.0, config.node_id.0, incarnation]));
-            let election_tick_min = config.election_tick + (rng.next_u64() % config.election_tick as u64) as usize;
-            let replica = Replica::new(&config, group.id, store, group.timestamps, election_tick_min, logger);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mix(&[
+                seed,
+                group.id.0,
+                config.node_id.0,
+                incarnation,
+            ]));
+            let election_tick_min =
+                config.election_tick + (rng.next_u64() % config.election_tick as u64) as usize;
+            let replica = Replica::new(
+                &config,
+                group.id,
+                store,
+                group.timestamps,
+                election_tick_min,
+                logger,
+            );
             groups.insert(group.id, replica);
         }
-        assert!(durable.is_empty(), "disk holds groups this node is not configured for: {:?}", durable.keys());
-        Self { config, groups, now: None, write_next: IoSeq(0), inflight: VecDeque::new(), inflight_max: 1 << 16 }
+        assert!(
+            durable.is_empty(),
+            "disk holds groups this node is not configured for: {:?}",
+            durable.keys()
+        );
+        Self {
+            config,
+            groups,
+            now: None,
+            write_next: IoSeq(0),
+            inflight: VecDeque::new(),
+            inflight_max: 1 << 16,
+        }
     }
 
     /// The node's configuration.
@@ -226,7 +272,12 @@ impl Node {
             assert!(now.mono >= before.mono, "monotonic time went backwards");
         }
         self.now = Some(now);
-        let mut sink = Sink { sends: BTreeMap::new(), records: Vec::new(), sync: false, out: VecDeque::new() };
+        let mut sink = Sink {
+            sends: BTreeMap::new(),
+            records: Vec::new(),
+            sync: false,
+            out: VecDeque::new(),
+        };
         let mut touched = BTreeSet::new();
         match input {
             Input::Tick => {
@@ -237,14 +288,19 @@ impl Node {
             }
             Input::Peer { from, messages } => {
                 for GroupMessage { group, message } in messages {
-                    assert_eq!(message.from, from.0, "peer transport delivers messages from their sender");
+                    assert_eq!(
+                        message.from, from.0,
+                        "peer transport delivers messages from their sender"
+                    );
                     if let Some(replica) = self.groups.get_mut(&group) {
                         replica.step(message);
                         touched.insert(group);
                     }
                 }
             }
-            Input::Request { id, request } => self.handle_request(now, id, request, &mut sink, &mut touched),
+            Input::Request { id, request } => {
+                self.handle_request(now, id, request, &mut sink, &mut touched)
+            }
             Input::WriteDone { seq } => self.handle_write_done(seq, &mut sink, &mut touched),
         }
         self.flush(touched, &mut sink);
@@ -255,14 +311,23 @@ impl Node {
         self.invariants();
     }
 
-    fn handle_request(&mut self, now: Now, id: RequestId, request: Request, sink: &mut Sink, touched: &mut BTreeSet<GroupId>) {
+    fn handle_request(
+        &mut self,
+        now: Now,
+        id: RequestId,
+        request: Request,
+        sink: &mut Sink,
+        touched: &mut BTreeSet<GroupId>,
+    ) {
         match request {
             Request::Produce(produce) => match self.groups.get_mut(&produce.group) {
                 Some(replica) => {
                     touched.insert(produce.group);
                     replica.produce(&self.config, now, id, produce, sink);
                 }
-                None => sink.reply_produce(produce.acks, id, Err(ProduceError::UnknownTopicOrPartition)),
+                None => {
+                    sink.reply_produce(produce.acks, id, Err(ProduceError::UnknownTopicOrPartition))
+                }
             },
             Request::Fetch(fetch) => {
                 let response = match self.groups.get(&fetch.group) {
@@ -275,14 +340,23 @@ impl Node {
     }
 
     fn handle_write_done(&mut self, seq: IoSeq, sink: &mut Sink, touched: &mut BTreeSet<GroupId>) {
-        let write = self.inflight.pop_front().expect("a write completed that was never issued");
-        assert_eq!(write.seq, seq, "disk completions must come back in issue order");
+        let write = self
+            .inflight
+            .pop_front()
+            .expect("a write completed that was never issued");
+        assert_eq!(
+            write.seq, seq,
+            "disk completions must come back in issue order"
+        );
         self.complete(write, sink, touched);
     }
 
     fn complete(&mut self, write: InflightWrite, sink: &mut Sink, touched: &mut BTreeSet<GroupId>) {
         for (group, number, last_entry) in write.readies {
-            let replica = self.groups.get_mut(&group).expect("groups are never removed");
+            let replica = self
+                .groups
+                .get_mut(&group)
+                .expect("groups are never removed");
             replica.on_written(number, last_entry, sink);
             touched.insert(group);
         }
@@ -309,10 +383,14 @@ impl Node {
                 self.complete(write, sink, &mut touched);
                 continue;
             }
-            assert!(self.inflight.len() < self.inflight_max, "disk writes in flight past their bound");
+            assert!(
+                self.inflight.len() < self.inflight_max,
+                "disk writes in flight past their bound"
+            );
             let records = std::mem::take(&mut sink.records);
             let sync = std::mem::take(&mut sink.sync);
-            sink.out.push_back(Output::Write(Write { seq, records, sync }));
+            sink.out
+                .push_back(Output::Write(Write { seq, records, sync }));
             self.inflight.push_back(write);
             if touched.is_empty() {
                 return;

@@ -97,7 +97,10 @@ impl ProducerTable {
     /// An empty table holding at most `producers_max` producers.
     pub fn new(producers_max: usize) -> Self {
         assert!(producers_max > 0);
-        Self { producers: BTreeMap::new(), producers_max }
+        Self {
+            producers: BTreeMap::new(),
+            producers_max,
+        }
     }
 
     /// Number of producers remembered.
@@ -118,11 +121,16 @@ impl ProducerTable {
             return Ok(SequenceCheck::Append);
         };
         if batch.epoch < entry.epoch {
-            return Err(SequenceError::StaleEpoch { current: entry.epoch });
+            return Err(SequenceError::StaleEpoch {
+                current: entry.epoch,
+            });
         }
         if batch.epoch > entry.epoch {
             if batch.first_sequence != Sequence(0) {
-                return Err(SequenceError::OutOfOrder { expected: Sequence(0), received: batch.first_sequence });
+                return Err(SequenceError::OutOfOrder {
+                    expected: Sequence(0),
+                    received: batch.first_sequence,
+                });
             }
             return Ok(SequenceCheck::Append);
         }
@@ -134,38 +142,58 @@ impl ProducerTable {
         {
             return Ok(SequenceCheck::Duplicate(*original));
         }
-        let last = entry.batches.back().expect("a remembered producer has a batch");
+        let last = entry
+            .batches
+            .back()
+            .expect("a remembered producer has a batch");
         let expected = last.last_sequence.after(1);
         if batch.first_sequence == expected {
             Ok(SequenceCheck::Append)
         } else {
-            Err(SequenceError::OutOfOrder { expected, received: batch.first_sequence })
+            Err(SequenceError::OutOfOrder {
+                expected,
+                received: batch.first_sequence,
+            })
         }
     }
 
     /// Records an appended batch. Deterministic: every replica calls it with the same batches
     /// in the same order and ends with the same table.
-    pub fn record(&mut self, batch: &ProducerBatch, base_offset: Offset, index: RaftIndex, term: Term) {
+    pub fn record(
+        &mut self,
+        batch: &ProducerBatch,
+        base_offset: Offset,
+        index: RaftIndex,
+        term: Term,
+    ) {
         assert!(batch.producer_id.0 >= 0 && batch.count > 0);
-        if !self.producers.contains_key(&batch.producer_id) && self.producers.len() >= self.producers_max {
+        if !self.producers.contains_key(&batch.producer_id)
+            && self.producers.len() >= self.producers_max
+        {
             self.evict_oldest();
         }
         let entry = self
             .producers
             .entry(batch.producer_id)
-            .or_insert_with(|| ProducerEntry { epoch: batch.epoch, batches: VecDeque::new() });
+            .or_insert_with(|| ProducerEntry {
+                epoch: batch.epoch,
+                batches: VecDeque::new(),
+            });
         if batch.epoch != entry.epoch {
             entry.epoch = batch.epoch;
             entry.batches.clear();
         }
         if let Some(last) = entry.batches.back() {
-            assert!(last.last_offset < base_offset, "producer batches are recorded in offset order");
+            assert!(
+                last.last_offset < base_offset,
+                "producer batches are recorded in offset order"
+            );
         }
         entry.batches.push_back(BatchMetadata {
             first_sequence: batch.first_sequence,
             last_sequence: batch.last_sequence(),
             base_offset,
-            last_offset: base_offset.add(i64::from(batch.count - 1)),
+            last_offset: base_offset.plus(i64::from(batch.count - 1)),
             index,
             term,
         });
@@ -244,7 +272,10 @@ impl ProducerTable {
             }
             producers.insert(id, ProducerEntry { epoch, batches });
         }
-        Ok(Self { producers, producers_max })
+        Ok(Self {
+            producers,
+            producers_max,
+        })
     }
 }
 
@@ -254,24 +285,50 @@ mod tests {
     use proptest::prelude::*;
 
     fn b(pid: i64, epoch: i16, seq: i32, count: i32) -> ProducerBatch {
-        ProducerBatch { producer_id: ProducerId(pid), epoch: ProducerEpoch(epoch), first_sequence: Sequence(seq), count }
+        ProducerBatch {
+            producer_id: ProducerId(pid),
+            epoch: ProducerEpoch(epoch),
+            first_sequence: Sequence(seq),
+            count,
+        }
     }
 
     #[test]
     fn kafka_sequence_rules() {
         let mut t = ProducerTable::new(10);
-        assert_eq!(t.check(&b(1, 0, 42, 3)), Ok(SequenceCheck::Append), "unknown producer: any sequence");
+        assert_eq!(
+            t.check(&b(1, 0, 42, 3)),
+            Ok(SequenceCheck::Append),
+            "unknown producer: any sequence"
+        );
         t.record(&b(1, 0, 0, 3), Offset(0), RaftIndex(1), Term(1));
         assert_eq!(t.check(&b(1, 0, 3, 2)), Ok(SequenceCheck::Append));
-        assert!(matches!(t.check(&b(1, 0, 0, 3)), Ok(SequenceCheck::Duplicate(m)) if m.base_offset == Offset(0)));
+        assert!(
+            matches!(t.check(&b(1, 0, 0, 3)), Ok(SequenceCheck::Duplicate(m)) if m.base_offset == Offset(0))
+        );
         assert_eq!(
             t.check(&b(1, 0, 5, 1)),
-            Err(SequenceError::OutOfOrder { expected: Sequence(3), received: Sequence(5) })
+            Err(SequenceError::OutOfOrder {
+                expected: Sequence(3),
+                received: Sequence(5)
+            })
         );
-        assert_eq!(t.check(&b(1, 1, 0, 1)), Ok(SequenceCheck::Append), "a new epoch starts at 0");
-        assert!(matches!(t.check(&b(1, 1, 3, 1)), Err(SequenceError::OutOfOrder { .. })));
+        assert_eq!(
+            t.check(&b(1, 1, 0, 1)),
+            Ok(SequenceCheck::Append),
+            "a new epoch starts at 0"
+        );
+        assert!(matches!(
+            t.check(&b(1, 1, 3, 1)),
+            Err(SequenceError::OutOfOrder { .. })
+        ));
         t.record(&b(1, 1, 0, 1), Offset(3), RaftIndex(2), Term(1));
-        assert_eq!(t.check(&b(1, 0, 3, 1)), Err(SequenceError::StaleEpoch { current: ProducerEpoch(1) }));
+        assert_eq!(
+            t.check(&b(1, 0, 3, 1)),
+            Err(SequenceError::StaleEpoch {
+                current: ProducerEpoch(1)
+            })
+        );
         t.invariants();
     }
 
@@ -290,8 +347,18 @@ mod tests {
         t.record(&b(5, 0, 1, 1), Offset(2), RaftIndex(3), Term(1));
         t.record(&b(7, 0, 0, 1), Offset(3), RaftIndex(4), Term(1));
         assert_eq!(t.len(), 2);
-        assert_eq!(t.check(&b(6, 0, 99, 1)), Ok(SequenceCheck::Append), "6 was forgotten");
-        assert!(matches!(t.check(&b(5, 0, 5, 1)), Err(SequenceError::OutOfOrder { .. })), "5 is remembered");
+        assert_eq!(
+            t.check(&b(6, 0, 99, 1)),
+            Ok(SequenceCheck::Append),
+            "6 was forgotten"
+        );
+        assert!(
+            matches!(
+                t.check(&b(5, 0, 5, 1)),
+                Err(SequenceError::OutOfOrder { .. })
+            ),
+            "5 is remembered"
+        );
     }
 
     proptest! {
@@ -319,7 +386,7 @@ mod tests {
                 t.record(&b(9, 0, next_seq, count), next_offset, RaftIndex(i as u64 + 1), Term(1));
                 sent.push((next_seq, count, next_offset));
                 next_seq += count;
-                next_offset = next_offset.add(i64::from(count));
+                next_offset = next_offset.plus(i64::from(count));
                 t.invariants();
             }
             let mut w = Writer::default();

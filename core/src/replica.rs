@@ -14,8 +14,8 @@ use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use crate::batch::{Batch, TimestampType};
 use crate::ids::{GroupId, NodeId, Offset, ProducerId, RaftIndex, RequestId, Term};
 use crate::io::{
-    Acks, FetchData, FetchError, FetchRequest, ProduceAck, ProduceError, ProduceRequest, Response, TraceEvent,
-    WalRecord,
+    Acks, FetchData, FetchError, FetchRequest, ProduceAck, ProduceError, ProduceRequest, Response,
+    TraceEvent, WalRecord,
 };
 use crate::log_store::LogStore;
 use crate::node::{NodeConfig, Sink};
@@ -110,7 +110,8 @@ impl Replica {
     ) -> Self {
         let snapshot = store.snapshot().clone();
         let (log_start_offset, producers) = if snapshot.get_metadata().index > 0 {
-            let data = SnapshotData::decode(&snapshot.data).expect("stored snapshot data is checksummed");
+            let data =
+                SnapshotData::decode(&snapshot.data).expect("stored snapshot data is checksummed");
             (data.log_start_offset, data.producers)
         } else {
             (Offset(0), ProducerTable::new(config.producers_max))
@@ -145,7 +146,11 @@ impl Replica {
             log_start_offset,
             producers: producers.clone(),
             offset_index: BTreeMap::new(),
-            shadow: Shadow { index: applied, next_offset: log_start_offset, producers },
+            shadow: Shadow {
+                index: applied,
+                next_offset: log_start_offset,
+                producers,
+            },
             leader: None,
             role: StateRole::Follower,
             held: VecDeque::new(),
@@ -178,12 +183,28 @@ impl Replica {
     /// The leader serves once it has applied the first entry of its own term: only then is its
     /// high watermark at least every earlier leader's.
     fn serving_leader(&self) -> Option<&LeaderState> {
-        self.leader.as_ref().filter(|l| self.applied >= l.term_start)
+        self.leader
+            .as_ref()
+            .filter(|l| self.applied >= l.term_start)
     }
 
-    pub(crate) fn produce(&mut self, config: &NodeConfig, now: Now, id: RequestId, request: ProduceRequest, sink: &mut Sink) {
+    pub(crate) fn produce(
+        &mut self,
+        config: &NodeConfig,
+        now: Now,
+        id: RequestId,
+        request: ProduceRequest,
+        sink: &mut Sink,
+    ) {
         assert_eq!(request.group, self.group);
-        match self.produce_inner(config, now, id, request.acks, request.batch, request.timeout_ms) {
+        match self.produce_inner(
+            config,
+            now,
+            id,
+            request.acks,
+            request.batch,
+            request.timeout_ms,
+        ) {
             Ok(Some(ack)) => sink.reply_produce(request.acks, id, Ok(ack)),
             Ok(None) => {}
             Err(error) => sink.reply_produce(request.acks, id, Err(error)),
@@ -201,7 +222,9 @@ impl Replica {
         timeout_ms: u32,
     ) -> Result<Option<ProduceAck>, ProduceError> {
         if self.serving_leader().is_none() {
-            return Err(ProduceError::NotLeader { leader: self.leader_hint() });
+            return Err(ProduceError::NotLeader {
+                leader: self.leader_hint(),
+            });
         }
         let batch = Batch::parse(bytes, config.batch_bytes_max).map_err(ProduceError::Batch)?;
         let deadline = now.mono.plus_ms(u64::from(timeout_ms));
@@ -216,17 +239,32 @@ impl Replica {
             match verdict {
                 Ok(SequenceCheck::Append) => {}
                 Ok(SequenceCheck::Duplicate(original)) => {
-                    let ack = ProduceAck { base_offset: original.base_offset, log_append_time_ms: -1 };
+                    let ack = ProduceAck {
+                        base_offset: original.base_offset,
+                        log_append_time_ms: -1,
+                    };
                     if original.index <= self.applied || acks != Acks::All {
                         return Ok(Some(ack));
                     }
-                    self.wait(config, Pending { id, index: original.index, term: original.term, wait: Wait::Applied, ack, deadline })?;
+                    self.wait(
+                        config,
+                        Pending {
+                            id,
+                            index: original.index,
+                            term: original.term,
+                            wait: Wait::Applied,
+                            ack,
+                            deadline,
+                        },
+                    )?;
                     return Ok(None);
                 }
                 Err(SequenceError::OutOfOrder { expected, received }) => {
                     return Err(ProduceError::OutOfOrderSequence { expected, received });
                 }
-                Err(SequenceError::StaleEpoch { .. }) => return Err(ProduceError::InvalidProducerEpoch),
+                Err(SequenceError::StaleEpoch { .. }) => {
+                    return Err(ProduceError::InvalidProducerEpoch)
+                }
             }
         }
         if acks != Acks::None && self.pending.len() >= config.pending_requests_max {
@@ -239,12 +277,16 @@ impl Replica {
         let mut message = Message::default();
         message.set_msg_type(MessageType::MsgPropose);
         message.from = self.node.raft_id();
-        let mut entry = Entry::default();
-        entry.data = batch.bytes().clone();
+        let entry = Entry {
+            data: batch.bytes().clone(),
+            ..Entry::default()
+        };
         message.set_entries(vec![entry].into());
         if self.raw.step(message).is_err() {
             // Dropped by raft-rs (leadership transfer, or the uncommitted-size limit).
-            return Err(ProduceError::NotLeader { leader: self.leader_hint() });
+            return Err(ProduceError::NotLeader {
+                leader: self.leader_hint(),
+            });
         }
         let index = RaftIndex(self.raw.raft.raft_log.last_index());
         assert_eq!(index.0, last_before + 1, "one proposal, one entry");
@@ -254,14 +296,31 @@ impl Replica {
         if let Some(producer) = &producer {
             leader.producers.record(producer, base_offset, index, term);
         }
-        let log_append_time_ms = if self.timestamps == TimestampType::LogAppendTime { now.wall_ms } else { -1 };
-        let ack = ProduceAck { base_offset, log_append_time_ms };
+        let log_append_time_ms = if self.timestamps == TimestampType::LogAppendTime {
+            now.wall_ms
+        } else {
+            -1
+        };
+        let ack = ProduceAck {
+            base_offset,
+            log_append_time_ms,
+        };
         let wait = match acks {
             Acks::None => return Ok(None),
             Acks::Leader => Wait::Persisted,
             Acks::All => Wait::Applied,
         };
-        self.wait(config, Pending { id, index, term, wait, ack, deadline })?;
+        self.wait(
+            config,
+            Pending {
+                id,
+                index,
+                term,
+                wait,
+                ack,
+                deadline,
+            },
+        )?;
         Ok(None)
     }
 
@@ -273,10 +332,16 @@ impl Replica {
         Ok(())
     }
 
-    pub(crate) fn fetch(&self, config: &NodeConfig, request: &FetchRequest) -> Result<FetchData, FetchError> {
+    pub(crate) fn fetch(
+        &self,
+        config: &NodeConfig,
+        request: &FetchRequest,
+    ) -> Result<FetchData, FetchError> {
         assert_eq!(request.group, self.group);
         let Some(leader) = self.serving_leader() else {
-            return Err(FetchError::NotLeader { leader: self.leader_hint() });
+            return Err(FetchError::NotLeader {
+                leader: self.leader_hint(),
+            });
         };
         // Planted bug `fetch-above-hwm`: serve the uncommitted suffix too.
         let (readable_end, last_index) = if config.planted.fetch_above_hwm() {
@@ -291,7 +356,11 @@ impl Replica {
             });
         }
         // Start at the batch holding the offset; Kafka serves whole batches.
-        let start = self.offset_index.range(..=request.offset).next_back().map(|(_, index)| index.0);
+        let start = self
+            .offset_index
+            .range(..=request.offset)
+            .next_back()
+            .map(|(_, index)| index.0);
         let mut batches = Vec::new();
         let mut bytes = 0usize;
         if let Some(start) = start {
@@ -299,7 +368,11 @@ impl Replica {
                 if bytes >= request.max_bytes as usize {
                     break;
                 }
-                let entry = self.raw.store().entry(index).expect("entries from the log start on are held");
+                let entry = self
+                    .raw
+                    .store()
+                    .entry(index)
+                    .expect("entries from the log start on are held");
                 if let Some(batch) = record_batch(entry) {
                     if batch.next_offset() <= request.offset {
                         continue;
@@ -309,11 +382,19 @@ impl Replica {
                 }
             }
         }
-        Ok(FetchData { high_watermark: self.next_offset, log_start_offset: self.log_start_offset, batches })
+        Ok(FetchData {
+            high_watermark: self.next_offset,
+            log_start_offset: self.log_start_offset,
+            batches,
+        })
     }
 
     /// Handles every ready raft-rs has. Returns the readies handed to the disk.
-    pub(crate) fn process_ready(&mut self, config: &NodeConfig, sink: &mut Sink) -> Vec<ReadyWritten> {
+    pub(crate) fn process_ready(
+        &mut self,
+        config: &NodeConfig,
+        sink: &mut Sink,
+    ) -> Vec<ReadyWritten> {
         let mut written = Vec::new();
         while self.raw.has_ready() {
             let mut ready = self.raw.ready();
@@ -330,11 +411,23 @@ impl Replica {
             let last_entry = entries.last().map(|e| RaftIndex(e.index));
             if !entries.is_empty() {
                 self.raw.mut_store().append(&entries);
-                sink.write(WalRecord::Entries { group: self.group, entries }, true);
+                sink.write(
+                    WalRecord::Entries {
+                        group: self.group,
+                        entries,
+                    },
+                    true,
+                );
             }
             if let Some(hard_state) = ready.hs() {
                 self.raw.mut_store().set_hard_state(hard_state.clone());
-                sink.write(WalRecord::HardState { group: self.group, hard_state: hard_state.clone() }, ready.must_sync());
+                sink.write(
+                    WalRecord::HardState {
+                        group: self.group,
+                        hard_state: hard_state.clone(),
+                    },
+                    ready.must_sync(),
+                );
             }
             if let Some(soft) = ready.ss() {
                 self.role = soft.raft_state;
@@ -346,7 +439,10 @@ impl Replica {
                     sink.send(self.group, message);
                 }
             } else if !persisted_messages.is_empty() {
-                self.held.push_back(Held { number, messages: persisted_messages });
+                self.held.push_back(Held {
+                    number,
+                    messages: persisted_messages,
+                });
             }
             self.raw.advance_append_async(ready);
             self.report_applied();
@@ -367,7 +463,12 @@ impl Replica {
     }
 
     /// The write holding ready `number` (and every earlier one) is done.
-    pub(crate) fn on_written(&mut self, number: u64, last_entry: Option<RaftIndex>, sink: &mut Sink) {
+    pub(crate) fn on_written(
+        &mut self,
+        number: u64,
+        last_entry: Option<RaftIndex>,
+        sink: &mut Sink,
+    ) {
         self.raw.on_persist_ready(number);
         self.report_applied();
         while self.held.front().is_some_and(|h| h.number <= number) {
@@ -416,35 +517,65 @@ impl Replica {
         // in its log after it. The store holds all of them: the ready that made this node
         // leader has just been appended.
         let last = self.raw.store().last_index();
-        assert_eq!(last, self.raw.raft.raft_log.last_index(), "leader's log fully handed over");
+        assert_eq!(
+            last,
+            self.raw.raft.raft_log.last_index(),
+            "leader's log fully handed over"
+        );
         let mut producers = self.producers.clone();
         let mut log_end_offset = self.next_offset;
         for index in self.applied.0 + 1..=last {
             let entry = self.raw.store().entry(index).expect("held");
             if let Some(batch) = record_batch(entry) {
-                assert_eq!(batch.base_offset(), log_end_offset, "offsets along a log are dense");
+                assert_eq!(
+                    batch.base_offset(),
+                    log_end_offset,
+                    "offsets along a log are dense"
+                );
                 if let Some(p) = producer_batch(&batch) {
                     producers.record(&p, batch.base_offset(), RaftIndex(index), Term(entry.term));
                 }
                 log_end_offset = batch.next_offset();
             }
         }
-        self.leader = Some(LeaderState { term, term_start: RaftIndex(last), log_end_offset, producers });
-        sink.trace(TraceEvent::BecameLeader { group: self.group, term });
+        self.leader = Some(LeaderState {
+            term,
+            term_start: RaftIndex(last),
+            log_end_offset,
+            producers,
+        });
+        sink.trace(TraceEvent::BecameLeader {
+            group: self.group,
+            term,
+        });
     }
 
     fn apply(&mut self, entries: Vec<Entry>, sink: &mut Sink) {
         for entry in entries {
-            assert_eq!(entry.index, self.applied.0 + 1, "entries are applied in order, once");
+            assert_eq!(
+                entry.index,
+                self.applied.0 + 1,
+                "entries are applied in order, once"
+            );
             let mut crc = 0;
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
                     if let Some(batch) = record_batch(&entry) {
                         // Pair assertion: the leader stamped this offset from the same log.
-                        assert_eq!(batch.base_offset(), self.next_offset, "applied batch is not at the log end");
-                        self.offset_index.insert(batch.base_offset(), RaftIndex(entry.index));
+                        assert_eq!(
+                            batch.base_offset(),
+                            self.next_offset,
+                            "applied batch is not at the log end"
+                        );
+                        self.offset_index
+                            .insert(batch.base_offset(), RaftIndex(entry.index));
                         if let Some(p) = producer_batch(&batch) {
-                            self.producers.record(&p, batch.base_offset(), RaftIndex(entry.index), Term(entry.term));
+                            self.producers.record(
+                                &p,
+                                batch.base_offset(),
+                                RaftIndex(entry.index),
+                                Term(entry.term),
+                            );
                         }
                         self.next_offset = batch.next_offset();
                         crc = batch.crc();
@@ -476,7 +607,11 @@ impl Replica {
             }
             // An entry at the index we proposed at, but from another term: ours was replaced
             // and is definitely not in the log.
-            let response = if p.term == term { Ok(p.ack) } else { Err(ProduceError::NotLeader { leader: None }) };
+            let response = if p.term == term {
+                Ok(p.ack)
+            } else {
+                Err(ProduceError::NotLeader { leader: None })
+            };
             sink.reply(p.id, Response::Produce(response));
         }
         self.pending = keep;
@@ -484,15 +619,23 @@ impl Replica {
 
     fn install_snapshot(&mut self, snapshot: Snapshot, sink: &mut Sink) {
         let index = RaftIndex(snapshot.get_metadata().index);
-        assert!(index > self.applied, "raft only sends snapshots past what is applied");
-        let data = SnapshotData::decode(&snapshot.data).expect("snapshot data from a leader decodes");
+        assert!(
+            index > self.applied,
+            "raft only sends snapshots past what is applied"
+        );
+        let data =
+            SnapshotData::decode(&snapshot.data).expect("snapshot data from a leader decodes");
         self.raw.mut_store().apply_snapshot(snapshot.clone());
         self.applied = index;
         self.next_offset = data.log_start_offset;
         self.log_start_offset = data.log_start_offset;
         self.producers = data.producers.clone();
         self.offset_index.clear();
-        self.shadow = Shadow { index, next_offset: data.log_start_offset, producers: data.producers };
+        self.shadow = Shadow {
+            index,
+            next_offset: data.log_start_offset,
+            producers: data.producers,
+        };
         // Entries we waited on were overwritten without our seeing them: the outcome is unknown.
         let mut keep = VecDeque::new();
         for p in self.pending.drain(..) {
@@ -503,8 +646,19 @@ impl Replica {
             }
         }
         self.pending = keep;
-        sink.trace(TraceEvent::InstalledSnapshot { group: self.group, index, log_start_offset: data.log_start_offset });
-        sink.write(WalRecord::Snapshot { group: self.group, snapshot, install: true }, true);
+        sink.trace(TraceEvent::InstalledSnapshot {
+            group: self.group,
+            index,
+            log_start_offset: data.log_start_offset,
+        });
+        sink.write(
+            WalRecord::Snapshot {
+                group: self.group,
+                snapshot,
+                install: true,
+            },
+            true,
+        );
     }
 
     fn expire_pending(&mut self, now: Now, sink: &mut Sink) {
@@ -554,7 +708,9 @@ impl Replica {
     fn compact(&mut self, config: &NodeConfig, sink: &mut Sink) {
         let first = self.raw.store().first_index();
         let applied = self.applied.0;
-        if applied < first || applied - first + 1 <= config.retain_entries_max + config.retain_entries_max / 2 {
+        if applied < first
+            || applied - first < config.retain_entries_max + config.retain_entries_max / 2
+        {
             return;
         }
         let target = applied - config.retain_entries_max;
@@ -564,15 +720,25 @@ impl Replica {
             if let Some(batch) = record_batch(entry) {
                 assert_eq!(batch.base_offset(), self.shadow.next_offset);
                 if let Some(p) = producer_batch(&batch) {
-                    self.shadow.producers.record(&p, batch.base_offset(), RaftIndex(index), Term(entry.term));
+                    self.shadow.producers.record(
+                        &p,
+                        batch.base_offset(),
+                        RaftIndex(index),
+                        Term(entry.term),
+                    );
                 }
                 self.shadow.next_offset = batch.next_offset();
             }
         }
         self.shadow.index = RaftIndex(target);
-        let data = SnapshotData { log_start_offset: self.shadow.next_offset, producers: self.shadow.producers.clone() };
-        let mut snapshot = Snapshot::default();
-        snapshot.data = data.encode().into();
+        let data = SnapshotData {
+            log_start_offset: self.shadow.next_offset,
+            producers: self.shadow.producers.clone(),
+        };
+        let mut snapshot = Snapshot {
+            data: data.encode().into(),
+            ..Snapshot::default()
+        };
         let meta = snapshot.mut_metadata();
         meta.index = target;
         meta.term = self.raw.store().term_at(target).expect("held");
@@ -580,7 +746,14 @@ impl Replica {
         self.raw.mut_store().compact(snapshot.clone());
         self.log_start_offset = self.shadow.next_offset;
         self.offset_index = self.offset_index.split_off(&self.log_start_offset);
-        sink.write(WalRecord::Snapshot { group: self.group, snapshot, install: false }, false);
+        sink.write(
+            WalRecord::Snapshot {
+                group: self.group,
+                snapshot,
+                install: false,
+            },
+            false,
+        );
     }
 
     pub(crate) fn group(&self) -> GroupId {

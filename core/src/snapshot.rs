@@ -40,6 +40,9 @@ impl SnapshotData {
         }
         let producers = ProducerTable::decode(&mut r)?;
         r.finish()?;
-        Ok(Self { log_start_offset, producers })
+        Ok(Self {
+            log_start_offset,
+            producers,
+        })
     }
 }

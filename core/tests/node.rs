@@ -3,12 +3,14 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use oxbow_core::batch::TimestampType as Timestamps;
 use oxbow_core::ids::{GroupId, IoSeq, NodeId, Offset, ProducerEpoch, RequestId, Sequence};
 use oxbow_core::io::{
-    Acks, FetchError, FetchRequest, Input, Output, ProduceAck, ProduceError, ProduceRequest, Request, Response,
-    TraceEvent, WalRecord,
+    Acks, FetchError, FetchRequest, Input, Output, ProduceAck, ProduceError, ProduceRequest,
+    Request, Response, TraceEvent, WalRecord,
 };
 use oxbow_core::node::{DurableState, GroupConfig, Node, NodeConfig};
 use oxbow_core::time::{Instant, Now};
@@ -34,8 +36,15 @@ fn batch(count: i32, producer_id: i64, base_sequence: i32) -> Bytes {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encode");
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
     buf.freeze()
 }
 
@@ -48,11 +57,21 @@ impl Harness {
     fn single_voter() -> Self {
         let config = NodeConfig::new(
             NodeId(1),
-            vec![GroupConfig { id: GROUP, voters: vec![NodeId(1)], timestamps: Timestamps::CreateTime }],
+            vec![GroupConfig {
+                id: GROUP,
+                voters: vec![NodeId(1)],
+                timestamps: Timestamps::CreateTime,
+            }],
         );
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let node = Node::new(config, 7, 0, DurableState::default(), &logger);
-        Self { node, now: Now { mono: Instant(0), wall_ms: 1_000_000 } }
+        Self {
+            node,
+            now: Now {
+                mono: Instant(0),
+                wall_ms: 1_000_000,
+            },
+        }
     }
 
     fn handle(&mut self, input: Input) -> Vec<Output> {
@@ -74,19 +93,34 @@ impl Harness {
     }
 
     fn produce(&mut self, id: u64, acks: Acks, bytes: Bytes) -> Vec<Output> {
-        let request = ProduceRequest { group: GROUP, acks, batch: bytes, timeout_ms: 1_000 };
-        self.handle(Input::Request { id: RequestId(id), request: Request::Produce(request) })
+        let request = ProduceRequest {
+            group: GROUP,
+            acks,
+            batch: bytes,
+            timeout_ms: 1_000,
+        };
+        self.handle(Input::Request {
+            id: RequestId(id),
+            request: Request::Produce(request),
+        })
     }
 
     fn elect(&mut self) {
         // A single voter elects itself and appends its no-op in one write; completing writes
         // commits and applies the no-op, after which the leader serves.
         let mut out = self.tick_until_output();
-        assert!(out.iter().any(|o| matches!(o, Output::Trace(TraceEvent::BecameLeader { .. }))), "{out:?}");
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Trace(TraceEvent::BecameLeader { .. }))),
+            "{out:?}"
+        );
         for _ in 0..3 {
             let seq = only_write(&out);
             out = self.handle(Input::WriteDone { seq });
-            if out.iter().any(|o| matches!(o, Output::Trace(TraceEvent::Applied { .. }))) {
+            if out
+                .iter()
+                .any(|o| matches!(o, Output::Trace(TraceEvent::Applied { .. })))
+            {
                 // The Raft commit index moved: one more (unsynced) hard-state write.
                 let seq = only_write(&out);
                 assert!(self.handle(Input::WriteDone { seq }).is_empty());
@@ -123,23 +157,46 @@ fn acks_all_is_answered_only_after_the_write_completes() {
     let mut h = Harness::single_voter();
     h.elect();
     let out = h.produce(1, Acks::All, batch(3, -1, -1));
-    assert!(replies(&out).is_empty(), "no answer before the disk: {out:?}");
+    assert!(
+        replies(&out).is_empty(),
+        "no answer before the disk: {out:?}"
+    );
     let seq = only_write(&out);
-    let Output::Write(write) = out.iter().find(|o| matches!(o, Output::Write(_))).expect("write") else {
+    let Output::Write(write) = out
+        .iter()
+        .find(|o| matches!(o, Output::Write(_)))
+        .expect("write")
+    else {
         unreachable!()
     };
     assert!(write.sync, "an entry write must be synced");
-    assert!(matches!(&write.records[0], WalRecord::Entries { group: GROUP, entries } if entries.len() == 1));
+    assert!(
+        matches!(&write.records[0], WalRecord::Entries { group: GROUP, entries } if entries.len() == 1)
+    );
     let out = h.handle(Input::WriteDone { seq });
     let seq = only_write(&out); // the Raft commit index moves: hard state
-    assert_eq!(replies(&out), vec![(
-        RequestId(1),
-        Response::Produce(Ok(ProduceAck { base_offset: Offset(0), log_append_time_ms: -1 }))
-    )]);
+    assert_eq!(
+        replies(&out),
+        vec![(
+            RequestId(1),
+            Response::Produce(Ok(ProduceAck {
+                base_offset: Offset(0),
+                log_append_time_ms: -1
+            }))
+        )]
+    );
     h.handle(Input::WriteDone { seq });
     let out = h.produce(2, Acks::All, batch(2, -1, -1));
-    let out = h.handle(Input::WriteDone { seq: only_write(&out) });
-    assert_eq!(replies(&out)[0].1, Response::Produce(Ok(ProduceAck { base_offset: Offset(3), log_append_time_ms: -1 })));
+    let out = h.handle(Input::WriteDone {
+        seq: only_write(&out),
+    });
+    assert_eq!(
+        replies(&out)[0].1,
+        Response::Produce(Ok(ProduceAck {
+            base_offset: Offset(3),
+            log_append_time_ms: -1
+        }))
+    );
     assert_eq!(h.node.high_watermark(GROUP), Some(Offset(5)));
 }
 
@@ -149,14 +206,27 @@ fn acks_zero_is_never_answered_and_acks_one_waits_for_the_leader_write() {
     h.elect();
     let out = h.produce(1, Acks::None, batch(1, -1, -1));
     assert!(replies(&out).is_empty());
-    let out = h.handle(Input::WriteDone { seq: only_write(&out) });
-    assert!(replies(&out).is_empty(), "acks=0 gets no answer, ever: {out:?}");
-    h.handle(Input::WriteDone { seq: only_write(&out) });
+    let out = h.handle(Input::WriteDone {
+        seq: only_write(&out),
+    });
+    assert!(
+        replies(&out).is_empty(),
+        "acks=0 gets no answer, ever: {out:?}"
+    );
+    h.handle(Input::WriteDone {
+        seq: only_write(&out),
+    });
     let out = h.produce(2, Acks::Leader, batch(1, -1, -1));
     assert!(replies(&out).is_empty());
     let seq = only_write(&out);
     let out = h.handle(Input::WriteDone { seq });
-    assert_eq!(replies(&out)[0].1, Response::Produce(Ok(ProduceAck { base_offset: Offset(1), log_append_time_ms: -1 })));
+    assert_eq!(
+        replies(&out)[0].1,
+        Response::Produce(Ok(ProduceAck {
+            base_offset: Offset(1),
+            log_append_time_ms: -1
+        }))
+    );
 }
 
 #[test]
@@ -165,20 +235,40 @@ fn idempotent_retries_get_the_original_offset_and_gaps_are_refused() {
     h.elect();
     let first = batch(2, 42, 0);
     let out = h.produce(1, Acks::All, first.clone());
-    let out = h.handle(Input::WriteDone { seq: only_write(&out) });
-    assert_eq!(replies(&out)[0].1, Response::Produce(Ok(ProduceAck { base_offset: Offset(0), log_append_time_ms: -1 })));
-    h.handle(Input::WriteDone { seq: only_write(&out) });
+    let out = h.handle(Input::WriteDone {
+        seq: only_write(&out),
+    });
+    assert_eq!(
+        replies(&out)[0].1,
+        Response::Produce(Ok(ProduceAck {
+            base_offset: Offset(0),
+            log_append_time_ms: -1
+        }))
+    );
+    h.handle(Input::WriteDone {
+        seq: only_write(&out),
+    });
     let out = h.produce(2, Acks::All, first);
-    assert_eq!(replies(&out), vec![(
-        RequestId(2),
-        Response::Produce(Ok(ProduceAck { base_offset: Offset(0), log_append_time_ms: -1 }))
-    )], "duplicate answered at once, with the original offset, nothing written");
+    assert_eq!(
+        replies(&out),
+        vec![(
+            RequestId(2),
+            Response::Produce(Ok(ProduceAck {
+                base_offset: Offset(0),
+                log_append_time_ms: -1
+            }))
+        )],
+        "duplicate answered at once, with the original offset, nothing written"
+    );
     assert!(!out.iter().any(|o| matches!(o, Output::Write(_))));
     let out = h.produce(3, Acks::All, batch(1, 42, 5));
-    assert_eq!(replies(&out)[0].1, Response::Produce(Err(ProduceError::OutOfOrderSequence {
-        expected: Sequence(2),
-        received: Sequence(5)
-    })));
+    assert_eq!(
+        replies(&out)[0].1,
+        Response::Produce(Err(ProduceError::OutOfOrderSequence {
+            expected: Sequence(2),
+            received: Sequence(5)
+        }))
+    );
     let _ = ProducerEpoch(0);
 }
 
@@ -191,18 +281,42 @@ fn bad_input_is_refused_without_touching_the_log() {
     corrupt[last] ^= 0xff;
     let out = h.produce(1, Acks::All, corrupt.freeze());
     assert!(matches!(&replies(&out)[0].1, Response::Produce(Err(e)) if e.kafka_code() == 2));
-    assert!(!out.iter().any(|o| matches!(o, Output::Write(_))), "nothing written for a bad batch");
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Write(_))),
+        "nothing written for a bad batch"
+    );
     let out = h.produce(2, Acks::All, Bytes::from_static(b"short"));
     assert!(matches!(&replies(&out)[0].1, Response::Produce(Err(e)) if e.kafka_code() == 2));
-    let request = ProduceRequest { group: GroupId(99), acks: Acks::All, batch: batch(1, -1, -1), timeout_ms: 10 };
-    let out = h.handle(Input::Request { id: RequestId(3), request: Request::Produce(request) });
-    assert_eq!(replies(&out)[0].1, Response::Produce(Err(ProduceError::UnknownTopicOrPartition)));
-    let fetch = FetchRequest { group: GROUP, offset: Offset(5), max_bytes: 1 << 20 };
-    let out = h.handle(Input::Request { id: RequestId(4), request: Request::Fetch(fetch) });
-    assert_eq!(replies(&out)[0].1, Response::Fetch(Err(FetchError::OffsetOutOfRange {
-        log_start_offset: Offset(0),
-        high_watermark: Offset(0)
-    })));
+    let request = ProduceRequest {
+        group: GroupId(99),
+        acks: Acks::All,
+        batch: batch(1, -1, -1),
+        timeout_ms: 10,
+    };
+    let out = h.handle(Input::Request {
+        id: RequestId(3),
+        request: Request::Produce(request),
+    });
+    assert_eq!(
+        replies(&out)[0].1,
+        Response::Produce(Err(ProduceError::UnknownTopicOrPartition))
+    );
+    let fetch = FetchRequest {
+        group: GROUP,
+        offset: Offset(5),
+        max_bytes: 1 << 20,
+    };
+    let out = h.handle(Input::Request {
+        id: RequestId(4),
+        request: Request::Fetch(fetch),
+    });
+    assert_eq!(
+        replies(&out)[0].1,
+        Response::Fetch(Err(FetchError::OffsetOutOfRange {
+            log_start_offset: Offset(0),
+            high_watermark: Offset(0)
+        }))
+    );
 }
 
 #[test]
@@ -211,16 +325,34 @@ fn fetch_serves_stored_bytes_up_to_the_high_watermark() {
     h.elect();
     for id in 0..3 {
         let out = h.produce(id, Acks::All, batch(2, -1, -1));
-        let out = h.handle(Input::WriteDone { seq: only_write(&out) });
-        h.handle(Input::WriteDone { seq: only_write(&out) });
+        let out = h.handle(Input::WriteDone {
+            seq: only_write(&out),
+        });
+        h.handle(Input::WriteDone {
+            seq: only_write(&out),
+        });
     }
     // One more proposed but not yet committed: never served.
     let _ = h.produce(10, Acks::All, batch(2, -1, -1));
-    let fetch = FetchRequest { group: GROUP, offset: Offset(3), max_bytes: 1 << 20 };
-    let out = h.handle(Input::Request { id: RequestId(4), request: Request::Fetch(fetch) });
-    let Response::Fetch(Ok(data)) = &replies(&out)[0].1 else { panic!("{out:?}") };
+    let fetch = FetchRequest {
+        group: GROUP,
+        offset: Offset(3),
+        max_bytes: 1 << 20,
+    };
+    let out = h.handle(Input::Request {
+        id: RequestId(4),
+        request: Request::Fetch(fetch),
+    });
+    let Response::Fetch(Ok(data)) = &replies(&out)[0].1 else {
+        panic!("{out:?}")
+    };
     assert_eq!(data.high_watermark, Offset(6));
-    assert_eq!(data.batches.len(), 2, "the batch holding offset 3, and the next");
-    let decoded = kafka_protocol::records::RecordBatchDecoder::decode(&mut data.batches[0].clone()).expect("decode");
+    assert_eq!(
+        data.batches.len(),
+        2,
+        "the batch holding offset 3, and the next"
+    );
+    let decoded = kafka_protocol::records::RecordBatchDecoder::decode(&mut data.batches[0].clone())
+        .expect("decode");
     assert_eq!(decoded.records[0].offset, 2);
 }

@@ -14,18 +14,20 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
 fn entry(index: u64, term: u64, fill: u8, len: usize) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = Bytes::from(vec![fill; len]);
-    e
+    Entry {
+        index,
+        term,
+        data: Bytes::from(vec![fill; len]),
+        ..Entry::default()
+    }
 }
 
 fn hard_state(term: u64, commit: u64) -> HardState {
-    let mut hs = HardState::default();
-    hs.term = term;
-    hs.commit = commit;
-    hs
+    HardState {
+        term,
+        commit,
+        ..HardState::default()
+    }
 }
 
 fn snapshot(index: u64, term: u64) -> Snapshot {
@@ -45,15 +47,30 @@ fn image(state: &DurableState) -> Image {
         .groups
         .iter()
         .map(|(g, s)| {
-            let entries = s.entries.iter().map(|e| (e.index, e.term, e.data.clone())).collect();
-            (g.0, (s.hard_state.term, s.hard_state.commit, s.snapshot.get_metadata().index, entries))
+            let entries = s
+                .entries
+                .iter()
+                .map(|e| (e.index, e.term, e.data.clone()))
+                .collect();
+            (
+                g.0,
+                (
+                    s.hard_state.term,
+                    s.hard_state.commit,
+                    s.snapshot.get_metadata().index,
+                    entries,
+                ),
+            )
         })
         .collect()
 }
 
+/// A group in the model: hard state, snapshot index, entries (index to term and data).
+type ModelGroup = (HardState, u64, BTreeMap<u64, (u64, Bytes)>);
+
 /// The model: replays records the way recovery must.
 fn model(records: &[WalRecord]) -> Image {
-    let mut groups: BTreeMap<u64, (HardState, u64, BTreeMap<u64, (u64, Bytes)>)> = BTreeMap::new();
+    let mut groups: BTreeMap<u64, ModelGroup> = BTreeMap::new();
     for record in records {
         let g = groups.entry(record.group().0).or_default();
         match record {
@@ -67,7 +84,9 @@ fn model(records: &[WalRecord]) -> Image {
                 }
             }
             WalRecord::HardState { hard_state, .. } => g.0 = hard_state.clone(),
-            WalRecord::Snapshot { snapshot, install, .. } => {
+            WalRecord::Snapshot {
+                snapshot, install, ..
+            } => {
                 let index = snapshot.get_metadata().index;
                 if *install {
                     g.2.clear();
@@ -82,7 +101,15 @@ fn model(records: &[WalRecord]) -> Image {
     groups
         .into_iter()
         .map(|(g, (hs, snap, entries))| {
-            (g, (hs.term, hs.commit, snap, entries.into_iter().map(|(i, (t, d))| (i, t, d)).collect()))
+            (
+                g,
+                (
+                    hs.term,
+                    hs.commit,
+                    snap,
+                    entries.into_iter().map(|(i, (t, d))| (i, t, d)).collect(),
+                ),
+            )
         })
         .collect()
 }
@@ -92,9 +119,13 @@ fn frames(records: &[WalRecord]) -> Vec<WalRecord> {
     records
         .iter()
         .flat_map(|r| match r {
-            WalRecord::Entries { group, entries } => {
-                entries.iter().map(|e| WalRecord::Entries { group: *group, entries: vec![e.clone()] }).collect()
-            }
+            WalRecord::Entries { group, entries } => entries
+                .iter()
+                .map(|e| WalRecord::Entries {
+                    group: *group,
+                    entries: vec![e.clone()],
+                })
+                .collect(),
             other => vec![other.clone()],
         })
         .collect()
@@ -103,12 +134,27 @@ fn frames(records: &[WalRecord]) -> Vec<WalRecord> {
 #[derive(Clone, Debug)]
 enum Op {
     /// Append entries to a group, replacing from `back` entries before its end.
-    Append { group: u64, count: u64, back: u64, len: usize },
-    HardState { group: u64 },
-    Compact { group: u64, keep: u64 },
-    Install { group: u64, ahead: u64 },
+    Append {
+        group: u64,
+        count: u64,
+        back: u64,
+        len: usize,
+    },
+    HardState {
+        group: u64,
+    },
+    Compact {
+        group: u64,
+        keep: u64,
+    },
+    Install {
+        group: u64,
+        ahead: u64,
+    },
     Sync,
-    Crash { tear: bool },
+    Crash {
+        tear: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -193,27 +239,51 @@ proptest! {
 
 #[test]
 fn read_entry_finds_frames_across_segments_and_roll_keeps_state() {
-    let options = SegmentLogOptions { segment_bytes_max: 256 };
+    let options = SegmentLogOptions {
+        segment_bytes_max: 256,
+    };
     let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
     for i in 1..=20 {
-        log.append(&[WalRecord::Entries { group: GroupId(1), entries: vec![entry(i, 1, i as u8, 50)] }]).expect("append");
+        log.append(&[WalRecord::Entries {
+            group: GroupId(1),
+            entries: vec![entry(i, 1, i as u8, 50)],
+        }])
+        .expect("append");
     }
-    log.append(&[WalRecord::HardState { group: GroupId(1), hard_state: hard_state(1, 20) }]).expect("append");
+    log.append(&[WalRecord::HardState {
+        group: GroupId(1),
+        hard_state: hard_state(1, 20),
+    }])
+    .expect("append");
     log.sync().expect("sync");
     assert!(log.segment_count() > 3, "small segments roll");
-    assert_eq!(log.read_entry(GroupId(1), 7).expect("read").map(|e| e.data), Some(Bytes::from(vec![7u8; 50])));
+    assert_eq!(
+        log.read_entry(GroupId(1), 7).expect("read").map(|e| e.data),
+        Some(Bytes::from(vec![7u8; 50]))
+    );
     // Compact to 15: old segments go, and recovery still finds the hard state and entries 16..20.
-    log.append(&[WalRecord::Snapshot { group: GroupId(1), snapshot: snapshot(15, 1), install: false }]).expect("append");
+    log.append(&[WalRecord::Snapshot {
+        group: GroupId(1),
+        snapshot: snapshot(15, 1),
+        install: false,
+    }])
+    .expect("append");
     let before = log.segment_count();
     log.sync().expect("sync");
-    assert!(log.segment_count() < before, "compaction lets old segments be deleted");
+    assert!(
+        log.segment_count() < before,
+        "compaction lets old segments be deleted"
+    );
     assert_eq!(log.read_entry(GroupId(1), 3).expect("read"), None);
     let disk = log.into_disk();
     let (_, recovered, report) = SegmentLog::open(disk, options).expect("recover");
     let g = &recovered.groups[&GroupId(1)];
     assert_eq!(g.snapshot.get_metadata().index, 15);
     assert_eq!(g.hard_state.commit, 20);
-    assert_eq!(g.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![16, 17, 18, 19, 20]);
+    assert_eq!(
+        g.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![16, 17, 18, 19, 20]
+    );
     assert_eq!(report.cut, None);
 }
 
@@ -222,41 +292,74 @@ fn a_corrupt_frame_is_cut_with_everything_after_it() {
     let options = SegmentLogOptions::default();
     let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
     for i in 1..=5 {
-        log.append(&[WalRecord::Entries { group: GroupId(1), entries: vec![entry(i, 1, 1, 40)] }]).expect("append");
+        log.append(&[WalRecord::Entries {
+            group: GroupId(1),
+            entries: vec![entry(i, 1, 1, 40)],
+        }])
+        .expect("append");
     }
     log.sync().expect("sync");
     let mut disk = log.into_disk();
     let name = disk.list().expect("list")[0].clone();
     let frame_len = disk.len(&name).expect("exists") / 5;
-    assert!(disk.corrupt(&name, frame_len * 3 + 20), "inside the fourth frame");
+    assert!(
+        disk.corrupt(&name, frame_len * 3 + 20),
+        "inside the fourth frame"
+    );
     let (_, recovered, report) = SegmentLog::open(disk, options).expect("recover");
-    assert_eq!(recovered.groups[&GroupId(1)].entries.len(), 3, "frames before the corrupt one survive");
+    assert_eq!(
+        recovered.groups[&GroupId(1)].entries.len(),
+        3,
+        "frames before the corrupt one survive"
+    );
     let (file, position, why) = report.cut.expect("cut reported");
-    assert_eq!((file, position as usize, why.as_str()), (name, frame_len * 3, "checksum mismatch"));
+    assert_eq!(
+        (file, position as usize, why.as_str()),
+        (name, frame_len * 3, "checksum mismatch")
+    );
 }
 
 #[test]
 fn real_files_survive_reopen_and_a_torn_tail_is_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = SegmentLogOptions { segment_bytes_max: 1 << 20 };
-    let (mut log, _, _) = SegmentLog::open(FsDisk::open(dir.path()).expect("dir"), options).expect("open");
+    let options = SegmentLogOptions {
+        segment_bytes_max: 1 << 20,
+    };
+    let (mut log, _, _) =
+        SegmentLog::open(FsDisk::open(dir.path()).expect("dir"), options).expect("open");
     log.append(&[
-        WalRecord::Entries { group: GroupId(3), entries: (1..=4).map(|i| entry(i, 2, 4, 100)).collect() },
-        WalRecord::HardState { group: GroupId(3), hard_state: hard_state(2, 4) },
+        WalRecord::Entries {
+            group: GroupId(3),
+            entries: (1..=4).map(|i| entry(i, 2, 4, 100)).collect(),
+        },
+        WalRecord::HardState {
+            group: GroupId(3),
+            hard_state: hard_state(2, 4),
+        },
     ])
     .expect("append");
     log.sync().expect("sync");
     drop(log);
     // Simulate a torn write: half a frame at the end of the file.
-    let path = std::fs::read_dir(dir.path()).expect("ls").next().expect("one file").expect("entry").path();
+    let path = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .next()
+        .expect("one file")
+        .expect("entry")
+        .path();
     let whole = std::fs::read(&path).expect("read");
     let mut torn = whole.clone();
     torn.extend_from_slice(&whole[..30]);
     std::fs::write(&path, &torn).expect("write");
-    let (_, recovered, report) = SegmentLog::open(FsDisk::open(dir.path()).expect("dir"), options).expect("recover");
+    let (_, recovered, report) =
+        SegmentLog::open(FsDisk::open(dir.path()).expect("dir"), options).expect("recover");
     let g = &recovered.groups[&GroupId(3)];
     assert_eq!(g.entries.len(), 4);
     assert_eq!(g.hard_state.commit, 4);
     assert_eq!(report.bytes_cut, 30);
-    assert_eq!(std::fs::read(&path).expect("read").len(), whole.len(), "the torn bytes are gone from the file");
+    assert_eq!(
+        std::fs::read(&path).expect("read").len(),
+        whole.len(),
+        "the torn bytes are gone from the file"
+    );
 }

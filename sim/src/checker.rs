@@ -63,7 +63,13 @@ impl Checker {
                     }
                 }
             }
-            TraceEvent::Applied { group, index, term, next_offset, crc } => {
+            TraceEvent::Applied {
+                group,
+                index,
+                term,
+                next_offset,
+                crc,
+            } => {
                 let entry = (*term, *next_offset, *crc);
                 if let Some(first) = self.applied.insert((*group, *index), entry) {
                     if first != entry {
@@ -76,7 +82,11 @@ impl Checker {
                 }
                 self.high_watermark(node, *group, *next_offset);
             }
-            TraceEvent::InstalledSnapshot { group, log_start_offset, .. } => {
+            TraceEvent::InstalledSnapshot {
+                group,
+                log_start_offset,
+                ..
+            } => {
                 stats.snapshots_installed += 1;
                 self.high_watermark(node, *group, *log_start_offset);
             }
@@ -115,7 +125,8 @@ impl Checker {
 
     /// A write was acknowledged (acks=all) at `offset`.
     pub fn acknowledged(&mut self, group: GroupId, offset: Offset, value: &str, crc: u32) {
-        self.acknowledged.push((group, offset, value.to_string(), crc));
+        self.acknowledged
+            .push((group, offset, value.to_string(), crc));
     }
 
     /// The group's records as read back at the end, from `log_start` on.
@@ -125,17 +136,25 @@ impl Checker {
         let mut by_offset: BTreeMap<Offset, &str> = BTreeMap::new();
         for (offset, value) in records {
             if *offset != expected {
-                self.violation(format!("group {group}: read offset {offset:?} where {expected:?} was next"));
+                self.violation(format!(
+                    "group {group}: read offset {offset:?} where {expected:?} was next"
+                ));
             }
-            expected = offset.add(1);
+            expected = offset.plus(1);
             if let Some(first) = seen.insert(value, *offset) {
-                self.violation(format!("duplicate: group {group} value {value} at offsets {first:?} and {offset:?}"));
+                self.violation(format!(
+                    "duplicate: group {group} value {value} at offsets {first:?} and {offset:?}"
+                ));
             }
             if !self.sent.contains(value.as_str()) {
-                self.violation(format!("group {group}: read value {value} that was never sent"));
+                self.violation(format!(
+                    "group {group}: read value {value} that was never sent"
+                ));
             }
             if self.failed.contains(value.as_str()) {
-                self.violation(format!("group {group}: read value {value} whose send definitely failed"));
+                self.violation(format!(
+                    "group {group}: read value {value} whose send definitely failed"
+                ));
             }
             by_offset.insert(*offset, value);
         }
@@ -157,7 +176,7 @@ impl Checker {
                             "lost acknowledged write: group {group} value {value} acknowledged at {offset:?}, read {other:?}"
                         )),
                     }
-                } else if batches_applied.get(&offset.add(1)) != Some(crc) {
+                } else if batches_applied.get(&offset.plus(1)) != Some(crc) {
                     Some(format!(
                         "lost acknowledged write: group {group} value {value} acknowledged at {offset:?} \
                          (below the log start now) was never applied there"
@@ -183,7 +202,8 @@ impl Checker {
     pub fn finish(&mut self, _stats: &mut Stats) {
         if self.violations_total > self.violations.len() {
             let more = self.violations_total - self.violations.len();
-            self.violations.push(format!("... and {more} more violations"));
+            self.violations
+                .push(format!("... and {more} more violations"));
         }
     }
 }

@@ -7,11 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use oxbow_core::batch::TimestampType as Timestamps;
 use oxbow_core::ids::{GroupId, IoSeq, NodeId, Offset, RequestId};
 use oxbow_core::io::{
-    Acks, FetchRequest, GroupMessage, Input, Output, ProduceError, ProduceRequest, Request, Response,
+    Acks, FetchRequest, GroupMessage, Input, Output, ProduceError, ProduceRequest, Request,
+    Response,
 };
 use oxbow_core::node::{GroupConfig, Node, NodeConfig};
 use oxbow_core::time::{Instant, Now};
@@ -26,12 +29,28 @@ const REQUEST_TIMEOUT_MS: u32 = 2_000;
 
 #[derive(Debug)]
 enum Event {
-    Tick { node: usize, incarnation: u64 },
-    Deliver { to: usize, from: usize, messages: Vec<GroupMessage> },
-    WriteDone { node: usize, incarnation: u64, seq: IoSeq, sync: bool },
-    ClientSend { client: usize },
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
+    Deliver {
+        to: usize,
+        from: usize,
+        messages: Vec<GroupMessage>,
+    },
+    WriteDone {
+        node: usize,
+        incarnation: u64,
+        seq: IoSeq,
+        sync: bool,
+    },
+    ClientSend {
+        client: usize,
+    },
     Crash,
-    Restart { node: usize },
+    Restart {
+        node: usize,
+    },
     Partition,
     Heal,
     Liveness,
@@ -137,7 +156,8 @@ impl Cluster {
         let mut clocks = Stream::new(options.seed, "clocks");
         let slots = (0..options.nodes)
             .map(|_| {
-                let drift = clocks.below(2 * options.drift_ppm_max + 1) as i64 - options.drift_ppm_max as i64;
+                let drift = clocks.below(2 * options.drift_ppm_max + 1) as i64
+                    - options.drift_ppm_max as i64;
                 Slot {
                     incarnation: 0,
                     running: None,
@@ -205,9 +225,15 @@ impl Cluster {
     }
 
     fn node_config(&self, node: usize) -> NodeConfig {
-        let voters: Vec<NodeId> = (0..self.options.nodes).map(|n| NodeId(n as u64 + 1)).collect();
+        let voters: Vec<NodeId> = (0..self.options.nodes)
+            .map(|n| NodeId(n as u64 + 1))
+            .collect();
         let groups = (1..=self.options.groups)
-            .map(|g| GroupConfig { id: GroupId(g), voters: voters.clone(), timestamps: Timestamps::CreateTime })
+            .map(|g| GroupConfig {
+                id: GroupId(g),
+                voters: voters.clone(),
+                timestamps: Timestamps::CreateTime,
+            })
             .collect();
         let mut config = NodeConfig::new(NodeId(node as u64 + 1), groups);
         config.retain_entries_max = self.options.retain_entries_max;
@@ -221,11 +247,14 @@ impl Cluster {
         let config = self.node_config(node);
         let slot = &mut self.slots[node];
         let disk = slot.disk.take().expect("a stopped node has its disk");
-        let options = SegmentLogOptions { segment_bytes_max: 16 << 10 };
+        let options = SegmentLogOptions {
+            segment_bytes_max: 16 << 10,
+        };
         let (log, durable, report) = match SegmentLog::open(disk, options) {
             Ok(opened) => opened,
             Err(error) => {
-                self.checker.violation(format!("node {}: recovery failed: {error}", node + 1));
+                self.checker
+                    .violation(format!("node {}: recovery failed: {error}", node + 1));
                 return;
             }
         };
@@ -234,7 +263,11 @@ impl Cluster {
         }
         let seed = self.options.seed;
         let node_core = Node::new(config, seed, slot.incarnation, durable, &self.logger);
-        slot.running = Some(Running { node: node_core, log, disk_free_at: 0 });
+        slot.running = Some(Running {
+            node: node_core,
+            log,
+            disk_free_at: 0,
+        });
         self.checker.node_started(node);
         let incarnation = slot.incarnation;
         let at = self.now_us + self.tick_us(node);
@@ -248,8 +281,13 @@ impl Cluster {
 
     fn now_of(&self, node: usize) -> Now {
         let slot = &self.slots[node];
-        let local_us = (self.now_us as i128 * (1_000_000 + slot.drift_ppm as i128) / 1_000_000) as u64 + slot.mono_offset_us;
-        Now { mono: Instant(local_us * 1_000), wall_ms: EPOCH_MS + (local_us / 1_000) as i64 + slot.wall_offset_ms }
+        let local_us = (self.now_us as i128 * (1_000_000 + slot.drift_ppm as i128) / 1_000_000)
+            as u64
+            + slot.mono_offset_us;
+        Now {
+            mono: Instant(local_us * 1_000),
+            wall_ms: EPOCH_MS + (local_us / 1_000) as i64 + slot.wall_offset_ms,
+        }
     }
 
     fn schedule(&mut self, at_us: u64, event: Event) {
@@ -292,7 +330,8 @@ impl Cluster {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Tick { node, incarnation } => {
-                if self.slots[node].incarnation != incarnation || self.slots[node].running.is_none() {
+                if self.slots[node].incarnation != incarnation || self.slots[node].running.is_none()
+                {
                     return;
                 }
                 self.mix(&[1, self.now_us, node as u64]);
@@ -304,16 +343,38 @@ impl Cluster {
                 if self.blocked.contains(&(from, to)) || self.slots[to].running.is_none() {
                     return;
                 }
-                self.mix(&[2, self.now_us, to as u64, from as u64, messages.len() as u64]);
-                self.feed(to, Input::Peer { from: NodeId(from as u64 + 1), messages });
+                self.mix(&[
+                    2,
+                    self.now_us,
+                    to as u64,
+                    from as u64,
+                    messages.len() as u64,
+                ]);
+                self.feed(
+                    to,
+                    Input::Peer {
+                        from: NodeId(from as u64 + 1),
+                        messages,
+                    },
+                );
             }
-            Event::WriteDone { node, incarnation, seq, sync } => {
+            Event::WriteDone {
+                node,
+                incarnation,
+                seq,
+                sync,
+            } => {
                 if self.slots[node].incarnation != incarnation {
                     return;
                 }
-                let Some(running) = self.slots[node].running.as_mut() else { return };
+                let Some(running) = self.slots[node].running.as_mut() else {
+                    return;
+                };
                 if sync {
-                    running.log.sync().expect("the simulated disk does not fail");
+                    running
+                        .log
+                        .sync()
+                        .expect("the simulated disk does not fail");
                 }
                 self.mix(&[3, self.now_us, node as u64, seq.0]);
                 self.feed(node, Input::WriteDone { seq });
@@ -338,7 +399,12 @@ impl Cluster {
     fn feed(&mut self, node: usize, input: Input) {
         let now = self.now_of(node);
         let mut out = Vec::new();
-        self.slots[node].running.as_mut().expect("fed nodes run").node.handle(now, input, &mut out);
+        self.slots[node]
+            .running
+            .as_mut()
+            .expect("fed nodes run")
+            .node
+            .handle(now, input, &mut out);
         self.dispatch(node, out);
     }
 
@@ -351,21 +417,49 @@ impl Cluster {
                     if self.blocked.contains(&(node, to)) || self.net.chance(self.drop_rate()) {
                         continue;
                     }
-                    let copies = if self.net.chance(self.duplicate_rate()) { 2 } else { 1 };
+                    let copies = if self.net.chance(self.duplicate_rate()) {
+                        2
+                    } else {
+                        1
+                    };
                     for _ in 0..copies {
-                        let at = self.now_us + self.net.between(self.options.latency_us.0, self.options.latency_us.1);
-                        self.schedule(at, Event::Deliver { to, from: node, messages: messages.clone() });
+                        let at = self.now_us
+                            + self
+                                .net
+                                .between(self.options.latency_us.0, self.options.latency_us.1);
+                        self.schedule(
+                            at,
+                            Event::Deliver {
+                                to,
+                                from: node,
+                                messages: messages.clone(),
+                            },
+                        );
                     }
                 }
                 Output::Write(write) => {
                     self.mix(&[11, node as u64, write.seq.0, write.records.len() as u64]);
-                    let latency = self.disk.between(self.options.disk_latency_us.0, self.options.disk_latency_us.1);
+                    let latency = self.disk.between(
+                        self.options.disk_latency_us.0,
+                        self.options.disk_latency_us.1,
+                    );
                     let incarnation = self.slots[node].incarnation;
                     let running = self.slots[node].running.as_mut().expect("running");
-                    running.log.append(&write.records).expect("the simulated disk does not fail");
+                    running
+                        .log
+                        .append(&write.records)
+                        .expect("the simulated disk does not fail");
                     let at = running.disk_free_at.max(self.now_us) + latency;
                     running.disk_free_at = at;
-                    self.schedule(at, Event::WriteDone { node, incarnation, seq: write.seq, sync: write.sync });
+                    self.schedule(
+                        at,
+                        Event::WriteDone {
+                            node,
+                            incarnation,
+                            seq: write.seq,
+                            sync: write.sync,
+                        },
+                    );
                 }
                 Output::Reply { id, response } => {
                     self.mix(&[12, node as u64, id.0]);
@@ -374,18 +468,27 @@ impl Cluster {
                 Output::Trace(event) => {
                     let incarnation = self.slots[node].incarnation;
                     self.mix(&[13, node as u64]);
-                    self.checker.trace(node, incarnation, &event, &mut self.stats);
+                    self.checker
+                        .trace(node, incarnation, &event, &mut self.stats);
                 }
             }
         }
     }
 
     fn drop_rate(&self) -> u64 {
-        if self.liveness { 0 } else { self.options.drop_per_million }
+        if self.liveness {
+            0
+        } else {
+            self.options.drop_per_million
+        }
     }
 
     fn duplicate_rate(&self) -> u64 {
-        if self.liveness { 0 } else { self.options.duplicate_per_million }
+        if self.liveness {
+            0
+        } else {
+            self.options.duplicate_per_million
+        }
     }
 
     fn crash(&mut self) {
@@ -403,14 +506,21 @@ impl Cluster {
             slot.incarnation += 1;
             // Requests in flight at the crashed node get no answer: their outcome is unknown.
             for client in 0..self.clients.len() {
-                if self.clients[client].in_flight.as_ref().is_some_and(|f| f.node == node) {
+                if self.clients[client]
+                    .in_flight
+                    .as_ref()
+                    .is_some_and(|f| f.node == node)
+                {
                     let flight = self.clients[client].in_flight.take().expect("checked");
                     self.requests.remove(&flight.request);
                     self.checker.indeterminate(&flight.value);
                     self.after_attempt(client, flight, false);
                 }
             }
-            let down = self.faults.between(self.options.down_ms.0, self.options.down_ms.1) * 1_000;
+            let down = self
+                .faults
+                .between(self.options.down_ms.0, self.options.down_ms.1)
+                * 1_000;
             self.schedule(self.now_us + down, Event::Restart { node });
         }
         if let Some((low, high)) = self.options.crash_every_ms {
@@ -442,7 +552,11 @@ impl Cluster {
             }
         }
         self.mix(&[7, self.now_us, victim as u64, self.blocked.len() as u64]);
-        let heal_at = self.now_us + self.faults.between(self.options.partition_ms.0, self.options.partition_ms.1) * 1_000;
+        let heal_at = self.now_us
+            + self
+                .faults
+                .between(self.options.partition_ms.0, self.options.partition_ms.1)
+                * 1_000;
         self.schedule(heal_at, Event::Heal);
         if let Some((low, high)) = self.options.partition_every_ms {
             let at = heal_at + self.faults.between(low, high) * 1_000;
@@ -466,7 +580,10 @@ impl Cluster {
         }
         // Once healed, a group that has shown progress gets no more writes, so that its
         // replicas can be seen to converge.
-        if self.liveness && self.live_acks.contains(&self.clients[client].group) && self.clients[client].retry.is_none() {
+        if self.liveness
+            && self.live_acks.contains(&self.clients[client].group)
+            && self.clients[client].retry.is_none()
+        {
             return;
         }
         let c = &mut self.clients[client];
@@ -475,8 +592,11 @@ impl Cluster {
             _ => {
                 c.counter += 1;
                 let value = format!("c{client}-v{}", c.counter);
-                let (producer_id, sequence) =
-                    if c.kind == ClientKind::Idempotent { (c.producer_id, c.sequence) } else { (-1, -1) };
+                let (producer_id, sequence) = if c.kind == ClientKind::Idempotent {
+                    (c.producer_id, c.sequence)
+                } else {
+                    (-1, -1)
+                };
                 let batch = encode_batch(producer_id, sequence, &value);
                 let crc = u32::from_be_bytes(batch[17..21].try_into().expect("crc"));
                 if c.kind == ClientKind::Idempotent {
@@ -485,7 +605,11 @@ impl Cluster {
                 (batch, value, crc)
             }
         };
-        let acks = if c.kind == ClientKind::PlainLeader { Acks::Leader } else { Acks::All };
+        let acks = if c.kind == ClientKind::PlainLeader {
+            Acks::Leader
+        } else {
+            Acks::All
+        };
         let group = c.group;
         let mut node = c.leader_guess;
         if self.slots[node].running.is_none() {
@@ -498,19 +622,39 @@ impl Cluster {
         self.checker.sent(&value);
         if self.slots[node].running.is_none() {
             // Nobody to talk to: try again shortly.
-            self.checker.definitely_failed_attempt(&value, self.clients[client].kind);
+            self.checker
+                .definitely_failed_attempt(&value, self.clients[client].kind);
             self.retry_later(client);
             return;
         }
         self.mix(&[20, self.now_us, client as u64, node as u64]);
         self.requests.insert(request, client);
-        self.clients[client].in_flight = Some(InFlight { request, node, value, crc });
-        let produce = ProduceRequest { group, acks, batch, timeout_ms: REQUEST_TIMEOUT_MS };
-        self.feed(node, Input::Request { id: request, request: Request::Produce(produce) });
+        self.clients[client].in_flight = Some(InFlight {
+            request,
+            node,
+            value,
+            crc,
+        });
+        let produce = ProduceRequest {
+            group,
+            acks,
+            batch,
+            timeout_ms: REQUEST_TIMEOUT_MS,
+        };
+        self.feed(
+            node,
+            Input::Request {
+                id: request,
+                request: Request::Produce(produce),
+            },
+        );
     }
 
     fn retry_later(&mut self, client: usize) {
-        let pause = self.workload.between(self.options.produce_pause_ms.0, self.options.produce_pause_ms.1) * 1_000;
+        let pause = self.workload.between(
+            self.options.produce_pause_ms.0,
+            self.options.produce_pause_ms.1,
+        ) * 1_000;
         self.schedule(self.now_us + pause, Event::ClientSend { client });
     }
 
@@ -518,16 +662,22 @@ impl Cluster {
         let Some(client) = self.requests.remove(&id) else {
             return; // a reply to a request whose node crashed and came back cannot happen; fetches
         };
-        let flight = self.clients[client].in_flight.take().expect("a request in flight");
+        let flight = self.clients[client]
+            .in_flight
+            .take()
+            .expect("a request in flight");
         assert_eq!(flight.request, id);
-        let Response::Produce(result) = response else { panic!("produce answered with a fetch response") };
+        let Response::Produce(result) = response else {
+            panic!("produce answered with a fetch response")
+        };
         let kind = self.clients[client].kind;
         let group = self.clients[client].group;
         let ok = match result {
             Ok(ack) => {
                 self.stats.acknowledged += 1;
                 if kind != ClientKind::PlainLeader {
-                    self.checker.acknowledged(group, ack.base_offset, &flight.value, flight.crc);
+                    self.checker
+                        .acknowledged(group, ack.base_offset, &flight.value, flight.crc);
                     if self.liveness {
                         self.live_acks.insert(group);
                     }
@@ -572,13 +722,28 @@ impl Cluster {
             if self.slots[node].running.is_none() {
                 continue;
             }
-            let fetch = FetchRequest { group, offset: Offset(0), max_bytes: 0 };
+            let fetch = FetchRequest {
+                group,
+                offset: Offset(0),
+                max_bytes: 0,
+            };
             let now = self.now_of(node);
             let mut out = Vec::new();
             let running = self.slots[node].running.as_mut().expect("running");
-            running.node.handle(now, Input::Request { id: RequestId(u64::MAX), request: Request::Fetch(fetch) }, &mut out);
+            running.node.handle(
+                now,
+                Input::Request {
+                    id: RequestId(u64::MAX),
+                    request: Request::Fetch(fetch),
+                },
+                &mut out,
+            );
             assert!(out.len() == 1, "a fetch only replies");
-            if let Some(Output::Reply { response: Response::Fetch(result), .. }) = out.first() {
+            if let Some(Output::Reply {
+                response: Response::Fetch(result),
+                ..
+            }) = out.first()
+            {
                 if !matches!(result, Err(oxbow_core::io::FetchError::NotLeader { .. })) {
                     return Some(node);
                 }
@@ -602,8 +767,19 @@ impl Cluster {
             let Some(leader) = self.serving_leader(group) else {
                 return Some(format!("group {group} has no serving leader"));
             };
-            let hwm = self.slots[leader].running.as_ref().and_then(|r| r.node.high_watermark(group));
-            let all: Vec<_> = self.slots.iter().map(|s| s.running.as_ref().and_then(|r| r.node.high_watermark(group))).collect();
+            let hwm = self.slots[leader]
+                .running
+                .as_ref()
+                .and_then(|r| r.node.high_watermark(group));
+            let all: Vec<_> = self
+                .slots
+                .iter()
+                .map(|s| {
+                    s.running
+                        .as_ref()
+                        .and_then(|r| r.node.high_watermark(group))
+                })
+                .collect();
             if all.iter().any(|h| *h != hwm) {
                 return Some(format!("group {group}: high watermarks differ: {all:?}"));
             }
@@ -626,7 +802,12 @@ impl Cluster {
             }
         }
         self.checker.finish(&mut self.stats);
-        Report { trace_hash: self.hash, violations: self.checker.violations.clone(), stats: self.stats, options: self.options }
+        Report {
+            trace_hash: self.hash,
+            violations: self.checker.violations.clone(),
+            stats: self.stats,
+            options: self.options,
+        }
     }
 
     /// Reads a group back from its leader and hands every record to the checker.
@@ -636,24 +817,42 @@ impl Cluster {
         let mut records = Vec::new();
         let mut log_start = Offset(0);
         loop {
-            let fetch = FetchRequest { group, offset: offset.unwrap_or(Offset(0)), max_bytes: 1 << 20 };
+            let fetch = FetchRequest {
+                group,
+                offset: offset.unwrap_or(Offset(0)),
+                max_bytes: 1 << 20,
+            };
             let now = self.now_of(leader);
             let mut out = Vec::new();
             let running = self.slots[leader].running.as_mut().expect("running");
             let fetch_offset = fetch.offset;
-            running.node.handle(now, Input::Request { id: RequestId(u64::MAX), request: Request::Fetch(fetch) }, &mut out);
-            let Some(Output::Reply { response: Response::Fetch(result), .. }) = out.into_iter().next() else {
+            running.node.handle(
+                now,
+                Input::Request {
+                    id: RequestId(u64::MAX),
+                    request: Request::Fetch(fetch),
+                },
+                &mut out,
+            );
+            let Some(Output::Reply {
+                response: Response::Fetch(result),
+                ..
+            }) = out.into_iter().next()
+            else {
                 panic!("a fetch replies")
             };
             let data = match result {
                 Ok(data) => data,
-                Err(oxbow_core::io::FetchError::OffsetOutOfRange { log_start_offset, .. }) if offset.is_none() => {
+                Err(oxbow_core::io::FetchError::OffsetOutOfRange {
+                    log_start_offset, ..
+                }) if offset.is_none() => {
                     offset = Some(log_start_offset);
                     log_start = log_start_offset;
                     continue;
                 }
                 Err(error) => {
-                    self.checker.violation(format!("group {group}: final read failed: {error:?}"));
+                    self.checker
+                        .violation(format!("group {group}: final read failed: {error:?}"));
                     return;
                 }
             };
@@ -662,10 +861,14 @@ impl Cluster {
             }
             let mut next = fetch_offset;
             for batch in &data.batches {
-                let decoded = RecordBatchDecoder::decode(&mut batch.clone()).expect("stored batches decode");
+                let decoded =
+                    RecordBatchDecoder::decode(&mut batch.clone()).expect("stored batches decode");
                 for record in decoded.records {
                     if record.offset >= fetch_offset.0 {
-                        let value = record.value.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+                        let value = record
+                            .value
+                            .map(|v| String::from_utf8_lossy(&v).into_owned())
+                            .unwrap_or_default();
                         records.push((Offset(record.offset), value));
                         next = Offset(record.offset + 1);
                     }
@@ -698,8 +901,15 @@ fn encode_batch(producer_id: i64, sequence: i32, value: &str) -> Bytes {
         headers: IndexMap::new(),
     };
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, [&record], &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encode");
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
     buf.freeze()
 }
 

@@ -103,7 +103,11 @@ impl Options {
             }),
             partition_ms: (100, r.between(200, 2_000)),
             drift_ppm_max: r.between(0, 50_000),
-            retain_entries_max: if r.below(3) == 0 { r.between(10, 80) } else { 1_000_000 },
+            retain_entries_max: if r.below(3) == 0 {
+                r.between(10, 80)
+            } else {
+                1_000_000
+            },
             clients,
             produce_pause_ms: (1, r.between(2, 30)),
             planted,
@@ -114,19 +118,43 @@ impl Options {
 impl fmt::Display for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "seed {}", self.seed)?;
-        writeln!(f, "  cluster: {} nodes, {} groups, tick {} ms", self.nodes, self.groups, self.tick_ms)?;
-        writeln!(f, "  phases: {} ms with faults, then {} ms healed", self.safety_ms, self.liveness_ms)?;
+        writeln!(
+            f,
+            "  cluster: {} nodes, {} groups, tick {} ms",
+            self.nodes, self.groups, self.tick_ms
+        )?;
+        writeln!(
+            f,
+            "  phases: {} ms with faults, then {} ms healed",
+            self.safety_ms, self.liveness_ms
+        )?;
         writeln!(
             f,
             "  network: latency {}..{} µs, drop {}/M, duplicate {}/M",
             self.latency_us.0, self.latency_us.1, self.drop_per_million, self.duplicate_per_million
         )?;
-        writeln!(f, "  disk: latency {}..{} µs, torn writes {}", self.disk_latency_us.0, self.disk_latency_us.1, self.tear)?;
-        writeln!(f, "  crashes: every {:?} ms, down {:?} ms", self.crash_every_ms, self.down_ms)?;
-        writeln!(f, "  partitions: every {:?} ms, lasting {:?} ms", self.partition_every_ms, self.partition_ms)?;
+        writeln!(
+            f,
+            "  disk: latency {}..{} µs, torn writes {}",
+            self.disk_latency_us.0, self.disk_latency_us.1, self.tear
+        )?;
+        writeln!(
+            f,
+            "  crashes: every {:?} ms, down {:?} ms",
+            self.crash_every_ms, self.down_ms
+        )?;
+        writeln!(
+            f,
+            "  partitions: every {:?} ms, lasting {:?} ms",
+            self.partition_every_ms, self.partition_ms
+        )?;
         writeln!(f, "  clocks: drift up to ±{} ppm", self.drift_ppm_max)?;
         writeln!(f, "  retention: {} entries", self.retain_entries_max)?;
-        writeln!(f, "  clients: {:?}, pause {:?} ms", self.clients, self.produce_pause_ms)?;
+        writeln!(
+            f,
+            "  clients: {:?}, pause {:?} ms",
+            self.clients, self.produce_pause_ms
+        )?;
         write!(f, "  planted bugs: {:?}", self.planted)
     }
 }

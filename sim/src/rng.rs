@@ -22,7 +22,9 @@ impl Stream {
         }
         key[8..16].copy_from_slice(&h.to_le_bytes());
         key[16..24].copy_from_slice(&(h.rotate_left(17) ^ seed).to_le_bytes());
-        Self { rng: ChaCha8Rng::from_seed(key) }
+        Self {
+            rng: ChaCha8Rng::from_seed(key),
+        }
     }
 
     /// A uniform draw in `[0, n)`; `n` must be positive.

@@ -23,15 +23,28 @@ fn caught(bug: PlantedBugs, seeds: std::ops::Range<u64>) -> Vec<u64> {
 
 #[test]
 fn releasing_persisted_messages_before_the_disk_completes_is_caught() {
-    let bug = PlantedBugs { early_persisted_messages: true, ..PlantedBugs::default() };
+    let bug = PlantedBugs {
+        early_persisted_messages: true,
+        ..PlantedBugs::default()
+    };
     let seeds = caught(bug, 0..200);
-    println!("early-persisted-messages caught in {} of 200 seeds: {:?}", seeds.len(), &seeds[..seeds.len().min(10)]);
-    assert!(!seeds.is_empty(), "the planted bug went unnoticed in 200 seeds");
+    println!(
+        "early-persisted-messages caught in {} of 200 seeds: {:?}",
+        seeds.len(),
+        &seeds[..seeds.len().min(10)]
+    );
+    assert!(
+        !seeds.is_empty(),
+        "the planted bug went unnoticed in 200 seeds"
+    );
 }
 
 #[test]
 fn the_same_seeds_pass_without_the_bug() {
     // The control: the seeds that catch the bug are not failing for another reason.
     let seeds = caught(PlantedBugs::default(), 0..50);
-    assert!(seeds.is_empty(), "seeds fail without any planted bug: {seeds:?}");
+    assert!(
+        seeds.is_empty(),
+        "seeds fail without any planted bug: {seeds:?}"
+    );
 }

@@ -24,9 +24,14 @@ fn run_all(seeds: std::ops::Range<u64>, make: fn(u64) -> Options) -> Vec<Report>
     let mut reports: Vec<Report> = std::thread::scope(|scope| {
         let handles: Vec<_> = seeds
             .chunks(seeds.len().div_ceil(2))
-            .map(|chunk| scope.spawn(move || chunk.iter().map(|s| run(make(*s))).collect::<Vec<_>>()))
+            .map(|chunk| {
+                scope.spawn(move || chunk.iter().map(|s| run(make(*s))).collect::<Vec<_>>())
+            })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("no panic")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("no panic"))
+            .collect()
     });
     reports.sort_by_key(|r| r.options.seed);
     reports
@@ -38,7 +43,11 @@ fn thousand_schedules_with_crashes_have_no_violation() {
     let mut failures = Vec::new();
     let (mut crashes, mut cuts, mut snapshots, mut acknowledged) = (0, 0, 0, 0);
     for report in &reports {
-        assert!(report.stats.crashes >= 1, "seed {} crashed nothing", report.options.seed);
+        assert!(
+            report.stats.crashes >= 1,
+            "seed {} crashed nothing",
+            report.options.seed
+        );
         crashes += report.stats.crashes;
         cuts += report.stats.tails_cut;
         snapshots += report.stats.snapshots_installed;
@@ -51,7 +60,12 @@ fn thousand_schedules_with_crashes_have_no_violation() {
         }
     }
     println!("{SCHEDULES} schedules: {crashes} crashes, {cuts} torn tails cut, {snapshots} snapshots installed, {acknowledged} writes acknowledged");
-    assert!(failures.is_empty(), "{} schedules failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} schedules failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     // The schedules must exercise what they claim to.
     assert!(cuts > 0, "no crash tore a frame");
     assert!(snapshots > 0, "no follower installed a snapshot");
@@ -63,10 +77,17 @@ fn the_same_seed_gives_the_same_trace_twice_in_one_process() {
     for seed in [1, 2, 3, 4] {
         let first = run(options(seed));
         let second = run(options(seed));
-        assert_eq!(first.trace_hash, second.trace_hash, "seed {seed} diverged in-process");
+        assert_eq!(
+            first.trace_hash, second.trace_hash,
+            "seed {seed} diverged in-process"
+        );
         assert!(first.stats.events > 1_000);
     }
-    assert_ne!(run(options(1)).trace_hash, run(options(2)).trace_hash, "different seeds, different runs");
+    assert_ne!(
+        run(options(1)).trace_hash,
+        run(options(2)).trace_hash,
+        "different seeds, different runs"
+    );
 }
 
 #[test]
@@ -74,7 +95,15 @@ fn the_same_seed_gives_the_same_trace_in_a_fresh_process() {
     let seed = 11;
     let hash = run(Options::from_seed(seed, 4_000, PlantedBugs::default())).trace_hash;
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_oxbow-sim"))
-        .args(["replay", "--seed", &seed.to_string(), "--safety-ms", "4000", "--expect-hash", &format!("{hash:016x}")])
+        .args([
+            "replay",
+            "--seed",
+            &seed.to_string(),
+            "--safety-ms",
+            "4000",
+            "--expect-hash",
+            &format!("{hash:016x}"),
+        ])
         .output()
         .expect("run oxbow-sim");
     assert!(

@@ -40,14 +40,22 @@ impl FsDisk {
     /// Opens (creating if needed) the directory.
     pub fn open(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        Ok(Self { dir: dir.to_path_buf(), open: BTreeMap::new(), dir_dirty: false })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            open: BTreeMap::new(),
+            dir_dirty: false,
+        })
     }
 
     fn file(&mut self, name: &str) -> io::Result<&mut File> {
         if !self.open.contains_key(name) {
             let path = self.dir.join(name);
             let existed = path.exists();
-            let file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(&path)?;
             self.dir_dirty |= !existed;
             self.open.insert(name.to_string(), file);
         }
@@ -144,7 +152,11 @@ impl SimDisk {
         let mut lost = 0;
         for file in self.files.values_mut() {
             let unsynced = file.bytes.len() - file.synced_len;
-            let kept = if tear && unsynced > 0 { (rng.next_u64() % unsynced as u64) as usize } else { 0 };
+            let kept = if tear && unsynced > 0 {
+                (rng.next_u64() % unsynced as u64) as usize
+            } else {
+                0
+            };
             lost += (unsynced - kept) as u64;
             file.bytes.truncate(file.synced_len + kept);
             file.synced_len = file.bytes.len();
@@ -186,7 +198,10 @@ impl Disk for SimDisk {
 
     fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
         self.operations += 1;
-        self.files.get(name).map(|f| f.bytes.clone()).ok_or_else(|| not_found(name))
+        self.files
+            .get(name)
+            .map(|f| f.bytes.clone())
+            .ok_or_else(|| not_found(name))
     }
 
     fn read_at(&mut self, name: &str, position: u64, len: usize) -> io::Result<Vec<u8>> {
@@ -201,7 +216,11 @@ impl Disk for SimDisk {
 
     fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
         self.operations += 1;
-        self.files.entry(name.to_string()).or_default().bytes.extend_from_slice(bytes);
+        self.files
+            .entry(name.to_string())
+            .or_default()
+            .bytes
+            .extend_from_slice(bytes);
         Ok(())
     }
 
@@ -223,6 +242,9 @@ impl Disk for SimDisk {
 
     fn remove(&mut self, name: &str) -> io::Result<()> {
         self.operations += 1;
-        self.files.remove(name).map(|_| ()).ok_or_else(|| not_found(name))
+        self.files
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| not_found(name))
     }
 }

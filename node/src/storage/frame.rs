@@ -56,20 +56,30 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> usize {
             w.u64(hs.vote);
             w.u64(hs.commit);
         }
-        Frame::Snapshot { group, snapshot, install } => {
+        Frame::Snapshot {
+            group,
+            snapshot,
+            install,
+        } => {
             w.u8(KIND_SNAPSHOT);
             w.u64(group.0);
             w.u8(u8::from(*install));
             let meta = snapshot.get_metadata();
             w.u64(meta.index);
             w.u64(meta.term);
-            let conf = meta.get_conf_state().write_to_bytes().expect("conf state encodes");
+            let conf = meta
+                .get_conf_state()
+                .write_to_bytes()
+                .expect("conf state encodes");
             w.bytes(&conf);
             w.bytes(&snapshot.data);
         }
     }
     let payload = w.bytes;
-    assert!(payload.len() <= FRAME_PAYLOAD_MAX, "frame larger than the log accepts");
+    assert!(
+        payload.len() <= FRAME_PAYLOAD_MAX,
+        "frame larger than the log accepts"
+    );
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
@@ -115,26 +125,41 @@ fn decode_payload(payload: &[u8]) -> Result<Frame, DecodeError> {
     let group = GroupId(r.u64()?);
     let frame = match kind {
         KIND_ENTRY => {
-            let mut entry = Entry::default();
-            entry.index = r.u64()?;
-            entry.term = r.u64()?;
+            let index = r.u64()?;
+            let term = r.u64()?;
             let entry_type = match r.i32()? {
                 0 => EntryType::EntryNormal,
                 1 => EntryType::EntryConfChange,
                 2 => EntryType::EntryConfChangeV2,
                 _ => return Err(DecodeError("unknown entry type")),
             };
-            entry.set_entry_type(entry_type);
-            entry.context = Bytes::copy_from_slice(r.bytes()?);
-            entry.data = Bytes::copy_from_slice(r.bytes()?);
-            Frame::Entry(group, entry)
+            let context = Bytes::copy_from_slice(r.bytes()?);
+            let data = Bytes::copy_from_slice(r.bytes()?);
+            Frame::Entry(
+                group,
+                Entry {
+                    index,
+                    term,
+                    entry_type,
+                    context,
+                    data,
+                    ..Entry::default()
+                },
+            )
         }
         KIND_HARD_STATE => {
-            let mut hs = HardState::default();
-            hs.term = r.u64()?;
-            hs.vote = r.u64()?;
-            hs.commit = r.u64()?;
-            Frame::HardState(group, hs)
+            let term = r.u64()?;
+            let vote = r.u64()?;
+            let commit = r.u64()?;
+            Frame::HardState(
+                group,
+                HardState {
+                    term,
+                    vote,
+                    commit,
+                    ..HardState::default()
+                },
+            )
         }
         KIND_SNAPSHOT => {
             let install = match r.u8()? {
@@ -146,10 +171,15 @@ fn decode_payload(payload: &[u8]) -> Result<Frame, DecodeError> {
             let meta = snapshot.mut_metadata();
             meta.index = r.u64()?;
             meta.term = r.u64()?;
-            let conf = ConfState::parse_from_bytes(r.bytes()?).map_err(|_| DecodeError("conf state"))?;
+            let conf =
+                ConfState::parse_from_bytes(r.bytes()?).map_err(|_| DecodeError("conf state"))?;
             meta.set_conf_state(conf);
             snapshot.data = Bytes::copy_from_slice(r.bytes()?);
-            Frame::Snapshot { group, snapshot, install }
+            Frame::Snapshot {
+                group,
+                snapshot,
+                install,
+            }
         }
         _ => return Err(DecodeError("unknown frame kind")),
     };

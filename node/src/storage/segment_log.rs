@@ -28,7 +28,9 @@ pub struct SegmentLogOptions {
 
 impl Default for SegmentLogOptions {
     fn default() -> Self {
-        Self { segment_bytes_max: 64 << 20 }
+        Self {
+            segment_bytes_max: 64 << 20,
+        }
     }
 }
 
@@ -57,7 +59,11 @@ pub enum StorageError {
 impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Io { operation, file, source } => write!(f, "cannot {operation} {file}: {source}"),
+            Self::Io {
+                operation,
+                file,
+                source,
+            } => write!(f, "cannot {operation} {file}: {source}"),
             Self::Gap { group, missing } => write!(
                 f,
                 "group {group}: Raft entry {missing} is missing from the middle of the log; \
@@ -111,8 +117,15 @@ fn name(segment: u64) -> String {
     format!("{segment:020}{SUFFIX}")
 }
 
-fn io_error<'a>(operation: &'static str, file: &'a str) -> impl FnOnce(io::Error) -> StorageError + 'a {
-    move |source| StorageError::Io { operation, file: file.to_string(), source }
+fn io_error<'a>(
+    operation: &'static str,
+    file: &'a str,
+) -> impl FnOnce(io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io {
+        operation,
+        file: file.to_string(),
+        source,
+    }
 }
 
 /// Replay state of one group: entries by index, so truncation and compaction are map edits.
@@ -125,7 +138,10 @@ struct Replay {
 
 impl<D: Disk> SegmentLog<D> {
     /// Opens the log on `disk`, recovering what it holds.
-    pub fn open(mut disk: D, options: SegmentLogOptions) -> Result<(Self, DurableState, RecoveryReport), StorageError> {
+    pub fn open(
+        mut disk: D,
+        options: SegmentLogOptions,
+    ) -> Result<(Self, DurableState, RecoveryReport), StorageError> {
         assert!(options.segment_bytes_max > 0);
         let names = disk.list().map_err(io_error("list", "data directory"))?;
         let mut ids: Vec<u64> = names
@@ -159,7 +175,8 @@ impl<D: Disk> SegmentLog<D> {
                         };
                         report.cut = Some((file.clone(), at as u64, why));
                         report.bytes_cut += (bytes.len() - at) as u64;
-                        disk.truncate(&file, at as u64).map_err(io_error("truncate", &file))?;
+                        disk.truncate(&file, at as u64)
+                            .map_err(io_error("truncate", &file))?;
                         break;
                     }
                 }
@@ -182,22 +199,43 @@ impl<D: Disk> SegmentLog<D> {
         let mut index = BTreeMap::new();
         let mut groups = BTreeMap::new();
         for (group, state) in replay {
-            let mut expected = state.snapshot.get_metadata().index + 1;
+            let first = state.snapshot.get_metadata().index + 1;
             let mut entries = Vec::with_capacity(state.entries.len());
-            for (i, (entry, segment, position)) in state.entries {
+            for (expected, (i, (entry, segment, position))) in (first..).zip(state.entries) {
                 if i != expected {
-                    return Err(StorageError::Gap { group, missing: expected });
+                    return Err(StorageError::Gap {
+                        group,
+                        missing: expected,
+                    });
                 }
-                expected += 1;
                 index.insert((group, i), (segment, position));
                 entries.push(entry);
             }
-            groups.insert(group, GroupMeta { hard_state: state.hard_state.clone(), snapshot: state.snapshot.clone() });
-            durable
-                .groups
-                .insert(group, GroupDurableState { hard_state: state.hard_state, snapshot: state.snapshot, entries });
+            groups.insert(
+                group,
+                GroupMeta {
+                    hard_state: state.hard_state.clone(),
+                    snapshot: state.snapshot.clone(),
+                },
+            );
+            durable.groups.insert(
+                group,
+                GroupDurableState {
+                    hard_state: state.hard_state,
+                    snapshot: state.snapshot,
+                    entries,
+                },
+            );
         }
-        let mut log = Self { disk, options, segments, index, groups, dirty: BTreeSet::new(), buffer: Vec::new() };
+        let mut log = Self {
+            disk,
+            options,
+            segments,
+            index,
+            groups,
+            dirty: BTreeSet::new(),
+            buffer: Vec::new(),
+        };
         if log.segments.is_empty() {
             log.segments.insert(0, Segment::default());
         }
@@ -206,7 +244,11 @@ impl<D: Disk> SegmentLog<D> {
     }
 
     fn active(&self) -> u64 {
-        *self.segments.keys().next_back().expect("there is always an active segment")
+        *self
+            .segments
+            .keys()
+            .next_back()
+            .expect("there is always an active segment")
     }
 
     /// Appends records (not yet durable: see [`SegmentLog::sync`]).
@@ -221,8 +263,16 @@ impl<D: Disk> SegmentLog<D> {
                 WalRecord::HardState { group, hard_state } => {
                     self.append_frame(Frame::HardState(*group, hard_state.clone()))?;
                 }
-                WalRecord::Snapshot { group, snapshot, install } => {
-                    self.append_frame(Frame::Snapshot { group: *group, snapshot: snapshot.clone(), install: *install })?;
+                WalRecord::Snapshot {
+                    group,
+                    snapshot,
+                    install,
+                } => {
+                    self.append_frame(Frame::Snapshot {
+                        group: *group,
+                        snapshot: snapshot.clone(),
+                        install: *install,
+                    })?;
                 }
             }
         }
@@ -246,8 +296,14 @@ impl<D: Disk> SegmentLog<D> {
                 *max = (*max).max(entry.index);
                 self.groups.entry(group).or_default();
             }
-            Frame::HardState(group, hard_state) => self.groups.entry(group).or_default().hard_state = hard_state,
-            Frame::Snapshot { group, snapshot, install } => {
+            Frame::HardState(group, hard_state) => {
+                self.groups.entry(group).or_default().hard_state = hard_state
+            }
+            Frame::Snapshot {
+                group,
+                snapshot,
+                install,
+            } => {
                 let index = snapshot.get_metadata().index;
                 if install {
                     self.index.retain_range_from(group, 0);
@@ -266,7 +322,9 @@ impl<D: Disk> SegmentLog<D> {
         }
         let active = self.active();
         let file = name(active);
-        self.disk.append(&file, &self.buffer).map_err(io_error("append to", &file))?;
+        self.disk
+            .append(&file, &self.buffer)
+            .map_err(io_error("append to", &file))?;
         self.segments.get_mut(&active).expect("active").len += self.buffer.len() as u64;
         self.buffer.clear();
         self.dirty.insert(active);
@@ -286,7 +344,11 @@ impl<D: Disk> SegmentLog<D> {
             .flat_map(|(group, meta)| {
                 let mut frames = vec![Frame::HardState(*group, meta.hard_state.clone())];
                 if meta.snapshot.get_metadata().index > 0 {
-                    frames.push(Frame::Snapshot { group: *group, snapshot: meta.snapshot.clone(), install: false });
+                    frames.push(Frame::Snapshot {
+                        group: *group,
+                        snapshot: meta.snapshot.clone(),
+                        install: false,
+                    });
                 }
                 frames
             })
@@ -319,7 +381,9 @@ impl<D: Disk> SegmentLog<D> {
                 break;
             }
             let unneeded = segment.max_index.iter().all(|(group, max)| {
-                self.groups.get(group).is_some_and(|g| *max <= g.snapshot.get_metadata().index)
+                self.groups
+                    .get(group)
+                    .is_some_and(|g| *max <= g.snapshot.get_metadata().index)
             });
             if !unneeded {
                 break;
@@ -335,19 +399,32 @@ impl<D: Disk> SegmentLog<D> {
     }
 
     /// Reads one entry back from disk through the index.
-    pub fn read_entry(&mut self, group: GroupId, index: u64) -> Result<Option<Entry>, StorageError> {
+    pub fn read_entry(
+        &mut self,
+        group: GroupId,
+        index: u64,
+    ) -> Result<Option<Entry>, StorageError> {
         self.flush_buffer()?;
-        let Some((segment, position)) = self.index.get(&(group, index)).copied() else { return Ok(None) };
+        let Some((segment, position)) = self.index.get(&(group, index)).copied() else {
+            return Ok(None);
+        };
         let file = name(segment);
-        let header = self.disk.read_at(&file, position, frame::FRAME_HEADER_LEN).map_err(io_error("read", &file))?;
+        let header = self
+            .disk
+            .read_at(&file, position, frame::FRAME_HEADER_LEN)
+            .map_err(io_error("read", &file))?;
         let len = u32::from_le_bytes(header[0..4].try_into().expect("4")) as usize;
         let bytes = self
             .disk
             .read_at(&file, position, frame::FRAME_HEADER_LEN + len)
             .map_err(io_error("read", &file))?;
         match frame::decode(&bytes) {
-            Ok((Frame::Entry(g, entry), _)) if g == group && entry.index == index => Ok(Some(entry)),
-            other => panic!("index points at a frame that is not entry {index} of group {group}: {other:?}"),
+            Ok((Frame::Entry(g, entry), _)) if g == group && entry.index == index => {
+                Ok(Some(entry))
+            }
+            other => panic!(
+                "index points at a frame that is not entry {index} of group {group}: {other:?}"
+            ),
         }
     }
 
@@ -371,14 +448,29 @@ impl<D: Disk> SegmentLog<D> {
     pub fn invariants(&self) {
         assert!(!self.segments.is_empty());
         for ((group, index), (segment, _)) in &self.index {
-            assert!(self.segments.contains_key(segment), "indexed frame in a deleted segment");
-            let snapshot_index = self.groups.get(group).map_or(0, |g| g.snapshot.get_metadata().index);
-            assert!(*index > snapshot_index, "indexed entry at or below the snapshot");
+            assert!(
+                self.segments.contains_key(segment),
+                "indexed frame in a deleted segment"
+            );
+            let snapshot_index = self
+                .groups
+                .get(group)
+                .map_or(0, |g| g.snapshot.get_metadata().index);
+            assert!(
+                *index > snapshot_index,
+                "indexed entry at or below the snapshot"
+            );
         }
     }
 }
 
-fn replay_frame(replay: &mut BTreeMap<GroupId, Replay>, frame: Frame, segment_id: u64, position: u64, segment: &mut Segment) {
+fn replay_frame(
+    replay: &mut BTreeMap<GroupId, Replay>,
+    frame: Frame,
+    segment_id: u64,
+    position: u64,
+    segment: &mut Segment,
+) {
     match frame {
         Frame::Entry(group, entry) => {
             let state = replay.entry(group).or_default();
@@ -391,8 +483,14 @@ fn replay_frame(replay: &mut BTreeMap<GroupId, Replay>, frame: Frame, segment_id
             state.entries.split_off(&index);
             state.entries.insert(index, (entry, segment_id, position));
         }
-        Frame::HardState(group, hard_state) => replay.entry(group).or_default().hard_state = hard_state,
-        Frame::Snapshot { group, snapshot, install } => {
+        Frame::HardState(group, hard_state) => {
+            replay.entry(group).or_default().hard_state = hard_state
+        }
+        Frame::Snapshot {
+            group,
+            snapshot,
+            install,
+        } => {
             let state = replay.entry(group).or_default();
             let index = snapshot.get_metadata().index;
             if install {
@@ -416,7 +514,10 @@ trait IndexExt {
 impl IndexExt for BTreeMap<(GroupId, u64), (u64, u64)> {
     /// Removes the group's entries at or after `from` (normally none: appends go at the end).
     fn retain_range_from(&mut self, group: GroupId, from: u64) {
-        let doomed: Vec<(GroupId, u64)> = self.range((group, from)..=(group, u64::MAX)).map(|(k, _)| *k).collect();
+        let doomed: Vec<(GroupId, u64)> = self
+            .range((group, from)..=(group, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
         for key in doomed {
             self.remove(&key);
         }
@@ -424,7 +525,10 @@ impl IndexExt for BTreeMap<(GroupId, u64), (u64, u64)> {
 
     /// Removes the group's entries at or below `to`.
     fn remove_through(&mut self, group: GroupId, to: u64) {
-        let doomed: Vec<(GroupId, u64)> = self.range((group, 0)..=(group, to)).map(|(k, _)| *k).collect();
+        let doomed: Vec<(GroupId, u64)> = self
+            .range((group, 0)..=(group, to))
+            .map(|(k, _)| *k)
+            .collect();
         for key in doomed {
             self.remove(&key);
         }
