@@ -356,3 +356,92 @@ fn fetch_serves_stored_bytes_up_to_the_high_watermark() {
         .expect("decode");
     assert_eq!(decoded.records[0].offset, 2);
 }
+
+#[test]
+fn a_produce_on_the_leader_outputs_exactly_one_synced_entry_write() {
+    let mut h = Harness::single_voter();
+    h.elect();
+    let bytes = batch(2, -1, -1);
+    let out = h.produce(1, Acks::All, bytes.clone());
+    let stamped = oxbow_core::batch::Batch::parse(bytes, 1 << 20)
+        .expect("valid")
+        .stamp(
+            Offset(0),
+            oxbow_core::ids::Term(1),
+            Timestamps::CreateTime,
+            0,
+        );
+    let expected_entry = oxbow_core::raft::eraftpb::Entry {
+        index: 2,
+        term: 1,
+        data: stamped.into_bytes(),
+        ..Default::default()
+    };
+    let [Output::Write(write)] = &out[..] else {
+        panic!("exactly one write: {out:?}")
+    };
+    assert_eq!(
+        write.records,
+        vec![WalRecord::Entries {
+            group: GROUP,
+            entries: vec![expected_entry]
+        }]
+    );
+    assert!(write.sync);
+}
+
+#[test]
+fn messages_of_all_groups_to_one_peer_leave_together() {
+    let voters = vec![NodeId(1), NodeId(2), NodeId(3)];
+    let groups = (1..=8)
+        .map(|g| GroupConfig {
+            id: GroupId(g),
+            voters: voters.clone(),
+            timestamps: Timestamps::CreateTime,
+        })
+        .collect();
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let mut node = Node::new(
+        NodeConfig::new(NodeId(1), groups),
+        3,
+        0,
+        DurableState::default(),
+        &logger,
+    );
+    let mut now = Now {
+        mono: Instant(0),
+        wall_ms: 0,
+    };
+    let mut sends_seen = 0;
+    for _ in 0..100 {
+        now.mono = now.mono.plus_ms(100);
+        let mut out = Vec::new();
+        node.handle(now, Input::Tick, &mut out);
+        let peers: Vec<NodeId> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send { to, .. } => Some(*to),
+                _ => None,
+            })
+            .collect();
+        let mut unique = peers.clone();
+        unique.dedup();
+        assert_eq!(peers, unique, "one send per peer per input");
+        for o in &out {
+            if let Output::Send { messages, .. } = o {
+                sends_seen += 1;
+                let groups: std::collections::BTreeSet<_> =
+                    messages.iter().map(|m| m.group).collect();
+                assert!(!groups.is_empty());
+            }
+        }
+        // Complete writes at once so that campaigns go on.
+        for o in out {
+            if let Output::Write(w) = o {
+                let mut more = Vec::new();
+                node.handle(now, Input::WriteDone { seq: w.seq }, &mut more);
+            }
+        }
+    }
+    assert!(sends_seen > 0, "the groups campaigned");
+}
