@@ -13,6 +13,7 @@ use oxbow_core::io::{
     Request, Response, TraceEvent, WalRecord,
 };
 use oxbow_core::node::{DurableState, GroupConfig, Node, NodeConfig};
+use oxbow_core::raft::eraftpb::Entry;
 use oxbow_core::time::{Instant, Now};
 
 const GROUP: GroupId = GroupId(1);
@@ -371,7 +372,7 @@ fn a_produce_on_the_leader_outputs_exactly_one_synced_entry_write() {
             Timestamps::CreateTime,
             0,
         );
-    let expected_entry = oxbow_core::raft::eraftpb::Entry {
+    let expected_entry = Entry {
         index: 2,
         term: 1,
         data: stamped.into_bytes(),
