@@ -93,6 +93,12 @@ struct Segment {
     len: u64,
     /// Highest entry index of each group in this segment.
     max_index: BTreeMap<GroupId, u64>,
+    /// Whether this process started the segment with a complete header (every group's hard
+    /// state and snapshot). Recovered segments do not count: a crash may have torn theirs.
+    header_written: bool,
+    /// Whether that header is known durable. Only segments before one with a durable header
+    /// may be deleted: the header keeps the hard states and snapshots their frames held.
+    header_durable: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -337,7 +343,13 @@ impl<D: Disk> SegmentLog<D> {
         self.flush_buffer()?;
         self.sync()?;
         let next = self.active() + 1;
-        self.segments.insert(next, Segment::default());
+        self.segments.insert(
+            next,
+            Segment {
+                header_written: true,
+                ..Segment::default()
+            },
+        );
         let header: Vec<Frame> = self
             .groups
             .iter()
@@ -366,18 +378,32 @@ impl<D: Disk> SegmentLog<D> {
         for segment in std::mem::take(&mut self.dirty) {
             let file = name(segment);
             self.disk.sync(&file).map_err(io_error("sync", &file))?;
+            let segment = self
+                .segments
+                .get_mut(&segment)
+                .expect("dirty segments exist");
+            segment.header_durable |= segment.header_written;
         }
         self.delete_unneeded_segments()
     }
 
-    /// Deletes a prefix of segments (never the active one) whose every entry is at or below its
-    /// group's snapshot. Only a prefix: a later segment may hold a frame (an installed
-    /// snapshot) that an earlier segment's stale entries must be replayed before.
+    /// Deletes a prefix of segments whose every entry is at or below its group's snapshot, and
+    /// that come before a segment whose header is durable (the header repeats the hard states
+    /// and snapshots the deleted frames held). Only a prefix: a later segment may hold a frame
+    /// (an installed snapshot) that an earlier segment's stale entries must be replayed before.
     fn delete_unneeded_segments(&mut self) -> Result<(), StorageError> {
-        let active = self.active();
+        let Some(covered_before) = self
+            .segments
+            .iter()
+            .rev()
+            .find(|(_, s)| s.header_durable)
+            .map(|(id, _)| *id)
+        else {
+            return Ok(());
+        };
         let mut deletable = Vec::new();
         for (id, segment) in &self.segments {
-            if *id == active {
+            if *id >= covered_before {
                 break;
             }
             let unneeded = segment.max_index.iter().all(|(group, max)| {
