@@ -113,6 +113,21 @@ impl NodeConfig {
     }
 }
 
+/// What a node knows of one of its groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its current Raft term (the partition leader epoch).
+    pub term: crate::ids::Term,
+    /// Whether this node is the leader and ready to serve.
+    pub serving: bool,
+    /// Its high watermark.
+    pub high_watermark: Offset,
+    /// Its log start offset.
+    pub log_start_offset: Offset,
+}
+
 /// What a node's disk held for one group when it started: the result of replaying its log.
 #[derive(Clone, Debug, Default)]
 pub struct GroupDurableState {
@@ -396,6 +411,11 @@ impl Node {
                 return;
             }
         }
+    }
+
+    /// What this node knows of a group, for metadata answers; `None` if it does not host it.
+    pub fn group_status(&self, group: GroupId) -> Option<GroupStatus> {
+        self.groups.get(&group).map(Replica::status)
     }
 
     /// The high watermark of a group on this node, for tests and checkers.

@@ -760,6 +760,16 @@ impl Replica {
         self.group
     }
 
+    pub(crate) fn status(&self) -> crate::node::GroupStatus {
+        crate::node::GroupStatus {
+            leader: self.leader_hint(),
+            term: Term(self.raw.raft.term),
+            serving: self.serving_leader().is_some(),
+            high_watermark: self.next_offset,
+            log_start_offset: self.log_start_offset,
+        }
+    }
+
     pub(crate) fn high_watermark(&self) -> Offset {
         self.next_offset
     }

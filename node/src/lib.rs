@@ -3,4 +3,7 @@
 
 #![deny(missing_docs)]
 
+pub mod config;
+pub mod kafka;
+pub mod runtime;
 pub mod storage;

@@ -1,0 +1,271 @@
+//! `oxbow`: run a node, or a local three-node cluster for development.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use oxbow_node::config::{Config, FsyncPolicy, PeerConfig, TopicConfig};
+use oxbow_node::{kafka, runtime};
+use slog::{error, info, o, Drain, Logger};
+use tokio::sync::watch;
+
+/// oxbow: a Kafka-compatible event log in which every partition is a Raft group.
+#[derive(Parser)]
+#[command(name = "oxbow", version)]
+struct Cli {
+    /// Log level: error, warning, info, debug or trace.
+    #[arg(long, default_value = "info", global = true)]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of a cluster, configured by a TOML file (see docs/operations.md).
+    Node {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides `data_dir` from the file.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run a local three-node cluster in this process, for development. Ctrl-C stops it.
+    Dev {
+        /// Where the three nodes keep their data (one directory each).
+        #[arg(long, default_value = "oxbow-dev-data")]
+        data_dir: PathBuf,
+        /// Kafka port of the first node; the others use the next two. Peer ports are 10,000 higher.
+        #[arg(long, default_value_t = 9092)]
+        port: u16,
+        /// Topics to create, as NAME or NAME:PARTITIONS (repeatable).
+        #[arg(long = "topic", default_values_t = ["events:3".to_string()])]
+        topics: Vec<String>,
+    },
+}
+
+fn logger(level: &str) -> Result<Logger, String> {
+    let level: slog::Level = level
+        .parse()
+        .map_err(|()| format!("unknown log level {level:?}"))?;
+    let decorator = slog_term::TermDecorator::new().stderr().build();
+    let drain = slog_term::FullFormat::new(decorator).build().fuse();
+    let drain = slog_async::Async::new(drain)
+        .chan_size(4_096)
+        .build()
+        .fuse();
+    Ok(Logger::root(drain.filter_level(level).fuse(), o!()))
+}
+
+fn dev_configs(
+    data_dir: &std::path::Path,
+    port: u16,
+    topics: &[String],
+) -> Result<Vec<Config>, String> {
+    let topics: Vec<TopicConfig> = topics
+        .iter()
+        .map(|t| {
+            let (name, partitions) = match t.split_once(':') {
+                Some((n, p)) => (
+                    n,
+                    p.parse()
+                        .map_err(|_| format!("--topic {t}: partitions must be a number"))?,
+                ),
+                None => (t.as_str(), 1),
+            };
+            Ok(TopicConfig {
+                name: name.to_string(),
+                partitions,
+                replication_factor: 3,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let address = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let port_of = |i: u16, base: u16| base.checked_add(i).ok_or("--port is too high".to_string());
+    let mut configs = Vec::new();
+    for i in 0..3u16 {
+        let peers = (0..3u16)
+            .filter(|j| *j != i)
+            .map(|j| {
+                Ok(PeerConfig {
+                    id: u64::from(j) + 1,
+                    peer_address: address(
+                        port_of(j, port)?
+                            .checked_add(10_000)
+                            .ok_or("--port is too high")?,
+                    ),
+                    kafka_address: address(port_of(j, port)?),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        let config = Config {
+            node_id: u64::from(i) + 1,
+            data_dir: data_dir.join(format!("node-{}", i + 1)),
+            kafka_listen: address(port_of(i, port)?),
+            kafka_advertised: None,
+            peer_listen: address(
+                port_of(i, port)?
+                    .checked_add(10_000)
+                    .ok_or("--port is too high")?,
+            ),
+            peers,
+            fsync: FsyncPolicy::Always,
+            tick_ms: 100,
+            topics: topics.clone(),
+        };
+        config.validate().map_err(|e| e.to_string())?;
+        configs.push(config);
+    }
+    Ok(configs)
+}
+
+/// Starts one node (core, peers, Kafka listener); returns its end.
+async fn start_node(
+    config: Config,
+    shutdown: watch::Receiver<bool>,
+    logger: Logger,
+) -> Result<tokio::task::JoinHandle<Result<(), runtime::RuntimeError>>, runtime::RuntimeError> {
+    let kafka_listener = tokio::net::TcpListener::bind(config.kafka_listen)
+        .await
+        .map_err(|source| runtime::RuntimeError::Bind {
+            address: config.kafka_listen,
+            source,
+        })?;
+    let started = runtime::start(config.clone(), shutdown.clone(), logger.clone()).await?;
+    let context = kafka::Context::new(config.clone(), started.core.clone(), logger.clone());
+    tokio::spawn(kafka::serve(kafka_listener, context, shutdown));
+    info!(logger, "node started"; "kafka" => %config.kafka_listen, "peers" => %config.peer_listen);
+    Ok(started.done)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            biased;
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn run(configs: Vec<Config>, logger: Logger) -> Result<(), String> {
+    let (stop, shutdown) = watch::channel(false);
+    let mut nodes = Vec::new();
+    for config in configs {
+        let node_logger = logger.new(o!("node" => config.node_id));
+        nodes.push(
+            start_node(config, shutdown.clone(), node_logger)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for node in nodes {
+        set.spawn(node);
+    }
+    let first_failure = async move {
+        match set.join_next().await {
+            Some(Ok(result)) => result,
+            Some(Err(e)) => Err(e),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = wait_for_signal() => {
+            info!(logger, "stopping");
+            let _ = stop.send(true);
+            // Let the writers finish what is queued.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            Ok(())
+        }
+        result = first_failure => {
+            let _ = stop.send(true);
+            match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("node task failed: {e}")),
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let logger = match logger(&cli.log_level) {
+        Ok(logger) => logger,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let configs = match &cli.command {
+        Command::Node { config, data_dir } => {
+            let text = match std::fs::read_to_string(config) {
+                Ok(text) => text,
+                Err(e) => {
+                    error!(logger, "cannot read the configuration file"; "file" => %config.display(), "error" => %e);
+                    return ExitCode::FAILURE;
+                }
+            };
+            match Config::parse(&text) {
+                Ok(mut parsed) => {
+                    if let Some(dir) = data_dir {
+                        parsed.data_dir = dir.clone();
+                    }
+                    vec![parsed]
+                }
+                Err(e) => {
+                    error!(logger, "{e}"; "file" => %config.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Command::Dev {
+            data_dir,
+            port,
+            topics,
+        } => match dev_configs(data_dir, *port, topics) {
+            Ok(configs) => {
+                println!("oxbow dev: 3 nodes, data in {}", data_dir.display());
+                println!(
+                    "bootstrap servers: 127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
+                    port,
+                    port + 1,
+                    port + 2
+                );
+                println!("topics: {}", topics.join(", "));
+                println!("try:  echo hello | kcat -P -b 127.0.0.1:{port} -t events   then   kcat -C -b 127.0.0.1:{port} -t events -e");
+                configs
+            }
+            Err(e) => {
+                error!(logger, "{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(run(configs, logger.clone()));
+    match result {
+        Ok(()) => {
+            info!(logger, "stopped");
+            drop(logger);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!(logger, "{e}");
+            drop(logger);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The tokio runtime that drives one node's core.
+//!
+//! One task owns the `Node`. Its inbox merges peer frames, client requests and disk
+//! completions; a `select!` (biased, so the order of readiness checks is fixed) also takes
+//! ticks and the shutdown signal. Outputs go out in the order the core gave them: peer sends to
+//! per-peer sender tasks, writes to the disk writer thread, replies to the waiting requests.
+
+pub mod peer;
+pub mod writer;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use oxbow_core::ids::{GroupId, NodeId, RequestId};
+use oxbow_core::io::{GroupMessage, Input, Output, Request, Response};
+use oxbow_core::node::{GroupConfig, GroupStatus, Node, NodeConfig};
+use oxbow_core::time::{Instant, Now};
+use slog::{error, info, Logger};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::storage::{FsDisk, SegmentLog, SegmentLogOptions, StorageError};
+
+/// Capacity of the core's inbox; senders wait when it is full (backpressure).
+const INBOX_CAPACITY: usize = 4_096;
+
+/// Everything that reaches the core task.
+#[derive(Debug)]
+pub enum Event {
+    /// Raft messages from a peer (the transport checked the sender).
+    Peer {
+        /// The peer.
+        from: NodeId,
+        /// Its messages.
+        messages: Vec<GroupMessage>,
+    },
+    /// A client request; `reply` is `None` when nobody waits (acks=0).
+    Request {
+        /// The request.
+        request: Request,
+        /// Where the answer goes.
+        reply: Option<oneshot::Sender<Response>>,
+    },
+    /// What the node knows of some groups.
+    Status {
+        /// The groups.
+        groups: Vec<GroupId>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<Option<GroupStatus>>>,
+    },
+    /// The disk finished a write.
+    WriteDone(oxbow_core::ids::IoSeq),
+    /// The disk failed: the node must stop.
+    Fatal(String),
+}
+
+/// A cloneable way to talk to the core task.
+#[derive(Clone, Debug)]
+pub struct CoreHandle {
+    inbox: mpsc::Sender<Event>,
+}
+
+impl CoreHandle {
+    /// Sends a request and waits for its answer; `None` if the node is stopping.
+    pub async fn request(&self, request: Request) -> Option<Response> {
+        let (reply, answer) = oneshot::channel();
+        self.inbox
+            .send(Event::Request {
+                request,
+                reply: Some(reply),
+            })
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// Sends a request nobody waits for (acks=0).
+    pub async fn request_no_reply(&self, request: Request) {
+        let _ = self
+            .inbox
+            .send(Event::Request {
+                request,
+                reply: None,
+            })
+            .await;
+    }
+
+    /// Asks what the node knows of `groups`.
+    pub async fn status(&self, groups: Vec<GroupId>) -> Option<Vec<Option<GroupStatus>>> {
+        let (reply, answer) = oneshot::channel();
+        self.inbox
+            .send(Event::Status { groups, reply })
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    pub(crate) fn sender(&self) -> mpsc::Sender<Event> {
+        self.inbox.clone()
+    }
+}
+
+/// Why a node stopped other than by request.
+#[derive(Debug)]
+pub enum RuntimeError {
+    /// Opening or recovering the data directory failed.
+    Storage(StorageError),
+    /// A socket could not be bound.
+    Bind {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The disk failed while running.
+    Fatal(String),
+}
+
+impl std::fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Storage(e) => write!(f, "{e}"),
+            Self::Bind { address, source } => {
+                write!(
+                    f,
+                    "cannot listen on {address}: {source} (is another node using the port?)"
+                )
+            }
+            Self::Fatal(e) => write!(f, "stopping after a disk failure: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {}
+
+/// The node's clock: the only place it reads time.
+pub struct Clock {
+    #[allow(clippy::disallowed_types)]
+    start: std::time::Instant,
+}
+
+impl Clock {
+    /// Starts the monotonic clock at zero.
+    #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+    pub fn new() -> Self {
+        Self {
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// Now, as the core wants it.
+    #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+    pub fn now(&self) -> Now {
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Now {
+            mono: Instant(self.start.elapsed().as_nanos() as u64),
+            wall_ms,
+        }
+    }
+
+    /// A seed for the node's RNG (production runs need no replay).
+    #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+    pub fn seed() -> u64 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The core's configuration for this node's groups.
+pub fn core_config(config: &Config) -> NodeConfig {
+    let groups = config
+        .placements()
+        .into_iter()
+        .filter(|p| p.replicas.contains(&config.node()))
+        .map(|p| GroupConfig {
+            id: p.group,
+            voters: p.replicas,
+            timestamps: Default::default(),
+        })
+        .collect();
+    NodeConfig::new(config.node(), groups)
+}
+
+/// A started node: its core handle, and the task to await for its end.
+pub struct Started {
+    /// Talks to the core.
+    pub core: CoreHandle,
+    /// Ends when the node stops.
+    pub done: tokio::task::JoinHandle<Result<(), RuntimeError>>,
+}
+
+/// Opens the data directory, recovers, binds the peer port and starts the core task and the
+/// peer transport. The Kafka listener is started by the caller with the returned handle.
+pub async fn start(
+    config: Config,
+    shutdown: watch::Receiver<bool>,
+    logger: Logger,
+) -> Result<Started, RuntimeError> {
+    let disk = FsDisk::open(&config.data_dir).map_err(|source| {
+        RuntimeError::Storage(StorageError::Io {
+            operation: "open",
+            file: config.data_dir.display().to_string(),
+            source,
+        })
+    })?;
+    let (log, durable, report) =
+        SegmentLog::open(disk, SegmentLogOptions::default()).map_err(RuntimeError::Storage)?;
+    info!(logger, "recovered data directory";
+        "dir" => %config.data_dir.display(), "segments" => report.segments, "frames" => report.frames,
+        "groups" => durable.groups.len(), "cut" => ?report.cut);
+    let peer_listener = tokio::net::TcpListener::bind(config.peer_listen)
+        .await
+        .map_err(|source| RuntimeError::Bind {
+            address: config.peer_listen,
+            source,
+        })?;
+    let (inbox_tx, inbox) = mpsc::channel(INBOX_CAPACITY);
+    let core = CoreHandle { inbox: inbox_tx };
+    let writer = writer::spawn(log, config.fsync, core.sender(), logger.clone());
+    let peers = peer::Peers::start(&config, core.sender(), shutdown.clone(), logger.clone());
+    tokio::spawn(peer::listen(
+        peer_listener,
+        config.node(),
+        core.sender(),
+        shutdown.clone(),
+        logger.clone(),
+    ));
+    let raft_logger = logger.new(slog::o!("component" => "raft"));
+    let node = Node::new(
+        core_config(&config),
+        Clock::seed(),
+        0,
+        durable,
+        &raft_logger,
+    );
+    let tick = Duration::from_millis(config.tick_ms);
+    let done = tokio::spawn(run_core(node, inbox, writer, peers, tick, shutdown, logger));
+    Ok(Started { core, done })
+}
+
+async fn run_core(
+    mut node: Node,
+    mut inbox: mpsc::Receiver<Event>,
+    writer: writer::Writer,
+    peers: peer::Peers,
+    tick: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    logger: Logger,
+) -> Result<(), RuntimeError> {
+    let clock = Clock::new();
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiting: BTreeMap<RequestId, oneshot::Sender<Response>> = BTreeMap::new();
+    let mut next_request = 0u64;
+    let mut out = Vec::new();
+    loop {
+        let input = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            event = inbox.recv() => match event {
+                None => break,
+                Some(Event::Peer { from, messages }) => Input::Peer { from, messages },
+                Some(Event::Request { request, reply }) => {
+                    next_request += 1;
+                    let id = RequestId(next_request);
+                    if let Some(reply) = reply {
+                        waiting.insert(id, reply);
+                    }
+                    Input::Request { id, request }
+                }
+                Some(Event::Status { groups, reply }) => {
+                    let _ = reply.send(groups.iter().map(|g| node.group_status(*g)).collect());
+                    continue;
+                }
+                Some(Event::WriteDone(seq)) => Input::WriteDone { seq },
+                Some(Event::Fatal(why)) => {
+                    error!(logger, "disk failure, stopping"; "error" => &why);
+                    return Err(RuntimeError::Fatal(why));
+                }
+            },
+            _ = ticker.tick() => Input::Tick,
+        };
+        node.handle(clock.now(), input, &mut out);
+        for output in out.drain(..) {
+            match output {
+                Output::Send { to, messages } => peers.send(to, messages),
+                Output::Write(write) => writer.write(write).await,
+                Output::Reply { id, response } => {
+                    if let Some(reply) = waiting.remove(&id) {
+                        let _ = reply.send(response);
+                    }
+                }
+                Output::Trace(event) => slog::debug!(logger, "trace"; "event" => ?event),
+            }
+        }
+    }
+    info!(logger, "core stopped");
+    Ok(())
+}
