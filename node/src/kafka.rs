@@ -20,9 +20,10 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestHeader, ResponseHeader,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use oxbow_core::ids::{GroupId, Offset};
@@ -36,6 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::{Config, PartitionPlacement};
+use crate::producer_ids::ProducerIds;
 use crate::runtime::CoreHandle;
 
 /// Largest request accepted (Kafka's `socket.request.max.bytes` default).
@@ -50,6 +52,7 @@ mod code {
     pub const LEADER_NOT_AVAILABLE: i16 = 5;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const INVALID_REQUEST: i16 = 42;
 }
@@ -62,6 +65,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListOffsets, 1, 5),
     (ApiKey::Metadata, 0, 8),
     (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::InitProducerId, 0, 1),
 ];
 
 fn supported(key: ApiKey, version: i16) -> bool {
@@ -75,12 +79,13 @@ pub struct Context {
     config: Config,
     core: CoreHandle,
     topics: BTreeMap<String, Vec<PartitionPlacement>>,
+    producer_ids: std::sync::Mutex<ProducerIds>,
     logger: Logger,
 }
 
 impl Context {
     /// Builds the context from the configuration.
-    pub fn new(config: Config, core: CoreHandle, logger: Logger) -> Arc<Self> {
+    pub fn new(config: Config, core: CoreHandle, logger: Logger) -> std::io::Result<Arc<Self>> {
         let mut topics: BTreeMap<String, Vec<PartitionPlacement>> = BTreeMap::new();
         for placement in config.placements() {
             topics
@@ -88,12 +93,15 @@ impl Context {
                 .or_default()
                 .push(placement);
         }
-        Arc::new(Self {
+        let producer_ids =
+            std::sync::Mutex::new(ProducerIds::open(&config.data_dir, config.node_id)?);
+        Ok(Arc::new(Self {
             config,
             core,
             topics,
+            producer_ids,
             logger,
-        })
+        }))
     }
 
     fn placement(&self, topic: &str, partition: i32) -> Option<&PartitionPlacement> {
@@ -193,6 +201,12 @@ async fn connection(stream: TcpStream, context: &Context, logger: &Logger) -> Re
                 let request = ListOffsetsRequest::decode(&mut buf, version)
                     .map_err(|e| format!("malformed ListOffsets: {e}"))?;
                 let response = list_offsets(context, request).await;
+                send(&mut write, correlation_id, key, version, &response).await?;
+            }
+            ApiKey::InitProducerId => {
+                let request = InitProducerIdRequest::decode(&mut buf, version)
+                    .map_err(|e| format!("malformed InitProducerId: {e}"))?;
+                let response = init_producer_id(context, request);
                 send(&mut write, correlation_id, key, version, &response).await?;
             }
             other => unreachable!("{other:?} is not in SUPPORTED"),
@@ -384,6 +398,33 @@ async fn produce(context: &Context, request: ProduceRequest) -> Option<ProduceRe
         response.responses.push(topic);
     }
     Some(response)
+}
+
+fn init_producer_id(context: &Context, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    let mut response = InitProducerIdResponse::default();
+    response.producer_id = ProducerId(-1);
+    response.producer_epoch = -1;
+    if request.transactional_id.is_some() {
+        // Transactions are not implemented (and not advertised through FindCoordinator).
+        response.error_code = code::INVALID_REQUEST;
+        return response;
+    }
+    let allocated = context
+        .producer_ids
+        .lock()
+        .map_err(|_| ())
+        .and_then(|mut ids| ids.allocate().map_err(|_| ()));
+    match allocated {
+        Ok(id) => {
+            response.producer_id = ProducerId(id);
+            response.producer_epoch = 0;
+        }
+        Err(()) => {
+            warn!(context.logger, "cannot persist a producer id block");
+            response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+        }
+    }
+    response
 }
 
 async fn fetch_one(

@@ -5,5 +5,6 @@
 
 pub mod config;
 pub mod kafka;
+pub mod producer_ids;
 pub mod runtime;
 pub mod storage;

@@ -134,7 +134,10 @@ async fn start_node(
             source,
         })?;
     let started = runtime::start(config.clone(), shutdown.clone(), logger.clone()).await?;
-    let context = kafka::Context::new(config.clone(), started.core.clone(), logger.clone());
+    let context = kafka::Context::new(config.clone(), started.core.clone(), logger.clone())
+        .map_err(|e| {
+            runtime::RuntimeError::Fatal(format!("cannot open the producer id state: {e}"))
+        })?;
     tokio::spawn(kafka::serve(kafka_listener, context, shutdown));
     info!(logger, "node started"; "kafka" => %config.kafka_listen, "peers" => %config.peer_listen);
     Ok(started.done)

@@ -1,0 +1,378 @@
+//! End-to-end: real `oxbow node` processes on 127.0.0.1, driven by rdkafka (librdkafka), the
+//! client most Kafka users run. Each test starts its own three-node cluster.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+const TOPIC: &str = "e2e";
+const PARTITIONS: i32 = 6;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    kafka: Vec<u16>,
+    nodes: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kafka: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let peer: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        for i in 0..3 {
+            let mut text = format!(
+                "node_id = {}\ndata_dir = {:?}\nkafka_listen = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\ntick_ms = 50\n",
+                i + 1,
+                dir.path().join(format!("node-{}", i + 1)),
+                kafka[i],
+                peer[i]
+            );
+            for j in (0..3).filter(|j| *j != i) {
+                text += &format!(
+                    "[[peers]]\nid = {}\npeer_address = \"127.0.0.1:{}\"\nkafka_address = \"127.0.0.1:{}\"\n",
+                    j + 1,
+                    peer[j],
+                    kafka[j]
+                );
+            }
+            text += &format!("[[topics]]\nname = \"{TOPIC}\"\npartitions = {PARTITIONS}\nreplication_factor = 3\n");
+            std::fs::write(dir.path().join(format!("node-{}.toml", i + 1)), text)
+                .expect("write config");
+        }
+        let mut cluster = Self {
+            dir,
+            kafka,
+            nodes: vec![None, None, None],
+        };
+        for i in 0..3 {
+            cluster.start_node(i);
+        }
+        cluster.wait_for_leaders();
+        cluster
+    }
+
+    fn config(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{}.toml", i + 1))
+    }
+
+    fn start_node(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{}.log", i + 1)))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+            .args(["--log-level", "info", "node", "--config"])
+            .arg(self.config(i))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start oxbow");
+        self.nodes[i] = Some(child);
+    }
+
+    fn kill9(&mut self, i: usize) {
+        let mut child = self.nodes[i].take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    fn stop(&mut self, i: usize) {
+        let mut child = self.nodes[i].take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = child.wait().expect("reap");
+        assert!(
+            exit.success(),
+            "node {} did not stop cleanly: {exit:?}",
+            i + 1
+        );
+    }
+
+    fn bootstrap(&self) -> String {
+        self.kafka
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Leader of each partition, from a running node's metadata.
+    fn leaders(&self) -> BTreeMap<i32, i32> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", "metadata")
+            .create()
+            .expect("consumer");
+        let mut leaders = BTreeMap::new();
+        if let Ok(metadata) = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(5)) {
+            for topic in metadata.topics() {
+                for p in topic.partitions() {
+                    if p.leader() > 0 && p.error().is_none() {
+                        leaders.insert(p.id(), p.leader());
+                    }
+                }
+            }
+        }
+        leaders
+    }
+
+    fn wait_for_leaders(&self) {
+        for _ in 0..100 {
+            if self.leaders().len() == PARTITIONS as usize {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "partitions did not all get a leader: {:?}; logs in {}",
+            self.leaders(),
+            self.dir.path().display()
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.nodes.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Acknowledged records: (partition, offset) -> value.
+type Acked = Arc<Mutex<BTreeMap<(i32, i64), String>>>;
+
+struct Recorder {
+    acked: Acked,
+    failed: Arc<Mutex<u64>>,
+}
+
+impl ClientContext for Recorder {}
+
+impl ProducerContext for Recorder {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(message) => {
+                let value = String::from_utf8_lossy(message.payload().expect("value")).into_owned();
+                let previous = self
+                    .acked
+                    .lock()
+                    .expect("lock")
+                    .insert((message.partition(), message.offset()), value);
+                assert!(previous.is_none(), "two records acknowledged at one offset");
+            }
+            Err(_) => *self.failed.lock().expect("lock") += 1,
+        }
+    }
+}
+
+fn producer(cluster: &Cluster) -> (BaseProducer<Recorder>, Acked, Arc<Mutex<u64>>) {
+    let acked = Acked::default();
+    let failed = Arc::new(Mutex::new(0));
+    let producer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000")
+        .set("queue.buffering.max.messages", "200000")
+        .create_with_context(Recorder {
+            acked: acked.clone(),
+            failed: failed.clone(),
+        })
+        .expect("producer");
+    (producer, acked, failed)
+}
+
+fn send(producer: &BaseProducer<Recorder>, i: u64) {
+    let key = format!("key-{i}");
+    let value = format!("value-{i}");
+    loop {
+        match producer.send(BaseRecord::to(TOPIC).key(&key).payload(&value)) {
+            Ok(()) => return,
+            Err((_, _)) => {
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Reads every partition from the beginning to its end.
+fn consume_all(cluster: &Cluster) -> BTreeMap<(i32, i64), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", "e2e-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(TOPIC, p, Offset::Beginning)
+            .expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut records = BTreeMap::new();
+    let mut finished = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while finished.len() < PARTITIONS as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "consuming took too long; {} records so far",
+            records.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let value = String::from_utf8_lossy(message.payload().expect("value")).into_owned();
+                let previous = records.insert((message.partition(), message.offset()), value);
+                assert!(previous.is_none(), "offset read twice");
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                finished.insert(p);
+            }
+            Some(Err(_)) | None => {}
+        }
+    }
+    records
+}
+
+/// Every partition's offsets are dense from 0, values are unique, and every acknowledged
+/// record is where it was acknowledged.
+fn check(read: &BTreeMap<(i32, i64), String>, acked: &BTreeMap<(i32, i64), String>) {
+    for p in 0..PARTITIONS {
+        let offsets: Vec<i64> = read
+            .keys()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, o)| *o)
+            .collect();
+        assert!(
+            offsets.iter().enumerate().all(|(i, o)| *o == i as i64),
+            "partition {p}: offsets not dense"
+        );
+    }
+    let mut values = std::collections::BTreeSet::new();
+    for value in read.values() {
+        assert!(values.insert(value), "duplicate record {value}");
+    }
+    for (at, value) in acked {
+        assert_eq!(
+            read.get(at),
+            Some(value),
+            "acknowledged record {value} is not at {at:?}"
+        );
+    }
+}
+
+#[test]
+fn hundred_thousand_idempotent_records_come_back_in_order_and_exactly_once() {
+    let cluster = Cluster::start();
+    let (producer, acked, failed) = producer(&cluster);
+    const N: u64 = 100_000;
+    for i in 0..N {
+        send(&producer, i);
+        if i % 1_000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    assert_eq!(*failed.lock().expect("lock"), 0, "deliveries failed");
+    let acked = acked.lock().expect("lock").clone();
+    assert_eq!(acked.len() as u64, N);
+    let read = consume_all(&cluster);
+    assert_eq!(read.len() as u64, N, "nothing extra, nothing missing");
+    check(&read, &acked);
+    // Per key, records are in send order (the default partitioner keeps a key on one partition).
+    let mut last: BTreeMap<i32, u64> = BTreeMap::new();
+    for ((p, _), value) in &read {
+        let i: u64 = value.trim_start_matches("value-").parse().expect("number");
+        if let Some(previous) = last.insert(*p, i) {
+            assert!(previous < i, "partition {p}: {previous} read before {i}");
+        }
+    }
+}
+
+#[test]
+fn killing_a_leader_mid_stream_loses_no_acknowledged_record() {
+    let mut cluster = Cluster::start();
+    let (producer, acked, _failed) = producer(&cluster);
+    let victim = (cluster.leaders()[&0] - 1) as usize;
+    for i in 0..20_000u64 {
+        send(&producer, i);
+        producer.poll(Duration::ZERO);
+        if i == 5_000 {
+            producer.flush(Duration::from_secs(60)).expect("flush");
+            cluster.kill9(victim);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .expect("producing resumes after the re-election");
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() >= 19_000,
+        "most records acknowledged after failover: {}",
+        acked.len()
+    );
+    check(&consume_all(&cluster), &acked);
+    cluster.start_node(victim);
+    cluster.wait_for_leaders();
+    check(&consume_all(&cluster), &acked);
+}
+
+#[test]
+fn restarting_every_node_keeps_every_acknowledged_record() {
+    let mut cluster = Cluster::start();
+    let (producer, acked, failed) = producer(&cluster);
+    for i in 0..10_000u64 {
+        send(&producer, i);
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    assert_eq!(*failed.lock().expect("lock"), 0);
+    drop(producer);
+    let acked = acked.lock().expect("lock").clone();
+    // A clean stop of all three, then a crash of all three: both keep acknowledged records.
+    for i in 0..3 {
+        cluster.stop(i);
+    }
+    for i in 0..3 {
+        cluster.start_node(i);
+    }
+    cluster.wait_for_leaders();
+    check(&consume_all(&cluster), &acked);
+    for i in 0..3 {
+        cluster.kill9(i);
+    }
+    for i in 0..3 {
+        cluster.start_node(i);
+    }
+    cluster.wait_for_leaders();
+    let read = consume_all(&cluster);
+    assert_eq!(read.len(), acked.len());
+    check(&read, &acked);
+}
