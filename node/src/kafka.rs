@@ -42,8 +42,6 @@ use crate::runtime::CoreHandle;
 
 /// Largest request accepted (Kafka's `socket.request.max.bytes` default).
 const REQUEST_MAX: usize = 100 << 20;
-/// Fetch long-poll: how often a waiting fetch looks again.
-const FETCH_POLL: Duration = Duration::from_millis(5);
 
 /// Kafka error codes used here.
 mod code {
@@ -445,9 +443,11 @@ async fn fetch_one(
 }
 
 async fn fetch(context: &Context, request: FetchRequest) -> FetchResponse {
+    let mut applied = context.core.applied();
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(request.max_wait_ms.clamp(0, 30_000) as u64);
     loop {
+        applied.borrow_and_update();
         let mut total = 0usize;
         let mut any_error = false;
         let mut response = FetchResponse::default();
@@ -497,7 +497,9 @@ async fn fetch(context: &Context, request: FetchRequest) -> FetchResponse {
         if enough || any_error || tokio::time::Instant::now() >= deadline {
             return response;
         }
-        tokio::time::sleep(FETCH_POLL.min(deadline - tokio::time::Instant::now())).await;
+        // Long poll: wait until something is applied on this node (since this round looked),
+        // or the deadline.
+        let _ = tokio::time::timeout_at(deadline, applied.changed()).await;
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use oxbow_core::ids::{GroupId, NodeId, RequestId};
-use oxbow_core::io::{GroupMessage, Input, Output, Request, Response};
+use oxbow_core::io::{GroupMessage, Input, Output, Request, Response, TraceEvent};
 use oxbow_core::node::{GroupConfig, GroupStatus, Node, NodeConfig};
 use oxbow_core::time::{Instant, Now};
 use slog::{error, info, Logger};
@@ -58,6 +58,7 @@ pub enum Event {
 #[derive(Clone, Debug)]
 pub struct CoreHandle {
     inbox: mpsc::Sender<Event>,
+    applied: watch::Receiver<u64>,
 }
 
 impl CoreHandle {
@@ -93,6 +94,12 @@ impl CoreHandle {
             .await
             .ok()?;
         answer.await.ok()
+    }
+
+    /// A counter of entries applied on this node: it changes whenever any high watermark may
+    /// have moved, so a waiting fetch knows when to look again.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
     }
 
     pub(crate) fn sender(&self) -> mpsc::Sender<Event> {
@@ -225,7 +232,11 @@ pub async fn start(
             source,
         })?;
     let (inbox_tx, inbox) = mpsc::channel(INBOX_CAPACITY);
-    let core = CoreHandle { inbox: inbox_tx };
+    let (applied_tx, applied) = watch::channel(0u64);
+    let core = CoreHandle {
+        inbox: inbox_tx,
+        applied,
+    };
     let writer = writer::spawn(log, config.fsync, core.sender(), logger.clone());
     let peers = peer::Peers::start(&config, core.sender(), shutdown.clone(), logger.clone());
     tokio::spawn(peer::listen(
@@ -244,19 +255,42 @@ pub async fn start(
         &raft_logger,
     );
     let tick = Duration::from_millis(config.tick_ms);
-    let done = tokio::spawn(run_core(node, inbox, writer, peers, tick, shutdown, logger));
+    let done = tokio::spawn(run_core(CoreTask {
+        node,
+        inbox,
+        writer,
+        peers,
+        tick,
+        shutdown,
+        applied: applied_tx,
+        logger,
+    }));
     Ok(Started { core, done })
 }
 
-async fn run_core(
-    mut node: Node,
-    mut inbox: mpsc::Receiver<Event>,
+/// Everything the core task owns.
+struct CoreTask {
+    node: Node,
+    inbox: mpsc::Receiver<Event>,
     writer: writer::Writer,
     peers: peer::Peers,
     tick: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    applied: watch::Sender<u64>,
     logger: Logger,
-) -> Result<(), RuntimeError> {
+}
+
+async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
+    let CoreTask {
+        mut node,
+        mut inbox,
+        writer,
+        peers,
+        tick,
+        mut shutdown,
+        applied,
+        logger,
+    } = task;
     let clock = Clock::new();
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -300,7 +334,12 @@ async fn run_core(
                         let _ = reply.send(response);
                     }
                 }
-                Output::Trace(event) => slog::debug!(logger, "trace"; "event" => ?event),
+                Output::Trace(event) => {
+                    if matches!(event, TraceEvent::Applied { .. }) {
+                        applied.send_modify(|count| *count += 1);
+                    }
+                    slog::trace!(logger, "trace"; "event" => ?event);
+                }
             }
         }
     }
