@@ -376,3 +376,154 @@ fn restarting_every_node_keeps_every_acknowledged_record() {
     assert_eq!(read.len(), acked.len());
     check(&read, &acked);
 }
+
+/// Sends one raw Kafka request frame and returns the response body, or `None` if the node
+/// closed the connection.
+fn raw_request(port: u16, frame: &[u8]) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(frame).ok()?;
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+fn request_frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    let header_len = 2 + 2 + 4 + 2;
+    frame.extend_from_slice(&((header_len + body.len()) as i32).to_be_bytes());
+    frame.extend_from_slice(&api_key.to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    frame.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    frame.extend_from_slice(body);
+    frame
+}
+
+#[test]
+fn bad_input_closes_only_that_connection_and_touches_no_data() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    let mut cluster = Cluster::start();
+    let (producer, acked, _) = producer(&cluster);
+    for i in 0..200 {
+        send(&producer, i);
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    let acked = acked.lock().expect("lock").clone();
+    let before = consume_all(&cluster);
+    check(&before, &acked);
+    let port = cluster.kafka[0];
+
+    // A frame size far over the limit, an unknown API key, an unsupported version: closed.
+    assert_eq!(raw_request(port, &i32::MAX.to_be_bytes()), None);
+    assert_eq!(raw_request(port, &request_frame(999, 0, &[1, 2, 3])), None);
+    assert_eq!(
+        raw_request(port, &request_frame(3, 42, &[])),
+        None,
+        "Metadata v42"
+    );
+    assert_eq!(
+        raw_request(port, &request_frame(0, 3, &[0xff; 5])),
+        None,
+        "a truncated Produce body"
+    );
+    // ApiVersions newer than ours: answered in v0 with UNSUPPORTED_VERSION (35).
+    let answer = raw_request(port, &request_frame(18, 9, &[])).expect("answered");
+    assert_eq!(&answer[0..4], &7i32.to_be_bytes(), "correlation id");
+    assert_eq!(i16::from_be_bytes([answer[4], answer[5]]), 35);
+
+    // A produce whose batch fails its CRC: CORRUPT_MESSAGE (2), nothing stored.
+    let mut batch = bytes::BytesMut::new();
+    kafka_protocol::records::RecordBatchEncoder::encode(
+        &mut batch,
+        &[kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 0,
+            key: None,
+            value: Some(bytes::Bytes::from_static(b"corrupt")),
+            headers: Default::default(),
+        }],
+        &kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression: kafka_protocol::records::Compression::None,
+        },
+    )
+    .expect("encode");
+    let last = batch.len() - 1;
+    batch[last] ^= 0xff;
+    let leader = cluster.leaders()[&0];
+    let mut partition = PartitionProduceData::default();
+    partition.index = 0;
+    partition.records = Some(batch.freeze());
+    let mut topic = TopicProduceData::default();
+    topic.name = TopicName(StrBytes::from_static_str(TOPIC));
+    topic.partition_data = vec![partition];
+    let mut produce = ProduceRequest::default();
+    produce.acks = -1;
+    produce.timeout_ms = 5_000;
+    produce.topic_data = vec![topic];
+    let mut body = bytes::BytesMut::new();
+    produce.encode(&mut body, 7).expect("encode");
+    let answer = raw_request(
+        cluster.kafka[(leader - 1) as usize],
+        &request_frame(0, 7, &body),
+    )
+    .expect("a bad batch is answered, not a closed connection");
+    let response =
+        ProduceResponse::decode(&mut bytes::Bytes::from(answer[4..].to_vec()), 7).expect("decode");
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code, 2,
+        "CORRUPT_MESSAGE"
+    );
+
+    // Junk on the peer port: closed, nothing else happens.
+    {
+        use std::io::Write;
+        let peer_port = {
+            let text = std::fs::read_to_string(cluster.config(0)).expect("config");
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("peer_listen"))
+                .expect("peer_listen")
+                .to_string();
+            line.rsplit(':')
+                .next()
+                .expect("port")
+                .trim_end_matches('"')
+                .parse::<u16>()
+                .expect("port")
+        };
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", peer_port)).expect("connect");
+        let _ = stream.write_all(
+            b"OXBW\x01\x00\x02\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff\x00\x00\x00\x00",
+        );
+    }
+
+    std::thread::sleep(Duration::from_millis(300));
+    for (i, node) in cluster.nodes.iter_mut().enumerate() {
+        let node = node.as_mut().expect("running");
+        assert!(
+            node.try_wait().expect("status").is_none(),
+            "node {} died on bad input",
+            i + 1
+        );
+    }
+    let after = consume_all(&cluster);
+    assert_eq!(after, before, "bad input touched stored data");
+}
