@@ -357,6 +357,7 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::batch;
     use super::*;
+    use crate::test_support::fixed_seed_config;
     use kafka_protocol::records::RecordBatchDecoder;
     use proptest::prelude::*;
 
@@ -422,19 +423,6 @@ mod tests {
             Batch::parse(magic.freeze(), 1 << 20),
             Err(BatchError::Invalid(_))
         ));
-    }
-
-    /// Proptest configuration: a fixed seed unless `PROPTEST_RNG_SEED` is set, so that CI runs
-    /// the same cases every time; explore with `PROPTEST_RNG_SEED=<n> PROPTEST_CASES=<many>`.
-    fn fixed_seed_config(cases: u32) -> ProptestConfig {
-        let mut config = ProptestConfig {
-            cases,
-            ..ProptestConfig::default()
-        };
-        if config.rng_seed == proptest::test_runner::RngSeed::Random {
-            config.rng_seed = proptest::test_runner::RngSeed::Fixed(0x0b0b);
-        }
-        config
     }
 
     proptest! {

@@ -17,6 +17,8 @@ pub mod node;
 pub mod producer;
 mod replica;
 pub mod snapshot;
+#[cfg(test)]
+mod test_support;
 pub mod time;
 
 pub use raft;

@@ -282,6 +282,7 @@ impl ProducerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::fixed_seed_config;
     use proptest::prelude::*;
 
     fn b(pid: i64, epoch: i16, seq: i32, count: i32) -> ProducerBatch {
@@ -359,19 +360,6 @@ mod tests {
             ),
             "5 is remembered"
         );
-    }
-
-    /// Proptest configuration: a fixed seed unless `PROPTEST_RNG_SEED` is set, so that CI runs
-    /// the same cases every time; explore with `PROPTEST_RNG_SEED=<n> PROPTEST_CASES=<many>`.
-    fn fixed_seed_config(cases: u32) -> ProptestConfig {
-        let mut config = ProptestConfig {
-            cases,
-            ..ProptestConfig::default()
-        };
-        if config.rng_seed == proptest::test_runner::RngSeed::Random {
-            config.rng_seed = proptest::test_runner::RngSeed::Fixed(0x0b0b);
-        }
-        config
     }
 
     proptest! {

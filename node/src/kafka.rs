@@ -115,26 +115,17 @@ impl Context {
 
 /// Accepts Kafka connections until shutdown.
 pub async fn serve(listener: TcpListener, context: Arc<Context>, shutdown: watch::Receiver<bool>) {
-    let mut stop = shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.changed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, remote)) = accepted else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    crate::runtime::accept_loop(listener, shutdown, move |stream, remote| {
         let context = context.clone();
         let logger = context.logger.new(slog::o!("client" => remote.to_string()));
-        tokio::spawn(async move {
+        async move {
             match connection(stream, &context, &logger).await {
                 Ok(()) => debug!(logger, "client disconnected"),
                 Err(why) => info!(logger, "closed client connection"; "why" => why),
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 async fn connection(stream: TcpStream, context: &Context, logger: &Logger) -> Result<(), String> {

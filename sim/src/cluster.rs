@@ -13,8 +13,8 @@ use kafka_protocol::records::{
 use oxbow_core::batch::TimestampType as Timestamps;
 use oxbow_core::ids::{GroupId, IoSeq, NodeId, Offset, RequestId};
 use oxbow_core::io::{
-    Acks, FetchRequest, GroupMessage, Input, Output, ProduceError, ProduceRequest, Request,
-    Response,
+    Acks, FetchData, FetchError, FetchRequest, GroupMessage, Input, Output, ProduceError,
+    ProduceRequest, Request, Response,
 };
 use oxbow_core::node::{GroupConfig, Node, NodeConfig};
 use oxbow_core::time::{Instant, Now};
@@ -717,39 +717,47 @@ impl Cluster {
         self.retry_later(client);
     }
 
-    fn serving_leader(&mut self, group: GroupId) -> Option<usize> {
-        for node in 0..self.options.nodes {
-            if self.slots[node].running.is_none() {
-                continue;
-            }
-            let fetch = FetchRequest {
-                group,
-                offset: Offset(0),
-                max_bytes: 0,
-            };
-            let now = self.now_of(node);
-            let mut out = Vec::new();
-            let running = self.slots[node].running.as_mut().expect("running");
-            running.node.handle(
-                now,
-                Input::Request {
-                    id: RequestId(u64::MAX),
-                    request: Request::Fetch(fetch),
-                },
-                &mut out,
-            );
-            assert!(out.len() == 1, "a fetch only replies");
-            if let Some(Output::Reply {
+    /// Asks a running node for a fetch directly (not through the workload).
+    fn fetch_direct(
+        &mut self,
+        node: usize,
+        group: GroupId,
+        offset: Offset,
+        max_bytes: u32,
+    ) -> Result<FetchData, FetchError> {
+        let now = self.now_of(node);
+        let mut out = Vec::new();
+        let running = self.slots[node].running.as_mut().expect("running");
+        let request = Request::Fetch(FetchRequest {
+            group,
+            offset,
+            max_bytes,
+        });
+        running.node.handle(
+            now,
+            Input::Request {
+                id: RequestId(u64::MAX),
+                request,
+            },
+            &mut out,
+        );
+        match out.into_iter().next() {
+            Some(Output::Reply {
                 response: Response::Fetch(result),
                 ..
-            }) = out.first()
-            {
-                if !matches!(result, Err(oxbow_core::io::FetchError::NotLeader { .. })) {
-                    return Some(node);
-                }
-            }
+            }) => result,
+            other => panic!("a fetch answers at once with a fetch response, not {other:?}"),
         }
-        None
+    }
+
+    fn serving_leader(&mut self, group: GroupId) -> Option<usize> {
+        (0..self.options.nodes).find(|node| {
+            self.slots[*node].running.is_some()
+                && !matches!(
+                    self.fetch_direct(*node, group, Offset(0), 0),
+                    Err(FetchError::NotLeader { .. })
+                )
+        })
     }
 
     /// Healed and caught up: every node up, every group led, every node at the leader's high
@@ -813,71 +821,46 @@ impl Cluster {
     /// Reads a group back from its leader and hands every record to the checker.
     fn verify_group(&mut self, group: GroupId) {
         let leader = self.serving_leader(group).expect("converged");
-        let mut offset = None;
+        let log_start = match self.fetch_direct(leader, group, Offset(0), 0) {
+            Ok(data) => data.log_start_offset,
+            Err(FetchError::OffsetOutOfRange {
+                log_start_offset, ..
+            }) => log_start_offset,
+            Err(error) => {
+                self.checker
+                    .violation(format!("group {group}: final read failed: {error:?}"));
+                return;
+            }
+        };
         let mut records = Vec::new();
-        let mut log_start = Offset(0);
+        let mut offset = log_start;
         loop {
-            let fetch = FetchRequest {
-                group,
-                offset: offset.unwrap_or(Offset(0)),
-                max_bytes: 1 << 20,
-            };
-            let now = self.now_of(leader);
-            let mut out = Vec::new();
-            let running = self.slots[leader].running.as_mut().expect("running");
-            let fetch_offset = fetch.offset;
-            running.node.handle(
-                now,
-                Input::Request {
-                    id: RequestId(u64::MAX),
-                    request: Request::Fetch(fetch),
-                },
-                &mut out,
-            );
-            let Some(Output::Reply {
-                response: Response::Fetch(result),
-                ..
-            }) = out.into_iter().next()
-            else {
-                panic!("a fetch replies")
-            };
-            let data = match result {
+            let data = match self.fetch_direct(leader, group, offset, 1 << 20) {
                 Ok(data) => data,
-                Err(oxbow_core::io::FetchError::OffsetOutOfRange {
-                    log_start_offset, ..
-                }) if offset.is_none() => {
-                    offset = Some(log_start_offset);
-                    log_start = log_start_offset;
-                    continue;
-                }
                 Err(error) => {
-                    self.checker
-                        .violation(format!("group {group}: final read failed: {error:?}"));
+                    self.checker.violation(format!(
+                        "group {group}: final read at {offset:?} failed: {error:?}"
+                    ));
                     return;
                 }
             };
-            if offset.is_none() {
-                log_start = data.log_start_offset;
-            }
-            let mut next = fetch_offset;
+            let mut next = offset;
             for batch in &data.batches {
                 let decoded =
                     RecordBatchDecoder::decode(&mut batch.clone()).expect("stored batches decode");
-                for record in decoded.records {
-                    if record.offset >= fetch_offset.0 {
-                        let value = record
-                            .value
-                            .map(|v| String::from_utf8_lossy(&v).into_owned())
-                            .unwrap_or_default();
-                        records.push((Offset(record.offset), value));
-                        next = Offset(record.offset + 1);
-                    }
+                for record in decoded.records.into_iter().filter(|r| r.offset >= offset.0) {
+                    let value = record
+                        .value
+                        .map(|v| String::from_utf8_lossy(&v).into_owned())
+                        .unwrap_or_default();
+                    records.push((Offset(record.offset), value));
+                    next = Offset(record.offset + 1);
                 }
             }
             if next >= data.high_watermark || data.batches.is_empty() {
                 break;
             }
-            offset = Some(next);
+            offset = next;
         }
         self.stats.records_verified += records.len() as u64;
         self.checker.final_log(group, log_start, &records);

@@ -268,6 +268,29 @@ pub async fn start(
     Ok(Started { core, done })
 }
 
+/// Accepts connections until shutdown and hands each (with no-delay set) to `handle`.
+pub async fn accept_loop<F, Fut>(
+    listener: tokio::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, remote)) = accepted else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(handle(stream, remote));
+    }
+}
+
 /// Everything the core task owns.
 struct CoreTask {
     node: Node,

@@ -176,25 +176,16 @@ pub async fn listen(
     shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
-    let mut stop = shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.changed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, remote)) = accepted else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    super::accept_loop(listener, shutdown, move |stream, remote| {
         let inbox = inbox.clone();
         let logger = logger.new(slog::o!("remote" => remote.to_string()));
-        tokio::spawn(async move {
+        async move {
             if let Err(why) = receive(stream, me, inbox).await {
                 debug!(logger, "peer connection closed"; "why" => why);
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 async fn receive(
