@@ -28,9 +28,8 @@ enum Command {
         /// The configuration file.
         #[arg(long)]
         config: PathBuf,
-        /// Overrides `data_dir` from the file.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
     },
     /// Run a local three-node cluster in this process, for development. Ctrl-C stops it.
     Dev {
@@ -44,6 +43,60 @@ enum Command {
         #[arg(long = "topic", default_values_t = ["events:3".to_string()])]
         topics: Vec<String>,
     },
+}
+
+/// Command-line values that override the configuration file.
+#[derive(clap::Args)]
+struct Overrides {
+    /// Overrides `node_id`.
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Overrides `data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Overrides `kafka_listen`.
+    #[arg(long)]
+    kafka_listen: Option<SocketAddr>,
+    /// Overrides `kafka_advertised`.
+    #[arg(long)]
+    kafka_advertised: Option<SocketAddr>,
+    /// Overrides `peer_listen`.
+    #[arg(long)]
+    peer_listen: Option<SocketAddr>,
+    /// Overrides `fsync`: always or never.
+    #[arg(long, value_parser = parse_fsync)]
+    fsync: Option<FsyncPolicy>,
+}
+
+impl Overrides {
+    fn apply(&self, config: &mut Config) {
+        if let Some(v) = self.node_id {
+            config.node_id = v;
+        }
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = self.kafka_listen {
+            config.kafka_listen = v;
+        }
+        if let Some(v) = self.kafka_advertised {
+            config.kafka_advertised = Some(v);
+        }
+        if let Some(v) = self.peer_listen {
+            config.peer_listen = v;
+        }
+        if let Some(v) = self.fsync {
+            config.fsync = v;
+        }
+    }
+}
+
+fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+    match s {
+        "always" => Ok(FsyncPolicy::Always),
+        "never" => Ok(FsyncPolicy::Never),
+        other => Err(format!("fsync must be always or never, not {other:?}")),
+    }
 }
 
 fn logger(level: &str) -> Result<Logger, String> {
@@ -210,7 +263,7 @@ fn main() -> ExitCode {
         }
     };
     let configs = match &cli.command {
-        Command::Node { config, data_dir } => {
+        Command::Node { config, overrides } => {
             let text = match std::fs::read_to_string(config) {
                 Ok(text) => text,
                 Err(e) => {
@@ -218,13 +271,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match Config::parse(&text) {
-                Ok(mut parsed) => {
-                    if let Some(dir) = data_dir {
-                        parsed.data_dir = dir.clone();
-                    }
-                    vec![parsed]
-                }
+            let parsed = Config::parse(&text).and_then(|mut parsed| {
+                overrides.apply(&mut parsed);
+                parsed.validate().map(|()| parsed)
+            });
+            match parsed {
+                Ok(parsed) => vec![parsed],
                 Err(e) => {
                     error!(logger, "{e}"; "file" => %config.display());
                     return ExitCode::FAILURE;

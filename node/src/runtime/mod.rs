@@ -121,6 +121,8 @@ pub enum RuntimeError {
     },
     /// The disk failed while running.
     Fatal(String),
+    /// The data directory does not match the configuration.
+    Mismatch(String),
 }
 
 impl std::fmt::Display for RuntimeError {
@@ -134,6 +136,7 @@ impl std::fmt::Display for RuntimeError {
                 )
             }
             Self::Fatal(e) => write!(f, "stopping after a disk failure: {e}"),
+            Self::Mismatch(e) => write!(f, "{e}"),
         }
     }
 }
@@ -225,6 +228,20 @@ pub async fn start(
     info!(logger, "recovered data directory";
         "dir" => %config.data_dir.display(), "segments" => report.segments, "frames" => report.frames,
         "groups" => durable.groups.len(), "cut" => ?report.cut);
+    let node_config = core_config(&config);
+    let unknown: Vec<_> = durable
+        .groups
+        .keys()
+        .filter(|g| !node_config.groups.iter().any(|c| c.id == **g))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(RuntimeError::Mismatch(format!(
+            "the data directory {} holds {} partition(s) that the configuration does not place on this node \
+             (Raft groups {unknown:?}); put their topics back in the configuration, or start with an empty data directory",
+            config.data_dir.display(),
+            unknown.len()
+        )));
+    }
     let peer_listener = tokio::net::TcpListener::bind(config.peer_listen)
         .await
         .map_err(|source| RuntimeError::Bind {
@@ -247,13 +264,7 @@ pub async fn start(
         logger.clone(),
     ));
     let raft_logger = logger.new(slog::o!("component" => "raft"));
-    let node = Node::new(
-        core_config(&config),
-        Clock::seed(),
-        0,
-        durable,
-        &raft_logger,
-    );
+    let node = Node::new(node_config, Clock::seed(), 0, durable, &raft_logger);
     let tick = Duration::from_millis(config.tick_ms);
     let done = tokio::spawn(run_core(CoreTask {
         node,
