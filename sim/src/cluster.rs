@@ -317,6 +317,9 @@ impl Cluster {
             self.now_us = at;
             self.stats.events += 1;
             self.handle(event);
+            if self.stats.events.is_multiple_of(5_000) {
+                self.full_invariants();
+            }
             if self.liveness && self.now_us >= next_check_us {
                 next_check_us = self.now_us + 100_000;
                 if self.converged() {
@@ -798,7 +801,18 @@ impl Cluster {
         None
     }
 
+    /// Every node's linear-time invariants (the cheap ones run after every input).
+    fn full_invariants(&self) {
+        for slot in &self.slots {
+            if let Some(running) = &slot.running {
+                running.node.invariants();
+                running.log.invariants();
+            }
+        }
+    }
+
     fn finish(mut self) -> Report {
+        self.full_invariants();
         if let Some(problem) = self.convergence_problem() {
             self.checker.violation(format!(
                 "liveness: not converged {} ms after healing: {problem}",
