@@ -3,6 +3,7 @@
 //!
 //! Start a cluster (`cargo run --release -p oxbow-node --bin oxbow -- dev`), then:
 //! `cargo run --release -p oxbow-node --example produce_bench -- --records 500000 --size 100`
+//! and, for latency, `... -- --records 5000 --in-flight 1 --linger-ms 0`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +31,10 @@ struct Args {
     /// librdkafka linger.ms.
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
+    /// Most records sent but not yet acknowledged (0: no limit). `--in-flight 1 --linger-ms 0`
+    /// measures single-record acknowledgement latency.
+    #[arg(long, default_value_t = 0)]
+    in_flight: u64,
 }
 
 struct Latencies {
@@ -54,6 +59,11 @@ impl ProducerContext for Context {
             Err(_) => *self.0.failed.lock().expect("lock") += 1,
         }
     }
+}
+
+/// Records acknowledged or failed so far.
+fn done(latencies: &Latencies) -> u64 {
+    latencies.micros.lock().expect("lock").len() as u64 + *latencies.failed.lock().expect("lock")
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -87,6 +97,10 @@ fn main() {
     );
     let start = Instant::now();
     for i in 0..args.records {
+        // Wait until fewer than `in_flight` records are unacknowledged.
+        while args.in_flight > 0 && i - done(&latencies) >= args.in_flight {
+            producer.poll(Duration::from_micros(50));
+        }
         let key = (i % 1024).to_string();
         let mut opaque = Box::new(Instant::now());
         loop {
