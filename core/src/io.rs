@@ -138,6 +138,8 @@ pub enum Request {
     Produce(ProduceRequest),
     /// Read batches from a partition, up to the high watermark.
     Fetch(FetchRequest),
+    /// Find the first batch that may hold a record at or after a timestamp.
+    FindTimestamp(FindTimestampRequest),
 }
 
 /// Append one RecordBatch v2.
@@ -171,6 +173,18 @@ pub enum Response {
     Produce(Result<ProduceAck, ProduceError>),
     /// Answer to a fetch.
     Fetch(Result<FetchData, FetchError>),
+    /// Answer to a timestamp lookup: the first committed batch whose max timestamp is at
+    /// least the one asked, if any (the caller finds the record inside it).
+    FindTimestamp(Result<Option<Bytes>, FetchError>),
+}
+
+/// Find the first committed batch whose largest timestamp is at or after `timestamp`.
+#[derive(Clone, Debug)]
+pub struct FindTimestampRequest {
+    /// The partition's group.
+    pub group: GroupId,
+    /// Unix milliseconds.
+    pub timestamp: i64,
 }
 
 /// A batch was appended (or had been, for a retried duplicate).

@@ -362,6 +362,13 @@ impl Node {
                 };
                 sink.reply(id, Response::Fetch(response));
             }
+            Request::FindTimestamp(find) => {
+                let response = match self.groups.get(&find.group) {
+                    Some(replica) => replica.find_timestamp(find.timestamp),
+                    None => Err(crate::io::FetchError::UnknownTopicOrPartition),
+                };
+                sink.reply(id, Response::FindTimestamp(response));
+            }
         }
     }
 

@@ -389,6 +389,28 @@ impl Replica {
         })
     }
 
+    /// The first committed batch whose largest timestamp is at least `timestamp`. Reads only
+    /// batch headers, but walks the batches: a time index is future work.
+    pub(crate) fn find_timestamp(&self, timestamp: i64) -> Result<Option<Bytes>, FetchError> {
+        if self.serving_leader().is_none() {
+            return Err(FetchError::NotLeader {
+                leader: self.leader_hint(),
+            });
+        }
+        for index in self.offset_index.values() {
+            let entry = self
+                .raw
+                .store()
+                .entry(index.0)
+                .expect("indexed batches are held");
+            let batch = record_batch(entry).expect("the offset index points at batches");
+            if batch.max_timestamp() >= timestamp {
+                return Ok(Some(batch.into_bytes()));
+            }
+        }
+        Ok(None)
+    }
+
     /// Handles every ready raft-rs has. Returns the readies handed to the disk.
     pub(crate) fn process_ready(
         &mut self,

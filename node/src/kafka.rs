@@ -26,7 +26,9 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::RecordBatchDecoder;
 use oxbow_core::ids::{GroupId, Offset};
+use oxbow_core::io::FindTimestampRequest;
 use oxbow_core::io::{
     Acks, FetchData, FetchError, FetchRequest as CoreFetch, ProduceRequest as CoreProduce, Request,
     Response,
@@ -508,6 +510,35 @@ fn concat(batches: Vec<Bytes>) -> Bytes {
     }
 }
 
+/// The offset and timestamp of the first record at or after `timestamp`, if any. The core
+/// finds the batch; the record inside it is found by decoding that one batch. A compressed
+/// batch (this build has no codecs) answers with its base offset: the earliest that can hold it.
+async fn find_timestamp(
+    context: &Context,
+    group: GroupId,
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, FetchError> {
+    let request = Request::FindTimestamp(FindTimestampRequest { group, timestamp });
+    let batch = match context.core.request(request).await {
+        Some(Response::FindTimestamp(result)) => result?,
+        _ => return Err(FetchError::NotLeader { leader: None }),
+    };
+    let Some(batch) = batch else { return Ok(None) };
+    let header = oxbow_core::batch::Batch::trusted(batch.clone());
+    if header.is_log_append_time() {
+        return Ok(Some((header.base_offset().0, header.max_timestamp())));
+    }
+    match RecordBatchDecoder::decode(&mut batch.clone()) {
+        Ok(decoded) => Ok(decoded
+            .records
+            .iter()
+            .find(|r| r.timestamp >= timestamp)
+            .map(|r| (r.offset, r.timestamp))
+            .or(Some((header.last_offset().0, header.max_timestamp())))),
+        Err(_) => Ok(Some((header.base_offset().0, header.max_timestamp()))),
+    }
+}
+
 async fn list_offsets(context: &Context, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
     for topic in request.topics {
@@ -539,7 +570,15 @@ async fn list_offsets(context: &Context, request: ListOffsetsRequest) -> ListOff
                     Ok(found) => match partition.timestamp {
                         -2 => answer.offset = found.log_start_offset.0,
                         -1 => answer.offset = found.high_watermark.0,
-                        // Lookups by timestamp need the time index (not yet built).
+                        t if t >= 0 => match find_timestamp(context, p.group, t).await {
+                            Ok(Some((offset, timestamp))) => {
+                                answer.offset = offset;
+                                answer.timestamp = timestamp;
+                            }
+                            // No record that late: offset and timestamp -1, as Kafka answers.
+                            Ok(None) => {}
+                            Err(error) => answer.error_code = error.kafka_code(),
+                        },
                         _ => answer.error_code = code::INVALID_REQUEST,
                     },
                     Err(error) => answer.error_code = error.kafka_code(),

@@ -527,3 +527,41 @@ fn bad_input_closes_only_that_connection_and_touches_no_data() {
     let after = consume_all(&cluster);
     assert_eq!(after, before, "bad input touched stored data");
 }
+
+#[test]
+fn offsets_for_times_finds_the_first_record_at_or_after_a_timestamp() {
+    let cluster = Cluster::start();
+    let (producer, _, failed) = producer(&cluster);
+    const BASE: i64 = 1_700_000_000_000;
+    for i in 0..100i64 {
+        let value = format!("timed-{i}");
+        let record = BaseRecord::to(TOPIC)
+            .partition(0)
+            .payload(&value)
+            .key("k")
+            .timestamp(BASE + 1_000 * i);
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    assert_eq!(*failed.lock().expect("lock"), 0);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", "times")
+        .create()
+        .expect("consumer");
+    let lookup = |timestamp: i64| {
+        let mut query = TopicPartitionList::new();
+        query
+            .add_partition_offset(TOPIC, 0, Offset::Offset(timestamp))
+            .expect("add");
+        let answer = consumer
+            .offsets_for_times(query, Duration::from_secs(10))
+            .expect("offsets_for_times");
+        answer.find_partition(TOPIC, 0).expect("partition").offset()
+    };
+    // Records are batched by the producer: a timestamp inside a batch finds the exact record.
+    assert_eq!(lookup(BASE + 50_500), Offset::Offset(51));
+    assert_eq!(lookup(BASE + 50_000), Offset::Offset(50));
+    assert_eq!(lookup(0), Offset::Offset(0));
+    assert_eq!(lookup(BASE + 1_000_000), Offset::End, "no record that late");
+}

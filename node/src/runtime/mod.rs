@@ -255,7 +255,7 @@ pub async fn start(
         applied,
     };
     let writer = writer::spawn(log, config.fsync, core.sender(), logger.clone());
-    let peers = peer::Peers::start(&config, core.sender(), shutdown.clone(), logger.clone());
+    let peers = peer::Peers::start(&config, shutdown.clone(), logger.clone());
     tokio::spawn(peer::listen(
         peer_listener,
         config.node(),

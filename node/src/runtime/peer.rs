@@ -40,12 +40,7 @@ pub struct Peers {
 
 impl Peers {
     /// Starts one sender task per peer.
-    pub fn start(
-        config: &Config,
-        _inbox: mpsc::Sender<Event>,
-        shutdown: watch::Receiver<bool>,
-        logger: Logger,
-    ) -> Self {
+    pub fn start(config: &Config, shutdown: watch::Receiver<bool>, logger: Logger) -> Self {
         let mut senders = BTreeMap::new();
         for peer in &config.peers {
             let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
