@@ -6,6 +6,8 @@
 //! answered in v0 with UNSUPPORTED_VERSION, as clients expect (KIP-511).
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +44,8 @@ use crate::config::{Config, PartitionPlacement};
 use crate::producer_ids::ProducerIds;
 use crate::runtime::CoreHandle;
 
+/// Requests read ahead of their answers on one connection (answers still go out in order).
+const PIPELINE_MAX: usize = 16;
 /// Largest request accepted (Kafka's `socket.request.max.bytes` default).
 const REQUEST_MAX: usize = 100 << 20;
 
@@ -121,7 +125,7 @@ pub async fn serve(listener: TcpListener, context: Arc<Context>, shutdown: watch
         let context = context.clone();
         let logger = context.logger.new(slog::o!("client" => remote.to_string()));
         async move {
-            match connection(stream, &context, &logger).await {
+            match connection(stream, context, &logger).await {
                 Ok(()) => debug!(logger, "client disconnected"),
                 Err(why) => info!(logger, "closed client connection"; "why" => why),
             }
@@ -130,9 +134,46 @@ pub async fn serve(listener: TcpListener, context: Arc<Context>, shutdown: watch
     .await;
 }
 
-async fn connection(stream: TcpStream, context: &Context, logger: &Logger) -> Result<(), String> {
-    let (read, mut write) = stream.into_split();
+/// A response being prepared: resolves to the encoded frame, or `None` when nothing is sent
+/// (acks=0).
+type PendingResponse = Pin<Box<dyn Future<Output = Result<Option<BytesMut>, String>> + Send>>;
+
+/// Reads requests and queues their responses, in request order, to a writer task. Produce
+/// requests are submitted to the core here, in the order they arrive (idempotent sequences
+/// depend on it); only the waiting for their answers overlaps with reading the next request.
+async fn connection(
+    stream: TcpStream,
+    context: Arc<Context>,
+    logger: &Logger,
+) -> Result<(), String> {
+    let (read, write) = stream.into_split();
     let mut read = BufReader::new(read);
+    let (queue, pending) = tokio::sync::mpsc::channel::<PendingResponse>(PIPELINE_MAX);
+    let writer = tokio::spawn(write_responses(write, pending));
+    let result = read_requests(&mut read, &context, logger, &queue).await;
+    drop(queue);
+    let written = writer.await.map_err(|e| e.to_string())?;
+    result.and(written)
+}
+
+async fn write_responses(
+    mut write: tokio::net::tcp::OwnedWriteHalf,
+    mut pending: tokio::sync::mpsc::Receiver<PendingResponse>,
+) -> Result<(), String> {
+    while let Some(response) = pending.recv().await {
+        if let Some(frame) = response.await? {
+            write.write_all(&frame).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+async fn read_requests(
+    read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    context: &Arc<Context>,
+    logger: &Logger,
+    queue: &tokio::sync::mpsc::Sender<PendingResponse>,
+) -> Result<(), String> {
     loop {
         let size = match read.read_i32().await {
             Ok(size) => size,
@@ -151,70 +192,94 @@ async fn connection(stream: TcpStream, context: &Context, logger: &Logger) -> Re
         let version = i16::from_be_bytes([buf[2], buf[3]]);
         let correlation_id = i32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
         let key = ApiKey::try_from(api_key).map_err(|_| format!("unknown API key {api_key}"))?;
-        if key == ApiKey::ApiVersions && version > 3 {
+        let response: PendingResponse = if key == ApiKey::ApiVersions && version > 3 {
             // KIP-511: answer in v0 with our ranges, so the client can retry with one of them.
             let mut response = api_versions();
             response.error_code = code::UNSUPPORTED_VERSION;
-            send(&mut write, correlation_id, key, 0, &response).await?;
-            continue;
-        }
-        if !supported(key, version) {
-            warn!(logger, "unsupported request"; "api" => ?key, "version" => version);
-            return Err(format!("{key:?} v{version} is not supported"));
-        }
-        let header = RequestHeader::decode(&mut buf, key.request_header_version(version))
-            .map_err(|e| format!("malformed request header: {e}"))?;
-        assert_eq!(header.correlation_id, correlation_id);
-        match key {
-            ApiKey::ApiVersions => {
-                send(&mut write, correlation_id, key, version, &api_versions()).await?
+            let frame = encode_response(correlation_id, key, 0, &response);
+            Box::pin(async move { frame.map(Some) })
+        } else {
+            if !supported(key, version) {
+                warn!(logger, "unsupported request"; "api" => ?key, "version" => version);
+                return Err(format!("{key:?} v{version} is not supported"));
             }
-            ApiKey::Metadata => {
-                let request = MetadataRequest::decode(&mut buf, version)
-                    .map_err(|e| format!("malformed Metadata: {e}"))?;
-                let response = metadata(context, request, version).await;
-                send(&mut write, correlation_id, key, version, &response).await?;
-            }
-            ApiKey::Produce => {
-                let request = ProduceRequest::decode(&mut buf, version)
-                    .map_err(|e| format!("malformed Produce: {e}"))?;
-                if let Some(response) = produce(context, request).await {
-                    send(&mut write, correlation_id, key, version, &response).await?;
+            let header = RequestHeader::decode(&mut buf, key.request_header_version(version))
+                .map_err(|e| format!("malformed request header: {e}"))?;
+            assert_eq!(header.correlation_id, correlation_id);
+            let ctx = context.clone();
+            let response: PendingResponse = match key {
+                ApiKey::ApiVersions => {
+                    let frame = encode_response(correlation_id, key, version, &api_versions());
+                    Box::pin(async move { frame.map(Some) })
                 }
+                ApiKey::Metadata => {
+                    let request = MetadataRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed Metadata: {e}"))?;
+                    Box::pin(async move {
+                        let response = metadata(&ctx, request, version).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::Produce => {
+                    let request = ProduceRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed Produce: {e}"))?;
+                    let answer = produce(&ctx, request).await;
+                    Box::pin(async move {
+                        match answer.await {
+                            Some(response) => {
+                                encode_response(correlation_id, key, version, &response).map(Some)
+                            }
+                            None => Ok(None),
+                        }
+                    })
+                }
+                ApiKey::Fetch => {
+                    let request = FetchRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed Fetch: {e}"))?;
+                    Box::pin(async move {
+                        let response = fetch(&ctx, request).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::ListOffsets => {
+                    let request = ListOffsetsRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed ListOffsets: {e}"))?;
+                    Box::pin(async move {
+                        let response = list_offsets(&ctx, request).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::InitProducerId => {
+                    let request = InitProducerIdRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed InitProducerId: {e}"))?;
+                    let frame = encode_response(
+                        correlation_id,
+                        key,
+                        version,
+                        &init_producer_id(&ctx, request),
+                    );
+                    Box::pin(async move { frame.map(Some) })
+                }
+                other => unreachable!("{other:?} is not in SUPPORTED"),
+            };
+            if buf.has_remaining() {
+                debug!(logger, "request had trailing bytes"; "api" => ?key, "bytes" => buf.remaining());
             }
-            ApiKey::Fetch => {
-                let request = FetchRequest::decode(&mut buf, version)
-                    .map_err(|e| format!("malformed Fetch: {e}"))?;
-                let response = fetch(context, request).await;
-                send(&mut write, correlation_id, key, version, &response).await?;
-            }
-            ApiKey::ListOffsets => {
-                let request = ListOffsetsRequest::decode(&mut buf, version)
-                    .map_err(|e| format!("malformed ListOffsets: {e}"))?;
-                let response = list_offsets(context, request).await;
-                send(&mut write, correlation_id, key, version, &response).await?;
-            }
-            ApiKey::InitProducerId => {
-                let request = InitProducerIdRequest::decode(&mut buf, version)
-                    .map_err(|e| format!("malformed InitProducerId: {e}"))?;
-                let response = init_producer_id(context, request);
-                send(&mut write, correlation_id, key, version, &response).await?;
-            }
-            other => unreachable!("{other:?} is not in SUPPORTED"),
-        }
-        if buf.has_remaining() {
-            debug!(logger, "request had trailing bytes"; "api" => ?key, "bytes" => buf.remaining());
+            response
+        };
+        if queue.send(response).await.is_err() {
+            // The writer stopped (the client went away or a write failed): it reports why.
+            return Ok(());
         }
     }
 }
 
-async fn send<M: Encodable>(
-    write: &mut tokio::net::tcp::OwnedWriteHalf,
+fn encode_response<M: Encodable>(
     correlation_id: i32,
     key: ApiKey,
     version: i16,
     message: &M,
-) -> Result<(), String> {
+) -> Result<BytesMut, String> {
     let mut out = BytesMut::with_capacity(64);
     out.put_i32(0);
     let header_version = if key == ApiKey::ApiVersions {
@@ -232,7 +297,7 @@ async fn send<M: Encodable>(
         .map_err(|e| format!("encode {key:?} v{version}: {e}"))?;
     let size = (out.len() - 4) as i32;
     out[0..4].copy_from_slice(&size.to_be_bytes());
-    write.write_all(&out).await.map_err(|e| e.to_string())
+    Ok(out)
 }
 
 fn api_versions() -> ApiVersionsResponse {
@@ -323,72 +388,85 @@ async fn metadata(context: &Context, request: MetadataRequest, version: i16) -> 
     response
 }
 
-async fn produce(context: &Context, request: ProduceRequest) -> Option<ProduceResponse> {
+/// Submits every partition's batch to the core now, in order, and returns the wait for the
+/// answers (which builds the response; `None` for acks=0).
+async fn produce(
+    context: &Context,
+    request: ProduceRequest,
+) -> impl Future<Output = Option<ProduceResponse>> + Send + 'static {
     let acks = match request.acks {
         0 => Acks::None,
         1 => Acks::Leader,
         _ => Acks::All,
     };
     let timeout_ms = request.timeout_ms.clamp(0, 300_000) as u32;
-    let mut pending = Vec::new();
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms) + 5_000);
+    let mut waits: Vec<(
+        String,
+        i32,
+        Result<tokio::sync::oneshot::Receiver<Response>, i16>,
+    )> = Vec::new();
     for topic in request.topic_data {
         let name = topic.name.0.as_str().to_string();
         for partition in topic.partition_data {
-            let placement = context.placement(&name, partition.index).cloned();
-            let core = context.core.clone();
-            let records = partition.records.unwrap_or_default();
-            let index = partition.index;
-            pending.push((
-                name.clone(),
-                index,
-                tokio::spawn(async move {
-                    let Some(placement) = placement else {
-                        return (code::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
-                    };
+            let wait = match context.placement(&name, partition.index) {
+                None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(placement) => {
+                    let batch = partition.records.unwrap_or_default();
                     let request = Request::Produce(CoreProduce {
                         group: placement.group,
                         acks,
-                        batch: records,
+                        batch,
                         timeout_ms,
                     });
                     if acks == Acks::None {
-                        core.request_no_reply(request).await;
-                        return (code::NONE, -1, -1);
+                        context.core.request_no_reply(request).await;
+                        Err(code::NONE)
+                    } else {
+                        context
+                            .core
+                            .submit(request)
+                            .await
+                            .ok_or(code::REQUEST_TIMED_OUT)
                     }
-                    let wait = Duration::from_millis(u64::from(timeout_ms) + 5_000);
-                    match tokio::time::timeout(wait, core.request(request)).await {
-                        Ok(Some(Response::Produce(Ok(ack)))) => {
-                            (code::NONE, ack.base_offset.0, ack.log_append_time_ms)
-                        }
-                        Ok(Some(Response::Produce(Err(error)))) => (error.kafka_code(), -1, -1),
-                        _ => (code::REQUEST_TIMED_OUT, -1, -1),
-                    }
-                }),
-            ));
+                }
+            };
+            waits.push((name.clone(), partition.index, wait));
         }
     }
-    let mut by_topic: BTreeMap<String, Vec<PartitionProduceResponse>> = BTreeMap::new();
-    for (name, index, task) in pending {
-        let (error_code, base_offset, log_append_time_ms) =
-            task.await.unwrap_or((code::REQUEST_TIMED_OUT, -1, -1));
-        let mut partition = PartitionProduceResponse::default();
-        partition.index = index;
-        partition.error_code = error_code;
-        partition.base_offset = base_offset;
-        partition.log_append_time_ms = log_append_time_ms;
-        by_topic.entry(name).or_default().push(partition);
+    async move {
+        let mut by_topic: BTreeMap<String, Vec<PartitionProduceResponse>> = BTreeMap::new();
+        for (name, index, wait) in waits {
+            let (error_code, base_offset, log_append_time_ms) = match wait {
+                Err(code) => (code, -1, -1),
+                Ok(answer) => match tokio::time::timeout_at(deadline, answer).await {
+                    Ok(Ok(Response::Produce(Ok(ack)))) => {
+                        (code::NONE, ack.base_offset.0, ack.log_append_time_ms)
+                    }
+                    Ok(Ok(Response::Produce(Err(error)))) => (error.kafka_code(), -1, -1),
+                    _ => (code::REQUEST_TIMED_OUT, -1, -1),
+                },
+            };
+            let mut partition = PartitionProduceResponse::default();
+            partition.index = index;
+            partition.error_code = error_code;
+            partition.base_offset = base_offset;
+            partition.log_append_time_ms = log_append_time_ms;
+            by_topic.entry(name).or_default().push(partition);
+        }
+        if acks == Acks::None {
+            return None;
+        }
+        let mut response = ProduceResponse::default();
+        for (name, partitions) in by_topic {
+            let mut topic = TopicProduceResponse::default();
+            topic.name = TopicName(str_bytes(&name));
+            topic.partition_responses = partitions;
+            response.responses.push(topic);
+        }
+        Some(response)
     }
-    if acks == Acks::None {
-        return None;
-    }
-    let mut response = ProduceResponse::default();
-    for (name, partitions) in by_topic {
-        let mut topic = TopicProduceResponse::default();
-        topic.name = TopicName(str_bytes(&name));
-        topic.partition_responses = partitions;
-        response.responses.push(topic);
-    }
-    Some(response)
 }
 
 fn init_producer_id(context: &Context, request: InitProducerIdRequest) -> InitProducerIdResponse {

@@ -75,6 +75,20 @@ impl CoreHandle {
         answer.await.ok()
     }
 
+    /// Sends a request and returns the wait for its answer; `None` if the node is stopping.
+    /// Requests are handled in the order they are submitted.
+    pub async fn submit(&self, request: Request) -> Option<oneshot::Receiver<Response>> {
+        let (reply, answer) = oneshot::channel();
+        self.inbox
+            .send(Event::Request {
+                request,
+                reply: Some(reply),
+            })
+            .await
+            .ok()?;
+        Some(answer)
+    }
+
     /// Sends a request nobody waits for (acks=0).
     pub async fn request_no_reply(&self, request: Request) {
         let _ = self
