@@ -412,6 +412,7 @@ async fn produce(
         for partition in topic.partition_data {
             let wait = match context.placement(&name, partition.index) {
                 None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(placement) if !context.hosts(placement) => Err(code::NOT_LEADER_OR_FOLLOWER),
                 Some(placement) => {
                     let batch = partition.records.unwrap_or_default();
                     let request = Request::Produce(CoreProduce {
@@ -632,22 +633,15 @@ async fn list_offsets(context: &Context, request: ListOffsetsRequest) -> ListOff
             match context.placement(&name, partition.partition_index) {
                 None => answer.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(p) if !context.hosts(p) => answer.error_code = code::NOT_LEADER_OR_FOLLOWER,
-                Some(p) => match fetch_one(context, p.group, 0, 0)
+                Some(p) => match context
+                    .core
+                    .status(vec![p.group])
                     .await
-                    .or_else(|e| match e {
-                        FetchError::OffsetOutOfRange {
-                            log_start_offset,
-                            high_watermark,
-                        } => Ok(FetchData {
-                            high_watermark,
-                            log_start_offset,
-                            batches: Vec::new(),
-                        }),
-                        other => Err(other),
-                    }) {
-                    Ok(found) => match partition.timestamp {
-                        -2 => answer.offset = found.log_start_offset.0,
-                        -1 => answer.offset = found.high_watermark.0,
+                    .and_then(|s| s.into_iter().next().flatten())
+                {
+                    Some(status) if status.serving => match partition.timestamp {
+                        -2 => answer.offset = status.log_start_offset.0,
+                        -1 => answer.offset = status.high_watermark.0,
                         t if t >= 0 => match find_timestamp(context, p.group, t).await {
                             Ok(Some((offset, timestamp))) => {
                                 answer.offset = offset;
@@ -659,7 +653,7 @@ async fn list_offsets(context: &Context, request: ListOffsetsRequest) -> ListOff
                         },
                         _ => answer.error_code = code::INVALID_REQUEST,
                     },
-                    Err(error) => answer.error_code = error.kafka_code(),
+                    _ => answer.error_code = code::NOT_LEADER_OR_FOLLOWER,
                 },
             }
             out.partitions.push(answer);
