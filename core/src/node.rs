@@ -226,22 +226,18 @@ impl Node {
                 group.voters.contains(&config.node_id),
                 "a node hosts only groups it votes in"
             );
+            let voters: Vec<u64> = group.voters.iter().map(|n| n.raft_id()).collect();
             let store = match durable.remove(&group.id) {
                 Some(state) => {
-                    let conf_state = if state.snapshot.get_metadata().index > 0 {
-                        state.snapshot.get_metadata().get_conf_state().clone()
-                    } else {
-                        LogStore::new(group.voters.iter().map(|n| n.raft_id()).collect())
-                            .conf_state()
-                            .clone()
-                    };
                     let mut snapshot = state.snapshot;
                     if snapshot.get_metadata().index == 0 {
-                        snapshot.mut_metadata().set_conf_state(conf_state.clone());
+                        // No snapshot yet: the configuration is still the group's first voters.
+                        snapshot.mut_metadata().mut_conf_state().voters = voters;
                     }
+                    let conf_state = snapshot.get_metadata().get_conf_state().clone();
                     LogStore::recover(state.hard_state, conf_state, snapshot, state.entries)
                 }
-                None => LogStore::new(group.voters.iter().map(|n| n.raft_id()).collect()),
+                None => LogStore::new(voters),
             };
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mix(&[
                 seed,
@@ -440,11 +436,6 @@ impl Node {
     /// What this node knows of a group, for metadata answers; `None` if it does not host it.
     pub fn group_status(&self, group: GroupId) -> Option<GroupStatus> {
         self.groups.get(&group).map(Replica::status)
-    }
-
-    /// The high watermark of a group on this node, for tests and checkers.
-    pub fn high_watermark(&self, group: GroupId) -> Option<Offset> {
-        self.groups.get(&group).map(Replica::high_watermark)
     }
 
     /// Asserts every invariant of every group, including the linear-time ones. `handle` checks

@@ -84,7 +84,6 @@ pub(crate) struct Replica {
     offset_index: BTreeMap<Offset, RaftIndex>,
     shadow: Shadow,
     leader: Option<LeaderState>,
-    role: StateRole,
     // Persistence.
     held: VecDeque<Held>,
     persisted: RaftIndex,
@@ -152,7 +151,6 @@ impl Replica {
                 producers,
             },
             leader: None,
-            role: StateRole::Follower,
             held: VecDeque::new(),
             persisted,
             pending: VecDeque::new(),
@@ -451,9 +449,6 @@ impl Replica {
                     ready.must_sync(),
                 );
             }
-            if let Some(soft) = ready.ss() {
-                self.role = soft.raft_state;
-            }
             let persisted_messages = ready.take_persisted_messages();
             let number = ready.number();
             if config.planted.early_persisted_messages() {
@@ -525,7 +520,7 @@ impl Replica {
     }
 
     fn update_leadership(&mut self, sink: &mut Sink) {
-        let is_leader = self.role == StateRole::Leader;
+        let is_leader = self.raw.raft.state == StateRole::Leader;
         if !is_leader {
             self.leader = None;
             self.snapshot_ticks.clear();
@@ -736,7 +731,14 @@ impl Replica {
             return;
         }
         let target = applied - config.retain_entries_max;
-        assert!(target >= first && target <= self.persisted.0.max(applied));
+        assert!(
+            target >= first && target < applied,
+            "compaction keeps the newest entries"
+        );
+        assert!(
+            self.raw.raft.raft_log.persisted >= target,
+            "only persisted entries are compacted"
+        );
         for index in self.shadow.index.0 + 1..=target {
             let entry = self.raw.store().entry(index).expect("held");
             if let Some(batch) = record_batch(entry) {
@@ -792,10 +794,6 @@ impl Replica {
         }
     }
 
-    pub(crate) fn high_watermark(&self) -> Offset {
-        self.next_offset
-    }
-
     /// Linear-time invariants (the whole log, every producer).
     pub(crate) fn invariants_full(&self) {
         self.raw.store().invariants_full();
@@ -814,7 +812,7 @@ impl Replica {
         assert_eq!(self.shadow.next_offset, self.log_start_offset);
         if let Some(leader) = &self.leader {
             assert!(leader.log_end_offset >= self.next_offset);
-            assert_eq!(self.role, StateRole::Leader);
+            assert_eq!(self.raw.raft.state, StateRole::Leader);
         }
         if let Some((offset, index)) = self.offset_index.first_key_value() {
             assert!(*offset >= self.log_start_offset && index.0 >= self.raw.store().first_index());

@@ -319,7 +319,7 @@ fn hundred_thousand_idempotent_records_come_back_in_order_and_exactly_once() {
 #[test]
 fn killing_a_leader_mid_stream_loses_no_acknowledged_record() {
     let mut cluster = Cluster::start();
-    let (producer, acked, _failed) = producer(&cluster);
+    let (producer, acked, failed) = producer(&cluster);
     let victim = (cluster.leaders()[&0] - 1) as usize;
     for i in 0..20_000u64 {
         send(&producer, i);
@@ -332,12 +332,13 @@ fn killing_a_leader_mid_stream_loses_no_acknowledged_record() {
     producer
         .flush(Duration::from_secs(120))
         .expect("producing resumes after the re-election");
-    let acked = acked.lock().expect("lock").clone();
-    assert!(
-        acked.len() >= 19_000,
-        "most records acknowledged after failover: {}",
-        acked.len()
+    assert_eq!(
+        *failed.lock().expect("lock"),
+        0,
+        "an idempotent producer retries through the failover"
     );
+    let acked = acked.lock().expect("lock").clone();
+    assert_eq!(acked.len(), 20_000, "every record acknowledged, once");
     check(&consume_all(&cluster), &acked);
     cluster.start_node(victim);
     cluster.wait_for_leaders();

@@ -49,7 +49,7 @@ impl Checker {
     }
 
     /// A trace event from `node`.
-    pub fn trace(&mut self, node: usize, _incarnation: u64, event: &TraceEvent, stats: &mut Stats) {
+    pub fn trace(&mut self, node: usize, event: &TraceEvent, stats: &mut Stats) {
         match event {
             TraceEvent::BecameLeader { group, term } => {
                 stats.elections += 1;
@@ -199,7 +199,7 @@ impl Checker {
     }
 
     /// Ends the check; notes how many violations were not kept.
-    pub fn finish(&mut self, _stats: &mut Stats) {
+    pub fn finish(&mut self) {
         if self.violations_total > self.violations.len() {
             let more = self.violations_total - self.violations.len();
             self.violations

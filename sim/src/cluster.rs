@@ -16,7 +16,7 @@ use oxbow_core::io::{
     Acks, FetchData, FetchError, FetchRequest, GroupMessage, Input, Output, ProduceError,
     ProduceRequest, Request, Response,
 };
-use oxbow_core::node::{GroupConfig, Node, NodeConfig};
+use oxbow_core::node::{GroupConfig, GroupStatus, Node, NodeConfig};
 use oxbow_core::time::{Instant, Now};
 use oxbow_node::storage::{SegmentLog, SegmentLogOptions, SimDisk};
 
@@ -469,10 +469,8 @@ impl Cluster {
                     self.client_reply(id, response);
                 }
                 Output::Trace(event) => {
-                    let incarnation = self.slots[node].incarnation;
                     self.mix(&[13, node as u64]);
-                    self.checker
-                        .trace(node, incarnation, &event, &mut self.stats);
+                    self.checker.trace(node, &event, &mut self.stats);
                 }
             }
         }
@@ -517,7 +515,7 @@ impl Cluster {
                     let flight = self.clients[client].in_flight.take().expect("checked");
                     self.requests.remove(&flight.request);
                     self.checker.indeterminate(&flight.value);
-                    self.after_attempt(client, flight, false);
+                    self.after_attempt(client, false);
                 }
             }
             let down = self
@@ -708,10 +706,10 @@ impl Cluster {
                 false
             }
         };
-        self.after_attempt(client, flight, ok);
+        self.after_attempt(client, ok);
     }
 
-    fn after_attempt(&mut self, client: usize, _flight: InFlight, ok: bool) {
+    fn after_attempt(&mut self, client: usize, ok: bool) {
         let c = &mut self.clients[client];
         if ok && c.kind == ClientKind::Idempotent {
             c.retry = None;
@@ -753,23 +751,21 @@ impl Cluster {
         }
     }
 
-    fn serving_leader(&mut self, group: GroupId) -> Option<usize> {
-        (0..self.options.nodes).find(|node| {
-            self.slots[*node].running.is_some()
-                && !matches!(
-                    self.fetch_direct(*node, group, Offset(0), 0),
-                    Err(FetchError::NotLeader { .. })
-                )
-        })
+    fn status(&self, node: usize, group: GroupId) -> Option<GroupStatus> {
+        self.slots[node].running.as_ref()?.node.group_status(group)
+    }
+
+    fn serving_leader(&self, group: GroupId) -> Option<usize> {
+        (0..self.options.nodes).find(|node| self.status(*node, group).is_some_and(|s| s.serving))
     }
 
     /// Healed and caught up: every node up, every group led, every node at the leader's high
     /// watermark, and every group has acknowledged a write since healing.
-    fn converged(&mut self) -> bool {
+    fn converged(&self) -> bool {
         self.convergence_problem().is_none()
     }
 
-    fn convergence_problem(&mut self) -> Option<String> {
+    fn convergence_problem(&self) -> Option<String> {
         if let Some(down) = self.slots.iter().position(|s| s.running.is_none()) {
             return Some(format!("node {} is down", down + 1));
         }
@@ -778,20 +774,9 @@ impl Cluster {
             let Some(leader) = self.serving_leader(group) else {
                 return Some(format!("group {group} has no serving leader"));
             };
-            let hwm = self.slots[leader]
-                .running
-                .as_ref()
-                .and_then(|r| r.node.high_watermark(group));
-            let all: Vec<_> = self
-                .slots
-                .iter()
-                .map(|s| {
-                    s.running
-                        .as_ref()
-                        .and_then(|r| r.node.high_watermark(group))
-                })
-                .collect();
-            if all.iter().any(|h| *h != hwm) {
+            let high_watermark = |node| self.status(node, group).map(|s| s.high_watermark);
+            let all: Vec<_> = (0..self.options.nodes).map(high_watermark).collect();
+            if all.iter().any(|h| *h != high_watermark(leader)) {
                 return Some(format!("group {group}: high watermarks differ: {all:?}"));
             }
             if !self.live_acks.contains(&group) {
@@ -823,7 +808,7 @@ impl Cluster {
                 self.verify_group(GroupId(g));
             }
         }
-        self.checker.finish(&mut self.stats);
+        self.checker.finish();
         Report {
             trace_hash: self.hash,
             violations: self.checker.violations.clone(),
@@ -835,17 +820,10 @@ impl Cluster {
     /// Reads a group back from its leader and hands every record to the checker.
     fn verify_group(&mut self, group: GroupId) {
         let leader = self.serving_leader(group).expect("converged");
-        let log_start = match self.fetch_direct(leader, group, Offset(0), 0) {
-            Ok(data) => data.log_start_offset,
-            Err(FetchError::OffsetOutOfRange {
-                log_start_offset, ..
-            }) => log_start_offset,
-            Err(error) => {
-                self.checker
-                    .violation(format!("group {group}: final read failed: {error:?}"));
-                return;
-            }
-        };
+        let log_start = self
+            .status(leader, group)
+            .expect("serving")
+            .log_start_offset;
         let mut records = Vec::new();
         let mut offset = log_start;
         loop {

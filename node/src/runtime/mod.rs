@@ -64,15 +64,7 @@ pub struct CoreHandle {
 impl CoreHandle {
     /// Sends a request and waits for its answer; `None` if the node is stopping.
     pub async fn request(&self, request: Request) -> Option<Response> {
-        let (reply, answer) = oneshot::channel();
-        self.inbox
-            .send(Event::Request {
-                request,
-                reply: Some(reply),
-            })
-            .await
-            .ok()?;
-        answer.await.ok()
+        self.submit(request).await?.await.ok()
     }
 
     /// Sends a request and returns the wait for its answer; `None` if the node is stopping.
