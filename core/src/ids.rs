@@ -56,6 +56,10 @@ id_type!(
     Sequence(i32)
 );
 id_type!(
+    /// A topic's stable id (Kafka's topic UUID); 0 is Kafka's null id and never names a topic.
+    TopicId(u128)
+);
+id_type!(
     /// Identifies a client request for the driver, so replies can be routed back.
     RequestId(u64)
 );

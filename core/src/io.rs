@@ -6,6 +6,7 @@ use raft::eraftpb::{Entry, HardState, Message, Snapshot};
 
 use crate::batch::BatchError;
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId, Sequence, Term};
+use crate::metadata::{AdminError, MetadataChange, MetadataCommand};
 
 /// One input to a node.
 #[derive(Clone, Debug)]
@@ -107,6 +108,11 @@ pub enum WalRecord {
         /// Whether the snapshot replaces the log.
         install: bool,
     },
+    /// The group is gone (its topic was deleted): forget everything written for it.
+    RemoveGroup {
+        /// The group.
+        group: GroupId,
+    },
 }
 
 impl WalRecord {
@@ -115,7 +121,8 @@ impl WalRecord {
         match self {
             Self::Entries { group, .. }
             | Self::HardState { group, .. }
-            | Self::Snapshot { group, .. } => *group,
+            | Self::Snapshot { group, .. }
+            | Self::RemoveGroup { group } => *group,
         }
     }
 }
@@ -140,6 +147,19 @@ pub enum Request {
     Fetch(FetchRequest),
     /// Find the first batch that may hold a record at or after a timestamp.
     FindTimestamp(FindTimestampRequest),
+    /// Change the cluster metadata (create or delete topics, add partitions).
+    Admin(AdminRequest),
+}
+
+/// A change to the cluster metadata, proposed to the metadata group by its leader.
+#[derive(Clone, Debug)]
+pub struct AdminRequest {
+    /// The change.
+    pub command: MetadataCommand,
+    /// Only check that the change would be applied; propose nothing.
+    pub validate_only: bool,
+    /// How long the client waits; after it the answer is `TimedOut`.
+    pub timeout_ms: u32,
 }
 
 /// Append one RecordBatch v2.
@@ -176,6 +196,8 @@ pub enum Response {
     /// Answer to a timestamp lookup: the first committed batch whose max timestamp is at
     /// least the one asked, if any (the caller finds the record inside it).
     FindTimestamp(Result<Option<Bytes>, FetchError>),
+    /// Answer to an admin request: the change applied (`None` when only validated).
+    Admin(Result<Option<MetadataChange>, AdminError>),
 }
 
 /// Find the first committed batch whose largest timestamp is at or after `timestamp`.
@@ -308,6 +330,13 @@ pub enum TraceEvent {
         next_offset: Offset,
         /// The batch's stored CRC-32C, or 0 for entries without records.
         crc: u32,
+    },
+    /// This node applied a metadata log entry (whether its command was refused or not).
+    MetadataApplied {
+        /// The entry's index.
+        index: RaftIndex,
+        /// Whether the metadata changed.
+        changed: bool,
     },
     /// This node installed a snapshot from the leader.
     InstalledSnapshot {

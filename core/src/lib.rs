@@ -13,6 +13,7 @@ pub mod codec;
 pub mod ids;
 pub mod io;
 pub mod log_store;
+pub mod metadata;
 pub mod node;
 pub mod producer;
 mod replica;

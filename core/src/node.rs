@@ -9,17 +9,27 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use rand_core::{RngCore, SeedableRng};
+use rand_core::SeedableRng;
+
+use bytes::Bytes;
 
 use crate::batch::TimestampType;
-use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId};
+use crate::codec::{Reader, Writer};
+use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId, Term};
 use crate::io::{
-    Acks, GroupMessage, Input, Output, ProduceError, Request, Response, TraceEvent, WalRecord,
-    Write,
+    Acks, AdminRequest, FetchError, GroupMessage, Input, Output, ProduceError, Request, Response,
+    TraceEvent, WalRecord, Write,
 };
 use crate::log_store::LogStore;
+use crate::metadata::{
+    AdminError, MetadataChange, MetadataCommand, MetadataState, PartitionAssignment, METADATA_GROUP,
+};
 use crate::replica::Replica;
-use crate::time::Now;
+use crate::time::{Instant, Now};
+
+/// Not a Raft group: peer messages addressed to it carry the sender's list of the groups it
+/// leads (gossip), so that every node can name any partition's leader in Metadata answers.
+pub const LEADERS_GROUP: GroupId = GroupId(u64::MAX);
 
 /// Test-only switches that break the system the way real bugs do, so that the checkers can
 /// be shown to catch them. They do nothing unless `oxbow-core` is built with the
@@ -65,8 +75,13 @@ pub struct GroupConfig {
 pub struct NodeConfig {
     /// This node.
     pub node_id: NodeId,
-    /// The groups it hosts.
+    /// Groups it hosts regardless of metadata (the simulator's and tests' static partitions).
     pub groups: Vec<GroupConfig>,
+    /// Voters of the metadata group, this node among them; empty for no metadata group.
+    /// Partition groups of topics created through it start and stop as it is applied.
+    pub metadata_voters: Vec<NodeId>,
+    /// Ticks between two leadership gossips to every peer.
+    pub leader_gossip_ticks: u64,
     /// Raft election timeout in ticks; the actual timeout per group and incarnation is drawn
     /// from `[election_tick, 2 * election_tick)` with the node's seeded RNG.
     pub election_tick: usize,
@@ -98,6 +113,8 @@ impl NodeConfig {
         Self {
             node_id,
             groups,
+            metadata_voters: Vec::new(),
+            leader_gossip_ticks: 5,
             election_tick: 10,
             heartbeat_tick: 2,
             max_size_per_msg: 1 << 20,
@@ -119,7 +136,7 @@ pub struct GroupStatus {
     /// The leader it knows of.
     pub leader: Option<NodeId>,
     /// Its current Raft term (the partition leader epoch).
-    pub term: crate::ids::Term,
+    pub term: Term,
     /// Whether this node is the leader and ready to serve.
     pub serving: bool,
     /// Its high watermark.
@@ -195,11 +212,31 @@ struct InflightWrite {
     readies: Vec<(GroupId, u64, Option<RaftIndex>)>,
 }
 
+/// An admin request proposed to the metadata group, waiting for its entry to apply.
+#[derive(Debug)]
+struct AdminPending {
+    id: RequestId,
+    index: RaftIndex,
+    term: Term,
+    deadline: Instant,
+}
+
 /// All Raft groups of one node. Deterministic: the same inputs (with the same `now`s) give the
 /// same outputs. See the module documentation for the order of work.
 pub struct Node {
     config: NodeConfig,
+    seed: u64,
+    incarnation: u64,
+    logger: slog::Logger,
     groups: BTreeMap<GroupId, Replica>,
+    /// The applied metadata, when this node runs the metadata group.
+    metadata: Option<MetadataState>,
+    /// Groups the disk held that applying the metadata has not claimed yet.
+    parked: BTreeMap<GroupId, GroupDurableState>,
+    admin_pending: VecDeque<AdminPending>,
+    /// Per peer, the groups it said it leads, with their terms (its latest gossip).
+    remote_leaders: BTreeMap<NodeId, BTreeMap<GroupId, Term>>,
+    ticks: u64,
     now: Option<Now>,
     write_next: IoSeq,
     inflight: VecDeque<InflightWrite>,
@@ -210,6 +247,9 @@ pub struct Node {
 impl Node {
     /// Starts a node from what its disk held. `seed` and `incarnation` (a restart counter) seed
     /// the Raft election timeouts, so every run with the same seed elects the same way.
+    ///
+    /// With a metadata group, the disk's other groups are parked until applying the metadata
+    /// log says which partitions this node hosts (the metadata log replays from the start).
     pub fn new(
         config: NodeConfig,
         seed: u64,
@@ -218,58 +258,93 @@ impl Node {
         logger: &slog::Logger,
     ) -> Self {
         assert!(config.election_tick > config.heartbeat_tick && config.heartbeat_tick > 0);
-        assert!(config.retain_entries_max > 0);
-        let mut groups = BTreeMap::new();
+        assert!(config.retain_entries_max > 0 && config.leader_gossip_ticks > 0);
         let mut durable = durable.groups;
-        for group in &config.groups {
-            assert!(
-                group.voters.contains(&config.node_id),
-                "a node hosts only groups it votes in"
-            );
-            let voters: Vec<u64> = group.voters.iter().map(|n| n.raft_id()).collect();
-            let store = match durable.remove(&group.id) {
-                Some(state) => {
-                    let mut snapshot = state.snapshot;
-                    if snapshot.get_metadata().index == 0 {
-                        // No snapshot yet: the configuration is still the group's first voters.
-                        snapshot.mut_metadata().mut_conf_state().voters = voters;
-                    }
-                    let conf_state = snapshot.get_metadata().get_conf_state().clone();
-                    LogStore::recover(state.hard_state, conf_state, snapshot, state.entries)
-                }
-                None => LogStore::new(voters),
-            };
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mix(&[
-                seed,
-                group.id.0,
-                config.node_id.0,
-                incarnation,
-            ]));
-            let election_tick_min =
-                config.election_tick + (rng.next_u64() % config.election_tick as u64) as usize;
-            let replica = Replica::new(
-                &config,
-                group.id,
-                store,
-                group.timestamps,
-                election_tick_min,
-                logger,
-            );
-            groups.insert(group.id, replica);
-        }
-        assert!(
-            durable.is_empty(),
-            "disk holds groups this node is not configured for: {:?}",
-            durable.keys()
-        );
-        Self {
-            config,
-            groups,
+        let mut node = Self {
+            seed,
+            incarnation,
+            logger: logger.clone(),
+            groups: BTreeMap::new(),
+            metadata: None,
+            parked: BTreeMap::new(),
+            admin_pending: VecDeque::new(),
+            remote_leaders: BTreeMap::new(),
+            ticks: 0,
             now: None,
             write_next: IoSeq(0),
             inflight: VecDeque::new(),
             inflight_max: 1 << 16,
+            config,
+        };
+        if !node.config.metadata_voters.is_empty() {
+            let voters = node.config.metadata_voters.clone();
+            assert!(
+                voters.contains(&node.config.node_id),
+                "a node with a metadata group votes in it"
+            );
+            let state = durable.remove(&METADATA_GROUP);
+            node.start_group(METADATA_GROUP, &voters, TimestampType::CreateTime, state);
+            node.metadata = Some(MetadataState::new(voters));
         }
+        for group in node.config.groups.clone() {
+            assert!(group.id != METADATA_GROUP && group.id != LEADERS_GROUP);
+            let state = durable.remove(&group.id);
+            node.start_group(group.id, &group.voters, group.timestamps, state);
+        }
+        if node.metadata.is_some() {
+            node.parked = durable;
+        } else {
+            assert!(
+                durable.is_empty(),
+                "disk holds groups this node is not configured for: {:?}",
+                durable.keys()
+            );
+        }
+        node
+    }
+
+    /// Starts hosting a group, from its durable state if the disk held one.
+    fn start_group(
+        &mut self,
+        id: GroupId,
+        voters: &[NodeId],
+        timestamps: TimestampType,
+        durable: Option<GroupDurableState>,
+    ) {
+        assert!(
+            voters.contains(&self.config.node_id),
+            "a node hosts only groups it votes in"
+        );
+        assert!(!self.groups.contains_key(&id), "group {id} started twice");
+        let voter_ids: Vec<u64> = voters.iter().map(|n| n.raft_id()).collect();
+        let store = match durable {
+            Some(state) => {
+                let mut snapshot = state.snapshot;
+                if snapshot.get_metadata().index == 0 {
+                    // No snapshot yet: the configuration is still the group's first voters.
+                    snapshot.mut_metadata().mut_conf_state().voters = voter_ids;
+                }
+                let conf_state = snapshot.get_metadata().get_conf_state().clone();
+                LogStore::recover(state.hard_state, conf_state, snapshot, state.entries)
+            }
+            None => LogStore::new(voter_ids),
+        };
+        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(mix(&[
+            self.seed,
+            id.0,
+            self.config.node_id.0,
+            self.incarnation,
+        ]));
+        let replica = Replica::new(
+            &self.config,
+            id,
+            store,
+            timestamps,
+            id == METADATA_GROUP,
+            rng,
+            &self.logger,
+        );
+        self.groups.insert(id, replica);
     }
 
     /// The node's configuration.
@@ -292,9 +367,14 @@ impl Node {
         let mut touched = BTreeSet::new();
         match input {
             Input::Tick => {
+                self.ticks += 1;
                 for replica in self.groups.values_mut() {
                     replica.tick(&self.config, now, &mut sink);
                     touched.insert(replica.group());
+                }
+                self.expire_admin(now, &mut sink);
+                if self.ticks.is_multiple_of(self.config.leader_gossip_ticks) {
+                    self.gossip_leaders(&mut sink);
                 }
             }
             Input::Peer { from, messages } => {
@@ -303,7 +383,9 @@ impl Node {
                         message.from, from.0,
                         "peer transport delivers messages from their sender"
                     );
-                    if let Some(replica) = self.groups.get_mut(&group) {
+                    if group == LEADERS_GROUP {
+                        self.note_leaders(from, &message.context);
+                    } else if let Some(replica) = self.groups.get_mut(&group) {
                         replica.step(message);
                         touched.insert(group);
                     }
@@ -323,7 +405,9 @@ impl Node {
         // After every input, the cheap invariants of the groups it touched; the full ones
         // (every group, O(n) walks) are `invariants()`, which tests and the simulator call.
         for group in processed {
-            self.groups[&group].invariants();
+            if let Some(replica) = self.groups.get(&group) {
+                replica.invariants();
+            }
         }
         if let (Some(front), Some(back)) = (self.inflight.front(), self.inflight.back()) {
             assert!(
@@ -341,8 +425,14 @@ impl Node {
         sink: &mut Sink,
         touched: &mut BTreeSet<GroupId>,
     ) {
+        let partition = |group: &GroupId| *group != METADATA_GROUP;
         match request {
-            Request::Produce(produce) => match self.groups.get_mut(&produce.group) {
+            Request::Admin(admin) => self.handle_admin(now, id, admin, sink, touched),
+            Request::Produce(produce) => match self
+                .groups
+                .get_mut(&produce.group)
+                .filter(|r| partition(&r.group()))
+            {
                 Some(replica) => {
                     touched.insert(produce.group);
                     replica.produce(&self.config, now, id, produce, sink);
@@ -352,16 +442,24 @@ impl Node {
                 }
             },
             Request::Fetch(fetch) => {
-                let response = match self.groups.get(&fetch.group) {
+                let response = match self
+                    .groups
+                    .get(&fetch.group)
+                    .filter(|_| partition(&fetch.group))
+                {
                     Some(replica) => replica.fetch(&self.config, &fetch),
-                    None => Err(crate::io::FetchError::UnknownTopicOrPartition),
+                    None => Err(FetchError::UnknownTopicOrPartition),
                 };
                 sink.reply(id, Response::Fetch(response));
             }
             Request::FindTimestamp(find) => {
-                let response = match self.groups.get(&find.group) {
+                let response = match self
+                    .groups
+                    .get(&find.group)
+                    .filter(|_| partition(&find.group))
+                {
                     Some(replica) => replica.find_timestamp(find.timestamp),
-                    None => Err(crate::io::FetchError::UnknownTopicOrPartition),
+                    None => Err(FetchError::UnknownTopicOrPartition),
                 };
                 sink.reply(id, Response::FindTimestamp(response));
             }
@@ -382,12 +480,11 @@ impl Node {
 
     fn complete(&mut self, write: InflightWrite, sink: &mut Sink, touched: &mut BTreeSet<GroupId>) {
         for (group, number, last_entry) in write.readies {
-            let replica = self
-                .groups
-                .get_mut(&group)
-                .expect("groups are never removed");
-            replica.on_written(number, last_entry, sink);
-            touched.insert(group);
+            // A group removed since (its topic was deleted) has nothing left to complete.
+            if let Some(replica) = self.groups.get_mut(&group) {
+                replica.on_written(number, last_entry, sink);
+                touched.insert(group);
+            }
         }
     }
 
@@ -403,13 +500,23 @@ impl Node {
             let mut readies = Vec::new();
             processed.extend(touched.iter().copied());
             for group in std::mem::take(&mut touched) {
-                let replica = self.groups.get_mut(&group).expect("touched groups exist");
+                // Touched groups may have been removed by metadata applied earlier this round.
+                let Some(replica) = self.groups.get_mut(&group) else {
+                    continue;
+                };
                 for ready in replica.process_ready(&self.config, sink) {
                     readies.push((group, ready.number, ready.last_entry));
                 }
+                if group == METADATA_GROUP {
+                    self.apply_metadata(sink, &mut touched);
+                }
             }
             if readies.is_empty() && sink.records.is_empty() {
-                return;
+                if touched.is_empty() {
+                    return;
+                }
+                // Groups started by applied metadata: process their first readies.
+                continue;
             }
             let seq = self.write_next;
             self.write_next = IoSeq(seq.0 + 1);
@@ -433,6 +540,214 @@ impl Node {
         }
     }
 
+    fn handle_admin(
+        &mut self,
+        now: Now,
+        id: RequestId,
+        admin: AdminRequest,
+        sink: &mut Sink,
+        touched: &mut BTreeSet<GroupId>,
+    ) {
+        let answer = |sink: &mut Sink, result| sink.reply(id, Response::Admin(result));
+        let (Some(state), Some(replica)) =
+            (self.metadata.as_ref(), self.groups.get_mut(&METADATA_GROUP))
+        else {
+            return answer(sink, Err(AdminError::NotController { leader: None }));
+        };
+        if replica.status().serving {
+            // The serving leader's state holds every earlier change: check against it, so a
+            // refused change costs no log entry (apply checks again, authoritatively).
+            if let Err(error) = state.check(&admin.command) {
+                return answer(sink, Err(error));
+            }
+            if admin.validate_only {
+                return answer(sink, Ok(None));
+            }
+        }
+        if self.admin_pending.len() >= self.config.pending_requests_max {
+            return answer(sink, Err(AdminError::Backpressure));
+        }
+        match replica.propose_metadata(Bytes::from(admin.command.encode())) {
+            Err(leader) => answer(sink, Err(AdminError::NotController { leader })),
+            Ok((index, term)) => {
+                touched.insert(METADATA_GROUP);
+                self.admin_pending.push_back(AdminPending {
+                    id,
+                    index,
+                    term,
+                    deadline: now.mono.plus_ms(u64::from(admin.timeout_ms)),
+                });
+            }
+        }
+    }
+
+    fn expire_admin(&mut self, now: Now, sink: &mut Sink) {
+        let mut keep = VecDeque::with_capacity(self.admin_pending.len());
+        for pending in self.admin_pending.drain(..) {
+            if pending.deadline <= now.mono {
+                sink.reply(pending.id, Response::Admin(Err(AdminError::TimedOut)));
+            } else {
+                keep.push_back(pending);
+            }
+        }
+        self.admin_pending = keep;
+    }
+
+    /// Applies the metadata entries the metadata group just applied, starting and stopping
+    /// partition groups, and answers the admin requests waiting on them.
+    fn apply_metadata(&mut self, sink: &mut Sink, touched: &mut BTreeSet<GroupId>) {
+        let entries = self
+            .groups
+            .get_mut(&METADATA_GROUP)
+            .expect("the metadata group is never removed")
+            .take_metadata_applied();
+        for (index, term, data) in entries {
+            let result = if data.is_empty() {
+                None // a leader's no-op
+            } else {
+                let command = MetadataCommand::decode(&data)
+                    .expect("metadata entries are encoded by the leader that proposed them");
+                let state = self.metadata.as_mut().expect("metadata group runs");
+                let result = state.apply(index, term, &command);
+                if let Ok(change) = &result {
+                    self.on_metadata_change(change, sink, touched);
+                }
+                Some(result)
+            };
+            sink.trace(TraceEvent::MetadataApplied {
+                index,
+                changed: matches!(result, Some(Ok(_))),
+            });
+            while self.admin_pending.front().is_some_and(|p| p.index <= index) {
+                let pending = self.admin_pending.pop_front().expect("checked");
+                let response = match &result {
+                    Some(result) if pending.index == index && pending.term == term => {
+                        result.clone().map(Some)
+                    }
+                    // Another entry took its place: the command is definitely not in the log.
+                    _ => Err(AdminError::NotController { leader: None }),
+                };
+                sink.reply(pending.id, Response::Admin(response));
+            }
+        }
+    }
+
+    fn on_metadata_change(
+        &mut self,
+        change: &MetadataChange,
+        sink: &mut Sink,
+        touched: &mut BTreeSet<GroupId>,
+    ) {
+        let state = self.metadata.as_ref().expect("metadata group runs");
+        let (start, timestamps): (Vec<PartitionAssignment>, _) = match change {
+            MetadataChange::TopicCreated { name, .. } => {
+                let topic = state.topic(name).expect("just created");
+                (topic.partitions.clone(), topic.timestamps())
+            }
+            MetadataChange::PartitionsCreated { name, from } => {
+                let topic = state.topic(name).expect("just grown");
+                (
+                    topic.partitions[*from as usize..].to_vec(),
+                    topic.timestamps(),
+                )
+            }
+            MetadataChange::TopicDeleted(topic) => {
+                for partition in &topic.partitions {
+                    let hosted = match self.groups.remove(&partition.group) {
+                        Some(mut replica) => {
+                            replica.fail_pending(sink);
+                            true
+                        }
+                        None => false,
+                    };
+                    let parked = self.parked.remove(&partition.group).is_some();
+                    if hosted || parked {
+                        sink.write(
+                            WalRecord::RemoveGroup {
+                                group: partition.group,
+                            },
+                            false,
+                        );
+                    }
+                }
+                return;
+            }
+        };
+        for partition in start {
+            if partition.replicas.contains(&self.config.node_id) {
+                let durable = self.parked.remove(&partition.group);
+                self.start_group(partition.group, &partition.replicas, timestamps, durable);
+                touched.insert(partition.group);
+            }
+        }
+    }
+
+    /// Tells every peer which groups this node leads.
+    fn gossip_leaders(&mut self, sink: &mut Sink) {
+        let mut w = Writer::default();
+        let leading: Vec<(GroupId, Term)> = self
+            .groups
+            .values()
+            .filter_map(|r| r.leading().map(|term| (r.group(), term)))
+            .collect();
+        w.u32(leading.len() as u32);
+        for (group, term) in leading {
+            w.u64(group.0);
+            w.u64(term.0);
+        }
+        let context = Bytes::from(w.bytes);
+        for peer in &self.config.metadata_voters {
+            if *peer != self.config.node_id {
+                let message = raft::eraftpb::Message {
+                    from: self.config.node_id.raft_id(),
+                    to: peer.raft_id(),
+                    context: context.clone(),
+                    ..Default::default()
+                };
+                sink.send(LEADERS_GROUP, message);
+            }
+        }
+    }
+
+    fn note_leaders(&mut self, from: NodeId, context: &[u8]) {
+        let mut r = Reader::new(context);
+        let decoded = (|| {
+            let count = r.u32()?;
+            let mut led = BTreeMap::new();
+            for _ in 0..count.min(1 << 20) {
+                led.insert(GroupId(r.u64()?), Term(r.u64()?));
+            }
+            Ok::<_, crate::codec::DecodeError>(led)
+        })();
+        // A peer's gossip that does not decode is dropped, as the network could have.
+        if let Ok(led) = decoded {
+            self.remote_leaders.insert(from, led);
+        }
+    }
+
+    /// The leader of a group and its term, as far as this node knows: its own view for groups
+    /// it hosts, else the peers' gossip (the claim with the highest term).
+    pub fn leader(&self, group: GroupId) -> Option<(NodeId, Term)> {
+        if let Some(replica) = self.groups.get(&group) {
+            let status = replica.status();
+            return status.leader.map(|leader| (leader, status.term));
+        }
+        self.remote_leaders
+            .iter()
+            .filter_map(|(node, led)| led.get(&group).map(|term| (*node, *term)))
+            .max_by_key(|(_, term)| *term)
+    }
+
+    /// The applied cluster metadata, if this node runs the metadata group.
+    pub fn metadata(&self) -> Option<&MetadataState> {
+        self.metadata.as_ref()
+    }
+
+    /// Groups the disk held that the applied metadata has not claimed (yet).
+    pub fn parked_groups(&self) -> impl Iterator<Item = &GroupId> {
+        self.parked.keys()
+    }
+
     /// What this node knows of a group, for metadata answers; `None` if it does not host it.
     pub fn group_status(&self, group: GroupId) -> Option<GroupStatus> {
         self.groups.get(&group).map(Replica::status)
@@ -452,7 +767,7 @@ impl Node {
 }
 
 /// Mixes several words into one seed (SplitMix64 finalizer over a running state).
-fn mix(words: &[u64]) -> u64 {
+pub(crate) fn mix(words: &[u64]) -> u64 {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     for word in words {
         state ^= *word;

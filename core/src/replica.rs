@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
+use rand_chacha::ChaCha8Rng;
+use rand_core::RngCore;
 
 use crate::batch::{Batch, TimestampType};
 use crate::ids::{GroupId, NodeId, Offset, ProducerId, RaftIndex, RequestId, Term};
@@ -75,6 +77,16 @@ pub(crate) struct Replica {
     node: NodeId,
     raw: RawNode<LogStore>,
     timestamps: TimestampType,
+    /// The metadata group: its entries are metadata commands, not record batches; they are
+    /// collected for `Node` to apply, and its log is never compacted.
+    metadata: bool,
+    metadata_applied: Vec<(RaftIndex, Term, Bytes)>,
+    /// The group's seeded RNG, for election jitter.
+    rng: ChaCha8Rng,
+    /// The (term, role) the current jitter was drawn for.
+    election_round: (u64, StateRole),
+    /// Ticks still withheld from raft-rs's election clock in this round.
+    withheld_ticks: usize,
     // Applied state.
     applied: RaftIndex,
     next_offset: Offset,
@@ -104,9 +116,13 @@ impl Replica {
         group: GroupId,
         store: LogStore,
         timestamps: TimestampType,
-        election_tick_min: usize,
+        metadata: bool,
+        mut rng: ChaCha8Rng,
         logger: &slog::Logger,
     ) -> Self {
+        // The group's base election timeout, in [election_tick, 2 * election_tick).
+        let election_tick_min =
+            config.election_tick + (rng.next_u64() % config.election_tick as u64) as usize;
         let snapshot = store.snapshot().clone();
         let (log_start_offset, producers) = if snapshot.get_metadata().index > 0 {
             let data =
@@ -140,6 +156,11 @@ impl Replica {
             node: config.node_id,
             raw,
             timestamps,
+            metadata,
+            metadata_applied: Vec::new(),
+            rng,
+            election_round: (u64::MAX, StateRole::Leader),
+            withheld_ticks: 0,
             applied,
             next_offset: log_start_offset,
             log_start_offset,
@@ -159,7 +180,20 @@ impl Replica {
     }
 
     pub(crate) fn tick(&mut self, config: &NodeConfig, now: Now, sink: &mut Sink) {
-        self.raw.tick();
+        // raft-rs draws a randomized election timeout with `thread_rng`, so it is given a range
+        // of width one and the jitter comes from here: at every new (term, role) a seeded
+        // number of ticks is withheld from a non-leader's election clock. Nodes that time out
+        // together (a split vote) thus draw apart, as raft's randomized timeouts intend.
+        let round = (self.raw.raft.term, self.raw.raft.state);
+        if round != self.election_round {
+            self.election_round = round;
+            self.withheld_ticks = (self.rng.next_u64() % config.election_tick as u64) as usize;
+        }
+        if self.raw.raft.state != StateRole::Leader && self.withheld_ticks > 0 {
+            self.withheld_ticks -= 1;
+        } else {
+            self.raw.tick();
+        }
         self.expire_pending(now, sink);
         self.retry_stuck_snapshots(config);
         self.compact(config, sink);
@@ -169,6 +203,46 @@ impl Replica {
         // Errors here are raft-rs refusing a message (stale term, unknown peer): dropped, as
         // the network could have dropped it.
         let _ = self.raw.step(message);
+    }
+
+    /// Proposes an entry of the metadata group; answers its index and term, or the leader
+    /// this node knows of when it cannot propose.
+    pub(crate) fn propose_metadata(
+        &mut self,
+        data: Bytes,
+    ) -> Result<(RaftIndex, Term), Option<NodeId>> {
+        assert!(self.metadata);
+        let Some(term) = self.serving_leader().map(|l| l.term) else {
+            return Err(self.leader_hint());
+        };
+        let last_before = self.raw.raft.raft_log.last_index();
+        if self.raw.propose(Vec::new(), data.to_vec()).is_err() {
+            return Err(self.leader_hint());
+        }
+        let index = RaftIndex(self.raw.raft.raft_log.last_index());
+        assert_eq!(index.0, last_before + 1, "one proposal, one entry");
+        Ok((index, term))
+    }
+
+    /// Metadata entries applied since the last call: (index, term, command bytes; empty for a
+    /// leader's no-op).
+    pub(crate) fn take_metadata_applied(&mut self) -> Vec<(RaftIndex, Term, Bytes)> {
+        std::mem::take(&mut self.metadata_applied)
+    }
+
+    /// Whether this node leads the group now, and in which term.
+    pub(crate) fn leading(&self) -> Option<Term> {
+        self.leader.as_ref().map(|l| l.term)
+    }
+
+    /// The group is being removed: answer every waiting produce.
+    pub(crate) fn fail_pending(&mut self, sink: &mut Sink) {
+        for p in self.pending.drain(..) {
+            sink.reply(
+                p.id,
+                Response::Produce(Err(ProduceError::UnknownTopicOrPartition)),
+            );
+        }
     }
 
     pub(crate) fn leader_hint(&self) -> Option<NodeId> {
@@ -541,7 +615,12 @@ impl Replica {
         );
         let mut producers = self.producers.clone();
         let mut log_end_offset = self.next_offset;
-        for index in self.applied.0 + 1..=last {
+        let batches_from = if self.metadata {
+            last + 1
+        } else {
+            self.applied.0 + 1
+        };
+        for index in batches_from..=last {
             let entry = self.raw.store().entry(index).expect("held");
             if let Some(batch) = record_batch(entry) {
                 assert_eq!(
@@ -576,6 +655,13 @@ impl Replica {
             );
             let mut crc = 0;
             match entry.get_entry_type() {
+                EntryType::EntryNormal if self.metadata => {
+                    self.metadata_applied.push((
+                        RaftIndex(entry.index),
+                        Term(entry.term),
+                        entry.data.clone(),
+                    ));
+                }
                 EntryType::EntryNormal => {
                     if let Some(batch) = record_batch(&entry) {
                         // Pair assertion: the leader stamped this offset from the same log.
@@ -636,6 +722,7 @@ impl Replica {
 
     fn install_snapshot(&mut self, snapshot: Snapshot, sink: &mut Sink) {
         let index = RaftIndex(snapshot.get_metadata().index);
+        assert!(!self.metadata, "the metadata log is never compacted");
         assert!(
             index > self.applied,
             "raft only sends snapshots past what is applied"
@@ -725,7 +812,9 @@ impl Replica {
     fn compact(&mut self, config: &NodeConfig, sink: &mut Sink) {
         let first = self.raw.store().first_index();
         let applied = self.applied.0;
-        if applied < first
+        // The metadata log is not compacted yet: it grows by one entry per admin change.
+        if self.metadata
+            || applied < first
             || applied - first < config.retain_entries_max + config.retain_entries_max / 2
         {
             return;

@@ -72,8 +72,13 @@ type ModelGroup = (HardState, u64, BTreeMap<u64, (u64, Bytes)>);
 fn model(records: &[WalRecord]) -> Image {
     let mut groups: BTreeMap<u64, ModelGroup> = BTreeMap::new();
     for record in records {
+        if let WalRecord::RemoveGroup { group } = record {
+            groups.remove(&group.0);
+            continue;
+        }
         let g = groups.entry(record.group().0).or_default();
         match record {
+            WalRecord::RemoveGroup { .. } => unreachable!("handled above"),
             WalRecord::Entries { entries, .. } => {
                 for e in entries {
                     if e.index <= g.1 {
@@ -151,6 +156,9 @@ enum Op {
         group: u64,
         ahead: u64,
     },
+    Remove {
+        group: u64,
+    },
     Sync,
     Crash {
         tear: bool,
@@ -163,6 +171,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1u64..3).prop_map(|group| Op::HardState { group }),
         1 => (1u64..3, 0u64..4).prop_map(|(group, keep)| Op::Compact { group, keep }),
         1 => (1u64..3, 1u64..4).prop_map(|(group, ahead)| Op::Install { group, ahead }),
+        1 => (1u64..3).prop_map(|group| Op::Remove { group }),
         3 => Just(Op::Sync),
         1 => any::<bool>().prop_map(|tear| Op::Crash { tear }),
     ]
@@ -231,6 +240,9 @@ fn check_ops(ops: Vec<Op>, seed: u64) {
                     install: true,
                 }]
             }
+            Op::Remove { group } => vec![WalRecord::RemoveGroup {
+                group: GroupId(group),
+            }],
             Op::Sync => {
                 log.sync().expect("sync");
                 durable_frames.append(&mut unsynced);

@@ -16,6 +16,7 @@ pub const FRAME_PAYLOAD_MAX: usize = 64 << 20;
 const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 const KIND_SNAPSHOT: u8 = 3;
+const KIND_REMOVE_GROUP: u8 = 4;
 
 /// One decoded frame.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +34,8 @@ pub enum Frame {
         /// Whether it replaces the log.
         install: bool,
     },
+    /// The group is gone: everything earlier frames said of it is void.
+    RemoveGroup(GroupId),
 }
 
 /// Appends one framed entry to `out` and returns the frame's start position in `out`.
@@ -73,6 +76,10 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> usize {
                 .expect("conf state encodes");
             w.bytes(&conf);
             w.bytes(&snapshot.data);
+        }
+        Frame::RemoveGroup(group) => {
+            w.u8(KIND_REMOVE_GROUP);
+            w.u64(group.0);
         }
     }
     let payload = w.bytes;
@@ -181,6 +188,7 @@ fn decode_payload(payload: &[u8]) -> Result<Frame, DecodeError> {
                 install,
             }
         }
+        KIND_REMOVE_GROUP => Frame::RemoveGroup(group),
         _ => return Err(DecodeError("unknown frame kind")),
     };
     r.finish()?;

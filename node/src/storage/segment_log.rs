@@ -280,6 +280,9 @@ impl<D: Disk> SegmentLog<D> {
                         install: *install,
                     })?;
                 }
+                WalRecord::RemoveGroup { group } => {
+                    self.append_frame(Frame::RemoveGroup(*group))?;
+                }
             }
         }
         self.flush_buffer()
@@ -317,6 +320,10 @@ impl<D: Disk> SegmentLog<D> {
                     self.index.remove_through(group, index);
                 }
                 self.groups.entry(group).or_default().snapshot = snapshot;
+            }
+            Frame::RemoveGroup(group) => {
+                self.index.retain_range_from(group, 0);
+                self.groups.remove(&group);
             }
         }
         Ok(())
@@ -406,10 +413,11 @@ impl<D: Disk> SegmentLog<D> {
             if *id >= covered_before {
                 break;
             }
+            // A group without state was removed: none of its frames are needed.
             let unneeded = segment.max_index.iter().all(|(group, max)| {
                 self.groups
                     .get(group)
-                    .is_some_and(|g| *max <= g.snapshot.get_metadata().index)
+                    .is_none_or(|g| *max <= g.snapshot.get_metadata().index)
             });
             if !unneeded {
                 break;
@@ -528,6 +536,9 @@ fn replay_frame(
                     state.snapshot = snapshot;
                 }
             }
+        }
+        Frame::RemoveGroup(group) => {
+            replay.remove(&group);
         }
     }
 }

@@ -1,0 +1,659 @@
+//! Cluster metadata: topics, their stable ids, their partitions and where each partition's
+//! replicas live.
+//!
+//! [`MetadataState`] is the applied state of the metadata Raft group ([`METADATA_GROUP`]), in
+//! which every node votes, as in KRaft's controller quorum. Its log holds encoded
+//! [`MetadataCommand`]s. Applying one is deterministic: partition group ids come from a counter,
+//! replicas from the sorted node list, topic ids from the entry's position in the log; so every
+//! node that applies the same log builds the same state, and starts or stops the same partition
+//! groups (`Node` does that with the [`MetadataChange`] an apply returns).
+
+use std::collections::BTreeMap;
+
+use crate::batch::TimestampType;
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::ids::{GroupId, NodeId, RaftIndex, Term, TopicId};
+
+/// The metadata Raft group. Partition groups are numbered from 1.
+pub const METADATA_GROUP: GroupId = GroupId(0);
+
+/// Most partitions of one topic.
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
+/// Most partitions in the cluster.
+pub const PARTITIONS_MAX: usize = 100_000;
+/// Longest topic name (Kafka's limit).
+pub const TOPIC_NAME_MAX: usize = 249;
+
+const VERSION: u8 = 1;
+const KIND_CREATE_TOPIC: u8 = 1;
+const KIND_DELETE_TOPIC: u8 = 2;
+const KIND_CREATE_PARTITIONS: u8 = 3;
+
+/// Topic configuration keys oxbow implements, with their defaults. Anything else is refused,
+/// rather than accepted and ignored.
+pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
+    ("cleanup.policy", "delete"),
+    ("message.timestamp.type", "CreateTime"),
+];
+
+/// One partition's Raft group and replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionAssignment {
+    /// Its Raft group.
+    pub group: GroupId,
+    /// The nodes holding a replica (the group's voters); the first is the preferred leader.
+    pub replicas: Vec<NodeId>,
+}
+
+/// A topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicMeta {
+    /// Stable id (Kafka's topic UUID), never 0.
+    pub id: TopicId,
+    /// Name.
+    pub name: String,
+    /// Partitions, by index.
+    pub partitions: Vec<PartitionAssignment>,
+    /// Replicas per partition.
+    pub replication_factor: u16,
+    /// Configuration overrides (keys from [`TOPIC_CONFIGS`]).
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicMeta {
+    /// How records of this topic are timestamped.
+    pub fn timestamps(&self) -> TimestampType {
+        match self
+            .configs
+            .get("message.timestamp.type")
+            .map(String::as_str)
+        {
+            Some("LogAppendTime") => TimestampType::LogAppendTime,
+            _ => TimestampType::CreateTime,
+        }
+    }
+
+    /// The value of a configuration key: the override, else the default.
+    pub fn config(&self, key: &str) -> Option<&str> {
+        self.configs.get(key).map(String::as_str).or_else(|| {
+            TOPIC_CONFIGS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| *v)
+        })
+    }
+}
+
+/// Create a topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateTopic {
+    /// Name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Replicas per partition.
+    pub replication_factor: u16,
+    /// Configuration overrides.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A change to the metadata, as proposed to the metadata group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataCommand {
+    /// Create a topic.
+    CreateTopic(CreateTopic),
+    /// Delete a topic and all its partitions' data.
+    DeleteTopic {
+        /// Its name.
+        name: String,
+    },
+    /// Grow a topic to `count` partitions.
+    CreatePartitions {
+        /// Its name.
+        name: String,
+        /// The new total number of partitions.
+        count: u32,
+    },
+}
+
+/// What applying a command changed; `Node` starts and stops partition groups from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataChange {
+    /// A topic was created.
+    TopicCreated {
+        /// Its name.
+        name: String,
+        /// Its id.
+        id: TopicId,
+    },
+    /// A topic was deleted; its former metadata.
+    TopicDeleted(TopicMeta),
+    /// Partitions were added to a topic, from index `from` on.
+    PartitionsCreated {
+        /// The topic.
+        name: String,
+        /// The first new partition.
+        from: u32,
+    },
+}
+
+/// Why an admin command was refused. Deterministic ones come from [`MetadataState::check`]; the
+/// others from where the command was (not) proposed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminError {
+    /// This node does not lead the metadata group; nothing was proposed.
+    NotController {
+        /// The leader it knows of.
+        leader: Option<NodeId>,
+    },
+    /// A topic of that name exists.
+    TopicAlreadyExists,
+    /// No topic of that name.
+    UnknownTopic,
+    /// The topic name is not allowed.
+    InvalidTopic(String),
+    /// The partition count is not allowed.
+    InvalidPartitions(String),
+    /// The replication factor is not allowed.
+    InvalidReplicationFactor(String),
+    /// A configuration key or value is not supported.
+    InvalidConfig(String),
+    /// Too many admin requests are waiting; nothing was proposed.
+    Backpressure,
+    /// No answer within the timeout: the command may or may not take effect.
+    TimedOut,
+}
+
+impl AdminError {
+    /// The Kafka error code that answers this error.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            Self::NotController { .. } => 41,
+            Self::TopicAlreadyExists => 36,
+            Self::UnknownTopic => 3,
+            Self::InvalidTopic(_) => 17,
+            Self::InvalidPartitions(_) => 37,
+            Self::InvalidReplicationFactor(_) => 38,
+            Self::InvalidConfig(_) => 40,
+            Self::Backpressure | Self::TimedOut => 7,
+        }
+    }
+
+    /// A message for the client, if the error has one.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Self::InvalidTopic(m)
+            | Self::InvalidPartitions(m)
+            | Self::InvalidReplicationFactor(m)
+            | Self::InvalidConfig(m) => Some(m.clone()),
+            Self::NotController { .. } => {
+                Some("this node is not the controller; refresh metadata and retry".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the command may still take effect.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, Self::TimedOut)
+    }
+}
+
+/// Checks a topic name the way Kafka does.
+pub fn check_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > TOPIC_NAME_MAX || name == "." || name == ".." {
+        return Err(format!(
+            "topic name {name:?} must be 1-{TOPIC_NAME_MAX} characters and not . or .."
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(format!("topic name {name:?} may only hold [a-zA-Z0-9._-]"));
+    }
+    Ok(())
+}
+
+/// Checks one topic configuration entry.
+pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
+    let allowed: &[&str] = match key {
+        "cleanup.policy" => &["delete"],
+        "message.timestamp.type" => &["CreateTime", "LogAppendTime"],
+        _ => {
+            return Err(format!(
+                "topic config {key:?} is not supported; supported: {}",
+                TOPIC_CONFIGS
+                    .iter()
+                    .map(|(k, _)| *k)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    };
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key}={value:?} is not supported; use one of {allowed:?}"
+        ))
+    }
+}
+
+/// The applied state of the metadata group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetadataState {
+    nodes: Vec<NodeId>,
+    topics: BTreeMap<String, TopicMeta>,
+    next_group: u64,
+    partitions: usize,
+    applied: RaftIndex,
+}
+
+impl MetadataState {
+    /// The empty state of a cluster of `nodes`.
+    pub fn new(mut nodes: Vec<NodeId>) -> Self {
+        nodes.sort();
+        nodes.dedup();
+        assert!(!nodes.is_empty());
+        Self {
+            nodes,
+            topics: BTreeMap::new(),
+            next_group: METADATA_GROUP.0 + 1,
+            partitions: 0,
+            applied: RaftIndex(0),
+        }
+    }
+
+    /// The cluster's nodes, sorted.
+    pub fn nodes(&self) -> &[NodeId] {
+        &self.nodes
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> &BTreeMap<String, TopicMeta> {
+        &self.topics
+    }
+
+    /// One topic.
+    pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.get(name)
+    }
+
+    /// The topic with this id.
+    pub fn topic_by_id(&self, id: TopicId) -> Option<&TopicMeta> {
+        self.topics.values().find(|t| t.id == id)
+    }
+
+    /// The last metadata log index applied.
+    pub fn applied(&self) -> RaftIndex {
+        self.applied
+    }
+
+    /// Whether `command` would be applied (rather than refused) in the current state.
+    pub fn check(&self, command: &MetadataCommand) -> Result<(), AdminError> {
+        match command {
+            MetadataCommand::CreateTopic(create) => {
+                check_topic_name(&create.name).map_err(AdminError::InvalidTopic)?;
+                if self.topics.contains_key(&create.name) {
+                    return Err(AdminError::TopicAlreadyExists);
+                }
+                if create.partitions == 0 || create.partitions > PARTITIONS_PER_TOPIC_MAX {
+                    return Err(AdminError::InvalidPartitions(format!(
+                        "{} partitions is outside 1..={PARTITIONS_PER_TOPIC_MAX}",
+                        create.partitions
+                    )));
+                }
+                self.check_partition_total(create.partitions as usize)?;
+                if create.replication_factor == 0
+                    || usize::from(create.replication_factor) > self.nodes.len()
+                {
+                    return Err(AdminError::InvalidReplicationFactor(format!(
+                        "replication factor {} must be between 1 and the number of nodes ({})",
+                        create.replication_factor,
+                        self.nodes.len()
+                    )));
+                }
+                for (key, value) in &create.configs {
+                    check_topic_config(key, value).map_err(AdminError::InvalidConfig)?;
+                }
+                Ok(())
+            }
+            MetadataCommand::DeleteTopic { name } => {
+                self.topics.get(name).ok_or(AdminError::UnknownTopic)?;
+                Ok(())
+            }
+            MetadataCommand::CreatePartitions { name, count } => {
+                let topic = self.topics.get(name).ok_or(AdminError::UnknownTopic)?;
+                let current = topic.partitions.len() as u32;
+                if *count <= current || *count > PARTITIONS_PER_TOPIC_MAX {
+                    return Err(AdminError::InvalidPartitions(format!(
+                        "topic {name:?} has {current} partitions; the new count {count} must be larger and at most {PARTITIONS_PER_TOPIC_MAX}"
+                    )));
+                }
+                self.check_partition_total((count - current) as usize)
+            }
+        }
+    }
+
+    fn check_partition_total(&self, more: usize) -> Result<(), AdminError> {
+        if self.partitions + more > PARTITIONS_MAX {
+            return Err(AdminError::InvalidPartitions(format!(
+                "the cluster holds {} partitions; {more} more would pass the limit of {PARTITIONS_MAX}",
+                self.partitions
+            )));
+        }
+        Ok(())
+    }
+
+    /// Applies the command of the metadata log entry at `index` (of `term`). A refused command
+    /// changes nothing but the applied index.
+    pub fn apply(
+        &mut self,
+        index: RaftIndex,
+        term: Term,
+        command: &MetadataCommand,
+    ) -> Result<MetadataChange, AdminError> {
+        assert!(
+            index > self.applied,
+            "metadata entries apply in order, once"
+        );
+        self.applied = index;
+        self.check(command)?;
+        let change = match command {
+            MetadataCommand::CreateTopic(create) => {
+                let id = topic_id(index, term, &create.name);
+                let first = self.next_group;
+                let mut topic = TopicMeta {
+                    id,
+                    name: create.name.clone(),
+                    partitions: Vec::new(),
+                    replication_factor: create.replication_factor,
+                    configs: create.configs.clone(),
+                };
+                self.add_partitions(&mut topic, create.partitions, first);
+                self.topics.insert(create.name.clone(), topic);
+                MetadataChange::TopicCreated {
+                    name: create.name.clone(),
+                    id,
+                }
+            }
+            MetadataCommand::DeleteTopic { name } => {
+                let topic = self.topics.remove(name).expect("checked");
+                self.partitions -= topic.partitions.len();
+                MetadataChange::TopicDeleted(topic)
+            }
+            MetadataCommand::CreatePartitions { name, count } => {
+                let mut topic = self.topics.remove(name).expect("checked");
+                let from = topic.partitions.len() as u32;
+                // New partitions continue the topic's round robin.
+                let start = topic.partitions[0].group.0;
+                self.add_partitions(&mut topic, count - from, start);
+                self.topics.insert(name.clone(), topic);
+                MetadataChange::PartitionsCreated {
+                    name: name.clone(),
+                    from,
+                }
+            }
+        };
+        self.invariants();
+        Ok(change)
+    }
+
+    /// Appends `count` partitions. Replicas go round robin over the sorted nodes, starting at a
+    /// node that depends on `start`, so that leaders (the first replica is preferred, and
+    /// usually first to campaign) spread over topics.
+    fn add_partitions(&mut self, topic: &mut TopicMeta, count: u32, start: u64) {
+        let n = self.nodes.len();
+        let rf = usize::from(topic.replication_factor);
+        for _ in 0..count {
+            let p = topic.partitions.len();
+            let replicas = (0..rf)
+                .map(|i| self.nodes[(start as usize + p + i) % n])
+                .collect();
+            topic.partitions.push(PartitionAssignment {
+                group: GroupId(self.next_group),
+                replicas,
+            });
+            self.next_group += 1;
+            self.partitions += 1;
+        }
+    }
+
+    /// Asserts the state's invariants.
+    pub fn invariants(&self) {
+        let mut groups = std::collections::BTreeSet::new();
+        let mut count = 0;
+        for (name, topic) in &self.topics {
+            assert_eq!(name, &topic.name);
+            assert_ne!(topic.id, TopicId(0));
+            assert!(!topic.partitions.is_empty());
+            for p in &topic.partitions {
+                assert!(p.group != METADATA_GROUP && p.group.0 < self.next_group);
+                assert!(groups.insert(p.group), "a group belongs to one partition");
+                assert_eq!(p.replicas.len(), usize::from(topic.replication_factor));
+                assert!(p.replicas.iter().all(|r| self.nodes.contains(r)));
+            }
+            count += topic.partitions.len();
+        }
+        assert_eq!(count, self.partitions);
+        assert!(self.partitions <= PARTITIONS_MAX);
+    }
+}
+
+/// A topic id from the entry that created it: the same on every node, distinct per entry.
+fn topic_id(index: RaftIndex, term: Term, name: &str) -> TopicId {
+    let name_hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let high = crate::node::mix(&[index.0, term.0, name_hash, 1]);
+    let low = crate::node::mix(&[index.0, term.0, name_hash, 2]);
+    let id = (u128::from(high) << 64) | u128::from(low);
+    TopicId(id.max(1))
+}
+
+impl MetadataCommand {
+    /// Encodes for a metadata log entry.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(VERSION);
+        match self {
+            Self::CreateTopic(create) => {
+                w.u8(KIND_CREATE_TOPIC);
+                w.bytes(create.name.as_bytes());
+                w.u32(create.partitions);
+                w.u32(u32::from(create.replication_factor));
+                w.u32(create.configs.len() as u32);
+                for (key, value) in &create.configs {
+                    w.bytes(key.as_bytes());
+                    w.bytes(value.as_bytes());
+                }
+            }
+            Self::DeleteTopic { name } => {
+                w.u8(KIND_DELETE_TOPIC);
+                w.bytes(name.as_bytes());
+            }
+            Self::CreatePartitions { name, count } => {
+                w.u8(KIND_CREATE_PARTITIONS);
+                w.bytes(name.as_bytes());
+                w.u32(*count);
+            }
+        }
+        w.bytes
+    }
+
+    /// Decodes bytes written by [`MetadataCommand::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != VERSION {
+            return Err(DecodeError("unknown metadata command version"));
+        }
+        let string = |r: &mut Reader<'_>| -> Result<String, DecodeError> {
+            String::from_utf8(r.bytes()?.to_vec()).map_err(|_| DecodeError("name is not UTF-8"))
+        };
+        let command = match r.u8()? {
+            KIND_CREATE_TOPIC => {
+                let name = string(&mut r)?;
+                let partitions = r.u32()?;
+                let replication_factor = u16::try_from(r.u32()?)
+                    .map_err(|_| DecodeError("replication factor out of range"))?;
+                let count = r.u32()?;
+                let mut configs = BTreeMap::new();
+                for _ in 0..count {
+                    let key = string(&mut r)?;
+                    let value = string(&mut r)?;
+                    configs.insert(key, value);
+                }
+                Self::CreateTopic(CreateTopic {
+                    name,
+                    partitions,
+                    replication_factor,
+                    configs,
+                })
+            }
+            KIND_DELETE_TOPIC => Self::DeleteTopic {
+                name: string(&mut r)?,
+            },
+            KIND_CREATE_PARTITIONS => Self::CreatePartitions {
+                name: string(&mut r)?,
+                count: r.u32()?,
+            },
+            _ => return Err(DecodeError("unknown metadata command")),
+        };
+        r.finish()?;
+        Ok(command)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(name: &str, partitions: u32, rf: u16) -> MetadataCommand {
+        MetadataCommand::CreateTopic(CreateTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: rf,
+            configs: BTreeMap::new(),
+        })
+    }
+
+    #[test]
+    fn create_grow_delete() {
+        let mut state = MetadataState::new(vec![NodeId(3), NodeId(1), NodeId(2)]);
+        let change = state
+            .apply(RaftIndex(1), Term(1), &create("a", 3, 2))
+            .expect("created");
+        let MetadataChange::TopicCreated { id, .. } = change else {
+            panic!("{change:?}")
+        };
+        let topic = state.topic("a").expect("exists");
+        assert_eq!(topic.id, id);
+        let groups: Vec<u64> = topic.partitions.iter().map(|p| p.group.0).collect();
+        assert_eq!(groups, vec![1, 2, 3]);
+        // Every node leads (is first replica of) one partition.
+        let firsts: std::collections::BTreeSet<NodeId> =
+            topic.partitions.iter().map(|p| p.replicas[0]).collect();
+        assert_eq!(firsts.len(), 3);
+        assert_eq!(
+            state.apply(RaftIndex(2), Term(1), &create("a", 1, 1)),
+            Err(AdminError::TopicAlreadyExists)
+        );
+        let grow = MetadataCommand::CreatePartitions {
+            name: "a".into(),
+            count: 5,
+        };
+        assert_eq!(
+            state.apply(RaftIndex(3), Term(2), &grow),
+            Ok(MetadataChange::PartitionsCreated {
+                name: "a".into(),
+                from: 3
+            })
+        );
+        assert_eq!(state.topic("a").expect("exists").partitions.len(), 5);
+        assert_eq!(state.topic("a").expect("exists").id, id, "ids are stable");
+        let second = state
+            .apply(RaftIndex(4), Term(2), &create("b", 1, 3))
+            .expect("created");
+        assert!(matches!(second, MetadataChange::TopicCreated { id: other, .. } if other != id));
+        let deleted = state
+            .apply(
+                RaftIndex(5),
+                Term(2),
+                &MetadataCommand::DeleteTopic { name: "a".into() },
+            )
+            .expect("deleted");
+        assert!(matches!(deleted, MetadataChange::TopicDeleted(t) if t.partitions.len() == 5));
+        assert!(state.topic("a").is_none());
+        // Group ids are never reused.
+        let third = state.apply(RaftIndex(6), Term(2), &create("a", 1, 1));
+        assert!(third.is_ok());
+        assert_eq!(
+            state.topic("a").expect("exists").partitions[0].group,
+            GroupId(7)
+        );
+        state.invariants();
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let state = MetadataState::new(vec![NodeId(1), NodeId(2)]);
+        assert!(matches!(
+            state.check(&create("bad name", 1, 1)),
+            Err(AdminError::InvalidTopic(_))
+        ));
+        assert!(matches!(
+            state.check(&create("a", 0, 1)),
+            Err(AdminError::InvalidPartitions(_))
+        ));
+        assert!(matches!(
+            state.check(&create("a", 1, 3)),
+            Err(AdminError::InvalidReplicationFactor(m)) if m.contains("number of nodes (2)")
+        ));
+        let mut configs = BTreeMap::new();
+        configs.insert("retention.ms".to_string(), "1000".to_string());
+        let with_config = MetadataCommand::CreateTopic(CreateTopic {
+            name: "a".into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs,
+        });
+        assert!(matches!(
+            state.check(&with_config),
+            Err(AdminError::InvalidConfig(m)) if m.contains("retention.ms")
+        ));
+        assert_eq!(
+            state.check(&MetadataCommand::DeleteTopic { name: "x".into() }),
+            Err(AdminError::UnknownTopic)
+        );
+    }
+
+    #[test]
+    fn commands_round_trip_and_junk_is_refused() {
+        let mut configs = BTreeMap::new();
+        configs.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
+        let commands = [
+            MetadataCommand::CreateTopic(CreateTopic {
+                name: "t".into(),
+                partitions: 7,
+                replication_factor: 3,
+                configs,
+            }),
+            MetadataCommand::DeleteTopic { name: "t".into() },
+            MetadataCommand::CreatePartitions {
+                name: "t".into(),
+                count: 9,
+            },
+        ];
+        for command in commands {
+            let bytes = command.encode();
+            assert_eq!(MetadataCommand::decode(&bytes), Ok(command));
+            for cut in 0..bytes.len() {
+                assert!(MetadataCommand::decode(&bytes[..cut]).is_err());
+            }
+        }
+    }
+}
