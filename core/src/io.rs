@@ -158,6 +158,10 @@ pub struct AdminRequest {
     pub command: MetadataCommand,
     /// Only check that the change would be applied; propose nothing.
     pub validate_only: bool,
+    /// On a node that does not lead the metadata group, hand the proposal to the leader
+    /// through Raft and answer `Ok(None)` at once: the outcome is unknown (it shows in the
+    /// metadata once applied). For topic auto-creation, which any node may trigger.
+    pub forward: bool,
     /// How long the client waits; after it the answer is `TimedOut`.
     pub timeout_ms: u32,
 }

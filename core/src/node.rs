@@ -567,7 +567,17 @@ impl Node {
         if self.admin_pending.len() >= self.config.pending_requests_max {
             return answer(sink, Err(AdminError::Backpressure));
         }
-        match replica.propose_metadata(Bytes::from(admin.command.encode())) {
+        let data = Bytes::from(admin.command.encode());
+        if admin.forward && !replica.status().serving {
+            return match replica.forward_metadata(data) {
+                Ok(()) => {
+                    touched.insert(METADATA_GROUP);
+                    answer(sink, Ok(None))
+                }
+                Err(leader) => answer(sink, Err(AdminError::NotController { leader })),
+            };
+        }
+        match replica.propose_metadata(data) {
             Err(leader) => answer(sink, Err(AdminError::NotController { leader })),
             Ok((index, term)) => {
                 touched.insert(METADATA_GROUP);

@@ -224,6 +224,15 @@ impl Replica {
         Ok((index, term))
     }
 
+    /// Hands a metadata proposal to the leader this follower knows of (raft-rs forwards it).
+    pub(crate) fn forward_metadata(&mut self, data: Bytes) -> Result<(), Option<NodeId>> {
+        assert!(self.metadata);
+        if self.leader_hint().is_none() || self.raw.propose(Vec::new(), data.to_vec()).is_err() {
+            return Err(self.leader_hint());
+        }
+        Ok(())
+    }
+
     /// Metadata entries applied since the last call: (index, term, command bytes; empty for a
     /// leader's no-op).
     pub(crate) fn take_metadata_applied(&mut self) -> Vec<(RaftIndex, Term, Bytes)> {

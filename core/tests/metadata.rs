@@ -111,6 +111,7 @@ impl Cluster {
         let request = Request::Admin(AdminRequest {
             command,
             validate_only: false,
+            forward: false,
             timeout_ms: 5_000,
         });
         self.inputs.push_back((to, Input::Request { id, request }));

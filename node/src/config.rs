@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use oxbow_core::ids::{GroupId, NodeId};
+use oxbow_core::ids::NodeId;
+use oxbow_core::metadata::{check_topic_name, PARTITIONS_PER_TOPIC_MAX};
 use serde::Deserialize;
 
 /// When the disk writer fsyncs.
@@ -31,7 +32,8 @@ pub struct PeerConfig {
     pub kafka_address: SocketAddr,
 }
 
-/// A topic, created at start-up (until the metadata group makes topics dynamic).
+/// A topic the node makes sure exists once the cluster is up: it asks the metadata group to
+/// create it, and is content if a topic of that name exists (whatever its partitions).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TopicConfig {
@@ -50,6 +52,10 @@ fn default_replication_factor() -> u32 {
 
 fn default_tick_ms() -> u64 {
     100
+}
+
+fn default_partitions() -> u32 {
+    1
 }
 
 /// The whole configuration of one node.
@@ -76,9 +82,20 @@ pub struct Config {
     /// Raft tick interval.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
-    /// Topics.
+    /// Topics to create at start-up if they do not exist.
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
+    /// Whether a Metadata request for an unknown topic creates it (Kafka's
+    /// `auto.create.topics.enable`); off by default.
+    #[serde(default)]
+    pub auto_create_topics: bool,
+    /// Partitions of an automatically created topic (Kafka's `num.partitions`).
+    #[serde(default = "default_partitions")]
+    pub default_partitions: u32,
+    /// Replicas per partition of an automatically created topic; defaults to min(3, nodes)
+    /// (Kafka's `default.replication.factor`).
+    #[serde(default)]
+    pub default_replication_factor: Option<u32>,
 }
 
 /// A configuration mistake, naming the field.
@@ -92,19 +109,6 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// Where one partition lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartitionPlacement {
-    /// Topic name.
-    pub topic: String,
-    /// Partition index.
-    pub partition: u32,
-    /// Its Raft group.
-    pub group: GroupId,
-    /// Its replicas.
-    pub replicas: Vec<NodeId>,
-}
 
 impl Config {
     /// Parses TOML text and validates it.
@@ -140,17 +144,8 @@ impl Config {
         let nodes = ids.len() as u32;
         let mut names = BTreeSet::new();
         for topic in &self.topics {
-            if topic.name.is_empty()
-                || topic.name.len() > 249
-                || !topic
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            {
-                return Err(ConfigError(format!(
-                    "topics: name {:?} must be 1-249 characters of [a-zA-Z0-9._-]",
-                    topic.name
-                )));
+            if let Err(why) = check_topic_name(&topic.name) {
+                return Err(ConfigError(format!("topics: {why}")));
             }
             if !names.insert(&topic.name) {
                 return Err(ConfigError(format!(
@@ -158,9 +153,9 @@ impl Config {
                     topic.name
                 )));
             }
-            if topic.partitions == 0 || topic.partitions > 10_000 {
+            if topic.partitions == 0 || topic.partitions > PARTITIONS_PER_TOPIC_MAX {
                 return Err(ConfigError(format!(
-                    "topics.{}.partitions: {} is outside 1..=10000",
+                    "topics.{}.partitions: {} is outside 1..={PARTITIONS_PER_TOPIC_MAX}",
                     topic.name, topic.partitions
                 )));
             }
@@ -171,7 +166,26 @@ impl Config {
                 )));
             }
         }
+        if self.default_partitions == 0 || self.default_partitions > PARTITIONS_PER_TOPIC_MAX {
+            return Err(ConfigError(format!(
+                "default_partitions: {} is outside 1..={PARTITIONS_PER_TOPIC_MAX}",
+                self.default_partitions
+            )));
+        }
+        if let Some(rf) = self.default_replication_factor {
+            if rf == 0 || rf > nodes {
+                return Err(ConfigError(format!(
+                    "default_replication_factor: {rf} must be between 1 and the number of nodes ({nodes})"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Replicas per partition of an automatically created topic.
+    pub fn auto_replication_factor(&self) -> u16 {
+        let nodes = self.all_nodes().len() as u32;
+        self.default_replication_factor.unwrap_or(nodes.min(3)) as u16
     }
 
     /// This node's id.
@@ -202,38 +216,6 @@ impl Config {
                 .map(|p| p.kafka_address)
         }
     }
-
-    /// Where every partition lives: replicas are assigned round-robin over the sorted node ids,
-    /// so every node computes the same placement from the same topic list.
-    pub fn placements(&self) -> Vec<PartitionPlacement> {
-        let nodes = self.all_nodes();
-        let mut out = Vec::new();
-        for topic in &self.topics {
-            let topic_hash = fnv(topic.name.as_bytes());
-            for partition in 0..topic.partitions {
-                let replicas = (0..topic.replication_factor as usize)
-                    .map(|i| nodes[(partition as usize + i) % nodes.len()])
-                    .collect();
-                out.push(PartitionPlacement {
-                    topic: topic.name.clone(),
-                    partition,
-                    group: GroupId((topic_hash & !0xffff_ffff) | u64::from(partition)),
-                    replicas,
-                });
-            }
-        }
-        out
-    }
-}
-
-/// FNV-1a, for stable ids derived from names.
-pub fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]
@@ -256,12 +238,12 @@ mod tests {
     "#;
 
     #[test]
-    fn parses_and_places_partitions_round_robin() {
+    fn parses_with_defaults() {
         let config = Config::parse(GOOD).expect("valid");
-        let placements = config.placements();
-        assert_eq!(placements.len(), 3);
-        assert_eq!(placements[1].replicas, vec![NodeId(2), NodeId(1)]);
-        assert_ne!(placements[0].group, placements[1].group);
+        assert_eq!(config.all_nodes(), vec![NodeId(1), NodeId(2)]);
+        assert!(!config.auto_create_topics);
+        assert_eq!(config.default_partitions, 1);
+        assert_eq!(config.auto_replication_factor(), 2);
     }
 
     #[test]

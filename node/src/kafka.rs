@@ -13,6 +13,15 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -22,25 +31,34 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, InitProducerIdRequest,
+    ApiKey, ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, FetchRequest, FetchResponse, InitProducerIdRequest,
     InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
     MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestHeader, ResponseHeader,
     TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
-use oxbow_core::ids::{GroupId, Offset};
+use oxbow_core::ids::{GroupId, Offset, TopicId};
+use oxbow_core::io::AdminRequest;
 use oxbow_core::io::FindTimestampRequest;
 use oxbow_core::io::{
     Acks, FetchData, FetchError, FetchRequest as CoreFetch, ProduceRequest as CoreProduce, Request,
     Response,
 };
+use oxbow_core::metadata::{
+    check_topic_name, AdminError, CreateTopic, MetadataChange, MetadataCommand, MetadataState,
+    PartitionAssignment, TopicMeta, METADATA_GROUP, TOPIC_CONFIGS,
+};
 use slog::{debug, info, warn, Logger};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use uuid::Uuid;
 
-use crate::config::{Config, PartitionPlacement};
+use crate::config::Config;
 use crate::producer_ids::ProducerIds;
 use crate::runtime::CoreHandle;
 
@@ -59,17 +77,27 @@ mod code {
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const INVALID_REQUEST: i16 = 42;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
 }
 
+/// The cluster id clients see.
+const CLUSTER_ID: &str = "oxbow";
+
 /// The API keys and versions this broker implements, and nothing else (advertising a version
-/// promises its semantics). These are the pre-flexible versions every client we test uses.
+/// promises its semantics). Mostly pre-flexible versions, which every client we test uses;
+/// Metadata goes to v12 for topic ids.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 7),
     (ApiKey::Fetch, 4, 11),
     (ApiKey::ListOffsets, 1, 5),
-    (ApiKey::Metadata, 0, 8),
+    (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 fn supported(key: ApiKey, version: i16) -> bool {
@@ -82,7 +110,6 @@ fn supported(key: ApiKey, version: i16) -> bool {
 pub struct Context {
     config: Config,
     core: CoreHandle,
-    topics: BTreeMap<String, Vec<PartitionPlacement>>,
     producer_ids: std::sync::Mutex<ProducerIds>,
     logger: Logger,
 }
@@ -90,33 +117,30 @@ pub struct Context {
 impl Context {
     /// Builds the context from the configuration.
     pub fn new(config: Config, core: CoreHandle, logger: Logger) -> std::io::Result<Arc<Self>> {
-        let mut topics: BTreeMap<String, Vec<PartitionPlacement>> = BTreeMap::new();
-        for placement in config.placements() {
-            topics
-                .entry(placement.topic.clone())
-                .or_default()
-                .push(placement);
-        }
         let producer_ids =
             std::sync::Mutex::new(ProducerIds::open(&config.data_dir, config.node_id)?);
         Ok(Arc::new(Self {
             config,
             core,
-            topics,
             producer_ids,
             logger,
         }))
     }
 
-    fn placement(&self, topic: &str, partition: i32) -> Option<&PartitionPlacement> {
-        self.topics
-            .get(topic)?
-            .get(usize::try_from(partition).ok()?)
-    }
-
-    fn hosts(&self, placement: &PartitionPlacement) -> bool {
+    fn hosts(&self, placement: &PartitionAssignment) -> bool {
         placement.replicas.contains(&self.config.node())
     }
+}
+
+fn placement<'a>(
+    metadata: &'a MetadataState,
+    topic: &str,
+    partition: i32,
+) -> Option<&'a PartitionAssignment> {
+    metadata
+        .topic(topic)?
+        .partitions
+        .get(usize::try_from(partition).ok()?)
 }
 
 /// Accepts Kafka connections until shutdown.
@@ -260,6 +284,49 @@ async fn read_requests(
                     );
                     Box::pin(async move { frame.map(Some) })
                 }
+                ApiKey::CreateTopics => {
+                    let request = CreateTopicsRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed CreateTopics: {e}"))?;
+                    Box::pin(async move {
+                        let response = create_topics(&ctx, request).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::DeleteTopics => {
+                    let request = DeleteTopicsRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed DeleteTopics: {e}"))?;
+                    Box::pin(async move {
+                        let response = delete_topics(&ctx, request, version).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::CreatePartitions => {
+                    let request = CreatePartitionsRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed CreatePartitions: {e}"))?;
+                    Box::pin(async move {
+                        let response = create_partitions(&ctx, request).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::DescribeConfigs => {
+                    let request = DescribeConfigsRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed DescribeConfigs: {e}"))?;
+                    let frame = encode_response(
+                        correlation_id,
+                        key,
+                        version,
+                        &describe_configs(&ctx, request),
+                    );
+                    Box::pin(async move { frame.map(Some) })
+                }
+                ApiKey::DescribeCluster => {
+                    DescribeClusterRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed DescribeCluster: {e}"))?;
+                    Box::pin(async move {
+                        let response = describe_cluster(&ctx).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
                 other => unreachable!("{other:?} is not in SUPPORTED"),
             };
             if buf.has_remaining() {
@@ -319,61 +386,129 @@ fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
+fn brokers(context: &Context) -> Vec<(i32, String, i32)> {
+    context
+        .config
+        .all_nodes()
+        .into_iter()
+        .map(|node| {
+            let address = context
+                .config
+                .kafka_address(node)
+                .expect("every node has an address");
+            (
+                node.0 as i32,
+                address.ip().to_string(),
+                i32::from(address.port()),
+            )
+        })
+        .collect()
+}
+
+/// The node leading the metadata group (Kafka's controller), or -1.
+async fn controller(context: &Context) -> BrokerId {
+    let leaders = context.core.leaders(vec![METADATA_GROUP]).await;
+    match leaders.and_then(|l| l.into_iter().next().flatten()) {
+        Some((node, _)) => BrokerId(node.0 as i32),
+        None => BrokerId(-1),
+    }
+}
+
+fn uuid(id: TopicId) -> Uuid {
+    Uuid::from_u128(id.0)
+}
+
+/// Asks the metadata group to create a topic with the automatic defaults, without waiting.
+async fn auto_create(context: &Context, name: &str) {
+    let request = Request::Admin(AdminRequest {
+        command: MetadataCommand::CreateTopic(CreateTopic {
+            name: name.to_string(),
+            partitions: context.config.default_partitions,
+            replication_factor: context.config.auto_replication_factor(),
+            configs: BTreeMap::new(),
+        }),
+        validate_only: false,
+        forward: true,
+        timeout_ms: 5_000,
+    });
+    if let Some(Response::Admin(Err(error))) = context.core.request(request).await {
+        debug!(context.logger, "automatic topic creation not proposed"; "topic" => name, "why" => ?error);
+    }
+}
+
 async fn metadata(context: &Context, request: MetadataRequest, version: i16) -> MetadataResponse {
     let mut response = MetadataResponse::default();
-    for node in context.config.all_nodes() {
-        let address = context
-            .config
-            .kafka_address(node)
-            .expect("every node has an address");
+    for (id, host, port) in brokers(context) {
         let mut broker = MetadataResponseBroker::default();
-        broker.node_id = BrokerId(node.0 as i32);
-        broker.host = str_bytes(&address.ip().to_string());
-        broker.port = i32::from(address.port());
+        broker.node_id = BrokerId(id);
+        broker.host = str_bytes(&host);
+        broker.port = port;
         response.brokers.push(broker);
     }
-    response.cluster_id = Some(str_bytes("oxbow"));
-    response.controller_id = BrokerId(context.config.node_id as i32);
-    let names: Vec<String> = match request.topics {
+    response.cluster_id = Some(str_bytes(CLUSTER_ID));
+    response.controller_id = controller(context).await;
+    let metadata = context.core.metadata();
+    // Each asked topic by name, or (v10+) by id; `Err` holds the unknown id.
+    let asked: Vec<Result<String, Uuid>> = match request.topics {
         // v0: an empty list means all topics; v1+: null means all topics.
         Some(topics) if !(version == 0 && topics.is_empty()) => topics
             .into_iter()
-            .filter_map(|t| t.name.map(|n| n.0.as_str().to_string()))
+            .map(|t| match t.name {
+                Some(name) => Ok(name.0.as_str().to_string()),
+                None => metadata
+                    .topic_by_id(TopicId(t.topic_id.as_u128()))
+                    .map(|topic| topic.name.clone())
+                    .ok_or(t.topic_id),
+            })
             .collect(),
-        _ => context.topics.keys().cloned().collect(),
+        _ => metadata.topics().keys().cloned().map(Ok).collect(),
     };
-    let groups: Vec<GroupId> = names
+    let groups: Vec<GroupId> = asked
         .iter()
-        .filter_map(|n| context.topics.get(n))
-        .flatten()
-        .map(|p| p.group)
+        .filter_map(|name| metadata.topic(name.as_ref().ok()?))
+        .flat_map(|topic| topic.partitions.iter().map(|p| p.group))
         .collect();
-    let statuses: BTreeMap<GroupId, _> = match context.core.status(groups.clone()).await {
-        Some(statuses) => groups.into_iter().zip(statuses).collect(),
+    let leaders: BTreeMap<GroupId, _> = match context.core.leaders(groups.clone()).await {
+        Some(leaders) => groups.into_iter().zip(leaders).collect(),
         None => BTreeMap::new(),
     };
-    for name in names {
+    let may_create =
+        context.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    for name in asked {
         let mut topic = MetadataResponseTopic::default();
+        let name = match name {
+            Ok(name) => name,
+            Err(id) => {
+                topic.topic_id = id;
+                topic.error_code = code::UNKNOWN_TOPIC_ID;
+                response.topics.push(topic);
+                continue;
+            }
+        };
         topic.name = Some(TopicName(str_bytes(&name)));
-        match context.topics.get(&name) {
+        match metadata.topic(&name) {
+            None if may_create && check_topic_name(&name).is_ok() => {
+                auto_create(context, &name).await;
+                topic.error_code = code::LEADER_NOT_AVAILABLE;
+            }
             None => topic.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
-            Some(placements) => {
-                for placement in placements {
+            Some(meta) => {
+                topic.topic_id = uuid(meta.id);
+                for (index, placement) in meta.partitions.iter().enumerate() {
                     let mut partition = MetadataResponsePartition::default();
-                    partition.partition_index = placement.partition as i32;
+                    partition.partition_index = index as i32;
                     partition.replica_nodes = placement
                         .replicas
                         .iter()
                         .map(|n| BrokerId(n.0 as i32))
                         .collect();
                     partition.isr_nodes = partition.replica_nodes.clone();
-                    match statuses.get(&placement.group).copied().flatten() {
-                        Some(status) if status.leader.is_some() => {
-                            partition.leader_id =
-                                BrokerId(status.leader.expect("checked").0 as i32);
-                            partition.leader_epoch = status.term.0 as i32;
+                    match leaders.get(&placement.group).copied().flatten() {
+                        Some((leader, term)) => {
+                            partition.leader_id = BrokerId(leader.0 as i32);
+                            partition.leader_epoch = term.0 as i32;
                         }
-                        _ => {
+                        None => {
                             partition.error_code = code::LEADER_NOT_AVAILABLE;
                             partition.leader_id = BrokerId(-1);
                             partition.leader_epoch = -1;
@@ -384,6 +519,332 @@ async fn metadata(context: &Context, request: MetadataRequest, version: i16) -> 
             }
         }
         response.topics.push(topic);
+    }
+    response
+}
+
+/// Proposes one admin command and waits for its answer.
+async fn admin(
+    context: &Context,
+    command: MetadataCommand,
+    validate_only: bool,
+    timeout_ms: i32,
+) -> Result<Option<MetadataChange>, AdminError> {
+    let timeout_ms = timeout_ms.clamp(0, 300_000) as u32;
+    let request = Request::Admin(AdminRequest {
+        command,
+        validate_only,
+        forward: false,
+        timeout_ms,
+    });
+    let deadline = Duration::from_millis(u64::from(timeout_ms) + 5_000);
+    match tokio::time::timeout(deadline, context.core.request(request)).await {
+        Ok(Some(Response::Admin(result))) => result,
+        Ok(_) => Err(AdminError::NotController { leader: None }),
+        Err(_) => Err(AdminError::TimedOut),
+    }
+}
+
+fn error_fields(result: &Result<Option<MetadataChange>, AdminError>) -> (i16, Option<StrBytes>) {
+    match result {
+        Ok(_) => (code::NONE, None),
+        Err(error) => (error.kafka_code(), error.message().map(|m| str_bytes(&m))),
+    }
+}
+
+async fn create_topics(context: &Context, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut response = CreateTopicsResponse::default();
+    let mut seen = std::collections::BTreeSet::new();
+    for topic in request.topics {
+        let name = topic.name.0.as_str().to_string();
+        let mut result = CreatableTopicResult::default();
+        result.name = topic.name.clone();
+        result.num_partitions = -1;
+        result.replication_factor = -1;
+        let outcome = if !seen.insert(name.clone()) {
+            Err(AdminError::InvalidTopic(format!(
+                "topic {name:?} appears twice in the request"
+            )))
+        } else if !topic.assignments.is_empty() {
+            Err(AdminError::InvalidConfig(
+                "manual replica assignment is not supported; give num_partitions and replication_factor".into(),
+            ))
+        } else {
+            let partitions = if topic.num_partitions == -1 {
+                context.config.default_partitions as i32
+            } else {
+                topic.num_partitions
+            };
+            let replication_factor = if topic.replication_factor == -1 {
+                context.config.auto_replication_factor() as i16
+            } else {
+                topic.replication_factor
+            };
+            let mut configs = BTreeMap::new();
+            let mut bad_config = None;
+            for config in &topic.configs {
+                match &config.value {
+                    Some(value) => {
+                        configs
+                            .insert(config.name.as_str().to_string(), value.as_str().to_string());
+                    }
+                    None => bad_config = Some(config.name.as_str().to_string()),
+                }
+            }
+            match (
+                u32::try_from(partitions),
+                u16::try_from(replication_factor),
+                bad_config,
+            ) {
+                (_, _, Some(key)) => Err(AdminError::InvalidConfig(format!(
+                    "config {key:?} has no value"
+                ))),
+                (Err(_), _, _) => Err(AdminError::InvalidPartitions(format!(
+                    "{partitions} partitions"
+                ))),
+                (_, Err(_), _) => Err(AdminError::InvalidReplicationFactor(format!(
+                    "replication factor {replication_factor}"
+                ))),
+                (Ok(partitions), Ok(replication_factor), None) => {
+                    admin(
+                        context,
+                        MetadataCommand::CreateTopic(CreateTopic {
+                            name: name.clone(),
+                            partitions,
+                            replication_factor,
+                            configs,
+                        }),
+                        request.validate_only,
+                        request.timeout_ms,
+                    )
+                    .await
+                }
+            }
+        };
+        (result.error_code, result.error_message) = error_fields(&outcome);
+        if outcome.is_ok() {
+            if let Some(meta) = context.core.metadata().topic(&name) {
+                result.topic_id = uuid(meta.id);
+                result.num_partitions = meta.partitions.len() as i32;
+                result.replication_factor = meta.replication_factor as i16;
+                result.configs = Some(
+                    topic_configs(meta)
+                        .into_iter()
+                        .map(|(key, value, default)| {
+                            let mut c = CreatableTopicConfigs::default();
+                            c.name = str_bytes(&key);
+                            c.value = Some(str_bytes(&value));
+                            c.config_source = if default { 5 } else { 1 };
+                            c
+                        })
+                        .collect(),
+                );
+            } else if let Ok(Some(MetadataChange::TopicCreated { id, .. })) = &outcome {
+                result.topic_id = uuid(*id);
+            }
+        }
+        response.topics.push(result);
+    }
+    response
+}
+
+async fn delete_topics(
+    context: &Context,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let mut response = DeleteTopicsResponse::default();
+    // v0-5 name topics; v6 names or ids.
+    let asked: Vec<(Option<String>, Uuid)> = if version >= 6 {
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.as_str().to_string()), t.topic_id))
+            .collect()
+    } else {
+        request
+            .topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.as_str().to_string()), Uuid::nil()))
+            .collect()
+    };
+    for (name, id) in asked {
+        let mut result = DeletableTopicResult::default();
+        let metadata = context.core.metadata();
+        let name = name.or_else(|| {
+            metadata
+                .topic_by_id(TopicId(id.as_u128()))
+                .map(|t| t.name.clone())
+        });
+        match name {
+            None => {
+                result.topic_id = id;
+                result.error_code = code::UNKNOWN_TOPIC_ID;
+            }
+            Some(name) => {
+                result.topic_id = metadata.topic(&name).map_or(id, |t| uuid(t.id));
+                result.name = Some(TopicName(str_bytes(&name)));
+                let outcome = admin(
+                    context,
+                    MetadataCommand::DeleteTopic { name },
+                    false,
+                    request.timeout_ms,
+                )
+                .await;
+                (result.error_code, result.error_message) = error_fields(&outcome);
+            }
+        }
+        response.responses.push(result);
+    }
+    response
+}
+
+async fn create_partitions(
+    context: &Context,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut response = CreatePartitionsResponse::default();
+    for topic in request.topics {
+        let mut result = CreatePartitionsTopicResult::default();
+        result.name = topic.name.clone();
+        let outcome = if topic.assignments.is_some() {
+            Err(AdminError::InvalidConfig(
+                "manual replica assignment is not supported".into(),
+            ))
+        } else {
+            match u32::try_from(topic.count) {
+                Err(_) => Err(AdminError::InvalidPartitions(format!(
+                    "{} partitions",
+                    topic.count
+                ))),
+                Ok(count) => {
+                    admin(
+                        context,
+                        MetadataCommand::CreatePartitions {
+                            name: topic.name.0.as_str().to_string(),
+                            count,
+                        },
+                        request.validate_only,
+                        request.timeout_ms,
+                    )
+                    .await
+                }
+            }
+        };
+        (result.error_code, result.error_message) = error_fields(&outcome);
+        response.results.push(result);
+    }
+    response
+}
+
+/// A topic's configuration: (key, value, whether it is the default).
+fn topic_configs(topic: &TopicMeta) -> Vec<(String, String, bool)> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|(key, _)| {
+            let value = topic.config(key).expect("known key").to_string();
+            (key.to_string(), value, !topic.configs.contains_key(*key))
+        })
+        .collect()
+}
+
+/// The broker configuration that DescribeConfigs reports (read-only: it comes from the file).
+fn broker_configs(context: &Context) -> Vec<(String, String)> {
+    let config = &context.config;
+    vec![
+        ("broker.id".into(), config.node_id.to_string()),
+        (
+            "auto.create.topics.enable".into(),
+            config.auto_create_topics.to_string(),
+        ),
+        (
+            "num.partitions".into(),
+            config.default_partitions.to_string(),
+        ),
+        (
+            "default.replication.factor".into(),
+            config.auto_replication_factor().to_string(),
+        ),
+        (
+            "message.max.bytes".into(),
+            crate::runtime::core_config(config)
+                .batch_bytes_max
+                .to_string(),
+        ),
+    ]
+}
+
+fn describe_configs(context: &Context, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    const TOPIC: i8 = 2;
+    const BROKER: i8 = 4;
+    let mut response = DescribeConfigsResponse::default();
+    let metadata = context.core.metadata();
+    for resource in request.resources {
+        let mut result = DescribeConfigsResult::default();
+        result.resource_type = resource.resource_type;
+        result.resource_name = resource.resource_name.clone();
+        let name = resource.resource_name.as_str();
+        // (key, value, read only, source: 1 topic, 4 static broker, 5 default).
+        let entries: Option<Vec<(String, String, bool, i8)>> = match resource.resource_type {
+            TOPIC => metadata.topic(name).map(|topic| {
+                topic_configs(topic)
+                    .into_iter()
+                    .map(|(k, v, default)| (k, v, false, if default { 5 } else { 1 }))
+                    .collect()
+            }),
+            BROKER if name.is_empty() || name == context.config.node_id.to_string() => Some(
+                broker_configs(context)
+                    .into_iter()
+                    .map(|(k, v)| (k, v, true, 4))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        match entries {
+            None if resource.resource_type == TOPIC => {
+                result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+                result.error_message = Some(str_bytes(&format!("no topic {name:?}")));
+            }
+            None => {
+                result.error_code = code::INVALID_REQUEST;
+                result.error_message = Some(str_bytes(
+                    "only topic resources and this broker's id can be described",
+                ));
+            }
+            Some(entries) => {
+                for (key, value, read_only, source) in entries {
+                    let wanted = resource
+                        .configuration_keys
+                        .as_ref()
+                        .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key));
+                    if !wanted {
+                        continue;
+                    }
+                    let mut entry = DescribeConfigsResourceResult::default();
+                    entry.name = str_bytes(&key);
+                    entry.value = Some(str_bytes(&value));
+                    entry.read_only = read_only;
+                    entry.config_source = source;
+                    result.configs.push(entry);
+                }
+            }
+        }
+        response.results.push(result);
+    }
+    response
+}
+
+async fn describe_cluster(context: &Context) -> DescribeClusterResponse {
+    let mut response = DescribeClusterResponse::default();
+    response.cluster_id = str_bytes(CLUSTER_ID);
+    response.controller_id = controller(context).await;
+    response.cluster_authorized_operations = i32::MIN;
+    for (id, host, port) in brokers(context) {
+        let mut broker = DescribeClusterBroker::default();
+        broker.broker_id = BrokerId(id);
+        broker.host = str_bytes(&host);
+        broker.port = port;
+        response.brokers.push(broker);
     }
     response
 }
@@ -407,10 +868,11 @@ async fn produce(
         i32,
         Result<tokio::sync::oneshot::Receiver<Response>, i16>,
     )> = Vec::new();
+    let metadata = context.core.metadata();
     for topic in request.topic_data {
         let name = topic.name.0.as_str().to_string();
         for partition in topic.partition_data {
-            let wait = match context.placement(&name, partition.index) {
+            let wait = match placement(&metadata, &name, partition.index) {
                 None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
                 Some(placement) if !context.hosts(placement) => Err(code::NOT_LEADER_OR_FOLLOWER),
                 Some(placement) => {
@@ -520,6 +982,7 @@ async fn fetch(context: &Context, request: FetchRequest) -> FetchResponse {
         + Duration::from_millis(request.max_wait_ms.clamp(0, 30_000) as u64);
     loop {
         applied.borrow_and_update();
+        let metadata = context.core.metadata();
         let mut total = 0usize;
         let mut any_error = false;
         let mut response = FetchResponse::default();
@@ -535,7 +998,7 @@ async fn fetch(context: &Context, request: FetchRequest) -> FetchResponse {
                 data.log_start_offset = -1;
                 data.preferred_read_replica = BrokerId(-1);
                 data.aborted_transactions = Some(Vec::new());
-                match context.placement(name, partition.partition) {
+                match placement(&metadata, name, partition.partition) {
                     None => data.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                     Some(p) if !context.hosts(p) => data.error_code = code::NOT_LEADER_OR_FOLLOWER,
                     Some(p) => {
@@ -620,6 +1083,7 @@ async fn find_timestamp(
 
 async fn list_offsets(context: &Context, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
+    let metadata = context.core.metadata();
     for topic in request.topics {
         let name = topic.name.0.as_str().to_string();
         let mut out = ListOffsetsTopicResponse::default();
@@ -630,7 +1094,7 @@ async fn list_offsets(context: &Context, request: ListOffsetsRequest) -> ListOff
             answer.timestamp = -1;
             answer.offset = -1;
             answer.leader_epoch = -1;
-            match context.placement(&name, partition.partition_index) {
+            match placement(&metadata, &name, partition.partition_index) {
                 None => answer.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(p) if !context.hosts(p) => answer.error_code = code::NOT_LEADER_OR_FOLLOWER,
                 Some(p) => match context

@@ -39,9 +39,12 @@ enum Command {
         /// Kafka port of the first node; the others use the next two. Peer ports are 10,000 higher.
         #[arg(long, default_value_t = 9092)]
         port: u16,
-        /// Topics to create, as NAME or NAME:PARTITIONS (repeatable).
+        /// Topics to create if they do not exist, as NAME or NAME:PARTITIONS (repeatable).
         #[arg(long = "topic", default_values_t = ["events:3".to_string()])]
         topics: Vec<String>,
+        /// Create unknown topics when a client asks for their metadata (1 partition, 3 replicas).
+        #[arg(long)]
+        auto_create_topics: bool,
     },
 }
 
@@ -116,6 +119,7 @@ fn dev_configs(
     data_dir: &std::path::Path,
     port: u16,
     topics: &[String],
+    auto_create_topics: bool,
 ) -> Result<Vec<Config>, String> {
     let topics: Vec<TopicConfig> = topics
         .iter()
@@ -167,6 +171,9 @@ fn dev_configs(
             fsync: FsyncPolicy::Always,
             tick_ms: 100,
             topics: topics.clone(),
+            auto_create_topics,
+            default_partitions: 1,
+            default_replication_factor: None,
         };
         config.validate().map_err(|e| e.to_string())?;
         configs.push(config);
@@ -287,7 +294,8 @@ fn main() -> ExitCode {
             data_dir,
             port,
             topics,
-        } => match dev_configs(data_dir, *port, topics) {
+            auto_create_topics,
+        } => match dev_configs(data_dir, *port, topics, *auto_create_topics) {
             Ok(configs) => {
                 println!("oxbow dev: 3 nodes, data in {}", data_dir.display());
                 println!(

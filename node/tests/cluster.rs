@@ -33,6 +33,11 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts a cluster whose node configurations end with `extra` (TOML).
+    fn start_with(extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let kafka: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let peer: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -44,6 +49,8 @@ impl Cluster {
                 kafka[i],
                 peer[i]
             );
+            // Before the first table header, so the keys stay top-level.
+            text += extra;
             for j in (0..3).filter(|j| *j != i) {
                 text += &format!(
                     "[[peers]]\nid = {}\npeer_address = \"127.0.0.1:{}\"\nkafka_address = \"127.0.0.1:{}\"\n",
@@ -138,8 +145,20 @@ impl Cluster {
         leaders
     }
 
-    fn wait_for_leaders(&self) {
+    fn wait_for_leaders(&mut self) {
         for _ in 0..100 {
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                if let Some(Ok(Some(status))) = node.as_mut().map(Child::try_wait) {
+                    let log = std::fs::read_to_string(
+                        self.dir.path().join(format!("node-{}.log", i + 1)),
+                    );
+                    panic!(
+                        "node {} exited ({status}): {}",
+                        i + 1,
+                        log.unwrap_or_default()
+                    );
+                }
+            }
             if self.leaders().len() == PARTITIONS as usize {
                 return;
             }
@@ -565,4 +584,302 @@ fn offsets_for_times_finds_the_first_record_at_or_after_a_timestamp() {
     assert_eq!(lookup(BASE + 50_000), Offset::Offset(50));
     assert_eq!(lookup(0), Offset::Offset(0));
     assert_eq!(lookup(BASE + 1_000_000), Offset::End, "no record that late");
+}
+
+/// Partition leaders of `topic` as the node on `port` alone reports them (-1: none).
+fn leaders_from(port: u16, topic: &str) -> Vec<i32> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", format!("127.0.0.1:{port}"))
+        .create()
+        .expect("consumer");
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return Vec::new();
+    };
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.leader()))
+        .collect()
+}
+
+/// Waits until every node names a leader for each of the topic's `partitions`.
+fn wait_for_topic(cluster: &Cluster, topic: &str, partitions: usize) {
+    for _ in 0..200 {
+        let ready = cluster.kafka.iter().all(|port| {
+            let leaders = leaders_from(*port, topic);
+            leaders.len() == partitions && leaders.iter().all(|l| *l > 0)
+        });
+        if ready {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "topic {topic}: not every node names {partitions} leaders; logs in {}",
+        cluster.dir.path().display()
+    );
+}
+
+#[test]
+fn admin_api_creates_grows_describes_and_deletes_topics() {
+    use rdkafka::admin::{
+        AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+    };
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    let mut cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .create()
+        .expect("admin client");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let created = runtime
+        .block_on(
+            admin.create_topics(
+                &[
+                    NewTopic::new("one-replica", 3, TopicReplication::Fixed(1)),
+                    NewTopic::new("two-replicas", 2, TopicReplication::Fixed(2))
+                        .set("message.timestamp.type", "LogAppendTime"),
+                    NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1)),
+                    NewTopic::new("too-many-replicas", 1, TopicReplication::Fixed(4)),
+                    NewTopic::new("unsupported-config", 1, TopicReplication::Fixed(1))
+                        .set("retention.ms", "1000"),
+                ],
+                &options,
+            ),
+        )
+        .expect("create topics");
+    let codes: Vec<Option<RDKafkaErrorCode>> = created
+        .iter()
+        .map(|r| r.as_ref().err().map(|(_, code)| *code))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            None,
+            None,
+            Some(RDKafkaErrorCode::TopicAlreadyExists),
+            Some(RDKafkaErrorCode::InvalidReplicationFactor),
+            Some(RDKafkaErrorCode::InvalidConfig),
+        ]
+    );
+
+    // With fewer replicas than nodes, every node still names every leader (gossip), and
+    // records go in and come back out through any bootstrap node.
+    wait_for_topic(&cluster, "one-replica", 3);
+    wait_for_topic(&cluster, "two-replicas", 2);
+    let producer: BaseProducer = ClientConfig::new()
+        .set(
+            "bootstrap.servers",
+            format!("127.0.0.1:{}", cluster.kafka[0]),
+        )
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    for p in 0..3 {
+        for i in 0..10 {
+            let value = format!("p{p}-{i}");
+            producer
+                .send(
+                    BaseRecord::<(), String>::to("one-replica")
+                        .partition(p)
+                        .payload(&value),
+                )
+                .expect("queue");
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set(
+            "bootstrap.servers",
+            format!("127.0.0.1:{}", cluster.kafka[2]),
+        )
+        .set("group.id", "admin-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..3 {
+        assignment
+            .add_partition_offset("one-replica", p, Offset::Beginning)
+            .expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut read = Vec::new();
+    let mut finished = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while finished.len() < 3 && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                read.push(String::from_utf8_lossy(m.payload().expect("value")).into_owned())
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                finished.insert(p);
+            }
+            _ => {}
+        }
+    }
+    read.sort();
+    let mut expected: Vec<String> = (0..3)
+        .flat_map(|p| (0..10).map(move |i| format!("p{p}-{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(read, expected);
+
+    // Growing a topic.
+    let grown = runtime
+        .block_on(admin.create_partitions(&[NewPartitions::new("one-replica", 5)], &options))
+        .expect("create partitions");
+    assert!(grown.iter().all(|r| r.is_ok()), "{grown:?}");
+    wait_for_topic(&cluster, "one-replica", 5);
+    let shrink = runtime
+        .block_on(admin.create_partitions(&[NewPartitions::new("one-replica", 2)], &options))
+        .expect("create partitions");
+    assert!(
+        matches!(&shrink[0], Err((_, RDKafkaErrorCode::InvalidPartitions))),
+        "{shrink:?}"
+    );
+
+    // Configurations.
+    let described = runtime
+        .block_on(admin.describe_configs(
+            &[
+                ResourceSpecifier::Topic("two-replicas"),
+                ResourceSpecifier::Broker(1),
+            ],
+            &options,
+        ))
+        .expect("describe configs");
+    let topic = described[0].as_ref().expect("topic configs");
+    let timestamps = topic
+        .entries
+        .iter()
+        .find(|e| e.name == "message.timestamp.type")
+        .expect("listed");
+    assert_eq!(timestamps.value.as_deref(), Some("LogAppendTime"));
+    assert!(!timestamps.is_default);
+    let broker = described[1].as_ref().expect("broker configs");
+    assert!(broker
+        .entries
+        .iter()
+        .any(|e| e.name == "auto.create.topics.enable" && e.value.as_deref() == Some("false")));
+
+    // Deleting, then a restart: the deletion holds and the other topics come back.
+    let deleted = runtime
+        .block_on(admin.delete_topics(&["one-replica", "never-existed"], &options))
+        .expect("delete topics");
+    assert!(deleted[0].is_ok(), "{deleted:?}");
+    assert!(
+        matches!(
+            &deleted[1],
+            Err((_, RDKafkaErrorCode::UnknownTopicOrPartition))
+        ),
+        "{deleted:?}"
+    );
+    cluster.stop(0);
+    cluster.start_node(0);
+    wait_for_topic(&cluster, "two-replicas", 2);
+    for port in &cluster.kafka {
+        assert!(leaders_from(*port, "one-replica").is_empty());
+    }
+}
+
+/// Sends one request in the encoding its version asks for and decodes the answer.
+fn call<Req, Resp>(
+    port: u16,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    request: &Req,
+) -> Resp
+where
+    Req: kafka_protocol::protocol::Encodable,
+    Resp: kafka_protocol::protocol::Decodable,
+{
+    use bytes::Buf;
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    header.correlation_id = 7;
+    let mut body = bytes::BytesMut::new();
+    header
+        .encode(&mut body, key.request_header_version(version))
+        .expect("header");
+    request.encode(&mut body, version).expect("body");
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let answer = raw_request(port, &frame).expect("an answer");
+    let mut answer = bytes::Bytes::from(answer);
+    ResponseHeader::decode(&mut answer, key.response_header_version(version)).expect("header");
+    let response = Resp::decode(&mut answer, version).expect("response");
+    assert_eq!(answer.remaining(), 0);
+    response
+}
+
+fn metadata_v12(port: u16, topics: &[&str]) -> kafka_protocol::messages::MetadataResponse {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut request = MetadataRequest::default();
+    request.allow_auto_topic_creation = true;
+    request.topics = Some(
+        topics
+            .iter()
+            .map(|t| {
+                let mut topic = MetadataRequestTopic::default();
+                topic.name = Some(TopicName(StrBytes::from_string(t.to_string())));
+                topic
+            })
+            .collect(),
+    );
+    call(port, ApiKey::Metadata, 12, &request)
+}
+
+#[test]
+fn metadata_has_stable_topic_ids_and_auto_creation_is_off_unless_configured() {
+    use kafka_protocol::messages::{ApiKey, DescribeClusterRequest, DescribeClusterResponse};
+
+    let cluster = Cluster::start();
+    let answers: Vec<_> = cluster
+        .kafka
+        .iter()
+        .map(|port| metadata_v12(*port, &[TOPIC, "not-there"]))
+        .collect();
+    let id = answers[0].topics[0].topic_id;
+    assert!(!id.is_nil());
+    for answer in &answers {
+        assert_eq!(
+            answer.topics[0].topic_id, id,
+            "every node has the same topic id"
+        );
+        assert_eq!(answer.topics[0].partitions.len(), PARTITIONS as usize);
+        assert_eq!(answer.topics[1].error_code, 3, "unknown, and not created");
+        assert!((1..=3).contains(&answer.controller_id.0));
+    }
+    let cluster_answer: DescribeClusterResponse = call(
+        cluster.kafka[1],
+        ApiKey::DescribeCluster,
+        1,
+        &DescribeClusterRequest::default(),
+    );
+    assert_eq!(cluster_answer.error_code, 0);
+    assert_eq!(cluster_answer.brokers.len(), 3);
+    assert!((1..=3).contains(&cluster_answer.controller_id.0));
+    drop(cluster);
+
+    let cluster = Cluster::start_with("auto_create_topics = true\ndefault_partitions = 2\n");
+    let first = metadata_v12(cluster.kafka[2], &["made-on-demand"]);
+    assert_eq!(
+        first.topics[0].error_code, 5,
+        "LEADER_NOT_AVAILABLE while it is created"
+    );
+    wait_for_topic(&cluster, "made-on-demand", 2);
 }

@@ -9,13 +9,17 @@ pub mod peer;
 pub mod writer;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use oxbow_core::ids::{GroupId, NodeId, RequestId};
-use oxbow_core::io::{GroupMessage, Input, Output, Request, Response, TraceEvent};
-use oxbow_core::node::{GroupConfig, GroupStatus, Node, NodeConfig};
+use oxbow_core::ids::{GroupId, NodeId, RequestId, Term};
+use oxbow_core::io::{AdminRequest, GroupMessage, Input, Output, Request, Response, TraceEvent};
+use oxbow_core::metadata::{
+    AdminError, CreateTopic, MetadataCommand, MetadataState, METADATA_GROUP,
+};
+use oxbow_core::node::{GroupStatus, Node, NodeConfig};
 use oxbow_core::time::{Instant, Now};
-use slog::{error, info, Logger};
+use slog::{error, info, warn, Logger};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
@@ -48,6 +52,13 @@ pub enum Event {
         /// Where the answer goes.
         reply: oneshot::Sender<Vec<Option<GroupStatus>>>,
     },
+    /// Who leads some groups, as far as the node knows (hosted or gossiped).
+    Leaders {
+        /// The groups.
+        groups: Vec<GroupId>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<Option<(NodeId, Term)>>>,
+    },
     /// The disk finished a write.
     WriteDone(oxbow_core::ids::IoSeq),
     /// The disk failed: the node must stop.
@@ -59,6 +70,7 @@ pub enum Event {
 pub struct CoreHandle {
     inbox: mpsc::Sender<Event>,
     applied: watch::Receiver<u64>,
+    metadata: watch::Receiver<Arc<MetadataState>>,
 }
 
 impl CoreHandle {
@@ -100,6 +112,21 @@ impl CoreHandle {
             .await
             .ok()?;
         answer.await.ok()
+    }
+
+    /// Who leads `groups`: this node's view for groups it hosts, the peers' gossip otherwise.
+    pub async fn leaders(&self, groups: Vec<GroupId>) -> Option<Vec<Option<(NodeId, Term)>>> {
+        let (reply, answer) = oneshot::channel();
+        self.inbox
+            .send(Event::Leaders { groups, reply })
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// The cluster metadata as this node has applied it.
+    pub fn metadata(&self) -> Arc<MetadataState> {
+        self.metadata.borrow().clone()
     }
 
     /// A counter of entries applied on this node: it changes whenever any high watermark may
@@ -192,19 +219,12 @@ impl Default for Clock {
     }
 }
 
-/// The core's configuration for this node's groups.
+/// The core's configuration: every node votes in the metadata group; partition groups come
+/// from applying it.
 pub fn core_config(config: &Config) -> NodeConfig {
-    let groups = config
-        .placements()
-        .into_iter()
-        .filter(|p| p.replicas.contains(&config.node()))
-        .map(|p| GroupConfig {
-            id: p.group,
-            voters: p.replicas,
-            timestamps: Default::default(),
-        })
-        .collect();
-    NodeConfig::new(config.node(), groups)
+    let mut node = NodeConfig::new(config.node(), Vec::new());
+    node.metadata_voters = config.all_nodes();
+    node
 }
 
 /// A started node: its core handle, and the task to await for its end.
@@ -235,17 +255,11 @@ pub async fn start(
         "dir" => %config.data_dir.display(), "segments" => report.segments, "frames" => report.frames,
         "groups" => durable.groups.len(), "cut" => ?report.cut);
     let node_config = core_config(&config);
-    let unknown: Vec<_> = durable
-        .groups
-        .keys()
-        .filter(|g| !node_config.groups.iter().any(|c| c.id == **g))
-        .collect();
-    if !unknown.is_empty() {
+    if !durable.groups.is_empty() && !durable.groups.contains_key(&METADATA_GROUP) {
         return Err(RuntimeError::Mismatch(format!(
-            "the data directory {} holds {} partition(s) that the configuration does not place on this node \
-             (Raft groups {unknown:?}); put their topics back in the configuration, or start with an empty data directory",
-            config.data_dir.display(),
-            unknown.len()
+            "the data directory {} holds partitions but no metadata log: it was written by an older \
+             oxbow whose topics came from the configuration file; start with an empty data directory",
+            config.data_dir.display()
         )));
     }
     let peer_listener = tokio::net::TcpListener::bind(config.peer_listen)
@@ -256,9 +270,11 @@ pub async fn start(
         })?;
     let (inbox_tx, inbox) = mpsc::channel(INBOX_CAPACITY);
     let (applied_tx, applied) = watch::channel(0u64);
+    let (metadata_tx, metadata) = watch::channel(Arc::new(MetadataState::new(config.all_nodes())));
     let core = CoreHandle {
         inbox: inbox_tx,
         applied,
+        metadata,
     };
     let writer = writer::spawn(log, config.fsync, core.sender(), logger.clone());
     let peers = peer::Peers::start(&config, shutdown.clone(), logger.clone());
@@ -278,10 +294,12 @@ pub async fn start(
         writer,
         peers,
         tick,
-        shutdown,
+        shutdown: shutdown.clone(),
         applied: applied_tx,
-        logger,
+        metadata: metadata_tx,
+        logger: logger.clone(),
     }));
+    tokio::spawn(ensure_topics(config, core.clone(), shutdown, logger));
     Ok(Started { core, done })
 }
 
@@ -317,6 +335,7 @@ struct CoreTask {
     tick: Duration,
     shutdown: watch::Receiver<bool>,
     applied: watch::Sender<u64>,
+    metadata: watch::Sender<Arc<MetadataState>>,
     logger: Logger,
 }
 
@@ -329,6 +348,7 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
         tick,
         mut shutdown,
         applied,
+        metadata,
         logger,
     } = task;
     let clock = Clock::new();
@@ -356,6 +376,10 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                     let _ = reply.send(groups.iter().map(|g| node.group_status(*g)).collect());
                     continue;
                 }
+                Some(Event::Leaders { groups, reply }) => {
+                    let _ = reply.send(groups.iter().map(|g| node.leader(*g)).collect());
+                    continue;
+                }
                 Some(Event::WriteDone(seq)) => Input::WriteDone { seq },
                 Some(Event::Fatal(why)) => {
                     error!(logger, "disk failure, stopping"; "error" => &why);
@@ -365,6 +389,7 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
             _ = ticker.tick() => Input::Tick,
         };
         node.handle(clock.now(), input, &mut out);
+        let mut metadata_changed = false;
         for output in out.drain(..) {
             match output {
                 Output::Send { to, messages } => peers.send(to, messages),
@@ -375,14 +400,83 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                     }
                 }
                 Output::Trace(event) => {
-                    if matches!(event, TraceEvent::Applied { .. }) {
-                        applied.send_modify(|count| *count += 1);
+                    match &event {
+                        TraceEvent::Applied { .. } => applied.send_modify(|count| *count += 1),
+                        TraceEvent::MetadataApplied {
+                            changed: true,
+                            index,
+                        } => {
+                            info!(logger, "metadata changed"; "index" => index.0);
+                            metadata_changed = true;
+                        }
+                        _ => {}
                     }
                     slog::trace!(logger, "trace"; "event" => ?event);
                 }
             }
         }
+        if metadata_changed {
+            let state = node.metadata().expect("every node runs the metadata group");
+            metadata.send_replace(Arc::new(state.clone()));
+        }
     }
     info!(logger, "core stopped");
     Ok(())
+}
+
+/// Makes sure the configuration's topics exist: asks the metadata group to create each one
+/// until it is created or found, retrying while there is no controller. Every node does it;
+/// the metadata group answers all but the first with TOPIC_ALREADY_EXISTS.
+async fn ensure_topics(
+    config: Config,
+    core: CoreHandle,
+    mut shutdown: watch::Receiver<bool>,
+    logger: Logger,
+) {
+    for topic in &config.topics {
+        loop {
+            if let Some(existing) = core.metadata().topic(&topic.name) {
+                if existing.partitions.len() != topic.partitions as usize {
+                    warn!(logger, "configured topic exists with another partition count";
+                        "topic" => &topic.name, "configured" => topic.partitions,
+                        "actual" => existing.partitions.len());
+                }
+                break;
+            }
+            let request = Request::Admin(AdminRequest {
+                command: MetadataCommand::CreateTopic(CreateTopic {
+                    name: topic.name.clone(),
+                    partitions: topic.partitions,
+                    replication_factor: topic.replication_factor as u16,
+                    configs: BTreeMap::new(),
+                }),
+                validate_only: false,
+                forward: false,
+                timeout_ms: 5_000,
+            });
+            match core.request(request).await {
+                None => return,
+                Some(Response::Admin(Ok(_))) => {
+                    info!(logger, "created configured topic"; "topic" => &topic.name);
+                    break;
+                }
+                Some(Response::Admin(Err(AdminError::TopicAlreadyExists))) => break,
+                Some(Response::Admin(Err(
+                    AdminError::NotController { .. }
+                    | AdminError::TimedOut
+                    | AdminError::Backpressure,
+                ))) => {}
+                Some(other) => {
+                    error!(logger, "cannot create configured topic; fix the configuration";
+                        "topic" => &topic.name, "answer" => ?other);
+                    break;
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
 }
