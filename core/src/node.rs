@@ -738,9 +738,10 @@ impl Node {
     /// The leader of a group and its term, as far as this node knows: its own view for groups
     /// it hosts, else the peers' gossip (the claim with the highest term).
     pub fn leader(&self, group: GroupId) -> Option<(NodeId, Term)> {
-        if let Some(replica) = self.groups.get(&group) {
-            let status = replica.status();
-            return status.leader.map(|leader| (leader, status.term));
+        if let Some(status) = self.groups.get(&group).map(Replica::status) {
+            if let Some(leader) = status.leader {
+                return Some((leader, status.term));
+            }
         }
         self.remote_leaders
             .iter()
