@@ -707,7 +707,7 @@ async fn create_partitions(
     for topic in request.topics {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic.name.clone();
-        let outcome = if topic.assignments.is_some() {
+        let outcome = if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
             Err(AdminError::InvalidConfig(
                 "manual replica assignment is not supported".into(),
             ))

@@ -1,0 +1,271 @@
+//! [`Admin`]: create and delete topics, add partitions, describe the cluster. Requests go to
+//! the controller named by the metadata; NOT_CONTROLLER makes the client refresh and retry.
+
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use kafka_protocol::messages::ApiKey;
+
+use crate::client::Client;
+use crate::connection::Connection;
+use crate::error::{codes, Error, Result};
+
+/// A topic to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Name.
+    pub name: String,
+    /// Partitions (-1: the broker's default).
+    pub partitions: i32,
+    /// Replicas per partition (-1: the broker's default).
+    pub replication_factor: i16,
+    /// Configuration overrides.
+    pub configs: Vec<(String, String)>,
+}
+
+impl NewTopic {
+    /// A topic with no configuration overrides.
+    pub fn new(name: &str, partitions: i32, replication_factor: i16) -> Self {
+        Self {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            configs: Vec::new(),
+        }
+    }
+}
+
+fn creatable(t: &NewTopic) -> CreatableTopic {
+    let mut topic = CreatableTopic::default();
+    topic.name = TopicName(StrBytes::from_string(t.name.clone()));
+    topic.num_partitions = t.partitions;
+    topic.replication_factor = t.replication_factor;
+    topic.configs = t
+        .configs
+        .iter()
+        .map(|(k, v)| {
+            let mut c = CreatableTopicConfig::default();
+            c.name = StrBytes::from_string(k.clone());
+            c.value = Some(StrBytes::from_string(v.clone()));
+            c
+        })
+        .collect();
+    topic
+}
+
+/// Records each topic's answer; NOT_CONTROLLER leaves it pending for the next attempt.
+fn note_answers(
+    results: &mut [Option<Result<()>>],
+    pending: &[usize],
+    answers: impl Iterator<Item = (i16, Option<StrBytes>)>,
+) {
+    for (i, (code, message)) in pending.iter().zip(answers) {
+        match code {
+            codes::NONE => results[*i] = Some(Ok(())),
+            codes::NOT_CONTROLLER => {}
+            code => {
+                let message = message.map(|m| m.as_str().to_string());
+                results[*i] = Some(Err(Error::broker(code, message)));
+            }
+        }
+    }
+}
+
+/// What DescribeCluster says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// The cluster id.
+    pub cluster_id: String,
+    /// The controller's broker id (-1: none).
+    pub controller: i32,
+    /// Broker ids and `host:port`s.
+    pub brokers: Vec<(i32, String)>,
+}
+
+/// The admin client.
+#[derive(Clone)]
+pub struct Admin {
+    client: Client,
+}
+
+/// Attempts per admin call while the controller moves.
+const ATTEMPTS: usize = 20;
+
+impl Admin {
+    /// An admin client on `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    async fn controller(&self) -> Result<std::sync::Arc<Connection>> {
+        let metadata = self.client.refresh_metadata(&[]).await?;
+        if metadata.controller < 0 {
+            return Err(Error::broker(
+                codes::NOT_CONTROLLER,
+                Some("no controller yet".into()),
+            ));
+        }
+        self.client.broker(metadata.controller).await
+    }
+
+    /// Creates topics; one result per topic, in order.
+    pub async fn create_topics(&self, topics: &[NewTopic]) -> Result<Vec<Result<()>>> {
+        let mut results: Vec<Option<Result<()>>> = vec![None; topics.len()];
+        let mut last = Error::Closed;
+        for _ in 0..ATTEMPTS {
+            let pending: Vec<usize> = (0..topics.len())
+                .filter(|i| results[*i].is_none())
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let mut request = CreateTopicsRequest::default();
+            request.timeout_ms = 30_000;
+            request.topics = pending.iter().map(|i| creatable(&topics[*i])).collect();
+            match self.call_controller(request).await {
+                Ok(response) => note_answers(
+                    &mut results,
+                    &pending,
+                    response
+                        .topics
+                        .into_iter()
+                        .map(|a| (a.error_code, a.error_message)),
+                ),
+                Err(e) if e.is_retriable() && !e.is_indeterminate() => last = e,
+                Err(e) => return Err(e),
+            }
+            if results.iter().any(Option::is_none) {
+                self.client.backoff().await;
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(last.clone())))
+            .collect())
+    }
+
+    /// Deletes topics by name; one result per topic, in order.
+    pub async fn delete_topics(&self, names: &[&str]) -> Result<Vec<Result<()>>> {
+        let mut results: Vec<Option<Result<()>>> = vec![None; names.len()];
+        let mut last = Error::Closed;
+        for _ in 0..ATTEMPTS {
+            let pending: Vec<usize> = (0..names.len()).filter(|i| results[*i].is_none()).collect();
+            if pending.is_empty() {
+                break;
+            }
+            let connection = match self.controller().await {
+                Ok(c) => c,
+                Err(e) if e.is_retriable() => {
+                    last = e;
+                    self.client.backoff().await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let version = connection.version(ApiKey::DeleteTopics)?;
+            let mut request = DeleteTopicsRequest::default();
+            request.timeout_ms = 30_000;
+            for i in &pending {
+                let name = TopicName(StrBytes::from_string(names[*i].to_string()));
+                if version >= 6 {
+                    let mut state = DeleteTopicState::default();
+                    state.name = Some(name);
+                    request.topics.push(state);
+                } else {
+                    request.topic_names.push(name);
+                }
+            }
+            match connection.call_version(request, version).await {
+                Ok(response) => note_answers(
+                    &mut results,
+                    &pending,
+                    response
+                        .responses
+                        .into_iter()
+                        .map(|a| (a.error_code, a.error_message)),
+                ),
+                Err(e) if e.is_retriable() && !e.is_indeterminate() => last = e,
+                Err(e) => return Err(e),
+            }
+            if results.iter().any(Option::is_none) {
+                self.client.backoff().await;
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(last.clone())))
+            .collect())
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub async fn create_partitions(&self, topic: &str, count: i32) -> Result<()> {
+        let mut last = Error::Closed;
+        for _ in 0..ATTEMPTS {
+            let mut request = CreatePartitionsRequest::default();
+            request.timeout_ms = 30_000;
+            let mut t = CreatePartitionsTopic::default();
+            t.name = TopicName(StrBytes::from_string(topic.to_string()));
+            t.count = count;
+            t.assignments = None;
+            request.topics = vec![t];
+            match self.call_controller(request).await {
+                Ok(response) => {
+                    let answer =
+                        response.results.into_iter().next().ok_or_else(|| {
+                            Error::Protocol("empty CreatePartitions answer".into())
+                        })?;
+                    match answer.error_code {
+                        codes::NONE => return Ok(()),
+                        codes::NOT_CONTROLLER => last = Error::broker(codes::NOT_CONTROLLER, None),
+                        code => {
+                            return Err(Error::broker(
+                                code,
+                                answer.error_message.map(|m| m.as_str().to_string()),
+                            ))
+                        }
+                    }
+                }
+                Err(e) if e.is_retriable() && !e.is_indeterminate() => last = e,
+                Err(e) => return Err(e),
+            }
+            self.client.backoff().await;
+        }
+        Err(last)
+    }
+
+    /// Sends one request to the controller.
+    async fn call_controller<R: kafka_protocol::protocol::Request>(
+        &self,
+        request: R,
+    ) -> Result<R::Response> {
+        let connection = self.controller().await?;
+        Ok(connection.call(request).await?.0)
+    }
+
+    /// Describes the cluster.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
+        let connection = self.client.any_broker().await?;
+        let (response, _) = connection.call(DescribeClusterRequest::default()).await?;
+        if response.error_code != codes::NONE {
+            return Err(Error::broker(
+                response.error_code,
+                response.error_message.map(|m| m.as_str().to_string()),
+            ));
+        }
+        Ok(ClusterDescription {
+            cluster_id: response.cluster_id.as_str().to_string(),
+            controller: response.controller_id.0,
+            brokers: response
+                .brokers
+                .iter()
+                .map(|b| (b.broker_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+                .collect(),
+        })
+    }
+}

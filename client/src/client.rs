@@ -1,0 +1,289 @@
+//! [`Client`]: bootstrap, connections to every broker (reopened when they die), and a metadata
+//! cache that is refreshed when a broker says it is not the leader or does not know a topic.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::connection::Connection;
+use crate::error::{codes, Error, Result};
+use crate::transport::{Connector, TcpConnector};
+
+/// How to reach the cluster.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// `host:port` of one or more brokers.
+    pub bootstrap: Vec<String>,
+    /// Sent in every request header.
+    pub client_id: String,
+    /// How long to wait for a connection or an answer.
+    pub request_timeout: Duration,
+    /// Wait between retries.
+    pub retry_backoff: Duration,
+    /// How connections are opened.
+    pub connector: Arc<dyn Connector>,
+}
+
+impl ClientConfig {
+    /// Plain TCP to `bootstrap` (comma-separated `host:port`s), with defaults.
+    pub fn new(bootstrap: &str) -> Self {
+        Self {
+            bootstrap: bootstrap
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            client_id: "oxbow-client".into(),
+            request_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_millis(100),
+            connector: Arc::new(TcpConnector),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("bootstrap", &self.bootstrap)
+            .field("client_id", &self.client_id)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One partition as the metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// The leader's broker id, or -1.
+    pub leader: i32,
+    /// The leader's epoch.
+    pub leader_epoch: i32,
+    /// Replica broker ids.
+    pub replicas: Vec<i32>,
+}
+
+/// One topic as the metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Its id (nil if the broker has no topic ids).
+    pub id: Uuid,
+    /// Its partitions, by index.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// What the client knows of the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterMetadata {
+    /// Broker id to `host:port`.
+    pub brokers: BTreeMap<i32, String>,
+    /// The controller's broker id, or -1.
+    pub controller: i32,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicInfo>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    connections: Mutex<BTreeMap<String, Arc<Connection>>>,
+    metadata: RwLock<Arc<ClusterMetadata>>,
+}
+
+/// A handle on the cluster, cheap to clone; the producer, consumer and admin use it.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// A client; nothing is connected until the first request.
+    pub fn new(config: ClientConfig) -> Result<Self> {
+        if config.bootstrap.is_empty() {
+            return Err(Error::Invalid("no bootstrap server given".into()));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                connections: Mutex::new(BTreeMap::new()),
+                metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The cached metadata.
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.inner.metadata.read().expect("metadata lock").clone()
+    }
+
+    /// A live connection to `address`, opened if needed.
+    pub async fn connection(&self, address: &str) -> Result<Arc<Connection>> {
+        let mut connections = self.inner.connections.lock().await;
+        if let Some(c) = connections.get(address) {
+            if !c.is_dead() {
+                return Ok(c.clone());
+            }
+        }
+        let config = &self.inner.config;
+        let connection = Arc::new(
+            Connection::open(
+                config.connector.as_ref(),
+                address,
+                &config.client_id,
+                config.request_timeout,
+            )
+            .await?,
+        );
+        connections.insert(address.to_string(), connection.clone());
+        Ok(connection)
+    }
+
+    /// A connection to broker `id`.
+    pub async fn broker(&self, id: i32) -> Result<Arc<Connection>> {
+        let address = self.metadata().brokers.get(&id).cloned().ok_or_else(|| {
+            Error::broker(
+                codes::LEADER_NOT_AVAILABLE,
+                Some(format!("broker {id} is unknown")),
+            )
+        })?;
+        self.connection(&address).await
+    }
+
+    /// A connection to any broker: known brokers first, then the bootstrap list.
+    pub async fn any_broker(&self) -> Result<Arc<Connection>> {
+        let mut addresses: Vec<String> = self.metadata().brokers.values().cloned().collect();
+        addresses.extend(self.inner.config.bootstrap.iter().cloned());
+        let mut last = Error::Connect("no broker address".into());
+        for address in addresses {
+            match self.connection(&address).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Fetches metadata for `topics` (and every topic already cached) and caches it. A read
+    /// with no effect, so a broken connection is retried (on another broker if need be).
+    pub async fn refresh_metadata(&self, topics: &[&str]) -> Result<Arc<ClusterMetadata>> {
+        let mut last = Error::Closed;
+        for _ in 0..3 {
+            match self.refresh_metadata_once(topics).await {
+                Err(e) if e.is_retriable() => {
+                    last = e;
+                    self.backoff().await;
+                }
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    async fn refresh_metadata_once(&self, topics: &[&str]) -> Result<Arc<ClusterMetadata>> {
+        let mut names: Vec<String> = self.metadata().topics.keys().cloned().collect();
+        names.extend(topics.iter().map(|t| t.to_string()));
+        names.sort();
+        names.dedup();
+        let mut request = MetadataRequest::default();
+        request.topics = Some(
+            names
+                .iter()
+                .map(|n| {
+                    let mut t = MetadataRequestTopic::default();
+                    t.name = Some(TopicName(StrBytes::from_string(n.clone())));
+                    t
+                })
+                .collect(),
+        );
+        let connection = self.any_broker().await?;
+        let (response, _) = connection.call(request).await?;
+        let mut metadata = ClusterMetadata {
+            controller: response.controller_id.0,
+            ..ClusterMetadata::default()
+        };
+        for broker in &response.brokers {
+            metadata.brokers.insert(
+                broker.node_id.0,
+                format!("{}:{}", broker.host.as_str(), broker.port),
+            );
+        }
+        for topic in &response.topics {
+            let Some(name) = &topic.name else { continue };
+            if topic.error_code != codes::NONE && topic.partitions.is_empty() {
+                continue;
+            }
+            let mut partitions: Vec<PartitionInfo> = Vec::new();
+            let mut sorted: Vec<_> = topic.partitions.iter().collect();
+            sorted.sort_by_key(|p| p.partition_index);
+            for p in sorted {
+                partitions.push(PartitionInfo {
+                    leader: p.leader_id.0,
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                });
+            }
+            metadata.topics.insert(
+                name.0.as_str().to_string(),
+                TopicInfo {
+                    id: topic.topic_id,
+                    partitions,
+                },
+            );
+        }
+        let metadata = Arc::new(metadata);
+        *self.inner.metadata.write().expect("metadata lock") = metadata.clone();
+        Ok(metadata)
+    }
+
+    /// The topic's metadata, fetched if not cached; `UNKNOWN_TOPIC_OR_PARTITION` if the
+    /// cluster does not have it.
+    pub async fn topic(&self, topic: &str) -> Result<TopicInfo> {
+        if let Some(info) = self.metadata().topics.get(topic) {
+            return Ok(info.clone());
+        }
+        let metadata = self.refresh_metadata(&[topic]).await?;
+        metadata.topics.get(topic).cloned().ok_or_else(|| {
+            Error::broker(
+                codes::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(format!("no topic {topic:?}")),
+            )
+        })
+    }
+
+    /// A connection to the leader of a partition (from the cache; refresh on errors).
+    pub async fn leader(&self, topic: &str, partition: i32) -> Result<Arc<Connection>> {
+        let info = self.topic(topic).await?;
+        let leader = info
+            .partitions
+            .get(
+                usize::try_from(partition)
+                    .map_err(|_| Error::Invalid(format!("partition {partition}")))?,
+            )
+            .ok_or_else(|| {
+                Error::broker(
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(format!("{topic} has no partition {partition}")),
+                )
+            })?
+            .leader;
+        if leader < 0 {
+            return Err(Error::broker(codes::LEADER_NOT_AVAILABLE, None));
+        }
+        self.broker(leader).await
+    }
+
+    /// Waits the retry backoff.
+    pub async fn backoff(&self) {
+        tokio::time::sleep(self.inner.config.retry_backoff).await;
+    }
+}

@@ -1,0 +1,311 @@
+//! The Rust client (`oxbow-client`) against three real `oxbow node` processes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use common::{Cluster, PARTITIONS, TOPIC};
+use oxbow_client::transport::{Connecting, Connector, Stream};
+use oxbow_client::{
+    Admin, Client, ClientConfig, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
+    ProducerRecord, Seek, SendError,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// TCP whose every open connection can be cut at once (the next read or write fails).
+#[derive(Clone, Default)]
+struct Cuttable {
+    generation: Arc<AtomicU64>,
+}
+
+impl Cuttable {
+    fn cut(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct CutStream {
+    inner: tokio::net::TcpStream,
+    born: u64,
+    generation: Arc<AtomicU64>,
+}
+
+impl CutStream {
+    fn check(&self) -> io::Result<()> {
+        if self.generation.load(Ordering::SeqCst) == self.born {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "cut by the test",
+            ))
+        }
+    }
+}
+
+impl AsyncRead for CutStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.check()?;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CutStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.check()?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Connector for Cuttable {
+    fn connect(&self, address: &str) -> Connecting {
+        let address = address.to_string();
+        let generation = self.generation.clone();
+        Box::pin(async move {
+            let inner = tokio::net::TcpStream::connect(&address).await?;
+            inner.set_nodelay(true)?;
+            let born = generation.load(Ordering::SeqCst);
+            Ok(Box::new(CutStream {
+                inner,
+                born,
+                generation,
+            }) as Box<dyn Stream>)
+        })
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Reads every record of `topic` up to its current end, per partition in offset order.
+async fn read_all(
+    client: &Client,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, Vec<(i64, String)>> {
+    let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
+    let assigned: Vec<(&str, i32)> = (0..partitions).map(|p| (topic, p)).collect();
+    consumer.assign(&assigned);
+    let mut ends = BTreeMap::new();
+    let mut end_reader = Consumer::new(client.clone(), ConsumerConfig::default());
+    end_reader.assign(&assigned);
+    for p in 0..partitions {
+        end_reader.seek(topic, p, Seek::Latest).expect("assigned");
+    }
+    // Resolve the end positions without reading.
+    let _ = end_reader
+        .poll(Duration::from_millis(1))
+        .await
+        .expect("poll");
+    for p in 0..partitions {
+        ends.insert(p, end_reader.position(topic, p).expect("resolved"));
+    }
+    let mut read: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (0..partitions).any(|p| consumer.position(topic, p).is_none_or(|at| at < ends[&p])) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reading took too long"
+        );
+        for record in consumer
+            .poll(Duration::from_millis(500))
+            .await
+            .expect("poll")
+        {
+            let value = String::from_utf8(record.value.expect("value").to_vec()).expect("utf8");
+            read.entry(record.partition)
+                .or_default()
+                .push((record.offset, value));
+        }
+    }
+    read
+}
+
+#[test]
+fn idempotent_producer_keeps_order_without_duplicates_through_cuts_and_a_leader_kill() {
+    let mut cluster = Cluster::start();
+    let runtime = runtime();
+    let cuttable = Cuttable::default();
+    let mut config = ClientConfig::new(&cluster.bootstrap());
+    config.connector = Arc::new(cuttable.clone());
+    config.request_timeout = Duration::from_secs(5);
+    let client = Client::new(config).expect("client");
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
+    const N: usize = 20_000;
+    let mut sent: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    let mut waits = Vec::new();
+    runtime.block_on(async {
+        for i in 0..N {
+            let record = ProducerRecord::new(TOPIC, format!("v{i}")).key(format!("k{}", i % 97));
+            waits.push((
+                format!("v{i}"),
+                producer.send(record).await.expect("queued"),
+            ));
+            if i % 2_000 == 1_000 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                cuttable.cut();
+            }
+            if i == N / 2 {
+                let metadata = client.refresh_metadata(&[TOPIC]).await.expect("metadata");
+                let leader = metadata.topics[TOPIC].partitions[0].leader;
+                cluster.kill9(leader as usize - 1);
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(150), producer.flush())
+            .await
+            .expect("flush finishes within the delivery timeout");
+    });
+    let mut acked: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    runtime.block_on(async {
+        for (value, wait) in waits {
+            let delivered = tokio::time::timeout(Duration::from_secs(150), wait)
+                .await
+                .unwrap_or_else(|_| panic!("{value}: no outcome within the delivery timeout"))
+                .unwrap_or_else(|e| panic!("{value}: {e}"));
+            sent.entry(delivered.partition)
+                .or_default()
+                .push(value.clone());
+            assert!(
+                acked
+                    .insert((delivered.partition, delivered.offset), value)
+                    .is_none(),
+                "two records acknowledged at one offset"
+            );
+        }
+    });
+    // Bring the victim back, and read everything from the cluster.
+    let victim = cluster
+        .nodes
+        .iter()
+        .position(Option::is_none)
+        .expect("one node was killed");
+    cluster.start_node(victim);
+    let read = runtime.block_on(read_all(&client, TOPIC, PARTITIONS));
+    for p in 0..PARTITIONS {
+        let records = read.get(&p).cloned().unwrap_or_default();
+        let offsets: Vec<i64> = records.iter().map(|(o, _)| *o).collect();
+        assert_eq!(
+            offsets,
+            (0..records.len() as i64).collect::<Vec<_>>(),
+            "partition {p}: dense offsets"
+        );
+        let values: Vec<String> = records.iter().map(|(_, v)| v.clone()).collect();
+        // Every record once, in the order the producer was given them (per partition).
+        assert_eq!(
+            &values,
+            sent.get(&p).unwrap_or(&Vec::new()),
+            "partition {p}"
+        );
+        for (offset, value) in &records {
+            assert_eq!(
+                acked.get(&(p, *offset)),
+                Some(value),
+                "acknowledged offset of {value}"
+            );
+        }
+    }
+    assert_eq!(acked.len(), N);
+}
+
+#[test]
+fn admin_client_creates_grows_describes_and_deletes() {
+    let cluster = Cluster::start();
+    let runtime = runtime();
+    let client = Client::new(ClientConfig::new(&cluster.bootstrap())).expect("client");
+    let admin = Admin::new(client.clone());
+    runtime.block_on(async {
+        let created = admin
+            .create_topics(&[
+                NewTopic::new("made-by-client", 2, 2),
+                NewTopic::new(TOPIC, 1, 1),
+            ])
+            .await
+            .expect("create topics");
+        assert!(created[0].is_ok(), "{created:?}");
+        assert!(
+            matches!(
+                &created[1],
+                Err(oxbow_client::Error::Broker { code: 36, .. })
+            ),
+            "{created:?}"
+        );
+        admin
+            .create_partitions("made-by-client", 3)
+            .await
+            .expect("grow");
+        let cluster_description = admin.describe_cluster().await.expect("describe");
+        assert_eq!(cluster_description.brokers.len(), 3);
+        assert!((1..=3).contains(&cluster_description.controller));
+        // Produce to the new topic's every partition, then read it back.
+        let producer = Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
+        let mut waits = Vec::new();
+        for p in 0..3 {
+            for i in 0..5 {
+                let record = ProducerRecord::new("made-by-client", format!("{p}-{i}")).partition(p);
+                waits.push(producer.send(record).await.expect("queued"));
+            }
+        }
+        for wait in waits {
+            wait.await.expect("delivered");
+        }
+        let read = read_all(&client, "made-by-client", 3).await;
+        for p in 0..3 {
+            let values: Vec<String> = read[&p].iter().map(|(_, v)| v.clone()).collect();
+            assert_eq!(
+                values,
+                (0..5).map(|i| format!("{p}-{i}")).collect::<Vec<_>>()
+            );
+        }
+        // A batch the broker refuses for good fails alone; the sequence goes on after it.
+        let big = producer
+            .send(ProducerRecord::new("made-by-client", vec![0u8; 2 << 20]).partition(0))
+            .await
+            .expect("queued");
+        producer.flush().await;
+        let after = producer
+            .send(ProducerRecord::new("made-by-client", "after").partition(0))
+            .await
+            .expect("queued");
+        assert!(
+            matches!(
+                big.await,
+                Err(SendError::NotWritten(oxbow_client::Error::Broker {
+                    code: 10,
+                    ..
+                }))
+            ),
+            "an oversized batch is refused with MESSAGE_TOO_LARGE"
+        );
+        assert_eq!(after.await.expect("delivered").offset, 5);
+        let deleted = admin
+            .delete_topics(&["made-by-client"])
+            .await
+            .expect("delete");
+        assert!(deleted[0].is_ok(), "{deleted:?}");
+    });
+}

@@ -1,0 +1,188 @@
+//! A three-node cluster of real `oxbow node` processes on 127.0.0.1, for end-to-end tests.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+/// The topic every cluster is configured with.
+pub const TOPIC: &str = "e2e";
+/// Its partitions.
+pub const PARTITIONS: i32 = 6;
+
+/// A port that is free now, below Linux's ephemeral range (32768 and up): a port the kernel
+/// hands out for `:0` can be taken again as the source port of any outgoing connection before
+/// the node binds it. Each test process walks its own stretch of 20000-31999.
+fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = 20_000 + (std::process::id() % 60) * 200;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (start - 20_000 + offset) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub kafka: Vec<u16>,
+    pub nodes: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts a cluster whose node configurations end with `extra` (TOML).
+    pub fn start_with(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kafka: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let peer: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        for i in 0..3 {
+            let mut text = format!(
+                "node_id = {}\ndata_dir = {:?}\nkafka_listen = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\ntick_ms = 50\n",
+                i + 1,
+                dir.path().join(format!("node-{}", i + 1)),
+                kafka[i],
+                peer[i]
+            );
+            // Before the first table header, so the keys stay top-level.
+            text += extra;
+            for j in (0..3).filter(|j| *j != i) {
+                text += &format!(
+                    "[[peers]]\nid = {}\npeer_address = \"127.0.0.1:{}\"\nkafka_address = \"127.0.0.1:{}\"\n",
+                    j + 1,
+                    peer[j],
+                    kafka[j]
+                );
+            }
+            text += &format!("[[topics]]\nname = \"{TOPIC}\"\npartitions = {PARTITIONS}\nreplication_factor = 3\n");
+            std::fs::write(dir.path().join(format!("node-{}.toml", i + 1)), text)
+                .expect("write config");
+        }
+        let mut cluster = Self {
+            dir,
+            kafka,
+            nodes: vec![None, None, None],
+        };
+        for i in 0..3 {
+            cluster.start_node(i);
+        }
+        cluster.wait_for_leaders();
+        cluster
+    }
+
+    pub fn config(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{}.toml", i + 1))
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{}.log", i + 1)))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+            .args(["--log-level", "info", "node", "--config"])
+            .arg(self.config(i))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start oxbow");
+        self.nodes[i] = Some(child);
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        let mut child = self.nodes[i].take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    pub fn stop(&mut self, i: usize) {
+        let mut child = self.nodes[i].take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = child.wait().expect("reap");
+        assert!(
+            exit.success(),
+            "node {} did not stop cleanly: {exit:?}",
+            i + 1
+        );
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.kafka
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Leader of each partition, from a running node's metadata.
+    pub fn leaders(&self) -> BTreeMap<i32, i32> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", "metadata")
+            .create()
+            .expect("consumer");
+        let mut leaders = BTreeMap::new();
+        if let Ok(metadata) = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(5)) {
+            for topic in metadata.topics() {
+                for p in topic.partitions() {
+                    if p.leader() > 0 && p.error().is_none() {
+                        leaders.insert(p.id(), p.leader());
+                    }
+                }
+            }
+        }
+        leaders
+    }
+
+    pub fn wait_for_leaders(&mut self) {
+        for _ in 0..100 {
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                if let Some(Ok(Some(status))) = node.as_mut().map(Child::try_wait) {
+                    let log = std::fs::read_to_string(
+                        self.dir.path().join(format!("node-{}.log", i + 1)),
+                    );
+                    panic!(
+                        "node {} exited ({status}): {}",
+                        i + 1,
+                        log.unwrap_or_default()
+                    );
+                }
+            }
+            if self.leaders().len() == PARTITIONS as usize {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "partitions did not all get a leader: {:?}; logs in {}",
+            self.leaders(),
+            self.dir.path().display()
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.nodes.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
