@@ -524,9 +524,14 @@ impl Worker {
     fn take(&mut self, item: Item) {
         match item {
             Item::Record(record, reply) => {
-                self.open_bytes += record.value.as_ref().map_or(0, Bytes::len)
+                let size = record.value.as_ref().map_or(0, Bytes::len)
                     + record.key.as_ref().map_or(0, Bytes::len)
                     + 16;
+                // A batch never grows past `batch_bytes` (unless one record is larger).
+                if self.open_bytes + size > self.shared.config.batch_bytes {
+                    self.seal();
+                }
+                self.open_bytes += size;
                 self.open_since.get_or_insert_with(Instant::now);
                 self.open.push((record, reply));
             }

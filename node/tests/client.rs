@@ -281,6 +281,17 @@ fn admin_client_creates_grows_describes_and_deletes() {
                 (0..5).map(|i| format!("{p}-{i}")).collect::<Vec<_>>()
             );
         }
+        // Records queued faster than they are acknowledged still go out in batches the broker
+        // takes (at most `batch_bytes`, far below its 1 MiB limit).
+        let mut burst = Vec::new();
+        for i in 0..5_000 {
+            let value = format!("burst-{i:09}-{}", "x".repeat(2_000));
+            let record = ProducerRecord::new("made-by-client", value).partition(1);
+            burst.push(producer.send(record).await.expect("queued"));
+        }
+        for wait in burst {
+            wait.await.expect("a burst record is delivered");
+        }
         // A batch the broker refuses for good fails alone; the sequence goes on after it.
         let big = producer
             .send(ProducerRecord::new("made-by-client", vec![0u8; 2 << 20]).partition(0))

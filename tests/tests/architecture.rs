@@ -25,15 +25,13 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Architecture Invariant: the core does no IO and has no runtime. Its normal dependency tree
-/// holds no async runtime, no socket library and no simulator.
-#[test]
-fn core_depends_on_no_runtime_socket_or_simulator() {
+/// The normal dependency tree of a workspace package, one crate per line.
+fn tree(package: &str) -> String {
     let output = Command::new(env!("CARGO"))
         .args([
             "tree",
             "-p",
-            "oxbow-core",
+            package,
             "-e",
             "normal",
             "--prefix",
@@ -48,7 +46,30 @@ fn core_depends_on_no_runtime_socket_or_simulator() {
         "cargo tree failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let tree = String::from_utf8(output.stdout).expect("utf-8");
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+/// Architecture Invariant: the client is a Kafka client; it depends on none of oxbow's crates.
+#[test]
+fn client_depends_on_no_oxbow_crate() {
+    let tree = tree("oxbow-client");
+    assert!(
+        tree.contains("kafka-protocol"),
+        "the tree is the client's: {tree}"
+    );
+    for line in tree.lines().skip(1) {
+        assert!(
+            !line.starts_with("oxbow-"),
+            "oxbow-client depends on {line}"
+        );
+    }
+}
+
+/// Architecture Invariant: the core does no IO and has no runtime. Its normal dependency tree
+/// holds no async runtime, no socket library and no simulator.
+#[test]
+fn core_depends_on_no_runtime_socket_or_simulator() {
+    let tree = tree("oxbow-core");
     assert!(tree.contains("raft v0.7"), "the tree is the core's: {tree}");
     for banned in ["tokio", "mio", "turmoil", "socket2", "futures", "async-std"] {
         let hit = tree
