@@ -8,8 +8,8 @@
 //! sequences: the broker answers a batch it already has with its original offset. A batch the
 //! broker refuses for good is failed and the batches after it are renumbered. When the
 //! partition's sequence is lost (the broker does not know the producer, or a batch may or may not
-//! have been written and is given up), the worker fails what it holds and continues under a
-//! new producer id (or a bumped epoch, where the broker supports it), from sequence 0.
+//! have been written and is given up), the worker fails what it holds and continues with the
+//! epoch bumped locally (KIP-360 for idempotent producers), from sequence 0.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -450,7 +450,7 @@ struct Worker {
     in_flight: VecDeque<(Batch, Answer)>,
     flushes: Vec<oneshot::Sender<()>>,
     closed: bool,
-    /// The identity given up when the sequence was lost; its epoch is bumped if possible.
+    /// An identity whose epoch is exhausted: the next send asks for a new id.
     retired: Option<(i64, i16)>,
 }
 
@@ -778,10 +778,12 @@ impl Worker {
         self.open_bytes = 0;
         self.open_since = None;
         self.next_sequence = 0;
-        if let Some(producer) = self.producer {
-            // Keep the id; a new one (or a bumped epoch) is fetched before the next send.
-            self.producer = None;
-            self.retired = Some(producer);
+        // KIP-360 for idempotent producers: bump the epoch locally (the broker takes a higher
+        // epoch from sequence 0 and fences the old one); a new id once the epoch is exhausted.
+        match self.producer.take() {
+            Some((id, epoch)) if epoch < i16::MAX => self.producer = Some((id, epoch + 1)),
+            Some(exhausted) => self.retired = Some(exhausted),
+            None => {}
         }
     }
 
@@ -793,14 +795,14 @@ impl Worker {
             return Ok(p);
         }
         let producer = match self.retired.take() {
-            // A lost sequence: bump the epoch where the broker can, else a new id.
-            Some(old) => init_producer_id(&self.shared.client, Some(old)).await,
+            // The epoch is exhausted: a new id.
+            Some(_) => init_producer_id(&self.shared.client).await,
             None => {
                 let mut shared = self.shared.producer.lock().await;
                 match *shared {
                     Some(p) => Ok(p),
                     None => {
-                        let p = init_producer_id(&self.shared.client, None).await;
+                        let p = init_producer_id(&self.shared.client).await;
                         if let Ok(p) = p {
                             *shared = Some(p);
                         }
@@ -822,9 +824,8 @@ impl Worker {
     }
 }
 
-/// Gets a producer id: a new one, or (brokers with InitProducerId v3+) `current` with its
-/// epoch bumped.
-async fn init_producer_id(client: &Client, current: Option<(i64, i16)>) -> Result<(i64, i16)> {
+/// Gets a new producer id (epoch 0 on oxbow; whatever the broker gives elsewhere).
+async fn init_producer_id(client: &Client) -> Result<(i64, i16)> {
     let mut last = Error::Closed;
     for _ in 0..20 {
         let connection = match client.any_broker().await {
@@ -841,10 +842,6 @@ async fn init_producer_id(client: &Client, current: Option<(i64, i16)>) -> Resul
         request.transaction_timeout_ms = 60_000;
         request.producer_id = ProducerId(-1);
         request.producer_epoch = -1;
-        if let (Some((id, epoch)), true) = (current, version >= 3) {
-            request.producer_id = ProducerId(id);
-            request.producer_epoch = epoch;
-        }
         match connection.call_version(request, version).await {
             Ok(response) if response.error_code == codes::NONE => {
                 return Ok((response.producer_id.0, response.producer_epoch))
