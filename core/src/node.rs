@@ -325,7 +325,21 @@ impl Node {
                     snapshot.mut_metadata().mut_conf_state().voters = voter_ids;
                 }
                 let conf_state = snapshot.get_metadata().get_conf_state().clone();
-                LogStore::recover(state.hard_state, conf_state, snapshot, state.entries)
+                // An installed snapshot and the hard state raft-rs gives with it go into one
+                // write, snapshot first; a crash can keep the snapshot and tear off the hard
+                // state. A snapshot is committed by definition, so its index and term bound
+                // the hard state from below (a raised term carries no vote: a vote in it would
+                // have been written, and synced, before the snapshot).
+                let mut hard_state = state.hard_state;
+                let meta = snapshot.get_metadata();
+                if hard_state.commit < meta.index {
+                    hard_state.commit = meta.index;
+                }
+                if hard_state.term < meta.term {
+                    hard_state.term = meta.term;
+                    hard_state.vote = 0;
+                }
+                LogStore::recover(hard_state, conf_state, snapshot, state.entries)
             }
             None => LogStore::new(voter_ids),
         };

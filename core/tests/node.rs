@@ -458,3 +458,63 @@ fn messages_of_all_groups_to_one_peer_leave_together() {
         "some send carried the messages of several groups"
     );
 }
+
+/// Regression (found by the simulator): a crash kept an installed snapshot but tore off the
+/// hard state written after it in the same write, leaving a commit index below the snapshot;
+/// raft-rs refused to start ("hs.commit is out of range"). A snapshot is committed, so
+/// recovery raises the hard state to it.
+#[test]
+fn a_hard_state_torn_off_after_a_snapshot_is_raised_to_the_snapshot() {
+    use oxbow_core::node::GroupDurableState;
+    use oxbow_core::producer::ProducerTable;
+    use oxbow_core::raft::eraftpb::{HardState, Snapshot};
+    use oxbow_core::snapshot::SnapshotData;
+
+    let mut snapshot = Snapshot::default();
+    snapshot.mut_metadata().index = 10;
+    snapshot.mut_metadata().term = 3;
+    snapshot.mut_metadata().mut_conf_state().voters = vec![1];
+    snapshot.data = SnapshotData {
+        log_start_offset: Offset(5),
+        producers: ProducerTable::new(16),
+    }
+    .encode()
+    .into();
+    let hard_state = HardState {
+        term: 2,
+        vote: 1,
+        commit: 4,
+        ..HardState::default()
+    };
+    let mut durable = DurableState::default();
+    durable.groups.insert(
+        GROUP,
+        GroupDurableState {
+            hard_state,
+            snapshot,
+            entries: Vec::new(),
+        },
+    );
+    let config = NodeConfig::new(
+        NodeId(1),
+        vec![GroupConfig {
+            id: GROUP,
+            voters: vec![NodeId(1)],
+            timestamps: Timestamps::CreateTime,
+        }],
+    );
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let node = Node::new(config, 7, 1, durable, &logger);
+    let mut harness = Harness {
+        node,
+        now: Now {
+            mono: Instant(0),
+            wall_ms: 1_000_000,
+        },
+    };
+    harness.elect();
+    let status = harness.node.group_status(GROUP).expect("hosted");
+    assert!(status.serving && status.term.0 > 3, "{status:?}");
+    assert_eq!(status.log_start_offset, Offset(5));
+    assert_eq!(status.high_watermark, Offset(5));
+}

@@ -32,6 +32,8 @@ pub struct Checker {
     sent: BTreeSet<String>,
     failed: BTreeSet<String>,
     indeterminate: BTreeSet<String>,
+    /// Per metadata log index, whether applying it changed the metadata.
+    metadata: BTreeMap<RaftIndex, bool>,
 }
 
 impl Checker {
@@ -90,8 +92,16 @@ impl Checker {
                 stats.snapshots_installed += 1;
                 self.high_watermark(node, *group, *log_start_offset);
             }
-            // The simulated cluster has static partitions and no metadata group yet.
-            TraceEvent::MetadataApplied { .. } => {}
+            TraceEvent::MetadataApplied { index, changed } => {
+                if let Some(first) = self.metadata.insert(*index, *changed) {
+                    if first != *changed {
+                        self.violation(format!(
+                            "metadata: node {} applied index {index} with changed={changed}, another node with changed={first}",
+                            node + 1
+                        ));
+                    }
+                }
+            }
         }
     }
 

@@ -10,13 +10,13 @@ use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use oxbow_core::batch::TimestampType as Timestamps;
 use oxbow_core::ids::{GroupId, IoSeq, NodeId, Offset, RequestId};
 use oxbow_core::io::{
-    Acks, FetchData, FetchError, FetchRequest, GroupMessage, Input, Output, ProduceError,
-    ProduceRequest, Request, Response,
+    Acks, AdminRequest, FetchData, FetchError, FetchRequest, GroupMessage, Input, Output,
+    ProduceError, ProduceRequest, Request, Response,
 };
-use oxbow_core::node::{GroupConfig, GroupStatus, Node, NodeConfig};
+use oxbow_core::metadata::{AdminError, CreateTopic, MetadataCommand};
+use oxbow_core::node::{GroupStatus, Node, NodeConfig};
 use oxbow_core::time::{Instant, Now};
 use oxbow_node::storage::{SegmentLog, SegmentLogOptions, SimDisk};
 
@@ -47,6 +47,7 @@ enum Event {
     ClientSend {
         client: usize,
     },
+    Admin,
     Crash,
     Restart {
         node: usize,
@@ -89,6 +90,18 @@ struct Client {
     /// The batch an idempotent client keeps retrying until it is acknowledged.
     retry: Option<(Bytes, String, u32)>,
 }
+
+/// The admin workload: create the topic the clients write to (its partitions are groups
+/// 1..=groups, the first the metadata numbers), then create and delete a scratch topic, each
+/// step retried until its outcome is known.
+struct AdminScript {
+    step: usize,
+    in_flight: Option<(RequestId, usize)>,
+    guess: usize,
+}
+
+/// The scratch topic's partitions.
+const SCRATCH_PARTITIONS: u32 = 2;
 
 /// What a run found.
 #[derive(Debug)]
@@ -148,6 +161,8 @@ pub struct Cluster {
     hash: u64,
     /// Groups that had an acks=all produce acknowledged after healing.
     live_acks: BTreeSet<GroupId>,
+    admin: AdminScript,
+    admin_rng: Stream,
 }
 
 impl Cluster {
@@ -203,8 +218,16 @@ impl Cluster {
             liveness: false,
             hash: 0xcbf2_9ce4_8422_2325,
             live_acks: BTreeSet::new(),
+            admin: AdminScript {
+                step: 0,
+                in_flight: None,
+                guess: 0,
+            },
+            admin_rng: Stream::new(options.seed, "admin"),
             options,
         };
+        let at = cluster.admin_rng.between(1_000, 50_000);
+        cluster.schedule(at, Event::Admin);
         for node in 0..cluster.options.nodes {
             cluster.start(node);
         }
@@ -228,14 +251,9 @@ impl Cluster {
         let voters: Vec<NodeId> = (0..self.options.nodes)
             .map(|n| NodeId(n as u64 + 1))
             .collect();
-        let groups = (1..=self.options.groups)
-            .map(|g| GroupConfig {
-                id: GroupId(g),
-                voters: voters.clone(),
-                timestamps: Timestamps::CreateTime,
-            })
-            .collect();
-        let mut config = NodeConfig::new(NodeId(node as u64 + 1), groups);
+        // Every partition comes from the metadata group, as on a production node.
+        let mut config = NodeConfig::new(NodeId(node as u64 + 1), Vec::new());
+        config.metadata_voters = voters;
         config.retain_entries_max = self.options.retain_entries_max;
         config.snapshot_retry_ticks = 30;
         config.pending_requests_max = 64;
@@ -383,6 +401,7 @@ impl Cluster {
                 self.feed(node, Input::WriteDone { seq });
             }
             Event::ClientSend { client } => self.client_send(client),
+            Event::Admin => self.admin_send(),
             Event::Crash => self.crash(),
             Event::Restart { node } => {
                 if self.slots[node].running.is_none() {
@@ -466,7 +485,11 @@ impl Cluster {
                 }
                 Output::Reply { id, response } => {
                     self.mix(&[12, node as u64, id.0]);
-                    self.client_reply(id, response);
+                    if self.admin.in_flight.is_some_and(|(admin, _)| admin == id) {
+                        self.admin_reply(response);
+                    } else {
+                        self.client_reply(id, response);
+                    }
                 }
                 Output::Trace(event) => {
                     self.mix(&[13, node as u64]);
@@ -505,6 +528,10 @@ impl Cluster {
             let slot = &mut self.slots[node];
             slot.disk = Some(disk);
             slot.incarnation += 1;
+            if self.admin.in_flight.is_some_and(|(_, at)| at == node) {
+                self.admin.in_flight = None;
+                self.admin_later();
+            }
             // Requests in flight at the crashed node get no answer: their outcome is unknown.
             for client in 0..self.clients.len() {
                 if self.clients[client]
@@ -651,6 +678,87 @@ impl Cluster {
         );
     }
 
+    fn admin_command(&self) -> Option<MetadataCommand> {
+        let create = |name: &str, partitions: u32, replication_factor: u16| {
+            MetadataCommand::CreateTopic(CreateTopic {
+                name: name.into(),
+                partitions,
+                replication_factor,
+                configs: BTreeMap::new(),
+            })
+        };
+        let nodes = self.options.nodes as u16;
+        match self.admin.step {
+            0 => Some(create("sim", self.options.groups as u32, nodes)),
+            1 => Some(create("scratch", SCRATCH_PARTITIONS, nodes.min(2))),
+            2 => Some(MetadataCommand::DeleteTopic {
+                name: "scratch".into(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn admin_send(&mut self) {
+        if self.admin.in_flight.is_some() {
+            return;
+        }
+        let Some(command) = self.admin_command() else {
+            return;
+        };
+        let node = self.admin.guess;
+        if self.slots[node].running.is_none() {
+            self.admin.guess = self.admin_rng.below(self.options.nodes as u64) as usize;
+            return self.admin_later();
+        }
+        self.next_request += 1;
+        let id = RequestId(self.next_request);
+        self.admin.in_flight = Some((id, node));
+        self.mix(&[30, self.now_us, node as u64, self.admin.step as u64]);
+        let request = Request::Admin(AdminRequest {
+            command,
+            validate_only: false,
+            forward: false,
+            timeout_ms: REQUEST_TIMEOUT_MS,
+        });
+        self.feed(node, Input::Request { id, request });
+    }
+
+    fn admin_later(&mut self) {
+        let pause = self.admin_rng.between(50, 300) * 1_000;
+        self.schedule(self.now_us + pause, Event::Admin);
+    }
+
+    /// The step is done once its outcome is known: applied now, or found applied by an
+    /// earlier attempt whose answer was lost.
+    fn admin_reply(&mut self, response: Response) {
+        self.admin.in_flight = None;
+        let Response::Admin(result) = response else {
+            panic!("an admin request answered with {response:?}")
+        };
+        let done = match (&result, self.admin.step) {
+            (Ok(Some(_)), _) => true,
+            (Err(AdminError::TopicAlreadyExists), 0 | 1) => true,
+            (Err(AdminError::UnknownTopic), 2) => true,
+            (Err(AdminError::NotController { leader }), _) => {
+                self.admin.guess = match leader {
+                    Some(n) => (n.0 - 1) as usize,
+                    None => self.admin_rng.below(self.options.nodes as u64) as usize,
+                };
+                false
+            }
+            (Err(AdminError::TimedOut | AdminError::Backpressure), _) => false,
+            (other, step) => {
+                self.checker
+                    .violation(format!("admin step {step}: unexpected answer {other:?}"));
+                false
+            }
+        };
+        if done {
+            self.admin.step += 1;
+        }
+        self.admin_later();
+    }
+
     fn retry_later(&mut self, client: usize) {
         let pause = self.workload.between(
             self.options.produce_pause_ms.0,
@@ -768,6 +876,25 @@ impl Cluster {
     fn convergence_problem(&self) -> Option<String> {
         if let Some(down) = self.slots.iter().position(|s| s.running.is_none()) {
             return Some(format!("node {} is down", down + 1));
+        }
+        if self.admin_command().is_some() {
+            return Some(format!("admin step {} is not done", self.admin.step));
+        }
+        // Every node applied the metadata to the end: the scratch topic's groups are gone
+        // and none of the disk's groups is left unclaimed.
+        for (node, slot) in self.slots.iter().enumerate() {
+            let running = slot.running.as_ref().expect("all up");
+            let scratch =
+                self.options.groups + 1..=self.options.groups + u64::from(SCRATCH_PARTITIONS);
+            if let Some(g) = scratch
+                .clone()
+                .find(|g| running.node.group_status(GroupId(*g)).is_some())
+            {
+                return Some(format!("node {}: deleted group {g} still runs", node + 1));
+            }
+            if running.node.parked_groups().next().is_some() {
+                return Some(format!("node {}: groups parked after replay", node + 1));
+            }
         }
         for g in 1..=self.options.groups {
             let group = GroupId(g);
