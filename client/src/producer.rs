@@ -471,6 +471,8 @@ enum Outcome {
 impl Worker {
     async fn run(mut self) {
         loop {
+            // Before anything else: a path that fails batches may `continue` below.
+            self.answer_flushes();
             if self.closed
                 && self.open.is_empty()
                 && self.unsent.is_empty()
