@@ -31,4 +31,6 @@ pub use admin::{Admin, NewTopic};
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek};
 pub use error::{Error, Result};
-pub use producer::{Acks, Delivered, Producer, ProducerConfig, ProducerRecord, SendError};
+pub use producer::{
+    Acks, Compression, Delivered, Producer, ProducerConfig, ProducerRecord, SendError,
+};

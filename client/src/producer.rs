@@ -26,7 +26,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record as WireRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression as WireCompression, Record as WireRecord, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType,
 };
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::time::Instant;
@@ -43,6 +44,18 @@ pub enum Acks {
     Leader,
     /// Once every in-sync replica has it (required for idempotence).
     All,
+}
+
+/// How batches are compressed (the broker stores them as sent; consumers decompress).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// No compression.
+    #[default]
+    None,
+    /// LZ4 (frame format, as Kafka).
+    Lz4,
+    /// Zstandard.
+    Zstd,
 }
 
 /// Producer settings.
@@ -64,6 +77,8 @@ pub struct ProducerConfig {
     pub queue_records: usize,
     /// The timeout the broker is given for a produce (acks=all replication).
     pub request_timeout_ms: i32,
+    /// Batch compression.
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -77,6 +92,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             queue_records: 100_000,
             request_timeout_ms: 30_000,
+            compression: Compression::None,
         }
     }
 }
@@ -385,7 +401,7 @@ struct Batch {
 }
 
 impl Batch {
-    fn encode(&mut self) -> Result<()> {
+    fn encode(&mut self, compression: Compression) -> Result<()> {
         let (producer_id, epoch) = self.producer;
         for (i, record) in self.records.iter_mut().enumerate() {
             record.offset = i as i64;
@@ -403,7 +419,11 @@ impl Batch {
             &self.records,
             &RecordEncodeOptions {
                 version: 2,
-                compression: Compression::None,
+                compression: match compression {
+                    Compression::None => WireCompression::None,
+                    Compression::Lz4 => WireCompression::Lz4,
+                    Compression::Zstd => WireCompression::Zstd,
+                },
             },
         )
         .map_err(|e| Error::Invalid(format!("cannot encode a record batch: {e}")))?;
@@ -615,7 +635,7 @@ impl Worker {
             let batch = self.unsent.front_mut().expect("checked");
             if batch.bytes.is_empty() || batch.producer != producer {
                 batch.producer = producer;
-                batch.encode()?;
+                batch.encode(self.shared.config.compression)?;
             }
             let connection = self
                 .shared

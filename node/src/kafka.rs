@@ -1054,7 +1054,8 @@ fn concat(batches: Vec<Bytes>) -> Bytes {
 
 /// The offset and timestamp of the first record at or after `timestamp`, if any. The core
 /// finds the batch; the record inside it is found by decoding that one batch. A compressed
-/// batch (this build has no codecs) answers with its base offset: the earliest that can hold it.
+/// batch this build cannot decompress (gzip, snappy; lz4 and zstd it can) answers with its base
+/// offset: the earliest that can hold it.
 async fn find_timestamp(
     context: &Context,
     group: GroupId,

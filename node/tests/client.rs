@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::{Cluster, PARTITIONS, TOPIC};
 use oxbow_client::transport::{Connecting, Connector, Stream};
 use oxbow_client::{
-    Admin, Client, ClientConfig, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig,
-    ProducerRecord, Seek, SendError,
+    Admin, Client, ClientConfig, Compression, Consumer, ConsumerConfig, NewTopic, Producer,
+    ProducerConfig, ProducerRecord, Seek, SendError,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -292,6 +292,34 @@ fn admin_client_creates_grows_describes_and_deletes() {
         for wait in burst {
             wait.await.expect("a burst record is delivered");
         }
+        // Compressed batches are stored as sent and read back.
+        for (i, compression) in [Compression::Lz4, Compression::Zstd]
+            .into_iter()
+            .enumerate()
+        {
+            let config = ProducerConfig {
+                compression,
+                ..ProducerConfig::default()
+            };
+            let compressing = Producer::new(client.clone(), config).expect("producer");
+            let mut waits = Vec::new();
+            for j in 0..100 {
+                let record =
+                    ProducerRecord::new("made-by-client", format!("z{i}-{j:03}")).partition(2);
+                waits.push(compressing.send(record).await.expect("queued"));
+            }
+            for wait in waits {
+                wait.await.expect("a compressed record is delivered");
+            }
+        }
+        let read = read_all(&client, "made-by-client", 3).await;
+        let compressed: Vec<&String> = read[&2]
+            .iter()
+            .map(|(_, v)| v)
+            .filter(|v| v.starts_with('z'))
+            .collect();
+        assert_eq!(compressed.len(), 200);
+        assert!(compressed.windows(2).all(|w| w[0] < w[1]), "in order");
         // A batch the broker refuses for good fails alone; the sequence goes on after it.
         let big = producer
             .send(ProducerRecord::new("made-by-client", vec![0u8; 2 << 20]).partition(0))
