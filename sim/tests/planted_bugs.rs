@@ -40,6 +40,24 @@ fn releasing_persisted_messages_before_the_disk_completes_is_caught() {
 }
 
 #[test]
+fn appending_idempotent_retries_again_is_caught() {
+    let bug = PlantedBugs {
+        skip_sequence_check: true,
+        ..PlantedBugs::default()
+    };
+    let seeds = caught(bug, 0..200);
+    println!(
+        "skip-sequence-check caught in {} of 200 seeds: {:?}",
+        seeds.len(),
+        &seeds[..seeds.len().min(10)]
+    );
+    assert!(
+        !seeds.is_empty(),
+        "the planted bug went unnoticed in 200 seeds"
+    );
+}
+
+#[test]
 fn the_same_seeds_pass_without_the_bug() {
     // The control: the seeds that catch the bug are not failing for another reason.
     let seeds = caught(PlantedBugs::default(), 0..50);
