@@ -34,6 +34,8 @@ pub struct Checker {
     indeterminate: BTreeSet<String>,
     /// Per metadata log index, whether applying it changed the metadata.
     metadata: BTreeMap<RaftIndex, bool>,
+    /// What readers saw during the run, by position.
+    reads: BTreeMap<(GroupId, Offset), String>,
 }
 
 impl Checker {
@@ -141,6 +143,42 @@ impl Checker {
             .push((group, offset, value.to_string(), crc));
     }
 
+    /// A reader saw `value` at `offset` during the run: a read must only ever see what stays.
+    pub fn read(&mut self, group: GroupId, offset: Offset, value: &str) {
+        if let Some(first) = self.reads.insert((group, offset), value.to_string()) {
+            if first != value {
+                self.violation(format!(
+                    "read anomaly: group {group} offset {offset:?} read as {first} and later as {value}"
+                ));
+            }
+        }
+    }
+
+    /// Checks the run's reads against the final log of a group: every read at or past the log
+    /// start saw the record that is there now (reading uncommitted data that a new leader then
+    /// replaced shows up here).
+    fn check_reads(
+        &mut self,
+        group: GroupId,
+        log_start: Offset,
+        by_offset: &BTreeMap<Offset, &str>,
+    ) {
+        let wrong: Vec<String> = self
+            .reads
+            .range((group, log_start)..=(group, Offset(i64::MAX)))
+            .filter(|((_, offset), value)| by_offset.get(offset) != Some(&value.as_str()))
+            .map(|((_, offset), value)| {
+                format!(
+                    "read anomaly: group {group} offset {offset:?} was read as {value}, the log holds {:?}",
+                    by_offset.get(offset)
+                )
+            })
+            .collect();
+        for what in wrong {
+            self.violation(what);
+        }
+    }
+
     /// The group's records as read back at the end, from `log_start` on.
     pub fn final_log(&mut self, group: GroupId, log_start: Offset, records: &[(Offset, String)]) {
         let mut expected = log_start;
@@ -170,6 +208,7 @@ impl Checker {
             }
             by_offset.insert(*offset, value);
         }
+        self.check_reads(group, log_start, &by_offset);
         let batches_applied: BTreeMap<Offset, u32> = self
             .applied
             .range((group, RaftIndex(0))..=(group, RaftIndex(u64::MAX)))

@@ -48,6 +48,9 @@ enum Event {
         client: usize,
     },
     Admin,
+    Read {
+        group: GroupId,
+    },
     Crash,
     Restart {
         node: usize,
@@ -137,6 +140,8 @@ pub struct Stats {
     pub elections: u64,
     /// Records read back at the end.
     pub records_verified: u64,
+    /// Records the readers read during the run.
+    pub records_read: u64,
 }
 
 /// The simulated cluster.
@@ -163,6 +168,11 @@ pub struct Cluster {
     live_acks: BTreeSet<GroupId>,
     admin: AdminScript,
     admin_rng: Stream,
+    /// Per group, a reader's next offset and the node it asks.
+    readers: BTreeMap<GroupId, (Offset, usize)>,
+    /// Reads waiting for an answer: request to (group, node asked).
+    reads: BTreeMap<RequestId, (GroupId, usize)>,
+    read_rng: Stream,
 }
 
 impl Cluster {
@@ -224,8 +234,17 @@ impl Cluster {
                 guess: 0,
             },
             admin_rng: Stream::new(options.seed, "admin"),
+            readers: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            read_rng: Stream::new(options.seed, "reads"),
             options,
         };
+        for g in 1..=cluster.options.groups {
+            let group = GroupId(g);
+            cluster.readers.insert(group, (Offset(0), 0));
+            let at = cluster.read_rng.between(1_000, 50_000);
+            cluster.schedule(at, Event::Read { group });
+        }
         let at = cluster.admin_rng.between(1_000, 50_000);
         cluster.schedule(at, Event::Admin);
         for node in 0..cluster.options.nodes {
@@ -402,6 +421,7 @@ impl Cluster {
             }
             Event::ClientSend { client } => self.client_send(client),
             Event::Admin => self.admin_send(),
+            Event::Read { group } => self.read_send(group),
             Event::Crash => self.crash(),
             Event::Restart { node } => {
                 if self.slots[node].running.is_none() {
@@ -487,6 +507,8 @@ impl Cluster {
                     self.mix(&[12, node as u64, id.0]);
                     if self.admin.in_flight.is_some_and(|(admin, _)| admin == id) {
                         self.admin_reply(response);
+                    } else if let Some((group, _)) = self.reads.remove(&id) {
+                        self.read_reply(group, response);
                     } else {
                         self.client_reply(id, response);
                     }
@@ -528,6 +550,8 @@ impl Cluster {
             let slot = &mut self.slots[node];
             slot.disk = Some(disk);
             slot.incarnation += 1;
+            // Reads at the crashed node get no answer; the readers go on with their schedule.
+            self.reads.retain(|_, (_, at)| *at != node);
             if self.admin.in_flight.is_some_and(|(_, at)| at == node) {
                 self.admin.in_flight = None;
                 self.admin_later();
@@ -676,6 +700,75 @@ impl Cluster {
                 request: Request::Produce(produce),
             },
         );
+    }
+
+    /// A reader fetches its group from where it is, as a consumer would, every few ms.
+    fn read_send(&mut self, group: GroupId) {
+        let pause = self.read_rng.between(2, 20) * 1_000;
+        self.schedule(self.now_us + pause, Event::Read { group });
+        let (offset, node) = self.readers[&group];
+        if self.slots[node].running.is_none() || self.reads.values().any(|(g, _)| *g == group) {
+            let guess = self.read_rng.below(self.options.nodes as u64) as usize;
+            self.readers.insert(group, (offset, guess));
+            return;
+        }
+        self.next_request += 1;
+        let id = RequestId(self.next_request);
+        self.reads.insert(id, (group, node));
+        self.mix(&[40, self.now_us, group.0, node as u64, offset.0 as u64]);
+        let request = Request::Fetch(FetchRequest {
+            group,
+            offset,
+            max_bytes: 64 << 10,
+        });
+        self.feed(node, Input::Request { id, request });
+    }
+
+    fn read_reply(&mut self, group: GroupId, response: Response) {
+        let Response::Fetch(result) = response else {
+            panic!("a fetch answered with {response:?}")
+        };
+        let (offset, node) = self.readers[&group];
+        match result {
+            Ok(data) => {
+                let mut next = offset;
+                for batch in &data.batches {
+                    let decoded = RecordBatchDecoder::decode(&mut batch.clone())
+                        .expect("served batches decode");
+                    for record in decoded.records.into_iter().filter(|r| r.offset >= offset.0) {
+                        let value = record
+                            .value
+                            .map(|v| String::from_utf8_lossy(&v).into_owned())
+                            .unwrap_or_default();
+                        self.checker.read(group, Offset(record.offset), &value);
+                        next = Offset(record.offset + 1);
+                    }
+                }
+                self.stats.records_read += next.0.saturating_sub(offset.0) as u64;
+                self.readers.insert(group, (next, node));
+            }
+            Err(FetchError::NotLeader { leader }) => {
+                let guess = match leader {
+                    Some(n) => (n.0 - 1) as usize,
+                    None => self.read_rng.below(self.options.nodes as u64) as usize,
+                };
+                self.readers.insert(group, (offset, guess));
+            }
+            // Retention moved the log start past the reader, or a new leader's log is behind
+            // what it read (it must catch up): start again from the log start.
+            Err(FetchError::OffsetOutOfRange {
+                log_start_offset,
+                high_watermark,
+            }) => {
+                let restart = if offset < log_start_offset {
+                    log_start_offset
+                } else {
+                    offset.min(high_watermark)
+                };
+                self.readers.insert(group, (restart, node));
+            }
+            Err(FetchError::UnknownTopicOrPartition) => {}
+        }
     }
 
     fn admin_command(&self) -> Option<MetadataCommand> {

@@ -119,7 +119,7 @@ fn print_report(report: &Report, wall: f64) {
     let simulated = (report.options.safety_ms + report.options.liveness_ms) as f64 / 1000.0;
     println!(
         "stats: {} events, {} produced, {} acknowledged, {} crashes ({} bytes lost, {} tails cut), \
-         {} elections, {} snapshots installed, {} records verified",
+         {} elections, {} snapshots installed, {} records read during the run, {} records verified",
         report.stats.events,
         report.stats.produced,
         report.stats.acknowledged,
@@ -128,6 +128,7 @@ fn print_report(report: &Report, wall: f64) {
         report.stats.tails_cut,
         report.stats.elections,
         report.stats.snapshots_installed,
+        report.stats.records_read,
         report.stats.records_verified
     );
     println!("speed: up to {simulated:.1} simulated s in {wall:.2} wall s");

@@ -58,6 +58,24 @@ fn appending_idempotent_retries_again_is_caught() {
 }
 
 #[test]
+fn serving_uncommitted_records_is_caught() {
+    let bug = PlantedBugs {
+        fetch_above_hwm: true,
+        ..PlantedBugs::default()
+    };
+    let seeds = caught(bug, 0..200);
+    println!(
+        "fetch-above-hwm caught in {} of 200 seeds: {:?}",
+        seeds.len(),
+        &seeds[..seeds.len().min(10)]
+    );
+    assert!(
+        !seeds.is_empty(),
+        "the planted bug went unnoticed in 200 seeds"
+    );
+}
+
+#[test]
 fn the_same_seeds_pass_without_the_bug() {
     // The control: the seeds that catch the bug are not failing for another reason.
     let seeds = caught(PlantedBugs::default(), 0..50);
