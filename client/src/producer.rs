@@ -569,7 +569,12 @@ impl Worker {
     async fn linger(&mut self) {
         let Some(since) = self.open_since else { return };
         let deadline = since + self.shared.config.linger;
-        while self.open_bytes < self.shared.config.batch_bytes && !self.closed {
+        // A timer whose deadline has passed still waits for the timer wheel's next tick
+        // (about 1 ms): check the clock instead of arming one.
+        while self.open_bytes < self.shared.config.batch_bytes
+            && !self.closed
+            && Instant::now() < deadline
+        {
             match tokio::time::timeout_at(deadline, self.items.recv()).await {
                 Ok(Some(item)) => self.take(item),
                 Ok(None) => self.closed = true,
