@@ -24,8 +24,11 @@ pub struct ClientConfig {
     pub client_id: String,
     /// How long to wait for a connection or an answer.
     pub request_timeout: Duration,
-    /// Wait between retries.
+    /// Wait between retries, and the first wait before reconnecting to a broker that could not
+    /// be reached; the reconnect wait doubles with each failure, up to `reconnect_backoff_max`.
     pub retry_backoff: Duration,
+    /// Longest wait before reconnecting to an unreachable broker.
+    pub reconnect_backoff_max: Duration,
     /// How connections are opened.
     pub connector: Arc<dyn Connector>,
 }
@@ -43,6 +46,7 @@ impl ClientConfig {
             client_id: "oxbow-client".into(),
             request_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
+            reconnect_backoff_max: Duration::from_secs(5),
             connector: Arc::new(TcpConnector),
         }
     }
@@ -92,6 +96,8 @@ pub struct ClusterMetadata {
 struct Inner {
     config: ClientConfig,
     connections: Mutex<BTreeMap<String, Arc<Connection>>>,
+    /// Per unreachable address: failures in a row, and when the next attempt may be made.
+    unreachable: std::sync::Mutex<BTreeMap<String, (u32, tokio::time::Instant)>>,
     metadata: RwLock<Arc<ClusterMetadata>>,
 }
 
@@ -111,6 +117,7 @@ impl Client {
             inner: Arc::new(Inner {
                 config,
                 connections: Mutex::new(BTreeMap::new()),
+                unreachable: std::sync::Mutex::new(BTreeMap::new()),
                 metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
             }),
         })
@@ -135,17 +142,47 @@ impl Client {
             }
         }
         let config = &self.inner.config;
-        let connection = Arc::new(
-            Connection::open(
-                config.connector.as_ref(),
-                address,
-                &config.client_id,
-                config.request_timeout,
-            )
-            .await?,
-        );
+        let now = tokio::time::Instant::now();
+        if let Some((failures, next)) = self.unreachable().get(address).copied() {
+            if now < next {
+                return Err(Error::Connect(format!(
+                    "{address}: unreachable {failures} time(s) in a row; next attempt in {} ms",
+                    (next - now).as_millis()
+                )));
+            }
+        }
+        let opened = Connection::open(
+            config.connector.as_ref(),
+            address,
+            &config.client_id,
+            config.request_timeout,
+        )
+        .await;
+        let connection = match opened {
+            Ok(connection) => Arc::new(connection),
+            Err(error) => {
+                let mut unreachable = self.unreachable();
+                let failures = unreachable.get(address).map_or(0, |(f, _)| *f) + 1;
+                let wait = config
+                    .retry_backoff
+                    .saturating_mul(1 << (failures - 1).min(16))
+                    .min(config.reconnect_backoff_max);
+                unreachable.insert(
+                    address.to_string(),
+                    (failures, tokio::time::Instant::now() + wait),
+                );
+                return Err(error);
+            }
+        };
+        self.unreachable().remove(address);
         connections.insert(address.to_string(), connection.clone());
         Ok(connection)
+    }
+
+    fn unreachable(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (u32, tokio::time::Instant)>> {
+        self.inner.unreachable.lock().expect("unreachable lock")
     }
 
     /// A connection to broker `id`.
@@ -285,5 +322,49 @@ impl Client {
     /// Waits the retry backoff.
     pub async fn backoff(&self) {
         tokio::time::sleep(self.inner.config.retry_backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_broker_is_retried_with_growing_waits() {
+        // A port nobody listens on: bind one, then let it go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let mut config = ClientConfig::new(&address);
+        config.retry_backoff = Duration::from_millis(50);
+        config.reconnect_backoff_max = Duration::from_millis(150);
+        let client = Client::new(config).expect("client");
+        let first = client
+            .connection(&address)
+            .await
+            .expect_err("nobody listens");
+        assert!(!first.to_string().contains("next attempt"), "{first}");
+        // At once again: refused without an attempt, saying when the next one comes.
+        let second = client.connection(&address).await.expect_err("backing off");
+        assert!(
+            second.to_string().contains("unreachable 1 time(s)"),
+            "{second}"
+        );
+        assert!(second.is_retriable());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        client
+            .connection(&address)
+            .await
+            .expect_err("tried again, still nobody");
+        let waits = client
+            .unreachable()
+            .get(&address)
+            .copied()
+            .expect("recorded");
+        assert_eq!(waits.0, 2, "the second failure doubles the wait");
+        assert!(waits.1 - tokio::time::Instant::now() > Duration::from_millis(60));
     }
 }

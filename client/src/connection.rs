@@ -319,3 +319,12 @@ async fn read_loop(
         let _ = next.reply.send(Err(Error::Disconnected(why.clone())));
     }
 }
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("address", &self.address)
+            .field("dead", &self.is_dead())
+            .finish_non_exhaustive()
+    }
+}
