@@ -10,6 +10,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use std::sync::Arc;
+
 use kafka_protocol::messages::ApiKey;
 
 use crate::client::Client;
@@ -103,7 +105,7 @@ impl Admin {
         Self { client }
     }
 
-    async fn controller(&self) -> Result<std::sync::Arc<Connection>> {
+    async fn controller(&self) -> Result<Arc<Connection>> {
         let metadata = self.client.refresh_metadata(&[]).await?;
         if metadata.controller < 0 {
             return Err(Error::broker(
@@ -116,58 +118,23 @@ impl Admin {
 
     /// Creates topics; one result per topic, in order.
     pub async fn create_topics(&self, topics: &[NewTopic]) -> Result<Vec<Result<()>>> {
-        let mut results: Vec<Option<Result<()>>> = vec![None; topics.len()];
-        let mut last = Error::Closed;
-        for _ in 0..ATTEMPTS {
-            let pending: Vec<usize> = (0..topics.len())
-                .filter(|i| results[*i].is_none())
-                .collect();
-            if pending.is_empty() {
-                break;
-            }
+        self.per_topic(topics.len(), |connection, pending| async move {
             let mut request = CreateTopicsRequest::default();
             request.timeout_ms = 30_000;
             request.topics = pending.iter().map(|i| creatable(&topics[*i])).collect();
-            match self.call_controller(request).await {
-                Ok(response) => note_answers(
-                    &mut results,
-                    &pending,
-                    response
-                        .topics
-                        .into_iter()
-                        .map(|a| (a.error_code, a.error_message)),
-                ),
-                Err(e) if e.is_retriable() && !e.is_indeterminate() => last = e,
-                Err(e) => return Err(e),
-            }
-            if results.iter().any(Option::is_none) {
-                self.client.backoff().await;
-            }
-        }
-        Ok(results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(last.clone())))
-            .collect())
+            let (response, _) = connection.call(request).await?;
+            Ok(response
+                .topics
+                .into_iter()
+                .map(|a| (a.error_code, a.error_message))
+                .collect())
+        })
+        .await
     }
 
     /// Deletes topics by name; one result per topic, in order.
     pub async fn delete_topics(&self, names: &[&str]) -> Result<Vec<Result<()>>> {
-        let mut results: Vec<Option<Result<()>>> = vec![None; names.len()];
-        let mut last = Error::Closed;
-        for _ in 0..ATTEMPTS {
-            let pending: Vec<usize> = (0..names.len()).filter(|i| results[*i].is_none()).collect();
-            if pending.is_empty() {
-                break;
-            }
-            let connection = match self.controller().await {
-                Ok(c) => c,
-                Err(e) if e.is_retriable() => {
-                    last = e;
-                    self.client.backoff().await;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+        self.per_topic(names.len(), |connection, pending| async move {
             let version = connection.version(ApiKey::DeleteTopics)?;
             let mut request = DeleteTopicsRequest::default();
             request.timeout_ms = 30_000;
@@ -181,15 +148,45 @@ impl Admin {
                     request.topic_names.push(name);
                 }
             }
-            match connection.call_version(request, version).await {
-                Ok(response) => note_answers(
-                    &mut results,
-                    &pending,
-                    response
-                        .responses
-                        .into_iter()
-                        .map(|a| (a.error_code, a.error_message)),
-                ),
+            let response = connection.call_version(request, version).await?;
+            Ok(response
+                .responses
+                .into_iter()
+                .map(|a| (a.error_code, a.error_message))
+                .collect())
+        })
+        .await
+    }
+
+    /// Runs a per-topic admin request against the controller until every topic of `count` has
+    /// an answer other than NOT_CONTROLLER. `attempt` sends the request for the pending topics
+    /// (indexes) and returns their (error code, message), in order.
+    async fn per_topic<F, Fut>(&self, count: usize, mut attempt: F) -> Result<Vec<Result<()>>>
+    where
+        F: FnMut(Arc<Connection>, Vec<usize>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<(i16, Option<StrBytes>)>>>,
+    {
+        let mut results: Vec<Option<Result<()>>> = vec![None; count];
+        let mut last = Error::Closed;
+        for _ in 0..ATTEMPTS {
+            let pending: Vec<usize> = (0..count).filter(|i| results[*i].is_none()).collect();
+            if pending.is_empty() {
+                break;
+            }
+            // Finding the controller is a read: any retriable failure is retried.
+            let connection = match self.controller().await {
+                Ok(connection) => connection,
+                Err(e) if e.is_retriable() => {
+                    last = e;
+                    self.client.backoff().await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // Creating or deleting twice is answered, not repeated: an indeterminate failure
+            // is returned rather than retried.
+            match attempt(connection, pending.clone()).await {
+                Ok(answers) => note_answers(&mut results, &pending, answers.into_iter()),
                 Err(e) if e.is_retriable() && !e.is_indeterminate() => last = e,
                 Err(e) => return Err(e),
             }

@@ -7,7 +7,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use oxbow_core::batch::TimestampType as Timestamps;
-use oxbow_core::ids::{GroupId, IoSeq, NodeId, Offset, RequestId, Sequence};
+use oxbow_core::ids::{GroupId, IoSeq, NodeId, Offset, RequestId, Sequence, Term};
 use oxbow_core::io::{
     Acks, FetchError, FetchRequest, Input, Output, ProduceAck, ProduceError, ProduceRequest,
     Request, Response, TraceEvent, WalRecord,
@@ -56,6 +56,11 @@ struct Harness {
 
 impl Harness {
     fn single_voter() -> Self {
+        Self::single_voter_from(DurableState::default(), 0)
+    }
+
+    /// A single-voter node of `GROUP` started from what a disk held.
+    fn single_voter_from(durable: DurableState, incarnation: u64) -> Self {
         let config = NodeConfig::new(
             NodeId(1),
             vec![GroupConfig {
@@ -65,7 +70,7 @@ impl Harness {
             }],
         );
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let node = Node::new(config, 7, 0, DurableState::default(), &logger);
+        let node = Node::new(config, 7, incarnation, durable, &logger);
         Self {
             node,
             now: Now {
@@ -368,12 +373,7 @@ fn a_produce_on_the_leader_outputs_exactly_one_synced_entry_write() {
     let out = h.produce(1, Acks::All, bytes.clone());
     let stamped = oxbow_core::batch::Batch::parse(bytes, 1 << 20)
         .expect("valid")
-        .stamp(
-            Offset(0),
-            oxbow_core::ids::Term(1),
-            Timestamps::CreateTime,
-            0,
-        );
+        .stamp(Offset(0), Term(1), Timestamps::CreateTime, 0);
     let expected_entry = Entry {
         index: 2,
         term: 1,
@@ -495,26 +495,12 @@ fn a_hard_state_torn_off_after_a_snapshot_is_raised_to_the_snapshot() {
             entries: Vec::new(),
         },
     );
-    let config = NodeConfig::new(
-        NodeId(1),
-        vec![GroupConfig {
-            id: GROUP,
-            voters: vec![NodeId(1)],
-            timestamps: Timestamps::CreateTime,
-        }],
-    );
-    let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let node = Node::new(config, 7, 1, durable, &logger);
-    let mut harness = Harness {
-        node,
-        now: Now {
-            mono: Instant(0),
-            wall_ms: 1_000_000,
-        },
-    };
+    let mut harness = Harness::single_voter_from(durable, 1);
     harness.elect();
     let status = harness.node.group_status(GROUP).expect("hosted");
-    assert!(status.serving && status.term.0 > 3, "{status:?}");
+    // Raised to the snapshot's term 3, then one election.
+    assert!(status.serving, "{status:?}");
+    assert_eq!(status.term, Term(4));
     assert_eq!(status.log_start_offset, Offset(5));
     assert_eq!(status.high_watermark, Offset(5));
 }

@@ -21,22 +21,27 @@ fn caught(bug: PlantedBugs, seeds: std::ops::Range<u64>) -> Vec<u64> {
     caught
 }
 
+/// Asserts that `bug` (named `name`) is caught in at least one of 200 seeds.
+fn assert_caught(name: &str, bug: PlantedBugs) {
+    let seeds = caught(bug, 0..200);
+    println!(
+        "{name} caught in {} of 200 seeds: {:?}",
+        seeds.len(),
+        &seeds[..seeds.len().min(10)]
+    );
+    assert!(
+        !seeds.is_empty(),
+        "the planted bug {name} went unnoticed in 200 seeds"
+    );
+}
+
 #[test]
 fn releasing_persisted_messages_before_the_disk_completes_is_caught() {
     let bug = PlantedBugs {
         early_persisted_messages: true,
         ..PlantedBugs::default()
     };
-    let seeds = caught(bug, 0..200);
-    println!(
-        "early-persisted-messages caught in {} of 200 seeds: {:?}",
-        seeds.len(),
-        &seeds[..seeds.len().min(10)]
-    );
-    assert!(
-        !seeds.is_empty(),
-        "the planted bug went unnoticed in 200 seeds"
-    );
+    assert_caught("early-persisted-messages", bug);
 }
 
 #[test]
@@ -45,16 +50,7 @@ fn appending_idempotent_retries_again_is_caught() {
         skip_sequence_check: true,
         ..PlantedBugs::default()
     };
-    let seeds = caught(bug, 0..200);
-    println!(
-        "skip-sequence-check caught in {} of 200 seeds: {:?}",
-        seeds.len(),
-        &seeds[..seeds.len().min(10)]
-    );
-    assert!(
-        !seeds.is_empty(),
-        "the planted bug went unnoticed in 200 seeds"
-    );
+    assert_caught("skip-sequence-check", bug);
 }
 
 #[test]
@@ -63,16 +59,7 @@ fn serving_uncommitted_records_is_caught() {
         fetch_above_hwm: true,
         ..PlantedBugs::default()
     };
-    let seeds = caught(bug, 0..200);
-    println!(
-        "fetch-above-hwm caught in {} of 200 seeds: {:?}",
-        seeds.len(),
-        &seeds[..seeds.len().min(10)]
-    );
-    assert!(
-        !seeds.is_empty(),
-        "the planted bug went unnoticed in 200 seeds"
-    );
+    assert_caught("fetch-above-hwm", bug);
 }
 
 #[test]
