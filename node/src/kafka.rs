@@ -53,13 +53,13 @@ use oxbow_core::metadata::{
     PartitionAssignment, TopicMeta, METADATA_GROUP, TOPIC_CONFIGS,
 };
 use slog::{debug, info, warn, Logger};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::producer_ids::ProducerIds;
+use crate::runtime::env::Network;
 use crate::runtime::CoreHandle;
 
 /// Requests read ahead of their answers on one connection (answers still go out in order).
@@ -116,15 +116,18 @@ pub struct Context {
 
 impl Context {
     /// Builds the context from the configuration.
-    pub fn new(config: Config, core: CoreHandle, logger: Logger) -> std::io::Result<Arc<Self>> {
-        let producer_ids =
-            std::sync::Mutex::new(ProducerIds::open(&config.data_dir, config.node_id)?);
-        Ok(Arc::new(Self {
+    pub fn new(
+        config: Config,
+        core: CoreHandle,
+        producer_ids: ProducerIds,
+        logger: Logger,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             config,
             core,
-            producer_ids,
+            producer_ids: std::sync::Mutex::new(producer_ids),
             logger,
-        }))
+        })
     }
 
     fn hosts(&self, placement: &PartitionAssignment) -> bool {
@@ -144,12 +147,16 @@ fn placement<'a>(
 }
 
 /// Accepts Kafka connections until shutdown.
-pub async fn serve(listener: TcpListener, context: Arc<Context>, shutdown: watch::Receiver<bool>) {
-    crate::runtime::accept_loop(listener, shutdown, move |stream, remote| {
+pub async fn serve<N: Network>(
+    listener: N::Listener,
+    context: Arc<Context>,
+    shutdown: watch::Receiver<bool>,
+) {
+    crate::runtime::accept_loop::<N, _, _>(listener, shutdown, move |read, write, remote| {
         let context = context.clone();
         let logger = context.logger.new(slog::o!("client" => remote.to_string()));
         async move {
-            match connection(stream, context, &logger).await {
+            match connection(read, write, context, &logger).await {
                 Ok(()) => debug!(logger, "client disconnected"),
                 Err(why) => info!(logger, "closed client connection"; "why" => why),
             }
@@ -166,11 +173,11 @@ type PendingResponse = Pin<Box<dyn Future<Output = Result<Option<BytesMut>, Stri
 /// requests are submitted to the core here, in the order they arrive (idempotent sequences
 /// depend on it); only the waiting for their answers overlaps with reading the next request.
 async fn connection(
-    stream: TcpStream,
+    read: impl AsyncRead + Unpin,
+    write: impl AsyncWrite + Unpin + Send + 'static,
     context: Arc<Context>,
     logger: &Logger,
 ) -> Result<(), String> {
-    let (read, write) = stream.into_split();
     let mut read = BufReader::new(read);
     let (queue, pending) = tokio::sync::mpsc::channel::<PendingResponse>(PIPELINE_MAX);
     let writer = tokio::spawn(write_responses(write, pending));
@@ -181,7 +188,7 @@ async fn connection(
 }
 
 async fn write_responses(
-    mut write: tokio::net::tcp::OwnedWriteHalf,
+    mut write: impl AsyncWrite + Unpin,
     mut pending: tokio::sync::mpsc::Receiver<PendingResponse>,
 ) -> Result<(), String> {
     while let Some(response) = pending.recv().await {
@@ -193,7 +200,7 @@ async fn write_responses(
 }
 
 async fn read_requests(
-    read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    read: &mut BufReader<impl AsyncRead + Unpin>,
     context: &Arc<Context>,
     logger: &Logger,
     queue: &tokio::sync::mpsc::Sender<PendingResponse>,

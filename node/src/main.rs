@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use oxbow_node::config::{Config, FsyncPolicy, PeerConfig, TopicConfig};
-use oxbow_node::{kafka, runtime};
+use oxbow_node::runtime;
 use slog::{error, info, o, Drain, Logger};
 use tokio::sync::watch;
 
@@ -181,25 +181,14 @@ fn dev_configs(
     Ok(configs)
 }
 
-/// Starts one node (core, peers, Kafka listener); returns its end.
+/// Starts one node (core, peers, Kafka listener) on the real network and disk; returns its end.
 async fn start_node(
     config: Config,
     shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) -> Result<tokio::task::JoinHandle<Result<(), runtime::RuntimeError>>, runtime::RuntimeError> {
-    let kafka_listener = tokio::net::TcpListener::bind(config.kafka_listen)
-        .await
-        .map_err(|source| runtime::RuntimeError::Bind {
-            address: config.kafka_listen,
-            source,
-        })?;
-    let started = runtime::start(config.clone(), shutdown.clone(), logger.clone()).await?;
-    let context = kafka::Context::new(config.clone(), started.core.clone(), logger.clone())
-        .map_err(|e| {
-            runtime::RuntimeError::Fatal(format!("cannot open the producer id state: {e}"))
-        })?;
-    tokio::spawn(kafka::serve(kafka_listener, context, shutdown));
-    info!(logger, "node started"; "kafka" => %config.kafka_listen, "peers" => %config.peer_listen);
+    let environment = runtime::production(&config)?;
+    let started = runtime::start(config, environment, shutdown, logger).await?;
     Ok(started.done)
 }
 

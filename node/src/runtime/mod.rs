@@ -5,6 +5,7 @@
 //! ticks and the shutdown signal. Outputs go out in the order the core gave them: peer sends to
 //! per-peer sender tasks, writes to the disk writer thread, replies to the waiting requests.
 
+pub mod env;
 pub mod peer;
 pub mod writer;
 
@@ -18,12 +19,12 @@ use oxbow_core::metadata::{
     AdminError, CreateTopic, MetadataCommand, MetadataState, METADATA_GROUP,
 };
 use oxbow_core::node::{GroupStatus, Node, NodeConfig};
-use oxbow_core::time::{Instant, Now};
 use slog::{error, info, warn, Logger};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
-use crate::storage::{FsDisk, SegmentLog, SegmentLogOptions, StorageError};
+use crate::storage::{Disk, FsDisk, SegmentLog, SegmentLogOptions, StorageError};
+use env::{Clock, Environment, Network, TokioNet, WriterMode};
 
 /// Capacity of the core's inbox; senders wait when it is full (backpressure).
 const INBOX_CAPACITY: usize = 4_096;
@@ -176,49 +177,6 @@ impl std::fmt::Display for RuntimeError {
 
 impl std::error::Error for RuntimeError {}
 
-/// The node's clock: the only place it reads time.
-pub struct Clock {
-    #[allow(clippy::disallowed_types)]
-    start: std::time::Instant,
-}
-
-impl Clock {
-    /// Starts the monotonic clock at zero.
-    #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
-    pub fn new() -> Self {
-        Self {
-            start: std::time::Instant::now(),
-        }
-    }
-
-    /// Now, as the core wants it.
-    #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
-    pub fn now(&self) -> Now {
-        let wall_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        Now {
-            mono: Instant(self.start.elapsed().as_nanos() as u64),
-            wall_ms,
-        }
-    }
-
-    /// A seed for the node's RNG (production runs need no replay).
-    #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
-    pub fn seed() -> u64 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// The core's configuration: every node votes in the metadata group; partition groups come
 /// from applying it.
 pub fn core_config(config: &Config) -> NodeConfig {
@@ -235,13 +193,9 @@ pub struct Started {
     pub done: tokio::task::JoinHandle<Result<(), RuntimeError>>,
 }
 
-/// Opens the data directory, recovers, binds the peer port and starts the core task and the
-/// peer transport. The Kafka listener is started by the caller with the returned handle.
-pub async fn start(
-    config: Config,
-    shutdown: watch::Receiver<bool>,
-    logger: Logger,
-) -> Result<Started, RuntimeError> {
+/// The production environment: real TCP, the data directory with a writer thread, the system
+/// clock.
+pub fn production(config: &Config) -> Result<Environment<TokioNet, FsDisk>, RuntimeError> {
     let disk = FsDisk::open(&config.data_dir).map_err(|source| {
         RuntimeError::Storage(StorageError::Io {
             operation: "open",
@@ -249,12 +203,44 @@ pub async fn start(
             source,
         })
     })?;
+    Ok(Environment {
+        network: TokioNet,
+        disk,
+        writer: WriterMode::Thread,
+        producer_ids: Box::new(crate::producer_ids::FileStore::new(&config.data_dir)),
+        clock: Clock::system(),
+        seed: env::time_seed(),
+        incarnation: 0,
+        planted: oxbow_core::node::PlantedBugs::default(),
+    })
+}
+
+/// Starts a whole node: opens and recovers the data directory, binds the Kafka and peer
+/// ports, and starts the core task, the disk writer, the peer transport and the Kafka
+/// listener. Returns the core's handle and the task that ends when the node stops.
+pub async fn start<N: Network, D: Disk + Send + 'static>(
+    config: Config,
+    environment: Environment<N, D>,
+    shutdown: watch::Receiver<bool>,
+    logger: Logger,
+) -> Result<Started, RuntimeError> {
+    let Environment {
+        network,
+        disk,
+        writer,
+        producer_ids,
+        clock,
+        seed,
+        incarnation,
+        planted,
+    } = environment;
     let (log, durable, report) =
         SegmentLog::open(disk, SegmentLogOptions::default()).map_err(RuntimeError::Storage)?;
     info!(logger, "recovered data directory";
         "dir" => %config.data_dir.display(), "segments" => report.segments, "frames" => report.frames,
         "groups" => durable.groups.len(), "cut" => ?report.cut);
-    let node_config = core_config(&config);
+    let mut node_config = core_config(&config);
+    node_config.planted = planted;
     if !durable.groups.is_empty() && !durable.groups.contains_key(&METADATA_GROUP) {
         return Err(RuntimeError::Mismatch(format!(
             "the data directory {} holds partitions but no metadata log: it was written by an older \
@@ -262,12 +248,19 @@ pub async fn start(
             config.data_dir.display()
         )));
     }
-    let peer_listener = tokio::net::TcpListener::bind(config.peer_listen)
-        .await
-        .map_err(|source| RuntimeError::Bind {
-            address: config.peer_listen,
-            source,
-        })?;
+    let producer_ids = crate::producer_ids::ProducerIds::open(producer_ids, config.node_id)
+        .map_err(|e| RuntimeError::Fatal(format!("cannot open the producer id state: {e}")))?;
+    let bind = |address| {
+        let network = network.clone();
+        async move {
+            network
+                .bind(address)
+                .await
+                .map_err(|source| RuntimeError::Bind { address, source })
+        }
+    };
+    let kafka_listener = bind(config.kafka_listen).await?;
+    let peer_listener = bind(config.peer_listen).await?;
     let (inbox_tx, inbox) = mpsc::channel(INBOX_CAPACITY);
     let (applied_tx, applied) = watch::channel(0u64);
     let (metadata_tx, metadata) = watch::channel(Arc::new(MetadataState::new(config.all_nodes())));
@@ -276,9 +269,9 @@ pub async fn start(
         applied,
         metadata,
     };
-    let writer = writer::spawn(log, config.fsync, core.sender(), logger.clone());
-    let peers = peer::Peers::start(&config, shutdown.clone(), logger.clone());
-    tokio::spawn(peer::listen(
+    let writer = writer::spawn(log, config.fsync, writer, core.sender(), logger.clone());
+    let peers = peer::Peers::start(&network, &config, shutdown.clone(), logger.clone());
+    tokio::spawn(peer::listen::<N>(
         peer_listener,
         config.node(),
         core.sender(),
@@ -286,43 +279,52 @@ pub async fn start(
         logger.clone(),
     ));
     let raft_logger = logger.new(slog::o!("component" => "raft"));
-    let node = Node::new(node_config, Clock::seed(), 0, durable, &raft_logger);
+    let node = Node::new(node_config, seed, incarnation, durable, &raft_logger);
     let tick = Duration::from_millis(config.tick_ms);
     let done = tokio::spawn(run_core(CoreTask {
         node,
         inbox,
         writer,
         peers,
+        clock,
         tick,
         shutdown: shutdown.clone(),
         applied: applied_tx,
         metadata: metadata_tx,
         logger: logger.clone(),
     }));
+    let context =
+        crate::kafka::Context::new(config.clone(), core.clone(), producer_ids, logger.clone());
+    tokio::spawn(crate::kafka::serve::<N>(
+        kafka_listener,
+        context,
+        shutdown.clone(),
+    ));
+    info!(logger, "node started"; "kafka" => %config.kafka_listen, "peers" => %config.peer_listen);
     tokio::spawn(ensure_topics(config, core.clone(), shutdown, logger));
     Ok(Started { core, done })
 }
 
-/// Accepts connections until shutdown and hands each (with no-delay set) to `handle`.
-pub async fn accept_loop<F, Fut>(
-    listener: tokio::net::TcpListener,
+/// Accepts connections until shutdown and hands each to `handle`.
+pub async fn accept_loop<N, F, Fut>(
+    listener: N::Listener,
     mut shutdown: watch::Receiver<bool>,
     handle: F,
 ) where
-    F: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+    N: Network,
+    F: Fn(N::Read, N::Write, std::net::SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     loop {
         let accepted = tokio::select! {
             biased;
             _ = shutdown.changed() => return,
-            accepted = listener.accept() => accepted,
+            accepted = N::accept(&listener) => accepted,
         };
-        let Ok((stream, remote)) = accepted else {
+        let Ok((read, write, remote)) = accepted else {
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(handle(stream, remote));
+        tokio::spawn(handle(read, write, remote));
     }
 }
 
@@ -332,6 +334,7 @@ struct CoreTask {
     inbox: mpsc::Receiver<Event>,
     writer: writer::Writer,
     peers: peer::Peers,
+    clock: Clock,
     tick: Duration,
     shutdown: watch::Receiver<bool>,
     applied: watch::Sender<u64>,
@@ -345,13 +348,13 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
         mut inbox,
         writer,
         peers,
+        clock,
         tick,
         mut shutdown,
         applied,
         metadata,
         logger,
     } = task;
-    let clock = Clock::new();
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiting: BTreeMap<RequestId, oneshot::Sender<Response>> = BTreeMap::new();

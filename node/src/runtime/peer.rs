@@ -15,10 +15,10 @@ use oxbow_core::io::GroupMessage;
 use oxbow_core::raft::eraftpb::Message;
 use protobuf::Message as _;
 use slog::{debug, info, warn, Logger};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+use super::env::Network;
 use super::Event;
 use crate::config::Config;
 
@@ -39,13 +39,19 @@ pub struct Peers {
 
 impl Peers {
     /// Starts one sender task per peer.
-    pub fn start(config: &Config, shutdown: watch::Receiver<bool>, logger: Logger) -> Self {
+    pub fn start<N: Network>(
+        network: &N,
+        config: &Config,
+        shutdown: watch::Receiver<bool>,
+        logger: Logger,
+    ) -> Self {
         let mut senders = BTreeMap::new();
         for peer in &config.peers {
             let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
             senders.insert(NodeId(peer.id), tx);
             let logger = logger.new(slog::o!("peer" => peer.id));
             tokio::spawn(send_loop(
+                network.clone(),
                 config.node(),
                 peer.peer_address,
                 rx,
@@ -108,7 +114,8 @@ pub fn decode_payload(payload: &bytes::Bytes) -> Option<Vec<GroupMessage>> {
     Some(messages)
 }
 
-async fn send_loop(
+async fn send_loop<N: Network>(
+    network: N,
     me: NodeId,
     address: SocketAddr,
     mut queue: mpsc::Receiver<Vec<GroupMessage>>,
@@ -121,23 +128,22 @@ async fn send_loop(
         if *shutdown.borrow() {
             return;
         }
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await
-        {
-            Ok(Ok(stream)) => stream,
-            _ => {
-                // Messages queued while the peer is unreachable are stale: drop them.
-                while queue.try_recv().is_ok() {}
-                tokio::select! {
-                    biased;
-                    _ = shutdown.changed() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+        // The read half is unused (peers only send) but kept open with the connection.
+        let (_read, mut stream) =
+            match tokio::time::timeout(CONNECT_TIMEOUT, network.connect(address)).await {
+                Ok(Ok(halves)) => halves,
+                _ => {
+                    // Messages queued while the peer is unreachable are stale: drop them.
+                    while queue.try_recv().is_ok() {}
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let mut stream = stream;
+            };
         let mut hello = MAGIC.to_vec();
         hello.extend_from_slice(&VERSION.to_le_bytes());
         hello.extend_from_slice(&me.0.to_le_bytes());
@@ -179,18 +185,20 @@ async fn send_loop(
 }
 
 /// Accepts peer connections and feeds their messages to the core.
-pub async fn listen(
-    listener: TcpListener,
+pub async fn listen<N: Network>(
+    listener: N::Listener,
     me: NodeId,
     inbox: mpsc::Sender<Event>,
     shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
-    super::accept_loop(listener, shutdown, move |stream, remote| {
+    super::accept_loop::<N, _, _>(listener, shutdown, move |read, write, remote| {
         let inbox = inbox.clone();
         let logger = logger.new(slog::o!("remote" => remote.to_string()));
         async move {
-            if let Err(why) = receive(stream, me, inbox).await {
+            // The write half is unused (peers only send) but kept open with the connection.
+            let _write = write;
+            if let Err(why) = receive(read, me, inbox).await {
                 debug!(logger, "peer connection closed"; "why" => why);
             }
         }
@@ -199,7 +207,7 @@ pub async fn listen(
 }
 
 async fn receive(
-    mut stream: TcpStream,
+    mut stream: impl AsyncRead + Unpin,
     me: NodeId,
     inbox: mpsc::Sender<Event>,
 ) -> Result<(), String> {

@@ -1,14 +1,18 @@
-//! The disk writer: one thread per data directory. It takes the core's writes in order, appends
-//! every write queued so far, fsyncs once for all of them (group commit), and reports each one
-//! done, in order. A disk error stops the node: it cannot know what reached the disk.
+//! The disk writer. It takes the core's writes in order, appends every write queued so far,
+//! fsyncs once for all of them (group commit), and reports each one done, in order. A disk
+//! error stops the node: it cannot know what reached the disk.
+//!
+//! In production it is a thread of its own that blocks on the disk; in the simulator it is a
+//! task whose fsync takes simulated time (see [`WriterMode`]).
 
 use oxbow_core::io::Write;
 use slog::{error, Logger};
 use tokio::sync::mpsc;
 
+use super::env::WriterMode;
 use super::Event;
 use crate::config::FsyncPolicy;
-use crate::storage::{FsDisk, SegmentLog};
+use crate::storage::{Disk, SegmentLog};
 
 /// Writes queued to the writer at most; past it the core waits.
 const QUEUE_CAPACITY: usize = 1_024;
@@ -28,49 +32,114 @@ impl Writer {
     }
 }
 
-/// Starts the writer thread.
-pub fn spawn(
-    mut log: SegmentLog<FsDisk>,
+/// One group commit: appends every write of `group`, then fsyncs if any asked for it and the
+/// policy allows. Returns whether it synced.
+fn append_group<D: Disk>(
+    log: &mut SegmentLog<D>,
+    group: &[Write],
     fsync: FsyncPolicy,
+) -> Result<bool, crate::storage::StorageError> {
+    for write in group {
+        log.append(&write.records)?;
+    }
+    let sync = fsync == FsyncPolicy::Always && group.iter().any(|w| w.sync);
+    if sync {
+        log.sync()?;
+    }
+    Ok(sync)
+}
+
+/// Starts the writer.
+pub fn spawn<D: Disk + Send + 'static>(
+    log: SegmentLog<D>,
+    fsync: FsyncPolicy,
+    mode: WriterMode,
     done: mpsc::Sender<Event>,
     logger: Logger,
 ) -> Writer {
-    let (queue, mut writes) = mpsc::channel::<Write>(QUEUE_CAPACITY);
-    #[allow(clippy::disallowed_methods)] // The writer is the one thread of the IO edge.
-    std::thread::Builder::new()
-        .name("oxbow-writer".into())
-        .spawn(move || {
-            let mut group = Vec::with_capacity(GROUP_MAX);
-            while let Some(first) = writes.blocking_recv() {
-                group.push(first);
-                while group.len() < GROUP_MAX {
-                    match writes.try_recv() {
-                        Ok(write) => group.push(write),
-                        Err(_) => break,
-                    }
-                }
-                let result = group
-                    .iter()
-                    .try_for_each(|w| log.append(&w.records))
-                    .and_then(|()| {
-                        if fsync == FsyncPolicy::Always && group.iter().any(|w| w.sync) {
-                            log.sync()
-                        } else {
-                            Ok(())
-                        }
-                    });
-                if let Err(e) = result {
-                    error!(logger, "disk write failed"; "error" => %e);
-                    let _ = done.blocking_send(Event::Fatal(e.to_string()));
-                    return;
-                }
-                for write in group.drain(..) {
-                    if done.blocking_send(Event::WriteDone(write.seq)).is_err() {
-                        return;
-                    }
-                }
-            }
-        })
-        .expect("spawn the writer thread");
+    let (queue, writes) = mpsc::channel::<Write>(QUEUE_CAPACITY);
+    match mode {
+        WriterMode::Thread => {
+            #[allow(clippy::disallowed_methods)] // The writer is the one thread of the IO edge.
+            std::thread::Builder::new()
+                .name("oxbow-writer".into())
+                .spawn(move || run_blocking(log, fsync, writes, done, logger))
+                .expect("spawn the writer thread");
+        }
+        WriterMode::Task { sync_latency } => {
+            tokio::spawn(run_task(log, fsync, sync_latency, writes, done, logger));
+        }
+    }
     Writer { queue }
+}
+
+fn next_group(first: Write, writes: &mut mpsc::Receiver<Write>, group: &mut Vec<Write>) {
+    group.push(first);
+    while group.len() < GROUP_MAX {
+        match writes.try_recv() {
+            Ok(write) => group.push(write),
+            Err(_) => break,
+        }
+    }
+}
+
+fn run_blocking<D: Disk>(
+    mut log: SegmentLog<D>,
+    fsync: FsyncPolicy,
+    mut writes: mpsc::Receiver<Write>,
+    done: mpsc::Sender<Event>,
+    logger: Logger,
+) {
+    let mut group = Vec::with_capacity(GROUP_MAX);
+    while let Some(first) = writes.blocking_recv() {
+        next_group(first, &mut writes, &mut group);
+        if let Err(e) = append_group(&mut log, &group, fsync) {
+            error!(logger, "disk write failed"; "error" => %e);
+            let _ = done.blocking_send(Event::Fatal(e.to_string()));
+            return;
+        }
+        for write in group.drain(..) {
+            if done.blocking_send(Event::WriteDone(write.seq)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn run_task<D: Disk>(
+    mut log: SegmentLog<D>,
+    fsync: FsyncPolicy,
+    sync_latency: std::time::Duration,
+    mut writes: mpsc::Receiver<Write>,
+    done: mpsc::Sender<Event>,
+    logger: Logger,
+) {
+    let mut group = Vec::with_capacity(GROUP_MAX);
+    while let Some(first) = writes.recv().await {
+        next_group(first, &mut writes, &mut group);
+        // The bytes reach the (simulated) disk now; they are durable only after the fsync,
+        // which takes time: a crash in between loses them.
+        for write in &group {
+            if let Err(e) = log.append(&write.records) {
+                error!(logger, "disk write failed"; "error" => %e);
+                let _ = done.send(Event::Fatal(e.to_string())).await;
+                return;
+            }
+        }
+        if fsync == FsyncPolicy::Always && group.iter().any(|w| w.sync) {
+            if !sync_latency.is_zero() {
+                tokio::time::sleep(sync_latency).await;
+            }
+            if let Err(e) = log.sync() {
+                error!(logger, "disk sync failed"; "error" => %e);
+                let _ = done.send(Event::Fatal(e.to_string())).await;
+                return;
+            }
+        }
+        for write in group.drain(..) {
+            if done.send(Event::WriteDone(write.seq)).await.is_err() {
+                return;
+            }
+        }
+    }
 }

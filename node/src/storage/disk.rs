@@ -248,3 +248,50 @@ impl Disk for SimDisk {
             .ok_or_else(|| not_found(name))
     }
 }
+
+/// A [`SimDisk`] shared between a node and the simulator that hosts it: the node's storage
+/// writes through it, and the simulator crashes or corrupts it between incarnations.
+#[derive(Clone, Debug, Default)]
+pub struct SharedSimDisk(pub std::sync::Arc<std::sync::Mutex<SimDisk>>);
+
+impl SharedSimDisk {
+    /// An empty shared disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `f` on the disk.
+    pub fn with<T>(&self, f: impl FnOnce(&mut SimDisk) -> T) -> T {
+        f(&mut self.0.lock().expect("not poisoned"))
+    }
+}
+
+impl Disk for SharedSimDisk {
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.with(|d| d.list())
+    }
+
+    fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
+        self.with(|d| d.read(name))
+    }
+
+    fn read_at(&mut self, name: &str, position: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.with(|d| d.read_at(name, position, len))
+    }
+
+    fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.with(|d| d.append(name, bytes))
+    }
+
+    fn sync(&mut self, name: &str) -> io::Result<()> {
+        self.with(|d| d.sync(name))
+    }
+
+    fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
+        self.with(|d| d.truncate(name, len))
+    }
+
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.with(|d| d.remove(name))
+    }
+}

@@ -9,5 +9,5 @@ pub mod disk;
 pub mod frame;
 mod segment_log;
 
-pub use disk::{Disk, FsDisk, SimDisk};
+pub use disk::{Disk, FsDisk, SharedSimDisk, SimDisk};
 pub use segment_log::{RecoveryReport, SegmentLog, SegmentLogOptions, StorageError};

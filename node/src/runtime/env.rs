@@ -1,0 +1,168 @@
+//! Everything a node takes from the outside world, so that one runtime runs in production and
+//! inside the simulator: the network, the disk and its writer, the clock, the seed.
+//!
+//! Production uses [`TokioNet`], [`FsDisk`](crate::storage::FsDisk) with a writer thread,
+//! [`Clock::system`] and a seed from the time. The simulator plugs in turmoil's TCP, a
+//! [`SharedSimDisk`](crate::storage::SharedSimDisk) with a writer task, and a clock of its own
+//! (offset and drift per node).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use oxbow_core::node::PlantedBugs;
+use oxbow_core::time::{Instant, Now};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Opens listeners and connections. Streams come back already split into their halves.
+pub trait Network: Clone + Send + Sync + 'static {
+    /// A bound listener.
+    type Listener: Send + Sync + 'static;
+    /// The reading half of a stream.
+    type Read: AsyncRead + Unpin + Send + 'static;
+    /// The writing half of a stream.
+    type Write: AsyncWrite + Unpin + Send + 'static;
+
+    /// Binds a listener.
+    fn bind(&self, address: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+
+    /// Waits for the next connection (no-delay set where it applies).
+    fn accept(
+        listener: &Self::Listener,
+    ) -> impl Future<Output = io::Result<(Self::Read, Self::Write, SocketAddr)>> + Send;
+
+    /// Connects to `address` (no-delay set where it applies).
+    fn connect(
+        &self,
+        address: SocketAddr,
+    ) -> impl Future<Output = io::Result<(Self::Read, Self::Write)>> + Send;
+}
+
+/// Real TCP through tokio.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokioNet;
+
+impl Network for TokioNet {
+    type Listener = tokio::net::TcpListener;
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+
+    async fn bind(&self, address: SocketAddr) -> io::Result<Self::Listener> {
+        tokio::net::TcpListener::bind(address).await
+    }
+
+    async fn accept(
+        listener: &Self::Listener,
+    ) -> io::Result<(Self::Read, Self::Write, SocketAddr)> {
+        let (stream, remote) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        Ok((read, write, remote))
+    }
+
+    async fn connect(&self, address: SocketAddr) -> io::Result<(Self::Read, Self::Write)> {
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream.into_split())
+    }
+}
+
+/// The node's clock: the only place the runtime reads time for the core.
+#[derive(Clone)]
+pub struct Clock {
+    now: Arc<dyn Fn() -> Now + Send + Sync>,
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clock").finish_non_exhaustive()
+    }
+}
+
+impl Clock {
+    /// The machine's clocks: monotonic time from zero at creation, wall time from the system.
+    #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+    pub fn system() -> Self {
+        let start = std::time::Instant::now();
+        Self::from_fn(move || {
+            let wall_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            Now {
+                mono: Instant(start.elapsed().as_nanos() as u64),
+                wall_ms,
+            }
+        })
+    }
+
+    /// A clock read through `now` (the simulator's: offsets and drift per node).
+    pub fn from_fn(now: impl Fn() -> Now + Send + Sync + 'static) -> Self {
+        Self { now: Arc::new(now) }
+    }
+
+    /// Now, as the core wants it.
+    pub fn now(&self) -> Now {
+        (self.now)()
+    }
+}
+
+/// How the disk writer runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriterMode {
+    /// A thread of its own, blocking on the disk (production).
+    Thread,
+    /// A task on the node's runtime; each fsync takes `sync_latency` of (simulated) time.
+    Task {
+        /// How long one group's fsync takes.
+        sync_latency: Duration,
+    },
+}
+
+/// Where producer-id reservations are kept (see `producer_ids`).
+pub trait ProducerIdStore: Send + 'static {
+    /// The first id not yet reserved by an earlier run (0 when none ever was).
+    fn load(&mut self) -> io::Result<u64>;
+    /// Durably records that ids below `until` are reserved.
+    fn save(&mut self, until: u64) -> io::Result<()>;
+}
+
+/// What a node is given besides its configuration.
+pub struct Environment<N, D> {
+    /// Listeners and connections.
+    pub network: N,
+    /// The data directory.
+    pub disk: D,
+    /// How writes reach the disk.
+    pub writer: WriterMode,
+    /// Producer-id reservations.
+    pub producer_ids: Box<dyn ProducerIdStore>,
+    /// Time for the core.
+    pub clock: Clock,
+    /// Seeds the core's RNG (election jitter).
+    pub seed: u64,
+    /// Counts this node's starts; distinguishes RNG streams across restarts.
+    pub incarnation: u64,
+    /// Bugs to plant in the core (the simulator's checker must catch them); none in production.
+    pub planted: PlantedBugs,
+}
+
+impl<N, D> std::fmt::Debug for Environment<N, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Environment")
+            .field("writer", &self.writer)
+            .field("seed", &self.seed)
+            .field("incarnation", &self.incarnation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A seed for a production node's RNG (production runs need no replay).
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+pub fn time_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+}
