@@ -31,6 +31,40 @@ pub struct ClientConfig {
     pub reconnect_backoff_max: Duration,
     /// How connections are opened.
     pub connector: Arc<dyn Connector>,
+    /// The wall clock that stamps records sent without a timestamp.
+    pub wall_clock: WallClock,
+}
+
+/// Milliseconds since the Unix epoch, from the system or from a simulation.
+#[derive(Clone)]
+pub struct WallClock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl WallClock {
+    /// The system clock.
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+    pub fn system() -> Self {
+        Self(Arc::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        }))
+    }
+
+    /// A clock read through `now` (a simulator's).
+    pub fn from_fn(now: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
+    }
+
+    /// Now, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WallClock")
+    }
 }
 
 impl ClientConfig {
@@ -48,6 +82,7 @@ impl ClientConfig {
             retry_backoff: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(5),
             connector: Arc::new(TcpConnector),
+            wall_clock: WallClock::system(),
         }
     }
 }

@@ -28,7 +28,7 @@ pub mod producer;
 pub mod transport;
 
 pub use admin::{Admin, NewTopic};
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, WallClock};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek};
 pub use error::{Error, Result};
 pub use producer::{

@@ -253,7 +253,9 @@ impl Producer {
             (None, Some(key)) => (murmur2(key) & 0x7fff_ffff) % count,
             (None, None) => self.sticky_partition(&record, count),
         };
-        let timestamp = record.timestamp_ms.unwrap_or_else(wall_clock_ms);
+        let timestamp = record
+            .timestamp_ms
+            .unwrap_or_else(|| self.shared.client.config().wall_clock.now_ms());
         let headers = record
             .headers
             .into_iter()
@@ -340,13 +342,6 @@ impl Producer {
     }
 }
 
-#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Kafka's murmur2 (`Utils.murmur2`), used by the default partitioner.
 pub fn murmur2(data: &[u8]) -> i32 {
     const SEED: u32 = 0x9747_b28c;
@@ -407,10 +402,14 @@ impl Batch {
             record.offset = i as i64;
             record.producer_id = producer_id;
             record.producer_epoch = epoch;
+            // Without a producer id the batch's base sequence is -1. The encoder starts a new
+            // batch wherever `offset - sequence` changes, so the records count up from -1
+            // (with -1 on every record, each would become a batch of its own, and the broker
+            // refuses more than one batch per partition).
             record.sequence = if producer_id >= 0 {
                 sequence_add(self.base_sequence, i as i32)
             } else {
-                -1
+                i as i32 - 1
             };
         }
         let mut buf = BytesMut::new();
@@ -887,6 +886,47 @@ async fn init_producer_id(client: &Client) -> Result<(i64, i16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The simulator found this: without a producer id, every record became a batch of its own,
+    /// and brokers take one batch per partition.
+    #[test]
+    fn a_batch_without_a_producer_id_encodes_as_one_batch() {
+        let records = (0..5)
+            .map(|i| WireRecord {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: 0,
+                sequence: -1,
+                timestamp: 1_000 + i,
+                key: None,
+                value: Some(Bytes::from(vec![b'v'; 10])),
+                headers: Default::default(),
+            })
+            .collect();
+        let (tx, _rx) = oneshot::channel();
+        let mut batch = Batch {
+            records,
+            replies: vec![tx],
+            base_sequence: 0,
+            producer: (-1, -1),
+            bytes: Bytes::new(),
+            created: Instant::now(),
+            maybe_written: false,
+        };
+        batch.encode(Compression::None).expect("encodes");
+        let mut bytes = batch.bytes.clone();
+        let batches = kafka_protocol::records::RecordBatchDecoder::decode_batch_info(&mut bytes)
+            .expect("decodes");
+        assert_eq!(batches.len(), 1, "one batch");
+        assert_eq!(batches[0].record_count, 5);
+        assert_eq!(batches[0].base_sequence, -1);
+        assert_eq!(batches[0].producer_id, -1);
+    }
 
     #[test]
     fn murmur2_matches_kafka() {

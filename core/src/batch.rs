@@ -98,6 +98,12 @@ impl Batch {
         }
         let batch = Self { bytes };
         let length = batch.i32_at(BATCH_LENGTH);
+        if length >= 0 && (length as usize + BATCH_LENGTH + 4) < batch.bytes.len() {
+            // Kafka (produce v3 and later) takes exactly one batch per partition.
+            return Err(BatchError::Invalid(
+                "more than one record batch for one partition (send exactly one)",
+            ));
+        }
         if length < 0 || length as usize + BATCH_LENGTH + 4 != batch.bytes.len() {
             return Err(BatchError::Corrupt(
                 "batch length does not match the bytes sent",
@@ -423,6 +429,15 @@ mod tests {
             Batch::parse(magic.freeze(), 1 << 20),
             Err(BatchError::Invalid(_))
         ));
+        let mut two = BytesMut::from(&good[..]);
+        two.extend_from_slice(&good);
+        assert!(
+            matches!(
+                Batch::parse(two.freeze(), 1 << 20),
+                Err(BatchError::Invalid(_))
+            ),
+            "two batches for one partition are refused as invalid, as Kafka does"
+        );
     }
 
     proptest! {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use oxbow_core::node::PlantedBugs;
 use oxbow_sim::cluster::{run, Report};
 use oxbow_sim::options::Options;
+use oxbow_sim::world::{run_world, WorldOptions, WorldReport};
 
 /// Deterministic simulation of an oxbow cluster: the same seed gives the same run, bit for bit.
 #[derive(Parser)]
@@ -50,11 +51,27 @@ enum Command {
     },
 }
 
+/// Which simulation runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum World {
+    /// The discrete-event simulation of the cores (fast; deep raft coverage).
+    Cores,
+    /// The turmoil world: the real node runtime and the real client over simulated TCP.
+    Turmoil,
+}
+
 #[derive(clap::Args, Clone)]
 struct Common {
+    /// Which simulation: the cores' discrete-event simulation, or the turmoil world.
+    #[arg(long, value_enum, default_value = "cores")]
+    world: World,
     /// Simulated milliseconds of the fault phase (a healed phase follows).
     #[arg(long, default_value_t = 10_000)]
     safety_ms: u64,
+    /// Print the trace (turmoil world: every node's log lines, faults and client operations)
+    /// to standard error while running.
+    #[arg(long)]
+    trace: bool,
     /// Break the system on purpose, to see the checker catch it: early-persisted-messages,
     /// skip-sequence-check or fetch-above-hwm.
     #[arg(long, value_parser = parse_bug)]
@@ -95,18 +112,89 @@ fn parse_bug(s: &str) -> Result<PlantedBugs, String> {
 }
 
 fn bug_flag(common: &Common) -> String {
-    match common.plant_bug {
-        Some(b) if b.early_persisted_messages => " --plant-bug early-persisted-messages".into(),
-        Some(b) if b.skip_sequence_check => " --plant-bug skip-sequence-check".into(),
-        Some(b) if b.fetch_above_hwm => " --plant-bug fetch-above-hwm".into(),
-        _ => String::new(),
+    let world = match common.world {
+        World::Cores => "",
+        World::Turmoil => " --world turmoil",
+    };
+    let bug = match common.plant_bug {
+        Some(b) if b.early_persisted_messages => " --plant-bug early-persisted-messages",
+        Some(b) if b.skip_sequence_check => " --plant-bug skip-sequence-check",
+        Some(b) if b.fetch_above_hwm => " --plant-bug fetch-above-hwm",
+        _ => "",
+    };
+    format!("{world}{bug}")
+}
+
+/// What any world's run reports.
+struct Summary {
+    stats: String,
+    simulated_ms: u64,
+    trace_hash: u64,
+    violations: Vec<String>,
+}
+
+impl From<Report> for Summary {
+    fn from(report: Report) -> Self {
+        Self {
+            stats: format!(
+                "{} events, {} produced, {} acknowledged, {} crashes ({} bytes lost, {} tails cut), \
+                 {} elections, {} snapshots installed, {} records read during the run, {} records verified",
+                report.stats.events,
+                report.stats.produced,
+                report.stats.acknowledged,
+                report.stats.crashes,
+                report.stats.bytes_lost,
+                report.stats.tails_cut,
+                report.stats.elections,
+                report.stats.snapshots_installed,
+                report.stats.records_read,
+                report.stats.records_verified
+            ),
+            simulated_ms: report.options.safety_ms + report.options.liveness_ms,
+            trace_hash: report.trace_hash,
+            violations: report.violations,
+        }
+    }
+}
+
+impl From<WorldReport> for Summary {
+    fn from(report: WorldReport) -> Self {
+        let s = &report.stats;
+        Self {
+            stats: format!(
+                "{} sends ({} acknowledged, {} failed, {} indeterminate), {} crashes, {} partitions, \
+                 {} records read back",
+                s.sent, s.acknowledged, s.failed, s.indeterminate, s.crashes, s.partitions, s.records_read
+            ),
+            simulated_ms: s.simulated_ms,
+            trace_hash: report.trace_hash,
+            violations: report.violations,
+        }
+    }
+}
+
+fn describe(seed: u64, common: &Common) -> String {
+    let bugs = common.plant_bug.unwrap_or_default();
+    match common.world {
+        World::Cores => Options::from_seed(seed, common.safety_ms, bugs).to_string(),
+        World::Turmoil => WorldOptions::from_seed(seed, common.safety_ms, bugs).to_string(),
     }
 }
 
 /// Runs a seed, turning a panic inside the system into a failed report.
-fn run_seed(seed: u64, common: &Common) -> Result<Report, String> {
-    let options = Options::from_seed(seed, common.safety_ms, common.plant_bug.unwrap_or_default());
-    std::panic::catch_unwind(|| run(options)).map_err(|panic| {
+fn run_seed(seed: u64, common: &Common) -> Result<Summary, String> {
+    let bugs = common.plant_bug.unwrap_or_default();
+    let world = common.world;
+    let safety_ms = common.safety_ms;
+    let trace = common.trace;
+    std::panic::catch_unwind(move || match world {
+        World::Cores => Summary::from(run(Options::from_seed(seed, safety_ms, bugs))),
+        World::Turmoil => Summary::from(run_world(
+            WorldOptions::from_seed(seed, safety_ms, bugs),
+            trace,
+        )),
+    })
+    .map_err(|panic| {
         panic
             .downcast_ref::<String>()
             .cloned()
@@ -115,23 +203,13 @@ fn run_seed(seed: u64, common: &Common) -> Result<Report, String> {
     })
 }
 
-fn print_report(report: &Report, wall: f64) {
-    let simulated = (report.options.safety_ms + report.options.liveness_ms) as f64 / 1000.0;
+fn print_report(report: &Summary, wall: f64) {
+    let simulated = report.simulated_ms as f64 / 1000.0;
+    println!("stats: {}", report.stats);
     println!(
-        "stats: {} events, {} produced, {} acknowledged, {} crashes ({} bytes lost, {} tails cut), \
-         {} elections, {} snapshots installed, {} records read during the run, {} records verified",
-        report.stats.events,
-        report.stats.produced,
-        report.stats.acknowledged,
-        report.stats.crashes,
-        report.stats.bytes_lost,
-        report.stats.tails_cut,
-        report.stats.elections,
-        report.stats.snapshots_installed,
-        report.stats.records_read,
-        report.stats.records_verified
+        "speed: {simulated:.1} simulated s in {wall:.2} wall s ({:.0}x real time)",
+        simulated / wall.max(1e-9)
     );
-    println!("speed: up to {simulated:.1} simulated s in {wall:.2} wall s");
     println!("trace hash: {:016x}", report.trace_hash);
     if report.violations.is_empty() {
         println!("verdict: PASS");
@@ -152,10 +230,7 @@ fn main() -> ExitCode {
             common,
             expect_hash: None,
         } => {
-            println!(
-                "{}",
-                Options::from_seed(seed, common.safety_ms, common.plant_bug.unwrap_or_default())
-            );
+            println!("{}", describe(seed, &common));
             std::panic::set_hook(Box::new(|_| {}));
             let start = WallInstant::now();
             match run_seed(seed, &common) {

@@ -1,0 +1,1049 @@
+//! The turmoil world: the real node runtime (`oxbow_node::runtime::start`, the same code as
+//! `oxbow node`) on 3 to 5 simulated hosts, and the real client (`oxbow-client`) on a client
+//! host, over turmoil's TCP, with simulated disks and per-node clocks.
+//!
+//! The driver steps turmoil one millisecond at a time and injects faults between steps:
+//! crashes that lose unsynced bytes (and may tear the last frame), and network partitions.
+//! Partitions hold a link's segments and deliver them when it heals, as TCP's retransmission
+//! would; turmoil's dropping partitions would wedge its TCP streams, which have no retransmit.
+//! A safety phase with faults is followed by a healed liveness phase, in which every send must
+//! resolve and every acknowledged record must be read back.
+//!
+//! Everything observable goes into the trace hash: every log record of every node at info level
+//! and above (with its simulated time), every fault, and every client operation.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use oxbow_client::{
+    Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, NewTopic, Producer,
+    ProducerConfig, ProducerRecord, SendError, WallClock,
+};
+use oxbow_core::node::PlantedBugs;
+use oxbow_core::time::{Instant, Now};
+use oxbow_node::config::{Config, FsyncPolicy, PeerConfig};
+use oxbow_node::producer_ids::MemoryStore;
+use oxbow_node::runtime::env::{Clock, Environment, Network, WriterMode};
+use oxbow_node::storage::SharedSimDisk;
+use slog::{Drain, Logger, KV as _};
+
+use crate::rng::Stream;
+
+/// The simulated wall clock starts at 2026-01-01T00:00:00Z.
+pub const EPOCH_MS: i64 = 1_767_225_600_000;
+const KAFKA_PORT: u16 = 9092;
+const PEER_PORT: u16 = 19092;
+/// The topic the workload writes.
+pub const TOPIC: &str = "sim";
+
+/// What kind of producer a client process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProducerKind {
+    /// Idempotent, acks=all: no acknowledged write lost, no duplicate, no reordering.
+    Idempotent,
+    /// acks=all without idempotence: at least once (duplicates allowed).
+    AtLeastOnce,
+    /// acks=1: an acknowledged write may be lost when the leader fails.
+    LeaderOnly,
+}
+
+/// Everything that shapes a world run, derived from its seed.
+#[derive(Clone, Debug)]
+pub struct WorldOptions {
+    /// The seed.
+    pub seed: u64,
+    /// Nodes (3 to 5).
+    pub nodes: usize,
+    /// Partitions of the topic.
+    pub partitions: i32,
+    /// Replicas per partition.
+    pub replication: i16,
+    /// Simulated time with faults (ms).
+    pub safety_ms: u64,
+    /// Simulated time after healing in which everything must resolve (ms).
+    pub liveness_ms: u64,
+    /// Raft tick (ms), before each node's drift.
+    pub tick_ms: u64,
+    /// One-way network latency (ms).
+    pub latency_ms: (u64, u64),
+    /// How long an fsync takes (µs of simulated time).
+    pub fsync_us: u64,
+    /// Time between crashes (ms), or none.
+    pub crash_every_ms: Option<(u64, u64)>,
+    /// How long a crashed node stays down (ms).
+    pub down_ms: (u64, u64),
+    /// Whether a crash may keep a torn prefix of unsynced bytes.
+    pub tear: bool,
+    /// Time between partitions (ms), or none.
+    pub partition_every_ms: Option<(u64, u64)>,
+    /// How long a partition lasts (ms).
+    pub partition_ms: (u64, u64),
+    /// Each node's clock-rate error (parts per million; applied to its ticks and clocks).
+    pub drift_ppm: Vec<i64>,
+    /// Each node's wall-clock offset (ms).
+    pub wall_offset_ms: Vec<i64>,
+    /// The producers.
+    pub producers: Vec<ProducerKind>,
+    /// Pause between one producer's sends (ms).
+    pub send_every_ms: (u64, u64),
+    /// Distinct keys.
+    pub keys: u64,
+    /// Bugs planted in every node's core.
+    pub planted: PlantedBugs,
+}
+
+impl WorldOptions {
+    /// The options of `seed`.
+    pub fn from_seed(seed: u64, safety_ms: u64, planted: PlantedBugs) -> Self {
+        let mut shape = Stream::new(seed, "world-shape");
+        let nodes = shape.between(3, 5) as usize;
+        let mut clocks = Stream::new(seed, "world-clocks");
+        let drift_ppm = (0..nodes)
+            .map(|_| clocks.between(0, 40_000) as i64 - 20_000)
+            .collect();
+        let wall_offset_ms = (0..nodes)
+            .map(|_| clocks.between(0, 2_000) as i64 - 1_000)
+            .collect();
+        let mut faults = Stream::new(seed, "world-faults");
+        let crash_every_ms = faults
+            .chance(800_000)
+            .then(|| (faults.between(1_000, 3_000), faults.between(4_000, 8_000)));
+        let partition_every_ms = faults
+            .chance(800_000)
+            .then(|| (faults.between(1_000, 3_000), faults.between(4_000, 8_000)));
+        let mut workload = Stream::new(seed, "world-workload");
+        let producers = (0..workload.between(1, 3))
+            .map(|_| match workload.below(4) {
+                0 => ProducerKind::AtLeastOnce,
+                1 => ProducerKind::LeaderOnly,
+                _ => ProducerKind::Idempotent,
+            })
+            .collect();
+        Self {
+            seed,
+            nodes,
+            partitions: shape.between(1, 4) as i32,
+            replication: nodes.min(3) as i16,
+            safety_ms,
+            liveness_ms: 30_000,
+            tick_ms: 20,
+            latency_ms: (1, shape.between(2, 10)),
+            fsync_us: shape.between(100, 3_000),
+            crash_every_ms,
+            down_ms: (500, faults.between(1_000, 5_000)),
+            tear: faults.chance(500_000),
+            partition_every_ms,
+            partition_ms: (500, faults.between(1_000, 6_000)),
+            drift_ppm,
+            wall_offset_ms,
+            producers,
+            send_every_ms: (1, workload.between(5, 30)),
+            keys: workload.between(1, 20),
+            planted,
+        }
+    }
+}
+
+impl fmt::Display for WorldOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "seed {} (turmoil world)", self.seed)?;
+        writeln!(
+            f,
+            "  cluster: {} nodes, topic {TOPIC:?} with {} partitions x {} replicas, tick {} ms",
+            self.nodes, self.partitions, self.replication, self.tick_ms
+        )?;
+        writeln!(
+            f,
+            "  phases: {} ms with faults, then {} ms healed",
+            self.safety_ms, self.liveness_ms
+        )?;
+        writeln!(
+            f,
+            "  network: latency {:?} ms; disk: fsync {} us",
+            self.latency_ms, self.fsync_us
+        )?;
+        writeln!(
+            f,
+            "  faults: crashes every {:?} ms (down {:?} ms, torn tails {}), partitions every {:?} ms (for {:?} ms)",
+            self.crash_every_ms, self.down_ms, self.tear, self.partition_every_ms, self.partition_ms
+        )?;
+        writeln!(
+            f,
+            "  clocks: drift {:?} ppm, wall offsets {:?} ms",
+            self.drift_ppm, self.wall_offset_ms
+        )?;
+        write!(
+            f,
+            "  workload: producers {:?}, a send every {:?} ms each, {} keys{}",
+            self.producers,
+            self.send_every_ms,
+            self.keys,
+            if self.planted == PlantedBugs::default() {
+                String::new()
+            } else {
+                format!("\n  planted bug: {:?}", self.planted)
+            }
+        )
+    }
+}
+
+/// A running FNV-1a hash of everything observable, shared by every host.
+#[derive(Clone, Debug, Default)]
+pub struct Trace(Arc<Mutex<TraceState>>);
+
+#[derive(Debug)]
+struct TraceState {
+    hash: u64,
+    print: bool,
+}
+
+impl Default for TraceState {
+    fn default() -> Self {
+        Self {
+            hash: 0xcbf2_9ce4_8422_2325,
+            print: false,
+        }
+    }
+}
+
+impl Trace {
+    fn new(print: bool) -> Self {
+        Self(Arc::new(Mutex::new(TraceState {
+            print,
+            ..TraceState::default()
+        })))
+    }
+
+    /// Adds a line (simulated time first) to the hash, and prints it if asked to.
+    pub fn line(&self, line: &str) {
+        let mut state = self.0.lock().expect("not poisoned");
+        for b in line.bytes().chain(std::iter::once(b'\n')) {
+            state.hash ^= u64::from(b);
+            state.hash = state.hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        if state.print {
+            eprintln!("{line}");
+        }
+    }
+
+    /// The hash so far.
+    pub fn hash(&self) -> u64 {
+        self.0.lock().expect("not poisoned").hash
+    }
+}
+
+fn sim_ms() -> u64 {
+    turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
+}
+
+/// A slog drain that feeds every record at info level and above into the trace. (Lower levels
+/// are compiled out of release builds, and the hash must not depend on the build.)
+struct TraceDrain {
+    trace: Trace,
+    host: String,
+}
+
+struct LineSerializer<'a>(&'a mut String);
+
+impl slog::Serializer for LineSerializer<'_> {
+    fn emit_arguments(&mut self, key: slog::Key, value: &fmt::Arguments) -> slog::Result {
+        let _ = write!(self.0, " {key}={value}");
+        Ok(())
+    }
+}
+
+impl Drain for TraceDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        if !record.level().is_at_least(slog::Level::Info) {
+            return Ok(());
+        }
+        let mut line = format!(
+            "{:>7} {} {} {}",
+            sim_ms(),
+            self.host,
+            record.level().as_short_str(),
+            record.msg()
+        );
+        let mut serializer = LineSerializer(&mut line);
+        let _ = record.kv().serialize(record, &mut serializer);
+        let _ = values.serialize(record, &mut serializer);
+        self.trace.line(&line);
+        Ok(())
+    }
+}
+
+/// Turmoil's TCP as the node runtime's network. Turmoil listens only on the unspecified
+/// address, so a bind to the host's own address binds its port there.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TurmoilNet;
+
+impl Network for TurmoilNet {
+    type Listener = turmoil::net::TcpListener;
+    type Read = turmoil::net::tcp::OwnedReadHalf;
+    type Write = turmoil::net::tcp::OwnedWriteHalf;
+
+    async fn bind(&self, address: SocketAddr) -> io::Result<Self::Listener> {
+        let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), address.port());
+        turmoil::net::TcpListener::bind(any).await
+    }
+
+    async fn accept(
+        listener: &Self::Listener,
+    ) -> io::Result<(Self::Read, Self::Write, SocketAddr)> {
+        let (stream, remote) = listener.accept().await?;
+        let (read, write) = stream.into_split();
+        Ok((read, write, remote))
+    }
+
+    async fn connect(&self, address: SocketAddr) -> io::Result<(Self::Read, Self::Write)> {
+        Ok(turmoil::net::TcpStream::connect(address)
+            .await?
+            .into_split())
+    }
+}
+
+/// Turmoil's TCP as the client's transport.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TurmoilConnector;
+
+impl oxbow_client::transport::Connector for TurmoilConnector {
+    fn connect(&self, address: &str) -> oxbow_client::transport::Connecting {
+        let address = address.to_string();
+        Box::pin(async move {
+            let stream = turmoil::net::TcpStream::connect(address.as_str()).await?;
+            Ok(Box::new(stream) as Box<dyn oxbow_client::transport::Stream>)
+        })
+    }
+}
+
+/// What outlives a node's crashes: its disk and producer-id reservation, and its start count.
+#[derive(Clone)]
+struct NodeState {
+    index: usize,
+    config: Config,
+    disk: SharedSimDisk,
+    producer_ids: MemoryStore,
+    starts: Arc<AtomicU64>,
+}
+
+fn node_name(index: usize) -> String {
+    format!("n{}", index + 1)
+}
+
+/// How one send ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not answered yet.
+    Pending,
+    /// Acknowledged at this partition and offset.
+    Ok {
+        /// Partition.
+        partition: i32,
+        /// Offset (-1 for acks=0).
+        offset: i64,
+    },
+    /// Definitely not written.
+    Fail(String),
+    /// May have been written.
+    Info(String),
+}
+
+/// One send of the history.
+#[derive(Clone, Debug)]
+pub struct SendOp {
+    /// The producer (process).
+    pub producer: usize,
+    /// Its kind.
+    pub kind: ProducerKind,
+    /// The key.
+    pub key: u64,
+    /// The value (unique in the run).
+    pub value: u64,
+    /// When it was invoked (simulated ms).
+    pub invoked_ms: u64,
+    /// How it ended, and when.
+    pub outcome: Outcome,
+    /// When it ended (simulated ms).
+    pub completed_ms: u64,
+}
+
+/// What the client hosts observed.
+#[derive(Debug, Default)]
+pub struct History {
+    /// Every send, by value.
+    pub sends: BTreeMap<u64, SendOp>,
+    /// The final read: per partition, (offset, value) in read order.
+    pub reads: BTreeMap<i32, Vec<(i64, u64)>>,
+    /// Set when the client finished its final read.
+    pub finished: bool,
+}
+
+/// A world run's numbers.
+#[derive(Clone, Debug, Default)]
+pub struct WorldStats {
+    /// Simulated milliseconds run.
+    pub simulated_ms: u64,
+    /// Sends invoked.
+    pub sent: u64,
+    /// Sends acknowledged.
+    pub acknowledged: u64,
+    /// Sends that definitely failed.
+    pub failed: u64,
+    /// Sends whose outcome is unknown.
+    pub indeterminate: u64,
+    /// Crashes injected.
+    pub crashes: u64,
+    /// Partitions injected.
+    pub partitions: u64,
+    /// Records read back.
+    pub records_read: u64,
+}
+
+/// What a world run found.
+#[derive(Debug)]
+pub struct WorldReport {
+    /// The options.
+    pub options: WorldOptions,
+    /// The trace hash.
+    pub trace_hash: u64,
+    /// Anomalies and failures; empty when the run passed.
+    pub violations: Vec<String>,
+    /// Numbers.
+    pub stats: WorldStats,
+}
+
+fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<Config> {
+    (0..options.nodes)
+        .map(|i| {
+            let drift = options.drift_ppm[i];
+            // A fast clock ticks more often: the tick interval shrinks with the drift.
+            let tick_ms = ((options.tick_ms as i64 * 1_000_000) / (1_000_000 + drift)).max(1);
+            let config = Config {
+                node_id: i as u64 + 1,
+                data_dir: PathBuf::from(format!("/sim/{}", node_name(i))),
+                kafka_listen: SocketAddr::new(addresses[i], KAFKA_PORT),
+                kafka_advertised: None,
+                peer_listen: SocketAddr::new(addresses[i], PEER_PORT),
+                peers: (0..options.nodes)
+                    .filter(|j| *j != i)
+                    .map(|j| PeerConfig {
+                        id: j as u64 + 1,
+                        peer_address: SocketAddr::new(addresses[j], PEER_PORT),
+                        kafka_address: SocketAddr::new(addresses[j], KAFKA_PORT),
+                    })
+                    .collect(),
+                fsync: FsyncPolicy::Always,
+                tick_ms: tick_ms as u64,
+                topics: Vec::new(),
+                auto_create_topics: false,
+                default_partitions: 1,
+                default_replication_factor: None,
+            };
+            config
+                .validate()
+                .expect("the simulator builds valid configurations");
+            config
+        })
+        .collect()
+}
+
+fn node_clock(drift_ppm: i64, wall_offset_ms: i64) -> Clock {
+    Clock::from_fn(move || {
+        let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as i128;
+        let local = elapsed + elapsed * i128::from(drift_ppm) / 1_000_000;
+        Now {
+            mono: Instant(local as u64),
+            wall_ms: EPOCH_MS + wall_offset_ms + (local / 1_000_000) as i64,
+        }
+    })
+}
+
+fn add_node(sim: &mut turmoil::Sim<'_>, state: NodeState, options: &WorldOptions, trace: &Trace) {
+    let name = node_name(state.index);
+    let clock = node_clock(
+        options.drift_ppm[state.index],
+        options.wall_offset_ms[state.index],
+    );
+    let seed = options.seed;
+    let planted = options.planted;
+    let sync_latency = Duration::from_micros(options.fsync_us);
+    let trace = trace.clone();
+    sim.host(name.as_str(), move || {
+        let state = state.clone();
+        let incarnation = state.starts.fetch_add(1, Ordering::SeqCst);
+        let environment = Environment {
+            network: TurmoilNet,
+            disk: state.disk.clone(),
+            writer: WriterMode::Task { sync_latency },
+            producer_ids: Box::new(state.producer_ids.clone()),
+            clock: clock.clone(),
+            seed,
+            incarnation,
+            planted,
+        };
+        let logger = Logger::root(
+            TraceDrain {
+                trace: trace.clone(),
+                host: node_name(state.index),
+            }
+            .fuse(),
+            slog::o!(),
+        );
+        let config = state.config.clone();
+        async move {
+            // The shutdown signal never fires: a simulated node ends by crashing.
+            let (_stop, shutdown) = tokio::sync::watch::channel(false);
+            let started = oxbow_node::runtime::start(config, environment, shutdown, logger)
+                .await
+                .map_err(|e| e.to_string())?;
+            match started.done.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string().into()),
+                Err(e) => Err(format!("the core task failed: {e}").into()),
+            }
+        }
+    });
+}
+
+/// Runs one world. `print` writes the trace to standard error as it goes.
+pub fn run_world(options: WorldOptions, print: bool) -> WorldReport {
+    let trace = Trace::new(print);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(options.seed)
+        .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS as u64))
+        .tick_duration(Duration::from_millis(1))
+        .simulation_duration(Duration::from_millis(
+            options.safety_ms + options.liveness_ms + 60_000,
+        ))
+        .min_message_latency(Duration::from_millis(options.latency_ms.0))
+        .max_message_latency(Duration::from_millis(options.latency_ms.1))
+        .tcp_capacity(1 << 20)
+        .build();
+    let names: Vec<String> = (0..options.nodes).map(node_name).collect();
+    let addresses: Vec<IpAddr> = names.iter().map(|n| sim.lookup(n.as_str())).collect();
+    let configs = node_configs(&options, &addresses);
+    let states: Vec<NodeState> = configs
+        .into_iter()
+        .enumerate()
+        .map(|(index, config)| NodeState {
+            index,
+            config,
+            disk: SharedSimDisk::new(),
+            producer_ids: MemoryStore::default(),
+            starts: Arc::new(AtomicU64::new(0)),
+        })
+        .collect();
+    for state in &states {
+        add_node(&mut sim, state.clone(), &options, &trace);
+    }
+    let history = Arc::new(Mutex::new(History::default()));
+    let bootstrap = addresses
+        .iter()
+        .map(|a| SocketAddr::new(*a, KAFKA_PORT).to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    {
+        let options = options.clone();
+        let history = history.clone();
+        let trace = trace.clone();
+        sim.client("client", async move {
+            workload(options, bootstrap, history, trace)
+                .await
+                .map_err(Into::into)
+        });
+    }
+
+    let mut stats = WorldStats::default();
+    let mut violations = Vec::new();
+    let mut faults = Stream::new(options.seed, "world-fault-schedule");
+    let mut tear_rng = Stream::new(options.seed, "world-tears");
+    let mut next_crash = options.crash_every_ms.map(|(a, b)| faults.between(a, b));
+    let mut next_partition = options
+        .partition_every_ms
+        .map(|(a, b)| faults.between(a, b));
+    let mut down: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut held: Vec<(usize, usize)> = Vec::new();
+    let mut heal_partition_at = 0u64;
+    let mut healed = false;
+    let end = options.safety_ms + options.liveness_ms;
+    loop {
+        let done = match sim.step() {
+            Ok(done) => done,
+            Err(e) => {
+                violations.push(format!("the simulation failed: {e}"));
+                break;
+            }
+        };
+        let now = sim.elapsed().as_millis() as u64;
+        if done {
+            break;
+        }
+        if now >= end {
+            violations.push(format!(
+                "liveness: the workload did not finish within {} ms of healing",
+                options.liveness_ms
+            ));
+            break;
+        }
+        // Restarts and partition ends that are due.
+        let due: Vec<usize> = down
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in due {
+            down.remove(&i);
+            trace.line(&format!("{now:>7} driver restart {}", names[i]));
+            sim.bounce(names[i].as_str());
+        }
+        if !held.is_empty() && heal_partition_at <= now {
+            for (a, b) in held.drain(..) {
+                sim.release(names[a].as_str(), names[b].as_str());
+            }
+            trace.line(&format!("{now:>7} driver heal partition"));
+        }
+        if now >= options.safety_ms {
+            if !healed {
+                healed = true;
+                for (a, b) in held.drain(..) {
+                    sim.release(names[a].as_str(), names[b].as_str());
+                }
+                for (i, _) in std::mem::take(&mut down) {
+                    sim.bounce(names[i].as_str());
+                }
+                trace.line(&format!("{now:>7} driver heal everything"));
+            }
+            continue;
+        }
+        if next_crash.is_some_and(|at| at <= now) {
+            let (a, b) = options.crash_every_ms.expect("scheduled");
+            next_crash = Some(now + faults.between(a, b));
+            // Keep a majority up, so the cluster can make progress.
+            if down.len() < (options.nodes - 1) / 2 {
+                let up: Vec<usize> = (0..options.nodes)
+                    .filter(|i| !down.contains_key(i))
+                    .collect();
+                let victim = up[faults.below(up.len() as u64) as usize];
+                sim.crash(names[victim].as_str());
+                let lost = states[victim]
+                    .disk
+                    .with(|d| d.crash(tear_rng.rng(), options.tear));
+                let back = now + faults.between(options.down_ms.0, options.down_ms.1);
+                down.insert(victim, back);
+                stats.crashes += 1;
+                trace.line(&format!(
+                    "{now:>7} driver crash {} (lost {lost} unsynced bytes), back at {back}",
+                    names[victim]
+                ));
+            }
+        }
+        if next_partition.is_some_and(|at| at <= now) {
+            let (a, b) = options.partition_every_ms.expect("scheduled");
+            next_partition = Some(now + faults.between(a, b));
+            if held.is_empty() {
+                // One node alone, or a minority against a majority.
+                let mut order: Vec<usize> = (0..options.nodes).collect();
+                for i in (1..order.len()).rev() {
+                    order.swap(i, faults.below(i as u64 + 1) as usize);
+                }
+                let minority = if faults.chance(500_000) {
+                    1
+                } else {
+                    1 + faults.below(((options.nodes - 1) / 2) as u64) as usize
+                };
+                let (side, rest) = order.split_at(minority);
+                for x in side {
+                    for y in rest {
+                        sim.hold(names[*x].as_str(), names[*y].as_str());
+                        held.push((*x, *y));
+                    }
+                }
+                heal_partition_at =
+                    now + faults.between(options.partition_ms.0, options.partition_ms.1);
+                stats.partitions += 1;
+                let side: Vec<&str> = side.iter().map(|i| names[*i].as_str()).collect();
+                trace.line(&format!(
+                    "{now:>7} driver partition {side:?} from the rest until {heal_partition_at}"
+                ));
+            }
+        }
+    }
+    stats.simulated_ms = sim.elapsed().as_millis() as u64;
+    drop(sim);
+    let history = std::mem::take(&mut *history.lock().expect("not poisoned"));
+    check(&options, &history, &mut stats, &mut violations);
+    WorldReport {
+        trace_hash: trace.hash(),
+        options,
+        violations,
+        stats,
+    }
+}
+
+fn client_config(bootstrap: String, trace_epoch: i64) -> ClientConfig {
+    let mut config = ClientConfig::new(&bootstrap);
+    config.connector = Arc::new(TurmoilConnector);
+    config.request_timeout = Duration::from_secs(5);
+    config.wall_clock = WallClock::from_fn(move || trace_epoch + sim_ms() as i64);
+    config
+}
+
+async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// The client host: creates the topic, runs the producers through the safety phase, waits for
+/// every send to resolve, then reads every partition back.
+async fn workload(
+    options: WorldOptions,
+    bootstrap: String,
+    history: Arc<Mutex<History>>,
+    trace: Trace,
+) -> Result<(), String> {
+    let client = Client::new(client_config(bootstrap, EPOCH_MS)).map_err(|e| e.to_string())?;
+    let admin = Admin::new(client.clone());
+    loop {
+        let topic = NewTopic::new(TOPIC, options.partitions, options.replication);
+        match admin.create_topics(&[topic]).await {
+            Ok(answers) => match &answers[0] {
+                Ok(()) => break,
+                Err(oxbow_client::Error::Broker { code, .. })
+                    if *code == oxbow_client::error::codes::TOPIC_ALREADY_EXISTS =>
+                {
+                    break
+                }
+                Err(e) => trace.line(&format!("{:>7} client create topic: {e}", sim_ms())),
+            },
+            Err(e) => trace.line(&format!("{:>7} client create topic: {e}", sim_ms())),
+        }
+        sleep_ms(200).await;
+    }
+    trace.line(&format!("{:>7} client topic created", sim_ms()));
+    let mut producers = tokio::task::JoinSet::new();
+    for (index, kind) in options.producers.iter().enumerate() {
+        producers.spawn(produce(
+            index,
+            *kind,
+            options.clone(),
+            client.clone(),
+            history.clone(),
+            trace.clone(),
+        ));
+    }
+    while let Some(result) = producers.join_next().await {
+        result.map_err(|e| format!("a producer task failed: {e}"))??;
+    }
+    // Every send has resolved; the cluster is healed. Read everything back.
+    while sim_ms() < options.safety_ms {
+        sleep_ms(100).await;
+    }
+    let acknowledged: BTreeMap<i32, i64> = {
+        let history = history.lock().expect("not poisoned");
+        let mut highest = BTreeMap::new();
+        for send in history.sends.values() {
+            if let Outcome::Ok { partition, offset } = send.outcome {
+                let entry = highest.entry(partition).or_insert(-1);
+                *entry = (*entry).max(offset);
+            }
+        }
+        highest
+    };
+    let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
+    let partitions: Vec<(&str, i32)> = (0..options.partitions).map(|p| (TOPIC, p)).collect();
+    consumer.assign(&partitions);
+    let mut quiet_since = sim_ms();
+    loop {
+        let records = match consumer.poll(Duration::from_millis(500)).await {
+            Ok(records) => records,
+            Err(e) => {
+                trace.line(&format!("{:>7} client poll: {e}", sim_ms()));
+                sleep_ms(100).await;
+                continue;
+            }
+        };
+        if !records.is_empty() {
+            quiet_since = sim_ms();
+        }
+        {
+            let mut history = history.lock().expect("not poisoned");
+            for record in &records {
+                let value = record
+                    .value
+                    .as_ref()
+                    .and_then(|v| v.get(..8))
+                    .map_or(u64::MAX, |v| {
+                        u64::from_be_bytes(v.try_into().expect("8 bytes"))
+                    });
+                trace.line(&format!(
+                    "{:>7} client read {}@{} = {value}",
+                    sim_ms(),
+                    record.partition,
+                    record.offset
+                ));
+                history
+                    .reads
+                    .entry(record.partition)
+                    .or_default()
+                    .push((record.offset, value));
+            }
+        }
+        let caught_up = acknowledged.iter().all(|(p, highest)| {
+            consumer
+                .position(TOPIC, *p)
+                .is_some_and(|position| position > *highest)
+        });
+        // Caught up with every acknowledged write, and nothing new for a while: done.
+        if caught_up && sim_ms() - quiet_since >= 2_000 {
+            break;
+        }
+    }
+    history.lock().expect("not poisoned").finished = true;
+    trace.line(&format!("{:>7} client done", sim_ms()));
+    Ok(())
+}
+
+async fn produce(
+    index: usize,
+    kind: ProducerKind,
+    options: WorldOptions,
+    client: Client,
+    history: Arc<Mutex<History>>,
+    trace: Trace,
+) -> Result<(), String> {
+    let config = ProducerConfig {
+        acks: if kind == ProducerKind::LeaderOnly {
+            Acks::Leader
+        } else {
+            Acks::All
+        },
+        idempotent: kind == ProducerKind::Idempotent,
+        linger: Duration::from_millis(2),
+        delivery_timeout: Duration::from_secs(20),
+        request_timeout_ms: 5_000,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client, config).map_err(|e| e.to_string())?;
+    let mut rng = Stream::new(options.seed, &format!("world-producer-{index}"));
+    let mut deliveries = tokio::task::JoinSet::new();
+    let mut sequence = 0u64;
+    while sim_ms() < options.safety_ms {
+        let value = ((index as u64) << 40) | sequence;
+        sequence += 1;
+        let key = rng.below(options.keys);
+        let invoked_ms = sim_ms();
+        history.lock().expect("not poisoned").sends.insert(
+            value,
+            SendOp {
+                producer: index,
+                kind,
+                key,
+                value,
+                invoked_ms,
+                outcome: Outcome::Pending,
+                completed_ms: 0,
+            },
+        );
+        trace.line(&format!(
+            "{invoked_ms:>7} client p{index} send {value} key {key}"
+        ));
+        let mut payload = value.to_be_bytes().to_vec();
+        payload.extend_from_slice(&[b'x'; 24]);
+        let record = ProducerRecord {
+            topic: TOPIC.into(),
+            partition: None,
+            key: Some(Bytes::from(format!("key-{key}"))),
+            value: Some(Bytes::from(payload)),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        };
+        let queued = producer.send(record).await;
+        let history = history.clone();
+        let trace = trace.clone();
+        deliveries.spawn(async move {
+            let outcome = match queued {
+                Err(e) => Outcome::Fail(e.to_string()),
+                Ok(delivery) => match delivery.await {
+                    Ok(delivered) => Outcome::Ok {
+                        partition: delivered.partition,
+                        offset: delivered.offset,
+                    },
+                    Err(SendError::NotWritten(e)) => Outcome::Fail(e.to_string()),
+                    Err(SendError::MaybeWritten(e)) => Outcome::Info(e.to_string()),
+                },
+            };
+            let now = sim_ms();
+            trace.line(&format!("{now:>7} client p{index} {value} -> {outcome:?}"));
+            let mut history = history.lock().expect("not poisoned");
+            let send = history.sends.get_mut(&value).expect("invoked");
+            send.outcome = outcome;
+            send.completed_ms = now;
+        });
+        sleep_ms(rng.between(options.send_every_ms.0, options.send_every_ms.1)).await;
+    }
+    producer.flush().await;
+    while let Some(result) = deliveries.join_next().await {
+        result.map_err(|e| format!("a delivery task failed: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Checks the history against the delivery guarantees of each producer kind.
+fn check(
+    options: &WorldOptions,
+    history: &History,
+    stats: &mut WorldStats,
+    violations: &mut Vec<String>,
+) {
+    let mut report = |class: &str, detail: String| {
+        if violations.len() < 20 {
+            violations.push(format!("{class}: {detail}"));
+        }
+    };
+    // Where each value was read.
+    let mut read_at: BTreeMap<u64, Vec<(i32, i64)>> = BTreeMap::new();
+    for (partition, reads) in &history.reads {
+        let mut expected = 0i64;
+        let mut seen = BTreeMap::new();
+        for (offset, value) in reads {
+            stats.records_read += 1;
+            if let Some(other) = seen.insert(*offset, *value) {
+                if other != *value {
+                    report(
+                        "inconsistent offset",
+                        format!("{partition}@{offset} read as {other} and as {value}"),
+                    );
+                }
+                continue;
+            }
+            if *offset != expected {
+                report(
+                    "poll skip",
+                    format!(
+                        "partition {partition}: offset {offset} read after {}",
+                        expected - 1
+                    ),
+                );
+            }
+            expected = offset + 1;
+            read_at
+                .entry(*value)
+                .or_default()
+                .push((*partition, *offset));
+        }
+    }
+    for send in history.sends.values() {
+        stats.sent += 1;
+        let reads = read_at.get(&send.value).map_or(&[][..], Vec::as_slice);
+        match &send.outcome {
+            Outcome::Pending => report(
+                "unresolved send",
+                format!(
+                    "value {} of producer {} never resolved",
+                    send.value, send.producer
+                ),
+            ),
+            Outcome::Ok { partition, offset } => {
+                stats.acknowledged += 1;
+                if reads.is_empty() {
+                    if send.kind != ProducerKind::LeaderOnly {
+                        report(
+                            "lost acknowledged write",
+                            format!(
+                                "value {} acknowledged at {partition}@{offset} at {} ms was never read",
+                                send.value, send.completed_ms
+                            ),
+                        );
+                    }
+                } else if !reads.contains(&(*partition, *offset)) {
+                    report(
+                        "acknowledged offset differs from the read",
+                        format!(
+                            "value {} acknowledged at {partition}@{offset}, read at {reads:?}",
+                            send.value
+                        ),
+                    );
+                }
+            }
+            Outcome::Fail(why) => {
+                stats.failed += 1;
+                if !reads.is_empty() {
+                    report(
+                        "read of a definitely failed send",
+                        format!(
+                            "value {} failed ({why}) but was read at {reads:?}",
+                            send.value
+                        ),
+                    );
+                }
+            }
+            Outcome::Info(_) => stats.indeterminate += 1,
+        }
+        if reads.len() > 1 && send.kind == ProducerKind::Idempotent {
+            report(
+                "duplicate",
+                format!(
+                    "value {} of an idempotent producer read at {reads:?}",
+                    send.value
+                ),
+            );
+        }
+    }
+    for value in read_at.keys() {
+        if !history.sends.contains_key(value) {
+            report("phantom", format!("read value {value} that nobody sent"));
+        }
+    }
+    // An idempotent producer's records of one partition are in send order.
+    let mut last: BTreeMap<(usize, i32), (u64, i64)> = BTreeMap::new();
+    for send in history.sends.values() {
+        if send.kind != ProducerKind::Idempotent {
+            continue;
+        }
+        let Some(&(partition, offset)) = read_at.get(&send.value).and_then(|r| r.first()) else {
+            continue;
+        };
+        if let Some((previous, previous_offset)) =
+            last.insert((send.producer, partition), (send.value, offset))
+        {
+            if previous_offset > offset {
+                report(
+                    "nonmonotonic send",
+                    format!(
+                        "producer {} sent {previous} before {} but they are at {partition}@{previous_offset} and @{offset}",
+                        send.producer, send.value
+                    ),
+                );
+            }
+        }
+    }
+    if !history.finished {
+        report(
+            "liveness",
+            "the client never finished its final read".into(),
+        );
+    }
+    let _ = options;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_come_from_the_seed() {
+        let a = WorldOptions::from_seed(7, 10_000, PlantedBugs::default());
+        let b = WorldOptions::from_seed(7, 10_000, PlantedBugs::default());
+        assert_eq!(a.to_string(), b.to_string());
+        assert!((3..=5).contains(&a.nodes));
+    }
+}
