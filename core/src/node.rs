@@ -42,6 +42,12 @@ pub struct PlantedBugs {
     pub skip_sequence_check: bool,
     /// Serve fetches past the high watermark (uncommitted records).
     pub fetch_above_hwm: bool,
+    /// The node runtime's disk writer reports a write done before its fsync (so replies and
+    /// raft's persisted messages go out for bytes a crash can still lose).
+    pub ack_before_fsync: bool,
+    /// Recovery keeps a torn or corrupt tail instead of cutting it (later frames land after
+    /// the garbage, and the next recovery loses them).
+    pub keep_torn_tail: bool,
 }
 
 impl PlantedBugs {
@@ -56,6 +62,14 @@ impl PlantedBugs {
     /// Whether `fetch_above_hwm` is in effect.
     pub fn fetch_above_hwm(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.fetch_above_hwm
+    }
+    /// Whether `ack_before_fsync` is in effect.
+    pub fn ack_before_fsync(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.ack_before_fsync
+    }
+    /// Whether `keep_torn_tail` is in effect.
+    pub fn keep_torn_tail(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.keep_torn_tail
     }
 }
 
@@ -356,7 +370,7 @@ impl Node {
             timestamps,
             id == METADATA_GROUP,
             rng,
-            &self.logger,
+            &self.logger.new(slog::o!("group" => id.0)),
         );
         self.groups.insert(id, replica);
     }

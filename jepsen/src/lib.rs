@@ -1,3 +1,12 @@
-//! Histories, workloads, nemeses and the consistency checker for Jepsen-style testing. Not
-//! written yet: see the "Deterministic simulator" issue; `oxbow-sim`'s cluster checker is the
-//! first piece.
+//! Jepsen-style histories and the consistency checker for oxbow (and any Kafka-like log).
+//!
+//! [`history`] is the model: sends (invoke, then ok, fail or info, with process and time), the
+//! polls of readers during the run, and a final read. [`checker`] finds the anomalies Jepsen
+//! found in Kafka-like systems and reports each class with a count and examples. The
+//! simulator's turmoil world (`oxbow-sim`) records histories and checks them here; this crate
+//! depends on nothing of oxbow's, so it can check histories from real clusters too.
+
+#![deny(missing_docs)]
+
+pub mod checker;
+pub mod history;

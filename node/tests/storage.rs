@@ -181,6 +181,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn check_ops(ops: Vec<Op>, seed: u64) {
     let options = SegmentLogOptions {
         segment_bytes_max: 700,
+        ..SegmentLogOptions::default()
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut log, durable, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
@@ -349,6 +350,7 @@ fn regression_roll_deletes_segments_before_the_new_header_is_durable() {
 fn read_entry_finds_frames_across_segments_and_roll_keeps_state() {
     let options = SegmentLogOptions {
         segment_bytes_max: 256,
+        ..SegmentLogOptions::default()
     };
     let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
     for i in 1..=20 {
@@ -432,6 +434,7 @@ fn real_files_survive_reopen_and_a_torn_tail_is_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
     let options = SegmentLogOptions {
         segment_bytes_max: 1 << 20,
+        ..SegmentLogOptions::default()
     };
     let (mut log, _, _) =
         SegmentLog::open(FsDisk::open(dir.path()).expect("dir"), options).expect("open");

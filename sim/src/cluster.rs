@@ -286,6 +286,7 @@ impl Cluster {
         let disk = slot.disk.take().expect("a stopped node has its disk");
         let options = SegmentLogOptions {
             segment_bytes_max: 16 << 10,
+            planted: self.options.planted,
         };
         let (log, durable, report) = match SegmentLog::open(disk, options) {
             Ok(opened) => opened,

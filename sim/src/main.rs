@@ -73,7 +73,8 @@ struct Common {
     #[arg(long)]
     trace: bool,
     /// Break the system on purpose, to see the checker catch it: early-persisted-messages,
-    /// skip-sequence-check or fetch-above-hwm.
+    /// skip-sequence-check, fetch-above-hwm, ack-before-fsync (turmoil world only) or
+    /// keep-torn-tail.
     #[arg(long, value_parser = parse_bug)]
     plant_bug: Option<PlantedBugs>,
 }
@@ -95,6 +96,15 @@ fn parse_hex(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("expected a hex hash: {e}"))
 }
 
+/// The planted bugs' names.
+const BUGS: [&str; 5] = [
+    "early-persisted-messages",
+    "skip-sequence-check",
+    "fetch-above-hwm",
+    "ack-before-fsync",
+    "keep-torn-tail",
+];
+
 /// Parses a planted bug's name.
 fn parse_bug(s: &str) -> Result<PlantedBugs, String> {
     let mut bugs = PlantedBugs::default();
@@ -102,11 +112,9 @@ fn parse_bug(s: &str) -> Result<PlantedBugs, String> {
         "early-persisted-messages" => bugs.early_persisted_messages = true,
         "skip-sequence-check" => bugs.skip_sequence_check = true,
         "fetch-above-hwm" => bugs.fetch_above_hwm = true,
-        other => {
-            return Err(format!(
-                "unknown bug {other:?}; known: early-persisted-messages, skip-sequence-check, fetch-above-hwm"
-            ))
-        }
+        "ack-before-fsync" => bugs.ack_before_fsync = true,
+        "keep-torn-tail" => bugs.keep_torn_tail = true,
+        other => return Err(format!("unknown bug {other:?}; known: {}", BUGS.join(", "))),
     }
     Ok(bugs)
 }
@@ -120,6 +128,8 @@ fn bug_flag(common: &Common) -> String {
         Some(b) if b.early_persisted_messages => " --plant-bug early-persisted-messages",
         Some(b) if b.skip_sequence_check => " --plant-bug skip-sequence-check",
         Some(b) if b.fetch_above_hwm => " --plant-bug fetch-above-hwm",
+        Some(b) if b.ack_before_fsync => " --plant-bug ack-before-fsync",
+        Some(b) if b.keep_torn_tail => " --plant-bug keep-torn-tail",
         _ => "",
     };
     format!("{world}{bug}")
@@ -163,8 +173,15 @@ impl From<WorldReport> for Summary {
         Self {
             stats: format!(
                 "{} sends ({} acknowledged, {} failed, {} indeterminate), {} crashes, {} partitions, \
-                 {} records read back",
-                s.sent, s.acknowledged, s.failed, s.indeterminate, s.crashes, s.partitions, s.records_read
+                 {} records read back, {} acknowledged acks=1 writes lost (allowed)",
+                s.sent,
+                s.acknowledged,
+                s.failed,
+                s.indeterminate,
+                s.crashes,
+                s.partitions,
+                s.records_read,
+                s.lost_leader_only
             ),
             simulated_ms: s.simulated_ms,
             trace_hash: report.trace_hash,
@@ -181,8 +198,24 @@ fn describe(seed: u64, common: &Common) -> String {
     }
 }
 
+thread_local! {
+    /// The first panic of the current run: inside turmoil, a task's panic is re-raised as
+    /// "a spawned task panicked", which says nothing of the cause.
+    static FIRST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Panics print nothing (the verdict reports them); the first one of a run is kept.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        FIRST_PANIC.with(|first| {
+            first.borrow_mut().get_or_insert_with(|| info.to_string());
+        });
+    }));
+}
+
 /// Runs a seed, turning a panic inside the system into a failed report.
 fn run_seed(seed: u64, common: &Common) -> Result<Summary, String> {
+    FIRST_PANIC.with(|first| first.borrow_mut().take());
     let bugs = common.plant_bug.unwrap_or_default();
     let world = common.world;
     let safety_ms = common.safety_ms;
@@ -195,9 +228,9 @@ fn run_seed(seed: u64, common: &Common) -> Result<Summary, String> {
         )),
     })
     .map_err(|panic| {
-        panic
-            .downcast_ref::<String>()
-            .cloned()
+        FIRST_PANIC
+            .with(|first| first.borrow_mut().take())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "panic".into())
     })
@@ -231,7 +264,7 @@ fn main() -> ExitCode {
             expect_hash: None,
         } => {
             println!("{}", describe(seed, &common));
-            std::panic::set_hook(Box::new(|_| {}));
+            quiet_panics();
             let start = WallInstant::now();
             match run_seed(seed, &common) {
                 Ok(report) => {
@@ -253,7 +286,7 @@ fn main() -> ExitCode {
             common,
             expect_hash: Some(expected),
         } => {
-            std::panic::set_hook(Box::new(|_| {}));
+            quiet_panics();
             match run_seed(seed, &common) {
                 Ok(report) if report.trace_hash == expected => {
                     println!("seed {seed}: trace hash {expected:016x} reproduced");
@@ -273,7 +306,7 @@ fn main() -> ExitCode {
             seeds: (first, end),
             common,
         } => {
-            std::panic::set_hook(Box::new(|_| {}));
+            quiet_panics();
             let start = WallInstant::now();
             let mut failed = Vec::new();
             for seed in first..end {

@@ -17,7 +17,7 @@ use std::fmt::{self, Write as _};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,25 +34,17 @@ use oxbow_node::runtime::env::{Clock, Environment, Network, WriterMode};
 use oxbow_node::storage::SharedSimDisk;
 use slog::{Drain, Logger, KV as _};
 
+use oxbow_jepsen::history::{Delivery, History, Outcome, Poll, SendOp};
+
 use crate::rng::Stream;
 
 /// The simulated wall clock starts at 2026-01-01T00:00:00Z.
 pub const EPOCH_MS: i64 = 1_767_225_600_000;
 const KAFKA_PORT: u16 = 9092;
+const TICK_MS: u64 = 1;
 const PEER_PORT: u16 = 19092;
 /// The topic the workload writes.
 pub const TOPIC: &str = "sim";
-
-/// What kind of producer a client process is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProducerKind {
-    /// Idempotent, acks=all: no acknowledged write lost, no duplicate, no reordering.
-    Idempotent,
-    /// acks=all without idempotence: at least once (duplicates allowed).
-    AtLeastOnce,
-    /// acks=1: an acknowledged write may be lost when the leader fails.
-    LeaderOnly,
-}
 
 /// Everything that shapes a world run, derived from its seed.
 #[derive(Clone, Debug)]
@@ -90,7 +82,9 @@ pub struct WorldOptions {
     /// Each node's wall-clock offset (ms).
     pub wall_offset_ms: Vec<i64>,
     /// The producers.
-    pub producers: Vec<ProducerKind>,
+    pub producers: Vec<Delivery>,
+    /// Readers polling every partition during the run.
+    pub readers: usize,
     /// Pause between one producer's sends (ms).
     pub send_every_ms: (u64, u64),
     /// Distinct keys.
@@ -121,9 +115,9 @@ impl WorldOptions {
         let mut workload = Stream::new(seed, "world-workload");
         let producers = (0..workload.between(1, 3))
             .map(|_| match workload.below(4) {
-                0 => ProducerKind::AtLeastOnce,
-                1 => ProducerKind::LeaderOnly,
-                _ => ProducerKind::Idempotent,
+                0 => Delivery::AtLeastOnce,
+                1 => Delivery::LeaderOnly,
+                _ => Delivery::Idempotent,
             })
             .collect();
         Self {
@@ -144,6 +138,7 @@ impl WorldOptions {
             drift_ppm,
             wall_offset_ms,
             producers,
+            readers: workload.between(1, 2) as usize,
             send_every_ms: (1, workload.between(5, 30)),
             keys: workload.between(1, 20),
             planted,
@@ -181,8 +176,9 @@ impl fmt::Display for WorldOptions {
         )?;
         write!(
             f,
-            "  workload: producers {:?}, a send every {:?} ms each, {} keys{}",
+            "  workload: producers {:?}, {} readers, a send every {:?} ms each, {} keys{}",
             self.producers,
+            self.readers,
             self.send_every_ms,
             self.keys,
             if self.planted == PlantedBugs::default() {
@@ -340,54 +336,6 @@ fn node_name(index: usize) -> String {
     format!("n{}", index + 1)
 }
 
-/// How one send ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Not answered yet.
-    Pending,
-    /// Acknowledged at this partition and offset.
-    Ok {
-        /// Partition.
-        partition: i32,
-        /// Offset (-1 for acks=0).
-        offset: i64,
-    },
-    /// Definitely not written.
-    Fail(String),
-    /// May have been written.
-    Info(String),
-}
-
-/// One send of the history.
-#[derive(Clone, Debug)]
-pub struct SendOp {
-    /// The producer (process).
-    pub producer: usize,
-    /// Its kind.
-    pub kind: ProducerKind,
-    /// The key.
-    pub key: u64,
-    /// The value (unique in the run).
-    pub value: u64,
-    /// When it was invoked (simulated ms).
-    pub invoked_ms: u64,
-    /// How it ended, and when.
-    pub outcome: Outcome,
-    /// When it ended (simulated ms).
-    pub completed_ms: u64,
-}
-
-/// What the client hosts observed.
-#[derive(Debug, Default)]
-pub struct History {
-    /// Every send, by value.
-    pub sends: BTreeMap<u64, SendOp>,
-    /// The final read: per partition, (offset, value) in read order.
-    pub reads: BTreeMap<i32, Vec<(i64, u64)>>,
-    /// Set when the client finished its final read.
-    pub finished: bool,
-}
-
 /// A world run's numbers.
 #[derive(Clone, Debug, Default)]
 pub struct WorldStats {
@@ -407,6 +355,8 @@ pub struct WorldStats {
     pub partitions: u64,
     /// Records read back.
     pub records_read: u64,
+    /// Acknowledged acks=1 writes that were lost (allowed: the leader failed before replicating).
+    pub lost_leader_only: u64,
 }
 
 /// What a world run found.
@@ -521,7 +471,7 @@ pub fn run_world(options: WorldOptions, print: bool) -> WorldReport {
     let mut sim = turmoil::Builder::new()
         .rng_seed(options.seed)
         .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS as u64))
-        .tick_duration(Duration::from_millis(1))
+        .tick_duration(Duration::from_millis(TICK_MS))
         .simulation_duration(Duration::from_millis(
             options.safety_ms + options.liveness_ms + 60_000,
         ))
@@ -681,7 +631,14 @@ pub fn run_world(options: WorldOptions, print: bool) -> WorldReport {
     stats.simulated_ms = sim.elapsed().as_millis() as u64;
     drop(sim);
     let history = std::mem::take(&mut *history.lock().expect("not poisoned"));
-    check(&options, &history, &mut stats, &mut violations);
+    let verdict = oxbow_jepsen::checker::check(&history);
+    stats.sent = verdict.sent;
+    stats.acknowledged = verdict.acknowledged;
+    stats.failed = verdict.failed;
+    stats.indeterminate = verdict.indeterminate;
+    stats.records_read = verdict.records_read;
+    stats.lost_leader_only = verdict.lost_leader_only;
+    violations.extend(verdict.lines());
     WorldReport {
         trace_hash: trace.hash(),
         options,
@@ -710,7 +667,8 @@ async fn workload(
     history: Arc<Mutex<History>>,
     trace: Trace,
 ) -> Result<(), String> {
-    let client = Client::new(client_config(bootstrap, EPOCH_MS)).map_err(|e| e.to_string())?;
+    let client =
+        Client::new(client_config(bootstrap.clone(), EPOCH_MS)).map_err(|e| e.to_string())?;
     let admin = Admin::new(client.clone());
     loop {
         let topic = NewTopic::new(TOPIC, options.partitions, options.replication);
@@ -729,6 +687,18 @@ async fn workload(
         sleep_ms(200).await;
     }
     trace.line(&format!("{:>7} client topic created", sim_ms()));
+    let stop_readers = Arc::new(AtomicBool::new(false));
+    let mut readers = tokio::task::JoinSet::new();
+    for reader in 0..options.readers {
+        readers.spawn(read_during_run(
+            reader,
+            options.clone(),
+            bootstrap.clone(),
+            history.clone(),
+            trace.clone(),
+            stop_readers.clone(),
+        ));
+    }
     let mut producers = tokio::task::JoinSet::new();
     for (index, kind) in options.producers.iter().enumerate() {
         producers.spawn(produce(
@@ -743,6 +713,10 @@ async fn workload(
     while let Some(result) = producers.join_next().await {
         result.map_err(|e| format!("a producer task failed: {e}"))??;
     }
+    stop_readers.store(true, Ordering::SeqCst);
+    while let Some(result) = readers.join_next().await {
+        result.map_err(|e| format!("a reader task failed: {e}"))?;
+    }
     // Every send has resolved; the cluster is healed. Read everything back.
     while sim_ms() < options.safety_ms {
         sleep_ms(100).await;
@@ -750,7 +724,11 @@ async fn workload(
     let acknowledged: BTreeMap<i32, i64> = {
         let history = history.lock().expect("not poisoned");
         let mut highest = BTreeMap::new();
+        // acks=1 writes may be lost, offsets and all: only acks=all ones must be read.
         for send in history.sends.values() {
+            if send.kind == Delivery::LeaderOnly {
+                continue;
+            }
             if let Outcome::Ok { partition, offset } = send.outcome {
                 let entry = highest.entry(partition).or_insert(-1);
                 *entry = (*entry).max(offset);
@@ -777,13 +755,7 @@ async fn workload(
         {
             let mut history = history.lock().expect("not poisoned");
             for record in &records {
-                let value = record
-                    .value
-                    .as_ref()
-                    .and_then(|v| v.get(..8))
-                    .map_or(u64::MAX, |v| {
-                        u64::from_be_bytes(v.try_into().expect("8 bytes"))
-                    });
+                let value = value_of(record);
                 trace.line(&format!(
                     "{:>7} client read {}@{} = {value}",
                     sim_ms(),
@@ -812,21 +784,74 @@ async fn workload(
     Ok(())
 }
 
+fn value_of(record: &oxbow_client::ConsumerRecord) -> u64 {
+    record
+        .value
+        .as_ref()
+        .and_then(|v| v.get(..8))
+        .map_or(u64::MAX, |v| {
+            u64::from_be_bytes(v.try_into().expect("8 bytes"))
+        })
+}
+
+/// A reader polling every partition from the start while the producers run and faults hit.
+async fn read_during_run(
+    reader: usize,
+    options: WorldOptions,
+    bootstrap: String,
+    history: Arc<Mutex<History>>,
+    trace: Trace,
+    stop: Arc<AtomicBool>,
+) {
+    let Ok(client) = Client::new(client_config(bootstrap, EPOCH_MS)) else {
+        return;
+    };
+    let mut consumer = Consumer::new(client, ConsumerConfig::default());
+    let partitions: Vec<(&str, i32)> = (0..options.partitions).map(|p| (TOPIC, p)).collect();
+    consumer.assign(&partitions);
+    while !stop.load(Ordering::SeqCst) {
+        match consumer.poll(Duration::from_millis(200)).await {
+            Ok(records) if !records.is_empty() => {
+                let records: Vec<(i32, i64, u64)> = records
+                    .iter()
+                    .map(|r| (r.partition, r.offset, value_of(r)))
+                    .collect();
+                let at_ms = sim_ms();
+                trace.line(&format!(
+                    "{at_ms:>7} client r{reader} polled {} records, first {:?}",
+                    records.len(),
+                    records.first()
+                ));
+                history.lock().expect("not poisoned").polls.push(Poll {
+                    reader,
+                    at_ms,
+                    records,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                trace.line(&format!("{:>7} client r{reader} poll: {e}", sim_ms()));
+                sleep_ms(100).await;
+            }
+        }
+    }
+}
+
 async fn produce(
     index: usize,
-    kind: ProducerKind,
+    kind: Delivery,
     options: WorldOptions,
     client: Client,
     history: Arc<Mutex<History>>,
     trace: Trace,
 ) -> Result<(), String> {
     let config = ProducerConfig {
-        acks: if kind == ProducerKind::LeaderOnly {
+        acks: if kind == Delivery::LeaderOnly {
             Acks::Leader
         } else {
             Acks::All
         },
-        idempotent: kind == ProducerKind::Idempotent,
+        idempotent: kind == Delivery::Idempotent,
         linger: Duration::from_millis(2),
         delivery_timeout: Duration::from_secs(20),
         request_timeout_ms: 5_000,
@@ -895,144 +920,6 @@ async fn produce(
         result.map_err(|e| format!("a delivery task failed: {e}"))?;
     }
     Ok(())
-}
-
-/// Checks the history against the delivery guarantees of each producer kind.
-fn check(
-    options: &WorldOptions,
-    history: &History,
-    stats: &mut WorldStats,
-    violations: &mut Vec<String>,
-) {
-    let mut report = |class: &str, detail: String| {
-        if violations.len() < 20 {
-            violations.push(format!("{class}: {detail}"));
-        }
-    };
-    // Where each value was read.
-    let mut read_at: BTreeMap<u64, Vec<(i32, i64)>> = BTreeMap::new();
-    for (partition, reads) in &history.reads {
-        let mut expected = 0i64;
-        let mut seen = BTreeMap::new();
-        for (offset, value) in reads {
-            stats.records_read += 1;
-            if let Some(other) = seen.insert(*offset, *value) {
-                if other != *value {
-                    report(
-                        "inconsistent offset",
-                        format!("{partition}@{offset} read as {other} and as {value}"),
-                    );
-                }
-                continue;
-            }
-            if *offset != expected {
-                report(
-                    "poll skip",
-                    format!(
-                        "partition {partition}: offset {offset} read after {}",
-                        expected - 1
-                    ),
-                );
-            }
-            expected = offset + 1;
-            read_at
-                .entry(*value)
-                .or_default()
-                .push((*partition, *offset));
-        }
-    }
-    for send in history.sends.values() {
-        stats.sent += 1;
-        let reads = read_at.get(&send.value).map_or(&[][..], Vec::as_slice);
-        match &send.outcome {
-            Outcome::Pending => report(
-                "unresolved send",
-                format!(
-                    "value {} of producer {} never resolved",
-                    send.value, send.producer
-                ),
-            ),
-            Outcome::Ok { partition, offset } => {
-                stats.acknowledged += 1;
-                if reads.is_empty() {
-                    if send.kind != ProducerKind::LeaderOnly {
-                        report(
-                            "lost acknowledged write",
-                            format!(
-                                "value {} acknowledged at {partition}@{offset} at {} ms was never read",
-                                send.value, send.completed_ms
-                            ),
-                        );
-                    }
-                } else if !reads.contains(&(*partition, *offset)) {
-                    report(
-                        "acknowledged offset differs from the read",
-                        format!(
-                            "value {} acknowledged at {partition}@{offset}, read at {reads:?}",
-                            send.value
-                        ),
-                    );
-                }
-            }
-            Outcome::Fail(why) => {
-                stats.failed += 1;
-                if !reads.is_empty() {
-                    report(
-                        "read of a definitely failed send",
-                        format!(
-                            "value {} failed ({why}) but was read at {reads:?}",
-                            send.value
-                        ),
-                    );
-                }
-            }
-            Outcome::Info(_) => stats.indeterminate += 1,
-        }
-        if reads.len() > 1 && send.kind == ProducerKind::Idempotent {
-            report(
-                "duplicate",
-                format!(
-                    "value {} of an idempotent producer read at {reads:?}",
-                    send.value
-                ),
-            );
-        }
-    }
-    for value in read_at.keys() {
-        if !history.sends.contains_key(value) {
-            report("phantom", format!("read value {value} that nobody sent"));
-        }
-    }
-    // An idempotent producer's records of one partition are in send order.
-    let mut last: BTreeMap<(usize, i32), (u64, i64)> = BTreeMap::new();
-    for send in history.sends.values() {
-        if send.kind != ProducerKind::Idempotent {
-            continue;
-        }
-        let Some(&(partition, offset)) = read_at.get(&send.value).and_then(|r| r.first()) else {
-            continue;
-        };
-        if let Some((previous, previous_offset)) =
-            last.insert((send.producer, partition), (send.value, offset))
-        {
-            if previous_offset > offset {
-                report(
-                    "nonmonotonic send",
-                    format!(
-                        "producer {} sent {previous} before {} but they are at {partition}@{previous_offset} and @{offset}",
-                        send.producer, send.value
-                    ),
-                );
-            }
-        }
-    }
-    if !history.finished {
-        report(
-            "liveness",
-            "the client never finished its final read".into(),
-        );
-    }
-    let _ = options;
 }
 
 #[cfg(test)]

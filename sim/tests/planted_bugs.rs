@@ -71,3 +71,12 @@ fn the_same_seeds_pass_without_the_bug() {
         "seeds fail without any planted bug: {seeds:?}"
     );
 }
+
+#[test]
+fn keeping_a_torn_tail_is_caught() {
+    let bug = PlantedBugs {
+        keep_torn_tail: true,
+        ..PlantedBugs::default()
+    };
+    assert_caught("keep-torn-tail", bug);
+}

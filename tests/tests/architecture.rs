@@ -65,6 +65,20 @@ fn client_depends_on_no_oxbow_crate() {
     }
 }
 
+/// Architecture Invariant: `jepsen/` depends on nothing of ours, so it can check histories of
+/// any Kafka-like system.
+#[test]
+fn jepsen_depends_on_no_oxbow_crate() {
+    let tree = tree("oxbow-jepsen");
+    assert!(
+        tree.starts_with("oxbow-jepsen"),
+        "the tree is jepsen's: {tree}"
+    );
+    for line in tree.lines().skip(1) {
+        assert!(!line.contains("oxbow-"), "oxbow-jepsen depends on {line}");
+    }
+}
+
 /// Architecture Invariant: the core does no IO and has no runtime. Its normal dependency tree
 /// holds no async runtime, no socket library and no simulator.
 #[test]

@@ -234,8 +234,14 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         incarnation,
         planted,
     } = environment;
-    let (log, durable, report) =
-        SegmentLog::open(disk, SegmentLogOptions::default()).map_err(RuntimeError::Storage)?;
+    let (log, durable, report) = SegmentLog::open(
+        disk,
+        SegmentLogOptions {
+            planted,
+            ..SegmentLogOptions::default()
+        },
+    )
+    .map_err(RuntimeError::Storage)?;
     info!(logger, "recovered data directory";
         "dir" => %config.data_dir.display(), "segments" => report.segments, "frames" => report.frames,
         "groups" => durable.groups.len(), "cut" => ?report.cut);
@@ -269,7 +275,14 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         applied,
         metadata,
     };
-    let writer = writer::spawn(log, config.fsync, writer, core.sender(), logger.clone());
+    let writer = writer::spawn(
+        log,
+        config.fsync,
+        writer,
+        planted,
+        core.sender(),
+        logger.clone(),
+    );
     let peers = peer::Peers::start(&network, &config, shutdown.clone(), logger.clone());
     tokio::spawn(peer::listen::<N>(
         peer_listener,

@@ -54,6 +54,7 @@ pub fn spawn<D: Disk + Send + 'static>(
     log: SegmentLog<D>,
     fsync: FsyncPolicy,
     mode: WriterMode,
+    planted: oxbow_core::node::PlantedBugs,
     done: mpsc::Sender<Event>,
     logger: Logger,
 ) -> Writer {
@@ -67,7 +68,16 @@ pub fn spawn<D: Disk + Send + 'static>(
                 .expect("spawn the writer thread");
         }
         WriterMode::Task { sync_latency } => {
-            tokio::spawn(run_task(log, fsync, sync_latency, writes, done, logger));
+            let ack_before_fsync = planted.ack_before_fsync();
+            tokio::spawn(run_task(
+                log,
+                fsync,
+                sync_latency,
+                ack_before_fsync,
+                writes,
+                done,
+                logger,
+            ));
         }
     }
     Writer { queue }
@@ -110,6 +120,7 @@ async fn run_task<D: Disk>(
     mut log: SegmentLog<D>,
     fsync: FsyncPolicy,
     sync_latency: std::time::Duration,
+    ack_before_fsync: bool,
     mut writes: mpsc::Receiver<Write>,
     done: mpsc::Sender<Event>,
     logger: Logger,
@@ -126,6 +137,14 @@ async fn run_task<D: Disk>(
                 return;
             }
         }
+        // The planted bug: the writes are reported done while still unsynced.
+        if ack_before_fsync {
+            for write in &group {
+                if done.send(Event::WriteDone(write.seq)).await.is_err() {
+                    return;
+                }
+            }
+        }
         if fsync == FsyncPolicy::Always && group.iter().any(|w| w.sync) {
             if !sync_latency.is_zero() {
                 tokio::time::sleep(sync_latency).await;
@@ -137,7 +156,7 @@ async fn run_task<D: Disk>(
             }
         }
         for write in group.drain(..) {
-            if done.send(Event::WriteDone(write.seq)).await.is_err() {
+            if !ack_before_fsync && done.send(Event::WriteDone(write.seq)).await.is_err() {
                 return;
             }
         }

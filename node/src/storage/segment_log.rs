@@ -24,12 +24,15 @@ const SUFFIX: &str = ".seg";
 pub struct SegmentLogOptions {
     /// A segment rolls once it is at least this large.
     pub segment_bytes_max: u64,
+    /// Bugs to plant (only `keep_torn_tail` applies here; only in simulator builds).
+    pub planted: oxbow_core::node::PlantedBugs,
 }
 
 impl Default for SegmentLogOptions {
     fn default() -> Self {
         Self {
             segment_bytes_max: 64 << 20,
+            planted: oxbow_core::node::PlantedBugs::default(),
         }
     }
 }
@@ -181,8 +184,10 @@ impl<D: Disk> SegmentLog<D> {
                         };
                         report.cut = Some((file.clone(), at as u64, why));
                         report.bytes_cut += (bytes.len() - at) as u64;
-                        disk.truncate(&file, at as u64)
-                            .map_err(io_error("truncate", &file))?;
+                        if !options.planted.keep_torn_tail() {
+                            disk.truncate(&file, at as u64)
+                                .map_err(io_error("truncate", &file))?;
+                        }
                         break;
                     }
                 }

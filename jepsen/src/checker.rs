@@ -1,0 +1,388 @@
+//! The checker: each anomaly class with a count and up to a few examples.
+
+use std::collections::BTreeMap;
+
+use crate::history::{Delivery, History, Outcome};
+
+/// Examples kept per anomaly class.
+const EXAMPLES: usize = 3;
+
+/// The kinds of anomaly the checker knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Anomaly {
+    /// An acknowledged write (acks=all) is never read.
+    LostWrite,
+    /// A value is read where it was not acknowledged.
+    OffsetMismatch,
+    /// A value of an idempotent producer is read twice.
+    Duplicate,
+    /// A value whose send definitely failed is read.
+    ReadOfFailedSend,
+    /// A value nobody sent is read.
+    Phantom,
+    /// A send never resolved.
+    UnresolvedSend,
+    /// An idempotent producer's values are not in send order within a partition.
+    NonmonotonicSend,
+    /// One offset read with two values (during the run, or against the final log).
+    InconsistentOffset,
+    /// A reader skipped offsets, or a read was not dense.
+    PollSkip,
+    /// A reader went back to offsets it had read.
+    NonmonotonicPoll,
+    /// The final read never finished.
+    Liveness,
+}
+
+impl Anomaly {
+    /// The class's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LostWrite => "lost acknowledged write",
+            Self::OffsetMismatch => "acknowledged offset differs from the read",
+            Self::Duplicate => "duplicate",
+            Self::ReadOfFailedSend => "read of a definitely failed send",
+            Self::Phantom => "phantom",
+            Self::UnresolvedSend => "unresolved send",
+            Self::NonmonotonicSend => "nonmonotonic send",
+            Self::InconsistentOffset => "inconsistent offset",
+            Self::PollSkip => "poll skip",
+            Self::NonmonotonicPoll => "nonmonotonic poll",
+            Self::Liveness => "liveness",
+        }
+    }
+}
+
+/// What the checker found.
+#[derive(Clone, Debug, Default)]
+pub struct Verdict {
+    /// Each anomaly class found: its count and a few examples.
+    pub anomalies: BTreeMap<Anomaly, (u64, Vec<String>)>,
+    /// Sends invoked.
+    pub sent: u64,
+    /// Sends acknowledged.
+    pub acknowledged: u64,
+    /// Sends that definitely failed.
+    pub failed: u64,
+    /// Sends whose outcome is unknown.
+    pub indeterminate: u64,
+    /// Records in the final read.
+    pub records_read: u64,
+    /// Acknowledged acks=1 writes that were lost (allowed).
+    pub lost_leader_only: u64,
+}
+
+impl Verdict {
+    /// Whether nothing is wrong.
+    pub fn is_valid(&self) -> bool {
+        self.anomalies.is_empty()
+    }
+
+    /// One line per anomaly class: name, count, examples.
+    pub fn lines(&self) -> Vec<String> {
+        self.anomalies
+            .iter()
+            .map(|(class, (count, examples))| {
+                format!("{}: {count} (e.g. {})", class.name(), examples.join("; "))
+            })
+            .collect()
+    }
+
+    fn report(&mut self, class: Anomaly, example: impl FnOnce() -> String) {
+        let (count, examples) = self.anomalies.entry(class).or_default();
+        *count += 1;
+        if examples.len() < EXAMPLES {
+            examples.push(example());
+        }
+    }
+}
+
+/// Checks `history` against what each producer promised.
+pub fn check(history: &History) -> Verdict {
+    let mut verdict = Verdict::default();
+    // Where each value was read in the final read.
+    let mut read_at: BTreeMap<u64, Vec<(i32, i64)>> = BTreeMap::new();
+    for (partition, reads) in &history.reads {
+        let mut expected = 0i64;
+        let mut seen = BTreeMap::new();
+        for (offset, value) in reads {
+            verdict.records_read += 1;
+            if let Some(other) = seen.insert(*offset, *value) {
+                if other != *value {
+                    verdict.report(Anomaly::InconsistentOffset, || {
+                        format!("{partition}@{offset} read as {other} and as {value}")
+                    });
+                }
+                continue;
+            }
+            if *offset != expected {
+                verdict.report(Anomaly::PollSkip, || {
+                    format!(
+                        "final read of partition {partition}: offset {offset} after {}",
+                        expected - 1
+                    )
+                });
+            }
+            expected = offset + 1;
+            read_at
+                .entry(*value)
+                .or_default()
+                .push((*partition, *offset));
+        }
+    }
+    for send in history.sends.values() {
+        verdict.sent += 1;
+        let reads = read_at.get(&send.value).map_or(&[][..], Vec::as_slice);
+        match &send.outcome {
+            Outcome::Pending => verdict.report(Anomaly::UnresolvedSend, || {
+                format!(
+                    "value {} of producer {} never resolved",
+                    send.value, send.producer
+                )
+            }),
+            Outcome::Ok { partition, offset } => {
+                verdict.acknowledged += 1;
+                if reads.is_empty() {
+                    if send.kind == Delivery::LeaderOnly {
+                        verdict.lost_leader_only += 1;
+                    } else {
+                        verdict.report(Anomaly::LostWrite, || {
+                            format!(
+                                "value {} acknowledged at {partition}@{offset} at {} ms",
+                                send.value, send.completed_ms
+                            )
+                        });
+                    }
+                } else if !reads.contains(&(*partition, *offset)) {
+                    verdict.report(Anomaly::OffsetMismatch, || {
+                        format!(
+                            "value {} acknowledged at {partition}@{offset}, read at {reads:?}",
+                            send.value
+                        )
+                    });
+                }
+            }
+            Outcome::Fail(why) => {
+                verdict.failed += 1;
+                if !reads.is_empty() {
+                    verdict.report(Anomaly::ReadOfFailedSend, || {
+                        format!("value {} failed ({why}), read at {reads:?}", send.value)
+                    });
+                }
+            }
+            Outcome::Info(_) => verdict.indeterminate += 1,
+        }
+        if reads.len() > 1 && send.kind == Delivery::Idempotent {
+            verdict.report(Anomaly::Duplicate, || {
+                format!(
+                    "value {} of an idempotent producer read at {reads:?}",
+                    send.value
+                )
+            });
+        }
+    }
+    for value in read_at.keys() {
+        if !history.sends.contains_key(value) {
+            verdict.report(Anomaly::Phantom, || format!("value {value}"));
+        }
+    }
+    // An idempotent producer's records of one partition are in send order (values grow in
+    // send order).
+    let mut last: BTreeMap<(usize, i32), (u64, i64)> = BTreeMap::new();
+    for send in history.sends.values() {
+        if send.kind != Delivery::Idempotent {
+            continue;
+        }
+        let Some(&(partition, offset)) = read_at.get(&send.value).and_then(|r| r.first()) else {
+            continue;
+        };
+        if let Some((previous, previous_offset)) =
+            last.insert((send.producer, partition), (send.value, offset))
+        {
+            if previous_offset > offset {
+                verdict.report(Anomaly::NonmonotonicSend, || {
+                    format!(
+                        "producer {} sent {previous} before {}, read at {partition}@{previous_offset} and @{offset}",
+                        send.producer, send.value
+                    )
+                });
+            }
+        }
+    }
+    // Polls during the run: each reader moves through each partition one offset at a time, and
+    // everything it read is in the final log at the same offset.
+    let final_log: BTreeMap<(i32, i64), u64> = history
+        .reads
+        .iter()
+        .flat_map(|(p, reads)| reads.iter().map(move |(o, v)| ((*p, *o), *v)))
+        .collect();
+    let mut next: BTreeMap<(usize, i32), i64> = BTreeMap::new();
+    for poll in &history.polls {
+        for &(partition, offset, value) in &poll.records {
+            if history.finished {
+                match final_log.get(&(partition, offset)) {
+                    Some(v) if *v == value => {}
+                    Some(v) => verdict.report(Anomaly::InconsistentOffset, || {
+                        format!(
+                            "reader {} read {value} at {partition}@{offset} at {} ms; the final log has {v}",
+                            poll.reader, poll.at_ms
+                        )
+                    }),
+                    None => verdict.report(Anomaly::InconsistentOffset, || {
+                        format!(
+                            "reader {} read {value} at {partition}@{offset} at {} ms; the final log ends before it",
+                            poll.reader, poll.at_ms
+                        )
+                    }),
+                }
+            }
+            let expected = next.entry((poll.reader, partition)).or_insert(0);
+            let previous = *expected - 1;
+            if offset > *expected {
+                verdict.report(Anomaly::PollSkip, || {
+                    format!(
+                        "reader {} jumped from {partition}@{previous} to @{offset} at {} ms",
+                        poll.reader, poll.at_ms
+                    )
+                });
+            } else if offset < *expected {
+                verdict.report(Anomaly::NonmonotonicPoll, || {
+                    format!(
+                        "reader {} went back from {partition}@{previous} to @{offset} at {} ms",
+                        poll.reader, poll.at_ms
+                    )
+                });
+            }
+            *expected = offset + 1;
+        }
+    }
+    if !history.finished {
+        verdict.report(Anomaly::Liveness, || {
+            "the client never finished its final read".into()
+        });
+    }
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Poll, SendOp};
+
+    fn send(value: u64, kind: Delivery, outcome: Outcome) -> SendOp {
+        SendOp {
+            producer: 0,
+            kind,
+            key: 0,
+            value,
+            invoked_ms: 0,
+            outcome,
+            completed_ms: 1,
+        }
+    }
+
+    fn ok(partition: i32, offset: i64) -> Outcome {
+        Outcome::Ok { partition, offset }
+    }
+
+    fn history(sends: Vec<SendOp>, reads: Vec<(i64, u64)>) -> History {
+        History {
+            sends: sends.into_iter().map(|s| (s.value, s)).collect(),
+            polls: Vec::new(),
+            reads: BTreeMap::from([(0, reads)]),
+            finished: true,
+        }
+    }
+
+    fn classes(verdict: &Verdict) -> Vec<Anomaly> {
+        verdict.anomalies.keys().copied().collect()
+    }
+
+    #[test]
+    fn a_clean_history_is_valid() {
+        let h = history(
+            vec![
+                send(1, Delivery::Idempotent, ok(0, 0)),
+                send(2, Delivery::Idempotent, ok(0, 1)),
+                send(3, Delivery::AtLeastOnce, Outcome::Info("timeout".into())),
+            ],
+            vec![(0, 1), (1, 2)],
+        );
+        let verdict = check(&h);
+        assert!(verdict.is_valid(), "{:?}", verdict.lines());
+        assert_eq!((verdict.acknowledged, verdict.indeterminate), (2, 1));
+    }
+
+    #[test]
+    fn each_anomaly_is_named() {
+        let h = history(
+            vec![
+                send(1, Delivery::Idempotent, ok(0, 0)),
+                send(2, Delivery::Idempotent, ok(0, 5)),
+                send(3, Delivery::AtLeastOnce, ok(0, 9)),
+                send(4, Delivery::Idempotent, Outcome::Fail("refused".into())),
+                send(5, Delivery::LeaderOnly, ok(0, 7)),
+                send(6, Delivery::Idempotent, Outcome::Pending),
+            ],
+            // 2 read twice and below 1; 4 failed yet read; 99 nobody sent; 3 never read.
+            vec![(0, 2), (1, 1), (2, 2), (3, 4), (4, 99)],
+        );
+        let verdict = check(&h);
+        assert_eq!(
+            classes(&verdict),
+            vec![
+                Anomaly::LostWrite,
+                Anomaly::OffsetMismatch,
+                Anomaly::Duplicate,
+                Anomaly::ReadOfFailedSend,
+                Anomaly::Phantom,
+                Anomaly::UnresolvedSend,
+                Anomaly::NonmonotonicSend,
+            ]
+        );
+        assert_eq!(
+            verdict.lost_leader_only, 1,
+            "a lost acks=1 write is allowed"
+        );
+        assert_eq!(verdict.anomalies[&Anomaly::OffsetMismatch].0, 2);
+    }
+
+    #[test]
+    fn reads_during_the_run_must_agree_with_the_final_log_and_move_forward() {
+        let mut h = history(
+            vec![
+                send(1, Delivery::Idempotent, ok(0, 0)),
+                send(2, Delivery::Idempotent, ok(0, 1)),
+            ],
+            vec![(0, 1), (1, 2)],
+        );
+        h.polls = vec![
+            Poll {
+                reader: 0,
+                at_ms: 5,
+                records: vec![(0, 0, 1), (0, 1, 7)],
+            },
+            Poll {
+                reader: 0,
+                at_ms: 6,
+                records: vec![(0, 0, 1)],
+            },
+            Poll {
+                reader: 1,
+                at_ms: 6,
+                records: vec![(0, 1, 2)],
+            },
+        ];
+        let verdict = check(&h);
+        assert_eq!(
+            classes(&verdict),
+            vec![
+                Anomaly::InconsistentOffset,
+                Anomaly::PollSkip,
+                Anomaly::NonmonotonicPoll
+            ]
+        );
+        h.finished = false;
+        assert!(check(&h).anomalies.contains_key(&Anomaly::Liveness));
+    }
+}

@@ -1,0 +1,78 @@
+//! The history of a run: every operation a client invoked, how and when it ended, and what
+//! the readers saw. Operations follow Jepsen's model: an invocation, then ok (acknowledged),
+//! fail (definitely did not happen) or info (may have happened), each with its process and
+//! time.
+
+use std::collections::BTreeMap;
+
+/// What a producer promises, which decides what the checker holds it to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Idempotent, acks=all: no acknowledged write lost, no duplicate, no reordering.
+    Idempotent,
+    /// acks=all without idempotence: at least once (duplicates allowed).
+    AtLeastOnce,
+    /// acks=1: an acknowledged write may be lost when the leader fails.
+    LeaderOnly,
+}
+
+/// How one send ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not answered yet.
+    Pending,
+    /// Acknowledged at this partition and offset.
+    Ok {
+        /// Partition.
+        partition: i32,
+        /// Offset (-1 for acks=0).
+        offset: i64,
+    },
+    /// Definitely not written.
+    Fail(String),
+    /// May have been written.
+    Info(String),
+}
+
+/// One send of the history.
+#[derive(Clone, Debug)]
+pub struct SendOp {
+    /// The producer (process).
+    pub producer: usize,
+    /// What it promises.
+    pub kind: Delivery,
+    /// The key.
+    pub key: u64,
+    /// The value (unique in the run).
+    pub value: u64,
+    /// When it was invoked (simulated ms).
+    pub invoked_ms: u64,
+    /// How it ended, and when.
+    pub outcome: Outcome,
+    /// When it ended (simulated ms).
+    pub completed_ms: u64,
+}
+
+/// One poll of a reader during the run.
+#[derive(Clone, Debug)]
+pub struct Poll {
+    /// The reader (process).
+    pub reader: usize,
+    /// When it returned (simulated ms).
+    pub at_ms: u64,
+    /// What it returned, in order: (partition, offset, value).
+    pub records: Vec<(i32, i64, u64)>,
+}
+
+/// What the client hosts observed.
+#[derive(Debug, Default)]
+pub struct History {
+    /// Every send, by value.
+    pub sends: BTreeMap<u64, SendOp>,
+    /// Every non-empty poll of the readers that run alongside the producers.
+    pub polls: Vec<Poll>,
+    /// The final read: per partition, (offset, value) in read order.
+    pub reads: BTreeMap<i32, Vec<(i64, u64)>>,
+    /// Set when the client finished its final read.
+    pub finished: bool,
+}
