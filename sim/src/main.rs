@@ -173,13 +173,14 @@ impl From<WorldReport> for Summary {
         Self {
             stats: format!(
                 "{} sends ({} acknowledged, {} failed, {} indeterminate), {} crashes, {} partitions, \
-                 {} records read back, {} acknowledged acks=1 writes lost (allowed)",
+                 {} clock jumps, {} records read back, {} acknowledged acks=1 writes lost (allowed)",
                 s.sent,
                 s.acknowledged,
                 s.failed,
                 s.indeterminate,
                 s.crashes,
                 s.partitions,
+                s.clock_jumps,
                 s.records_read,
                 s.lost_leader_only
             ),

@@ -17,7 +17,7 @@ use std::fmt::{self, Write as _};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,6 +81,8 @@ pub struct WorldOptions {
     pub drift_ppm: Vec<i64>,
     /// Each node's wall-clock offset (ms).
     pub wall_offset_ms: Vec<i64>,
+    /// Time between jumps of some node's wall clock (ms), or none.
+    pub jump_every_ms: Option<(u64, u64)>,
     /// The producers.
     pub producers: Vec<Delivery>,
     /// Readers polling every partition during the run.
@@ -105,6 +107,9 @@ impl WorldOptions {
         let wall_offset_ms = (0..nodes)
             .map(|_| clocks.between(0, 2_000) as i64 - 1_000)
             .collect();
+        let jump_every_ms = clocks
+            .chance(500_000)
+            .then(|| (clocks.between(2_000, 5_000), clocks.between(8_000, 15_000)));
         let mut faults = Stream::new(seed, "world-faults");
         let crash_every_ms = faults
             .chance(800_000)
@@ -137,6 +142,7 @@ impl WorldOptions {
             partition_ms: (500, faults.between(1_000, 6_000)),
             drift_ppm,
             wall_offset_ms,
+            jump_every_ms,
             producers,
             readers: workload.between(1, 2) as usize,
             send_every_ms: (1, workload.between(5, 30)),
@@ -171,8 +177,8 @@ impl fmt::Display for WorldOptions {
         )?;
         writeln!(
             f,
-            "  clocks: drift {:?} ppm, wall offsets {:?} ms",
-            self.drift_ppm, self.wall_offset_ms
+            "  clocks: drift {:?} ppm, wall offsets {:?} ms, wall-clock jumps every {:?} ms",
+            self.drift_ppm, self.wall_offset_ms, self.jump_every_ms
         )?;
         write!(
             f,
@@ -330,6 +336,8 @@ struct NodeState {
     disk: SharedSimDisk,
     producer_ids: MemoryStore,
     starts: Arc<AtomicU64>,
+    /// How far the node's wall clock has jumped (ms); the driver moves it.
+    wall_jump_ms: Arc<AtomicI64>,
 }
 
 fn node_name(index: usize) -> String {
@@ -353,6 +361,8 @@ pub struct WorldStats {
     pub crashes: u64,
     /// Partitions injected.
     pub partitions: u64,
+    /// Wall-clock jumps injected.
+    pub clock_jumps: u64,
     /// Records read back.
     pub records_read: u64,
     /// Acknowledged acks=1 writes that were lost (allowed: the leader failed before replicating).
@@ -407,13 +417,18 @@ fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<Config> {
         .collect()
 }
 
-fn node_clock(drift_ppm: i64, wall_offset_ms: i64) -> Clock {
+/// A node's clock: its monotonic time runs at its own rate (drift); its wall clock also starts
+/// off by an offset and jumps when the driver says so. Monotonic time never jumps.
+fn node_clock(drift_ppm: i64, wall_offset_ms: i64, wall_jump_ms: Arc<AtomicI64>) -> Clock {
     Clock::from_fn(move || {
         let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as i128;
         let local = elapsed + elapsed * i128::from(drift_ppm) / 1_000_000;
         Now {
             mono: Instant(local as u64),
-            wall_ms: EPOCH_MS + wall_offset_ms + (local / 1_000_000) as i64,
+            wall_ms: EPOCH_MS
+                + wall_offset_ms
+                + wall_jump_ms.load(Ordering::SeqCst)
+                + (local / 1_000_000) as i64,
         }
     })
 }
@@ -423,6 +438,7 @@ fn add_node(sim: &mut turmoil::Sim<'_>, state: NodeState, options: &WorldOptions
     let clock = node_clock(
         options.drift_ppm[state.index],
         options.wall_offset_ms[state.index],
+        state.wall_jump_ms.clone(),
     );
     let seed = options.seed;
     let planted = options.planted;
@@ -465,6 +481,17 @@ fn add_node(sim: &mut turmoil::Sim<'_>, state: NodeState, options: &WorldOptions
     });
 }
 
+/// Ends a partition: held links deliver what they held; one-way cuts are repaired.
+fn heal(sim: &mut turmoil::Sim<'_>, names: &[String], held: &mut Vec<(usize, usize, bool)>) {
+    for (a, b, oneway) in held.drain(..) {
+        if oneway {
+            sim.repair_oneway(names[a].as_str(), names[b].as_str());
+        } else {
+            sim.release(names[a].as_str(), names[b].as_str());
+        }
+    }
+}
+
 /// Runs one world. `print` writes the trace to standard error as it goes.
 pub fn run_world(options: WorldOptions, print: bool) -> WorldReport {
     let trace = Trace::new(print);
@@ -491,6 +518,7 @@ pub fn run_world(options: WorldOptions, print: bool) -> WorldReport {
             disk: SharedSimDisk::new(),
             producer_ids: MemoryStore::default(),
             starts: Arc::new(AtomicU64::new(0)),
+            wall_jump_ms: Arc::new(AtomicI64::new(0)),
         })
         .collect();
     for state in &states {
@@ -521,8 +549,12 @@ pub fn run_world(options: WorldOptions, print: bool) -> WorldReport {
     let mut next_partition = options
         .partition_every_ms
         .map(|(a, b)| faults.between(a, b));
+    let mut jumps = Stream::new(options.seed, "world-clock-jumps");
+    let mut next_jump = options.jump_every_ms.map(|(a, b)| jumps.between(a, b));
     let mut down: BTreeMap<usize, u64> = BTreeMap::new();
-    let mut held: Vec<(usize, usize)> = Vec::new();
+    // Links cut by the current partition: (from, to, one way only).
+    let mut held: Vec<(usize, usize, bool)> = Vec::new();
+    let mut one_way = Stream::new(options.seed, "world-one-way");
     let mut heal_partition_at = 0u64;
     let mut healed = false;
     let end = options.safety_ms + options.liveness_ms;
@@ -557,17 +589,13 @@ pub fn run_world(options: WorldOptions, print: bool) -> WorldReport {
             sim.bounce(names[i].as_str());
         }
         if !held.is_empty() && heal_partition_at <= now {
-            for (a, b) in held.drain(..) {
-                sim.release(names[a].as_str(), names[b].as_str());
-            }
+            heal(&mut sim, &names, &mut held);
             trace.line(&format!("{now:>7} driver heal partition"));
         }
         if now >= options.safety_ms {
             if !healed {
                 healed = true;
-                for (a, b) in held.drain(..) {
-                    sim.release(names[a].as_str(), names[b].as_str());
-                }
+                heal(&mut sim, &names, &mut held);
                 for (i, _) in std::mem::take(&mut down) {
                     sim.bounce(names[i].as_str());
                 }
@@ -597,6 +625,19 @@ pub fn run_world(options: WorldOptions, print: bool) -> WorldReport {
                 ));
             }
         }
+        if next_jump.is_some_and(|at| at <= now) {
+            let (a, b) = options.jump_every_ms.expect("scheduled");
+            next_jump = Some(now + jumps.between(a, b));
+            let node = jumps.below(options.nodes as u64) as usize;
+            // Up to ten minutes either way, as NTP stepping a bad clock might.
+            let by = jumps.between(0, 1_200_000) as i64 - 600_000;
+            states[node].wall_jump_ms.fetch_add(by, Ordering::SeqCst);
+            stats.clock_jumps += 1;
+            trace.line(&format!(
+                "{now:>7} driver wall clock of {} jumps by {by} ms",
+                names[node]
+            ));
+        }
         if next_partition.is_some_and(|at| at <= now) {
             let (a, b) = options.partition_every_ms.expect("scheduled");
             next_partition = Some(now + faults.between(a, b));
@@ -612,10 +653,17 @@ pub fn run_world(options: WorldOptions, print: bool) -> WorldReport {
                     1 + faults.below(((options.nodes - 1) / 2) as u64) as usize
                 };
                 let (side, rest) = order.split_at(minority);
+                // A third of the partitions are one way: the side's messages to the rest are
+                // lost (turmoil drops them mid-stream), while the rest still reach the side.
+                let oneway = one_way.chance(333_333);
                 for x in side {
                     for y in rest {
-                        sim.hold(names[*x].as_str(), names[*y].as_str());
-                        held.push((*x, *y));
+                        if oneway {
+                            sim.partition_oneway(names[*x].as_str(), names[*y].as_str());
+                        } else {
+                            sim.hold(names[*x].as_str(), names[*y].as_str());
+                        }
+                        held.push((*x, *y, oneway));
                     }
                 }
                 heal_partition_at =
@@ -623,7 +671,8 @@ pub fn run_world(options: WorldOptions, print: bool) -> WorldReport {
                 stats.partitions += 1;
                 let side: Vec<&str> = side.iter().map(|i| names[*i].as_str()).collect();
                 trace.line(&format!(
-                    "{now:>7} driver partition {side:?} from the rest until {heal_partition_at}"
+                    "{now:>7} driver partition {side:?} from the rest{} until {heal_partition_at}",
+                    if oneway { " (one way)" } else { "" }
                 ));
             }
         }

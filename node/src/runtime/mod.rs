@@ -283,9 +283,23 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         core.sender(),
         logger.clone(),
     );
-    let peers = peer::Peers::start(&network, &config, shutdown.clone(), logger.clone());
+    // Every node hears from every peer each `leader_gossip_ticks`; ten of those without a word
+    // (and at least 5 s) means the link is broken even if writes still succeed.
+    let silence =
+        Duration::from_millis((config.tick_ms * node_config.leader_gossip_ticks * 10).max(5_000));
+    let heard = peer::Heard::default();
+    let peers = peer::Peers::start(
+        &network,
+        &config,
+        &heard,
+        silence,
+        shutdown.clone(),
+        logger.clone(),
+    );
     tokio::spawn(peer::listen::<N>(
         peer_listener,
+        heard,
+        silence,
         config.node(),
         core.sender(),
         shutdown.clone(),

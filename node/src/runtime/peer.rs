@@ -5,9 +5,16 @@
 //! group, length and protobuf encoding. All messages the core emits for one peer in one step
 //! are one frame; a sender also merges whatever else is queued. Every send has a deadline; a
 //! failed connection is dropped and re-dialled with backoff. Raft tolerates the loss.
+//!
+//! Every node hears from every reachable peer a few times a second (the core's leader gossip).
+//! A receiver that gets no frame for the silence timeout drops the connection (which resets
+//! the sender's end), and a sender that has heard nothing from its peer for as long re-dials:
+//! the link may be half open (the peer lost the connection, or a one-way partition swallowed
+//! what was sent), and TCP alone can take many minutes to notice.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oxbow_core::ids::{GroupId, NodeId};
@@ -32,6 +39,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// When each peer was last heard from (any frame on any connection from it).
+pub type Heard = Arc<Mutex<BTreeMap<NodeId, tokio::time::Instant>>>;
+
 /// The senders to every peer.
 pub struct Peers {
     senders: BTreeMap<NodeId, mpsc::Sender<Vec<GroupMessage>>>,
@@ -42,6 +52,8 @@ impl Peers {
     pub fn start<N: Network>(
         network: &N,
         config: &Config,
+        heard: &Heard,
+        silence: Duration,
         shutdown: watch::Receiver<bool>,
         logger: Logger,
     ) -> Self {
@@ -52,6 +64,11 @@ impl Peers {
             let logger = logger.new(slog::o!("peer" => peer.id));
             tokio::spawn(send_loop(
                 network.clone(),
+                Listening {
+                    heard: heard.clone(),
+                    peer: NodeId(peer.id),
+                    silence,
+                },
                 config.node(),
                 peer.peer_address,
                 rx,
@@ -114,8 +131,30 @@ pub fn decode_payload(payload: &bytes::Bytes) -> Option<Vec<GroupMessage>> {
     Some(messages)
 }
 
+/// What a sender watches of its peer's side.
+struct Listening {
+    heard: Heard,
+    peer: NodeId,
+    silence: Duration,
+}
+
+impl Listening {
+    /// Whether nothing came from the peer for the silence timeout since `since`.
+    fn silent_since(&self, since: tokio::time::Instant) -> bool {
+        let heard = self
+            .heard
+            .lock()
+            .expect("not poisoned")
+            .get(&self.peer)
+            .copied();
+        let last = heard.map_or(since, |h| h.max(since));
+        last.elapsed() > self.silence
+    }
+}
+
 async fn send_loop<N: Network>(
     network: N,
+    listening: Listening,
     me: NodeId,
     address: SocketAddr,
     mut queue: mpsc::Receiver<Vec<GroupMessage>>,
@@ -155,6 +194,9 @@ async fn send_loop<N: Network>(
         }
         info!(logger, "connected to peer"; "address" => %address);
         backoff = Duration::from_millis(50);
+        let connected = tokio::time::Instant::now();
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
                 biased;
@@ -163,6 +205,14 @@ async fn send_loop<N: Network>(
                     Some(messages) => messages,
                     None => return,
                 },
+                _ = check.tick() => {
+                    if listening.silent_since(connected) {
+                        warn!(logger, "nothing heard from the peer; reconnecting";
+                            "address" => %address, "silence_ms" => listening.silence.as_millis() as u64);
+                        break;
+                    }
+                    continue;
+                }
             };
             let mut batch = first;
             while let Ok(more) = queue.try_recv() {
@@ -187,6 +237,8 @@ async fn send_loop<N: Network>(
 /// Accepts peer connections and feeds their messages to the core.
 pub async fn listen<N: Network>(
     listener: N::Listener,
+    heard: Heard,
+    silence: Duration,
     me: NodeId,
     inbox: mpsc::Sender<Event>,
     shutdown: watch::Receiver<bool>,
@@ -194,11 +246,12 @@ pub async fn listen<N: Network>(
 ) {
     super::accept_loop::<N, _, _>(listener, shutdown, move |read, write, remote| {
         let inbox = inbox.clone();
+        let heard = heard.clone();
         let logger = logger.new(slog::o!("remote" => remote.to_string()));
         async move {
             // The write half is unused (peers only send) but kept open with the connection.
             let _write = write;
-            if let Err(why) = receive(read, me, inbox).await {
+            if let Err(why) = receive(read, me, inbox, heard, silence).await {
                 debug!(logger, "peer connection closed"; "why" => why);
             }
         }
@@ -210,6 +263,8 @@ async fn receive(
     mut stream: impl AsyncRead + Unpin,
     me: NodeId,
     inbox: mpsc::Sender<Event>,
+    heard: Heard,
+    silence: Duration,
 ) -> Result<(), String> {
     let mut hello = [0u8; 14];
     tokio::time::timeout(HELLO_TIMEOUT, stream.read_exact(&mut hello))
@@ -224,9 +279,12 @@ async fn receive(
     ));
     let mut header = [0u8; 8];
     loop {
-        stream
-            .read_exact(&mut header)
+        // A live peer sends a frame every gossip interval. Silence means the stream is stuck
+        // (a one-way partition swallowed part of it): dropping it resets the peer's end, so
+        // the peer re-dials.
+        tokio::time::timeout(silence, stream.read_exact(&mut header))
             .await
+            .map_err(|_| format!("nothing from the peer for {} ms", silence.as_millis()))?
             .map_err(|e| e.to_string())?;
         let len = u32::from_le_bytes(header[0..4].try_into().expect("4")) as usize;
         let crc = u32::from_le_bytes(header[4..8].try_into().expect("4"));
@@ -249,6 +307,10 @@ async fn receive(
         {
             return Err("message with a wrong sender or recipient".into());
         }
+        heard
+            .lock()
+            .expect("not poisoned")
+            .insert(from, tokio::time::Instant::now());
         if inbox.send(Event::Peer { from, messages }).await.is_err() {
             return Ok(());
         }
