@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use oxbow_core::node::PlantedBugs;
 use oxbow_sim::cluster::{run, Report};
 use oxbow_sim::options::Options;
-use oxbow_sim::world::{run_world, WorldOptions, WorldReport};
+use oxbow_sim::world::{run_world, Output, WorldOptions, WorldReport};
 
 /// Deterministic simulation of an oxbow cluster: the same seed gives the same run, bit for bit.
 #[derive(Parser)]
@@ -215,17 +215,21 @@ fn quiet_panics() {
 }
 
 /// Runs a seed, turning a panic inside the system into a failed report.
-fn run_seed(seed: u64, common: &Common) -> Result<Summary, String> {
+fn run_seed(seed: u64, common: &Common, progress: bool) -> Result<Summary, String> {
     FIRST_PANIC.with(|first| first.borrow_mut().take());
     let bugs = common.plant_bug.unwrap_or_default();
     let world = common.world;
     let safety_ms = common.safety_ms;
-    let trace = common.trace;
+    let output = match (common.trace, progress) {
+        (true, _) => Output::Trace,
+        (false, true) => Output::Progress,
+        (false, false) => Output::Quiet,
+    };
     std::panic::catch_unwind(move || match world {
         World::Cores => Summary::from(run(Options::from_seed(seed, safety_ms, bugs))),
         World::Turmoil => Summary::from(run_world(
             WorldOptions::from_seed(seed, safety_ms, bugs),
-            trace,
+            output,
         )),
     })
     .map_err(|panic| {
@@ -267,7 +271,7 @@ fn main() -> ExitCode {
             println!("{}", describe(seed, &common));
             quiet_panics();
             let start = WallInstant::now();
-            match run_seed(seed, &common) {
+            match run_seed(seed, &common, true) {
                 Ok(report) => {
                     print_report(&report, start.elapsed().as_secs_f64());
                     if report.violations.is_empty() {
@@ -288,7 +292,7 @@ fn main() -> ExitCode {
             expect_hash: Some(expected),
         } => {
             quiet_panics();
-            match run_seed(seed, &common) {
+            match run_seed(seed, &common, false) {
                 Ok(report) if report.trace_hash == expected => {
                     println!("seed {seed}: trace hash {expected:016x} reproduced");
                     ExitCode::SUCCESS
@@ -311,7 +315,7 @@ fn main() -> ExitCode {
             let start = WallInstant::now();
             let mut failed = Vec::new();
             for seed in first..end {
-                let verdict = match run_seed(seed, &common) {
+                let verdict = match run_seed(seed, &common, false) {
                     Ok(report) if report.violations.is_empty() => None,
                     Ok(report) => Some(report.violations[0].clone()),
                     Err(panic) => Some(format!("panic: {panic}")),

@@ -492,9 +492,20 @@ fn heal(sim: &mut turmoil::Sim<'_>, names: &[String], held: &mut Vec<(usize, usi
     }
 }
 
-/// Runs one world. `print` writes the trace to standard error as it goes.
-pub fn run_world(options: WorldOptions, print: bool) -> WorldReport {
-    let trace = Trace::new(print);
+/// What a run prints to standard error as it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Nothing.
+    Quiet,
+    /// A line every 10 simulated seconds.
+    Progress,
+    /// Every trace line (and the progress).
+    Trace,
+}
+
+/// Runs one world.
+pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
+    let trace = Trace::new(output == Output::Trace);
     let mut sim = turmoil::Builder::new()
         .rng_seed(options.seed)
         .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS as u64))
@@ -567,6 +578,13 @@ pub fn run_world(options: WorldOptions, print: bool) -> WorldReport {
             }
         };
         let now = sim.elapsed().as_millis() as u64;
+        if output != Output::Quiet && now.is_multiple_of(10_000) {
+            eprintln!(
+                "progress: {now} of at most {} simulated ms ({} sends so far)",
+                options.safety_ms + options.liveness_ms,
+                history.lock().expect("not poisoned").sends.len()
+            );
+        }
         if done {
             break;
         }

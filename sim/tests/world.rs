@@ -4,14 +4,14 @@
 //! a fresh process.
 
 use oxbow_core::node::PlantedBugs;
-use oxbow_sim::world::{run_world, WorldOptions, WorldReport};
+use oxbow_sim::world::{run_world, Output, WorldOptions, WorldReport};
 
 const SAFETY_MS: u64 = 30_000;
 const SEEDS: u64 = 200;
 
 fn run(seed: u64, bug: PlantedBugs) -> Result<WorldReport, String> {
     let options = WorldOptions::from_seed(seed, SAFETY_MS, bug);
-    std::panic::catch_unwind(|| run_world(options, false)).map_err(|panic| {
+    std::panic::catch_unwind(|| run_world(options, Output::Quiet)).map_err(|panic| {
         panic
             .downcast_ref::<String>()
             .cloned()
