@@ -714,11 +714,11 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
     }
 }
 
-fn client_config(bootstrap: String, trace_epoch: i64) -> ClientConfig {
+fn client_config(bootstrap: String) -> ClientConfig {
     let mut config = ClientConfig::new(&bootstrap);
     config.connector = Arc::new(TurmoilConnector);
     config.request_timeout = Duration::from_secs(5);
-    config.wall_clock = WallClock::from_fn(move || trace_epoch + sim_ms() as i64);
+    config.wall_clock = WallClock::from_fn(|| EPOCH_MS + sim_ms() as i64);
     config
 }
 
@@ -734,8 +734,7 @@ async fn workload(
     history: Arc<Mutex<History>>,
     trace: Trace,
 ) -> Result<(), String> {
-    let client =
-        Client::new(client_config(bootstrap.clone(), EPOCH_MS)).map_err(|e| e.to_string())?;
+    let client = Client::new(client_config(bootstrap.clone())).map_err(|e| e.to_string())?;
     let admin = Admin::new(client.clone());
     loop {
         let topic = NewTopic::new(TOPIC, options.partitions, options.replication);
@@ -870,7 +869,7 @@ async fn read_during_run(
     trace: Trace,
     stop: Arc<AtomicBool>,
 ) {
-    let Ok(client) = Client::new(client_config(bootstrap, EPOCH_MS)) else {
+    let Ok(client) = Client::new(client_config(bootstrap)) else {
         return;
     };
     let mut consumer = Consumer::new(client, ConsumerConfig::default());

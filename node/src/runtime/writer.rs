@@ -32,21 +32,20 @@ impl Writer {
     }
 }
 
-/// One group commit: appends every write of `group`, then fsyncs if any asked for it and the
-/// policy allows. Returns whether it synced.
-fn append_group<D: Disk>(
+/// Appends every write of one group commit (not yet durable).
+fn append_all<D: Disk>(
     log: &mut SegmentLog<D>,
     group: &[Write],
-    fsync: FsyncPolicy,
-) -> Result<bool, crate::storage::StorageError> {
-    for write in group {
-        log.append(&write.records)?;
-    }
-    let sync = fsync == FsyncPolicy::Always && group.iter().any(|w| w.sync);
-    if sync {
-        log.sync()?;
-    }
-    Ok(sync)
+) -> Result<(), crate::storage::StorageError> {
+    group
+        .iter()
+        .try_for_each(|write| log.append(&write.records))
+}
+
+/// Whether the group commit ends with an fsync: some write asked for one and the policy
+/// allows it.
+fn wants_sync(group: &[Write], fsync: FsyncPolicy) -> bool {
+    fsync == FsyncPolicy::Always && group.iter().any(|w| w.sync)
 }
 
 /// Starts the writer.
@@ -103,7 +102,14 @@ fn run_blocking<D: Disk>(
     let mut group = Vec::with_capacity(GROUP_MAX);
     while let Some(first) = writes.blocking_recv() {
         next_group(first, &mut writes, &mut group);
-        if let Err(e) = append_group(&mut log, &group, fsync) {
+        let result = append_all(&mut log, &group).and_then(|()| {
+            if wants_sync(&group, fsync) {
+                log.sync()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = result {
             error!(logger, "disk write failed"; "error" => %e);
             let _ = done.blocking_send(Event::Fatal(e.to_string()));
             return;
@@ -130,12 +136,10 @@ async fn run_task<D: Disk>(
         next_group(first, &mut writes, &mut group);
         // The bytes reach the (simulated) disk now; they are durable only after the fsync,
         // which takes time: a crash in between loses them.
-        for write in &group {
-            if let Err(e) = log.append(&write.records) {
-                error!(logger, "disk write failed"; "error" => %e);
-                let _ = done.send(Event::Fatal(e.to_string())).await;
-                return;
-            }
+        if let Err(e) = append_all(&mut log, &group) {
+            error!(logger, "disk write failed"; "error" => %e);
+            let _ = done.send(Event::Fatal(e.to_string())).await;
+            return;
         }
         // The planted bug: the writes are reported done while still unsynced.
         if ack_before_fsync {
@@ -145,7 +149,7 @@ async fn run_task<D: Disk>(
                 }
             }
         }
-        if fsync == FsyncPolicy::Always && group.iter().any(|w| w.sync) {
+        if wants_sync(&group, fsync) {
             if !sync_latency.is_zero() {
                 tokio::time::sleep(sync_latency).await;
             }
