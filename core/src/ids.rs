@@ -60,6 +60,11 @@ id_type!(
     TopicId(u128)
 );
 id_type!(
+    /// A consumer group's generation: it grows with every completed rebalance, and fences
+    /// members of earlier ones.
+    Generation(i32)
+);
+id_type!(
     /// Identifies a client request for the driver, so replies can be routed back.
     RequestId(u64)
 );

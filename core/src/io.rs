@@ -5,6 +5,7 @@ use bytes::Bytes;
 use raft::eraftpb::{Entry, HardState, Message, Snapshot};
 
 use crate::batch::BatchError;
+use crate::coordinator::{GroupOp, GroupResponse, ListedGroup};
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId, Sequence, Term};
 use crate::metadata::{AdminError, MetadataChange, MetadataCommand};
 
@@ -149,6 +150,20 @@ pub enum Request {
     FindTimestamp(FindTimestampRequest),
     /// Change the cluster metadata (create or delete topics, add partitions).
     Admin(AdminRequest),
+    /// A consumer-group request, for the coordinator partition of its group.
+    Group(GroupRequest),
+    /// Every consumer group whose coordinator partition this node leads.
+    ListGroups,
+}
+
+/// A consumer-group request routed to one coordinator partition (a group of the
+/// `__consumer_offsets` topic).
+#[derive(Clone, Debug)]
+pub struct GroupRequest {
+    /// The coordinator partition's Raft group.
+    pub group: GroupId,
+    /// The request.
+    pub op: GroupOp,
 }
 
 /// A change to the cluster metadata, proposed to the metadata group by its leader.
@@ -202,6 +217,10 @@ pub enum Response {
     FindTimestamp(Result<Option<Bytes>, FetchError>),
     /// Answer to an admin request: the change applied (`None` when only validated).
     Admin(Result<Option<MetadataChange>, AdminError>),
+    /// Answer to a consumer-group request.
+    Group(GroupResponse),
+    /// Answer to ListGroups.
+    ListGroups(Vec<ListedGroup>),
 }
 
 /// Find the first committed batch whose largest timestamp is at or after `timestamp`.

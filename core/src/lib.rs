@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod codec;
+pub mod coordinator;
 pub mod ids;
 pub mod io;
 pub mod log_store;

@@ -319,6 +319,13 @@ impl MetadataState {
                 }
                 Ok(())
             }
+            MetadataCommand::DeleteTopic { name } | MetadataCommand::CreatePartitions { name, .. }
+                if name == crate::coordinator::OFFSETS_TOPIC =>
+            {
+                Err(AdminError::InvalidTopic(format!(
+                    "{name} is internal: it holds every consumer group's offsets, and group ids are hashed over its partitions, so it is never deleted or grown"
+                )))
+            }
             MetadataCommand::DeleteTopic { name } => {
                 self.topics.get(name).ok_or(AdminError::UnknownTopic)?;
                 Ok(())

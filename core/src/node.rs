@@ -15,16 +15,17 @@ use bytes::Bytes;
 
 use crate::batch::TimestampType;
 use crate::codec::{Reader, Writer};
+use crate::coordinator::{Coordinator, GroupError, GroupResponse, OFFSETS_TOPIC};
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId, Term};
 use crate::io::{
-    Acks, AdminRequest, FetchError, GroupMessage, Input, Output, ProduceError, Request, Response,
-    TraceEvent, WalRecord, Write,
+    Acks, AdminRequest, FetchError, GroupMessage, GroupRequest, Input, Output, ProduceError,
+    Request, Response, TraceEvent, WalRecord, Write,
 };
 use crate::log_store::LogStore;
 use crate::metadata::{
     AdminError, MetadataChange, MetadataCommand, MetadataState, PartitionAssignment, METADATA_GROUP,
 };
-use crate::replica::Replica;
+use crate::replica::{Applied, Replica};
 use crate::time::{Instant, Now};
 
 /// Not a Raft group: peer messages addressed to it carry the sender's list of the groups it
@@ -117,6 +118,9 @@ pub struct NodeConfig {
     pub retain_entries_max: u64,
     /// Ticks to wait for a follower to install a snapshot before sending it again.
     pub snapshot_retry_ticks: u32,
+    /// Entries a group coordinator's log holds before it is compacted into a snapshot of the
+    /// coordinator's state (the latest offset per partition and group, so compacted by key).
+    pub command_entries_max: u64,
     /// Planted bugs (inert without the `planted-bugs` feature).
     pub planted: PlantedBugs,
 }
@@ -139,6 +143,7 @@ impl NodeConfig {
             producers_max: 10_000,
             retain_entries_max: 1_000_000,
             snapshot_retry_ticks: 50,
+            command_entries_max: 10_000,
             planted: PlantedBugs::default(),
         }
     }
@@ -243,6 +248,8 @@ pub struct Node {
     incarnation: u64,
     logger: slog::Logger,
     groups: BTreeMap<GroupId, Replica>,
+    /// Group coordinators, one per hosted partition of the internal offsets topic.
+    coordinators: BTreeMap<GroupId, Coordinator>,
     /// The applied metadata, when this node runs the metadata group.
     metadata: Option<MetadataState>,
     /// Groups the disk held that applying the metadata has not claimed yet.
@@ -279,6 +286,7 @@ impl Node {
             incarnation,
             logger: logger.clone(),
             groups: BTreeMap::new(),
+            coordinators: BTreeMap::new(),
             metadata: None,
             parked: BTreeMap::new(),
             admin_pending: VecDeque::new(),
@@ -297,13 +305,19 @@ impl Node {
                 "a node with a metadata group votes in it"
             );
             let state = durable.remove(&METADATA_GROUP);
-            node.start_group(METADATA_GROUP, &voters, TimestampType::CreateTime, state);
+            node.start_group(
+                METADATA_GROUP,
+                &voters,
+                TimestampType::CreateTime,
+                true,
+                state,
+            );
             node.metadata = Some(MetadataState::new(voters));
         }
         for group in node.config.groups.clone() {
             assert!(group.id != METADATA_GROUP && group.id != LEADERS_GROUP);
             let state = durable.remove(&group.id);
-            node.start_group(group.id, &group.voters, group.timestamps, state);
+            node.start_group(group.id, &group.voters, group.timestamps, false, state);
         }
         if node.metadata.is_some() {
             node.parked = durable;
@@ -317,12 +331,14 @@ impl Node {
         node
     }
 
-    /// Starts hosting a group, from its durable state if the disk held one.
+    /// Starts hosting a group, from its durable state if the disk held one. A command log's
+    /// entries are commands (metadata, group coordination), not record batches.
     fn start_group(
         &mut self,
         id: GroupId,
         voters: &[NodeId],
         timestamps: TimestampType,
+        command_log: bool,
         durable: Option<GroupDurableState>,
     ) {
         assert!(
@@ -368,7 +384,7 @@ impl Node {
             id,
             store,
             timestamps,
-            id == METADATA_GROUP,
+            command_log,
             rng,
             &self.logger.new(slog::o!("group" => id.0)),
         );
@@ -399,6 +415,16 @@ impl Node {
                 for replica in self.groups.values_mut() {
                     replica.tick(&self.config, now, &mut sink);
                     touched.insert(replica.group());
+                }
+                for (group, coordinator) in self.coordinators.iter_mut() {
+                    let replica = self.groups.get_mut(group).expect("coordinators are hosted");
+                    coordinator.tick(replica, now, &mut sink);
+                    // The coordinator's state is the snapshot: offsets and groups, each once.
+                    if replica.entries_held() >= self.config.command_entries_max {
+                        assert_eq!(coordinator.applied(), replica.applied_index());
+                        let state = Bytes::from(coordinator.stored().encode());
+                        replica.compact_commands(state, &mut sink);
+                    }
                 }
                 self.expire_admin(now, &mut sink);
                 if self.ticks.is_multiple_of(self.config.leader_gossip_ticks) {
@@ -453,13 +479,31 @@ impl Node {
         sink: &mut Sink,
         touched: &mut BTreeSet<GroupId>,
     ) {
-        let partition = |group: &GroupId| *group != METADATA_GROUP;
         match request {
             Request::Admin(admin) => self.handle_admin(now, id, admin, sink, touched),
+            Request::Group(GroupRequest { group, op }) => {
+                match (
+                    self.coordinators.get_mut(&group),
+                    self.groups.get_mut(&group),
+                ) {
+                    (Some(coordinator), Some(replica)) => {
+                        coordinator.handle(replica, now, id, op, sink);
+                        touched.insert(group);
+                    }
+                    _ => sink.reply(
+                        id,
+                        Response::Group(GroupResponse::failed(&op, GroupError::NotCoordinator)),
+                    ),
+                }
+            }
+            Request::ListGroups => {
+                let groups = self.coordinators.values().flat_map(|c| c.list()).collect();
+                sink.reply(id, Response::ListGroups(groups));
+            }
             Request::Produce(produce) => match self
                 .groups
                 .get_mut(&produce.group)
-                .filter(|r| partition(&r.group()))
+                .filter(|r| !r.is_command_log())
             {
                 Some(replica) => {
                     touched.insert(produce.group);
@@ -473,7 +517,7 @@ impl Node {
                 let response = match self
                     .groups
                     .get(&fetch.group)
-                    .filter(|_| partition(&fetch.group))
+                    .filter(|r| !r.is_command_log())
                 {
                     Some(replica) => replica.fetch(&self.config, &fetch),
                     None => Err(FetchError::UnknownTopicOrPartition),
@@ -481,11 +525,7 @@ impl Node {
                 sink.reply(id, Response::Fetch(response));
             }
             Request::FindTimestamp(find) => {
-                let response = match self
-                    .groups
-                    .get(&find.group)
-                    .filter(|_| partition(&find.group))
-                {
+                let response = match self.groups.get(&find.group).filter(|r| !r.is_command_log()) {
                     Some(replica) => replica.find_timestamp(find.timestamp),
                     None => Err(FetchError::UnknownTopicOrPartition),
                 };
@@ -537,6 +577,19 @@ impl Node {
                 }
                 if group == METADATA_GROUP {
                     self.apply_metadata(sink, &mut touched);
+                } else if let Some(coordinator) = self.coordinators.get_mut(&group) {
+                    let now = self.now.expect("handle sets now");
+                    for applied in replica.take_commands_applied() {
+                        match applied {
+                            Applied::Entry(index, term, data) => {
+                                coordinator.apply(index, term, &data, now, sink)
+                            }
+                            Applied::Snapshot(index, state) => {
+                                coordinator.restore(index, &state, sink)
+                            }
+                        }
+                    }
+                    coordinator.observe(replica.serving_term(), now, sink);
                 }
             }
             if readies.is_empty() && sink.records.is_empty() {
@@ -605,7 +658,7 @@ impl Node {
                 Err(leader) => answer(sink, Err(AdminError::NotController { leader })),
             };
         }
-        match replica.propose_metadata(data) {
+        match replica.propose_command(data) {
             Err(leader) => answer(sink, Err(AdminError::NotController { leader })),
             Ok((index, term)) => {
                 touched.insert(METADATA_GROUP);
@@ -638,8 +691,11 @@ impl Node {
             .groups
             .get_mut(&METADATA_GROUP)
             .expect("the metadata group is never removed")
-            .take_metadata_applied();
-        for (index, term, data) in entries {
+            .take_commands_applied();
+        for applied in entries {
+            let Applied::Entry(index, term, data) = applied else {
+                panic!("the metadata log is never compacted");
+            };
             let result = if data.is_empty() {
                 None // a leader's no-op
             } else {
@@ -677,20 +733,27 @@ impl Node {
         touched: &mut BTreeSet<GroupId>,
     ) {
         let state = self.metadata.as_ref().expect("metadata group runs");
-        let (start, timestamps): (Vec<PartitionAssignment>, _) = match change {
+        let (start, timestamps, coordinators): (Vec<PartitionAssignment>, _, _) = match change {
             MetadataChange::TopicCreated { name, .. } => {
                 let topic = state.topic(name).expect("just created");
-                (topic.partitions.clone(), topic.timestamps())
+                (
+                    topic.partitions.clone(),
+                    topic.timestamps(),
+                    name == OFFSETS_TOPIC,
+                )
             }
             MetadataChange::PartitionsCreated { name, from } => {
                 let topic = state.topic(name).expect("just grown");
                 (
                     topic.partitions[*from as usize..].to_vec(),
                     topic.timestamps(),
+                    name == OFFSETS_TOPIC,
                 )
             }
             MetadataChange::TopicDeleted(topic) => {
                 for partition in &topic.partitions {
+                    // Their waiting answers are dropped; the clients time out and look again.
+                    self.coordinators.remove(&partition.group);
                     let hosted = match self.groups.remove(&partition.group) {
                         Some(mut replica) => {
                             replica.fail_pending(sink);
@@ -714,7 +777,22 @@ impl Node {
         for partition in start {
             if partition.replicas.contains(&self.config.node_id) {
                 let durable = self.parked.remove(&partition.group);
-                self.start_group(partition.group, &partition.replicas, timestamps, durable);
+                self.start_group(
+                    partition.group,
+                    &partition.replicas,
+                    timestamps,
+                    coordinators,
+                    durable,
+                );
+                if coordinators {
+                    let logger = self.logger.new(slog::o!("group" => partition.group.0));
+                    let coordinator = Coordinator::new(
+                        self.config.node_id.0,
+                        self.config.pending_requests_max,
+                        &logger,
+                    );
+                    self.coordinators.insert(partition.group, coordinator);
+                }
                 touched.insert(partition.group);
             }
         }
@@ -777,6 +855,11 @@ impl Node {
             .max_by_key(|(_, term)| *term)
     }
 
+    /// The group coordinator of a hosted partition of the offsets topic.
+    pub fn coordinator(&self, group: GroupId) -> Option<&Coordinator> {
+        self.coordinators.get(&group)
+    }
+
     /// The applied cluster metadata, if this node runs the metadata group.
     pub fn metadata(&self) -> Option<&MetadataState> {
         self.metadata.as_ref()
@@ -798,6 +881,9 @@ impl Node {
         for replica in self.groups.values() {
             replica.invariants();
             replica.invariants_full();
+        }
+        for coordinator in self.coordinators.values() {
+            coordinator.invariants();
         }
         for pair in self.inflight.iter().collect::<Vec<_>>().windows(2) {
             assert!(pair[0].seq < pair[1].seq);

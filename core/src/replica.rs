@@ -77,10 +77,12 @@ pub(crate) struct Replica {
     node: NodeId,
     raw: RawNode<LogStore>,
     timestamps: TimestampType,
-    /// The metadata group: its entries are metadata commands, not record batches; they are
-    /// collected for `Node` to apply, and its log is never compacted.
-    metadata: bool,
-    metadata_applied: Vec<(RaftIndex, Term, Bytes)>,
+    /// A command log (the metadata group, or a group coordinator's partition): its entries are
+    /// encoded commands, not record batches; they are
+    /// collected for `Node` to apply. The metadata log is never compacted; a coordinator's log
+    /// is, by `Node`, with the coordinator's state as the snapshot (`compact_commands`).
+    command_log: bool,
+    commands_applied: Vec<Applied>,
     /// The group's seeded RNG, for election jitter.
     rng: ChaCha8Rng,
     /// The (term, role) the current jitter was drawn for.
@@ -104,6 +106,15 @@ pub(crate) struct Replica {
     snapshot_ticks: BTreeMap<u64, u32>,
 }
 
+/// What a command log applied, in order, for `Node` to apply to its state machine.
+#[derive(Clone, Debug)]
+pub(crate) enum Applied {
+    /// An entry: index, term, command bytes (empty for a leader's no-op).
+    Entry(RaftIndex, Term, Bytes),
+    /// A snapshot replaced everything up to this index: the state machine's encoded state.
+    Snapshot(RaftIndex, Bytes),
+}
+
 /// The per-ready summary the node needs to complete the write later.
 pub(crate) struct ReadyWritten {
     pub(crate) number: u64,
@@ -116,7 +127,7 @@ impl Replica {
         group: GroupId,
         store: LogStore,
         timestamps: TimestampType,
-        metadata: bool,
+        command_log: bool,
         mut rng: ChaCha8Rng,
         logger: &slog::Logger,
     ) -> Self {
@@ -124,7 +135,15 @@ impl Replica {
         let election_tick_min =
             config.election_tick + (rng.next_u64() % config.election_tick as u64) as usize;
         let snapshot = store.snapshot().clone();
-        let (log_start_offset, producers) = if snapshot.get_metadata().index > 0 {
+        let mut commands_applied = Vec::new();
+        let (log_start_offset, producers) = if command_log && snapshot.get_metadata().index > 0 {
+            // A command log's snapshot is its state machine's state, for `Node` to restore.
+            commands_applied.push(Applied::Snapshot(
+                RaftIndex(snapshot.get_metadata().index),
+                snapshot.data.clone(),
+            ));
+            (Offset(0), ProducerTable::new(config.producers_max))
+        } else if snapshot.get_metadata().index > 0 {
             let data =
                 SnapshotData::decode(&snapshot.data).expect("stored snapshot data is checksummed");
             (data.log_start_offset, data.producers)
@@ -156,8 +175,8 @@ impl Replica {
             node: config.node_id,
             raw,
             timestamps,
-            metadata,
-            metadata_applied: Vec::new(),
+            command_log,
+            commands_applied,
             rng,
             election_round: (u64::MAX, StateRole::Leader),
             withheld_ticks: 0,
@@ -205,13 +224,13 @@ impl Replica {
         let _ = self.raw.step(message);
     }
 
-    /// Proposes an entry of the metadata group; answers its index and term, or the leader
+    /// Proposes an entry of a command log; answers its index and term, or the leader
     /// this node knows of when it cannot propose.
-    pub(crate) fn propose_metadata(
+    pub(crate) fn propose_command(
         &mut self,
         data: Bytes,
     ) -> Result<(RaftIndex, Term), Option<NodeId>> {
-        assert!(self.metadata);
+        assert!(self.command_log);
         let Some(term) = self.serving_leader().map(|l| l.term) else {
             return Err(self.leader_hint());
         };
@@ -226,17 +245,49 @@ impl Replica {
 
     /// Hands a metadata proposal to the leader this follower knows of (raft-rs forwards it).
     pub(crate) fn forward_metadata(&mut self, data: Bytes) -> Result<(), Option<NodeId>> {
-        assert!(self.metadata);
+        assert!(self.command_log);
         if self.leader_hint().is_none() || self.raw.propose(Vec::new(), data.to_vec()).is_err() {
             return Err(self.leader_hint());
         }
         Ok(())
     }
 
-    /// Metadata entries applied since the last call: (index, term, command bytes; empty for a
-    /// leader's no-op).
-    pub(crate) fn take_metadata_applied(&mut self) -> Vec<(RaftIndex, Term, Bytes)> {
-        std::mem::take(&mut self.metadata_applied)
+    /// What this command log applied since the last call, in order.
+    pub(crate) fn take_commands_applied(&mut self) -> Vec<Applied> {
+        std::mem::take(&mut self.commands_applied)
+    }
+
+    /// The last applied index.
+    pub(crate) fn applied_index(&self) -> RaftIndex {
+        self.applied
+    }
+
+    /// Entries held after the latest snapshot (those a compaction would drop).
+    pub(crate) fn entries_held(&self) -> u64 {
+        self.applied.0.saturating_sub(self.shadow.index.0)
+    }
+
+    /// Compacts a command log up to what is applied, with `state` (the state machine's state
+    /// at that index) as the snapshot. Only when everything applied is also persisted here.
+    pub(crate) fn compact_commands(&mut self, state: Bytes, sink: &mut Sink) -> bool {
+        assert!(self.command_log && self.group != crate::metadata::METADATA_GROUP);
+        let target = self.applied.0;
+        if target <= self.shadow.index.0 || self.raw.raft.raft_log.persisted < target {
+            return false;
+        }
+        self.compact_to(target, state, sink);
+        self.shadow.index = RaftIndex(target);
+        true
+    }
+
+    /// Whether this group's log holds commands rather than record batches.
+    pub(crate) fn is_command_log(&self) -> bool {
+        self.command_log
+    }
+
+    /// The term this node leads and serves in, if it does.
+    pub(crate) fn serving_term(&self) -> Option<Term> {
+        self.serving_leader().map(|l| l.term)
     }
 
     /// Whether this node leads the group now, and in which term.
@@ -624,7 +675,7 @@ impl Replica {
         );
         let mut producers = self.producers.clone();
         let mut log_end_offset = self.next_offset;
-        let batches_from = if self.metadata {
+        let batches_from = if self.command_log {
             last + 1
         } else {
             self.applied.0 + 1
@@ -664,8 +715,8 @@ impl Replica {
             );
             let mut crc = 0;
             match entry.get_entry_type() {
-                EntryType::EntryNormal if self.metadata => {
-                    self.metadata_applied.push((
+                EntryType::EntryNormal if self.command_log => {
+                    self.commands_applied.push(Applied::Entry(
                         RaftIndex(entry.index),
                         Term(entry.term),
                         entry.data.clone(),
@@ -731,11 +782,35 @@ impl Replica {
 
     fn install_snapshot(&mut self, snapshot: Snapshot, sink: &mut Sink) {
         let index = RaftIndex(snapshot.get_metadata().index);
-        assert!(!self.metadata, "the metadata log is never compacted");
         assert!(
             index > self.applied,
             "raft only sends snapshots past what is applied"
         );
+        if self.command_log {
+            assert!(
+                self.group != crate::metadata::METADATA_GROUP,
+                "the metadata log is never compacted"
+            );
+            self.raw.mut_store().apply_snapshot(snapshot.clone());
+            self.applied = index;
+            self.shadow.index = index;
+            self.commands_applied
+                .push(Applied::Snapshot(index, snapshot.data.clone()));
+            sink.trace(TraceEvent::InstalledSnapshot {
+                group: self.group,
+                index,
+                log_start_offset: Offset(0),
+            });
+            sink.write(
+                WalRecord::Snapshot {
+                    group: self.group,
+                    snapshot,
+                    install: true,
+                },
+                true,
+            );
+            return;
+        }
         let data =
             SnapshotData::decode(&snapshot.data).expect("snapshot data from a leader decodes");
         self.raw.mut_store().apply_snapshot(snapshot.clone());
@@ -821,8 +896,9 @@ impl Replica {
     fn compact(&mut self, config: &NodeConfig, sink: &mut Sink) {
         let first = self.raw.store().first_index();
         let applied = self.applied.0;
-        // The metadata log is not compacted yet: it grows by one entry per admin change.
-        if self.metadata
+        // Command logs are compacted by `Node`, which has their state (`compact_commands`);
+        // the metadata log not at all yet: it grows by one entry per admin change.
+        if self.command_log
             || applied < first
             || applied - first < config.retain_entries_max + config.retain_entries_max / 2
         {
@@ -857,8 +933,16 @@ impl Replica {
             log_start_offset: self.shadow.next_offset,
             producers: self.shadow.producers.clone(),
         };
+        self.compact_to(target, data.encode().into(), sink);
+        self.log_start_offset = self.shadow.next_offset;
+        self.offset_index = self.offset_index.split_off(&self.log_start_offset);
+    }
+
+    /// Drops the entries up to `target` (applied and persisted) behind a snapshot of `data`,
+    /// and hands the snapshot to the disk.
+    fn compact_to(&mut self, target: u64, data: Bytes, sink: &mut Sink) {
         let mut snapshot = Snapshot {
-            data: data.encode().into(),
+            data,
             ..Snapshot::default()
         };
         let meta = snapshot.mut_metadata();
@@ -866,8 +950,6 @@ impl Replica {
         meta.term = self.raw.store().term_at(target).expect("held");
         meta.set_conf_state(self.raw.store().conf_state().clone());
         self.raw.mut_store().compact(snapshot.clone());
-        self.log_start_offset = self.shadow.next_offset;
-        self.offset_index = self.offset_index.split_off(&self.log_start_offset);
         sink.write(
             WalRecord::Snapshot {
                 group: self.group,
@@ -940,4 +1022,14 @@ fn producer_batch(batch: &Batch) -> Option<ProducerBatch> {
         first_sequence: batch.base_sequence(),
         count: batch.record_count(),
     })
+}
+
+impl crate::coordinator::CommandLog for Replica {
+    fn serving(&self) -> Option<Term> {
+        self.serving_term()
+    }
+
+    fn propose(&mut self, data: Bytes) -> Option<(RaftIndex, Term)> {
+        self.propose_command(data).ok()
+    }
 }

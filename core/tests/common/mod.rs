@@ -1,0 +1,226 @@
+//! A three-node in-memory cluster for the core's integration tests: a perfect network, and
+//! disks that complete every write at once and keep every record.
+
+#![allow(dead_code, unused_imports)]
+
+pub use std::collections::{BTreeMap, VecDeque};
+
+pub use oxbow_core::ids::{GroupId, NodeId, RequestId};
+pub use oxbow_core::io::{AdminRequest, Input, Output, Request, Response, WalRecord};
+pub use oxbow_core::metadata::{
+    AdminError, CreateTopic, MetadataChange, MetadataCommand, METADATA_GROUP,
+};
+pub use oxbow_core::node::{DurableState, GroupDurableState, Node, NodeConfig};
+pub use oxbow_core::time::{Instant, Now};
+
+pub const NODES: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
+
+/// Three nodes on a perfect network, with disks that complete every write at once and keep
+/// every record (so a node can be restarted from them).
+pub struct Cluster {
+    pub tweak: fn(&mut NodeConfig),
+    pub nodes: BTreeMap<NodeId, Node>,
+    pub disks: BTreeMap<NodeId, Vec<WalRecord>>,
+    pub incarnations: BTreeMap<NodeId, u64>,
+    pub inputs: VecDeque<(NodeId, Input)>,
+    pub replies: Vec<(NodeId, RequestId, Response)>,
+    pub now: Now,
+    pub next_request: u64,
+}
+
+pub fn config(node: NodeId) -> NodeConfig {
+    let mut config = NodeConfig::new(node, Vec::new());
+    config.metadata_voters = NODES.to_vec();
+    config
+}
+
+pub fn logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+impl Cluster {
+    pub fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// A cluster whose node configurations `tweak` changes.
+    pub fn with(tweak: fn(&mut NodeConfig)) -> Self {
+        let nodes = NODES
+            .iter()
+            .map(|n| {
+                let mut config = config(*n);
+                tweak(&mut config);
+                let node = Node::new(config, 11, 0, DurableState::default(), &logger());
+                (*n, node)
+            })
+            .collect();
+        Self {
+            tweak,
+            nodes,
+            disks: NODES.iter().map(|n| (*n, Vec::new())).collect(),
+            incarnations: NODES.iter().map(|n| (*n, 0)).collect(),
+            inputs: VecDeque::new(),
+            replies: Vec::new(),
+            now: Now {
+                mono: Instant(0),
+                wall_ms: 1_000,
+            },
+            next_request: 0,
+        }
+    }
+
+    /// Delivers inputs until none is left.
+    pub fn settle(&mut self) {
+        while let Some((to, input)) = self.inputs.pop_front() {
+            let Some(node) = self.nodes.get_mut(&to) else {
+                continue;
+            };
+            let mut out = Vec::new();
+            node.handle(self.now, input, &mut out);
+            for output in out {
+                match output {
+                    Output::Send { to: peer, messages } => {
+                        self.inputs
+                            .push_back((peer, Input::Peer { from: to, messages }));
+                    }
+                    Output::Write(write) => {
+                        self.disks.get_mut(&to).expect("disk").extend(write.records);
+                        self.inputs
+                            .push_back((to, Input::WriteDone { seq: write.seq }));
+                    }
+                    Output::Reply { id, response } => self.replies.push((to, id, response)),
+                    Output::Trace(_) => {}
+                }
+            }
+        }
+    }
+
+    pub fn tick(&mut self, ticks: usize) {
+        for _ in 0..ticks {
+            self.now.mono = self.now.mono.plus_ms(100);
+            for node in self.nodes.keys() {
+                self.inputs.push_back((*node, Input::Tick));
+            }
+            self.settle();
+        }
+        for node in self.nodes.values() {
+            node.invariants();
+        }
+    }
+
+    pub fn metadata_leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .find(|(_, n)| n.group_status(METADATA_GROUP).is_some_and(|s| s.serving))
+            .map(|(id, _)| *id)
+    }
+
+    pub fn admin(&mut self, to: NodeId, command: MetadataCommand) -> Response {
+        let request = Request::Admin(AdminRequest {
+            command,
+            validate_only: false,
+            forward: false,
+            timeout_ms: 5_000,
+        });
+        self.request(to, request)
+    }
+
+    /// Sends a request and waits (ticking) for its answer.
+    pub fn request(&mut self, to: NodeId, request: Request) -> Response {
+        let id = self.submit(to, request);
+        self.answer(id)
+    }
+
+    /// Sends a request without waiting.
+    pub fn submit(&mut self, to: NodeId, request: Request) -> RequestId {
+        self.next_request += 1;
+        let id = RequestId(self.next_request);
+        self.inputs.push_back((to, Input::Request { id, request }));
+        id
+    }
+
+    /// Waits (ticking) for the answer to `id`.
+    pub fn answer(&mut self, id: RequestId) -> Response {
+        for _ in 0..50 {
+            self.settle();
+            if let Some(at) = self.replies.iter().position(|(_, i, _)| *i == id) {
+                return self.replies.remove(at).2;
+            }
+            self.tick(1);
+        }
+        panic!("no answer to request {id:?}");
+    }
+
+    /// Replays a node's disk the way the segment log's recovery does.
+    pub fn durable(&self, node: NodeId) -> DurableState {
+        let mut groups: BTreeMap<GroupId, GroupDurableState> = BTreeMap::new();
+        for record in &self.disks[&node] {
+            match record {
+                WalRecord::Entries { group, entries } => {
+                    let state = groups.entry(*group).or_default();
+                    let first = entries[0].index;
+                    state.entries.retain(|e| e.index < first);
+                    state.entries.extend(entries.iter().cloned());
+                }
+                WalRecord::HardState { group, hard_state } => {
+                    groups.entry(*group).or_default().hard_state = hard_state.clone();
+                }
+                WalRecord::Snapshot {
+                    group,
+                    snapshot,
+                    install,
+                } => {
+                    let state = groups.entry(*group).or_default();
+                    let index = snapshot.get_metadata().index;
+                    if *install {
+                        state.entries.clear();
+                    } else {
+                        state.entries.retain(|e| e.index > index);
+                    }
+                    state.snapshot = snapshot.clone();
+                }
+                WalRecord::RemoveGroup { group } => {
+                    groups.remove(group);
+                }
+            }
+        }
+        DurableState { groups }
+    }
+
+    pub fn restart(&mut self, node: NodeId) {
+        let incarnation = self.incarnations[&node] + 1;
+        self.incarnations.insert(node, incarnation);
+        let durable = self.durable(node);
+        let mut config = config(node);
+        (self.tweak)(&mut config);
+        let restarted = Node::new(config, 11, incarnation, durable, &logger());
+        self.nodes.insert(node, restarted);
+    }
+
+    /// Asserts that every node hosts exactly the partitions it is a replica of.
+    pub fn check_placement(&self, topic: &str) {
+        for (id, node) in &self.nodes {
+            let meta = node.metadata().expect("metadata group");
+            let Some(topic) = meta.topic(topic) else {
+                continue;
+            };
+            for partition in &topic.partitions {
+                assert_eq!(
+                    node.group_status(partition.group).is_some(),
+                    partition.replicas.contains(id),
+                    "node {id} hosting group {}",
+                    partition.group
+                );
+            }
+        }
+    }
+}
+
+pub fn create(name: &str, partitions: u32, replication_factor: u16) -> MetadataCommand {
+    MetadataCommand::CreateTopic(CreateTopic {
+        name: name.into(),
+        partitions,
+        replication_factor,
+        configs: BTreeMap::new(),
+    })
+}

@@ -1,0 +1,453 @@
+//! Consumer groups on three in-memory nodes: the coordinator partitions of `__consumer_offsets`,
+//! the join/sync barrier, generation fencing, session expiry, offsets that survive a failover
+//! of the coordinator, and group deletion.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use oxbow_core::coordinator::{
+    partition_for, GroupError, GroupOp, GroupResponse, Heartbeat, JoinAnswer, JoinGroup,
+    LeaveGroup, OffsetCommit, SyncGroup, OFFSETS_TOPIC,
+};
+use oxbow_core::ids::Generation;
+use oxbow_core::io::GroupRequest;
+
+const GROUP: &str = "readers";
+const PARTITIONS: u32 = 2;
+
+struct Groups {
+    cluster: Cluster,
+}
+
+impl Groups {
+    fn new() -> Self {
+        let mut cluster = Cluster::new();
+        cluster.tick(40);
+        let leader = cluster.metadata_leader().expect("a metadata leader");
+        let created = cluster.admin(leader, create(OFFSETS_TOPIC, PARTITIONS, 3));
+        assert!(
+            matches!(created, Response::Admin(Ok(Some(_)))),
+            "{created:?}"
+        );
+        cluster.tick(40);
+        Self { cluster }
+    }
+
+    /// The coordinator partition's Raft group and the node serving it.
+    fn coordinator(&self) -> (GroupId, NodeId) {
+        self.serving_coordinator().expect("a serving coordinator")
+    }
+
+    fn serving_coordinator(&self) -> Option<(GroupId, NodeId)> {
+        let node = self.cluster.nodes.values().next().expect("nodes");
+        let topic = node
+            .metadata()
+            .expect("metadata")
+            .topic(OFFSETS_TOPIC)
+            .expect("created")
+            .clone();
+        let group = topic.partitions[partition_for(GROUP, topic.partitions.len())].group;
+        self.cluster
+            .nodes
+            .iter()
+            .find(|(_, n)| n.group_status(group).is_some_and(|s| s.serving))
+            .map(|(id, _)| (group, *id))
+    }
+
+    fn submit(&mut self, op: GroupOp) -> RequestId {
+        let (group, node) = self.coordinator();
+        self.cluster
+            .submit(node, Request::Group(GroupRequest { group, op }))
+    }
+
+    fn call(&mut self, op: GroupOp) -> GroupResponse {
+        let id = self.submit(op);
+        self.answer(id)
+    }
+
+    fn answer(&mut self, id: RequestId) -> GroupResponse {
+        match self.cluster.answer(id) {
+            Response::Group(response) => response,
+            other => panic!("not a group answer: {other:?}"),
+        }
+    }
+
+    /// Joins with the MEMBER_ID_REQUIRED round trip; returns the wait for the real answer.
+    fn join(&mut self, member_id: &str) -> RequestId {
+        let first = self.call(GroupOp::Join(join(member_id)));
+        let member_id = match first {
+            GroupResponse::Join(Err(GroupError::MemberIdRequired(id))) => id,
+            other if member_id.is_empty() => panic!("expected MEMBER_ID_REQUIRED: {other:?}"),
+            GroupResponse::Join(_) => return self.submit(GroupOp::Join(join(member_id))),
+            other => panic!("{other:?}"),
+        };
+        self.submit(GroupOp::Join(join(&member_id)))
+    }
+
+    fn joined(&mut self, id: RequestId) -> JoinAnswer {
+        match self.answer(id) {
+            GroupResponse::Join(Ok(answer)) => answer,
+            other => panic!("join failed: {other:?}"),
+        }
+    }
+
+    fn sync(&mut self, answer: &JoinAnswer) -> RequestId {
+        let assignments = answer
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.clone(),
+                    Bytes::from(format!("for {}", m.member_id)),
+                )
+            })
+            .collect();
+        self.submit(GroupOp::Sync(SyncGroup {
+            group_id: GROUP.into(),
+            generation: answer.generation,
+            member_id: answer.member_id.clone(),
+            instance_id: None,
+            assignments,
+        }))
+    }
+
+    fn synced(&mut self, id: RequestId) -> Bytes {
+        match self.answer(id) {
+            GroupResponse::Sync(Ok(answer)) => answer.assignment,
+            other => panic!("sync failed: {other:?}"),
+        }
+    }
+
+    fn heartbeat(&mut self, answer: &JoinAnswer) -> Result<(), GroupError> {
+        match self.call(GroupOp::Heartbeat(Heartbeat {
+            group_id: GROUP.into(),
+            generation: answer.generation,
+            member_id: answer.member_id.clone(),
+            instance_id: None,
+        })) {
+            GroupResponse::Heartbeat(result) => result,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn commit(
+        &mut self,
+        generation: Generation,
+        member_id: &str,
+        offset: i64,
+    ) -> Result<(), GroupError> {
+        match self.call(GroupOp::OffsetCommit(OffsetCommit {
+            group_id: GROUP.into(),
+            generation,
+            member_id: member_id.into(),
+            instance_id: None,
+            offsets: vec![("events".into(), 0, offset, -1, String::new())],
+        })) {
+            GroupResponse::OffsetCommit(result) => result,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn committed(&mut self) -> Option<i64> {
+        match self.call(GroupOp::OffsetFetch {
+            group_id: GROUP.into(),
+            partitions: Some(vec![("events".into(), 0)]),
+        }) {
+            GroupResponse::OffsetFetch(Ok(offsets)) => offsets[0].2.as_ref().map(|o| o.offset),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn join(member_id: &str) -> JoinGroup {
+    JoinGroup {
+        group_id: GROUP.into(),
+        member_id: member_id.into(),
+        instance_id: None,
+        client_id: "test".into(),
+        client_host: "/127.0.0.1".into(),
+        protocol_type: "consumer".into(),
+        protocols: vec![
+            ("cooperative-sticky".into(), Bytes::from_static(b"sub")),
+            ("range".into(), Bytes::from_static(b"sub")),
+        ],
+        session_timeout_ms: 6_000,
+        rebalance_timeout_ms: 10_000,
+        require_known_member_id: true,
+    }
+}
+
+#[test]
+fn members_join_rebalance_commit_and_survive_a_coordinator_failover() {
+    let mut groups = Groups::new();
+
+    // The first member joins alone, leads, and assigns.
+    let wait = groups.join("");
+    let a1 = groups.joined(wait);
+    assert_eq!(a1.generation, Generation(1));
+    assert_eq!(a1.leader, a1.member_id);
+    assert_eq!(a1.protocol, "cooperative-sticky");
+    assert_eq!(a1.members.len(), 1);
+    let wait = groups.sync(&a1);
+    assert_eq!(groups.synced(wait), format!("for {}", a1.member_id));
+    assert_eq!(groups.heartbeat(&a1), Ok(()));
+
+    // A second member's join starts a rebalance: the first learns it from its heartbeat,
+    // joins again, and both get generation 2 from the barrier.
+    let b_wait = groups.join("");
+    assert_eq!(groups.heartbeat(&a1), Err(GroupError::RebalanceInProgress));
+    assert_eq!(groups.commit(a1.generation, &a1.member_id, 5), Ok(()));
+    let a_wait = groups.join(&a1.member_id);
+    let a2 = groups.joined(a_wait);
+    let b2 = groups.joined(b_wait);
+    assert_eq!(
+        (a2.generation, b2.generation),
+        (Generation(2), Generation(2))
+    );
+    assert_eq!(a2.leader, a1.member_id, "the leader stays");
+    assert_eq!(a2.members.len(), 2);
+    assert!(b2.members.is_empty(), "only the leader sees the members");
+    let b_sync = groups.sync(&b2);
+    let a_sync = groups.sync(&a2);
+    assert_eq!(groups.synced(a_sync), format!("for {}", a2.member_id));
+    assert_eq!(groups.synced(b_sync), format!("for {}", b2.member_id));
+
+    // Fencing: an old generation, an unknown member.
+    assert_eq!(
+        groups.commit(a1.generation, &a1.member_id, 6),
+        Err(GroupError::IllegalGeneration)
+    );
+    assert_eq!(
+        groups.commit(a2.generation, "stranger", 6),
+        Err(GroupError::UnknownMemberId)
+    );
+    assert_eq!(groups.commit(b2.generation, &b2.member_id, 7), Ok(()));
+    assert_eq!(groups.committed(), Some(7));
+
+    // The second member stops heartbeating: its session expires and the first rebalances.
+    let mut rebalancing = false;
+    for _ in 0..12 {
+        groups.cluster.tick(10);
+        if groups.heartbeat(&a2) == Err(GroupError::RebalanceInProgress) {
+            rebalancing = true;
+            break;
+        }
+    }
+    assert!(rebalancing, "the silent member's session expired");
+    let a_wait = groups.join(&a2.member_id);
+    let a3 = groups.joined(a_wait);
+    assert_eq!(a3.generation, Generation(3));
+    assert_eq!(a3.members.len(), 1);
+    let a_sync = groups.sync(&a3);
+    groups.synced(a_sync);
+
+    // The coordinator's node restarts: another replica takes over with the offsets and the
+    // generation, and the member carries on without rejoining.
+    let (_, old) = groups.coordinator();
+    groups.cluster.restart(old);
+    let mut moved = false;
+    for _ in 0..40 {
+        groups.cluster.tick(5);
+        let Some((_, now)) = groups.serving_coordinator() else {
+            continue;
+        };
+        assert_eq!(groups.heartbeat(&a3), Ok(()));
+        if now != old {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "another node coordinates after the restart");
+    assert_eq!(groups.committed(), Some(7));
+    assert_eq!(groups.heartbeat(&a3), Ok(()));
+    assert_eq!(groups.commit(a3.generation, &a3.member_id, 9), Ok(()));
+
+    // The member leaves; the empty group can be deleted, and its offsets go with it.
+    match groups.call(GroupOp::Delete {
+        group_id: GROUP.into(),
+    }) {
+        GroupResponse::Delete(Err(GroupError::NonEmptyGroup)) => {}
+        other => panic!("{other:?}"),
+    }
+    match groups.call(GroupOp::Leave(LeaveGroup {
+        group_id: GROUP.into(),
+        members: vec![(a3.member_id.clone(), None)],
+    })) {
+        GroupResponse::Leave(Ok(results)) => assert_eq!(results, vec![Ok(())]),
+        other => panic!("{other:?}"),
+    }
+    groups.cluster.tick(2);
+    match groups.call(GroupOp::Describe {
+        group_id: GROUP.into(),
+    }) {
+        GroupResponse::Describe(Ok(d)) => assert_eq!(d.state, "Empty"),
+        other => panic!("{other:?}"),
+    }
+    match groups.call(GroupOp::Delete {
+        group_id: GROUP.into(),
+    }) {
+        GroupResponse::Delete(Ok(())) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(groups.committed(), None);
+    match groups.call(GroupOp::Describe {
+        group_id: GROUP.into(),
+    }) {
+        GroupResponse::Describe(Ok(d)) => assert_eq!(d.state, "Dead"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_offsets_topic_takes_no_records() {
+    let mut groups = Groups::new();
+    let (group, node) = groups.coordinator();
+    let response = groups.cluster.request(
+        node,
+        Request::Fetch(oxbow_core::io::FetchRequest {
+            group,
+            offset: oxbow_core::ids::Offset(0),
+            max_bytes: 1 << 20,
+        }),
+    );
+    assert_eq!(
+        response,
+        Response::Fetch(Err(oxbow_core::io::FetchError::UnknownTopicOrPartition))
+    );
+}
+
+#[test]
+fn a_restarted_static_member_takes_its_old_place_and_fences_the_old_id() {
+    let mut groups = Groups::new();
+    let static_join = |member_id: &str| {
+        let mut join = join(member_id);
+        join.instance_id = Some("instance-1".into());
+        join
+    };
+    // A dynamic member leads; a static one (no MEMBER_ID_REQUIRED round trip) joins it.
+    let wait = groups.join("");
+    let leader = groups.joined(wait);
+    let wait = groups.sync(&leader);
+    groups.synced(wait);
+    let first_wait = groups.submit(GroupOp::Join(static_join("")));
+    let leader_wait = groups.submit(GroupOp::Join(join(&leader.member_id)));
+    let first = groups.joined(first_wait);
+    let leader2 = groups.joined(leader_wait);
+    assert_eq!(first.generation, Generation(2));
+    assert_eq!(leader2.leader, leader.member_id);
+    let a = groups.sync(&leader2);
+    let b = groups.sync(&first);
+    groups.synced(a);
+    groups.synced(b);
+    let second = leader2;
+
+    // The static instance restarts without its member id: it gets a new id and the current
+    // generation, without a rebalance; the old id is fenced.
+    let id = groups.submit(GroupOp::Join(static_join("")));
+    let restarted = groups.joined(id);
+    assert_ne!(restarted.member_id, first.member_id);
+    assert_eq!(
+        restarted.generation,
+        Generation(2),
+        "no rebalance for a static rejoin"
+    );
+    let heartbeat =
+        |groups: &mut Groups, member_id: &str| match groups.call(GroupOp::Heartbeat(Heartbeat {
+            group_id: GROUP.into(),
+            generation: Generation(2),
+            member_id: member_id.into(),
+            instance_id: Some("instance-1".into()),
+        })) {
+            GroupResponse::Heartbeat(result) => result,
+            other => panic!("{other:?}"),
+        };
+    assert_eq!(
+        heartbeat(&mut groups, &first.member_id),
+        Err(GroupError::FencedInstanceId)
+    );
+    assert_eq!(heartbeat(&mut groups, &restarted.member_id), Ok(()));
+    assert_eq!(groups.heartbeat(&second), Ok(()));
+}
+
+#[test]
+fn a_join_outside_the_group_protocol_is_refused() {
+    let mut groups = Groups::new();
+    let id = groups.join("");
+    groups.joined(id);
+    let mut other = join("");
+    other.protocols = vec![("roundrobin-only".into(), Bytes::new())];
+    match groups.call(GroupOp::Join(other)) {
+        GroupResponse::Join(Err(GroupError::InconsistentGroupProtocol)) => {}
+        r => panic!("{r:?}"),
+    }
+    let mut short = join("");
+    short.session_timeout_ms = 1_000;
+    match groups.call(GroupOp::Join(short)) {
+        GroupResponse::Join(Err(GroupError::InvalidSessionTimeout)) => {}
+        r => panic!("{r:?}"),
+    }
+}
+
+#[test]
+fn the_offsets_log_compacts_and_a_replica_behind_it_catches_up_from_the_snapshot() {
+    let mut groups = Groups {
+        cluster: Cluster::with(|config| config.command_entries_max = 20),
+    };
+    groups.cluster.tick(40);
+    let leader = groups.cluster.metadata_leader().expect("a metadata leader");
+    let created = groups
+        .cluster
+        .admin(leader, create(OFFSETS_TOPIC, PARTITIONS, 3));
+    assert!(matches!(created, Response::Admin(Ok(Some(_)))));
+    groups.cluster.tick(40);
+    let (group, coordinator) = groups.coordinator();
+
+    // A follower stops (its messages are lost) while the log moves past two compactions.
+    let behind = *NODES
+        .iter()
+        .find(|n| **n != coordinator)
+        .expect("three nodes");
+    let stopped = groups.cluster.nodes.remove(&behind).expect("running");
+    for offset in 1..=60 {
+        assert_eq!(groups.commit(Generation(-1), "", offset), Ok(()));
+        groups.cluster.tick(1);
+    }
+    let held = |cluster: &Cluster, node: NodeId| {
+        cluster.nodes[&node]
+            .coordinator(group)
+            .expect("hosted")
+            .stored()
+            .clone()
+    };
+    assert!(
+        groups.cluster.disks[&coordinator].iter().any(
+            |r| matches!(r, WalRecord::Snapshot { group: g, install: false, .. } if *g == group)
+        ),
+        "the coordinator's log was compacted"
+    );
+    drop(stopped);
+    // It comes back from its disk: the leader has compacted what it lacks, so it gets the
+    // snapshot, and ends with the same offsets.
+    groups.cluster.restart(behind);
+    groups.cluster.tick(30);
+    assert_eq!(
+        held(&groups.cluster, behind),
+        held(&groups.cluster, coordinator)
+    );
+    assert!(
+        groups.cluster.disks[&behind].iter().any(
+            |r| matches!(r, WalRecord::Snapshot { group: g, install: true, .. } if *g == group)
+        ),
+        "the replica behind installed the leader's snapshot"
+    );
+    assert_eq!(groups.committed(), Some(60));
+
+    // The leader restarts from its own snapshot and entries; another node serves the same.
+    groups.cluster.restart(coordinator);
+    groups.cluster.tick(60);
+    assert_eq!(groups.committed(), Some(60));
+    for node in NODES {
+        assert_eq!(held(&groups.cluster, node), held(&groups.cluster, behind));
+    }
+}
