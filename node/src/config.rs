@@ -96,6 +96,15 @@ pub struct Config {
     /// (Kafka's `default.replication.factor`).
     #[serde(default)]
     pub default_replication_factor: Option<u32>,
+    /// Partitions of the internal `__consumer_offsets` topic, created when the first client
+    /// looks for a group coordinator (Kafka's `offsets.topic.num.partitions`). Fixed once
+    /// created: group ids are hashed over them.
+    #[serde(default = "default_offsets_topic_partitions")]
+    pub offsets_topic_partitions: u32,
+}
+
+fn default_offsets_topic_partitions() -> u32 {
+    8
 }
 
 /// A configuration mistake, naming the field.
@@ -172,6 +181,12 @@ impl Config {
                 self.default_partitions
             )));
         }
+        if self.offsets_topic_partitions == 0 || self.offsets_topic_partitions > 1_000 {
+            return Err(ConfigError(format!(
+                "offsets_topic_partitions: {} is outside 1..=1000",
+                self.offsets_topic_partitions
+            )));
+        }
         if let Some(rf) = self.default_replication_factor {
             if rf == 0 || rf > nodes {
                 return Err(ConfigError(format!(
@@ -180,6 +195,12 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Replicas per partition of `__consumer_offsets`: min(3, nodes), as Kafka's
+    /// `offsets.topic.replication.factor`.
+    pub fn offsets_replication_factor(&self) -> u16 {
+        self.all_nodes().len().min(3) as u16
     }
 
     /// Replicas per partition of an automatically created topic.

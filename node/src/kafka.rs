@@ -32,15 +32,18 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, FetchRequest, FetchResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestHeader, ResponseHeader,
-    TopicName,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteGroupsRequest, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, DescribeGroupsRequest, FetchRequest, FetchResponse,
+    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, InitProducerIdResponse,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, ProduceResponse, ProducerId, RequestHeader, ResponseHeader,
+    SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
+use oxbow_core::coordinator::OFFSETS_TOPIC;
 use oxbow_core::ids::{GroupId, Offset, TopicId};
 use oxbow_core::io::AdminRequest;
 use oxbow_core::io::FindTimestampRequest;
@@ -61,6 +64,8 @@ use crate::config::Config;
 use crate::producer_ids::ProducerIds;
 use crate::runtime::env::Network;
 use crate::runtime::CoreHandle;
+
+mod groups;
 
 /// Requests read ahead of their answers on one connection (answers still go out in order).
 const PIPELINE_MAX: usize = 16;
@@ -98,6 +103,16 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 fn supported(key: ApiKey, version: i16) -> bool {
@@ -156,7 +171,7 @@ pub async fn serve<N: Network>(
         let context = context.clone();
         let logger = context.logger.new(slog::o!("client" => remote.to_string()));
         async move {
-            match connection(read, write, context, &logger).await {
+            match connection(read, write, context, remote.to_string(), &logger).await {
                 Ok(()) => debug!(logger, "client disconnected"),
                 Err(why) => info!(logger, "closed client connection"; "why" => why),
             }
@@ -176,12 +191,13 @@ async fn connection(
     read: impl AsyncRead + Unpin,
     write: impl AsyncWrite + Unpin + Send + 'static,
     context: Arc<Context>,
+    remote: String,
     logger: &Logger,
 ) -> Result<(), String> {
     let mut read = BufReader::new(read);
     let (queue, pending) = tokio::sync::mpsc::channel::<PendingResponse>(PIPELINE_MAX);
     let writer = tokio::spawn(write_responses(write, pending));
-    let result = read_requests(&mut read, &context, logger, &queue).await;
+    let result = read_requests(&mut read, &context, &remote, logger, &queue).await;
     drop(queue);
     let written = writer.await.map_err(|e| e.to_string())?;
     result.and(written)
@@ -202,6 +218,7 @@ async fn write_responses(
 async fn read_requests(
     read: &mut BufReader<impl AsyncRead + Unpin>,
     context: &Arc<Context>,
+    remote: &str,
     logger: &Logger,
     queue: &tokio::sync::mpsc::Sender<PendingResponse>,
 ) -> Result<(), String> {
@@ -331,6 +348,94 @@ async fn read_requests(
                         .map_err(|e| format!("malformed DescribeCluster: {e}"))?;
                     Box::pin(async move {
                         let response = describe_cluster(&ctx).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::FindCoordinator => {
+                    let request = FindCoordinatorRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed FindCoordinator: {e}"))?;
+                    Box::pin(async move {
+                        let response = groups::find_coordinator(&ctx, request, version).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::JoinGroup => {
+                    let request = JoinGroupRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed JoinGroup: {e}"))?;
+                    let caller = groups::Caller {
+                        client_id: header
+                            .client_id
+                            .as_ref()
+                            .map(|c| c.as_str().to_string())
+                            .unwrap_or_default(),
+                        host: format!("/{}", remote.rsplit_once(':').map_or(remote, |(h, _)| h)),
+                    };
+                    Box::pin(async move {
+                        let response = groups::join_group(&ctx, request, version, caller).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::SyncGroup => {
+                    let request = SyncGroupRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed SyncGroup: {e}"))?;
+                    Box::pin(async move {
+                        let response = groups::sync_group(&ctx, request, version).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::Heartbeat => {
+                    let request = HeartbeatRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed Heartbeat: {e}"))?;
+                    Box::pin(async move {
+                        let response = groups::heartbeat(&ctx, request).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::LeaveGroup => {
+                    let request = LeaveGroupRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed LeaveGroup: {e}"))?;
+                    Box::pin(async move {
+                        let response = groups::leave_group(&ctx, request, version).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::OffsetCommit => {
+                    let request = OffsetCommitRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed OffsetCommit: {e}"))?;
+                    Box::pin(async move {
+                        let response = groups::offset_commit(&ctx, request).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::OffsetFetch => {
+                    let request = OffsetFetchRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed OffsetFetch: {e}"))?;
+                    Box::pin(async move {
+                        let response = groups::offset_fetch(&ctx, request, version).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::DescribeGroups => {
+                    let request = DescribeGroupsRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed DescribeGroups: {e}"))?;
+                    Box::pin(async move {
+                        let response = groups::describe_groups(&ctx, request, version).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::ListGroups => {
+                    let request = ListGroupsRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed ListGroups: {e}"))?;
+                    Box::pin(async move {
+                        let response = groups::list_groups(&ctx, request, version).await;
+                        encode_response(correlation_id, key, version, &response).map(Some)
+                    })
+                }
+                ApiKey::DeleteGroups => {
+                    let request = DeleteGroupsRequest::decode(&mut buf, version)
+                        .map_err(|e| format!("malformed DeleteGroups: {e}"))?;
+                    Box::pin(async move {
+                        let response = groups::delete_groups(&ctx, request).await;
                         encode_response(correlation_id, key, version, &response).map(Some)
                     })
                 }
@@ -468,7 +573,14 @@ async fn metadata(context: &Context, request: MetadataRequest, version: i16) -> 
                     .ok_or(t.topic_id),
             })
             .collect(),
-        _ => metadata.topics().keys().cloned().map(Ok).collect(),
+        // The internal offsets topic is only shown when asked for by name.
+        _ => metadata
+            .topics()
+            .keys()
+            .filter(|name| *name != OFFSETS_TOPIC)
+            .cloned()
+            .map(Ok)
+            .collect(),
     };
     let groups: Vec<GroupId> = asked
         .iter()
@@ -501,6 +613,7 @@ async fn metadata(context: &Context, request: MetadataRequest, version: i16) -> 
             None => topic.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
             Some(meta) => {
                 topic.topic_id = uuid(meta.id);
+                topic.is_internal = name == OFFSETS_TOPIC;
                 for (index, placement) in meta.partitions.iter().enumerate() {
                     let mut partition = MetadataResponsePartition::default();
                     partition.partition_index = index as i32;

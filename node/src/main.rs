@@ -174,6 +174,7 @@ fn dev_configs(
             auto_create_topics,
             default_partitions: 1,
             default_replication_factor: None,
+            offsets_topic_partitions: 8,
         };
         config.validate().map_err(|e| e.to_string())?;
         configs.push(config);

@@ -408,6 +408,7 @@ fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<Config> {
                 auto_create_topics: false,
                 default_partitions: 1,
                 default_replication_factor: None,
+                offsets_topic_partitions: 4,
             };
             config
                 .validate()
