@@ -42,7 +42,10 @@ def cluster():
     process.terminate()
     process.wait(timeout=30)
     log.close()
-    shutil.rmtree(data, ignore_errors=True)
+    if os.environ.get("OXBOW_KEEP_DATA"):
+        print(f"oxbow dev data and log kept in {data}")
+    else:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def _wait_for_leaders(bootstrap, topic, partitions, process, data):

@@ -184,5 +184,13 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // For a failure's post-mortem: the nodes' logs and data directories.
+        if std::env::var_os("OXBOW_KEEP_DATA").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "cluster data and logs kept in {}",
+                self.dir.path().display()
+            );
+        }
     }
 }
