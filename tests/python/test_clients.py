@@ -1,5 +1,5 @@
 """kafka-python and confluent-kafka (librdkafka) against oxbow, unchanged: admin, idempotent
-acks=all produce, and consume by assignment (consumer groups are not implemented yet)."""
+acks=all produce, and consume by assignment (consumer groups: test_groups.py)."""
 
 import time
 
