@@ -1,5 +1,6 @@
 //! A Kafka-protocol client in Rust, built on the `kafka-protocol` crate: a producer
-//! (idempotent by default), a consumer by assignment, and an admin client. It talks to oxbow
+//! (idempotent by default), a consumer by assignment, a consumer-group member, and an admin
+//! client. It talks to oxbow
 //! and to any Kafka-compatible broker, over any byte stream ([`transport::Connector`]): tokio
 //! TCP in production, turmoil's simulated TCP in the simulator.
 //!
@@ -24,6 +25,7 @@ pub mod client;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod producer;
 pub mod transport;
 
@@ -31,6 +33,7 @@ pub use admin::{Admin, NewTopic};
 pub use client::{Client, ClientConfig, WallClock};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek};
 pub use error::{Error, Result};
+pub use group::{GroupConfig, GroupConsumer};
 pub use producer::{
     Acks, Compression, Delivered, Producer, ProducerConfig, ProducerRecord, SendError,
 };

@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::{Cluster, PARTITIONS, TOPIC};
 use oxbow_client::transport::{Connecting, Connector, Stream};
 use oxbow_client::{
-    Admin, Client, ClientConfig, Compression, Consumer, ConsumerConfig, NewTopic, Producer,
-    ProducerConfig, ProducerRecord, Seek, SendError,
+    Admin, Client, ClientConfig, Compression, Consumer, ConsumerConfig, GroupConfig, GroupConsumer,
+    NewTopic, Producer, ProducerConfig, ProducerRecord, Seek, SendError,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -346,5 +346,179 @@ fn admin_client_creates_grows_describes_and_deletes() {
             .await
             .expect("delete");
         assert!(deleted[0].is_ok(), "{deleted:?}");
+    });
+}
+
+/// What one group member saw: (generation, assignment) after every poll, and each record's
+/// value with the generation it was read in.
+#[derive(Default)]
+struct MemberLog {
+    assignment: Option<(i32, Vec<i32>)>,
+    records: Vec<(i32, u64)>,
+}
+
+/// Runs a group member until `stop` is set: polls, logs, commits after each poll with
+/// records; leaves the group at the end if `leave` is set. Each member has its own client
+/// (connections), as separate consumers do.
+fn spawn_member(
+    cluster: &Cluster,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    leave: bool,
+) -> (
+    Arc<std::sync::Mutex<MemberLog>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let log = Arc::new(std::sync::Mutex::new(MemberLog::default()));
+    let mut config = GroupConfig::new("client-group");
+    config.session_timeout_ms = 6_000;
+    config.heartbeat_interval = Duration::from_millis(300);
+    let client = Client::new(ClientConfig::new(&cluster.bootstrap())).expect("client");
+    let mut member = GroupConsumer::new(client, config, &[TOPIC]);
+    let sink = log.clone();
+    let task = tokio::spawn(async move {
+        while !stop.load(Ordering::SeqCst) {
+            let records = match member.poll(Duration::from_millis(200)).await {
+                Ok(records) => records,
+                Err(e) => panic!("member poll failed: {e}"),
+            };
+            let generation = member.generation();
+            {
+                let mut log = sink.lock().expect("lock");
+                log.assignment =
+                    generation.map(|g| (g, member.assignment().iter().map(|(_, p)| *p).collect()));
+                for r in &records {
+                    let value =
+                        std::str::from_utf8(r.value.as_deref().expect("value")).expect("utf8");
+                    log.records
+                        .push((generation.expect("joined"), value.parse().expect("number")));
+                }
+            }
+            if !records.is_empty() {
+                let _ = member.commit().await;
+            }
+        }
+        if leave {
+            member.leave().await.expect("leave");
+        }
+    });
+    (log, task)
+}
+
+async fn produce_numbers(client: &Client, range: std::ops::Range<u64>) {
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
+    let mut waits = Vec::new();
+    for i in range {
+        let record = ProducerRecord::new(TOPIC, i.to_string()).partition((i % 6) as i32);
+        waits.push(producer.send(record).await.expect("queued"));
+    }
+    for wait in waits {
+        wait.await.expect("acknowledged");
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn group_members_share_partitions_rebalance_and_resume_from_committed_offsets() {
+    let cluster = Cluster::start();
+    let runtime = runtime();
+    let client = Client::new(ClientConfig::new(&cluster.bootstrap())).expect("client");
+    runtime.block_on(async {
+        assert_eq!(PARTITIONS, 6);
+        let stop_a = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_b = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, a_task) = spawn_member(&cluster, stop_a.clone(), false);
+        let (b, b_task) = spawn_member(&cluster, stop_b.clone(), true);
+        let split = || {
+            let (a, b) = (a.lock().unwrap(), b.lock().unwrap());
+            match (&a.assignment, &b.assignment) {
+                (Some((ga, pa)), Some((gb, pb))) if ga == gb && pa.len() == 3 => {
+                    let mut all: Vec<i32> = pa.iter().chain(pb).copied().collect();
+                    all.sort();
+                    all == (0..6).collect::<Vec<_>>()
+                }
+                _ => false,
+            }
+        };
+        wait_for("two members split six partitions", split).await;
+        produce_numbers(&client, 0..60).await;
+        let seen = |logs: &[&Arc<std::sync::Mutex<MemberLog>>], range: std::ops::Range<u64>| {
+            let got: std::collections::BTreeSet<u64> = logs
+                .iter()
+                .flat_map(|l| {
+                    l.lock()
+                        .unwrap()
+                        .records
+                        .iter()
+                        .map(|(_, v)| *v)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            range.into_iter().all(|v| got.contains(&v))
+        };
+        wait_for("the first 60 records are read", || seen(&[&a, &b], 0..60)).await;
+
+        // One member leaves: the other takes every partition.
+        stop_b.store(true, Ordering::SeqCst);
+        b_task.await.expect("member b");
+        wait_for("one member holds all six", || {
+            a.lock()
+                .unwrap()
+                .assignment
+                .as_ref()
+                .is_some_and(|(_, p)| p.len() == 6)
+        })
+        .await;
+        produce_numbers(&client, 60..120).await;
+        wait_for("the next 60 records are read", || seen(&[&a], 60..120)).await;
+
+        // That member stops without leaving; a new one takes over after its session expires
+        // and reads from the committed offsets: only what comes next.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop_a.store(true, Ordering::SeqCst);
+        a_task.await.expect("member a");
+        let stop_c = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, c_task) = spawn_member(&cluster, stop_c.clone(), true);
+        wait_for("the new member holds all six", || {
+            c.lock()
+                .unwrap()
+                .assignment
+                .as_ref()
+                .is_some_and(|(_, p)| p.len() == 6)
+        })
+        .await;
+        produce_numbers(&client, 120..180).await;
+        wait_for("the last 60 records are read", || seen(&[&c], 120..180)).await;
+        let reread: Vec<u64> = c
+            .lock()
+            .unwrap()
+            .records
+            .iter()
+            .map(|(_, v)| *v)
+            .filter(|v| *v < 120)
+            .collect();
+        assert!(
+            reread.is_empty(),
+            "read again despite committed offsets: {reread:?}"
+        );
+        // Within one generation no record went to two members.
+        let mut owners: BTreeMap<(i32, u64), usize> = BTreeMap::new();
+        for (i, log) in [&a, &b, &c].iter().enumerate() {
+            for (generation, value) in &log.lock().unwrap().records {
+                let previous = owners.insert((*generation, *value), i);
+                assert!(
+                    previous.is_none_or(|p| p == i),
+                    "record {value} read by two members in generation {generation}"
+                );
+            }
+        }
+        stop_c.store(true, Ordering::SeqCst);
+        c_task.await.expect("member c");
     });
 }
