@@ -164,14 +164,17 @@ impl GroupConsumer {
 
     /// Commits the position of every assigned partition, in this member's generation. An
     /// ILLEGAL_GENERATION or UNKNOWN_MEMBER_ID answer means a rebalance took the partitions:
-    /// the member rejoins on its next poll.
-    pub async fn commit(&mut self) -> Result<()> {
+    /// the member rejoins on its next poll. Returns what was committed: (topic, partition,
+    /// offset).
+    pub async fn commit(&mut self) -> Result<Vec<(String, i32, i64)>> {
         if !self.joined {
             return Err(Error::broker(group_codes::REBALANCE_IN_PROGRESS, None));
         }
         let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+        let mut committed = Vec::new();
         for (topic, partition) in &self.assignment {
             if let Some(offset) = self.consumer.position(topic, *partition) {
+                committed.push((topic.clone(), *partition, offset));
                 let mut p = OffsetCommitRequestPartition::default();
                 p.partition_index = *partition;
                 p.committed_offset = offset;
@@ -200,7 +203,8 @@ impl GroupConsumer {
             .map(|p| p.error_code)
             .find(|c| *c != codes::NONE)
             .unwrap_or(codes::NONE);
-        self.check(code)
+        self.check(code)?;
+        Ok(committed)
     }
 
     /// Leaves the group, so that the others rebalance at once instead of after the session

@@ -930,6 +930,8 @@ pub struct Coordinator {
     proposals_max: usize,
     node: u64,
     logger: slog::Logger,
+    /// Planted bug `assignment-to-all` (see `PlantedBugs`).
+    pub(crate) planted_assignment_to_all: bool,
 }
 
 /// How long an answer waits for its entry to apply.
@@ -940,6 +942,7 @@ impl Coordinator {
     pub fn new(node: u64, proposals_max: usize, logger: &slog::Logger) -> Self {
         Self {
             logger: logger.clone(),
+            planted_assignment_to_all: false,
             stored: StoredState::default(),
             applied: RaftIndex(0),
             live: None,
@@ -1064,9 +1067,19 @@ impl Coordinator {
         group.state = State::Stable;
         slog::info!(group.logger, "group is stable"; "generation" => generation.0,
             "members" => group.members.len());
+        let leader_assignment = self.planted_assignment_to_all.then(|| {
+            stored
+                .members
+                .iter()
+                .find(|m| m.member_id == stored.leader)
+                .map(|m| m.assignment.clone())
+                .unwrap_or_default()
+        });
         for stored_member in &stored.members {
             if let Some(member) = group.members.get_mut(&stored_member.member_id) {
-                member.assignment = stored_member.assignment.clone();
+                member.assignment = leader_assignment
+                    .clone()
+                    .unwrap_or_else(|| stored_member.assignment.clone());
             }
         }
         for member in group.members.values_mut() {

@@ -49,6 +49,9 @@ pub struct PlantedBugs {
     /// Recovery keeps a torn or corrupt tail instead of cutting it (later frames land after
     /// the garbage, and the next recovery loses them).
     pub keep_torn_tail: bool,
+    /// The group coordinator answers every member's SyncGroup with the leader's own
+    /// assignment (a misrouted assignment: members share partitions, others go unread).
+    pub assignment_to_all: bool,
 }
 
 impl PlantedBugs {
@@ -71,6 +74,10 @@ impl PlantedBugs {
     /// Whether `keep_torn_tail` is in effect.
     pub fn keep_torn_tail(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.keep_torn_tail
+    }
+    /// Whether `assignment_to_all` is in effect.
+    pub fn assignment_to_all(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.assignment_to_all
     }
 }
 
@@ -786,11 +793,12 @@ impl Node {
                 );
                 if coordinators {
                     let logger = self.logger.new(slog::o!("group" => partition.group.0));
-                    let coordinator = Coordinator::new(
+                    let mut coordinator = Coordinator::new(
                         self.config.node_id.0,
                         self.config.pending_requests_max,
                         &logger,
                     );
+                    coordinator.planted_assignment_to_all = self.config.planted.assignment_to_all();
                     self.coordinators.insert(partition.group, coordinator);
                 }
                 touched.insert(partition.group);

@@ -64,9 +64,54 @@ pub struct Poll {
     pub records: Vec<(i32, i64, u64)>,
 }
 
+/// A record a consumer-group member read, in the generation it read it in.
+#[derive(Clone, Debug)]
+pub struct GroupDelivery {
+    /// The member (process; a restarted member is a new one).
+    pub member: usize,
+    /// Its generation when it read the record.
+    pub generation: i32,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Value.
+    pub value: u64,
+}
+
+/// An acknowledged offset commit of a member.
+#[derive(Clone, Debug)]
+pub struct GroupCommit {
+    /// The member.
+    pub member: usize,
+    /// The generation it committed in.
+    pub generation: i32,
+    /// Partition.
+    pub partition: i32,
+    /// The committed offset (the next to read).
+    pub offset: i64,
+    /// When it was acknowledged (simulated ms).
+    pub at_ms: u64,
+}
+
+/// What one consumer group's members did.
+#[derive(Debug, Default)]
+pub struct GroupHistory {
+    /// Whether a group ran in this history (otherwise the group checks are skipped).
+    pub ran: bool,
+    /// Every record a member read.
+    pub deliveries: Vec<GroupDelivery>,
+    /// Every acknowledged commit, in acknowledgement order.
+    pub commits: Vec<GroupCommit>,
+    /// Set when the members had read every acknowledged write (the group's liveness).
+    pub finished: bool,
+}
+
 /// What the client hosts observed.
 #[derive(Debug, Default)]
 pub struct History {
+    /// The consumer group's members.
+    pub group: GroupHistory,
     /// Every send, by value.
     pub sends: BTreeMap<u64, SendOp>,
     /// Every non-empty poll of the readers that run alongside the producers.

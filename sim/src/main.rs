@@ -73,8 +73,9 @@ struct Common {
     #[arg(long)]
     trace: bool,
     /// Break the system on purpose, to see the checker catch it: early-persisted-messages,
-    /// skip-sequence-check, fetch-above-hwm, ack-before-fsync (turmoil world only) or
-    /// keep-torn-tail.
+    /// skip-sequence-check, fetch-above-hwm, ack-before-fsync (turmoil world only),
+    /// keep-torn-tail or assignment-to-all (turmoil world only: the group coordinator gives
+    /// every member the leader's assignment).
     #[arg(long, value_parser = parse_bug)]
     plant_bug: Option<PlantedBugs>,
 }
@@ -97,12 +98,13 @@ fn parse_hex(s: &str) -> Result<u64, String> {
 }
 
 /// The planted bugs' names.
-const BUGS: [&str; 5] = [
+const BUGS: [&str; 6] = [
     "early-persisted-messages",
     "skip-sequence-check",
     "fetch-above-hwm",
     "ack-before-fsync",
     "keep-torn-tail",
+    "assignment-to-all",
 ];
 
 /// Parses a planted bug's name.
@@ -114,6 +116,7 @@ fn parse_bug(s: &str) -> Result<PlantedBugs, String> {
         "fetch-above-hwm" => bugs.fetch_above_hwm = true,
         "ack-before-fsync" => bugs.ack_before_fsync = true,
         "keep-torn-tail" => bugs.keep_torn_tail = true,
+        "assignment-to-all" => bugs.assignment_to_all = true,
         other => return Err(format!("unknown bug {other:?}; known: {}", BUGS.join(", "))),
     }
     Ok(bugs)
@@ -130,6 +133,7 @@ fn bug_flag(common: &Common) -> String {
         Some(b) if b.fetch_above_hwm => " --plant-bug fetch-above-hwm",
         Some(b) if b.ack_before_fsync => " --plant-bug ack-before-fsync",
         Some(b) if b.keep_torn_tail => " --plant-bug keep-torn-tail",
+        Some(b) if b.assignment_to_all => " --plant-bug assignment-to-all",
         _ => "",
     };
     format!("{world}{bug}")
@@ -173,7 +177,8 @@ impl From<WorldReport> for Summary {
         Self {
             stats: format!(
                 "{} sends ({} acknowledged, {} failed, {} indeterminate), {} crashes, {} partitions, \
-                 {} clock jumps, {} records read back, {} acknowledged acks=1 writes lost (allowed)",
+                 {} clock jumps, {} records read back, {} acknowledged acks=1 writes lost (allowed), \
+                 {} records read by the group ({} offsets committed)",
                 s.sent,
                 s.acknowledged,
                 s.failed,
@@ -182,7 +187,9 @@ impl From<WorldReport> for Summary {
                 s.partitions,
                 s.clock_jumps,
                 s.records_read,
-                s.lost_leader_only
+                s.lost_leader_only,
+                s.group_deliveries,
+                s.group_commits
             ),
             simulated_ms: s.simulated_ms,
             trace_hash: report.trace_hash,

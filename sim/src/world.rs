@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use oxbow_client::{
-    Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, NewTopic, Producer,
-    ProducerConfig, ProducerRecord, SendError, WallClock,
+    Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, GroupConfig, GroupConsumer,
+    NewTopic, Producer, ProducerConfig, ProducerRecord, SendError, WallClock,
 };
 use oxbow_core::node::PlantedBugs;
 use oxbow_core::time::{Instant, Now};
@@ -34,7 +34,7 @@ use oxbow_node::runtime::env::{Clock, Environment, Network, WriterMode};
 use oxbow_node::storage::SharedSimDisk;
 use slog::{Drain, Logger, KV as _};
 
-use oxbow_jepsen::history::{Delivery, History, Outcome, Poll, SendOp};
+use oxbow_jepsen::history::{Delivery, GroupCommit, GroupDelivery, History, Outcome, Poll, SendOp};
 
 use crate::rng::Stream;
 
@@ -87,6 +87,11 @@ pub struct WorldOptions {
     pub producers: Vec<Delivery>,
     /// Readers polling every partition during the run.
     pub readers: usize,
+    /// Members of the consumer group reading the topic (committing after every poll).
+    pub group_members: usize,
+    /// Time between crashes of a group member (its task dies without leaving; a new member
+    /// takes its place), or none.
+    pub member_crash_every_ms: Option<(u64, u64)>,
     /// Pause between one producer's sends (ms).
     pub send_every_ms: (u64, u64),
     /// Distinct keys.
@@ -117,6 +122,11 @@ impl WorldOptions {
         let partition_every_ms = faults
             .chance(800_000)
             .then(|| (faults.between(1_000, 3_000), faults.between(4_000, 8_000)));
+        let mut group = Stream::new(seed, "world-group");
+        let group_members = group.between(2, 3) as usize;
+        let member_crash_every_ms = group
+            .chance(600_000)
+            .then(|| (group.between(2_000, 5_000), group.between(6_000, 12_000)));
         let mut workload = Stream::new(seed, "world-workload");
         let producers = (0..workload.between(1, 3))
             .map(|_| match workload.below(4) {
@@ -145,6 +155,8 @@ impl WorldOptions {
             jump_every_ms,
             producers,
             readers: workload.between(1, 2) as usize,
+            group_members,
+            member_crash_every_ms,
             send_every_ms: (1, workload.between(5, 30)),
             keys: workload.between(1, 20),
             planted,
@@ -182,9 +194,11 @@ impl fmt::Display for WorldOptions {
         )?;
         write!(
             f,
-            "  workload: producers {:?}, {} readers, a send every {:?} ms each, {} keys{}",
+            "  workload: producers {:?}, {} readers, a group of {} members (crashes every {:?} ms), a send every {:?} ms each, {} keys{}",
             self.producers,
             self.readers,
+            self.group_members,
+            self.member_crash_every_ms,
             self.send_every_ms,
             self.keys,
             if self.planted == PlantedBugs::default() {
@@ -367,6 +381,10 @@ pub struct WorldStats {
     pub records_read: u64,
     /// Acknowledged acks=1 writes that were lost (allowed: the leader failed before replicating).
     pub lost_leader_only: u64,
+    /// Records the consumer group's members read (rereads after rebalances included).
+    pub group_deliveries: u64,
+    /// Offset commits the group's members had acknowledged.
+    pub group_commits: u64,
 }
 
 /// What a world run found.
@@ -699,6 +717,8 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
     stats.simulated_ms = sim.elapsed().as_millis() as u64;
     drop(sim);
     let history = std::mem::take(&mut *history.lock().expect("not poisoned"));
+    stats.group_deliveries = history.group.deliveries.len() as u64;
+    stats.group_commits = history.group.commits.len() as u64;
     let verdict = oxbow_jepsen::checker::check(&history);
     stats.sent = verdict.sent;
     stats.acknowledged = verdict.acknowledged;
@@ -766,6 +786,14 @@ async fn workload(
             stop_readers.clone(),
         ));
     }
+    let stop_group = Arc::new(AtomicBool::new(false));
+    let group = tokio::spawn(run_group(
+        options.clone(),
+        bootstrap.clone(),
+        history.clone(),
+        trace.clone(),
+        stop_group.clone(),
+    ));
     let mut producers = tokio::task::JoinSet::new();
     for (index, kind) in options.producers.iter().enumerate() {
         producers.spawn(produce(
@@ -847,8 +875,145 @@ async fn workload(
         }
     }
     history.lock().expect("not poisoned").finished = true;
+    trace.line(&format!("{:>7} client final read done", sim_ms()));
+    // The group must read every acknowledged write too (it may be slower: rebalances).
+    loop {
+        let caught_up = {
+            let history = history.lock().expect("not poisoned");
+            let delivered: std::collections::BTreeSet<u64> =
+                history.group.deliveries.iter().map(|d| d.value).collect();
+            history.sends.values().all(|s| {
+                s.kind == Delivery::LeaderOnly
+                    || !matches!(s.outcome, Outcome::Ok { .. })
+                    || delivered.contains(&s.value)
+            })
+        };
+        if caught_up {
+            break;
+        }
+        sleep_ms(200).await;
+    }
+    stop_group.store(true, Ordering::SeqCst);
+    group
+        .await
+        .map_err(|e| format!("the group task failed: {e}"))?;
+    history.lock().expect("not poisoned").group.finished = true;
     trace.line(&format!("{:>7} client done", sim_ms()));
     Ok(())
+}
+
+/// The consumer group: its members, and (when the options say so) crashes of members, each
+/// replaced by a new one.
+async fn run_group(
+    options: WorldOptions,
+    bootstrap: String,
+    history: Arc<Mutex<History>>,
+    trace: Trace,
+    stop: Arc<AtomicBool>,
+) {
+    history.lock().expect("not poisoned").group.ran = true;
+    let mut crashes = Stream::new(options.seed, "world-group-crashes");
+    let start = |member: usize| {
+        tokio::spawn(group_member(
+            member,
+            bootstrap.clone(),
+            history.clone(),
+            trace.clone(),
+        ))
+    };
+    let mut members: Vec<(usize, tokio::task::JoinHandle<()>)> =
+        (0..options.group_members).map(|m| (m, start(m))).collect();
+    let mut next_member = options.group_members;
+    let mut next_crash = options
+        .member_crash_every_ms
+        .map(|(low, high)| sim_ms() + crashes.between(low, high));
+    while !stop.load(Ordering::SeqCst) {
+        sleep_ms(100).await;
+        let Some(at) = next_crash else { continue };
+        if sim_ms() < at || sim_ms() >= options.safety_ms {
+            continue;
+        }
+        let (victim, task) = members.remove(crashes.below(members.len() as u64) as usize);
+        task.abort();
+        trace.line(&format!("{:>7} client member m{victim} crashed", sim_ms()));
+        members.push((next_member, start(next_member)));
+        next_member += 1;
+        let (low, high) = options.member_crash_every_ms.expect("crashes scheduled");
+        next_crash = Some(sim_ms() + crashes.between(low, high));
+    }
+    for (_, task) in members {
+        task.abort();
+    }
+}
+
+/// One member of the consumer group: polls, records what it read with its generation,
+/// commits after every poll that read something, and records what was committed.
+async fn group_member(
+    member: usize,
+    bootstrap: String,
+    history: Arc<Mutex<History>>,
+    trace: Trace,
+) {
+    let Ok(client) = Client::new(client_config(bootstrap)) else {
+        return;
+    };
+    let mut config = GroupConfig::new("sim-group");
+    config.session_timeout_ms = 6_000;
+    config.rebalance_timeout_ms = 10_000;
+    config.heartbeat_interval = Duration::from_millis(500);
+    let mut consumer = GroupConsumer::new(client, config, &[TOPIC]);
+    let mut last_generation = None;
+    loop {
+        let records = match consumer.poll(Duration::from_millis(200)).await {
+            Ok(records) => records,
+            Err(e) => {
+                trace.line(&format!("{:>7} client m{member} poll: {e}", sim_ms()));
+                sleep_ms(100).await;
+                continue;
+            }
+        };
+        let generation = consumer.generation();
+        if generation != last_generation {
+            trace.line(&format!(
+                "{:>7} client m{member} generation {generation:?} assignment {:?}",
+                sim_ms(),
+                consumer.assignment()
+            ));
+            last_generation = generation;
+        }
+        let Some(generation) = generation.filter(|_| !records.is_empty()) else {
+            continue;
+        };
+        history
+            .lock()
+            .expect("not poisoned")
+            .group
+            .deliveries
+            .extend(records.iter().map(|r| GroupDelivery {
+                member,
+                generation,
+                partition: r.partition,
+                offset: r.offset,
+                value: value_of(r),
+            }));
+        match consumer.commit().await {
+            Ok(committed) => {
+                let at_ms = sim_ms();
+                history.lock().expect("not poisoned").group.commits.extend(
+                    committed
+                        .into_iter()
+                        .map(|(_, partition, offset)| GroupCommit {
+                            member,
+                            generation,
+                            partition,
+                            offset,
+                            at_ms,
+                        }),
+                );
+            }
+            Err(e) => trace.line(&format!("{:>7} client m{member} commit: {e}", sim_ms())),
+        }
+    }
 }
 
 fn value_of(record: &oxbow_client::ConsumerRecord) -> u64 {

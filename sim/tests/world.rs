@@ -122,6 +122,13 @@ fn planted_bugs_are_caught_in_the_world() {
             ..PlantedBugs::default()
         },
     );
+    assert_caught(
+        "assignment-to-all",
+        PlantedBugs {
+            assignment_to_all: true,
+            ..PlantedBugs::default()
+        },
+    );
 }
 
 #[test]
