@@ -903,6 +903,15 @@ enum WaitingOp {
     Delete,
 }
 
+impl WaitingOp {
+    fn answer(self, result: Result<(), GroupError>) -> GroupResponse {
+        match self {
+            Self::OffsetCommit => GroupResponse::OffsetCommit(result),
+            Self::Delete => GroupResponse::Delete(result),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Proposal {
     index: RaftIndex,
@@ -971,13 +980,7 @@ impl Coordinator {
         while self.proposals.front().is_some_and(|p| p.index <= index) {
             let p = self.proposals.pop_front().expect("checked");
             if let Waiting::Answer { id, op } = p.waiting {
-                let response = match op {
-                    WaitingOp::OffsetCommit => {
-                        GroupResponse::OffsetCommit(Err(GroupError::TimedOut))
-                    }
-                    WaitingOp::Delete => GroupResponse::Delete(Err(GroupError::TimedOut)),
-                };
-                reply(sink, id, response);
+                reply(sink, id, op.answer(Err(GroupError::TimedOut)));
             }
         }
     }
@@ -1023,11 +1026,7 @@ impl Coordinator {
                     } else {
                         Err(GroupError::NotCoordinator)
                     };
-                    let response = match op {
-                        WaitingOp::OffsetCommit => GroupResponse::OffsetCommit(result),
-                        WaitingOp::Delete => GroupResponse::Delete(result),
-                    };
-                    sink.reply(id, Response::Group(response));
+                    reply(sink, id, op.answer(result));
                 }
                 Waiting::Assignment {
                     group_id,
@@ -1141,13 +1140,7 @@ impl Coordinator {
         {
             let p = self.proposals.pop_front().expect("checked");
             if let Waiting::Answer { id, op } = p.waiting {
-                let response = match op {
-                    WaitingOp::OffsetCommit => {
-                        GroupResponse::OffsetCommit(Err(GroupError::TimedOut))
-                    }
-                    WaitingOp::Delete => GroupResponse::Delete(Err(GroupError::TimedOut)),
-                };
-                reply(sink, id, response);
+                reply(sink, id, op.answer(Err(GroupError::TimedOut)));
             }
         }
         let Some(live) = &mut self.live else { return };
@@ -1344,10 +1337,7 @@ impl Coordinator {
         op: WaitingOp,
         sink: &mut Sink,
     ) {
-        let failed = |error| match op {
-            WaitingOp::OffsetCommit => GroupResponse::OffsetCommit(Err(error)),
-            WaitingOp::Delete => GroupResponse::Delete(Err(error)),
-        };
+        let failed = |error| op.answer(Err(error));
         if self.proposals.len() >= self.proposals_max {
             return reply(sink, id, failed(GroupError::CoordinatorNotAvailable));
         }
