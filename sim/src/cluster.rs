@@ -425,7 +425,8 @@ impl Cluster {
             Event::Read { group } => self.read_send(group),
             Event::Crash => self.crash(),
             Event::Restart { node } => {
-                if self.slots[node].running.is_none() {
+                // A node whose recovery failed (a violation: the run fails) stays down.
+                if self.slots[node].running.is_none() && self.slots[node].disk.is_some() {
                     self.mix(&[5, self.now_us, node as u64]);
                     self.start(node);
                 }

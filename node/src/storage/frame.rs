@@ -1,6 +1,6 @@
 //! Frames of the segment log: `len: u32 LE | crc32: u32 LE | payload`, where the CRC (CRC-32,
-//! crc32fast) covers the payload. A payload is one [`WalRecord`] element: one entry, one hard
-//! state, or one snapshot.
+//! crc32fast) covers the payload. A payload is one [`WalRecord`] element (one entry, one hard
+//! state, one snapshot, one group removal) or a durability marker ([`Frame::Synced`]).
 
 use bytes::Bytes;
 use oxbow_core::codec::{DecodeError, Reader, Writer};
@@ -17,6 +17,7 @@ const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 const KIND_SNAPSHOT: u8 = 3;
 const KIND_REMOVE_GROUP: u8 = 4;
+const KIND_SYNCED: u8 = 5;
 
 /// One decoded frame.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +37,10 @@ pub enum Frame {
     },
     /// The group is gone: everything earlier frames said of it is void.
     RemoveGroup(GroupId),
+    /// Every byte of this segment before the given position was synced before this frame was
+    /// written. Recovery uses it to tell damage (a bad frame below a synced position) from a
+    /// torn write (a bad frame nothing durable follows).
+    Synced(u64),
 }
 
 /// Appends one framed entry to `out` and returns the frame's start position in `out`.
@@ -80,6 +85,11 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> usize {
         Frame::RemoveGroup(group) => {
             w.u8(KIND_REMOVE_GROUP);
             w.u64(group.0);
+        }
+        Frame::Synced(position) => {
+            w.u8(KIND_SYNCED);
+            w.u64(0);
+            w.u64(*position);
         }
     }
     let payload = w.bytes;
@@ -189,6 +199,7 @@ fn decode_payload(payload: &[u8]) -> Result<Frame, DecodeError> {
             }
         }
         KIND_REMOVE_GROUP => Frame::RemoveGroup(group),
+        KIND_SYNCED => Frame::Synced(r.u64()?),
         _ => return Err(DecodeError("unknown frame kind")),
     };
     r.finish()?;

@@ -1,10 +1,20 @@
 //! The segment log: frames appended to numbered segment files, an index from (group, Raft
 //! index) to frame position, group commit through [`SegmentLog::sync`], and recovery.
 //!
-//! Recovery reads the segments in order and replays every frame. The first frame that is
-//! short, has an impossible length, a bad checksum or an undecodable payload ends the log: the
-//! file is cut there and any later segment is removed, so torn or corrupt bytes are never
-//! replayed, served or appended after.
+//! Recovery reads the segments in order and replays every frame, until a frame that is short,
+//! has an impossible length, a bad checksum or an undecodable payload. What happens then depends
+//! on whether those bytes were ever synced:
+//!
+//! - A torn write: nothing shows the bad frame was synced. The file is cut there and any later
+//!   segment is removed, so the torn bytes are never replayed, served or appended after. A crash
+//!   loses only unsynced bytes, so nothing acknowledged is lost.
+//! - Damage: the bad frame lies in a segment that a roll synced whole, or below the position a
+//!   later [`Frame::Synced`] marker says was synced. Cutting there would drop writes the node
+//!   acknowledged (to its peers, and through them to clients), which Raft cannot survive, so
+//!   recovery refuses with [`StorageError::Damaged`] and the node does not start.
+//!
+//! After each sync, the next frame appended to a segment is preceded by a `Synced` marker, so
+//! every synced byte but the last group commit's is provably durable.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -57,6 +67,17 @@ pub enum StorageError {
         /// The first index missing.
         missing: u64,
     },
+    /// A frame that was synced is bad: the disk damaged acknowledged data.
+    Damaged {
+        /// The segment file.
+        file: String,
+        /// Where the bad frame starts.
+        position: u64,
+        /// What is wrong with it.
+        why: String,
+        /// The file is known synced up to here.
+        synced_below: u64,
+    },
 }
 
 impl std::fmt::Display for StorageError {
@@ -69,14 +90,39 @@ impl std::fmt::Display for StorageError {
             } => write!(f, "cannot {operation} {file}: {source}"),
             Self::Gap { group, missing } => write!(
                 f,
-                "group {group}: Raft entry {missing} is missing from the middle of the log; \
-                 the data directory is damaged: restore it, or wipe it so the node re-replicates"
+                "group {group}: Raft entry {missing} is missing from the middle of the log, \
+                 which no crash causes: the data directory is damaged. {DAMAGED_NEXT}"
+            ),
+            Self::Damaged {
+                file,
+                position,
+                why,
+                synced_below,
+            } => write!(
+                f,
+                "{file} is damaged at byte {position} ({why}), below byte {synced_below}, which \
+                 was synced: this is not a torn write from a crash but damage to acknowledged \
+                 data. The node refuses to start, because cutting its log here could lose writes \
+                 it acknowledged. {DAMAGED_NEXT}"
             ),
         }
     }
 }
 
 impl std::error::Error for StorageError {}
+
+/// What to do about a damaged data directory.
+const DAMAGED_NEXT: &str = "Keep the directory for inspection and run the cluster without \
+     this node (a majority of each partition's replicas keeps serving); do not start it with an \
+     empty directory, which would forget its Raft votes (see docs/operations.md, \
+     \"A damaged data directory\").";
+
+impl StorageError {
+    /// Whether the error is damage to stored data (as opposed to the operating system failing).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Self::Damaged { .. } | Self::Gap { .. })
+    }
+}
 
 /// What recovery found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -102,6 +148,10 @@ struct Segment {
     /// Whether that header is known durable. Only segments before one with a durable header
     /// may be deleted: the header keeps the hard states and snapshots their frames held.
     header_durable: bool,
+    /// Bytes this process synced.
+    synced_len: u64,
+    /// The position the last `Synced` marker written claims.
+    marked: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -182,6 +232,20 @@ impl<D: Disk> SegmentLog<D> {
                             FrameError::BadChecksum => "checksum mismatch".to_string(),
                             FrameError::Undecodable(e) => e.to_string(),
                         };
+                        // A roll synced every segment but the last one whole.
+                        let synced_below = if position_in_list + 1 < ids.len() {
+                            bytes.len() as u64
+                        } else {
+                            proven_synced(&bytes, at + 1)
+                        };
+                        if synced_below > at as u64 {
+                            return Err(StorageError::Damaged {
+                                file,
+                                position: at as u64,
+                                why,
+                                synced_below,
+                            });
+                        }
                         report.cut = Some((file.clone(), at as u64, why));
                         report.bytes_cut += (bytes.len() - at) as u64;
                         if !options.planted.keep_torn_tail() {
@@ -299,6 +363,11 @@ impl<D: Disk> SegmentLog<D> {
             self.roll()?;
         }
         let active = self.active();
+        let segment = self.segments.get_mut(&active).expect("active");
+        if segment.synced_len > segment.marked {
+            segment.marked = segment.synced_len;
+            frame::encode(&Frame::Synced(segment.synced_len), &mut self.buffer);
+        }
         let position = self.segments[&active].len + self.buffer.len() as u64;
         frame::encode(&frame, &mut self.buffer);
         let segment = self.segments.get_mut(&active).expect("active");
@@ -330,6 +399,7 @@ impl<D: Disk> SegmentLog<D> {
                 self.index.retain_range_from(group, 0);
                 self.groups.remove(&group);
             }
+            Frame::Synced(_) => unreachable!("markers are written above, not appended"),
         }
         Ok(())
     }
@@ -395,6 +465,7 @@ impl<D: Disk> SegmentLog<D> {
                 .get_mut(&segment)
                 .expect("dirty segments exist");
             segment.header_durable |= segment.header_written;
+            segment.synced_len = segment.len;
         }
         self.delete_unneeded_segments()
     }
@@ -545,7 +616,31 @@ fn replay_frame(
         Frame::RemoveGroup(group) => {
             replay.remove(&group);
         }
+        Frame::Synced(_) => {}
     }
+}
+
+/// The highest position that a valid [`Frame::Synced`] marker at or after `from` in a segment's
+/// bytes says was synced (0 if none). Past a bad frame the scan moves on a byte at a time, to
+/// find the frames after it even when the bad frame's length field is what was damaged.
+pub fn proven_synced(bytes: &[u8], from: usize) -> u64 {
+    let mut proven = 0;
+    let mut at = from;
+    while at < bytes.len() {
+        match frame::decode(&bytes[at..]) {
+            Ok((frame, len)) => {
+                // A marker can only speak of bytes before itself.
+                if let Frame::Synced(position) = frame {
+                    if position <= at as u64 {
+                        proven = proven.max(position);
+                    }
+                }
+                at += len;
+            }
+            Err(_) => at += 1,
+        }
+    }
+    proven
 }
 
 trait IndexExt {
