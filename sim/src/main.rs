@@ -176,14 +176,16 @@ impl From<WorldReport> for Summary {
         let s = &report.stats;
         Self {
             stats: format!(
-                "{} sends ({} acknowledged, {} failed, {} indeterminate), {} crashes, {} partitions, \
-                 {} clock jumps, {} records read back, {} acknowledged acks=1 writes lost (allowed), \
+                "{} sends ({} acknowledged, {} failed, {} indeterminate), {} crashes ({} disks \
+                 damaged), {} elections, {} partitions, {} clock jumps, {} records read back, {} acknowledged acks=1 writes lost (allowed), \
                  {} records read by the group ({} offsets committed)",
                 s.sent,
                 s.acknowledged,
                 s.failed,
                 s.indeterminate,
                 s.crashes,
+                s.damaged,
+                s.elections,
                 s.partitions,
                 s.clock_jumps,
                 s.records_read,

@@ -3,7 +3,8 @@
 //! host, over turmoil's TCP, with simulated disks and per-node clocks.
 //!
 //! The driver steps turmoil one millisecond at a time and injects faults between steps:
-//! crashes that lose unsynced bytes (and may tear the last frame), and network partitions.
+//! crashes that lose unsynced bytes (and may tear the last frame), damage to a crashed node's
+//! synced bytes (which it must detect and refuse to start on), and network partitions.
 //! Partitions hold a link's segments and deliver them when it heals, as TCP's retransmission
 //! would; turmoil's dropping partitions would wedge its TCP streams, which have no retransmit.
 //! A safety phase with faults is followed by a healed liveness phase, in which every send must
@@ -12,7 +13,7 @@
 //! Everything observable goes into the trace hash: every log record of every node at info level
 //! and above (with its simulated time), every fault, and every client operation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -26,16 +27,20 @@ use oxbow_client::{
     Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, GroupConfig, GroupConsumer,
     NewTopic, Producer, ProducerConfig, ProducerRecord, SendError, WallClock,
 };
+use oxbow_core::io::TraceEvent;
 use oxbow_core::node::PlantedBugs;
 use oxbow_core::time::{Instant, Now};
 use oxbow_node::config::{Config, FsyncPolicy, PeerConfig};
 use oxbow_node::producer_ids::MemoryStore;
 use oxbow_node::runtime::env::{Clock, Environment, Network, WriterMode};
-use oxbow_node::storage::SharedSimDisk;
+use oxbow_node::runtime::RuntimeError;
+use oxbow_node::storage::{proven_synced, Disk as _, SharedSimDisk, SimDisk};
 use slog::{Drain, Logger, KV as _};
 
 use oxbow_jepsen::history::{Delivery, GroupCommit, GroupDelivery, History, Outcome, Poll, SendOp};
 
+use crate::checker::Checker;
+use crate::cluster::Stats;
 use crate::rng::Stream;
 
 /// The simulated wall clock starts at 2026-01-01T00:00:00Z.
@@ -73,6 +78,9 @@ pub struct WorldOptions {
     pub down_ms: (u64, u64),
     /// Whether a crash may keep a torn prefix of unsynced bytes.
     pub tear: bool,
+    /// The crash (counting from 1) whose node also has a synced byte of its disk damaged, or
+    /// none. That node must refuse to start, and stays down.
+    pub damage_at_crash: Option<u64>,
     /// Time between partitions (ms), or none.
     pub partition_every_ms: Option<(u64, u64)>,
     /// How long a partition lasts (ms).
@@ -122,6 +130,9 @@ impl WorldOptions {
         let partition_every_ms = faults
             .chance(800_000)
             .then(|| (faults.between(1_000, 3_000), faults.between(4_000, 8_000)));
+        let mut damage = Stream::new(seed, "world-damage");
+        let damage_at_crash =
+            (crash_every_ms.is_some() && damage.chance(300_000)).then(|| damage.between(1, 3));
         let mut group = Stream::new(seed, "world-group");
         let group_members = group.between(2, 3) as usize;
         let member_crash_every_ms = group
@@ -148,6 +159,7 @@ impl WorldOptions {
             crash_every_ms,
             down_ms: (500, faults.between(1_000, 5_000)),
             tear: faults.chance(500_000),
+            damage_at_crash,
             partition_every_ms,
             partition_ms: (500, faults.between(1_000, 6_000)),
             drift_ppm,
@@ -184,8 +196,13 @@ impl fmt::Display for WorldOptions {
         )?;
         writeln!(
             f,
-            "  faults: crashes every {:?} ms (down {:?} ms, torn tails {}), partitions every {:?} ms (for {:?} ms)",
-            self.crash_every_ms, self.down_ms, self.tear, self.partition_every_ms, self.partition_ms
+            "  faults: crashes every {:?} ms (down {:?} ms, torn tails {}, disk damage at crash {:?}), partitions every {:?} ms (for {:?} ms)",
+            self.crash_every_ms,
+            self.down_ms,
+            self.tear,
+            self.damage_at_crash,
+            self.partition_every_ms,
+            self.partition_ms
         )?;
         writeln!(
             f,
@@ -352,6 +369,10 @@ struct NodeState {
     starts: Arc<AtomicU64>,
     /// How far the node's wall clock has jumped (ms); the driver moves it.
     wall_jump_ms: Arc<AtomicI64>,
+    /// The damage done to the node's disk, once the driver has done it.
+    damaged: Arc<Mutex<Option<String>>>,
+    /// Starts the node refused because it found the damage.
+    refusals: Arc<AtomicU64>,
 }
 
 fn node_name(index: usize) -> String {
@@ -373,6 +394,11 @@ pub struct WorldStats {
     pub indeterminate: u64,
     /// Crashes injected.
     pub crashes: u64,
+    /// Nodes whose disk was damaged (each refused to start from then on).
+    pub damaged: u64,
+    /// Leaders elected (in any partition, the metadata group and the offsets topic's included),
+    /// as the cluster checker saw them.
+    pub elections: u64,
     /// Partitions injected.
     pub partitions: u64,
     /// Wall-clock jumps injected.
@@ -452,7 +478,13 @@ fn node_clock(drift_ppm: i64, wall_offset_ms: i64, wall_jump_ms: Arc<AtomicI64>)
     })
 }
 
-fn add_node(sim: &mut turmoil::Sim<'_>, state: NodeState, options: &WorldOptions, trace: &Trace) {
+fn add_node(
+    sim: &mut turmoil::Sim<'_>,
+    state: NodeState,
+    options: &WorldOptions,
+    trace: &Trace,
+    cluster: &Arc<Mutex<(Checker, Stats)>>,
+) {
     let name = node_name(state.index);
     let clock = node_clock(
         options.drift_ppm[state.index],
@@ -463,9 +495,25 @@ fn add_node(sim: &mut turmoil::Sim<'_>, state: NodeState, options: &WorldOptions
     let planted = options.planted;
     let sync_latency = Duration::from_micros(options.fsync_us);
     let trace = trace.clone();
+    let cluster = cluster.clone();
     sim.host(name.as_str(), move || {
         let state = state.clone();
         let incarnation = state.starts.fetch_add(1, Ordering::SeqCst);
+        // The cluster invariants, from every trace event of the core. A new incarnation's high
+        // watermark starts again from what it recovered.
+        cluster
+            .lock()
+            .expect("not poisoned")
+            .0
+            .node_started(state.index);
+        let observer = {
+            let cluster = cluster.clone();
+            let index = state.index;
+            Box::new(move |event: &TraceEvent| {
+                let (checker, stats) = &mut *cluster.lock().expect("not poisoned");
+                checker.trace(index, event, stats);
+            })
+        };
         let environment = Environment {
             network: TurmoilNet,
             disk: state.disk.clone(),
@@ -475,6 +523,7 @@ fn add_node(sim: &mut turmoil::Sim<'_>, state: NodeState, options: &WorldOptions
             seed,
             incarnation,
             planted,
+            observer: Some(observer),
         };
         let logger = Logger::root(
             TraceDrain {
@@ -485,12 +534,29 @@ fn add_node(sim: &mut turmoil::Sim<'_>, state: NodeState, options: &WorldOptions
             slog::o!(),
         );
         let config = state.config.clone();
+        let damaged = state.damaged.lock().expect("not poisoned").clone();
+        let trace = trace.clone();
         async move {
             // The shutdown signal never fires: a simulated node ends by crashing.
             let (_stop, shutdown) = tokio::sync::watch::channel(false);
-            let started = oxbow_node::runtime::start(config, environment, shutdown, logger)
-                .await
-                .map_err(|e| e.to_string())?;
+            let name = node_name(state.index);
+            let started =
+                match oxbow_node::runtime::start(config, environment, shutdown, logger).await {
+                    Ok(started) => started,
+                    // The one right answer to a damaged disk: refuse, and stay down.
+                    Err(RuntimeError::Storage(e)) if e.is_damage() && damaged.is_some() => {
+                        trace.line(&format!("{:>7} {name} refused to start: {e}", sim_ms()));
+                        state.refusals.fetch_add(1, Ordering::SeqCst);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(format!("{name} failed to start: {e}").into()),
+                };
+            if let Some(damage) = damaged {
+                return Err(format!(
+                    "{name} started on a damaged disk ({damage}): recovery did not notice"
+                )
+                .into());
+            }
             match started.done.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e.to_string().into()),
@@ -549,10 +615,13 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
             producer_ids: MemoryStore::default(),
             starts: Arc::new(AtomicU64::new(0)),
             wall_jump_ms: Arc::new(AtomicI64::new(0)),
+            damaged: Arc::new(Mutex::new(None)),
+            refusals: Arc::new(AtomicU64::new(0)),
         })
         .collect();
+    let cluster = Arc::new(Mutex::new((Checker::default(), Stats::default())));
     for state in &states {
-        add_node(&mut sim, state.clone(), &options, &trace);
+        add_node(&mut sim, state.clone(), &options, &trace, &cluster);
     }
     let history = Arc::new(Mutex::new(History::default()));
     let bootstrap = addresses
@@ -582,6 +651,9 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
     let mut jumps = Stream::new(options.seed, "world-clock-jumps");
     let mut next_jump = options.jump_every_ms.map(|(a, b)| jumps.between(a, b));
     let mut down: BTreeMap<usize, u64> = BTreeMap::new();
+    // Nodes whose disk the driver damaged: down for good.
+    let mut failed: BTreeSet<usize> = BTreeSet::new();
+    let mut damage_rng = Stream::new(options.seed, "world-damage-where");
     // Links cut by the current partition: (from, to, one way only).
     let mut held: Vec<(usize, usize, bool)> = Vec::new();
     let mut one_way = Stream::new(options.seed, "world-one-way");
@@ -644,10 +716,9 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
             let (a, b) = options.crash_every_ms.expect("scheduled");
             next_crash = Some(now + faults.between(a, b));
             // Keep a majority up, so the cluster can make progress.
-            if down.len() < (options.nodes - 1) / 2 {
-                let up: Vec<usize> = (0..options.nodes)
-                    .filter(|i| !down.contains_key(i))
-                    .collect();
+            let out: BTreeSet<usize> = down.keys().chain(&failed).copied().collect();
+            if out.len() < (options.nodes - 1) / 2 {
+                let up: Vec<usize> = (0..options.nodes).filter(|i| !out.contains(i)).collect();
                 let victim = up[faults.below(up.len() as u64) as usize];
                 sim.crash(names[victim].as_str());
                 let lost = states[victim]
@@ -660,6 +731,23 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
                     "{now:>7} driver crash {} (lost {lost} unsynced bytes), back at {back}",
                     names[victim]
                 ));
+                if options
+                    .damage_at_crash
+                    .is_some_and(|k| stats.crashes >= k && failed.is_empty())
+                {
+                    let damage = states[victim]
+                        .disk
+                        .with(|d| damage_synced_byte(d, &mut damage_rng));
+                    if let Some(damage) = damage {
+                        trace.line(&format!(
+                            "{now:>7} driver damages {}'s disk: {damage}",
+                            names[victim]
+                        ));
+                        *states[victim].damaged.lock().expect("not poisoned") = Some(damage);
+                        failed.insert(victim);
+                        stats.damaged += 1;
+                    }
+                }
             }
         }
         if next_jump.is_some_and(|at| at <= now) {
@@ -716,6 +804,20 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
     }
     stats.simulated_ms = sim.elapsed().as_millis() as u64;
     drop(sim);
+    {
+        let (checker, cluster_stats) = &mut *cluster.lock().expect("not poisoned");
+        checker.finish();
+        violations.append(&mut checker.violations);
+        stats.elections = cluster_stats.elections;
+    }
+    for i in &failed {
+        if states[*i].refusals.load(Ordering::SeqCst) == 0 {
+            violations.push(format!(
+                "{}'s disk was damaged, but it never refused to start",
+                names[*i]
+            ));
+        }
+    }
     let history = std::mem::take(&mut *history.lock().expect("not poisoned"));
     stats.group_deliveries = history.group.deliveries.len() as u64;
     stats.group_commits = history.group.commits.len() as u64;
@@ -733,6 +835,32 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
         violations,
         stats,
     }
+}
+
+/// Flips one byte the node's recovery can prove was synced: anywhere in a segment that a later
+/// one follows (a roll synced it whole), or below the last segment's latest `Synced` marker.
+/// Returns what was done, or `None` if no byte is provably synced yet.
+fn damage_synced_byte(disk: &mut SimDisk, rng: &mut Stream) -> Option<String> {
+    let names = disk.list().expect("a simulated disk lists");
+    let mut candidates = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let bytes = disk.read(name).expect("a listed file reads");
+        let below = if i + 1 < names.len() {
+            bytes.len() as u64
+        } else {
+            proven_synced(&bytes, 0)
+        };
+        if below > 0 {
+            candidates.push((name.clone(), below));
+        }
+    }
+    if candidates.is_empty() {
+        return None;
+    }
+    let (name, below) = &candidates[rng.below(candidates.len() as u64) as usize];
+    let position = rng.below(*below) as usize;
+    assert!(disk.corrupt(name, position), "the byte exists");
+    Some(format!("byte {position} of {name} flipped"))
 }
 
 fn client_config(bootstrap: String) -> ClientConfig {
@@ -880,7 +1008,7 @@ async fn workload(
     loop {
         let caught_up = {
             let history = history.lock().expect("not poisoned");
-            let delivered: std::collections::BTreeSet<u64> =
+            let delivered: BTreeSet<u64> =
                 history.group.deliveries.iter().map(|d| d.value).collect();
             history.sends.values().all(|s| {
                 s.kind == Delivery::LeaderOnly

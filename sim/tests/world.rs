@@ -171,3 +171,31 @@ fn a_world_seed_replays_bit_for_bit() {
         "another seed gives another trace (the hash sees the run)"
     );
 }
+
+#[test]
+fn a_damaged_disk_is_refused_and_the_cluster_checker_watches_every_node() {
+    // The first seeds whose options damage a disk, until one did (a crash before anything was
+    // provably synced damages nothing).
+    let report = (0..SEEDS)
+        .filter(|seed| {
+            WorldOptions::from_seed(*seed, SAFETY_MS, PlantedBugs::default())
+                .damage_at_crash
+                .is_some()
+        })
+        .take(5)
+        .map(|seed| run(seed, PlantedBugs::default()).expect("runs"))
+        .find(|report| report.stats.damaged > 0)
+        .expect("one of the first five seeds with disk damage damages a disk");
+    assert!(
+        report.violations.is_empty(),
+        "seed {}: {:?}",
+        report.options.seed,
+        report.violations
+    );
+    assert_eq!(report.stats.damaged, 1, "one node at most");
+    assert!(
+        report.stats.elections >= 2,
+        "the cluster checker saw the elections of every group ({})",
+        report.stats.elections
+    );
+}

@@ -146,7 +146,14 @@ pub struct Environment<N, D> {
     pub incarnation: u64,
     /// Bugs to plant in the core (the simulator's checker must catch them); none in production.
     pub planted: PlantedBugs,
+    /// Sees every trace event of the core as it happens (the simulator checks cluster invariants
+    /// with it: one leader per term, identical applied prefixes, monotonic high watermarks);
+    /// none in production.
+    pub observer: Option<Observer>,
 }
+
+/// See [`Environment::observer`].
+pub type Observer = Box<dyn FnMut(&oxbow_core::io::TraceEvent) + Send>;
 
 impl<N, D> std::fmt::Debug for Environment<N, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -212,6 +212,7 @@ pub fn production(config: &Config) -> Result<Environment<TokioNet, FsDisk>, Runt
         seed: env::time_seed(),
         incarnation: 0,
         planted: oxbow_core::node::PlantedBugs::default(),
+        observer: None,
     })
 }
 
@@ -233,6 +234,7 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         seed,
         incarnation,
         planted,
+        observer,
     } = environment;
     let (log, durable, report) = SegmentLog::open(
         disk,
@@ -318,6 +320,7 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         shutdown: shutdown.clone(),
         applied: applied_tx,
         metadata: metadata_tx,
+        observer,
         logger: logger.clone(),
     }));
     let context =
@@ -366,6 +369,7 @@ struct CoreTask {
     shutdown: watch::Receiver<bool>,
     applied: watch::Sender<u64>,
     metadata: watch::Sender<Arc<MetadataState>>,
+    observer: Option<env::Observer>,
     logger: Logger,
 }
 
@@ -380,6 +384,7 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
         mut shutdown,
         applied,
         metadata,
+        mut observer,
         logger,
     } = task;
     let mut ticker = tokio::time::interval(tick);
@@ -430,6 +435,9 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                     }
                 }
                 Output::Trace(event) => {
+                    if let Some(observe) = &mut observer {
+                        observe(&event);
+                    }
                     match &event {
                         TraceEvent::Applied { .. } => applied.send_modify(|count| *count += 1),
                         TraceEvent::MetadataApplied {
