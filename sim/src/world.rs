@@ -48,6 +48,8 @@ pub const EPOCH_MS: i64 = 1_767_225_600_000;
 const KAFKA_PORT: u16 = 9092;
 const TICK_MS: u64 = 1;
 const PEER_PORT: u16 = 19092;
+/// The host the workload's clients run on.
+const CLIENT: &str = "client";
 /// The topic the workload writes.
 pub const TOPIC: &str = "sim";
 
@@ -633,7 +635,7 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
         let options = options.clone();
         let history = history.clone();
         let trace = trace.clone();
-        sim.client("client", async move {
+        sim.client(CLIENT, async move {
             workload(options, bootstrap, history, trace)
                 .await
                 .map_err(Into::into)
@@ -657,6 +659,10 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
     // Links cut by the current partition: (from, to, one way only).
     let mut held: Vec<(usize, usize, bool)> = Vec::new();
     let mut one_way = Stream::new(options.seed, "world-one-way");
+    let mut client_cut = Stream::new(options.seed, "world-client-partitions");
+    // The hosts a partition can cut, by index: the nodes, then the client.
+    let hosts: Vec<String> = names.iter().cloned().chain([CLIENT.to_string()]).collect();
+    let client = options.nodes;
     let mut heal_partition_at = 0u64;
     let mut healed = false;
     let end = options.safety_ms + options.liveness_ms;
@@ -698,13 +704,13 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
             sim.bounce(names[i].as_str());
         }
         if !held.is_empty() && heal_partition_at <= now {
-            heal(&mut sim, &names, &mut held);
+            heal(&mut sim, &hosts, &mut held);
             trace.line(&format!("{now:>7} driver heal partition"));
         }
         if now >= options.safety_ms {
             if !healed {
                 healed = true;
-                heal(&mut sim, &names, &mut held);
+                heal(&mut sim, &hosts, &mut held);
                 for (i, _) in std::mem::take(&mut down) {
                     sim.bounce(names[i].as_str());
                 }
@@ -781,6 +787,16 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
                 // A third of the partitions are one way: the side's messages to the rest are
                 // lost (turmoil drops them mid-stream), while the rest still reach the side.
                 let oneway = one_way.chance(333_333);
+                // A third of the two-way partitions also cut the client off with the minority:
+                // it reaches only nodes that may have lost their leadership, as a client in the
+                // wrong data centre does.
+                let with_client = !oneway && client_cut.chance(333_333);
+                if with_client {
+                    for y in rest {
+                        sim.hold(CLIENT, names[*y].as_str());
+                        held.push((client, *y, false));
+                    }
+                }
                 for x in side {
                     for y in rest {
                         if oneway {
@@ -796,7 +812,8 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
                 stats.partitions += 1;
                 let side: Vec<&str> = side.iter().map(|i| names[*i].as_str()).collect();
                 trace.line(&format!(
-                    "{now:>7} driver partition {side:?} from the rest{} until {heal_partition_at}",
+                    "{now:>7} driver partition {side:?}{} from the rest{} until {heal_partition_at}",
+                    if with_client { " and the client" } else { "" },
                     if oneway { " (one way)" } else { "" }
                 ));
             }
