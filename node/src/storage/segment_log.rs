@@ -368,9 +368,8 @@ impl<D: Disk> SegmentLog<D> {
             segment.marked = segment.synced_len;
             frame::encode(&Frame::Synced(segment.synced_len), &mut self.buffer);
         }
-        let position = self.segments[&active].len + self.buffer.len() as u64;
+        let position = segment.len + self.buffer.len() as u64;
         frame::encode(&frame, &mut self.buffer);
-        let segment = self.segments.get_mut(&active).expect("active");
         match frame {
             Frame::Entry(group, entry) => {
                 self.index.retain_range_from(group, entry.index);
