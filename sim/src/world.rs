@@ -34,7 +34,7 @@ use oxbow_node::config::{Config, FsyncPolicy, PeerConfig};
 use oxbow_node::producer_ids::MemoryStore;
 use oxbow_node::runtime::env::{Clock, Environment, Network, WriterMode};
 use oxbow_node::runtime::RuntimeError;
-use oxbow_node::storage::{proven_synced, Disk as _, SharedSimDisk, SimDisk};
+use oxbow_node::storage::{provably_synced, Disk as _, SharedSimDisk, SimDisk};
 use slog::{Drain, Logger, KV as _};
 
 use oxbow_jepsen::history::{Delivery, GroupCommit, GroupDelivery, History, Outcome, Poll, SendOp};
@@ -854,19 +854,14 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
     }
 }
 
-/// Flips one byte the node's recovery can prove was synced: anywhere in a segment that a later
-/// one follows (a roll synced it whole), or below the last segment's latest `Synced` marker.
-/// Returns what was done, or `None` if no byte is provably synced yet.
+/// Flips one byte the node's recovery can prove was synced (the storage's own
+/// `provably_synced`). Returns what was done, or `None` if no byte is provably synced yet.
 fn damage_synced_byte(disk: &mut SimDisk, rng: &mut Stream) -> Option<String> {
     let names = disk.list().expect("a simulated disk lists");
     let mut candidates = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let bytes = disk.read(name).expect("a listed file reads");
-        let below = if i + 1 < names.len() {
-            bytes.len() as u64
-        } else {
-            proven_synced(&bytes, 0)
-        };
+        let below = provably_synced(&bytes, 0, i + 1 == names.len());
         if below > 0 {
             candidates.push((name.clone(), below));
         }

@@ -10,4 +10,6 @@ pub mod frame;
 mod segment_log;
 
 pub use disk::{Disk, FsDisk, SharedSimDisk, SimDisk};
-pub use segment_log::{proven_synced, RecoveryReport, SegmentLog, SegmentLogOptions, StorageError};
+pub use segment_log::{
+    provably_synced, RecoveryReport, SegmentLog, SegmentLogOptions, StorageError,
+};

@@ -232,12 +232,8 @@ impl<D: Disk> SegmentLog<D> {
                             FrameError::BadChecksum => "checksum mismatch".to_string(),
                             FrameError::Undecodable(e) => e.to_string(),
                         };
-                        // A roll synced every segment but the last one whole.
-                        let synced_below = if position_in_list + 1 < ids.len() {
-                            bytes.len() as u64
-                        } else {
-                            proven_synced(&bytes, at + 1)
-                        };
+                        let last = position_in_list + 1 == ids.len();
+                        let synced_below = provably_synced(&bytes, at + 1, last);
                         if synced_below > at as u64 {
                             return Err(StorageError::Damaged {
                                 file,
@@ -619,10 +615,15 @@ fn replay_frame(
     }
 }
 
-/// The highest position that a valid [`Frame::Synced`] marker at or after `from` in a segment's
-/// bytes says was synced (0 if none). Past a bad frame the scan moves on a byte at a time, to
-/// find the frames after it even when the bad frame's length field is what was damaged.
-pub fn proven_synced(bytes: &[u8], from: usize) -> u64 {
+/// How far recovery can prove a segment's bytes were synced, judging by the frames at or after
+/// `from`: a segment that a later one follows whole (a roll synced it); the last segment up to
+/// the highest position a valid [`Frame::Synced`] marker claims (0 if none). Past a bad frame
+/// the scan moves on a byte at a time, to find the frames after it even when the bad frame's
+/// length field is what was damaged.
+pub fn provably_synced(bytes: &[u8], from: usize, last_segment: bool) -> u64 {
+    if !last_segment {
+        return bytes.len() as u64;
+    }
     let mut proven = 0;
     let mut at = from;
     while at < bytes.len() {
