@@ -118,6 +118,27 @@ pub enum FrameError {
 
 /// Decodes the frame at the start of `bytes`; returns it and its total length.
 pub fn decode(bytes: &[u8]) -> Result<(Frame, usize), FrameError> {
+    let (crc, payload) = split(bytes)?;
+    if crc32fast::hash(payload) != crc {
+        return Err(FrameError::BadChecksum);
+    }
+    let frame = decode_payload(payload).map_err(FrameError::Undecodable)?;
+    Ok((frame, FRAME_HEADER_LEN + payload.len()))
+}
+
+/// The frame at the start of `bytes` if it is a valid one (exactly when [`decode`] accepts it),
+/// checked in the order that is cheap on garbage: the payload's structure before its checksum.
+/// A scan through damaged bytes tries every position, and most positions claim a length that
+/// fits in what is left; checksumming that length at each of them would cost time quadratic in
+/// the segment's size, where the structure (frame kind, exact field lengths) fails at once.
+pub fn decode_if_valid(bytes: &[u8]) -> Option<(Frame, usize)> {
+    let (crc, payload) = split(bytes).ok()?;
+    let frame = decode_payload(payload).ok()?;
+    (crc32fast::hash(payload) == crc).then_some((frame, FRAME_HEADER_LEN + payload.len()))
+}
+
+/// The checksum and payload of the frame at the start of `bytes`, by its header.
+fn split(bytes: &[u8]) -> Result<(u32, &[u8]), FrameError> {
     if bytes.len() < FRAME_HEADER_LEN {
         return Err(FrameError::Truncated);
     }
@@ -129,11 +150,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Frame, usize), FrameError> {
     let Some(payload) = bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
         return Err(FrameError::Truncated);
     };
-    if crc32fast::hash(payload) != crc {
-        return Err(FrameError::BadChecksum);
-    }
-    let frame = decode_payload(payload).map_err(FrameError::Undecodable)?;
-    Ok((frame, FRAME_HEADER_LEN + len))
+    Ok((crc, payload))
 }
 
 fn decode_payload(payload: &[u8]) -> Result<Frame, DecodeError> {

@@ -627,8 +627,8 @@ pub fn provably_synced(bytes: &[u8], from: usize, last_segment: bool) -> u64 {
     let mut proven = 0;
     let mut at = from;
     while at < bytes.len() {
-        match frame::decode(&bytes[at..]) {
-            Ok((frame, len)) => {
+        match frame::decode_if_valid(&bytes[at..]) {
+            Some((frame, len)) => {
                 // A marker can only speak of bytes before itself.
                 if let Frame::Synced(position) = frame {
                     if position <= at as u64 {
@@ -637,7 +637,7 @@ pub fn provably_synced(bytes: &[u8], from: usize, last_segment: bool) -> u64 {
                 }
                 at += len;
             }
-            Err(_) => at += 1,
+            None => at += 1,
         }
     }
     proven
