@@ -623,6 +623,39 @@ fn a_bad_frame_after_the_last_sync_is_cut_even_with_valid_frames_after_it() {
 }
 
 #[test]
+fn a_marker_inside_a_record_does_not_turn_a_torn_write_into_damage() {
+    // A producer can put any bytes in a record, including a well-formed `Synced` frame. After
+    // a crash tears that record's frame, recovery scans its bytes and finds the fake; were it
+    // believed, the torn write would look like damage and the node would refuse to start.
+    // A real marker sits exactly at the position it claims; this one claims a byte before it.
+    let options = SegmentLogOptions::default();
+    let log = log_with(3, &[2], options);
+    let disk = log.into_disk();
+    let name = disk.list().expect("list")[0].clone();
+    let fourth = disk.len(&name).expect("exists") as u64;
+    let (mut log, _, _) = SegmentLog::open(disk, options).expect("reopen");
+    let mut data = vec![0u8; 16];
+    frame::encode(&Frame::Synced(fourth + 1), &mut data);
+    log.append(&[WalRecord::Entries {
+        group: GroupId(1),
+        entries: vec![Entry {
+            index: 4,
+            term: 1,
+            data: Bytes::from(data),
+            ..Entry::default()
+        }],
+    }])
+    .expect("append");
+    let mut disk = log.into_disk();
+    assert_eq!(frame_start(&mut disk, &name, 4) as u64, fourth);
+    damage(&mut disk, &name, fourth as usize + 5); // the frame's checksum
+    let (_, recovered, report) = SegmentLog::open(disk, options).expect("recover");
+    assert_eq!(recovered.groups[&GroupId(1)].entries.len(), 3);
+    let (_, position, why) = report.cut.expect("cut");
+    assert_eq!((position, why.as_str()), (fourth, "checksum mismatch"));
+}
+
+#[test]
 fn real_files_survive_reopen_and_a_torn_tail_is_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
     let options = SegmentLogOptions {

@@ -361,6 +361,8 @@ impl<D: Disk> SegmentLog<D> {
         let active = self.active();
         let segment = self.segments.get_mut(&active).expect("active");
         if segment.synced_len > segment.marked {
+            // Recovery believes only a marker found at the position it claims.
+            assert_eq!(segment.len + self.buffer.len() as u64, segment.synced_len);
             segment.marked = segment.synced_len;
             frame::encode(&Frame::Synced(segment.synced_len), &mut self.buffer);
         }
@@ -617,7 +619,7 @@ fn replay_frame(
 
 /// How far recovery can prove a segment's bytes were synced, judging by the frames at or after
 /// `from`: a segment that a later one follows whole (a roll synced it); the last segment up to
-/// the highest position a valid [`Frame::Synced`] marker claims (0 if none). Past a bad frame
+/// the highest position a valid [`Frame::Synced`] marker claims and sits at (0 if none). Past a bad frame
 /// the scan moves on a byte at a time, to find the frames after it even when the bad frame's
 /// length field is what was damaged.
 pub fn provably_synced(bytes: &[u8], from: usize, last_segment: bool) -> u64 {
@@ -629,9 +631,10 @@ pub fn provably_synced(bytes: &[u8], from: usize, last_segment: bool) -> u64 {
     while at < bytes.len() {
         match frame::decode_if_valid(&bytes[at..]) {
             Some((frame, len)) => {
-                // A marker can only speak of bytes before itself.
+                // The log writes a marker exactly where the synced bytes end, so one anywhere
+                // else is not the log's: a record's value may hold any bytes, a marker too.
                 if let Frame::Synced(position) = frame {
-                    if position <= at as u64 {
+                    if position == at as u64 {
                         proven = proven.max(position);
                     }
                 }
