@@ -429,40 +429,6 @@ fn read_entry_finds_frames_across_segments_and_roll_keeps_state() {
     assert_eq!(report.cut, None);
 }
 
-#[test]
-fn a_corrupt_frame_is_cut_with_everything_after_it() {
-    // One sync at the end and nothing after it: no marker vouches for these frames, so a bad
-    // one looks like a torn write (the limit of telling the two apart; see the tests below).
-    let options = SegmentLogOptions::default();
-    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
-    for i in 1..=5 {
-        log.append(&[WalRecord::Entries {
-            group: GroupId(1),
-            entries: vec![entry(i, 1, 1, 40)],
-        }])
-        .expect("append");
-    }
-    log.sync().expect("sync");
-    let mut disk = log.into_disk();
-    let name = disk.list().expect("list")[0].clone();
-    let frame_len = disk.len(&name).expect("exists") / 5;
-    assert!(
-        disk.corrupt(&name, frame_len * 3 + 20),
-        "inside the fourth frame"
-    );
-    let (_, recovered, report) = SegmentLog::open(disk, options).expect("recover");
-    assert_eq!(
-        recovered.groups[&GroupId(1)].entries.len(),
-        3,
-        "frames before the corrupt one survive"
-    );
-    let (file, position, why) = report.cut.expect("cut reported");
-    assert_eq!(
-        (file, position as usize, why.as_str()),
-        (name, frame_len * 3, "checksum mismatch")
-    );
-}
-
 /// Appends entries 1..=n of group 1, each in its own append, syncing after those in `sync_after`.
 fn log_with(n: u64, sync_after: &[u64], options: SegmentLogOptions) -> SegmentLog<SimDisk> {
     let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
@@ -496,6 +462,68 @@ fn frame_start(disk: &mut SimDisk, name: &str, index: u64) -> usize {
 fn damage(disk: &mut SimDisk, name: &str, position: usize) -> Vec<u8> {
     assert!(disk.corrupt(name, position));
     disk.read(name).expect("read")
+}
+
+/// Five entries, appended separately and synced once at the end; the disk, and where the
+/// fourth frame starts.
+fn five_synced_at_the_end() -> (SimDisk, String, usize) {
+    let options = SegmentLogOptions::default();
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    for i in 1..=5 {
+        log.append(&[WalRecord::Entries {
+            group: GroupId(1),
+            entries: vec![entry(i, 1, 1, 40)],
+        }])
+        .expect("append");
+    }
+    log.sync().expect("sync");
+    let mut disk = log.into_disk();
+    let name = disk.list().expect("list")[0].clone();
+    let fourth = frame_start(&mut disk, &name, 4);
+    (disk, name, fourth)
+}
+
+#[test]
+fn a_corrupt_frame_of_the_last_group_commit_is_cut_after_a_power_loss() {
+    // The marker written after the sync was not synced itself, and the power loss took it: no
+    // marker vouches for these frames, so a bad one looks like a torn write (the limit of
+    // telling the two apart; see the tests below).
+    let (mut disk, name, fourth) = five_synced_at_the_end();
+    let synced = disk.synced_len(&name).expect("exists");
+    assert!(disk.len(&name).expect("exists") > synced, "the marker");
+    disk.crash(&mut ChaCha8Rng::seed_from_u64(1), false);
+    assert_eq!(disk.len(&name), Some(synced), "the marker is gone");
+    assert!(disk.corrupt(&name, fourth + 20), "inside the fourth frame");
+    let options = SegmentLogOptions::default();
+    let (_, recovered, report) = SegmentLog::open(disk, options).expect("recover");
+    assert_eq!(
+        recovered.groups[&GroupId(1)].entries.len(),
+        3,
+        "frames before the corrupt one survive"
+    );
+    let (file, position, why) = report.cut.expect("cut reported");
+    assert_eq!(
+        (file, position as usize, why.as_str()),
+        (name, fourth, "checksum mismatch")
+    );
+}
+
+#[test]
+fn a_corrupt_frame_of_the_last_group_commit_is_refused_after_a_restart_that_kept_the_marker() {
+    // A process crash or a clean stop keeps the page cache, and with it the marker written
+    // right after the sync: the damage is provable, so recovery refuses instead of cutting.
+    let (mut disk, name, fourth) = five_synced_at_the_end();
+    let synced = disk.synced_len(&name).expect("exists");
+    assert!(disk.corrupt(&name, fourth + 20), "inside the fourth frame");
+    let error = SegmentLog::open(disk, SegmentLogOptions::default())
+        .err()
+        .expect("recovery refuses");
+    assert!(
+        error.to_string().contains(&format!(
+            "damaged at byte {fourth} (checksum mismatch), below byte {synced}"
+        )),
+        "{error}"
+    );
 }
 
 #[test]

@@ -13,8 +13,10 @@
 //!   acknowledged (to its peers, and through them to clients), which Raft cannot survive, so
 //!   recovery refuses with [`StorageError::Damaged`] and the node does not start.
 //!
-//! After each sync, the next frame appended to a segment is preceded by a `Synced` marker, so
-//! every synced byte but the last group commit's is provably durable.
+//! Right after each sync, the log writes a `Synced` marker (unsynced itself) where the synced
+//! bytes end. The next sync makes it durable, so every synced byte but the last group commit's
+//! is provably durable after any crash, and the last group commit's too after a restart that
+//! kept the page cache (a process crash or a clean stop).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -360,12 +362,6 @@ impl<D: Disk> SegmentLog<D> {
         }
         let active = self.active();
         let segment = self.segments.get_mut(&active).expect("active");
-        if segment.synced_len > segment.marked {
-            // Recovery believes only a marker found at the position it claims.
-            assert_eq!(segment.len + self.buffer.len() as u64, segment.synced_len);
-            segment.marked = segment.synced_len;
-            frame::encode(&Frame::Synced(segment.synced_len), &mut self.buffer);
-        }
         let position = segment.len + self.buffer.len() as u64;
         frame::encode(&frame, &mut self.buffer);
         match frame {
@@ -419,8 +415,10 @@ impl<D: Disk> SegmentLog<D> {
     /// Starts a new segment. The old one is synced first, so a crash can tear only the last
     /// segment; the new one begins with every group's state.
     fn roll(&mut self) -> Result<(), StorageError> {
-        self.flush_buffer()?;
-        self.sync()?;
+        // No marker: recovery counts a segment that a later one follows as synced whole, so
+        // nothing unsynced may follow this sync in it.
+        self.sync_files()?;
+        self.delete_unneeded_segments()?;
         let next = self.active() + 1;
         self.segments.insert(
             next,
@@ -450,9 +448,38 @@ impl<D: Disk> SegmentLog<D> {
         self.flush_buffer()
     }
 
-    /// Makes everything appended durable (one fsync per dirty segment, normally one), then
-    /// deletes the old segments that compaction made unneeded.
+    /// Makes everything appended durable (one fsync per dirty segment, normally one), writes
+    /// a `Synced` marker after it, then deletes the old segments that compaction made unneeded.
     pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.sync_files()?;
+        self.mark_synced()?;
+        self.delete_unneeded_segments()
+    }
+
+    /// Writes (without syncing) a `Synced` marker at the end of the active segment's synced
+    /// bytes, right after the sync rather than before the next frame: then a restart that kept
+    /// the page cache (a process crash, a clean stop) finds it, and can tell damage to the last
+    /// group commit from a torn write. Recovery believes a marker only at the position it
+    /// claims, which is where this one sits.
+    fn mark_synced(&mut self) -> Result<(), StorageError> {
+        let active = self.active();
+        let segment = &self.segments[&active];
+        if segment.synced_len == segment.marked {
+            return Ok(());
+        }
+        assert!(self.buffer.is_empty(), "flushed by the sync");
+        assert_eq!(
+            segment.len, segment.synced_len,
+            "nothing appended since the sync"
+        );
+        let position = segment.synced_len;
+        frame::encode(&Frame::Synced(position), &mut self.buffer);
+        self.segments.get_mut(&active).expect("active").marked = position;
+        self.flush_buffer()
+    }
+
+    /// fsyncs every segment appended to since the last sync.
+    fn sync_files(&mut self) -> Result<(), StorageError> {
         self.flush_buffer()?;
         for segment in std::mem::take(&mut self.dirty) {
             let file = name(segment);
@@ -464,7 +491,7 @@ impl<D: Disk> SegmentLog<D> {
             segment.header_durable |= segment.header_written;
             segment.synced_len = segment.len;
         }
-        self.delete_unneeded_segments()
+        Ok(())
     }
 
     /// Deletes a prefix of segments whose every entry is at or below its group's snapshot, and
