@@ -646,9 +646,9 @@ fn replay_frame(
 
 /// How far recovery can prove a segment's bytes were synced, judging by the frames at or after
 /// `from`: a segment that a later one follows whole (a roll synced it); the last segment up to
-/// the highest position a valid [`Frame::Synced`] marker claims and sits at (0 if none). Past a bad frame
-/// the scan moves on a byte at a time, to find the frames after it even when the bad frame's
-/// length field is what was damaged.
+/// the highest position a valid [`Frame::Synced`] marker both claims and sits at (0 if none).
+/// Past a bad frame the scan moves on a byte at a time, to find the frames after it even when
+/// the bad frame's length field is what was damaged.
 pub fn provably_synced(bytes: &[u8], from: usize, last_segment: bool) -> u64 {
     if !last_segment {
         return bytes.len() as u64;
