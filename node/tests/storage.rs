@@ -467,17 +467,7 @@ fn damage(disk: &mut SimDisk, name: &str, position: usize) -> Vec<u8> {
 /// Five entries, appended separately and synced once at the end; the disk, and where the
 /// fourth frame starts.
 fn five_synced_at_the_end() -> (SimDisk, String, usize) {
-    let options = SegmentLogOptions::default();
-    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
-    for i in 1..=5 {
-        log.append(&[WalRecord::Entries {
-            group: GroupId(1),
-            entries: vec![entry(i, 1, 1, 40)],
-        }])
-        .expect("append");
-    }
-    log.sync().expect("sync");
-    let mut disk = log.into_disk();
+    let mut disk = log_with(5, &[5], SegmentLogOptions::default()).into_disk();
     let name = disk.list().expect("list")[0].clone();
     let fourth = frame_start(&mut disk, &name, 4);
     (disk, name, fourth)
@@ -621,15 +611,16 @@ fn damage_to_a_large_frame_of_incompressible_bytes_is_found_quickly() {
     let mut disk = log.into_disk();
     let name = disk.list().expect("list")[0].clone();
     assert!(disk.len(&name).expect("exists") > 40 << 20);
+    let synced = disk.synced_len(&name).expect("exists");
     let second = frame_start(&mut disk, &name, 2);
     damage(&mut disk, &name, second + 100);
     let error = SegmentLog::open(disk, options)
         .err()
         .expect("recovery refuses");
     assert!(
-        error
-            .to_string()
-            .contains(&format!("damaged at byte {second} (checksum mismatch)")),
+        error.to_string().contains(&format!(
+            "damaged at byte {second} (checksum mismatch), below byte {synced}"
+        )),
         "{error}"
     );
 }

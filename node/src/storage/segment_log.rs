@@ -152,8 +152,6 @@ struct Segment {
     header_durable: bool,
     /// Bytes this process synced.
     synced_len: u64,
-    /// The position the last `Synced` marker written claims.
-    marked: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -451,8 +449,9 @@ impl<D: Disk> SegmentLog<D> {
     /// Makes everything appended durable (one fsync per dirty segment, normally one), writes
     /// a `Synced` marker after it, then deletes the old segments that compaction made unneeded.
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        self.sync_files()?;
-        self.mark_synced()?;
+        if self.sync_files()? {
+            self.mark_synced()?;
+        }
         self.delete_unneeded_segments()
     }
 
@@ -462,25 +461,21 @@ impl<D: Disk> SegmentLog<D> {
     /// group commit from a torn write. Recovery believes a marker only at the position it
     /// claims, which is where this one sits.
     fn mark_synced(&mut self) -> Result<(), StorageError> {
-        let active = self.active();
-        let segment = &self.segments[&active];
-        if segment.synced_len == segment.marked {
-            return Ok(());
-        }
+        let segment = &self.segments[&self.active()];
         assert!(self.buffer.is_empty(), "flushed by the sync");
         assert_eq!(
             segment.len, segment.synced_len,
             "nothing appended since the sync"
         );
-        let position = segment.synced_len;
-        frame::encode(&Frame::Synced(position), &mut self.buffer);
-        self.segments.get_mut(&active).expect("active").marked = position;
+        frame::encode(&Frame::Synced(segment.synced_len), &mut self.buffer);
         self.flush_buffer()
     }
 
-    /// fsyncs every segment appended to since the last sync.
-    fn sync_files(&mut self) -> Result<(), StorageError> {
+    /// fsyncs every segment appended to since the last sync; says whether the active one was
+    /// among them (and so has new synced bytes to mark).
+    fn sync_files(&mut self) -> Result<bool, StorageError> {
         self.flush_buffer()?;
+        let active_synced = self.dirty.contains(&self.active());
         for segment in std::mem::take(&mut self.dirty) {
             let file = name(segment);
             self.disk.sync(&file).map_err(io_error("sync", &file))?;
@@ -491,7 +486,7 @@ impl<D: Disk> SegmentLog<D> {
             segment.header_durable |= segment.header_written;
             segment.synced_len = segment.len;
         }
-        Ok(())
+        Ok(active_synced)
     }
 
     /// Deletes a prefix of segments whose every entry is at or below its group's snapshot, and
