@@ -16,8 +16,8 @@ pub mod io;
 pub mod log_store;
 pub mod metadata;
 pub mod node;
+mod partition;
 pub mod producer;
-mod replica;
 pub mod snapshot;
 #[cfg(test)]
 mod test_support;

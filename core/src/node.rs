@@ -25,7 +25,7 @@ use crate::log_store::LogStore;
 use crate::metadata::{
     AdminError, MetadataChange, MetadataCommand, MetadataState, PartitionAssignment, METADATA_GROUP,
 };
-use crate::replica::{Applied, Replica};
+use crate::partition::{Applied, LogKind, Replica};
 use crate::time::{Instant, Now};
 
 /// Not a Raft group: peer messages addressed to it carry the sender's list of the groups it
@@ -312,19 +312,18 @@ impl Node {
                 "a node with a metadata group votes in it"
             );
             let state = durable.remove(&METADATA_GROUP);
-            node.start_group(
-                METADATA_GROUP,
-                &voters,
-                TimestampType::CreateTime,
-                true,
-                state,
-            );
+            node.start_group(METADATA_GROUP, &voters, LogKind::Commands, state);
             node.metadata = Some(MetadataState::new(voters));
         }
         for group in node.config.groups.clone() {
             assert!(group.id != METADATA_GROUP && group.id != LEADERS_GROUP);
             let state = durable.remove(&group.id);
-            node.start_group(group.id, &group.voters, group.timestamps, false, state);
+            node.start_group(
+                group.id,
+                &group.voters,
+                LogKind::Records(group.timestamps),
+                state,
+            );
         }
         if node.metadata.is_some() {
             node.parked = durable;
@@ -344,8 +343,7 @@ impl Node {
         &mut self,
         id: GroupId,
         voters: &[NodeId],
-        timestamps: TimestampType,
-        command_log: bool,
+        kind: LogKind,
         durable: Option<GroupDurableState>,
     ) {
         assert!(
@@ -390,8 +388,7 @@ impl Node {
             &self.config,
             id,
             store,
-            timestamps,
-            command_log,
+            kind,
             rng,
             &self.logger.new(slog::o!("group" => id.0)),
         );
@@ -784,13 +781,12 @@ impl Node {
         for partition in start {
             if partition.replicas.contains(&self.config.node_id) {
                 let durable = self.parked.remove(&partition.group);
-                self.start_group(
-                    partition.group,
-                    &partition.replicas,
-                    timestamps,
-                    coordinators,
-                    durable,
-                );
+                let kind = if coordinators {
+                    LogKind::Commands
+                } else {
+                    LogKind::Records(timestamps)
+                };
+                self.start_group(partition.group, &partition.replicas, kind, durable);
                 if coordinators {
                     let logger = self.logger.new(slog::o!("group" => partition.group.0));
                     let mut coordinator = Coordinator::new(

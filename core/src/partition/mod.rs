@@ -1,0 +1,549 @@
+//! One group's replica on this node: a raft-rs `RawNode` whose log is the group's log, and the
+//! Raft plumbing around it (ticks with the seeded election jitter, readies, persistence,
+//! snapshots, compaction, leadership). What the log holds is the replica's [`Kind`]:
+//!
+//! - a partition's record batches ([`records`]: the state applying them builds, fetches,
+//!   retention; [`produce`]: the leader's produce path and the answers waiting on it);
+//! - or commands ([`commands`]: the metadata group and the group coordinators' partitions, whose
+//!   applied entries are handed to `Node`).
+//!
+//! Ready handling follows raft-rs's asynchronous-persistence contract: entries and hard state
+//! become readable in [`LogStore`] at once and are handed to the disk as [`WalRecord`]s; the
+//! messages raft says must follow persistence are held until the write's completion arrives.
+
+mod commands;
+mod produce;
+mod records;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
+use rand_chacha::ChaCha8Rng;
+use rand_core::RngCore;
+
+use crate::batch::TimestampType;
+use crate::ids::{GroupId, NodeId, Offset, RaftIndex, Term};
+use crate::io::{TraceEvent, WalRecord};
+use crate::log_store::LogStore;
+use crate::node::{NodeConfig, Sink};
+use crate::time::Now;
+
+pub(crate) use commands::Applied;
+use commands::CommandState;
+use records::RecordState;
+
+/// What a group's log holds, chosen when the group starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogKind {
+    /// A partition: Kafka record batches, whose timestamps the leader stamps this way.
+    Records(TimestampType),
+    /// A command log (the metadata group, or a group coordinator's partition).
+    Commands,
+}
+
+/// What a replica's log holds, with the state that only that kind of log has.
+enum Kind {
+    /// A partition: its entries are record batches, and applying them builds the partition's
+    /// state (offsets, producer table); its leader takes produce requests.
+    Records(RecordState),
+    /// A command log (the metadata group, or a group coordinator's partition): its entries are
+    /// encoded commands, not record batches; they are
+    /// collected for `Node` to apply. The metadata log is never compacted; a coordinator's log
+    /// is, by `Node`, with the coordinator's state as the snapshot (`compact_commands`).
+    Commands(CommandState),
+}
+
+impl Kind {
+    /// The partition state of a record-batch log; a command log has none.
+    fn records(&self) -> &RecordState {
+        match self {
+            Kind::Records(records) => records,
+            Kind::Commands(_) => panic!("a command log has no record batches"),
+        }
+    }
+
+    /// The partition state of a record-batch log; a command log has none.
+    fn records_mut(&mut self) -> &mut RecordState {
+        match self {
+            Kind::Records(records) => records,
+            Kind::Commands(_) => panic!("a command log has no record batches"),
+        }
+    }
+}
+
+/// This node's leadership of the group, while it lasts.
+#[derive(Debug)]
+struct Leadership {
+    term: Term,
+    /// Index of the leader's first entry in its term; it serves once that is applied.
+    term_start: RaftIndex,
+}
+
+/// Held messages of one ready, released when the write holding that ready completes.
+#[derive(Debug)]
+struct Held {
+    number: u64,
+    messages: Vec<Message>,
+}
+
+/// One group's replica on this node: the Raft node, and what applying its log builds.
+pub(crate) struct Replica {
+    group: GroupId,
+    node: NodeId,
+    raw: RawNode<LogStore>,
+    /// What the log holds, and the state only that kind of log has.
+    kind: Kind,
+    /// The group's seeded RNG, for election jitter.
+    rng: ChaCha8Rng,
+    /// The (term, role) the current jitter was drawn for.
+    election_round: (u64, StateRole),
+    /// Ticks still withheld from raft-rs's election clock in this round.
+    withheld_ticks: usize,
+    // Applied state.
+    applied: RaftIndex,
+    /// Index of the latest snapshot, advanced when the log is compacted: the log holds the
+    /// entries after it.
+    snapshot_index: RaftIndex,
+    leader: Option<Leadership>,
+    // Persistence.
+    held: VecDeque<Held>,
+    /// Ticks since a snapshot was sent to each peer still catching up from it.
+    snapshot_ticks: BTreeMap<u64, u32>,
+}
+
+/// The per-ready summary the node needs to complete the write later.
+pub(crate) struct ReadyWritten {
+    pub(crate) number: u64,
+    pub(crate) last_entry: Option<RaftIndex>,
+}
+
+impl Replica {
+    pub(crate) fn new(
+        config: &NodeConfig,
+        group: GroupId,
+        store: LogStore,
+        kind: LogKind,
+        mut rng: ChaCha8Rng,
+        logger: &slog::Logger,
+    ) -> Self {
+        // The group's base election timeout, in [election_tick, 2 * election_tick).
+        let election_tick_min =
+            config.election_tick + (rng.next_u64() % config.election_tick as u64) as usize;
+        let snapshot = store.snapshot().clone();
+        let applied = RaftIndex(snapshot.get_metadata().index);
+        let persisted = RaftIndex(store.last_index());
+        let kind = match kind {
+            LogKind::Records(timestamps) => {
+                Kind::Records(RecordState::new(config, &snapshot, timestamps, persisted))
+            }
+            LogKind::Commands => Kind::Commands(CommandState::new(&snapshot)),
+        };
+        let raft_config = raft::Config {
+            id: config.node_id.raft_id(),
+            election_tick: config.election_tick,
+            heartbeat_tick: config.heartbeat_tick,
+            // A range of width one: raft-rs draws the timeout with `thread_rng`, so the jitter
+            // comes from the node's seeded RNG instead (see `Node::new`).
+            min_election_tick: election_tick_min,
+            max_election_tick: election_tick_min + 1,
+            applied: applied.0,
+            max_size_per_msg: config.max_size_per_msg,
+            max_inflight_msgs: config.max_inflight_msgs,
+            max_uncommitted_size: config.max_uncommitted_size,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: raft::ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        let raw = RawNode::new(&raft_config, store, logger).expect("valid raft configuration");
+        Self {
+            group,
+            node: config.node_id,
+            raw,
+            kind,
+            rng,
+            election_round: (u64::MAX, StateRole::Leader),
+            withheld_ticks: 0,
+            applied,
+            snapshot_index: applied,
+            leader: None,
+            held: VecDeque::new(),
+            snapshot_ticks: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn tick(&mut self, config: &NodeConfig, now: Now, sink: &mut Sink) {
+        // raft-rs draws a randomized election timeout with `thread_rng`, so it is given a range
+        // of width one and the jitter comes from here: at every new (term, role) a seeded
+        // number of ticks is withheld from a non-leader's election clock. Nodes that time out
+        // together (a split vote) thus draw apart, as raft's randomized timeouts intend.
+        let round = (self.raw.raft.term, self.raw.raft.state);
+        if round != self.election_round {
+            self.election_round = round;
+            self.withheld_ticks = (self.rng.next_u64() % config.election_tick as u64) as usize;
+        }
+        if self.raw.raft.state != StateRole::Leader && self.withheld_ticks > 0 {
+            self.withheld_ticks -= 1;
+        } else {
+            self.raw.tick();
+        }
+        if let Kind::Records(records) = &mut self.kind {
+            records.produce.expire_pending(now, sink);
+        }
+        self.retry_stuck_snapshots(config);
+        self.compact(config, sink);
+    }
+
+    pub(crate) fn step(&mut self, message: Message) {
+        // Errors here are raft-rs refusing a message (stale term, unknown peer): dropped, as
+        // the network could have dropped it.
+        let _ = self.raw.step(message);
+    }
+
+    /// The last applied index.
+    pub(crate) fn applied_index(&self) -> RaftIndex {
+        self.applied
+    }
+
+    /// Entries held after the latest snapshot (those a compaction would drop).
+    pub(crate) fn entries_held(&self) -> u64 {
+        self.applied.0.saturating_sub(self.snapshot_index.0)
+    }
+
+    /// Whether this group's log holds commands rather than record batches.
+    pub(crate) fn is_command_log(&self) -> bool {
+        matches!(self.kind, Kind::Commands(_))
+    }
+
+    /// The term this node leads and serves in, if it does.
+    pub(crate) fn serving_term(&self) -> Option<Term> {
+        self.serving_leader().map(|l| l.term)
+    }
+
+    /// Whether this node leads the group now, and in which term.
+    pub(crate) fn leading(&self) -> Option<Term> {
+        self.leader.as_ref().map(|l| l.term)
+    }
+
+    pub(crate) fn leader_hint(&self) -> Option<NodeId> {
+        match self.raw.raft.leader_id {
+            0 => None,
+            id => Some(NodeId(id)),
+        }
+    }
+
+    /// The leader serves once it has applied the first entry of its own term: only then is its
+    /// high watermark at least every earlier leader's.
+    fn serving_leader(&self) -> Option<&Leadership> {
+        self.leader
+            .as_ref()
+            .filter(|l| self.applied >= l.term_start)
+    }
+
+    /// Handles every ready raft-rs has. Returns the readies handed to the disk.
+    pub(crate) fn process_ready(
+        &mut self,
+        config: &NodeConfig,
+        sink: &mut Sink,
+    ) -> Vec<ReadyWritten> {
+        let mut written = Vec::new();
+        while self.raw.has_ready() {
+            let mut ready = self.raw.ready();
+            for message in ready.take_messages() {
+                self.note_snapshot_sent(&message);
+                sink.send(self.group, message);
+            }
+            if !ready.snapshot().is_empty() {
+                self.install_snapshot(ready.snapshot().clone(), sink);
+            }
+            let committed = ready.take_committed_entries();
+            self.apply(committed, sink);
+            let entries = ready.take_entries();
+            let last_entry = entries.last().map(|e| RaftIndex(e.index));
+            if !entries.is_empty() {
+                self.raw.mut_store().append(&entries);
+                sink.write(
+                    WalRecord::Entries {
+                        group: self.group,
+                        entries,
+                    },
+                    true,
+                );
+            }
+            if let Some(hard_state) = ready.hs() {
+                self.raw.mut_store().set_hard_state(hard_state.clone());
+                sink.write(
+                    WalRecord::HardState {
+                        group: self.group,
+                        hard_state: hard_state.clone(),
+                    },
+                    ready.must_sync(),
+                );
+            }
+            let persisted_messages = ready.take_persisted_messages();
+            let number = ready.number();
+            if config.planted.early_persisted_messages() {
+                for message in persisted_messages {
+                    sink.send(self.group, message);
+                }
+            } else if !persisted_messages.is_empty() {
+                self.held.push_back(Held {
+                    number,
+                    messages: persisted_messages,
+                });
+            }
+            self.raw.advance_append_async(ready);
+            self.report_applied();
+            self.update_leadership(sink);
+            written.push(ReadyWritten { number, last_entry });
+        }
+        written
+    }
+
+    /// Tells raft-rs what is applied, as far as it is also persisted: raft-rs requires
+    /// applied <= persisted, and an installed snapshot counts as applied before its write is done.
+    fn report_applied(&mut self) {
+        let raft_log = &self.raw.raft.raft_log;
+        let reportable = self.applied.0.min(raft_log.persisted);
+        if reportable > raft_log.applied {
+            self.raw.advance_apply_to(reportable);
+        }
+    }
+
+    /// The write holding ready `number` (and every earlier one) is done.
+    pub(crate) fn on_written(
+        &mut self,
+        number: u64,
+        last_entry: Option<RaftIndex>,
+        sink: &mut Sink,
+    ) {
+        self.raw.on_persist_ready(number);
+        self.report_applied();
+        while self.held.front().is_some_and(|h| h.number <= number) {
+            let held = self.held.pop_front().expect("checked");
+            for message in held.messages {
+                sink.send(self.group, message);
+            }
+        }
+        if let Kind::Records(records) = &mut self.kind {
+            records
+                .produce
+                .on_persisted(last_entry, self.raw.store(), sink);
+        }
+    }
+
+    fn update_leadership(&mut self, sink: &mut Sink) {
+        let is_leader = self.raw.raft.state == StateRole::Leader;
+        if !is_leader {
+            self.leader = None;
+            if let Kind::Records(records) = &mut self.kind {
+                records.produce.leader = None;
+            }
+            self.snapshot_ticks.clear();
+            return;
+        }
+        let term = Term(self.raw.raft.term);
+        if self.leader.as_ref().is_some_and(|l| l.term == term) {
+            return;
+        }
+        // New leadership: rebuild the leader's view from the applied state plus every entry
+        // in its log after it. The store holds all of them: the ready that made this node
+        // leader has just been appended.
+        let last = self.raw.store().last_index();
+        assert_eq!(
+            last,
+            self.raw.raft.raft_log.last_index(),
+            "leader's log fully handed over"
+        );
+        if let Kind::Records(records) = &mut self.kind {
+            records.produce.leader =
+                Some(records.leader_state(self.raw.store(), self.applied.0 + 1, last));
+        }
+        self.leader = Some(Leadership {
+            term,
+            term_start: RaftIndex(last),
+        });
+        sink.trace(TraceEvent::BecameLeader {
+            group: self.group,
+            term,
+        });
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>, sink: &mut Sink) {
+        for entry in entries {
+            assert_eq!(
+                entry.index,
+                self.applied.0 + 1,
+                "entries are applied in order, once"
+            );
+            let crc = match entry.get_entry_type() {
+                EntryType::EntryNormal => match &mut self.kind {
+                    Kind::Records(records) => records.apply(&entry),
+                    Kind::Commands(commands) => {
+                        commands.apply(&entry);
+                        0
+                    }
+                },
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    panic!("configuration changes are never proposed; membership is static");
+                }
+            };
+            self.applied = RaftIndex(entry.index);
+            sink.trace(TraceEvent::Applied {
+                group: self.group,
+                index: self.applied,
+                term: Term(entry.term),
+                next_offset: self.next_offset(),
+                crc,
+            });
+            if let Kind::Records(records) = &mut self.kind {
+                records
+                    .produce
+                    .resolve_applied(self.applied, Term(entry.term), sink);
+            }
+        }
+    }
+
+    /// The offset after the last applied record: the high watermark (0 in a command log).
+    fn next_offset(&self) -> Offset {
+        match &self.kind {
+            Kind::Records(records) => records.next_offset(),
+            Kind::Commands(_) => Offset(0),
+        }
+    }
+
+    /// The first offset still held (0 in a command log).
+    fn log_start_offset(&self) -> Offset {
+        match &self.kind {
+            Kind::Records(records) => records.log_start_offset(),
+            Kind::Commands(_) => Offset(0),
+        }
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot, sink: &mut Sink) {
+        let index = RaftIndex(snapshot.get_metadata().index);
+        assert!(
+            index > self.applied,
+            "raft only sends snapshots past what is applied"
+        );
+        // A partition's snapshot carries its log start offset and producer table; a command
+        // log's is its state machine's state, for `Node` to restore.
+        let log_start_offset = match &mut self.kind {
+            Kind::Records(records) => records.install_snapshot(index, &snapshot.data, sink),
+            Kind::Commands(commands) => {
+                assert!(
+                    self.group != crate::metadata::METADATA_GROUP,
+                    "the metadata log is never compacted"
+                );
+                commands.install_snapshot(index, snapshot.data.clone());
+                Offset(0)
+            }
+        };
+        self.raw.mut_store().apply_snapshot(snapshot.clone());
+        self.applied = index;
+        self.snapshot_index = index;
+        sink.trace(TraceEvent::InstalledSnapshot {
+            group: self.group,
+            index,
+            log_start_offset,
+        });
+        sink.write(
+            WalRecord::Snapshot {
+                group: self.group,
+                snapshot,
+                install: true,
+            },
+            true,
+        );
+    }
+
+    fn note_snapshot_sent(&mut self, message: &Message) {
+        if message.get_msg_type() == MessageType::MsgSnapshot {
+            self.snapshot_ticks.insert(message.to, 0);
+        }
+    }
+
+    /// A snapshot message lost on the way leaves raft-rs waiting forever (the peer's progress
+    /// stays in the snapshot state); after a while, report it failed so raft sends another.
+    fn retry_stuck_snapshots(&mut self, config: &NodeConfig) {
+        let mut failed = Vec::new();
+        for (peer, ticks) in self.snapshot_ticks.iter_mut() {
+            *ticks += 1;
+            let state = self.raw.raft.prs().get(*peer).map(|p| p.state);
+            if state != Some(ProgressState::Snapshot) {
+                failed.push((*peer, false));
+            } else if *ticks >= config.snapshot_retry_ticks {
+                failed.push((*peer, true));
+            }
+        }
+        for (peer, report) in failed {
+            self.snapshot_ticks.remove(&peer);
+            if report {
+                self.raw.report_snapshot(peer, SnapshotStatus::Failure);
+            }
+        }
+    }
+
+    /// Drops the entries up to `target` (applied and persisted) behind a snapshot of `data`,
+    /// and hands the snapshot to the disk.
+    fn compact_to(&mut self, target: u64, data: Bytes, sink: &mut Sink) {
+        let mut snapshot = Snapshot {
+            data,
+            ..Snapshot::default()
+        };
+        let meta = snapshot.mut_metadata();
+        meta.index = target;
+        meta.term = self.raw.store().term_at(target).expect("held");
+        meta.set_conf_state(self.raw.store().conf_state().clone());
+        self.raw.mut_store().compact(snapshot.clone());
+        sink.write(
+            WalRecord::Snapshot {
+                group: self.group,
+                snapshot,
+                install: false,
+            },
+            false,
+        );
+    }
+
+    pub(crate) fn group(&self) -> GroupId {
+        self.group
+    }
+
+    pub(crate) fn status(&self) -> crate::node::GroupStatus {
+        crate::node::GroupStatus {
+            leader: self.leader_hint(),
+            term: Term(self.raw.raft.term),
+            serving: self.serving_leader().is_some(),
+            high_watermark: self.next_offset(),
+            log_start_offset: self.log_start_offset(),
+        }
+    }
+
+    /// Linear-time invariants (the whole log, every producer).
+    pub(crate) fn invariants_full(&self) {
+        self.raw.store().invariants_full();
+        if let Kind::Records(records) = &self.kind {
+            records.invariants_full();
+        }
+    }
+
+    /// Constant-time invariants, checked after every input that touches the group.
+    pub(crate) fn invariants(&self) {
+        self.raw.store().invariants();
+        assert!(self.applied.0 <= self.raw.raft.raft_log.committed);
+        assert!(self.snapshot_index.0 + 1 == self.raw.store().first_index());
+        if self.leader.is_some() {
+            assert_eq!(self.raw.raft.state, StateRole::Leader);
+        }
+        if let Kind::Records(records) = &self.kind {
+            records.invariants(
+                self.raw.store().first_index(),
+                self.raw.raft.raft_log.last_index(),
+                self.leading(),
+            );
+        }
+    }
+}

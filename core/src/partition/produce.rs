@@ -1,0 +1,362 @@
+//! The produce path of a record-batch partition: the leader's view of its whole log (log end
+//! offset, producer table with the uncommitted suffix), from which it checks idempotence,
+//! stamps and proposes batches; and the produce requests waiting for an answer (acks=1 until
+//! the leader's write is done, acks=all until the entry is applied, each until its deadline).
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use raft::eraftpb::{Entry, Message, MessageType};
+
+use super::Replica;
+use crate::batch::{Batch, TimestampType};
+use crate::ids::{Offset, ProducerId, RaftIndex, RequestId, Term};
+use crate::io::{Acks, ProduceAck, ProduceError, ProduceRequest, Response};
+use crate::log_store::LogStore;
+use crate::node::{NodeConfig, Sink};
+use crate::producer::{ProducerBatch, ProducerTable, SequenceCheck, SequenceError};
+use crate::time::{Instant, Now};
+
+/// What the leader knows beyond the applied state: its whole log, including the uncommitted
+/// suffix, which it never truncates while it leads. (Its term is the replica's `Leadership`.)
+#[derive(Debug)]
+pub(super) struct LeaderState {
+    /// Offset after the last record in the leader's log.
+    pub(super) log_end_offset: Offset,
+    /// The producer table with every batch in the leader's log applied.
+    pub(super) producers: ProducerTable,
+}
+
+/// What a waiting produce is waiting for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// acks=1: the leader's own write of the entry is durable.
+    Persisted,
+    /// acks=all, or a duplicate of a batch not yet applied: the entry is applied.
+    Applied,
+}
+
+#[derive(Debug)]
+struct Pending {
+    id: RequestId,
+    index: RaftIndex,
+    term: Term,
+    wait: Wait,
+    ack: ProduceAck,
+    deadline: Instant,
+}
+
+/// The produce path's state: the leader's view, and the requests waiting for an answer.
+pub(super) struct ProduceState {
+    /// How the leader stamps record timestamps.
+    timestamps: TimestampType,
+    /// The leader's view of its log, while this node leads.
+    pub(super) leader: Option<LeaderState>,
+    /// The last entry whose write is done here.
+    persisted: RaftIndex,
+    pending: VecDeque<Pending>,
+}
+
+impl ProduceState {
+    /// Nothing waiting; the entries up to `persisted` are on the disk.
+    pub(super) fn new(timestamps: TimestampType, persisted: RaftIndex) -> Self {
+        Self {
+            timestamps,
+            leader: None,
+            persisted,
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn wait(&mut self, config: &NodeConfig, pending: Pending) -> Result<(), ProduceError> {
+        if self.pending.len() >= config.pending_requests_max {
+            return Err(ProduceError::Backpressure);
+        }
+        self.pending.push_back(pending);
+        Ok(())
+    }
+
+    /// The group is being removed: answer every waiting produce.
+    fn fail_pending(&mut self, sink: &mut Sink) {
+        for p in self.pending.drain(..) {
+            sink.reply(
+                p.id,
+                Response::Produce(Err(ProduceError::UnknownTopicOrPartition)),
+            );
+        }
+    }
+
+    /// The entry at `applied`, of `term`, is applied: answer the requests waiting on it.
+    pub(super) fn resolve_applied(&mut self, applied: RaftIndex, term: Term, sink: &mut Sink) {
+        let mut keep = VecDeque::with_capacity(self.pending.len());
+        for p in self.pending.drain(..) {
+            if p.index != applied {
+                keep.push_back(p);
+                continue;
+            }
+            // An entry at the index we proposed at, but from another term: ours was replaced
+            // and is definitely not in the log.
+            let response = if p.term == term {
+                Ok(p.ack)
+            } else {
+                Err(ProduceError::NotLeader { leader: None })
+            };
+            sink.reply(p.id, Response::Produce(response));
+        }
+        self.pending = keep;
+    }
+
+    /// A write is done; it held entries up to `last_entry`, if any. Answers the acks=1
+    /// requests whose entries are now persisted.
+    pub(super) fn on_persisted(
+        &mut self,
+        last_entry: Option<RaftIndex>,
+        store: &LogStore,
+        sink: &mut Sink,
+    ) {
+        if let Some(index) = last_entry {
+            self.persisted = self.persisted.max(index);
+        }
+        self.resolve_persisted(store, sink);
+    }
+
+    fn resolve_persisted(&mut self, store: &LogStore, sink: &mut Sink) {
+        let persisted = self.persisted;
+        let mut keep = VecDeque::with_capacity(self.pending.len());
+        for p in self.pending.drain(..) {
+            if p.wait != Wait::Persisted || p.index > persisted {
+                keep.push_back(p);
+                continue;
+            }
+            let response = if store.term_at(p.index.0) == Some(p.term.0) {
+                Ok(p.ack)
+            } else {
+                Err(ProduceError::NotLeader { leader: None })
+            };
+            sink.reply(p.id, Response::Produce(response));
+        }
+        self.pending = keep;
+    }
+
+    /// A snapshot up to `index` was installed.
+    pub(super) fn fail_overwritten(&mut self, index: RaftIndex, sink: &mut Sink) {
+        // Entries we waited on were overwritten without our seeing them: the outcome is unknown.
+        let mut keep = VecDeque::new();
+        for p in self.pending.drain(..) {
+            if p.index <= index {
+                sink.reply(p.id, Response::Produce(Err(ProduceError::TimedOut)));
+            } else {
+                keep.push_back(p);
+            }
+        }
+        self.pending = keep;
+    }
+
+    pub(super) fn expire_pending(&mut self, now: Now, sink: &mut Sink) {
+        if self.pending.iter().all(|p| p.deadline > now.mono) {
+            return;
+        }
+        let mut keep = VecDeque::with_capacity(self.pending.len());
+        for p in self.pending.drain(..) {
+            if p.deadline <= now.mono {
+                sink.reply(p.id, Response::Produce(Err(ProduceError::TimedOut)));
+            } else {
+                keep.push_back(p);
+            }
+        }
+        self.pending = keep;
+    }
+
+    /// Linear-time invariants (every producer).
+    pub(super) fn invariants_full(&self) {
+        if let Some(leader) = &self.leader {
+            leader.producers.invariants();
+        }
+    }
+
+    /// Constant-time invariants. `leading`: the term this node leads in, if it does;
+    /// `last_index`: the last index of raft-rs's log; `next_offset`: the applied state's.
+    pub(super) fn invariants(&self, leading: Option<Term>, last_index: u64, next_offset: Offset) {
+        assert_eq!(
+            self.leader.is_some(),
+            leading.is_some(),
+            "a leader, and only a leader, has a view of its log"
+        );
+        if let Some(leader) = &self.leader {
+            assert!(leader.log_end_offset >= next_offset);
+        }
+        if let Some(term) = leading {
+            // A waiting acks=all or acks=1 produce on the leader is for an entry of its log.
+            for p in self.pending.iter().filter(|p| p.term == term) {
+                assert!(p.index.0 <= last_index);
+            }
+        }
+    }
+}
+
+impl Replica {
+    pub(crate) fn produce(
+        &mut self,
+        config: &NodeConfig,
+        now: Now,
+        id: RequestId,
+        request: ProduceRequest,
+        sink: &mut Sink,
+    ) {
+        assert_eq!(request.group, self.group);
+        assert!(
+            !self.is_command_log(),
+            "produce requests go to record-batch partitions only"
+        );
+        match self.produce_inner(
+            config,
+            now,
+            id,
+            request.acks,
+            request.batch,
+            request.timeout_ms,
+        ) {
+            Ok(Some(ack)) => sink.reply_produce(request.acks, id, Ok(ack)),
+            Ok(None) => {}
+            Err(error) => sink.reply_produce(request.acks, id, Err(error)),
+        }
+    }
+
+    /// Returns an ack to send now, `None` when the answer waits, or the error to send now.
+    fn produce_inner(
+        &mut self,
+        config: &NodeConfig,
+        now: Now,
+        id: RequestId,
+        acks: Acks,
+        bytes: Bytes,
+        timeout_ms: u32,
+    ) -> Result<Option<ProduceAck>, ProduceError> {
+        let Some(term) = self.serving_term() else {
+            return Err(ProduceError::NotLeader {
+                leader: self.leader_hint(),
+            });
+        };
+        let batch = Batch::parse(bytes, config.batch_bytes_max).map_err(ProduceError::Batch)?;
+        let deadline = now.mono.plus_ms(u64::from(timeout_ms));
+        let applied = self.applied;
+        let produce = &mut self.kind.records_mut().produce;
+        let leader = produce.leader.as_mut().expect("serving leader");
+        let producer = producer_batch(&batch);
+        if let Some(producer) = &producer {
+            let verdict = if config.planted.skip_sequence_check() {
+                Ok(SequenceCheck::Append)
+            } else {
+                leader.producers.check(producer)
+            };
+            match verdict {
+                Ok(SequenceCheck::Append) => {}
+                Ok(SequenceCheck::Duplicate(original)) => {
+                    let ack = ProduceAck {
+                        base_offset: original.base_offset,
+                        log_append_time_ms: -1,
+                    };
+                    if original.index <= applied || acks != Acks::All {
+                        return Ok(Some(ack));
+                    }
+                    produce.wait(
+                        config,
+                        Pending {
+                            id,
+                            index: original.index,
+                            term: original.term,
+                            wait: Wait::Applied,
+                            ack,
+                            deadline,
+                        },
+                    )?;
+                    return Ok(None);
+                }
+                Err(SequenceError::OutOfOrder { expected, received }) => {
+                    return Err(ProduceError::OutOfOrderSequence { expected, received });
+                }
+                Err(SequenceError::StaleEpoch { .. }) => {
+                    return Err(ProduceError::InvalidProducerEpoch)
+                }
+            }
+        }
+        if acks != Acks::None && produce.pending.len() >= config.pending_requests_max {
+            return Err(ProduceError::Backpressure);
+        }
+        let base_offset = leader.log_end_offset;
+        let timestamps = produce.timestamps;
+        let batch = batch.stamp(base_offset, term, timestamps, now.wall_ms);
+        let last_before = self.raw.raft.raft_log.last_index();
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgPropose);
+        message.from = self.node.raft_id();
+        let entry = Entry {
+            data: batch.bytes().clone(),
+            ..Entry::default()
+        };
+        message.set_entries(vec![entry].into());
+        if self.raw.step(message).is_err() {
+            // Dropped by raft-rs (leadership transfer, or the uncommitted-size limit).
+            return Err(ProduceError::NotLeader {
+                leader: self.leader_hint(),
+            });
+        }
+        let index = RaftIndex(self.raw.raft.raft_log.last_index());
+        assert_eq!(index.0, last_before + 1, "one proposal, one entry");
+        assert_eq!(self.raw.raft.raft_log.term(index.0).ok(), Some(term.0));
+        let produce = &mut self.kind.records_mut().produce;
+        let leader = produce
+            .leader
+            .as_mut()
+            .expect("still leader after proposing");
+        leader.log_end_offset = batch.next_offset();
+        if let Some(producer) = &producer {
+            leader.producers.record(producer, base_offset, index, term);
+        }
+        let log_append_time_ms = if timestamps == TimestampType::LogAppendTime {
+            now.wall_ms
+        } else {
+            -1
+        };
+        let ack = ProduceAck {
+            base_offset,
+            log_append_time_ms,
+        };
+        let wait = match acks {
+            Acks::None => return Ok(None),
+            Acks::Leader => Wait::Persisted,
+            Acks::All => Wait::Applied,
+        };
+        produce.wait(
+            config,
+            Pending {
+                id,
+                index,
+                term,
+                wait,
+                ack,
+                deadline,
+            },
+        )?;
+        Ok(None)
+    }
+
+    /// The group is being removed: answer every waiting produce. (A command log has none:
+    /// `Node` drops its coordinator's waiting answers.)
+    pub(crate) fn fail_pending(&mut self, sink: &mut Sink) {
+        if let super::Kind::Records(records) = &mut self.kind {
+            records.produce.fail_pending(sink);
+        }
+    }
+}
+
+/// The idempotent-producer fields of a batch; `None` for a batch without a producer id.
+pub(super) fn producer_batch(batch: &Batch) -> Option<ProducerBatch> {
+    let producer_id: ProducerId = batch.producer_id();
+    (producer_id.0 >= 0).then(|| ProducerBatch {
+        producer_id,
+        epoch: batch.producer_epoch(),
+        first_sequence: batch.base_sequence(),
+        count: batch.record_count(),
+    })
+}
