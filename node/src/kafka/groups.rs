@@ -38,13 +38,7 @@ use oxbow_core::io::{AdminRequest, GroupRequest, Request, Response};
 use oxbow_core::metadata::{CreateTopic, MetadataCommand};
 use slog::debug;
 
-use super::{code, str_bytes, Context};
-
-/// Who sent a request, for JoinGroup (DescribeGroups shows it).
-pub(super) struct Caller {
-    pub(super) client_id: String,
-    pub(super) host: String,
-}
+use super::{code, str_bytes, Caller, Context};
 
 fn string(s: &StrBytes) -> String {
     s.as_str().to_string()

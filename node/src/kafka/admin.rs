@@ -1,0 +1,346 @@
+//! The admin APIs, which become `Request::Admin` commands for the metadata group: CreateTopics,
+//! DeleteTopics and CreatePartitions; and DescribeConfigs, answered from the applied metadata
+//! and the configuration file.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use oxbow_core::ids::TopicId;
+use oxbow_core::io::{AdminRequest, Request, Response};
+use oxbow_core::metadata::{
+    AdminError, CreateTopic, MetadataChange, MetadataCommand, TopicMeta, TOPIC_CONFIGS,
+};
+use uuid::Uuid;
+
+use super::{code, str_bytes, uuid, Context};
+
+/// Proposes one admin command and waits for its answer.
+async fn admin(
+    context: &Context,
+    command: MetadataCommand,
+    validate_only: bool,
+    timeout_ms: i32,
+) -> Result<Option<MetadataChange>, AdminError> {
+    let timeout_ms = timeout_ms.clamp(0, 300_000) as u32;
+    let request = Request::Admin(AdminRequest {
+        command,
+        validate_only,
+        forward: false,
+        timeout_ms,
+    });
+    let deadline = Duration::from_millis(u64::from(timeout_ms) + 5_000);
+    match tokio::time::timeout(deadline, context.core.request(request)).await {
+        Ok(Some(Response::Admin(result))) => result,
+        Ok(_) => Err(AdminError::NotController { leader: None }),
+        Err(_) => Err(AdminError::TimedOut),
+    }
+}
+
+fn error_fields(result: &Result<Option<MetadataChange>, AdminError>) -> (i16, Option<StrBytes>) {
+    match result {
+        Ok(_) => (code::NONE, None),
+        Err(error) => (error.kafka_code(), error.message().map(|m| str_bytes(&m))),
+    }
+}
+
+pub(super) async fn create_topics(
+    context: &Context,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let mut response = CreateTopicsResponse::default();
+    let mut seen = std::collections::BTreeSet::new();
+    for topic in request.topics {
+        let name = topic.name.0.as_str().to_string();
+        let mut result = CreatableTopicResult::default();
+        result.name = topic.name.clone();
+        result.num_partitions = -1;
+        result.replication_factor = -1;
+        let outcome = if !seen.insert(name.clone()) {
+            Err(AdminError::InvalidTopic(format!(
+                "topic {name:?} appears twice in the request"
+            )))
+        } else if !topic.assignments.is_empty() {
+            Err(AdminError::InvalidConfig(
+                "manual replica assignment is not supported; give num_partitions and replication_factor".into(),
+            ))
+        } else {
+            let partitions = if topic.num_partitions == -1 {
+                context.config.default_partitions as i32
+            } else {
+                topic.num_partitions
+            };
+            let replication_factor = if topic.replication_factor == -1 {
+                context.config.auto_replication_factor() as i16
+            } else {
+                topic.replication_factor
+            };
+            let mut configs = BTreeMap::new();
+            let mut bad_config = None;
+            for config in &topic.configs {
+                match &config.value {
+                    Some(value) => {
+                        configs
+                            .insert(config.name.as_str().to_string(), value.as_str().to_string());
+                    }
+                    None => bad_config = Some(config.name.as_str().to_string()),
+                }
+            }
+            match (
+                u32::try_from(partitions),
+                u16::try_from(replication_factor),
+                bad_config,
+            ) {
+                (_, _, Some(key)) => Err(AdminError::InvalidConfig(format!(
+                    "config {key:?} has no value"
+                ))),
+                (Err(_), _, _) => Err(AdminError::InvalidPartitions(format!(
+                    "{partitions} partitions"
+                ))),
+                (_, Err(_), _) => Err(AdminError::InvalidReplicationFactor(format!(
+                    "replication factor {replication_factor}"
+                ))),
+                (Ok(partitions), Ok(replication_factor), None) => {
+                    admin(
+                        context,
+                        MetadataCommand::CreateTopic(CreateTopic {
+                            name: name.clone(),
+                            partitions,
+                            replication_factor,
+                            configs,
+                        }),
+                        request.validate_only,
+                        request.timeout_ms,
+                    )
+                    .await
+                }
+            }
+        };
+        (result.error_code, result.error_message) = error_fields(&outcome);
+        if outcome.is_ok() {
+            if let Some(meta) = context.core.metadata().topic(&name) {
+                result.topic_id = uuid(meta.id);
+                result.num_partitions = meta.partitions.len() as i32;
+                result.replication_factor = meta.replication_factor as i16;
+                result.configs = Some(
+                    topic_configs(meta)
+                        .into_iter()
+                        .map(|(key, value, default)| {
+                            let mut c = CreatableTopicConfigs::default();
+                            c.name = str_bytes(&key);
+                            c.value = Some(str_bytes(&value));
+                            c.config_source = if default { 5 } else { 1 };
+                            c
+                        })
+                        .collect(),
+                );
+            } else if let Ok(Some(MetadataChange::TopicCreated { id, .. })) = &outcome {
+                result.topic_id = uuid(*id);
+            }
+        }
+        response.topics.push(result);
+    }
+    response
+}
+
+pub(super) async fn delete_topics(
+    context: &Context,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let mut response = DeleteTopicsResponse::default();
+    // v0-5 name topics; v6 names or ids.
+    let asked: Vec<(Option<String>, Uuid)> = if version >= 6 {
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.as_str().to_string()), t.topic_id))
+            .collect()
+    } else {
+        request
+            .topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.as_str().to_string()), Uuid::nil()))
+            .collect()
+    };
+    for (name, id) in asked {
+        let mut result = DeletableTopicResult::default();
+        let metadata = context.core.metadata();
+        let name = name.or_else(|| {
+            metadata
+                .topic_by_id(TopicId(id.as_u128()))
+                .map(|t| t.name.clone())
+        });
+        match name {
+            None => {
+                result.topic_id = id;
+                result.error_code = code::UNKNOWN_TOPIC_ID;
+            }
+            Some(name) => {
+                result.topic_id = metadata.topic(&name).map_or(id, |t| uuid(t.id));
+                result.name = Some(TopicName(str_bytes(&name)));
+                let outcome = admin(
+                    context,
+                    MetadataCommand::DeleteTopic { name },
+                    false,
+                    request.timeout_ms,
+                )
+                .await;
+                (result.error_code, result.error_message) = error_fields(&outcome);
+            }
+        }
+        response.responses.push(result);
+    }
+    response
+}
+
+pub(super) async fn create_partitions(
+    context: &Context,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut response = CreatePartitionsResponse::default();
+    for topic in request.topics {
+        let mut result = CreatePartitionsTopicResult::default();
+        result.name = topic.name.clone();
+        let outcome = if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+            Err(AdminError::InvalidConfig(
+                "manual replica assignment is not supported".into(),
+            ))
+        } else {
+            match u32::try_from(topic.count) {
+                Err(_) => Err(AdminError::InvalidPartitions(format!(
+                    "{} partitions",
+                    topic.count
+                ))),
+                Ok(count) => {
+                    admin(
+                        context,
+                        MetadataCommand::CreatePartitions {
+                            name: topic.name.0.as_str().to_string(),
+                            count,
+                        },
+                        request.validate_only,
+                        request.timeout_ms,
+                    )
+                    .await
+                }
+            }
+        };
+        (result.error_code, result.error_message) = error_fields(&outcome);
+        response.results.push(result);
+    }
+    response
+}
+
+/// A topic's configuration: (key, value, whether it is the default).
+fn topic_configs(topic: &TopicMeta) -> Vec<(String, String, bool)> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|(key, _)| {
+            let value = topic.config(key).expect("known key").to_string();
+            (key.to_string(), value, !topic.configs.contains_key(*key))
+        })
+        .collect()
+}
+
+/// The broker configuration that DescribeConfigs reports (read-only: it comes from the file).
+fn broker_configs(context: &Context) -> Vec<(String, String)> {
+    let config = &context.config;
+    vec![
+        ("broker.id".into(), config.node_id.to_string()),
+        (
+            "auto.create.topics.enable".into(),
+            config.auto_create_topics.to_string(),
+        ),
+        (
+            "num.partitions".into(),
+            config.default_partitions.to_string(),
+        ),
+        (
+            "default.replication.factor".into(),
+            config.auto_replication_factor().to_string(),
+        ),
+        (
+            "message.max.bytes".into(),
+            crate::runtime::core_config(config)
+                .batch_bytes_max
+                .to_string(),
+        ),
+    ]
+}
+
+pub(super) fn describe_configs(
+    context: &Context,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    const TOPIC: i8 = 2;
+    const BROKER: i8 = 4;
+    let mut response = DescribeConfigsResponse::default();
+    let metadata = context.core.metadata();
+    for resource in request.resources {
+        let mut result = DescribeConfigsResult::default();
+        result.resource_type = resource.resource_type;
+        result.resource_name = resource.resource_name.clone();
+        let name = resource.resource_name.as_str();
+        // (key, value, read only, source: 1 topic, 4 static broker, 5 default).
+        let entries: Option<Vec<(String, String, bool, i8)>> = match resource.resource_type {
+            TOPIC => metadata.topic(name).map(|topic| {
+                topic_configs(topic)
+                    .into_iter()
+                    .map(|(k, v, default)| (k, v, false, if default { 5 } else { 1 }))
+                    .collect()
+            }),
+            BROKER if name.is_empty() || name == context.config.node_id.to_string() => Some(
+                broker_configs(context)
+                    .into_iter()
+                    .map(|(k, v)| (k, v, true, 4))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        match entries {
+            None if resource.resource_type == TOPIC => {
+                result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+                result.error_message = Some(str_bytes(&format!("no topic {name:?}")));
+            }
+            None => {
+                result.error_code = code::INVALID_REQUEST;
+                result.error_message = Some(str_bytes(
+                    "only topic resources and this broker's id can be described",
+                ));
+            }
+            Some(entries) => {
+                for (key, value, read_only, source) in entries {
+                    let wanted = resource
+                        .configuration_keys
+                        .as_ref()
+                        .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key));
+                    if !wanted {
+                        continue;
+                    }
+                    let mut entry = DescribeConfigsResourceResult::default();
+                    entry.name = str_bytes(&key);
+                    entry.value = Some(str_bytes(&value));
+                    entry.read_only = read_only;
+                    entry.config_source = source;
+                    result.configs.push(entry);
+                }
+            }
+        }
+        response.results.push(result);
+    }
+    response
+}

@@ -1,0 +1,192 @@
+//! The read APIs: Fetch (a long poll over the partitions this node hosts) and ListOffsets (by
+//! position, or by timestamp through the core's batch index).
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+};
+use kafka_protocol::records::RecordBatchDecoder;
+use oxbow_core::ids::{GroupId, Offset};
+use oxbow_core::io::{
+    FetchData, FetchError, FetchRequest as CoreFetch, FindTimestampRequest, Request, Response,
+};
+
+use super::{code, placement, Context};
+
+async fn fetch_one(
+    context: &Context,
+    group: GroupId,
+    offset: i64,
+    max_bytes: i32,
+) -> Result<FetchData, FetchError> {
+    let request = Request::Fetch(CoreFetch {
+        group,
+        offset: Offset(offset),
+        max_bytes: max_bytes.max(0) as u32,
+    });
+    match context.core.request(request).await {
+        Some(Response::Fetch(result)) => result,
+        _ => Err(FetchError::NotLeader { leader: None }),
+    }
+}
+
+pub(super) async fn fetch(context: &Context, request: FetchRequest) -> FetchResponse {
+    let mut applied = context.core.applied();
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(request.max_wait_ms.clamp(0, 30_000) as u64);
+    loop {
+        applied.borrow_and_update();
+        let metadata = context.core.metadata();
+        let mut total = 0usize;
+        let mut any_error = false;
+        let mut response = FetchResponse::default();
+        for topic in &request.topics {
+            let name = topic.topic.0.as_str();
+            let mut out = FetchableTopicResponse::default();
+            out.topic = topic.topic.clone();
+            for partition in &topic.partitions {
+                let mut data = PartitionData::default();
+                data.partition_index = partition.partition;
+                data.high_watermark = -1;
+                data.last_stable_offset = -1;
+                data.log_start_offset = -1;
+                data.preferred_read_replica = BrokerId(-1);
+                data.aborted_transactions = Some(Vec::new());
+                match placement(&metadata, name, partition.partition) {
+                    None => data.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(p) if !context.hosts(p) => data.error_code = code::NOT_LEADER_OR_FOLLOWER,
+                    Some(p) => {
+                        let budget = if total >= request.max_bytes.max(1) as usize {
+                            0
+                        } else {
+                            partition.partition_max_bytes
+                        };
+                        match fetch_one(context, p.group, partition.fetch_offset, budget).await {
+                            Ok(found) => {
+                                data.high_watermark = found.high_watermark.0;
+                                // No transactions yet: the last stable offset is the high watermark.
+                                data.last_stable_offset = found.high_watermark.0;
+                                data.log_start_offset = found.log_start_offset.0;
+                                let bytes: usize = found.batches.iter().map(Bytes::len).sum();
+                                total += bytes;
+                                data.records = Some(concat(found.batches));
+                            }
+                            Err(error) => {
+                                any_error = true;
+                                data.error_code = error.kafka_code();
+                            }
+                        }
+                    }
+                }
+                out.partitions.push(data);
+            }
+            response.responses.push(out);
+        }
+        let enough = total >= request.min_bytes.max(1) as usize;
+        if enough || any_error || tokio::time::Instant::now() >= deadline {
+            return response;
+        }
+        // Long poll: wait until something is applied on this node (since this round looked),
+        // or the deadline.
+        let _ = tokio::time::timeout_at(deadline, applied.changed()).await;
+    }
+}
+
+fn concat(batches: Vec<Bytes>) -> Bytes {
+    match batches.len() {
+        0 => Bytes::new(),
+        1 => batches.into_iter().next().expect("one"),
+        _ => {
+            let mut out = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
+            for b in batches {
+                out.extend_from_slice(&b);
+            }
+            out.freeze()
+        }
+    }
+}
+
+/// The offset and timestamp of the first record at or after `timestamp`, if any. The core
+/// finds the batch; the record inside it is found by decoding that one batch. A compressed
+/// batch this build cannot decompress (gzip, snappy; lz4 and zstd it can) answers with its base
+/// offset: the earliest that can hold it.
+async fn find_timestamp(
+    context: &Context,
+    group: GroupId,
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, FetchError> {
+    let request = Request::FindTimestamp(FindTimestampRequest { group, timestamp });
+    let batch = match context.core.request(request).await {
+        Some(Response::FindTimestamp(result)) => result?,
+        _ => return Err(FetchError::NotLeader { leader: None }),
+    };
+    let Some(batch) = batch else { return Ok(None) };
+    let header = oxbow_core::batch::Batch::trusted(batch.clone());
+    if header.is_log_append_time() {
+        return Ok(Some((header.base_offset().0, header.max_timestamp())));
+    }
+    match RecordBatchDecoder::decode(&mut batch.clone()) {
+        Ok(decoded) => Ok(decoded
+            .records
+            .iter()
+            .find(|r| r.timestamp >= timestamp)
+            .map(|r| (r.offset, r.timestamp))
+            .or(Some((header.last_offset().0, header.max_timestamp())))),
+        Err(_) => Ok(Some((header.base_offset().0, header.max_timestamp()))),
+    }
+}
+
+pub(super) async fn list_offsets(
+    context: &Context,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let mut response = ListOffsetsResponse::default();
+    let metadata = context.core.metadata();
+    for topic in request.topics {
+        let name = topic.name.0.as_str().to_string();
+        let mut out = ListOffsetsTopicResponse::default();
+        out.name = topic.name.clone();
+        for partition in topic.partitions {
+            let mut answer = ListOffsetsPartitionResponse::default();
+            answer.partition_index = partition.partition_index;
+            answer.timestamp = -1;
+            answer.offset = -1;
+            answer.leader_epoch = -1;
+            match placement(&metadata, &name, partition.partition_index) {
+                None => answer.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(p) if !context.hosts(p) => answer.error_code = code::NOT_LEADER_OR_FOLLOWER,
+                Some(p) => match context
+                    .core
+                    .status(vec![p.group])
+                    .await
+                    .and_then(|s| s.into_iter().next().flatten())
+                {
+                    Some(status) if status.serving => match partition.timestamp {
+                        -2 => answer.offset = status.log_start_offset.0,
+                        -1 => answer.offset = status.high_watermark.0,
+                        t if t >= 0 => match find_timestamp(context, p.group, t).await {
+                            Ok(Some((offset, timestamp))) => {
+                                answer.offset = offset;
+                                answer.timestamp = timestamp;
+                            }
+                            // No record that late: offset and timestamp -1, as Kafka answers.
+                            Ok(None) => {}
+                            Err(error) => answer.error_code = error.kafka_code(),
+                        },
+                        _ => answer.error_code = code::INVALID_REQUEST,
+                    },
+                    _ => answer.error_code = code::NOT_LEADER_OR_FOLLOWER,
+                },
+            }
+            out.partitions.push(answer);
+        }
+        response.topics.push(out);
+    }
+    response
+}

@@ -1,0 +1,448 @@
+//! The Kafka listener: the wire protocol (through `kafka-protocol`) in front of the core.
+//!
+//! One task per connection reads a request, answers it, and only then reads the next, so
+//! answers are in request order. Oversized or malformed frames, unknown API keys and
+//! unsupported versions close that connection with a log line; ApiVersions above our range is
+//! answered in v0 with UNSUPPORTED_VERSION, as clients expect (KIP-511).
+//!
+//! This file holds the connection (a reader and a writer task), the supported versions table
+//! and one generic decode-handle-encode dispatch; the handlers live by API family in
+//! `produce`, `fetch`, `metadata`, `admin` and `groups`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, DescribeClusterRequest, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use oxbow_core::ids::TopicId;
+use oxbow_core::metadata::{MetadataState, PartitionAssignment};
+use slog::{debug, info, warn, Logger};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::producer_ids::ProducerIds;
+use crate::runtime::env::Network;
+use crate::runtime::CoreHandle;
+
+mod admin;
+mod fetch;
+mod groups;
+mod metadata;
+mod produce;
+
+/// Requests read ahead of their answers on one connection (answers still go out in order).
+const PIPELINE_MAX: usize = 16;
+/// Largest request accepted (Kafka's `socket.request.max.bytes` default).
+const REQUEST_MAX: usize = 100 << 20;
+
+/// Kafka error codes used here.
+mod code {
+    pub const NONE: i16 = 0;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+}
+
+/// The API keys and versions this broker implements, and nothing else (advertising a version
+/// promises its semantics). Mostly pre-flexible versions, which every client we test uses;
+/// Metadata goes to v12 for topic ids.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 7),
+    (ApiKey::Fetch, 4, 11),
+    (ApiKey::ListOffsets, 1, 5),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
+];
+
+fn supported(key: ApiKey, version: i16) -> bool {
+    SUPPORTED
+        .iter()
+        .any(|(k, min, max)| *k == key && (*min..=*max).contains(&version))
+}
+
+/// What every connection shares.
+pub struct Context {
+    config: Config,
+    core: CoreHandle,
+    producer_ids: std::sync::Mutex<ProducerIds>,
+    logger: Logger,
+}
+
+impl Context {
+    /// Builds the context from the configuration.
+    pub fn new(
+        config: Config,
+        core: CoreHandle,
+        producer_ids: ProducerIds,
+        logger: Logger,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            core,
+            producer_ids: std::sync::Mutex::new(producer_ids),
+            logger,
+        })
+    }
+
+    fn hosts(&self, placement: &PartitionAssignment) -> bool {
+        placement.replicas.contains(&self.config.node())
+    }
+}
+
+fn placement<'a>(
+    metadata: &'a MetadataState,
+    topic: &str,
+    partition: i32,
+) -> Option<&'a PartitionAssignment> {
+    metadata
+        .topic(topic)?
+        .partitions
+        .get(usize::try_from(partition).ok()?)
+}
+
+/// Accepts Kafka connections until shutdown.
+pub async fn serve<N: Network>(
+    listener: N::Listener,
+    context: Arc<Context>,
+    shutdown: watch::Receiver<bool>,
+) {
+    crate::runtime::accept_loop::<N, _, _>(listener, shutdown, move |read, write, remote| {
+        let context = context.clone();
+        let logger = context.logger.new(slog::o!("client" => remote.to_string()));
+        async move {
+            match connection(read, write, context, remote.to_string(), &logger).await {
+                Ok(()) => debug!(logger, "client disconnected"),
+                Err(why) => info!(logger, "closed client connection"; "why" => why),
+            }
+        }
+    })
+    .await;
+}
+
+/// A response being prepared: resolves to the encoded frame, or `None` when nothing is sent
+/// (acks=0).
+type PendingResponse = Pin<Box<dyn Future<Output = Result<Option<BytesMut>, String>> + Send>>;
+
+/// Reads requests and queues their responses, in request order, to a writer task. Produce
+/// requests are submitted to the core here, in the order they arrive (idempotent sequences
+/// depend on it); only the waiting for their answers overlaps with reading the next request.
+async fn connection(
+    read: impl AsyncRead + Unpin,
+    write: impl AsyncWrite + Unpin + Send + 'static,
+    context: Arc<Context>,
+    remote: String,
+    logger: &Logger,
+) -> Result<(), String> {
+    let mut read = BufReader::new(read);
+    let (queue, pending) = tokio::sync::mpsc::channel::<PendingResponse>(PIPELINE_MAX);
+    let writer = tokio::spawn(write_responses(write, pending));
+    let result = read_requests(&mut read, &context, &remote, logger, &queue).await;
+    drop(queue);
+    let written = writer.await.map_err(|e| e.to_string())?;
+    result.and(written)
+}
+
+async fn write_responses(
+    mut write: impl AsyncWrite + Unpin,
+    mut pending: tokio::sync::mpsc::Receiver<PendingResponse>,
+) -> Result<(), String> {
+    while let Some(response) = pending.recv().await {
+        if let Some(frame) = response.await? {
+            write.write_all(&frame).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+async fn read_requests(
+    read: &mut BufReader<impl AsyncRead + Unpin>,
+    context: &Arc<Context>,
+    remote: &str,
+    logger: &Logger,
+    queue: &tokio::sync::mpsc::Sender<PendingResponse>,
+) -> Result<(), String> {
+    loop {
+        let size = match read.read_i32().await {
+            Ok(size) => size,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        if size < 8 || size as usize > REQUEST_MAX {
+            return Err(format!("request size {size} is outside 8..={REQUEST_MAX}"));
+        }
+        let mut body = vec![0u8; size as usize];
+        read.read_exact(&mut body)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Bytes::from(body);
+        let api_key = i16::from_be_bytes([buf[0], buf[1]]);
+        let version = i16::from_be_bytes([buf[2], buf[3]]);
+        let correlation_id = i32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let key = ApiKey::try_from(api_key).map_err(|_| format!("unknown API key {api_key}"))?;
+        let response: PendingResponse = if key == ApiKey::ApiVersions && version > 3 {
+            // KIP-511: answer in v0 with our ranges, so the client can retry with one of them.
+            let mut response = api_versions();
+            response.error_code = code::UNSUPPORTED_VERSION;
+            let frame = encode_response(correlation_id, key, 0, &response);
+            Box::pin(async move { frame.map(Some) })
+        } else {
+            if !supported(key, version) {
+                warn!(logger, "unsupported request"; "api" => ?key, "version" => version);
+                return Err(format!("{key:?} v{version} is not supported"));
+            }
+            let header = RequestHeader::decode(&mut buf, key.request_header_version(version))
+                .map_err(|e| format!("malformed request header: {e}"))?;
+            assert_eq!(header.correlation_id, correlation_id);
+            let call = Call {
+                correlation_id,
+                key,
+                version,
+            };
+            let response = dispatch(call, &header, remote, &mut buf, context.clone()).await?;
+            if buf.has_remaining() {
+                debug!(logger, "request had trailing bytes"; "api" => ?key, "bytes" => buf.remaining());
+            }
+            response
+        };
+        if queue.send(response).await.is_err() {
+            // The writer stopped (the client went away or a write failed): it reports why.
+            return Ok(());
+        }
+    }
+}
+
+/// Decodes a request's body, hands it to its handler and returns the answer, which encodes
+/// the handler's response. One line per API: `handle` for handlers that run when the writer
+/// awaits the answer, `handle_now` for those that run at read time.
+async fn dispatch(
+    call: Call,
+    header: &RequestHeader,
+    remote: &str,
+    body: &mut Bytes,
+    ctx: Arc<Context>,
+) -> Result<PendingResponse, String> {
+    let version = call.version;
+    match call.key {
+        // The ApiVersions request body is not decoded: nothing in it changes the answer.
+        ApiKey::ApiVersions => Ok(call.answer_now(&api_versions())),
+        // Submitted to the core here, in arrival order; only the wait for the answer is deferred.
+        ApiKey::Produce => Ok(call.answer_later(produce::produce(&ctx, call.decode(body)?).await)),
+        ApiKey::InitProducerId => call.handle_now(body, |r| produce::init_producer_id(&ctx, r)),
+        ApiKey::Fetch => call.handle(body, async move |r| fetch::fetch(&ctx, r).await),
+        ApiKey::ListOffsets => call.handle(body, async move |r| fetch::list_offsets(&ctx, r).await),
+        ApiKey::Metadata => call.handle(body, async move |r| {
+            metadata::metadata(&ctx, r, version).await
+        }),
+        ApiKey::DescribeCluster => call.handle(body, async move |_: DescribeClusterRequest| {
+            metadata::describe_cluster(&ctx).await
+        }),
+        ApiKey::CreateTopics => {
+            call.handle(body, async move |r| admin::create_topics(&ctx, r).await)
+        }
+        ApiKey::DeleteTopics => call.handle(body, async move |r| {
+            admin::delete_topics(&ctx, r, version).await
+        }),
+        ApiKey::CreatePartitions => {
+            call.handle(body, async move |r| admin::create_partitions(&ctx, r).await)
+        }
+        ApiKey::DescribeConfigs => call.handle_now(body, |r| admin::describe_configs(&ctx, r)),
+        ApiKey::FindCoordinator => call.handle(body, async move |r| {
+            groups::find_coordinator(&ctx, r, version).await
+        }),
+        ApiKey::JoinGroup => {
+            let caller = Caller::new(header, remote);
+            call.handle(body, async move |r| {
+                groups::join_group(&ctx, r, version, caller).await
+            })
+        }
+        ApiKey::SyncGroup => call.handle(body, async move |r| {
+            groups::sync_group(&ctx, r, version).await
+        }),
+        ApiKey::Heartbeat => call.handle(body, async move |r| groups::heartbeat(&ctx, r).await),
+        ApiKey::LeaveGroup => call.handle(body, async move |r| {
+            groups::leave_group(&ctx, r, version).await
+        }),
+        ApiKey::OffsetCommit => {
+            call.handle(body, async move |r| groups::offset_commit(&ctx, r).await)
+        }
+        ApiKey::OffsetFetch => call.handle(body, async move |r| {
+            groups::offset_fetch(&ctx, r, version).await
+        }),
+        ApiKey::DescribeGroups => call.handle(body, async move |r| {
+            groups::describe_groups(&ctx, r, version).await
+        }),
+        ApiKey::ListGroups => call.handle(body, async move |r| {
+            groups::list_groups(&ctx, r, version).await
+        }),
+        ApiKey::DeleteGroups => {
+            call.handle(body, async move |r| groups::delete_groups(&ctx, r).await)
+        }
+        other => unreachable!("{other:?} is not in SUPPORTED"),
+    }
+}
+
+/// Who sent a request, for JoinGroup (DescribeGroups shows it).
+struct Caller {
+    client_id: String,
+    host: String,
+}
+
+impl Caller {
+    /// The sender of a request with this header, over a connection from `remote` (`host:port`).
+    fn new(header: &RequestHeader, remote: &str) -> Self {
+        Self {
+            client_id: header
+                .client_id
+                .as_ref()
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_default(),
+            host: format!("/{}", remote.rsplit_once(':').map_or(remote, |(h, _)| h)),
+        }
+    }
+}
+
+/// One request as its answer needs it: the correlation id to echo, the API and the version.
+/// Its methods are the one decode-handle-encode path every API goes through.
+#[derive(Clone, Copy)]
+struct Call {
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+}
+
+impl Call {
+    /// Decodes the request body (what follows the header) as this call's version of `R`.
+    fn decode<R: Request>(self, body: &mut Bytes) -> Result<R, String> {
+        debug_assert_eq!(
+            R::KEY,
+            self.key as i16,
+            "the dispatch decodes the wrong type"
+        );
+        R::decode(body, self.version).map_err(|e| format!("malformed {:?}: {e}", self.key))
+    }
+
+    /// Decodes the request and runs `handler` now, at read time (it sees the state of the
+    /// moment the request was read).
+    fn handle_now<R: Request>(
+        self,
+        body: &mut Bytes,
+        handler: impl FnOnce(R) -> R::Response,
+    ) -> Result<PendingResponse, String> {
+        let request = self.decode(body)?;
+        Ok(self.answer_now(&handler(request)))
+    }
+
+    /// Decodes the request now; the future `handler` returns runs when the writer awaits this
+    /// answer, after the answers to every earlier request.
+    fn handle<R: Request, F>(
+        self,
+        body: &mut Bytes,
+        handler: impl FnOnce(R) -> F,
+    ) -> Result<PendingResponse, String>
+    where
+        F: Future<Output = R::Response> + Send + 'static,
+        R::Response: 'static,
+    {
+        let answer = handler(self.decode(body)?);
+        Ok(self.answer_later(async move { Some(answer.await) }))
+    }
+
+    /// The answer with a response already built.
+    fn answer_now<M: Encodable>(self, response: &M) -> PendingResponse {
+        let frame = encode_response(self.correlation_id, self.key, self.version, response);
+        Box::pin(async move { frame.map(Some) })
+    }
+
+    /// The answer with the response `answer` resolves to; `None` sends nothing (acks=0).
+    fn answer_later<M: Encodable + 'static>(
+        self,
+        answer: impl Future<Output = Option<M>> + Send + 'static,
+    ) -> PendingResponse {
+        Box::pin(async move {
+            match answer.await {
+                Some(response) => {
+                    encode_response(self.correlation_id, self.key, self.version, &response)
+                        .map(Some)
+                }
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+fn encode_response<M: Encodable>(
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+    message: &M,
+) -> Result<BytesMut, String> {
+    let mut out = BytesMut::with_capacity(64);
+    out.put_i32(0);
+    let header_version = if key == ApiKey::ApiVersions {
+        0
+    } else {
+        key.response_header_version(version)
+    };
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    header
+        .encode(&mut out, header_version)
+        .map_err(|e| format!("encode header: {e}"))?;
+    message
+        .encode(&mut out, version)
+        .map_err(|e| format!("encode {key:?} v{version}: {e}"))?;
+    let size = (out.len() - 4) as i32;
+    out[0..4].copy_from_slice(&size.to_be_bytes());
+    Ok(out)
+}
+
+fn api_versions() -> ApiVersionsResponse {
+    let mut response = ApiVersionsResponse::default();
+    response.api_keys = SUPPORTED
+        .iter()
+        .map(|(key, min, max)| {
+            let mut v = ApiVersion::default();
+            v.api_key = *key as i16;
+            v.min_version = *min;
+            v.max_version = *max;
+            v
+        })
+        .collect();
+    response
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn uuid(id: TopicId) -> Uuid {
+    Uuid::from_u128(id.0)
+}

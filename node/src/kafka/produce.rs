@@ -1,0 +1,129 @@
+//! The produce APIs: Produce (each partition's batch submitted to the core at read time, in
+//! arrival order) and InitProducerId.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+    TopicName,
+};
+use oxbow_core::io::{Acks, ProduceRequest as CoreProduce, Request, Response};
+use slog::warn;
+
+use super::{code, placement, str_bytes, Context};
+
+/// Submits every partition's batch to the core now, in order, and returns the wait for the
+/// answers (which builds the response; `None` for acks=0).
+pub(super) async fn produce(
+    context: &Context,
+    request: ProduceRequest,
+) -> impl Future<Output = Option<ProduceResponse>> + Send + 'static {
+    let acks = match request.acks {
+        0 => Acks::None,
+        1 => Acks::Leader,
+        _ => Acks::All,
+    };
+    let timeout_ms = request.timeout_ms.clamp(0, 300_000) as u32;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms) + 5_000);
+    let mut waits: Vec<(
+        String,
+        i32,
+        Result<tokio::sync::oneshot::Receiver<Response>, i16>,
+    )> = Vec::new();
+    let metadata = context.core.metadata();
+    for topic in request.topic_data {
+        let name = topic.name.0.as_str().to_string();
+        for partition in topic.partition_data {
+            let wait = match placement(&metadata, &name, partition.index) {
+                None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(placement) if !context.hosts(placement) => Err(code::NOT_LEADER_OR_FOLLOWER),
+                Some(placement) => {
+                    let batch = partition.records.unwrap_or_default();
+                    let request = Request::Produce(CoreProduce {
+                        group: placement.group,
+                        acks,
+                        batch,
+                        timeout_ms,
+                    });
+                    if acks == Acks::None {
+                        context.core.request_no_reply(request).await;
+                        Err(code::NONE)
+                    } else {
+                        context
+                            .core
+                            .submit(request)
+                            .await
+                            .ok_or(code::REQUEST_TIMED_OUT)
+                    }
+                }
+            };
+            waits.push((name.clone(), partition.index, wait));
+        }
+    }
+    async move {
+        let mut by_topic: BTreeMap<String, Vec<PartitionProduceResponse>> = BTreeMap::new();
+        for (name, index, wait) in waits {
+            let (error_code, base_offset, log_append_time_ms) = match wait {
+                Err(code) => (code, -1, -1),
+                Ok(answer) => match tokio::time::timeout_at(deadline, answer).await {
+                    Ok(Ok(Response::Produce(Ok(ack)))) => {
+                        (code::NONE, ack.base_offset.0, ack.log_append_time_ms)
+                    }
+                    Ok(Ok(Response::Produce(Err(error)))) => (error.kafka_code(), -1, -1),
+                    _ => (code::REQUEST_TIMED_OUT, -1, -1),
+                },
+            };
+            let mut partition = PartitionProduceResponse::default();
+            partition.index = index;
+            partition.error_code = error_code;
+            partition.base_offset = base_offset;
+            partition.log_append_time_ms = log_append_time_ms;
+            by_topic.entry(name).or_default().push(partition);
+        }
+        if acks == Acks::None {
+            return None;
+        }
+        let mut response = ProduceResponse::default();
+        for (name, partitions) in by_topic {
+            let mut topic = TopicProduceResponse::default();
+            topic.name = TopicName(str_bytes(&name));
+            topic.partition_responses = partitions;
+            response.responses.push(topic);
+        }
+        Some(response)
+    }
+}
+
+pub(super) fn init_producer_id(
+    context: &Context,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let mut response = InitProducerIdResponse::default();
+    response.producer_id = ProducerId(-1);
+    response.producer_epoch = -1;
+    if request.transactional_id.is_some() {
+        // Transactions are not implemented (and not advertised through FindCoordinator).
+        response.error_code = code::INVALID_REQUEST;
+        return response;
+    }
+    let allocated = context
+        .producer_ids
+        .lock()
+        .map_err(|_| ())
+        .and_then(|mut ids| ids.allocate().map_err(|_| ()));
+    match allocated {
+        Ok(id) => {
+            response.producer_id = ProducerId(id);
+            response.producer_epoch = 0;
+        }
+        Err(()) => {
+            warn!(context.logger, "cannot persist a producer id block");
+            response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+        }
+    }
+    response
+}
