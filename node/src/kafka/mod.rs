@@ -1,7 +1,7 @@
 //! The Kafka listener: the wire protocol (through `kafka-protocol`) in front of the core.
 //!
-//! One task per connection reads a request, answers it, and only then reads the next, so
-//! answers are in request order. Oversized or malformed frames, unknown API keys and
+//! Per connection, a reader task decodes requests and submits them in arrival order (up to
+//! 16 read ahead of their answers), and a writer task sends the answers in request order. Oversized or malformed frames, unknown API keys and
 //! unsupported versions close that connection with a log line; ApiVersions above our range is
 //! answered in v0 with UNSUPPORTED_VERSION, as clients expect (KIP-511).
 //!
