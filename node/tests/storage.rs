@@ -187,13 +187,20 @@ fn check_ops(ops: Vec<Op>, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut log, durable, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
     assert!(durable.groups.is_empty());
-    // Frames known durable, and frames written since the last sync.
-    let mut durable_frames: Vec<WalRecord> = Vec::new();
-    let mut unsynced: Vec<WalRecord> = Vec::new();
+    // Per group (each has files of its own, which a crash tears independently): frames known
+    // durable, and frames written since the last sync.
+    let mut durable_frames: BTreeMap<u64, Vec<WalRecord>> = BTreeMap::new();
+    let mut unsynced: BTreeMap<u64, Vec<WalRecord>> = BTreeMap::new();
     let mut term = 1;
     for op in ops {
-        let current = model(&[durable_frames.clone(), unsynced.clone()].concat());
-        let view = |g: u64| current.get(&g).cloned().unwrap_or_default();
+        let view = |g: u64| {
+            let all = [
+                durable_frames.get(&g).cloned().unwrap_or_default(),
+                unsynced.get(&g).cloned().unwrap_or_default(),
+            ]
+            .concat();
+            model(&all).get(&g).cloned().unwrap_or_default()
+        };
         let records: Vec<WalRecord> = match op {
             Op::Append {
                 group,
@@ -242,12 +249,22 @@ fn check_ops(ops: Vec<Op>, seed: u64) {
                     install: true,
                 }]
             }
-            Op::Remove { group } => vec![WalRecord::RemoveGroup {
-                group: GroupId(group),
-            }],
+            Op::Remove { group } => {
+                // A removal deletes the group's files at once: durable, and nothing of the
+                // group before it can come back.
+                log.append(&[WalRecord::RemoveGroup {
+                    group: GroupId(group),
+                }])
+                .expect("remove");
+                durable_frames.remove(&group);
+                unsynced.remove(&group);
+                continue;
+            }
             Op::Sync => {
                 log.sync().expect("sync");
-                durable_frames.append(&mut unsynced);
+                for (group, mut frames) in std::mem::take(&mut unsynced) {
+                    durable_frames.entry(group).or_default().append(&mut frames);
+                }
                 continue;
             }
             Op::Crash { tear } => {
@@ -257,17 +274,34 @@ fn check_ops(ops: Vec<Op>, seed: u64) {
                     SegmentLog::open(disk, options).expect("recover");
                 reopened.invariants();
                 let got = image(&recovered);
-                let all = [durable_frames.clone(), frames(&unsynced)].concat();
-                let kept = (durable_frames.len()..=all.len()).find(|k| model(&all[..*k]) == got);
-                assert!(kept.is_some(), "recovered state is not a prefix holding every synced frame: {:?}\nreport: {:?}\nframes durable {} unsynced {}", got, report, durable_frames.len(), unsynced.len());
-                durable_frames = all[..kept.expect("checked")].to_vec();
-                unsynced.clear();
+                let groups: std::collections::BTreeSet<u64> = durable_frames
+                    .keys()
+                    .chain(unsynced.keys())
+                    .chain(got.keys())
+                    .copied()
+                    .collect();
+                for group in groups {
+                    let synced = durable_frames.remove(&group).unwrap_or_default();
+                    let all = [
+                        synced.clone(),
+                        frames(&unsynced.remove(&group).unwrap_or_default()),
+                    ]
+                    .concat();
+                    let want = got.get(&group);
+                    let kept =
+                        (synced.len()..=all.len()).find(|k| model(&all[..*k]).get(&group) == want);
+                    assert!(kept.is_some(), "group {group}: recovered state is not a prefix holding every synced frame: {:?}\nreport: {:?}\nframes durable {} in all {}", want, report, synced.len(), all.len());
+                    durable_frames.insert(group, all[..kept.expect("checked")].to_vec());
+                }
                 log = reopened;
                 continue;
             }
         };
         log.append(&records).expect("append");
-        unsynced.extend(frames(&records));
+        unsynced
+            .entry(records[0].group().0)
+            .or_default()
+            .extend(frames(&records));
     }
 }
 
@@ -309,7 +343,6 @@ proptest! {
             Frame::Entry(GroupId(3), Entry { index: 8, term: 2, data: Bytes::from(data), ..Entry::default() }),
             Frame::HardState(GroupId(3), hard_state(2, 7)),
             Frame::Snapshot { group: GroupId(3), snapshot: snapshot(6, 2), install: true },
-            Frame::RemoveGroup(GroupId(4)),
             Frame::Synced(position),
         ];
         let mut bytes = Vec::new();
@@ -426,7 +459,7 @@ fn read_entry_finds_frames_across_segments_and_roll_keeps_state() {
         g.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
         vec![16, 17, 18, 19, 20]
     );
-    assert_eq!(report.cut, None);
+    assert!(report.cuts.is_empty());
 }
 
 /// Appends entries 1..=n of group 1, each in its own append, syncing after those in `sync_after`.
@@ -491,7 +524,7 @@ fn a_corrupt_frame_of_the_last_group_commit_is_cut_after_a_power_loss() {
         3,
         "frames before the corrupt one survive"
     );
-    let (file, position, why) = report.cut.expect("cut reported");
+    let (file, position, why) = report.cuts.first().cloned().expect("cut reported");
     assert_eq!(
         (file, position as usize, why.as_str()),
         (name, fourth, "checksum mismatch")
@@ -637,7 +670,7 @@ fn a_bad_frame_after_the_last_sync_is_cut_even_with_valid_frames_after_it() {
     damage(&mut disk, &name, fourth + 20);
     let (_, recovered, report) = SegmentLog::open(disk, options).expect("recover");
     assert_eq!(recovered.groups[&GroupId(1)].entries.len(), 3);
-    let (_, position, _) = report.cut.expect("cut");
+    let (_, position, _) = report.cuts.first().cloned().expect("cut");
     assert_eq!(position as usize, fourth);
 }
 
@@ -670,7 +703,7 @@ fn a_marker_inside_a_record_does_not_turn_a_torn_write_into_damage() {
     damage(&mut disk, &name, fourth as usize + 5); // the frame's checksum
     let (_, recovered, report) = SegmentLog::open(disk, options).expect("recover");
     assert_eq!(recovered.groups[&GroupId(1)].entries.len(), 3);
-    let (_, position, why) = report.cut.expect("cut");
+    let (_, position, why) = report.cuts.first().cloned().expect("cut");
     assert_eq!((position, why.as_str()), (fourth, "checksum mismatch"));
 }
 
@@ -718,4 +751,203 @@ fn real_files_survive_reopen_and_a_torn_tail_is_cut() {
         whole.len(),
         "the torn bytes are gone from the file"
     );
+}
+
+#[test]
+fn each_group_has_files_of_its_own_and_compacting_one_deletes_only_its_segments() {
+    // Kafka's retention is per partition: one topic's short retention must not depend on
+    // another's data sharing its files.
+    let options = SegmentLogOptions {
+        segment_bytes_max: 300,
+        ..SegmentLogOptions::default()
+    };
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    for i in 1..=20 {
+        log.append(&[
+            WalRecord::Entries {
+                group: GroupId(1),
+                entries: vec![entry(i, 1, 1, 50)],
+            },
+            WalRecord::Entries {
+                group: GroupId(2),
+                entries: vec![entry(i, 1, 2, 50)],
+            },
+        ])
+        .expect("append");
+    }
+    log.sync().expect("sync");
+    let files = |log: &SegmentLog<SimDisk>, group: u64| {
+        let prefix = format!("g{group:020}-");
+        log.disk()
+            .list()
+            .expect("list")
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .count()
+    };
+    let (before1, before2) = (files(&log, 1), files(&log, 2));
+    assert!(before1 > 3 && before1 == before2, "{before1} {before2}");
+    log.append(&[WalRecord::Snapshot {
+        group: GroupId(1),
+        snapshot: snapshot(18, 1),
+        install: false,
+    }])
+    .expect("append");
+    // A roll of group 1 writes the header that lets its old segments go.
+    for i in 21..=30 {
+        log.append(&[WalRecord::Entries {
+            group: GroupId(1),
+            entries: vec![entry(i, 1, 1, 50)],
+        }])
+        .expect("append");
+    }
+    log.sync().expect("sync");
+    assert!(
+        files(&log, 1) < before1,
+        "group 1's compacted segments are deleted"
+    );
+    assert_eq!(files(&log, 2), before2, "group 2 keeps every segment");
+    let (_, recovered, report) = SegmentLog::open(log.into_disk(), options).expect("recover");
+    assert!(report.cuts.is_empty());
+    assert_eq!(
+        recovered.groups[&GroupId(1)].snapshot.get_metadata().index,
+        18
+    );
+    assert_eq!(
+        recovered.groups[&GroupId(1)]
+            .entries
+            .first()
+            .map(|e| e.index),
+        Some(19)
+    );
+    assert_eq!(recovered.groups[&GroupId(2)].entries.len(), 20);
+}
+
+#[test]
+fn a_crash_tears_each_group_on_its_own_and_recovery_cuts_each() {
+    let options = SegmentLogOptions::default();
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    let both = |i: u64| {
+        [1, 2].map(|g| WalRecord::Entries {
+            group: GroupId(g),
+            entries: vec![entry(i, 1, g as u8, 40)],
+        })
+    };
+    log.append(&both(1)).expect("append");
+    log.sync().expect("sync");
+    log.append(&both(2)).expect("append");
+    let mut disk = log.into_disk();
+    // Half of each group's unsynced frame survives the crash: two torn tails.
+    for name in disk.list().expect("list") {
+        let len = disk.len(&name).expect("exists");
+        let keep = disk.synced_len(&name).expect("exists") + 10;
+        assert!(len > keep);
+        disk.truncate(&name, keep as u64).expect("tear");
+    }
+    let (_, recovered, report) = SegmentLog::open(disk, options).expect("recover");
+    assert_eq!(report.cuts.len(), 2, "{report:?}");
+    for g in [1, 2] {
+        assert_eq!(recovered.groups[&GroupId(g)].entries.len(), 1);
+    }
+}
+
+#[test]
+fn removing_a_group_deletes_its_files_and_nothing_else() {
+    let options = SegmentLogOptions {
+        segment_bytes_max: 200,
+        ..SegmentLogOptions::default()
+    };
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    for i in 1..=10 {
+        log.append(&[1, 2].map(|g| WalRecord::Entries {
+            group: GroupId(g),
+            entries: vec![entry(i, 1, 1, 50)],
+        }))
+        .expect("append");
+    }
+    log.sync().expect("sync");
+    log.append(&[WalRecord::RemoveGroup { group: GroupId(1) }])
+        .expect("remove");
+    let names = log.disk().list().expect("list");
+    assert!(
+        names.iter().all(|n| n.starts_with(&format!("g{:020}-", 2))),
+        "{names:?}"
+    );
+    let (_, recovered, _) = SegmentLog::open(log.into_disk(), options).expect("recover");
+    assert_eq!(
+        recovered.groups.keys().copied().collect::<Vec<_>>(),
+        vec![GroupId(2)]
+    );
+}
+
+#[test]
+fn a_directory_of_the_old_single_log_layout_is_refused_with_what_to_do() {
+    let mut disk = SimDisk::new();
+    let mut bytes = Vec::new();
+    frame::encode(&Frame::HardState(GroupId(0), hard_state(1, 0)), &mut bytes);
+    disk.append("00000000000000000000.seg", &bytes)
+        .expect("append");
+    let error = SegmentLog::open(disk, SegmentLogOptions::default())
+        .err()
+        .expect("refused");
+    let message = error.to_string();
+    assert!(message.contains("00000000000000000000.seg"), "{message}");
+    assert!(
+        message.contains("empty data directories"),
+        "says what to do: {message}"
+    );
+}
+
+#[test]
+fn real_files_of_several_groups_sync_together_and_survive_reopen() {
+    // The real disk syncs a group commit's files in parallel.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = SegmentLogOptions::default();
+    let (mut log, _, _) =
+        SegmentLog::open(FsDisk::open(dir.path()).expect("dir"), options).expect("open");
+    let records: Vec<WalRecord> = (1..=4)
+        .map(|g| WalRecord::Entries {
+            group: GroupId(g),
+            entries: (1..=3).map(|i| entry(i, 1, g as u8, 64)).collect(),
+        })
+        .collect();
+    log.append(&records).expect("append");
+    log.sync().expect("sync");
+    drop(log);
+    let (_, recovered, report) =
+        SegmentLog::open(FsDisk::open(dir.path()).expect("dir"), options).expect("recover");
+    assert!(report.cuts.is_empty());
+    assert_eq!(report.segments, 4);
+    for g in 1..=4 {
+        assert_eq!(recovered.groups[&GroupId(g)].entries.len(), 3);
+    }
+}
+
+#[test]
+fn a_snapshot_past_every_entry_lets_every_old_segment_go() {
+    // DeleteRecords up to the high watermark: the snapshot covers the active segment too, so
+    // the sync rolls, and the sync after it (the new header durable) deletes the rest.
+    let options = SegmentLogOptions::default();
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    log.append(&[WalRecord::Entries {
+        group: GroupId(1),
+        entries: (1..=10).map(|i| entry(i, 1, 1, 100)).collect(),
+    }])
+    .expect("append");
+    log.sync().expect("sync");
+    assert_eq!(log.segment_count(), 1);
+    log.append(&[WalRecord::Snapshot {
+        group: GroupId(1),
+        snapshot: snapshot(10, 1),
+        install: false,
+    }])
+    .expect("append");
+    log.sync().expect("sync");
+    assert_eq!(log.segment_count(), 2, "rolled");
+    log.sync().expect("sync");
+    assert_eq!(log.segment_count(), 1, "the covered segment is deleted");
+    let (_, recovered, _) = SegmentLog::open(log.into_disk(), options).expect("recover");
+    let g = &recovered.groups[&GroupId(1)];
+    assert_eq!(g.snapshot.get_metadata().index, 10);
+    assert!(g.entries.is_empty());
 }

@@ -296,7 +296,7 @@ impl Cluster {
                 return;
             }
         };
-        if report.cut.is_some() {
+        if !report.cuts.is_empty() {
             self.stats.tails_cut += 1;
         }
         let seed = self.options.seed;

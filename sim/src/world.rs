@@ -34,7 +34,7 @@ use oxbow_node::config::{Config, FsyncPolicy, PeerConfig};
 use oxbow_node::producer_ids::MemoryStore;
 use oxbow_node::runtime::env::{Clock, Environment, Network, WriterMode};
 use oxbow_node::runtime::RuntimeError;
-use oxbow_node::storage::{provably_synced, Disk as _, SharedSimDisk, SimDisk};
+use oxbow_node::storage::{is_last_segment, provably_synced, Disk as _, SharedSimDisk, SimDisk};
 use slog::{Drain, Logger, KV as _};
 
 use oxbow_jepsen::history::{Delivery, GroupCommit, GroupDelivery, History, Outcome, Poll, SendOp};
@@ -859,9 +859,9 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
 fn damage_synced_byte(disk: &mut SimDisk, rng: &mut Stream) -> Option<String> {
     let names = disk.list().expect("a simulated disk lists");
     let mut candidates = Vec::new();
-    for (i, name) in names.iter().enumerate() {
+    for name in &names {
         let bytes = disk.read(name).expect("a listed file reads");
-        let below = provably_synced(&bytes, 0, i + 1 == names.len());
+        let below = provably_synced(&bytes, 0, is_last_segment(&names, name));
         if below > 0 {
             candidates.push((name.clone(), below));
         }

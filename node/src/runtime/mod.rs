@@ -246,7 +246,7 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
     .map_err(RuntimeError::Storage)?;
     info!(logger, "recovered data directory";
         "dir" => %config.data_dir.display(), "segments" => report.segments, "frames" => report.frames,
-        "groups" => durable.groups.len(), "cut" => ?report.cut);
+        "groups" => durable.groups.len(), "cuts" => ?report.cuts);
     let mut node_config = core_config(&config);
     node_config.planted = planted;
     if !durable.groups.is_empty() && !durable.groups.contains_key(&METADATA_GROUP) {

@@ -1,6 +1,7 @@
 //! Frames of the segment log: `len: u32 LE | crc32: u32 LE | payload`, where the CRC (CRC-32,
 //! crc32fast) covers the payload. A payload is one [`WalRecord`] element (one entry, one hard
-//! state, one snapshot, one group removal) or a durability marker ([`Frame::Synced`]).
+//! state, one snapshot) or a durability marker ([`Frame::Synced`]). A group's removal is no
+//! frame: its segment files are deleted.
 
 use bytes::Bytes;
 use oxbow_core::codec::{DecodeError, Reader, Writer};
@@ -16,7 +17,7 @@ pub const FRAME_PAYLOAD_MAX: usize = 64 << 20;
 const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 const KIND_SNAPSHOT: u8 = 3;
-const KIND_REMOVE_GROUP: u8 = 4;
+// Kind 4 was a group's removal in the layout with one log for every group.
 const KIND_SYNCED: u8 = 5;
 
 /// One decoded frame.
@@ -35,8 +36,6 @@ pub enum Frame {
         /// Whether it replaces the log.
         install: bool,
     },
-    /// The group is gone: everything earlier frames said of it is void.
-    RemoveGroup(GroupId),
     /// Every byte of this segment before the given position was synced before this frame was
     /// written. Recovery uses it to tell damage (a bad frame below a synced position) from a
     /// torn write (a bad frame nothing durable follows).
@@ -81,10 +80,6 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> usize {
                 .expect("conf state encodes");
             w.bytes(&conf);
             w.bytes(&snapshot.data);
-        }
-        Frame::RemoveGroup(group) => {
-            w.u8(KIND_REMOVE_GROUP);
-            w.u64(group.0);
         }
         Frame::Synced(position) => {
             w.u8(KIND_SYNCED);
@@ -215,7 +210,6 @@ fn decode_payload(payload: &[u8]) -> Result<Frame, DecodeError> {
                 install,
             }
         }
-        KIND_REMOVE_GROUP => Frame::RemoveGroup(group),
         KIND_SYNCED => Frame::Synced(r.u64()?),
         _ => return Err(DecodeError("unknown frame kind")),
     };

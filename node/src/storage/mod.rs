@@ -1,15 +1,16 @@
 //! Durable storage: the node's append-only segment log over a [`Disk`].
 //!
-//! One log per data directory holds the frames of every group, so one fsync makes a whole
-//! round of readies durable (group commit). Segments roll at a size limit; each new segment
-//! starts with every group's hard state and snapshot, so a prefix of old segments can be
-//! deleted once compaction has made their entries unneeded.
+//! Each Raft group (partition) has a log of its own segment files, so that one partition's
+//! data is deleted without touching another's; one call syncs every file a round of readies
+//! wrote to (group commit). Segments roll at a size limit; each new segment starts with its
+//! group's hard state and snapshot, so a prefix of old segments can be deleted once compaction
+//! has made their entries unneeded.
 
 pub mod disk;
 pub mod frame;
+mod group_log;
 mod segment_log;
 
 pub use disk::{Disk, FsDisk, SharedSimDisk, SimDisk};
-pub use segment_log::{
-    provably_synced, RecoveryReport, SegmentLog, SegmentLogOptions, StorageError,
-};
+pub use group_log::{is_last_segment, provably_synced};
+pub use segment_log::{RecoveryReport, SegmentLog, SegmentLogOptions, StorageError};
