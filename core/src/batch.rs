@@ -467,3 +467,36 @@ mod tests {
         }
     }
 }
+
+/// What the storage keeps of a stored batch for retention: its offsets and largest timestamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchSpan {
+    /// Offset of its first record.
+    pub base_offset: Offset,
+    /// Offset after its last record.
+    pub next_offset: Offset,
+    /// Its largest timestamp (the append time for `LogAppendTime` batches).
+    pub max_timestamp: i64,
+}
+
+impl BatchSpan {
+    /// Reads the span from a stored entry's data, if it holds a RecordBatch v2 header. Never
+    /// panics: storage sees every entry, and only partitions' entries are batches.
+    pub fn of(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < HEADER_LEN || bytes[MAGIC] != 2 {
+            return None;
+        }
+        let i64_at = |at: usize| i64::from_be_bytes(bytes[at..at + 8].try_into().expect("8"));
+        let i32_at = |at: usize| i32::from_be_bytes(bytes[at..at + 4].try_into().expect("4"));
+        let base = i64_at(BASE_OFFSET);
+        let delta = i32_at(LAST_OFFSET_DELTA);
+        if base < 0 || delta < 0 {
+            return None;
+        }
+        Some(Self {
+            base_offset: Offset(base),
+            next_offset: Offset(base.saturating_add(i64::from(delta)).saturating_add(1)),
+            max_timestamp: i64_at(MAX_TIMESTAMP),
+        })
+    }
+}

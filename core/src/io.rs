@@ -148,6 +148,8 @@ pub enum Request {
     Fetch(FetchRequest),
     /// Find the first batch that may hold a record at or after a timestamp.
     FindTimestamp(FindTimestampRequest),
+    /// Move a partition's log start offset forward (Kafka's DeleteRecords).
+    DeleteRecords(DeleteRecordsRequest),
     /// Change the cluster metadata (create or delete topics, add partitions).
     Admin(AdminRequest),
     /// A consumer-group request, for the coordinator partition of its group.
@@ -215,12 +217,60 @@ pub enum Response {
     /// Answer to a timestamp lookup: the first committed batch whose max timestamp is at
     /// least the one asked, if any (the caller finds the record inside it).
     FindTimestamp(Result<Option<Bytes>, FetchError>),
+    /// Answer to DeleteRecords: the partition's log start offset (Kafka's low watermark) once
+    /// the change is applied.
+    DeleteRecords(Result<Offset, DeleteRecordsError>),
     /// Answer to an admin request: the change applied (`None` when only validated).
     Admin(Result<Option<MetadataChange>, AdminError>),
     /// Answer to a consumer-group request.
     Group(GroupResponse),
     /// Answer to ListGroups.
     ListGroups(Vec<ListedGroup>),
+}
+
+/// Delete a partition's records before `offset`: its log start offset moves there through the
+/// partition's Raft log, so every replica agrees and it never moves back.
+#[derive(Clone, Debug)]
+pub struct DeleteRecordsRequest {
+    /// The partition's group.
+    pub group: GroupId,
+    /// The new log start offset; `None` for the high watermark (Kafka's offset -1).
+    pub offset: Option<Offset>,
+    /// How long to wait for the change to apply.
+    pub timeout_ms: u32,
+}
+
+/// Why a DeleteRecords was not done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteRecordsError {
+    /// This node hosts no such partition.
+    UnknownTopicOrPartition,
+    /// This node is not the leader, or not yet ready to serve (or lost leadership before the
+    /// change applied: it is then definitely not done).
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader: Option<NodeId>,
+    },
+    /// The offset is above the high watermark.
+    OffsetOutOfRange,
+    /// Too many requests wait on this partition.
+    Backpressure,
+    /// Not applied within the timeout: it may still be.
+    TimedOut,
+}
+
+impl DeleteRecordsError {
+    /// The Kafka error code that answers this error.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            Self::OffsetOutOfRange => 1,
+            Self::UnknownTopicOrPartition => 3,
+            Self::NotLeader { .. } => 6,
+            Self::TimedOut => 7,
+            // REQUEST_TIMED_OUT too: the client retries after a while.
+            Self::Backpressure => 7,
+        }
+    }
 }
 
 /// Find the first committed batch whose largest timestamp is at or after `timestamp`.
@@ -367,7 +417,14 @@ pub enum TraceEvent {
         group: GroupId,
         /// The snapshot's index.
         index: RaftIndex,
-        /// The log start offset it carries.
-        log_start_offset: Offset,
+        /// The offset after the snapshot's index: the replica's high watermark once installed
+        /// (its log start offset may be higher, inside or past the next batch).
+        next_offset: Offset,
+    },
+    /// This node replaced its applied metadata with a snapshot of the metadata log (its own
+    /// after a restart, or the leader's when it was behind).
+    MetadataRestored {
+        /// The snapshot's index.
+        index: RaftIndex,
     },
 }

@@ -28,12 +28,18 @@ const VERSION: u8 = 1;
 const KIND_CREATE_TOPIC: u8 = 1;
 const KIND_DELETE_TOPIC: u8 = 2;
 const KIND_CREATE_PARTITIONS: u8 = 3;
+/// Version of the encoded [`MetadataState`] (the metadata log's snapshots).
+const STATE_VERSION: u8 = 1;
 
 /// Topic configuration keys oxbow implements, with their defaults. Anything else is refused,
 /// rather than accepted and ignored.
+/// The defaults are Kafka's; a node's own defaults for retention (its `[log]` settings) take
+/// their place where it answers.
 pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
     ("cleanup.policy", "delete"),
     ("message.timestamp.type", "CreateTime"),
+    ("retention.bytes", "-1"),
+    ("retention.ms", "604800000"),
 ];
 
 /// One partition's Raft group and replicas.
@@ -217,6 +223,14 @@ pub fn check_topic_name(name: &str) -> Result<(), String> {
 
 /// Checks one topic configuration entry.
 pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
+    if key == "retention.ms" || key == "retention.bytes" {
+        return match value.parse::<i64>() {
+            Ok(n) if n >= -1 => Ok(()),
+            _ => Err(format!(
+                "{key}={value:?} is not a whole number of -1 (no limit) or more"
+            )),
+        };
+    }
     let allowed: &[&str] = match key {
         "cleanup.policy" => &["delete"],
         "message.timestamp.type" => &["CreateTime", "LogAppendTime"],
@@ -285,9 +299,121 @@ impl MetadataState {
         self.topics.values().find(|t| t.id == id)
     }
 
+    /// The group id the next partition gets (every lower one was given out already).
+    pub fn next_group(&self) -> u64 {
+        self.next_group
+    }
+
     /// The last metadata log index applied.
     pub fn applied(&self) -> RaftIndex {
         self.applied
+    }
+
+    /// A leader's no-op entry at `index` applied: nothing changes but the applied index.
+    pub fn apply_noop(&mut self, index: RaftIndex) {
+        assert!(
+            index > self.applied,
+            "metadata entries apply in order, once"
+        );
+        self.applied = index;
+    }
+
+    /// Encodes the whole state: the metadata log's snapshot.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(STATE_VERSION);
+        w.u64(self.applied.0);
+        w.u64(self.next_group);
+        w.u32(self.nodes.len() as u32);
+        for node in &self.nodes {
+            w.u64(node.0);
+        }
+        w.u32(self.topics.len() as u32);
+        for topic in self.topics.values() {
+            w.bytes(topic.name.as_bytes());
+            w.u64((topic.id.0 >> 64) as u64);
+            w.u64(topic.id.0 as u64);
+            w.u32(u32::from(topic.replication_factor));
+            w.u32(topic.configs.len() as u32);
+            for (key, value) in &topic.configs {
+                w.bytes(key.as_bytes());
+                w.bytes(value.as_bytes());
+            }
+            w.u32(topic.partitions.len() as u32);
+            for partition in &topic.partitions {
+                w.u64(partition.group.0);
+                for replica in &partition.replicas {
+                    w.u64(replica.0);
+                }
+            }
+        }
+        w.bytes
+    }
+
+    /// Decodes bytes written by [`MetadataState::encode`] (a snapshot of this node's own
+    /// metadata log, or one its leader sent: both checksummed on the way).
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != STATE_VERSION {
+            return Err(DecodeError("unknown metadata state version"));
+        }
+        let string = |r: &mut Reader<'_>| -> Result<String, DecodeError> {
+            String::from_utf8(r.bytes()?.to_vec()).map_err(|_| DecodeError("name is not UTF-8"))
+        };
+        let applied = RaftIndex(r.u64()?);
+        let next_group = r.u64()?;
+        let node_count = r.u32()?;
+        let mut nodes = Vec::new();
+        for _ in 0..node_count.min(1 << 16) {
+            nodes.push(NodeId(r.u64()?));
+        }
+        let topic_count = r.u32()?;
+        let mut topics = BTreeMap::new();
+        let mut partitions = 0;
+        for _ in 0..topic_count {
+            let name = string(&mut r)?;
+            let id = TopicId((u128::from(r.u64()?) << 64) | u128::from(r.u64()?));
+            let replication_factor = u16::try_from(r.u32()?)
+                .map_err(|_| DecodeError("replication factor out of range"))?;
+            let mut configs = BTreeMap::new();
+            for _ in 0..r.u32()? {
+                let key = string(&mut r)?;
+                configs.insert(key, string(&mut r)?);
+            }
+            let mut assignments = Vec::new();
+            for _ in 0..r.u32()? {
+                let group = GroupId(r.u64()?);
+                let mut replicas = Vec::new();
+                for _ in 0..replication_factor {
+                    replicas.push(NodeId(r.u64()?));
+                }
+                assignments.push(PartitionAssignment { group, replicas });
+            }
+            partitions += assignments.len();
+            topics.insert(
+                name.clone(),
+                TopicMeta {
+                    id,
+                    name,
+                    partitions: assignments,
+                    replication_factor,
+                    configs,
+                },
+            );
+        }
+        r.finish()?;
+        if nodes.is_empty() || partitions > PARTITIONS_MAX {
+            return Err(DecodeError("impossible metadata state"));
+        }
+        let state = Self {
+            nodes,
+            topics,
+            next_group,
+            partitions,
+            applied,
+        };
+        state.invariants();
+        Ok(state)
     }
 
     /// Whether `command` would be applied (rather than refused) in the current state.
@@ -543,6 +669,35 @@ mod tests {
             replication_factor: rf,
             configs: BTreeMap::new(),
         })
+    }
+
+    #[test]
+    fn the_state_encodes_and_decodes_whole() {
+        let mut state = MetadataState::new(vec![NodeId(3), NodeId(1), NodeId(2)]);
+        let mut with_config = create("b", 2, 3);
+        if let MetadataCommand::CreateTopic(c) = &mut with_config {
+            c.configs
+                .insert("message.timestamp.type".into(), "LogAppendTime".into());
+        }
+        state
+            .apply(RaftIndex(1), Term(1), &create("a", 3, 2))
+            .expect("a");
+        state.apply(RaftIndex(2), Term(1), &with_config).expect("b");
+        state
+            .apply(
+                RaftIndex(4),
+                Term(2),
+                &MetadataCommand::DeleteTopic { name: "a".into() },
+            )
+            .expect("deleted");
+        state.apply_noop(RaftIndex(5));
+        let decoded = MetadataState::decode(&state.encode()).expect("decodes");
+        assert_eq!(decoded, state);
+        assert_eq!(decoded.applied(), RaftIndex(5));
+        let bytes = state.encode();
+        for cut in 0..bytes.len() {
+            assert!(MetadataState::decode(&bytes[..cut]).is_err());
+        }
     }
 
     #[test]

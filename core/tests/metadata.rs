@@ -134,3 +134,145 @@ fn topics_start_and_stop_partition_groups_on_their_replicas() {
             .is_none());
     }
 }
+
+#[test]
+fn the_metadata_log_is_compacted_and_a_restart_restores_from_its_snapshot() {
+    let mut cluster = Cluster::with(|config| config.metadata_entries_max = 4);
+    cluster.tick(40);
+    // Topics come and go: the log grows by an entry each time, and is compacted every four.
+    for round in 0..6 {
+        let leader = cluster.metadata_leader().expect("a metadata leader");
+        let name = format!("passing-{round}");
+        assert!(matches!(
+            cluster.admin(leader, create(&name, 2, 2)),
+            Response::Admin(Ok(Some(MetadataChange::TopicCreated { .. })))
+        ));
+        cluster.tick(10);
+        let leader = cluster.metadata_leader().expect("a metadata leader");
+        assert!(matches!(
+            cluster.admin(leader, MetadataCommand::DeleteTopic { name }),
+            Response::Admin(Ok(Some(MetadataChange::TopicDeleted(_))))
+        ));
+        cluster.tick(10);
+    }
+    let leader = cluster.metadata_leader().expect("a metadata leader");
+    assert!(matches!(
+        cluster.admin(leader, create("kept", 3, 2)),
+        Response::Admin(Ok(Some(MetadataChange::TopicCreated { .. })))
+    ));
+    cluster.tick(20);
+    let before = cluster.nodes[&NODES[0]].metadata().expect("runs").clone();
+    for node in NODES {
+        let durable = cluster.durable(node);
+        let metadata = &durable.groups[&METADATA_GROUP];
+        assert!(
+            metadata.snapshot.get_metadata().index > 0,
+            "node {node}: the metadata log was compacted"
+        );
+        assert!(
+            metadata.entries.len() < 8,
+            "node {node}: {} metadata entries held",
+            metadata.entries.len()
+        );
+    }
+    // A restart rebuilds the same metadata from the snapshot and what follows it, and hosts
+    // exactly its partitions of the topic that is left.
+    for victim in NODES {
+        cluster.restart(victim);
+        cluster.tick(40);
+        let node = &cluster.nodes[&victim];
+        assert_eq!(node.parked_groups().count(), 0, "node {victim}");
+        assert_eq!(
+            node.metadata().expect("runs").topics(),
+            before.topics(),
+            "node {victim}"
+        );
+        cluster.check_placement("kept");
+    }
+    // New topics still get new groups on every node.
+    let leader = cluster.metadata_leader().expect("a metadata leader");
+    assert!(matches!(
+        cluster.admin(leader, create("later", 2, 3)),
+        Response::Admin(Ok(Some(MetadataChange::TopicCreated { .. })))
+    ));
+    cluster.tick(20);
+    cluster.check_placement("later");
+    for node in cluster.nodes.values() {
+        node.invariants();
+    }
+}
+
+#[test]
+fn a_node_behind_the_metadata_snapshot_installs_it_and_forgets_deleted_partitions() {
+    let mut cluster = Cluster::with(|config| config.metadata_entries_max = 4);
+    cluster.tick(40);
+    let leader = cluster.metadata_leader().expect("a metadata leader");
+    let Response::Admin(Ok(Some(MetadataChange::TopicCreated { .. }))) =
+        cluster.admin(leader, create("doomed", 3, 3))
+    else {
+        panic!("not created")
+    };
+    cluster.tick(20);
+    let doomed = cluster.nodes[&leader]
+        .metadata()
+        .expect("runs")
+        .topic("doomed")
+        .expect("exists")
+        .clone();
+    // A node stops (its messages are lost) while the topic is deleted and the log moves
+    // past several compactions.
+    let behind = *NODES.iter().find(|n| **n != leader).expect("three nodes");
+    let stopped = cluster.nodes.remove(&behind).expect("running");
+    let leader = cluster.metadata_leader().expect("a metadata leader");
+    assert!(matches!(
+        cluster.admin(
+            leader,
+            MetadataCommand::DeleteTopic {
+                name: "doomed".into()
+            }
+        ),
+        Response::Admin(Ok(Some(MetadataChange::TopicDeleted(_))))
+    ));
+    for round in 0..6 {
+        let leader = cluster.metadata_leader().expect("a metadata leader");
+        let _ = cluster.admin(leader, create(&format!("t{round}"), 1, 2));
+        cluster.tick(5);
+    }
+    drop(stopped);
+    assert!(
+        doomed
+            .partitions
+            .iter()
+            .any(|p| cluster.durable(behind).groups.contains_key(&p.group)),
+        "its disk still holds some of the deleted topic's partitions: {:?} of {:?}",
+        cluster.durable(behind).groups.keys().collect::<Vec<_>>(),
+        doomed.partitions
+    );
+    // It comes back from its disk; the leader has compacted what it lacks, so it gets the
+    // snapshot, which no longer names the deleted topic: its partitions are removed.
+    cluster.restart(behind);
+    cluster.tick(60);
+    assert!(
+        cluster.disks[&behind].iter().any(|r| matches!(
+            r,
+            WalRecord::Snapshot { group, install: true, .. } if *group == METADATA_GROUP
+        )),
+        "it installed the leader's metadata snapshot"
+    );
+    let leader = cluster.metadata_leader().expect("a metadata leader");
+    assert_eq!(
+        cluster.nodes[&behind].metadata().expect("runs").topics(),
+        cluster.nodes[&leader].metadata().expect("runs").topics()
+    );
+    assert_eq!(cluster.nodes[&behind].parked_groups().count(), 0);
+    let durable = cluster.durable(behind);
+    for partition in &doomed.partitions {
+        assert!(!durable.groups.contains_key(&partition.group));
+        assert!(cluster.nodes[&behind]
+            .group_status(partition.group)
+            .is_none());
+    }
+    for round in 0..6 {
+        cluster.check_placement(&format!("t{round}"));
+    }
+}

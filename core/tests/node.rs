@@ -476,6 +476,7 @@ fn a_hard_state_torn_off_after_a_snapshot_is_raised_to_the_snapshot() {
     snapshot.mut_metadata().mut_conf_state().voters = vec![1];
     snapshot.data = SnapshotData {
         log_start_offset: Offset(5),
+        next_offset: Offset(5),
         producers: ProducerTable::new(16),
     }
     .encode()
@@ -503,4 +504,137 @@ fn a_hard_state_torn_off_after_a_snapshot_is_raised_to_the_snapshot() {
     assert_eq!(status.term, Term(4));
     assert_eq!(status.log_start_offset, Offset(5));
     assert_eq!(status.high_watermark, Offset(5));
+}
+
+/// Completes every write the outputs ask for, and those the completions ask for in turn;
+/// returns every output seen.
+fn complete_writes(h: &mut Harness, out: Vec<Output>) -> Vec<Output> {
+    let mut seen = Vec::new();
+    let mut pending = out;
+    while !pending.is_empty() {
+        let writes: Vec<IoSeq> = pending
+            .iter()
+            .filter_map(|o| match o {
+                Output::Write(w) => Some(w.seq),
+                _ => None,
+            })
+            .collect();
+        seen.append(&mut pending);
+        for seq in writes {
+            pending.extend(h.handle(Input::WriteDone { seq }));
+        }
+    }
+    seen
+}
+
+fn delete_records(h: &mut Harness, id: u64, offset: Option<i64>) -> Vec<Output> {
+    let request = oxbow_core::io::DeleteRecordsRequest {
+        group: GROUP,
+        offset: offset.map(Offset),
+        timeout_ms: 1_000,
+    };
+    let out = h.handle(Input::Request {
+        id: RequestId(id),
+        request: Request::DeleteRecords(request),
+    });
+    complete_writes(h, out)
+}
+
+#[test]
+fn delete_records_moves_the_log_start_through_the_log_and_compacts_below_it() {
+    use oxbow_core::io::DeleteRecordsError;
+    let mut h = Harness::single_voter();
+    h.elect();
+    for id in 0..5 {
+        let out = h.produce(id, Acks::All, batch(2, -1, -1));
+        complete_writes(&mut h, out);
+    }
+    // Offsets 0..10 in five batches of two. Past the high watermark: refused.
+    let out = delete_records(&mut h, 20, Some(11));
+    assert_eq!(
+        replies(&out),
+        vec![(
+            RequestId(20),
+            Response::DeleteRecords(Err(DeleteRecordsError::OffsetOutOfRange))
+        )]
+    );
+    // Into the third batch: answered once applied, with the new low watermark.
+    let out = delete_records(&mut h, 21, Some(5));
+    assert_eq!(
+        replies(&out),
+        vec![(RequestId(21), Response::DeleteRecords(Ok(Offset(5))))]
+    );
+    let status = h.node.group_status(GROUP).expect("hosted");
+    assert_eq!(status.log_start_offset, Offset(5));
+    // The log start never moves back.
+    let out = delete_records(&mut h, 22, Some(2));
+    assert_eq!(
+        replies(&out),
+        vec![(RequestId(22), Response::DeleteRecords(Ok(Offset(5))))]
+    );
+    // Below the log start is out of range; at it, the batch holding it is served whole.
+    let fetch = |offset| {
+        Request::Fetch(FetchRequest {
+            group: GROUP,
+            offset: Offset(offset),
+            max_bytes: 1 << 20,
+        })
+    };
+    let out = h.handle(Input::Request {
+        id: RequestId(23),
+        request: fetch(4),
+    });
+    assert!(
+        matches!(
+            &replies(&out)[0].1,
+            Response::Fetch(Err(FetchError::OffsetOutOfRange {
+                log_start_offset: Offset(5),
+                ..
+            }))
+        ),
+        "{out:?}"
+    );
+    let out = h.handle(Input::Request {
+        id: RequestId(24),
+        request: fetch(5),
+    });
+    let Response::Fetch(Ok(data)) = &replies(&out)[0].1 else {
+        panic!("{out:?}")
+    };
+    assert_eq!(data.log_start_offset, Offset(5));
+    assert_eq!(
+        data.batches.len(),
+        3,
+        "the batch holding offset 5, and the two after it"
+    );
+    // The next tick compacts the two batches wholly below the log start into a snapshot that
+    // carries both the log start and the next offset after it.
+    let out = h.handle(Input::Tick);
+    let snapshot = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Write(w) => w.records.iter().find_map(|r| match r {
+                WalRecord::Snapshot {
+                    snapshot,
+                    install: false,
+                    ..
+                } => Some(snapshot.clone()),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .expect("a compaction snapshot");
+    let data = oxbow_core::snapshot::SnapshotData::decode(&snapshot.data).expect("decodes");
+    assert_eq!(
+        (data.log_start_offset, data.next_offset),
+        (Offset(5), Offset(4))
+    );
+    // To the high watermark (Kafka's -1).
+    complete_writes(&mut h, out);
+    let out = delete_records(&mut h, 25, None);
+    assert_eq!(
+        replies(&out),
+        vec![(RequestId(25), Response::DeleteRecords(Ok(Offset(10))))]
+    );
+    h.node.invariants();
 }

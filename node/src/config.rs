@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use oxbow_core::ids::NodeId;
-use oxbow_core::metadata::{check_topic_name, PARTITIONS_PER_TOPIC_MAX};
+use oxbow_core::metadata::{check_topic_name, TopicMeta, PARTITIONS_PER_TOPIC_MAX};
 use serde::Deserialize;
+
+use crate::storage::RetentionPolicy;
 
 /// When the disk writer fsyncs.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
@@ -101,6 +103,86 @@ pub struct Config {
     /// created: group ids are hashed over them.
     #[serde(default = "default_offsets_topic_partitions")]
     pub offsets_topic_partitions: u32,
+    /// Entries the metadata log holds before it is compacted into a snapshot of the applied
+    /// metadata (topics, partitions, replicas), so that neither its size nor a restart's replay
+    /// grows with the cluster's history.
+    #[serde(default = "default_metadata_snapshot_entries")]
+    pub metadata_snapshot_entries: u64,
+    /// Partition logs: segments and the broker's retention defaults (the `[log]` table).
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// How partitions' logs are kept: Kafka's `log.*` broker settings. A topic's own
+/// `retention.ms` and `retention.bytes` override the retention defaults.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Records are kept this long by default (Kafka's `log.retention.hours`, 168); -1 keeps
+    /// them forever.
+    pub retention_hours: i64,
+    /// Overrides `retention_hours` in milliseconds (Kafka's `log.retention.ms`).
+    pub retention_ms: Option<i64>,
+    /// A partition's log is cut to this many bytes by default (Kafka's
+    /// `log.retention.bytes`); -1, the default, for no limit.
+    pub retention_bytes: i64,
+    /// A segment file rolls at this size (Kafka's `log.segment.bytes`; 64 MiB here, where
+    /// Kafka has 1 GiB: recovery after a crash reads each partition's last segment).
+    pub segment_bytes: u64,
+    /// How often retention is checked (Kafka's `log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            retention_hours: 168,
+            retention_ms: None,
+            retention_bytes: -1,
+            segment_bytes: 64 << 20,
+            retention_check_interval_ms: 300_000,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The broker's default `retention.ms`.
+    pub fn default_retention_ms(&self) -> i64 {
+        self.retention_ms.unwrap_or(if self.retention_hours < 0 {
+            -1
+        } else {
+            self.retention_hours.saturating_mul(3_600_000)
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.retention_hours < -1 || self.retention_ms.is_some_and(|ms| ms < -1) {
+            return Err(ConfigError(
+                "log.retention_hours, log.retention_ms: -1 (forever) or more".into(),
+            ));
+        }
+        if self.retention_bytes < -1 {
+            return Err(ConfigError(
+                "log.retention_bytes: -1 (no limit) or more".into(),
+            ));
+        }
+        if self.segment_bytes < 1024 || self.segment_bytes > 1 << 30 {
+            return Err(ConfigError(format!(
+                "log.segment_bytes: {} is outside 1024..=1073741824",
+                self.segment_bytes
+            )));
+        }
+        if self.retention_check_interval_ms == 0 {
+            return Err(ConfigError(
+                "log.retention_check_interval_ms: must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_metadata_snapshot_entries() -> u64 {
+    1_000
 }
 
 fn default_offsets_topic_partitions() -> u32 {
@@ -187,6 +269,12 @@ impl Config {
                 self.offsets_topic_partitions
             )));
         }
+        self.log.validate()?;
+        if self.metadata_snapshot_entries == 0 {
+            return Err(ConfigError(
+                "metadata_snapshot_entries: must be at least 1".into(),
+            ));
+        }
         if let Some(rf) = self.default_replication_factor {
             if rf == 0 || rf > nodes {
                 return Err(ConfigError(format!(
@@ -195,6 +283,34 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// A topic configuration's value here: the topic's override, else this node's default
+    /// (its `[log]` settings for retention, Kafka's for the rest); and whether it is a default.
+    pub fn topic_value(&self, topic: &TopicMeta, key: &str) -> (String, bool) {
+        if let Some(value) = topic.configs.get(key) {
+            return (value.clone(), false);
+        }
+        let value = match key {
+            "retention.ms" => self.log.default_retention_ms().to_string(),
+            "retention.bytes" => self.log.retention_bytes.to_string(),
+            _ => topic.config(key).expect("a supported key").to_string(),
+        };
+        (value, true)
+    }
+
+    /// What a topic's partitions keep.
+    pub fn retention(&self, topic: &TopicMeta) -> RetentionPolicy {
+        let number = |key| {
+            self.topic_value(topic, key)
+                .0
+                .parse::<i64>()
+                .expect("checked when the topic was created")
+        };
+        RetentionPolicy {
+            retention_ms: number("retention.ms"),
+            retention_bytes: number("retention.bytes"),
+        }
     }
 
     /// Replicas per partition of `__consumer_offsets`: min(3, nodes), as Kafka's

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use oxbow_node::config::{Config, FsyncPolicy, PeerConfig, TopicConfig};
+use oxbow_node::config::{Config, FsyncPolicy, LogConfig, PeerConfig, TopicConfig};
 use oxbow_node::runtime;
 use slog::{error, info, o, Drain, Logger};
 use tokio::sync::watch;
@@ -175,6 +175,8 @@ fn dev_configs(
             default_partitions: 1,
             default_replication_factor: None,
             offsets_topic_partitions: 8,
+            metadata_snapshot_entries: 1_000,
+            log: LogConfig::default(),
         };
         config.validate().map_err(|e| e.to_string())?;
         configs.push(config);

@@ -951,3 +951,89 @@ fn a_snapshot_past_every_entry_lets_every_old_segment_go() {
     assert_eq!(g.snapshot.get_metadata().index, 10);
     assert!(g.entries.is_empty());
 }
+
+/// An entry holding a RecordBatch v2 header of `count` records from `base`, with records up
+/// to `max_timestamp`, padded to `len` bytes (the storage reads only the header).
+fn batch_entry(index: u64, base: i64, count: i32, max_timestamp: i64, len: usize) -> Entry {
+    let mut data = vec![0u8; len.max(61)];
+    data[0..8].copy_from_slice(&base.to_be_bytes());
+    data[16] = 2;
+    data[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+    data[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    Entry {
+        index,
+        term: 1,
+        data: Bytes::from(data),
+        ..Entry::default()
+    }
+}
+
+#[test]
+fn retention_keeps_the_active_segment_and_moves_to_a_kept_batch() {
+    use oxbow_node::storage::RetentionPolicy;
+    let options = SegmentLogOptions {
+        segment_bytes_max: 1_000,
+        ..SegmentLogOptions::default()
+    };
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    // Twenty batches of ten records, 300 bytes each, written at 1000, 1100, ... ms: about
+    // three to a segment.
+    for i in 0..20u64 {
+        log.append(&[WalRecord::Entries {
+            group: GroupId(1),
+            entries: vec![batch_entry(
+                i + 1,
+                i as i64 * 10,
+                10,
+                1_000 + i as i64 * 100,
+                300,
+            )],
+        }])
+        .expect("append");
+    }
+    let segments = log.segment_count();
+    assert!(segments >= 5, "{segments}");
+    let at = |policy: RetentionPolicy, now_ms: i64| {
+        let policies = BTreeMap::from([(GroupId(1), policy)]);
+        log.retention(&policies, now_ms)
+            .first()
+            .map(|(_, offset)| offset.0)
+    };
+    let forever = RetentionPolicy {
+        retention_ms: -1,
+        retention_bytes: -1,
+    };
+    assert_eq!(at(forever, i64::MAX), None, "no limits, nothing goes");
+    let by_time = |ms| RetentionPolicy {
+        retention_ms: ms,
+        ..forever
+    };
+    assert_eq!(at(by_time(10_000), 3_000), None, "nothing is that old");
+    // At 1_550 ms with 300 ms retention, batches older than 1_250 ms may go: only segments
+    // whose every batch is (the first holds those of 1_000 to 1_200 ms); the log start is the
+    // first offset of the oldest segment kept.
+    let start = at(by_time(300), 1_550).expect("some segments expired");
+    assert!(start == 30, "{start}");
+    assert_eq!(
+        at(by_time(300), 1_450),
+        None,
+        "the first segment holds a batch of 1_200 ms"
+    );
+    // Everything expired: all but the active segment go (whole segments, never the last).
+    let start = at(by_time(0), i64::MAX).expect("expired");
+    assert!((150..200).contains(&start), "{start}");
+    // By size: the log is cut to the newest segments that hold 2 000 bytes at least.
+    let start = at(
+        RetentionPolicy {
+            retention_bytes: 2_000,
+            ..forever
+        },
+        0,
+    )
+    .expect("over the size");
+    let kept_batches = (200 - start) / 10;
+    assert!(
+        (6..=10).contains(&kept_batches),
+        "{kept_batches} batches of 300 bytes kept for 2000"
+    );
+}

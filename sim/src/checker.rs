@@ -87,13 +87,13 @@ impl Checker {
                 self.high_watermark(node, *group, *next_offset);
             }
             TraceEvent::InstalledSnapshot {
-                group,
-                log_start_offset,
-                ..
+                group, next_offset, ..
             } => {
                 stats.snapshots_installed += 1;
-                self.high_watermark(node, *group, *log_start_offset);
+                self.high_watermark(node, *group, *next_offset);
             }
+            // The entries it replaced were checked on the nodes that applied them.
+            TraceEvent::MetadataRestored { .. } => {}
             TraceEvent::MetadataApplied { index, changed } => {
                 if let Some(first) = self.metadata.insert(*index, *changed) {
                     if first != *changed {

@@ -274,6 +274,9 @@ impl Cluster {
         let mut config = NodeConfig::new(NodeId(node as u64 + 1), Vec::new());
         config.metadata_voters = voters;
         config.retain_entries_max = self.options.retain_entries_max;
+        // Every few admin changes and leader no-ops: the metadata log's snapshots are taken,
+        // restored after crashes and sent to nodes behind them in every run.
+        config.metadata_entries_max = 3;
         config.snapshot_retry_ticks = 30;
         config.pending_requests_max = 64;
         config.planted = self.options.planted;

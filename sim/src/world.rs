@@ -30,7 +30,7 @@ use oxbow_client::{
 use oxbow_core::io::TraceEvent;
 use oxbow_core::node::PlantedBugs;
 use oxbow_core::time::{Instant, Now};
-use oxbow_node::config::{Config, FsyncPolicy, PeerConfig};
+use oxbow_node::config::{Config, FsyncPolicy, LogConfig, PeerConfig};
 use oxbow_node::producer_ids::MemoryStore;
 use oxbow_node::runtime::env::{Clock, Environment, Network, WriterMode};
 use oxbow_node::runtime::RuntimeError;
@@ -455,6 +455,10 @@ fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<Config> {
                 default_partitions: 1,
                 default_replication_factor: None,
                 offsets_topic_partitions: 4,
+                // Every few changes and leader no-ops: the metadata log's snapshots are taken,
+                // restored after crashes and sent to nodes behind them.
+                metadata_snapshot_entries: 3,
+                log: LogConfig::default(),
             };
             config
                 .validate()

@@ -1,7 +1,7 @@
 //! The command-log side of a replica (the metadata group, a group coordinator's partition):
 //! proposing and forwarding commands, collecting what the log applied ([`Applied`]) for `Node`
-//! to apply to its state machine, and compacting a coordinator's log behind a snapshot of the
-//! coordinator's state.
+//! to apply to its state machine, and compacting the log behind a snapshot of that state machine
+//! (the applied metadata, or a coordinator's state).
 
 use bytes::Bytes;
 use raft::eraftpb::{Entry, Snapshot};
@@ -96,10 +96,6 @@ impl Replica {
         assert!(
             self.is_command_log(),
             "a record-batch partition compacts itself (`compact`)"
-        );
-        assert!(
-            self.group != crate::metadata::METADATA_GROUP,
-            "the metadata log is never compacted"
         );
         let target = self.applied.0;
         if target <= self.snapshot_index.0 || self.raw.raft.raft_log.persisted < target {

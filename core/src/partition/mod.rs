@@ -12,6 +12,7 @@
 //! messages raft says must follow persistence are held until the write's completion arrives.
 
 mod commands;
+mod log_start;
 mod produce;
 mod records;
 
@@ -47,7 +48,7 @@ pub(crate) enum LogKind {
 enum Kind {
     /// A partition: its entries are record batches, and applying them builds the partition's
     /// state (offsets, producer table); its leader takes produce requests.
-    Records(RecordState),
+    Records(Box<RecordState>),
     /// A command log (the metadata group, or a group coordinator's partition): its entries are
     /// encoded commands, not record batches; they are
     /// collected for `Node` to apply. The metadata log is never compacted; a coordinator's log
@@ -135,9 +136,9 @@ impl Replica {
         let applied = RaftIndex(snapshot.get_metadata().index);
         let persisted = RaftIndex(store.last_index());
         let kind = match kind {
-            LogKind::Records(timestamps) => {
-                Kind::Records(RecordState::new(config, &snapshot, timestamps, persisted))
-            }
+            LogKind::Records(timestamps) => Kind::Records(Box::new(RecordState::new(
+                config, &snapshot, timestamps, persisted,
+            ))),
             LogKind::Commands => Kind::Commands(CommandState::new(&snapshot)),
         };
         let raft_config = raft::Config {
@@ -191,6 +192,7 @@ impl Replica {
         }
         if let Kind::Records(records) = &mut self.kind {
             records.produce.expire_pending(now, sink);
+            records.log_start_waits.expire(now, sink);
         }
         self.retry_stuck_snapshots(config);
         self.compact(config, sink);
@@ -402,6 +404,10 @@ impl Replica {
                 records
                     .produce
                     .resolve_applied(self.applied, Term(entry.term), sink);
+                let log_start = records.log_start_offset();
+                records
+                    .log_start_waits
+                    .resolve(self.applied, Term(entry.term), log_start, sink);
             }
         }
     }
@@ -430,13 +436,9 @@ impl Replica {
         );
         // A partition's snapshot carries its log start offset and producer table; a command
         // log's is its state machine's state, for `Node` to restore.
-        let log_start_offset = match &mut self.kind {
+        let next_offset = match &mut self.kind {
             Kind::Records(records) => records.install_snapshot(index, &snapshot.data, sink),
             Kind::Commands(commands) => {
-                assert!(
-                    self.group != crate::metadata::METADATA_GROUP,
-                    "the metadata log is never compacted"
-                );
                 commands.install_snapshot(index, snapshot.data.clone());
                 Offset(0)
             }
@@ -447,7 +449,7 @@ impl Replica {
         sink.trace(TraceEvent::InstalledSnapshot {
             group: self.group,
             index,
-            log_start_offset,
+            next_offset,
         });
         sink.write(
             WalRecord::Snapshot {
@@ -487,7 +489,8 @@ impl Replica {
     }
 
     /// Drops the entries up to `target` (applied and persisted) behind a snapshot of `data`,
-    /// and hands the snapshot to the disk.
+    /// and hands the snapshot to the disk, synced: the storage deletes the files it makes
+    /// unneeded only once it is durable, and an idle partition may write nothing after it.
     fn compact_to(&mut self, target: u64, data: Bytes, sink: &mut Sink) {
         let mut snapshot = Snapshot {
             data,
@@ -504,7 +507,7 @@ impl Replica {
                 snapshot,
                 install: false,
             },
-            false,
+            true,
         );
     }
 

@@ -346,6 +346,7 @@ impl Replica {
     pub(crate) fn fail_pending(&mut self, sink: &mut Sink) {
         if let super::Kind::Records(records) = &mut self.kind {
             records.produce.fail_pending(sink);
+            records.log_start_waits.fail_all(sink);
         }
     }
 }

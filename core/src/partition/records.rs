@@ -1,13 +1,15 @@
 //! The applied state of a record-batch partition: what applying its log of Kafka record batches
-//! builds (next offset = high watermark, log start offset, offset index, producer table, and
-//! the shadow of that state at the latest snapshot), and what reads it: fetch, the timestamp
-//! lookup, and retention by entry count (compaction into a snapshot of that state).
+//! (and its log start commands) builds (next offset = high watermark, log start offset, offset
+//! index, producer table, and the shadow of that state at the latest snapshot), and what reads
+//! it: fetch, the timestamp lookup, and compaction into a snapshot of that state (of every
+//! entry below the log start offset, and by entry count).
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use raft::eraftpb::{Entry, EntryType, Snapshot};
 
+use super::log_start;
 use super::produce::{producer_batch, LeaderState, ProduceState};
 use super::{Kind, Replica};
 use crate::batch::{Batch, TimestampType};
@@ -36,6 +38,8 @@ pub(super) struct RecordState {
     shadow: Shadow,
     /// The leader's view of its whole log and the produce requests waiting for an answer.
     pub(super) produce: ProduceState,
+    /// DeleteRecords requests waiting for their log start command to apply.
+    pub(super) log_start_waits: log_start::Waits,
 }
 
 impl RecordState {
@@ -47,23 +51,28 @@ impl RecordState {
         timestamps: TimestampType,
         persisted: RaftIndex,
     ) -> Self {
-        let (log_start_offset, producers) = if snapshot.get_metadata().index > 0 {
+        let (log_start_offset, next_offset, producers) = if snapshot.get_metadata().index > 0 {
             let data =
                 SnapshotData::decode(&snapshot.data).expect("stored snapshot data is checksummed");
-            (data.log_start_offset, data.producers)
+            (data.log_start_offset, data.next_offset, data.producers)
         } else {
-            (Offset(0), ProducerTable::new(config.producers_max))
+            (
+                Offset(0),
+                Offset(0),
+                ProducerTable::new(config.producers_max),
+            )
         };
         Self {
-            next_offset: log_start_offset,
+            next_offset,
             log_start_offset,
             producers: producers.clone(),
             offset_index: BTreeMap::new(),
             shadow: Shadow {
-                next_offset: log_start_offset,
+                next_offset,
                 producers,
             },
             produce: ProduceState::new(timestamps, persisted),
+            log_start_waits: log_start::Waits::default(),
         }
     }
 
@@ -77,9 +86,22 @@ impl RecordState {
         self.log_start_offset
     }
 
-    /// Applies a normal entry: its record batch, if it holds one (a leader's no-op does not).
-    /// Returns the batch's stored CRC-32C, or 0.
+    /// Applies a normal entry: its record batch, if it holds one (a leader's no-op does not),
+    /// or its log start command. Returns the batch's stored CRC-32C, or 0.
     pub(super) fn apply(&mut self, entry: &Entry) -> u32 {
+        if entry.data.is_empty() && !entry.context.is_empty() {
+            let offset =
+                log_start::decode(&entry.context).expect("partition commands come from our leader");
+            // Pair assertion: the leader checked the offset against a high watermark that this
+            // entry, later in the log, can only be above.
+            assert!(
+                offset <= self.next_offset,
+                "log start {offset} above the log end {}",
+                self.next_offset
+            );
+            self.log_start_offset = self.log_start_offset.max(offset);
+            return 0;
+        }
         let Some(batch) = record_batch(entry) else {
             return 0;
         };
@@ -104,8 +126,8 @@ impl RecordState {
     }
 
     /// Replaces the state with a leader's snapshot at `index` (`data`: its [`SnapshotData`]),
-    /// and answers the produce requests waiting on entries it replaced. Returns the snapshot's
-    /// log start offset.
+    /// and answers the produce requests waiting on entries it replaced. Returns the offset after
+    /// the snapshot's index (the high watermark once installed).
     pub(super) fn install_snapshot(
         &mut self,
         index: RaftIndex,
@@ -113,16 +135,17 @@ impl RecordState {
         sink: &mut Sink,
     ) -> Offset {
         let data = SnapshotData::decode(data).expect("snapshot data from a leader decodes");
-        self.next_offset = data.log_start_offset;
+        self.next_offset = data.next_offset;
         self.log_start_offset = data.log_start_offset;
         self.producers = data.producers.clone();
         self.offset_index.clear();
         self.shadow = Shadow {
-            next_offset: data.log_start_offset,
+            next_offset: data.next_offset,
             producers: data.producers,
         };
         self.produce.fail_overwritten(index, sink);
-        data.log_start_offset
+        self.log_start_waits.fail_overwritten(index, sink);
+        data.next_offset
     }
 
     /// The leader's view of its log when it starts leading: the applied state plus every
@@ -160,10 +183,14 @@ impl RecordState {
     /// last index of raft-rs's log; `leading`: the term this node leads in, if it does.
     pub(super) fn invariants(&self, first_index: u64, last_index: u64, leading: Option<Term>) {
         assert!(self.log_start_offset <= self.next_offset);
-        assert_eq!(self.shadow.next_offset, self.log_start_offset);
+        assert!(
+            self.shadow.next_offset <= self.log_start_offset,
+            "the log start is at or after the records the snapshot dropped"
+        );
         if let Some((offset, index)) = self.offset_index.first_key_value() {
-            assert!(*offset >= self.log_start_offset && index.0 >= first_index);
+            assert!(*offset >= self.shadow.next_offset && index.0 >= first_index);
         }
+        self.log_start_waits.invariants();
         self.produce
             .invariants(leading, last_index, self.next_offset);
     }
@@ -245,6 +272,9 @@ impl Replica {
                 .entry(index.0)
                 .expect("indexed batches are held");
             let batch = record_batch(entry).expect("the offset index points at batches");
+            if batch.next_offset() <= records.log_start_offset {
+                continue; // deleted, not yet compacted
+            }
             if batch.max_timestamp() >= timestamp {
                 return Ok(Some(batch.into_bytes()));
             }
@@ -252,8 +282,10 @@ impl Replica {
         Ok(None)
     }
 
-    /// Retention by entry count: keep the last `retain_entries_max` applied entries and compact
-    /// the rest into a snapshot carrying the partition metadata at that point.
+    /// Compacts the log into a snapshot of the partition's state: every entry whose records
+    /// all lie below the log start offset (DeleteRecords moved it), and, retention by entry
+    /// count, all but the last `retain_entries_max` applied entries. Only applied and persisted
+    /// entries are compacted.
     pub(super) fn compact(&mut self, config: &NodeConfig, sink: &mut Sink) {
         let first = self.raw.store().first_index();
         let applied = self.applied.0;
@@ -262,20 +294,33 @@ impl Replica {
         let Kind::Records(records) = &mut self.kind else {
             return;
         };
-        if applied < first
-            || applied - first < config.retain_entries_max + config.retain_entries_max / 2
+        let compactable = applied.min(self.raw.raft.raft_log.persisted);
+        let mut target = self.snapshot_index.0;
+        if applied >= first
+            && applied - first >= config.retain_entries_max + config.retain_entries_max / 2
         {
+            target = applied - config.retain_entries_max;
+            assert!(
+                target >= first && target < applied,
+                "compaction keeps the newest entries"
+            );
+            assert!(
+                target <= compactable,
+                "only persisted entries are compacted"
+            );
+        }
+        // Every entry below the log start: whole batches only, so a log start inside a batch
+        // keeps that batch (Kafka serves whole batches; the consumer skips the records).
+        while records.log_start_offset > records.shadow.next_offset && target < compactable {
+            let entry = self.raw.store().entry(target + 1).expect("held");
+            match record_batch(entry) {
+                Some(batch) if batch.next_offset() > records.log_start_offset => break,
+                _ => target += 1,
+            }
+        }
+        if target <= self.snapshot_index.0 {
             return;
         }
-        let target = applied - config.retain_entries_max;
-        assert!(
-            target >= first && target < applied,
-            "compaction keeps the newest entries"
-        );
-        assert!(
-            self.raw.raft.raft_log.persisted >= target,
-            "only persisted entries are compacted"
-        );
         for index in self.snapshot_index.0 + 1..=target {
             let entry = self.raw.store().entry(index).expect("held");
             if let Some(batch) = record_batch(entry) {
@@ -292,14 +337,14 @@ impl Replica {
             }
         }
         self.snapshot_index = RaftIndex(target);
+        records.log_start_offset = records.log_start_offset.max(records.shadow.next_offset);
         let data = SnapshotData {
-            log_start_offset: records.shadow.next_offset,
+            log_start_offset: records.log_start_offset,
+            next_offset: records.shadow.next_offset,
             producers: records.shadow.producers.clone(),
         };
+        records.offset_index = records.offset_index.split_off(&records.shadow.next_offset);
         self.compact_to(target, data.encode().into(), sink);
-        let records = self.kind.records_mut();
-        records.log_start_offset = records.shadow.next_offset;
-        records.offset_index = records.offset_index.split_off(&records.log_start_offset);
     }
 }
 

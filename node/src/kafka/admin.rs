@@ -136,7 +136,7 @@ pub(super) async fn create_topics(
                 result.num_partitions = meta.partitions.len() as i32;
                 result.replication_factor = meta.replication_factor as i16;
                 result.configs = Some(
-                    topic_configs(meta)
+                    topic_configs(context, meta)
                         .into_iter()
                         .map(|(key, value, default)| {
                             let mut c = CreatableTopicConfigs::default();
@@ -246,12 +246,12 @@ pub(super) async fn create_partitions(
 }
 
 /// A topic's configuration: (key, value, whether it is the default).
-fn topic_configs(topic: &TopicMeta) -> Vec<(String, String, bool)> {
+fn topic_configs(context: &Context, topic: &TopicMeta) -> Vec<(String, String, bool)> {
     TOPIC_CONFIGS
         .iter()
         .map(|(key, _)| {
-            let value = topic.config(key).expect("known key").to_string();
-            (key.to_string(), value, !topic.configs.contains_key(*key))
+            let (value, default) = context.config.topic_value(topic, key);
+            (key.to_string(), value, default)
         })
         .collect()
 }
@@ -272,6 +272,22 @@ fn broker_configs(context: &Context) -> Vec<(String, String)> {
         (
             "default.replication.factor".into(),
             config.auto_replication_factor().to_string(),
+        ),
+        (
+            "log.retention.ms".into(),
+            config.log.default_retention_ms().to_string(),
+        ),
+        (
+            "log.retention.bytes".into(),
+            config.log.retention_bytes.to_string(),
+        ),
+        (
+            "log.segment.bytes".into(),
+            config.log.segment_bytes.to_string(),
+        ),
+        (
+            "log.retention.check.interval.ms".into(),
+            config.log.retention_check_interval_ms.to_string(),
         ),
         (
             "message.max.bytes".into(),
@@ -298,7 +314,7 @@ pub(super) fn describe_configs(
         // (key, value, read only, source: 1 topic, 4 static broker, 5 default).
         let entries: Option<Vec<(String, String, bool, i8)>> = match resource.resource_type {
             TOPIC => metadata.topic(name).map(|topic| {
-                topic_configs(topic)
+                topic_configs(context, topic)
                     .into_iter()
                     .map(|(k, v, default)| (k, v, false, if default { 5 } else { 1 }))
                     .collect()

@@ -45,6 +45,7 @@ const REQUEST_MAX: usize = 100 << 20;
 /// Kafka error codes used here.
 mod code {
     pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const LEADER_NOT_AVAILABLE: i16 = 5;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
@@ -68,6 +69,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::FindCoordinator, 0, 4),
@@ -256,6 +258,9 @@ async fn dispatch(
         // Submitted to the core here, in arrival order; only the wait for the answer is deferred.
         ApiKey::Produce => Ok(call.answer_later(produce::produce(&ctx, call.decode(body)?).await)),
         ApiKey::InitProducerId => call.handle_now(body, |r| produce::init_producer_id(&ctx, r)),
+        ApiKey::DeleteRecords => {
+            call.handle(body, async move |r| produce::delete_records(&ctx, r).await)
+        }
         ApiKey::Fetch => call.handle(body, async move |r| fetch::fetch(&ctx, r).await),
         ApiKey::ListOffsets => call.handle(body, async move |r| fetch::list_offsets(&ctx, r).await),
         ApiKey::Metadata => call.handle(body, async move |r| {

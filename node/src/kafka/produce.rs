@@ -1,16 +1,24 @@
-//! The produce APIs: Produce (each partition's batch submitted to the core at read time, in
-//! arrival order) and InitProducerId.
+//! The APIs that write to partitions: Produce (each partition's batch submitted to the core at
+//! read time, in arrival order), InitProducerId, and DeleteRecords (a partition's log start
+//! offset moved through its Raft log).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
-    TopicName,
+    DeleteRecordsRequest, DeleteRecordsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
-use oxbow_core::io::{Acks, ProduceRequest as CoreProduce, Request, Response};
+use oxbow_core::ids::Offset;
+use oxbow_core::io::{
+    Acks, DeleteRecordsRequest as CoreDeleteRecords, ProduceRequest as CoreProduce, Request,
+    Response,
+};
 use slog::warn;
 
 use super::{code, placement, str_bytes, Context};
@@ -124,6 +132,67 @@ pub(super) fn init_producer_id(
             warn!(context.logger, "cannot persist a producer id block");
             response.error_code = code::COORDINATOR_NOT_AVAILABLE;
         }
+    }
+    response
+}
+
+/// DeleteRecords: each partition's leader moves its log start offset (Kafka's low watermark)
+/// through the partition's Raft log; the answer comes once that is applied. Offset -1 means
+/// the high watermark.
+pub(super) async fn delete_records(
+    context: &Context,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let timeout_ms = request.timeout_ms.clamp(0, 300_000) as u32;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms) + 5_000);
+    let metadata = context.core.metadata();
+    let mut waits = Vec::new();
+    for topic in request.topics {
+        let name = topic.name.0.as_str().to_string();
+        for partition in topic.partitions {
+            let wait = match placement(&metadata, &name, partition.partition_index) {
+                None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(placement) if !context.hosts(placement) => Err(code::NOT_LEADER_OR_FOLLOWER),
+                Some(_) if partition.offset < -1 => Err(code::OFFSET_OUT_OF_RANGE),
+                Some(placement) => {
+                    let request = Request::DeleteRecords(CoreDeleteRecords {
+                        group: placement.group,
+                        offset: (partition.offset >= 0).then_some(Offset(partition.offset)),
+                        timeout_ms,
+                    });
+                    context
+                        .core
+                        .submit(request)
+                        .await
+                        .ok_or(code::REQUEST_TIMED_OUT)
+                }
+            };
+            waits.push((name.clone(), partition.partition_index, wait));
+        }
+    }
+    let mut by_topic: BTreeMap<String, Vec<DeleteRecordsPartitionResult>> = BTreeMap::new();
+    for (name, index, wait) in waits {
+        let (error_code, low_watermark) = match wait {
+            Err(code) => (code, -1),
+            Ok(answer) => match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(Response::DeleteRecords(Ok(offset)))) => (code::NONE, offset.0),
+                Ok(Ok(Response::DeleteRecords(Err(error)))) => (error.kafka_code(), -1),
+                _ => (code::REQUEST_TIMED_OUT, -1),
+            },
+        };
+        let mut partition = DeleteRecordsPartitionResult::default();
+        partition.partition_index = index;
+        partition.error_code = error_code;
+        partition.low_watermark = low_watermark;
+        by_topic.entry(name).or_default().push(partition);
+    }
+    let mut response = DeleteRecordsResponse::default();
+    for (name, partitions) in by_topic {
+        let mut topic = DeleteRecordsTopicResult::default();
+        topic.name = TopicName(str_bytes(&name));
+        topic.partitions = partitions;
+        response.topics.push(topic);
     }
     response
 }

@@ -7,6 +7,7 @@
 
 pub mod env;
 pub mod peer;
+mod retention;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -182,6 +183,7 @@ impl std::error::Error for RuntimeError {}
 pub fn core_config(config: &Config) -> NodeConfig {
     let mut node = NodeConfig::new(config.node(), Vec::new());
     node.metadata_voters = config.all_nodes();
+    node.metadata_entries_max = config.metadata_snapshot_entries;
     node
 }
 
@@ -239,8 +241,8 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
     let (log, durable, report) = SegmentLog::open(
         disk,
         SegmentLogOptions {
+            segment_bytes_max: config.log.segment_bytes,
             planted,
-            ..SegmentLogOptions::default()
         },
     )
     .map_err(RuntimeError::Storage)?;
@@ -310,6 +312,14 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
     let raft_logger = logger.new(slog::o!("component" => "raft"));
     let node = Node::new(node_config, seed, incarnation, durable, &raft_logger);
     let tick = Duration::from_millis(config.tick_ms);
+    tokio::spawn(retention::run(
+        config.clone(),
+        core.clone(),
+        writer.clone(),
+        clock.clone(),
+        shutdown.clone(),
+        logger.clone(),
+    ));
     let done = tokio::spawn(run_core(CoreTask {
         node,
         inbox,
@@ -445,6 +455,10 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                             index,
                         } => {
                             info!(logger, "metadata changed"; "index" => index.0);
+                            metadata_changed = true;
+                        }
+                        TraceEvent::MetadataRestored { index } => {
+                            info!(logger, "metadata restored from a snapshot"; "index" => index.0);
                             metadata_changed = true;
                         }
                         _ => {}

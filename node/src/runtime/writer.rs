@@ -4,31 +4,81 @@
 //!
 //! In production it is a thread of its own that blocks on the disk; in the simulator it is a
 //! task whose fsync takes simulated time (see [`WriterMode`]).
+//!
+//! It also answers questions only the log can: where retention may move each partition's log
+//! start ([`Writer::retention`]), asked between group commits.
 
+use std::collections::BTreeMap;
+
+use oxbow_core::ids::{GroupId, Offset};
 use oxbow_core::io::Write;
 use slog::{error, Logger};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::env::WriterMode;
 use super::Event;
 use crate::config::FsyncPolicy;
-use crate::storage::{Disk, SegmentLog};
+use crate::storage::{Disk, RetentionPolicy, SegmentLog};
 
 /// Writes queued to the writer at most; past it the core waits.
 const QUEUE_CAPACITY: usize = 1_024;
 /// Writes committed together at most.
 const GROUP_MAX: usize = 256;
 
-/// The core's end of the writer.
+/// What the writer is asked to do, in order.
+enum Job {
+    /// Append (and maybe fsync) a write of the core's.
+    Write(Write),
+    /// Where retention may move the log start of each group with a policy.
+    Retention {
+        policies: BTreeMap<GroupId, RetentionPolicy>,
+        now_ms: i64,
+        reply: oneshot::Sender<Vec<(GroupId, Offset)>>,
+    },
+}
+
+/// The writer's queue.
+#[derive(Clone)]
 pub struct Writer {
-    queue: mpsc::Sender<Write>,
+    queue: mpsc::Sender<Job>,
 }
 
 impl Writer {
     /// Queues a write (waits while the queue is full).
     pub async fn write(&self, write: Write) {
         // A closed queue means the writer stopped after a failure it already reported.
-        let _ = self.queue.send(write).await;
+        let _ = self.queue.send(Job::Write(write)).await;
+    }
+
+    /// Where retention may move the log start of each group in `policies` at wall time
+    /// `now_ms` (groups where nothing may go are left out); `None` if the writer stopped.
+    pub async fn retention(
+        &self,
+        policies: BTreeMap<GroupId, RetentionPolicy>,
+        now_ms: i64,
+    ) -> Option<Vec<(GroupId, Offset)>> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Retention {
+            policies,
+            now_ms,
+            reply,
+        };
+        self.queue.send(job).await.ok()?;
+        answer.await.ok()
+    }
+}
+
+/// Answers a question between group commits.
+fn answer<D: Disk>(log: &SegmentLog<D>, job: Job) {
+    match job {
+        Job::Write(_) => unreachable!("writes are grouped"),
+        Job::Retention {
+            policies,
+            now_ms,
+            reply,
+        } => {
+            let _ = reply.send(log.retention(&policies, now_ms));
+        }
     }
 }
 
@@ -57,7 +107,7 @@ pub fn spawn<D: Disk + Send + 'static>(
     done: mpsc::Sender<Event>,
     logger: Logger,
 ) -> Writer {
-    let (queue, writes) = mpsc::channel::<Write>(QUEUE_CAPACITY);
+    let (queue, writes) = mpsc::channel::<Job>(QUEUE_CAPACITY);
     match mode {
         WriterMode::Thread => {
             #[allow(clippy::disallowed_methods)] // The writer is the one thread of the IO edge.
@@ -82,26 +132,38 @@ pub fn spawn<D: Disk + Send + 'static>(
     Writer { queue }
 }
 
-fn next_group(first: Write, writes: &mut mpsc::Receiver<Write>, group: &mut Vec<Write>) {
+/// Gathers the writes queued after `first` into one group commit; a question met on the way
+/// ends the group and is returned, to be answered after it.
+fn next_group(
+    first: Write,
+    writes: &mut mpsc::Receiver<Job>,
+    group: &mut Vec<Write>,
+) -> Option<Job> {
     group.push(first);
     while group.len() < GROUP_MAX {
         match writes.try_recv() {
-            Ok(write) => group.push(write),
+            Ok(Job::Write(write)) => group.push(write),
+            Ok(question) => return Some(question),
             Err(_) => break,
         }
     }
+    None
 }
 
 fn run_blocking<D: Disk>(
     mut log: SegmentLog<D>,
     fsync: FsyncPolicy,
-    mut writes: mpsc::Receiver<Write>,
+    mut writes: mpsc::Receiver<Job>,
     done: mpsc::Sender<Event>,
     logger: Logger,
 ) {
     let mut group = Vec::with_capacity(GROUP_MAX);
-    while let Some(first) = writes.blocking_recv() {
-        next_group(first, &mut writes, &mut group);
+    while let Some(job) = writes.blocking_recv() {
+        let Job::Write(first) = job else {
+            answer(&log, job);
+            continue;
+        };
+        let question = next_group(first, &mut writes, &mut group);
         let result = append_all(&mut log, &group).and_then(|()| {
             if wants_sync(&group, fsync) {
                 log.sync()
@@ -119,6 +181,9 @@ fn run_blocking<D: Disk>(
                 return;
             }
         }
+        if let Some(question) = question {
+            answer(&log, question);
+        }
     }
 }
 
@@ -127,13 +192,17 @@ async fn run_task<D: Disk>(
     fsync: FsyncPolicy,
     sync_latency: std::time::Duration,
     ack_before_fsync: bool,
-    mut writes: mpsc::Receiver<Write>,
+    mut writes: mpsc::Receiver<Job>,
     done: mpsc::Sender<Event>,
     logger: Logger,
 ) {
     let mut group = Vec::with_capacity(GROUP_MAX);
-    while let Some(first) = writes.recv().await {
-        next_group(first, &mut writes, &mut group);
+    while let Some(job) = writes.recv().await {
+        let Job::Write(first) = job else {
+            answer(&log, job);
+            continue;
+        };
+        let question = next_group(first, &mut writes, &mut group);
         // The bytes reach the (simulated) disk now; they are durable only after the fsync,
         // which takes time: a crash in between loses them.
         if let Err(e) = append_all(&mut log, &group) {
@@ -163,6 +232,9 @@ async fn run_task<D: Disk>(
             if !ack_before_fsync && done.send(Event::WriteDone(write.seq)).await.is_err() {
                 return;
             }
+        }
+        if let Some(question) = question {
+            answer(&log, question);
         }
     }
 }

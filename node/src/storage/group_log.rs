@@ -10,7 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use oxbow_core::ids::GroupId;
+use oxbow_core::batch::BatchSpan;
+use oxbow_core::ids::{GroupId, Offset};
 use oxbow_core::node::GroupDurableState;
 use oxbow_core::raft::eraftpb::{Entry, HardState, Snapshot};
 
@@ -36,7 +37,7 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<(GroupId, u64)> {
     Some((GroupId(group.parse().ok()?), number.parse().ok()?))
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct Segment {
     pub(crate) len: u64,
     /// Highest entry index in this segment (0 when it holds none).
@@ -49,6 +50,42 @@ pub(crate) struct Segment {
     header_durable: bool,
     /// Bytes this process synced.
     synced_len: u64,
+    /// Base offset of the first record batch written to it (a later batch replacing it after
+    /// a truncation starts at the same offset: it follows the same entries).
+    first_offset: Option<Offset>,
+    /// Largest timestamp of any batch written to it (`i64::MIN` for none).
+    max_timestamp: i64,
+}
+
+impl Segment {
+    fn new(header_written: bool) -> Self {
+        Self {
+            len: 0,
+            max_index: 0,
+            header_written,
+            header_durable: false,
+            synced_len: 0,
+            first_offset: None,
+            max_timestamp: i64::MIN,
+        }
+    }
+
+    /// Notes a record batch written to it (`data`: an entry's data).
+    fn note_entry(&mut self, data: &[u8]) {
+        if let Some(span) = BatchSpan::of(data) {
+            self.first_offset.get_or_insert(span.base_offset);
+            self.max_timestamp = self.max_timestamp.max(span.max_timestamp);
+        }
+    }
+}
+
+/// What a partition keeps: Kafka's `retention.ms` and `retention.bytes` (negative: no limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Records older than this (by their batch's largest timestamp) may go.
+    pub retention_ms: i64,
+    /// The partition's log may be cut down to this many bytes.
+    pub retention_bytes: i64,
 }
 
 /// What recovery found in one group's segments.
@@ -90,7 +127,7 @@ impl GroupLog {
     /// A group with no segment yet: its first frame starts segment 0.
     pub(crate) fn new(group: GroupId) -> Self {
         let mut segments = BTreeMap::new();
-        segments.insert(0, Segment::default());
+        segments.insert(0, Segment::new(false));
         Self {
             group,
             segments,
@@ -119,11 +156,14 @@ impl GroupLog {
         for (position_in_list, number) in numbers.iter().enumerate() {
             let file = segment_name(group, *number);
             let bytes = disk.read(&file).map_err(io_error("read", &file))?;
-            let mut segment = Segment::default();
+            let mut segment = Segment::new(false);
             let mut at = 0usize;
             while at < bytes.len() {
                 let error = match frame::decode(&bytes[at..]) {
                     Ok((frame, len)) => {
+                        if let Frame::Entry(_, entry) = &frame {
+                            segment.note_entry(&entry.data);
+                        }
                         match replay_frame(&mut replay, group, frame, *number, at as u64) {
                             Ok(entry_index) => {
                                 frames += 1;
@@ -250,6 +290,7 @@ impl GroupLog {
                 let _ = self.index.split_off(&entry.index);
                 self.index.insert(entry.index, (active, position));
                 segment.max_index = segment.max_index.max(entry.index);
+                segment.note_entry(&entry.data);
             }
             Frame::HardState(_, hard_state) => self.hard_state = hard_state,
             Frame::Snapshot {
@@ -301,13 +342,7 @@ impl GroupLog {
         self.synced();
         self.delete_unneeded_segments(disk)?;
         let next = self.active() + 1;
-        self.segments.insert(
-            next,
-            Segment {
-                header_written: true,
-                ..Segment::default()
-            },
-        );
+        self.segments.insert(next, Segment::new(true));
         frame::encode(
             &Frame::HardState(self.group, self.hard_state.clone()),
             &mut self.buffer,
@@ -419,6 +454,56 @@ impl GroupLog {
         self.index
             .get(&index)
             .map(|(segment, position)| (segment_name(self.group, *segment), *position))
+    }
+
+    /// Where the log start offset may move by `policy` at wall time `now_ms`, as Kafka's
+    /// retention decides: a prefix of closed segments whose every batch is older than
+    /// `retention_ms`, and of the oldest closed segments as long as the log stays at least
+    /// `retention_bytes` long; the active segment always stays. The answer is the first offset
+    /// of the oldest segment kept, `None` when nothing may go.
+    pub(crate) fn retention_point(&self, policy: RetentionPolicy, now_ms: i64) -> Option<Offset> {
+        let closed: Vec<&Segment> = self.segments.values().rev().skip(1).rev().collect();
+        let expired = if policy.retention_ms >= 0 {
+            let horizon = now_ms.saturating_sub(policy.retention_ms);
+            closed
+                .iter()
+                .take_while(|s| s.max_timestamp < horizon)
+                .count()
+        } else {
+            0
+        };
+        let oversized = if policy.retention_bytes >= 0 {
+            let total: u64 = self.segments.values().map(|s| s.len).sum();
+            let mut excess = total.saturating_sub(policy.retention_bytes as u64);
+            closed
+                .iter()
+                .take_while(|s| {
+                    let fits = s.len <= excess;
+                    excess -= s.len.min(excess);
+                    fits
+                })
+                .count()
+        } else {
+            0
+        };
+        // The new log start is the first offset of the oldest segment kept that holds a batch.
+        // Where none kept holds one (the active segment may hold only its header), the newest
+        // segment that does is kept too: the storage cannot tell the log end offset for sure
+        // (a follower's segments may hold batches a new leader replaced), so it never moves
+        // the log start past a batch it has not seen begin.
+        let segments: Vec<&Segment> = self.segments.values().collect();
+        let mut keep_from = expired.max(oversized);
+        while keep_from > 0
+            && segments[keep_from..]
+                .iter()
+                .all(|s| s.first_offset.is_none())
+        {
+            keep_from -= 1;
+        }
+        if keep_from == 0 {
+            return None;
+        }
+        segments[keep_from..].iter().find_map(|s| s.first_offset)
     }
 
     /// Number of segments (the active one included).

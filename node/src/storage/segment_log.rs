@@ -29,7 +29,7 @@ use oxbow_core::raft::eraftpb::Entry;
 
 use super::disk::Disk;
 use super::frame::{self, Frame};
-use super::group_log::{parse_segment_name, GroupLog};
+use super::group_log::{parse_segment_name, GroupLog, RetentionPolicy};
 
 /// Tuning of the segment log.
 #[derive(Clone, Copy, Debug)]
@@ -293,6 +293,23 @@ impl<D: Disk> SegmentLog<D> {
             log.delete_unneeded_segments(&mut self.disk)?;
         }
         Ok(())
+    }
+
+    /// For each group with a policy, the offset its log start may move to by retention at
+    /// wall time `now_ms` (see `GroupLog::retention_point`); groups where nothing may go are
+    /// left out.
+    pub fn retention(
+        &self,
+        policies: &BTreeMap<GroupId, RetentionPolicy>,
+        now_ms: i64,
+    ) -> Vec<(GroupId, oxbow_core::ids::Offset)> {
+        policies
+            .iter()
+            .filter_map(|(group, policy)| {
+                let point = self.groups.get(group)?.retention_point(*policy, now_ms)?;
+                Some((*group, point))
+            })
+            .collect()
     }
 
     /// Reads one entry back from disk through the index.

@@ -7,6 +7,8 @@
 //! one [`Output::Send`]. Messages raft-rs says must follow persistence wait for the write's
 //! [`Input::WriteDone`].
 
+mod follow_metadata;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand_core::SeedableRng;
@@ -15,16 +17,14 @@ use bytes::Bytes;
 
 use crate::batch::TimestampType;
 use crate::codec::{Reader, Writer};
-use crate::coordinator::{Coordinator, GroupError, GroupResponse, OFFSETS_TOPIC};
+use crate::coordinator::{Coordinator, GroupError, GroupResponse};
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId, Term};
 use crate::io::{
-    Acks, AdminRequest, FetchError, GroupMessage, GroupRequest, Input, Output, ProduceError,
-    Request, Response, TraceEvent, WalRecord, Write,
+    Acks, AdminRequest, DeleteRecordsError, FetchError, GroupMessage, GroupRequest, Input, Output,
+    ProduceError, Request, Response, TraceEvent, WalRecord, Write,
 };
 use crate::log_store::LogStore;
-use crate::metadata::{
-    AdminError, MetadataChange, MetadataCommand, MetadataState, PartitionAssignment, METADATA_GROUP,
-};
+use crate::metadata::{AdminError, MetadataState, METADATA_GROUP};
 use crate::partition::{Applied, LogKind, Replica};
 use crate::time::{Instant, Now};
 
@@ -128,6 +128,9 @@ pub struct NodeConfig {
     /// Entries a group coordinator's log holds before it is compacted into a snapshot of the
     /// coordinator's state (the latest offset per partition and group, so compacted by key).
     pub command_entries_max: u64,
+    /// Entries the metadata log holds before it is compacted into a snapshot of the applied
+    /// metadata, so that neither its size nor a restart's replay grows with history.
+    pub metadata_entries_max: u64,
     /// Planted bugs (inert without the `planted-bugs` feature).
     pub planted: PlantedBugs,
 }
@@ -151,6 +154,7 @@ impl NodeConfig {
             retain_entries_max: 1_000_000,
             snapshot_retry_ticks: 50,
             command_entries_max: 10_000,
+            metadata_entries_max: 1_000,
             planted: PlantedBugs::default(),
         }
     }
@@ -430,6 +434,7 @@ impl Node {
                         replica.compact_commands(state, &mut sink);
                     }
                 }
+                self.compact_metadata(&mut sink);
                 self.expire_admin(now, &mut sink);
                 if self.ticks.is_multiple_of(self.config.leader_gossip_ticks) {
                     self.gossip_leaders(&mut sink);
@@ -528,6 +533,20 @@ impl Node {
                 };
                 sink.reply(id, Response::Fetch(response));
             }
+            Request::DeleteRecords(delete) => match self
+                .groups
+                .get_mut(&delete.group)
+                .filter(|r| !r.is_command_log())
+            {
+                Some(replica) => {
+                    touched.insert(delete.group);
+                    replica.delete_records(&self.config, now, id, &delete, sink);
+                }
+                None => sink.reply(
+                    id,
+                    Response::DeleteRecords(Err(DeleteRecordsError::UnknownTopicOrPartition)),
+                ),
+            },
             Request::FindTimestamp(find) => {
                 let response = match self.groups.get(&find.group).filter(|r| !r.is_command_log()) {
                     Some(replica) => replica.find_timestamp(find.timestamp),
@@ -676,6 +695,24 @@ impl Node {
         }
     }
 
+    /// Compacts the metadata log behind a snapshot of the applied metadata once it holds
+    /// `metadata_entries_max` entries.
+    fn compact_metadata(&mut self, sink: &mut Sink) {
+        let (Some(state), Some(replica)) =
+            (self.metadata.as_ref(), self.groups.get_mut(&METADATA_GROUP))
+        else {
+            return;
+        };
+        if replica.entries_held() >= self.config.metadata_entries_max {
+            assert_eq!(
+                state.applied(),
+                replica.applied_index(),
+                "the metadata state is applied as far as its log"
+            );
+            replica.compact_commands(Bytes::from(state.encode()), sink);
+        }
+    }
+
     fn expire_admin(&mut self, now: Now, sink: &mut Sink) {
         let mut keep = VecDeque::with_capacity(self.admin_pending.len());
         for pending in self.admin_pending.drain(..) {
@@ -686,120 +723,6 @@ impl Node {
             }
         }
         self.admin_pending = keep;
-    }
-
-    /// Applies the metadata entries the metadata group just applied, starting and stopping
-    /// partition groups, and answers the admin requests waiting on them.
-    fn apply_metadata(&mut self, sink: &mut Sink, touched: &mut BTreeSet<GroupId>) {
-        let entries = self
-            .groups
-            .get_mut(&METADATA_GROUP)
-            .expect("the metadata group is never removed")
-            .take_commands_applied();
-        for applied in entries {
-            let Applied::Entry(index, term, data) = applied else {
-                panic!("the metadata log is never compacted");
-            };
-            let result = if data.is_empty() {
-                None // a leader's no-op
-            } else {
-                let command = MetadataCommand::decode(&data)
-                    .expect("metadata entries are encoded by the leader that proposed them");
-                let state = self.metadata.as_mut().expect("metadata group runs");
-                let result = state.apply(index, term, &command);
-                if let Ok(change) = &result {
-                    self.on_metadata_change(change, sink, touched);
-                }
-                Some(result)
-            };
-            sink.trace(TraceEvent::MetadataApplied {
-                index,
-                changed: matches!(result, Some(Ok(_))),
-            });
-            while self.admin_pending.front().is_some_and(|p| p.index <= index) {
-                let pending = self.admin_pending.pop_front().expect("checked");
-                let response = match &result {
-                    Some(result) if pending.index == index && pending.term == term => {
-                        result.clone().map(Some)
-                    }
-                    // Another entry took its place: the command is definitely not in the log.
-                    _ => Err(AdminError::NotController { leader: None }),
-                };
-                sink.reply(pending.id, Response::Admin(response));
-            }
-        }
-    }
-
-    fn on_metadata_change(
-        &mut self,
-        change: &MetadataChange,
-        sink: &mut Sink,
-        touched: &mut BTreeSet<GroupId>,
-    ) {
-        let state = self.metadata.as_ref().expect("metadata group runs");
-        let (start, timestamps, coordinators): (Vec<PartitionAssignment>, _, _) = match change {
-            MetadataChange::TopicCreated { name, .. } => {
-                let topic = state.topic(name).expect("just created");
-                (
-                    topic.partitions.clone(),
-                    topic.timestamps(),
-                    name == OFFSETS_TOPIC,
-                )
-            }
-            MetadataChange::PartitionsCreated { name, from } => {
-                let topic = state.topic(name).expect("just grown");
-                (
-                    topic.partitions[*from as usize..].to_vec(),
-                    topic.timestamps(),
-                    name == OFFSETS_TOPIC,
-                )
-            }
-            MetadataChange::TopicDeleted(topic) => {
-                for partition in &topic.partitions {
-                    // Their waiting answers are dropped; the clients time out and look again.
-                    self.coordinators.remove(&partition.group);
-                    let hosted = match self.groups.remove(&partition.group) {
-                        Some(mut replica) => {
-                            replica.fail_pending(sink);
-                            true
-                        }
-                        None => false,
-                    };
-                    let parked = self.parked.remove(&partition.group).is_some();
-                    if hosted || parked {
-                        sink.write(
-                            WalRecord::RemoveGroup {
-                                group: partition.group,
-                            },
-                            false,
-                        );
-                    }
-                }
-                return;
-            }
-        };
-        for partition in start {
-            if partition.replicas.contains(&self.config.node_id) {
-                let durable = self.parked.remove(&partition.group);
-                let kind = if coordinators {
-                    LogKind::Commands
-                } else {
-                    LogKind::Records(timestamps)
-                };
-                self.start_group(partition.group, &partition.replicas, kind, durable);
-                if coordinators {
-                    let logger = self.logger.new(slog::o!("group" => partition.group.0));
-                    let mut coordinator = Coordinator::new(
-                        self.config.node_id.0,
-                        self.config.pending_requests_max,
-                        &logger,
-                    );
-                    coordinator.planted_assignment_to_all = self.config.planted.assignment_to_all();
-                    self.coordinators.insert(partition.group, coordinator);
-                }
-                touched.insert(partition.group);
-            }
-        }
     }
 
     /// Tells every peer which groups this node leads.
