@@ -28,8 +28,13 @@ const VERSION: u8 = 1;
 const KIND_CREATE_TOPIC: u8 = 1;
 const KIND_DELETE_TOPIC: u8 = 2;
 const KIND_CREATE_PARTITIONS: u8 = 3;
+const KIND_ALTER_TOPIC_CONFIGS: u8 = 4;
 /// Version of the encoded [`MetadataState`] (the metadata log's snapshots).
 const STATE_VERSION: u8 = 1;
+
+/// Topic configuration keys that can change on an existing topic (IncrementalAlterConfigs,
+/// AlterConfigs); they take effect at once (retention reads them at every check).
+pub const RUNTIME_TOPIC_CONFIGS: &[&str] = &["retention.bytes", "retention.ms"];
 
 /// Topic configuration keys oxbow implements, with their defaults. Anything else is refused,
 /// rather than accepted and ignored.
@@ -79,6 +84,25 @@ impl TopicMeta {
         }
     }
 
+    /// The overrides after an [`MetadataCommand::AlterTopicConfigs`] of `set`, `remove` and
+    /// `replace` (which keeps the overrides that cannot change at run time).
+    pub fn altered_configs(
+        &self,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+        replace: bool,
+    ) -> BTreeMap<String, String> {
+        let mut configs = self.configs.clone();
+        if replace {
+            configs.retain(|key, _| !RUNTIME_TOPIC_CONFIGS.contains(&key.as_str()));
+        }
+        for key in remove {
+            configs.remove(key);
+        }
+        configs.extend(set.clone());
+        configs
+    }
+
     /// The value of a configuration key: the override, else the default.
     pub fn config(&self, key: &str) -> Option<&str> {
         self.configs.get(key).map(String::as_str).or_else(|| {
@@ -120,6 +144,18 @@ pub enum MetadataCommand {
         /// The new total number of partitions.
         count: u32,
     },
+    /// Change a topic's configuration overrides (Kafka's IncrementalAlterConfigs, or
+    /// AlterConfigs with `replace`).
+    AlterTopicConfigs {
+        /// Its name.
+        name: String,
+        /// Overrides to set.
+        set: BTreeMap<String, String>,
+        /// Overrides to remove (the key takes its default again).
+        remove: Vec<String>,
+        /// Whether every override not in `set` goes (AlterConfigs replaces the whole set).
+        replace: bool,
+    },
 }
 
 /// What applying a command changed; `Node` starts and stops partition groups from it.
@@ -140,6 +176,11 @@ pub enum MetadataChange {
         name: String,
         /// The first new partition.
         from: u32,
+    },
+    /// A topic's configuration overrides changed.
+    TopicConfigsChanged {
+        /// The topic.
+        name: String,
     },
 }
 
@@ -456,6 +497,30 @@ impl MetadataState {
                 self.topics.get(name).ok_or(AdminError::UnknownTopic)?;
                 Ok(())
             }
+            MetadataCommand::AlterTopicConfigs {
+                name, set, remove, ..
+            } => {
+                let topic = self.topics.get(name).ok_or(AdminError::UnknownTopic)?;
+                for (key, value) in set {
+                    check_topic_config(key, value).map_err(AdminError::InvalidConfig)?;
+                }
+                // A key that cannot change may be named with the value it has (AlterConfigs
+                // sends the whole set).
+                let changed = set
+                    .iter()
+                    .filter(|(key, value)| topic.config(key) != Some(value.as_str()))
+                    .map(|(key, _)| key);
+                for key in changed.chain(remove) {
+                    if !RUNTIME_TOPIC_CONFIGS.contains(&key.as_str()) {
+                        return Err(AdminError::InvalidConfig(format!(
+                            "{key} cannot be changed on an existing topic yet (the topic's \
+                             partitions read it when they start); changeable: {}",
+                            RUNTIME_TOPIC_CONFIGS.join(", ")
+                        )));
+                    }
+                }
+                Ok(())
+            }
             MetadataCommand::CreatePartitions { name, count } => {
                 let topic = self.topics.get(name).ok_or(AdminError::UnknownTopic)?;
                 let current = topic.partitions.len() as u32;
@@ -515,6 +580,16 @@ impl MetadataState {
                 let topic = self.topics.remove(name).expect("checked");
                 self.partitions -= topic.partitions.len();
                 MetadataChange::TopicDeleted(topic)
+            }
+            MetadataCommand::AlterTopicConfigs {
+                name,
+                set,
+                remove,
+                replace,
+            } => {
+                let topic = self.topics.get_mut(name).expect("checked");
+                topic.configs = topic.altered_configs(set, remove, *replace);
+                MetadataChange::TopicConfigsChanged { name: name.clone() }
             }
             MetadataCommand::CreatePartitions { name, count } => {
                 let mut topic = self.topics.remove(name).expect("checked");
@@ -611,6 +686,25 @@ impl MetadataCommand {
                 w.bytes(name.as_bytes());
                 w.u32(*count);
             }
+            Self::AlterTopicConfigs {
+                name,
+                set,
+                remove,
+                replace,
+            } => {
+                w.u8(KIND_ALTER_TOPIC_CONFIGS);
+                w.bytes(name.as_bytes());
+                w.u32(set.len() as u32);
+                for (key, value) in set {
+                    w.bytes(key.as_bytes());
+                    w.bytes(value.as_bytes());
+                }
+                w.u32(remove.len() as u32);
+                for key in remove {
+                    w.bytes(key.as_bytes());
+                }
+                w.u8(u8::from(*replace));
+            }
         }
         w.bytes
     }
@@ -651,6 +745,29 @@ impl MetadataCommand {
                 name: string(&mut r)?,
                 count: r.u32()?,
             },
+            KIND_ALTER_TOPIC_CONFIGS => {
+                let name = string(&mut r)?;
+                let mut set = BTreeMap::new();
+                for _ in 0..r.u32()? {
+                    let key = string(&mut r)?;
+                    set.insert(key, string(&mut r)?);
+                }
+                let mut remove = Vec::new();
+                for _ in 0..r.u32()? {
+                    remove.push(string(&mut r)?);
+                }
+                let replace = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError("bad replace flag")),
+                };
+                Self::AlterTopicConfigs {
+                    name,
+                    set,
+                    remove,
+                    replace,
+                }
+            }
             _ => return Err(DecodeError("unknown metadata command")),
         };
         r.finish()?;
@@ -698,6 +815,90 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(MetadataState::decode(&bytes[..cut]).is_err());
         }
+    }
+
+    #[test]
+    fn topic_configs_change_at_run_time_where_they_can() {
+        let mut state = MetadataState::new(vec![NodeId(1)]);
+        let mut create_with = create("t", 1, 1);
+        if let MetadataCommand::CreateTopic(c) = &mut create_with {
+            c.configs
+                .insert("message.timestamp.type".into(), "LogAppendTime".into());
+        }
+        state
+            .apply(RaftIndex(1), Term(1), &create_with)
+            .expect("created");
+        let alter =
+            |set: &[(&str, &str)], remove: &[&str], replace| MetadataCommand::AlterTopicConfigs {
+                name: "t".into(),
+                set: set
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                remove: remove.iter().map(|k| k.to_string()).collect(),
+                replace,
+            };
+        let configs = |state: &MetadataState| state.topic("t").expect("exists").configs.clone();
+        let set = alter(
+            &[("retention.ms", "60000"), ("retention.bytes", "1024")],
+            &[],
+            false,
+        );
+        assert_eq!(MetadataCommand::decode(&set.encode()), Ok(set.clone()));
+        state.apply(RaftIndex(2), Term(1), &set).expect("set");
+        assert_eq!(
+            configs(&state).get("retention.ms").map(String::as_str),
+            Some("60000")
+        );
+        state
+            .apply(
+                RaftIndex(3),
+                Term(1),
+                &alter(&[], &["retention.bytes"], false),
+            )
+            .expect("removed");
+        assert!(!configs(&state).contains_key("retention.bytes"));
+        // AlterConfigs replaces what can change, and may name the rest as it is.
+        let replace = alter(
+            &[
+                ("retention.bytes", "2048"),
+                ("message.timestamp.type", "LogAppendTime"),
+            ],
+            &[],
+            true,
+        );
+        assert_eq!(
+            MetadataCommand::decode(&replace.encode()),
+            Ok(replace.clone())
+        );
+        state
+            .apply(RaftIndex(4), Term(1), &replace)
+            .expect("replaced");
+        let now = configs(&state);
+        assert!(!now.contains_key("retention.ms"));
+        assert_eq!(now.get("retention.bytes").map(String::as_str), Some("2048"));
+        assert_eq!(
+            now.get("message.timestamp.type").map(String::as_str),
+            Some("LogAppendTime")
+        );
+        // What the partitions read when they start cannot change; bad values are refused.
+        for refused in [
+            alter(&[("message.timestamp.type", "CreateTime")], &[], false),
+            alter(&[], &["message.timestamp.type"], false),
+            alter(&[("retention.ms", "soon")], &[], false),
+        ] {
+            assert!(matches!(
+                state.check(&refused),
+                Err(AdminError::InvalidConfig(_))
+            ));
+        }
+        let unknown = MetadataCommand::AlterTopicConfigs {
+            name: "nope".into(),
+            set: BTreeMap::new(),
+            remove: Vec::new(),
+            replace: false,
+        };
+        assert_eq!(state.check(&unknown), Err(AdminError::UnknownTopic));
     }
 
     #[test]
@@ -772,18 +973,31 @@ mod tests {
             state.check(&create("a", 1, 3)),
             Err(AdminError::InvalidReplicationFactor(m)) if m.contains("number of nodes (2)")
         ));
-        let mut configs = BTreeMap::new();
-        configs.insert("retention.ms".to_string(), "1000".to_string());
-        let with_config = MetadataCommand::CreateTopic(CreateTopic {
-            name: "a".into(),
-            partitions: 1,
-            replication_factor: 1,
-            configs,
-        });
+        let with_config = |key: &str, value: &str| {
+            MetadataCommand::CreateTopic(CreateTopic {
+                name: "a".into(),
+                partitions: 1,
+                replication_factor: 1,
+                configs: BTreeMap::from([(key.to_string(), value.to_string())]),
+            })
+        };
         assert!(matches!(
-            state.check(&with_config),
+            state.check(&with_config("segment.ms", "1000")),
+            Err(AdminError::InvalidConfig(m)) if m.contains("segment.ms")
+        ));
+        assert!(matches!(
+            state.check(&with_config("retention.ms", "-2")),
             Err(AdminError::InvalidConfig(m)) if m.contains("retention.ms")
         ));
+        assert!(matches!(
+            state.check(&with_config("retention.bytes", "lots")),
+            Err(AdminError::InvalidConfig(m)) if m.contains("retention.bytes")
+        ));
+        assert_eq!(state.check(&with_config("retention.ms", "-1")), Ok(()));
+        assert_eq!(
+            state.check(&with_config("retention.bytes", "1048576")),
+            Ok(())
+        );
         assert_eq!(
             state.check(&MetadataCommand::DeleteTopic { name: "x".into() }),
             Err(AdminError::UnknownTopic)

@@ -110,3 +110,91 @@ def test_confluent_kafka_admin_produce_consume(cluster):
     assert {(p, o) for _, p, o in delivered} == set(got.keys()), "acknowledged offsets hold the records"
 
     admin.delete_topics(["ck-topic"])["ck-topic"].result(timeout=30)
+
+
+def _produce_one_batch_each(bootstrap, topic, count):
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 0})
+    for i in range(count):
+        producer.produce(topic, value=f"dr-{i}".encode(), partition=0)
+        assert producer.flush(30) == 0
+
+
+def _first_offset_read(bootstrap, topic, start):
+    """The first offset a fresh kafka-python consumer reads from partition 0 of `topic`,
+    assigned at `start` (below the log start it resets per auto_offset_reset=earliest)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+    partition = TopicPartition(topic, 0)
+    consumer.assign([partition])
+    consumer.seek(partition, start)
+    deadline = time.time() + 30
+    try:
+        while time.time() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                if records:
+                    return records[0].offset
+    finally:
+        consumer.close()
+    raise AssertionError("nothing read")
+
+
+def _low_watermarks(answers):
+    # kafka-python answers, per TopicPartition, the partition's DeleteRecords result.
+    return [answer["low_watermark"] for answer in answers.values()]
+
+
+def test_delete_records_with_confluent_kafka_and_kafka_python(cluster):
+    from confluent_kafka import TopicPartition as CkPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from kafka import KafkaAdminClient, TopicPartition
+
+    admin = AdminClient({"bootstrap.servers": cluster})
+    admin.create_topics([NewTopic("dr-topic", num_partitions=1, replication_factor=3)])["dr-topic"].result(timeout=30)
+    _wait_for_topic(cluster, "dr-topic", 1)
+    _produce_one_batch_each(cluster, "dr-topic", 60)
+
+    # confluent-kafka: the answer is the new low watermark, once every replica has it.
+    futures = admin.delete_records([CkPartition("dr-topic", 0, 20)])
+    (deleted,) = [f.result(timeout=30) for f in futures.values()]
+    assert deleted.low_watermark == 20
+    assert _first_offset_read(cluster, "dr-topic", 5) == 20
+
+    # kafka-python: the same through its own admin client; the log start never moves back.
+    kp_admin = KafkaAdminClient(bootstrap_servers=cluster)
+    answers = kp_admin.delete_records({TopicPartition("dr-topic", 0): 30})
+    assert _low_watermarks(answers) == [30]
+    answers = kp_admin.delete_records({TopicPartition("dr-topic", 0): 10})
+    assert _low_watermarks(answers) == [30]
+    kp_admin.close()
+    assert _first_offset_read(cluster, "dr-topic", 0) == 30
+
+    # IncrementalAlterConfigs changes retention at run time, from any node.
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        "dr-topic",
+        incremental_configs=[
+            ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("retention.bytes", None, incremental_operation=AlterConfigOpType.DELETE),
+        ],
+    )
+    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
+    described = ConfigResource(ConfigResource.Type.TOPIC, "dr-topic")
+    configs = admin.describe_configs([described])[described].result(timeout=30)
+    assert configs["retention.ms"].value == "3600000" and not configs["retention.ms"].is_default
+    assert configs["retention.bytes"].is_default
+    refused = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        "dr-topic",
+        incremental_configs=[
+            ConfigEntry("message.timestamp.type", "LogAppendTime", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    with pytest.raises(Exception, match="cannot be changed"):
+        admin.incremental_alter_configs([refused])[refused].result(timeout=30)
+    admin.delete_topics(["dr-topic"])["dr-topic"].result(timeout=30)

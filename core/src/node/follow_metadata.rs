@@ -143,6 +143,8 @@ impl Node {
                 self.host_partitions(&topic, &topic.partitions[*from as usize..], touched);
             }
             MetadataChange::TopicDeleted(topic) => self.stop_partitions(topic, sink),
+            // Read where they are used (retention reads them at every check).
+            MetadataChange::TopicConfigsChanged { .. } => {}
         }
     }
 

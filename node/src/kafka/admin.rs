@@ -1,10 +1,11 @@
 //! The admin APIs, which become `Request::Admin` commands for the metadata group: CreateTopics,
-//! DeleteTopics and CreatePartitions; and DescribeConfigs, answered from the applied metadata
-//! and the configuration file.
+//! DeleteTopics, CreatePartitions, and IncrementalAlterConfigs and AlterConfigs (from any node);
+//! and DescribeConfigs, answered from the applied metadata and the configuration file.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as AlterConfigsResourceResponseV0;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -13,10 +14,12 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    TopicName,
+    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_core::ids::TopicId;
@@ -357,6 +360,192 @@ pub(super) fn describe_configs(
             }
         }
         response.results.push(result);
+    }
+    response
+}
+
+/// One resource of an AlterConfigs or IncrementalAlterConfigs: the change for a topic, or why
+/// it is refused (error code, message).
+type ConfigChange = Result<MetadataCommand, (i16, String)>;
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// The command for one resource, or why there is none.
+fn config_change(
+    resource_type: i8,
+    name: &str,
+    set: BTreeMap<String, String>,
+    remove: Vec<String>,
+    replace: bool,
+) -> ConfigChange {
+    match resource_type {
+        RESOURCE_TOPIC => Ok(MetadataCommand::AlterTopicConfigs {
+            name: name.to_string(),
+            set,
+            remove,
+            replace,
+        }),
+        RESOURCE_BROKER => Err((
+            AdminError::InvalidConfig(String::new()).kafka_code(),
+            "broker settings come from the node's configuration file: change it there and \
+             restart the node"
+                .into(),
+        )),
+        _ => Err((
+            code::INVALID_REQUEST,
+            "only topic and broker configurations exist".into(),
+        )),
+    }
+}
+
+/// Applies one topic configuration change through the metadata group, from any node (as
+/// Kafka's brokers forward to the controller): checked against this node's applied metadata,
+/// then proposed here if this node leads the metadata group, else handed to its leader, and
+/// answered once this node has applied it.
+async fn alter_topic_configs(
+    context: &Context,
+    command: MetadataCommand,
+    validate_only: bool,
+) -> Result<(), (i16, Option<StrBytes>)> {
+    let refused = |error: AdminError| (error.kafka_code(), error.message().map(|m| str_bytes(&m)));
+    let MetadataCommand::AlterTopicConfigs {
+        name,
+        set,
+        remove,
+        replace,
+    } = &command
+    else {
+        unreachable!("only topic configuration changes come here");
+    };
+    let metadata = context.core.metadata();
+    metadata.check(&command).map_err(refused)?;
+    if validate_only {
+        return Ok(());
+    }
+    let expected = metadata
+        .topic(name)
+        .expect("checked")
+        .altered_configs(set, remove, *replace);
+    let request = Request::Admin(AdminRequest {
+        command: command.clone(),
+        validate_only: false,
+        forward: true,
+        timeout_ms: 30_000,
+    });
+    match context.core.request(request).await {
+        Some(Response::Admin(Ok(_))) => {}
+        Some(Response::Admin(Err(error))) => return Err(refused(error)),
+        _ => return Err(refused(AdminError::TimedOut)),
+    }
+    // Applied here (it was proposed here), or on its way from the leader.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let applied = context.core.metadata();
+        match applied.topic(name) {
+            Some(topic) if topic.configs == expected => return Ok(()),
+            None => return Err(refused(AdminError::UnknownTopic)),
+            Some(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(refused(AdminError::TimedOut))
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// IncrementalAlterConfigs: SET and DELETE of `retention.ms` and `retention.bytes` on topics
+/// (APPEND and SUBTRACT are for list-valued keys, which oxbow has none of).
+pub(super) async fn incremental_alter_configs(
+    context: &Context,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut response = IncrementalAlterConfigsResponse::default();
+    for resource in request.resources {
+        let mut set = BTreeMap::new();
+        let mut remove = Vec::new();
+        let mut bad = None;
+        for config in &resource.configs {
+            let key = config.name.to_string();
+            match (config.config_operation, &config.value) {
+                (0, Some(value)) => {
+                    set.insert(key, value.to_string());
+                }
+                (1, _) => remove.push(key),
+                (0, None) => bad = Some(format!("SET of {key} without a value")),
+                (2 | 3, _) => {
+                    bad = Some(format!(
+                        "{key} is not a list: APPEND and SUBTRACT do not apply"
+                    ))
+                }
+                (op, _) => bad = Some(format!("unknown config operation {op}")),
+            }
+        }
+        let change = match bad {
+            Some(why) => Err((code::INVALID_REQUEST, why)),
+            None => config_change(
+                resource.resource_type,
+                resource.resource_name.as_str(),
+                set,
+                remove,
+                false,
+            ),
+        };
+        let outcome = match change {
+            Err((code, message)) => Err((code, Some(str_bytes(&message)))),
+            Ok(command) => alter_topic_configs(context, command, request.validate_only).await,
+        };
+        let mut result = AlterConfigsResourceResponse::default();
+        result.resource_type = resource.resource_type;
+        result.resource_name = resource.resource_name.clone();
+        if let Err((code, message)) = outcome {
+            result.error_code = code;
+            result.error_message = message;
+        }
+        response.responses.push(result);
+    }
+    response
+}
+
+/// AlterConfigs (the older API): a topic's changeable overrides become exactly the ones given
+/// (those that cannot change may be given as they are).
+pub(super) async fn alter_configs(
+    context: &Context,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let mut response = AlterConfigsResponse::default();
+    for resource in request.resources {
+        let mut set = BTreeMap::new();
+        let mut bad = None;
+        for config in &resource.configs {
+            match &config.value {
+                Some(value) => {
+                    set.insert(config.name.to_string(), value.to_string());
+                }
+                None => bad = Some(format!("{} has no value", config.name.as_str())),
+            }
+        }
+        let change = match bad {
+            Some(why) => Err((code::INVALID_REQUEST, why)),
+            None => config_change(
+                resource.resource_type,
+                resource.resource_name.as_str(),
+                set,
+                Vec::new(),
+                true,
+            ),
+        };
+        let outcome = match change {
+            Err((code, message)) => Err((code, Some(str_bytes(&message)))),
+            Ok(command) => alter_topic_configs(context, command, request.validate_only).await,
+        };
+        let mut result = AlterConfigsResourceResponseV0::default();
+        result.resource_type = resource.resource_type;
+        result.resource_name = resource.resource_name.clone();
+        if let Err((code, message)) = outcome {
+            result.error_code = code;
+            result.error_message = message;
+        }
+        response.responses.push(result);
     }
     response
 }

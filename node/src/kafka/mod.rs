@@ -71,6 +71,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 7),
@@ -279,6 +281,12 @@ async fn dispatch(
             call.handle(body, async move |r| admin::create_partitions(&ctx, r).await)
         }
         ApiKey::DescribeConfigs => call.handle_now(body, |r| admin::describe_configs(&ctx, r)),
+        ApiKey::AlterConfigs => {
+            call.handle(body, async move |r| admin::alter_configs(&ctx, r).await)
+        }
+        ApiKey::IncrementalAlterConfigs => call.handle(body, async move |r| {
+            admin::incremental_alter_configs(&ctx, r).await
+        }),
         ApiKey::FindCoordinator => call.handle(body, async move |r| {
             groups::find_coordinator(&ctx, r, version).await
         }),
