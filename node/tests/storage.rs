@@ -191,6 +191,8 @@ fn check_ops(ops: Vec<Op>, seed: u64) {
     // durable, and frames written since the last sync.
     let mut durable_frames: BTreeMap<u64, Vec<WalRecord>> = BTreeMap::new();
     let mut unsynced: BTreeMap<u64, Vec<WalRecord>> = BTreeMap::new();
+    // Removed groups whose files go at the next sync: until then a crash may bring them back.
+    let mut removing: BTreeMap<u64, (Vec<WalRecord>, Vec<WalRecord>)> = BTreeMap::new();
     let mut term = 1;
     for op in ops {
         let view = |g: u64| {
@@ -250,17 +252,24 @@ fn check_ops(ops: Vec<Op>, seed: u64) {
                 }]
             }
             Op::Remove { group } => {
-                // A removal deletes the group's files at once: durable, and nothing of the
-                // group before it can come back.
+                // A removal deletes the group's files after the next sync; until then a crash
+                // may bring back what was durable of it (or more).
                 log.append(&[WalRecord::RemoveGroup {
                     group: GroupId(group),
                 }])
                 .expect("remove");
-                durable_frames.remove(&group);
-                unsynced.remove(&group);
+                // (Removing a group the log does not hold changes nothing.)
+                if durable_frames.contains_key(&group) || unsynced.contains_key(&group) {
+                    let old = (
+                        durable_frames.remove(&group).unwrap_or_default(),
+                        unsynced.remove(&group).unwrap_or_default(),
+                    );
+                    removing.insert(group, old);
+                }
                 continue;
             }
             Op::Sync => {
+                removing.clear();
                 log.sync().expect("sync");
                 for (group, mut frames) in std::mem::take(&mut unsynced) {
                     durable_frames.entry(group).or_default().append(&mut frames);
@@ -280,7 +289,22 @@ fn check_ops(ops: Vec<Op>, seed: u64) {
                     .chain(got.keys())
                     .copied()
                     .collect();
-                for group in groups {
+                let mut resolved = std::collections::BTreeSet::new();
+                for (group, (synced, written)) in std::mem::take(&mut removing) {
+                    // The removal was lost with the crash, or not: gone, or a prefix of what
+                    // the old incarnation wrote holding what it synced.
+                    resolved.insert(group);
+                    let want = got.get(&group);
+                    if want.is_none() {
+                        continue;
+                    }
+                    let all = [synced.clone(), frames(&written)].concat();
+                    let kept =
+                        (synced.len()..=all.len()).find(|k| model(&all[..*k]).get(&group) == want);
+                    assert!(kept.is_some(), "group {group}: came back from its removal in a state it never had: {want:?}");
+                    durable_frames.insert(group, all[..kept.expect("checked")].to_vec());
+                }
+                for group in groups.into_iter().filter(|g| !resolved.contains(g)) {
                     let synced = durable_frames.remove(&group).unwrap_or_default();
                     let all = [
                         synced.clone(),
@@ -298,6 +322,8 @@ fn check_ops(ops: Vec<Op>, seed: u64) {
             }
         };
         log.append(&records).expect("append");
+        // Appending to a removed group removes its old files at once.
+        removing.remove(&records[0].group().0);
         unsynced
             .entry(records[0].group().0)
             .or_default()
@@ -868,6 +894,12 @@ fn removing_a_group_deletes_its_files_and_nothing_else() {
     log.sync().expect("sync");
     log.append(&[WalRecord::RemoveGroup { group: GroupId(1) }])
         .expect("remove");
+    // The files go after the next sync, which makes the deletion's commit durable first.
+    assert_eq!(
+        log.disk().list().expect("list").len(),
+        log.segment_count() + 5
+    );
+    log.sync().expect("sync");
     let names = log.disk().list().expect("list");
     assert!(
         names.iter().all(|n| n.starts_with(&format!("g{:020}-", 2))),
@@ -1036,4 +1068,37 @@ fn retention_keeps_the_active_segment_and_moves_to_a_kept_batch() {
         (6..=10).contains(&kept_batches),
         "{kept_batches} batches of 300 bytes kept for 2000"
     );
+}
+
+#[test]
+fn a_group_commit_leaves_idle_groups_alone() {
+    // One fsync per file a round wrote to: an idle partition's file is neither synced again
+    // nor given another marker (which would fill idle partitions with markers).
+    let options = SegmentLogOptions::default();
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    log.append(&[1, 2].map(|g| WalRecord::Entries {
+        group: GroupId(g),
+        entries: vec![entry(1, 1, 1, 40)],
+    }))
+    .expect("append");
+    log.sync().expect("sync");
+    let idle = format!("g{:020}-{:020}.seg", 2, 0);
+    let idle_len = log.disk().len(&idle).expect("exists");
+    for i in 2..10 {
+        log.append(&[WalRecord::Entries {
+            group: GroupId(1),
+            entries: vec![entry(i, 1, 1, 40)],
+        }])
+        .expect("append");
+        log.sync().expect("sync");
+    }
+    assert_eq!(
+        log.disk().len(&idle),
+        Some(idle_len),
+        "nothing written to the idle group"
+    );
+    let (_, recovered, report) = SegmentLog::open(log.into_disk(), options).expect("recover");
+    assert!(report.cuts.is_empty());
+    assert_eq!(recovered.groups[&GroupId(1)].entries.len(), 9);
+    assert_eq!(recovered.groups[&GroupId(2)].entries.len(), 1);
 }

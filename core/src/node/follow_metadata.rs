@@ -115,7 +115,7 @@ impl Node {
             .collect();
         for group in doomed {
             self.parked.remove(&group);
-            sink.write(WalRecord::RemoveGroup { group }, false);
+            sink.write(WalRecord::RemoveGroup { group }, true);
         }
         sink.trace(TraceEvent::MetadataRestored { index });
         // Entries that waited here were replaced unseen: whether they are in the log is
@@ -198,11 +198,13 @@ impl Node {
             };
             let parked = self.parked.remove(&partition.group).is_some();
             if hosted || parked {
+                // Synced: the storage deletes the files only after a sync, so that the commit
+                // of the deletion is durable before the files are gone.
                 sink.write(
                     WalRecord::RemoveGroup {
                         group: partition.group,
                     },
-                    false,
+                    true,
                 );
             }
         }

@@ -546,6 +546,7 @@ impl Replica {
                 self.raw.store().first_index(),
                 self.raw.raft.raft_log.last_index(),
                 self.leading(),
+                self.applied == self.snapshot_index,
             );
         }
     }

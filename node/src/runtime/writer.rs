@@ -168,7 +168,7 @@ fn run_blocking<D: Disk>(
             if wants_sync(&group, fsync) {
                 log.sync()
             } else {
-                Ok(())
+                log.finish_unsynced()
             }
         });
         if let Err(e) = result {
@@ -227,6 +227,10 @@ async fn run_task<D: Disk>(
                 let _ = done.send(Event::Fatal(e.to_string())).await;
                 return;
             }
+        } else if let Err(e) = log.finish_unsynced() {
+            error!(logger, "disk write failed"; "error" => %e);
+            let _ = done.send(Event::Fatal(e.to_string())).await;
+            return;
         }
         for write in group.drain(..) {
             if !ack_before_fsync && done.send(Event::WriteDone(write.seq)).await.is_err() {

@@ -50,8 +50,9 @@ pub(crate) struct Segment {
     header_durable: bool,
     /// Bytes this process synced.
     synced_len: u64,
-    /// Base offset of the first record batch written to it (a later batch replacing it after
-    /// a truncation starts at the same offset: it follows the same entries).
+    /// Smallest base offset of any record batch written to it. A batch a new leader truncated
+    /// may still be in it, but its base offset is the offset after the entries before it,
+    /// which are valid: so no valid record in this or a later segment is below this.
     first_offset: Option<Offset>,
     /// Largest timestamp of any batch written to it (`i64::MIN` for none).
     max_timestamp: i64,
@@ -73,7 +74,10 @@ impl Segment {
     /// Notes a record batch written to it (`data`: an entry's data).
     fn note_entry(&mut self, data: &[u8]) {
         if let Some(span) = BatchSpan::of(data) {
-            self.first_offset.get_or_insert(span.base_offset);
+            self.first_offset = Some(
+                self.first_offset
+                    .map_or(span.base_offset, |f| f.min(span.base_offset)),
+            );
             self.max_timestamp = self.max_timestamp.max(span.max_timestamp);
         }
     }
@@ -309,8 +313,14 @@ impl GroupLog {
         Ok(())
     }
 
-    /// Hands the encoded frames to the disk (not yet durable).
+    /// Hands the encoded frames to the disk (not yet durable); the next sync fsyncs them.
     pub(crate) fn flush<D: Disk>(&mut self, disk: &mut D) -> Result<(), StorageError> {
+        self.write_buffer(disk, true)
+    }
+
+    /// Hands the encoded frames to the disk; `dirty`: the next sync must fsync them (a marker
+    /// alone need not be: it only vouches for bytes already synced).
+    fn write_buffer<D: Disk>(&mut self, disk: &mut D, dirty: bool) -> Result<(), StorageError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
@@ -320,7 +330,9 @@ impl GroupLog {
             .map_err(io_error("append to", &file))?;
         self.segments.get_mut(&active).expect("active").len += self.buffer.len() as u64;
         self.buffer.clear();
-        self.dirty.insert(active);
+        if dirty {
+            self.dirty.insert(active);
+        }
         Ok(())
     }
 
@@ -334,8 +346,12 @@ impl GroupLog {
     /// segment; the new one begins with the group's hard state and snapshot.
     pub(crate) fn roll<D: Disk>(&mut self, disk: &mut D) -> Result<(), StorageError> {
         // No marker: recovery counts a segment that a later one follows as synced whole, so
-        // nothing unsynced may follow this sync in it.
+        // nothing unsynced may follow this sync in it, not even the last marker.
         self.flush(disk)?;
+        let active = self.active();
+        if self.segments[&active].len > self.segments[&active].synced_len {
+            self.dirty.insert(active);
+        }
         let files = self.dirty_files();
         disk.sync_all(&files)
             .map_err(io_error("sync", &files.join(", ")))?;
@@ -398,7 +414,9 @@ impl GroupLog {
             "nothing appended since the sync"
         );
         frame::encode(&Frame::Synced(segment.synced_len), &mut self.buffer);
-        self.flush(disk)
+        // Not dirty: a group commit that wrote nothing else to this group does not fsync it
+        // for the marker's sake (a roll does; see `roll`).
+        self.write_buffer(disk, false)
     }
 
     /// Deletes a prefix of segments whose every entry is at or below the group's snapshot, and
@@ -503,7 +521,15 @@ impl GroupLog {
         if keep_from == 0 {
             return None;
         }
-        segments[keep_from..].iter().find_map(|s| s.first_offset)
+        segments[keep_from..]
+            .iter()
+            .filter_map(|s| s.first_offset)
+            .min()
+    }
+
+    /// The group.
+    pub(crate) fn group(&self) -> GroupId {
+        self.group
     }
 
     /// Number of segments (the active one included).

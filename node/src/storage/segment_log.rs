@@ -160,6 +160,9 @@ pub struct SegmentLog<D: Disk> {
     disk: D,
     options: SegmentLogOptions,
     groups: BTreeMap<GroupId, GroupLog>,
+    /// Removed groups whose files go after the next sync: the removal follows the metadata
+    /// log's commit of the deletion onto the disk, never the other way round.
+    removed: Vec<GroupLog>,
 }
 
 pub(crate) fn io_error<'a>(
@@ -214,6 +217,7 @@ impl<D: Disk> SegmentLog<D> {
             disk,
             options,
             groups,
+            removed: Vec::new(),
         };
         log.invariants();
         Ok((log, durable, report))
@@ -226,9 +230,14 @@ impl<D: Disk> SegmentLog<D> {
             let group = record.group();
             if let WalRecord::RemoveGroup { .. } = record {
                 if let Some(log) = self.groups.remove(&group) {
-                    log.remove_all(&mut self.disk)?;
+                    self.removed.push(log);
                 }
                 continue;
+            }
+            if let Some(at) = self.removed.iter().position(|l| l.group() == group) {
+                // A group id back after its removal (the core never reuses one; tests do):
+                // the old files go first, so the new log starts empty.
+                self.removed.swap_remove(at).remove_all(&mut self.disk)?;
             }
             let log = self
                 .groups
@@ -291,6 +300,19 @@ impl<D: Disk> SegmentLog<D> {
                 log.mark_synced(&mut self.disk)?;
             }
             log.delete_unneeded_segments(&mut self.disk)?;
+        }
+        self.remove_groups()
+    }
+
+    /// Ends a group commit that was not synced (the node runs with `fsync = "never"`): the
+    /// removed groups' files go now, as nothing is promised durable anyway.
+    pub fn finish_unsynced(&mut self) -> Result<(), StorageError> {
+        self.remove_groups()
+    }
+
+    fn remove_groups(&mut self) -> Result<(), StorageError> {
+        for log in std::mem::take(&mut self.removed) {
+            log.remove_all(&mut self.disk)?;
         }
         Ok(())
     }

@@ -1,0 +1,130 @@
+//! A partition's log start offset on three in-memory nodes: DeleteRecords moves it through the
+//! partition's Raft log, and a replica that was down while it moved gets it in a snapshot.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use oxbow_core::ids::Offset;
+use oxbow_core::io::{Acks, DeleteRecordsRequest, ProduceRequest};
+
+/// A plain batch of `count` records.
+fn batch(count: i32) -> Bytes {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(i),
+            // The encoder starts a new batch where sequences are not consecutive.
+            sequence: (-1i32).wrapping_add(i),
+            timestamp: 1_000,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
+    buf.freeze()
+}
+
+fn serving_leader(cluster: &Cluster, group: GroupId) -> NodeId {
+    *cluster
+        .nodes
+        .iter()
+        .find(|(_, n)| n.group_status(group).is_some_and(|s| s.serving))
+        .expect("a serving leader")
+        .0
+}
+
+#[test]
+fn a_replica_behind_a_log_start_inside_a_batch_installs_it_and_catches_up() {
+    let mut cluster = Cluster::new();
+    cluster.tick(40);
+    let controller = cluster.metadata_leader().expect("a controller");
+    let created = cluster.admin(controller, create("t", 1, 3));
+    assert!(
+        matches!(created, Response::Admin(Ok(Some(_)))),
+        "{created:?}"
+    );
+    cluster.tick(40);
+    let group = cluster.nodes[&controller]
+        .metadata()
+        .expect("runs")
+        .topic("t")
+        .expect("created")
+        .partitions[0]
+        .group;
+    let leader = serving_leader(&cluster, group);
+    // A follower is down while five batches of two records go in and the log start moves into
+    // the third: the leader compacts the first two batches away.
+    let behind = *NODES.iter().find(|n| **n != leader).expect("three nodes");
+    let stopped = cluster.nodes.remove(&behind).expect("running");
+    for _ in 0..5 {
+        let answer = cluster.request(
+            leader,
+            Request::Produce(ProduceRequest {
+                group,
+                acks: Acks::All,
+                batch: batch(2),
+                timeout_ms: 5_000,
+            }),
+        );
+        assert!(matches!(answer, Response::Produce(Ok(_))), "{answer:?}");
+    }
+    let answer = cluster.request(
+        leader,
+        Request::DeleteRecords(DeleteRecordsRequest {
+            group,
+            offset: Some(Offset(5)),
+            timeout_ms: 5_000,
+        }),
+    );
+    assert_eq!(answer, Response::DeleteRecords(Ok(Offset(5))));
+    cluster.tick(5);
+    assert!(
+        cluster.disks[&leader].iter().any(|r| matches!(
+            r,
+            WalRecord::Snapshot { group: g, install: false, .. } if *g == group
+        )),
+        "the leader compacted below the log start"
+    );
+    drop(stopped);
+    // It comes back behind the leader's snapshot, whose log start (5) is above the offset
+    // after its index (4): every invariant holds on every input as it installs and catches up.
+    cluster.restart(behind);
+    cluster.tick(40);
+    assert!(
+        cluster.disks[&behind].iter().any(|r| matches!(
+            r,
+            WalRecord::Snapshot { group: g, install: true, .. } if *g == group
+        )),
+        "it installed the leader's snapshot"
+    );
+    let status = cluster.nodes[&behind].group_status(group).expect("hosted");
+    assert_eq!(
+        (status.log_start_offset, status.high_watermark),
+        (Offset(5), Offset(10))
+    );
+    // And again from its own disk.
+    cluster.restart(behind);
+    cluster.tick(40);
+    let status = cluster.nodes[&behind].group_status(group).expect("hosted");
+    assert_eq!(
+        (status.log_start_offset, status.high_watermark),
+        (Offset(5), Offset(10))
+    );
+}
