@@ -34,7 +34,7 @@ const STATE_VERSION: u8 = 1;
 
 /// Topic configuration keys that can change on an existing topic (IncrementalAlterConfigs,
 /// AlterConfigs); they take effect at once (retention reads them at every check).
-pub const RUNTIME_TOPIC_CONFIGS: &[&str] = &["retention.bytes", "retention.ms"];
+pub const RUNTIME_TOPIC_CONFIGS: &[&str] = &["retention.bytes", "retention.ms", "segment.bytes"];
 
 /// Topic configuration keys oxbow implements, with their defaults. Anything else is refused,
 /// rather than accepted and ignored.
@@ -45,6 +45,7 @@ pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
     ("message.timestamp.type", "CreateTime"),
     ("retention.bytes", "-1"),
     ("retention.ms", "604800000"),
+    ("segment.bytes", "1073741824"),
 ];
 
 /// One partition's Raft group and replicas.
@@ -269,6 +270,15 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
             Ok(n) if n >= -1 => Ok(()),
             _ => Err(format!(
                 "{key}={value:?} is not a whole number of -1 (no limit) or more"
+            )),
+        };
+    }
+    if key == "segment.bytes" {
+        // Kafka's bounds: at least a record's overhead, at most an int.
+        return match value.parse::<i32>() {
+            Ok(n) if n >= 14 => Ok(()),
+            _ => Err(format!(
+                "{key}={value:?} is not a whole number from 14 to 2147483647"
             )),
         };
     }

@@ -294,6 +294,7 @@ impl Config {
         let value = match key {
             "retention.ms" => self.log.default_retention_ms().to_string(),
             "retention.bytes" => self.log.retention_bytes.to_string(),
+            "segment.bytes" => self.log.segment_bytes.to_string(),
             _ => topic.config(key).expect("a supported key").to_string(),
         };
         (value, true)

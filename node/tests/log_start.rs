@@ -378,3 +378,47 @@ fn retention_by_time_and_by_size_deletes_files_while_an_unlimited_topic_keeps_al
         }
     }
 }
+
+#[test]
+fn a_topic_sets_its_own_segment_size() {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+
+    // Kafka Streams creates its repartition topics with their own segment.bytes.
+    let mut cluster = Cluster::start();
+    cluster.wait_for_leaders();
+    let (runtime, admin, options) = admin_client(&cluster.bootstrap());
+    let created = runtime
+        .block_on(
+            admin.create_topics(
+                &[
+                    NewTopic::new("tiny-segments", 1, TopicReplication::Fixed(3))
+                        .set("segment.bytes", "1024"),
+                    NewTopic::new("default-segments", 1, TopicReplication::Fixed(3)),
+                ],
+                &options,
+            ),
+        )
+        .expect("create topics");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let producer = unbatched_producer(&cluster);
+    let value = vec![b's'; 100];
+    for _ in 0..40 {
+        for topic in ["tiny-segments", "default-segments"] {
+            producer
+                .send(BaseRecord::to(topic).partition(0).key("k").payload(&value))
+                .map_err(|(e, _)| e)
+                .expect("send");
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+    // The two topics created last have the highest Raft group ids, in order.
+    for node in 1..=3 {
+        let files = segment_files(&cluster, node);
+        let newest: Vec<usize> = files.values().rev().take(2).rev().copied().collect();
+        assert!(
+            newest[0] >= 4 && newest[1] == 1,
+            "node {node}: 40 records of about 170 bytes fill several 1 KiB segments and part of \
+             one 64 MiB segment: {files:?}"
+        );
+    }
+}

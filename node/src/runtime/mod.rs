@@ -470,10 +470,26 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
         if metadata_changed {
             let state = node.metadata().expect("every node runs the metadata group");
             metadata.send_replace(Arc::new(state.clone()));
+            writer.segment_bytes(segment_bytes(state)).await;
         }
     }
     info!(logger, "core stopped");
     Ok(())
+}
+
+/// The segment size of every partition whose topic sets its own `segment.bytes`.
+fn segment_bytes(state: &MetadataState) -> BTreeMap<GroupId, u64> {
+    let mut sizes = BTreeMap::new();
+    for topic in state.topics().values() {
+        let Some(size) = topic.configs.get("segment.bytes") else {
+            continue;
+        };
+        let size: u64 = size.parse().expect("checked when it was set");
+        for partition in &topic.partitions {
+            sizes.insert(partition.group, size);
+        }
+    }
+    sizes
 }
 
 /// Makes sure the configuration's topics exist: asks the metadata group to create each one

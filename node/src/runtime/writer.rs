@@ -29,6 +29,8 @@ const GROUP_MAX: usize = 256;
 enum Job {
     /// Append (and maybe fsync) a write of the core's.
     Write(Write),
+    /// The segment sizes of groups whose topic sets its own.
+    SegmentBytes(BTreeMap<GroupId, u64>),
     /// Where retention may move the log start of each group with a policy.
     Retention {
         policies: BTreeMap<GroupId, RetentionPolicy>,
@@ -50,6 +52,11 @@ impl Writer {
         let _ = self.queue.send(Job::Write(write)).await;
     }
 
+    /// Sets the segment sizes of the groups whose topic sets its own (`segment.bytes`).
+    pub async fn segment_bytes(&self, sizes: BTreeMap<GroupId, u64>) {
+        let _ = self.queue.send(Job::SegmentBytes(sizes)).await;
+    }
+
     /// Where retention may move the log start of each group in `policies` at wall time
     /// `now_ms` (groups where nothing may go are left out); `None` if the writer stopped.
     pub async fn retention(
@@ -68,10 +75,11 @@ impl Writer {
     }
 }
 
-/// Answers a question between group commits.
-fn answer<D: Disk>(log: &SegmentLog<D>, job: Job) {
+/// Answers a question (or takes a setting) between group commits.
+fn answer<D: Disk>(log: &mut SegmentLog<D>, job: Job) {
     match job {
         Job::Write(_) => unreachable!("writes are grouped"),
+        Job::SegmentBytes(sizes) => log.set_segment_bytes(sizes),
         Job::Retention {
             policies,
             now_ms,
@@ -160,7 +168,7 @@ fn run_blocking<D: Disk>(
     let mut group = Vec::with_capacity(GROUP_MAX);
     while let Some(job) = writes.blocking_recv() {
         let Job::Write(first) = job else {
-            answer(&log, job);
+            answer(&mut log, job);
             continue;
         };
         let question = next_group(first, &mut writes, &mut group);
@@ -182,7 +190,7 @@ fn run_blocking<D: Disk>(
             }
         }
         if let Some(question) = question {
-            answer(&log, question);
+            answer(&mut log, question);
         }
     }
 }
@@ -199,7 +207,7 @@ async fn run_task<D: Disk>(
     let mut group = Vec::with_capacity(GROUP_MAX);
     while let Some(job) = writes.recv().await {
         let Job::Write(first) = job else {
-            answer(&log, job);
+            answer(&mut log, job);
             continue;
         };
         let question = next_group(first, &mut writes, &mut group);
@@ -238,7 +246,7 @@ async fn run_task<D: Disk>(
             }
         }
         if let Some(question) = question {
-            answer(&log, question);
+            answer(&mut log, question);
         }
     }
 }

@@ -163,6 +163,8 @@ pub struct SegmentLog<D: Disk> {
     /// Removed groups whose files go after the next sync: the removal follows the metadata
     /// log's commit of the deletion onto the disk, never the other way round.
     removed: Vec<GroupLog>,
+    /// Segment sizes of groups whose topic sets its own `segment.bytes`.
+    segment_bytes: BTreeMap<GroupId, u64>,
 }
 
 pub(crate) fn io_error<'a>(
@@ -218,16 +220,28 @@ impl<D: Disk> SegmentLog<D> {
             options,
             groups,
             removed: Vec::new(),
+            segment_bytes: BTreeMap::new(),
         };
         log.invariants();
         Ok((log, durable, report))
     }
 
+    /// Sets the segment size of the groups whose topic has its own (`segment.bytes`); every
+    /// other group rolls at the options' size. Takes effect at the next roll.
+    pub fn set_segment_bytes(&mut self, sizes: BTreeMap<GroupId, u64>) {
+        assert!(sizes.values().all(|s| *s > 0));
+        self.segment_bytes = sizes;
+    }
+
     /// Appends records (not yet durable: see [`SegmentLog::sync`]).
     pub fn append(&mut self, records: &[WalRecord]) -> Result<(), StorageError> {
-        let max = self.options.segment_bytes_max;
         for record in records {
             let group = record.group();
+            let max = self
+                .segment_bytes
+                .get(&group)
+                .copied()
+                .unwrap_or(self.options.segment_bytes_max);
             if let WalRecord::RemoveGroup { .. } = record {
                 if let Some(log) = self.groups.remove(&group) {
                     self.removed.push(log);
