@@ -453,6 +453,23 @@ async fn alter_topic_configs(
     }
 }
 
+/// One resource of either alter API: `changes` are the overrides to set and remove, or why the
+/// request is malformed; answers the error code and message, if any.
+async fn alter_resource(
+    context: &Context,
+    resource_type: i8,
+    name: &str,
+    changes: Result<(BTreeMap<String, String>, Vec<String>), String>,
+    replace: bool,
+    validate_only: bool,
+) -> Result<(), (i16, Option<StrBytes>)> {
+    let command = changes
+        .map_err(|why| (code::INVALID_REQUEST, why))
+        .and_then(|(set, remove)| config_change(resource_type, name, set, remove, replace))
+        .map_err(|(code, message)| (code, Some(str_bytes(&message))))?;
+    alter_topic_configs(context, command, validate_only).await
+}
+
 /// IncrementalAlterConfigs: SET and DELETE of `retention.ms` and `retention.bytes` on topics
 /// (APPEND and SUBTRACT are for list-valued keys, which oxbow has none of).
 pub(super) async fn incremental_alter_configs(
@@ -480,20 +497,16 @@ pub(super) async fn incremental_alter_configs(
                 (op, _) => bad = Some(format!("unknown config operation {op}")),
             }
         }
-        let change = match bad {
-            Some(why) => Err((code::INVALID_REQUEST, why)),
-            None => config_change(
-                resource.resource_type,
-                resource.resource_name.as_str(),
-                set,
-                remove,
-                false,
-            ),
-        };
-        let outcome = match change {
-            Err((code, message)) => Err((code, Some(str_bytes(&message)))),
-            Ok(command) => alter_topic_configs(context, command, request.validate_only).await,
-        };
+        let changes = bad.map_or(Ok((set, remove)), Err);
+        let outcome = alter_resource(
+            context,
+            resource.resource_type,
+            resource.resource_name.as_str(),
+            changes,
+            false,
+            request.validate_only,
+        )
+        .await;
         let mut result = AlterConfigsResourceResponse::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
@@ -524,20 +537,16 @@ pub(super) async fn alter_configs(
                 None => bad = Some(format!("{} has no value", config.name.as_str())),
             }
         }
-        let change = match bad {
-            Some(why) => Err((code::INVALID_REQUEST, why)),
-            None => config_change(
-                resource.resource_type,
-                resource.resource_name.as_str(),
-                set,
-                Vec::new(),
-                true,
-            ),
-        };
-        let outcome = match change {
-            Err((code, message)) => Err((code, Some(str_bytes(&message)))),
-            Ok(command) => alter_topic_configs(context, command, request.validate_only).await,
-        };
+        let changes = bad.map_or(Ok((set, Vec::new())), Err);
+        let outcome = alter_resource(
+            context,
+            resource.resource_type,
+            resource.resource_name.as_str(),
+            changes,
+            true,
+            request.validate_only,
+        )
+        .await;
         let mut result = AlterConfigsResourceResponseV0::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();

@@ -1,6 +1,8 @@
 //! A three-node cluster of real `oxbow node` processes on 127.0.0.1, for end-to-end tests.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod wal;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;

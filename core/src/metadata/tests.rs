@@ -1,0 +1,257 @@
+//! The metadata state machine: applying, refusing and encoding commands and state.
+
+use super::*;
+
+fn create(name: &str, partitions: u32, rf: u16) -> MetadataCommand {
+    MetadataCommand::CreateTopic(CreateTopic {
+        name: name.into(),
+        partitions,
+        replication_factor: rf,
+        configs: BTreeMap::new(),
+    })
+}
+
+#[test]
+fn the_state_encodes_and_decodes_whole() {
+    let mut state = MetadataState::new(vec![NodeId(3), NodeId(1), NodeId(2)]);
+    let mut with_config = create("b", 2, 3);
+    if let MetadataCommand::CreateTopic(c) = &mut with_config {
+        c.configs
+            .insert("message.timestamp.type".into(), "LogAppendTime".into());
+    }
+    state
+        .apply(RaftIndex(1), Term(1), &create("a", 3, 2))
+        .expect("a");
+    state.apply(RaftIndex(2), Term(1), &with_config).expect("b");
+    state
+        .apply(
+            RaftIndex(4),
+            Term(2),
+            &MetadataCommand::DeleteTopic { name: "a".into() },
+        )
+        .expect("deleted");
+    state.apply_noop(RaftIndex(5));
+    let decoded = MetadataState::decode(&state.encode()).expect("decodes");
+    assert_eq!(decoded, state);
+    assert_eq!(decoded.applied(), RaftIndex(5));
+    let bytes = state.encode();
+    for cut in 0..bytes.len() {
+        assert!(MetadataState::decode(&bytes[..cut]).is_err());
+    }
+}
+
+#[test]
+fn topic_configs_change_at_run_time_where_they_can() {
+    let mut state = MetadataState::new(vec![NodeId(1)]);
+    let mut create_with = create("t", 1, 1);
+    if let MetadataCommand::CreateTopic(c) = &mut create_with {
+        c.configs
+            .insert("message.timestamp.type".into(), "LogAppendTime".into());
+    }
+    state
+        .apply(RaftIndex(1), Term(1), &create_with)
+        .expect("created");
+    let alter =
+        |set: &[(&str, &str)], remove: &[&str], replace| MetadataCommand::AlterTopicConfigs {
+            name: "t".into(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            remove: remove.iter().map(|k| k.to_string()).collect(),
+            replace,
+        };
+    let configs = |state: &MetadataState| state.topic("t").expect("exists").configs.clone();
+    let set = alter(
+        &[("retention.ms", "60000"), ("retention.bytes", "1024")],
+        &[],
+        false,
+    );
+    assert_eq!(MetadataCommand::decode(&set.encode()), Ok(set.clone()));
+    state.apply(RaftIndex(2), Term(1), &set).expect("set");
+    assert_eq!(
+        configs(&state).get("retention.ms").map(String::as_str),
+        Some("60000")
+    );
+    state
+        .apply(
+            RaftIndex(3),
+            Term(1),
+            &alter(&[], &["retention.bytes"], false),
+        )
+        .expect("removed");
+    assert!(!configs(&state).contains_key("retention.bytes"));
+    // AlterConfigs replaces what can change, and may name the rest as it is.
+    let replace = alter(
+        &[
+            ("retention.bytes", "2048"),
+            ("message.timestamp.type", "LogAppendTime"),
+        ],
+        &[],
+        true,
+    );
+    assert_eq!(
+        MetadataCommand::decode(&replace.encode()),
+        Ok(replace.clone())
+    );
+    state
+        .apply(RaftIndex(4), Term(1), &replace)
+        .expect("replaced");
+    let now = configs(&state);
+    assert!(!now.contains_key("retention.ms"));
+    assert_eq!(now.get("retention.bytes").map(String::as_str), Some("2048"));
+    assert_eq!(
+        now.get("message.timestamp.type").map(String::as_str),
+        Some("LogAppendTime")
+    );
+    // What the partitions read when they start cannot change; bad values are refused.
+    for refused in [
+        alter(&[("message.timestamp.type", "CreateTime")], &[], false),
+        alter(&[], &["message.timestamp.type"], false),
+        alter(&[("retention.ms", "soon")], &[], false),
+    ] {
+        assert!(matches!(
+            state.check(&refused),
+            Err(AdminError::InvalidConfig(_))
+        ));
+    }
+    let unknown = MetadataCommand::AlterTopicConfigs {
+        name: "nope".into(),
+        set: BTreeMap::new(),
+        remove: Vec::new(),
+        replace: false,
+    };
+    assert_eq!(state.check(&unknown), Err(AdminError::UnknownTopic));
+}
+
+#[test]
+fn create_grow_delete() {
+    let mut state = MetadataState::new(vec![NodeId(3), NodeId(1), NodeId(2)]);
+    let change = state
+        .apply(RaftIndex(1), Term(1), &create("a", 3, 2))
+        .expect("created");
+    let MetadataChange::TopicCreated { id, .. } = change else {
+        panic!("{change:?}")
+    };
+    let topic = state.topic("a").expect("exists");
+    assert_eq!(topic.id, id);
+    let groups: Vec<u64> = topic.partitions.iter().map(|p| p.group.0).collect();
+    assert_eq!(groups, vec![1, 2, 3]);
+    // Every node leads (is first replica of) one partition.
+    let firsts: std::collections::BTreeSet<NodeId> =
+        topic.partitions.iter().map(|p| p.replicas[0]).collect();
+    assert_eq!(firsts.len(), 3);
+    assert_eq!(
+        state.apply(RaftIndex(2), Term(1), &create("a", 1, 1)),
+        Err(AdminError::TopicAlreadyExists)
+    );
+    let grow = MetadataCommand::CreatePartitions {
+        name: "a".into(),
+        count: 5,
+    };
+    assert_eq!(
+        state.apply(RaftIndex(3), Term(2), &grow),
+        Ok(MetadataChange::PartitionsCreated {
+            name: "a".into(),
+            from: 3
+        })
+    );
+    assert_eq!(state.topic("a").expect("exists").partitions.len(), 5);
+    assert_eq!(state.topic("a").expect("exists").id, id, "ids are stable");
+    let second = state
+        .apply(RaftIndex(4), Term(2), &create("b", 1, 3))
+        .expect("created");
+    assert!(matches!(second, MetadataChange::TopicCreated { id: other, .. } if other != id));
+    let deleted = state
+        .apply(
+            RaftIndex(5),
+            Term(2),
+            &MetadataCommand::DeleteTopic { name: "a".into() },
+        )
+        .expect("deleted");
+    assert!(matches!(deleted, MetadataChange::TopicDeleted(t) if t.partitions.len() == 5));
+    assert!(state.topic("a").is_none());
+    // Group ids are never reused.
+    let third = state.apply(RaftIndex(6), Term(2), &create("a", 1, 1));
+    assert!(third.is_ok());
+    assert_eq!(
+        state.topic("a").expect("exists").partitions[0].group,
+        GroupId(7)
+    );
+    state.invariants();
+}
+
+#[test]
+fn refusals_name_the_problem() {
+    let state = MetadataState::new(vec![NodeId(1), NodeId(2)]);
+    assert!(matches!(
+        state.check(&create("bad name", 1, 1)),
+        Err(AdminError::InvalidTopic(_))
+    ));
+    assert!(matches!(
+        state.check(&create("a", 0, 1)),
+        Err(AdminError::InvalidPartitions(_))
+    ));
+    assert!(matches!(
+        state.check(&create("a", 1, 3)),
+        Err(AdminError::InvalidReplicationFactor(m)) if m.contains("number of nodes (2)")
+    ));
+    let with_config = |key: &str, value: &str| {
+        MetadataCommand::CreateTopic(CreateTopic {
+            name: "a".into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: BTreeMap::from([(key.to_string(), value.to_string())]),
+        })
+    };
+    assert!(matches!(
+        state.check(&with_config("segment.ms", "1000")),
+        Err(AdminError::InvalidConfig(m)) if m.contains("segment.ms")
+    ));
+    assert!(matches!(
+        state.check(&with_config("retention.ms", "-2")),
+        Err(AdminError::InvalidConfig(m)) if m.contains("retention.ms")
+    ));
+    assert!(matches!(
+        state.check(&with_config("retention.bytes", "lots")),
+        Err(AdminError::InvalidConfig(m)) if m.contains("retention.bytes")
+    ));
+    assert_eq!(state.check(&with_config("retention.ms", "-1")), Ok(()));
+    assert_eq!(
+        state.check(&with_config("retention.bytes", "1048576")),
+        Ok(())
+    );
+    assert_eq!(
+        state.check(&MetadataCommand::DeleteTopic { name: "x".into() }),
+        Err(AdminError::UnknownTopic)
+    );
+}
+
+#[test]
+fn commands_round_trip_and_junk_is_refused() {
+    let mut configs = BTreeMap::new();
+    configs.insert(
+        "message.timestamp.type".to_string(),
+        "LogAppendTime".to_string(),
+    );
+    let commands = [
+        MetadataCommand::CreateTopic(CreateTopic {
+            name: "t".into(),
+            partitions: 7,
+            replication_factor: 3,
+            configs,
+        }),
+        MetadataCommand::DeleteTopic { name: "t".into() },
+        MetadataCommand::CreatePartitions {
+            name: "t".into(),
+            count: 9,
+        },
+    ];
+    for command in commands {
+        let bytes = command.encode();
+        assert_eq!(MetadataCommand::decode(&bytes), Ok(command));
+        for cut in 0..bytes.len() {
+            assert!(MetadataCommand::decode(&bytes[..cut]).is_err());
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! One log per Raft group: each group's own files, their deletion, removal, retention, and
+//! group commits that touch only the groups they wrote to.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use oxbow_core::ids::GroupId;
+use oxbow_core::io::WalRecord;
+use oxbow_core::raft::eraftpb::Entry;
+use oxbow_node::storage::frame::{self, Frame};
+use oxbow_node::storage::{Disk, FsDisk, SegmentLog, SegmentLogOptions, SimDisk};
+
+mod common;
+use common::wal::{entry, hard_state, snapshot};
+
+#[test]
+fn each_group_has_files_of_its_own_and_compacting_one_deletes_only_its_segments() {
+    // Kafka's retention is per partition: one topic's short retention must not depend on
+    // another's data sharing its files.
+    let options = SegmentLogOptions {
+        segment_bytes_max: 300,
+        ..SegmentLogOptions::default()
+    };
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    for i in 1..=20 {
+        log.append(&[
+            WalRecord::Entries {
+                group: GroupId(1),
+                entries: vec![entry(i, 1, 1, 50)],
+            },
+            WalRecord::Entries {
+                group: GroupId(2),
+                entries: vec![entry(i, 1, 2, 50)],
+            },
+        ])
+        .expect("append");
+    }
+    log.sync().expect("sync");
+    let files = |log: &SegmentLog<SimDisk>, group: u64| {
+        let prefix = format!("g{group:020}-");
+        log.disk()
+            .list()
+            .expect("list")
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .count()
+    };
+    let (before1, before2) = (files(&log, 1), files(&log, 2));
+    assert!(before1 > 3 && before1 == before2, "{before1} {before2}");
+    log.append(&[WalRecord::Snapshot {
+        group: GroupId(1),
+        snapshot: snapshot(18, 1),
+        install: false,
+    }])
+    .expect("append");
+    // A roll of group 1 writes the header that lets its old segments go.
+    for i in 21..=30 {
+        log.append(&[WalRecord::Entries {
+            group: GroupId(1),
+            entries: vec![entry(i, 1, 1, 50)],
+        }])
+        .expect("append");
+    }
+    log.sync().expect("sync");
+    assert!(
+        files(&log, 1) < before1,
+        "group 1's compacted segments are deleted"
+    );
+    assert_eq!(files(&log, 2), before2, "group 2 keeps every segment");
+    let (_, recovered, report) = SegmentLog::open(log.into_disk(), options).expect("recover");
+    assert!(report.cuts.is_empty());
+    assert_eq!(
+        recovered.groups[&GroupId(1)].snapshot.get_metadata().index,
+        18
+    );
+    assert_eq!(
+        recovered.groups[&GroupId(1)]
+            .entries
+            .first()
+            .map(|e| e.index),
+        Some(19)
+    );
+    assert_eq!(recovered.groups[&GroupId(2)].entries.len(), 20);
+}
+
+#[test]
+fn a_crash_tears_each_group_on_its_own_and_recovery_cuts_each() {
+    let options = SegmentLogOptions::default();
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    let both = |i: u64| {
+        [1, 2].map(|g| WalRecord::Entries {
+            group: GroupId(g),
+            entries: vec![entry(i, 1, g as u8, 40)],
+        })
+    };
+    log.append(&both(1)).expect("append");
+    log.sync().expect("sync");
+    log.append(&both(2)).expect("append");
+    let mut disk = log.into_disk();
+    // Half of each group's unsynced frame survives the crash: two torn tails.
+    for name in disk.list().expect("list") {
+        let len = disk.len(&name).expect("exists");
+        let keep = disk.synced_len(&name).expect("exists") + 10;
+        assert!(len > keep);
+        disk.truncate(&name, keep as u64).expect("tear");
+    }
+    let (_, recovered, report) = SegmentLog::open(disk, options).expect("recover");
+    assert_eq!(report.cuts.len(), 2, "{report:?}");
+    for g in [1, 2] {
+        assert_eq!(recovered.groups[&GroupId(g)].entries.len(), 1);
+    }
+}
+
+#[test]
+fn removing_a_group_deletes_its_files_and_nothing_else() {
+    let options = SegmentLogOptions {
+        segment_bytes_max: 200,
+        ..SegmentLogOptions::default()
+    };
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    for i in 1..=10 {
+        log.append(&[1, 2].map(|g| WalRecord::Entries {
+            group: GroupId(g),
+            entries: vec![entry(i, 1, 1, 50)],
+        }))
+        .expect("append");
+    }
+    log.sync().expect("sync");
+    log.append(&[WalRecord::RemoveGroup { group: GroupId(1) }])
+        .expect("remove");
+    // The files go after the next sync, which makes the deletion's commit durable first.
+    assert_eq!(
+        log.disk().list().expect("list").len(),
+        log.segment_count() + 5
+    );
+    log.sync().expect("sync");
+    let names = log.disk().list().expect("list");
+    assert!(
+        names.iter().all(|n| n.starts_with(&format!("g{:020}-", 2))),
+        "{names:?}"
+    );
+    let (_, recovered, _) = SegmentLog::open(log.into_disk(), options).expect("recover");
+    assert_eq!(
+        recovered.groups.keys().copied().collect::<Vec<_>>(),
+        vec![GroupId(2)]
+    );
+}
+
+#[test]
+fn a_directory_of_the_old_single_log_layout_is_refused_with_what_to_do() {
+    let mut disk = SimDisk::new();
+    let mut bytes = Vec::new();
+    frame::encode(&Frame::HardState(GroupId(0), hard_state(1, 0)), &mut bytes);
+    disk.append("00000000000000000000.seg", &bytes)
+        .expect("append");
+    let error = SegmentLog::open(disk, SegmentLogOptions::default())
+        .err()
+        .expect("refused");
+    let message = error.to_string();
+    assert!(message.contains("00000000000000000000.seg"), "{message}");
+    assert!(
+        message.contains("empty data directories"),
+        "says what to do: {message}"
+    );
+}
+
+#[test]
+fn real_files_of_several_groups_sync_together_and_survive_reopen() {
+    // The real disk syncs a group commit's files in parallel.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = SegmentLogOptions::default();
+    let (mut log, _, _) =
+        SegmentLog::open(FsDisk::open(dir.path()).expect("dir"), options).expect("open");
+    let records: Vec<WalRecord> = (1..=4)
+        .map(|g| WalRecord::Entries {
+            group: GroupId(g),
+            entries: (1..=3).map(|i| entry(i, 1, g as u8, 64)).collect(),
+        })
+        .collect();
+    log.append(&records).expect("append");
+    log.sync().expect("sync");
+    drop(log);
+    let (_, recovered, report) =
+        SegmentLog::open(FsDisk::open(dir.path()).expect("dir"), options).expect("recover");
+    assert!(report.cuts.is_empty());
+    assert_eq!(report.segments, 4);
+    for g in 1..=4 {
+        assert_eq!(recovered.groups[&GroupId(g)].entries.len(), 3);
+    }
+}
+
+#[test]
+fn a_snapshot_past_every_entry_lets_every_old_segment_go() {
+    // DeleteRecords up to the high watermark: the snapshot covers the active segment too, so
+    // the sync rolls, and the sync after it (the new header durable) deletes the rest.
+    let options = SegmentLogOptions::default();
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    log.append(&[WalRecord::Entries {
+        group: GroupId(1),
+        entries: (1..=10).map(|i| entry(i, 1, 1, 100)).collect(),
+    }])
+    .expect("append");
+    log.sync().expect("sync");
+    assert_eq!(log.segment_count(), 1);
+    log.append(&[WalRecord::Snapshot {
+        group: GroupId(1),
+        snapshot: snapshot(10, 1),
+        install: false,
+    }])
+    .expect("append");
+    log.sync().expect("sync");
+    assert_eq!(log.segment_count(), 2, "rolled");
+    log.sync().expect("sync");
+    assert_eq!(log.segment_count(), 1, "the covered segment is deleted");
+    let (_, recovered, _) = SegmentLog::open(log.into_disk(), options).expect("recover");
+    let g = &recovered.groups[&GroupId(1)];
+    assert_eq!(g.snapshot.get_metadata().index, 10);
+    assert!(g.entries.is_empty());
+}
+
+/// An entry holding a RecordBatch v2 header of `count` records from `base`, with records up
+/// to `max_timestamp`, padded to `len` bytes (the storage reads only the header).
+fn batch_entry(index: u64, base: i64, count: i32, max_timestamp: i64, len: usize) -> Entry {
+    let mut data = vec![0u8; len.max(61)];
+    data[0..8].copy_from_slice(&base.to_be_bytes());
+    data[16] = 2;
+    data[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+    data[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    Entry {
+        index,
+        term: 1,
+        data: Bytes::from(data),
+        ..Entry::default()
+    }
+}
+
+#[test]
+fn retention_keeps_the_active_segment_and_moves_to_a_kept_batch() {
+    use oxbow_node::storage::RetentionPolicy;
+    let options = SegmentLogOptions {
+        segment_bytes_max: 1_000,
+        ..SegmentLogOptions::default()
+    };
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    // Twenty batches of ten records, 300 bytes each, written at 1000, 1100, ... ms: about
+    // three to a segment.
+    for i in 0..20u64 {
+        log.append(&[WalRecord::Entries {
+            group: GroupId(1),
+            entries: vec![batch_entry(
+                i + 1,
+                i as i64 * 10,
+                10,
+                1_000 + i as i64 * 100,
+                300,
+            )],
+        }])
+        .expect("append");
+    }
+    let segments = log.segment_count();
+    assert!(segments >= 5, "{segments}");
+    let at = |policy: RetentionPolicy, now_ms: i64| {
+        let policies = BTreeMap::from([(GroupId(1), policy)]);
+        log.retention(&policies, now_ms)
+            .first()
+            .map(|(_, offset)| offset.0)
+    };
+    let forever = RetentionPolicy {
+        retention_ms: -1,
+        retention_bytes: -1,
+    };
+    assert_eq!(at(forever, i64::MAX), None, "no limits, nothing goes");
+    let by_time = |ms| RetentionPolicy {
+        retention_ms: ms,
+        ..forever
+    };
+    assert_eq!(at(by_time(10_000), 3_000), None, "nothing is that old");
+    // At 1_550 ms with 300 ms retention, batches older than 1_250 ms may go: only segments
+    // whose every batch is (the first holds those of 1_000 to 1_200 ms); the log start is the
+    // first offset of the oldest segment kept.
+    let start = at(by_time(300), 1_550).expect("some segments expired");
+    assert!(start == 30, "{start}");
+    assert_eq!(
+        at(by_time(300), 1_450),
+        None,
+        "the first segment holds a batch of 1_200 ms"
+    );
+    // Everything expired: all but the active segment go (whole segments, never the last).
+    let start = at(by_time(0), i64::MAX).expect("expired");
+    assert!((150..200).contains(&start), "{start}");
+    // By size: the log is cut to the newest segments that hold 2 000 bytes at least.
+    let start = at(
+        RetentionPolicy {
+            retention_bytes: 2_000,
+            ..forever
+        },
+        0,
+    )
+    .expect("over the size");
+    let kept_batches = (200 - start) / 10;
+    assert!(
+        (6..=10).contains(&kept_batches),
+        "{kept_batches} batches of 300 bytes kept for 2000"
+    );
+}
+
+#[test]
+fn a_group_commit_leaves_idle_groups_alone() {
+    // One fsync per file a round wrote to: an idle partition's file is neither synced again
+    // nor given another marker (which would fill idle partitions with markers).
+    let options = SegmentLogOptions::default();
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    log.append(&[1, 2].map(|g| WalRecord::Entries {
+        group: GroupId(g),
+        entries: vec![entry(1, 1, 1, 40)],
+    }))
+    .expect("append");
+    log.sync().expect("sync");
+    let idle = format!("g{:020}-{:020}.seg", 2, 0);
+    let idle_len = log.disk().len(&idle).expect("exists");
+    for i in 2..10 {
+        log.append(&[WalRecord::Entries {
+            group: GroupId(1),
+            entries: vec![entry(i, 1, 1, 40)],
+        }])
+        .expect("append");
+        log.sync().expect("sync");
+    }
+    assert_eq!(
+        log.disk().len(&idle),
+        Some(idle_len),
+        "nothing written to the idle group"
+    );
+    let (_, recovered, report) = SegmentLog::open(log.into_disk(), options).expect("recover");
+    assert!(report.cuts.is_empty());
+    assert_eq!(recovered.groups[&GroupId(1)].entries.len(), 9);
+    assert_eq!(recovered.groups[&GroupId(2)].entries.len(), 1);
+}
