@@ -98,6 +98,10 @@ pub enum WalRecord {
         group: GroupId,
         /// The hard state.
         hard_state: HardState,
+        /// Whether it must be durable when the write is done (raft-rs's `must_sync`: a new
+        /// term or vote); a Raft commit index alone need not be, so its group's file need not
+        /// be fsynced for it.
+        must_sync: bool,
     },
     /// A snapshot. `install` (received from a leader) replaces the whole log; otherwise it is
     /// local compaction and only the entries up to its index are dropped.

@@ -336,3 +336,51 @@ fn a_group_commit_leaves_idle_groups_alone() {
     assert_eq!(recovered.groups[&GroupId(1)].entries.len(), 9);
     assert_eq!(recovered.groups[&GroupId(2)].entries.len(), 1);
 }
+
+#[test]
+fn a_commit_index_alone_is_not_fsynced() {
+    // raft-rs needs a new term or vote durable before it acts on it, a commit index not: a
+    // group commit that gives a group only that leaves its file unsynced (one fsync less per
+    // round for every partition whose followers just acknowledged).
+    let options = SegmentLogOptions::default();
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    let hard_state_of = |group: u64, commit: u64, must_sync: bool| WalRecord::HardState {
+        group: GroupId(group),
+        hard_state: hard_state(1, commit),
+        must_sync,
+    };
+    log.append(&[
+        WalRecord::Entries {
+            group: GroupId(1),
+            entries: vec![entry(1, 1, 1, 40)],
+        },
+        hard_state_of(2, 0, true),
+    ])
+    .expect("append");
+    log.sync().expect("sync");
+    let file = |g: u64| format!("g{g:020}-{:020}.seg", 0);
+    let synced_2 = log.disk().synced_len(&file(2)).expect("exists");
+    log.append(&[
+        WalRecord::Entries {
+            group: GroupId(1),
+            entries: vec![entry(2, 1, 1, 40)],
+        },
+        hard_state_of(2, 1, false),
+    ])
+    .expect("append");
+    log.sync().expect("sync");
+    assert_eq!(
+        log.disk().synced_len(&file(2)),
+        Some(synced_2),
+        "group 2 got only a commit index: not fsynced"
+    );
+    assert_eq!(
+        log.disk().synced_len(&file(1)),
+        log.disk().len(&file(1)).map(|len| len - 25),
+        "group 1 got an entry: fsynced up to its new marker"
+    );
+    // A hard state that must be durable is.
+    log.append(&[hard_state_of(2, 1, true)]).expect("append");
+    log.sync().expect("sync");
+    assert!(log.disk().synced_len(&file(2)) > Some(synced_2));
+}

@@ -204,6 +204,7 @@ fn check_ops(ops: Vec<Op>, seed: u64) {
                 vec![WalRecord::HardState {
                     group: GroupId(group),
                     hard_state: hard_state(term, entries.last().map_or(0, |e| e.0)),
+                    must_sync: true,
                 }]
             }
             Op::Compact { group, keep } => {
@@ -431,6 +432,7 @@ fn read_entry_finds_frames_across_segments_and_roll_keeps_state() {
     log.append(&[WalRecord::HardState {
         group: GroupId(1),
         hard_state: hard_state(1, 20),
+        must_sync: true,
     }])
     .expect("append");
     log.sync().expect("sync");
@@ -727,6 +729,7 @@ fn real_files_survive_reopen_and_a_torn_tail_is_cut() {
         WalRecord::HardState {
             group: GroupId(3),
             hard_state: hard_state(2, 4),
+            must_sync: true,
         },
     ])
     .expect("append");

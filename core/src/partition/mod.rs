@@ -280,6 +280,7 @@ impl Replica {
                     WalRecord::HardState {
                         group: self.group,
                         hard_state: hard_state.clone(),
+                        must_sync: ready.must_sync(),
                     },
                     ready.must_sync(),
                 );

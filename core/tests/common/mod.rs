@@ -162,7 +162,9 @@ impl Cluster {
                     state.entries.retain(|e| e.index < first);
                     state.entries.extend(entries.iter().cloned());
                 }
-                WalRecord::HardState { group, hard_state } => {
+                WalRecord::HardState {
+                    group, hard_state, ..
+                } => {
                     groups.entry(*group).or_default().hard_state = hard_state.clone();
                 }
                 WalRecord::Snapshot {

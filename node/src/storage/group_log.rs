@@ -115,6 +115,8 @@ pub(crate) struct GroupLog {
     dirty: BTreeSet<u64>,
     /// Frames encoded for the active segment and not yet handed to the disk.
     buffer: Vec<u8>,
+    /// Whether a frame that must be durable at the next sync was appended since the last one.
+    needs_sync: bool,
 }
 
 /// Replay state of one group: entries by index, so truncation and compaction are map edits.
@@ -140,6 +142,7 @@ impl GroupLog {
             snapshot: Snapshot::default(),
             dirty: BTreeSet::new(),
             buffer: Vec::new(),
+            needs_sync: false,
         }
     }
 
@@ -249,6 +252,7 @@ impl GroupLog {
             snapshot: replay.snapshot.clone(),
             dirty: BTreeSet::new(),
             buffer: Vec::new(),
+            needs_sync: false,
         };
         log.invariants();
         Ok(Recovered {
@@ -273,17 +277,20 @@ impl GroupLog {
     }
 
     /// Encodes a frame of this group into the active segment (rolling it first when full); it
-    /// reaches the disk at the next [`GroupLog::flush`].
+    /// reaches the disk at the next [`GroupLog::flush`], and is made durable by the next sync
+    /// if `must_sync` (or anything else of the group must be).
     pub(crate) fn append<D: Disk>(
         &mut self,
         disk: &mut D,
         frame: Frame,
         segment_bytes_max: u64,
+        must_sync: bool,
     ) -> Result<(), StorageError> {
         let active = self.active();
         if self.segments[&active].len + self.buffer.len() as u64 >= segment_bytes_max {
             self.roll(disk)?;
         }
+        self.needs_sync |= must_sync;
         let active = self.active();
         let segment = self.segments.get_mut(&active).expect("active");
         let position = segment.len + self.buffer.len() as u64;
@@ -373,6 +380,8 @@ impl GroupLog {
                 &mut self.buffer,
             );
         }
+        // The header must become durable before the segments it covers may go.
+        self.needs_sync = true;
         self.flush(disk)
     }
 
@@ -385,9 +394,15 @@ impl GroupLog {
             .collect()
     }
 
+    /// Whether the next sync must fsync this group's files.
+    pub(crate) fn needs_sync(&self) -> bool {
+        self.needs_sync
+    }
+
     /// The dirty files were synced: records it, and says whether the active segment was among
     /// them (and so has new synced bytes to mark).
     pub(crate) fn synced(&mut self) -> bool {
+        self.needs_sync = false;
         let active = self.active();
         let active_synced = self.dirty.contains(&active);
         for number in std::mem::take(&mut self.dirty) {

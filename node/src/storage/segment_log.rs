@@ -260,15 +260,17 @@ impl<D: Disk> SegmentLog<D> {
             match record {
                 WalRecord::Entries { entries, .. } => {
                     for entry in entries {
-                        log.append(&mut self.disk, Frame::Entry(group, entry.clone()), max)?;
+                        let frame = Frame::Entry(group, entry.clone());
+                        log.append(&mut self.disk, frame, max, true)?;
                     }
                 }
-                WalRecord::HardState { hard_state, .. } => {
-                    log.append(
-                        &mut self.disk,
-                        Frame::HardState(group, hard_state.clone()),
-                        max,
-                    )?;
+                WalRecord::HardState {
+                    hard_state,
+                    must_sync,
+                    ..
+                } => {
+                    let frame = Frame::HardState(group, hard_state.clone());
+                    log.append(&mut self.disk, frame, max, *must_sync)?;
                 }
                 WalRecord::Snapshot {
                     snapshot, install, ..
@@ -278,7 +280,7 @@ impl<D: Disk> SegmentLog<D> {
                         snapshot: snapshot.clone(),
                         install: *install,
                     };
-                    log.append(&mut self.disk, frame, max)?;
+                    log.append(&mut self.disk, frame, max, true)?;
                 }
                 WalRecord::RemoveGroup { .. } => unreachable!("handled above"),
             }
@@ -289,15 +291,25 @@ impl<D: Disk> SegmentLog<D> {
         Ok(())
     }
 
-    /// Makes everything appended durable: one call fsyncs every file appended to since the
-    /// last sync (group commit across groups; the disk may sync them in parallel). Then writes
-    /// a `Synced` marker after each group's synced bytes and deletes the old segments that
-    /// compaction made unneeded.
+    /// Makes durable everything appended that must be: one call fsyncs the files appended to
+    /// since the last sync of every group that was given an entry, a snapshot or a hard state
+    /// that must be durable (group commit across groups; the disk may sync them in parallel).
+    /// A group given only Raft commit indexes is left for a later sync. Then writes a `Synced`
+    /// marker after each synced group's bytes and deletes the old segments that compaction made
+    /// unneeded.
+    ///
+    /// A round that removes a group fsyncs every group's appended bytes: the removal follows
+    /// the metadata group's Raft commit index of the topic deletion, which alone need not be
+    /// durable, and a restart that forgot it would recreate the group with empty files (and
+    /// forgotten votes) while the topic still exists.
     pub fn sync(&mut self) -> Result<(), StorageError> {
+        let everything = !self.removed.is_empty();
         let mut files = Vec::new();
         for log in self.groups.values_mut() {
             log.flush(&mut self.disk)?;
-            files.extend(log.dirty_files());
+            if everything || log.needs_sync() {
+                files.extend(log.dirty_files());
+            }
         }
         if !files.is_empty() {
             self.disk
@@ -305,7 +317,7 @@ impl<D: Disk> SegmentLog<D> {
                 .map_err(io_error("sync", &files.join(", ")))?;
         }
         for log in self.groups.values_mut() {
-            let active_synced = log.synced();
+            let active_synced = (everything || log.needs_sync()) && log.synced();
             if log.active_is_covered() {
                 // Its every entry is below the snapshot (the log start moved past them): a
                 // new segment, whose header holds that snapshot, lets the next sync delete it.
