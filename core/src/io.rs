@@ -35,6 +35,16 @@ pub enum Input {
         /// The completed write.
         seq: IoSeq,
     },
+    /// The disk read asked by [`Output::ReadEntries`]: the group's entries from `low` on, as
+    /// many as were there (fewer, or none, if compaction removed them meanwhile).
+    EntriesRead {
+        /// The group.
+        group: GroupId,
+        /// The first index asked.
+        low: RaftIndex,
+        /// The entries, contiguous from `low`.
+        entries: Vec<Entry>,
+    },
 }
 
 /// A Raft message of one group.
@@ -67,8 +77,31 @@ pub enum Output {
         /// The answer.
         response: Response,
     },
+    /// Read entries of a group's log from disk, after every earlier write, and answer with
+    /// [`Input::EntriesRead`] (raft-rs needs them for a lagging follower and memory no longer
+    /// holds them).
+    ReadEntries(DiskRead),
     /// Something happened that checkers and the trace hash care about.
     Trace(TraceEvent),
+}
+
+/// A read of a group's log on disk: the entries from `from` to `to` (inclusive), stopping
+/// once `max_bytes` of record batches are collected (at least one entry is given). Used for
+/// entries memory no longer holds: a lagging follower's, and a fetch or timestamp lookup of
+/// old records (then the reader keeps only record batches, and skips those whose records all
+/// lie below `skip_below`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskRead {
+    /// The group.
+    pub group: GroupId,
+    /// First Raft index to read.
+    pub from: RaftIndex,
+    /// Last Raft index to read.
+    pub to: RaftIndex,
+    /// Stop once this many bytes are collected.
+    pub max_bytes: u32,
+    /// Skip batches whose next offset is at or below this.
+    pub skip_below: Offset,
 }
 
 /// A write to the node's log device.
@@ -220,7 +253,7 @@ pub enum Response {
     Fetch(Result<FetchData, FetchError>),
     /// Answer to a timestamp lookup: the first committed batch whose max timestamp is at
     /// least the one asked, if any (the caller finds the record inside it).
-    FindTimestamp(Result<Option<Bytes>, FetchError>),
+    FindTimestamp(Result<FoundBatch, FetchError>),
     /// Answer to DeleteRecords: the partition's log start offset (Kafka's low watermark) once
     /// the change is applied.
     DeleteRecords(Result<Offset, DeleteRecordsError>),
@@ -353,6 +386,59 @@ pub struct FetchData {
     pub log_start_offset: Offset,
     /// Whole batches, as stored, in offset order. The first may start before the offset asked.
     pub batches: Vec<Bytes>,
+    /// When the offset asked is no longer in memory, `batches` is empty and the batches are
+    /// to be read from disk with this (the driver does it, and serves what it finds).
+    pub read: Option<DiskRead>,
+}
+
+impl DiskRead {
+    /// The record batches of `entries` (read for this) to serve: whole batches in offset
+    /// order, without those whose records all lie below `skip_below`, up to `max_bytes` (at
+    /// least one).
+    pub fn batches(&self, entries: Vec<Entry>) -> Vec<Bytes> {
+        let mut batches = Vec::new();
+        let mut bytes = 0usize;
+        for entry in entries {
+            if bytes >= self.max_bytes as usize {
+                break;
+            }
+            if entry.get_entry_type() != raft::eraftpb::EntryType::EntryNormal
+                || entry.data.is_empty()
+            {
+                continue;
+            }
+            let batch = crate::batch::Batch::trusted(entry.data);
+            if batch.next_offset() <= self.skip_below {
+                continue;
+            }
+            let batch = batch.into_bytes();
+            bytes += batch.len();
+            batches.push(batch);
+        }
+        batches
+    }
+
+    /// The first record batch of `entries` (read for this) whose largest timestamp is at
+    /// least `timestamp`, skipping those below `skip_below`.
+    pub fn first_at(&self, entries: Vec<Entry>, timestamp: i64) -> Option<Bytes> {
+        let mut all = self.clone();
+        all.max_bytes = u32::MAX;
+        all.batches(entries)
+            .into_iter()
+            .find(|b| crate::batch::Batch::trusted(b.clone()).max_timestamp() >= timestamp)
+    }
+}
+
+/// Answer to a timestamp lookup.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FoundBatch {
+    /// No committed batch has a timestamp that late.
+    None,
+    /// The first committed batch whose largest timestamp is at least the one asked.
+    Batch(Bytes),
+    /// That batch is on disk, among the batches of this read: the first one read whose
+    /// largest timestamp is at least the one asked.
+    OnDisk(DiskRead),
 }
 
 /// Why a fetch failed.

@@ -179,6 +179,14 @@ impl ProducerTable {
                 epoch: batch.epoch,
                 batches: VecDeque::new(),
             });
+        // A batch recorded already (a snapshot's table holds the batches applied after its
+        // index too, which a replica installing it applies again) changes nothing.
+        if batch.epoch < entry.epoch
+            || (batch.epoch == entry.epoch
+                && entry.batches.back().is_some_and(|last| last.index >= index))
+        {
+            return;
+        }
         if batch.epoch != entry.epoch {
             entry.epoch = batch.epoch;
             entry.batches.clear();

@@ -3,52 +3,9 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
 use common::*;
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use oxbow_core::ids::Offset;
 use oxbow_core::io::{Acks, DeleteRecordsRequest, ProduceRequest};
-
-/// A plain batch of `count` records.
-fn batch(count: i32) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::from(i),
-            // The encoder starts a new batch where sequences are not consecutive.
-            sequence: (-1i32).wrapping_add(i),
-            timestamp: 1_000,
-            key: None,
-            value: Some(Bytes::from_static(b"v")),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
-    buf.freeze()
-}
-
-fn serving_leader(cluster: &Cluster, group: GroupId) -> NodeId {
-    *cluster
-        .nodes
-        .iter()
-        .find(|(_, n)| n.group_status(group).is_some_and(|s| s.serving))
-        .expect("a serving leader")
-        .0
-}
 
 #[test]
 fn a_replica_behind_a_log_start_inside_a_batch_installs_it_and_catches_up() {

@@ -131,6 +131,11 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// How often retention is checked (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// Bytes of partition log entries the node holds in memory, across its partitions
+    /// (recent entries, those not yet applied, and those read back for a follower); older
+    /// records are read from the segment files. Entries not yet applied are held whatever
+    /// this says.
+    pub cache_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -141,6 +146,7 @@ impl Default for LogConfig {
             retention_bytes: -1,
             segment_bytes: 64 << 20,
             retention_check_interval_ms: 300_000,
+            cache_bytes: 128 << 20,
         }
     }
 }
@@ -170,6 +176,12 @@ impl LogConfig {
             return Err(ConfigError(format!(
                 "log.segment_bytes: {} is outside 1024..=1073741824",
                 self.segment_bytes
+            )));
+        }
+        if self.cache_bytes < 4_096 {
+            return Err(ConfigError(format!(
+                "log.cache_bytes: {} is under 4096",
+                self.cache_bytes
             )));
         }
         if self.retention_check_interval_ms == 0 {

@@ -10,13 +10,14 @@ use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use oxbow_core::ids::{GroupId, IoSeq, NodeId, Offset, RequestId};
+use oxbow_core::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId};
 use oxbow_core::io::{
-    Acks, AdminRequest, FetchData, FetchError, FetchRequest, GroupMessage, Input, Output,
+    Acks, AdminRequest, DiskRead, FetchData, FetchError, FetchRequest, GroupMessage, Input, Output,
     ProduceError, ProduceRequest, Request, Response,
 };
 use oxbow_core::metadata::{AdminError, CreateTopic, MetadataCommand};
 use oxbow_core::node::{GroupStatus, Node, NodeConfig};
+use oxbow_core::raft::eraftpb::Entry;
 use oxbow_core::time::{Instant, Now};
 use oxbow_node::storage::{SegmentLog, SegmentLogOptions, SimDisk};
 
@@ -43,6 +44,13 @@ enum Event {
         incarnation: u64,
         seq: IoSeq,
         sync: bool,
+    },
+    EntriesRead {
+        node: usize,
+        incarnation: u64,
+        group: GroupId,
+        low: RaftIndex,
+        entries: Vec<Entry>,
     },
     ClientSend {
         client: usize,
@@ -142,6 +150,8 @@ pub struct Stats {
     pub records_verified: u64,
     /// Records the readers read during the run.
     pub records_read: u64,
+    /// Reads of entries evicted from memory: for followers behind, and old fetches.
+    pub disk_reads: u64,
 }
 
 /// The simulated cluster.
@@ -273,7 +283,10 @@ impl Cluster {
         // Every partition comes from the metadata group, as on a production node.
         let mut config = NodeConfig::new(NodeId(node as u64 + 1), Vec::new());
         config.metadata_voters = voters;
-        config.retain_entries_max = self.options.retain_entries_max;
+        config.retain_entries_max = Some(self.options.retain_entries_max);
+        config.log_cache_bytes = self.options.log_cache_bytes;
+        config.offset_index_interval_bytes = 2_048;
+        config.catch_up_read_bytes = 16 << 10;
         // Every few admin changes and leader no-ops: the metadata log's snapshots are taken,
         // restored after crashes and sent to nodes behind them in every run.
         config.metadata_entries_max = 3;
@@ -423,6 +436,27 @@ impl Cluster {
                 self.mix(&[3, self.now_us, node as u64, seq.0]);
                 self.feed(node, Input::WriteDone { seq });
             }
+            Event::EntriesRead {
+                node,
+                incarnation,
+                group,
+                low,
+                entries,
+            } => {
+                if self.slots[node].incarnation != incarnation || self.slots[node].running.is_none()
+                {
+                    return;
+                }
+                self.mix(&[6, self.now_us, node as u64, group.0, low.0]);
+                self.feed(
+                    node,
+                    Input::EntriesRead {
+                        group,
+                        low,
+                        entries,
+                    },
+                );
+            }
             Event::ClientSend { client } => self.client_send(client),
             Event::Admin => self.admin_send(),
             Event::Read { group } => self.read_send(group),
@@ -508,8 +542,34 @@ impl Cluster {
                         },
                     );
                 }
-                Output::Reply { id, response } => {
+                Output::ReadEntries(read) => {
+                    self.mix(&[14, node as u64, read.group.0, read.from.0]);
+                    let latency = self.disk.between(
+                        self.options.disk_latency_us.0,
+                        self.options.disk_latency_us.1,
+                    );
+                    let incarnation = self.slots[node].incarnation;
+                    let entries = self.read_log(node, &read);
+                    self.schedule(
+                        self.now_us + latency,
+                        Event::EntriesRead {
+                            node,
+                            incarnation,
+                            group: read.group,
+                            low: read.from,
+                            entries,
+                        },
+                    );
+                }
+                Output::Reply { id, mut response } => {
                     self.mix(&[12, node as u64, id.0]);
+                    // A fetch of records no longer in memory: the driver reads them.
+                    if let Response::Fetch(Ok(data)) = &mut response {
+                        if let Some(read) = data.read.take() {
+                            let entries = self.read_log(node, &read);
+                            data.batches = read.batches(entries);
+                        }
+                    }
                     if self.admin.in_flight.is_some_and(|(admin, _)| admin == id) {
                         self.admin_reply(response);
                     } else if let Some((group, _)) = self.reads.remove(&id) {
@@ -924,6 +984,21 @@ impl Cluster {
         self.retry_later(client);
     }
 
+    /// Reads entries back from a running node's log.
+    fn read_log(&mut self, node: usize, read: &DiskRead) -> Vec<Entry> {
+        self.stats.disk_reads += 1;
+        let running = self.slots[node].running.as_mut().expect("running");
+        running
+            .log
+            .read_entries(
+                read.group,
+                read.from.0,
+                read.to.0,
+                u64::from(read.max_bytes),
+            )
+            .expect("the simulated disk does not fail")
+    }
+
     /// Asks a running node for a fetch directly (not through the workload).
     fn fetch_direct(
         &mut self,
@@ -952,7 +1027,13 @@ impl Cluster {
             Some(Output::Reply {
                 response: Response::Fetch(result),
                 ..
-            }) => result,
+            }) => result.map(|mut data| {
+                if let Some(read) = data.read.take() {
+                    let entries = self.read_log(node, &read);
+                    data.batches = read.batches(entries);
+                }
+                data
+            }),
             other => panic!("a fetch answers at once with a fetch response, not {other:?}"),
         }
     }

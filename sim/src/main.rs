@@ -152,7 +152,8 @@ impl From<Report> for Summary {
         Self {
             stats: format!(
                 "{} events, {} produced, {} acknowledged, {} crashes ({} bytes lost, {} tails cut), \
-                 {} elections, {} snapshots installed, {} records read during the run, {} records verified",
+                 {} elections, {} snapshots installed, {} records read during the run ({} disk reads), \
+                 {} records verified",
                 report.stats.events,
                 report.stats.produced,
                 report.stats.acknowledged,
@@ -162,6 +163,7 @@ impl From<Report> for Summary {
                 report.stats.elections,
                 report.stats.snapshots_installed,
                 report.stats.records_read,
+                report.stats.disk_reads,
                 report.stats.records_verified
             ),
             simulated_ms: report.options.safety_ms + report.options.liveness_ms,

@@ -55,6 +55,8 @@ pub struct Options {
     pub drift_ppm_max: u64,
     /// Applied entries kept before compaction into a snapshot.
     pub retain_entries_max: u64,
+    /// Bytes of partition entries a node holds in memory; the rest is read from its disk.
+    pub log_cache_bytes: u64,
     /// Producer clients.
     pub clients: Vec<ClientKind>,
     /// Pause between a client's requests (ms).
@@ -111,6 +113,12 @@ impl Options {
             clients,
             produce_pause_ms: (1, r.between(2, 30)),
             planted,
+            // Drawn last, so the earlier draws of a seed stay what they were.
+            log_cache_bytes: if r.below(2) == 0 {
+                r.between(1_000, 30_000)
+            } else {
+                128 << 20
+            },
         }
     }
 }
@@ -150,6 +158,7 @@ impl fmt::Display for Options {
         )?;
         writeln!(f, "  clocks: drift up to ±{} ppm", self.drift_ppm_max)?;
         writeln!(f, "  retention: {} entries", self.retain_entries_max)?;
+        writeln!(f, "  log cache: {} bytes", self.log_cache_bytes)?;
         writeln!(
             f,
             "  clients: {:?}, pause {:?} ms",

@@ -108,6 +108,9 @@ pub struct WorldOptions {
     pub keys: u64,
     /// Bugs planted in every node's core.
     pub planted: PlantedBugs,
+    /// Bytes of partition entries a node holds in memory (`log.cache_bytes`); older ones are
+    /// read from its disk.
+    pub log_cache_bytes: u64,
 }
 
 impl WorldOptions {
@@ -140,6 +143,12 @@ impl WorldOptions {
         let member_crash_every_ms = group
             .chance(600_000)
             .then(|| (group.between(2_000, 5_000), group.between(6_000, 12_000)));
+        let mut memory = Stream::new(seed, "world-memory");
+        let log_cache_bytes = if memory.chance(500_000) {
+            memory.between(4_096, 32_768)
+        } else {
+            LogConfig::default().cache_bytes
+        };
         let mut workload = Stream::new(seed, "world-workload");
         let producers = (0..workload.between(1, 3))
             .map(|_| match workload.below(4) {
@@ -174,6 +183,7 @@ impl WorldOptions {
             send_every_ms: (1, workload.between(5, 30)),
             keys: workload.between(1, 20),
             planted,
+            log_cache_bytes,
         }
     }
 }
@@ -193,8 +203,8 @@ impl fmt::Display for WorldOptions {
         )?;
         writeln!(
             f,
-            "  network: latency {:?} ms; disk: fsync {} us",
-            self.latency_ms, self.fsync_us
+            "  network: latency {:?} ms; disk: fsync {} us; log cache {} bytes",
+            self.latency_ms, self.fsync_us, self.log_cache_bytes
         )?;
         writeln!(
             f,
@@ -458,7 +468,10 @@ fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<Config> {
                 // Every few changes and leader no-ops: the metadata log's snapshots are taken,
                 // restored after crashes and sent to nodes behind them.
                 metadata_snapshot_entries: 3,
-                log: LogConfig::default(),
+                log: LogConfig {
+                    cache_bytes: options.log_cache_bytes,
+                    ..LogConfig::default()
+                },
             };
             config
                 .validate()

@@ -121,8 +121,19 @@ pub struct NodeConfig {
     pub pending_requests_max: usize,
     /// Most idempotent producers remembered per group.
     pub producers_max: usize,
-    /// Applied entries kept per group before older ones are compacted into a snapshot.
-    pub retain_entries_max: u64,
+    /// Applied entries kept per partition before older ones are compacted into a snapshot,
+    /// moving the log start offset (a simulator setting, to exercise snapshots; `None` in
+    /// production, where retention by time and size does it, as in Kafka).
+    pub retain_entries_max: Option<u64>,
+    /// Bytes of partition log entries held in memory, across the node's partitions: entries
+    /// not yet applied or persisted are always held; older ones only within this budget
+    /// (checked every tick), and otherwise read from disk.
+    pub log_cache_bytes: u64,
+    /// Bytes of batches per point of a partition's offset and time index once the batches
+    /// are no longer in memory (Kafka's `index.interval.bytes`, coarser).
+    pub offset_index_interval_bytes: u64,
+    /// Bytes read from disk at once for a follower that is behind.
+    pub catch_up_read_bytes: u32,
     /// Ticks to wait for a follower to install a snapshot before sending it again.
     pub snapshot_retry_ticks: u32,
     /// Entries a group coordinator's log holds before it is compacted into a snapshot of the
@@ -151,7 +162,10 @@ impl NodeConfig {
             batch_bytes_max: 1 << 20,
             pending_requests_max: 10_000,
             producers_max: 10_000,
-            retain_entries_max: 1_000_000,
+            retain_entries_max: None,
+            log_cache_bytes: 128 << 20,
+            offset_index_interval_bytes: 256 << 10,
+            catch_up_read_bytes: 8 << 20,
             snapshot_retry_ticks: 50,
             command_entries_max: 10_000,
             metadata_entries_max: 1_000,
@@ -230,6 +244,10 @@ impl Sink {
         }
     }
 
+    pub(crate) fn read(&mut self, read: crate::io::DiskRead) {
+        self.out.push_back(Output::ReadEntries(read));
+    }
+
     pub(crate) fn trace(&mut self, event: TraceEvent) {
         self.out.push_back(Output::Trace(event));
     }
@@ -290,7 +308,8 @@ impl Node {
         logger: &slog::Logger,
     ) -> Self {
         assert!(config.election_tick > config.heartbeat_tick && config.heartbeat_tick > 0);
-        assert!(config.retain_entries_max > 0 && config.leader_gossip_ticks > 0);
+        assert!(config.retain_entries_max != Some(0) && config.leader_gossip_ticks > 0);
+        assert!(config.offset_index_interval_bytes > 0 && config.catch_up_read_bytes > 0);
         let mut durable = durable.groups;
         let mut node = Self {
             seed,
@@ -435,6 +454,7 @@ impl Node {
                     }
                 }
                 self.compact_metadata(&mut sink);
+                self.evict_cached_entries();
                 self.expire_admin(now, &mut sink);
                 if self.ticks.is_multiple_of(self.config.leader_gossip_ticks) {
                     self.gossip_leaders(&mut sink);
@@ -458,6 +478,16 @@ impl Node {
                 self.handle_request(now, id, request, &mut sink, &mut touched)
             }
             Input::WriteDone { seq } => self.handle_write_done(seq, &mut sink, &mut touched),
+            Input::EntriesRead {
+                group,
+                low,
+                entries,
+            } => {
+                if let Some(replica) = self.groups.get_mut(&group) {
+                    replica.on_entries_read(low, entries);
+                    touched.insert(group);
+                }
+            }
         }
         let mut processed = BTreeSet::new();
         self.flush(touched, &mut sink, &mut processed);
@@ -554,6 +584,31 @@ impl Node {
                 };
                 sink.reply(id, Response::FindTimestamp(response));
             }
+        }
+    }
+
+    /// Keeps the partitions' entries in memory within `log_cache_bytes`: when over it, frees
+    /// down to three quarters of it, from the partitions holding the most first.
+    fn evict_cached_entries(&mut self) {
+        let budget = self.config.log_cache_bytes;
+        let mut held: Vec<(u64, GroupId)> = self
+            .groups
+            .values()
+            .filter(|r| !r.is_command_log())
+            .map(|r| (r.cached_bytes(), r.group()))
+            .collect();
+        let total: u64 = held.iter().map(|(bytes, _)| bytes).sum();
+        if total <= budget {
+            return;
+        }
+        let mut to_free = total - budget / 4 * 3;
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, group) in held {
+            if to_free == 0 {
+                break;
+            }
+            let replica = self.groups.get_mut(&group).expect("listed");
+            to_free = to_free.saturating_sub(replica.evict(&self.config, to_free));
         }
     }
 

@@ -26,7 +26,7 @@ use rand_core::RngCore;
 
 use crate::batch::TimestampType;
 use crate::ids::{GroupId, NodeId, Offset, RaftIndex, Term};
-use crate::io::{TraceEvent, WalRecord};
+use crate::io::{DiskRead, TraceEvent, WalRecord};
 use crate::log_store::LogStore;
 use crate::node::{NodeConfig, Sink};
 use crate::time::Now;
@@ -112,7 +112,13 @@ pub(crate) struct Replica {
     held: VecDeque<Held>,
     /// Ticks since a snapshot was sent to each peer still catching up from it.
     snapshot_ticks: BTreeMap<u64, u32>,
+    /// Reads of evicted entries asked of the driver, by first index, with the raft-rs
+    /// requests waiting on each (at most [`READ_WAITERS_MAX`]; raft-rs asks again anyway).
+    reads: BTreeMap<u64, Vec<raft::GetEntriesContext>>,
 }
+
+/// raft-rs requests kept per read of evicted entries.
+const READ_WAITERS_MAX: usize = 8;
 
 /// The per-ready summary the node needs to complete the write later.
 pub(crate) struct ReadyWritten {
@@ -172,6 +178,7 @@ impl Replica {
             leader: None,
             held: VecDeque::new(),
             snapshot_ticks: BTreeMap::new(),
+            reads: BTreeMap::new(),
         }
     }
 
@@ -302,7 +309,69 @@ impl Replica {
             self.update_leadership(sink);
             written.push(ReadyWritten { number, last_entry });
         }
+        self.request_reads(config, sink);
         written
+    }
+
+    /// Asks the driver to read the evicted entries raft-rs wanted (for a lagging follower).
+    fn request_reads(&mut self, config: &NodeConfig, sink: &mut Sink) {
+        for (low, high, context) in self.raw.mut_store().take_misses() {
+            let waiting = self.reads.entry(low).or_default();
+            if waiting.is_empty() {
+                sink.read(DiskRead {
+                    group: self.group,
+                    from: RaftIndex(low),
+                    to: RaftIndex(high - 1),
+                    max_bytes: config.catch_up_read_bytes,
+                    skip_below: Offset(0),
+                });
+            }
+            if waiting.len() < READ_WAITERS_MAX {
+                waiting.push(context);
+            }
+        }
+    }
+
+    /// The driver read entries from `low` on: raft-rs sends them to the followers waiting.
+    pub(crate) fn on_entries_read(&mut self, low: RaftIndex, entries: Vec<Entry>) {
+        let waiting = self.reads.remove(&low.0).unwrap_or_default();
+        if entries.is_empty() {
+            // Compacted meanwhile: raft-rs finds that when it asks again, and sends a snapshot.
+            return;
+        }
+        self.raw.mut_store().set_fetched(entries);
+        for context in waiting {
+            self.raw.on_entries_fetched(context);
+        }
+    }
+
+    /// Bytes of entries held in memory.
+    pub(crate) fn cached_bytes(&self) -> u64 {
+        self.raw.store().cached_bytes()
+    }
+
+    /// Frees up to about `bytes` of memory: read-back entries, then the oldest cached entries
+    /// that are applied and persisted (the disk has them). Returns the bytes freed.
+    pub(crate) fn evict(&mut self, config: &NodeConfig, bytes: u64) -> u64 {
+        let before = self.raw.store().cached_bytes();
+        self.raw.mut_store().drop_fetched();
+        let upto = self.applied.0.min(self.raw.raft.raft_log.persisted);
+        let mut freed = before - self.raw.store().cached_bytes();
+        let mut evicted = Vec::new();
+        let store = self.raw.mut_store();
+        let mut index = store.cache_first();
+        while freed < bytes && index <= upto {
+            let entry = store.entry(index).expect("cached");
+            freed += crate::log_store::entry_bytes(entry);
+            index += 1;
+        }
+        if index > store.cache_first() {
+            evicted = store.evict(index - 1);
+        }
+        if let Kind::Records(records) = &mut self.kind {
+            records.on_evicted(&evicted, config.offset_index_interval_bytes);
+        }
+        freed
     }
 
     /// Tells raft-rs what is applied, as far as it is also persisted: raft-rs requires
@@ -345,6 +414,7 @@ impl Replica {
                 records.produce.leader = None;
             }
             self.snapshot_ticks.clear();
+            self.reads.clear();
             return;
         }
         let term = Term(self.raw.raft.term);
@@ -547,7 +617,6 @@ impl Replica {
                 self.raw.store().first_index(),
                 self.raw.raft.raft_log.last_index(),
                 self.leading(),
-                self.applied == self.snapshot_index,
             );
         }
     }

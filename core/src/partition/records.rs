@@ -1,8 +1,8 @@
 //! The applied state of a record-batch partition: what applying its log of Kafka record batches
-//! (and its log start commands) builds (next offset = high watermark, log start offset, offset
-//! index, producer table, and the shadow of that state at the latest snapshot), and what reads
-//! it: fetch, the timestamp lookup, and compaction into a snapshot of that state (of every
-//! entry below the log start offset, and by entry count).
+//! (and its log start commands) builds (next offset = high watermark, log start offset, the
+//! offset and time index, producer table), and what reads it: fetch and the timestamp lookup
+//! (from memory, or as a read of the files for the driver to do), and compaction into a
+//! snapshot of that state (of every entry below the log start offset, and by entry count).
 
 use std::collections::BTreeMap;
 
@@ -14,17 +14,19 @@ use super::produce::{producer_batch, LeaderState, ProduceState};
 use super::{Kind, Replica};
 use crate::batch::{Batch, TimestampType};
 use crate::ids::{Offset, RaftIndex, Term};
-use crate::io::{FetchData, FetchError, FetchRequest};
+use crate::io::{DiskRead, FetchData, FetchError, FetchRequest, FoundBatch};
 use crate::log_store::LogStore;
 use crate::node::{NodeConfig, Sink};
 use crate::producer::ProducerTable;
 use crate::snapshot::SnapshotData;
 
-/// Partition state at the latest snapshot index, advanced when the log is compacted.
-#[derive(Clone, Debug)]
-struct Shadow {
-    next_offset: Offset,
-    producers: ProducerTable,
+/// Where a batch (or a span of batches) starts in the log, and the largest timestamp in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Point {
+    /// Raft index of the span's first batch.
+    pub(super) index: RaftIndex,
+    /// Largest timestamp of any batch in the span.
+    pub(super) max_timestamp: i64,
 }
 
 /// The state applying a partition's log builds, and the produce path on top of it.
@@ -32,10 +34,18 @@ pub(super) struct RecordState {
     next_offset: Offset,
     log_start_offset: Offset,
     producers: ProducerTable,
-    /// Base offset of each applied batch still held, to its Raft index.
-    offset_index: BTreeMap<Offset, RaftIndex>,
-    /// This state at the latest snapshot index (`Replica::snapshot_index`).
-    shadow: Shadow,
+    /// The offset and time index: base offset of applied batches to where they are. One
+    /// point per batch while the batch is in memory; once evicted, one point per span of
+    /// about `NodeConfig::offset_index_interval_bytes` (Kafka's sparse index), which a read
+    /// from disk walks.
+    offset_index: BTreeMap<Offset, Point>,
+    /// The sparse span evicted batches are being merged into, and its bytes so far.
+    open_span: Option<(Offset, u64)>,
+    /// The offset after the latest snapshot's index.
+    snapshot_next_offset: Offset,
+    /// Whether the log start came from an installed snapshot and is still above the next
+    /// offset (the replica has not applied up to it yet).
+    log_start_ahead: bool,
     /// The leader's view of its whole log and the produce requests waiting for an answer.
     pub(super) produce: ProduceState,
     /// DeleteRecords requests waiting for their log start command to apply.
@@ -65,12 +75,11 @@ impl RecordState {
         Self {
             next_offset,
             log_start_offset,
-            producers: producers.clone(),
+            producers,
             offset_index: BTreeMap::new(),
-            shadow: Shadow {
-                next_offset,
-                producers,
-            },
+            open_span: None,
+            snapshot_next_offset: next_offset,
+            log_start_ahead: log_start_offset > next_offset,
             produce: ProduceState::new(timestamps, persisted),
             log_start_waits: log_start::Waits::default(),
         }
@@ -111,8 +120,13 @@ impl RecordState {
             self.next_offset,
             "applied batch is not at the log end"
         );
-        self.offset_index
-            .insert(batch.base_offset(), RaftIndex(entry.index));
+        self.offset_index.insert(
+            batch.base_offset(),
+            Point {
+                index: RaftIndex(entry.index),
+                max_timestamp: batch.max_timestamp(),
+            },
+        );
         if let Some(p) = producer_batch(&batch) {
             self.producers.record(
                 &p,
@@ -122,7 +136,35 @@ impl RecordState {
             );
         }
         self.next_offset = batch.next_offset();
+        if self.next_offset >= self.log_start_offset {
+            self.log_start_ahead = false;
+        }
         batch.crc()
+    }
+
+    /// Entries left memory (applied, persisted): their batches' points merge into sparse
+    /// spans of about `interval` bytes each.
+    pub(super) fn on_evicted(&mut self, entries: &[Entry], interval: u64) {
+        for entry in entries {
+            let Some(batch) = record_batch(entry) else {
+                continue;
+            };
+            let base = batch.base_offset();
+            let Some(point) = self.offset_index.get(&base).copied() else {
+                continue; // below the log start, compacted
+            };
+            let len = entry.data.len() as u64;
+            match &mut self.open_span {
+                Some((start, bytes)) if *bytes < interval => {
+                    *bytes += len;
+                    let start = *start;
+                    self.offset_index.remove(&base);
+                    let span = self.offset_index.get_mut(&start).expect("open span point");
+                    span.max_timestamp = span.max_timestamp.max(point.max_timestamp);
+                }
+                _ => self.open_span = Some((base, len)),
+            }
+        }
     }
 
     /// Replaces the state with a leader's snapshot at `index` (`data`: its [`SnapshotData`]),
@@ -137,12 +179,11 @@ impl RecordState {
         let data = SnapshotData::decode(data).expect("snapshot data from a leader decodes");
         self.next_offset = data.next_offset;
         self.log_start_offset = data.log_start_offset;
-        self.producers = data.producers.clone();
+        self.producers = data.producers;
         self.offset_index.clear();
-        self.shadow = Shadow {
-            next_offset: data.next_offset,
-            producers: data.producers,
-        };
+        self.open_span = None;
+        self.snapshot_next_offset = data.next_offset;
+        self.log_start_ahead = self.log_start_offset > self.next_offset;
         self.produce.fail_overwritten(index, sink);
         self.log_start_waits.fail_overwritten(index, sink);
         data.next_offset
@@ -182,23 +223,22 @@ impl RecordState {
 
     /// Constant-time invariants. `first_index`: the store's first entry; `last_index`: the
     /// last index of raft-rs's log; `leading`: the term this node leads in, if it does.
-    pub(super) fn invariants(
-        &self,
-        first_index: u64,
-        last_index: u64,
-        leading: Option<Term>,
-        at_snapshot: bool,
-    ) {
-        // Right after a snapshot whose log start falls inside the batch after it (DeleteRecords
-        // to the middle of a batch), the log start is above the next offset until that batch,
-        // the snapshot's next entry, is applied.
-        assert!(self.log_start_offset <= self.next_offset || at_snapshot);
+    pub(super) fn invariants(&self, first_index: u64, last_index: u64, leading: Option<Term>) {
+        // Right after installing a snapshot, the log start may be above the next offset until
+        // the batches after the snapshot's index are applied up to it.
+        assert!(self.log_start_offset <= self.next_offset || self.log_start_ahead);
         assert!(
-            self.shadow.next_offset <= self.log_start_offset,
+            self.snapshot_next_offset <= self.log_start_offset,
             "the log start is at or after the records the snapshot dropped"
         );
-        if let Some((offset, index)) = self.offset_index.first_key_value() {
-            assert!(*offset >= self.shadow.next_offset && index.0 >= first_index);
+        if let Some((offset, point)) = self.offset_index.first_key_value() {
+            assert!(*offset >= self.snapshot_next_offset && point.index.0 >= first_index);
+        }
+        if let Some((start, _)) = self.open_span {
+            assert!(
+                self.offset_index.contains_key(&start),
+                "the open span has its point"
+            );
         }
         self.produce
             .invariants(leading, last_index, self.next_offset);
@@ -231,128 +271,153 @@ impl Replica {
                 high_watermark: records.next_offset,
             });
         }
-        // Start at the batch holding the offset; Kafka serves whole batches.
-        let start = records
-            .offset_index
-            .range(..=request.offset)
-            .next_back()
-            .map(|(_, index)| index.0);
-        let mut batches = Vec::new();
-        let mut bytes = 0usize;
-        if let Some(start) = start {
-            for index in start..=last_index {
-                if bytes >= request.max_bytes as usize {
-                    break;
-                }
-                let entry = self
-                    .raw
-                    .store()
-                    .entry(index)
-                    .expect("entries from the log start on are held");
-                if let Some(batch) = record_batch(entry) {
-                    if batch.next_offset() <= request.offset {
-                        continue;
-                    }
-                    bytes += entry.data.len();
-                    batches.push(batch.into_bytes());
-                }
-            }
-        }
-        Ok(FetchData {
+        let mut data = FetchData {
             high_watermark: records.next_offset,
             log_start_offset: records.log_start_offset,
-            batches,
-        })
+            batches: Vec::new(),
+            read: None,
+        };
+        // Start at the batch (or sparse span) holding the offset; Kafka serves whole batches.
+        let start = match records.offset_index.range(..=request.offset).next_back() {
+            Some((_, point)) => point.index.0,
+            // Above every applied batch: only the planted bug's unapplied suffix.
+            None => self.raw.store().cache_first().max(self.applied.0 + 1),
+        };
+        if start < self.raw.store().cache_first() {
+            data.read = Some(DiskRead {
+                group: self.group,
+                from: RaftIndex(start),
+                to: RaftIndex(last_index),
+                max_bytes: request.max_bytes,
+                skip_below: request.offset,
+            });
+            return Ok(data);
+        }
+        let mut bytes = 0usize;
+        for index in start..=last_index {
+            if bytes >= request.max_bytes as usize {
+                break;
+            }
+            let entry = self
+                .raw
+                .store()
+                .entry(index)
+                .expect("entries from the cache's start on are held");
+            if let Some(batch) = record_batch(entry) {
+                if batch.next_offset() <= request.offset {
+                    continue;
+                }
+                bytes += entry.data.len();
+                data.batches.push(batch.into_bytes());
+            }
+        }
+        Ok(data)
     }
 
-    /// The first committed batch whose largest timestamp is at least `timestamp`. Reads only
-    /// batch headers, but walks the batches: a time index is future work.
-    pub(crate) fn find_timestamp(&self, timestamp: i64) -> Result<Option<Bytes>, FetchError> {
+    /// The first committed batch whose largest timestamp is at least `timestamp`, through the
+    /// time index (the largest timestamp of each batch in memory, of each sparse span on disk).
+    pub(crate) fn find_timestamp(&self, timestamp: i64) -> Result<FoundBatch, FetchError> {
         let records = self.kind.records();
         if self.serving_leader().is_none() {
             return Err(FetchError::NotLeader {
                 leader: self.leader_hint(),
             });
         }
-        for index in records.offset_index.values() {
+        let cache_first = self.raw.store().cache_first();
+        let mut points = records.offset_index.iter().peekable();
+        while let Some((_, point)) = points.next() {
+            if point.max_timestamp < timestamp {
+                continue;
+            }
+            if point.index.0 < cache_first {
+                let to = points
+                    .peek()
+                    .map_or(self.applied.0, |(_, next)| next.index.0 - 1);
+                return Ok(FoundBatch::OnDisk(DiskRead {
+                    group: self.group,
+                    from: point.index,
+                    to: RaftIndex(to),
+                    max_bytes: u32::MAX,
+                    skip_below: records.log_start_offset,
+                }));
+            }
             let entry = self
                 .raw
                 .store()
-                .entry(index.0)
-                .expect("indexed batches are held");
+                .entry(point.index.0)
+                .expect("cached batches are held");
             let batch = record_batch(entry).expect("the offset index points at batches");
             if batch.next_offset() <= records.log_start_offset {
                 continue; // deleted, not yet compacted
             }
-            if batch.max_timestamp() >= timestamp {
-                return Ok(Some(batch.into_bytes()));
-            }
+            return Ok(FoundBatch::Batch(batch.into_bytes()));
         }
-        Ok(None)
+        Ok(FoundBatch::None)
     }
 
-    /// Compacts the log into a snapshot of the partition's state: every entry whose records
-    /// all lie below the log start offset (DeleteRecords moved it), and, retention by entry
-    /// count, all but the last `retain_entries_max` applied entries. Only applied and persisted
-    /// entries are compacted.
+    /// Compacts the log into a snapshot of the partition's state: every entry before the
+    /// batch (or sparse span) holding the log start offset (DeleteRecords or retention moved
+    /// it), and, retention by entry count (`retain_entries_max`, a simulator setting), all
+    /// but about the last that many applied entries. Only applied and persisted entries are
+    /// compacted. The snapshot carries the log start, the offset after its index and the
+    /// producer table as applied (its entries after the index apply to it again harmlessly:
+    /// recording a batch twice is a no-op).
     pub(super) fn compact(&mut self, config: &NodeConfig, sink: &mut Sink) {
         let first = self.raw.store().first_index();
         let applied = self.applied.0;
-        // Command logs are compacted by `Node`, which has their state (`compact_commands`);
-        // the metadata log not at all yet: it grows by one entry per admin change.
+        let snapshot_index = self.snapshot_index.0;
+        // Command logs are compacted by `Node`, which has their state (`compact_commands`).
         let Kind::Records(records) = &mut self.kind else {
             return;
         };
         let compactable = applied.min(self.raw.raft.raft_log.persisted);
-        let mut target = self.snapshot_index.0;
-        if applied >= first
-            && applied - first >= config.retain_entries_max + config.retain_entries_max / 2
-        {
-            target = applied - config.retain_entries_max;
-            assert!(
-                target >= first && target < applied,
-                "compaction keeps the newest entries"
-            );
-            assert!(
-                target <= compactable,
-                "only persisted entries are compacted"
-            );
-        }
-        // Every entry below the log start: whole batches only, so a log start inside a batch
-        // keeps that batch (Kafka serves whole batches; the consumer skips the records).
-        while records.log_start_offset > records.shadow.next_offset && target < compactable {
-            let entry = self.raw.store().entry(target + 1).expect("held");
-            match record_batch(entry) {
-                Some(batch) if batch.next_offset() > records.log_start_offset => break,
-                _ => target += 1,
-            }
-        }
-        if target <= self.snapshot_index.0 {
-            return;
-        }
-        for index in self.snapshot_index.0 + 1..=target {
-            let entry = self.raw.store().entry(index).expect("held");
-            if let Some(batch) = record_batch(entry) {
-                assert_eq!(batch.base_offset(), records.shadow.next_offset);
-                if let Some(p) = producer_batch(&batch) {
-                    records.shadow.producers.record(
-                        &p,
-                        batch.base_offset(),
-                        RaftIndex(index),
-                        Term(entry.term),
-                    );
+        // The greatest batch start at or below `offset` whose entry's predecessor is at or
+        // below `limit`: compacting to that predecessor keeps every record from it on.
+        let point_below = |offset: Offset, limit: u64| {
+            records
+                .offset_index
+                .range(..=offset)
+                .rev()
+                .map(|(o, p)| (p.index.0 - 1, *o))
+                .find(|(target, _)| *target <= limit)
+        };
+        let mut target =
+            if records.log_start_offset >= records.next_offset && applied <= compactable {
+                // Every applied record is deleted.
+                Some((applied, records.next_offset))
+            } else {
+                point_below(records.log_start_offset, compactable)
+            };
+        if let Some(keep) = config.retain_entries_max {
+            if applied >= first && applied - first >= keep + keep / 2 {
+                let by_count = point_below(Offset(i64::MAX), compactable.min(applied - keep));
+                if by_count.is_some_and(|(t, _)| target.is_none_or(|(u, _)| t > u)) {
+                    target = by_count;
                 }
-                records.shadow.next_offset = batch.next_offset();
             }
         }
+        let Some((target, next_offset)) = target.filter(|(t, _)| *t > snapshot_index) else {
+            return;
+        };
+        assert!(
+            target <= compactable,
+            "only persisted, applied entries are compacted"
+        );
         self.snapshot_index = RaftIndex(target);
-        records.log_start_offset = records.log_start_offset.max(records.shadow.next_offset);
+        records.log_start_offset = records.log_start_offset.max(next_offset);
+        records.snapshot_next_offset = next_offset;
         let data = SnapshotData {
             log_start_offset: records.log_start_offset,
-            next_offset: records.shadow.next_offset,
-            producers: records.shadow.producers.clone(),
+            next_offset,
+            producers: records.producers.clone(),
         };
-        records.offset_index = records.offset_index.split_off(&records.shadow.next_offset);
+        records.offset_index = records.offset_index.split_off(&next_offset);
+        if records
+            .open_span
+            .is_some_and(|(start, _)| start < next_offset)
+        {
+            records.open_span = None;
+        }
         self.compact_to(target, data.encode().into(), sink);
     }
 }

@@ -5,12 +5,19 @@
 
 pub use std::collections::{BTreeMap, VecDeque};
 
+pub use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
 pub use oxbow_core::ids::{GroupId, NodeId, RequestId};
-pub use oxbow_core::io::{AdminRequest, Input, Output, Request, Response, WalRecord};
+pub use oxbow_core::io::{AdminRequest, DiskRead, Input, Output, Request, Response, WalRecord};
 pub use oxbow_core::metadata::{
     AdminError, CreateTopic, MetadataChange, MetadataCommand, METADATA_GROUP,
 };
 pub use oxbow_core::node::{DurableState, GroupDurableState, Node, NodeConfig};
+pub use oxbow_core::raft::eraftpb::Entry;
 pub use oxbow_core::time::{Instant, Now};
 
 pub const NODES: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
@@ -26,6 +33,8 @@ pub struct Cluster {
     pub replies: Vec<(NodeId, RequestId, Response)>,
     pub now: Now,
     pub next_request: u64,
+    /// Disk reads served (for followers behind the cache).
+    pub reads_served: usize,
 }
 
 pub fn config(node: NodeId) -> NodeConfig {
@@ -66,6 +75,7 @@ impl Cluster {
                 wall_ms: 1_000,
             },
             next_request: 0,
+            reads_served: 0,
         }
     }
 
@@ -89,6 +99,16 @@ impl Cluster {
                             .push_back((to, Input::WriteDone { seq: write.seq }));
                     }
                     Output::Reply { id, response } => self.replies.push((to, id, response)),
+                    Output::ReadEntries(read) => {
+                        let entries = self.read_disk(to, &read);
+                        self.reads_served += 1;
+                        let input = Input::EntriesRead {
+                            group: read.group,
+                            low: read.from,
+                            entries,
+                        };
+                        self.inputs.push_back((to, input));
+                    }
                     Output::Trace(_) => {}
                 }
             }
@@ -149,6 +169,27 @@ impl Cluster {
             self.tick(1);
         }
         panic!("no answer to request {id:?}");
+    }
+
+    /// Reads entries back from a node's disk as the segment log does.
+    pub fn read_disk(&self, node: NodeId, read: &DiskRead) -> Vec<Entry> {
+        let durable = self.durable(node);
+        let Some(state) = durable.groups.get(&read.group) else {
+            return Vec::new();
+        };
+        let mut bytes = 0u64;
+        let mut entries = Vec::new();
+        for entry in &state.entries {
+            if entry.index < read.from.0 || entry.index > read.to.0 {
+                continue;
+            }
+            if !entries.is_empty() && bytes >= u64::from(read.max_bytes) {
+                break;
+            }
+            bytes += entry.data.len() as u64;
+            entries.push(entry.clone());
+        }
+        entries
     }
 
     /// Replays a node's disk the way the segment log's recovery does.
@@ -225,4 +266,47 @@ pub fn create(name: &str, partitions: u32, replication_factor: u16) -> MetadataC
         replication_factor,
         configs: BTreeMap::new(),
     })
+}
+
+/// A plain batch of `count` records.
+pub fn batch(count: i32) -> Bytes {
+    batch_at(count, 1_000)
+}
+
+/// A plain batch of `count` records stamped `timestamp`.
+pub fn batch_at(count: i32, timestamp: i64) -> Bytes {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(i),
+            // The encoder starts a new batch where sequences are not consecutive.
+            sequence: (-1i32).wrapping_add(i),
+            timestamp,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
+    buf.freeze()
+}
+
+pub fn serving_leader(cluster: &Cluster, group: GroupId) -> NodeId {
+    *cluster
+        .nodes
+        .iter()
+        .find(|(_, n)| n.group_status(group).is_some_and(|s| s.serving))
+        .expect("a serving leader")
+        .0
 }

@@ -14,7 +14,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::records::RecordBatchDecoder;
 use oxbow_core::ids::{GroupId, Offset};
 use oxbow_core::io::{
-    FetchData, FetchError, FetchRequest as CoreFetch, FindTimestampRequest, Request, Response,
+    FetchData, FetchError, FetchRequest as CoreFetch, FindTimestampRequest, FoundBatch, Request,
+    Response,
 };
 
 use super::{code, placement, Context};
@@ -30,10 +31,18 @@ async fn fetch_one(
         offset: Offset(offset),
         max_bytes: max_bytes.max(0) as u32,
     });
-    match context.core.request(request).await {
-        Some(Response::Fetch(result)) => result,
-        _ => Err(FetchError::NotLeader { leader: None }),
+    let mut found = match context.core.request(request).await {
+        Some(Response::Fetch(result)) => result?,
+        _ => return Err(FetchError::NotLeader { leader: None }),
+    };
+    // Records no longer in memory: read from the segment files, the bytes read are served.
+    if let Some(read) = found.read.take() {
+        let Some(entries) = context.disk.read(read.clone()).await else {
+            return Err(FetchError::NotLeader { leader: None });
+        };
+        found.batches = read.batches(entries);
     }
+    Ok(found)
 }
 
 pub(super) async fn fetch(context: &Context, request: FetchRequest) -> FetchResponse {
@@ -122,11 +131,23 @@ async fn find_timestamp(
     timestamp: i64,
 ) -> Result<Option<(i64, i64)>, FetchError> {
     let request = Request::FindTimestamp(FindTimestampRequest { group, timestamp });
-    let batch = match context.core.request(request).await {
+    let found = match context.core.request(request).await {
         Some(Response::FindTimestamp(result)) => result?,
         _ => return Err(FetchError::NotLeader { leader: None }),
     };
-    let Some(batch) = batch else { return Ok(None) };
+    let batch = match found {
+        FoundBatch::None => return Ok(None),
+        FoundBatch::Batch(batch) => batch,
+        FoundBatch::OnDisk(read) => {
+            let Some(entries) = context.disk.read(read.clone()).await else {
+                return Err(FetchError::NotLeader { leader: None });
+            };
+            match read.first_at(entries, timestamp) {
+                Some(batch) => batch,
+                None => return Ok(None),
+            }
+        }
+    };
     let header = oxbow_core::batch::Batch::trusted(batch.clone());
     if header.is_log_append_time() {
         return Ok(Some((header.base_offset().0, header.max_timestamp())));

@@ -96,6 +96,8 @@ fn supported(key: ApiKey, version: i16) -> bool {
 pub struct Context {
     config: Config,
     core: CoreHandle,
+    /// Reads old records from the segment files.
+    disk: crate::runtime::writer::Writer,
     producer_ids: std::sync::Mutex<ProducerIds>,
     logger: Logger,
 }
@@ -105,12 +107,14 @@ impl Context {
     pub fn new(
         config: Config,
         core: CoreHandle,
+        disk: crate::runtime::writer::Writer,
         producer_ids: ProducerIds,
         logger: Logger,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
             core,
+            disk,
             producer_ids: std::sync::Mutex::new(producer_ids),
             logger,
         })

@@ -20,6 +20,7 @@ use oxbow_core::metadata::{
     AdminError, CreateTopic, MetadataCommand, MetadataState, METADATA_GROUP,
 };
 use oxbow_core::node::{GroupStatus, Node, NodeConfig};
+use oxbow_core::raft::eraftpb::Entry;
 use slog::{error, info, warn, Logger};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -63,6 +64,15 @@ pub enum Event {
     },
     /// The disk finished a write.
     WriteDone(oxbow_core::ids::IoSeq),
+    /// The disk read entries the core asked for.
+    EntriesRead {
+        /// The group.
+        group: GroupId,
+        /// The first index asked.
+        low: oxbow_core::ids::RaftIndex,
+        /// What was read.
+        entries: Vec<Entry>,
+    },
     /// The disk failed: the node must stop.
     Fatal(String),
 }
@@ -184,6 +194,7 @@ pub fn core_config(config: &Config) -> NodeConfig {
     let mut node = NodeConfig::new(config.node(), Vec::new());
     node.metadata_voters = config.all_nodes();
     node.metadata_entries_max = config.metadata_snapshot_entries;
+    node.log_cache_bytes = config.log.cache_bytes;
     node
 }
 
@@ -320,9 +331,11 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         shutdown.clone(),
         logger.clone(),
     ));
+    let reader = writer.clone();
     let done = tokio::spawn(run_core(CoreTask {
         node,
         inbox,
+        own_inbox: core.sender(),
         writer,
         peers,
         clock,
@@ -333,8 +346,13 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         observer,
         logger: logger.clone(),
     }));
-    let context =
-        crate::kafka::Context::new(config.clone(), core.clone(), producer_ids, logger.clone());
+    let context = crate::kafka::Context::new(
+        config.clone(),
+        core.clone(),
+        reader,
+        producer_ids,
+        logger.clone(),
+    );
     tokio::spawn(crate::kafka::serve::<N>(
         kafka_listener,
         context,
@@ -372,6 +390,8 @@ pub async fn accept_loop<N, F, Fut>(
 struct CoreTask {
     node: Node,
     inbox: mpsc::Receiver<Event>,
+    /// The sending side of `inbox`, for the disk reads' answers.
+    own_inbox: mpsc::Sender<Event>,
     writer: writer::Writer,
     peers: peer::Peers,
     clock: Clock,
@@ -387,6 +407,7 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
     let CoreTask {
         mut node,
         mut inbox,
+        own_inbox,
         writer,
         peers,
         clock,
@@ -426,6 +447,9 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                     continue;
                 }
                 Some(Event::WriteDone(seq)) => Input::WriteDone { seq },
+                Some(Event::EntriesRead { group, low, entries }) => {
+                    Input::EntriesRead { group, low, entries }
+                }
                 Some(Event::Fatal(why)) => {
                     error!(logger, "disk failure, stopping"; "error" => &why);
                     return Err(RuntimeError::Fatal(why));
@@ -439,6 +463,22 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
             match output {
                 Output::Send { to, messages } => peers.send(to, messages),
                 Output::Write(write) => writer.write(write).await,
+                Output::ReadEntries(read) => {
+                    // Answered after the writes queued before it; the core goes on meanwhile.
+                    let (writer, inbox) = (writer.clone(), own_inbox.clone());
+                    tokio::spawn(async move {
+                        let (group, low) = (read.group, read.from);
+                        if let Some(entries) = writer.read(read).await {
+                            let _ = inbox
+                                .send(Event::EntriesRead {
+                                    group,
+                                    low,
+                                    entries,
+                                })
+                                .await;
+                        }
+                    });
+                }
                 Output::Reply { id, response } => {
                     if let Some(reply) = waiting.remove(&id) {
                         let _ = reply.send(response);

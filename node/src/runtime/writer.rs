@@ -11,14 +11,15 @@
 use std::collections::BTreeMap;
 
 use oxbow_core::ids::{GroupId, Offset};
-use oxbow_core::io::Write;
+use oxbow_core::io::{DiskRead, Write};
+use oxbow_core::raft::eraftpb::Entry;
 use slog::{error, Logger};
 use tokio::sync::{mpsc, oneshot};
 
 use super::env::WriterMode;
 use super::Event;
 use crate::config::FsyncPolicy;
-use crate::storage::{Disk, RetentionPolicy, SegmentLog};
+use crate::storage::{Disk, RetentionPolicy, SegmentLog, StorageError};
 
 /// Writes queued to the writer at most; past it the core waits.
 const QUEUE_CAPACITY: usize = 1_024;
@@ -31,6 +32,11 @@ enum Job {
     Write(Write),
     /// The segment sizes of groups whose topic sets its own.
     SegmentBytes(BTreeMap<GroupId, u64>),
+    /// Read entries back (a lagging follower's, an old fetch's).
+    Read {
+        read: DiskRead,
+        reply: oneshot::Sender<Vec<Entry>>,
+    },
     /// Where retention may move the log start of each group with a policy.
     Retention {
         policies: BTreeMap<GroupId, RetentionPolicy>,
@@ -50,6 +56,14 @@ impl Writer {
     pub async fn write(&self, write: Write) {
         // A closed queue means the writer stopped after a failure it already reported.
         let _ = self.queue.send(Job::Write(write)).await;
+    }
+
+    /// Reads entries back from disk, after every write queued before; `None` if the writer
+    /// stopped. The entries' bytes share the buffers they were read into.
+    pub async fn read(&self, read: DiskRead) -> Option<Vec<Entry>> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Job::Read { read, reply }).await.ok()?;
+        answer.await.ok()
     }
 
     /// Sets the segment sizes of the groups whose topic sets its own (`segment.bytes`).
@@ -76,9 +90,18 @@ impl Writer {
 }
 
 /// Answers a question (or takes a setting) between group commits.
-fn answer<D: Disk>(log: &mut SegmentLog<D>, job: Job) {
+fn answer<D: Disk>(log: &mut SegmentLog<D>, job: Job) -> Result<(), StorageError> {
     match job {
         Job::Write(_) => unreachable!("writes are grouped"),
+        Job::Read { read, reply } => {
+            let entries = log.read_entries(
+                read.group,
+                read.from.0,
+                read.to.0,
+                u64::from(read.max_bytes),
+            )?;
+            let _ = reply.send(entries);
+        }
         Job::SegmentBytes(sizes) => log.set_segment_bytes(sizes),
         Job::Retention {
             policies,
@@ -88,13 +111,11 @@ fn answer<D: Disk>(log: &mut SegmentLog<D>, job: Job) {
             let _ = reply.send(log.retention(&policies, now_ms));
         }
     }
+    Ok(())
 }
 
 /// Appends every write of one group commit (not yet durable).
-fn append_all<D: Disk>(
-    log: &mut SegmentLog<D>,
-    group: &[Write],
-) -> Result<(), crate::storage::StorageError> {
+fn append_all<D: Disk>(log: &mut SegmentLog<D>, group: &[Write]) -> Result<(), StorageError> {
     group
         .iter()
         .try_for_each(|write| log.append(&write.records))
@@ -168,7 +189,11 @@ fn run_blocking<D: Disk>(
     let mut group = Vec::with_capacity(GROUP_MAX);
     while let Some(job) = writes.blocking_recv() {
         let Job::Write(first) = job else {
-            answer(&mut log, job);
+            if let Err(e) = answer(&mut log, job) {
+                error!(logger, "disk read failed"; "error" => %e);
+                let _ = done.blocking_send(Event::Fatal(e.to_string()));
+                return;
+            }
             continue;
         };
         let question = next_group(first, &mut writes, &mut group);
@@ -190,7 +215,11 @@ fn run_blocking<D: Disk>(
             }
         }
         if let Some(question) = question {
-            answer(&mut log, question);
+            if let Err(e) = answer(&mut log, question) {
+                error!(logger, "disk read failed"; "error" => %e);
+                let _ = done.blocking_send(Event::Fatal(e.to_string()));
+                return;
+            }
         }
     }
 }
@@ -207,7 +236,11 @@ async fn run_task<D: Disk>(
     let mut group = Vec::with_capacity(GROUP_MAX);
     while let Some(job) = writes.recv().await {
         let Job::Write(first) = job else {
-            answer(&mut log, job);
+            if let Err(e) = answer(&mut log, job) {
+                error!(logger, "disk read failed"; "error" => %e);
+                let _ = done.send(Event::Fatal(e.to_string())).await;
+                return;
+            }
             continue;
         };
         let question = next_group(first, &mut writes, &mut group);
@@ -246,7 +279,11 @@ async fn run_task<D: Disk>(
             }
         }
         if let Some(question) = question {
-            answer(&mut log, question);
+            if let Err(e) = answer(&mut log, question) {
+                error!(logger, "disk read failed"; "error" => %e);
+                let _ = done.send(Event::Fatal(e.to_string())).await;
+                return;
+            }
         }
     }
 }

@@ -117,8 +117,29 @@ pub fn decode(bytes: &[u8]) -> Result<(Frame, usize), FrameError> {
     if crc32fast::hash(payload) != crc {
         return Err(FrameError::BadChecksum);
     }
-    let frame = decode_payload(payload).map_err(FrameError::Undecodable)?;
+    let frame =
+        decode_payload(payload, &Bytes::copy_from_slice).map_err(FrameError::Undecodable)?;
     Ok((frame, FRAME_HEADER_LEN + payload.len()))
+}
+
+/// Decodes the frame at `at` in `buffer` as [`decode`] does, but an entry's data and context
+/// are slices of `buffer`, not copies (the read path: the bytes read from the file are the
+/// bytes served).
+pub fn decode_shared(buffer: &Bytes, at: usize) -> Result<(Frame, usize), FrameError> {
+    let bytes = buffer.get(at..).ok_or(FrameError::Truncated)?;
+    let (crc, payload) = split(bytes)?;
+    if crc32fast::hash(payload) != crc {
+        return Err(FrameError::BadChecksum);
+    }
+    let frame =
+        decode_payload(payload, &|sub| buffer.slice_ref(sub)).map_err(FrameError::Undecodable)?;
+    Ok((frame, FRAME_HEADER_LEN + payload.len()))
+}
+
+/// The total length of the frame whose header starts `bytes`, if the header is plausible.
+pub fn frame_len(bytes: &[u8]) -> Option<usize> {
+    let len = u32::from_le_bytes(bytes.get(0..4)?.try_into().expect("4")) as usize;
+    (len > 0 && len <= FRAME_PAYLOAD_MAX).then_some(FRAME_HEADER_LEN + len)
 }
 
 /// The frame at the start of `bytes` if it is a valid one (exactly when [`decode`] accepts it),
@@ -128,7 +149,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Frame, usize), FrameError> {
 /// the segment's size, where the structure (frame kind, exact field lengths) fails at once.
 pub fn decode_if_valid(bytes: &[u8]) -> Option<(Frame, usize)> {
     let (crc, payload) = split(bytes).ok()?;
-    let frame = decode_payload(payload).ok()?;
+    let frame = decode_payload(payload, &Bytes::copy_from_slice).ok()?;
     (crc32fast::hash(payload) == crc).then_some((frame, FRAME_HEADER_LEN + payload.len()))
 }
 
@@ -148,7 +169,8 @@ fn split(bytes: &[u8]) -> Result<(u32, &[u8]), FrameError> {
     Ok((crc, payload))
 }
 
-fn decode_payload(payload: &[u8]) -> Result<Frame, DecodeError> {
+/// `share` turns a slice of `payload` into the `Bytes` an entry keeps.
+fn decode_payload(payload: &[u8], share: &dyn Fn(&[u8]) -> Bytes) -> Result<Frame, DecodeError> {
     let mut r = Reader::new(payload);
     let kind = r.u8()?;
     let group = GroupId(r.u64()?);
@@ -162,8 +184,8 @@ fn decode_payload(payload: &[u8]) -> Result<Frame, DecodeError> {
                 2 => EntryType::EntryConfChangeV2,
                 _ => return Err(DecodeError("unknown entry type")),
             };
-            let context = Bytes::copy_from_slice(r.bytes()?);
-            let data = Bytes::copy_from_slice(r.bytes()?);
+            let context = share(r.bytes()?);
+            let data = share(r.bytes()?);
             Frame::Entry(
                 group,
                 Entry {

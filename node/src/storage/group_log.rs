@@ -83,6 +83,16 @@ impl Segment {
     }
 }
 
+/// A frame that recovery accepted no longer reads back.
+fn read_damage(file: &str, position: u64, why: &str) -> StorageError {
+    StorageError::Damaged {
+        file: file.to_string(),
+        position,
+        why: format!("reading back: {why}"),
+        synced_below: position,
+    }
+}
+
 /// What a partition keeps: Kafka's `retention.ms` and `retention.bytes` (negative: no limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetentionPolicy {
@@ -480,6 +490,76 @@ impl GroupLog {
             }
         }
         Ok(())
+    }
+
+    /// Reads entries `from..=to` back, stopping once `max_bytes` of entry data are collected
+    /// (at least one entry is read), or at the first one the log does not hold. Each chunk is
+    /// one read of the file; entries share its buffer (no copy after the read). Frames an
+    /// entry was overwritten by are skipped: the index says where each live entry is.
+    pub(crate) fn read_entries<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        from: u64,
+        to: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        /// Read at least this much at once.
+        const CHUNK: u64 = 256 << 10;
+        self.flush(disk)?;
+        let mut entries = Vec::new();
+        let mut bytes = 0u64;
+        let mut next = from;
+        'chunks: while next <= to && (entries.is_empty() || bytes < max_bytes) {
+            let Some(&(segment, start)) = self.index.get(&next) else {
+                break;
+            };
+            let file = segment_name(self.group, segment);
+            let segment_len = self.segments.get(&segment).map_or(0, |s| s.len);
+            let header = disk
+                .read_at(&file, start, frame::FRAME_HEADER_LEN)
+                .map_err(io_error("read", &file))?;
+            let Some(first_len) = frame::frame_len(&header) else {
+                return Err(read_damage(&file, start, "bad frame length"));
+            };
+            let want = (max_bytes.saturating_sub(bytes).max(CHUNK))
+                .max(first_len as u64)
+                .min(segment_len - start);
+            let buffer = bytes::Bytes::from(
+                disk.read_at(&file, start, want as usize)
+                    .map_err(io_error("read", &file))?,
+            );
+            loop {
+                let at = match self.index.get(&next) {
+                    Some(&(s, position)) if s == segment && position >= start => {
+                        (position - start) as usize
+                    }
+                    _ => continue 'chunks,
+                };
+                match frame::decode_shared(&buffer, at) {
+                    Ok((Frame::Entry(group, entry), _))
+                        if group == self.group && entry.index == next =>
+                    {
+                        bytes += entry.data.len() as u64;
+                        entries.push(entry);
+                        next += 1;
+                        if next > to || bytes >= max_bytes {
+                            break 'chunks;
+                        }
+                    }
+                    // The rest is past this chunk: read the next one from there.
+                    Err(FrameError::Truncated) if !entries.is_empty() || at > 0 => continue 'chunks,
+                    Ok(other) => {
+                        return Err(read_damage(
+                            &file,
+                            start + at as u64,
+                            &format!("the index points at {other:?}, not entry {next}"),
+                        ))
+                    }
+                    Err(e) => return Err(read_damage(&file, start + at as u64, &format!("{e:?}"))),
+                }
+            }
+        }
+        Ok(entries)
     }
 
     /// Where entry `index`'s frame is, if it is held: segment file and position.

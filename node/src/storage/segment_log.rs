@@ -360,6 +360,22 @@ impl<D: Disk> SegmentLog<D> {
             .collect()
     }
 
+    /// Reads a group's entries `from..=to` back from disk, stopping once `max_bytes` of entry
+    /// data are collected (at least one entry is read) or at the first entry not held (an
+    /// unknown group, or entries compacted away, read as none).
+    pub fn read_entries(
+        &mut self,
+        group: GroupId,
+        from: u64,
+        to: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        match self.groups.get_mut(&group) {
+            Some(log) => log.read_entries(&mut self.disk, from, to, max_bytes),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Reads one entry back from disk through the index.
     pub fn read_entry(
         &mut self,

@@ -1,0 +1,171 @@
+//! Memory holds a bounded suffix of each partition's log: older entries are read from disk for
+//! a follower that is behind (raft-rs's asynchronous entry fetch), and a fetch or timestamp
+//! lookup of old records answers with a read of the files for the driver to do.
+
+mod common;
+
+use common::*;
+use kafka_protocol::records::RecordBatchDecoder;
+use oxbow_core::ids::Offset;
+use oxbow_core::io::{
+    Acks, FetchRequest, FindTimestampRequest, FoundBatch, Output, ProduceRequest,
+};
+
+/// Budgets small enough that a few dozen batches overflow them.
+fn small_cache(config: &mut NodeConfig) {
+    config.log_cache_bytes = 3_000;
+    config.offset_index_interval_bytes = 500;
+    config.catch_up_read_bytes = 1_000;
+}
+
+const BATCHES: i64 = 60;
+const RECORDS_PER_BATCH: i32 = 3;
+
+fn produce(cluster: &mut Cluster, leader: NodeId, group: GroupId, timestamp: i64) {
+    let answer = cluster.request(
+        leader,
+        Request::Produce(ProduceRequest {
+            group,
+            acks: Acks::All,
+            batch: batch_at(RECORDS_PER_BATCH, timestamp),
+            timeout_ms: 5_000,
+        }),
+    );
+    assert!(matches!(answer, Response::Produce(Ok(_))), "{answer:?}");
+}
+
+/// Offsets of the records in `batches` at or after `from`.
+fn offsets(batches: &[Bytes], from: i64) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            RecordBatchDecoder::decode(&mut b.clone())
+                .expect("decodes")
+                .records
+        })
+        .map(|r| r.offset)
+        .filter(|o| *o >= from)
+        .collect()
+}
+
+#[test]
+fn a_follower_behind_the_cache_catches_up_from_disk_and_old_fetches_read_the_files() {
+    let mut cluster = Cluster::with(small_cache);
+    cluster.tick(40);
+    let controller = cluster.metadata_leader().expect("a controller");
+    let created = cluster.admin(controller, create("t", 1, 3));
+    assert!(
+        matches!(created, Response::Admin(Ok(Some(_)))),
+        "{created:?}"
+    );
+    cluster.tick(40);
+    let group = cluster.nodes[&controller]
+        .metadata()
+        .expect("runs")
+        .topic("t")
+        .expect("created")
+        .partitions[0]
+        .group;
+    let leader = serving_leader(&cluster, group);
+    let behind = *NODES.iter().find(|n| **n != leader).expect("three nodes");
+    let stopped = cluster.nodes.remove(&behind).expect("running");
+    for i in 0..BATCHES {
+        produce(&mut cluster, leader, group, 1_000 + i);
+    }
+    cluster.tick(3);
+    drop(stopped);
+    // Everything it missed is beyond the leader's cache: raft-rs asks for reads.
+    cluster.restart(behind);
+    let mut reads = 0;
+    for _ in 0..200 {
+        cluster.tick(1);
+        reads += cluster.reads_served;
+        cluster.reads_served = 0;
+        if cluster.nodes[&behind]
+            .group_status(group)
+            .expect("hosted")
+            .high_watermark
+            == Offset(BATCHES * i64::from(RECORDS_PER_BATCH))
+        {
+            break;
+        }
+    }
+    let status = cluster.nodes[&behind].group_status(group).expect("hosted");
+    assert_eq!(
+        status.high_watermark,
+        Offset(BATCHES * i64::from(RECORDS_PER_BATCH))
+    );
+    assert!(
+        reads > 1,
+        "the leader fed the follower from disk ({reads} reads)"
+    );
+    // Its log is the leader's, entry for entry.
+    let entries = |node: NodeId| cluster.durable(node).groups[&group].entries.clone();
+    let (theirs, ours) = (entries(leader), entries(behind));
+    assert_eq!(theirs.len(), ours.len());
+    assert!(theirs
+        .iter()
+        .zip(&ours)
+        .all(|(a, b)| a.index == b.index && a.term == b.term && a.data == b.data));
+
+    // A consumer from offset 0: the leader no longer holds those batches and answers with a
+    // read of its files; what that read serves is every record, in order.
+    let mut out = Vec::new();
+    let node = cluster.nodes.get_mut(&leader).expect("running");
+    node.handle(
+        cluster.now,
+        Input::Request {
+            id: RequestId(u64::MAX),
+            request: Request::Fetch(FetchRequest {
+                group,
+                offset: Offset(7),
+                max_bytes: 1 << 20,
+            }),
+        },
+        &mut out,
+    );
+    let Some(Output::Reply {
+        response: Response::Fetch(Ok(data)),
+        ..
+    }) = out.pop()
+    else {
+        panic!("a fetch answers at once")
+    };
+    let read = data.read.clone().expect("old records are read from disk");
+    assert!(data.batches.is_empty());
+    let batches = read.batches(cluster.read_disk(leader, &read));
+    let total = BATCHES * i64::from(RECORDS_PER_BATCH);
+    assert_eq!(offsets(&batches, 7), (7..total).collect::<Vec<_>>());
+
+    // The time index finds the first batch stamped at or after a time, on disk too.
+    let mut out = Vec::new();
+    let node = cluster.nodes.get_mut(&leader).expect("running");
+    node.handle(
+        cluster.now,
+        Input::Request {
+            id: RequestId(u64::MAX - 1),
+            request: Request::FindTimestamp(FindTimestampRequest {
+                group,
+                timestamp: 1_005,
+            }),
+        },
+        &mut out,
+    );
+    let Some(Output::Reply {
+        response: Response::FindTimestamp(Ok(found)),
+        ..
+    }) = out.pop()
+    else {
+        panic!("a lookup answers at once")
+    };
+    let FoundBatch::OnDisk(read) = found else {
+        panic!("batch 5 is on disk, not {found:?}")
+    };
+    let batch = read
+        .first_at(cluster.read_disk(leader, &read), 1_005)
+        .expect("found");
+    assert_eq!(offsets(&[batch], 0), vec![15, 16, 17]);
+    for node in cluster.nodes.values() {
+        node.invariants();
+    }
+}
