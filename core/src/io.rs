@@ -86,10 +86,10 @@ pub enum Output {
 }
 
 /// A read of a group's log on disk: the entries from `from` to `to` (inclusive), stopping
-/// once `max_bytes` of record batches are collected (at least one entry is given). Used for
-/// entries memory no longer holds: a lagging follower's, and a fetch or timestamp lookup of
-/// old records (then the reader keeps only record batches, and skips those whose records all
-/// lie below `skip_below`).
+/// once `read_bytes` of entry data are read (at least one entry is). Used for entries memory
+/// no longer holds: a lagging follower's, and a fetch or timestamp lookup of old records (then
+/// [`DiskRead::batches`] keeps the record batches, skips those whose records all lie below
+/// `skip_below`, and serves at most `max_bytes`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskRead {
     /// The group.
@@ -98,7 +98,9 @@ pub struct DiskRead {
     pub from: RaftIndex,
     /// Last Raft index to read.
     pub to: RaftIndex,
-    /// Stop once this many bytes are collected.
+    /// The disk reader stops once it has read this many bytes of entries.
+    pub read_bytes: u64,
+    /// Batches served stop once this many bytes are collected (at least one is served).
     pub max_bytes: u32,
     /// Skip batches whose next offset is at or below this.
     pub skip_below: Offset,
@@ -146,6 +148,14 @@ pub enum WalRecord {
         /// Whether the snapshot replaces the log.
         install: bool,
     },
+    /// A partition's applied state at an index (need not be durable): a restart starts
+    /// applying after it instead of at the snapshot, and holds only the entries after it.
+    Checkpoint {
+        /// The group.
+        group: GroupId,
+        /// The checkpoint.
+        checkpoint: Checkpoint,
+    },
     /// The group is gone (its topic was deleted): forget everything written for it.
     RemoveGroup {
         /// The group.
@@ -160,9 +170,22 @@ impl WalRecord {
             Self::Entries { group, .. }
             | Self::HardState { group, .. }
             | Self::Snapshot { group, .. }
+            | Self::Checkpoint { group, .. }
             | Self::RemoveGroup { group } => *group,
         }
     }
+}
+
+/// A partition's applied state at a Raft index, which must be in the log and applied (so
+/// committed): unlike a snapshot it truncates nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The last applied index.
+    pub index: u64,
+    /// Its term.
+    pub term: u64,
+    /// The partition's state, as the core encodes it.
+    pub data: Bytes,
 }
 
 /// Producer acknowledgement mode (Kafka `acks`).

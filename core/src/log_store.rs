@@ -65,11 +65,14 @@ impl LogStore {
         store
     }
 
-    /// Rebuilds a store from durable state read back from disk.
+    /// Rebuilds a store from durable state read back from disk: the entries after the
+    /// snapshot, or, with `on_disk = Some((last, terms))`, only the terms (as `(first index,
+    /// term)` runs) of the entries up to `last`, which stay on disk, and the entries after it.
     pub fn recover(
         hard_state: HardState,
         conf_state: ConfState,
         snapshot: Snapshot,
+        on_disk: Option<(u64, Vec<(u64, u64)>)>,
         entries: Vec<Entry>,
     ) -> Self {
         let mut store = Self {
@@ -79,6 +82,20 @@ impl LogStore {
             snapshot,
             ..Self::default()
         };
+        if let Some((last, terms)) = on_disk {
+            assert!(last >= store.last_index, "checkpoint below the snapshot");
+            assert!(
+                terms
+                    .first()
+                    .is_none_or(|(first, _)| *first == store.first_index())
+                    && terms.windows(2).all(|p| p[0].0 < p[1].0 && p[0].1 < p[1].1)
+                    && terms.last().is_none_or(|(start, _)| *start <= last)
+                    && (terms.is_empty() == (last == store.last_index)),
+                "term runs cover the entries on disk"
+            );
+            store.terms = terms.into();
+            store.last_index = last;
+        }
         store.append(&entries);
         store.invariants();
         store

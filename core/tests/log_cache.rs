@@ -169,3 +169,92 @@ fn a_follower_behind_the_cache_catches_up_from_disk_and_old_fetches_read_the_fil
         node.invariants();
     }
 }
+
+#[test]
+fn a_restart_starts_applying_after_the_latest_checkpoint() {
+    let mut cluster = Cluster::with(|config| {
+        small_cache(config);
+        config.checkpoint_bytes = 400;
+        config.checkpoint_ticks = 3;
+    });
+    cluster.tick(40);
+    let controller = cluster.metadata_leader().expect("a controller");
+    let created = cluster.admin(controller, create("t", 1, 3));
+    assert!(
+        matches!(created, Response::Admin(Ok(Some(_)))),
+        "{created:?}"
+    );
+    cluster.tick(40);
+    let group = cluster.nodes[&controller]
+        .metadata()
+        .expect("runs")
+        .topic("t")
+        .expect("created")
+        .partitions[0]
+        .group;
+    let leader = serving_leader(&cluster, group);
+    for i in 0..BATCHES {
+        produce(&mut cluster, leader, group, 1_000 + i);
+    }
+    cluster.tick(5);
+    let total = Offset(BATCHES * i64::from(RECORDS_PER_BATCH));
+    // Every replica checkpointed: what a restart reads into memory is the tail after it.
+    for node in NODES {
+        let durable = cluster.durable(node);
+        let state = &durable.groups[&group];
+        let checkpoint = state.checkpoint.as_ref().expect("a checkpoint");
+        assert!(
+            checkpoint.index > 40,
+            "checkpointed near the end: {}",
+            checkpoint.index
+        );
+        assert!(
+            state.entries.len() < 10,
+            "{} entries after it",
+            state.entries.len()
+        );
+        assert!(!state.terms.is_empty());
+    }
+    for node in NODES {
+        cluster.restart(node);
+    }
+    cluster.tick(60);
+    let leader = serving_leader(&cluster, group);
+    for node in NODES {
+        let status = cluster.nodes[&node].group_status(group).expect("hosted");
+        assert_eq!(status.high_watermark, total, "node {node}");
+    }
+    // The new leader serves every record: the old ones from its files.
+    let mut next = 0;
+    while next < total.0 {
+        let answer = cluster.request(
+            leader,
+            Request::Fetch(FetchRequest {
+                group,
+                offset: Offset(next),
+                max_bytes: 200,
+            }),
+        );
+        let Response::Fetch(Ok(mut data)) = answer else {
+            panic!("{answer:?}")
+        };
+        if let Some(read) = data.read.take() {
+            data.batches = read.batches(cluster.read_disk(leader, &read));
+        }
+        let got = offsets(&data.batches, next);
+        assert!(!got.is_empty(), "records from {next}");
+        assert_eq!(got, (next..next + got.len() as i64).collect::<Vec<_>>());
+        next += got.len() as i64;
+    }
+    // Producing goes on at the right offset.
+    produce(&mut cluster, leader, group, 5_000);
+    cluster.tick(3);
+    let status = cluster.nodes[&leader].group_status(group).expect("hosted");
+    assert_eq!(
+        status.high_watermark,
+        Offset(total.0 + i64::from(RECORDS_PER_BATCH))
+    );
+    for node in cluster.nodes.values() {
+        node.invariants();
+    }
+}

@@ -493,7 +493,7 @@ fn a_hard_state_torn_off_after_a_snapshot_is_raised_to_the_snapshot() {
         GroupDurableState {
             hard_state,
             snapshot,
-            entries: Vec::new(),
+            ..GroupDurableState::default()
         },
     );
     let mut harness = Harness::single_voter_from(durable, 1);

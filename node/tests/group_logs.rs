@@ -452,3 +452,75 @@ fn entries_read_back_skip_overwritten_frames_and_cross_segments() {
     assert!(all.iter().all(|e| (e.term, e.data[0]) == expected(e.index)));
     assert_eq!(all.len(), 25);
 }
+
+#[test]
+fn recovery_reads_back_only_the_entries_after_the_latest_checkpoint() {
+    let options = SegmentLogOptions {
+        segment_bytes_max: 600,
+        ..SegmentLogOptions::default()
+    };
+    let (mut log, _, _) = SegmentLog::open(SimDisk::new(), options).expect("open");
+    let group = GroupId(5);
+    let checkpoint = |index: u64, term: u64| WalRecord::Checkpoint {
+        group,
+        checkpoint: oxbow_core::io::Checkpoint {
+            index,
+            term,
+            data: Bytes::from(vec![7; 10]),
+        },
+    };
+    log.append(&[WalRecord::Entries {
+        group,
+        entries: (1..=10).map(|i| entry(i, 1, 1, 40)).collect(),
+    }])
+    .expect("append");
+    log.append(&[WalRecord::Entries {
+        group,
+        entries: (11..=30).map(|i| entry(i, 2, 2, 40)).collect(),
+    }])
+    .expect("append");
+    log.append(&[checkpoint(12, 2), checkpoint(25, 2)])
+        .expect("append");
+    log.append(&[WalRecord::Entries {
+        group,
+        entries: (31..=33).map(|i| entry(i, 2, 3, 40)).collect(),
+    }])
+    .expect("append");
+    log.sync().expect("sync");
+    let disk = log.into_disk();
+    let (log, state, _) = SegmentLog::open(disk, options).expect("reopen");
+    let recovered = &state.groups[&group];
+    assert_eq!(recovered.checkpoint.as_ref().map(|c| c.index), Some(25));
+    assert_eq!(recovered.terms, vec![(1, 1), (11, 2)]);
+    assert_eq!(
+        recovered
+            .entries
+            .iter()
+            .map(|e| e.index)
+            .collect::<Vec<_>>(),
+        (26..=33).collect::<Vec<_>>()
+    );
+    // A snapshot past the checkpoint makes it stale: recovery reads every entry after the
+    // snapshot again. The segments the snapshot covers go, the checkpoint with them.
+    let mut log = log;
+    log.append(&[WalRecord::Snapshot {
+        group,
+        snapshot: snapshot(28, 2),
+        install: false,
+    }])
+    .expect("append");
+    log.sync().expect("sync");
+    let disk = log.into_disk();
+    let (_, state, _) = SegmentLog::open(disk, options).expect("reopen");
+    let recovered = &state.groups[&group];
+    assert_eq!(recovered.checkpoint, None);
+    assert!(recovered.terms.is_empty());
+    assert_eq!(
+        recovered
+            .entries
+            .iter()
+            .map(|e| e.index)
+            .collect::<Vec<_>>(),
+        (29..=33).collect::<Vec<_>>()
+    );
+}

@@ -57,6 +57,8 @@ fn model(records: &[WalRecord]) -> Image {
         let g = groups.entry(record.group().0).or_default();
         match record {
             WalRecord::RemoveGroup { .. } => unreachable!("handled above"),
+            // Not generated here: `group_logs.rs` covers checkpoints.
+            WalRecord::Checkpoint { .. } => {}
             WalRecord::Entries { entries, .. } => {
                 for e in entries {
                     if e.index <= g.1 {

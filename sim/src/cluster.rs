@@ -287,6 +287,8 @@ impl Cluster {
         config.log_cache_bytes = self.options.log_cache_bytes;
         config.offset_index_interval_bytes = 2_048;
         config.catch_up_read_bytes = 16 << 10;
+        config.checkpoint_bytes = 4_096;
+        config.checkpoint_ticks = 20;
         // Every few admin changes and leader no-ops: the metadata log's snapshots are taken,
         // restored after crashes and sent to nodes behind them in every run.
         config.metadata_entries_max = 3;
@@ -990,12 +992,7 @@ impl Cluster {
         let running = self.slots[node].running.as_mut().expect("running");
         running
             .log
-            .read_entries(
-                read.group,
-                read.from.0,
-                read.to.0,
-                u64::from(read.max_bytes),
-            )
+            .read_entries(read.group, read.from.0, read.to.0, read.read_bytes)
             .expect("the simulated disk does not fail")
     }
 

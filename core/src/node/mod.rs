@@ -134,6 +134,11 @@ pub struct NodeConfig {
     pub offset_index_interval_bytes: u64,
     /// Bytes read from disk at once for a follower that is behind.
     pub catch_up_read_bytes: u32,
+    /// A partition writes a checkpoint of its applied state after this many bytes of
+    /// batches applied (a restart holds and applies only the entries after it)...
+    pub checkpoint_bytes: u64,
+    /// ...or this many ticks after anything was applied.
+    pub checkpoint_ticks: u64,
     /// Ticks to wait for a follower to install a snapshot before sending it again.
     pub snapshot_retry_ticks: u32,
     /// Entries a group coordinator's log holds before it is compacted into a snapshot of the
@@ -164,8 +169,10 @@ impl NodeConfig {
             producers_max: 10_000,
             retain_entries_max: None,
             log_cache_bytes: 128 << 20,
-            offset_index_interval_bytes: 256 << 10,
+            offset_index_interval_bytes: 1 << 20,
             catch_up_read_bytes: 8 << 20,
+            checkpoint_bytes: 8 << 20,
+            checkpoint_ticks: 100,
             snapshot_retry_ticks: 50,
             command_entries_max: 10_000,
             metadata_entries_max: 1_000,
@@ -196,7 +203,12 @@ pub struct GroupDurableState {
     pub hard_state: raft::eraftpb::HardState,
     /// Latest snapshot (index 0 when none).
     pub snapshot: raft::eraftpb::Snapshot,
-    /// Entries after the snapshot, contiguous.
+    /// The latest checkpoint after the snapshot, if any: the entries up to it stay on disk.
+    pub checkpoint: Option<crate::io::Checkpoint>,
+    /// With a checkpoint, the terms of the entries from the snapshot to it, as
+    /// `(first index, term)` runs; empty otherwise.
+    pub terms: Vec<(u64, u64)>,
+    /// Entries after the checkpoint (or after the snapshot, without one), contiguous.
     pub entries: Vec<raft::eraftpb::Entry>,
 }
 
@@ -375,6 +387,7 @@ impl Node {
         );
         assert!(!self.groups.contains_key(&id), "group {id} started twice");
         let voter_ids: Vec<u64> = voters.iter().map(|n| n.raft_id()).collect();
+        let mut checkpoint = None;
         let store = match durable {
             Some(state) => {
                 let mut snapshot = state.snapshot;
@@ -397,7 +410,14 @@ impl Node {
                     hard_state.term = meta.term;
                     hard_state.vote = 0;
                 }
-                LogStore::recover(hard_state, conf_state, snapshot, state.entries)
+                // A checkpoint is of applied entries, so committed ones; the commit index alone
+                // is not always synced, so it may be behind.
+                let on_disk = state.checkpoint.as_ref().map(|c| {
+                    hard_state.commit = hard_state.commit.max(c.index);
+                    (c.index, state.terms.clone())
+                });
+                checkpoint = state.checkpoint;
+                LogStore::recover(hard_state, conf_state, snapshot, on_disk, state.entries)
             }
             None => LogStore::new(voter_ids),
         };
@@ -412,6 +432,7 @@ impl Node {
             id,
             store,
             kind,
+            checkpoint,
             rng,
             &self.logger.new(slog::o!("group" => id.0)),
         );

@@ -132,6 +132,7 @@ impl Replica {
         group: GroupId,
         store: LogStore,
         kind: LogKind,
+        checkpoint: Option<crate::io::Checkpoint>,
         mut rng: ChaCha8Rng,
         logger: &slog::Logger,
     ) -> Self {
@@ -139,14 +140,37 @@ impl Replica {
         let election_tick_min =
             config.election_tick + (rng.next_u64() % config.election_tick as u64) as usize;
         let snapshot = store.snapshot().clone();
-        let applied = RaftIndex(snapshot.get_metadata().index);
+        let snapshot_index = RaftIndex(snapshot.get_metadata().index);
+        let mut applied = snapshot_index;
         let persisted = RaftIndex(store.last_index());
         let kind = match kind {
-            LogKind::Records(timestamps) => Kind::Records(Box::new(RecordState::new(
-                config, &snapshot, timestamps, persisted,
-            ))),
+            LogKind::Records(timestamps) => match checkpoint {
+                // A partition starts applying after its checkpoint: the entries before it
+                // stay on disk (the store holds only their terms).
+                Some(checkpoint) if checkpoint.index > snapshot_index.0 => {
+                    assert_eq!(
+                        Some(checkpoint.term),
+                        store.term_at(checkpoint.index),
+                        "a checkpoint is of an entry of the log"
+                    );
+                    applied = RaftIndex(checkpoint.index);
+                    Kind::Records(Box::new(RecordState::from_checkpoint(
+                        &checkpoint.data,
+                        &snapshot,
+                        timestamps,
+                        persisted,
+                    )))
+                }
+                _ => Kind::Records(Box::new(RecordState::new(
+                    config, &snapshot, timestamps, persisted,
+                ))),
+            },
             LogKind::Commands => Kind::Commands(CommandState::new(&snapshot)),
         };
+        assert!(
+            applied.0 + 1 >= store.cache_first(),
+            "every entry not applied is in memory"
+        );
         let raft_config = raft::Config {
             id: config.node_id.raft_id(),
             election_tick: config.election_tick,
@@ -174,7 +198,7 @@ impl Replica {
             election_round: (u64::MAX, StateRole::Leader),
             withheld_ticks: 0,
             applied,
-            snapshot_index: applied,
+            snapshot_index,
             leader: None,
             held: VecDeque::new(),
             snapshot_ticks: BTreeMap::new(),
@@ -203,6 +227,45 @@ impl Replica {
         }
         self.retry_stuck_snapshots(config);
         self.compact(config, sink);
+        self.checkpoint(config, sink);
+    }
+
+    /// Writes a checkpoint of a partition's applied state after enough bytes, or ticks, of
+    /// applied batches: a restart then holds and applies only the entries after it. Only at an
+    /// applied index that is also persisted (the state is exactly the one at that index).
+    fn checkpoint(&mut self, config: &NodeConfig, sink: &mut Sink) {
+        let applied = self.applied.0;
+        let persisted = self.raw.raft.raft_log.persisted;
+        let Kind::Records(records) = &mut self.kind else {
+            return;
+        };
+        let (bytes, ticks) = &mut records.since_checkpoint;
+        if *bytes == 0 {
+            return;
+        }
+        *ticks += 1;
+        let due = *bytes >= config.checkpoint_bytes || *ticks >= config.checkpoint_ticks;
+        if !due || applied > persisted || applied <= self.snapshot_index.0 {
+            return;
+        }
+        records.since_checkpoint = (0, 0);
+        let term = self
+            .raw
+            .store()
+            .term_at(applied)
+            .expect("applied is in the log");
+        let data = records.checkpoint_data(self.raw.store(), config.offset_index_interval_bytes);
+        sink.write(
+            WalRecord::Checkpoint {
+                group: self.group,
+                checkpoint: crate::io::Checkpoint {
+                    index: applied,
+                    term,
+                    data: data.into(),
+                },
+            },
+            false,
+        );
     }
 
     pub(crate) fn step(&mut self, message: Message) {
@@ -322,6 +385,7 @@ impl Replica {
                     group: self.group,
                     from: RaftIndex(low),
                     to: RaftIndex(high - 1),
+                    read_bytes: u64::from(config.catch_up_read_bytes),
                     max_bytes: config.catch_up_read_bytes,
                     skip_below: Offset(0),
                 });

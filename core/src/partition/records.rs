@@ -13,6 +13,7 @@ use super::log_start;
 use super::produce::{producer_batch, LeaderState, ProduceState};
 use super::{Kind, Replica};
 use crate::batch::{Batch, TimestampType};
+use crate::codec::{DecodeError, Reader, Writer};
 use crate::ids::{Offset, RaftIndex, Term};
 use crate::io::{DiskRead, FetchData, FetchError, FetchRequest, FoundBatch};
 use crate::log_store::LogStore;
@@ -50,7 +51,12 @@ pub(super) struct RecordState {
     pub(super) produce: ProduceState,
     /// DeleteRecords requests waiting for their log start command to apply.
     pub(super) log_start_waits: log_start::Waits,
+    /// Bytes of batches applied since the last checkpoint, and ticks since then.
+    pub(super) since_checkpoint: (u64, u64),
 }
+
+/// Version of the checkpoint encoding.
+const CHECKPOINT_VERSION: u8 = 1;
 
 impl RecordState {
     /// The state at `snapshot` (the store's latest; empty if none), with every entry after it
@@ -82,7 +88,115 @@ impl RecordState {
             log_start_ahead: log_start_offset > next_offset,
             produce: ProduceState::new(timestamps, persisted),
             log_start_waits: log_start::Waits::default(),
+            since_checkpoint: (0, 0),
         }
+    }
+
+    /// The state a checkpoint holds (written by [`RecordState::checkpoint_data`]); the entries
+    /// after it are still to apply. `persisted`: the store's last index.
+    ///
+    /// The store's snapshot may be newer than the checkpoint's (compaction ran after it): its
+    /// log start and cut win, as they will once the entries after the checkpoint apply again.
+    pub(super) fn from_checkpoint(
+        data: &[u8],
+        snapshot: &Snapshot,
+        timestamps: TimestampType,
+        persisted: RaftIndex,
+    ) -> Self {
+        let decode = || -> Result<Self, DecodeError> {
+            let mut r = Reader::new(data);
+            if r.u8()? != CHECKPOINT_VERSION {
+                return Err(DecodeError("unknown checkpoint version"));
+            }
+            let log_start_offset = Offset(r.i64()?);
+            let next_offset = Offset(r.i64()?);
+            let snapshot_next_offset = Offset(r.i64()?);
+            let producers = ProducerTable::decode(&mut r)?;
+            let mut offset_index = BTreeMap::new();
+            for _ in 0..r.u32()? {
+                let offset = Offset(r.i64()?);
+                let point = Point {
+                    index: RaftIndex(r.u64()?),
+                    max_timestamp: r.i64()?,
+                };
+                offset_index.insert(offset, point);
+            }
+            r.finish()?;
+            let (mut log_start_offset, mut snapshot_next_offset) =
+                (log_start_offset, snapshot_next_offset);
+            let snapshot_index = snapshot.get_metadata().index;
+            if snapshot_index > 0 {
+                let at_snapshot = SnapshotData::decode(&snapshot.data)?;
+                log_start_offset = log_start_offset.max(at_snapshot.log_start_offset);
+                snapshot_next_offset = at_snapshot.next_offset;
+            }
+            let mut kept = offset_index.split_off(&snapshot_next_offset);
+            kept.retain(|_, point| point.index.0 > snapshot_index);
+            // The span holding the snapshot's next offset may start below it: its records
+            // from there on are found from the entry after the snapshot.
+            if next_offset > snapshot_next_offset && !kept.contains_key(&snapshot_next_offset) {
+                let covering = offset_index.last_key_value().map(|(_, p)| p.max_timestamp);
+                kept.insert(
+                    snapshot_next_offset,
+                    Point {
+                        index: RaftIndex(snapshot_index + 1),
+                        max_timestamp: covering.unwrap_or(i64::MAX),
+                    },
+                );
+            }
+            let offset_index = kept;
+            Ok(Self {
+                next_offset,
+                log_start_offset,
+                producers,
+                offset_index,
+                open_span: None,
+                snapshot_next_offset,
+                log_start_ahead: log_start_offset > next_offset,
+                produce: ProduceState::new(timestamps, persisted),
+                log_start_waits: log_start::Waits::default(),
+                since_checkpoint: (0, 0),
+            })
+        };
+        decode().expect("checkpoints are checksummed and written by this version")
+    }
+
+    /// Encodes the state for a checkpoint. The index is thinned to a point per `interval`
+    /// bytes of batches (`store` has the sizes of those still cached): after a restart the
+    /// entries it covers are read from disk, which a sparse index serves.
+    pub(super) fn checkpoint_data(&self, store: &LogStore, interval: u64) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(CHECKPOINT_VERSION);
+        w.i64(self.log_start_offset.0);
+        w.i64(self.next_offset.0);
+        w.i64(self.snapshot_next_offset.0);
+        self.producers.encode(&mut w);
+        let mut points: Vec<(Offset, Point)> = Vec::new();
+        let mut span_bytes = u64::MAX;
+        for (offset, point) in &self.offset_index {
+            let Some(entry) = store.entry(point.index.0) else {
+                points.push((*offset, *point)); // already sparse
+                span_bytes = u64::MAX;
+                continue;
+            };
+            match points.last_mut() {
+                Some((_, span)) if span_bytes < interval => {
+                    span.max_timestamp = span.max_timestamp.max(point.max_timestamp);
+                    span_bytes += entry.data.len() as u64;
+                }
+                _ => {
+                    points.push((*offset, *point));
+                    span_bytes = entry.data.len() as u64;
+                }
+            }
+        }
+        w.u32(u32::try_from(points.len()).expect("index points fit in u32"));
+        for (offset, point) in points {
+            w.i64(offset.0);
+            w.u64(point.index.0);
+            w.i64(point.max_timestamp);
+        }
+        w.bytes
     }
 
     /// Offset after the last applied record: the high watermark.
@@ -136,6 +250,7 @@ impl RecordState {
             );
         }
         self.next_offset = batch.next_offset();
+        self.since_checkpoint.0 += entry.data.len() as u64;
         if self.next_offset >= self.log_start_offset {
             self.log_start_ahead = false;
         }
@@ -234,6 +349,11 @@ impl RecordState {
         if let Some((offset, point)) = self.offset_index.first_key_value() {
             assert!(*offset >= self.snapshot_next_offset && point.index.0 >= first_index);
         }
+        assert!(
+            self.next_offset <= self.snapshot_next_offset
+                || self.offset_index.contains_key(&self.snapshot_next_offset),
+            "every record after the snapshot is found through the index"
+        );
         if let Some((start, _)) = self.open_span {
             assert!(
                 self.offset_index.contains_key(&start),
@@ -288,6 +408,10 @@ impl Replica {
                 group: self.group,
                 from: RaftIndex(start),
                 to: RaftIndex(last_index),
+                // The span before the offset asked, which is skipped, and what is served.
+                read_bytes: u64::from(request.max_bytes)
+                    + config.offset_index_interval_bytes
+                    + config.batch_bytes_max as u64,
                 max_bytes: request.max_bytes,
                 skip_below: request.offset,
             });
@@ -337,6 +461,7 @@ impl Replica {
                     group: self.group,
                     from: point.index,
                     to: RaftIndex(to),
+                    read_bytes: u64::MAX,
                     max_bytes: u32::MAX,
                     skip_below: records.log_start_offset,
                 }));

@@ -173,7 +173,7 @@ impl Cluster {
 
     /// Reads entries back from a node's disk as the segment log does.
     pub fn read_disk(&self, node: NodeId, read: &DiskRead) -> Vec<Entry> {
-        let durable = self.durable(node);
+        let durable = self.replay(node);
         let Some(state) = durable.groups.get(&read.group) else {
             return Vec::new();
         };
@@ -183,7 +183,7 @@ impl Cluster {
             if entry.index < read.from.0 || entry.index > read.to.0 {
                 continue;
             }
-            if !entries.is_empty() && bytes >= u64::from(read.max_bytes) {
+            if !entries.is_empty() && bytes >= read.read_bytes {
                 break;
             }
             bytes += entry.data.len() as u64;
@@ -194,6 +194,32 @@ impl Cluster {
 
     /// Replays a node's disk the way the segment log's recovery does.
     pub fn durable(&self, node: NodeId) -> DurableState {
+        let mut groups = self.replay(node).groups;
+        // As the segment log: a checkpoint of an entry still in the log keeps the entries up
+        // to it on disk (only their terms are recovered).
+        for state in groups.values_mut() {
+            let checkpoint = state.checkpoint.take().filter(|c| {
+                c.index > state.snapshot.get_metadata().index
+                    && state
+                        .entries
+                        .iter()
+                        .any(|e| e.index == c.index && e.term == c.term)
+            });
+            if let Some(c) = &checkpoint {
+                for e in state.entries.iter().filter(|e| e.index <= c.index) {
+                    if state.terms.last().is_none_or(|(_, t)| *t != e.term) {
+                        state.terms.push((e.index, e.term));
+                    }
+                }
+                state.entries.retain(|e| e.index > c.index);
+            }
+            state.checkpoint = checkpoint;
+        }
+        DurableState { groups }
+    }
+
+    /// A node's disk as written: every live entry of every group, and its latest checkpoint.
+    pub fn replay(&self, node: NodeId) -> DurableState {
         let mut groups: BTreeMap<GroupId, GroupDurableState> = BTreeMap::new();
         for record in &self.disks[&node] {
             match record {
@@ -215,12 +241,18 @@ impl Cluster {
                 } => {
                     let state = groups.entry(*group).or_default();
                     let index = snapshot.get_metadata().index;
+                    if *install || state.checkpoint.as_ref().is_some_and(|c| c.index <= index) {
+                        state.checkpoint = None;
+                    }
                     if *install {
                         state.entries.clear();
                     } else {
                         state.entries.retain(|e| e.index > index);
                     }
                     state.snapshot = snapshot.clone();
+                }
+                WalRecord::Checkpoint { group, checkpoint } => {
+                    groups.entry(*group).or_default().checkpoint = Some(checkpoint.clone());
                 }
                 WalRecord::RemoveGroup { group } => {
                     groups.remove(group);

@@ -94,12 +94,7 @@ fn answer<D: Disk>(log: &mut SegmentLog<D>, job: Job) -> Result<(), StorageError
     match job {
         Job::Write(_) => unreachable!("writes are grouped"),
         Job::Read { read, reply } => {
-            let entries = log.read_entries(
-                read.group,
-                read.from.0,
-                read.to.0,
-                u64::from(read.max_bytes),
-            )?;
+            let entries = log.read_entries(read.group, read.from.0, read.to.0, read.read_bytes)?;
             let _ = reply.send(entries);
         }
         Job::SegmentBytes(sizes) => log.set_segment_bytes(sizes),

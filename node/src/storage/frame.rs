@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use oxbow_core::codec::{DecodeError, Reader, Writer};
 use oxbow_core::ids::GroupId;
+use oxbow_core::io::Checkpoint;
 use oxbow_core::raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use protobuf::Message as _;
 
@@ -19,6 +20,7 @@ const KIND_HARD_STATE: u8 = 2;
 const KIND_SNAPSHOT: u8 = 3;
 // Kind 4 was a group's removal in the layout with one log for every group.
 const KIND_SYNCED: u8 = 5;
+const KIND_CHECKPOINT: u8 = 6;
 
 /// One decoded frame.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +38,8 @@ pub enum Frame {
         /// Whether it replaces the log.
         install: bool,
     },
+    /// A partition's applied state at an index (see [`oxbow_core::io::Checkpoint`]).
+    Checkpoint(GroupId, Checkpoint),
     /// Every byte of this segment before the given position was synced before this frame was
     /// written. Recovery uses it to tell damage (a bad frame below a synced position) from a
     /// torn write (a bad frame nothing durable follows).
@@ -80,6 +84,13 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> usize {
                 .expect("conf state encodes");
             w.bytes(&conf);
             w.bytes(&snapshot.data);
+        }
+        Frame::Checkpoint(group, checkpoint) => {
+            w.u8(KIND_CHECKPOINT);
+            w.u64(group.0);
+            w.u64(checkpoint.index);
+            w.u64(checkpoint.term);
+            w.bytes(&checkpoint.data);
         }
         Frame::Synced(position) => {
             w.u8(KIND_SYNCED);
@@ -232,6 +243,14 @@ fn decode_payload(payload: &[u8], share: &dyn Fn(&[u8]) -> Bytes) -> Result<Fram
                 install,
             }
         }
+        KIND_CHECKPOINT => Frame::Checkpoint(
+            group,
+            Checkpoint {
+                index: r.u64()?,
+                term: r.u64()?,
+                data: Bytes::copy_from_slice(r.bytes()?),
+            },
+        ),
         KIND_SYNCED => Frame::Synced(r.u64()?),
         _ => return Err(DecodeError("unknown frame kind")),
     };

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use oxbow_core::batch::BatchSpan;
 use oxbow_core::ids::{GroupId, Offset};
+use oxbow_core::io::Checkpoint;
 use oxbow_core::node::GroupDurableState;
 use oxbow_core::raft::eraftpb::{Entry, HardState, Snapshot};
 
@@ -121,6 +122,8 @@ pub(crate) struct GroupLog {
     index: BTreeMap<u64, (u64, u64)>,
     hard_state: HardState,
     snapshot: Snapshot,
+    /// The latest checkpoint after the snapshot (repeated in every segment header).
+    checkpoint: Option<Checkpoint>,
     /// Segments appended to since the last sync.
     dirty: BTreeSet<u64>,
     /// Frames encoded for the active segment and not yet handed to the disk.
@@ -136,7 +139,10 @@ struct Replay {
     seen: bool,
     hard_state: HardState,
     snapshot: Snapshot,
-    entries: BTreeMap<u64, (Entry, u64, u64)>,
+    checkpoint: Option<Checkpoint>,
+    /// Live entries: index to (term, segment, position). Their data is not kept: recovery
+    /// reads back only the entries after the checkpoint.
+    entries: BTreeMap<u64, (u64, u64, u64)>,
 }
 
 impl GroupLog {
@@ -150,6 +156,7 @@ impl GroupLog {
             index: BTreeMap::new(),
             hard_state: HardState::default(),
             snapshot: Snapshot::default(),
+            checkpoint: None,
             dirty: BTreeSet::new(),
             buffer: Vec::new(),
             needs_sync: false,
@@ -241,35 +248,67 @@ impl GroupLog {
                 bytes_cut,
             });
         }
-        let first = replay.snapshot.get_metadata().index + 1;
-        let mut entries = Vec::with_capacity(replay.entries.len());
+        let snapshot_index = replay.snapshot.get_metadata().index;
+        let first = snapshot_index + 1;
         let mut index = BTreeMap::new();
-        for (expected, (i, (entry, segment, position))) in (first..).zip(replay.entries) {
-            if i != expected {
+        let mut terms: Vec<(u64, u64)> = Vec::new();
+        let mut last = snapshot_index;
+        for (expected, (i, (term, segment, position))) in (first..).zip(&replay.entries) {
+            if *i != expected {
                 return Err(StorageError::Gap {
                     group,
                     missing: expected,
                 });
             }
-            index.insert(i, (segment, position));
-            entries.push(entry);
+            index.insert(*i, (*segment, *position));
+            if terms.last().is_none_or(|(_, t)| t != term) {
+                terms.push((*i, *term));
+            }
+            last = *i;
         }
-        let log = Self {
+        // A checkpoint counts if the entry it names is the log's (a later snapshot or a
+        // replaced suffix makes it stale).
+        let checkpoint = replay.checkpoint.filter(|c| {
+            c.index > snapshot_index
+                && c.index <= last
+                && replay.entries.get(&c.index).map(|e| e.0) == Some(c.term)
+        });
+        let mut log = Self {
             group,
             segments,
             index,
             hard_state: replay.hard_state.clone(),
             snapshot: replay.snapshot.clone(),
+            checkpoint: checkpoint.clone(),
             dirty: BTreeSet::new(),
             buffer: Vec::new(),
             needs_sync: false,
         };
         log.invariants();
+        // Only the entries after the checkpoint are read into memory; before it, their terms.
+        let from = checkpoint.as_ref().map_or(first, |c| c.index + 1);
+        terms.retain(|(start, _)| *start < from);
+        let entries = if from <= last {
+            log.read_entries(disk, from, last, u64::MAX)?
+        } else {
+            Vec::new()
+        };
+        assert_eq!(
+            entries.len() as u64,
+            last + 1 - from,
+            "recovered entries read back"
+        );
         Ok(Recovered {
             log,
             state: Some(GroupDurableState {
                 hard_state: replay.hard_state,
                 snapshot: replay.snapshot,
+                terms: if checkpoint.is_some() {
+                    terms
+                } else {
+                    Vec::new()
+                },
+                checkpoint,
                 entries,
             }),
             frames,
@@ -323,8 +362,12 @@ impl GroupLog {
                 } else {
                     self.index = self.index.split_off(&(index + 1));
                 }
+                if install || self.checkpoint.as_ref().is_some_and(|c| c.index <= index) {
+                    self.checkpoint = None;
+                }
                 self.snapshot = snapshot;
             }
+            Frame::Checkpoint(_, checkpoint) => self.checkpoint = Some(checkpoint),
             Frame::Synced(_) => unreachable!("markers are written by mark_synced"),
         }
         Ok(())
@@ -387,6 +430,12 @@ impl GroupLog {
                     snapshot: self.snapshot.clone(),
                     install: false,
                 },
+                &mut self.buffer,
+            );
+        }
+        if let Some(checkpoint) = &self.checkpoint {
+            frame::encode(
+                &Frame::Checkpoint(self.group, checkpoint.clone()),
                 &mut self.buffer,
             );
         }
@@ -666,7 +715,7 @@ fn replay_frame(
             let index = entry.index;
             if index > replay.snapshot.get_metadata().index {
                 let _ = replay.entries.split_off(&index);
-                replay.entries.insert(index, (entry, number, position));
+                replay.entries.insert(index, (entry.term, number, position));
             }
             Ok(index)
         }
@@ -682,6 +731,9 @@ fn replay_frame(
         } => {
             check_group(g, group)?;
             let index = snapshot.get_metadata().index;
+            if install || replay.checkpoint.as_ref().is_some_and(|c| c.index <= index) {
+                replay.checkpoint = None;
+            }
             if install {
                 replay.entries.clear();
                 replay.snapshot = snapshot;
@@ -690,6 +742,13 @@ fn replay_frame(
                 if index >= replay.snapshot.get_metadata().index {
                     replay.snapshot = snapshot;
                 }
+            }
+            Ok(0)
+        }
+        Frame::Checkpoint(g, checkpoint) => {
+            check_group(g, group)?;
+            if checkpoint.index > replay.snapshot.get_metadata().index {
+                replay.checkpoint = Some(checkpoint);
             }
             Ok(0)
         }

@@ -282,6 +282,10 @@ impl<D: Disk> SegmentLog<D> {
                     };
                     log.append(&mut self.disk, frame, max, true)?;
                 }
+                WalRecord::Checkpoint { checkpoint, .. } => {
+                    let frame = Frame::Checkpoint(group, checkpoint.clone());
+                    log.append(&mut self.disk, frame, max, false)?;
+                }
                 WalRecord::RemoveGroup { .. } => unreachable!("handled above"),
             }
         }
