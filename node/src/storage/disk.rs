@@ -19,6 +19,8 @@ pub trait Disk {
     fn read(&mut self, name: &str) -> io::Result<Vec<u8>>;
     /// `len` bytes at `position`.
     fn read_at(&mut self, name: &str, position: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// The length of a file.
+    fn size(&mut self, name: &str) -> io::Result<u64>;
     /// Appends to a file, creating it if missing. Not durable until [`Disk::sync`].
     fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()>;
     /// Makes everything appended to `name`, and its existence, durable.
@@ -105,6 +107,10 @@ impl Disk for FsDisk {
         file.seek(SeekFrom::Start(position))?;
         file.read_exact(&mut bytes)?;
         Ok(bytes)
+    }
+
+    fn size(&mut self, name: &str) -> io::Result<u64> {
+        Ok(self.file(name)?.metadata()?.len())
     }
 
     fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
@@ -237,6 +243,13 @@ impl Disk for SimDisk {
             .ok_or_else(|| not_found(name))
     }
 
+    fn size(&mut self, name: &str) -> io::Result<u64> {
+        self.files
+            .get(name)
+            .map(|f| f.bytes.len() as u64)
+            .ok_or_else(|| not_found(name))
+    }
+
     fn read_at(&mut self, name: &str, position: u64, len: usize) -> io::Result<Vec<u8>> {
         self.operations += 1;
         let file = self.files.get(name).ok_or_else(|| not_found(name))?;
@@ -310,6 +323,10 @@ impl Disk for SharedSimDisk {
 
     fn read_at(&mut self, name: &str, position: u64, len: usize) -> io::Result<Vec<u8>> {
         self.with(|d| d.read_at(name, position, len))
+    }
+
+    fn size(&mut self, name: &str) -> io::Result<u64> {
+        self.with(|d| d.size(name))
     }
 
     fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {

@@ -28,8 +28,10 @@ use oxbow_core::node::DurableState;
 use oxbow_core::raft::eraftpb::Entry;
 
 use super::disk::Disk;
-use super::frame::{self, Frame};
-use super::group_log::{parse_segment_name, GroupLog, RetentionPolicy};
+use super::frame::Frame;
+use super::group_log::{
+    index_name, parse_index_name, parse_segment_name, GroupLog, RetentionPolicy,
+};
 
 /// Tuning of the segment log.
 #[derive(Clone, Copy, Debug)]
@@ -199,14 +201,31 @@ impl<D: Disk> SegmentLog<D> {
         for (group, number) in names.iter().filter_map(|n| parse_segment_name(n)) {
             numbers.entry(group).or_default().push(number);
         }
+        let mut index_files: BTreeMap<GroupId, Vec<u64>> = BTreeMap::new();
+        for (group, number) in names.iter().filter_map(|n| parse_index_name(n)) {
+            if numbers.contains_key(&group) {
+                index_files.entry(group).or_default().push(number);
+            } else {
+                // A group whose segments are all gone (removed, a crash part-way).
+                let file = index_name(group, number);
+                disk.remove(&file).map_err(io_error("remove", &file))?;
+            }
+        }
         let mut report = RecoveryReport::default();
         let mut durable = DurableState::default();
         let mut groups = BTreeMap::new();
         for (group, mut numbers) in numbers {
             numbers.sort_unstable();
             report.segments += numbers.len();
-            let recovered =
-                GroupLog::recover(&mut disk, group, &numbers, options.planted.keep_torn_tail())?;
+            let mut indexes = index_files.remove(&group).unwrap_or_default();
+            indexes.sort_unstable();
+            let recovered = GroupLog::recover(
+                &mut disk,
+                group,
+                &numbers,
+                &indexes,
+                options.planted.keep_torn_tail(),
+            )?;
             report.frames += recovered.frames;
             report.cuts.extend(recovered.cut);
             report.bytes_cut += recovered.bytes_cut;
@@ -380,36 +399,13 @@ impl<D: Disk> SegmentLog<D> {
         }
     }
 
-    /// Reads one entry back from disk through the index.
+    /// Reads one entry back from disk.
     pub fn read_entry(
         &mut self,
         group: GroupId,
         index: u64,
     ) -> Result<Option<Entry>, StorageError> {
-        let Some(log) = self.groups.get_mut(&group) else {
-            return Ok(None);
-        };
-        log.flush(&mut self.disk)?;
-        let Some((file, position)) = log.locate(index) else {
-            return Ok(None);
-        };
-        let header = self
-            .disk
-            .read_at(&file, position, frame::FRAME_HEADER_LEN)
-            .map_err(io_error("read", &file))?;
-        let len = u32::from_le_bytes(header[0..4].try_into().expect("4")) as usize;
-        let bytes = self
-            .disk
-            .read_at(&file, position, frame::FRAME_HEADER_LEN + len)
-            .map_err(io_error("read", &file))?;
-        match frame::decode(&bytes) {
-            Ok((Frame::Entry(g, entry), _)) if g == group && entry.index == index => {
-                Ok(Some(entry))
-            }
-            other => panic!(
-                "index points at a frame that is not entry {index} of group {group}: {other:?}"
-            ),
-        }
+        Ok(self.read_entries(group, index, index, 0)?.pop())
     }
 
     /// Number of segment files of every group.

@@ -8,17 +8,22 @@
 //! each one after the first starts with the group's hard state and snapshot (its header), so a
 //! prefix of old segments can be deleted once compaction has made their entries unneeded.
 
+mod index_file;
+mod read;
+mod structure;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use oxbow_core::batch::BatchSpan;
 use oxbow_core::ids::{GroupId, Offset};
-use oxbow_core::io::Checkpoint;
 use oxbow_core::node::GroupDurableState;
-use oxbow_core::raft::eraftpb::{Entry, HardState, Snapshot};
 
 use super::disk::Disk;
 use super::frame::{self, Frame, FrameError};
 use super::segment_log::{io_error, StorageError};
+pub(crate) use index_file::{index_name, parse_index_name};
+use index_file::{IndexFile, SegmentMeta};
+use structure::Structure;
 
 const PREFIX: &str = "g";
 const SUFFIX: &str = ".seg";
@@ -60,6 +65,30 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
+    /// A closed segment as an index file describes it (synced whole).
+    fn recovered(meta: &SegmentMeta) -> Self {
+        Self {
+            len: meta.len,
+            max_index: meta.max_index,
+            header_written: false,
+            header_durable: false,
+            synced_len: meta.len,
+            first_offset: meta.first_offset,
+            max_timestamp: meta.max_timestamp,
+        }
+    }
+
+    /// What an index file records of it.
+    fn meta(&self, number: u64) -> SegmentMeta {
+        SegmentMeta {
+            number,
+            len: self.len,
+            max_index: self.max_index,
+            first_offset: self.first_offset,
+            max_timestamp: self.max_timestamp,
+        }
+    }
+
     fn new(header_written: bool) -> Self {
         Self {
             len: 0,
@@ -85,12 +114,22 @@ impl Segment {
 }
 
 /// A frame that recovery accepted no longer reads back.
-fn read_damage(file: &str, position: u64, why: &str) -> StorageError {
+fn read_damage(file: &str, position: u64, why: &str, synced_below: u64) -> StorageError {
     StorageError::Damaged {
         file: file.to_string(),
         position,
-        why: format!("reading back: {why}"),
-        synced_below: position,
+        why: why.to_string(),
+        synced_below,
+    }
+}
+
+/// What a bad frame is, in words.
+fn frame_error_text(error: &FrameError) -> String {
+    match error {
+        FrameError::Truncated => "torn frame at the tail".to_string(),
+        FrameError::BadLength => "impossible frame length".to_string(),
+        FrameError::BadChecksum => "checksum mismatch".to_string(),
+        FrameError::Undecodable(e) => e.to_string(),
     }
 }
 
@@ -114,35 +153,20 @@ pub(crate) struct Recovered {
     pub(crate) bytes_cut: u64,
 }
 
-/// One group's segments, its latest hard state and snapshot, and where each entry is.
+/// One group's segments, its live log's structure (hard state, snapshot, checkpoint, terms, a
+/// sparse index of where its entries are) and the index files saved at each roll.
 pub(crate) struct GroupLog {
     group: GroupId,
     segments: BTreeMap<u64, Segment>,
-    /// Where each live entry's frame is: Raft index to (segment, position).
-    index: BTreeMap<u64, (u64, u64)>,
-    hard_state: HardState,
-    snapshot: Snapshot,
-    /// The latest checkpoint after the snapshot (repeated in every segment header).
-    checkpoint: Option<Checkpoint>,
+    structure: Structure,
+    /// Index files on disk, by the segment each was written at the close of.
+    index_files: BTreeSet<u64>,
     /// Segments appended to since the last sync.
     dirty: BTreeSet<u64>,
     /// Frames encoded for the active segment and not yet handed to the disk.
     buffer: Vec<u8>,
     /// Whether a frame that must be durable at the next sync was appended since the last one.
     needs_sync: bool,
-}
-
-/// Replay state of one group: entries by index, so truncation and compaction are map edits.
-#[derive(Default)]
-struct Replay {
-    /// Whether any frame of the group (not only markers) was replayed.
-    seen: bool,
-    hard_state: HardState,
-    snapshot: Snapshot,
-    checkpoint: Option<Checkpoint>,
-    /// Live entries: index to (term, segment, position). Their data is not kept: recovery
-    /// reads back only the entries after the checkpoint.
-    entries: BTreeMap<u64, (u64, u64, u64)>,
 }
 
 impl GroupLog {
@@ -153,31 +177,56 @@ impl GroupLog {
         Self {
             group,
             segments,
-            index: BTreeMap::new(),
-            hard_state: HardState::default(),
-            snapshot: Snapshot::default(),
-            checkpoint: None,
+            structure: Structure::default(),
+            index_files: BTreeSet::new(),
             dirty: BTreeSet::new(),
             buffer: Vec::new(),
             needs_sync: false,
         }
     }
 
-    /// Recovers a group from its segments (`numbers`, ascending). See the documentation of
-    /// [`super::SegmentLog`] for what a bad frame means.
+    /// Recovers a group from its segments (`numbers`, ascending) and index files
+    /// (`index_files`: the segments they were written at the close of). It starts from the
+    /// newest index file that matches the segments on disk and reads only the segments after
+    /// it (all of them without one). See the documentation of [`super::SegmentLog`] for what
+    /// a bad frame means.
     pub(crate) fn recover<D: Disk>(
         disk: &mut D,
         group: GroupId,
         numbers: &[u64],
+        index_files: &[u64],
         keep_torn_tail: bool,
     ) -> Result<Recovered, StorageError> {
         assert!(!numbers.is_empty() && numbers.windows(2).all(|p| p[0] < p[1]));
-        let mut replay = Replay::default();
+        let mut structure = Structure::default();
         let mut segments = BTreeMap::new();
+        let mut scan_from = 0;
+        let mut kept_index = None;
+        for through in index_files.iter().rev() {
+            if let Some(loaded) = load_index(disk, group, numbers, *through)? {
+                for meta in loaded
+                    .segments
+                    .iter()
+                    .filter(|m| numbers.contains(&m.number))
+                {
+                    segments.insert(meta.number, Segment::recovered(meta));
+                }
+                structure = loaded.structure;
+                structure.forget_segments_before(numbers[0]);
+                scan_from = numbers.partition_point(|n| n <= through);
+                kept_index = Some(*through);
+                break;
+            }
+        }
+        // Index files not used are stale or torn: they go.
+        for number in index_files.iter().filter(|n| Some(**n) != kept_index) {
+            let file = index_name(group, *number);
+            disk.remove(&file).map_err(io_error("remove", &file))?;
+        }
         let mut frames = 0;
         let mut cut = None;
         let mut bytes_cut = 0;
-        for (position_in_list, number) in numbers.iter().enumerate() {
+        for (position_in_list, number) in numbers.iter().enumerate().skip(scan_from) {
             let file = segment_name(group, *number);
             let bytes = disk.read(&file).map_err(io_error("read", &file))?;
             let mut segment = Segment::new(false);
@@ -187,21 +236,21 @@ impl GroupLog {
                     Ok((frame, len)) => {
                         if let Frame::Entry(_, entry) = &frame {
                             segment.note_entry(&entry.data);
+                            segment.max_index = segment.max_index.max(entry.index);
                         }
-                        match replay_frame(&mut replay, group, frame, *number, at as u64) {
-                            Ok(entry_index) => {
+                        match replay_frame(&mut structure, group, frame, *number, at, len, true) {
+                            Ok(()) => {
                                 frames += 1;
-                                segment.max_index = segment.max_index.max(entry_index);
                                 at += len;
                                 continue;
                             }
-                            Err(why) => why,
+                            Err(Replayed::Gap(missing)) => {
+                                return Err(StorageError::Gap { group, missing })
+                            }
+                            Err(Replayed::Foreign(why)) => why,
                         }
                     }
-                    Err(FrameError::Truncated) => "torn frame at the tail".to_string(),
-                    Err(FrameError::BadLength) => "impossible frame length".to_string(),
-                    Err(FrameError::BadChecksum) => "checksum mismatch".to_string(),
-                    Err(FrameError::Undecodable(e)) => e.to_string(),
+                    Err(e) => frame_error_text(&e),
                 };
                 let last = position_in_list + 1 == numbers.len();
                 let synced_below = provably_synced(&bytes, at + 1, last);
@@ -234,12 +283,21 @@ impl GroupLog {
                 break;
             }
         }
-        if !replay.seen {
+        if let Some(missing) = structure.gap {
+            return Err(StorageError::Gap { group, missing });
+        }
+        let mut log = Self {
+            group,
+            segments,
+            structure,
+            index_files: kept_index.into_iter().collect(),
+            dirty: BTreeSet::new(),
+            buffer: Vec::new(),
+            needs_sync: false,
+        };
+        if !log.structure.seen {
             // Every frame was torn off: the group never durably existed here.
-            for number in segments.keys() {
-                let file = segment_name(group, *number);
-                disk.remove(&file).map_err(io_error("remove", &file))?;
-            }
+            log.remove_all(disk)?;
             return Ok(Recovered {
                 log: Self::new(group),
                 state: None,
@@ -248,67 +306,45 @@ impl GroupLog {
                 bytes_cut,
             });
         }
-        let snapshot_index = replay.snapshot.get_metadata().index;
-        let first = snapshot_index + 1;
-        let mut index = BTreeMap::new();
-        let mut terms: Vec<(u64, u64)> = Vec::new();
-        let mut last = snapshot_index;
-        for (expected, (i, (term, segment, position))) in (first..).zip(&replay.entries) {
-            if *i != expected {
-                return Err(StorageError::Gap {
-                    group,
-                    missing: expected,
-                });
-            }
-            index.insert(*i, (*segment, *position));
-            if terms.last().is_none_or(|(_, t)| t != term) {
-                terms.push((*i, *term));
-            }
-            last = *i;
-        }
-        // A checkpoint counts if the entry it names is the log's (a later snapshot or a
-        // replaced suffix makes it stale).
-        let checkpoint = replay.checkpoint.filter(|c| {
-            c.index > snapshot_index
-                && c.index <= last
-                && replay.entries.get(&c.index).map(|e| e.0) == Some(c.term)
-        });
-        let mut log = Self {
-            group,
-            segments,
-            index,
-            hard_state: replay.hard_state.clone(),
-            snapshot: replay.snapshot.clone(),
-            checkpoint: checkpoint.clone(),
-            dirty: BTreeSet::new(),
-            buffer: Vec::new(),
-            needs_sync: false,
-        };
         log.invariants();
+        let structure = &log.structure;
+        let checkpoint = structure
+            .checkpoint
+            .clone()
+            .filter(|c| structure.term_of(c.index) == Some(c.term));
         // Only the entries after the checkpoint are read into memory; before it, their terms.
-        let from = checkpoint.as_ref().map_or(first, |c| c.index + 1);
-        terms.retain(|(start, _)| *start < from);
+        let from = checkpoint
+            .as_ref()
+            .map_or(structure.snapshot_index() + 1, |c| c.index + 1);
+        let last = structure.last;
+        let terms = match &checkpoint {
+            Some(_) => structure
+                .terms
+                .iter()
+                .copied()
+                .filter(|(start, _)| *start < from)
+                .collect(),
+            None => Vec::new(),
+        };
+        let (hard_state, snapshot) = (structure.hard_state.clone(), structure.snapshot.clone());
         let entries = if from <= last {
             log.read_entries(disk, from, last, u64::MAX)?
         } else {
             Vec::new()
         };
-        assert_eq!(
-            entries.len() as u64,
-            last + 1 - from,
-            "recovered entries read back"
-        );
+        if entries.len() as u64 != last + 1 - from {
+            return Err(StorageError::Gap {
+                group,
+                missing: from + entries.len() as u64,
+            });
+        }
         Ok(Recovered {
             log,
             state: Some(GroupDurableState {
-                hard_state: replay.hard_state,
-                snapshot: replay.snapshot,
-                terms: if checkpoint.is_some() {
-                    terms
-                } else {
-                    Vec::new()
-                },
+                hard_state,
+                snapshot,
                 checkpoint,
+                terms,
                 entries,
             }),
             frames,
@@ -343,34 +379,26 @@ impl GroupLog {
         let active = self.active();
         let segment = self.segments.get_mut(&active).expect("active");
         let position = segment.len + self.buffer.len() as u64;
-        frame::encode(&frame, &mut self.buffer);
-        match frame {
-            Frame::Entry(group, entry) => {
-                assert_eq!(group, self.group, "frames go to their group's log");
-                let _ = self.index.split_off(&entry.index);
-                self.index.insert(entry.index, (active, position));
-                segment.max_index = segment.max_index.max(entry.index);
-                segment.note_entry(&entry.data);
-            }
-            Frame::HardState(_, hard_state) => self.hard_state = hard_state,
-            Frame::Snapshot {
-                snapshot, install, ..
-            } => {
-                let index = snapshot.get_metadata().index;
-                if install {
-                    self.index.clear();
-                } else {
-                    self.index = self.index.split_off(&(index + 1));
-                }
-                if install || self.checkpoint.as_ref().is_some_and(|c| c.index <= index) {
-                    self.checkpoint = None;
-                }
-                self.snapshot = snapshot;
-            }
-            Frame::Checkpoint(_, checkpoint) => self.checkpoint = Some(checkpoint),
-            Frame::Synced(_) => unreachable!("markers are written by mark_synced"),
+        let len = frame::encode(&frame, &mut self.buffer);
+        let len = self.buffer.len() - len;
+        if let Frame::Entry(group, entry) = &frame {
+            assert_eq!(*group, self.group, "frames go to their group's log");
+            segment.max_index = segment.max_index.max(entry.index);
+            segment.note_entry(&entry.data);
         }
-        Ok(())
+        match replay_frame(
+            &mut self.structure,
+            self.group,
+            frame,
+            active,
+            position as usize,
+            len,
+            false,
+        ) {
+            Ok(()) => Ok(()),
+            Err(Replayed::Gap(missing)) => panic!("the core appends entry {missing} first"),
+            Err(Replayed::Foreign(why)) => panic!("{why}"),
+        }
     }
 
     /// Hands the encoded frames to the disk (not yet durable); the next sync fsyncs them.
@@ -399,11 +427,12 @@ impl GroupLog {
     /// Whether the active segment holds entries and every one is at or below the snapshot.
     pub(crate) fn active_is_covered(&self) -> bool {
         let max = self.segments[&self.active()].max_index;
-        max > 0 && max <= self.snapshot.get_metadata().index
+        max > 0 && max <= self.structure.snapshot_index()
     }
 
     /// Starts a new segment. The old one is synced first, so a crash can tear only the last
-    /// segment; the new one begins with the group's hard state and snapshot.
+    /// segment; then the group's index file is written for it (recovery starts after it), and
+    /// the new one begins with the group's hard state, snapshot and checkpoint.
     pub(crate) fn roll<D: Disk>(&mut self, disk: &mut D) -> Result<(), StorageError> {
         // No marker: recovery counts a segment that a later one follows as synced whole, so
         // nothing unsynced may follow this sync in it, not even the last marker.
@@ -416,24 +445,26 @@ impl GroupLog {
         disk.sync_all(&files)
             .map_err(io_error("sync", &files.join(", ")))?;
         self.synced();
+        self.write_index_file(disk, active)?;
         self.delete_unneeded_segments(disk)?;
         let next = self.active() + 1;
         self.segments.insert(next, Segment::new(true));
+        let structure = &self.structure;
         frame::encode(
-            &Frame::HardState(self.group, self.hard_state.clone()),
+            &Frame::HardState(self.group, structure.hard_state.clone()),
             &mut self.buffer,
         );
-        if self.snapshot.get_metadata().index > 0 {
+        if structure.snapshot_index() > 0 {
             frame::encode(
                 &Frame::Snapshot {
                     group: self.group,
-                    snapshot: self.snapshot.clone(),
+                    snapshot: structure.snapshot.clone(),
                     install: false,
                 },
                 &mut self.buffer,
             );
         }
-        if let Some(checkpoint) = &self.checkpoint {
+        if let Some(checkpoint) = &structure.checkpoint {
             frame::encode(
                 &Frame::Checkpoint(self.group, checkpoint.clone()),
                 &mut self.buffer,
@@ -442,6 +473,39 @@ impl GroupLog {
         // The header must become durable before the segments it covers may go.
         self.needs_sync = true;
         self.flush(disk)
+    }
+
+    /// Writes and syncs the index file for the segments up to `through` (just synced whole),
+    /// then deletes the group's older index files.
+    fn write_index_file<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        through: u64,
+    ) -> Result<(), StorageError> {
+        let index = IndexFile {
+            through,
+            segments: self
+                .segments
+                .iter()
+                .map(|(number, s)| s.meta(*number))
+                .collect(),
+            structure: self.structure.clone(),
+        };
+        let file = index_name(self.group, through);
+        if self.index_files.contains(&through) {
+            disk.remove(&file).map_err(io_error("remove", &file))?;
+        }
+        disk.append(&file, &index.encode())
+            .map_err(io_error("write", &file))?;
+        disk.sync(&file).map_err(io_error("sync", &file))?;
+        for old in std::mem::take(&mut self.index_files) {
+            if old != through {
+                let name = index_name(self.group, old);
+                disk.remove(&name).map_err(io_error("remove", &name))?;
+            }
+        }
+        self.index_files.insert(through);
+        Ok(())
     }
 
     /// The files appended to since the last sync (flushed).
@@ -497,6 +561,7 @@ impl GroupLog {
     /// that come before a segment whose header is durable (the header repeats the hard state
     /// and snapshot the deleted frames held). Only a prefix: a later segment may hold a frame
     /// (an installed snapshot) that an earlier segment's stale entries must be replayed before.
+    /// An index file written at the close of a deleted segment goes with it.
     pub(crate) fn delete_unneeded_segments<D: Disk>(
         &mut self,
         disk: &mut D,
@@ -510,7 +575,7 @@ impl GroupLog {
         else {
             return Ok(());
         };
-        let snapshot_index = self.snapshot.get_metadata().index;
+        let snapshot_index = self.structure.snapshot_index();
         let deletable: Vec<u64> = self
             .segments
             .iter()
@@ -518,19 +583,40 @@ impl GroupLog {
             .map(|(id, _)| *id)
             .collect();
         for id in deletable {
+            if self.index_files.remove(&id) {
+                let file = index_name(self.group, id);
+                disk.remove(&file).map_err(io_error("remove", &file))?;
+            }
             let file = segment_name(self.group, id);
             disk.remove(&file).map_err(io_error("remove", &file))?;
             self.segments.remove(&id);
             self.dirty.remove(&id);
         }
+        let first = *self
+            .segments
+            .keys()
+            .next()
+            .expect("the active segment stays");
+        self.structure.forget_segments_before(first);
         Ok(())
     }
 
-    /// Deletes every segment of the group, newest first: a crash part-way leaves an older but
-    /// consistent log, which the node parks until the replayed metadata removes it again.
+    /// Deletes every segment and index file of the group, newest first: a crash part-way
+    /// leaves an older but consistent log, which the node parks until the replayed metadata
+    /// removes it again.
     pub(crate) fn remove_all<D: Disk>(self, disk: &mut D) -> Result<(), StorageError> {
-        for number in self.segments.keys().rev() {
-            let file = segment_name(self.group, *number);
+        let files = self
+            .index_files
+            .iter()
+            .rev()
+            .map(|n| index_name(self.group, *n))
+            .chain(
+                self.segments
+                    .keys()
+                    .rev()
+                    .map(|n| segment_name(self.group, *n)),
+            );
+        for file in files {
             match disk.remove(&file) {
                 Ok(()) => {}
                 // A segment not yet given any bytes was never created.
@@ -539,83 +625,6 @@ impl GroupLog {
             }
         }
         Ok(())
-    }
-
-    /// Reads entries `from..=to` back, stopping once `max_bytes` of entry data are collected
-    /// (at least one entry is read), or at the first one the log does not hold. Each chunk is
-    /// one read of the file; entries share its buffer (no copy after the read). Frames an
-    /// entry was overwritten by are skipped: the index says where each live entry is.
-    pub(crate) fn read_entries<D: Disk>(
-        &mut self,
-        disk: &mut D,
-        from: u64,
-        to: u64,
-        max_bytes: u64,
-    ) -> Result<Vec<Entry>, StorageError> {
-        /// Read at least this much at once.
-        const CHUNK: u64 = 256 << 10;
-        self.flush(disk)?;
-        let mut entries = Vec::new();
-        let mut bytes = 0u64;
-        let mut next = from;
-        'chunks: while next <= to && (entries.is_empty() || bytes < max_bytes) {
-            let Some(&(segment, start)) = self.index.get(&next) else {
-                break;
-            };
-            let file = segment_name(self.group, segment);
-            let segment_len = self.segments.get(&segment).map_or(0, |s| s.len);
-            let header = disk
-                .read_at(&file, start, frame::FRAME_HEADER_LEN)
-                .map_err(io_error("read", &file))?;
-            let Some(first_len) = frame::frame_len(&header) else {
-                return Err(read_damage(&file, start, "bad frame length"));
-            };
-            let want = (max_bytes.saturating_sub(bytes).max(CHUNK))
-                .max(first_len as u64)
-                .min(segment_len - start);
-            let buffer = bytes::Bytes::from(
-                disk.read_at(&file, start, want as usize)
-                    .map_err(io_error("read", &file))?,
-            );
-            loop {
-                let at = match self.index.get(&next) {
-                    Some(&(s, position)) if s == segment && position >= start => {
-                        (position - start) as usize
-                    }
-                    _ => continue 'chunks,
-                };
-                match frame::decode_shared(&buffer, at) {
-                    Ok((Frame::Entry(group, entry), _))
-                        if group == self.group && entry.index == next =>
-                    {
-                        bytes += entry.data.len() as u64;
-                        entries.push(entry);
-                        next += 1;
-                        if next > to || bytes >= max_bytes {
-                            break 'chunks;
-                        }
-                    }
-                    // The rest is past this chunk: read the next one from there.
-                    Err(FrameError::Truncated) if !entries.is_empty() || at > 0 => continue 'chunks,
-                    Ok(other) => {
-                        return Err(read_damage(
-                            &file,
-                            start + at as u64,
-                            &format!("the index points at {other:?}, not entry {next}"),
-                        ))
-                    }
-                    Err(e) => return Err(read_damage(&file, start + at as u64, &format!("{e:?}"))),
-                }
-            }
-        }
-        Ok(entries)
-    }
-
-    /// Where entry `index`'s frame is, if it is held: segment file and position.
-    pub(crate) fn locate(&self, index: u64) -> Option<(String, u64)> {
-        self.index
-            .get(&index)
-            .map(|(segment, position)| (segment_name(self.group, *segment), *position))
     }
 
     /// Where the log start offset may move by `policy` at wall time `now_ms`, as Kafka's
@@ -684,75 +693,99 @@ impl GroupLog {
     /// Structural invariants.
     pub(crate) fn invariants(&self) {
         assert!(!self.segments.is_empty());
-        let snapshot_index = self.snapshot.get_metadata().index;
-        for (index, (segment, _)) in &self.index {
-            assert!(
-                self.segments.contains_key(segment),
-                "indexed frame in a deleted segment"
-            );
-            assert!(
-                *index > snapshot_index,
-                "indexed entry at or below the snapshot"
-            );
-        }
+        self.structure.invariants();
+        assert!(
+            self.structure
+                .points
+                .iter()
+                .all(|p| self.segments.contains_key(&p.segment)),
+            "an index point into a deleted segment"
+        );
         assert!(self.dirty.iter().all(|d| self.segments.contains_key(d)));
     }
 }
 
-/// Replays the frame found at `position` of segment `number` into `replay`. Returns the
-/// index of the entry it holds (0 for other frames), or why the frame does not belong here.
+/// The newest index file of `group` written at the close of segment `through`, if it is valid
+/// and matches the segments on disk (`numbers`): its segment there, as long as it says.
+fn load_index<D: Disk>(
+    disk: &mut D,
+    group: GroupId,
+    numbers: &[u64],
+    through: u64,
+) -> Result<Option<IndexFile>, StorageError> {
+    if !numbers.contains(&through) {
+        return Ok(None);
+    }
+    let file = index_name(group, through);
+    let bytes = disk.read(&file).map_err(io_error("read", &file))?;
+    let Ok(index) = IndexFile::decode(&bytes) else {
+        return Ok(None);
+    };
+    let covered = |n: &u64| index.segments.iter().find(|m| m.number == *n);
+    let segment = segment_name(group, through);
+    let len = disk.size(&segment).map_err(io_error("size of", &segment))?;
+    let fits = index.through == through
+        && covered(&through).is_some_and(|m| m.len == len)
+        && numbers
+            .iter()
+            .filter(|n| **n <= through)
+            .all(|n| covered(n).is_some());
+    Ok(fits.then_some(index))
+}
+
+/// Why a frame was not applied.
+enum Replayed {
+    /// An entry after a gap: the first index missing.
+    Gap(u64),
+    /// The frame belongs to another group.
+    Foreign(String),
+}
+
+/// Applies the frame found at `position` of segment `number` (`len` bytes) to `structure`.
 fn replay_frame(
-    replay: &mut Replay,
+    structure: &mut Structure,
     group: GroupId,
     frame: Frame,
     number: u64,
-    position: u64,
-) -> Result<u64, String> {
-    replay.seen |= !matches!(frame, Frame::Synced(_));
+    position: usize,
+    len: usize,
+    recovering: bool,
+) -> Result<(), Replayed> {
+    let check = |g: GroupId| check_group(g, group).map_err(Replayed::Foreign);
     match frame {
         Frame::Entry(g, entry) => {
-            check_group(g, group)?;
-            let index = entry.index;
-            if index > replay.snapshot.get_metadata().index {
-                let _ = replay.entries.split_off(&index);
-                replay.entries.insert(index, (entry.term, number, position));
-            }
-            Ok(index)
+            check(g)?;
+            structure
+                .entry(
+                    entry.index,
+                    entry.term,
+                    number,
+                    position as u64,
+                    len as u64,
+                    recovering,
+                )
+                .map_err(Replayed::Gap)
         }
         Frame::HardState(g, hard_state) => {
-            check_group(g, group)?;
-            replay.hard_state = hard_state;
-            Ok(0)
+            check(g)?;
+            structure.hard_state(hard_state);
+            Ok(())
         }
         Frame::Snapshot {
             group: g,
             snapshot,
             install,
         } => {
-            check_group(g, group)?;
-            let index = snapshot.get_metadata().index;
-            if install || replay.checkpoint.as_ref().is_some_and(|c| c.index <= index) {
-                replay.checkpoint = None;
-            }
-            if install {
-                replay.entries.clear();
-                replay.snapshot = snapshot;
-            } else {
-                replay.entries = replay.entries.split_off(&(index + 1));
-                if index >= replay.snapshot.get_metadata().index {
-                    replay.snapshot = snapshot;
-                }
-            }
-            Ok(0)
+            check(g)?;
+            structure.snapshot(snapshot, install);
+            Ok(())
         }
         Frame::Checkpoint(g, checkpoint) => {
-            check_group(g, group)?;
-            if checkpoint.index > replay.snapshot.get_metadata().index {
-                replay.checkpoint = Some(checkpoint);
-            }
-            Ok(0)
+            check(g)?;
+            structure.checkpoint(checkpoint);
+            Ok(())
         }
-        Frame::Synced(_) => Ok(0),
+        Frame::Synced(_) => Ok(()),
     }
 }
 
