@@ -1,0 +1,209 @@
+//! A world's options: everything that shapes a run (the cluster, its faults, clocks and
+//! workload), drawn from named streams of its seed, and how they print.
+
+use std::fmt;
+
+use oxbow_core::node::PlantedBugs;
+use oxbow_jepsen::history::Delivery;
+use oxbow_node::config::LogConfig;
+
+use super::TOPIC;
+use crate::rng::Stream;
+
+/// Everything that shapes a world run, derived from its seed.
+#[derive(Clone, Debug)]
+pub struct WorldOptions {
+    /// The seed.
+    pub seed: u64,
+    /// Nodes (3 to 5).
+    pub nodes: usize,
+    /// Partitions of the topic.
+    pub partitions: i32,
+    /// Replicas per partition.
+    pub replication: i16,
+    /// Simulated time with faults (ms).
+    pub safety_ms: u64,
+    /// Simulated time after healing in which everything must resolve (ms).
+    pub liveness_ms: u64,
+    /// Raft tick (ms), before each node's drift.
+    pub tick_ms: u64,
+    /// One-way network latency (ms).
+    pub latency_ms: (u64, u64),
+    /// How long an fsync takes (µs of simulated time).
+    pub fsync_us: u64,
+    /// Time between crashes (ms), or none.
+    pub crash_every_ms: Option<(u64, u64)>,
+    /// How long a crashed node stays down (ms).
+    pub down_ms: (u64, u64),
+    /// Whether a crash may keep a torn prefix of unsynced bytes.
+    pub tear: bool,
+    /// The crash (counting from 1) whose node also has a synced byte of its disk damaged, or
+    /// none. That node must refuse to start, and stays down.
+    pub damage_at_crash: Option<u64>,
+    /// Time between partitions (ms), or none.
+    pub partition_every_ms: Option<(u64, u64)>,
+    /// How long a partition lasts (ms).
+    pub partition_ms: (u64, u64),
+    /// Each node's clock-rate error (parts per million; applied to its ticks and clocks).
+    pub drift_ppm: Vec<i64>,
+    /// Each node's wall-clock offset (ms).
+    pub wall_offset_ms: Vec<i64>,
+    /// Time between jumps of some node's wall clock (ms), or none.
+    pub jump_every_ms: Option<(u64, u64)>,
+    /// The producers.
+    pub producers: Vec<Delivery>,
+    /// Readers polling every partition during the run.
+    pub readers: usize,
+    /// Members of the consumer group reading the topic (committing after every poll).
+    pub group_members: usize,
+    /// Time between crashes of a group member (its task dies without leaving; a new member
+    /// takes its place), or none.
+    pub member_crash_every_ms: Option<(u64, u64)>,
+    /// Pause between one producer's sends (ms).
+    pub send_every_ms: (u64, u64),
+    /// Distinct keys.
+    pub keys: u64,
+    /// Bugs planted in every node's core.
+    pub planted: PlantedBugs,
+    /// Bytes of partition entries a node holds in memory (`log.cache_bytes`); older ones are
+    /// read from its disk.
+    pub log_cache_bytes: u64,
+}
+
+impl WorldOptions {
+    /// The options of `seed`.
+    pub fn from_seed(seed: u64, safety_ms: u64, planted: PlantedBugs) -> Self {
+        let mut shape = Stream::new(seed, "world-shape");
+        let nodes = shape.between(3, 5) as usize;
+        let mut clocks = Stream::new(seed, "world-clocks");
+        let drift_ppm = (0..nodes)
+            .map(|_| clocks.between(0, 40_000) as i64 - 20_000)
+            .collect();
+        let wall_offset_ms = (0..nodes)
+            .map(|_| clocks.between(0, 2_000) as i64 - 1_000)
+            .collect();
+        let jump_every_ms = clocks
+            .chance(500_000)
+            .then(|| (clocks.between(2_000, 5_000), clocks.between(8_000, 15_000)));
+        let mut faults = Stream::new(seed, "world-faults");
+        let crash_every_ms = faults
+            .chance(800_000)
+            .then(|| (faults.between(1_000, 3_000), faults.between(4_000, 8_000)));
+        let partition_every_ms = faults
+            .chance(800_000)
+            .then(|| (faults.between(1_000, 3_000), faults.between(4_000, 8_000)));
+        let mut damage = Stream::new(seed, "world-damage");
+        let damage_at_crash =
+            (crash_every_ms.is_some() && damage.chance(300_000)).then(|| damage.between(1, 3));
+        let mut group = Stream::new(seed, "world-group");
+        let group_members = group.between(2, 3) as usize;
+        let member_crash_every_ms = group
+            .chance(600_000)
+            .then(|| (group.between(2_000, 5_000), group.between(6_000, 12_000)));
+        let mut memory = Stream::new(seed, "world-memory");
+        let log_cache_bytes = if memory.chance(500_000) {
+            memory.between(4_096, 32_768)
+        } else {
+            LogConfig::default().cache_bytes
+        };
+        let mut workload = Stream::new(seed, "world-workload");
+        let producers = (0..workload.between(1, 3))
+            .map(|_| match workload.below(4) {
+                0 => Delivery::AtLeastOnce,
+                1 => Delivery::LeaderOnly,
+                _ => Delivery::Idempotent,
+            })
+            .collect();
+        Self {
+            seed,
+            nodes,
+            partitions: shape.between(1, 4) as i32,
+            replication: nodes.min(3) as i16,
+            safety_ms,
+            liveness_ms: 30_000,
+            tick_ms: 20,
+            latency_ms: (1, shape.between(2, 10)),
+            fsync_us: shape.between(100, 3_000),
+            crash_every_ms,
+            down_ms: (500, faults.between(1_000, 5_000)),
+            tear: faults.chance(500_000),
+            damage_at_crash,
+            partition_every_ms,
+            partition_ms: (500, faults.between(1_000, 6_000)),
+            drift_ppm,
+            wall_offset_ms,
+            jump_every_ms,
+            producers,
+            readers: workload.between(1, 2) as usize,
+            group_members,
+            member_crash_every_ms,
+            send_every_ms: (1, workload.between(5, 30)),
+            keys: workload.between(1, 20),
+            planted,
+            log_cache_bytes,
+        }
+    }
+}
+
+impl fmt::Display for WorldOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "seed {} (turmoil world)", self.seed)?;
+        writeln!(
+            f,
+            "  cluster: {} nodes, topic {TOPIC:?} with {} partitions x {} replicas, tick {} ms",
+            self.nodes, self.partitions, self.replication, self.tick_ms
+        )?;
+        writeln!(
+            f,
+            "  phases: {} ms with faults, then {} ms healed",
+            self.safety_ms, self.liveness_ms
+        )?;
+        writeln!(
+            f,
+            "  network: latency {:?} ms; disk: fsync {} us; log cache {} bytes",
+            self.latency_ms, self.fsync_us, self.log_cache_bytes
+        )?;
+        writeln!(
+            f,
+            "  faults: crashes every {:?} ms (down {:?} ms, torn tails {}, disk damage at crash {:?}), partitions every {:?} ms (for {:?} ms)",
+            self.crash_every_ms,
+            self.down_ms,
+            self.tear,
+            self.damage_at_crash,
+            self.partition_every_ms,
+            self.partition_ms
+        )?;
+        writeln!(
+            f,
+            "  clocks: drift {:?} ppm, wall offsets {:?} ms, wall-clock jumps every {:?} ms",
+            self.drift_ppm, self.wall_offset_ms, self.jump_every_ms
+        )?;
+        write!(
+            f,
+            "  workload: producers {:?}, {} readers, a group of {} members (crashes every {:?} ms), a send every {:?} ms each, {} keys{}",
+            self.producers,
+            self.readers,
+            self.group_members,
+            self.member_crash_every_ms,
+            self.send_every_ms,
+            self.keys,
+            if self.planted == PlantedBugs::default() {
+                String::new()
+            } else {
+                format!("\n  planted bug: {:?}", self.planted)
+            }
+        )
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_come_from_the_seed() {
+        let a = WorldOptions::from_seed(7, 10_000, PlantedBugs::default());
+        let b = WorldOptions::from_seed(7, 10_000, PlantedBugs::default());
+        assert_eq!(a.to_string(), b.to_string());
+        assert!((3..=5).contains(&a.nodes));
+    }
+}

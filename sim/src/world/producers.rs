@@ -1,0 +1,97 @@
+//! The producers on the client host: each sends records of its delivery kind until the safety
+//! phase ends, and records every send and its outcome in the history.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use oxbow_client::{Acks, Client, Producer, ProducerConfig, ProducerRecord, SendError};
+use oxbow_jepsen::history::{Delivery, History, Outcome, SendOp};
+
+use super::{sim_ms, sleep_ms, Trace, WorldOptions, TOPIC};
+use crate::rng::Stream;
+
+pub(super) async fn produce(
+    index: usize,
+    kind: Delivery,
+    options: WorldOptions,
+    client: Client,
+    history: Arc<Mutex<History>>,
+    trace: Trace,
+) -> Result<(), String> {
+    let config = ProducerConfig {
+        acks: if kind == Delivery::LeaderOnly {
+            Acks::Leader
+        } else {
+            Acks::All
+        },
+        idempotent: kind == Delivery::Idempotent,
+        linger: Duration::from_millis(2),
+        delivery_timeout: Duration::from_secs(20),
+        request_timeout_ms: 5_000,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client, config).map_err(|e| e.to_string())?;
+    let mut rng = Stream::new(options.seed, &format!("world-producer-{index}"));
+    let mut deliveries = tokio::task::JoinSet::new();
+    let mut sequence = 0u64;
+    while sim_ms() < options.safety_ms {
+        let value = ((index as u64) << 40) | sequence;
+        sequence += 1;
+        let key = rng.below(options.keys);
+        let invoked_ms = sim_ms();
+        history.lock().expect("not poisoned").sends.insert(
+            value,
+            SendOp {
+                producer: index,
+                kind,
+                key,
+                value,
+                invoked_ms,
+                outcome: Outcome::Pending,
+                completed_ms: 0,
+            },
+        );
+        trace.line(&format!(
+            "{invoked_ms:>7} client p{index} send {value} key {key}"
+        ));
+        let mut payload = value.to_be_bytes().to_vec();
+        payload.extend_from_slice(&[b'x'; 24]);
+        let record = ProducerRecord {
+            topic: TOPIC.into(),
+            partition: None,
+            key: Some(Bytes::from(format!("key-{key}"))),
+            value: Some(Bytes::from(payload)),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        };
+        let queued = producer.send(record).await;
+        let history = history.clone();
+        let trace = trace.clone();
+        deliveries.spawn(async move {
+            let outcome = match queued {
+                Err(e) => Outcome::Fail(e.to_string()),
+                Ok(delivery) => match delivery.await {
+                    Ok(delivered) => Outcome::Ok {
+                        partition: delivered.partition,
+                        offset: delivered.offset,
+                    },
+                    Err(SendError::NotWritten(e)) => Outcome::Fail(e.to_string()),
+                    Err(SendError::MaybeWritten(e)) => Outcome::Info(e.to_string()),
+                },
+            };
+            let now = sim_ms();
+            trace.line(&format!("{now:>7} client p{index} {value} -> {outcome:?}"));
+            let mut history = history.lock().expect("not poisoned");
+            let send = history.sends.get_mut(&value).expect("invoked");
+            send.outcome = outcome;
+            send.completed_ms = now;
+        });
+        sleep_ms(rng.between(options.send_every_ms.0, options.send_every_ms.1)).await;
+    }
+    producer.flush().await;
+    while let Some(result) = deliveries.join_next().await {
+        result.map_err(|e| format!("a delivery task failed: {e}"))?;
+    }
+    Ok(())
+}
