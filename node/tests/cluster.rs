@@ -197,6 +197,58 @@ fn killing_a_leader_mid_stream_loses_no_acknowledged_record() {
     check(&consume_all(&cluster), &acked);
 }
 
+/// Bytes of the files in a directory, recursively.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_follower_that_was_down_catches_up_from_the_leaders_files() {
+    // Memory holds 64 KiB of entries per node: what the follower missed is read back from the
+    // leaders' segment files (raft-rs's asynchronous entry fetch), not from memory.
+    let mut cluster = Cluster::start_with("[log]\ncache_bytes = 65536\n");
+    cluster.kill9(2);
+    cluster.wait_for_leaders();
+    let (producer, acked, failed) = producer(&cluster);
+    for i in 0..30_000u64 {
+        send(&producer, i);
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    assert_eq!(*failed.lock().expect("lock"), 0);
+    let acked = acked.lock().expect("lock").clone();
+    let root = cluster.dir.path().to_path_buf();
+    let dir = |n: usize| root.join(format!("node-{n}"));
+    let target = dir_bytes(&dir(1));
+    let before = dir_bytes(&dir(3));
+    assert!(before * 2 < target, "node 3 missed most of the data");
+    cluster.start_node(2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while dir_bytes(&dir(3)) * 100 < target * 95 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 3 holds {} of {target} bytes after 90 s",
+            dir_bytes(&dir(3))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // With node 1 gone, nodes 2 and 3 serve every record (node 3 leads some partitions).
+    cluster.kill9(0);
+    cluster.wait_for_leaders();
+    check(&consume_all(&cluster), &acked);
+}
+
 #[test]
 fn restarting_every_node_keeps_every_acknowledged_record() {
     let mut cluster = Cluster::start();

@@ -52,6 +52,12 @@ pub struct PlantedBugs {
     /// The group coordinator answers every member's SyncGroup with the leader's own
     /// assignment (a misrouted assignment: members share partitions, others go unread).
     pub assignment_to_all: bool,
+    /// Reading entries back from the segment files takes any frame at the next index, also
+    /// one a new leader replaced (a read from a stale file position).
+    pub serve_stale_frames: bool,
+    /// Compaction deletes every segment before the newest durable header, also ones that still
+    /// hold entries above the snapshot (records above the log start offset).
+    pub delete_live_segments: bool,
 }
 
 impl PlantedBugs {
@@ -78,6 +84,14 @@ impl PlantedBugs {
     /// Whether `assignment_to_all` is in effect.
     pub fn assignment_to_all(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.assignment_to_all
+    }
+    /// Whether `serve_stale_frames` is in effect.
+    pub fn serve_stale_frames(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.serve_stale_frames
+    }
+    /// Whether `delete_live_segments` is in effect.
+    pub fn delete_live_segments(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.delete_live_segments
     }
 }
 

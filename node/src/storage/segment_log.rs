@@ -219,13 +219,8 @@ impl<D: Disk> SegmentLog<D> {
             report.segments += numbers.len();
             let mut indexes = index_files.remove(&group).unwrap_or_default();
             indexes.sort_unstable();
-            let recovered = GroupLog::recover(
-                &mut disk,
-                group,
-                &numbers,
-                &indexes,
-                options.planted.keep_torn_tail(),
-            )?;
+            let recovered =
+                GroupLog::recover(&mut disk, group, &numbers, &indexes, options.planted)?;
             report.frames += recovered.frames;
             report.cuts.extend(recovered.cut);
             report.bytes_cut += recovered.bytes_cut;
@@ -275,7 +270,7 @@ impl<D: Disk> SegmentLog<D> {
             let log = self
                 .groups
                 .entry(group)
-                .or_insert_with(|| GroupLog::new(group));
+                .or_insert_with(|| GroupLog::new(group, self.options.planted));
             match record {
                 WalRecord::Entries { entries, .. } => {
                     for entry in entries {

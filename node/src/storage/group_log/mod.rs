@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use oxbow_core::batch::BatchSpan;
 use oxbow_core::ids::{GroupId, Offset};
-use oxbow_core::node::GroupDurableState;
+use oxbow_core::node::{GroupDurableState, PlantedBugs};
 
 use super::disk::Disk;
 use super::frame::{self, Frame, FrameError};
@@ -167,11 +167,13 @@ pub(crate) struct GroupLog {
     buffer: Vec<u8>,
     /// Whether a frame that must be durable at the next sync was appended since the last one.
     needs_sync: bool,
+    /// Bugs to plant (simulator builds only).
+    planted: PlantedBugs,
 }
 
 impl GroupLog {
     /// A group with no segment yet: its first frame starts segment 0.
-    pub(crate) fn new(group: GroupId) -> Self {
+    pub(crate) fn new(group: GroupId, planted: PlantedBugs) -> Self {
         let mut segments = BTreeMap::new();
         segments.insert(0, Segment::new(false));
         Self {
@@ -182,6 +184,7 @@ impl GroupLog {
             dirty: BTreeSet::new(),
             buffer: Vec::new(),
             needs_sync: false,
+            planted,
         }
     }
 
@@ -195,8 +198,9 @@ impl GroupLog {
         group: GroupId,
         numbers: &[u64],
         index_files: &[u64],
-        keep_torn_tail: bool,
+        planted: PlantedBugs,
     ) -> Result<Recovered, StorageError> {
+        let keep_torn_tail = planted.keep_torn_tail();
         assert!(!numbers.is_empty() && numbers.windows(2).all(|p| p[0] < p[1]));
         let mut structure = Structure::default();
         let mut segments = BTreeMap::new();
@@ -294,12 +298,13 @@ impl GroupLog {
             dirty: BTreeSet::new(),
             buffer: Vec::new(),
             needs_sync: false,
+            planted,
         };
         if !log.structure.seen {
             // Every frame was torn off: the group never durably existed here.
             log.remove_all(disk)?;
             return Ok(Recovered {
-                log: Self::new(group),
+                log: Self::new(group, planted),
                 state: None,
                 frames,
                 cut,
@@ -579,7 +584,10 @@ impl GroupLog {
         let deletable: Vec<u64> = self
             .segments
             .iter()
-            .take_while(|(id, s)| **id < covered_before && s.max_index <= snapshot_index)
+            .take_while(|(id, s)| {
+                **id < covered_before
+                    && (s.max_index <= snapshot_index || self.planted.delete_live_segments())
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in deletable {

@@ -66,10 +66,10 @@ impl GroupLog {
                             let Frame::Entry(group, entry) = frame else {
                                 continue;
                             };
-                            if group != self.group
-                                || entry.index != expected
-                                || self.structure.term_of(entry.index) != Some(entry.term)
-                            {
+                            // Planted bug `serve-stale-frames`: any frame at the next index.
+                            let live = self.structure.term_of(entry.index) == Some(entry.term)
+                                || self.planted.serve_stale_frames();
+                            if group != self.group || entry.index != expected || !live {
                                 continue; // replaced, or before the first wanted
                             }
                             bytes += entry.data.len() as u64;
