@@ -74,8 +74,10 @@ struct Common {
     trace: bool,
     /// Break the system on purpose, to see the checker catch it: early-persisted-messages,
     /// skip-sequence-check, fetch-above-hwm, ack-before-fsync (turmoil world only),
-    /// keep-torn-tail or assignment-to-all (turmoil world only: the group coordinator gives
-    /// every member the leader's assignment).
+    /// keep-torn-tail, assignment-to-all (turmoil world only: the group coordinator gives
+    /// every member the leader's assignment), serve-stale-frames (reading back from the files
+    /// takes a frame a new leader replaced) or delete-live-segments (compaction deletes
+    /// segments holding records above the log start).
     #[arg(long, value_parser = parse_bug)]
     plant_bug: Option<PlantedBugs>,
 }
@@ -98,13 +100,15 @@ fn parse_hex(s: &str) -> Result<u64, String> {
 }
 
 /// The planted bugs' names.
-const BUGS: [&str; 6] = [
+const BUGS: [&str; 8] = [
     "early-persisted-messages",
     "skip-sequence-check",
     "fetch-above-hwm",
     "ack-before-fsync",
     "keep-torn-tail",
     "assignment-to-all",
+    "serve-stale-frames",
+    "delete-live-segments",
 ];
 
 /// Parses a planted bug's name.
@@ -117,6 +121,8 @@ fn parse_bug(s: &str) -> Result<PlantedBugs, String> {
         "ack-before-fsync" => bugs.ack_before_fsync = true,
         "keep-torn-tail" => bugs.keep_torn_tail = true,
         "assignment-to-all" => bugs.assignment_to_all = true,
+        "serve-stale-frames" => bugs.serve_stale_frames = true,
+        "delete-live-segments" => bugs.delete_live_segments = true,
         other => return Err(format!("unknown bug {other:?}; known: {}", BUGS.join(", "))),
     }
     Ok(bugs)
@@ -134,6 +140,8 @@ fn bug_flag(common: &Common) -> String {
         Some(b) if b.ack_before_fsync => " --plant-bug ack-before-fsync",
         Some(b) if b.keep_torn_tail => " --plant-bug keep-torn-tail",
         Some(b) if b.assignment_to_all => " --plant-bug assignment-to-all",
+        Some(b) if b.serve_stale_frames => " --plant-bug serve-stale-frames",
+        Some(b) if b.delete_live_segments => " --plant-bug delete-live-segments",
         _ => "",
     };
     format!("{world}{bug}")

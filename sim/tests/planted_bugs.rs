@@ -80,3 +80,23 @@ fn keeping_a_torn_tail_is_caught() {
     };
     assert_caught("keep-torn-tail", bug);
 }
+
+#[test]
+fn serving_a_frame_a_new_leader_replaced_is_caught() {
+    // Reading entries back from the files must take each index's live frame, not an older
+    // one a new leader overwrote (a read from a stale file position).
+    let bug = PlantedBugs {
+        serve_stale_frames: true,
+        ..PlantedBugs::default()
+    };
+    assert_caught("serve-stale-frames", bug);
+}
+
+#[test]
+fn deleting_a_segment_with_records_above_the_log_start_is_caught() {
+    let bug = PlantedBugs {
+        delete_live_segments: true,
+        ..PlantedBugs::default()
+    };
+    assert_caught("delete-live-segments", bug);
+}
