@@ -136,6 +136,9 @@ pub struct LogConfig {
     /// records are read from the segment files. Entries not yet applied are held whatever
     /// this says.
     pub cache_bytes: u64,
+    /// Files (segments, index files) the node keeps open at once; the least recently used is
+    /// closed to open another.
+    pub open_files_max: usize,
 }
 
 impl Default for LogConfig {
@@ -147,6 +150,7 @@ impl Default for LogConfig {
             segment_bytes: 64 << 20,
             retention_check_interval_ms: 300_000,
             cache_bytes: 128 << 20,
+            open_files_max: crate::storage::disk::OPEN_FILES_MAX,
         }
     }
 }
@@ -182,6 +186,12 @@ impl LogConfig {
             return Err(ConfigError(format!(
                 "log.cache_bytes: {} is under 4096",
                 self.cache_bytes
+            )));
+        }
+        if self.open_files_max < 16 {
+            return Err(ConfigError(format!(
+                "log.open_files_max: {} is under 16",
+                self.open_files_max
             )));
         }
         if self.retention_check_interval_ms == 0 {

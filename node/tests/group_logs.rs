@@ -611,3 +611,23 @@ fn recovery_starts_from_the_newest_index_file_and_reads_only_the_segments_after_
         format!("{:?}", full.groups[&group])
     );
 }
+
+#[test]
+fn a_real_disk_keeps_at_most_its_open_files_and_reopens_the_others() {
+    // Open file handles are bounded whatever the number of segments.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut disk = FsDisk::with_open_files_max(dir.path(), 2).expect("open");
+    let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        disk.append(name, &[i as u8; 10]).expect("append");
+        assert!(disk.open_files() <= 2);
+    }
+    disk.sync_all(&names[..3]).expect("sync");
+    disk.sync_all(&names[3..]).expect("sync");
+    for (i, name) in names.iter().enumerate() {
+        disk.append(name, &[i as u8; 5]).expect("append again");
+        assert_eq!(disk.read(name).expect("read"), vec![i as u8; 15]);
+        assert_eq!(disk.size(name).expect("size"), 15);
+        assert!(disk.open_files() <= 2);
+    }
+}

@@ -209,13 +209,15 @@ pub struct Started {
 /// The production environment: real TCP, the data directory with a writer thread, the system
 /// clock.
 pub fn production(config: &Config) -> Result<Environment<TokioNet, FsDisk>, RuntimeError> {
-    let disk = FsDisk::open(&config.data_dir).map_err(|source| {
-        RuntimeError::Storage(StorageError::Io {
-            operation: "open",
-            file: config.data_dir.display().to_string(),
-            source,
-        })
-    })?;
+    let disk = FsDisk::with_open_files_max(&config.data_dir, config.log.open_files_max).map_err(
+        |source| {
+            RuntimeError::Storage(StorageError::Io {
+                operation: "open",
+                file: config.data_dir.display().to_string(),
+                source,
+            })
+        },
+    )?;
     Ok(Environment {
         network: TokioNet,
         disk,

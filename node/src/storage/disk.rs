@@ -36,26 +36,57 @@ pub trait Disk {
     fn remove(&mut self, name: &str) -> io::Result<()>;
 }
 
-/// A directory on the real file system.
+/// A directory on the real file system. At most `open_files_max` files are open at once: the
+/// least recently used is closed to open another (and opened again when next used; an fsync
+/// through a new handle still covers every byte written through the old one).
 pub struct FsDisk {
     dir: PathBuf,
-    open: BTreeMap<String, File>,
+    /// Open files, with the use count of their last use.
+    open: BTreeMap<String, (File, u64)>,
+    open_files_max: usize,
+    uses: u64,
     dir_dirty: bool,
 }
 
+/// Files a node keeps open by default (`[log] open_files_max`).
+pub const OPEN_FILES_MAX: usize = 1_024;
+
 impl FsDisk {
-    /// Opens (creating if needed) the directory.
+    /// Opens (creating if needed) the directory, keeping at most [`OPEN_FILES_MAX`] files open.
     pub fn open(dir: &Path) -> io::Result<Self> {
+        Self::with_open_files_max(dir, OPEN_FILES_MAX)
+    }
+
+    /// Opens (creating if needed) the directory, keeping at most `open_files_max` files open.
+    pub fn with_open_files_max(dir: &Path, open_files_max: usize) -> io::Result<Self> {
+        assert!(open_files_max >= 2);
         std::fs::create_dir_all(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             open: BTreeMap::new(),
+            open_files_max,
+            uses: 0,
             dir_dirty: false,
         })
     }
 
+    /// Files open now.
+    pub fn open_files(&self) -> usize {
+        self.open.len()
+    }
+
     fn file(&mut self, name: &str) -> io::Result<&mut File> {
+        self.uses += 1;
         if !self.open.contains_key(name) {
+            if self.open.len() >= self.open_files_max {
+                let oldest = self
+                    .open
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(n, _)| n.clone())
+                    .expect("full");
+                self.open.remove(&oldest);
+            }
             let path = self.dir.join(name);
             let existed = path.exists();
             let file = OpenOptions::new()
@@ -64,9 +95,11 @@ impl FsDisk {
                 .create(true)
                 .open(&path)?;
             self.dir_dirty |= !existed;
-            self.open.insert(name.to_string(), file);
+            self.open.insert(name.to_string(), (file, self.uses));
         }
-        Ok(self.open.get_mut(name).expect("inserted"))
+        let (file, used) = self.open.get_mut(name).expect("inserted");
+        *used = self.uses;
+        Ok(file)
     }
 
     fn sync_dir(&mut self) -> io::Result<()> {
@@ -125,13 +158,13 @@ impl Disk for FsDisk {
     /// One thread per file beyond the first: the file system merges concurrent fsyncs into
     /// one journal commit, so a group commit over several partitions' files costs about one.
     fn sync_all(&mut self, names: &[String]) -> io::Result<()> {
-        if names.len() <= 1 {
+        if names.len() <= 1 || names.len() >= self.open_files_max {
             return names.iter().try_for_each(|name| self.sync(name));
         }
         for name in names {
             self.file(name)?;
         }
-        let files: Vec<&File> = names.iter().map(|n| &self.open[n.as_str()]).collect();
+        let files: Vec<&File> = names.iter().map(|n| &self.open[n.as_str()].0).collect();
         let (first, rest) = files.split_first().expect("two or more");
         std::thread::scope(|scope| {
             let others: Vec<_> = rest
