@@ -129,6 +129,9 @@ pub struct LogConfig {
     /// A segment file rolls at this size (Kafka's `log.segment.bytes`; 64 MiB here, where
     /// Kafka has 1 GiB: recovery after a crash reads each partition's last segment).
     pub segment_bytes: u64,
+    /// A partition's active segment rolls once its first batch is this old, so that time-based
+    /// retention reaches partitions that get little data (Kafka's `log.roll.ms`; 7 days).
+    pub segment_ms: i64,
     /// How often retention is checked (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
     /// Bytes of partition log entries the node holds in memory, across its partitions
@@ -148,6 +151,7 @@ impl Default for LogConfig {
             retention_ms: None,
             retention_bytes: -1,
             segment_bytes: 64 << 20,
+            segment_ms: 604_800_000,
             retention_check_interval_ms: 300_000,
             cache_bytes: 128 << 20,
             open_files_max: crate::storage::disk::OPEN_FILES_MAX,
@@ -186,6 +190,12 @@ impl LogConfig {
             return Err(ConfigError(format!(
                 "log.cache_bytes: {} is under 4096",
                 self.cache_bytes
+            )));
+        }
+        if self.segment_ms < 1 {
+            return Err(ConfigError(format!(
+                "log.segment_ms: {} is under 1",
+                self.segment_ms
             )));
         }
         if self.open_files_max < 16 {
@@ -317,6 +327,7 @@ impl Config {
             "retention.ms" => self.log.default_retention_ms().to_string(),
             "retention.bytes" => self.log.retention_bytes.to_string(),
             "segment.bytes" => self.log.segment_bytes.to_string(),
+            "segment.ms" => self.log.segment_ms.to_string(),
             _ => topic.config(key).expect("a supported key").to_string(),
         };
         (value, true)
@@ -333,6 +344,7 @@ impl Config {
         RetentionPolicy {
             retention_ms: number("retention.ms"),
             retention_bytes: number("retention.bytes"),
+            segment_ms: number("segment.ms"),
         }
     }
 

@@ -260,15 +260,17 @@ fn retention_keeps_the_active_segment_and_moves_to_a_kept_batch() {
     }
     let segments = log.segment_count();
     assert!(segments >= 5, "{segments}");
-    let at = |policy: RetentionPolicy, now_ms: i64| {
+    let mut at = |policy: RetentionPolicy, now_ms: i64| {
         let policies = BTreeMap::from([(GroupId(1), policy)]);
         log.retention(&policies, now_ms)
+            .expect("retention")
             .first()
             .map(|(_, offset)| offset.0)
     };
     let forever = RetentionPolicy {
         retention_ms: -1,
         retention_bytes: -1,
+        segment_ms: i64::MAX,
     };
     assert_eq!(at(forever, i64::MAX), None, "no limits, nothing goes");
     let by_time = |ms| RetentionPolicy {
@@ -303,6 +305,26 @@ fn retention_keeps_the_active_segment_and_moves_to_a_kept_batch() {
         (6..=10).contains(&kept_batches),
         "{kept_batches} batches of 300 bytes kept for 2000"
     );
+    // segment.ms: the active segment (first batch at 2_800 ms) rolls once that old, and then
+    // time-based retention takes every older segment; the rolled one, the newest holding
+    // records, stays until a record follows it (the storage never moves the log start past
+    // a batch it has not seen begin).
+    let segments = log.segment_count();
+    let rolling = RetentionPolicy {
+        retention_ms: 500,
+        segment_ms: 1_000,
+        ..forever
+    };
+    let policies = BTreeMap::from([(GroupId(1), rolling)]);
+    let young = log.retention(&policies, 3_000).expect("retention");
+    assert_eq!(log.segment_count(), segments, "not yet old: {young:?}");
+    let start = log.retention(&policies, 4_000).expect("retention");
+    assert_eq!(
+        log.segment_count(),
+        segments + 1,
+        "the old active segment rolled"
+    );
+    assert_eq!(start, vec![(GroupId(1), oxbow_core::ids::Offset(180))]);
 }
 
 #[test]

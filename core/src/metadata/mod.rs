@@ -34,7 +34,12 @@ const STATE_VERSION: u8 = 1;
 
 /// Topic configuration keys that can change on an existing topic (IncrementalAlterConfigs,
 /// AlterConfigs); they take effect at once (retention reads them at every check).
-pub const RUNTIME_TOPIC_CONFIGS: &[&str] = &["retention.bytes", "retention.ms", "segment.bytes"];
+pub const RUNTIME_TOPIC_CONFIGS: &[&str] = &[
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
 
 /// Topic configuration keys oxbow implements, with their defaults. Anything else is refused,
 /// rather than accepted and ignored.
@@ -46,6 +51,7 @@ pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
     ("retention.bytes", "-1"),
     ("retention.ms", "604800000"),
     ("segment.bytes", "1073741824"),
+    ("segment.ms", "604800000"),
 ];
 
 /// One partition's Raft group and replicas.
@@ -270,6 +276,14 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
             Ok(n) if n >= -1 => Ok(()),
             _ => Err(format!(
                 "{key}={value:?} is not a whole number of -1 (no limit) or more"
+            )),
+        };
+    }
+    if key == "segment.ms" {
+        return match value.parse::<i64>() {
+            Ok(n) if n >= 1 => Ok(()),
+            _ => Err(format!(
+                "{key}={value:?} is not a whole number of 1 or more"
             )),
         };
     }

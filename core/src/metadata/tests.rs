@@ -205,9 +205,14 @@ fn refusals_name_the_problem() {
         })
     };
     assert!(matches!(
-        state.check(&with_config("segment.ms", "1000")),
+        state.check(&with_config("min.insync.replicas", "2")),
+        Err(AdminError::InvalidConfig(m)) if m.contains("min.insync.replicas")
+    ));
+    assert!(matches!(
+        state.check(&with_config("segment.ms", "0")),
         Err(AdminError::InvalidConfig(m)) if m.contains("segment.ms")
     ));
+    assert!(state.check(&with_config("segment.ms", "1000")).is_ok());
     assert!(matches!(
         state.check(&with_config("retention.ms", "-2")),
         Err(AdminError::InvalidConfig(m)) if m.contains("retention.ms")

@@ -288,6 +288,7 @@ fn broker_configs(context: &Context) -> Vec<(String, String)> {
             "log.segment.bytes".into(),
             config.log.segment_bytes.to_string(),
         ),
+        ("log.roll.ms".into(), config.log.segment_ms.to_string()),
         (
             "log.retention.check.interval.ms".into(),
             config.log.retention_check_interval_ms.to_string(),

@@ -103,7 +103,7 @@ fn answer<D: Disk>(log: &mut SegmentLog<D>, job: Job) -> Result<(), StorageError
             now_ms,
             reply,
         } => {
-            let _ = reply.send(log.retention(&policies, now_ms));
+            let _ = reply.send(log.retention(&policies, now_ms)?);
         }
     }
     Ok(())

@@ -361,21 +361,25 @@ impl<D: Disk> SegmentLog<D> {
         Ok(())
     }
 
-    /// For each group with a policy, the offset its log start may move to by retention at
-    /// wall time `now_ms` (see `GroupLog::retention_point`); groups where nothing may go are
-    /// left out.
+    /// For each group with a policy, rolls its active segment if it is older than the
+    /// policy's `segment_ms`, then says where its log start may move by retention at wall time
+    /// `now_ms` (see `GroupLog::retention_point`); groups where nothing may go are left out.
     pub fn retention(
-        &self,
+        &mut self,
         policies: &BTreeMap<GroupId, RetentionPolicy>,
         now_ms: i64,
-    ) -> Vec<(GroupId, oxbow_core::ids::Offset)> {
-        policies
-            .iter()
-            .filter_map(|(group, policy)| {
-                let point = self.groups.get(group)?.retention_point(*policy, now_ms)?;
-                Some((*group, point))
-            })
-            .collect()
+    ) -> Result<Vec<(GroupId, oxbow_core::ids::Offset)>, StorageError> {
+        let mut points = Vec::new();
+        for (group, policy) in policies {
+            let Some(log) = self.groups.get_mut(group) else {
+                continue;
+            };
+            log.roll_if_old(&mut self.disk, policy.segment_ms, now_ms)?;
+            if let Some(point) = log.retention_point(*policy, now_ms) {
+                points.push((*group, point));
+            }
+        }
+        Ok(points)
     }
 
     /// Reads a group's entries `from..=to` back from disk, stopping once `max_bytes` of entry

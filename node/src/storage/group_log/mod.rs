@@ -62,6 +62,8 @@ pub(crate) struct Segment {
     first_offset: Option<Offset>,
     /// Largest timestamp of any batch written to it (`i64::MIN` for none).
     max_timestamp: i64,
+    /// Largest timestamp of the first batch written to it: its age, for `segment.ms`.
+    first_timestamp: Option<i64>,
 }
 
 impl Segment {
@@ -75,6 +77,7 @@ impl Segment {
             synced_len: meta.len,
             first_offset: meta.first_offset,
             max_timestamp: meta.max_timestamp,
+            first_timestamp: None,
         }
     }
 
@@ -98,6 +101,7 @@ impl Segment {
             synced_len: 0,
             first_offset: None,
             max_timestamp: i64::MIN,
+            first_timestamp: None,
         }
     }
 
@@ -109,6 +113,7 @@ impl Segment {
                     .map_or(span.base_offset, |f| f.min(span.base_offset)),
             );
             self.max_timestamp = self.max_timestamp.max(span.max_timestamp);
+            self.first_timestamp.get_or_insert(span.max_timestamp);
         }
     }
 }
@@ -140,6 +145,8 @@ pub struct RetentionPolicy {
     pub retention_ms: i64,
     /// The partition's log may be cut down to this many bytes.
     pub retention_bytes: i64,
+    /// The active segment rolls once its first batch is this old (Kafka's `segment.ms`).
+    pub segment_ms: i64,
 }
 
 /// What recovery found in one group's segments.
@@ -686,6 +693,25 @@ impl GroupLog {
             .iter()
             .filter_map(|s| s.first_offset)
             .min()
+    }
+
+    /// Rolls the active segment if its first batch is `segment_ms` older than `now_ms`
+    /// (Kafka's `segment.ms`): then a partition that gets little data still has closed
+    /// segments for time-based retention to delete.
+    pub(crate) fn roll_if_old<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        segment_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StorageError> {
+        let active = &self.segments[&self.active()];
+        let old = active
+            .first_timestamp
+            .is_some_and(|first| now_ms.saturating_sub(first) >= segment_ms);
+        if old {
+            self.roll(disk)?;
+        }
+        Ok(old)
     }
 
     /// The group.
