@@ -129,6 +129,20 @@ fn planted_bugs_are_caught_in_the_world() {
             ..PlantedBugs::default()
         },
     );
+    assert_caught(
+        "serve-stale-frames",
+        PlantedBugs {
+            serve_stale_frames: true,
+            ..PlantedBugs::default()
+        },
+    );
+    assert_caught(
+        "delete-live-segments",
+        PlantedBugs {
+            delete_live_segments: true,
+            ..PlantedBugs::default()
+        },
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
-use oxbow_node::storage::{is_last_segment, provably_synced, Disk as _, SimDisk};
+use oxbow_node::storage::{is_last_segment, is_read_at_start, provably_synced, Disk as _, SimDisk};
 
 use super::node::NodeState;
 use super::{Trace, WorldOptions, WorldStats, CLIENT};
@@ -243,11 +243,13 @@ fn heal(sim: &mut turmoil::Sim<'_>, names: &[String], held: &mut Vec<(usize, usi
 }
 
 /// Flips one byte the node's recovery can prove was synced (the storage's own
-/// `provably_synced`). Returns what was done, or `None` if no byte is provably synced yet.
+/// `provably_synced`), in a segment recovery reads at start (after the group's newest index
+/// file: damage in the segments it covers is found when they are read back, which the
+/// storage's own tests cover). Returns what was done, or `None` if no byte qualifies yet.
 fn damage_synced_byte(disk: &mut SimDisk, rng: &mut Stream) -> Option<String> {
     let names = disk.list().expect("a simulated disk lists");
     let mut candidates = Vec::new();
-    for name in &names {
+    for name in names.iter().filter(|n| is_read_at_start(&names, n)) {
         let bytes = disk.read(name).expect("a listed file reads");
         let below = provably_synced(&bytes, 0, is_last_segment(&names, name));
         if below > 0 {

@@ -68,6 +68,7 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
                 metadata_snapshot_entries: 3,
                 log: LogConfig {
                     cache_bytes: options.log_cache_bytes,
+                    segment_bytes: options.segment_bytes,
                     ..LogConfig::default()
                 },
             };

@@ -68,6 +68,9 @@ pub struct WorldOptions {
     /// Bytes of partition entries a node holds in memory (`log.cache_bytes`); older ones are
     /// read from its disk.
     pub log_cache_bytes: u64,
+    /// Size at which a partition's segment rolls (`log.segment_bytes`): small in half the
+    /// seeds, so rolls, index files and the deletion of old segments happen.
+    pub segment_bytes: u64,
 }
 
 impl WorldOptions {
@@ -106,6 +109,11 @@ impl WorldOptions {
         } else {
             LogConfig::default().cache_bytes
         };
+        let segment_bytes = if memory.chance(500_000) {
+            memory.between(2_048, 32_768)
+        } else {
+            LogConfig::default().segment_bytes
+        };
         let mut workload = Stream::new(seed, "world-workload");
         let producers = (0..workload.between(1, 3))
             .map(|_| match workload.below(4) {
@@ -141,6 +149,7 @@ impl WorldOptions {
             keys: workload.between(1, 20),
             planted,
             log_cache_bytes,
+            segment_bytes,
         }
     }
 }
@@ -160,8 +169,8 @@ impl fmt::Display for WorldOptions {
         )?;
         writeln!(
             f,
-            "  network: latency {:?} ms; disk: fsync {} us; log cache {} bytes",
-            self.latency_ms, self.fsync_us, self.log_cache_bytes
+            "  network: latency {:?} ms; disk: fsync {} us; log cache {} bytes; segments of {} bytes",
+            self.latency_ms, self.fsync_us, self.log_cache_bytes, self.segment_bytes
         )?;
         writeln!(
             f,

@@ -862,6 +862,22 @@ pub fn provably_synced(bytes: &[u8], from: usize, last_segment: bool) -> u64 {
     proven
 }
 
+/// Whether recovery reads `name` (a segment file) at start, by a directory listing `names`:
+/// a segment after the one the group's newest index file was written at (every segment of a
+/// group without one). Frames in the others are checked when they are read back.
+pub fn is_read_at_start(names: &[String], name: &str) -> bool {
+    let Some((group, number)) = parse_segment_name(name) else {
+        return false;
+    };
+    let newest_index = names
+        .iter()
+        .filter_map(|n| parse_index_name(n))
+        .filter(|(g, _)| *g == group)
+        .map(|(_, through)| through)
+        .max();
+    newest_index.is_none_or(|through| number > through)
+}
+
 /// Whether `name` is the last segment of its group among `names` (a directory listing): the
 /// one a crash can tear, whose synced bytes only markers vouch for. False for other files.
 pub fn is_last_segment(names: &[String], name: &str) -> bool {
