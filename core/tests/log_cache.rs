@@ -51,21 +51,7 @@ fn offsets(batches: &[Bytes], from: i64) -> Vec<i64> {
 #[test]
 fn a_follower_behind_the_cache_catches_up_from_disk_and_old_fetches_read_the_files() {
     let mut cluster = Cluster::with(small_cache);
-    cluster.tick(40);
-    let controller = cluster.metadata_leader().expect("a controller");
-    let created = cluster.admin(controller, create("t", 1, 3));
-    assert!(
-        matches!(created, Response::Admin(Ok(Some(_)))),
-        "{created:?}"
-    );
-    cluster.tick(40);
-    let group = cluster.nodes[&controller]
-        .metadata()
-        .expect("runs")
-        .topic("t")
-        .expect("created")
-        .partitions[0]
-        .group;
+    let group = cluster.one_partition_topic("t");
     let leader = serving_leader(&cluster, group);
     let behind = *NODES.iter().find(|n| **n != leader).expect("three nodes");
     let stopped = cluster.nodes.remove(&behind).expect("running");
@@ -177,21 +163,7 @@ fn a_restart_starts_applying_after_the_latest_checkpoint() {
         config.checkpoint_bytes = 400;
         config.checkpoint_ticks = 3;
     });
-    cluster.tick(40);
-    let controller = cluster.metadata_leader().expect("a controller");
-    let created = cluster.admin(controller, create("t", 1, 3));
-    assert!(
-        matches!(created, Response::Admin(Ok(Some(_)))),
-        "{created:?}"
-    );
-    cluster.tick(40);
-    let group = cluster.nodes[&controller]
-        .metadata()
-        .expect("runs")
-        .topic("t")
-        .expect("created")
-        .partitions[0]
-        .group;
+    let group = cluster.one_partition_topic("t");
     let leader = serving_leader(&cluster, group);
     for i in 0..BATCHES {
         produce(&mut cluster, leader, group, 1_000 + i);

@@ -10,21 +10,7 @@ use oxbow_core::io::{Acks, DeleteRecordsRequest, ProduceRequest};
 #[test]
 fn a_replica_behind_a_log_start_inside_a_batch_installs_it_and_catches_up() {
     let mut cluster = Cluster::new();
-    cluster.tick(40);
-    let controller = cluster.metadata_leader().expect("a controller");
-    let created = cluster.admin(controller, create("t", 1, 3));
-    assert!(
-        matches!(created, Response::Admin(Ok(Some(_)))),
-        "{created:?}"
-    );
-    cluster.tick(40);
-    let group = cluster.nodes[&controller]
-        .metadata()
-        .expect("runs")
-        .topic("t")
-        .expect("created")
-        .partitions[0]
-        .group;
+    let group = cluster.one_partition_topic("t");
     let leader = serving_leader(&cluster, group);
     // A follower is down while five batches of two records go in and the log start moves into
     // the third: the leader compacts the first two batches away.

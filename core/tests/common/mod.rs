@@ -262,6 +262,26 @@ impl Cluster {
         DurableState { groups }
     }
 
+    /// Elects a controller, creates topic `name` with one partition on all three nodes, and
+    /// returns its group once it has a serving leader.
+    pub fn one_partition_topic(&mut self, name: &str) -> GroupId {
+        self.tick(40);
+        let controller = self.metadata_leader().expect("a controller");
+        let created = self.admin(controller, create(name, 1, 3));
+        assert!(
+            matches!(created, Response::Admin(Ok(Some(_)))),
+            "{created:?}"
+        );
+        self.tick(40);
+        self.nodes[&controller]
+            .metadata()
+            .expect("runs")
+            .topic(name)
+            .expect("created")
+            .partitions[0]
+            .group
+    }
+
     pub fn restart(&mut self, node: NodeId) {
         let incarnation = self.incarnations[&node] + 1;
         self.incarnations.insert(node, incarnation);
