@@ -142,6 +142,10 @@ pub struct LogConfig {
     /// Files (segments, index files) the node keeps open at once; the least recently used is
     /// closed to open another.
     pub open_files_max: usize,
+    /// Produce is refused (KAFKA_STORAGE_ERROR, retriable) while the data directory's file
+    /// system has less free space than this, so that acknowledged data, replication, retention
+    /// and restarts keep room (Redpanda's `storage_min_free_bytes`). 0 turns it off.
+    pub disk_reserve_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -155,6 +159,7 @@ impl Default for LogConfig {
             retention_check_interval_ms: 300_000,
             cache_bytes: 128 << 20,
             open_files_max: crate::storage::disk::OPEN_FILES_MAX,
+            disk_reserve_bytes: 1 << 30,
         }
     }
 }

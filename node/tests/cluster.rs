@@ -249,6 +249,74 @@ fn a_follower_that_was_down_catches_up_from_the_leaders_files() {
     check(&consume_all(&cluster), &acked);
 }
 
+/// Records the error code of every failed delivery.
+struct Failures(Arc<Mutex<Vec<rdkafka::types::RDKafkaErrorCode>>>);
+
+impl ClientContext for Failures {}
+
+impl ProducerContext for Failures {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((rdkafka::error::KafkaError::MessageProduction(code), _)) = result {
+            self.0.lock().expect("lock").push(*code);
+        }
+    }
+}
+
+#[test]
+fn below_the_disk_reserve_produce_is_refused_and_resumes_once_space_returns() {
+    // A reserve larger than any disk: every node is below it from the start.
+    let reserve = "[log]\ndisk_reserve_bytes = 1000000000000000000\n";
+    let mut cluster = Cluster::start_with(reserve);
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let refused: BaseProducer<Failures> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("acks", "all")
+        .set("message.timeout.ms", "3000")
+        .create_with_context(Failures(failures.clone()))
+        .expect("producer");
+    for i in 0..10 {
+        refused
+            .send(BaseRecord::to(TOPIC).key(&format!("k{i}")).payload("v"))
+            .expect("queued");
+    }
+    let _ = refused.flush(Duration::from_secs(30));
+    let failures = failures.lock().expect("lock").clone();
+    assert_eq!(failures.len(), 10, "every record fails: {failures:?}");
+    // Retriable: librdkafka retried until its timeout, and reports the broker's error.
+    assert!(
+        failures.iter().all(|code| matches!(
+            code,
+            rdkafka::types::RDKafkaErrorCode::KafkaStorageError
+                | rdkafka::types::RDKafkaErrorCode::MessageTimedOut
+        )),
+        "{failures:?}"
+    );
+    let log = std::fs::read_to_string(cluster.dir.path().join("node-1.log")).expect("log");
+    assert!(
+        log.contains("below the disk reserve") && log.contains("node-1"),
+        "the refusal is logged with the directory"
+    );
+    // Reads go on.
+    assert!(consume_all(&cluster).is_empty());
+    // Space comes back (here: the reserve is lowered) and producing resumes.
+    for i in 0..3 {
+        cluster.stop(i);
+        let config = cluster.config(i);
+        let text = std::fs::read_to_string(&config).expect("config");
+        std::fs::write(&config, text.replace(reserve, "")).expect("config");
+        cluster.start_node(i);
+    }
+    cluster.wait_for_leaders();
+    let (producer, acked, failed) = producer(&cluster);
+    for i in 0..100u64 {
+        send(&producer, i);
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    assert_eq!(*failed.lock().expect("lock"), 0);
+    check(&consume_all(&cluster), &acked.lock().expect("lock"));
+}
+
 #[test]
 fn restarting_every_node_keeps_every_acknowledged_record() {
     let mut cluster = Cluster::start();

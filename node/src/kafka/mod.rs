@@ -53,6 +53,7 @@ mod code {
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const INVALID_REQUEST: i16 = 42;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
 }
 

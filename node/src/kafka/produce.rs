@@ -43,12 +43,16 @@ pub(super) async fn produce(
         Result<tokio::sync::oneshot::Receiver<Response>, i16>,
     )> = Vec::new();
     let metadata = context.core.metadata();
+    // Below the disk reserve nothing new is taken (a retriable error: the client retries
+    // until space is freed), while reads, replication and retention go on.
+    let disk_low = context.disk.disk_low();
     for topic in request.topic_data {
         let name = topic.name.0.as_str().to_string();
         for partition in topic.partition_data {
             let wait = match placement(&metadata, &name, partition.index) {
                 None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
                 Some(placement) if !context.hosts(placement) => Err(code::NOT_LEADER_OR_FOLLOWER),
+                Some(_) if disk_low => Err(code::KAFKA_STORAGE_ERROR),
                 Some(placement) => {
                     let batch = partition.records.unwrap_or_default();
                     let request = Request::Produce(CoreProduce {

@@ -292,10 +292,15 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         applied,
         metadata,
     };
+    let reserve = writer::Reserve {
+        bytes: config.log.disk_reserve_bytes,
+        dir: config.data_dir.display().to_string(),
+    };
     let writer = writer::spawn(
         log,
         config.fsync,
         writer,
+        reserve,
         planted,
         core.sender(),
         logger.clone(),

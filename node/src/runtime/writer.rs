@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 use oxbow_core::ids::{GroupId, Offset};
 use oxbow_core::io::{DiskRead, Write};
 use oxbow_core::raft::eraftpb::Entry;
-use slog::{error, Logger};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use slog::{error, info, warn, Logger};
 use tokio::sync::{mpsc, oneshot};
 
 use super::env::WriterMode;
@@ -49,9 +52,49 @@ enum Job {
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Job>,
+    /// Whether the data directory's free space was below the reserve at the last look.
+    disk_low: Arc<AtomicBool>,
+}
+
+/// The disk reserve: produce is refused while the free space is below `bytes`.
+#[derive(Clone, Debug)]
+pub struct Reserve {
+    /// Bytes to keep free.
+    pub bytes: u64,
+    /// The directory, for the log lines.
+    pub dir: String,
+}
+
+/// Looks at the free space after a group commit; logs when it crosses the reserve.
+fn check_reserve<D: Disk>(
+    log: &SegmentLog<D>,
+    reserve: &Reserve,
+    low: &AtomicBool,
+    logger: &Logger,
+) {
+    let Some(free) = log.free_bytes() else {
+        return;
+    };
+    let now_low = free < reserve.bytes;
+    if now_low != low.swap(now_low, Ordering::Relaxed) {
+        if now_low {
+            warn!(logger, "free space is below the disk reserve: produce is refused \
+                (KAFKA_STORAGE_ERROR, retriable) until retention, DeleteRecords or an operator \
+                frees space; reads and replication go on";
+                "dir" => &reserve.dir, "free_bytes" => free, "reserve_bytes" => reserve.bytes);
+        } else {
+            info!(logger, "free space is above the disk reserve again: produce is taken";
+                "dir" => &reserve.dir, "free_bytes" => free);
+        }
+    }
 }
 
 impl Writer {
+    /// Whether the data directory's free space is below the reserve (produce is refused).
+    pub fn disk_low(&self) -> bool {
+        self.disk_low.load(Ordering::Relaxed)
+    }
+
     /// Queues a write (waits while the queue is full).
     pub async fn write(&self, write: Write) {
         // A closed queue means the writer stopped after a failure it already reported.
@@ -123,21 +166,26 @@ fn wants_sync(group: &[Write], fsync: FsyncPolicy) -> bool {
 }
 
 /// Starts the writer.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn<D: Disk + Send + 'static>(
     log: SegmentLog<D>,
     fsync: FsyncPolicy,
     mode: WriterMode,
+    reserve: Reserve,
     planted: oxbow_core::node::PlantedBugs,
     done: mpsc::Sender<Event>,
     logger: Logger,
 ) -> Writer {
     let (queue, writes) = mpsc::channel::<Job>(QUEUE_CAPACITY);
+    let disk_low = Arc::new(AtomicBool::new(false));
+    check_reserve(&log, &reserve, &disk_low, &logger);
+    let low = disk_low.clone();
     match mode {
         WriterMode::Thread => {
             #[allow(clippy::disallowed_methods)] // The writer is the one thread of the IO edge.
             std::thread::Builder::new()
                 .name("oxbow-writer".into())
-                .spawn(move || run_blocking(log, fsync, writes, done, logger))
+                .spawn(move || run_blocking(log, fsync, (reserve, low), writes, done, logger))
                 .expect("spawn the writer thread");
         }
         WriterMode::Task { sync_latency } => {
@@ -145,6 +193,7 @@ pub fn spawn<D: Disk + Send + 'static>(
             tokio::spawn(run_task(
                 log,
                 fsync,
+                (reserve, low),
                 sync_latency,
                 ack_before_fsync,
                 writes,
@@ -153,7 +202,7 @@ pub fn spawn<D: Disk + Send + 'static>(
             ));
         }
     }
-    Writer { queue }
+    Writer { queue, disk_low }
 }
 
 /// Gathers the writes queued after `first` into one group commit; a question met on the way
@@ -177,6 +226,7 @@ fn next_group(
 fn run_blocking<D: Disk>(
     mut log: SegmentLog<D>,
     fsync: FsyncPolicy,
+    (reserve, low): (Reserve, Arc<AtomicBool>),
     mut writes: mpsc::Receiver<Job>,
     done: mpsc::Sender<Event>,
     logger: Logger,
@@ -204,6 +254,7 @@ fn run_blocking<D: Disk>(
             let _ = done.blocking_send(Event::Fatal(e.to_string()));
             return;
         }
+        check_reserve(&log, &reserve, &low, &logger);
         for write in group.drain(..) {
             if done.blocking_send(Event::WriteDone(write.seq)).is_err() {
                 return;
@@ -222,6 +273,7 @@ fn run_blocking<D: Disk>(
 async fn run_task<D: Disk>(
     mut log: SegmentLog<D>,
     fsync: FsyncPolicy,
+    (reserve, low): (Reserve, Arc<AtomicBool>),
     sync_latency: std::time::Duration,
     ack_before_fsync: bool,
     mut writes: mpsc::Receiver<Job>,
@@ -268,6 +320,7 @@ async fn run_task<D: Disk>(
             let _ = done.send(Event::Fatal(e.to_string())).await;
             return;
         }
+        check_reserve(&log, &reserve, &low, &logger);
         for write in group.drain(..) {
             if !ack_before_fsync && done.send(Event::WriteDone(write.seq)).await.is_err() {
                 return;

@@ -34,6 +34,10 @@ pub trait Disk {
     fn truncate(&mut self, name: &str, len: u64) -> io::Result<()>;
     /// Removes a file.
     fn remove(&mut self, name: &str) -> io::Result<()>;
+    /// Bytes free for this directory's files, if the disk can tell (a simulated one cannot).
+    fn free_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A directory on the real file system. At most `open_files_max` files are open at once: the
@@ -187,6 +191,11 @@ impl Disk for FsDisk {
         let file = self.file(name)?;
         file.set_len(len)?;
         file.sync_all()
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        let stat = rustix::fs::statvfs(&self.dir).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     fn remove(&mut self, name: &str) -> io::Result<()> {

@@ -407,6 +407,11 @@ impl<D: Disk> SegmentLog<D> {
         Ok(self.read_entries(group, index, index, 0)?.pop())
     }
 
+    /// Bytes free on the disk, if it can tell.
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.disk.free_bytes()
+    }
+
     /// Number of segment files of every group.
     pub fn segment_count(&self) -> usize {
         self.groups.values().map(GroupLog::segment_count).sum()
