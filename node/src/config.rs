@@ -108,6 +108,10 @@ pub struct Config {
     /// grows with the cluster's history.
     #[serde(default = "default_metadata_snapshot_entries")]
     pub metadata_snapshot_entries: u64,
+    /// Most bytes of record batches in one Fetch response, whatever the request asks (Kafka's
+    /// broker `fetch.max.bytes`, 55 MiB); one batch larger than it is still served whole.
+    #[serde(default = "default_fetch_max_bytes")]
+    pub fetch_max_bytes: usize,
     /// Partition logs: segments and the broker's retention defaults (the `[log]` table).
     #[serde(default)]
     pub log: LogConfig,
@@ -222,6 +226,10 @@ fn default_metadata_snapshot_entries() -> u64 {
     1_000
 }
 
+fn default_fetch_max_bytes() -> usize {
+    57_671_680
+}
+
 fn default_offsets_topic_partitions() -> u32 {
     8
 }
@@ -307,6 +315,12 @@ impl Config {
             )));
         }
         self.log.validate()?;
+        if self.fetch_max_bytes < 1024 {
+            return Err(ConfigError(format!(
+                "fetch_max_bytes: {} is under 1024",
+                self.fetch_max_bytes
+            )));
+        }
         if self.metadata_snapshot_entries == 0 {
             return Err(ConfigError(
                 "metadata_snapshot_entries: must be at least 1".into(),

@@ -176,6 +176,7 @@ fn dev_configs(
             default_replication_factor: None,
             offsets_topic_partitions: 8,
             metadata_snapshot_entries: 1_000,
+            fetch_max_bytes: 57_671_680,
             log: LogConfig::default(),
         };
         config.validate().map_err(|e| e.to_string())?;

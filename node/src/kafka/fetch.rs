@@ -71,10 +71,13 @@ pub(super) async fn fetch(context: &Context, request: FetchRequest) -> FetchResp
                     None => data.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                     Some(p) if !context.hosts(p) => data.error_code = code::NOT_LEADER_OR_FOLLOWER,
                     Some(p) => {
-                        let budget = if total >= request.max_bytes.max(1) as usize {
+                        // The request's cap, and the broker's (Kafka's fetch.max.bytes).
+                        let limit =
+                            (request.max_bytes.max(1) as usize).min(context.config.fetch_max_bytes);
+                        let budget = if total >= limit {
                             0
                         } else {
-                            partition.partition_max_bytes
+                            partition.partition_max_bytes.min((limit - total) as i32)
                         };
                         match fetch_one(context, p.group, partition.fetch_offset, budget).await {
                             Ok(found) => {

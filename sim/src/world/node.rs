@@ -66,6 +66,7 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
                 // Every few changes and leader no-ops: the metadata log's snapshots are taken,
                 // restored after crashes and sent to nodes behind them.
                 metadata_snapshot_entries: 3,
+                fetch_max_bytes: 57_671_680,
                 log: LogConfig {
                     cache_bytes: options.log_cache_bytes,
                     segment_bytes: options.segment_bytes,
