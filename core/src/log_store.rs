@@ -265,7 +265,10 @@ impl LogStore {
                     break;
                 }
             }
-            debug_assert_eq!(Some(entry.term), self.term_at(entry.index));
+            if Some(entry.term) != self.term_at(entry.index) {
+                // Not this log's entry (read before a new leader replaced it): never served.
+                break;
+            }
             self.fetched_bytes += entry_bytes(&entry);
             self.fetched.push_back(entry);
         }

@@ -8,7 +8,9 @@ use crate::ids::Offset;
 use crate::producer::ProducerTable;
 
 /// Version 2 added `next_offset`; version 1 data had it equal to the log start offset.
-const VERSION: u8 = 2;
+/// Version 3 added `producers_index`; earlier data had it at the snapshot's index (0 here).
+const VERSION: u8 = 3;
+const VERSION_2: u8 = 2;
 const VERSION_1: u8 = 1;
 
 /// Partition metadata at a snapshot's Raft index.
@@ -19,8 +21,12 @@ pub struct SnapshotData {
     pub log_start_offset: Offset,
     /// Offset of the first record after the snapshot's index.
     pub next_offset: Offset,
-    /// The idempotent-producer table at the snapshot's index.
+    /// The idempotent-producer table as of Raft index `producers_index`.
     pub producers: ProducerTable,
+    /// The index the producer table is as of: at or after the snapshot's (a partition's
+    /// compaction snapshots the table as applied). A replica installing the snapshot does not
+    /// record the batches up to it again (0: as of the snapshot's index).
+    pub producers_index: u64,
 }
 
 impl SnapshotData {
@@ -32,6 +38,7 @@ impl SnapshotData {
         w.i64(self.log_start_offset.0);
         w.i64(self.next_offset.0);
         self.producers.encode(&mut w);
+        w.u64(self.producers_index);
         w.bytes
     }
 
@@ -39,7 +46,7 @@ impl SnapshotData {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if version != VERSION && version != VERSION_1 {
+        if version != VERSION && version != VERSION_2 && version != VERSION_1 {
             return Err(DecodeError("unknown snapshot data version"));
         }
         let log_start_offset = Offset(r.i64()?);
@@ -52,11 +59,13 @@ impl SnapshotData {
             return Err(DecodeError("bad log start offset"));
         }
         let producers = ProducerTable::decode(&mut r)?;
+        let producers_index = if version == VERSION { r.u64()? } else { 0 };
         r.finish()?;
         Ok(Self {
             log_start_offset,
             next_offset,
             producers,
+            producers_index,
         })
     }
 }
@@ -77,18 +86,19 @@ mod tests {
             (data.log_start_offset, data.next_offset),
             (Offset(7), Offset(7))
         );
-        let v2 = SnapshotData {
+        let v3 = SnapshotData {
             log_start_offset: Offset(9),
             next_offset: Offset(7),
             producers,
+            producers_index: 12,
         };
-        assert_eq!(SnapshotData::decode(&v2.encode()), Ok(v2));
+        assert_eq!(SnapshotData::decode(&v3.encode()), Ok(v3));
     }
 
     #[test]
     fn a_log_start_below_the_next_offset_is_refused() {
         let mut w = Writer::default();
-        w.u8(VERSION);
+        w.u8(VERSION_2);
         w.i64(3);
         w.i64(5);
         ProducerTable::new(4).encode(&mut w);

@@ -478,6 +478,7 @@ fn a_hard_state_torn_off_after_a_snapshot_is_raised_to_the_snapshot() {
         log_start_offset: Offset(5),
         next_offset: Offset(5),
         producers: ProducerTable::new(16),
+        producers_index: 0,
     }
     .encode()
     .into();

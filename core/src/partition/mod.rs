@@ -378,13 +378,16 @@ impl Replica {
 
     /// Asks the driver to read the evicted entries raft-rs wanted (for a lagging follower).
     fn request_reads(&mut self, config: &NodeConfig, sink: &mut Sink) {
+        let cache_first = self.raw.store().cache_first();
         for (low, high, context) in self.raw.mut_store().take_misses() {
             let waiting = self.reads.entry(low).or_default();
             if waiting.is_empty() {
                 sink.read(DiskRead {
                     group: self.group,
                     from: RaftIndex(low),
-                    to: RaftIndex(high - 1),
+                    // Only evicted entries, so committed ones: an uncommitted entry read now
+                    // could be replaced before the answer comes back.
+                    to: RaftIndex(high.min(cache_first) - 1),
                     read_bytes: u64::from(config.catch_up_read_bytes),
                     max_bytes: config.catch_up_read_bytes,
                     skip_below: Offset(0),
@@ -399,7 +402,7 @@ impl Replica {
     /// The driver read entries from `low` on: raft-rs sends them to the followers waiting.
     pub(crate) fn on_entries_read(&mut self, low: RaftIndex, entries: Vec<Entry>) {
         let waiting = self.reads.remove(&low.0).unwrap_or_default();
-        if entries.is_empty() {
+        if entries.is_empty() || self.leader.is_none() {
             // Compacted meanwhile: raft-rs finds that when it asks again, and sends a snapshot.
             return;
         }

@@ -35,6 +35,10 @@ pub(super) struct RecordState {
     next_offset: Offset,
     log_start_offset: Offset,
     producers: ProducerTable,
+    /// Batches at or below this index are already in `producers` (it came from a snapshot
+    /// taken of the table as applied later than the snapshot's index): not recorded again,
+    /// so every replica's table stays the same, evictions included.
+    producers_as_of: RaftIndex,
     /// The offset and time index: base offset of applied batches to where they are. One
     /// point per batch while the batch is in memory; once evicted, one point per span of
     /// about `NodeConfig::offset_index_interval_bytes` (Kafka's sparse index), which a read
@@ -55,8 +59,8 @@ pub(super) struct RecordState {
     pub(super) since_checkpoint: (u64, u64),
 }
 
-/// Version of the checkpoint encoding.
-const CHECKPOINT_VERSION: u8 = 1;
+/// Version of the checkpoint encoding (2 added the index the producer table is as of).
+const CHECKPOINT_VERSION: u8 = 2;
 
 impl RecordState {
     /// The state at `snapshot` (the store's latest; empty if none), with every entry after it
@@ -67,21 +71,29 @@ impl RecordState {
         timestamps: TimestampType,
         persisted: RaftIndex,
     ) -> Self {
-        let (log_start_offset, next_offset, producers) = if snapshot.get_metadata().index > 0 {
-            let data =
-                SnapshotData::decode(&snapshot.data).expect("stored snapshot data is checksummed");
-            (data.log_start_offset, data.next_offset, data.producers)
-        } else {
-            (
-                Offset(0),
-                Offset(0),
-                ProducerTable::new(config.producers_max),
-            )
-        };
+        let (log_start_offset, next_offset, producers, producers_as_of) =
+            if snapshot.get_metadata().index > 0 {
+                let data = SnapshotData::decode(&snapshot.data)
+                    .expect("stored snapshot data is checksummed");
+                (
+                    data.log_start_offset,
+                    data.next_offset,
+                    data.producers,
+                    RaftIndex(data.producers_index),
+                )
+            } else {
+                (
+                    Offset(0),
+                    Offset(0),
+                    ProducerTable::new(config.producers_max),
+                    RaftIndex(0),
+                )
+            };
         Self {
             next_offset,
             log_start_offset,
             producers,
+            producers_as_of,
             offset_index: BTreeMap::new(),
             open_span: None,
             snapshot_next_offset: next_offset,
@@ -105,13 +117,15 @@ impl RecordState {
     ) -> Self {
         let decode = || -> Result<Self, DecodeError> {
             let mut r = Reader::new(data);
-            if r.u8()? != CHECKPOINT_VERSION {
+            let version = r.u8()?;
+            if version != CHECKPOINT_VERSION && version != 1 {
                 return Err(DecodeError("unknown checkpoint version"));
             }
             let log_start_offset = Offset(r.i64()?);
             let next_offset = Offset(r.i64()?);
             let snapshot_next_offset = Offset(r.i64()?);
             let producers = ProducerTable::decode(&mut r)?;
+            let producers_as_of = RaftIndex(if version == 1 { 0 } else { r.u64()? });
             let mut offset_index = BTreeMap::new();
             for _ in 0..r.u32()? {
                 let offset = Offset(r.i64()?);
@@ -149,6 +163,7 @@ impl RecordState {
                 next_offset,
                 log_start_offset,
                 producers,
+                producers_as_of,
                 offset_index,
                 open_span: None,
                 snapshot_next_offset,
@@ -171,6 +186,7 @@ impl RecordState {
         w.i64(self.next_offset.0);
         w.i64(self.snapshot_next_offset.0);
         self.producers.encode(&mut w);
+        w.u64(self.producers_as_of.0);
         let mut points: Vec<(Offset, Point)> = Vec::new();
         let mut span_bytes = u64::MAX;
         for (offset, point) in &self.offset_index {
@@ -241,7 +257,7 @@ impl RecordState {
                 max_timestamp: batch.max_timestamp(),
             },
         );
-        if let Some(p) = producer_batch(&batch) {
+        if let Some(p) = producer_batch(&batch).filter(|_| entry.index > self.producers_as_of.0) {
             self.producers.record(
                 &p,
                 batch.base_offset(),
@@ -295,6 +311,7 @@ impl RecordState {
         self.next_offset = data.next_offset;
         self.log_start_offset = data.log_start_offset;
         self.producers = data.producers;
+        self.producers_as_of = RaftIndex(data.producers_index);
         self.offset_index.clear();
         self.open_span = None;
         self.snapshot_next_offset = data.next_offset;
@@ -317,7 +334,7 @@ impl RecordState {
                     log_end_offset,
                     "offsets along a log are dense"
                 );
-                if let Some(p) = producer_batch(&batch) {
+                if let Some(p) = producer_batch(&batch).filter(|_| index > self.producers_as_of.0) {
                     producers.record(&p, batch.base_offset(), RaftIndex(index), Term(entry.term));
                 }
                 log_end_offset = batch.next_offset();
@@ -535,6 +552,7 @@ impl Replica {
             log_start_offset: records.log_start_offset,
             next_offset,
             producers: records.producers.clone(),
+            producers_index: applied,
         };
         records.offset_index = records.offset_index.split_off(&next_offset);
         if records
