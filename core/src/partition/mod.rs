@@ -424,7 +424,6 @@ impl Replica {
         self.raw.mut_store().drop_fetched();
         let upto = self.applied.0.min(self.raw.raft.raft_log.persisted);
         let mut freed = before - self.raw.store().cached_bytes();
-        let mut evicted = Vec::new();
         let store = self.raw.mut_store();
         let mut index = store.cache_first();
         while freed < bytes && index <= upto {
@@ -432,9 +431,7 @@ impl Replica {
             freed += crate::log_store::entry_bytes(entry);
             index += 1;
         }
-        if index > store.cache_first() {
-            evicted = store.evict(index - 1);
-        }
+        let evicted = store.evict(index - 1);
         if let Kind::Records(records) = &mut self.kind {
             records.on_evicted(&evicted, config.offset_index_interval_bytes);
         }

@@ -40,24 +40,22 @@ impl GroupLog {
         'segments: while let Some(len) = self.segments.get(&segment).map(|s| s.len) {
             let file = segment_name(self.group, segment);
             while position < len {
-                let header = disk
-                    .read_at(
-                        &file,
-                        position,
-                        frame::FRAME_HEADER_LEN.min((len - position) as usize),
-                    )
-                    .map_err(io_error("read", &file))?;
-                let Some(first_len) = frame::frame_len(&header) else {
-                    return Err(read_damage(&file, position, "impossible frame length", len));
-                };
                 let want = CHUNK
                     .max(max_bytes.saturating_sub(bytes).min(64 << 20))
-                    .max(first_len as u64)
                     .min(len - position);
-                let buffer = Bytes::from(
-                    disk.read_at(&file, position, want as usize)
-                        .map_err(io_error("read", &file))?,
-                );
+                let mut read = |want: usize| {
+                    disk.read_at(&file, position, want)
+                        .map(Bytes::from)
+                        .map_err(io_error("read", &file))
+                };
+                let mut buffer = read(want as usize)?;
+                // A first frame longer than the chunk: read it whole (a bad length is found
+                // as damage when the frame is decoded below).
+                if let Some(first_len) = frame::frame_len(&buffer) {
+                    if first_len > buffer.len() && first_len as u64 <= len - position {
+                        buffer = read(first_len)?;
+                    }
+                }
                 let mut at = 0usize;
                 while at < buffer.len() {
                     match frame::decode_shared(&buffer, at) {
