@@ -3,10 +3,13 @@
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    TopicName,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -234,6 +237,64 @@ impl Admin {
             self.client.backoff().await;
         }
         Err(last)
+    }
+
+    /// Moves a partition's log start offset up to `offset` (Kafka's DeleteRecords; -1: the
+    /// high watermark), at its leader; returns the new log start offset (the low watermark).
+    /// The log start never moves back, so an attempt that may have taken effect is retried.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timeout_ms: i32,
+    ) -> Result<i64> {
+        let mut last = Error::Closed;
+        for _ in 0..ATTEMPTS {
+            match self
+                .delete_records_once(topic, partition, offset, timeout_ms)
+                .await
+            {
+                Ok(low_watermark) => return Ok(low_watermark),
+                Err(e) if e.is_retriable() => {
+                    last = e;
+                    let _ = self.client.refresh_metadata(&[topic]).await;
+                    self.client.backoff().await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    async fn delete_records_once(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timeout_ms: i32,
+    ) -> Result<i64> {
+        let connection = self.client.leader(topic, partition).await?;
+        let mut p = DeleteRecordsPartition::default();
+        p.partition_index = partition;
+        p.offset = offset;
+        let mut t = DeleteRecordsTopic::default();
+        t.name = TopicName(StrBytes::from_string(topic.to_string()));
+        t.partitions = vec![p];
+        let mut request = DeleteRecordsRequest::default();
+        request.topics = vec![t];
+        request.timeout_ms = timeout_ms;
+        let (response, _) = connection.call(request).await?;
+        let answer = response
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == partition)
+            .ok_or_else(|| Error::Protocol("DeleteRecords answer lacks the partition".into()))?;
+        match answer.error_code {
+            codes::NONE => Ok(answer.low_watermark),
+            code => Err(Error::broker(code, None)),
+        }
     }
 
     /// Sends one request to the controller.

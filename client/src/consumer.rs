@@ -88,6 +88,9 @@ pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
     positions: BTreeMap<(String, i32), Position>,
+    /// Partitions whose position was out of range and went to `config.reset` since the last
+    /// `take_resets`, each with the position it left (one entry per assigned partition).
+    resets: BTreeMap<(String, i32), i64>,
 }
 
 impl Consumer {
@@ -97,7 +100,23 @@ impl Consumer {
             client,
             config,
             positions: BTreeMap::new(),
+            resets: BTreeMap::new(),
         }
+    }
+
+    /// The partitions whose position was out of range (below the log start offset, or past
+    /// the end) and was reset per `config.reset` since the last call, each with the position
+    /// it left, as Kafka's consumer logs "Resetting offset for partition".
+    pub fn take_resets(&mut self) -> Vec<(String, i32, i64)> {
+        std::mem::take(&mut self.resets)
+            .into_iter()
+            .map(|((topic, partition), from)| (topic, partition, from))
+            .collect()
+    }
+
+    /// The log start offset of a partition (Kafka's `beginningOffsets`), from its leader.
+    pub async fn beginning_offset(&self, topic: &str, partition: i32) -> Result<i64> {
+        self.list_offset(topic, partition, -2).await
     }
 
     /// Reads exactly these partitions from now on, each from `config.reset` unless sought.
@@ -107,6 +126,7 @@ impl Consumer {
             .map(|(t, p)| (t.to_string(), *p))
             .collect();
         self.positions.retain(|k, _| keep.contains(k));
+        self.resets.retain(|k, _| keep.contains(k));
         for key in keep {
             self.positions
                 .entry(key)
@@ -305,6 +325,7 @@ impl Consumer {
                     match partition.error_code {
                         codes::NONE => {}
                         codes::OFFSET_OUT_OF_RANGE => {
+                            self.resets.entry(key.clone()).or_insert(position);
                             self.positions
                                 .insert(key, Position::Seek(self.config.reset));
                             continue;

@@ -340,6 +340,10 @@ pub struct FindTimestampRequest {
     pub group: GroupId,
     /// Unix milliseconds.
     pub timestamp: i64,
+    /// Look only at batches after this Raft index (0: all). A caller whose `OnDisk` read held
+    /// no batch late enough (the span's latest one lay below the log start) asks again after
+    /// that read's `to`.
+    pub after: RaftIndex,
 }
 
 /// A batch was appended (or had been, for a retried duplicate).

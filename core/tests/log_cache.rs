@@ -6,9 +6,10 @@ mod common;
 
 use common::*;
 use kafka_protocol::records::RecordBatchDecoder;
-use oxbow_core::ids::Offset;
+use oxbow_core::ids::{Offset, RaftIndex};
 use oxbow_core::io::{
-    Acks, FetchRequest, FindTimestampRequest, FoundBatch, Output, ProduceRequest,
+    Acks, DeleteRecordsRequest, FetchRequest, FindTimestampRequest, FoundBatch, Output,
+    ProduceRequest,
 };
 
 /// Budgets small enough that a few dozen batches overflow them.
@@ -133,6 +134,7 @@ fn a_follower_behind_the_cache_catches_up_from_disk_and_old_fetches_read_the_fil
             request: Request::FindTimestamp(FindTimestampRequest {
                 group,
                 timestamp: 1_005,
+                after: RaftIndex(0),
             }),
         },
         &mut out,
@@ -226,6 +228,83 @@ fn a_restart_starts_applying_after_the_latest_checkpoint() {
         status.high_watermark,
         Offset(total.0 + i64::from(RECORDS_PER_BATCH))
     );
+    for node in cluster.nodes.values() {
+        node.invariants();
+    }
+}
+
+/// The first record at or after `timestamp`, looked up as the node runtime does: the core
+/// names a batch in memory or a read of the files; a read holding no batch late enough is
+/// followed by a lookup after it.
+fn lookup(cluster: &mut Cluster, leader: NodeId, group: GroupId, timestamp: i64) -> Option<i64> {
+    let mut after = RaftIndex(0);
+    for _ in 0..BATCHES {
+        let answer = cluster.request(
+            leader,
+            Request::FindTimestamp(FindTimestampRequest {
+                group,
+                timestamp,
+                after,
+            }),
+        );
+        let Response::FindTimestamp(Ok(found)) = answer else {
+            panic!("{answer:?}");
+        };
+        let batch = match found {
+            FoundBatch::None => return None,
+            FoundBatch::Batch(batch) => batch,
+            FoundBatch::OnDisk(read) => {
+                match read.first_at(cluster.read_disk(leader, &read), timestamp) {
+                    Some(batch) => batch,
+                    None => {
+                        assert!(read.to > after);
+                        after = read.to;
+                        continue;
+                    }
+                }
+            }
+        };
+        return offsets(&[batch], 0).first().copied();
+    }
+    panic!("the lookup never ended");
+}
+
+#[test]
+fn a_timestamp_lookup_looks_past_a_span_whose_late_batch_was_deleted() {
+    let mut cluster = Cluster::with(small_cache);
+    let group = cluster.one_partition_topic("t");
+    let leader = serving_leader(&cluster, group);
+    // The first batch is stamped late; so is batch 40, far on, in another span on disk.
+    produce(&mut cluster, leader, group, 5_000);
+    for i in 1..BATCHES {
+        produce(
+            &mut cluster,
+            leader,
+            group,
+            if i == 40 { 4_500 } else { 1_000 + i },
+        );
+    }
+    cluster.tick(3);
+    assert_eq!(lookup(&mut cluster, leader, group, 4_400), Some(0));
+    // The first batch goes below the log start; its span's latest timestamp is still 5,000.
+    let answer = cluster.request(
+        leader,
+        Request::DeleteRecords(DeleteRecordsRequest {
+            group,
+            offset: Some(Offset(i64::from(RECORDS_PER_BATCH))),
+            timeout_ms: 5_000,
+        }),
+    );
+    assert!(
+        matches!(answer, Response::DeleteRecords(Ok(_))),
+        "{answer:?}"
+    );
+    cluster.tick(3);
+    assert_eq!(
+        lookup(&mut cluster, leader, group, 4_400),
+        Some(40 * i64::from(RECORDS_PER_BATCH))
+    );
+    assert_eq!(lookup(&mut cluster, leader, group, 6_000), None);
     for node in cluster.nodes.values() {
         node.invariants();
     }

@@ -40,6 +40,12 @@ pub enum Anomaly {
     NeverDeliveredToGroup,
     /// The consumer group's members never read every acknowledged write.
     GroupLiveness,
+    /// A log start offset went back: the final read began below an offset an acknowledged
+    /// DeleteRecords moved it to, or a reader's reset went past where the final read began.
+    LogStartWentBack,
+    /// Records vanished above every log start offset a DeleteRecords call asked for (in a run
+    /// without retention, nothing else may move it).
+    LogStartUnasked,
 }
 
 impl Anomaly {
@@ -61,6 +67,8 @@ impl Anomaly {
             Self::GroupDoubleDelivery => "record read by two members in one generation",
             Self::NeverDeliveredToGroup => "acknowledged write never read by the group",
             Self::GroupLiveness => "group liveness",
+            Self::LogStartWentBack => "log start offset went back",
+            Self::LogStartUnasked => "log start offset moved unasked",
         }
     }
 }
@@ -82,6 +90,9 @@ pub struct Verdict {
     pub records_read: u64,
     /// Acknowledged acks=1 writes that were lost (allowed).
     pub lost_leader_only: u64,
+    /// Acknowledged writes below the final read's log start offset, gone by DeleteRecords
+    /// or retention (allowed).
+    pub trimmed: u64,
 }
 
 impl Verdict {
@@ -154,8 +165,20 @@ fn check_group(history: &History, verdict: &mut Verdict) {
     let delivered: std::collections::BTreeSet<u64> =
         group.deliveries.iter().map(|d| d.value).collect();
     for send in history.sends.values() {
-        if send.kind == Delivery::LeaderOnly || !matches!(send.outcome, Outcome::Ok { .. }) {
+        let Outcome::Ok { partition, offset } = send.outcome else {
             continue;
+        };
+        if send.kind == Delivery::LeaderOnly {
+            continue;
+        }
+        let start = history
+            .group_starts
+            .get(&partition)
+            .copied()
+            .unwrap_or(0)
+            .max(start_of(history, partition));
+        if offset < start {
+            continue; // gone by DeleteRecords or retention before the group read it
         }
         if !delivered.contains(&send.value) {
             verdict.report(Anomaly::NeverDeliveredToGroup, || {
@@ -168,14 +191,73 @@ fn check_group(history: &History, verdict: &mut Verdict) {
     }
 }
 
+/// Where the final read of `partition` began: its log start offset then.
+fn start_of(history: &History, partition: i32) -> i64 {
+    history.final_starts.get(&partition).copied().unwrap_or(0)
+}
+
+/// Checks log start offsets: they never go back below what DeleteRecords acknowledged or what
+/// was seen earlier, and, without retention, they move only as far as DeleteRecords asked.
+fn check_log_starts(history: &History, verdict: &mut Verdict) {
+    if !history.finished {
+        return;
+    }
+    // Per partition: the highest acknowledged log start, and the furthest any call may have
+    // moved it.
+    let mut acknowledged: BTreeMap<i32, (i64, u64)> = BTreeMap::new();
+    let mut asked: BTreeMap<i32, i64> = BTreeMap::new();
+    for trim in &history.trims {
+        let furthest = match (trim.low_watermark, trim.offset) {
+            (Some(low), offset) => {
+                let entry = acknowledged.entry(trim.partition).or_insert((0, 0));
+                if low > entry.0 {
+                    *entry = (low, trim.completed_ms);
+                }
+                low.max(offset.unwrap_or(low))
+            }
+            // Unknown: it may have moved the log start as far as it asked.
+            (None, offset) => offset.unwrap_or(i64::MAX),
+        };
+        let entry = asked.entry(trim.partition).or_insert(0);
+        *entry = (*entry).max(furthest);
+    }
+    for (&partition, &start) in &history.final_starts {
+        if let Some(&(low, at_ms)) = acknowledged.get(&partition) {
+            if start < low {
+                verdict.report(Anomaly::LogStartWentBack, || {
+                    format!(
+                        "partition {partition}: DeleteRecords acknowledged log start {low} at {at_ms} ms; the final read began at {start}"
+                    )
+                });
+            }
+        }
+        if let Some(&later) = history.group_starts.get(&partition) {
+            if later < start {
+                verdict.report(Anomaly::LogStartWentBack, || {
+                    format!("partition {partition}: the final read began at {start}, the log start was {later} later")
+                });
+            }
+        }
+        let furthest = asked.get(&partition).copied().unwrap_or(0);
+        if !history.retention && start > furthest {
+            verdict.report(Anomaly::LogStartUnasked, || {
+                format!(
+                    "partition {partition}: the final read began at {start}; DeleteRecords asked for at most {furthest}"
+                )
+            });
+        }
+    }
+}
+
 /// Checks `history` against what each producer promised.
 pub fn check(history: &History) -> Verdict {
     let mut verdict = Verdict::default();
     check_group(history, &mut verdict);
     // Where each value was read in the final read.
     let mut read_at: BTreeMap<u64, Vec<(i32, i64)>> = BTreeMap::new();
+    check_log_starts(history, &mut verdict);
     for (partition, reads) in &history.reads {
-        let mut expected = 0i64;
+        let mut expected = start_of(history, *partition);
         let mut seen = BTreeMap::new();
         for (offset, value) in reads {
             verdict.records_read += 1;
@@ -214,7 +296,11 @@ pub fn check(history: &History) -> Verdict {
             }),
             Outcome::Ok { partition, offset } => {
                 verdict.acknowledged += 1;
-                if reads.is_empty() {
+                if *offset >= 0 && *offset < start_of(history, *partition) {
+                    // Below the log start: gone by DeleteRecords or retention (whether it was
+                    // allowed to move there is `check_log_starts`'s question).
+                    verdict.trimmed += 1;
+                } else if reads.is_empty() {
                     if send.kind == Delivery::LeaderOnly {
                         verdict.lost_leader_only += 1;
                     } else {
@@ -295,9 +381,14 @@ pub fn check(history: &History) -> Verdict {
         .flat_map(|(p, reads)| reads.iter().map(move |(o, v)| ((*p, *o), *v)))
         .collect();
     let mut next: BTreeMap<(usize, i32), i64> = BTreeMap::new();
+    let mut reset: BTreeMap<(usize, i32), i64> = BTreeMap::new();
     for poll in &history.polls {
+        for &(partition, from) in &poll.resets {
+            reset.insert((poll.reader, partition), from);
+        }
         for &(partition, offset, value) in &poll.records {
-            if history.finished {
+            let start = start_of(history, partition);
+            if history.finished && offset >= start {
                 match final_log.get(&(partition, offset)) {
                     Some(v) if *v == value => {}
                     Some(v) => verdict.report(Anomaly::InconsistentOffset, || {
@@ -316,7 +407,19 @@ pub fn check(history: &History) -> Verdict {
             }
             let expected = next.entry((poll.reader, partition)).or_insert(0);
             let previous = *expected - 1;
-            if offset > *expected {
+            let was_reset = reset.remove(&(poll.reader, partition)).is_some();
+            if was_reset && offset > *expected {
+                // Reset to the log start offset: it may lie ahead, never past where the
+                // final read began (the log start only moves up).
+                if history.finished && offset > start {
+                    verdict.report(Anomaly::LogStartWentBack, || {
+                        format!(
+                            "reader {} reset from {partition}@{previous} to @{offset} at {} ms; the final read began at @{start}",
+                            poll.reader, poll.at_ms
+                        )
+                    });
+                }
+            } else if offset > *expected {
                 verdict.report(Anomaly::PollSkip, || {
                     format!(
                         "reader {} jumped from {partition}@{previous} to @{offset} at {} ms",
@@ -345,7 +448,7 @@ pub fn check(history: &History) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{GroupCommit, GroupDelivery, GroupHistory, Poll, SendOp};
+    use crate::history::{GroupCommit, GroupDelivery, GroupHistory, Poll, SendOp, TrimOp};
 
     fn send(value: u64, kind: Delivery, outcome: Outcome) -> SendOp {
         SendOp {
@@ -369,7 +472,7 @@ mod tests {
             polls: Vec::new(),
             reads: BTreeMap::from([(0, reads)]),
             finished: true,
-            group: Default::default(),
+            ..History::default()
         }
     }
 
@@ -515,16 +618,19 @@ mod tests {
                 reader: 0,
                 at_ms: 5,
                 records: vec![(0, 0, 1), (0, 1, 7)],
+                resets: Vec::new(),
             },
             Poll {
                 reader: 0,
                 at_ms: 6,
                 records: vec![(0, 0, 1)],
+                resets: Vec::new(),
             },
             Poll {
                 reader: 1,
                 at_ms: 6,
                 records: vec![(0, 1, 2)],
+                resets: Vec::new(),
             },
         ];
         let verdict = check(&h);
@@ -538,5 +644,84 @@ mod tests {
         );
         h.finished = false;
         assert!(check(&h).anomalies.contains_key(&Anomaly::Liveness));
+    }
+
+    fn trim(offset: Option<i64>, low_watermark: Option<i64>) -> TrimOp {
+        TrimOp {
+            partition: 0,
+            offset,
+            invoked_ms: 1,
+            completed_ms: 2,
+            low_watermark,
+        }
+    }
+
+    #[test]
+    fn records_below_the_log_start_may_be_gone_and_only_there() {
+        // Four writes; DeleteRecords moved the log start to 2; a reader read 0, was reset from
+        // 1 (below the log start) to 2, and the final read holds 2 and 3.
+        let sends = vec![
+            send(1, Delivery::Idempotent, ok(0, 0)),
+            send(2, Delivery::Idempotent, ok(0, 1)),
+            send(3, Delivery::Idempotent, ok(0, 2)),
+            send(4, Delivery::Idempotent, ok(0, 3)),
+        ];
+        let mut h = history(sends, vec![(2, 3), (3, 4)]);
+        h.final_starts = BTreeMap::from([(0, 2)]);
+        h.trims = vec![trim(Some(2), Some(2))];
+        h.polls = vec![
+            Poll {
+                reader: 0,
+                at_ms: 1,
+                records: vec![(0, 0, 1)],
+                resets: Vec::new(),
+            },
+            Poll {
+                reader: 0,
+                at_ms: 3,
+                records: vec![(0, 2, 3)],
+                resets: vec![(0, 1)],
+            },
+        ];
+        let verdict = check(&h);
+        assert!(verdict.is_valid(), "{:?}", verdict.lines());
+        assert_eq!(verdict.trimmed, 2);
+
+        // The same jump without a reset is a skip.
+        let mut skipped = h.polls.clone();
+        skipped[1].resets.clear();
+        let mut g = history(h.sends.values().cloned().collect(), vec![(2, 3), (3, 4)]);
+        g.final_starts = h.final_starts.clone();
+        g.trims = h.trims.clone();
+        g.polls = skipped;
+        assert_eq!(classes(&check(&g)), vec![Anomaly::PollSkip]);
+
+        // The final read began below the acknowledged log start: it went back.
+        let mut back = history(
+            h.sends.values().cloned().collect(),
+            vec![(1, 2), (2, 3), (3, 4)],
+        );
+        back.final_starts = BTreeMap::from([(0, 1)]);
+        back.trims = h.trims.clone();
+        back.polls = h.polls.clone();
+        assert_eq!(
+            classes(&check(&back)),
+            vec![Anomaly::LogStartWentBack],
+            "{:?}",
+            check(&back).lines()
+        );
+
+        // Records gone above every offset DeleteRecords asked for: unasked, unless retention
+        // may have moved it.
+        let mut unasked = history(h.sends.values().cloned().collect(), vec![(3, 4)]);
+        unasked.final_starts = BTreeMap::from([(0, 3)]);
+        unasked.trims = vec![trim(Some(2), Some(2))];
+        assert_eq!(classes(&check(&unasked)), vec![Anomaly::LogStartUnasked]);
+        unasked.retention = true;
+        assert!(check(&unasked).is_valid());
+        // A call whose outcome is unknown may have moved it as far as it asked (-1: the end).
+        unasked.retention = false;
+        unasked.trims.push(trim(None, None));
+        assert!(check(&unasked).is_valid());
     }
 }

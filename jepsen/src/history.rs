@@ -62,6 +62,26 @@ pub struct Poll {
     pub at_ms: u64,
     /// What it returned, in order: (partition, offset, value).
     pub records: Vec<(i32, i64, u64)>,
+    /// The partitions whose position was out of range in this poll and went to the log start
+    /// offset (`auto.offset.reset=earliest`), each with the position it left. The reset came
+    /// before any of the partition's records in `records`.
+    pub resets: Vec<(i32, i64)>,
+}
+
+/// A DeleteRecords call: a partition's log start offset asked to move up.
+#[derive(Clone, Debug)]
+pub struct TrimOp {
+    /// Partition.
+    pub partition: i32,
+    /// The offset asked for; `None`: the high watermark (Kafka's -1).
+    pub offset: Option<i64>,
+    /// When it was invoked (simulated ms).
+    pub invoked_ms: u64,
+    /// When it ended (simulated ms).
+    pub completed_ms: u64,
+    /// The log start offset it answered once acknowledged; `None` when it failed or its
+    /// outcome is unknown (it may then have moved the log start up to `offset`).
+    pub low_watermark: Option<i64>,
 }
 
 /// A record a consumer-group member read, in the generation it read it in.
@@ -116,8 +136,21 @@ pub struct History {
     pub sends: BTreeMap<u64, SendOp>,
     /// Every non-empty poll of the readers that run alongside the producers.
     pub polls: Vec<Poll>,
-    /// The final read: per partition, (offset, value) in read order.
+    /// The final read: per partition, (offset, value) in read order, from where the final
+    /// read began (`final_starts`).
     pub reads: BTreeMap<i32, Vec<(i64, u64)>>,
+    /// Per partition, the log start offset the final read began at (its first record, or its
+    /// position when the partition held none). Records below it may be gone.
+    pub final_starts: BTreeMap<i32, i64>,
+    /// Per partition, the log start offset last seen while waiting for the consumer group to
+    /// catch up (asked only when retention may move it); the group need not read records
+    /// below it, nor below `final_starts`.
+    pub group_starts: BTreeMap<i32, i64>,
+    /// Every DeleteRecords call.
+    pub trims: Vec<TrimOp>,
+    /// Whether the topic has retention, which moves log start offsets unasked (so no
+    /// DeleteRecords call need justify them).
+    pub retention: bool,
     /// Set when the client finished its final read.
     pub finished: bool,
 }

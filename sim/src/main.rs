@@ -76,8 +76,9 @@ struct Common {
     /// skip-sequence-check, fetch-above-hwm, ack-before-fsync (turmoil world only),
     /// keep-torn-tail, assignment-to-all (turmoil world only: the group coordinator gives
     /// every member the leader's assignment), serve-stale-frames (reading back from the files
-    /// takes a frame a new leader replaced) or delete-live-segments (compaction deletes
-    /// segments holding records above the log start).
+    /// takes a frame a new leader replaced), delete-live-segments (compaction deletes
+    /// segments holding records above the log start) or local-log-start (turmoil world:
+    /// DeleteRecords moves the leader's log start without its Raft log).
     #[arg(long, value_parser = parse_bug)]
     plant_bug: Option<PlantedBugs>,
 }
@@ -100,7 +101,7 @@ fn parse_hex(s: &str) -> Result<u64, String> {
 }
 
 /// The planted bugs' names.
-const BUGS: [&str; 8] = [
+const BUGS: [&str; 9] = [
     "early-persisted-messages",
     "skip-sequence-check",
     "fetch-above-hwm",
@@ -109,6 +110,7 @@ const BUGS: [&str; 8] = [
     "assignment-to-all",
     "serve-stale-frames",
     "delete-live-segments",
+    "local-log-start",
 ];
 
 /// Parses a planted bug's name.
@@ -123,6 +125,7 @@ fn parse_bug(s: &str) -> Result<PlantedBugs, String> {
         "assignment-to-all" => bugs.assignment_to_all = true,
         "serve-stale-frames" => bugs.serve_stale_frames = true,
         "delete-live-segments" => bugs.delete_live_segments = true,
+        "local-log-start" => bugs.local_log_start = true,
         other => return Err(format!("unknown bug {other:?}; known: {}", BUGS.join(", "))),
     }
     Ok(bugs)
@@ -142,6 +145,7 @@ fn bug_flag(common: &Common) -> String {
         Some(b) if b.assignment_to_all => " --plant-bug assignment-to-all",
         Some(b) if b.serve_stale_frames => " --plant-bug serve-stale-frames",
         Some(b) if b.delete_live_segments => " --plant-bug delete-live-segments",
+        Some(b) if b.local_log_start => " --plant-bug local-log-start",
         _ => "",
     };
     format!("{world}{bug}")
@@ -188,7 +192,8 @@ impl From<WorldReport> for Summary {
             stats: format!(
                 "{} sends ({} acknowledged, {} failed, {} indeterminate), {} crashes ({} disks \
                  damaged), {} elections, {} partitions, {} clock jumps, {} records read back, {} acknowledged acks=1 writes lost (allowed), \
-                 {} records read by the group ({} offsets committed)",
+                 {} records read by the group ({} offsets committed), {} DeleteRecords acknowledged, \
+                 {} acknowledged records below the log start (allowed)",
                 s.sent,
                 s.acknowledged,
                 s.failed,
@@ -201,7 +206,9 @@ impl From<WorldReport> for Summary {
                 s.records_read,
                 s.lost_leader_only,
                 s.group_deliveries,
-                s.group_commits
+                s.group_commits,
+                s.trims,
+                s.trimmed
             ),
             simulated_ms: s.simulated_ms,
             trace_hash: report.trace_hash,

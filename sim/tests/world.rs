@@ -20,18 +20,28 @@ fn run(seed: u64, bug: PlantedBugs) -> Result<WorldReport, String> {
     })
 }
 
-/// Runs `seeds` on two threads (the machine's cores); returns each seed's failure, if any.
-fn sweep(seeds: std::ops::Range<u64>, bug: PlantedBugs) -> Vec<(u64, String)> {
+/// Runs `seeds` on two threads (the machine's cores); returns each seed's failure, if any,
+/// and the DeleteRecords calls acknowledged and the acknowledged records found below the log
+/// start, over all seeds.
+fn sweep(seeds: std::ops::Range<u64>, bug: PlantedBugs) -> (Vec<(u64, String)>, u64, u64) {
     let all: Vec<u64> = seeds.collect();
+    let trims = std::sync::atomic::AtomicU64::new(0);
+    let trimmed = std::sync::atomic::AtomicU64::new(0);
     let mut failures: Vec<(u64, String)> = std::thread::scope(|scope| {
         let handles: Vec<_> = [0, 1]
             .into_iter()
             .map(|half| {
                 let mine: Vec<u64> = all.iter().copied().skip(half).step_by(2).collect();
+                let (trims, trimmed) = (&trims, &trimmed);
                 scope.spawn(move || {
                     mine.into_iter()
                         .filter_map(|seed| match run(seed, bug) {
-                            Ok(report) if report.violations.is_empty() => None,
+                            Ok(report) if report.violations.is_empty() => {
+                                use std::sync::atomic::Ordering::Relaxed;
+                                trims.fetch_add(report.stats.trims, Relaxed);
+                                trimmed.fetch_add(report.stats.trimmed, Relaxed);
+                                None
+                            }
                             Ok(report) => Some((seed, report.violations.join("; "))),
                             Err(panic) => Some((seed, format!("panic: {panic}"))),
                         })
@@ -45,13 +55,13 @@ fn sweep(seeds: std::ops::Range<u64>, bug: PlantedBugs) -> Vec<(u64, String)> {
             .collect()
     });
     failures.sort();
-    failures
+    (failures, trims.into_inner(), trimmed.into_inner())
 }
 
 #[test]
 fn two_hundred_seeds_of_thirty_faulty_seconds_pass() {
     std::panic::set_hook(Box::new(|_| {}));
-    let failures = sweep(0..SEEDS, PlantedBugs::default());
+    let (failures, trims, trimmed) = sweep(0..SEEDS, PlantedBugs::default());
     let _ = std::panic::take_hook();
     let report: Vec<String> = failures
         .iter()
@@ -67,6 +77,11 @@ fn two_hundred_seeds_of_thirty_faulty_seconds_pass() {
         "{} of {SEEDS} seeds failed:\n{}",
         failures.len(),
         report.join("\n")
+    );
+    // The log start offsets moved: DeleteRecords was acknowledged and retention deleted.
+    assert!(
+        trims > 100 && trimmed > 10_000,
+        "{trims} DeleteRecords acknowledged, {trimmed} acknowledged records below the log start"
     );
 }
 
@@ -140,6 +155,13 @@ fn planted_bugs_are_caught_in_the_world() {
         "delete-live-segments",
         PlantedBugs {
             delete_live_segments: true,
+            ..PlantedBugs::default()
+        },
+    );
+    assert_caught(
+        "local-log-start",
+        PlantedBugs {
+            local_log_start: true,
             ..PlantedBugs::default()
         },
     );

@@ -58,6 +58,9 @@ pub struct PlantedBugs {
     /// Compaction deletes every segment before the newest durable header, also ones that still
     /// hold entries above the snapshot (records above the log start offset).
     pub delete_live_segments: bool,
+    /// DeleteRecords moves the leader's log start offset at once, without its Raft log: the
+    /// followers never learn it, and a new leader's log start is back below it.
+    pub local_log_start: bool,
 }
 
 impl PlantedBugs {
@@ -92,6 +95,10 @@ impl PlantedBugs {
     /// Whether `delete_live_segments` is in effect.
     pub fn delete_live_segments(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.delete_live_segments
+    }
+    /// Whether `local_log_start` is in effect.
+    pub fn local_log_start(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.local_log_start
     }
 }
 
@@ -614,7 +621,7 @@ impl Node {
             },
             Request::FindTimestamp(find) => {
                 let response = match self.groups.get(&find.group).filter(|r| !r.is_command_log()) {
-                    Some(replica) => replica.find_timestamp(find.timestamp),
+                    Some(replica) => replica.find_timestamp(find.timestamp, find.after),
                     None => Err(FetchError::UnknownTopicOrPartition),
                 };
                 sink.reply(id, Response::FindTimestamp(response));

@@ -177,6 +177,13 @@ impl Replica {
             // Kafka answers the current low watermark; the log start never moves back.
             return Some(Ok(records.log_start_offset()));
         }
+        if config.planted.local_log_start() {
+            let Kind::Records(records) = &mut self.kind else {
+                unreachable!("checked above");
+            };
+            records.move_log_start_locally(offset);
+            return Some(Ok(offset));
+        }
         if records.log_start_waits.0.len() >= config.pending_requests_max {
             return Some(Err(DeleteRecordsError::Backpressure));
         }

@@ -225,6 +225,12 @@ impl RecordState {
         self.log_start_offset
     }
 
+    /// Planted bug `local_log_start`: moves the log start offset on this replica alone.
+    pub(super) fn move_log_start_locally(&mut self, offset: Offset) {
+        assert!(offset <= self.next_offset);
+        self.log_start_offset = self.log_start_offset.max(offset);
+    }
+
     /// Applies a normal entry: its record batch, if it holds one (a leader's no-op does not),
     /// or its log start command. Returns the batch's stored CRC-32C, or 0.
     pub(super) fn apply(&mut self, entry: &Entry) -> u32 {
@@ -455,9 +461,14 @@ impl Replica {
         Ok(data)
     }
 
-    /// The first committed batch whose largest timestamp is at least `timestamp`, through the
-    /// time index (the largest timestamp of each batch in memory, of each sparse span on disk).
-    pub(crate) fn find_timestamp(&self, timestamp: i64) -> Result<FoundBatch, FetchError> {
+    /// The first committed batch after Raft index `after` whose largest timestamp is at least
+    /// `timestamp`, through the time index (the largest timestamp of each batch in memory, of
+    /// each sparse span on disk).
+    pub(crate) fn find_timestamp(
+        &self,
+        timestamp: i64,
+        after: RaftIndex,
+    ) -> Result<FoundBatch, FetchError> {
         let records = self.kind.records();
         if self.serving_leader().is_none() {
             return Err(FetchError::NotLeader {
@@ -467,13 +478,13 @@ impl Replica {
         let cache_first = self.raw.store().cache_first();
         let mut points = records.offset_index.iter().peekable();
         while let Some((_, point)) = points.next() {
-            if point.max_timestamp < timestamp {
+            let to = points
+                .peek()
+                .map_or(self.applied.0, |(_, next)| next.index.0 - 1);
+            if point.max_timestamp < timestamp || to <= after.0 {
                 continue;
             }
             if point.index.0 < cache_first {
-                let to = points
-                    .peek()
-                    .map_or(self.applied.0, |(_, next)| next.index.0 - 1);
                 return Ok(FoundBatch::OnDisk(DiskRead {
                     group: self.group,
                     from: point.index,

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
     BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
 use kafka_protocol::records::RecordBatchDecoder;
-use oxbow_core::ids::{GroupId, Offset};
+use oxbow_core::ids::{GroupId, Offset, RaftIndex};
 use oxbow_core::io::{
     FetchData, FetchError, FetchRequest as CoreFetch, FindTimestampRequest, FoundBatch, Request,
     Response,
@@ -133,21 +133,33 @@ async fn find_timestamp(
     group: GroupId,
     timestamp: i64,
 ) -> Result<Option<(i64, i64)>, FetchError> {
-    let request = Request::FindTimestamp(FindTimestampRequest { group, timestamp });
-    let found = match context.core.request(request).await {
-        Some(Response::FindTimestamp(result)) => result?,
-        _ => return Err(FetchError::NotLeader { leader: None }),
-    };
-    let batch = match found {
-        FoundBatch::None => return Ok(None),
-        FoundBatch::Batch(batch) => batch,
-        FoundBatch::OnDisk(read) => {
-            let Some(entries) = context.disk.read(read.clone()).await else {
-                return Err(FetchError::NotLeader { leader: None });
-            };
-            match read.first_at(entries, timestamp) {
-                Some(batch) => batch,
-                None => return Ok(None),
+    // A span on disk whose latest batch lies below the log start holds no match: look on
+    // after it (each round starts past the last, so this ends).
+    let mut after = RaftIndex(0);
+    let batch = loop {
+        let request = Request::FindTimestamp(FindTimestampRequest {
+            group,
+            timestamp,
+            after,
+        });
+        let found = match context.core.request(request).await {
+            Some(Response::FindTimestamp(result)) => result?,
+            _ => return Err(FetchError::NotLeader { leader: None }),
+        };
+        match found {
+            FoundBatch::None => return Ok(None),
+            FoundBatch::Batch(batch) => break batch,
+            FoundBatch::OnDisk(read) => {
+                let Some(entries) = context.disk.read(read.clone()).await else {
+                    return Err(FetchError::NotLeader { leader: None });
+                };
+                match read.first_at(entries, timestamp) {
+                    Some(batch) => break batch,
+                    None => {
+                        assert!(read.to > after, "each round looks further on");
+                        after = read.to;
+                    }
+                }
             }
         }
     };

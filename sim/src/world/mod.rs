@@ -18,8 +18,8 @@
 //! hash and the nodes' log drain), `transport` (turmoil's TCP for nodes and clients), `node` (a
 //! node's configuration, clock and host), `faults` (the fault schedule), `run` (the driver),
 //! `report` (what a run found), and the workload tasks on the client host: `workload` (the
-//! client host's script and the final read), `producers`, `readers` and `group` (the consumer
-//! group's members).
+//! client host's script and the final read), `producers`, `readers`, `trimmer` (DeleteRecords
+//! calls) and `group` (the consumer group's members).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,9 +36,10 @@ mod report;
 mod run;
 mod trace;
 mod transport;
+mod trimmer;
 mod workload;
 
-pub use options::WorldOptions;
+pub use options::{Trimming, WorldOptions};
 pub use report::{WorldReport, WorldStats};
 pub use run::{run_world, Output};
 pub use trace::Trace;

@@ -70,6 +70,7 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
                 log: LogConfig {
                     cache_bytes: options.log_cache_bytes,
                     segment_bytes: options.segment_bytes,
+                    retention_check_interval_ms: options.trimming.retention_check_ms,
                     ..LogConfig::default()
                 },
             };

@@ -71,6 +71,41 @@ pub struct WorldOptions {
     /// Size at which a partition's segment rolls (`log.segment_bytes`): small in half the
     /// seeds, so rolls, index files and the deletion of old segments happen.
     pub segment_bytes: u64,
+    /// How the topic's log start offset moves: DeleteRecords calls and retention.
+    pub trimming: Trimming,
+}
+
+/// How a world's topic loses its oldest records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trimming {
+    /// Time between a client's DeleteRecords calls (ms), or none.
+    pub delete_records_every_ms: Option<(u64, u64)>,
+    /// The topic's `retention.bytes`, or none (only with small segments: retention deletes
+    /// whole closed segments).
+    pub retention_bytes: Option<u64>,
+    /// The topic's `retention.ms`, or none (compared with each leader's own wall clock).
+    pub retention_ms: Option<u64>,
+    /// The nodes' `log.retention_check_interval_ms`.
+    pub retention_check_ms: u64,
+}
+
+impl Trimming {
+    /// Whether retention may move the log start offset.
+    pub fn retention(&self) -> bool {
+        self.retention_bytes.is_some() || self.retention_ms.is_some()
+    }
+
+    /// The topic configuration it needs.
+    pub fn topic_configs(&self) -> Vec<(String, String)> {
+        let mut configs = Vec::new();
+        if let Some(bytes) = self.retention_bytes {
+            configs.push(("retention.bytes".to_string(), bytes.to_string()));
+        }
+        if let Some(ms) = self.retention_ms {
+            configs.push(("retention.ms".to_string(), ms.to_string()));
+        }
+        configs
+    }
 }
 
 impl WorldOptions {
@@ -114,6 +149,19 @@ impl WorldOptions {
         } else {
             LogConfig::default().segment_bytes
         };
+        // Its own stream, so that drawing it shifts no other option of a seed.
+        let mut trim = Stream::new(seed, "world-trim");
+        let small_segments = segment_bytes < LogConfig::default().segment_bytes;
+        let trimming = Trimming {
+            delete_records_every_ms: trim
+                .chance(500_000)
+                .then(|| (trim.between(500, 2_000), trim.between(3_000, 8_000))),
+            retention_bytes: (small_segments && trim.chance(500_000))
+                .then(|| trim.between(4_096, 65_536)),
+            retention_ms: (small_segments && trim.chance(300_000))
+                .then(|| trim.between(3_000, 20_000)),
+            retention_check_ms: trim.between(300, 2_000),
+        };
         let mut workload = Stream::new(seed, "world-workload");
         let producers = (0..workload.between(1, 3))
             .map(|_| match workload.below(4) {
@@ -150,6 +198,7 @@ impl WorldOptions {
             planted,
             log_cache_bytes,
             segment_bytes,
+            trimming,
         }
     }
 }
@@ -171,6 +220,14 @@ impl fmt::Display for WorldOptions {
             f,
             "  network: latency {:?} ms; disk: fsync {} us; log cache {} bytes; segments of {} bytes",
             self.latency_ms, self.fsync_us, self.log_cache_bytes, self.segment_bytes
+        )?;
+        writeln!(
+            f,
+            "  log start: DeleteRecords every {:?} ms, retention.bytes {:?}, retention.ms {:?} (checked every {} ms)",
+            self.trimming.delete_records_every_ms,
+            self.trimming.retention_bytes,
+            self.trimming.retention_ms,
+            self.trimming.retention_check_ms
         )?;
         writeln!(
             f,

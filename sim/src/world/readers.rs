@@ -1,5 +1,6 @@
 //! The readers on the client host: each polls every partition from the start while the
-//! producers run and faults hit, and records every poll in the history.
+//! producers run and faults hit, and records every poll (and every reset to the log start
+//! offset) in the history.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,29 +27,45 @@ pub(super) async fn read_during_run(
     let partitions: Vec<(&str, i32)> = (0..options.partitions).map(|p| (TOPIC, p)).collect();
     consumer.assign(&partitions);
     while !stop.load(Ordering::SeqCst) {
-        match consumer.poll(Duration::from_millis(200)).await {
-            Ok(records) if !records.is_empty() => {
-                let records: Vec<(i32, i64, u64)> = records
-                    .iter()
-                    .map(|r| (r.partition, r.offset, value_of(r)))
-                    .collect();
-                let at_ms = sim_ms();
-                trace.line(&format!(
-                    "{at_ms:>7} client r{reader} polled {} records, first {:?}",
-                    records.len(),
-                    records.first()
-                ));
-                history.lock().expect("not poisoned").polls.push(Poll {
-                    reader,
-                    at_ms,
-                    records,
-                });
-            }
-            Ok(_) => {}
+        let polled = consumer.poll(Duration::from_millis(200)).await;
+        let failed = polled.is_err();
+        // Positions below the log start (or past the end) went back to the log start.
+        let resets: Vec<(i32, i64)> = consumer
+            .take_resets()
+            .into_iter()
+            .map(|(_, partition, from)| (partition, from))
+            .collect();
+        let at_ms = sim_ms();
+        if !resets.is_empty() {
+            trace.line(&format!("{at_ms:>7} client r{reader} reset {resets:?}"));
+        }
+        let records: Vec<(i32, i64, u64)> = match polled {
+            Ok(records) => records
+                .iter()
+                .map(|r| (r.partition, r.offset, value_of(r)))
+                .collect(),
             Err(e) => {
                 trace.line(&format!("{:>7} client r{reader} poll: {e}", sim_ms()));
-                sleep_ms(100).await;
+                Vec::new()
             }
+        };
+        if !records.is_empty() {
+            trace.line(&format!(
+                "{at_ms:>7} client r{reader} polled {} records, first {:?}",
+                records.len(),
+                records.first()
+            ));
+        }
+        if !records.is_empty() || !resets.is_empty() {
+            history.lock().expect("not poisoned").polls.push(Poll {
+                reader,
+                at_ms,
+                records,
+                resets,
+            });
+        }
+        if failed {
+            sleep_ms(100).await;
         }
     }
 }

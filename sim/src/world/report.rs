@@ -34,6 +34,11 @@ pub struct WorldStats {
     pub group_deliveries: u64,
     /// Offset commits the group's members had acknowledged.
     pub group_commits: u64,
+    /// DeleteRecords calls acknowledged.
+    pub trims: u64,
+    /// Acknowledged records below the final read's log start offset (allowed: gone by
+    /// DeleteRecords or retention).
+    pub trimmed: u64,
 }
 
 /// What a world run found.

@@ -141,6 +141,12 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
     stats.indeterminate = verdict.indeterminate;
     stats.records_read = verdict.records_read;
     stats.lost_leader_only = verdict.lost_leader_only;
+    stats.trimmed = verdict.trimmed;
+    stats.trims = history
+        .trims
+        .iter()
+        .filter(|t| t.low_watermark.is_some())
+        .count() as u64;
     violations.extend(verdict.lines());
     WorldReport {
         trace_hash: trace.hash(),

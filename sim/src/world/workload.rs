@@ -26,7 +26,8 @@ pub(super) async fn workload(
     let client = Client::new(client_config(bootstrap.clone())).map_err(|e| e.to_string())?;
     let admin = Admin::new(client.clone());
     loop {
-        let topic = NewTopic::new(TOPIC, options.partitions, options.replication);
+        let mut topic = NewTopic::new(TOPIC, options.partitions, options.replication);
+        topic.configs = options.trimming.topic_configs();
         match admin.create_topics(&[topic]).await {
             Ok(answers) => match &answers[0] {
                 Ok(()) => break,
@@ -42,6 +43,13 @@ pub(super) async fn workload(
         sleep_ms(200).await;
     }
     trace.line(&format!("{:>7} client topic created", sim_ms()));
+    history.lock().expect("not poisoned").retention = options.trimming.retention();
+    let trimmer = tokio::spawn(super::trimmer::trim(
+        options.clone(),
+        client.clone(),
+        history.clone(),
+        trace.clone(),
+    ));
     let stop_readers = Arc::new(AtomicBool::new(false));
     let mut readers = tokio::task::JoinSet::new();
     for reader in 0..options.readers {
@@ -76,6 +84,9 @@ pub(super) async fn workload(
     while let Some(result) = producers.join_next().await {
         result.map_err(|e| format!("a producer task failed: {e}"))??;
     }
+    trimmer
+        .await
+        .map_err(|e| format!("the trimmer task failed: {e}"))?;
     stop_readers.store(true, Ordering::SeqCst);
     while let Some(result) = readers.join_next().await {
         result.map_err(|e| format!("a reader task failed: {e}"))?;
@@ -117,6 +128,16 @@ pub(super) async fn workload(
         }
         {
             let mut history = history.lock().expect("not poisoned");
+            // A partition whose position fell below the log start (retention or a late
+            // DeleteRecords moved it) is read again from there: the final read of a partition
+            // is one dense run from its log start.
+            for (_, partition, from) in consumer.take_resets() {
+                trace.line(&format!(
+                    "{:>7} client final read of {partition} reset from {from}",
+                    sim_ms()
+                ));
+                history.reads.remove(&partition);
+            }
             for record in &records {
                 let value = value_of(record);
                 trace.line(&format!(
@@ -142,18 +163,42 @@ pub(super) async fn workload(
             break;
         }
     }
-    history.lock().expect("not poisoned").finished = true;
+    {
+        let mut history = history.lock().expect("not poisoned");
+        for partition in 0..options.partitions {
+            let start = match history.reads.get(&partition).and_then(|r| r.first()) {
+                Some((offset, _)) => *offset,
+                None => consumer.position(TOPIC, partition).unwrap_or(0),
+            };
+            history.final_starts.insert(partition, start);
+        }
+        history.finished = true;
+    }
     trace.line(&format!("{:>7} client final read done", sim_ms()));
-    // The group must read every acknowledged write too (it may be slower: rebalances).
+    // The group must read every acknowledged write too (it may be slower: rebalances), except
+    // what retention removes meanwhile: below the log start offset, which is asked each round.
+    let mut starts: BTreeMap<i32, i64> = history.lock().expect("not poisoned").final_starts.clone();
+    let mut observed: BTreeMap<i32, i64> = BTreeMap::new();
     loop {
+        if options.trimming.retention() {
+            for (partition, start) in starts.iter_mut() {
+                if let Ok(now) = consumer.beginning_offset(TOPIC, *partition).await {
+                    observed.insert(*partition, now);
+                    *start = (*start).max(now);
+                }
+            }
+        }
         let caught_up = {
             let history = history.lock().expect("not poisoned");
             let delivered: BTreeSet<u64> =
                 history.group.deliveries.iter().map(|d| d.value).collect();
-            history.sends.values().all(|s| {
-                s.kind == Delivery::LeaderOnly
-                    || !matches!(s.outcome, Outcome::Ok { .. })
-                    || delivered.contains(&s.value)
+            history.sends.values().all(|s| match s.outcome {
+                Outcome::Ok { partition, offset } => {
+                    s.kind == Delivery::LeaderOnly
+                        || offset < starts.get(&partition).copied().unwrap_or(0)
+                        || delivered.contains(&s.value)
+                }
+                _ => true,
             })
         };
         if caught_up {
@@ -161,6 +206,8 @@ pub(super) async fn workload(
         }
         sleep_ms(200).await;
     }
+    // The log starts as last seen (the checker holds them to the final read's).
+    history.lock().expect("not poisoned").group_starts = observed;
     stop_group.store(true, Ordering::SeqCst);
     group
         .await
