@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::{
-    BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-};
+use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
 use oxbow_core::ids::{GroupId, Offset, RaftIndex};
 use oxbow_core::io::{
@@ -18,6 +18,7 @@ use oxbow_core::io::{
     Response,
 };
 
+use super::frame::SplicedFetch;
 use super::{code, placement, Context};
 
 async fn fetch_one(
@@ -45,7 +46,9 @@ async fn fetch_one(
     Ok(found)
 }
 
-pub(super) async fn fetch(context: &Context, request: FetchRequest) -> FetchResponse {
+/// A Fetch: its response, with each partition's batches kept apart to be spliced in.
+pub(super) async fn fetch(context: Arc<Context>, request: FetchRequest) -> SplicedFetch {
+    let context = &*context;
     let mut applied = context.core.applied();
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(request.max_wait_ms.clamp(0, 30_000) as u64);
@@ -54,7 +57,7 @@ pub(super) async fn fetch(context: &Context, request: FetchRequest) -> FetchResp
         let metadata = context.core.metadata();
         let mut total = 0usize;
         let mut any_error = false;
-        let mut response = FetchResponse::default();
+        let mut spliced = SplicedFetch::default();
         for topic in &request.topics {
             let name = topic.topic.0.as_str();
             let mut out = FetchableTopicResponse::default();
@@ -87,7 +90,7 @@ pub(super) async fn fetch(context: &Context, request: FetchRequest) -> FetchResp
                                 data.log_start_offset = found.log_start_offset.0;
                                 let bytes: usize = found.batches.iter().map(Bytes::len).sum();
                                 total += bytes;
-                                data.records = Some(concat(found.batches));
+                                data.records = spliced.records(found.batches);
                             }
                             Err(error) => {
                                 any_error = true;
@@ -98,29 +101,15 @@ pub(super) async fn fetch(context: &Context, request: FetchRequest) -> FetchResp
                 }
                 out.partitions.push(data);
             }
-            response.responses.push(out);
+            spliced.response.responses.push(out);
         }
         let enough = total >= request.min_bytes.max(1) as usize;
         if enough || any_error || tokio::time::Instant::now() >= deadline {
-            return response;
+            return spliced;
         }
         // Long poll: wait until something is applied on this node (since this round looked),
         // or the deadline.
         let _ = tokio::time::timeout_at(deadline, applied.changed()).await;
-    }
-}
-
-fn concat(batches: Vec<Bytes>) -> Bytes {
-    match batches.len() {
-        0 => Bytes::new(),
-        1 => batches.into_iter().next().expect("one"),
-        _ => {
-            let mut out = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
-            for b in batches {
-                out.extend_from_slice(&b);
-            }
-            out.freeze()
-        }
     }
 }
 

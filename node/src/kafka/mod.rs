@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use self::frame::Frame;
 use crate::config::Config;
 use crate::producer_ids::ProducerIds;
 use crate::runtime::env::Network;
@@ -33,6 +34,7 @@ use crate::runtime::CoreHandle;
 
 mod admin;
 mod fetch;
+mod frame;
 mod groups;
 mod metadata;
 mod produce;
@@ -158,7 +160,7 @@ pub async fn serve<N: Network>(
 
 /// A response being prepared: resolves to the encoded frame, or `None` when nothing is sent
 /// (acks=0).
-type PendingResponse = Pin<Box<dyn Future<Output = Result<Option<BytesMut>, String>> + Send>>;
+type PendingResponse = Pin<Box<dyn Future<Output = Result<Option<Frame>, String>> + Send>>;
 
 /// Reads requests and queues their responses, in request order, to a writer task. Produce
 /// requests are submitted to the core here, in the order they arrive (idempotent sequences
@@ -185,7 +187,40 @@ async fn write_responses(
 ) -> Result<(), String> {
     while let Some(response) = pending.recv().await {
         if let Some(frame) = response.await? {
-            write.write_all(&frame).await.map_err(|e| e.to_string())?;
+            write_frame(&mut write, frame)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a frame's parts with vectored writes (a fetch's batches are parts of their own).
+async fn write_frame(write: &mut (impl AsyncWrite + Unpin), frame: Frame) -> std::io::Result<()> {
+    /// Slices per write: well under every platform's IOV_MAX.
+    const SLICES: usize = 64;
+    let mut parts: std::collections::VecDeque<Bytes> = frame.into_parts().into();
+    parts.retain(|p| !p.is_empty());
+    while !parts.is_empty() {
+        let slices: Vec<std::io::IoSlice<'_>> = parts
+            .iter()
+            .take(SLICES)
+            .map(|p| std::io::IoSlice::new(p))
+            .collect();
+        let mut written = write.write_vectored(&slices).await?;
+        drop(slices);
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let first = parts.front_mut().expect("wrote no more than the parts");
+            if written >= first.len() {
+                written -= first.len();
+                parts.pop_front();
+            } else {
+                first.advance(written);
+                written = 0;
+            }
         }
     }
     Ok(())
@@ -221,7 +256,7 @@ async fn read_requests(
             let mut response = api_versions();
             response.error_code = code::UNSUPPORTED_VERSION;
             let frame = encode_response(correlation_id, key, 0, &response);
-            Box::pin(async move { frame.map(Some) })
+            Box::pin(async move { frame.map(|f| Some(Frame::whole(f.freeze()))) })
         } else {
             if !supported(key, version) {
                 warn!(logger, "unsupported request"; "api" => ?key, "version" => version);
@@ -268,7 +303,18 @@ async fn dispatch(
         ApiKey::DeleteRecords => {
             call.handle(body, async move |r| produce::delete_records(&ctx, r).await)
         }
-        ApiKey::Fetch => call.handle(body, async move |r| fetch::fetch(&ctx, r).await),
+        ApiKey::Fetch => {
+            // The stored batches are spliced into the encoded response, not copied.
+            let answer = fetch::fetch(ctx, call.decode(body)?);
+            Ok(Box::pin(async move {
+                let spliced = answer.await;
+                spliced
+                    .into_frame(version, |r| {
+                        encode_response(call.correlation_id, call.key, version, r)
+                    })
+                    .map(Some)
+            }))
+        }
         ApiKey::ListOffsets => call.handle(body, async move |r| fetch::list_offsets(&ctx, r).await),
         ApiKey::Metadata => call.handle(body, async move |r| {
             metadata::metadata(&ctx, r, version).await
@@ -396,7 +442,7 @@ impl Call {
     /// The answer with a response already built.
     fn answer_now<M: Encodable>(self, response: &M) -> PendingResponse {
         let frame = encode_response(self.correlation_id, self.key, self.version, response);
-        Box::pin(async move { frame.map(Some) })
+        Box::pin(async move { frame.map(|f| Some(Frame::whole(f.freeze()))) })
     }
 
     /// The answer with the response `answer` resolves to; `None` sends nothing (acks=0).
@@ -408,7 +454,7 @@ impl Call {
             match answer.await {
                 Some(response) => {
                     encode_response(self.correlation_id, self.key, self.version, &response)
-                        .map(Some)
+                        .map(|f| Some(Frame::whole(f.freeze())))
                 }
                 None => Ok(None),
             }
