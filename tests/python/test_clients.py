@@ -198,3 +198,38 @@ def test_delete_records_with_confluent_kafka_and_kafka_python(cluster):
     with pytest.raises(Exception, match="cannot be changed"):
         admin.incremental_alter_configs([refused])[refused].result(timeout=30)
     admin.delete_topics(["dr-topic"])["dr-topic"].result(timeout=30)
+
+
+def test_offsets_for_times_with_kafka_python_and_confluent_kafka(cluster):
+    """ListOffsets by timestamp (the broker's sparse time index): the first record stamped at
+    or after a time, or none past the last."""
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import TopicPartition as CkPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from kafka import KafkaConsumer, TopicPartition
+
+    admin = AdminClient({"bootstrap.servers": cluster})
+    admin.create_topics([NewTopic("ts-topic", num_partitions=1, replication_factor=3)])["ts-topic"].result(timeout=30)
+    _wait_for_topic(cluster, "ts-topic", 1)
+    base = 1_700_000_000_000
+    producer = Producer({"bootstrap.servers": cluster, "enable.idempotence": True, "linger.ms": 5})
+    for i in range(200):
+        # Ten records per second of record time.
+        producer.produce("ts-topic", value=f"t-{i}".encode(), partition=0, timestamp=base + 100 * i)
+    assert producer.flush(30) == 0
+
+    consumer = KafkaConsumer(bootstrap_servers=cluster, group_id=None, enable_auto_commit=False)
+    partition = TopicPartition("ts-topic", 0)
+    found = consumer.offsets_for_times({partition: base + 100 * 120 - 50})[partition]
+    assert (found.offset, found.timestamp) == (120, base + 100 * 120)
+    assert consumer.offsets_for_times({partition: base})[partition].offset == 0
+    assert consumer.offsets_for_times({partition: base + 100 * 200})[partition] is None
+    consumer.close()
+
+    ck = Consumer({"bootstrap.servers": cluster, "group.id": "ts-lookup", "enable.auto.commit": False})
+    (answer,) = ck.offsets_for_times([CkPartition("ts-topic", 0, base + 100 * 57)], timeout=30)
+    assert answer.error is None and answer.offset == 57
+    (past,) = ck.offsets_for_times([CkPartition("ts-topic", 0, base + 100 * 500)], timeout=30)
+    assert past.offset == -1  # the end: no record that late
+    ck.close()
+    admin.delete_topics(["ts-topic"])["ts-topic"].result(timeout=30)
