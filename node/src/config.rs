@@ -364,6 +364,7 @@ impl Config {
             retention_ms: number("retention.ms"),
             retention_bytes: number("retention.bytes"),
             segment_ms: number("segment.ms"),
+            log_end: None,
         }
     }
 

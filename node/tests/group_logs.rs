@@ -271,6 +271,7 @@ fn retention_keeps_the_active_segment_and_moves_to_a_kept_batch() {
         retention_ms: -1,
         retention_bytes: -1,
         segment_ms: i64::MAX,
+        log_end: None,
     };
     assert_eq!(at(forever, i64::MAX), None, "no limits, nothing goes");
     let by_time = |ms| RetentionPolicy {
@@ -325,6 +326,45 @@ fn retention_keeps_the_active_segment_and_moves_to_a_kept_batch() {
         "the old active segment rolled"
     );
     assert_eq!(start, vec![(GroupId(1), oxbow_core::ids::Offset(180))]);
+    // Told the log end by the leader, retention takes the newest batches too once they have
+    // expired: the active segment rolls, and the log start moves to the end (Kafka empties a
+    // topic whose records all expired).
+    let segments = log.segment_count();
+    let leading = RetentionPolicy {
+        retention_ms: 500,
+        log_end: Some(oxbow_core::ids::Offset(200)),
+        ..forever
+    };
+    let policies = BTreeMap::from([(GroupId(1), leading)]);
+    let start = log.retention(&policies, 4_000).expect("retention");
+    assert_eq!(start, vec![(GroupId(1), oxbow_core::ids::Offset(200))]);
+    assert_eq!(log.segment_count(), segments, "nothing left to roll");
+    log.append(&[WalRecord::Entries {
+        group: GroupId(1),
+        entries: vec![batch_entry(21, 200, 10, 3_900, 300)],
+    }])
+    .expect("append");
+    let young = log.retention(&policies, 4_000).expect("retention");
+    assert_eq!(log.segment_count(), segments, "a young batch: no roll");
+    assert_eq!(
+        young,
+        vec![(GroupId(1), oxbow_core::ids::Offset(200))],
+        "up to the young batch"
+    );
+    let policies = BTreeMap::from([(
+        GroupId(1),
+        RetentionPolicy {
+            log_end: Some(oxbow_core::ids::Offset(210)),
+            ..leading
+        },
+    )]);
+    let start = log.retention(&policies, 4_500).expect("retention");
+    assert_eq!(
+        log.segment_count(),
+        segments + 1,
+        "the expired active segment rolled"
+    );
+    assert_eq!(start, vec![(GroupId(1), oxbow_core::ids::Offset(210))]);
 }
 
 #[test]

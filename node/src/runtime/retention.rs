@@ -79,8 +79,14 @@ async fn check(
     let led: BTreeMap<GroupId, RetentionPolicy> = groups
         .iter()
         .zip(statuses)
-        .filter(|(_, status)| status.is_some_and(|s| s.serving))
-        .map(|(group, _)| (*group, policies[group].0))
+        .filter_map(|(group, status)| {
+            let status = status.filter(|s| s.serving)?;
+            let policy = RetentionPolicy {
+                log_end: Some(status.high_watermark),
+                ..policies[group].0
+            };
+            Some((*group, policy))
+        })
         .collect();
     if led.is_empty() {
         return Some(());

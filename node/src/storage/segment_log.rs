@@ -374,7 +374,7 @@ impl<D: Disk> SegmentLog<D> {
             let Some(log) = self.groups.get_mut(group) else {
                 continue;
             };
-            log.roll_if_old(&mut self.disk, policy.segment_ms, now_ms)?;
+            log.roll_if_old(&mut self.disk, *policy, now_ms)?;
             if let Some(point) = log.retention_point(*policy, now_ms) {
                 points.push((*group, point));
             }

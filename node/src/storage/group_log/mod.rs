@@ -147,6 +147,11 @@ pub struct RetentionPolicy {
     pub retention_bytes: i64,
     /// The active segment rolls once its first batch is this old (Kafka's `segment.ms`).
     pub segment_ms: i64,
+    /// The partition's high watermark as its leader knows it, if the caller leads it: with
+    /// it, retention may take every segment holding records (the active one is rolled first
+    /// once all of it has expired, as Kafka does) and move the log start to the end. Without
+    /// it, the newest segment holding a batch stays.
+    pub log_end: Option<Offset>,
 }
 
 /// What recovery found in one group's segments.
@@ -646,7 +651,8 @@ impl GroupLog {
     /// retention decides: a prefix of closed segments whose every batch is older than
     /// `retention_ms`, and of the oldest closed segments as long as the log stays at least
     /// `retention_bytes` long; the active segment always stays. The answer is the first offset
-    /// of the oldest segment kept, `None` when nothing may go.
+    /// of the oldest segment kept (or `policy.log_end` when none kept holds a batch), `None`
+    /// when nothing may go.
     pub(crate) fn retention_point(&self, policy: RetentionPolicy, now_ms: i64) -> Option<Offset> {
         let closed: Vec<&Segment> = self.segments.values().rev().skip(1).rev().collect();
         let expired = if policy.retention_ms >= 0 {
@@ -679,6 +685,18 @@ impl GroupLog {
         // the log start past a batch it has not seen begin.
         let segments: Vec<&Segment> = self.segments.values().collect();
         let mut keep_from = expired.max(oversized);
+        if keep_from > 0
+            && segments[keep_from..]
+                .iter()
+                .all(|s| s.first_offset.is_none())
+        {
+            // Every batch may go: the log start moves to the end the leader knows, at or
+            // past every batch those segments hold (committed or not: the files go only once
+            // compaction covers their entries, which it does for applied ones).
+            if let Some(end) = policy.log_end {
+                return Some(end);
+            }
+        }
         while keep_from > 0
             && segments[keep_from..]
                 .iter()
@@ -697,17 +715,24 @@ impl GroupLog {
 
     /// Rolls the active segment if its first batch is `segment_ms` older than `now_ms`
     /// (Kafka's `segment.ms`): then a partition that gets little data still has closed
-    /// segments for time-based retention to delete.
+    /// segments for time-based retention to delete. With `policy.log_end` known, it also rolls
+    /// once every batch in it is older than `retention_ms`, so that all of it may go, as
+    /// Kafka rolls an active segment that retention deletes.
     pub(crate) fn roll_if_old<D: Disk>(
         &mut self,
         disk: &mut D,
-        segment_ms: i64,
+        policy: RetentionPolicy,
         now_ms: i64,
     ) -> Result<bool, StorageError> {
         let active = &self.segments[&self.active()];
-        let old = active
-            .first_timestamp
-            .is_some_and(|first| now_ms.saturating_sub(first) >= segment_ms);
+        let expired = policy.log_end.is_some()
+            && policy.retention_ms >= 0
+            && active.first_timestamp.is_some()
+            && active.max_timestamp < now_ms.saturating_sub(policy.retention_ms);
+        let old = expired
+            || active
+                .first_timestamp
+                .is_some_and(|first| now_ms.saturating_sub(first) >= policy.segment_ms);
         if old {
             self.roll(disk)?;
         }
