@@ -396,6 +396,7 @@ impl ProduceError {
             Self::NotLeader { .. } => 6,
             Self::Batch(BatchError::Corrupt(_)) => 2,
             Self::Batch(BatchError::TooLarge { .. }) => 10,
+            Self::Batch(BatchError::DecompressedTooLarge { .. }) => 10,
             Self::Batch(BatchError::Invalid(_)) => 87,
             Self::OutOfOrderSequence { .. } => 45,
             Self::InvalidProducerEpoch => 47,

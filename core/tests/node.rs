@@ -371,7 +371,7 @@ fn a_produce_on_the_leader_outputs_exactly_one_synced_entry_write() {
     h.elect();
     let bytes = batch(2, -1, -1);
     let out = h.produce(1, Acks::All, bytes.clone());
-    let stamped = oxbow_core::batch::Batch::parse(bytes, 1 << 20)
+    let stamped = oxbow_core::batch::Batch::parse(bytes, 1 << 20, 1 << 20)
         .expect("valid")
         .stamp(Offset(0), Term(1), Timestamps::CreateTime, 0);
     let expected_entry = Entry {

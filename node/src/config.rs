@@ -150,6 +150,10 @@ pub struct LogConfig {
     /// system has less free space than this, so that acknowledged data, replication, retention
     /// and restarts keep room (Redpanda's `storage_min_free_bytes`). 0 turns it off.
     pub disk_reserve_bytes: u64,
+    /// Most bytes a produced batch's compressed records may inflate to: each batch's records
+    /// are checked against its header at produce, and one inflating past this is refused
+    /// (MESSAGE_TOO_LARGE), as a zip bomb would be.
+    pub decompressed_batch_bytes_max: u64,
 }
 
 impl Default for LogConfig {
@@ -164,6 +168,7 @@ impl Default for LogConfig {
             cache_bytes: 128 << 20,
             open_files_max: crate::storage::disk::OPEN_FILES_MAX,
             disk_reserve_bytes: 1 << 30,
+            decompressed_batch_bytes_max: 64 << 20,
         }
     }
 }
@@ -193,6 +198,14 @@ impl LogConfig {
             return Err(ConfigError(format!(
                 "log.segment_bytes: {} is outside 1024..=1073741824",
                 self.segment_bytes
+            )));
+        }
+        if self.decompressed_batch_bytes_max < 1 << 20
+            || self.decompressed_batch_bytes_max > 1 << 30
+        {
+            return Err(ConfigError(format!(
+                "log.decompressed_batch_bytes_max: {} is outside 1048576..=1073741824",
+                self.decompressed_batch_bytes_max
             )));
         }
         if self.cache_bytes < 4_096 {

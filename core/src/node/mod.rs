@@ -138,6 +138,8 @@ pub struct NodeConfig {
     pub max_uncommitted_size: u64,
     /// Largest record batch accepted.
     pub batch_bytes_max: usize,
+    /// Most bytes a compressed batch's records may inflate to (checked at produce).
+    pub batch_decompressed_bytes_max: usize,
     /// Most produce requests waiting for an answer per group.
     pub pending_requests_max: usize,
     /// Most idempotent producers remembered per group.
@@ -186,6 +188,7 @@ impl NodeConfig {
             max_inflight_msgs: 256,
             max_uncommitted_size: 64 << 20,
             batch_bytes_max: 1 << 20,
+            batch_decompressed_bytes_max: 64 << 20,
             pending_requests_max: 10_000,
             producers_max: 10_000,
             retain_entries_max: None,

@@ -237,7 +237,12 @@ impl Replica {
                 leader: self.leader_hint(),
             });
         };
-        let batch = Batch::parse(bytes, config.batch_bytes_max).map_err(ProduceError::Batch)?;
+        let batch = Batch::parse(
+            bytes,
+            config.batch_bytes_max,
+            config.batch_decompressed_bytes_max,
+        )
+        .map_err(ProduceError::Batch)?;
         let deadline = now.mono.plus_ms(u64::from(timeout_ms));
         let applied = self.applied;
         let produce = &mut self.kind.records_mut().produce;

@@ -196,3 +196,31 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Sends one raw Kafka request frame and returns the response body, or `None` if the node
+/// closed the connection.
+pub fn raw_request(port: u16, frame: &[u8]) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(frame).ok()?;
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+pub fn request_frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    let header_len = 2 + 2 + 4 + 2;
+    frame.extend_from_slice(&((header_len + body.len()) as i32).to_be_bytes());
+    frame.extend_from_slice(&api_key.to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    frame.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    frame.extend_from_slice(body);
+    frame
+}

@@ -1,9 +1,12 @@
 //! Kafka RecordBatch v2 as opaque bytes with a fixed-layout header view.
 //!
-//! The broker never decodes records: it reads the 61-byte header, checks the CRC-32C, and patches
+//! The broker stores records as bytes: it reads the 61-byte header, checks the CRC-32C, walks
+//! the records once at produce to check they are what the header says (`records`), and patches
 //! the fields Kafka makes the broker's job (base offset, partition leader epoch and, for topics
 //! with `LogAppendTime`, the timestamps). Records are encoded and decoded only by
 //! `kafka-protocol`, in clients and tests; the tests in this file check this view against it.
+
+mod records;
 
 use bytes::{Bytes, BytesMut};
 
@@ -40,6 +43,11 @@ pub enum BatchError {
     /// Well-formed but not acceptable here: magic other than 2, no records, offsets not dense,
     /// unknown codec, or a control batch from a client (Kafka `INVALID_RECORD`).
     Invalid(&'static str),
+    /// Its compressed records inflate past the broker's limit (Kafka `MESSAGE_TOO_LARGE`).
+    DecompressedTooLarge {
+        /// The most bytes a batch's records may inflate to.
+        max: usize,
+    },
     /// Larger than the partition accepts (Kafka `MESSAGE_TOO_LARGE`).
     TooLarge {
         /// The batch's size in bytes.
@@ -54,6 +62,11 @@ impl std::fmt::Display for BatchError {
         match self {
             Self::Corrupt(why) => write!(f, "corrupt record batch: {why}"),
             Self::Invalid(why) => write!(f, "invalid record batch: {why}"),
+            Self::DecompressedTooLarge { max } => write!(
+                f,
+                "record batch decompresses to more than the limit of {max} bytes \
+                 (send smaller batches, or raise the node's log.decompressed_batch_bytes_max)"
+            ),
             Self::TooLarge { size, max } => {
                 write!(
                     f,
@@ -84,9 +97,14 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Checks one batch received from a client: length, magic, CRC-32C and header fields.
-    /// The bytes must hold exactly one batch.
-    pub fn parse(bytes: Bytes, size_max: usize) -> Result<Self, BatchError> {
+    /// Checks one batch received from a client: length, magic, CRC-32C, header fields, and
+    /// the records against the header (compressed ones inflated up to `decompressed_max`
+    /// bytes). The bytes must hold exactly one batch.
+    pub fn parse(
+        bytes: Bytes,
+        size_max: usize,
+        decompressed_max: usize,
+    ) -> Result<Self, BatchError> {
         if bytes.len() > size_max {
             return Err(BatchError::TooLarge {
                 size: bytes.len(),
@@ -141,6 +159,12 @@ impl Batch {
                 "idempotent batch without producer epoch or sequence",
             ));
         }
+        records::check(
+            &batch.bytes[HEADER_LEN..],
+            count,
+            batch.attributes() & ATTRIBUTE_COMPRESSION_MASK,
+            decompressed_max,
+        )?;
         batch.assert_header_sane();
         Ok(batch)
     }
@@ -370,7 +394,7 @@ mod tests {
     #[test]
     fn parse_agrees_with_kafka_protocol() {
         let bytes = batch(3, 7, 2, 10);
-        let parsed = Batch::parse(bytes.clone(), 1 << 20).expect("valid");
+        let parsed = Batch::parse(bytes.clone(), 1 << 20, 1 << 20).expect("valid");
         let info = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).expect("decode");
         assert_eq!(info.len(), 1);
         assert_eq!(parsed.record_count(), info[0].record_count);
@@ -382,7 +406,7 @@ mod tests {
 
     #[test]
     fn stamping_keeps_the_batch_readable_by_kafka_protocol() {
-        let parsed = Batch::parse(batch(4, -1, -1, -1), 1 << 20).expect("valid");
+        let parsed = Batch::parse(batch(4, -1, -1, -1), 1 << 20, 1 << 20).expect("valid");
         let stamped = parsed.stamp(Offset(1000), Term(7), TimestampType::LogAppendTime, 42);
         let decoded = RecordBatchDecoder::decode(&mut stamped.bytes().clone()).expect("decode");
         let offsets: Vec<i64> = decoded.records.iter().map(|r| r.offset).collect();
@@ -408,32 +432,32 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 0x01;
         assert_eq!(
-            Batch::parse(flipped.freeze(), 1 << 20),
+            Batch::parse(flipped.freeze(), 1 << 20, 1 << 20),
             Err(BatchError::Corrupt("CRC-32C mismatch"))
         );
         assert!(matches!(
-            Batch::parse(good.slice(..30), 1 << 20),
+            Batch::parse(good.slice(..30), 1 << 20, 1 << 20),
             Err(BatchError::Corrupt(_))
         ));
         assert!(matches!(
-            Batch::parse(good.slice(..good.len() - 1), 1 << 20),
+            Batch::parse(good.slice(..good.len() - 1), 1 << 20, 1 << 20),
             Err(BatchError::Corrupt(_))
         ));
         assert!(matches!(
-            Batch::parse(good.clone(), 10),
+            Batch::parse(good.clone(), 10, 1 << 20),
             Err(BatchError::TooLarge { .. })
         ));
         let mut magic = BytesMut::from(&good[..]);
         magic[MAGIC] = 1;
         assert!(matches!(
-            Batch::parse(magic.freeze(), 1 << 20),
+            Batch::parse(magic.freeze(), 1 << 20, 1 << 20),
             Err(BatchError::Invalid(_))
         ));
         let mut two = BytesMut::from(&good[..]);
         two.extend_from_slice(&good);
         assert!(
             matches!(
-                Batch::parse(two.freeze(), 1 << 20),
+                Batch::parse(two.freeze(), 1 << 20, 1 << 20),
                 Err(BatchError::Invalid(_))
             ),
             "two batches for one partition are refused as invalid, as Kafka does"
@@ -450,11 +474,11 @@ mod tests {
                              term in 1u64..1 << 20, log_append in any::<bool>()) {
             let epoch = if pid >= 0 { 0 } else { -1 };
             let bytes = batch(count, pid, epoch, seq);
-            let parsed = Batch::parse(bytes, 1 << 20).expect("valid");
+            let parsed = Batch::parse(bytes, 1 << 20, 1 << 20).expect("valid");
             let timestamps = if log_append { TimestampType::LogAppendTime } else { TimestampType::CreateTime };
             let stamped = parsed.stamp(Offset(base), Term(term), timestamps, 5);
             prop_assert_eq!(stamped.next_offset(), Offset(base + i64::from(count)));
-            let reparsed = Batch::parse(stamped.bytes().clone(), 1 << 20).expect("still valid");
+            let reparsed = Batch::parse(stamped.bytes().clone(), 1 << 20, 1 << 20).expect("still valid");
             prop_assert_eq!(reparsed.partition_leader_epoch() as u64, term);
             let decoded = RecordBatchDecoder::decode(&mut stamped.into_bytes()).expect("decode");
             prop_assert_eq!(decoded.records.len(), count as usize);
@@ -463,7 +487,7 @@ mod tests {
         /// No byte string makes parse panic.
         #[test]
         fn parse_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = Batch::parse(Bytes::from(data), 1 << 20);
+            let _ = Batch::parse(Bytes::from(data), 1 << 20, 1 << 20);
         }
     }
 }

@@ -1,0 +1,134 @@
+//! End-to-end: hostile input gets a Kafka error and costs no node. Real `oxbow node`
+//! processes, raw Kafka requests.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+mod common;
+use common::{raw_request, request_frame, Cluster, TOPIC};
+
+fn records(count: usize, value_len: usize) -> Vec<Record> {
+    (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: None,
+            value: Some(Bytes::from(vec![b'z'; value_len])),
+            headers: Default::default(),
+        })
+        .collect()
+}
+
+fn batch(records: &[Record], compression: Compression) -> BytesMut {
+    let mut out = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut out,
+        records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encode");
+    out
+}
+
+/// Produces `batch` to partition 0 at `port`; the partition's error code.
+fn produce(port: u16, batch: Bytes) -> i16 {
+    let mut partition = PartitionProduceData::default();
+    partition.index = 0;
+    partition.records = Some(batch);
+    let mut topic = TopicProduceData::default();
+    topic.name = TopicName(StrBytes::from_static_str(TOPIC));
+    topic.partition_data = vec![partition];
+    let mut request = ProduceRequest::default();
+    request.acks = -1;
+    request.timeout_ms = 10_000;
+    request.topic_data = vec![topic];
+    let mut body = BytesMut::new();
+    request.encode(&mut body, 7).expect("encode");
+    let answer = raw_request(port, &request_frame(0, 7, &body))
+        .expect("a produce is answered, not a closed connection");
+    let response =
+        ProduceResponse::decode(&mut Bytes::from(answer[4..].to_vec()), 7).expect("decode");
+    response.responses[0].partition_responses[0].error_code
+}
+
+/// ListOffsets by `timestamp` for partition 0 at `port`: (error code, offset).
+fn offset_for_time(port: u16, timestamp: i64) -> Option<(i16, i64)> {
+    let mut partition = ListOffsetsPartition::default();
+    partition.partition_index = 0;
+    partition.timestamp = timestamp;
+    let mut topic = ListOffsetsTopic::default();
+    topic.name = TopicName(StrBytes::from_static_str(TOPIC));
+    topic.partitions = vec![partition];
+    let mut request = ListOffsetsRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.topics = vec![topic];
+    let mut body = BytesMut::new();
+    request.encode(&mut body, 5).expect("encode");
+    let answer = raw_request(port, &request_frame(2, 5, &body))?;
+    let response =
+        ListOffsetsResponse::decode(&mut Bytes::from(answer[4..].to_vec()), 5).expect("decode");
+    let p = &response.topics[0].partitions[0];
+    Some((p.error_code, p.offset))
+}
+
+#[test]
+fn poison_batches_are_refused_and_every_node_lives() {
+    let mut cluster = Cluster::start_with("[log]\ndecompressed_batch_bytes_max = 1048576\n");
+    cluster.wait_for_leaders();
+    let leader = cluster.leaders()[&0];
+    let port = cluster.kafka[(leader - 1) as usize];
+    assert_eq!(
+        produce(port, batch(&records(3, 10), Compression::None).freeze()),
+        0
+    );
+
+    // One record under a header that claims two billion (the last offset delta agrees, the
+    // CRC is right): a decoder trusting the count allocates for all of them and aborts.
+    let mut poison = batch(&records(1, 10), Compression::None);
+    poison[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes()); // last offset delta
+    poison[57..61].copy_from_slice(&i32::MAX.to_be_bytes()); // record count
+    let crc = crc32c::crc32c(&poison[21..]);
+    poison[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(produce(port, poison.freeze()), 87, "INVALID_RECORD");
+
+    // A zstd batch of a few KiB that inflates to 3 MB, over the configured 1 MiB.
+    let bomb = batch(&records(300, 10_000), Compression::Zstd);
+    assert!(bomb.len() < 64 << 10, "{} bytes compressed", bomb.len());
+    assert_eq!(produce(port, bomb.freeze()), 10, "MESSAGE_TOO_LARGE");
+    // Within the limit, compressed batches are taken.
+    let fine = batch(&records(50, 10_000), Compression::Zstd);
+    assert_eq!(produce(port, fine.freeze()), 0);
+
+    // The timestamp lookup decodes stored batches: it answers, and every node lives.
+    assert_eq!(offset_for_time(port, 1_700_000_000_001), Some((0, 1)));
+    std::thread::sleep(Duration::from_millis(300));
+    for (i, node) in cluster.nodes.iter_mut().enumerate() {
+        let node = node.as_mut().expect("running");
+        assert!(
+            node.try_wait().expect("status").is_none(),
+            "node {} died on a hostile batch",
+            i + 1
+        );
+    }
+}
