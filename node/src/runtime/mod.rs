@@ -62,8 +62,6 @@ pub enum Event {
         /// Where the answer goes.
         reply: oneshot::Sender<Vec<Option<(NodeId, Term)>>>,
     },
-    /// The disk finished a write.
-    WriteDone(oxbow_core::ids::IoSeq),
     /// The disk read entries the core asked for.
     EntriesRead {
         /// The group.
@@ -73,8 +71,6 @@ pub enum Event {
         /// What was read.
         entries: Vec<Entry>,
     },
-    /// The disk failed: the node must stop.
-    Fatal(String),
 }
 
 /// A cloneable way to talk to the core task.
@@ -286,6 +282,8 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
     let kafka_listener = bind(config.kafka_listen).await?;
     let peer_listener = bind(config.peer_listen).await?;
     let (inbox_tx, inbox) = mpsc::channel(INBOX_CAPACITY);
+    // The writer's completions: a path of their own (see `writer`).
+    let (completions_tx, completions) = mpsc::unbounded_channel();
     let (applied_tx, applied) = watch::channel(0u64);
     let (metadata_tx, metadata) = watch::channel(Arc::new(MetadataState::new(config.all_nodes())));
     let core = CoreHandle {
@@ -303,7 +301,7 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         writer,
         reserve,
         planted,
-        core.sender(),
+        completions_tx,
         logger.clone(),
     );
     // Every node hears from every peer each `leader_gossip_ticks`; ten of those without a word
@@ -343,6 +341,7 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
     let done = tokio::spawn(run_core(CoreTask {
         node,
         inbox,
+        completions,
         own_inbox: core.sender(),
         writer,
         peers,
@@ -398,6 +397,7 @@ pub async fn accept_loop<N, F, Fut>(
 struct CoreTask {
     node: Node,
     inbox: mpsc::Receiver<Event>,
+    completions: mpsc::UnboundedReceiver<writer::Completion>,
     /// The sending side of `inbox`, for the disk reads' answers.
     own_inbox: mpsc::Sender<Event>,
     writer: writer::Writer,
@@ -415,6 +415,7 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
     let CoreTask {
         mut node,
         mut inbox,
+        mut completions,
         own_inbox,
         writer,
         peers,
@@ -435,6 +436,18 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
         let input = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
+            completion = completions.recv() => match completion {
+                Some(writer::Completion::Done(seq)) => Input::WriteDone { seq },
+                Some(writer::Completion::Failed(why)) => {
+                    error!(logger, "disk failure, stopping"; "error" => &why);
+                    return Err(RuntimeError::Fatal(why));
+                }
+                None => {
+                    let why = "the disk writer stopped".to_string();
+                    error!(logger, "disk failure, stopping"; "error" => &why);
+                    return Err(RuntimeError::Fatal(why));
+                }
+            },
             event = inbox.recv() => match event {
                 None => break,
                 Some(Event::Peer { from, messages }) => Input::Peer { from, messages },
@@ -454,13 +467,8 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                     let _ = reply.send(groups.iter().map(|g| node.leader(*g)).collect());
                     continue;
                 }
-                Some(Event::WriteDone(seq)) => Input::WriteDone { seq },
                 Some(Event::EntriesRead { group, low, entries }) => {
                     Input::EntriesRead { group, low, entries }
-                }
-                Some(Event::Fatal(why)) => {
-                    error!(logger, "disk failure, stopping"; "error" => &why);
-                    return Err(RuntimeError::Fatal(why));
                 }
             },
             _ = ticker.tick() => Input::Tick,
@@ -470,7 +478,14 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
         for output in out.drain(..) {
             match output {
                 Output::Send { to, messages } => peers.send(to, messages),
-                Output::Write(write) => writer.write(write).await,
+                Output::Write(write) => {
+                    if !writer.write(write).await {
+                        // The writer said why on its own path; this is only the symptom.
+                        let why = "the disk writer stopped".to_string();
+                        error!(logger, "disk failure, stopping"; "error" => &why);
+                        return Err(RuntimeError::Fatal(why));
+                    }
+                }
                 Output::ReadEntries(read) => {
                     // Answered after the writes queued before it; the core goes on meanwhile.
                     let (writer, inbox) = (writer.clone(), own_inbox.clone());

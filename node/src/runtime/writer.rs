@@ -5,6 +5,13 @@
 //! In production it is a thread of its own that blocks on the disk; in the simulator it is a
 //! task whose fsync takes simulated time (see [`WriterMode`]).
 //!
+//! Completions travel on a path of their own ([`Completion`]), not the core's shared inbox:
+//! the core may be waiting for room in the writer's queue while the inbox is full of client
+//! requests, and a writer waiting for room in that inbox would never free the queue. The
+//! completion channel needs no bound of its own: each completion answers one write the core
+//! queued, and the queue holds at most `QUEUE_CAPACITY` of them. Should the writer stop in any
+//! way (a disk error, or a panic), the core hears it and the node stops.
+//!
 //! It also answers questions only the log can: where retention may move each partition's log
 //! start ([`Writer::retention`]), asked between group commits.
 
@@ -20,7 +27,6 @@ use slog::{error, info, warn, Logger};
 use tokio::sync::{mpsc, oneshot};
 
 use super::env::WriterMode;
-use super::Event;
 use crate::config::FsyncPolicy;
 use crate::storage::{Disk, RetentionPolicy, SegmentLog, StorageError};
 
@@ -28,6 +34,29 @@ use crate::storage::{Disk, RetentionPolicy, SegmentLog, StorageError};
 const QUEUE_CAPACITY: usize = 1_024;
 /// Writes committed together at most.
 const GROUP_MAX: usize = 256;
+
+/// What the writer tells the core, in the order of the writes.
+#[derive(Debug)]
+pub enum Completion {
+    /// The write is on disk (and synced, if it asked).
+    Done(oxbow_core::ids::IoSeq),
+    /// The writer stopped: the disk failed, or the writer itself did. The node must stop.
+    Failed(String),
+}
+
+/// Sends `Failed` if the writer thread unwinds from a panic, so the node stops rather than
+/// going on with no writer (its leaderships kept, nothing answered).
+struct PanicAlarm(mpsc::UnboundedSender<Completion>);
+
+impl Drop for PanicAlarm {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.send(Completion::Failed(
+                "the disk writer panicked (its message is in the log above)".into(),
+            ));
+        }
+    }
+}
 
 /// What the writer is asked to do, in order.
 enum Job {
@@ -95,10 +124,10 @@ impl Writer {
         self.disk_low.load(Ordering::Relaxed)
     }
 
-    /// Queues a write (waits while the queue is full).
-    pub async fn write(&self, write: Write) {
-        // A closed queue means the writer stopped after a failure it already reported.
-        let _ = self.queue.send(Job::Write(write)).await;
+    /// Queues a write (waits while the queue is full); false if the writer has stopped.
+    #[must_use]
+    pub async fn write(&self, write: Write) -> bool {
+        self.queue.send(Job::Write(write)).await.is_ok()
     }
 
     /// Reads entries back from disk, after every write queued before; `None` if the writer
@@ -173,7 +202,7 @@ pub fn spawn<D: Disk + Send + 'static>(
     mode: WriterMode,
     reserve: Reserve,
     planted: oxbow_core::node::PlantedBugs,
-    done: mpsc::Sender<Event>,
+    done: mpsc::UnboundedSender<Completion>,
     logger: Logger,
 ) -> Writer {
     let (queue, writes) = mpsc::channel::<Job>(QUEUE_CAPACITY);
@@ -185,7 +214,10 @@ pub fn spawn<D: Disk + Send + 'static>(
             #[allow(clippy::disallowed_methods)] // The writer is the one thread of the IO edge.
             std::thread::Builder::new()
                 .name("oxbow-writer".into())
-                .spawn(move || run_blocking(log, fsync, (reserve, low), writes, done, logger))
+                .spawn(move || {
+                    let _alarm = PanicAlarm(done.clone());
+                    run_blocking(log, fsync, (reserve, low), writes, done, logger)
+                })
                 .expect("spawn the writer thread");
         }
         WriterMode::Task { sync_latency } => {
@@ -227,7 +259,7 @@ fn run_blocking<D: Disk>(
     fsync: FsyncPolicy,
     (reserve, low): (Reserve, Arc<AtomicBool>),
     mut writes: mpsc::Receiver<Job>,
-    done: mpsc::Sender<Event>,
+    done: mpsc::UnboundedSender<Completion>,
     logger: Logger,
 ) {
     let mut group = Vec::with_capacity(GROUP_MAX);
@@ -235,7 +267,7 @@ fn run_blocking<D: Disk>(
         let Job::Write(first) = job else {
             if let Err(e) = answer(&mut log, job) {
                 error!(logger, "disk read failed"; "error" => %e);
-                let _ = done.blocking_send(Event::Fatal(e.to_string()));
+                let _ = done.send(Completion::Failed(e.to_string()));
                 return;
             }
             continue;
@@ -250,19 +282,19 @@ fn run_blocking<D: Disk>(
         });
         if let Err(e) = result {
             error!(logger, "disk write failed"; "error" => %e);
-            let _ = done.blocking_send(Event::Fatal(e.to_string()));
+            let _ = done.send(Completion::Failed(e.to_string()));
             return;
         }
         check_reserve(&log, &reserve, &low, &logger);
         for write in group.drain(..) {
-            if done.blocking_send(Event::WriteDone(write.seq)).is_err() {
+            if done.send(Completion::Done(write.seq)).is_err() {
                 return;
             }
         }
         if let Some(question) = question {
             if let Err(e) = answer(&mut log, question) {
                 error!(logger, "disk read failed"; "error" => %e);
-                let _ = done.blocking_send(Event::Fatal(e.to_string()));
+                let _ = done.send(Completion::Failed(e.to_string()));
                 return;
             }
         }
@@ -275,7 +307,7 @@ async fn run_task<D: Disk>(
     (reserve, low): (Reserve, Arc<AtomicBool>),
     (sync_latency, ack_before_fsync): (std::time::Duration, bool),
     mut writes: mpsc::Receiver<Job>,
-    done: mpsc::Sender<Event>,
+    done: mpsc::UnboundedSender<Completion>,
     logger: Logger,
 ) {
     let mut group = Vec::with_capacity(GROUP_MAX);
@@ -283,7 +315,7 @@ async fn run_task<D: Disk>(
         let Job::Write(first) = job else {
             if let Err(e) = answer(&mut log, job) {
                 error!(logger, "disk read failed"; "error" => %e);
-                let _ = done.send(Event::Fatal(e.to_string())).await;
+                let _ = done.send(Completion::Failed(e.to_string()));
                 return;
             }
             continue;
@@ -293,13 +325,13 @@ async fn run_task<D: Disk>(
         // which takes time: a crash in between loses them.
         if let Err(e) = append_all(&mut log, &group) {
             error!(logger, "disk write failed"; "error" => %e);
-            let _ = done.send(Event::Fatal(e.to_string())).await;
+            let _ = done.send(Completion::Failed(e.to_string()));
             return;
         }
         // The planted bug: the writes are reported done while still unsynced.
         if ack_before_fsync {
             for write in &group {
-                if done.send(Event::WriteDone(write.seq)).await.is_err() {
+                if done.send(Completion::Done(write.seq)).is_err() {
                     return;
                 }
             }
@@ -310,26 +342,126 @@ async fn run_task<D: Disk>(
             }
             if let Err(e) = log.sync() {
                 error!(logger, "disk sync failed"; "error" => %e);
-                let _ = done.send(Event::Fatal(e.to_string())).await;
+                let _ = done.send(Completion::Failed(e.to_string()));
                 return;
             }
         } else if let Err(e) = log.finish_unsynced() {
             error!(logger, "disk write failed"; "error" => %e);
-            let _ = done.send(Event::Fatal(e.to_string())).await;
+            let _ = done.send(Completion::Failed(e.to_string()));
             return;
         }
         check_reserve(&log, &reserve, &low, &logger);
         for write in group.drain(..) {
-            if !ack_before_fsync && done.send(Event::WriteDone(write.seq)).await.is_err() {
+            if !ack_before_fsync && done.send(Completion::Done(write.seq)).is_err() {
                 return;
             }
         }
         if let Some(question) = question {
             if let Err(e) = answer(&mut log, question) {
                 error!(logger, "disk read failed"; "error" => %e);
-                let _ = done.send(Event::Fatal(e.to_string())).await;
+                let _ = done.send(Completion::Failed(e.to_string()));
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{SegmentLogOptions, SimDisk};
+    use oxbow_core::ids::IoSeq;
+    use oxbow_core::io::WalRecord;
+    use std::time::Duration;
+
+    fn write(seq: u64) -> Write {
+        Write {
+            seq: IoSeq(seq),
+            records: vec![WalRecord::Entries {
+                group: GroupId(1),
+                entries: vec![Entry {
+                    index: seq,
+                    term: 1,
+                    data: vec![7u8; 100].into(),
+                    ..Entry::default()
+                }],
+            }],
+            sync: true,
+        }
+    }
+
+    /// The core may stop reading completions while it waits for room in the queue (its inbox
+    /// full of requests): the writer must go on through stalled fsyncs regardless, or both
+    /// wait for each other forever.
+    #[tokio::test]
+    async fn stalled_fsyncs_end_with_every_write_answered_though_nobody_reads_completions() {
+        let (log, _, _) =
+            SegmentLog::open(SimDisk::new(), SegmentLogOptions::default()).expect("open");
+        let (done, mut completions) = mpsc::unbounded_channel();
+        let writer = spawn(
+            log,
+            FsyncPolicy::Always,
+            WriterMode::Task {
+                sync_latency: Duration::from_millis(700),
+            },
+            Reserve {
+                bytes: 0,
+                dir: "test".into(),
+            },
+            oxbow_core::node::PlantedBugs::default(),
+            done,
+            Logger::root(slog::Discard, slog::o!()),
+        );
+        // More writes than the queue holds, none of their completions read meanwhile.
+        let writes = (QUEUE_CAPACITY + 2 * GROUP_MAX) as u64;
+        let queued = tokio::time::timeout(Duration::from_secs(60), async {
+            for seq in 1..=writes {
+                assert!(writer.write(write(seq)).await, "the writer stopped");
+            }
+        })
+        .await;
+        assert!(queued.is_ok(), "the writer waited for the core");
+        for seq in 1..=writes {
+            match tokio::time::timeout(Duration::from_secs(60), completions.recv()).await {
+                Ok(Some(Completion::Done(done))) => assert_eq!(done, IoSeq(seq)),
+                other => panic!("write {seq}: {other:?}"),
+            }
+        }
+    }
+
+    /// A writer thread that dies (here: an entry over the frame limit trips an assertion)
+    /// says so, and the core then stops the node, rather than keeping its leaderships while
+    /// nothing is written.
+    #[tokio::test]
+    async fn a_writer_thread_that_panics_reports_it() {
+        let (log, _, _) =
+            SegmentLog::open(SimDisk::new(), SegmentLogOptions::default()).expect("open");
+        let (done, mut completions) = mpsc::unbounded_channel();
+        let writer = spawn(
+            log,
+            FsyncPolicy::Always,
+            WriterMode::Thread,
+            Reserve {
+                bytes: 0,
+                dir: "test".into(),
+            },
+            oxbow_core::node::PlantedBugs::default(),
+            done,
+            Logger::root(slog::Discard, slog::o!()),
+        );
+        let mut huge = write(1);
+        let WalRecord::Entries { entries, .. } = &mut huge.records[0] else {
+            unreachable!()
+        };
+        entries[0].data = vec![0u8; crate::storage::frame::FRAME_PAYLOAD_MAX + 1].into();
+        let _ = writer.write(huge).await;
+        match tokio::time::timeout(Duration::from_secs(30), completions.recv()).await {
+            Ok(Some(Completion::Failed(why))) => assert!(why.contains("panicked"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !writer.write(write(2)).await,
+            "the queue closed with the writer"
+        );
     }
 }
