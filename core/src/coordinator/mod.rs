@@ -1,0 +1,431 @@
+//! Kafka's group coordinator (the classic protocol), as a state machine over a Raft group of
+//! the internal [`OFFSETS_TOPIC`].
+//!
+//! Each partition of that topic is a Raft group whose log holds encoded [`Command`]s: offset
+//! commits, a group's membership as of a completed rebalance, and group deletions. Every replica
+//! applies them into [`StoredState`], so a new leader has the committed offsets and the last
+//! generation at hand. The leader of the partition is the coordinator of every group whose id
+//! hashes to it; while it serves, it also keeps the live state of the protocol ([`Live`]):
+//! members, their session deadlines, the rebalance barrier and the answers waiting on it.
+//!
+//! Answers that change stored state wait until their entry applies (as acks=all produces do);
+//! membership changes between rebalances are the leader's alone and are rebuilt from the stored
+//! generation after a failover, where members keep their assignment and heartbeat on.
+//!
+//! The module is split by job: `requests` holds what clients ask and what they are answered,
+//! `command` the log entries and the [`StoredState`] they build, `live` the leader's live state
+//! of each group, `membership` the rebalance protocol (join, sync, heartbeat, leave), `offsets`
+//! offset commits and fetches, and `proposals` the proposals whose answers wait for their entry
+//! to apply. This file holds the [`Coordinator`] itself: applying the log, following
+//! leadership, ticking and dispatching requests.
+
+mod command;
+mod live;
+mod membership;
+mod offsets;
+mod proposals;
+mod requests;
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+pub use command::{Command, CommittedOffset, GroupMeta, StoredGroup, StoredMember, StoredState};
+use live::{Live, LiveGroup, State};
+use membership::{all_joined, complete_join, heartbeat, join_group, leave_group, remove_member};
+use proposals::{propose, Proposal, Waiting, WaitingOp};
+pub use requests::{
+    GroupDescription, GroupError, GroupOp, GroupResponse, Heartbeat, JoinAnswer, JoinGroup,
+    JoinedMember, LeaveGroup, ListedGroup, MemberDescription, OffsetCommit, SyncAnswer, SyncGroup,
+};
+
+use crate::ids::{RaftIndex, RequestId, Term};
+use crate::io::Response;
+use crate::node::Sink;
+use crate::time::Now;
+
+/// The internal topic whose partitions host the group coordinators.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Shortest session timeout a member may ask for (Kafka's `group.min.session.timeout.ms`).
+pub const SESSION_TIMEOUT_MIN_MS: i32 = 6_000;
+/// Longest session timeout a member may ask for (Kafka's `group.max.session.timeout.ms`).
+pub const SESSION_TIMEOUT_MAX_MS: i32 = 1_800_000;
+/// Longest metadata string of a committed offset (Kafka's `offset.metadata.max.bytes`).
+pub const OFFSET_METADATA_MAX: usize = 4096;
+/// Most members of one group (Kafka's `group.max.size` is unbounded; ours is a bound).
+pub const MEMBERS_MAX: usize = 1_000;
+/// Most groups one coordinator partition holds.
+pub const GROUPS_MAX: usize = 100_000;
+/// Longest group, member or instance id.
+pub const ID_MAX: usize = 1_000;
+
+/// The partition of [`OFFSETS_TOPIC`] that coordinates `group_id`: Kafka's
+/// `abs(groupId.hashCode()) % partitions`, with Java's `String.hashCode` (over UTF-16 units).
+pub fn partition_for(group_id: &str, partitions: usize) -> usize {
+    assert!(partitions > 0);
+    let mut hash: i32 = 0;
+    for unit in group_id.encode_utf16() {
+        hash = hash.wrapping_mul(31).wrapping_add(i32::from(unit));
+    }
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    abs as usize % partitions
+}
+
+/// What the coordinator needs from its partition's replica.
+pub(crate) trait CommandLog {
+    /// The term this node leads and serves in, if it does.
+    fn serving(&self) -> Option<Term>;
+    /// Proposes an entry; its index and term, or `None` if it cannot.
+    fn propose(&mut self, data: Bytes) -> Option<(RaftIndex, Term)>;
+}
+
+/// One coordinator partition on one node.
+#[derive(Debug)]
+pub struct Coordinator {
+    stored: StoredState,
+    /// The log index `stored` is at.
+    applied: RaftIndex,
+    live: Option<Live>,
+    proposals: VecDeque<Proposal>,
+    proposals_max: usize,
+    node: u64,
+    logger: slog::Logger,
+    /// Planted bug `assignment-to-all` (see `PlantedBugs`).
+    pub(crate) planted_assignment_to_all: bool,
+}
+
+impl Coordinator {
+    /// A coordinator with nothing applied yet, on node `node`.
+    pub fn new(node: u64, proposals_max: usize, logger: &slog::Logger) -> Self {
+        Self {
+            logger: logger.clone(),
+            planted_assignment_to_all: false,
+            stored: StoredState::default(),
+            applied: RaftIndex(0),
+            live: None,
+            proposals: VecDeque::new(),
+            proposals_max,
+            node,
+        }
+    }
+
+    /// The applied state.
+    pub fn stored(&self) -> &StoredState {
+        &self.stored
+    }
+
+    /// The log index the applied state is at.
+    pub fn applied(&self) -> RaftIndex {
+        self.applied
+    }
+
+    /// A snapshot replaced the log up to `index`: its state replaces ours. Answers waiting on
+    /// entries it covers are unknown (the entries may or may not be in it).
+    pub(crate) fn restore(&mut self, index: RaftIndex, state: &[u8], sink: &mut Sink) {
+        assert!(index > self.applied, "snapshots move forward");
+        self.stored = StoredState::decode(state).expect("snapshot data is checksummed");
+        self.applied = index;
+        while self.proposals.front().is_some_and(|p| p.index <= index) {
+            let p = self.proposals.pop_front().expect("checked");
+            if let Waiting::Answer { id, op } = p.waiting {
+                reply(sink, id, op.answer(Err(GroupError::TimedOut)));
+            }
+        }
+    }
+
+    /// Applies one entry of the partition's log (an empty one is a leader's no-op) and
+    /// answers what waited on it.
+    pub(crate) fn apply(
+        &mut self,
+        index: RaftIndex,
+        term: Term,
+        data: &[u8],
+        now: Now,
+        sink: &mut Sink,
+    ) {
+        assert_eq!(index.0, self.applied.0 + 1, "entries apply in order, once");
+        self.applied = index;
+        let command = if data.is_empty() {
+            None
+        } else {
+            let command = Command::decode(data)
+                .expect("coordinator entries are encoded by the leader that proposed them");
+            self.stored.apply(&command);
+            Some(command)
+        };
+        if let Some(Command::Delete { group_id }) = &command {
+            if let Some(live) = &mut self.live {
+                if live
+                    .groups
+                    .get(group_id)
+                    .is_some_and(|g| g.state == State::Empty)
+                {
+                    live.groups.remove(group_id);
+                }
+            }
+        }
+        while self.proposals.front().is_some_and(|p| p.index <= index) {
+            let p = self.proposals.pop_front().expect("checked");
+            let ours = p.index == index && p.term == term;
+            match p.waiting {
+                Waiting::Answer { id, op } => {
+                    let result = if ours {
+                        Ok(())
+                    } else {
+                        Err(GroupError::NotCoordinator)
+                    };
+                    reply(sink, id, op.answer(result));
+                }
+                Waiting::Assignment {
+                    group_id,
+                    generation,
+                } => self.assignment_applied(&group_id, generation, ours, now, sink),
+                Waiting::Nothing => {}
+            }
+        }
+    }
+
+    /// Follows the partition's leadership: builds the live state when this node starts
+    /// serving a term, and answers everything waiting in it when it stops.
+    pub(crate) fn observe(&mut self, serving: Option<Term>, now: Now, sink: &mut Sink) {
+        if self.live.as_ref().map(|l| l.term) == serving {
+            return;
+        }
+        if let Some(live) = self.live.take() {
+            for group in live.groups.into_values() {
+                for mut member in group.members.into_values() {
+                    member.fail_waiting(GroupError::NotCoordinator, sink);
+                }
+            }
+        }
+        if let Some(term) = serving {
+            let groups = self
+                .stored
+                .groups
+                .iter()
+                .map(|(id, g)| {
+                    let live = match &g.meta {
+                        Some(meta) => LiveGroup::from_stored(meta, now, &self.logger, id),
+                        None => LiveGroup::empty(&self.logger, id),
+                    };
+                    (id.clone(), live)
+                })
+                .collect();
+            self.live = Some(Live {
+                term,
+                logger: self.logger.clone(),
+                next_member: 0,
+                groups,
+            });
+        }
+    }
+
+    /// Expires sessions, pending member ids, rebalance barriers and waiting answers.
+    pub(crate) fn tick(&mut self, log: &mut dyn CommandLog, now: Now, sink: &mut Sink) {
+        while self
+            .proposals
+            .front()
+            .is_some_and(|p| p.deadline <= now.mono)
+        {
+            let p = self.proposals.pop_front().expect("checked");
+            if let Waiting::Answer { id, op } = p.waiting {
+                reply(sink, id, op.answer(Err(GroupError::TimedOut)));
+            }
+        }
+        let Some(live) = &mut self.live else { return };
+        let ids: Vec<String> = live.groups.keys().cloned().collect();
+        for group_id in ids {
+            let group = live.groups.get_mut(&group_id).expect("listed");
+            group
+                .pending_members
+                .retain(|_, deadline| *deadline > now.mono);
+            let expired: Vec<String> = group
+                .members
+                .values()
+                .filter(|m| {
+                    m.deadline <= now.mono && m.awaiting_join.is_none() && m.awaiting_sync.is_none()
+                })
+                .map(|m| m.member_id.clone())
+                .collect();
+            for member_id in expired {
+                slog::info!(group.logger, "member's session expired"; "member" => &member_id);
+                remove_member(group, &member_id, now, sink);
+            }
+            if group.state == State::PreparingRebalance {
+                let timed_out = group.rebalance_deadline.is_some_and(|d| d <= now.mono);
+                if timed_out || all_joined(group) {
+                    let proposal = complete_join(group, &group_id, now, sink);
+                    if let Some(data) = proposal {
+                        propose(
+                            log,
+                            &mut self.proposals,
+                            self.proposals_max,
+                            data,
+                            now,
+                            Waiting::Nothing,
+                        );
+                    }
+                }
+            }
+            if group.state == State::Empty && group.pending_members.is_empty() {
+                // An empty group without stored state is forgotten; one with offsets or a
+                // generation is rebuilt from the stored state when needed.
+                if !self.stored.groups.contains_key(&group_id) {
+                    live.groups.remove(&group_id);
+                }
+            }
+        }
+    }
+
+    /// Handles one request for a group this partition coordinates.
+    pub(crate) fn handle(
+        &mut self,
+        log: &mut dyn CommandLog,
+        now: Now,
+        id: RequestId,
+        op: GroupOp,
+        sink: &mut Sink,
+    ) {
+        let group_id = op.group_id();
+        if group_id.is_empty() || group_id.len() > ID_MAX {
+            return reply(
+                sink,
+                id,
+                GroupResponse::failed(&op, GroupError::InvalidGroupId),
+            );
+        }
+        let Some(live) = self.live.as_mut().filter(|l| log.serving() == Some(l.term)) else {
+            return reply(
+                sink,
+                id,
+                GroupResponse::failed(&op, GroupError::NotCoordinator),
+            );
+        };
+        match op {
+            GroupOp::Join(join) => {
+                let node = self.node;
+                let result = join_group(live, node, now, id, join, sink);
+                if let Some(group_id) = result {
+                    self.after_change(log, &group_id, now, sink);
+                }
+            }
+            GroupOp::Sync(sync) => self.sync_group(log, now, id, sync, sink),
+            GroupOp::Heartbeat(hb) => {
+                let result = heartbeat(live, now, &hb);
+                reply(sink, id, GroupResponse::Heartbeat(result));
+            }
+            GroupOp::Leave(leave) => {
+                let result = leave_group(live, &leave, now, sink);
+                reply(sink, id, GroupResponse::Leave(result));
+                self.after_change(log, &leave.group_id, now, sink);
+            }
+            GroupOp::OffsetCommit(commit) => self.offset_commit(log, now, id, commit, sink),
+            GroupOp::OffsetFetch {
+                group_id,
+                partitions,
+            } => self.offset_fetch(id, group_id, partitions, sink),
+            GroupOp::Describe { group_id } => {
+                let description = match live.groups.get(&group_id) {
+                    Some(group) => GroupDescription {
+                        state: group.state.name(),
+                        protocol_type: group.protocol_type.clone(),
+                        protocol: group.protocol.clone(),
+                        members: group
+                            .members
+                            .values()
+                            .map(|m| MemberDescription {
+                                member_id: m.member_id.clone(),
+                                instance_id: m.instance_id.clone(),
+                                client_id: m.client_id.clone(),
+                                client_host: m.client_host.clone(),
+                                metadata: m.metadata(&group.protocol),
+                                assignment: m.assignment.clone(),
+                            })
+                            .collect(),
+                    },
+                    None => GroupDescription {
+                        state: "Dead",
+                        protocol_type: String::new(),
+                        protocol: String::new(),
+                        members: Vec::new(),
+                    },
+                };
+                reply(sink, id, GroupResponse::Describe(Ok(description)));
+            }
+            GroupOp::Delete { group_id } => {
+                let exists = live.groups.contains_key(&group_id)
+                    || self.stored.groups.contains_key(&group_id);
+                let error = match live.groups.get(&group_id) {
+                    _ if !exists => Some(GroupError::GroupIdNotFound),
+                    Some(group) if group.state != State::Empty => Some(GroupError::NonEmptyGroup),
+                    _ => None,
+                };
+                if let Some(error) = error {
+                    return reply(sink, id, GroupResponse::Delete(Err(error)));
+                }
+                let data = Command::Delete { group_id }.encode();
+                self.propose_answer(log, now, id, data, WaitingOp::Delete, sink);
+            }
+        }
+    }
+
+    /// Groups this coordinator serves, for ListGroups.
+    pub(crate) fn list(&self) -> Vec<ListedGroup> {
+        let Some(live) = &self.live else {
+            return Vec::new();
+        };
+        live.groups
+            .iter()
+            .map(|(id, g)| ListedGroup {
+                group_id: id.clone(),
+                protocol_type: g.protocol_type.clone(),
+                state: g.state.name(),
+            })
+            .collect()
+    }
+
+    /// Asserts the coordinator's invariants.
+    pub fn invariants(&self) {
+        assert!(self.proposals.len() <= self.proposals_max);
+        for pair in self.proposals.iter().collect::<Vec<_>>().windows(2) {
+            assert!(pair[0].index < pair[1].index, "proposals in log order");
+        }
+        if let Some(live) = &self.live {
+            assert!(live.groups.len() <= GROUPS_MAX);
+            for (id, group) in &live.groups {
+                group.invariants();
+                if let Some(meta) = self.stored.groups.get(id).and_then(|g| g.meta.as_ref()) {
+                    assert!(
+                        group.generation >= meta.generation,
+                        "the live generation is never behind the stored one"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn reply(sink: &mut Sink, id: RequestId, response: GroupResponse) {
+    sink.reply(id, Response::Group(response));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_follows_java_string_hash() {
+        // "my-group".hashCode() = 1_239_930_148 in Java; "" hashes to 0.
+        assert_eq!(partition_for("", 50), 0);
+        let mut h: i32 = 0;
+        for c in "my-group".chars() {
+            h = h.wrapping_mul(31).wrapping_add(c as i32);
+        }
+        assert_eq!(
+            partition_for("my-group", 50),
+            h.unsigned_abs() as usize % 50
+        );
+        // Java: "polygenelubricants".hashCode() == Integer.MIN_VALUE, which Kafka maps to 0.
+        assert_eq!(partition_for("polygenelubricants", 7), 0);
+    }
+}

@@ -1,0 +1,106 @@
+//! Proposals whose answers wait for their entry to apply: what waits on each (an answer, the
+//! SyncGroup answers of a generation, or nothing), the deadline, and proposing through the
+//! partition's `CommandLog` within the bound on proposals in flight.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::requests::{GroupError, GroupResponse};
+use super::{reply, CommandLog, Coordinator};
+use crate::ids::{Generation, RaftIndex, RequestId, Term};
+use crate::node::Sink;
+use crate::time::{Instant, Now};
+
+/// How long an answer waits for its entry to apply.
+const PROPOSAL_TIMEOUT_MS: u64 = 5_000;
+
+#[derive(Debug)]
+pub(super) enum Waiting {
+    /// An OffsetCommit or DeleteGroups answer.
+    Answer { id: RequestId, op: WaitingOp },
+    /// The leader's assignment for this generation: SyncGroup answers follow.
+    Assignment {
+        group_id: String,
+        generation: Generation,
+    },
+    /// A record nobody waits for (an empty group's generation).
+    Nothing,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum WaitingOp {
+    OffsetCommit,
+    Delete,
+}
+
+impl WaitingOp {
+    pub(super) fn answer(self, result: Result<(), GroupError>) -> GroupResponse {
+        match self {
+            Self::OffsetCommit => GroupResponse::OffsetCommit(result),
+            Self::Delete => GroupResponse::Delete(result),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Proposal {
+    pub(super) index: RaftIndex,
+    pub(super) term: Term,
+    pub(super) deadline: Instant,
+    pub(super) waiting: Waiting,
+}
+
+impl Coordinator {
+    pub(super) fn propose_answer(
+        &mut self,
+        log: &mut dyn CommandLog,
+        now: Now,
+        id: RequestId,
+        data: Vec<u8>,
+        op: WaitingOp,
+        sink: &mut Sink,
+    ) {
+        let failed = |error| op.answer(Err(error));
+        if self.proposals.len() >= self.proposals_max {
+            return reply(sink, id, failed(GroupError::CoordinatorNotAvailable));
+        }
+        let waiting = Waiting::Answer { id, op };
+        if !propose(
+            log,
+            &mut self.proposals,
+            self.proposals_max,
+            data,
+            now,
+            waiting,
+        ) {
+            reply(sink, id, failed(GroupError::NotCoordinator));
+        }
+    }
+}
+
+/// Proposes `data`; false if the log refused it (not leading) or too many wait already.
+pub(super) fn propose(
+    log: &mut dyn CommandLog,
+    proposals: &mut VecDeque<Proposal>,
+    proposals_max: usize,
+    data: Vec<u8>,
+    now: Now,
+    waiting: Waiting,
+) -> bool {
+    if proposals.len() >= proposals_max {
+        return false;
+    }
+    match log.propose(Bytes::from(data)) {
+        Some((index, term)) => {
+            proposals.push_back(Proposal {
+                index,
+                term,
+                deadline: now.mono.plus_ms(PROPOSAL_TIMEOUT_MS),
+                waiting,
+            });
+            true
+        }
+        None => false,
+    }
+}
