@@ -353,6 +353,8 @@ pub struct ProduceAck {
     pub base_offset: Offset,
     /// Append time stamped by the leader for `LogAppendTime` partitions, else -1.
     pub log_append_time_ms: i64,
+    /// The partition's log start offset when the batch was taken (Kafka answers it).
+    pub log_start_offset: Offset,
 }
 
 /// Why a produce was not acknowledged. [`ProduceError::is_indeterminate`] tells whether the

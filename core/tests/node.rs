@@ -187,7 +187,8 @@ fn acks_all_is_answered_only_after_the_write_completes() {
             RequestId(1),
             Response::Produce(Ok(ProduceAck {
                 base_offset: Offset(0),
-                log_append_time_ms: -1
+                log_append_time_ms: -1,
+                log_start_offset: Offset(0)
             }))
         )]
     );
@@ -200,7 +201,8 @@ fn acks_all_is_answered_only_after_the_write_completes() {
         replies(&out)[0].1,
         Response::Produce(Ok(ProduceAck {
             base_offset: Offset(3),
-            log_append_time_ms: -1
+            log_append_time_ms: -1,
+            log_start_offset: Offset(0)
         }))
     );
     assert_eq!(
@@ -233,7 +235,8 @@ fn acks_zero_is_never_answered_and_acks_one_waits_for_the_leader_write() {
         replies(&out)[0].1,
         Response::Produce(Ok(ProduceAck {
             base_offset: Offset(1),
-            log_append_time_ms: -1
+            log_append_time_ms: -1,
+            log_start_offset: Offset(0)
         }))
     );
 }
@@ -251,7 +254,8 @@ fn idempotent_retries_get_the_original_offset_and_gaps_are_refused() {
         replies(&out)[0].1,
         Response::Produce(Ok(ProduceAck {
             base_offset: Offset(0),
-            log_append_time_ms: -1
+            log_append_time_ms: -1,
+            log_start_offset: Offset(0)
         }))
     );
     h.handle(Input::WriteDone {
@@ -264,7 +268,8 @@ fn idempotent_retries_get_the_original_offset_and_gaps_are_refused() {
             RequestId(2),
             Response::Produce(Ok(ProduceAck {
                 base_offset: Offset(0),
-                log_append_time_ms: -1
+                log_append_time_ms: -1,
+                log_start_offset: Offset(0)
             }))
         )],
         "duplicate answered at once, with the original offset, nothing written"

@@ -245,6 +245,7 @@ impl Replica {
         .map_err(ProduceError::Batch)?;
         let deadline = now.mono.plus_ms(u64::from(timeout_ms));
         let applied = self.applied;
+        let log_start_offset = self.kind.records().log_start_offset();
         let produce = &mut self.kind.records_mut().produce;
         let leader = produce.leader.as_mut().expect("serving leader");
         let producer = producer_batch(&batch);
@@ -260,6 +261,7 @@ impl Replica {
                     let ack = ProduceAck {
                         base_offset: original.base_offset,
                         log_append_time_ms: -1,
+                        log_start_offset,
                     };
                     if original.index <= applied || acks != Acks::All {
                         return Ok(Some(ack));
@@ -326,6 +328,7 @@ impl Replica {
         let ack = ProduceAck {
             base_offset,
             log_append_time_ms,
+            log_start_offset,
         };
         let wait = match acks {
             Acks::None => return Ok(None),

@@ -79,14 +79,17 @@ pub(super) async fn produce(
     async move {
         let mut by_topic: BTreeMap<String, Vec<PartitionProduceResponse>> = BTreeMap::new();
         for (name, index, wait) in waits {
-            let (error_code, base_offset, log_append_time_ms) = match wait {
-                Err(code) => (code, -1, -1),
+            let (error_code, base_offset, log_append_time_ms, log_start_offset) = match wait {
+                Err(code) => (code, -1, -1, -1),
                 Ok(answer) => match tokio::time::timeout_at(deadline, answer).await {
-                    Ok(Ok(Response::Produce(Ok(ack)))) => {
-                        (code::NONE, ack.base_offset.0, ack.log_append_time_ms)
-                    }
-                    Ok(Ok(Response::Produce(Err(error)))) => (error.kafka_code(), -1, -1),
-                    _ => (code::REQUEST_TIMED_OUT, -1, -1),
+                    Ok(Ok(Response::Produce(Ok(ack)))) => (
+                        code::NONE,
+                        ack.base_offset.0,
+                        ack.log_append_time_ms,
+                        ack.log_start_offset.0,
+                    ),
+                    Ok(Ok(Response::Produce(Err(error)))) => (error.kafka_code(), -1, -1, -1),
+                    _ => (code::REQUEST_TIMED_OUT, -1, -1, -1),
                 },
             };
             let mut partition = PartitionProduceResponse::default();
@@ -94,6 +97,7 @@ pub(super) async fn produce(
             partition.error_code = error_code;
             partition.base_offset = base_offset;
             partition.log_append_time_ms = log_append_time_ms;
+            partition.log_start_offset = log_start_offset;
             by_topic.entry(name).or_default().push(partition);
         }
         if acks == Acks::None {
