@@ -22,7 +22,11 @@ struct Groups {
 
 impl Groups {
     fn new() -> Self {
-        let mut cluster = Cluster::new();
+        Self::with(|_| {})
+    }
+
+    fn with(tweak: fn(&mut NodeConfig)) -> Self {
+        let mut cluster = Cluster::with(tweak);
         cluster.tick(40);
         let leader = cluster.metadata_leader().expect("a metadata leader");
         let created = cluster.admin(leader, create(OFFSETS_TOPIC, PARTITIONS, 3));
@@ -449,5 +453,53 @@ fn the_offsets_log_compacts_and_a_replica_behind_it_catches_up_from_the_snapshot
     assert_eq!(groups.committed(), Some(60));
     for node in NODES {
         assert_eq!(held(&groups.cluster, node), held(&groups.cluster, behind));
+    }
+}
+
+#[test]
+fn commits_and_memberships_larger_than_an_entry_may_be_are_refused() {
+    let mut groups = Groups::with(|config| config.group_entry_bytes_max = 64 << 10);
+    let wait = groups.join("");
+    let member = groups.joined(wait);
+    // An assignment of 100 KiB: the membership cannot be stored (Kafka: UNKNOWN_SERVER_ERROR).
+    let too_large = groups.submit(GroupOp::Sync(SyncGroup {
+        group_id: GROUP.into(),
+        generation: member.generation,
+        member_id: member.member_id.clone(),
+        instance_id: None,
+        assignments: vec![(member.member_id.clone(), Bytes::from(vec![1u8; 100 << 10]))],
+    }));
+    assert_eq!(
+        groups.answer(too_large),
+        GroupResponse::Sync(Err(GroupError::GroupTooLarge))
+    );
+    assert_eq!(GroupError::GroupTooLarge.kafka_code(), -1);
+    // A smaller one is stored.
+    let wait = groups.sync(&member);
+    assert_eq!(groups.synced(wait), format!("for {}", member.member_id));
+    // 2,000 partitions of a long topic name in one commit: INVALID_COMMIT_OFFSET_SIZE.
+    let topic = "t".repeat(200);
+    let offsets = (0..2_000)
+        .map(|p| (topic.clone(), p, 1, -1, String::new()))
+        .collect();
+    let answer = groups.call(GroupOp::OffsetCommit(OffsetCommit {
+        group_id: GROUP.into(),
+        generation: member.generation,
+        member_id: member.member_id.clone(),
+        instance_id: None,
+        offsets,
+    }));
+    assert_eq!(
+        answer,
+        GroupResponse::OffsetCommit(Err(GroupError::CommitTooLarge))
+    );
+    assert_eq!(GroupError::CommitTooLarge.kafka_code(), 28);
+    assert_eq!(
+        groups.commit(member.generation, &member.member_id, 5),
+        Ok(())
+    );
+    assert_eq!(groups.committed(), Some(5));
+    for node in groups.cluster.nodes.values() {
+        node.invariants();
     }
 }

@@ -112,6 +112,12 @@ pub struct Config {
     /// broker `fetch.max.bytes`, 55 MiB); one batch larger than it is still served whole.
     #[serde(default = "default_fetch_max_bytes")]
     pub fetch_max_bytes: usize,
+    /// Largest log entry a group coordinator writes: one OffsetCommit's offsets
+    /// (INVALID_COMMIT_OFFSET_SIZE past it) or a group's membership, every member's metadata
+    /// and assignment (UNKNOWN_SERVER_ERROR to the SyncGroup past it), as Kafka's
+    /// `message.max.bytes` bounds its `__consumer_offsets` records (1 MiB there; 4 MiB here).
+    #[serde(default = "default_group_entry_bytes_max")]
+    pub group_entry_bytes_max: usize,
     /// Partition logs: segments and the broker's retention defaults (the `[log]` table).
     #[serde(default)]
     pub log: LogConfig,
@@ -243,6 +249,10 @@ fn default_fetch_max_bytes() -> usize {
     57_671_680
 }
 
+fn default_group_entry_bytes_max() -> usize {
+    4 << 20
+}
+
 fn default_offsets_topic_partitions() -> u32 {
     8
 }
@@ -328,6 +338,12 @@ impl Config {
             )));
         }
         self.log.validate()?;
+        if !(1 << 16..=32 << 20).contains(&self.group_entry_bytes_max) {
+            return Err(ConfigError(format!(
+                "group_entry_bytes_max: {} is outside 65536..=33554432",
+                self.group_entry_bytes_max
+            )));
+        }
         if self.fetch_max_bytes < 1024 {
             return Err(ConfigError(format!(
                 "fetch_max_bytes: {} is under 1024",

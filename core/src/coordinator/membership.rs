@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::command::Command;
 use super::live::{Live, LiveGroup, Member, State};
-use super::proposals::{propose, Waiting};
+use super::proposals::{propose, Refused, Waiting};
 use super::requests::{
     GroupError, GroupResponse, Heartbeat, JoinAnswer, JoinGroup, JoinedMember, LeaveGroup,
     SyncAnswer, SyncGroup,
@@ -97,14 +97,19 @@ impl Coordinator {
         };
         if group.state == State::PreparingRebalance && all_joined(group) {
             if let Some(data) = complete_join(group, group_id, now, sink) {
-                propose(
+                let limits = (self.proposals_max, self.entry_bytes_max);
+                let proposed = propose(
                     log,
                     &mut self.proposals,
-                    self.proposals_max,
+                    limits,
                     data,
                     now,
                     Waiting::Nothing,
                 );
+                if proposed == Err(Refused::TooLarge) {
+                    slog::warn!(group.logger, "the group's membership is too large to store";
+                        "entry_bytes_max" => limits.1);
+                }
             }
         }
     }
@@ -169,18 +174,19 @@ impl Coordinator {
                     group_id: sync.group_id.clone(),
                     generation,
                 };
-                if !propose(
-                    log,
-                    &mut self.proposals,
-                    self.proposals_max,
-                    data,
-                    now,
-                    waiting,
-                ) {
+                let limits = (self.proposals_max, self.entry_bytes_max);
+                if let Err(refused) = propose(log, &mut self.proposals, limits, data, now, waiting)
+                {
                     group.syncing = false;
                     let member = group.members.get_mut(&sync.member_id).expect("checked");
                     member.awaiting_sync = None;
-                    fail(sink, GroupError::NotCoordinator);
+                    fail(
+                        sink,
+                        match refused {
+                            Refused::Unavailable => GroupError::NotCoordinator,
+                            Refused::TooLarge => GroupError::GroupTooLarge,
+                        },
+                    );
                 }
             }
         }

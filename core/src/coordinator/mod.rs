@@ -88,6 +88,8 @@ pub struct Coordinator {
     live: Option<Live>,
     proposals: VecDeque<Proposal>,
     proposals_max: usize,
+    /// The largest log entry proposed; larger commits and memberships are refused.
+    entry_bytes_max: usize,
     node: u64,
     logger: slog::Logger,
     /// Planted bug `assignment-to-all` (see `PlantedBugs`).
@@ -95,8 +97,13 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// A coordinator with nothing applied yet, on node `node`.
-    pub fn new(node: u64, proposals_max: usize, logger: &slog::Logger) -> Self {
+    /// A coordinator with nothing applied yet, on node `node`, with at most `proposals_max`
+    /// proposals in flight, none larger than `entry_bytes_max`.
+    pub fn new(
+        node: u64,
+        (proposals_max, entry_bytes_max): (usize, usize),
+        logger: &slog::Logger,
+    ) -> Self {
         Self {
             logger: logger.clone(),
             planted_assignment_to_all: false,
@@ -105,8 +112,14 @@ impl Coordinator {
             live: None,
             proposals: VecDeque::new(),
             proposals_max,
+            entry_bytes_max,
             node,
         }
+    }
+
+    /// The bounds on proposals: how many in flight, and how large.
+    fn limits(&self) -> (usize, usize) {
+        (self.proposals_max, self.entry_bytes_max)
     }
 
     /// The applied state.
@@ -256,14 +269,19 @@ impl Coordinator {
                 if timed_out || all_joined(group) {
                     let proposal = complete_join(group, &group_id, now, sink);
                     if let Some(data) = proposal {
-                        propose(
+                        let limits = (self.proposals_max, self.entry_bytes_max);
+                        let proposed = propose(
                             log,
                             &mut self.proposals,
-                            self.proposals_max,
+                            limits,
                             data,
                             now,
                             Waiting::Nothing,
                         );
+                        if proposed == Err(proposals::Refused::TooLarge) {
+                            slog::warn!(group.logger, "the group's membership is too large to store";
+                                "entry_bytes_max" => limits.1);
+                        }
                     }
                 }
             }

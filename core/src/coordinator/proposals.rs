@@ -65,31 +65,45 @@ impl Coordinator {
         if self.proposals.len() >= self.proposals_max {
             return reply(sink, id, failed(GroupError::CoordinatorNotAvailable));
         }
+        let too_large = match op {
+            WaitingOp::OffsetCommit => GroupError::CommitTooLarge,
+            _ => GroupError::GroupTooLarge,
+        };
         let waiting = Waiting::Answer { id, op };
-        if !propose(
-            log,
-            &mut self.proposals,
-            self.proposals_max,
-            data,
-            now,
-            waiting,
-        ) {
-            reply(sink, id, failed(GroupError::NotCoordinator));
+        let limits = self.limits();
+        match propose(log, &mut self.proposals, limits, data, now, waiting) {
+            Ok(()) => {}
+            Err(Refused::Unavailable) => reply(sink, id, failed(GroupError::NotCoordinator)),
+            Err(Refused::TooLarge) => reply(sink, id, failed(too_large)),
         }
     }
 }
 
-/// Proposes `data`; false if the log refused it (not leading) or too many wait already.
+/// Why a proposal was not made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// Not leading, or too many proposals wait already.
+    Unavailable,
+    /// The entry would be larger than `entry_bytes_max`.
+    TooLarge,
+}
+
+/// Proposes `data`, unless it is larger than `entry_bytes_max` (an entry over the storage's
+/// frame limit would stop the node's disk writer), the log refuses it (not leading) or too
+/// many wait already.
 pub(super) fn propose(
     log: &mut dyn CommandLog,
     proposals: &mut VecDeque<Proposal>,
-    proposals_max: usize,
+    (proposals_max, entry_bytes_max): (usize, usize),
     data: Vec<u8>,
     now: Now,
     waiting: Waiting,
-) -> bool {
+) -> Result<(), Refused> {
+    if data.len() > entry_bytes_max {
+        return Err(Refused::TooLarge);
+    }
     if proposals.len() >= proposals_max {
-        return false;
+        return Err(Refused::Unavailable);
     }
     match log.propose(Bytes::from(data)) {
         Some((index, term)) => {
@@ -99,8 +113,8 @@ pub(super) fn propose(
                 deadline: now.mono.plus_ms(PROPOSAL_TIMEOUT_MS),
                 waiting,
             });
-            true
+            Ok(())
         }
-        None => false,
+        None => Err(Refused::Unavailable),
     }
 }

@@ -245,6 +245,12 @@ pub enum GroupError {
     GroupMaxSizeReached,
     /// The offset's metadata is too long.
     OffsetMetadataTooLarge,
+    /// The offsets of one commit would make a log entry over the coordinator's limit
+    /// (Kafka's INVALID_COMMIT_OFFSET_SIZE).
+    CommitTooLarge,
+    /// The group's membership (every member's metadata and assignment) would make a log
+    /// entry over the coordinator's limit (Kafka answers UNKNOWN_SERVER_ERROR, as here).
+    GroupTooLarge,
     /// No answer in time: the change may or may not have been made.
     TimedOut,
 }
@@ -267,6 +273,8 @@ impl GroupError {
             Self::InvalidGroupId => 24,
             Self::GroupMaxSizeReached => 81,
             Self::OffsetMetadataTooLarge => 12,
+            Self::CommitTooLarge => 28,
+            Self::GroupTooLarge => -1,
             Self::TimedOut => 7,
         }
     }

@@ -174,7 +174,10 @@ impl Node {
                 let logger = self.logger.new(slog::o!("group" => partition.group.0));
                 let mut coordinator = Coordinator::new(
                     self.config.node_id.0,
-                    self.config.pending_requests_max,
+                    (
+                        self.config.pending_requests_max,
+                        self.config.group_entry_bytes_max,
+                    ),
                     &logger,
                 );
                 coordinator.planted_assignment_to_all = self.config.planted.assignment_to_all();

@@ -140,6 +140,9 @@ pub struct NodeConfig {
     pub batch_bytes_max: usize,
     /// Most bytes a compressed batch's records may inflate to (checked at produce).
     pub batch_decompressed_bytes_max: usize,
+    /// Largest entry a group coordinator proposes (one offset commit, or a group's
+    /// membership with every member's metadata and assignment); larger ones are refused.
+    pub group_entry_bytes_max: usize,
     /// Most produce requests waiting for an answer per group.
     pub pending_requests_max: usize,
     /// Most idempotent producers remembered per group.
@@ -189,6 +192,7 @@ impl NodeConfig {
             max_uncommitted_size: 64 << 20,
             batch_bytes_max: 1 << 20,
             batch_decompressed_bytes_max: 64 << 20,
+            group_entry_bytes_max: 4 << 20,
             pending_requests_max: 10_000,
             producers_max: 10_000,
             retain_entries_max: None,
