@@ -121,6 +121,63 @@ pub struct Config {
     /// Partition logs: segments and the broker's retention defaults (the `[log]` table).
     #[serde(default)]
     pub log: LogConfig,
+    /// Limits on Kafka client connections (the `[connections]` table).
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
+}
+
+/// Limits on Kafka client connections, under Kafka's broker setting names.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// Client connections open at once (Kafka's `max.connections`); past it a new
+    /// connection is closed at once, with a log line.
+    pub max_connections: usize,
+    /// Client connections open at once from one IP address (Kafka's
+    /// `max.connections.per.ip`).
+    pub max_connections_per_ip: usize,
+    /// A connection that sends no request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`, 10 minutes).
+    pub connections_max_idle_ms: u64,
+    /// Bytes of requests read and not yet answered, across the node's connections (Kafka's
+    /// `queued.max.request.bytes`); past it the node stops reading requests until answers go
+    /// out. At least the largest request (100 MiB).
+    pub queued_max_request_bytes: u64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            connections_max_idle_ms: 600_000,
+            queued_max_request_bytes: 512 << 20,
+        }
+    }
+}
+
+impl ConnectionsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(ConfigError(
+                "connections.max_connections and max_connections_per_ip must be at least 1".into(),
+            ));
+        }
+        if self.connections_max_idle_ms < 1_000 {
+            return Err(ConfigError(format!(
+                "connections.connections_max_idle_ms: {} is under 1000",
+                self.connections_max_idle_ms
+            )));
+        }
+        if self.queued_max_request_bytes < crate::kafka::REQUEST_MAX as u64 {
+            return Err(ConfigError(format!(
+                "connections.queued_max_request_bytes: {} is under the largest request ({} bytes)",
+                self.queued_max_request_bytes,
+                crate::kafka::REQUEST_MAX
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// How partitions' logs are kept: Kafka's `log.*` broker settings. A topic's own
@@ -338,6 +395,7 @@ impl Config {
             )));
         }
         self.log.validate()?;
+        self.connections.validate()?;
         if !(1 << 16..=32 << 20).contains(&self.group_entry_bytes_max) {
             return Err(ConfigError(format!(
                 "group_entry_bytes_max: {} is outside 65536..=33554432",

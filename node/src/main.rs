@@ -178,6 +178,7 @@ fn dev_configs(
             metadata_snapshot_entries: 1_000,
             fetch_max_bytes: 57_671_680,
             group_entry_bytes_max: 4 << 20,
+            connections: Default::default(),
             log: LogConfig::default(),
         };
         config.validate().map_err(|e| e.to_string())?;

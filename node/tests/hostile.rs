@@ -132,3 +132,55 @@ fn poison_batches_are_refused_and_every_node_lives() {
         );
     }
 }
+
+/// Whether the node closed `stream` (a read sees the end, or a reset) within `within`.
+fn closed_by_node(stream: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).expect("timeout");
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        ),
+    }
+}
+
+#[test]
+fn connections_past_the_limits_are_closed_and_idle_ones_expire() {
+    let mut cluster = Cluster::start_with(
+        "[connections]\nmax_connections_per_ip = 4\nconnections_max_idle_ms = 2000\n",
+    );
+    cluster.wait_for_leaders();
+    let port = cluster.kafka[0];
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // Four connections from 127.0.0.1 that say nothing are kept (for now).
+    let mut quiet: Vec<_> = (0..4).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A fifth from the same address is closed at once, and the refusal is logged.
+    let mut fifth = connect();
+    assert!(
+        closed_by_node(&mut fifth, Duration::from_secs(5)),
+        "a fifth connection"
+    );
+    assert!(
+        !closed_by_node(&mut quiet[0], Duration::from_millis(300)),
+        "kept"
+    );
+    let log = std::fs::read_to_string(cluster.dir.path().join("node-1.log")).expect("log");
+    assert!(
+        log.contains("refused a client connection") && log.contains("max_connections_per_ip"),
+        "the refusal is logged"
+    );
+    // Idle past connections_max_idle_ms: closed, and their places freed.
+    for stream in &mut quiet {
+        assert!(
+            closed_by_node(stream, Duration::from_secs(10)),
+            "idle expiry"
+        );
+    }
+    let api_versions = request_frame(18, 0, &[]);
+    assert!(raw_request(port, &api_versions).is_some(), "a place again");
+}

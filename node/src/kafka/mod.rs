@@ -36,13 +36,14 @@ mod admin;
 mod fetch;
 mod frame;
 mod groups;
+mod limits;
 mod metadata;
 mod produce;
 
 /// Requests read ahead of their answers on one connection (answers still go out in order).
 const PIPELINE_MAX: usize = 16;
 /// Largest request accepted (Kafka's `socket.request.max.bytes` default).
-const REQUEST_MAX: usize = 100 << 20;
+pub(crate) const REQUEST_MAX: usize = 100 << 20;
 
 /// Kafka error codes used here.
 mod code {
@@ -139,22 +140,41 @@ fn placement<'a>(
         .get(usize::try_from(partition).ok()?)
 }
 
-/// Accepts Kafka connections until shutdown.
+/// Accepts Kafka connections until shutdown, within the `[connections]` limits.
 pub async fn serve<N: Network>(
     listener: N::Listener,
     context: Arc<Context>,
     shutdown: watch::Receiver<bool>,
 ) {
-    crate::runtime::accept_loop::<N, _, _>(listener, shutdown, move |read, write, remote| {
-        let context = context.clone();
-        let logger = context.logger.new(slog::o!("client" => remote.to_string()));
-        async move {
-            match connection(read, write, context, remote.to_string(), &logger).await {
-                Ok(()) => debug!(logger, "client disconnected"),
-                Err(why) => info!(logger, "closed client connection"; "why" => why),
+    let limits = limits::Limits::new(context.config.connections.clone());
+    let accept_logger = context.logger.clone();
+    crate::runtime::accept_loop::<N, _, _>(
+        listener,
+        shutdown,
+        accept_logger,
+        move |read, write, remote| {
+            let context = context.clone();
+            let limits = limits.clone();
+            let logger = context.logger.new(slog::o!("client" => remote.to_string()));
+            let slot = limits.admit(remote.ip());
+            async move {
+                let _slot = match slot {
+                    Ok(slot) => slot,
+                    Err((why, refused, log)) => {
+                        if log {
+                            warn!(logger, "refused a client connection"; "why" => why,
+                                "refused_so_far" => refused);
+                        }
+                        return; // dropping the socket closes it
+                    }
+                };
+                match connection(read, write, context, &limits, remote.to_string(), &logger).await {
+                    Ok(()) => debug!(logger, "client disconnected"),
+                    Err(why) => info!(logger, "closed client connection"; "why" => why),
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -169,13 +189,14 @@ async fn connection(
     read: impl AsyncRead + Unpin,
     write: impl AsyncWrite + Unpin + Send + 'static,
     context: Arc<Context>,
+    limits: &limits::Limits,
     remote: String,
     logger: &Logger,
 ) -> Result<(), String> {
     let mut read = BufReader::new(read);
     let (queue, pending) = tokio::sync::mpsc::channel::<PendingResponse>(PIPELINE_MAX);
     let writer = tokio::spawn(write_responses(write, pending));
-    let result = read_requests(&mut read, &context, &remote, logger, &queue).await;
+    let result = read_requests(&mut read, &context, limits, &remote, logger, &queue).await;
     drop(queue);
     let written = writer.await.map_err(|e| e.to_string())?;
     result.and(written)
@@ -229,19 +250,29 @@ async fn write_frame(write: &mut (impl AsyncWrite + Unpin), frame: Frame) -> std
 async fn read_requests(
     read: &mut BufReader<impl AsyncRead + Unpin>,
     context: &Arc<Context>,
+    limits: &limits::Limits,
     remote: &str,
     logger: &Logger,
     queue: &tokio::sync::mpsc::Sender<PendingResponse>,
 ) -> Result<(), String> {
     loop {
-        let size = match read.read_i32().await {
-            Ok(size) => size,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e.to_string()),
+        let size = match tokio::time::timeout(limits.idle(), read.read_i32()).await {
+            Err(_) => {
+                return Err(format!(
+                    "no request for {} ms (connections.connections_max_idle_ms)",
+                    limits.idle().as_millis()
+                ))
+            }
+            Ok(Ok(size)) => size,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e.to_string()),
         };
         if size < 8 || size as usize > REQUEST_MAX {
             return Err(format!("request size {size} is outside 8..={REQUEST_MAX}"));
         }
+        // Held until the answer is ready: the node holds at most
+        // `queued_max_request_bytes` of requests (reading waits past it).
+        let held = limits.queue(size as usize).await;
         let mut body = vec![0u8; size as usize];
         read.read_exact(&mut body)
             .await
@@ -276,6 +307,11 @@ async fn read_requests(
             }
             response
         };
+        let response: PendingResponse = Box::pin(async move {
+            let answer = response.await;
+            drop(held);
+            answer
+        });
         if queue.send(response).await.is_err() {
             // The writer stopped (the client went away or a write failed): it reports why.
             return Ok(());

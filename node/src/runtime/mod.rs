@@ -375,22 +375,38 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
 pub async fn accept_loop<N, F, Fut>(
     listener: N::Listener,
     mut shutdown: watch::Receiver<bool>,
+    logger: Logger,
     handle: F,
 ) where
     N: Network,
     F: Fn(N::Read, N::Write, std::net::SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    // Failures in a row: each waits twice as long as the last, up to a second, so that a
+    // process out of file descriptors (EMFILE) does not spin.
+    let mut failures = 0u32;
     loop {
         let accepted = tokio::select! {
             biased;
             _ = shutdown.changed() => return,
             accepted = N::accept(&listener) => accepted,
         };
-        let Ok((read, write, remote)) = accepted else {
-            continue;
-        };
-        tokio::spawn(handle(read, write, remote));
+        match accepted {
+            Ok((read, write, remote)) => {
+                failures = 0;
+                tokio::spawn(handle(read, write, remote));
+            }
+            Err(e) => {
+                failures += 1;
+                if failures.is_power_of_two() {
+                    warn!(logger, "accepting a connection failed"; "error" => %e,
+                        "failures_in_a_row" => failures);
+                }
+                let wait =
+                    Duration::from_millis(10u64 << failures.min(7)).min(Duration::from_secs(1));
+                tokio::time::sleep(wait).await;
+            }
+        }
     }
 }
 

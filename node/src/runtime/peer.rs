@@ -244,18 +244,24 @@ pub async fn listen<N: Network>(
     shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
-    super::accept_loop::<N, _, _>(listener, shutdown, move |read, write, remote| {
-        let inbox = inbox.clone();
-        let heard = heard.clone();
-        let logger = logger.new(slog::o!("remote" => remote.to_string()));
-        async move {
-            // The write half is unused (peers only send) but kept open with the connection.
-            let _write = write;
-            if let Err(why) = receive(read, me, inbox, heard, silence).await {
-                debug!(logger, "peer connection closed"; "why" => why);
+    let accept_logger = logger.clone();
+    super::accept_loop::<N, _, _>(
+        listener,
+        shutdown,
+        accept_logger,
+        move |read, write, remote| {
+            let inbox = inbox.clone();
+            let heard = heard.clone();
+            let logger = logger.new(slog::o!("remote" => remote.to_string()));
+            async move {
+                // The write half is unused (peers only send) but kept open with the connection.
+                let _write = write;
+                if let Err(why) = receive(read, me, inbox, heard, silence).await {
+                    debug!(logger, "peer connection closed"; "why" => why);
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 }
 

@@ -68,6 +68,7 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
                 metadata_snapshot_entries: 3,
                 fetch_max_bytes: 57_671_680,
                 group_entry_bytes_max: 4 << 20,
+                connections: Default::default(),
                 log: LogConfig {
                     cache_bytes: options.log_cache_bytes,
                     segment_bytes: options.segment_bytes,
