@@ -12,7 +12,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 mod common;
-use common::{raw_request, request_frame, Cluster, PARTITIONS, TOPIC};
+use common::{call, raw_request, request_frame, Cluster, PARTITIONS, TOPIC};
 
 /// Acknowledged records: (partition, offset) -> value.
 type Acked = Arc<Mutex<BTreeMap<(i32, i64), String>>>;
@@ -718,39 +718,6 @@ fn admin_api_creates_grows_describes_and_deletes_topics() {
     for port in &cluster.kafka {
         assert!(leaders_from(*port, "one-replica").is_empty());
     }
-}
-
-/// Sends one request in the encoding its version asks for and decodes the answer.
-fn call<Req, Resp>(
-    port: u16,
-    key: kafka_protocol::messages::ApiKey,
-    version: i16,
-    request: &Req,
-) -> Resp
-where
-    Req: kafka_protocol::protocol::Encodable,
-    Resp: kafka_protocol::protocol::Decodable,
-{
-    use bytes::Buf;
-    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
-    use kafka_protocol::protocol::{Decodable, Encodable};
-    let mut header = RequestHeader::default();
-    header.request_api_key = key as i16;
-    header.request_api_version = version;
-    header.correlation_id = 7;
-    let mut body = bytes::BytesMut::new();
-    header
-        .encode(&mut body, key.request_header_version(version))
-        .expect("header");
-    request.encode(&mut body, version).expect("body");
-    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    let answer = raw_request(port, &frame).expect("an answer");
-    let mut answer = bytes::Bytes::from(answer);
-    ResponseHeader::decode(&mut answer, key.response_header_version(version)).expect("header");
-    let response = Resp::decode(&mut answer, version).expect("response");
-    assert_eq!(answer.remaining(), 0);
-    response
 }
 
 fn metadata_v12(port: u16, topics: &[&str]) -> kafka_protocol::messages::MetadataResponse {

@@ -69,6 +69,8 @@ pub(super) async fn create_topics(
     for topic in request.topics {
         let name = topic.name.0.as_str().to_string();
         let mut result = CreatableTopicResult::default();
+        // Kafka sends null, not "", when there is no error (clients compare).
+        result.error_message = None;
         result.name = topic.name.clone();
         result.num_partitions = -1;
         result.replication_factor = -1;
@@ -312,6 +314,7 @@ pub(super) fn describe_configs(
     let metadata = context.core.metadata();
     for resource in request.resources {
         let mut result = DescribeConfigsResult::default();
+        result.error_message = None;
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
         let name = resource.resource_name.as_str();
@@ -509,6 +512,7 @@ pub(super) async fn incremental_alter_configs(
         )
         .await;
         let mut result = AlterConfigsResourceResponse::default();
+        result.error_message = None;
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
         if let Err((code, message)) = outcome {
@@ -549,6 +553,7 @@ pub(super) async fn alter_configs(
         )
         .await;
         let mut result = AlterConfigsResourceResponseV0::default();
+        result.error_message = None;
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
         if let Err((code, message)) = outcome {

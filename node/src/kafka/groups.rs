@@ -104,6 +104,8 @@ async fn create_offsets_topic(context: &Context) {
 
 async fn find_one(context: &Context, key_type: i8, key: StrBytes) -> Coordinator {
     let mut found = Coordinator::default();
+    // Kafka sends null, not "", when there is no error (clients compare).
+    found.error_message = None;
     found.key = key;
     found.node_id = BrokerId(-1);
     found.host = str_bytes("");
@@ -144,6 +146,7 @@ pub(super) async fn find_coordinator(
     version: i16,
 ) -> FindCoordinatorResponse {
     let mut response = FindCoordinatorResponse::default();
+    response.error_message = None;
     if version >= 4 {
         for key in request.coordinator_keys {
             let found = find_one(context, request.key_type, key).await;

@@ -224,3 +224,36 @@ pub fn request_frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(body);
     frame
 }
+
+/// Sends one request in the encoding its version asks for and decodes the answer.
+pub fn call<Req, Resp>(
+    port: u16,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    request: &Req,
+) -> Resp
+where
+    Req: kafka_protocol::protocol::Encodable,
+    Resp: kafka_protocol::protocol::Decodable,
+{
+    use bytes::Buf;
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    header.correlation_id = 7;
+    let mut body = bytes::BytesMut::new();
+    header
+        .encode(&mut body, key.request_header_version(version))
+        .expect("header");
+    request.encode(&mut body, version).expect("body");
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let answer = raw_request(port, &frame).expect("an answer");
+    let mut answer = bytes::Bytes::from(answer);
+    ResponseHeader::decode(&mut answer, key.response_header_version(version)).expect("header");
+    let response = Resp::decode(&mut answer, version).expect("response");
+    assert_eq!(answer.remaining(), 0);
+    response
+}

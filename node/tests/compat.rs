@@ -1,0 +1,57 @@
+//! End-to-end: what Kafka clients compare in answers, with raw requests against real
+//! `oxbow node` processes.
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, FindCoordinatorRequest, FindCoordinatorResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+mod common;
+use common::{call, Cluster, TOPIC};
+
+#[test]
+fn answers_without_an_error_carry_a_null_message_as_kafkas_do() {
+    let mut cluster = Cluster::start();
+    cluster.wait_for_leaders();
+    let port = cluster.kafka[0];
+
+    let mut describe = DescribeConfigsRequest::default();
+    let mut resource = DescribeConfigsResource::default();
+    resource.resource_type = 2; // topic
+    resource.resource_name = StrBytes::from_static_str(TOPIC);
+    resource.configuration_keys = None;
+    describe.resources = vec![resource];
+    let described: DescribeConfigsResponse = call(port, ApiKey::DescribeConfigs, 4, &describe);
+    assert_eq!(described.results[0].error_code, 0);
+    assert_eq!(described.results[0].error_message, None);
+
+    let mut create = CreateTopicsRequest::default();
+    let mut topic = CreatableTopic::default();
+    topic.name = TopicName(StrBytes::from_static_str("null-messages"));
+    topic.num_partitions = 1;
+    topic.replication_factor = 3;
+    create.topics = vec![topic];
+    create.timeout_ms = 30_000;
+    // Any node takes it (forwarded to the controller) or names the controller; either way the
+    // answer for the topic has a null message when it has no error.
+    let created: CreateTopicsResponse = (0..3)
+        .map(|i| call(cluster.kafka[i], ApiKey::CreateTopics, 5, &create))
+        .find(|r: &CreateTopicsResponse| r.topics[0].error_code == 0)
+        .expect("the controller creates it");
+    assert_eq!(created.topics[0].error_message, None);
+
+    let mut find = FindCoordinatorRequest::default();
+    find.key = StrBytes::from_static_str("a-group");
+    for _ in 0..100 {
+        let found: FindCoordinatorResponse = call(port, ApiKey::FindCoordinator, 3, &find);
+        if found.error_code == 0 {
+            assert_eq!(found.error_message, None);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("no group coordinator");
+}
