@@ -32,7 +32,8 @@ def cluster():
     base = _free_base_port()
     log = open(os.path.join(data, "dev.log"), "w")
     process = subprocess.Popen(
-        [binary, "dev", "--data-dir", os.path.join(data, "d"), "--port", str(base), "--topic", "events:3"],
+        [binary, "dev", "--data-dir", os.path.join(data, "d"), "--port", str(base), "--topic", "events:3",
+         "--auto-create-topics"],
         stdout=subprocess.DEVNULL,
         stderr=log,
     )

@@ -164,12 +164,22 @@ impl Node {
                 continue;
             }
             let durable = self.parked.remove(&partition.group);
+            // A partition new to this node: its first replica campaigns at once, so a new
+            // topic has leaders in about a round trip, not after an election timeout.
+            let campaign =
+                durable.is_none() && partition.replicas.first() == Some(&self.config.node_id);
             let kind = if coordinators {
                 LogKind::Commands
             } else {
                 LogKind::Records(topic.timestamps())
             };
             self.start_group(partition.group, &partition.replicas, kind, durable);
+            if campaign {
+                self.groups
+                    .get_mut(&partition.group)
+                    .expect("just started")
+                    .campaign();
+            }
             if coordinators {
                 let logger = self.logger.new(slog::o!("group" => partition.group.0));
                 let mut coordinator = Coordinator::new(

@@ -7,6 +7,7 @@
 //! one [`Output::Send`]. Messages raft-rs says must follow persistence wait for the write's
 //! [`Input::WriteDone`].
 
+mod early;
 mod follow_metadata;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -132,6 +133,9 @@ pub struct NodeConfig {
     pub heartbeat_tick: usize,
     /// Largest append message raft sends (bytes).
     pub max_size_per_msg: u64,
+    /// Raft messages held for groups not started here yet (a peer applied the metadata that
+    /// creates them first); past it they are dropped.
+    pub early_messages_max: usize,
     /// Most append messages in flight to one follower.
     pub max_inflight_msgs: usize,
     /// Most bytes proposed but not yet committed per group; past it proposals are refused.
@@ -192,6 +196,7 @@ impl NodeConfig {
             max_uncommitted_size: 64 << 20,
             batch_bytes_max: 1 << 20,
             batch_decompressed_bytes_max: 64 << 20,
+            early_messages_max: 4_096,
             group_entry_bytes_max: 4 << 20,
             pending_requests_max: 10_000,
             producers_max: 10_000,
@@ -253,6 +258,9 @@ pub(crate) struct Sink {
     records: Vec<WalRecord>,
     sync: bool,
     out: VecDeque<Output>,
+    /// Some group's leadership came to this node: peers hear of it at once, not at the next
+    /// gossip round.
+    pub(crate) became_leader: bool,
 }
 
 impl Sink {
@@ -326,6 +334,8 @@ pub struct Node {
     admin_pending: VecDeque<AdminPending>,
     /// Per peer, the groups it said it leads, with their terms (its latest gossip).
     remote_leaders: BTreeMap<NodeId, BTreeMap<GroupId, Term>>,
+    /// Raft messages for groups not started here yet (see `early`).
+    early: early::EarlyMessages,
     ticks: u64,
     now: Option<Now>,
     write_next: IoSeq,
@@ -361,6 +371,7 @@ impl Node {
             parked: BTreeMap::new(),
             admin_pending: VecDeque::new(),
             remote_leaders: BTreeMap::new(),
+            early: early::EarlyMessages::default(),
             ticks: 0,
             now: None,
             write_next: IoSeq(0),
@@ -465,6 +476,11 @@ impl Node {
             &self.logger.new(slog::o!("group" => id.0)),
         );
         self.groups.insert(id, replica);
+        // What peers sent before this node started the group (see `early`).
+        let replica = self.groups.get_mut(&id).expect("just started");
+        for message in self.early.take(id) {
+            replica.step(message);
+        }
     }
 
     /// The node's configuration.
@@ -483,6 +499,7 @@ impl Node {
             records: Vec::new(),
             sync: false,
             out: VecDeque::new(),
+            became_leader: false,
         };
         let mut touched = BTreeSet::new();
         match input {
@@ -508,6 +525,11 @@ impl Node {
                 if self.ticks.is_multiple_of(self.config.leader_gossip_ticks) {
                     self.gossip_leaders(&mut sink);
                 }
+                // Held long enough for any replica to apply the metadata that starts a group.
+                self.early.expire(
+                    self.ticks
+                        .saturating_sub(2 * self.config.election_tick as u64),
+                );
             }
             Input::Peer { from, messages } => {
                 for GroupMessage { group, message } in messages {
@@ -520,6 +542,9 @@ impl Node {
                     } else if let Some(replica) = self.groups.get_mut(&group) {
                         replica.step(message);
                         touched.insert(group);
+                    } else {
+                        let max = self.config.early_messages_max;
+                        self.early.hold(group, message, self.ticks, max);
                     }
                 }
             }
@@ -540,6 +565,9 @@ impl Node {
         }
         let mut processed = BTreeSet::new();
         self.flush(touched, &mut sink, &mut processed);
+        if sink.became_leader {
+            self.gossip_leaders(&mut sink);
+        }
         for (to, messages) in std::mem::take(&mut sink.sends) {
             out.push(Output::Send { to, messages });
         }
@@ -909,6 +937,7 @@ impl Node {
     /// Asserts every invariant of every group, including the linear-time ones. `handle` checks
     /// the constant-time invariants of the groups each input touched.
     pub fn invariants(&self) {
+        self.early.invariants();
         for replica in self.groups.values() {
             replica.invariants();
             replica.invariants_full();

@@ -268,6 +268,13 @@ impl Replica {
         );
     }
 
+    /// Starts an election now (a new partition's first replica: the group would otherwise
+    /// wait out an election timeout before its first leader).
+    pub(crate) fn campaign(&mut self) {
+        // An error is raft-rs declining (already leading, or not a voter): nothing to do.
+        let _ = self.raw.campaign();
+    }
+
     pub(crate) fn step(&mut self, message: Message) {
         // Errors here are raft-rs refusing a message (stale term, unknown peer): dropped, as
         // the network could have dropped it.
@@ -506,6 +513,7 @@ impl Replica {
             group: self.group,
             term,
         });
+        sink.became_leader = true;
     }
 
     fn apply(&mut self, entries: Vec<Entry>, sink: &mut Sink) {

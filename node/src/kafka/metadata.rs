@@ -130,6 +130,11 @@ pub(super) async fn metadata(
         };
         topic.name = Some(TopicName(str_bytes(&name)));
         match metadata.topic(&name) {
+            // A topic of the node's `topics` list is created as configured at start-up;
+            // auto-creating it first (with the default partition count) would win the race.
+            None if context.config.topics.iter().any(|t| t.name == name) => {
+                topic.error_code = code::LEADER_NOT_AVAILABLE;
+            }
             None if may_create && check_topic_name(&name).is_ok() => {
                 auto_create(context, &name).await;
                 topic.error_code = code::LEADER_NOT_AVAILABLE;
@@ -138,6 +143,18 @@ pub(super) async fn metadata(
             Some(meta) => {
                 topic.topic_id = uuid(meta.id);
                 topic.is_internal = name == OFFSETS_TOPIC;
+                // A topic whose partitions have not all had a leader yet (just created) is
+                // answered as not available as a whole, as Kafka's controller never shows a
+                // new topic's partitions without leaders: clients retry the topic.
+                let all_led = meta
+                    .partitions
+                    .iter()
+                    .all(|p| leaders.get(&p.group).copied().flatten().is_some());
+                if !context.settled(meta.id, all_led, metadata.topics().len()) {
+                    topic.error_code = code::LEADER_NOT_AVAILABLE;
+                    response.topics.push(topic);
+                    continue;
+                }
                 for (index, placement) in meta.partitions.iter().enumerate() {
                     let mut partition = MetadataResponsePartition::default();
                     partition.partition_index = index as i32;

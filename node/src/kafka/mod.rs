@@ -103,6 +103,8 @@ pub struct Context {
     /// Reads old records from the segment files.
     disk: crate::runtime::writer::Writer,
     producer_ids: std::sync::Mutex<ProducerIds>,
+    /// Topics whose partitions have all had a leader, as this node has seen (see `settled`).
+    settled: std::sync::Mutex<std::collections::BTreeSet<TopicId>>,
     logger: Logger,
 }
 
@@ -120,8 +122,31 @@ impl Context {
             core,
             disk,
             producer_ids: std::sync::Mutex::new(producer_ids),
+            settled: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             logger,
         })
+    }
+
+    /// Whether topic `id` has had a leader for every partition (`all_led`: it has now), as
+    /// far as this node has seen. Bounded: once it holds twice the cluster's `topics` (the
+    /// ids of deleted topics stay until then), half of it is dropped; a dropped live topic is
+    /// settled again at its next answer with all leaders.
+    fn settled(&self, id: TopicId, all_led: bool, topics: usize) -> bool {
+        let mut settled = self.settled.lock().expect("not poisoned");
+        if settled.contains(&id) {
+            return true;
+        }
+        if !all_led {
+            return false;
+        }
+        if settled.len() >= 2 * topics.max(1) {
+            let keep = settled.len() / 2;
+            let kept: std::collections::BTreeSet<TopicId> =
+                settled.iter().take(keep).copied().collect();
+            *settled = kept;
+        }
+        settled.insert(id);
+        true
     }
 
     fn hosts(&self, placement: &PartitionAssignment) -> bool {

@@ -50,8 +50,14 @@ impl Cluster {
         let kafka: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let peer: Vec<u16> = (0..3).map(|_| free_port()).collect();
         for i in 0..3 {
+            // 50 ms ticks, unless `extra` sets its own.
+            let tick = if extra.lines().any(|l| l.starts_with("tick_ms")) {
+                ""
+            } else {
+                "tick_ms = 50\n"
+            };
             let mut text = format!(
-                "node_id = {}\ndata_dir = {:?}\nkafka_listen = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\ntick_ms = 50\n",
+                "node_id = {}\ndata_dir = {:?}\nkafka_listen = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\n{tick}",
                 i + 1,
                 dir.path().join(format!("node-{}", i + 1)),
                 kafka[i],
