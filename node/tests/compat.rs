@@ -94,3 +94,72 @@ fn a_new_auto_created_topic_takes_its_first_record_within_a_second() {
         "a new topic's first record took {worst:?}"
     );
 }
+
+/// Per partition of `TOPIC`, the ISR that node `port` reports (Metadata v12), sorted.
+fn isr(port: u16) -> Vec<Vec<i32>> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+    let mut request = MetadataRequest::default();
+    let mut topic = MetadataRequestTopic::default();
+    topic.name = Some(TopicName(StrBytes::from_static_str(TOPIC)));
+    request.topics = Some(vec![topic]);
+    let answer: MetadataResponse = call(port, ApiKey::Metadata, 12, &request);
+    answer.topics[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut nodes: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+            nodes.sort();
+            nodes
+        })
+        .collect()
+}
+
+fn leaders(port: u16) -> Vec<i32> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+    let mut request = MetadataRequest::default();
+    let mut topic = MetadataRequestTopic::default();
+    topic.name = Some(TopicName(StrBytes::from_static_str(TOPIC)));
+    request.topics = Some(vec![topic]);
+    let answer: MetadataResponse = call(port, ApiKey::Metadata, 12, &request);
+    answer.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.leader_id.0)
+        .collect()
+}
+
+/// Waits until `port` reports `wanted` as the ISR of every partition.
+fn wait_for_isr(port: u16, wanted: &[i32]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = isr(port);
+        if !now.is_empty() && now.iter().all(|nodes| nodes == wanted) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ISR {now:?} at {port}, waiting for {wanted:?}; leaders {:?}",
+            leaders(port)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_isr_holds_the_replicas_that_are_caught_up() {
+    let mut cluster = Cluster::start();
+    cluster.wait_for_leaders();
+    // Every replica is in sync, as every node reports it.
+    for port in cluster.kafka.clone() {
+        wait_for_isr(port, &[1, 2, 3]);
+    }
+    // A stopped node drops out of every partition's ISR, and comes back once restarted.
+    cluster.stop(2);
+    cluster.wait_for_leaders();
+    wait_for_isr(cluster.kafka[0], &[1, 2]);
+    cluster.start_node(2);
+    cluster.wait_for_leaders();
+    wait_for_isr(cluster.kafka[0], &[1, 2, 3]);
+}

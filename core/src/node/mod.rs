@@ -332,8 +332,9 @@ pub struct Node {
     /// Groups the disk held that applying the metadata has not claimed yet.
     parked: BTreeMap<GroupId, GroupDurableState>,
     admin_pending: VecDeque<AdminPending>,
-    /// Per peer, the groups it said it leads, with their terms (its latest gossip).
-    remote_leaders: BTreeMap<NodeId, BTreeMap<GroupId, Term>>,
+    /// Per peer, the groups it said it leads, with their terms (its latest gossip) and
+    /// the replicas in sync it reported.
+    remote_leaders: BTreeMap<NodeId, BTreeMap<GroupId, (Term, Vec<NodeId>)>>,
     /// Raft messages for groups not started here yet (see `early`).
     early: early::EarlyMessages,
     ticks: u64,
@@ -860,15 +861,19 @@ impl Node {
     /// Tells every peer which groups this node leads.
     fn gossip_leaders(&mut self, sink: &mut Sink) {
         let mut w = Writer::default();
-        let leading: Vec<(GroupId, Term)> = self
+        let leading: Vec<(GroupId, Term, Vec<NodeId>)> = self
             .groups
             .values()
-            .filter_map(|r| r.leading().map(|term| (r.group(), term)))
+            .filter_map(|r| Some((r.group(), r.leading()?, r.in_sync()?)))
             .collect();
         w.u32(leading.len() as u32);
-        for (group, term) in leading {
+        for (group, term, in_sync) in leading {
             w.u64(group.0);
             w.u64(term.0);
+            w.u8(u8::try_from(in_sync.len()).expect("a group has few replicas"));
+            for node in in_sync {
+                w.u64(node.0);
+            }
         }
         let context = Bytes::from(w.bytes);
         for peer in &self.config.metadata_voters {
@@ -890,7 +895,11 @@ impl Node {
             let count = r.u32()?;
             let mut led = BTreeMap::new();
             for _ in 0..count.min(1 << 20) {
-                led.insert(GroupId(r.u64()?), Term(r.u64()?));
+                let (group, term) = (GroupId(r.u64()?), Term(r.u64()?));
+                let in_sync = (0..r.u8()?)
+                    .map(|_| r.u64().map(NodeId))
+                    .collect::<Result<Vec<_>, _>>()?;
+                led.insert(group, (term, in_sync));
             }
             Ok::<_, crate::codec::DecodeError>(led)
         })();
@@ -910,8 +919,23 @@ impl Node {
         }
         self.remote_leaders
             .iter()
-            .filter_map(|(node, led)| led.get(&group).map(|term| (*node, *term)))
+            .filter_map(|(node, led)| led.get(&group).map(|(term, _)| (*node, *term)))
             .max_by_key(|(_, term)| *term)
+    }
+
+    /// The replicas in sync of a group (Kafka's ISR), as its leader knows them: this node's
+    /// own count when it leads, else what the leader last gossiped; `None` when no leader is
+    /// known.
+    pub fn in_sync(&self, group: GroupId) -> Option<Vec<NodeId>> {
+        if let Some(in_sync) = self.groups.get(&group).and_then(Replica::in_sync) {
+            return Some(in_sync);
+        }
+        let (leader, term) = self.leader(group)?;
+        self.remote_leaders
+            .get(&leader)
+            .and_then(|led| led.get(&group))
+            .filter(|(t, _)| *t == term)
+            .map(|(_, in_sync)| in_sync.clone())
     }
 
     /// The group coordinator of a hosted partition of the offsets topic.

@@ -102,6 +102,12 @@ pub(crate) struct Replica {
     election_round: (u64, StateRole),
     /// Ticks still withheld from raft-rs's election clock in this round.
     withheld_ticks: usize,
+    /// Ticks so far, and, while leading, the tick each follower was last seen recently
+    /// active (raft-rs clears its flag at every quorum check, so it is sampled each tick).
+    ticks: u64,
+    followers_heard: BTreeMap<u64, u64>,
+    /// Ticks a follower may go unheard and still count as in sync.
+    in_sync_ticks: u64,
     // Applied state.
     applied: RaftIndex,
     /// Index of the latest snapshot, advanced when the log is compacted: the log holds the
@@ -197,6 +203,9 @@ impl Replica {
             rng,
             election_round: (u64::MAX, StateRole::Leader),
             withheld_ticks: 0,
+            ticks: 0,
+            followers_heard: BTreeMap::new(),
+            in_sync_ticks: 2 * config.election_tick as u64,
             applied,
             snapshot_index,
             leader: None,
@@ -220,6 +229,17 @@ impl Replica {
             self.withheld_ticks -= 1;
         } else {
             self.raw.tick();
+        }
+        self.ticks += 1;
+        if self.leader.is_some() {
+            let ticks = self.ticks;
+            for (id, pr) in self.raw.raft.prs().iter() {
+                if pr.recent_active {
+                    self.followers_heard.insert(*id, ticks);
+                }
+            }
+        } else if !self.followers_heard.is_empty() {
+            self.followers_heard.clear();
         }
         if let Kind::Records(records) = &mut self.kind {
             records.produce.expire_pending(now, sink);
@@ -299,6 +319,33 @@ impl Replica {
     /// The term this node leads and serves in, if it does.
     pub(crate) fn serving_term(&self) -> Option<Term> {
         self.serving_leader().map(|l| l.term)
+    }
+
+    /// When this node leads the group: the replicas in sync (Kafka's ISR), this one and each
+    /// follower heard from within two election timeouts that holds every committed entry or
+    /// is replicated to in steady state (not probed for where its log ends, nor sent a
+    /// snapshot: those are behind).
+    pub(crate) fn in_sync(&self) -> Option<Vec<NodeId>> {
+        self.leader.as_ref()?;
+        let me = self.raw.raft.id;
+        let committed = self.raw.raft.raft_log.committed;
+        let mut replicas: Vec<NodeId> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, pr)| {
+                let heard = self
+                    .followers_heard
+                    .get(*id)
+                    .is_some_and(|t| self.ticks - t <= self.in_sync_ticks);
+                **id == me
+                    || (heard && (pr.state == ProgressState::Replicate || pr.matched >= committed))
+            })
+            .map(|(id, _)| NodeId(*id))
+            .collect();
+        replicas.sort();
+        Some(replicas)
     }
 
     /// Whether this node leads the group now, and in which term.

@@ -112,7 +112,11 @@ pub(super) async fn metadata(
         .flat_map(|topic| topic.partitions.iter().map(|p| p.group))
         .collect();
     let leaders: BTreeMap<GroupId, _> = match context.core.leaders(groups.clone()).await {
-        Some(leaders) => groups.into_iter().zip(leaders).collect(),
+        Some(leaders) => groups.iter().copied().zip(leaders).collect(),
+        None => BTreeMap::new(),
+    };
+    let in_sync: BTreeMap<GroupId, _> = match context.core.in_sync(groups.clone()).await {
+        Some(in_sync) => groups.into_iter().zip(in_sync).collect(),
         None => BTreeMap::new(),
     };
     let may_create =
@@ -163,11 +167,18 @@ pub(super) async fn metadata(
                         .iter()
                         .map(|n| BrokerId(n.0 as i32))
                         .collect();
-                    partition.isr_nodes = partition.replica_nodes.clone();
                     match leaders.get(&placement.group).copied().flatten() {
                         Some((leader, term)) => {
                             partition.leader_id = BrokerId(leader.0 as i32);
                             partition.leader_epoch = term.0 as i32;
+                            // The leader's count of replicas in sync (Kafka's ISR); until
+                            // its gossip arrives, the leader alone.
+                            partition.isr_nodes = match in_sync.get(&placement.group) {
+                                Some(Some(nodes)) => {
+                                    nodes.iter().map(|n| BrokerId(n.0 as i32)).collect()
+                                }
+                                _ => vec![BrokerId(leader.0 as i32)],
+                            };
                         }
                         None => {
                             partition.error_code = code::LEADER_NOT_AVAILABLE;

@@ -62,6 +62,13 @@ pub enum Event {
         /// Where the answer goes.
         reply: oneshot::Sender<Vec<Option<(NodeId, Term)>>>,
     },
+    /// The replicas in sync of some groups, as their leaders count them.
+    InSync {
+        /// The groups.
+        groups: Vec<GroupId>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<Option<Vec<NodeId>>>>,
+    },
     /// The disk read entries the core asked for.
     EntriesRead {
         /// The group.
@@ -117,6 +124,17 @@ impl CoreHandle {
         let (reply, answer) = oneshot::channel();
         self.inbox
             .send(Event::Status { groups, reply })
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// The replicas in sync of `groups` (Kafka's ISR), as their leaders count them (this
+    /// node's own count, or its leader's gossip); `None` for a group with no known leader.
+    pub async fn in_sync(&self, groups: Vec<GroupId>) -> Option<Vec<Option<Vec<NodeId>>>> {
+        let (reply, answer) = oneshot::channel();
+        self.inbox
+            .send(Event::InSync { groups, reply })
             .await
             .ok()?;
         answer.await.ok()
@@ -482,6 +500,10 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                 }
                 Some(Event::Leaders { groups, reply }) => {
                     let _ = reply.send(groups.iter().map(|g| node.leader(*g)).collect());
+                    continue;
+                }
+                Some(Event::InSync { groups, reply }) => {
+                    let _ = reply.send(groups.iter().map(|g| node.in_sync(*g)).collect());
                     continue;
                 }
                 Some(Event::EntriesRead { group, low, entries }) => {
