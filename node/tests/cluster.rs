@@ -352,10 +352,6 @@ fn restarting_every_node_keeps_every_acknowledged_record() {
 
 #[test]
 fn bad_input_closes_only_that_connection_and_touches_no_data() {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-
     let mut cluster = Cluster::start();
     let (producer, acked, _) = producer(&cluster);
     for i in 0..200 {
@@ -386,56 +382,16 @@ fn bad_input_closes_only_that_connection_and_touches_no_data() {
     assert_eq!(i16::from_be_bytes([answer[4], answer[5]]), 35);
 
     // A produce whose batch fails its CRC: CORRUPT_MESSAGE (2), nothing stored.
-    let mut batch = bytes::BytesMut::new();
-    kafka_protocol::records::RecordBatchEncoder::encode(
-        &mut batch,
-        &[kafka_protocol::records::Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: kafka_protocol::records::TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 0,
-            key: None,
-            value: Some(bytes::Bytes::from_static(b"corrupt")),
-            headers: Default::default(),
-        }],
-        &kafka_protocol::records::RecordEncodeOptions {
-            version: 2,
-            compression: kafka_protocol::records::Compression::None,
-        },
-    )
-    .expect("encode");
+    let mut batch = common::batch(
+        &common::records(1, 7),
+        kafka_protocol::records::Compression::None,
+    );
     let last = batch.len() - 1;
     batch[last] ^= 0xff;
     let leader = cluster.leaders()[&0];
-    let mut partition = PartitionProduceData::default();
-    partition.index = 0;
-    partition.records = Some(batch.freeze());
-    let mut topic = TopicProduceData::default();
-    topic.name = TopicName(StrBytes::from_static_str(TOPIC));
-    topic.partition_data = vec![partition];
-    let mut produce = ProduceRequest::default();
-    produce.acks = -1;
-    produce.timeout_ms = 5_000;
-    produce.topic_data = vec![topic];
-    let mut body = bytes::BytesMut::new();
-    produce.encode(&mut body, 7).expect("encode");
-    let answer = raw_request(
-        cluster.kafka[(leader - 1) as usize],
-        &request_frame(0, 7, &body),
-    )
-    .expect("a bad batch is answered, not a closed connection");
-    let response =
-        ProduceResponse::decode(&mut bytes::Bytes::from(answer[4..].to_vec()), 7).expect("decode");
-    assert_eq!(
-        response.responses[0].partition_responses[0].error_code, 2,
-        "CORRUPT_MESSAGE"
-    );
+    let answer = common::produce_raw(cluster.kafka[(leader - 1) as usize], batch.freeze())
+        .expect("a bad batch is answered, not a closed connection");
+    assert_eq!(answer.error_code, 2, "CORRUPT_MESSAGE");
 
     // Junk on the peer port: closed, nothing else happens.
     {

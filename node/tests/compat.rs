@@ -95,17 +95,23 @@ fn a_new_auto_created_topic_takes_its_first_record_within_a_second() {
     );
 }
 
-/// Per partition of `TOPIC`, the ISR that node `port` reports (Metadata v12), sorted.
-fn isr(port: u16) -> Vec<Vec<i32>> {
+/// `TOPIC`'s partitions as node `port` answers Metadata v12.
+fn partitions(
+    port: u16,
+) -> Vec<kafka_protocol::messages::metadata_response::MetadataResponsePartition> {
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
     use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
     let mut request = MetadataRequest::default();
     let mut topic = MetadataRequestTopic::default();
     topic.name = Some(TopicName(StrBytes::from_static_str(TOPIC)));
     request.topics = Some(vec![topic]);
-    let answer: MetadataResponse = call(port, ApiKey::Metadata, 12, &request);
-    answer.topics[0]
-        .partitions
+    let mut answer: MetadataResponse = call(port, ApiKey::Metadata, 12, &request);
+    answer.topics.remove(0).partitions
+}
+
+/// Per partition of `TOPIC`, the ISR that node `port` reports, sorted.
+fn isr(port: u16) -> Vec<Vec<i32>> {
+    partitions(port)
         .iter()
         .map(|p| {
             let mut nodes: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
@@ -115,19 +121,9 @@ fn isr(port: u16) -> Vec<Vec<i32>> {
         .collect()
 }
 
+/// Per partition of `TOPIC`, the leader that node `port` names.
 fn leaders(port: u16) -> Vec<i32> {
-    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
-    let mut request = MetadataRequest::default();
-    let mut topic = MetadataRequestTopic::default();
-    topic.name = Some(TopicName(StrBytes::from_static_str(TOPIC)));
-    request.topics = Some(vec![topic]);
-    let answer: MetadataResponse = call(port, ApiKey::Metadata, 12, &request);
-    answer.topics[0]
-        .partitions
-        .iter()
-        .map(|p| p.leader_id.0)
-        .collect()
+    partitions(port).iter().map(|p| p.leader_id.0).collect()
 }
 
 /// Waits until `port` reports `wanted` as the ISR of every partition.

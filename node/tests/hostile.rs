@@ -5,71 +5,18 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    BrokerId, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, ListOffsetsResponse, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 
 mod common;
-use common::{raw_request, request_frame, Cluster, TOPIC};
-
-fn records(count: usize, value_len: usize) -> Vec<Record> {
-    (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: None,
-            value: Some(Bytes::from(vec![b'z'; value_len])),
-            headers: Default::default(),
-        })
-        .collect()
-}
-
-fn batch(records: &[Record], compression: Compression) -> BytesMut {
-    let mut out = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut out,
-        records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .expect("encode");
-    out
-}
+use common::{batch, produce_raw, raw_request, records, request_frame, Cluster, TOPIC};
 
 /// Produces `batch` to partition 0 at `port`; the partition's error code.
 fn produce(port: u16, batch: Bytes) -> i16 {
-    let mut partition = PartitionProduceData::default();
-    partition.index = 0;
-    partition.records = Some(batch);
-    let mut topic = TopicProduceData::default();
-    topic.name = TopicName(StrBytes::from_static_str(TOPIC));
-    topic.partition_data = vec![partition];
-    let mut request = ProduceRequest::default();
-    request.acks = -1;
-    request.timeout_ms = 10_000;
-    request.topic_data = vec![topic];
-    let mut body = BytesMut::new();
-    request.encode(&mut body, 7).expect("encode");
-    let answer = raw_request(port, &request_frame(0, 7, &body))
-        .expect("a produce is answered, not a closed connection");
-    let response =
-        ProduceResponse::decode(&mut Bytes::from(answer[4..].to_vec()), 7).expect("decode");
-    response.responses[0].partition_responses[0].error_code
+    produce_raw(port, batch)
+        .expect("a produce is answered, not a closed connection")
+        .error_code
 }
 
 /// ListOffsets by `timestamp` for partition 0 at `port`: (error code, offset).

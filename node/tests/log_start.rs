@@ -183,56 +183,13 @@ fn delete_records_moves_the_log_start_and_consumers_reset_past_it() {
 /// A raw Produce v7 of one record to partition 0 at its leader: (error code, base offset,
 /// log start offset) of the answer.
 fn produce_answer(cluster: &Cluster) -> (i16, i64, i64) {
-    use bytes::{Bytes, BytesMut};
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: None,
-        value: Some(Bytes::from_static(b"raw")),
-        headers: Default::default(),
-    };
-    let mut batch = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut batch, &[record], &options).expect("encode");
-    let mut partition = PartitionProduceData::default();
-    partition.index = 0;
-    partition.records = Some(batch.freeze());
-    let mut topic = TopicProduceData::default();
-    topic.name = TopicName(StrBytes::from_static_str(TOPIC));
-    topic.partition_data = vec![partition];
-    let mut request = ProduceRequest::default();
-    request.acks = -1;
-    request.timeout_ms = 10_000;
-    request.topic_data = vec![topic];
-    let mut body = BytesMut::new();
-    request.encode(&mut body, 7).expect("encode");
+    let one = common::batch(
+        &common::records(1, 3),
+        kafka_protocol::records::Compression::None,
+    );
     let leader = cluster.leaders()[&0];
-    let answer = common::raw_request(
-        cluster.kafka[(leader - 1) as usize],
-        &common::request_frame(0, 7, &body),
-    )
-    .expect("answered");
-    let response =
-        ProduceResponse::decode(&mut Bytes::from(answer[4..].to_vec()), 7).expect("decode");
-    let p = &response.responses[0].partition_responses[0];
+    let p =
+        common::produce_raw(cluster.kafka[(leader - 1) as usize], one.freeze()).expect("answered");
     (p.error_code, p.base_offset, p.log_start_offset)
 }
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::command::Command;
 use super::live::{Live, LiveGroup, Member, State};
-use super::proposals::{propose, Refused, Waiting};
+use super::proposals::{propose, store_membership, Refused, Waiting};
 use super::requests::{
     GroupError, GroupResponse, Heartbeat, JoinAnswer, JoinGroup, JoinedMember, LeaveGroup,
     SyncAnswer, SyncGroup,
@@ -98,18 +98,7 @@ impl Coordinator {
         if group.state == State::PreparingRebalance && all_joined(group) {
             if let Some(data) = complete_join(group, group_id, now, sink) {
                 let limits = (self.proposals_max, self.entry_bytes_max);
-                let proposed = propose(
-                    log,
-                    &mut self.proposals,
-                    limits,
-                    data,
-                    now,
-                    Waiting::Nothing,
-                );
-                if proposed == Err(Refused::TooLarge) {
-                    slog::warn!(group.logger, "the group's membership is too large to store";
-                        "entry_bytes_max" => limits.1);
-                }
+                store_membership(log, &mut self.proposals, limits, data, now, &group.logger);
             }
         }
     }

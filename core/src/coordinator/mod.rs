@@ -33,7 +33,7 @@ use bytes::Bytes;
 pub use command::{Command, CommittedOffset, GroupMeta, StoredGroup, StoredMember, StoredState};
 use live::{Live, LiveGroup, State};
 use membership::{all_joined, complete_join, heartbeat, join_group, leave_group, remove_member};
-use proposals::{propose, Proposal, Waiting, WaitingOp};
+use proposals::{store_membership, Proposal, Waiting, WaitingOp};
 pub use requests::{
     GroupDescription, GroupError, GroupOp, GroupResponse, Heartbeat, JoinAnswer, JoinGroup,
     JoinedMember, LeaveGroup, ListedGroup, MemberDescription, OffsetCommit, SyncAnswer, SyncGroup,
@@ -270,18 +270,8 @@ impl Coordinator {
                     let proposal = complete_join(group, &group_id, now, sink);
                     if let Some(data) = proposal {
                         let limits = (self.proposals_max, self.entry_bytes_max);
-                        let proposed = propose(
-                            log,
-                            &mut self.proposals,
-                            limits,
-                            data,
-                            now,
-                            Waiting::Nothing,
-                        );
-                        if proposed == Err(proposals::Refused::TooLarge) {
-                            slog::warn!(group.logger, "the group's membership is too large to store";
-                                "entry_bytes_max" => limits.1);
-                        }
+                        let proposals = &mut self.proposals;
+                        store_membership(log, proposals, limits, data, now, &group.logger);
                     }
                 }
             }

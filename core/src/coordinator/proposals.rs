@@ -118,3 +118,19 @@ pub(super) fn propose(
         None => Err(Refused::Unavailable),
     }
 }
+
+/// Proposes a group's membership that nobody waits for (a completed join); one too large to
+/// store is logged on the group's `logger` (its members' SyncGroup is refused the same way).
+pub(super) fn store_membership(
+    log: &mut dyn CommandLog,
+    proposals: &mut VecDeque<Proposal>,
+    limits: (usize, usize),
+    data: Vec<u8>,
+    now: Now,
+    logger: &slog::Logger,
+) {
+    if propose(log, proposals, limits, data, now, Waiting::Nothing) == Err(Refused::TooLarge) {
+        slog::warn!(logger, "the group's membership is too large to store";
+            "entry_bytes_max" => limits.1);
+    }
+}

@@ -374,6 +374,27 @@ mod tests {
     use oxbow_core::io::WalRecord;
     use std::time::Duration;
 
+    /// A writer on a fresh simulated disk, and where its completions arrive.
+    fn writer(mode: WriterMode) -> (Writer, mpsc::UnboundedReceiver<Completion>) {
+        let (log, _, _) =
+            SegmentLog::open(SimDisk::new(), SegmentLogOptions::default()).expect("open");
+        let (done, completions) = mpsc::unbounded_channel();
+        let reserve = Reserve {
+            bytes: 0,
+            dir: "test".into(),
+        };
+        let writer = spawn(
+            log,
+            FsyncPolicy::Always,
+            mode,
+            reserve,
+            oxbow_core::node::PlantedBugs::default(),
+            done,
+            Logger::root(slog::Discard, slog::o!()),
+        );
+        (writer, completions)
+    }
+
     fn write(seq: u64) -> Write {
         Write {
             seq: IoSeq(seq),
@@ -395,23 +416,9 @@ mod tests {
     /// wait for each other forever.
     #[tokio::test]
     async fn stalled_fsyncs_end_with_every_write_answered_though_nobody_reads_completions() {
-        let (log, _, _) =
-            SegmentLog::open(SimDisk::new(), SegmentLogOptions::default()).expect("open");
-        let (done, mut completions) = mpsc::unbounded_channel();
-        let writer = spawn(
-            log,
-            FsyncPolicy::Always,
-            WriterMode::Task {
-                sync_latency: Duration::from_millis(700),
-            },
-            Reserve {
-                bytes: 0,
-                dir: "test".into(),
-            },
-            oxbow_core::node::PlantedBugs::default(),
-            done,
-            Logger::root(slog::Discard, slog::o!()),
-        );
+        let (writer, mut completions) = writer(WriterMode::Task {
+            sync_latency: Duration::from_millis(700),
+        });
         // More writes than the queue holds, none of their completions read meanwhile.
         let writes = (QUEUE_CAPACITY + 2 * GROUP_MAX) as u64;
         let queued = tokio::time::timeout(Duration::from_secs(60), async {
@@ -434,21 +441,7 @@ mod tests {
     /// nothing is written.
     #[tokio::test]
     async fn a_writer_thread_that_panics_reports_it() {
-        let (log, _, _) =
-            SegmentLog::open(SimDisk::new(), SegmentLogOptions::default()).expect("open");
-        let (done, mut completions) = mpsc::unbounded_channel();
-        let writer = spawn(
-            log,
-            FsyncPolicy::Always,
-            WriterMode::Thread,
-            Reserve {
-                bytes: 0,
-                dir: "test".into(),
-            },
-            oxbow_core::node::PlantedBugs::default(),
-            done,
-            Logger::root(slog::Discard, slog::o!()),
-        );
+        let (writer, mut completions) = writer(WriterMode::Thread);
         let mut huge = write(1);
         let WalRecord::Entries { entries, .. } = &mut huge.records[0] else {
             unreachable!()

@@ -263,3 +263,67 @@ where
     assert_eq!(answer.remaining(), 0);
     response
 }
+
+/// `count` records of `value_len` bytes each (no key), as one producer's batch would hold them.
+pub fn records(count: usize, value_len: usize) -> Vec<kafka_protocol::records::Record> {
+    (0..count)
+        .map(|i| kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: i as i64,
+            // Consecutive, or kafka-protocol starts a batch per record.
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: None,
+            value: Some(bytes::Bytes::from(vec![b'z'; value_len])),
+            headers: Default::default(),
+        })
+        .collect()
+}
+
+/// `records` encoded as one RecordBatch v2.
+pub fn batch(
+    records: &[kafka_protocol::records::Record],
+    compression: kafka_protocol::records::Compression,
+) -> bytes::BytesMut {
+    let mut out = bytes::BytesMut::new();
+    let options = kafka_protocol::records::RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    kafka_protocol::records::RecordBatchEncoder::encode(&mut out, records, &options)
+        .expect("encode");
+    out
+}
+
+/// A raw Produce v7 (acks=all) of `batch` to partition 0 of `TOPIC` at `port`: the
+/// partition's answer (`None` if the node closed the connection).
+pub fn produce_raw(
+    port: u16,
+    batch: bytes::Bytes,
+) -> Option<kafka_protocol::messages::produce_response::PartitionProduceResponse> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    let mut partition = PartitionProduceData::default();
+    partition.index = 0;
+    partition.records = Some(batch);
+    let mut topic = TopicProduceData::default();
+    topic.name = TopicName(StrBytes::from_static_str(TOPIC));
+    topic.partition_data = vec![partition];
+    let mut request = ProduceRequest::default();
+    request.acks = -1;
+    request.timeout_ms = 10_000;
+    request.topic_data = vec![topic];
+    let mut body = bytes::BytesMut::new();
+    request.encode(&mut body, 7).expect("encode");
+    let answer = raw_request(port, &request_frame(0, 7, &body))?;
+    let mut response =
+        ProduceResponse::decode(&mut bytes::Bytes::from(answer[4..].to_vec()), 7).expect("decode");
+    Some(response.responses.remove(0).partition_responses.remove(0))
+}
