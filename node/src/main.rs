@@ -192,10 +192,52 @@ async fn start_node(
     config: Config,
     shutdown: watch::Receiver<bool>,
     logger: Logger,
-) -> Result<tokio::task::JoinHandle<Result<(), runtime::RuntimeError>>, runtime::RuntimeError> {
+) -> Result<runtime::Started, runtime::RuntimeError> {
     let environment = runtime::production(&config)?;
-    let started = runtime::start(config, environment, shutdown, logger).await?;
-    Ok(started.done)
+    runtime::start(config, environment, shutdown, logger).await
+}
+
+/// Says "ready" (a log line, and for `oxbow dev` a line on standard output) once the cluster
+/// can serve: a controller is elected and every configured topic exists with a leader for
+/// each partition. Before that, admin requests and produce would wait.
+async fn announce_ready(
+    core: runtime::CoreHandle,
+    topics: Vec<String>,
+    dev_bootstrap: Option<String>,
+    logger: Logger,
+) {
+    use oxbow_core::metadata::METADATA_GROUP;
+    let started = std::time::Instant::now();
+    loop {
+        let controller = core
+            .leaders(vec![METADATA_GROUP])
+            .await
+            .and_then(|l| l.into_iter().next().flatten());
+        let metadata = core.metadata();
+        let groups: Option<Vec<_>> = topics
+            .iter()
+            .map(|name| {
+                metadata
+                    .topic(name)
+                    .map(|t| t.partitions.iter().map(|p| p.group))
+            })
+            .try_fold(Vec::new(), |mut all, groups| {
+                all.extend(groups?);
+                Some(all)
+            });
+        if let (Some(_), Some(groups)) = (controller, groups) {
+            let led = core.leaders(groups).await;
+            if led.is_some_and(|l| l.iter().all(Option::is_some)) {
+                let ms = started.elapsed().as_millis() as u64;
+                info!(logger, "ready"; "after_ms" => ms);
+                if let Some(bootstrap) = &dev_bootstrap {
+                    println!("ready: serving on {bootstrap} ({ms} ms after start)");
+                }
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 async fn wait_for_signal() {
@@ -213,16 +255,23 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn run(configs: Vec<Config>, logger: Logger) -> Result<(), String> {
+async fn run(configs: Vec<Config>, dev: bool, logger: Logger) -> Result<(), String> {
     let (stop, shutdown) = watch::channel(false);
+    let topics: Vec<String> = configs[0].topics.iter().map(|t| t.name.clone()).collect();
+    let bootstrap: Vec<String> = configs.iter().map(|c| c.kafka_listen.to_string()).collect();
     let mut nodes = Vec::new();
+    let mut first_core = None;
     for config in configs {
         let node_logger = logger.new(o!("node" => config.node_id));
-        nodes.push(
-            start_node(config, shutdown.clone(), node_logger)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+        let started = start_node(config, shutdown.clone(), node_logger.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        first_core.get_or_insert((started.core.clone(), node_logger));
+        nodes.push(started.done);
+    }
+    if let Some((core, node_logger)) = first_core {
+        let dev_bootstrap = dev.then(|| bootstrap.join(","));
+        tokio::spawn(announce_ready(core, topics, dev_bootstrap, node_logger));
     }
     let mut set = tokio::task::JoinSet::new();
     for node in nodes {
@@ -313,7 +362,8 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let result = runtime.block_on(run(configs, logger.clone()));
+    let dev = matches!(cli.command, Command::Dev { .. });
+    let result = runtime.block_on(run(configs, dev, logger.clone()));
     match result {
         Ok(()) => {
             info!(logger, "stopped");

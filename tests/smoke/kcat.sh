@@ -21,12 +21,17 @@ command -v kcat >/dev/null || { echo "kcat is missing: apt-get install kcat" >&2
 start() {
     "$OXBOW" dev --data-dir "$WORK/data" --port "$PORT" --topic smoke:3 >"$WORK/dev.out" 2>>"$WORK/dev.log" &
     PID=$!
-    # Wait until every partition has a leader.
-    for _ in $(seq 1 100); do
-        if kcat -L -b "127.0.0.1:$PORT" -t smoke 2>/dev/null | grep -c "leader [1-3]," | grep -q '^3$'; then return 0; fi
+    # `oxbow dev` says "ready" once a controller is elected and every partition of its
+    # topics has a leader; kcat must then see all three leaders at once.
+    for _ in $(seq 1 200); do
+        if grep -q '^ready: ' "$WORK/dev.out"; then
+            kcat -L -b "127.0.0.1:$PORT" -t smoke | grep -c "leader [1-3]," | grep -q '^3$' \
+                || { echo "ready, but kcat does not see a leader for every partition" >&2; exit 1; }
+            return 0
+        fi
         sleep 0.1
     done
-    echo "the cluster did not elect leaders; log:" >&2; tail -20 "$WORK/dev.log" >&2; exit 1
+    echo "oxbow dev never said ready; log:" >&2; tail -20 "$WORK/dev.log" >&2; exit 1
 }
 stop() {
     kill -INT "$PID"; wait "$PID" || { echo "oxbow dev did not stop cleanly" >&2; exit 1; }
