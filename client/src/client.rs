@@ -126,6 +126,9 @@ pub struct ClusterMetadata {
     pub controller: i32,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicInfo>,
+    /// Topics the cluster answered with a retriable error for the whole topic (for example
+    /// LEADER_NOT_AVAILABLE while it is being created): ask again.
+    pub unavailable: std::collections::BTreeSet<String>,
 }
 
 struct Inner {
@@ -292,6 +295,11 @@ impl Client {
         for topic in &response.topics {
             let Some(name) = &topic.name else { continue };
             if topic.error_code != codes::NONE && topic.partitions.is_empty() {
+                if codes::retriable(topic.error_code)
+                    && topic.error_code != codes::UNKNOWN_TOPIC_OR_PARTITION
+                {
+                    metadata.unavailable.insert(name.0.as_str().to_string());
+                }
                 continue;
             }
             let mut partitions: Vec<PartitionInfo> = Vec::new();
@@ -319,17 +327,26 @@ impl Client {
 
     /// The topic's metadata, fetched if not cached; `UNKNOWN_TOPIC_OR_PARTITION` if the
     /// cluster does not have it.
+    /// A topic the cluster answers as not yet available (being created) is asked again until
+    /// `request_timeout`, as Kafka's clients wait for a topic's metadata.
     pub async fn topic(&self, topic: &str) -> Result<TopicInfo> {
         if let Some(info) = self.metadata().topics.get(topic) {
             return Ok(info.clone());
         }
-        let metadata = self.refresh_metadata(&[topic]).await?;
-        metadata.topics.get(topic).cloned().ok_or_else(|| {
-            Error::broker(
-                codes::UNKNOWN_TOPIC_OR_PARTITION,
-                Some(format!("no topic {topic:?}")),
-            )
-        })
+        let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
+        loop {
+            let metadata = self.refresh_metadata(&[topic]).await?;
+            if let Some(info) = metadata.topics.get(topic) {
+                return Ok(info.clone());
+            }
+            if !metadata.unavailable.contains(topic) || tokio::time::Instant::now() >= deadline {
+                return Err(Error::broker(
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(format!("no topic {topic:?}")),
+                ));
+            }
+            self.backoff().await;
+        }
     }
 
     /// A connection to the leader of a partition (from the cache; refresh on errors).
