@@ -1,11 +1,13 @@
-//! Raft messages that arrive for a group this node does not run yet.
+//! Raft vote requests that arrive for a group this node does not run yet.
 //!
 //! A new topic's partitions start on each replica when it applies the metadata entry that
 //! creates them, and replicas apply it at slightly different times. The first replica to
 //! start a new partition campaigns at once; a vote request reaching a peer that has not
 //! started the group yet would be dropped, and the election would wait for a timeout (one to
-//! two seconds). Such messages are held here instead and delivered when the group starts, as
+//! two seconds). Such requests are held here instead and delivered when the group starts, as
 //! a slower network would have delivered them. The holding is bounded in messages and in time.
+//! Only vote requests are held: appends and heartbeats come again anyway, and a stale one (a
+//! commit index from before a crash) must not reach a group that starts empty.
 
 use std::collections::BTreeMap;
 

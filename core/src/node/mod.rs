@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rand_core::SeedableRng;
 
 use bytes::Bytes;
+use raft::eraftpb::MessageType;
 
 use crate::batch::TimestampType;
 use crate::codec::{Reader, Writer};
@@ -543,7 +544,13 @@ impl Node {
                     } else if let Some(replica) = self.groups.get_mut(&group) {
                         replica.step(message);
                         touched.insert(group);
-                    } else {
+                    } else if matches!(
+                        message.get_msg_type(),
+                        MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+                    ) {
+                        // Only a new group's first election is worth holding for: appends
+                        // and heartbeats come again, and a stale one (a commit index from
+                        // before a crash) must not reach a group that starts empty.
                         let max = self.config.early_messages_max;
                         self.early.hold(group, message, self.ticks, max);
                     }
