@@ -871,7 +871,7 @@ impl Node {
         let leading: Vec<(GroupId, Term, Vec<NodeId>)> = self
             .groups
             .values()
-            .filter_map(|r| Some((r.group(), r.leading()?, r.in_sync()?)))
+            .filter_map(|r| Some((r.group(), r.leading()?, r.in_sync(&self.config)?)))
             .collect();
         w.u32(leading.len() as u32);
         for (group, term, in_sync) in leading {
@@ -934,7 +934,11 @@ impl Node {
     /// own count when it leads, else what the leader last gossiped; `None` when no leader is
     /// known.
     pub fn in_sync(&self, group: GroupId) -> Option<Vec<NodeId>> {
-        if let Some(in_sync) = self.groups.get(&group).and_then(Replica::in_sync) {
+        if let Some(in_sync) = self
+            .groups
+            .get(&group)
+            .and_then(|r| r.in_sync(&self.config))
+        {
             return Some(in_sync);
         }
         let (leader, term) = self.leader(group)?;

@@ -106,8 +106,6 @@ pub(crate) struct Replica {
     /// active (raft-rs clears its flag at every quorum check, so it is sampled each tick).
     ticks: u64,
     followers_heard: BTreeMap<u64, u64>,
-    /// Ticks a follower may go unheard and still count as in sync.
-    in_sync_ticks: u64,
     // Applied state.
     applied: RaftIndex,
     /// Index of the latest snapshot, advanced when the log is compacted: the log holds the
@@ -205,7 +203,6 @@ impl Replica {
             withheld_ticks: 0,
             ticks: 0,
             followers_heard: BTreeMap::new(),
-            in_sync_ticks: 2 * config.election_tick as u64,
             applied,
             snapshot_index,
             leader: None,
@@ -325,7 +322,8 @@ impl Replica {
     /// follower heard from within two election timeouts that holds every committed entry or
     /// is replicated to in steady state (not probed for where its log ends, nor sent a
     /// snapshot: those are behind).
-    pub(crate) fn in_sync(&self) -> Option<Vec<NodeId>> {
+    pub(crate) fn in_sync(&self, config: &NodeConfig) -> Option<Vec<NodeId>> {
+        let unheard_max = 2 * config.election_tick as u64;
         self.leader.as_ref()?;
         let me = self.raw.raft.id;
         let committed = self.raw.raft.raft_log.committed;
@@ -338,7 +336,7 @@ impl Replica {
                 let heard = self
                     .followers_heard
                     .get(*id)
-                    .is_some_and(|t| self.ticks - t <= self.in_sync_ticks);
+                    .is_some_and(|t| self.ticks - t <= unheard_max);
                 **id == me
                     || (heard && (pr.state == ProgressState::Replicate || pr.matched >= committed))
             })

@@ -90,7 +90,7 @@ pub(super) async fn fetch(context: Arc<Context>, request: FetchRequest) -> Splic
                                 data.log_start_offset = found.log_start_offset.0;
                                 let bytes: usize = found.batches.iter().map(Bytes::len).sum();
                                 total += bytes;
-                                data.records = spliced.records(found.batches);
+                                data.records = Some(spliced.records(found.batches));
                             }
                             Err(error) => {
                                 any_error = true;
