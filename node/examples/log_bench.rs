@@ -421,7 +421,7 @@ fn write_config(c: &Common, node: u16) -> PathBuf {
         })
         .collect();
     let text = format!(
-        "node_id = {node}\ndata_dir = \"{}\"\nkafka_listen = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\n\n{peers}[[topics]]\nname = \"{TOPIC}\"\npartitions = {}\nreplication_factor = 3\n",
+        "node_id = {node}\ndata_dir = \"{}\"\nkafka_listen = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\npeer_secret = \"the log benchmark's cluster\"\n\n{peers}[[topics]]\nname = \"{TOPIC}\"\npartitions = {}\nreplication_factor = 3\n",
         c.data_dir.join(format!("node-{node}")).display(),
         c.port + node - 1,
         c.port + 100 + node,

@@ -78,6 +78,15 @@ pub struct Config {
     /// The other nodes.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// The cluster's peer secret, the same on every node: peer links prove they know it (an
+    /// HMAC challenge-response) before anything they send is believed. Required when there
+    /// are peers, unless `peer_secret_file` names a file holding it; at least 16 bytes.
+    #[serde(default)]
+    pub peer_secret: Option<String>,
+    /// A file holding the peer secret (surrounding whitespace ignored), instead of
+    /// `peer_secret` in this file.
+    #[serde(default)]
+    pub peer_secret_file: Option<PathBuf>,
     /// When to fsync.
     #[serde(default)]
     pub fsync: FsyncPolicy,
@@ -326,7 +335,39 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+fn check_secret(secret: &[u8], field: &str) -> Result<(), ConfigError> {
+    let min = crate::runtime::peer::handshake::SECRET_MIN;
+    if secret.len() < min {
+        return Err(ConfigError(format!(
+            "{field}: the peer secret has {} bytes; it needs at least {min} \
+             (for example from `openssl rand -hex 32`)",
+            secret.len()
+        )));
+    }
+    Ok(())
+}
+
 impl Config {
+    /// The peer secret, read from `peer_secret_file` if that is where it is; `None` if there
+    /// is none (a node without peers).
+    pub fn peer_secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        if let Some(secret) = &self.peer_secret {
+            return Ok(Some(secret.as_bytes().to_vec()));
+        }
+        let Some(file) = &self.peer_secret_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            ConfigError(format!(
+                "peer_secret_file: cannot read {}: {e}",
+                file.display()
+            ))
+        })?;
+        let secret = text.trim().as_bytes().to_vec();
+        check_secret(&secret, "peer_secret_file")?;
+        Ok(Some(secret))
+    }
+
     /// Parses TOML text and validates it.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
@@ -350,6 +391,24 @@ impl Config {
             if peer.id == 0 {
                 return Err(ConfigError("peers: a peer id must not be 0".into()));
             }
+        }
+        match (&self.peer_secret, &self.peer_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "peer_secret and peer_secret_file: give one of them, not both".into(),
+                ))
+            }
+            (None, None) if !self.peers.is_empty() => {
+                return Err(ConfigError(
+                    "peer_secret: required when there are peers (peer links are authenticated \
+                     with it); put the same secret of at least 16 bytes in every node's \
+                     configuration, for example from `openssl rand -hex 32`, or name a file \
+                     holding it with peer_secret_file"
+                        .into(),
+                ))
+            }
+            (Some(secret), None) => check_secret(secret.as_bytes(), "peer_secret")?,
+            _ => {}
         }
         if self.tick_ms == 0 || self.tick_ms > 10_000 {
             return Err(ConfigError(format!(
@@ -506,6 +565,7 @@ mod tests {
         data_dir = "/tmp/x"
         kafka_listen = "127.0.0.1:9092"
         peer_listen = "127.0.0.1:19092"
+        peer_secret = "sixteen bytes at least"
         [[peers]]
         id = 2
         peer_address = "127.0.0.1:19093"
@@ -538,6 +598,16 @@ mod tests {
             .expect_err("invalid")
             .0
             .starts_with("node_id"));
+        let bad = GOOD.replace("peer_secret = \"sixteen bytes at least\"", "");
+        assert!(Config::parse(&bad)
+            .expect_err("invalid")
+            .0
+            .starts_with("peer_secret: required"));
+        let bad = GOOD.replace("sixteen bytes at least", "short");
+        assert!(Config::parse(&bad)
+            .expect_err("invalid")
+            .0
+            .contains("needs at least 16"));
         let bad = GOOD.replace("partitions = 3", "partitions = 3\n        colour = 1");
         assert!(Config::parse(&bad)
             .expect_err("invalid")

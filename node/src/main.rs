@@ -140,6 +140,13 @@ fn dev_configs(
         })
         .collect::<Result<_, String>>()?;
     let address = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    // The dev cluster's own peer secret, new each run: its peer ports take no one else.
+    let secret: String = {
+        use rand_core::RngCore as _;
+        let mut bytes = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    };
     let port_of = |i: u16, base: u16| base.checked_add(i).ok_or("--port is too high".to_string());
     let mut configs = Vec::new();
     for i in 0..3u16 {
@@ -168,6 +175,8 @@ fn dev_configs(
                     .ok_or("--port is too high")?,
             ),
             peers,
+            peer_secret: Some(secret.clone()),
+            peer_secret_file: None,
             fsync: FsyncPolicy::Always,
             tick_ms: 100,
             topics: topics.clone(),

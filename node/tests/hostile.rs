@@ -131,3 +131,115 @@ fn connections_past_the_limits_are_closed_and_idle_ones_expire() {
     let api_versions = request_frame(18, 0, &[]);
     assert!(raw_request(port, &api_versions).is_some(), "a place again");
 }
+
+/// Forged Raft traffic on the peer port: the unauthenticated hello of old, and the new
+/// handshake with a wrong secret or a node id that is not a peer. Each is refused before
+/// anything reaches the core; every node lives and serves.
+#[test]
+fn forged_peers_are_refused_and_every_node_lives() {
+    use oxbow_core::ids::GroupId;
+    use oxbow_core::io::GroupMessage;
+    use oxbow_core::raft::eraftpb::{Message, MessageType};
+    use std::io::{Read, Write};
+
+    let mut cluster = Cluster::start();
+    let leader = cluster.leaders()[&0];
+    let port = cluster.kafka[(leader - 1) as usize];
+    assert_eq!(
+        produce(port, batch(&records(3, 10), Compression::None).freeze()),
+        0
+    );
+    // Heartbeats "from node 2" to node 1 for the first groups, with a term no epoch fits and
+    // a commit index far past any log: raft-rs's commit_to check aborts a node that believes
+    // them, and the term would brick the partition.
+    let forged: Vec<GroupMessage> = (0..64)
+        .map(|group| GroupMessage {
+            group: GroupId(group),
+            message: Message {
+                msg_type: MessageType::MsgHeartbeat,
+                from: 2,
+                to: 1,
+                term: 1 << 40,
+                commit: 1 << 40,
+                ..Message::default()
+            },
+        })
+        .collect();
+    let mut frame = Vec::new();
+    oxbow_node::runtime::peer::encode_frame(&forged, &mut frame);
+    let peer_port = cluster.peer[0];
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", peer_port)).expect("connect");
+
+    // The version 1 hello: magic, version, sender id; then frames.
+    let mut old = connect();
+    let mut hello = b"OXBW".to_vec();
+    hello.extend_from_slice(&1u16.to_le_bytes());
+    hello.extend_from_slice(&2u64.to_le_bytes());
+    let _ = old.write_all(&hello);
+    let _ = old.write_all(&frame);
+    assert!(
+        closed_by_node(&mut old, Duration::from_secs(6)),
+        "old hello"
+    );
+
+    // The version 2 hello from node 2, answered with a guess instead of the right MAC.
+    let hello_v2 = |from: u64| {
+        let mut hello = b"OXBW".to_vec();
+        hello.extend_from_slice(&2u16.to_le_bytes());
+        hello.extend_from_slice(&from.to_le_bytes());
+        hello.extend_from_slice(&1u64.to_le_bytes());
+        hello.extend_from_slice(&[7u8; 16]);
+        hello
+    };
+    let mut guess = connect();
+    guess.write_all(&hello_v2(2)).expect("hello");
+    let mut challenge = [0u8; 52];
+    guess
+        .read_exact(&mut challenge)
+        .expect("a configured peer id is challenged");
+    assert_eq!(&challenge[..4], b"OXBW");
+    let _ = guess.write_all(&[0u8; 32]);
+    let _ = guess.write_all(&frame);
+    assert!(
+        closed_by_node(&mut guess, Duration::from_secs(6)),
+        "wrong MAC"
+    );
+
+    // A node id that is not one of node 1's peers is not even challenged.
+    let mut stranger = connect();
+    stranger.write_all(&hello_v2(9)).expect("hello");
+    assert!(
+        closed_by_node(&mut stranger, Duration::from_secs(6)),
+        "unknown node id"
+    );
+
+    std::thread::sleep(Duration::from_millis(500));
+    for (i, node) in cluster.nodes.iter_mut().enumerate() {
+        let node = node.as_mut().expect("running");
+        assert!(
+            node.try_wait().expect("status").is_none(),
+            "node {} died on forged peer traffic",
+            i + 1
+        );
+    }
+    let log = std::fs::read_to_string(cluster.dir.path().join("node-1.log")).expect("log");
+    for why in [
+        "protocol version 1",
+        "does not know the peer secret",
+        "node 9",
+    ] {
+        assert!(
+            log.contains("refused a peer connection") && log.contains(why),
+            "the refusal ({why}) is logged"
+        );
+    }
+    // The real peers' links are untouched: the cluster still replicates.
+    let leader = cluster.leaders()[&0];
+    assert_eq!(
+        produce(
+            cluster.kafka[(leader - 1) as usize],
+            batch(&records(3, 10), Compression::None).freeze()
+        ),
+        0
+    );
+}

@@ -539,6 +539,14 @@ impl Node {
                         message.from, from.0,
                         "peer transport delivers messages from their sender"
                     );
+                    if !terms_fit_leader_epochs(&message) {
+                        // Kafka's leader epoch is an i32 and every stored batch carries its
+                        // term as one: a term past it could never be served. Only a broken
+                        // or hostile peer sends one (links are authenticated); drop it.
+                        slog::warn!(self.logger, "dropped a peer message with a term past i32::MAX";
+                            "from" => from.0, "group" => group.0, "term" => message.term);
+                        continue;
+                    }
                     if group == LEADERS_GROUP {
                         self.note_leaders(from, &message.context);
                     } else if let Some(replica) = self.groups.get_mut(&group) {
@@ -998,4 +1006,13 @@ pub(crate) fn mix(words: &[u64]) -> u64 {
         state = z ^ (z >> 31);
     }
     state
+}
+
+/// Whether every term a message carries fits a Kafka leader epoch (an i32).
+fn terms_fit_leader_epochs(message: &raft::eraftpb::Message) -> bool {
+    let fits = |term: u64| term <= i32::MAX as u64;
+    fits(message.term)
+        && fits(message.log_term)
+        && message.get_entries().iter().all(|e| fits(e.term))
+        && fits(message.get_snapshot().get_metadata().term)
 }

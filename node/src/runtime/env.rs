@@ -150,6 +150,9 @@ pub struct Environment<N, D> {
     /// with it: one leader per term, identical applied prefixes, monotonic high watermarks);
     /// none in production.
     pub observer: Option<Observer>,
+    /// Nonces for the peer handshake (and a secret for a node without peers): the operating
+    /// system's randomness in production, drawn from the seed in the simulator.
+    pub nonces: Box<dyn rand_core::RngCore + Send>,
 }
 
 /// See [`Environment::observer`].

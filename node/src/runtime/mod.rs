@@ -21,6 +21,7 @@ use oxbow_core::metadata::{
 };
 use oxbow_core::node::{GroupStatus, Node, NodeConfig};
 use oxbow_core::raft::eraftpb::Entry;
+use rand_core::RngCore as _;
 use slog::{error, info, warn, Logger};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -244,6 +245,7 @@ pub fn production(config: &Config) -> Result<Environment<TokioNet, FsDisk>, Runt
         incarnation: 0,
         planted: oxbow_core::node::PlantedBugs::default(),
         observer: None,
+        nonces: Box::new(rand_core::OsRng),
     })
 }
 
@@ -266,6 +268,7 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         incarnation,
         planted,
         observer,
+        nonces,
     } = environment;
     let (log, durable, report) = SegmentLog::open(
         disk,
@@ -328,9 +331,24 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
     let silence =
         Duration::from_millis((config.tick_ms * node_config.leader_gossip_ticks * 10).max(5_000));
     let heard = peer::Heard::default();
+    let mut nonces = nonces;
+    let secret = match config
+        .peer_secret()
+        .map_err(|e| RuntimeError::Fatal(e.to_string()))?
+    {
+        Some(secret) => secret,
+        // No peers: a secret nobody knows, so that the peer port refuses everyone.
+        None => {
+            let mut secret = vec![0u8; 32];
+            nonces.fill_bytes(&mut secret);
+            secret
+        }
+    };
+    let credentials = peer::handshake::Credentials::new(&secret, nonces);
     let peers = peer::Peers::start(
         &network,
         &config,
+        &credentials,
         &heard,
         silence,
         shutdown.clone(),
@@ -340,7 +358,11 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         peer_listener,
         heard,
         silence,
-        config.node(),
+        peer::Accept {
+            me: config.node(),
+            peers: config.peers.iter().map(|p| NodeId(p.id)).collect(),
+            credentials,
+        },
         core.sender(),
         shutdown.clone(),
         logger.clone(),

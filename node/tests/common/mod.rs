@@ -16,6 +16,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 pub const TOPIC: &str = "e2e";
 /// Its partitions.
 pub const PARTITIONS: i32 = 6;
+/// The peer secret of every test cluster.
+pub const PEER_SECRET: &str = "the end-to-end test cluster";
 
 /// A port that is free now, below Linux's ephemeral range (32768 and up): a port the kernel
 /// hands out for `:0` can be taken again as the source port of any outgoing connection before
@@ -36,6 +38,7 @@ fn free_port() -> u16 {
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub kafka: Vec<u16>,
+    pub peer: Vec<u16>,
     pub nodes: Vec<Option<Child>>,
 }
 
@@ -57,7 +60,7 @@ impl Cluster {
                 "tick_ms = 50\n"
             };
             let mut text = format!(
-                "node_id = {}\ndata_dir = {:?}\nkafka_listen = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\n{tick}",
+                "node_id = {}\ndata_dir = {:?}\nkafka_listen = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\npeer_secret = \"{PEER_SECRET}\"\n{tick}",
                 i + 1,
                 dir.path().join(format!("node-{}", i + 1)),
                 kafka[i],
@@ -80,6 +83,7 @@ impl Cluster {
         let mut cluster = Self {
             dir,
             kafka,
+            peer,
             nodes: vec![None, None, None],
         };
         for i in 0..3 {

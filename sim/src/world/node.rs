@@ -14,6 +14,7 @@ use oxbow_node::producer_ids::MemoryStore;
 use oxbow_node::runtime::env::{Clock, Environment, WriterMode};
 use oxbow_node::runtime::RuntimeError;
 use oxbow_node::storage::SharedSimDisk;
+use rand_core::SeedableRng as _;
 use slog::{Drain, Logger};
 
 use super::trace::TraceDrain;
@@ -56,6 +57,8 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
                         kafka_address: SocketAddr::new(addresses[j], KAFKA_PORT),
                     })
                     .collect(),
+                peer_secret: Some(format!("the simulated cluster of seed {}", options.seed)),
+                peer_secret_file: None,
                 fsync: FsyncPolicy::Always,
                 tick_ms: tick_ms as u64,
                 topics: Vec::new(),
@@ -146,6 +149,12 @@ pub(super) fn add_node(
             incarnation,
             planted,
             observer: Some(observer),
+            // Handshake nonces from the seed, a stream per node and start, so a run replays.
+            nonces: Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(
+                seed ^ (state.index as u64).rotate_left(48)
+                    ^ incarnation.rotate_left(32)
+                    ^ 0x6e6f_6e63,
+            )),
         };
         let logger = Logger::root(
             TraceDrain {

@@ -1,6 +1,7 @@
 //! Peer transport: raft messages between nodes over TCP.
 //!
-//! A connection starts with a hello (`OXBW`, version, sender node id). Then frames follow:
+//! A connection starts with a handshake in which both ends prove they know the cluster's peer
+//! secret and the dialer proves it is a configured peer ([`handshake`]). Then frames follow:
 //! `len: u32 LE | crc32: u32 LE | payload`, where the payload is a count and, per message, its
 //! group, length and protobuf encoding. All messages the core emits for one peer in one step
 //! are one frame; a sender also merges whatever else is queued. Every send has a deadline; a
@@ -25,19 +26,19 @@ use slog::{debug, info, warn, Logger};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+pub mod handshake;
+
+use self::handshake::Credentials;
 use super::env::Network;
 use super::Event;
 use crate::config::Config;
 
-const MAGIC: &[u8; 4] = b"OXBW";
-const VERSION: u16 = 1;
 /// Largest frame accepted; a larger length is a broken or hostile peer.
 const FRAME_MAX: usize = 64 << 20;
 /// Message batches queued per peer; past it new ones are dropped (raft retransmits).
 const QUEUE_CAPACITY: usize = 1_024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// When each peer was last heard from (any frame on any connection from it).
 pub type Heard = Arc<Mutex<BTreeMap<NodeId, tokio::time::Instant>>>;
@@ -52,6 +53,7 @@ impl Peers {
     pub fn start<N: Network>(
         network: &N,
         config: &Config,
+        credentials: &Credentials,
         heard: &Heard,
         silence: Duration,
         shutdown: watch::Receiver<bool>,
@@ -69,8 +71,12 @@ impl Peers {
                     peer: NodeId(peer.id),
                     silence,
                 },
-                config.node(),
-                peer.peer_address,
+                Dial {
+                    me: config.node(),
+                    peer: NodeId(peer.id),
+                    address: peer.peer_address,
+                    credentials: credentials.clone(),
+                },
                 rx,
                 shutdown.clone(),
                 logger,
@@ -152,23 +158,37 @@ impl Listening {
     }
 }
 
+/// Who dials whom, where, and how it proves itself.
+struct Dial {
+    me: NodeId,
+    peer: NodeId,
+    address: SocketAddr,
+    credentials: Credentials,
+}
+
 async fn send_loop<N: Network>(
     network: N,
     listening: Listening,
-    me: NodeId,
-    address: SocketAddr,
+    dial: Dial,
     mut queue: mpsc::Receiver<Vec<GroupMessage>>,
     mut shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
+    let Dial {
+        me,
+        peer,
+        address,
+        credentials,
+    } = dial;
     let mut backoff = Duration::from_millis(50);
     let mut frame = Vec::new();
     loop {
         if *shutdown.borrow() {
             return;
         }
-        // The read half is unused (peers only send) but kept open with the connection.
-        let (_read, mut stream) =
+        // After the handshake the read half is unused (peers only send), but kept open with
+        // the connection.
+        let (mut read, mut stream) =
             match tokio::time::timeout(CONNECT_TIMEOUT, network.connect(address)).await {
                 Ok(Ok(halves)) => halves,
                 _ => {
@@ -183,13 +203,20 @@ async fn send_loop<N: Network>(
                     continue;
                 }
             };
-        let mut hello = MAGIC.to_vec();
-        hello.extend_from_slice(&VERSION.to_le_bytes());
-        hello.extend_from_slice(&me.0.to_le_bytes());
-        if tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&hello))
-            .await
-            .map_or(true, |r| r.is_err())
-        {
+        if let Err(why) = handshake::dial(&mut read, &mut stream, &credentials, me, peer).await {
+            match why {
+                handshake::Refused::Io(_) => {
+                    debug!(logger, "peer handshake failed"; "address" => %address, "why" => %why)
+                }
+                _ => warn!(logger, "peer refused"; "address" => %address, "why" => %why),
+            }
+            while queue.try_recv().is_ok() {}
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
             continue;
         }
         info!(logger, "connected to peer"; "address" => %address);
@@ -234,29 +261,60 @@ async fn send_loop<N: Network>(
     }
 }
 
+/// What the accepting side of peer links knows: itself, whom it takes, and the secret.
+pub struct Accept {
+    /// This node.
+    pub me: NodeId,
+    /// The configured peers; no other node id is taken.
+    pub peers: Vec<NodeId>,
+    /// The secret and the nonces.
+    pub credentials: Credentials,
+}
+
 /// Accepts peer connections and feeds their messages to the core.
 pub async fn listen<N: Network>(
     listener: N::Listener,
     heard: Heard,
     silence: Duration,
-    me: NodeId,
+    accept: Accept,
     inbox: mpsc::Sender<Event>,
     shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
+    let Accept {
+        me,
+        peers,
+        credentials,
+    } = accept;
     let accept_logger = logger.clone();
     super::accept_loop::<N, _, _>(
         listener,
         shutdown,
         accept_logger,
-        move |read, write, remote| {
+        move |mut read, mut write, remote| {
             let inbox = inbox.clone();
             let heard = heard.clone();
+            let peers = peers.clone();
+            let credentials = credentials.clone();
             let logger = logger.new(slog::o!("remote" => remote.to_string()));
             async move {
-                // The write half is unused (peers only send) but kept open with the connection.
+                let from = match handshake::accept(&mut read, &mut write, &credentials, me, &peers)
+                    .await
+                {
+                    Ok(from) => from,
+                    Err(why @ handshake::Refused::Io(_)) => {
+                        debug!(logger, "peer handshake failed"; "why" => %why);
+                        return;
+                    }
+                    Err(why) => {
+                        warn!(logger, "refused a peer connection"; "why" => %why);
+                        return;
+                    }
+                };
+                // After the handshake the write half is unused (peers only send), but kept
+                // open with the connection.
                 let _write = write;
-                if let Err(why) = receive(read, me, inbox, heard, silence).await {
+                if let Err(why) = receive(read, from, me, inbox, heard, silence).await {
                     debug!(logger, "peer connection closed"; "why" => why);
                 }
             }
@@ -267,22 +325,12 @@ pub async fn listen<N: Network>(
 
 async fn receive(
     mut stream: impl AsyncRead + Unpin,
+    from: NodeId,
     me: NodeId,
     inbox: mpsc::Sender<Event>,
     heard: Heard,
     silence: Duration,
 ) -> Result<(), String> {
-    let mut hello = [0u8; 14];
-    tokio::time::timeout(HELLO_TIMEOUT, stream.read_exact(&mut hello))
-        .await
-        .map_err(|_| "no hello in time".to_string())?
-        .map_err(|e| e.to_string())?;
-    if &hello[0..4] != MAGIC || u16::from_le_bytes([hello[4], hello[5]]) != VERSION {
-        return Err("not an oxbow peer of this version".into());
-    }
-    let from = NodeId(u64::from_le_bytes(
-        hello[6..14].try_into().expect("8 bytes"),
-    ));
     let mut header = [0u8; 8];
     loop {
         // A live peer sends a frame every gossip interval. Silence means the stream is stuck
