@@ -380,7 +380,7 @@ impl Consumer {
 
 /// Appends the records of `bytes` at or after `position` to `out`; returns the next position.
 /// A partial batch at the end (a broker may cut one at `max_bytes`) is left for the next fetch.
-fn decode_records(
+pub(crate) fn decode_records(
     topic: &str,
     partition: i32,
     mut bytes: Bytes,

@@ -292,10 +292,15 @@ fn admin_client_creates_grows_describes_and_deletes() {
         for wait in burst {
             wait.await.expect("a burst record is delivered");
         }
-        // Compressed batches are stored as sent and read back.
-        for (i, compression) in [Compression::Lz4, Compression::Zstd]
-            .into_iter()
-            .enumerate()
+        // Compressed batches, in every codec, are stored as sent and read back.
+        for (i, compression) in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ]
+        .into_iter()
+        .enumerate()
         {
             let config = ProducerConfig {
                 compression,
@@ -318,7 +323,7 @@ fn admin_client_creates_grows_describes_and_deletes() {
             .map(|(_, v)| v)
             .filter(|v| v.starts_with('z'))
             .collect();
-        assert_eq!(compressed.len(), 200);
+        assert_eq!(compressed.len(), 400);
         assert!(compressed.windows(2).all(|w| w[0] < w[1]), "in order");
         // A batch the broker refuses for good fails alone; the sequence goes on after it.
         let big = producer

@@ -471,6 +471,77 @@ fn offsets_for_times_finds_the_first_record_at_or_after_a_timestamp() {
     assert_eq!(lookup(BASE + 1_000_000), Offset::End, "no record that late");
 }
 
+#[test]
+fn librdkafka_gzip_and_snappy_batches_are_stored_read_and_looked_into() {
+    let cluster = Cluster::start();
+    const BASE: i64 = 1_700_000_000_000;
+    for (partition, compression) in [(1, "gzip"), (2, "snappy")] {
+        let acked = Acked::default();
+        let failed = Arc::new(Mutex::new(0));
+        let producer: BaseProducer<Recorder> = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap())
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "50")
+            .set("compression.type", compression)
+            .create_with_context(Recorder {
+                acked: acked.clone(),
+                failed: failed.clone(),
+            })
+            .expect("producer");
+        for i in 0..100i64 {
+            let value = format!("{compression}-{i:03}-{}", "x".repeat(200));
+            let record = BaseRecord::to(TOPIC)
+                .partition(partition)
+                .payload(&value)
+                .key("k")
+                .timestamp(BASE + 1_000 * i);
+            producer.send(record).map_err(|(e, _)| e).expect("send");
+        }
+        producer.flush(Duration::from_secs(60)).expect("flush");
+        assert_eq!(*failed.lock().expect("lock"), 0, "{compression}");
+        assert_eq!(acked.lock().expect("lock").len(), 100, "{compression}");
+    }
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", "times")
+        .create()
+        .expect("consumer");
+    let lookup = |partition: i32, timestamp: i64| {
+        let mut query = TopicPartitionList::new();
+        query
+            .add_partition_offset(TOPIC, partition, Offset::Offset(timestamp))
+            .expect("add");
+        let answer = consumer
+            .offsets_for_times(query, Duration::from_secs(10))
+            .expect("offsets_for_times");
+        answer
+            .find_partition(TOPIC, partition)
+            .expect("partition")
+            .offset()
+    };
+    for partition in [1, 2] {
+        // The records went out in a few batches: a timestamp inside one finds the record.
+        assert_eq!(lookup(partition, BASE + 50_500), Offset::Offset(51));
+        assert_eq!(lookup(partition, BASE + 77_000), Offset::Offset(77));
+        assert_eq!(lookup(partition, BASE + 1_000_000), Offset::End);
+    }
+    let read = consume_all(&cluster);
+    for (partition, compression) in [(1, "gzip"), (2, "snappy")] {
+        let values: Vec<&String> = read
+            .range((partition, 0)..(partition + 1, 0))
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(values.len(), 100, "{compression}");
+        for (i, value) in values.iter().enumerate() {
+            assert!(
+                value.starts_with(&format!("{compression}-{i:03}-")),
+                "{value}"
+            );
+        }
+    }
+}
+
 /// Partition leaders of `topic` as the node on `port` alone reports them (-1: none).
 fn leaders_from(port: u16, topic: &str) -> Vec<i32> {
     let consumer: BaseConsumer = ClientConfig::new()

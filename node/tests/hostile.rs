@@ -80,6 +80,125 @@ fn poison_batches_are_refused_and_every_node_lives() {
     }
 }
 
+/// `batch` (uncompressed) with its records compressed by `compress` and marked `codec`;
+/// length and CRC made right. The codecs are written here, not by kafka-protocol, so that
+/// what is tested does not depend on which codecs that crate was built with.
+fn compressed(batch: BytesMut, codec: i16, compress: fn(&[u8]) -> Vec<u8>) -> BytesMut {
+    let mut out = BytesMut::from(&batch[..61]);
+    out.extend_from_slice(&compress(&batch[61..]));
+    let attributes = i16::from_be_bytes([out[21], out[22]]) | codec;
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let length = (out.len() - 12) as i32;
+    out[8..12].copy_from_slice(&length.to_be_bytes());
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+fn gzip(plain: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(plain).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+/// Snappy as Kafka's Java clients send it: snappy-java's framing (its 16-byte header, then
+/// raw snappy blocks of up to 32 KiB input, each after its big-endian length).
+fn snappy_java(plain: &[u8]) -> Vec<u8> {
+    let mut out = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+    for chunk in plain.chunks(32 << 10) {
+        let block = snap::raw::Encoder::new()
+            .compress_vec(chunk)
+            .expect("snappy");
+        out.extend_from_slice(&(block.len() as u32).to_be_bytes());
+        out.extend_from_slice(&block);
+    }
+    out
+}
+
+/// Snappy as librdkafka may send it: one raw block, without the framing.
+fn raw_snappy(plain: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new()
+        .compress_vec(plain)
+        .expect("snappy")
+}
+
+/// `batch` with a header claiming `count` records (last offset delta and CRC to match).
+fn claiming(mut batch: BytesMut, count: i32) -> BytesMut {
+    batch[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+    batch[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+#[test]
+fn gzip_and_snappy_batches_are_checked_and_looked_into() {
+    let mut cluster = Cluster::start_with("[log]\ndecompressed_batch_bytes_max = 1048576\n");
+    cluster.wait_for_leaders();
+    let leader = cluster.leaders()[&0];
+    let port = cluster.kafka[(leader - 1) as usize];
+    type Compress = fn(&[u8]) -> Vec<u8>;
+    let encoders: [(&str, i16, Compress); 3] = [
+        ("gzip", 1, gzip),
+        ("snappy", 2, snappy_java),
+        ("raw snappy", 2, raw_snappy),
+    ];
+    let encode_with = |codec: i16, compress: Compress| {
+        move |records: &[kafka_protocol::records::Record]| {
+            compressed(batch(records, Compression::None), codec, compress)
+        }
+    };
+    for (name, codec, compress) in encoders {
+        let encode = encode_with(codec, compress);
+        // Three records under a header that claims four, or two.
+        for count in [4, 2] {
+            let lying = claiming(encode(&records(3, 10)), count);
+            assert_eq!(produce(port, lying.freeze()), 87, "{name}: INVALID_RECORD");
+        }
+        // 3 MB of records, over the configured 1 MiB.
+        let bomb = encode(&records(300, 10_000));
+        assert!(bomb.len() < 200 << 10, "{name}: {} bytes", bomb.len());
+        assert_eq!(
+            produce(port, bomb.freeze()),
+            10,
+            "{name}: MESSAGE_TOO_LARGE"
+        );
+    }
+    // Within the limit they are taken, and the timestamp lookup finds the record inside.
+    const BASE: i64 = 1_700_000_000_000;
+    for (k, &(name, codec, compress)) in encoders.iter().enumerate() {
+        let encode = encode_with(codec, compress);
+        let mut twenty = records(20, 100);
+        for (i, record) in twenty.iter_mut().enumerate() {
+            record.timestamp = BASE + 1_000 * k as i64 + i as i64;
+        }
+        assert_eq!(produce(port, encode(&twenty).freeze()), 0, "{name}");
+    }
+    for k in 0..3i64 {
+        let name = encoders[k as usize].0;
+        assert_eq!(
+            offset_for_time(port, BASE + 1_000 * k + 7),
+            Some((0, 20 * k + 7)),
+            "{name}: the exact record"
+        );
+        assert_eq!(
+            offset_for_time(port, BASE + 1_000 * k - 500),
+            Some((0, 20 * k)),
+            "{name}: before its first record"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for (i, node) in cluster.nodes.iter_mut().enumerate() {
+        let node = node.as_mut().expect("running");
+        assert!(
+            node.try_wait().expect("status").is_none(),
+            "node {} died on a hostile batch",
+            i + 1
+        );
+    }
+}
+
 /// Whether the node closed `stream` (a read sees the end, or a reset) within `within`.
 fn closed_by_node(stream: &mut std::net::TcpStream, within: Duration) -> bool {
     use std::io::Read;

@@ -169,6 +169,36 @@ impl Batch {
         Ok(batch)
     }
 
+    /// The offset and timestamp of the first record at or after `timestamp` in this batch,
+    /// `None` if none is. The records are walked as at produce, compressed ones inflated up to
+    /// `decompressed_max` bytes; an error means the batch cannot be looked into within that
+    /// limit (a limit lowered since it was produced, or a batch stored before produce checked
+    /// its codec). In a `LogAppendTime` batch every record has the append time.
+    pub fn first_record_at(
+        &self,
+        timestamp: i64,
+        decompressed_max: usize,
+    ) -> Result<Option<(Offset, i64)>, BatchError> {
+        if self.is_log_append_time() {
+            return Ok((self.max_timestamp() >= timestamp)
+                .then(|| (self.base_offset(), self.max_timestamp())));
+        }
+        let found = records::first_at(
+            &self.bytes[HEADER_LEN..],
+            self.record_count(),
+            self.attributes() & ATTRIBUTE_COMPRESSION_MASK,
+            decompressed_max,
+            self.base_timestamp(),
+            timestamp,
+        )?;
+        Ok(found.map(|(offset_delta, timestamp_delta)| {
+            (
+                self.base_offset().plus(offset_delta),
+                self.base_timestamp().saturating_add(timestamp_delta),
+            )
+        }))
+    }
+
     /// Wraps bytes that were checked by [`Batch::parse`] before they entered our log. Storage
     /// frames are checksummed, so a failure here is corruption or a bug: it asserts.
     pub fn trusted(bytes: Bytes) -> Self {

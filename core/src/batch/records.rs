@@ -7,16 +7,18 @@
 //! the process). So the records of every batch are walked once at produce, without
 //! allocating per record: each record's length, its offset delta (0, 1, 2, ... as Kafka
 //! requires), key, value and headers must fit exactly, and the records must be as many as the
-//! header says and fill the batch. Compressed batches (lz4 and zstd) are decompressed up to a
-//! limit first; a batch inflating past it is refused, as a zip bomb would be. This build
-//! cannot decompress gzip and snappy: their records are not checked, and the broker never
-//! decodes them (the timestamp lookup answers such a batch's base offset).
+//! header says and fill the batch. Compressed batches (all of Kafka's codecs: gzip, snappy,
+//! lz4, zstd) are decompressed up to a limit first, into a buffer that never grows past it; a
+//! batch inflating past it is refused, as a zip bomb would be. The timestamp lookup walks a
+//! stored batch the same way ([`first_at`]), with the same limit.
 
 use std::io::Read;
 
 use super::BatchError;
 
 /// Kafka's compression codec numbers (the low bits of a batch's attributes).
+pub(super) const GZIP: i16 = 1;
+pub(super) const SNAPPY: i16 = 2;
 pub(super) const LZ4: i16 = 3;
 pub(super) const ZSTD: i16 = 4;
 
@@ -29,31 +31,157 @@ pub(super) fn check(
     codec: i16,
     decompressed_max: usize,
 ) -> Result<(), BatchError> {
-    match codec {
-        0 => walk(records, count),
-        LZ4 => walk(
-            &inflate(lz4::Decoder::new(records), decompressed_max)?,
-            count,
-        ),
-        ZSTD => walk(
-            &inflate(zstd::stream::read::Decoder::new(records), decompressed_max)?,
-            count,
-        ),
-        // gzip and snappy: not checked (see the module's documentation).
-        _ => Ok(()),
-    }
+    let plain = decompress(records, codec, decompressed_max)?;
+    walk(&plain, count, |_, _| false).map(|_| ())
 }
 
-/// Reads a decompressing reader to its end, refusing more than `max` bytes.
-fn inflate<R: Read>(reader: std::io::Result<R>, max: usize) -> Result<Vec<u8>, BatchError> {
-    let reader = reader.map_err(|_| BatchError::Corrupt("compressed records do not decompress"))?;
+/// The offset delta and timestamp delta of the first record whose timestamp (the batch's
+/// `base_timestamp` plus its delta) is at or after `timestamp`, if any; the records are
+/// decompressed and walked as [`check`] does.
+pub(super) fn first_at(
+    records: &[u8],
+    count: i32,
+    codec: i16,
+    decompressed_max: usize,
+    base_timestamp: i64,
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, BatchError> {
+    let plain = decompress(records, codec, decompressed_max)?;
+    walk(&plain, count, |_, delta| {
+        base_timestamp.saturating_add(delta) >= timestamp
+    })
+}
+
+const UNDECOMPRESSABLE: BatchError = BatchError::Corrupt("compressed records do not decompress");
+
+/// The records of a batch compressed with `codec`, decompressed: at most `max` bytes, or
+/// `DecompressedTooLarge`. Uncompressed records are borrowed as they are.
+fn decompress(
+    records: &[u8],
+    codec: i16,
+    max: usize,
+) -> Result<std::borrow::Cow<'_, [u8]>, BatchError> {
+    let inflated = match codec {
+        0 => return Ok(std::borrow::Cow::Borrowed(records)),
+        // Java's GZIPInputStream reads every member of a multi-member stream.
+        GZIP => inflate(flate2::read::MultiGzDecoder::new(records), max)?,
+        SNAPPY => snappy(records, max)?,
+        LZ4 => inflate(
+            lz4::Decoder::new(records).map_err(|_| UNDECOMPRESSABLE)?,
+            max,
+        )?,
+        ZSTD => inflate(
+            zstd::stream::read::Decoder::new(records).map_err(|_| UNDECOMPRESSABLE)?,
+            max,
+        )?,
+        _ => return Err(BatchError::Invalid("unknown compression codec")),
+    };
+    Ok(std::borrow::Cow::Owned(inflated))
+}
+
+/// Reads a decompressing reader to its end, refusing more than `max` bytes. The buffer grows
+/// by doubling but never past `max + 1` bytes (the one more tells an overflow), so a bomb
+/// costs at most the limit.
+fn inflate<R: Read>(mut reader: R, max: usize) -> Result<Vec<u8>, BatchError> {
+    let limit = max.saturating_add(1);
     let mut out = Vec::new();
-    reader
-        .take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|_| BatchError::Corrupt("compressed records do not decompress"))?;
-    if out.len() > max {
+    let mut len = 0;
+    loop {
+        if len == out.len() {
+            if len == limit {
+                break;
+            }
+            let grown = (len * 2).max(64 << 10).min(limit);
+            out.reserve_exact(grown - out.len());
+            out.resize(grown, 0);
+        }
+        match reader.read(&mut out[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(UNDECOMPRESSABLE),
+        }
+    }
+    if len > max {
         return Err(BatchError::DecompressedTooLarge { max });
+    }
+    out.truncate(len);
+    Ok(out)
+}
+
+/// snappy-java's stream header: its magic, then its version and the oldest version that can
+/// read it (both big-endian `i32`s).
+const SNAPPY_JAVA_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+const SNAPPY_JAVA_HEADER_LEN: usize = 16;
+
+/// Whether `header` (16 bytes) is snappy-java's stream header; an old version no reader
+/// accepts is an error, as in snappy-java.
+fn snappy_java_header(header: &[u8]) -> Result<bool, BatchError> {
+    if header[..8] != SNAPPY_JAVA_MAGIC[..] {
+        return Ok(false);
+    }
+    let version = i32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version < 1 {
+        return Err(UNDECOMPRESSABLE);
+    }
+    Ok(true)
+}
+
+/// Snappy as Kafka reads it (snappy-java's `SnappyInputStream`): the xerial framing (the
+/// 16-byte header, then raw snappy blocks each after its big-endian `u32` length; a header
+/// again where a length would be starts a concatenated stream, a bad one ends the stream,
+/// and fewer than 4 bytes left end it too), or, without that header (librdkafka may send
+/// it), the whole as one raw snappy block. Every block's decompressed length is read from
+/// its header first, so the output is allocated once, exactly, and only within `max`.
+fn snappy(records: &[u8], max: usize) -> Result<Vec<u8>, BatchError> {
+    let framed = records.len() >= SNAPPY_JAVA_HEADER_LEN
+        && snappy_java_header(&records[..SNAPPY_JAVA_HEADER_LEN])?;
+    let mut blocks = Vec::new();
+    if framed {
+        let mut rest = &records[SNAPPY_JAVA_HEADER_LEN..];
+        while rest.len() >= 4 {
+            let (length, after) = rest.split_at(4);
+            if length == &SNAPPY_JAVA_MAGIC[..4] {
+                if after.len() < SNAPPY_JAVA_HEADER_LEN - 4 {
+                    return Err(UNDECOMPRESSABLE);
+                }
+                if !snappy_java_header(&rest[..SNAPPY_JAVA_HEADER_LEN])? {
+                    break;
+                }
+                rest = &rest[SNAPPY_JAVA_HEADER_LEN..];
+                continue;
+            }
+            let length = u32::from_be_bytes(length.try_into().expect("4 bytes")) as usize;
+            if length > after.len() {
+                return Err(UNDECOMPRESSABLE);
+            }
+            let (block, after) = after.split_at(length);
+            blocks.push(block);
+            rest = after;
+        }
+    } else {
+        blocks.push(records);
+    }
+    let mut total = 0usize;
+    for block in &blocks {
+        let len = snap::raw::decompress_len(block).map_err(|_| UNDECOMPRESSABLE)?;
+        total = total.saturating_add(len);
+        if total > max {
+            return Err(BatchError::DecompressedTooLarge { max });
+        }
+    }
+    let mut out = vec![0u8; total];
+    let mut at = 0;
+    let mut decoder = snap::raw::Decoder::new();
+    for block in blocks {
+        let len = snap::raw::decompress_len(block).map_err(|_| UNDECOMPRESSABLE)?;
+        let written = decoder
+            .decompress(block, &mut out[at..at + len])
+            .map_err(|_| UNDECOMPRESSABLE)?;
+        if written != len {
+            return Err(UNDECOMPRESSABLE);
+        }
+        at += len;
     }
     Ok(out)
 }
@@ -119,8 +247,14 @@ impl<'a> Cursor<'a> {
 
 const SHORT: BatchError = BatchError::Invalid("a record runs past the end of its batch");
 
-/// Walks `count` records filling `bytes` exactly.
-fn walk(bytes: &[u8], count: i32) -> Result<(), BatchError> {
+/// Walks `count` records filling `bytes` exactly, showing `stop` each record's offset delta
+/// and timestamp delta: the first record it says yes to ends the walk (its deltas are the
+/// answer) and the records after it are not checked; `None` when it said yes to none.
+fn walk(
+    bytes: &[u8],
+    count: i32,
+    mut stop: impl FnMut(i64, i64) -> bool,
+) -> Result<Option<(i64, i64)>, BatchError> {
     let mut all = Cursor { bytes };
     for expected_delta in 0..i64::from(count) {
         if all.is_empty() {
@@ -133,7 +267,7 @@ fn walk(bytes: &[u8], count: i32) -> Result<(), BatchError> {
             bytes: all.take(len)?,
         };
         record.u8()?; // attributes (unused in v2)
-        record.varlong(10)?; // timestamp delta
+        let timestamp_delta = record.varlong(10)?;
         if record.varint()? != expected_delta {
             return Err(BatchError::Invalid(
                 "record offset deltas must be 0, 1, 2, ... in order",
@@ -157,13 +291,16 @@ fn walk(bytes: &[u8], count: i32) -> Result<(), BatchError> {
                 "a record's length disagrees with its fields",
             ));
         }
+        if stop(expected_delta, timestamp_delta) {
+            return Ok(Some((expected_delta, timestamp_delta)));
+        }
     }
     if !all.is_empty() {
         return Err(BatchError::Invalid(
             "the batch holds more bytes than its records",
         ));
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -219,15 +356,39 @@ mod tests {
 
     fn codec(compression: Compression) -> i16 {
         match compression {
+            Compression::None => 0,
+            Compression::Gzip => GZIP,
+            Compression::Snappy => SNAPPY,
             Compression::Lz4 => LZ4,
             Compression::Zstd => ZSTD,
-            _ => 0,
         }
     }
 
+    const COMPRESSED: [Compression; 4] = [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    /// The records section of `records` as librdkafka sends snappy: one raw snappy block,
+    /// without snappy-java's framing.
+    fn raw_snappy(records: &[Record]) -> Vec<u8> {
+        let plain = encode(records, Compression::None);
+        snap::raw::Encoder::new()
+            .compress_vec(&plain[61..])
+            .expect("compress")
+    }
+
     #[test]
-    fn what_kafka_protocol_encodes_passes_in_every_codec_it_has() {
-        for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
+    fn what_kafka_protocol_encodes_passes_in_every_codec() {
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             for (count, headers) in [(1, 0), (7, 2), (300, 1)] {
                 let batch = encode(&records(count, headers), compression);
                 assert_eq!(
@@ -272,7 +433,7 @@ mod tests {
                 r
             })
             .collect();
-        for compression in [Compression::Lz4, Compression::Zstd] {
+        for compression in COMPRESSED {
             let batch = encode(&big, compression);
             assert!(batch.len() < 100_000, "{compression:?}: {}", batch.len());
             assert_eq!(
@@ -286,6 +447,179 @@ mod tests {
             // Cut in half: what inflates is fewer records than promised, or nothing.
             let half = 61 + (batch.len() - 61) / 2;
             assert!(check(&batch[61..half], 200, codec(compression), 4 << 20).is_err());
+        }
+        let raw = raw_snappy(&big);
+        assert!(raw.len() < 200_000, "raw snappy: {}", raw.len());
+        assert_eq!(
+            check(&raw, 200, SNAPPY, 1 << 20),
+            Err(BatchError::DecompressedTooLarge { max: 1 << 20 })
+        );
+        assert_eq!(check(&raw, 200, SNAPPY, 4 << 20), Ok(()));
+    }
+
+    #[test]
+    fn compressed_records_that_disagree_with_the_count_are_refused() {
+        let three = records(3, 1);
+        for compression in COMPRESSED {
+            let batch = encode(&three, compression);
+            let body = &batch[61..];
+            let codec = codec(compression);
+            assert_eq!(check(body, 3, codec, 1 << 20), Ok(()), "{compression:?}");
+            for count in [2, 4, i32::MAX] {
+                assert!(
+                    matches!(
+                        check(body, count, codec, 1 << 20),
+                        Err(BatchError::Invalid(_))
+                    ),
+                    "{compression:?}: {count} records promised, 3 held"
+                );
+            }
+            // Records that are not what they claim to be, compressed.
+            let mut plain = encode(&three, Compression::None)[61..].to_vec();
+            plain.push(0);
+            let garbage = match compression {
+                Compression::Gzip => {
+                    use std::io::Write;
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                    e.write_all(&plain).expect("gzip");
+                    e.finish().expect("gzip")
+                }
+                Compression::Snappy => snap::raw::Encoder::new()
+                    .compress_vec(&plain)
+                    .expect("snappy"),
+                _ => continue,
+            };
+            assert_eq!(
+                check(&garbage, 3, codec, 1 << 20),
+                Err(BatchError::Invalid(
+                    "the batch holds more bytes than its records"
+                )),
+                "{compression:?}"
+            );
+        }
+        let raw = raw_snappy(&three);
+        assert_eq!(check(&raw, 3, SNAPPY, 1 << 20), Ok(()));
+        assert!(matches!(
+            check(&raw, 4, SNAPPY, 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn snappy_is_read_as_snappy_java_reads_it() {
+        let three = records(3, 1);
+        let plain = encode(&three, Compression::None)[61..].to_vec();
+        let framed = encode(&three, Compression::Snappy)[61..].to_vec();
+        assert_eq!(
+            &framed[..8],
+            SNAPPY_JAVA_MAGIC,
+            "kafka-protocol frames as Kafka"
+        );
+        assert_eq!(snappy(&framed, 1 << 20).expect("framed"), plain);
+        assert_eq!(snappy(&raw_snappy(&three), 1 << 20).expect("raw"), plain);
+        // Two streams one after the other (a second header where a length would be), and up
+        // to three stray bytes at the end: the whole of both, as snappy-java reads them.
+        let half = plain.len() / 2;
+        let stream = |part: &[u8]| {
+            let block = snap::raw::Encoder::new()
+                .compress_vec(part)
+                .expect("snappy");
+            let mut out = framed[..SNAPPY_JAVA_HEADER_LEN].to_vec();
+            out.extend_from_slice(&(block.len() as u32).to_be_bytes());
+            out.extend_from_slice(&block);
+            out
+        };
+        let mut two = stream(&plain[..half]);
+        two.extend_from_slice(&stream(&plain[half..]));
+        two.extend_from_slice(&[0, 0, 1]);
+        assert_eq!(snappy(&two, 1 << 20).expect("concatenated"), plain);
+        // A block length past the end, or a block that is not snappy: not decompressable.
+        let mut long = framed.clone();
+        long[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(snappy(&long, 1 << 20), Err(UNDECOMPRESSABLE));
+        let mut broken = framed.clone();
+        broken[20..].fill(0xff);
+        assert!(snappy(&broken, 1 << 20).is_err());
+        // A raw block whose header claims 4 GiB: refused before anything is allocated.
+        let claim = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
+        assert_eq!(
+            snappy(&claim, 1 << 20),
+            Err(BatchError::DecompressedTooLarge { max: 1 << 20 })
+        );
+    }
+
+    #[test]
+    fn inflating_never_holds_more_than_the_limit() {
+        let max = 300_000;
+        let exact = inflate(std::io::repeat(7).take(max as u64), max).expect("at the limit");
+        assert_eq!(exact.len(), max);
+        assert!(exact.capacity() <= max + 1, "{}", exact.capacity());
+        assert_eq!(
+            inflate(std::io::repeat(7), max),
+            Err(BatchError::DecompressedTooLarge { max })
+        );
+    }
+
+    #[test]
+    fn the_lookup_finds_the_first_record_at_or_after_a_timestamp_in_every_codec() {
+        let seven = records(7, 1);
+        let base = seven[0].timestamp;
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let batch = encode(&seven, compression);
+            let at = |timestamp| {
+                first_at(
+                    &batch[61..],
+                    7,
+                    codec(compression),
+                    1 << 20,
+                    base,
+                    timestamp,
+                )
+            };
+            assert_eq!(at(base + 4), Ok(Some((4, 4))), "{compression:?}");
+            assert_eq!(at(0), Ok(Some((0, 0))), "{compression:?}");
+            assert_eq!(at(base + 7), Ok(None), "{compression:?}");
+        }
+        let raw = raw_snappy(&seven);
+        assert_eq!(
+            first_at(&raw, 7, SNAPPY, 1 << 20, base, base + 5),
+            Ok(Some((5, 5)))
+        );
+        // Past the limit, the lookup cannot look in.
+        let batch = encode(&seven, Compression::Gzip);
+        assert_eq!(
+            first_at(&batch[61..], 7, GZIP, 10, base, base + 5),
+            Err(BatchError::DecompressedTooLarge { max: 10 })
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::test_support::fixed_seed_config(256))]
+
+        /// No bytes make a codec panic or return more than the limit.
+        #[test]
+        fn decompressing_any_bytes_never_panics(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            codec in 1i16..=4,
+            framed in proptest::prelude::any::<bool>(),
+        ) {
+            let mut bytes = data;
+            if framed && codec == SNAPPY {
+                let mut header = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+                header.extend_from_slice(&bytes);
+                bytes = header;
+            }
+            if let Ok(out) = decompress(&bytes, codec, 4096) {
+                proptest::prop_assert!(out.len() <= 4096);
+            }
+            let _ = check(&bytes, 3, codec, 4096);
         }
     }
 }

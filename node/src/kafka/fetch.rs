@@ -11,7 +11,6 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::records::RecordBatchDecoder;
 use oxbow_core::ids::{GroupId, Offset, RaftIndex};
 use oxbow_core::io::{
     FetchData, FetchError, FetchRequest as CoreFetch, FindTimestampRequest, FoundBatch, Request,
@@ -114,9 +113,10 @@ pub(super) async fn fetch(context: Arc<Context>, request: FetchRequest) -> Splic
 }
 
 /// The offset and timestamp of the first record at or after `timestamp`, if any. The core
-/// finds the batch; the record inside it is found by decoding that one batch. A compressed
-/// batch this build cannot decompress (gzip, snappy; lz4 and zstd it can) answers with its base
-/// offset: the earliest that can hold it.
+/// finds the batch; the record inside it is found by walking that one batch's records
+/// (decompressed, whatever the codec, within `[log] decompressed_batch_bytes_max`). A batch
+/// that cannot be looked into within that limit answers with its base offset: the earliest
+/// that can hold it.
 async fn find_timestamp(
     context: &Context,
     group: GroupId,
@@ -152,19 +152,14 @@ async fn find_timestamp(
             }
         }
     };
-    let header = oxbow_core::batch::Batch::trusted(batch.clone());
-    if header.is_log_append_time() {
-        return Ok(Some((header.base_offset().0, header.max_timestamp())));
-    }
-    match RecordBatchDecoder::decode(&mut batch.clone()) {
-        Ok(decoded) => Ok(decoded
-            .records
-            .iter()
-            .find(|r| r.timestamp >= timestamp)
-            .map(|r| (r.offset, r.timestamp))
-            .or(Some((header.last_offset().0, header.max_timestamp())))),
-        Err(_) => Ok(Some((header.base_offset().0, header.max_timestamp()))),
-    }
+    let batch = oxbow_core::batch::Batch::trusted(batch);
+    let limit = context.config.log.decompressed_batch_bytes_max as usize;
+    Ok(Some(match batch.first_record_at(timestamp, limit) {
+        Ok(Some((offset, timestamp))) => (offset.0, timestamp),
+        // The batch's max timestamp is at or after it, but no record's is: its last.
+        Ok(None) => (batch.last_offset().0, batch.max_timestamp()),
+        Err(_) => (batch.base_offset().0, batch.max_timestamp()),
+    }))
 }
 
 pub(super) async fn list_offsets(
