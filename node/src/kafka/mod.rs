@@ -2,8 +2,9 @@
 //!
 //! Per connection, a reader task decodes requests and submits them in arrival order (up to
 //! 16 read ahead of their answers), and a writer task sends the answers in request order. Oversized or malformed frames, unknown API keys and
-//! unsupported versions close that connection with a log line; ApiVersions above our range is
-//! answered in v0 with UNSUPPORTED_VERSION, as clients expect (KIP-511).
+//! unsupported versions close that connection with a log line (Produce v0-v2 too, which
+//! ApiVersions advertises all the same: see `PRODUCE_ADVERTISED_MIN`); ApiVersions above our
+//! range is answered in v0 with UNSUPPORTED_VERSION, as clients expect (KIP-511).
 //!
 //! This file holds the connection (a reader and a writer task), the supported versions table
 //! and one generic decode-handle-encode dispatch; the handlers live by API family in
@@ -60,9 +61,10 @@ mod code {
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
 }
 
-/// The API keys and versions this broker implements, and nothing else (advertising a version
-/// promises its semantics). Mostly pre-flexible versions, which every client we test uses;
-/// Metadata goes to v12 for topic ids.
+/// The API keys and versions this broker serves, and nothing else (advertising a version
+/// promises its semantics), as `(key, lowest, highest)`. Mostly pre-flexible versions, which
+/// every client we test uses; Metadata goes to v12 for topic ids. ApiVersions advertises these, except for Produce's lowest (`PRODUCE_ADVERTISED_MIN`);
+/// docs/compatibility.md lists them (node/tests/versions.rs keeps the two equal).
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 7),
     (ApiKey::Fetch, 4, 11),
@@ -89,6 +91,23 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
 ];
+
+/// The lowest Produce version ApiVersions advertises: 0, although only v3 and later are served
+/// (a request for v0-v2 closes the connection, as any unsupported version does). Kafka 4 does
+/// the same (KAFKA-18659, KIP-896): librdkafka before 2.11.1, such as the kcat Debian ships
+/// (librdkafka 2.0), sends gzip, snappy and lz4 batches uncompressed, without a word, to a
+/// broker whose lowest Produce version is above 0 (librdkafka issue 4956). Clients use the
+/// highest version both sides have, so none sends v0-v2 to us.
+pub const PRODUCE_ADVERTISED_MIN: i16 = 0;
+
+/// What ApiVersions answers, as `(key, lowest, highest)`: `SUPPORTED`, with Produce from
+/// `PRODUCE_ADVERTISED_MIN`.
+pub fn advertised() -> impl Iterator<Item = (ApiKey, i16, i16)> {
+    SUPPORTED.iter().map(|&(key, min, max)| match key {
+        ApiKey::Produce => (key, PRODUCE_ADVERTISED_MIN, max),
+        _ => (key, min, max),
+    })
+}
 
 fn supported(key: ApiKey, version: i16) -> bool {
     SUPPORTED
@@ -316,6 +335,13 @@ async fn read_requests(
         } else {
             if !supported(key, version) {
                 warn!(logger, "unsupported request"; "api" => ?key, "version" => version);
+                if advertised().any(|(k, min, max)| k == key && (min..=max).contains(&version)) {
+                    return Err(format!(
+                        "{key:?} v{version} is advertised but not served (as Kafka 4 advertises \
+                         Produce v0-v2, so that old librdkafka compresses: KAFKA-18659); clients \
+                         use a later version"
+                    ));
+                }
                 return Err(format!("{key:?} v{version} is not supported"));
             }
             let header = RequestHeader::decode(&mut buf, key.request_header_version(version))
@@ -551,13 +577,12 @@ fn encode_response<M: Encodable>(
 
 fn api_versions() -> ApiVersionsResponse {
     let mut response = ApiVersionsResponse::default();
-    response.api_keys = SUPPORTED
-        .iter()
+    response.api_keys = advertised()
         .map(|(key, min, max)| {
             let mut v = ApiVersion::default();
-            v.api_key = *key as i16;
-            v.min_version = *min;
-            v.max_version = *max;
+            v.api_key = key as i16;
+            v.min_version = min;
+            v.max_version = max;
             v
         })
         .collect();
