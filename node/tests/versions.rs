@@ -9,10 +9,11 @@ use std::process::{Command, Stdio};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, ProduceRequest,
-    ProduceResponse, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_node::kafka::{advertised, SUPPORTED};
@@ -315,14 +316,17 @@ fn legacy_produce_body() -> Vec<u8> {
 }
 
 #[test]
-fn produce_v0_to_v2_are_advertised_but_refused_as_kafka_4_does() {
+fn produce_v0_to_v2_are_advertised_but_refused_as_kafka_4_does_and_new_versions_are_answered() {
     let mut cluster = Cluster::start();
     let port = cluster.kafka[0];
 
-    // ApiVersions advertises Produce from v0.
-    let versions: ApiVersionsResponse =
-        call(port, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
-    assert_eq!(versions.error_code, 0, "ApiVersions v3");
+    // ApiVersions v4, answered in v4 (not with v0's UNSUPPORTED_VERSION) with the advertised
+    // ranges: Produce from v0.
+    let mut request = ApiVersionsRequest::default();
+    request.client_software_name = StrBytes::from_static_str("oxbow-test");
+    request.client_software_version = StrBytes::from_static_str("1");
+    let versions: ApiVersionsResponse = call(port, ApiKey::ApiVersions, 4, &request);
+    assert_eq!(versions.error_code, 0, "ApiVersions v4");
     let answered: Vec<(i16, i16, i16)> = versions
         .api_keys
         .iter()
@@ -333,6 +337,21 @@ fn produce_v0_to_v2_are_advertised_but_refused_as_kafka_4_does() {
         .collect();
     assert_eq!(answered, expected);
     assert!(answered.contains(&(0, 0, 7)), "Produce advertised as 0-7");
+
+    // Metadata v13: v12 with a top-level error code, NONE.
+    let mut request = MetadataRequest::default();
+    let mut topic = MetadataRequestTopic::default();
+    topic.name = Some(TopicName(StrBytes::from_static_str(TOPIC)));
+    request.topics = Some(vec![topic]);
+    let metadata: MetadataResponse = call(port, ApiKey::Metadata, 13, &request);
+    assert_eq!(
+        metadata.error_code, 0,
+        "Metadata v13's top-level error code"
+    );
+    assert_eq!(metadata.topics.len(), 1);
+    assert_eq!(metadata.topics[0].error_code, 0);
+    assert_eq!(metadata.topics[0].partitions.len(), PARTITIONS as usize);
+    assert_eq!(metadata.brokers.len(), 3);
 
     // Produce v0-v2: the connection is closed without an answer, as Kafka 4's broker does
     // (the request header's version is refused, UnsupportedVersionException, and the
