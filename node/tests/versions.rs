@@ -1,8 +1,9 @@
 //! The versions oxbow serves and advertises, as docs/compatibility.md lists them and as
-//! clients see them: the document's table against the code's;
+//! clients see them: the document's tables against the code's table and the clients' pins;
 //! Debian's kcat (librdkafka 2.0) compressing, which it does only because Produce is
 //! advertised from v0 (KAFKA-18659); raw requests at the edges of the ranges.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -128,6 +129,67 @@ fn the_compatibility_document_lists_every_api_and_version_the_code_serves_and_ad
     );
 }
 
+/// The versions the "Tested clients" table names, by client: the version cell.
+fn tested_clients() -> BTreeMap<String, String> {
+    table(&read("docs/compatibility.md"), "| client | version |")
+        .into_iter()
+        .map(|cells| (cells[0].clone(), cells[1].clone()))
+        .collect()
+}
+
+/// The version of `package` in Cargo.lock.
+fn locked(lock: &str, package: &str) -> String {
+    let needle = format!("name = \"{package}\"\nversion = \"");
+    let at = lock
+        .find(&needle)
+        .unwrap_or_else(|| panic!("Cargo.lock has no package {package}"))
+        + needle.len();
+    lock[at..].split('"').next().expect("a version").to_string()
+}
+
+#[test]
+fn the_compatibility_document_names_each_pinned_client_at_its_pinned_version() {
+    let tested = tested_clients();
+    let named = |client: &str| -> &str {
+        tested.get(client).map(String::as_str).unwrap_or_else(|| {
+            panic!("docs/compatibility.md's Tested clients table has no row for {client}: add it")
+        })
+    };
+    // Every client the Python tests install, at its pinned version (pytest runs them).
+    let requirements = read("tests/python/requirements.txt");
+    let pins: Vec<(&str, &str)> = requirements
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_once("==").expect("requirements are pinned with =="))
+        .filter(|(name, _)| *name != "pytest")
+        .collect();
+    assert!(
+        !pins.is_empty(),
+        "tests/python/requirements.txt pins no client"
+    );
+    for (client, version) in pins {
+        let cell = named(client);
+        assert!(
+            cell == version || cell.starts_with(&format!("{version} (")),
+            "docs/compatibility.md says {client} {cell}; tests/python/requirements.txt pins \
+             {version}: update the document"
+        );
+    }
+    // rdkafka and its librdkafka (rdkafka-sys's version after the `+`).
+    let lock = read("Cargo.lock");
+    let rdkafka = locked(&lock, "rdkafka");
+    let sys = locked(&lock, "rdkafka-sys");
+    let librdkafka = sys
+        .split_once('+')
+        .expect("rdkafka-sys names its librdkafka")
+        .1;
+    assert_eq!(
+        named("rdkafka"),
+        format!("{rdkafka} (librdkafka {librdkafka})"),
+        "docs/compatibility.md's rdkafka row differs from Cargo.lock: update the document"
+    );
+}
+
 /// A `kcat` command with the system's librdkafka: `cargo test` puts the directory of the
 /// librdkafka rdkafka-sys builds (2.12) on `LD_LIBRARY_PATH`, and kcat would load that one.
 fn kcat() -> Command {
@@ -205,7 +267,15 @@ fn stored_batches(cluster: &Cluster, partition: i32) -> Vec<(i64, i16, i32)> {
 
 #[test]
 fn kcat_from_debian_sends_gzip_snappy_lz4_and_zstd_batches_that_are_stored_compressed() {
-    let (_, librdkafka) = kcat_version();
+    // The version the document names is the one run here.
+    let (version, librdkafka) = kcat_version();
+    let tested = tested_clients();
+    assert_eq!(
+        tested.get("kcat").map(String::as_str),
+        Some(format!("{version} (librdkafka {librdkafka})").as_str()),
+        "docs/compatibility.md's kcat row differs from the kcat installed here: update the \
+         document (or install Debian's kcat)"
+    );
     let cluster = Cluster::start();
     const LINES: usize = 300;
     // Partition i gets codec i + 1: Kafka's numbers are 1 gzip, 2 snappy, 3 lz4, 4 zstd.
