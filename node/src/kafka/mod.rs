@@ -2,8 +2,9 @@
 //!
 //! Per connection, a reader task decodes requests and submits them in arrival order (up to
 //! 16 read ahead of their answers), and a writer task sends the answers in request order. Oversized or malformed frames, unknown API keys and
-//! unsupported versions close that connection with a log line; ApiVersions above our range is
-//! answered in v0 with UNSUPPORTED_VERSION, as clients expect (KIP-511).
+//! unsupported versions close that connection with a log line (Produce v0-v2 too, which
+//! ApiVersions advertises all the same: see `PRODUCE_ADVERTISED_MIN`); ApiVersions above our
+//! range is answered in v0 with UNSUPPORTED_VERSION, as clients expect (KIP-511).
 //!
 //! This file holds the connection (a reader and a writer task), the supported versions table
 //! and one generic decode-handle-encode dispatch; the handlers live by API family in
@@ -60,15 +61,19 @@ mod code {
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
 }
 
-/// The API keys and versions this broker implements, and nothing else (advertising a version
-/// promises its semantics). Mostly pre-flexible versions, which every client we test uses;
-/// Metadata goes to v12 for topic ids.
+/// The API keys and versions this broker serves, and nothing else (advertising a version
+/// promises its semantics), as `(key, lowest, highest)`. Mostly pre-flexible versions, which
+/// every client we test uses; Metadata goes to v13 (v10 brought topic ids, v13 a top-level
+/// error code, always NONE here: oxbow never asks a client to bootstrap again), ApiVersions to
+/// v4 (v3 but for the supported features' lowest versions, which oxbow does not send).
+/// ApiVersions advertises these, except for Produce's lowest (`PRODUCE_ADVERTISED_MIN`);
+/// docs/compatibility.md lists them (node/tests/versions.rs keeps the two equal).
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 7),
     (ApiKey::Fetch, 4, 11),
     (ApiKey::ListOffsets, 1, 5),
-    (ApiKey::Metadata, 0, 12),
-    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 1),
@@ -90,10 +95,35 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
 ];
 
+/// The lowest Produce version ApiVersions advertises: 0, although only v3 and later are served
+/// (a request for v0-v2 closes the connection, as any unsupported version does). Kafka 4 does
+/// the same (KAFKA-18659, KIP-896): librdkafka before 2.11.1, such as the kcat Debian ships
+/// (librdkafka 2.0), sends gzip, snappy and lz4 batches uncompressed, without a word, to a
+/// broker whose lowest Produce version is above 0 (librdkafka issue 4956). Clients use the
+/// highest version both sides have, so none sends v0-v2 to us.
+pub const PRODUCE_ADVERTISED_MIN: i16 = 0;
+
+/// What ApiVersions answers, as `(key, lowest, highest)`: `SUPPORTED`, with Produce from
+/// `PRODUCE_ADVERTISED_MIN`.
+pub fn advertised() -> impl Iterator<Item = (ApiKey, i16, i16)> {
+    SUPPORTED.iter().map(|&(key, min, max)| match key {
+        ApiKey::Produce => (key, PRODUCE_ADVERTISED_MIN, max),
+        _ => (key, min, max),
+    })
+}
+
 fn supported(key: ApiKey, version: i16) -> bool {
     SUPPORTED
         .iter()
         .any(|(k, min, max)| *k == key && (*min..=*max).contains(&version))
+}
+
+/// The highest version of `key` served, if it is served at all.
+fn highest(key: ApiKey) -> Option<i16> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, _, max)| *max)
 }
 
 /// What every connection shares.
@@ -307,7 +337,9 @@ async fn read_requests(
         let version = i16::from_be_bytes([buf[2], buf[3]]);
         let correlation_id = i32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
         let key = ApiKey::try_from(api_key).map_err(|_| format!("unknown API key {api_key}"))?;
-        let response: PendingResponse = if key == ApiKey::ApiVersions && version > 3 {
+        let response: PendingResponse = if key == ApiKey::ApiVersions
+            && highest(key).is_some_and(|max| version > max)
+        {
             // KIP-511: answer in v0 with our ranges, so the client can retry with one of them.
             let mut response = api_versions();
             response.error_code = code::UNSUPPORTED_VERSION;
@@ -316,6 +348,13 @@ async fn read_requests(
         } else {
             if !supported(key, version) {
                 warn!(logger, "unsupported request"; "api" => ?key, "version" => version);
+                if advertised().any(|(k, min, max)| k == key && (min..=max).contains(&version)) {
+                    return Err(format!(
+                        "{key:?} v{version} is advertised but not served (as Kafka 4 advertises \
+                         Produce v0-v2, so that old librdkafka compresses: KAFKA-18659); clients \
+                         use a later version"
+                    ));
+                }
                 return Err(format!("{key:?} v{version} is not supported"));
             }
             let header = RequestHeader::decode(&mut buf, key.request_header_version(version))
@@ -551,13 +590,12 @@ fn encode_response<M: Encodable>(
 
 fn api_versions() -> ApiVersionsResponse {
     let mut response = ApiVersionsResponse::default();
-    response.api_keys = SUPPORTED
-        .iter()
+    response.api_keys = advertised()
         .map(|(key, min, max)| {
             let mut v = ApiVersion::default();
-            v.api_key = *key as i16;
-            v.min_version = *min;
-            v.max_version = *max;
+            v.api_key = key as i16;
+            v.min_version = min;
+            v.max_version = max;
             v
         })
         .collect();
