@@ -228,6 +228,22 @@ pub struct GroupRequest {
     pub op: GroupOp,
 }
 
+/// What a node that does not lead the metadata group does with an admin request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// Nothing: it answers `NotController`, naming the leader it knows.
+    No,
+    /// Hands the proposal to the leader through Raft and answers `Ok(None)` at once: the
+    /// outcome is unknown (it shows in the metadata once applied). For topic auto-creation,
+    /// which any node may trigger and nobody waits on.
+    Blind,
+    /// Hands the proposal to the leader through Raft, tagged with this node and a token,
+    /// and answers with the outcome once this node applies the entry (as Kafka's brokers
+    /// forward admin requests to the controller): clients may send admin requests to any
+    /// node. `validate_only` is checked against this node's applied metadata.
+    Await,
+}
+
 /// A change to the cluster metadata, proposed to the metadata group by its leader.
 #[derive(Clone, Debug)]
 pub struct AdminRequest {
@@ -235,10 +251,8 @@ pub struct AdminRequest {
     pub command: MetadataCommand,
     /// Only check that the change would be applied; propose nothing.
     pub validate_only: bool,
-    /// On a node that does not lead the metadata group, hand the proposal to the leader
-    /// through Raft and answer `Ok(None)` at once: the outcome is unknown (it shows in the
-    /// metadata once applied). For topic auto-creation, which any node may trigger.
-    pub forward: bool,
+    /// What a node that does not lead the metadata group does with it.
+    pub forward: Forward,
     /// How long the client waits; after it the answer is `TimedOut`.
     pub timeout_ms: u32,
 }

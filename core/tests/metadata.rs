@@ -276,3 +276,106 @@ fn a_node_behind_the_metadata_snapshot_installs_it_and_forgets_deleted_partition
         cluster.check_placement(&format!("t{round}"));
     }
 }
+
+/// An admin request to a node that does not lead the metadata group, with `Forward::Await`,
+/// is handed to the leader and answered with its outcome once applied there (as Kafka's
+/// brokers forward to the controller); with `Forward::No` it is refused, naming the leader.
+#[test]
+fn a_follower_forwards_admin_requests_and_answers_their_outcome() {
+    let mut cluster = Cluster::new();
+    cluster.tick(40);
+    let controller = cluster.metadata_leader().expect("a controller");
+    let follower = *NODES.iter().find(|n| **n != controller).expect("three");
+    let send = |cluster: &mut Cluster, command, forward, validate_only| {
+        cluster.request(
+            follower,
+            Request::Admin(AdminRequest {
+                command,
+                validate_only,
+                forward,
+                timeout_ms: 5_000,
+            }),
+        )
+    };
+    let refused = send(&mut cluster, create("direct", 1, 3), Forward::No, false);
+    assert!(
+        matches!(
+            refused,
+            Response::Admin(Err(AdminError::NotController { leader: Some(l) })) if l == controller
+        ),
+        "{refused:?}"
+    );
+    let created = send(
+        &mut cluster,
+        create("forwarded", 2, 3),
+        Forward::Await,
+        false,
+    );
+    let Response::Admin(Ok(Some(MetadataChange::TopicCreated { name, .. }))) = created else {
+        panic!("{created:?}");
+    };
+    assert_eq!(name, "forwarded");
+    // Answered once applied on the follower itself: what it serves already shows the topic.
+    let topic = cluster.nodes[&follower]
+        .metadata()
+        .expect("runs")
+        .topic("forwarded")
+        .expect("applied before the answer")
+        .clone();
+    assert_eq!(topic.partitions.len(), 2);
+    // The leader's refusal comes back as such.
+    let again = send(
+        &mut cluster,
+        create("forwarded", 2, 3),
+        Forward::Await,
+        false,
+    );
+    assert!(
+        matches!(again, Response::Admin(Err(AdminError::TopicAlreadyExists))),
+        "{again:?}"
+    );
+    // A validation is checked against the follower's applied metadata: no entry is written.
+    let applied = cluster.nodes[&follower].metadata().expect("runs").applied();
+    let checked = send(
+        &mut cluster,
+        create("forwarded", 2, 3),
+        Forward::Await,
+        true,
+    );
+    assert!(
+        matches!(
+            checked,
+            Response::Admin(Err(AdminError::TopicAlreadyExists))
+        ),
+        "{checked:?}"
+    );
+    let fine = send(
+        &mut cluster,
+        create("only-checked", 1, 3),
+        Forward::Await,
+        true,
+    );
+    assert!(matches!(fine, Response::Admin(Ok(None))), "{fine:?}");
+    cluster.tick(5);
+    let after = cluster.nodes[&follower].metadata().expect("runs");
+    assert!(after.topic("only-checked").is_none());
+    assert_eq!(after.applied(), applied, "a validation writes nothing");
+    let deleted = send(
+        &mut cluster,
+        MetadataCommand::DeleteTopic {
+            name: "forwarded".into(),
+        },
+        Forward::Await,
+        false,
+    );
+    assert!(
+        matches!(
+            deleted,
+            Response::Admin(Ok(Some(MetadataChange::TopicDeleted { .. })))
+        ),
+        "{deleted:?}"
+    );
+    for node in cluster.nodes.values() {
+        node.invariants();
+    }
+}

@@ -159,3 +159,106 @@ fn the_isr_holds_the_replicas_that_are_caught_up() {
     cluster.wait_for_leaders();
     wait_for_isr(cluster.kafka[0], &[1, 2, 3]);
 }
+
+/// The controller's id, as node `port` names it in Metadata.
+fn controller(port: u16) -> i32 {
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+    let mut request = MetadataRequest::default();
+    request.topics = Some(Vec::new());
+    let answer: MetadataResponse = call(port, ApiKey::Metadata, 12, &request);
+    answer.controller_id.0
+}
+
+/// Kafka's brokers take admin requests on any broker and forward them to the controller;
+/// oxbow's nodes do too, answering with the controller's outcome once applied locally.
+#[test]
+fn admin_requests_to_any_node_are_forwarded_to_the_controller() {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::{
+        CreatePartitionsRequest, CreatePartitionsResponse, DeleteTopicsRequest,
+        DeleteTopicsResponse,
+    };
+    let mut cluster = Cluster::start();
+    cluster.wait_for_leaders();
+    let controller = controller(cluster.kafka[0]);
+    assert!(controller > 0, "a controller");
+    let others: Vec<u16> = (0..3)
+        .filter(|i| *i as i32 + 1 != controller)
+        .map(|i| cluster.kafka[i])
+        .collect();
+    let create = |name: &'static str, validate_only: bool| {
+        let mut create = CreateTopicsRequest::default();
+        let mut topic = CreatableTopic::default();
+        topic.name = TopicName(StrBytes::from_static_str(name));
+        topic.num_partitions = 2;
+        topic.replication_factor = 3;
+        create.topics = vec![topic];
+        create.timeout_ms = 30_000;
+        create.validate_only = validate_only;
+        create
+    };
+    let started = std::time::Instant::now();
+    let created: CreateTopicsResponse = call(
+        others[0],
+        ApiKey::CreateTopics,
+        7,
+        &create("forwarded", false),
+    );
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    assert_eq!(created.topics[0].num_partitions, 2);
+    assert!(!created.topics[0].topic_id.is_nil(), "a topic id");
+    println!(
+        "CreateTopics through a node that is not the controller: {} ms",
+        started.elapsed().as_millis()
+    );
+    // Answered once applied there: that node's Metadata already has the topic.
+    let mut request = kafka_protocol::messages::MetadataRequest::default();
+    let mut wanted = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+    wanted.name = Some(TopicName(StrBytes::from_static_str("forwarded")));
+    request.topics = Some(vec![wanted]);
+    let metadata: kafka_protocol::messages::MetadataResponse =
+        call(others[0], ApiKey::Metadata, 12, &request);
+    assert_ne!(
+        metadata.topics[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION after the create was answered"
+    );
+    // The controller's refusal, through the other node: TOPIC_ALREADY_EXISTS (36).
+    let again: CreateTopicsResponse = call(
+        others[1],
+        ApiKey::CreateTopics,
+        7,
+        &create("forwarded", false),
+    );
+    assert_eq!(again.topics[0].error_code, 36, "{again:?}");
+    // validate_only writes nothing.
+    let checked: CreateTopicsResponse = call(
+        others[1],
+        ApiKey::CreateTopics,
+        7,
+        &create("checked-only", true),
+    );
+    assert_eq!(checked.topics[0].error_code, 0, "{checked:?}");
+    let mut grow = CreatePartitionsRequest::default();
+    let mut topic = CreatePartitionsTopic::default();
+    topic.name = TopicName(StrBytes::from_static_str("forwarded"));
+    topic.count = 4;
+    grow.topics = vec![topic];
+    grow.timeout_ms = 30_000;
+    let grown: CreatePartitionsResponse = call(others[1], ApiKey::CreatePartitions, 3, &grow);
+    assert_eq!(grown.results[0].error_code, 0, "{grown:?}");
+    let mut delete = DeleteTopicsRequest::default();
+    let mut state = DeleteTopicState::default();
+    state.name = Some(TopicName(StrBytes::from_static_str("forwarded")));
+    delete.topics = vec![state];
+    delete.timeout_ms = 30_000;
+    let deleted: DeleteTopicsResponse = call(others[0], ApiKey::DeleteTopics, 6, &delete);
+    assert_eq!(deleted.responses[0].error_code, 0, "{deleted:?}");
+    let checked_gone: CreateTopicsResponse = call(
+        others[0],
+        ApiKey::CreateTopics,
+        7,
+        &create("checked-only", true),
+    );
+    assert_eq!(checked_gone.topics[0].error_code, 0, "never created");
+}

@@ -29,6 +29,8 @@ const KIND_CREATE_TOPIC: u8 = 1;
 const KIND_DELETE_TOPIC: u8 = 2;
 const KIND_CREATE_PARTITIONS: u8 = 3;
 const KIND_ALTER_TOPIC_CONFIGS: u8 = 4;
+/// The first byte of an entry forwarded from another node (a command starts with `VERSION`).
+const FORWARDED: u8 = 0xf1;
 /// Version of the encoded [`MetadataState`] (the metadata log's snapshots).
 const STATE_VERSION: u8 = 1;
 
@@ -682,6 +684,46 @@ fn topic_id(index: RaftIndex, term: Term, name: &str) -> TopicId {
     let low = crate::node::mix(&[index.0, term.0, name_hash, 2]);
     let id = (u128::from(high) << 64) | u128::from(low);
     TopicId(id.max(1))
+}
+
+/// The node that took a client's admin request and handed it to the metadata leader, with
+/// its token: when the entry applies there, that node answers the client with the outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The node that forwarded the command.
+    pub node: NodeId,
+    /// Its token for the waiting request (unique per node across restarts).
+    pub token: u64,
+}
+
+/// Encodes a metadata log entry: the command, tagged with its origin if it was forwarded.
+pub fn encode_entry(command: &MetadataCommand, origin: Option<Origin>) -> Vec<u8> {
+    let Some(origin) = origin else {
+        return command.encode();
+    };
+    let mut w = Writer::default();
+    w.u8(FORWARDED);
+    w.u64(origin.node.0);
+    w.u64(origin.token);
+    let mut bytes = w.bytes;
+    bytes.extend_from_slice(&command.encode());
+    bytes
+}
+
+/// Decodes a metadata log entry written by [`encode_entry`].
+pub fn decode_entry(bytes: &[u8]) -> Result<(MetadataCommand, Option<Origin>), DecodeError> {
+    if bytes.first() != Some(&FORWARDED) {
+        return Ok((MetadataCommand::decode(bytes)?, None));
+    }
+    let mut r = Reader::new(&bytes[1..]);
+    let origin = Origin {
+        node: NodeId(r.u64()?),
+        token: r.u64()?,
+    };
+    Ok((
+        MetadataCommand::decode(&bytes[17.min(bytes.len())..])?,
+        Some(origin),
+    ))
 }
 
 impl MetadataCommand {

@@ -9,7 +9,7 @@ use crate::coordinator::{Coordinator, OFFSETS_TOPIC};
 use crate::ids::{GroupId, RaftIndex};
 use crate::io::{Response, TraceEvent, WalRecord};
 use crate::metadata::{
-    AdminError, MetadataChange, MetadataCommand, MetadataState, PartitionAssignment, TopicMeta,
+    decode_entry, AdminError, MetadataChange, MetadataState, PartitionAssignment, TopicMeta,
     METADATA_GROUP,
 };
 use crate::partition::{Applied, LogKind};
@@ -38,11 +38,14 @@ impl Node {
                 state.apply_noop(index); // a leader's no-op
                 None
             } else {
-                let command = MetadataCommand::decode(&data)
-                    .expect("metadata entries are encoded by the leader that proposed them");
+                let (command, origin) = decode_entry(&data)
+                    .expect("metadata entries are encoded by the node that proposed them");
                 let result = state.apply(index, term, &command);
                 if let Ok(change) = &result {
                     self.on_metadata_change(change, sink, touched);
+                }
+                if let Some(origin) = origin {
+                    self.forwarded_applied(origin, &result, sink);
                 }
                 Some(result)
             };

@@ -7,8 +7,11 @@
 //! one [`Output::Send`]. Messages raft-rs says must follow persistence wait for the write's
 //! [`Input::WriteDone`].
 
+mod admin;
 mod early;
 mod follow_metadata;
+
+use admin::{AdminPending, Forwarded};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -22,13 +25,13 @@ use crate::codec::{Reader, Writer};
 use crate::coordinator::{Coordinator, GroupError, GroupResponse};
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId, Term};
 use crate::io::{
-    Acks, AdminRequest, DeleteRecordsError, FetchError, GroupMessage, GroupRequest, Input, Output,
-    ProduceError, Request, Response, TraceEvent, WalRecord, Write,
+    Acks, DeleteRecordsError, FetchError, GroupMessage, GroupRequest, Input, Output, ProduceError,
+    Request, Response, TraceEvent, WalRecord, Write,
 };
 use crate::log_store::LogStore;
-use crate::metadata::{AdminError, MetadataState, METADATA_GROUP};
+use crate::metadata::{MetadataState, METADATA_GROUP};
 use crate::partition::{Applied, LogKind, Replica};
-use crate::time::{Instant, Now};
+use crate::time::Now;
 
 /// Not a Raft group: peer messages addressed to it carry the sender's list of the groups it
 /// leads (gossip), so that every node can name any partition's leader in Metadata answers.
@@ -309,15 +312,6 @@ struct InflightWrite {
     readies: Vec<(GroupId, u64, Option<RaftIndex>)>,
 }
 
-/// An admin request proposed to the metadata group, waiting for its entry to apply.
-#[derive(Debug)]
-struct AdminPending {
-    id: RequestId,
-    index: RaftIndex,
-    term: Term,
-    deadline: Instant,
-}
-
 /// All Raft groups of one node. Deterministic: the same inputs (with the same `now`s) give the
 /// same outputs. See the module documentation for the order of work.
 pub struct Node {
@@ -333,6 +327,10 @@ pub struct Node {
     /// Groups the disk held that applying the metadata has not claimed yet.
     parked: BTreeMap<GroupId, GroupDurableState>,
     admin_pending: VecDeque<AdminPending>,
+    /// Admin requests handed to the metadata leader, by token, until their entry applies here.
+    forwarded: BTreeMap<u64, Forwarded>,
+    /// The next forwarding token's counter (the incarnation goes in its top bits).
+    forward_next: u64,
     /// Per peer, the groups it said it leads, with their terms (its latest gossip) and
     /// the replicas in sync it reported.
     remote_leaders: BTreeMap<NodeId, BTreeMap<GroupId, (Term, Vec<NodeId>)>>,
@@ -372,6 +370,8 @@ impl Node {
             metadata: None,
             parked: BTreeMap::new(),
             admin_pending: VecDeque::new(),
+            forwarded: BTreeMap::new(),
+            forward_next: 0,
             remote_leaders: BTreeMap::new(),
             early: early::EarlyMessages::default(),
             ticks: 0,
@@ -792,57 +792,6 @@ impl Node {
         }
     }
 
-    fn handle_admin(
-        &mut self,
-        now: Now,
-        id: RequestId,
-        admin: AdminRequest,
-        sink: &mut Sink,
-        touched: &mut BTreeSet<GroupId>,
-    ) {
-        let answer = |sink: &mut Sink, result| sink.reply(id, Response::Admin(result));
-        let (Some(state), Some(replica)) =
-            (self.metadata.as_ref(), self.groups.get_mut(&METADATA_GROUP))
-        else {
-            return answer(sink, Err(AdminError::NotController { leader: None }));
-        };
-        if replica.status().serving {
-            // The serving leader's state holds every earlier change: check against it, so a
-            // refused change costs no log entry (apply checks again, authoritatively).
-            if let Err(error) = state.check(&admin.command) {
-                return answer(sink, Err(error));
-            }
-            if admin.validate_only {
-                return answer(sink, Ok(None));
-            }
-        }
-        if self.admin_pending.len() >= self.config.pending_requests_max {
-            return answer(sink, Err(AdminError::Backpressure));
-        }
-        let data = Bytes::from(admin.command.encode());
-        if admin.forward && !replica.status().serving {
-            return match replica.forward_metadata(data) {
-                Ok(()) => {
-                    touched.insert(METADATA_GROUP);
-                    answer(sink, Ok(None))
-                }
-                Err(leader) => answer(sink, Err(AdminError::NotController { leader })),
-            };
-        }
-        match replica.propose_command(data) {
-            Err(leader) => answer(sink, Err(AdminError::NotController { leader })),
-            Ok((index, term)) => {
-                touched.insert(METADATA_GROUP);
-                self.admin_pending.push_back(AdminPending {
-                    id,
-                    index,
-                    term,
-                    deadline: now.mono.plus_ms(u64::from(admin.timeout_ms)),
-                });
-            }
-        }
-    }
-
     /// Compacts the metadata log behind a snapshot of the applied metadata once it holds
     /// `metadata_entries_max` entries.
     fn compact_metadata(&mut self, sink: &mut Sink) {
@@ -859,18 +808,6 @@ impl Node {
             );
             replica.compact_commands(Bytes::from(state.encode()), sink);
         }
-    }
-
-    fn expire_admin(&mut self, now: Now, sink: &mut Sink) {
-        let mut keep = VecDeque::with_capacity(self.admin_pending.len());
-        for pending in self.admin_pending.drain(..) {
-            if pending.deadline <= now.mono {
-                sink.reply(pending.id, Response::Admin(Err(AdminError::TimedOut)));
-            } else {
-                keep.push_back(pending);
-            }
-        }
-        self.admin_pending = keep;
     }
 
     /// Tells every peer which groups this node leads.
@@ -981,6 +918,17 @@ impl Node {
     /// the constant-time invariants of the groups each input touched.
     pub fn invariants(&self) {
         self.early.invariants();
+        assert!(
+            self.admin_pending.len() + self.forwarded.len() <= self.config.pending_requests_max,
+            "admin requests waiting are bounded"
+        );
+        assert!(
+            self.forwarded
+                .keys()
+                .all(|token| token >> 40 == self.incarnation
+                    && token & ((1 << 40) - 1) < self.forward_next),
+            "forwarding tokens are this incarnation's, and issued"
+        );
         for replica in self.groups.values() {
             replica.invariants();
             replica.invariants_full();

@@ -12,7 +12,9 @@ use kafka_protocol::records::{
 };
 
 pub use oxbow_core::ids::{GroupId, NodeId, RequestId};
-pub use oxbow_core::io::{AdminRequest, DiskRead, Input, Output, Request, Response, WalRecord};
+pub use oxbow_core::io::{
+    AdminRequest, DiskRead, Forward, Input, Output, Request, Response, WalRecord,
+};
 pub use oxbow_core::metadata::{
     AdminError, CreateTopic, MetadataChange, MetadataCommand, METADATA_GROUP,
 };
@@ -139,7 +141,7 @@ impl Cluster {
         let request = Request::Admin(AdminRequest {
             command,
             validate_only: false,
-            forward: false,
+            forward: Forward::No,
             timeout_ms: 5_000,
         });
         self.request(to, request)

@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_core::ids::TopicId;
-use oxbow_core::io::{AdminRequest, Request, Response};
+use oxbow_core::io::{AdminRequest, Forward, Request, Response};
 use oxbow_core::metadata::{
     AdminError, CreateTopic, MetadataChange, MetadataCommand, TopicMeta, TOPIC_CONFIGS,
 };
@@ -42,7 +42,8 @@ async fn admin(
     let request = Request::Admin(AdminRequest {
         command,
         validate_only,
-        forward: false,
+        // From any node, as Kafka's brokers forward admin requests to the controller.
+        forward: Forward::Await,
         timeout_ms,
     });
     let deadline = Duration::from_millis(u64::from(timeout_ms) + 5_000);
@@ -404,57 +405,18 @@ fn config_change(
 }
 
 /// Applies one topic configuration change through the metadata group, from any node (as
-/// Kafka's brokers forward to the controller): checked against this node's applied metadata,
-/// then proposed here if this node leads the metadata group, else handed to its leader, and
-/// answered once this node has applied it.
+/// Kafka's brokers forward to the controller): proposed here if this node leads the metadata
+/// group, else handed to its leader, and answered once this node has applied it.
 async fn alter_topic_configs(
     context: &Context,
     command: MetadataCommand,
     validate_only: bool,
 ) -> Result<(), (i16, Option<StrBytes>)> {
     let refused = |error: AdminError| (error.kafka_code(), error.message().map(|m| str_bytes(&m)));
-    let MetadataCommand::AlterTopicConfigs {
-        name,
-        set,
-        remove,
-        replace,
-    } = &command
-    else {
-        unreachable!("only topic configuration changes come here");
-    };
-    let metadata = context.core.metadata();
-    metadata.check(&command).map_err(refused)?;
-    if validate_only {
-        return Ok(());
-    }
-    let expected = metadata
-        .topic(name)
-        .expect("checked")
-        .altered_configs(set, remove, *replace);
-    let request = Request::Admin(AdminRequest {
-        command: command.clone(),
-        validate_only: false,
-        forward: true,
-        timeout_ms: 30_000,
-    });
-    match context.core.request(request).await {
-        Some(Response::Admin(Ok(_))) => {}
-        Some(Response::Admin(Err(error))) => return Err(refused(error)),
-        _ => return Err(refused(AdminError::TimedOut)),
-    }
-    // Applied here (it was proposed here), or on its way from the leader.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let applied = context.core.metadata();
-        match applied.topic(name) {
-            Some(topic) if topic.configs == expected => return Ok(()),
-            None => return Err(refused(AdminError::UnknownTopic)),
-            Some(_) if tokio::time::Instant::now() >= deadline => {
-                return Err(refused(AdminError::TimedOut))
-            }
-            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    admin(context, command, validate_only, 30_000)
+        .await
+        .map(|_| ())
+        .map_err(refused)
 }
 
 /// One resource of either alter API: `changes` are the overrides to set and remove, or why the

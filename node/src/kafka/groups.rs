@@ -34,7 +34,7 @@ use oxbow_core::coordinator::{
     LeaveGroup, OffsetCommit, SyncGroup, OFFSETS_TOPIC,
 };
 use oxbow_core::ids::{Generation, GroupId};
-use oxbow_core::io::{AdminRequest, GroupRequest, Request, Response};
+use oxbow_core::io::{AdminRequest, Forward, GroupRequest, Request, Response};
 use oxbow_core::metadata::{CreateTopic, MetadataCommand};
 use slog::debug;
 
@@ -94,7 +94,7 @@ async fn create_offsets_topic(context: &Context) {
             configs: BTreeMap::new(),
         }),
         validate_only: false,
-        forward: true,
+        forward: Forward::Blind,
         timeout_ms: 5_000,
     });
     if let Some(Response::Admin(Err(error))) = context.core.request(request).await {

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
 };
 use oxbow_core::coordinator::OFFSETS_TOPIC;
 use oxbow_core::ids::{GroupId, TopicId};
-use oxbow_core::io::{AdminRequest, Request, Response};
+use oxbow_core::io::{AdminRequest, Forward, Request, Response};
 use oxbow_core::metadata::{check_topic_name, CreateTopic, MetadataCommand, METADATA_GROUP};
 use slog::debug;
 use uuid::Uuid;
@@ -60,7 +60,7 @@ async fn auto_create(context: &Context, name: &str) {
             configs: BTreeMap::new(),
         }),
         validate_only: false,
-        forward: true,
+        forward: Forward::Blind,
         timeout_ms: 5_000,
     });
     if let Some(Response::Admin(Err(error))) = context.core.request(request).await {

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oxbow_core::ids::{GroupId, NodeId, RequestId, Term};
-use oxbow_core::io::{AdminRequest, GroupMessage, Input, Output, Request, Response, TraceEvent};
+use oxbow_core::io::{
+    AdminRequest, Forward, GroupMessage, Input, Output, Request, Response, TraceEvent,
+};
 use oxbow_core::metadata::{
     AdminError, CreateTopic, MetadataCommand, MetadataState, METADATA_GROUP,
 };
@@ -643,7 +645,7 @@ async fn ensure_topics(
                     configs: BTreeMap::new(),
                 }),
                 validate_only: false,
-                forward: false,
+                forward: Forward::No,
                 timeout_ms: 5_000,
             });
             match core.request(request).await {

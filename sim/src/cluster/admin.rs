@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use oxbow_core::ids::RequestId;
-use oxbow_core::io::{AdminRequest, Input, Request, Response};
+use oxbow_core::io::{AdminRequest, Forward, Input, Request, Response};
 use oxbow_core::metadata::{AdminError, CreateTopic, MetadataCommand};
 
 use super::{Cluster, Event, REQUEST_TIMEOUT_MS, SCRATCH_PARTITIONS};
@@ -49,7 +49,7 @@ impl Cluster {
         let request = Request::Admin(AdminRequest {
             command,
             validate_only: false,
-            forward: false,
+            forward: Forward::No,
             timeout_ms: REQUEST_TIMEOUT_MS,
         });
         self.feed(node, Input::Request { id, request });
