@@ -113,6 +113,37 @@ pub fn encode_frame(messages: &[GroupMessage], out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&checksum.to_le_bytes());
 }
 
+/// Encodes messages into as many frames as it takes to keep every frame's payload within
+/// `limit` bytes (what a receiver accepts), in order; a message that alone passes it is
+/// dropped, and the number dropped returned.
+pub fn encode_frames(messages: &[GroupMessage], limit: usize, out: &mut Vec<u8>) -> usize {
+    const COUNT: usize = 4;
+    let mut dropped = 0;
+    let mut begin = 0;
+    let mut size = COUNT;
+    for (i, m) in messages.iter().enumerate() {
+        let length = 8 + 4 + m.message.compute_size() as usize;
+        if COUNT + length > limit {
+            if begin < i {
+                encode_frame(&messages[begin..i], out);
+            }
+            dropped += 1;
+            begin = i + 1;
+            size = COUNT;
+        } else if size + length > limit {
+            encode_frame(&messages[begin..i], out);
+            begin = i;
+            size = COUNT + length;
+        } else {
+            size += length;
+        }
+    }
+    if begin < messages.len() {
+        encode_frame(&messages[begin..], out);
+    }
+    dropped
+}
+
 /// Decodes a frame's payload; `None` if it is malformed. Entry data is sliced out of the
 /// payload, not copied.
 pub fn decode_payload(payload: &bytes::Bytes) -> Option<Vec<GroupMessage>> {
@@ -249,7 +280,13 @@ async fn send_loop<N: Network>(
                 }
             }
             frame.clear();
-            encode_frame(&batch, &mut frame);
+            let dropped = encode_frames(&batch, FRAME_MAX, &mut frame);
+            if dropped > 0 {
+                // Raft resends what a peer did not get; one message this large will not go
+                // through on a retry either, and says something produced it unbounded.
+                warn!(logger, "dropped peer messages larger than a frame";
+                    "count" => dropped, "frame_max" => FRAME_MAX);
+            }
             match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&frame)).await {
                 Ok(Ok(())) => {}
                 _ => {
@@ -315,12 +352,27 @@ pub async fn listen<N: Network>(
                 // open with the connection.
                 let _write = write;
                 if let Err(why) = receive(read, from, me, inbox, heard, silence).await {
-                    debug!(logger, "peer connection closed"; "why" => why);
+                    match why {
+                        // Links break; the sender re-dials.
+                        Closed::Io(why) => debug!(logger, "peer connection closed"; "why" => why),
+                        // An authenticated peer sent what this node refuses: a bug somewhere.
+                        Closed::Refused(why) => {
+                            warn!(logger, "closed a peer connection that sent a bad frame"; "why" => why)
+                        }
+                    }
                 }
             }
         },
     )
     .await;
+}
+
+/// Why a peer connection was closed.
+enum Closed {
+    /// The stream broke or went silent.
+    Io(String),
+    /// The peer sent something this node refuses.
+    Refused(String),
 }
 
 async fn receive(
@@ -330,7 +382,7 @@ async fn receive(
     inbox: mpsc::Sender<Event>,
     heard: Heard,
     silence: Duration,
-) -> Result<(), String> {
+) -> Result<(), Closed> {
     let mut header = [0u8; 8];
     loop {
         // A live peer sends a frame every gossip interval. Silence means the stream is stuck
@@ -338,28 +390,38 @@ async fn receive(
         // the peer re-dials.
         tokio::time::timeout(silence, stream.read_exact(&mut header))
             .await
-            .map_err(|_| format!("nothing from the peer for {} ms", silence.as_millis()))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| {
+                Closed::Io(format!(
+                    "nothing from the peer for {} ms",
+                    silence.as_millis()
+                ))
+            })?
+            .map_err(|e| Closed::Io(e.to_string()))?;
         let len = u32::from_le_bytes(header[0..4].try_into().expect("4")) as usize;
         let crc = u32::from_le_bytes(header[4..8].try_into().expect("4"));
         if len > FRAME_MAX {
-            return Err(format!("frame of {len} bytes is over the limit"));
+            return Err(Closed::Refused(format!(
+                "frame of {len} bytes is over the limit of {FRAME_MAX}"
+            )));
         }
         let mut payload = vec![0u8; len];
         stream
             .read_exact(&mut payload)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Closed::Io(e.to_string()))?;
         if crc32fast::hash(&payload) != crc {
-            return Err("frame checksum mismatch".into());
+            return Err(Closed::Refused("frame checksum mismatch".into()));
         }
-        let messages = decode_payload(&bytes::Bytes::from(payload)).ok_or("malformed frame")?;
+        let messages = decode_payload(&bytes::Bytes::from(payload))
+            .ok_or_else(|| Closed::Refused("malformed frame".into()))?;
         // The core trusts that messages come from their sender and are for this node.
         if messages
             .iter()
             .any(|m| m.message.from != from.0 || m.message.to != me.0)
         {
-            return Err("message with a wrong sender or recipient".into());
+            return Err(Closed::Refused(
+                "message with a wrong sender or recipient".into(),
+            ));
         }
         heard
             .lock()
@@ -416,6 +478,48 @@ mod tests {
                 "a truncated payload at {cut}"
             );
         }
+    }
+
+    /// Many messages become several frames, each within the limit, that decode back to the
+    /// same messages in order; a message larger than any frame is dropped and counted.
+    #[test]
+    fn frames_stay_within_the_limit() {
+        let message = |group: u64, bytes: usize| {
+            let entry = Entry {
+                data: bytes::Bytes::from(vec![group as u8; bytes]),
+                ..Entry::default()
+            };
+            let mut message = Message {
+                from: 1,
+                to: 2,
+                term: 3,
+                ..Message::default()
+            };
+            message.set_entries(vec![entry].into());
+            GroupMessage {
+                group: GroupId(group),
+                message,
+            }
+        };
+        let mut messages: Vec<GroupMessage> = (0..40).map(|g| message(g, 300)).collect();
+        messages.insert(17, message(99, 5_000));
+        let limit = 1_000;
+        let mut out = Vec::new();
+        assert_eq!(encode_frames(&messages, limit, &mut out), 1);
+        let mut decoded = Vec::new();
+        let mut frames = 0;
+        let mut at = 0;
+        while at < out.len() {
+            let length = u32::from_le_bytes(out[at..at + 4].try_into().expect("4")) as usize;
+            assert!(length <= limit, "a frame of {length} bytes");
+            let payload = bytes::Bytes::copy_from_slice(&out[at + 8..at + 8 + length]);
+            decoded.extend(decode_payload(&payload).expect("decodes"));
+            at += 8 + length;
+            frames += 1;
+        }
+        assert!(frames > 10, "{frames} frames");
+        messages.remove(17);
+        assert_eq!(decoded, messages);
     }
 
     proptest::proptest! {
