@@ -121,6 +121,11 @@ pub struct Config {
     /// broker `fetch.max.bytes`, 55 MiB); one batch larger than it is still served whole.
     #[serde(default = "default_fetch_max_bytes")]
     pub fetch_max_bytes: usize,
+    /// Incremental fetch sessions (KIP-227) a node keeps at once (Kafka's
+    /// `max.incremental.fetch.session.cache.slots`); past it a new session takes the place of
+    /// one idle for two minutes, or the client fetches without one. 0 turns sessions off.
+    #[serde(default = "default_fetch_session_slots")]
+    pub max_incremental_fetch_session_cache_slots: usize,
     /// Largest log entry a group coordinator writes: one OffsetCommit's offsets
     /// (INVALID_COMMIT_OFFSET_SIZE past it) or a group's membership, every member's metadata
     /// and assignment (UNKNOWN_SERVER_ERROR to the SyncGroup past it), as Kafka's
@@ -311,6 +316,10 @@ fn default_metadata_snapshot_entries() -> u64 {
     1_000
 }
 
+fn default_fetch_session_slots() -> usize {
+    1_000
+}
+
 fn default_fetch_max_bytes() -> usize {
     57_671_680
 }
@@ -459,6 +468,12 @@ impl Config {
             return Err(ConfigError(format!(
                 "group_entry_bytes_max: {} is outside 65536..=33554432",
                 self.group_entry_bytes_max
+            )));
+        }
+        if self.max_incremental_fetch_session_cache_slots > 100_000 {
+            return Err(ConfigError(format!(
+                "max_incremental_fetch_session_cache_slots: {} is over 100000",
+                self.max_incremental_fetch_session_cache_slots
             )));
         }
         if self.fetch_max_bytes < 1024 {

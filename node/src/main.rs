@@ -186,6 +186,7 @@ fn dev_configs(
             offsets_topic_partitions: 8,
             metadata_snapshot_entries: 1_000,
             fetch_max_bytes: 57_671_680,
+            max_incremental_fetch_session_cache_slots: 1_000,
             group_entry_bytes_max: 4 << 20,
             connections: Default::default(),
             log: LogConfig::default(),

@@ -1,22 +1,26 @@
 //! The read APIs: Fetch (a long poll over the partitions this node hosts) and ListOffsets (by
 //! position, or by timestamp through the core's batch index).
 
-use std::time::Duration;
-
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 use oxbow_core::ids::{GroupId, Offset, RaftIndex};
 use oxbow_core::io::{
     FetchData, FetchError, FetchRequest as CoreFetch, FindTimestampRequest, FoundBatch, Request,
     Response,
 };
 
+use super::fetch_session::{Key, Plan, SessionError, Told, Wanted};
 use super::frame::SplicedFetch;
 use super::{code, placement, Context};
 
@@ -45,9 +49,61 @@ async fn fetch_one(
     Ok(found)
 }
 
+/// The first Fetch version with sessions (KIP-227).
+const FETCH_SESSIONS: i16 = 7;
+
 /// A Fetch: its response, with each partition's batches kept apart to be spliced in.
-pub(super) async fn fetch(context: Arc<Context>, request: FetchRequest) -> SplicedFetch {
+pub(super) async fn fetch(
+    context: Arc<Context>,
+    request: FetchRequest,
+    version: i16,
+) -> SplicedFetch {
     let context = &*context;
+    let requested: Vec<(Key, Wanted)> = request
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|p| {
+                let key = (topic.topic.0.as_str().to_string(), p.partition);
+                let wanted = Wanted {
+                    fetch_offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes,
+                };
+                (key, wanted)
+            })
+        })
+        .collect();
+    let (session_id, epoch) = if version >= FETCH_SESSIONS {
+        (request.session_id, request.session_epoch)
+    } else {
+        (0, -1)
+    };
+    let forgotten: Vec<Key> = request
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.topic.0.as_str().to_string(), *p))
+        })
+        .collect();
+    let plan = context.fetch_sessions.lock().expect("not poisoned").plan(
+        session_id,
+        epoch,
+        requested.clone(),
+        &forgotten,
+        tokio::time::Instant::now(),
+    );
+    let (partitions, session) = match plan {
+        Ok(Plan::Full { create }) => (requested, Session::Full { create }),
+        Ok(Plan::Incremental { id, partitions }) => (partitions, Session::Incremental(id)),
+        Err(error) => {
+            let mut spliced = SplicedFetch::default();
+            spliced.response.error_code = error.kafka_code();
+            spliced.response.session_id = 0;
+            return spliced;
+        }
+    };
     let mut applied = context.core.applied();
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(request.max_wait_ms.clamp(0, 30_000) as u64);
@@ -57,59 +113,119 @@ pub(super) async fn fetch(context: Arc<Context>, request: FetchRequest) -> Splic
         let mut total = 0usize;
         let mut any_error = false;
         let mut spliced = SplicedFetch::default();
-        for topic in &request.topics {
-            let name = topic.topic.0.as_str();
-            let mut out = FetchableTopicResponse::default();
-            out.topic = topic.topic.clone();
-            for partition in &topic.partitions {
-                let mut data = PartitionData::default();
-                data.partition_index = partition.partition;
-                data.high_watermark = -1;
-                data.last_stable_offset = -1;
-                data.log_start_offset = -1;
-                data.preferred_read_replica = BrokerId(-1);
-                data.aborted_transactions = Some(Vec::new());
-                match placement(&metadata, name, partition.partition) {
-                    None => data.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
-                    Some(p) if !context.hosts(p) => data.error_code = code::NOT_LEADER_OR_FOLLOWER,
-                    Some(p) => {
-                        // The request's cap, and the broker's (Kafka's fetch.max.bytes).
-                        let limit =
-                            (request.max_bytes.max(1) as usize).min(context.config.fetch_max_bytes);
-                        let budget = if total >= limit {
-                            0
-                        } else {
-                            partition.partition_max_bytes.min((limit - total) as i32)
-                        };
-                        match fetch_one(context, p.group, partition.fetch_offset, budget).await {
-                            Ok(found) => {
-                                data.high_watermark = found.high_watermark.0;
-                                // No transactions yet: the last stable offset is the high watermark.
-                                data.last_stable_offset = found.high_watermark.0;
-                                data.log_start_offset = found.log_start_offset.0;
-                                let bytes: usize = found.batches.iter().map(Bytes::len).sum();
-                                total += bytes;
-                                data.records = Some(spliced.records(found.batches));
-                            }
-                            Err(error) => {
-                                any_error = true;
-                                data.error_code = error.kafka_code();
-                            }
+        let mut told = Vec::new();
+        let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+        for ((name, partition), wanted) in &partitions {
+            let mut data = PartitionData::default();
+            data.partition_index = *partition;
+            data.high_watermark = -1;
+            data.last_stable_offset = -1;
+            data.log_start_offset = -1;
+            data.preferred_read_replica = BrokerId(-1);
+            data.aborted_transactions = Some(Vec::new());
+            let mut batches = Vec::new();
+            match placement(&metadata, name, *partition) {
+                None => data.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(p) if !context.hosts(p) => data.error_code = code::NOT_LEADER_OR_FOLLOWER,
+                Some(p) => {
+                    // The request's cap, and the broker's (Kafka's fetch.max.bytes).
+                    let limit =
+                        (request.max_bytes.max(1) as usize).min(context.config.fetch_max_bytes);
+                    let budget = if total >= limit {
+                        0
+                    } else {
+                        wanted.max_bytes.min((limit - total) as i32)
+                    };
+                    match fetch_one(context, p.group, wanted.fetch_offset, budget).await {
+                        Ok(found) => {
+                            data.high_watermark = found.high_watermark.0;
+                            // No transactions yet: the last stable offset is the high watermark.
+                            data.last_stable_offset = found.high_watermark.0;
+                            data.log_start_offset = found.log_start_offset.0;
+                            total += found.batches.iter().map(Bytes::len).sum::<usize>();
+                            batches = found.batches;
+                        }
+                        Err(error) => {
+                            any_error = true;
+                            data.error_code = error.kafka_code();
                         }
                     }
                 }
-                out.partitions.push(data);
             }
-            spliced.response.responses.push(out);
+            let key = (name.clone(), *partition);
+            let now = Told {
+                high_watermark: data.high_watermark,
+                last_stable_offset: data.last_stable_offset,
+                log_start_offset: data.log_start_offset,
+            };
+            // An incremental answer holds only partitions with something new.
+            if let Session::Incremental(id) = session {
+                let before = context
+                    .fetch_sessions
+                    .lock()
+                    .expect("not poisoned")
+                    .told(id, &key);
+                if data.error_code == 0 && batches.is_empty() && before == Some(now) {
+                    continue;
+                }
+            }
+            told.push((key, now));
+            data.records = Some(spliced.records(batches));
+            match topics.last_mut() {
+                Some(topic) if topic.topic.0.as_str() == name => topic.partitions.push(data),
+                _ => {
+                    let mut topic = FetchableTopicResponse::default();
+                    topic.topic = TopicName(StrBytes::from_string(name.clone()));
+                    topic.partitions.push(data);
+                    topics.push(topic);
+                }
+            }
         }
         let enough = total >= request.min_bytes.max(1) as usize;
         if enough || any_error || tokio::time::Instant::now() >= deadline {
+            spliced.response.responses = topics;
+            let now = tokio::time::Instant::now();
+            let mut sessions = context.fetch_sessions.lock().expect("not poisoned");
+            spliced.response.session_id = match session {
+                Session::Full { create: false } => 0,
+                Session::Full { create: true } => {
+                    let wanted: BTreeMap<&Key, &Wanted> =
+                        partitions.iter().map(|(k, w)| (k, w)).collect();
+                    let held = told
+                        .into_iter()
+                        .map(|(key, told)| {
+                            let wanted = wanted[&key].clone();
+                            (key, wanted, told)
+                        })
+                        .collect();
+                    sessions.create(held, now)
+                }
+                Session::Incremental(id) => {
+                    if sessions.answered(id, told, now) {
+                        id
+                    } else {
+                        // Closed or evicted meanwhile: the client starts again.
+                        spliced.response.error_code = SessionError::NotFound.kafka_code();
+                        spliced.response.responses.clear();
+                        0
+                    }
+                }
+            };
             return spliced;
         }
         // Long poll: wait until something is applied on this node (since this round looked),
         // or the deadline.
         let _ = tokio::time::timeout_at(deadline, applied.changed()).await;
     }
+}
+
+/// How a Fetch uses its session.
+#[derive(Clone, Copy, Debug)]
+enum Session {
+    /// Every partition answered; `create`: a new session is made of them.
+    Full { create: bool },
+    /// Only what changed, in session `0`.
+    Incremental(i32),
 }
 
 /// The offset and timestamp of the first record at or after `timestamp`, if any. The core

@@ -35,6 +35,7 @@ use crate::runtime::CoreHandle;
 
 mod admin;
 mod fetch;
+mod fetch_session;
 mod frame;
 mod groups;
 mod limits;
@@ -133,6 +134,8 @@ pub struct Context {
     /// Reads old records from the segment files.
     disk: crate::runtime::writer::Writer,
     producer_ids: std::sync::Mutex<ProducerIds>,
+    /// Incremental fetch sessions (KIP-227).
+    fetch_sessions: std::sync::Mutex<fetch_session::FetchSessions>,
     /// Topics whose partitions have all had a leader, as this node has seen (see `settled`).
     settled: std::sync::Mutex<std::collections::BTreeSet<TopicId>>,
     logger: Logger,
@@ -147,11 +150,19 @@ impl Context {
         producer_ids: ProducerIds,
         logger: Logger,
     ) -> Arc<Self> {
+        let fetch_sessions = std::sync::Mutex::new(fetch_session::FetchSessions::new(
+            config.max_incremental_fetch_session_cache_slots,
+            // Session ids of different nodes apart; a node's restarts start alike, and a
+            // client with a session from before a restart is answered
+            // FETCH_SESSION_ID_NOT_FOUND or INVALID_FETCH_SESSION_EPOCH and starts again.
+            (config.node_id as u32).wrapping_mul(0x0100_0193),
+        ));
         Arc::new(Self {
             config,
             core,
             disk,
             producer_ids: std::sync::Mutex::new(producer_ids),
+            fetch_sessions,
             settled: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             logger,
         })
@@ -405,7 +416,7 @@ async fn dispatch(
         }
         ApiKey::Fetch => {
             // The stored batches are spliced into the encoded response, not copied.
-            let answer = fetch::fetch(ctx, call.decode(body)?);
+            let answer = fetch::fetch(ctx, call.decode(body)?, version);
             Ok(Box::pin(async move {
                 let spliced = answer.await;
                 spliced

@@ -70,6 +70,7 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
                 // restored after crashes and sent to nodes behind them.
                 metadata_snapshot_entries: 3,
                 fetch_max_bytes: 57_671_680,
+                max_incremental_fetch_session_cache_slots: 1_000,
                 group_entry_bytes_max: 4 << 20,
                 connections: Default::default(),
                 log: LogConfig {
