@@ -211,6 +211,8 @@ pub fn core_config(config: &Config) -> NodeConfig {
     node.log_cache_bytes = config.log.cache_bytes;
     node.batch_decompressed_bytes_max = config.log.decompressed_batch_bytes_max as usize;
     node.group_entry_bytes_max = config.group_entry_bytes_max;
+    node.producers_max = config.producers.per_partition_max;
+    node.producer_expiration_ms = config.producers.expiration_ms;
     node
 }
 
@@ -562,6 +564,22 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                         TraceEvent::MetadataRestored { index } => {
                             info!(logger, "metadata restored from a snapshot"; "index" => index.0);
                             metadata_changed = true;
+                        }
+                        TraceEvent::ProducerTableFull {
+                            group,
+                            producers,
+                            limit,
+                        } => {
+                            warn!(logger, "producer table full: refusing new producer ids (POLICY_VIOLATION) until producers expire";
+                                "group" => group.0, "producers" => producers, "limit" => limit);
+                        }
+                        TraceEvent::ProducerTableHasRoom {
+                            group,
+                            producers,
+                            limit,
+                        } => {
+                            info!(logger, "producer table has room again";
+                                "group" => group.0, "producers" => producers, "limit" => limit);
                         }
                         _ => {}
                     }

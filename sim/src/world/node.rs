@@ -69,6 +69,7 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
                 fetch_max_bytes: 57_671_680,
                 group_entry_bytes_max: 4 << 20,
                 connections: Default::default(),
+                producers: Default::default(),
                 log: LogConfig {
                     cache_bytes: options.log_cache_bytes,
                     segment_bytes: options.segment_bytes,
