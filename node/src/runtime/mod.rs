@@ -570,16 +570,20 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                             producers,
                             limit,
                         } => {
+                            let (topic, partition) = partition_of(&node, *group);
                             warn!(logger, "producer table full: refusing new producer ids (POLICY_VIOLATION) until producers expire";
-                                "group" => group.0, "producers" => producers, "limit" => limit);
+                                "topic" => topic, "partition" => partition, "group" => group.0,
+                                "producers" => producers, "limit" => limit);
                         }
                         TraceEvent::ProducerTableHasRoom {
                             group,
                             producers,
                             limit,
                         } => {
+                            let (topic, partition) = partition_of(&node, *group);
                             info!(logger, "producer table has room again";
-                                "group" => group.0, "producers" => producers, "limit" => limit);
+                                "topic" => topic, "partition" => partition, "group" => group.0,
+                                "producers" => producers, "limit" => limit);
                         }
                         _ => {}
                     }
@@ -595,6 +599,19 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
     }
     info!(logger, "core stopped");
     Ok(())
+}
+
+/// The topic and partition index of a partition's group, for log lines ("", -1 if the
+/// metadata no longer has it).
+fn partition_of(node: &Node, group: GroupId) -> (String, i64) {
+    node.metadata()
+        .and_then(|metadata| {
+            metadata.topics().values().find_map(|topic| {
+                let index = topic.partitions.iter().position(|p| p.group == group)?;
+                Some((topic.name.clone(), index as i64))
+            })
+        })
+        .unwrap_or_else(|| (String::new(), -1))
 }
 
 /// The segment size of every partition whose topic sets its own `segment.bytes`.
