@@ -350,7 +350,7 @@ impl ProducerTable {
             let entry = self.producers.remove(&id).expect("indexed");
             assert!(self.by_last_write.remove(&(entry.last_write_ms, id)));
         }
-        assert!(self.by_last_write.len() == self.producers.len());
+        assert_eq!(self.by_last_write.len(), self.producers.len());
     }
 
     fn set_last_write(&mut self, id: ProducerId, last_write_ms: i64) {
