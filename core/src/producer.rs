@@ -17,7 +17,7 @@
 //! (its wall clock, never below the time of an earlier entry of its log, and its expiration
 //! setting), carried in the entry's context. Applying such an entry moves the table's clock to
 //! its time and forgets, before recording the batch, every producer whose last write is
-//! `expiration_ms` or more older than the clock (Kafka's `isProducerExpired`). Every replica
+//! `expiration_ms` or more before the clock (Kafka's `isProducerExpired`). Every replica
 //! applies the same entries with the same stamps, so every replica forgets the same producers at
 //! the same index; the table's clock and each producer's last write time travel in snapshots and
 //! checkpoints with the rest. The leader checks a batch at the time it will stamp on it, so
@@ -27,7 +27,7 @@
 //! the table had no clock yet count as having written when it gets one.
 //!
 //! A producer with an open transaction is never forgotten (there are no transactions yet:
-//! [`ProducerEntry::has_open_transaction`] is where they will say so).
+//! `ProducerEntry::has_open_transaction` is where they will say so).
 //!
 //! # A full table refuses new producers
 //!
