@@ -380,7 +380,8 @@ impl ProducerTable {
             .entry(batch.producer_id)
             .or_insert_with(|| ProducerEntry {
                 epoch: batch.epoch,
-                batches: VecDeque::new(),
+                // Exactly the window: a table of thousands of producers holds no spare room.
+                batches: VecDeque::with_capacity(BATCHES_KEPT),
                 last_write_ms: now,
             });
         if entry.batches.is_empty() {
@@ -404,6 +405,9 @@ impl ProducerTable {
                 "producer batches are recorded in offset order"
             );
         }
+        if entry.batches.len() == BATCHES_KEPT {
+            entry.batches.pop_front();
+        }
         entry.batches.push_back(BatchMetadata {
             first_sequence: batch.first_sequence,
             last_sequence: batch.last_sequence(),
@@ -412,9 +416,7 @@ impl ProducerTable {
             index,
             term,
         });
-        while entry.batches.len() > BATCHES_KEPT {
-            entry.batches.pop_front();
-        }
+        assert!(entry.batches.len() <= BATCHES_KEPT);
         self.set_last_write(batch.producer_id, now);
     }
 
@@ -556,7 +558,7 @@ fn decode_batches(r: &mut Reader<'_>) -> Result<VecDeque<BatchMetadata>, DecodeE
     if n == 0 || n > BATCHES_KEPT {
         return Err(DecodeError("producer entry with a bad batch count"));
     }
-    let mut batches = VecDeque::with_capacity(n);
+    let mut batches = VecDeque::with_capacity(BATCHES_KEPT);
     for _ in 0..n {
         batches.push_back(BatchMetadata {
             first_sequence: Sequence(r.i32()?),
