@@ -394,9 +394,10 @@ pub enum ProduceError {
     /// epoch and send again, into the same refusal; a retriable code (REQUEST_TIMED_OUT,
     /// THROTTLING_QUOTA_EXCEEDED) makes a well-behaved producer retry until its delivery timeout,
     /// while room comes only as producers expire (a day by default), and then report a timeout,
-    /// which reads as "may have been written". With POLICY_VIOLATION the Java producer and
-    /// librdkafka fail the batch at once with a permanent error, which the application sees, and
-    /// go on (the idempotent producer bumps its epoch); our client reports `NotWritten`.
+    /// which reads as "may have been written". POLICY_VIOLATION is a permanent error to the
+    /// Java producer and librdkafka: they fail the batch at once, the application sees why, and
+    /// the idempotent producer re-establishes its state and goes on (librdkafka does so in
+    /// `node/tests/producers.rs`); our client reports `NotWritten`.
     TooManyProducers,
 }
 

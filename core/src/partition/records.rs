@@ -600,3 +600,69 @@ fn record_batch(entry: &Entry) -> Option<Batch> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ProducerEpoch, ProducerId, Sequence};
+    use crate::producer::{ProducerBatch, SequenceCheck};
+
+    /// A checkpoint as version 2 wrote it (the producer table without times) still restores,
+    /// with its producer, the index its table is as of, and its offset index.
+    #[test]
+    fn a_version_2_checkpoint_restores_its_producer_table() {
+        let mut w = Writer::default();
+        w.u8(2);
+        w.i64(0); // log start offset
+        w.i64(3); // next offset
+        w.i64(0); // snapshot's next offset
+        w.u32(10_000); // the table's bound, as version 2 wrote it
+        w.u32(1);
+        w.i64(77);
+        w.i16(0);
+        w.u8(1);
+        for v in [0i32, 2] {
+            w.i32(v); // first and last sequence
+        }
+        w.i64(0);
+        w.i64(2); // base and last offset
+        w.u64(2);
+        w.u64(1); // entry 2 of term 1
+        w.u64(2); // the table is as of entry 2
+        w.u32(1);
+        w.i64(0);
+        w.u64(2);
+        w.i64(1_000); // one index point: offset 0 at entry 2
+        let state = RecordState::from_checkpoint(
+            &w.bytes,
+            &Snapshot::default(),
+            TimestampType::CreateTime,
+            RaftIndex(2),
+        );
+        assert_eq!(state.next_offset(), Offset(3));
+        assert_eq!(state.producers_as_of, RaftIndex(2));
+        assert_eq!(state.producers.len(), 1);
+        state.producers.invariants();
+        let retry = ProducerBatch {
+            producer_id: ProducerId(77),
+            epoch: ProducerEpoch(0),
+            first_sequence: Sequence(0),
+            count: 3,
+        };
+        let at = state.producers.next_append_time(5_000, 86_400_000);
+        assert!(matches!(
+            state.producers.check(&retry, &at, 10),
+            Ok(SequenceCheck::Duplicate(m)) if m.base_offset == Offset(0)
+        ));
+        // And what this version writes reads back the same.
+        let store = LogStore::new(vec![1]);
+        let again = RecordState::from_checkpoint(
+            &state.checkpoint_data(&store, 1 << 20),
+            &Snapshot::default(),
+            TimestampType::CreateTime,
+            RaftIndex(2),
+        );
+        assert_eq!(again.producers, state.producers);
+        assert_eq!(again.producers_as_of, state.producers_as_of);
+    }
+}
