@@ -397,6 +397,22 @@ pub enum ProduceError {
     Backpressure,
     /// No answer within the request's timeout; the batch may or may not be written.
     TimedOut,
+    /// Idempotence: the partition's producer table is full (`NodeConfig::producers_max`
+    /// producers that wrote within `producer_expiration_ms`), and the batch's producer is not in
+    /// it. Nothing was written; the producers the table holds go on as before.
+    ///
+    /// Answered POLICY_VIOLATION (44): a definite, non-retriable refusal by a broker limit.
+    /// Kafka has no code of its own for it (it never refuses a producer id; KIP-936's quota on
+    /// new producer ids was never adopted), and the alternatives mislead clients:
+    /// UNKNOWN_PRODUCER_ID and OUT_OF_ORDER_SEQUENCE_NUMBER make them reset their sequences or
+    /// epoch and send again, into the same refusal; a retriable code (REQUEST_TIMED_OUT,
+    /// THROTTLING_QUOTA_EXCEEDED) makes a well-behaved producer retry until its delivery timeout,
+    /// while room comes only as producers expire (a day by default), and then report a timeout,
+    /// which reads as "may have been written". POLICY_VIOLATION is a permanent error to the
+    /// Java producer and librdkafka: they fail the batch at once, the application sees why, and
+    /// the idempotent producer re-establishes its state and goes on (librdkafka does so in
+    /// `node/tests/producers.rs`); our client reports `NotWritten`.
+    TooManyProducers,
 }
 
 impl ProduceError {
@@ -417,6 +433,7 @@ impl ProduceError {
             Self::OutOfOrderSequence { .. } => 45,
             Self::InvalidProducerEpoch => 47,
             Self::Backpressure | Self::TimedOut => 7,
+            Self::TooManyProducers => 44,
         }
     }
 }
@@ -560,5 +577,24 @@ pub enum TraceEvent {
     MetadataRestored {
         /// The snapshot's index.
         index: RaftIndex,
+    },
+    /// As a partition's leader, this node refused a new producer id because the producer table
+    /// is full (`ProduceError::TooManyProducers`); once per change, not per refusal.
+    ProducerTableFull {
+        /// The partition's group.
+        group: GroupId,
+        /// Producers in its table.
+        producers: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The producer table that was full is below the limit again (producers expired).
+    ProducerTableHasRoom {
+        /// The partition's group.
+        group: GroupId,
+        /// Producers in its table.
+        producers: u64,
+        /// The limit.
+        limit: u64,
     },
 }

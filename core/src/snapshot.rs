@@ -9,7 +9,10 @@ use crate::producer::ProducerTable;
 
 /// Version 2 added `next_offset`; version 1 data had it equal to the log start offset.
 /// Version 3 added `producers_index`; earlier data had it at the snapshot's index (0 here).
-const VERSION: u8 = 3;
+/// Version 4 holds the producer table with its clock and each producer's last write time
+/// (`ProducerTable::encode`); earlier versions hold it without (`decode_without_times`).
+const VERSION: u8 = 4;
+const VERSION_3: u8 = 3;
 const VERSION_2: u8 = 2;
 const VERSION_1: u8 = 1;
 
@@ -46,7 +49,7 @@ impl SnapshotData {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if version != VERSION && version != VERSION_2 && version != VERSION_1 {
+        if ![VERSION, VERSION_3, VERSION_2, VERSION_1].contains(&version) {
             return Err(DecodeError("unknown snapshot data version"));
         }
         let log_start_offset = Offset(r.i64()?);
@@ -58,8 +61,12 @@ impl SnapshotData {
         if next_offset.0 < 0 || next_offset > log_start_offset {
             return Err(DecodeError("bad log start offset"));
         }
-        let producers = ProducerTable::decode(&mut r)?;
-        let producers_index = if version == VERSION { r.u64()? } else { 0 };
+        let producers = if version == VERSION {
+            ProducerTable::decode(&mut r)?
+        } else {
+            ProducerTable::decode_without_times(&mut r)?
+        };
+        let producers_index = if version >= VERSION_3 { r.u64()? } else { 0 };
         r.finish()?;
         Ok(Self {
             log_start_offset,
@@ -73,26 +80,85 @@ impl SnapshotData {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{ProducerEpoch, ProducerId, RaftIndex, Sequence, Term};
+    use crate::producer::{AppendTime, ProducerBatch, SequenceCheck};
+
+    /// A producer table as versions 1 to 3 wrote it: its bound, then producer 5 (epoch 0) with
+    /// one batch of records 0 to 2 at offset 10, entry 4 of term 1.
+    fn table_without_times(w: &mut Writer) {
+        w.u32(16);
+        w.u32(1);
+        w.i64(5);
+        w.i16(0);
+        w.u8(1);
+        w.i32(0);
+        w.i32(2);
+        w.i64(10);
+        w.i64(12);
+        w.u64(4);
+        w.u64(1);
+    }
 
     #[test]
     fn version_1_data_has_its_next_offset_at_the_log_start() {
-        let producers = ProducerTable::new(4);
         let mut w = Writer::default();
         w.u8(VERSION_1);
         w.i64(7);
-        producers.encode(&mut w);
+        table_without_times(&mut w);
         let data = SnapshotData::decode(&w.bytes).expect("decodes");
         assert_eq!(
             (data.log_start_offset, data.next_offset),
             (Offset(7), Offset(7))
         );
-        let v3 = SnapshotData {
+        let v4 = SnapshotData {
             log_start_offset: Offset(9),
             next_offset: Offset(7),
-            producers,
+            producers: data.producers,
             producers_index: 12,
         };
-        assert_eq!(SnapshotData::decode(&v3.encode()), Ok(v3));
+        assert_eq!(SnapshotData::decode(&v4.encode()), Ok(v4));
+    }
+
+    #[test]
+    fn version_3_data_keeps_its_producers_which_get_the_first_clock() {
+        let mut w = Writer::default();
+        w.u8(VERSION_3);
+        w.i64(20);
+        w.i64(13);
+        table_without_times(&mut w);
+        w.u64(4);
+        let data = SnapshotData::decode(&w.bytes).expect("decodes");
+        assert_eq!(data.producers_index, 4);
+        let mut producers = data.producers;
+        producers.invariants();
+        assert_eq!((producers.len(), producers.clock_ms()), (1, None));
+        let retry = ProducerBatch {
+            producer_id: ProducerId(5),
+            epoch: ProducerEpoch(0),
+            first_sequence: Sequence(0),
+            count: 3,
+        };
+        let day: u64 = 86_400_000;
+        let at = producers.next_append_time(5 * day as i64, day);
+        assert!(matches!(
+            producers.check(&retry, &at, 16),
+            Ok(SequenceCheck::Duplicate(m)) if m.base_offset == Offset(10) && m.index == RaftIndex(4) && m.term == Term(1)
+        ));
+        // The first stamped entry starts the clock: the producer wrote then, not long before.
+        producers.advance(&at);
+        assert_eq!(producers.len(), 1);
+        producers.invariants();
+        let later = AppendTime {
+            time_ms: 6 * day as i64 - 1,
+            expiration_ms: day,
+        };
+        producers.advance(&later);
+        assert_eq!(producers.len(), 1, "a day has not passed");
+        producers.advance(&AppendTime {
+            time_ms: 6 * day as i64,
+            expiration_ms: day,
+        });
+        assert!(producers.is_empty(), "a day without a write: forgotten");
     }
 
     #[test]
@@ -101,7 +167,7 @@ mod tests {
         w.u8(VERSION_2);
         w.i64(3);
         w.i64(5);
-        ProducerTable::new(4).encode(&mut w);
+        table_without_times(&mut w);
         assert!(SnapshotData::decode(&w.bytes).is_err());
     }
 }

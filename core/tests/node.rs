@@ -61,7 +61,16 @@ impl Harness {
 
     /// A single-voter node of `GROUP` started from what a disk held.
     fn single_voter_from(durable: DurableState, incarnation: u64) -> Self {
-        let config = NodeConfig::new(
+        Self::single_voter_with(durable, incarnation, |_| {})
+    }
+
+    /// As [`Harness::single_voter_from`], with a configuration `tweak` changes.
+    fn single_voter_with(
+        durable: DurableState,
+        incarnation: u64,
+        tweak: fn(&mut NodeConfig),
+    ) -> Self {
+        let mut config = NodeConfig::new(
             NodeId(1),
             vec![GroupConfig {
                 id: GROUP,
@@ -69,6 +78,7 @@ impl Harness {
                 timestamps: Timestamps::CreateTime,
             }],
         );
+        tweak(&mut config);
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let node = Node::new(config, 7, incarnation, durable, &logger);
         Self {
@@ -285,6 +295,105 @@ fn idempotent_retries_get_the_original_offset_and_gaps_are_refused() {
     );
 }
 
+fn traces(out: &[Output]) -> Vec<TraceEvent> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Trace(event) => Some(event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Produces `bytes` with acks=all and completes the writes: the reply and the trace events.
+fn produce_applied(h: &mut Harness, id: u64, bytes: Bytes) -> (Response, Vec<TraceEvent>) {
+    let mut out = h.produce(id, Acks::All, bytes);
+    let mut events = traces(&out);
+    while replies(&out).is_empty() {
+        out = h.handle(Input::WriteDone {
+            seq: only_write(&out),
+        });
+        events.extend(traces(&out));
+    }
+    let reply = replies(&out)[0].1.clone();
+    if out.iter().any(|o| matches!(o, Output::Write(_))) {
+        h.handle(Input::WriteDone {
+            seq: only_write(&out),
+        });
+    }
+    (reply, events)
+}
+
+#[test]
+fn a_full_producer_table_refuses_new_ids_and_says_so_once_per_change() {
+    let mut h = Harness::single_voter_with(DurableState::default(), 0, |c| {
+        c.producers_max = 2;
+        c.producer_expiration_ms = 60_000;
+    });
+    h.elect();
+    for pid in [1, 2] {
+        let (reply, events) = produce_applied(&mut h, pid as u64, batch(1, pid, 0));
+        assert!(matches!(reply, Response::Produce(Ok(_))), "{reply:?}");
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, TraceEvent::ProducerTableFull { .. })));
+    }
+    let out = h.produce(3, Acks::All, batch(1, 3, 0));
+    assert_eq!(
+        replies(&out),
+        vec![(
+            RequestId(3),
+            Response::Produce(Err(ProduceError::TooManyProducers))
+        )]
+    );
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Write(_))),
+        "nothing written"
+    );
+    assert_eq!(
+        traces(&out),
+        vec![TraceEvent::ProducerTableFull {
+            group: GROUP,
+            producers: 2,
+            limit: 2
+        }]
+    );
+    assert_eq!(
+        ProduceError::TooManyProducers.kafka_code(),
+        44,
+        "POLICY_VIOLATION"
+    );
+    // Refusing again says nothing new; known producers go on.
+    let out = h.produce(4, Acks::All, batch(1, 4, 0));
+    assert!(matches!(
+        &replies(&out)[0].1,
+        Response::Produce(Err(ProduceError::TooManyProducers))
+    ));
+    assert!(traces(&out).is_empty());
+    let (reply, events) = produce_applied(&mut h, 5, batch(1, 1, 1));
+    assert!(matches!(reply, Response::Produce(Ok(_))), "{reply:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, TraceEvent::ProducerTableHasRoom { .. })),
+        "{events:?}"
+    );
+    // A minute after their last writes, producers 1 and 2 have expired: producer 3 gets in,
+    // and the table has room again.
+    h.now.wall_ms += 60_000;
+    let (reply, events) = produce_applied(&mut h, 6, batch(1, 3, 0));
+    assert!(matches!(reply, Response::Produce(Ok(_))), "{reply:?}");
+    assert!(
+        events.contains(&TraceEvent::ProducerTableHasRoom {
+            group: GROUP,
+            producers: 1,
+            limit: 2
+        }),
+        "{events:?}"
+    );
+    let out = h.produce(7, Acks::All, batch(1, 4, 0));
+    assert!(traces(&out).is_empty(), "not full: nothing to say: {out:?}");
+}
+
 #[test]
 fn bad_input_is_refused_without_touching_the_log() {
     let mut h = Harness::single_voter();
@@ -399,6 +508,39 @@ fn a_produce_on_the_leader_outputs_exactly_one_synced_entry_write() {
 }
 
 #[test]
+fn an_idempotent_batch_entry_carries_the_leaders_append_time() {
+    let mut h = Harness::single_voter();
+    h.elect();
+    let bytes = batch(2, 42, 0);
+    let out = h.produce(1, Acks::All, bytes.clone());
+    let stamped = oxbow_core::batch::Batch::parse(bytes, 1 << 20, 1 << 20)
+        .expect("valid")
+        .stamp(Offset(0), Term(1), Timestamps::CreateTime, 0);
+    // The context: a tag (2), the leader's wall clock (1,000,000 ms) and its producer
+    // expiration (a day), little-endian.
+    let mut context = vec![2u8];
+    context.extend_from_slice(&1_000_000i64.to_le_bytes());
+    context.extend_from_slice(&86_400_000u64.to_le_bytes());
+    let expected_entry = Entry {
+        index: 2,
+        term: 1,
+        data: stamped.into_bytes(),
+        context: context.into(),
+        ..Default::default()
+    };
+    let [Output::Write(write)] = &out[..] else {
+        panic!("exactly one write: {out:?}")
+    };
+    assert_eq!(
+        write.records,
+        vec![WalRecord::Entries {
+            group: GROUP,
+            entries: vec![expected_entry]
+        }]
+    );
+}
+
+#[test]
 fn messages_of_all_groups_to_one_peer_leave_together() {
     let voters = vec![NodeId(1), NodeId(2), NodeId(3)];
     let groups = (1..=8)
@@ -482,7 +624,7 @@ fn a_hard_state_torn_off_after_a_snapshot_is_raised_to_the_snapshot() {
     snapshot.data = SnapshotData {
         log_start_offset: Offset(5),
         next_offset: Offset(5),
-        producers: ProducerTable::new(16),
+        producers: ProducerTable::new(),
         producers_index: 0,
     }
     .encode()

@@ -138,6 +138,51 @@ pub struct Config {
     /// Limits on Kafka client connections (the `[connections]` table).
     #[serde(default)]
     pub connections: ConnectionsConfig,
+    /// Idempotent producers' state per partition (the `[producers]` table).
+    #[serde(default)]
+    pub producers: ProducersConfig,
+}
+
+/// The state each partition keeps of idempotent producers (their epochs and last five
+/// batches, for duplicate detection).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProducersConfig {
+    /// A producer that has not written to a partition for this long is forgotten there
+    /// (Kafka's `producer.id.expiration.ms`, 1 day); a retry after that is taken as new.
+    pub expiration_ms: u64,
+    /// Producers a partition remembers at most: while its table holds this many that have not
+    /// expired, the leader refuses producer ids it does not know with POLICY_VIOLATION (and
+    /// logs it once), rather than forget a producer that may still retry.
+    pub per_partition_max: usize,
+}
+
+impl Default for ProducersConfig {
+    fn default() -> Self {
+        Self {
+            expiration_ms: oxbow_core::producer::EXPIRATION_MS_DEFAULT,
+            per_partition_max: 10_000,
+        }
+    }
+}
+
+impl ProducersConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.expiration_ms == 0 || self.expiration_ms > i64::MAX as u64 {
+            return Err(ConfigError(format!(
+                "producers.expiration_ms: {} is outside 1..={}",
+                self.expiration_ms,
+                i64::MAX
+            )));
+        }
+        if !(1..=1_000_000).contains(&self.per_partition_max) {
+            return Err(ConfigError(format!(
+                "producers.per_partition_max: {} is outside 1..=1000000",
+                self.per_partition_max
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Limits on Kafka client connections, under Kafka's broker setting names.
@@ -464,6 +509,7 @@ impl Config {
         }
         self.log.validate()?;
         self.connections.validate()?;
+        self.producers.validate()?;
         if !(1 << 16..=32 << 20).contains(&self.group_entry_bytes_max) {
             return Err(ConfigError(format!(
                 "group_entry_bytes_max: {} is outside 65536..=33554432",
@@ -598,6 +644,34 @@ mod tests {
         assert!(!config.auto_create_topics);
         assert_eq!(config.default_partitions, 1);
         assert_eq!(config.auto_replication_factor(), 2);
+    }
+
+    #[test]
+    fn producer_limits_default_to_kafka_expiry_and_are_checked() {
+        let config = Config::parse(GOOD).expect("valid");
+        assert_eq!(config.producers.expiration_ms, 86_400_000);
+        assert_eq!(config.producers.per_partition_max, 10_000);
+        let core = crate::runtime::core_config(&config);
+        assert_eq!(
+            (core.producer_expiration_ms, core.producers_max),
+            (86_400_000, 10_000)
+        );
+        let set = format!("{GOOD}\n        [producers]\n        expiration_ms = 60000\n        per_partition_max = 50\n");
+        let config = Config::parse(&set).expect("valid");
+        let core = crate::runtime::core_config(&config);
+        assert_eq!(
+            (core.producer_expiration_ms, core.producers_max),
+            (60_000, 50)
+        );
+        let bad = set.replace("per_partition_max = 50", "per_partition_max = 0");
+        let error = Config::parse(&bad).expect_err("invalid");
+        assert!(
+            error.0.starts_with("producers.per_partition_max"),
+            "{error}"
+        );
+        let bad = set.replace("expiration_ms = 60000", "expiration_ms = 0");
+        let error = Config::parse(&bad).expect_err("invalid");
+        assert!(error.0.starts_with("producers.expiration_ms"), "{error}");
     }
 
     #[test]

@@ -189,6 +189,7 @@ fn dev_configs(
             max_incremental_fetch_session_cache_slots: 1_000,
             group_entry_bytes_max: 4 << 20,
             connections: Default::default(),
+            producers: Default::default(),
             log: LogConfig::default(),
         };
         config.validate().map_err(|e| e.to_string())?;

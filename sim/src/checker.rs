@@ -94,6 +94,8 @@ impl Checker {
             }
             // The entries it replaced were checked on the nodes that applied them.
             TraceEvent::MetadataRestored { .. } => {}
+            // A leader's admission of producer ids: what it refused, the producers' outcomes say.
+            TraceEvent::ProducerTableFull { .. } | TraceEvent::ProducerTableHasRoom { .. } => {}
             TraceEvent::MetadataApplied { index, changed } => {
                 if let Some(first) = self.metadata.insert(*index, *changed) {
                     if first != *changed {

@@ -153,8 +153,14 @@ pub struct NodeConfig {
     pub group_entry_bytes_max: usize,
     /// Most produce requests waiting for an answer per group.
     pub pending_requests_max: usize,
-    /// Most idempotent producers remembered per group.
+    /// Most idempotent producers remembered per partition: past it the leader refuses producer
+    /// ids its table does not know (`ProduceError::TooManyProducers`) rather than forget a live
+    /// one. Checked by the leader only: the table itself is replicated state.
     pub producers_max: usize,
+    /// A producer that has not written to a partition for this long is forgotten (Kafka's
+    /// `producer.id.expiration.ms`), measured on the time the leader stamps on each entry, so
+    /// every replica forgets it at the same entry. At least 1.
+    pub producer_expiration_ms: u64,
     /// Applied entries kept per partition before older ones are compacted into a snapshot,
     /// moving the log start offset (a simulator setting, to exercise snapshots; `None` in
     /// production, where retention by time and size does it, as in Kafka).
@@ -204,6 +210,7 @@ impl NodeConfig {
             group_entry_bytes_max: 4 << 20,
             pending_requests_max: 10_000,
             producers_max: 10_000,
+            producer_expiration_ms: crate::producer::EXPIRATION_MS_DEFAULT,
             retain_entries_max: None,
             log_cache_bytes: 128 << 20,
             offset_index_interval_bytes: 1 << 20,
@@ -360,6 +367,7 @@ impl Node {
         assert!(config.election_tick > config.heartbeat_tick && config.heartbeat_tick > 0);
         assert!(config.retain_entries_max != Some(0) && config.leader_gossip_ticks > 0);
         assert!(config.offset_index_interval_bytes > 0 && config.catch_up_read_bytes > 0);
+        assert!(config.producers_max > 0 && config.producer_expiration_ms > 0);
         let mut durable = durable.groups;
         let mut node = Self {
             seed,

@@ -165,9 +165,7 @@ impl Replica {
                         persisted,
                     )))
                 }
-                _ => Kind::Records(Box::new(RecordState::new(
-                    config, &snapshot, timestamps, persisted,
-                ))),
+                _ => Kind::Records(Box::new(RecordState::new(&snapshot, timestamps, persisted))),
             },
             LogKind::Commands => Kind::Commands(CommandState::new(&snapshot)),
         };

@@ -2,6 +2,10 @@
 //! offset, producer table with the uncommitted suffix), from which it checks idempotence,
 //! stamps and proposes batches; and the produce requests waiting for an answer (acks=1 until
 //! the leader's write is done, acks=all until the entry is applied, each until its deadline).
+//!
+//! Every entry of an idempotent producer's batch carries the leader's [`AppendTime`] in the
+//! entry's context (its wall clock, never below its log's latest, and its producer expiration),
+//! the only time the producer table goes by (see `crate::producer`).
 
 use std::collections::VecDeque;
 
@@ -10,11 +14,12 @@ use raft::eraftpb::{Entry, Message, MessageType};
 
 use super::Replica;
 use crate::batch::{Batch, TimestampType};
+use crate::codec::{Reader, Writer};
 use crate::ids::{Offset, ProducerId, RaftIndex, RequestId, Term};
-use crate::io::{Acks, ProduceAck, ProduceError, ProduceRequest, Response};
+use crate::io::{Acks, ProduceAck, ProduceError, ProduceRequest, Response, TraceEvent};
 use crate::log_store::LogStore;
 use crate::node::{NodeConfig, Sink};
-use crate::producer::{ProducerBatch, ProducerTable, SequenceCheck, SequenceError};
+use crate::producer::{AppendTime, ProducerBatch, ProducerTable, SequenceCheck, SequenceError};
 use crate::time::{Instant, Now};
 
 /// What the leader knows beyond the applied state: its whole log, including the uncommitted
@@ -25,6 +30,10 @@ pub(super) struct LeaderState {
     pub(super) log_end_offset: Offset,
     /// The producer table with every batch in the leader's log applied.
     pub(super) producers: ProducerTable,
+    /// Whether the table is full: the last producer id it did not know was refused, and no
+    /// append has found it below the limit since. Only changes are traced (and logged by the
+    /// runtime), not every refusal.
+    pub(super) refusing_producers: bool,
 }
 
 /// What a waiting produce is waiting for.
@@ -208,17 +217,11 @@ impl Replica {
             !self.is_command_log(),
             "produce requests go to record-batch partitions only"
         );
-        match self.produce_inner(
-            config,
-            now,
-            id,
-            request.acks,
-            request.batch,
-            request.timeout_ms,
-        ) {
-            Ok(Some(ack)) => sink.reply_produce(request.acks, id, Ok(ack)),
+        let acks = request.acks;
+        match self.produce_inner(config, now, id, request, sink) {
+            Ok(Some(ack)) => sink.reply_produce(acks, id, Ok(ack)),
             Ok(None) => {}
-            Err(error) => sink.reply_produce(request.acks, id, Err(error)),
+            Err(error) => sink.reply_produce(acks, id, Err(error)),
         }
     }
 
@@ -228,10 +231,15 @@ impl Replica {
         config: &NodeConfig,
         now: Now,
         id: RequestId,
-        acks: Acks,
-        bytes: Bytes,
-        timeout_ms: u32,
+        request: ProduceRequest,
+        sink: &mut Sink,
     ) -> Result<Option<ProduceAck>, ProduceError> {
+        let ProduceRequest {
+            acks,
+            batch: bytes,
+            timeout_ms,
+            ..
+        } = request;
         let Some(term) = self.serving_term() else {
             return Err(ProduceError::NotLeader {
                 leader: self.leader_hint(),
@@ -249,11 +257,15 @@ impl Replica {
         let produce = &mut self.kind.records_mut().produce;
         let leader = produce.leader.as_mut().expect("serving leader");
         let producer = producer_batch(&batch);
+        // The time the entry will carry, and every replica's table will go by.
+        let at = leader
+            .producers
+            .next_append_time(now.wall_ms, config.producer_expiration_ms);
         if let Some(producer) = &producer {
             let verdict = if config.planted.skip_sequence_check() {
                 Ok(SequenceCheck::Append)
             } else {
-                leader.producers.check(producer)
+                leader.producers.check(producer, &at, config.producers_max)
             };
             match verdict {
                 Ok(SequenceCheck::Append) => {}
@@ -285,6 +297,17 @@ impl Replica {
                 Err(SequenceError::StaleEpoch { .. }) => {
                     return Err(ProduceError::InvalidProducerEpoch)
                 }
+                Err(SequenceError::TableFull { producers, limit }) => {
+                    if !leader.refusing_producers {
+                        leader.refusing_producers = true;
+                        sink.trace(TraceEvent::ProducerTableFull {
+                            group: self.group,
+                            producers: producers as u64,
+                            limit: limit as u64,
+                        });
+                    }
+                    return Err(ProduceError::TooManyProducers);
+                }
             }
         }
         if acks != Acks::None && produce.pending.len() >= config.pending_requests_max {
@@ -297,8 +320,13 @@ impl Replica {
         let mut message = Message::default();
         message.set_msg_type(MessageType::MsgPropose);
         message.from = self.node.raft_id();
+        // Only batches of idempotent producers carry the time: the table changes with them
+        // alone, and plain batches stay as small as they were.
         let entry = Entry {
             data: batch.bytes().clone(),
+            context: producer
+                .as_ref()
+                .map_or_else(Bytes::new, |_| encode_append_time(&at)),
             ..Entry::default()
         };
         message.set_entries(vec![entry].into());
@@ -317,8 +345,18 @@ impl Replica {
             .as_mut()
             .expect("still leader after proposing");
         leader.log_end_offset = batch.next_offset();
+        // As applying the entry will (`records::record_producer`).
         if let Some(producer) = &producer {
+            leader.producers.advance(&at);
             leader.producers.record(producer, base_offset, index, term);
+        }
+        if leader.refusing_producers && leader.producers.len() < config.producers_max {
+            leader.refusing_producers = false;
+            sink.trace(TraceEvent::ProducerTableHasRoom {
+                group: self.group,
+                producers: leader.producers.len() as u64,
+                limit: config.producers_max as u64,
+            });
         }
         let log_append_time_ms = if timestamps == TimestampType::LogAppendTime {
             now.wall_ms
@@ -357,6 +395,36 @@ impl Replica {
             records.log_start_waits.fail_all(sink);
         }
     }
+}
+
+/// The first byte of a batch entry's context: the leader's [`AppendTime`] follows. (A command
+/// entry, which has no data, has its command there: `log_start`.)
+const APPEND_TIME: u8 = 2;
+
+/// A batch entry's context: the leader's append time.
+fn encode_append_time(at: &AppendTime) -> Bytes {
+    let mut w = Writer::default();
+    w.u8(APPEND_TIME);
+    at.encode(&mut w);
+    Bytes::from(w.bytes)
+}
+
+/// The append time a batch entry carries; `None` for an entry written before the leader
+/// stamped one.
+pub(super) fn append_time(entry: &Entry) -> Option<AppendTime> {
+    if entry.context.is_empty() {
+        return None;
+    }
+    let decode = || {
+        let mut r = Reader::new(&entry.context);
+        if r.u8()? != APPEND_TIME {
+            return Err(crate::codec::DecodeError("unknown batch entry context"));
+        }
+        let at = AppendTime::decode(&mut r)?;
+        r.finish()?;
+        Ok(at)
+    };
+    Some(decode().expect("batch entry contexts come from our leaders"))
 }
 
 /// The idempotent-producer fields of a batch; `None` for a batch without a producer id.

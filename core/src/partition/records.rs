@@ -10,7 +10,7 @@ use bytes::Bytes;
 use raft::eraftpb::{Entry, EntryType, Snapshot};
 
 use super::log_start;
-use super::produce::{producer_batch, LeaderState, ProduceState};
+use super::produce::{append_time, producer_batch, LeaderState, ProduceState};
 use super::{Kind, Replica};
 use crate::batch::{Batch, TimestampType};
 use crate::codec::{DecodeError, Reader, Writer};
@@ -59,14 +59,14 @@ pub(super) struct RecordState {
     pub(super) since_checkpoint: (u64, u64),
 }
 
-/// Version of the checkpoint encoding (2 added the index the producer table is as of).
-const CHECKPOINT_VERSION: u8 = 2;
+/// Version of the checkpoint encoding (2 added the index the producer table is as of; 3 holds
+/// the producer table with its clock and last write times, `ProducerTable::encode`).
+const CHECKPOINT_VERSION: u8 = 3;
 
 impl RecordState {
     /// The state at `snapshot` (the store's latest; empty if none), with every entry after it
     /// still to apply. `persisted`: the store's last index.
     pub(super) fn new(
-        config: &NodeConfig,
         snapshot: &Snapshot,
         timestamps: TimestampType,
         persisted: RaftIndex,
@@ -82,12 +82,7 @@ impl RecordState {
                     RaftIndex(data.producers_index),
                 )
             } else {
-                (
-                    Offset(0),
-                    Offset(0),
-                    ProducerTable::new(config.producers_max),
-                    RaftIndex(0),
-                )
+                (Offset(0), Offset(0), ProducerTable::new(), RaftIndex(0))
             };
         Self {
             next_offset,
@@ -118,13 +113,17 @@ impl RecordState {
         let decode = || -> Result<Self, DecodeError> {
             let mut r = Reader::new(data);
             let version = r.u8()?;
-            if version != CHECKPOINT_VERSION && version != 1 {
+            if !(1..=CHECKPOINT_VERSION).contains(&version) {
                 return Err(DecodeError("unknown checkpoint version"));
             }
             let log_start_offset = Offset(r.i64()?);
             let next_offset = Offset(r.i64()?);
             let snapshot_next_offset = Offset(r.i64()?);
-            let producers = ProducerTable::decode(&mut r)?;
+            let producers = if version == CHECKPOINT_VERSION {
+                ProducerTable::decode(&mut r)?
+            } else {
+                ProducerTable::decode_without_times(&mut r)?
+            };
             let producers_as_of = RaftIndex(if version == 1 { 0 } else { r.u64()? });
             let mut offset_index = BTreeMap::new();
             for _ in 0..r.u32()? {
@@ -263,13 +262,8 @@ impl RecordState {
                 max_timestamp: batch.max_timestamp(),
             },
         );
-        if let Some(p) = producer_batch(&batch).filter(|_| entry.index > self.producers_as_of.0) {
-            self.producers.record(
-                &p,
-                batch.base_offset(),
-                RaftIndex(entry.index),
-                Term(entry.term),
-            );
+        if entry.index > self.producers_as_of.0 {
+            record_producer(&mut self.producers, entry, &batch);
         }
         self.next_offset = batch.next_offset();
         self.since_checkpoint.0 += entry.data.len() as u64;
@@ -340,8 +334,8 @@ impl RecordState {
                     log_end_offset,
                     "offsets along a log are dense"
                 );
-                if let Some(p) = producer_batch(&batch).filter(|_| index > self.producers_as_of.0) {
-                    producers.record(&p, batch.base_offset(), RaftIndex(index), Term(entry.term));
+                if index > self.producers_as_of.0 {
+                    record_producer(&mut producers, entry, &batch);
                 }
                 log_end_offset = batch.next_offset();
             }
@@ -349,12 +343,17 @@ impl RecordState {
         LeaderState {
             log_end_offset,
             producers,
+            refusing_producers: false,
         }
     }
 
     /// Linear-time invariants (every producer).
     pub(super) fn invariants_full(&self) {
         self.producers.invariants();
+        if let Some(leader) = &self.produce.leader {
+            // The leader's table is the applied one with the rest of its log applied too.
+            assert!(leader.producers.clock_ms() >= self.producers.clock_ms());
+        }
         self.log_start_waits.invariants();
         self.produce.invariants_full();
     }
@@ -576,11 +575,94 @@ impl Replica {
     }
 }
 
+/// Applies a batch entry to a producer table: its append time (which may expire producers),
+/// then its batch, if it has a producer id. Applying and the leader's view of its log do it
+/// alike, so both reach the same table.
+fn record_producer(producers: &mut ProducerTable, entry: &Entry, batch: &Batch) {
+    if let Some(at) = append_time(entry) {
+        producers.advance(&at);
+    }
+    if let Some(p) = producer_batch(batch) {
+        producers.record(
+            &p,
+            batch.base_offset(),
+            RaftIndex(entry.index),
+            Term(entry.term),
+        );
+    }
+}
+
 /// The record batch an entry holds; `None` for a leader's no-op (and anything not normal).
 fn record_batch(entry: &Entry) -> Option<Batch> {
     if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
         Some(Batch::trusted(entry.data.clone()))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ProducerEpoch, ProducerId, Sequence};
+    use crate::producer::{ProducerBatch, SequenceCheck};
+
+    /// A checkpoint as version 2 wrote it (the producer table without times) still restores,
+    /// with its producer, the index its table is as of, and its offset index.
+    #[test]
+    fn a_version_2_checkpoint_restores_its_producer_table() {
+        let mut w = Writer::default();
+        w.u8(2);
+        w.i64(0); // log start offset
+        w.i64(3); // next offset
+        w.i64(0); // snapshot's next offset
+        w.u32(10_000); // the table's bound, as version 2 wrote it
+        w.u32(1);
+        w.i64(77);
+        w.i16(0);
+        w.u8(1);
+        for v in [0i32, 2] {
+            w.i32(v); // first and last sequence
+        }
+        w.i64(0);
+        w.i64(2); // base and last offset
+        w.u64(2);
+        w.u64(1); // entry 2 of term 1
+        w.u64(2); // the table is as of entry 2
+        w.u32(1);
+        w.i64(0);
+        w.u64(2);
+        w.i64(1_000); // one index point: offset 0 at entry 2
+        let state = RecordState::from_checkpoint(
+            &w.bytes,
+            &Snapshot::default(),
+            TimestampType::CreateTime,
+            RaftIndex(2),
+        );
+        assert_eq!(state.next_offset(), Offset(3));
+        assert_eq!(state.producers_as_of, RaftIndex(2));
+        assert_eq!(state.producers.len(), 1);
+        state.producers.invariants();
+        let retry = ProducerBatch {
+            producer_id: ProducerId(77),
+            epoch: ProducerEpoch(0),
+            first_sequence: Sequence(0),
+            count: 3,
+        };
+        let at = state.producers.next_append_time(5_000, 86_400_000);
+        assert!(matches!(
+            state.producers.check(&retry, &at, 10),
+            Ok(SequenceCheck::Duplicate(m)) if m.base_offset == Offset(0)
+        ));
+        // And what this version writes reads back the same.
+        let store = LogStore::new(vec![1]);
+        let again = RecordState::from_checkpoint(
+            &state.checkpoint_data(&store, 1 << 20),
+            &Snapshot::default(),
+            TimestampType::CreateTime,
+            RaftIndex(2),
+        );
+        assert_eq!(again.producers, state.producers);
+        assert_eq!(again.producers_as_of, state.producers_as_of);
     }
 }

@@ -356,6 +356,35 @@ pub fn batch_at(count: i32, timestamp: i64) -> Bytes {
     buf.freeze()
 }
 
+/// A batch of `count` records from idempotent producer `producer_id` (epoch 0), its first
+/// record at `sequence`.
+pub fn idempotent_batch(producer_id: i64, sequence: i32, count: i32) -> Bytes {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(i),
+            sequence: sequence.wrapping_add(i),
+            timestamp: 1_000,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
+    buf.freeze()
+}
+
 pub fn serving_leader(cluster: &Cluster, group: GroupId) -> NodeId {
     *cluster
         .nodes

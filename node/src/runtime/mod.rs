@@ -214,6 +214,8 @@ pub fn core_config(config: &Config) -> NodeConfig {
     node.log_cache_bytes = config.log.cache_bytes;
     node.batch_decompressed_bytes_max = config.log.decompressed_batch_bytes_max as usize;
     node.group_entry_bytes_max = config.group_entry_bytes_max;
+    node.producers_max = config.producers.per_partition_max;
+    node.producer_expiration_ms = config.producers.expiration_ms;
     node
 }
 
@@ -587,6 +589,26 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                             info!(logger, "metadata restored from a snapshot"; "index" => index.0);
                             metadata_changed = true;
                         }
+                        TraceEvent::ProducerTableFull {
+                            group,
+                            producers,
+                            limit,
+                        } => {
+                            let (topic, partition) = partition_of(&node, *group);
+                            warn!(logger, "producer table full: refusing new producer ids (POLICY_VIOLATION) until producers expire";
+                                "topic" => topic, "partition" => partition, "group" => group.0,
+                                "producers" => producers, "limit" => limit);
+                        }
+                        TraceEvent::ProducerTableHasRoom {
+                            group,
+                            producers,
+                            limit,
+                        } => {
+                            let (topic, partition) = partition_of(&node, *group);
+                            info!(logger, "producer table has room again";
+                                "topic" => topic, "partition" => partition, "group" => group.0,
+                                "producers" => producers, "limit" => limit);
+                        }
                         _ => {}
                     }
                     slog::trace!(logger, "trace"; "event" => ?event);
@@ -601,6 +623,19 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
     }
     info!(logger, "core stopped");
     Ok(())
+}
+
+/// The topic and partition index of a partition's group, for log lines ("", -1 if the
+/// metadata no longer has it).
+fn partition_of(node: &Node, group: GroupId) -> (String, i64) {
+    node.metadata()
+        .and_then(|metadata| {
+            metadata.topics().values().find_map(|topic| {
+                let index = topic.partitions.iter().position(|p| p.group == group)?;
+                Some((topic.name.clone(), index as i64))
+            })
+        })
+        .unwrap_or_else(|| (String::new(), -1))
 }
 
 /// The segment size of every partition whose topic sets its own `segment.bytes`.

@@ -73,6 +73,7 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
                 max_incremental_fetch_session_cache_slots: 1_000,
                 group_entry_bytes_max: 4 << 20,
                 connections: Default::default(),
+                producers: Default::default(),
                 log: LogConfig {
                     cache_bytes: options.log_cache_bytes,
                     segment_bytes: options.segment_bytes,
