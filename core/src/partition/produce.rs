@@ -296,7 +296,7 @@ impl Replica {
         let last_before = self.raw.raft.raft_log.last_index();
         let mut message = Message::default();
         message.set_msg_type(MessageType::MsgPropose);
-        message.from = self.node.raft_id();
+        message.from = self.node.raft_id().0;
         let entry = Entry {
             data: batch.bytes().clone(),
             ..Entry::default()

@@ -357,7 +357,7 @@ async fn receive(
         // The core trusts that messages come from their sender and are for this node.
         if messages
             .iter()
-            .any(|m| m.message.from != from.0 || m.message.to != me.0)
+            .any(|m| m.message.from != from.raft_id().0 || m.message.to != me.raft_id().0)
         {
             return Err("message with a wrong sender or recipient".into());
         }
