@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oxbow_core::node::PlantedBugs;
+
+use crate::address::Address;
 use oxbow_core::time::{Instant, Now};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -25,19 +27,23 @@ pub trait Network: Clone + Send + Sync + 'static {
     /// The writing half of a stream.
     type Write: AsyncWrite + Unpin + Send + 'static;
 
-    /// Binds a listener.
-    fn bind(&self, address: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+    /// Binds a listener; a host name is resolved, and the first of its addresses that can be
+    /// bound is (as Kafka binds a listener's host).
+    fn bind(&self, address: &Address)
+        -> impl Future<Output = io::Result<Self::Listener>> + Send;
 
     /// Waits for the next connection (no-delay set where it applies).
     fn accept(
         listener: &Self::Listener,
     ) -> impl Future<Output = io::Result<(Self::Read, Self::Write, SocketAddr)>> + Send;
 
-    /// Connects to `address` (no-delay set where it applies).
+    /// Connects to `address` (no-delay set where it applies), resolving its host name now, at
+    /// every call, so that a name that comes to point elsewhere is followed; gives the socket
+    /// address it connected to. A name that does not resolve is an error of kind `NotFound`.
     fn connect(
         &self,
-        address: SocketAddr,
-    ) -> impl Future<Output = io::Result<(Self::Read, Self::Write)>> + Send;
+        address: &Address,
+    ) -> impl Future<Output = io::Result<(Self::Read, Self::Write, SocketAddr)>> + Send;
 }
 
 /// Real TCP through tokio.
@@ -49,8 +55,15 @@ impl Network for TokioNet {
     type Read = tokio::net::tcp::OwnedReadHalf;
     type Write = tokio::net::tcp::OwnedWriteHalf;
 
-    async fn bind(&self, address: SocketAddr) -> io::Result<Self::Listener> {
-        tokio::net::TcpListener::bind(address).await
+    async fn bind(&self, address: &Address) -> io::Result<Self::Listener> {
+        let mut failure = None;
+        for socket in resolve(address).await? {
+            match tokio::net::TcpListener::bind(socket).await {
+                Ok(listener) => return Ok(listener),
+                Err(e) => failure = Some(e),
+            }
+        }
+        Err(failure.expect("resolve gives at least one address"))
     }
 
     async fn accept(
@@ -62,11 +75,42 @@ impl Network for TokioNet {
         Ok((read, write, remote))
     }
 
-    async fn connect(&self, address: SocketAddr) -> io::Result<(Self::Read, Self::Write)> {
-        let stream = tokio::net::TcpStream::connect(address).await?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream.into_split())
+    async fn connect(&self, address: &Address) -> io::Result<(Self::Read, Self::Write, SocketAddr)> {
+        let mut failure = None;
+        for socket in resolve(address).await? {
+            match tokio::net::TcpStream::connect(socket).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    let (read, write) = stream.into_split();
+                    return Ok((read, write, socket));
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        Err(failure.expect("resolve gives at least one address"))
     }
+}
+
+/// The socket addresses `address` names now, through the system's resolver (an IP literal
+/// needs none): at least one, or an error of kind `NotFound` that names the host.
+pub async fn resolve(address: &Address) -> io::Result<Vec<SocketAddr>> {
+    if let Some(socket) = address.socket_addr() {
+        return Ok(vec![socket]);
+    }
+    let not_found = |why: String| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("cannot resolve {}: {why}", address.host()),
+        )
+    };
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((address.host(), address.port()))
+        .await
+        .map_err(|e| not_found(e.to_string()))?
+        .collect();
+    if found.is_empty() {
+        return Err(not_found("no address".into()));
+    }
+    Ok(found)
 }
 
 /// The node's clock: the only place the runtime reads time for the core.

@@ -25,6 +25,7 @@ use rand_core::RngCore as _;
 use slog::{error, info, warn, Logger};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::address::Address;
 use crate::config::Config;
 use crate::storage::{Disk, FsDisk, SegmentLog, SegmentLogOptions, StorageError};
 use env::{Clock, Environment, Network, TokioNet, WriterMode};
@@ -175,7 +176,7 @@ pub enum RuntimeError {
     /// A socket could not be bound.
     Bind {
         /// The address.
-        address: std::net::SocketAddr,
+        address: Address,
         /// The error.
         source: std::io::Error,
     },
@@ -292,17 +293,17 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
     }
     let producer_ids = crate::producer_ids::ProducerIds::open(producer_ids, config.node_id)
         .map_err(|e| RuntimeError::Fatal(format!("cannot open the producer id state: {e}")))?;
-    let bind = |address| {
+    let bind = |address: Address| {
         let network = network.clone();
         async move {
             network
-                .bind(address)
+                .bind(&address)
                 .await
                 .map_err(|source| RuntimeError::Bind { address, source })
         }
     };
-    let kafka_listener = bind(config.kafka_listen).await?;
-    let peer_listener = bind(config.peer_listen).await?;
+    let kafka_listener = bind(config.kafka_listen.clone()).await?;
+    let peer_listener = bind(config.peer_listen.clone()).await?;
     let (inbox_tx, inbox) = mpsc::channel(INBOX_CAPACITY);
     // The writer's completions: a path of their own (see `writer`).
     let (completions_tx, completions) = mpsc::unbounded_channel();
