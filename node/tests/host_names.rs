@@ -236,3 +236,84 @@ fn a_cluster_of_host_names_and_node_ids_from_zero_serves_and_survives_a_restart(
     let values: BTreeSet<&String> = read.values().collect();
     assert_eq!(values.len(), 1_200, "no record twice");
 }
+
+/// Waits up to 20 s for `child` to exit; kills it and returns `None` if it does not.
+fn exit_within(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// A data directory is its node's: one written before node ids could start at 0 (no
+/// `node-id` file) is claimed by the node that starts on it, and a start under another id
+/// (renumbering nodes to count from 0, say) is refused with what to do, since the directory's
+/// Raft votes name nodes by their ids.
+#[test]
+fn a_data_directory_keeps_its_node_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = 1\ndata_dir = {data:?}\nkafka_listen = \"localhost:{}\"\npeer_listen = \"localhost:{}\"\n",
+            common::free_port(),
+            common::free_port()
+        ),
+    )
+    .expect("config");
+    let marker = data.join("node-id");
+    let start = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_oxbow"))
+            .args(["node", "--config"])
+            .arg(&config)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start oxbow")
+    };
+    let run_until_claimed = |extra: &[&str]| {
+        let mut child = start(extra);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !marker.exists() {
+            assert!(Instant::now() < deadline, "the node did not claim its directory");
+            assert!(child.try_wait().expect("wait").is_none(), "the node exited");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Running, with its directory claimed (and its log recovered).
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(child.try_wait().expect("wait").is_none(), "the node exited");
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+    };
+
+    run_until_claimed(&[]);
+    assert_eq!(std::fs::read_to_string(&marker).expect("marker"), "1\n");
+    // As a directory written before the marker existed: it starts, and is claimed.
+    std::fs::remove_file(&marker).expect("remove");
+    run_until_claimed(&[]);
+    assert_eq!(std::fs::read_to_string(&marker).expect("marker"), "1\n");
+
+    // Renumbered from 1 to 0: refused, saying what to do.
+    let mut child = start(&["--node-id", "0"]);
+    let status = exit_within(&mut child).expect("refused at once");
+    assert!(!status.success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut log)
+        .expect("log");
+    assert!(
+        log.contains("belongs to node 1, but the configuration says node_id = 0")
+            && log.contains("start a new cluster with empty data directories"),
+        "{log}"
+    );
+    // Under its own id it still starts.
+    run_until_claimed(&[]);
+}

@@ -23,7 +23,7 @@ pub const PEER_SECRET: &str = "the end-to-end test cluster";
 /// A port that is free now, below Linux's ephemeral range (32768 and up): a port the kernel
 /// hands out for `:0` can be taken again as the source port of any outgoing connection before
 /// the node binds it. Each test process walks its own stretch of 20000-31999.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let start = 20_000 + (std::process::id() % 60) * 200;
