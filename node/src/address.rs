@@ -159,7 +159,10 @@ mod tests {
         assert_eq!(v6.host(), "::1");
         assert_eq!(v6.socket_addr(), Some("[::1]:9092".parse().expect("valid")));
         let socket: SocketAddr = "10.0.0.7:9093".parse().expect("valid");
-        assert_eq!(Address::from(socket), parse("10.0.0.7:9093").expect("valid"));
+        assert_eq!(
+            Address::from(socket),
+            parse("10.0.0.7:9093").expect("valid")
+        );
         assert_eq!(Address::from(socket).socket_addr(), Some(socket));
     }
 

@@ -655,7 +655,10 @@ mod tests {
         assert_eq!(config.all_nodes(), vec![NodeId(0), NodeId(1)]);
         let bad = GOOD.replace("id = 2", "id = 4294967296");
         let error = Config::parse(&bad).expect_err("invalid").0;
-        assert!(error.starts_with("peers: node id 4294967296 is past"), "{error}");
+        assert!(
+            error.starts_with("peers: node id 4294967296 is past"),
+            "{error}"
+        );
     }
 
     /// Addresses are `host:port` with a host name or an IP literal (as Kafka's `listeners` and
@@ -678,7 +681,10 @@ mod tests {
             config.kafka_address(NodeId(2)).map(ToString::to_string),
             Some("[::1]:9093".to_string())
         );
-        assert_eq!(config.peers[0].peer_address.host(), "oxbow-2.oxbow.default.svc");
+        assert_eq!(
+            config.peers[0].peer_address.host(),
+            "oxbow-2.oxbow.default.svc"
+        );
         assert_eq!(config.peers[0].peer_address.port(), 19093);
         // Without an advertised address, clients are told the listen address.
         let config = Config::parse(GOOD).expect("valid");
@@ -690,8 +696,16 @@ mod tests {
         for (from, to, names) in [
             ("\"127.0.0.1:19093\"", "\"oxbow-2\"", "the port is missing"),
             ("\"127.0.0.1:9093\"", "\":9093\"", "the host is missing"),
-            ("\"127.0.0.1:9092\"", "\"local host:9092\"", "neither an IP address nor a host name"),
-            ("\"127.0.0.1:19093\"", "\"oxbow-2:0\"", "peers.peer_address of node 2"),
+            (
+                "\"127.0.0.1:9092\"",
+                "\"local host:9092\"",
+                "neither an IP address nor a host name",
+            ),
+            (
+                "\"127.0.0.1:19093\"",
+                "\"oxbow-2:0\"",
+                "peers.peer_address of node 2",
+            ),
         ] {
             let bad = GOOD.replace(from, to);
             let error = Config::parse(&bad).expect_err(to).0;

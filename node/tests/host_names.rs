@@ -232,7 +232,10 @@ fn a_cluster_of_host_names_and_node_ids_from_zero_serves_and_survives_a_restart(
     let acked = acked.lock().expect("lock").clone();
     assert_eq!(acked.len(), 1_200);
     let read = consume_all(&bootstrap);
-    assert_eq!(read, acked, "every acknowledged record, where it was acknowledged");
+    assert_eq!(
+        read, acked,
+        "every acknowledged record, where it was acknowledged"
+    );
     let values: BTreeSet<&String> = read.values().collect();
     assert_eq!(values.len(), 1_200, "no record twice");
 }
@@ -284,7 +287,10 @@ fn a_data_directory_keeps_its_node_id() {
         let mut child = start(extra);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !marker.exists() {
-            assert!(Instant::now() < deadline, "the node did not claim its directory");
+            assert!(
+                Instant::now() < deadline,
+                "the node did not claim its directory"
+            );
             assert!(child.try_wait().expect("wait").is_none(), "the node exited");
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -29,8 +29,7 @@ pub trait Network: Clone + Send + Sync + 'static {
 
     /// Binds a listener; a host name is resolved, and the first of its addresses that can be
     /// bound is (as Kafka binds a listener's host).
-    fn bind(&self, address: &Address)
-        -> impl Future<Output = io::Result<Self::Listener>> + Send;
+    fn bind(&self, address: &Address) -> impl Future<Output = io::Result<Self::Listener>> + Send;
 
     /// Waits for the next connection (no-delay set where it applies).
     fn accept(
@@ -75,7 +74,10 @@ impl Network for TokioNet {
         Ok((read, write, remote))
     }
 
-    async fn connect(&self, address: &Address) -> io::Result<(Self::Read, Self::Write, SocketAddr)> {
+    async fn connect(
+        &self,
+        address: &Address,
+    ) -> io::Result<(Self::Read, Self::Write, SocketAddr)> {
         let mut failure = None;
         for socket in resolve(address).await? {
             match tokio::net::TcpStream::connect(socket).await {

@@ -112,11 +112,7 @@ impl Cluster {
             for j in (0..3).filter(|j| *j != i) {
                 text += &format!(
                     "[[peers]]\nid = {}\npeer_address = \"{}:{}\"\nkafka_address = \"{}:{}\"\n",
-                    ids[j],
-                    hosts[j],
-                    peer[j],
-                    hosts[j],
-                    kafka[j]
+                    ids[j], hosts[j], peer[j], hosts[j], kafka[j]
                 );
             }
             text += &format!("[[topics]]\nname = \"{TOPIC}\"\npartitions = {PARTITIONS}\nreplication_factor = 3\n");

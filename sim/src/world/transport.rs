@@ -30,7 +30,10 @@ impl Network for TurmoilNet {
     }
 
     /// Resolves through turmoil's DNS (its hosts' names; deterministic), at every call.
-    async fn connect(&self, address: &Address) -> io::Result<(Self::Read, Self::Write, SocketAddr)> {
+    async fn connect(
+        &self,
+        address: &Address,
+    ) -> io::Result<(Self::Read, Self::Write, SocketAddr)> {
         let stream = turmoil::net::TcpStream::connect((address.host(), address.port())).await?;
         let socket = stream.peer_addr()?;
         let (read, write) = stream.into_split();

@@ -170,7 +170,6 @@ struct Dial {
     credentials: Credentials,
 }
 
-
 async fn send_loop<N: Network>(
     network: N,
     listening: Listening,
@@ -204,31 +203,30 @@ async fn send_loop<N: Network>(
                     format!("no connection within {CONNECT_TIMEOUT:?}"),
                 ))
             });
-        let (mut read, mut stream, socket) =
-            match dialled {
-                Ok(dialled) => dialled,
-                Err(why) => {
-                    // A peer that is down refuses connections all the while: that is not
-                    // worth a warning. A name that does not resolve may be a mistake.
-                    if why.kind() == std::io::ErrorKind::NotFound && !unresolved_logged {
-                        warn!(logger, "cannot resolve the peer's address; retrying";
+        let (mut read, mut stream, socket) = match dialled {
+            Ok(dialled) => dialled,
+            Err(why) => {
+                // A peer that is down refuses connections all the while: that is not
+                // worth a warning. A name that does not resolve may be a mistake.
+                if why.kind() == std::io::ErrorKind::NotFound && !unresolved_logged {
+                    warn!(logger, "cannot resolve the peer's address; retrying";
                             "address" => %address, "why" => %why);
-                        unresolved_logged = true;
-                    } else {
-                        debug!(logger, "cannot reach peer; retrying";
+                    unresolved_logged = true;
+                } else {
+                    debug!(logger, "cannot reach peer; retrying";
                             "address" => %address, "why" => %why);
-                    }
-                    // Messages queued while the peer is unreachable are stale: drop them.
-                    while queue.try_recv().is_ok() {}
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
                 }
-            };
+                // Messages queued while the peer is unreachable are stale: drop them.
+                while queue.try_recv().is_ok() {}
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
         if let Err(why) = handshake::dial(&mut read, &mut stream, &credentials, me, peer).await {
             match why {
                 handshake::Refused::Io(_) => {
