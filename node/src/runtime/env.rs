@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oxbow_core::node::PlantedBugs;
-
-use crate::address::Address;
 use oxbow_core::time::{Instant, Now};
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::address::Address;
 
 /// Opens listeners and connections. Streams come back already split into their halves.
 pub trait Network: Clone + Send + Sync + 'static {
@@ -221,4 +221,35 @@ pub fn time_seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names go through the system's resolver, IP literals do not, and a name that does not
+    /// resolve is `NotFound` (which the peer sender warns about) naming the host.
+    #[tokio::test]
+    async fn names_resolve_at_each_call_and_failures_name_the_host() {
+        let literal: Address = "10.1.2.3:19092".parse().expect("valid");
+        assert_eq!(
+            resolve(&literal).await.expect("a literal"),
+            vec!["10.1.2.3:19092".parse::<SocketAddr>().expect("valid")]
+        );
+        let local: Address = "localhost:19092".parse().expect("valid");
+        let found = resolve(&local).await.expect("localhost resolves");
+        assert!(
+            found
+                .iter()
+                .all(|s| s.ip().is_loopback() && s.port() == 19092),
+            "{found:?}"
+        );
+        // `.invalid` never resolves (RFC 2606).
+        let missing: Address = "oxbow-peer.invalid:19092".parse().expect("valid");
+        let error = resolve(&missing).await.expect_err("does not resolve");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        assert!(error.to_string().contains("oxbow-peer.invalid"), "{error}");
+        let error = TokioNet.connect(&missing).await.expect_err("no connection");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+    }
 }

@@ -186,8 +186,8 @@ async fn send_loop<N: Network>(
     } = dial;
     let mut backoff = Duration::from_millis(50);
     let mut frame = Vec::new();
-    // Whether a failed resolution was logged since the last dial that resolved: a name that
-    // does not resolve yet (a pod not yet scheduled) is warned about once, not every second.
+    // Whether a failed resolution was logged since the last connection: a name that does not
+    // resolve yet (a pod not yet scheduled) is warned about once, not every second.
     let mut unresolved_logged = false;
     loop {
         if *shutdown.borrow() {
