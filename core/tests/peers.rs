@@ -22,8 +22,8 @@ fn a_term_past_a_leader_epoch_is_dropped() {
     ] {
         let message = Message {
             msg_type,
-            from: follower.0,
-            to: leader.0,
+            from: follower.raft_id().0,
+            to: leader.raft_id().0,
             term: huge,
             log_term: huge,
             index: 1 << 40,

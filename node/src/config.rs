@@ -2,13 +2,14 @@
 //! name the bad field.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use oxbow_core::ids::NodeId;
 use oxbow_core::metadata::{check_topic_name, TopicMeta, PARTITIONS_PER_TOPIC_MAX};
 use serde::Deserialize;
 
+pub use crate::address::Address;
+use crate::producer_ids::NODE_ID_MAX;
 use crate::storage::RetentionPolicy;
 
 /// When the disk writer fsyncs.
@@ -28,10 +29,12 @@ pub enum FsyncPolicy {
 pub struct PeerConfig {
     /// Its node id.
     pub id: u64,
-    /// Where it listens for peers.
-    pub peer_address: SocketAddr,
-    /// Where Kafka clients reach it.
-    pub kafka_address: SocketAddr,
+    /// Where it listens for peers: `host:port`, the host a name (resolved at each dial) or an
+    /// IP address.
+    pub peer_address: Address,
+    /// Where Kafka clients reach it (its advertised address), given to clients as it is
+    /// written: a host name stays a host name.
+    pub kafka_address: Address,
 }
 
 /// A topic the node makes sure exists once the cluster is up: it asks the metadata group to
@@ -64,17 +67,19 @@ fn default_partitions() -> u32 {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// This node's id (not 0).
+    /// This node's id (Kafka's `node.id`): 0 to 4194303 (producer ids hold it in 22 bits).
     pub node_id: u64,
     /// Where its data lives.
     pub data_dir: PathBuf,
-    /// Where it listens for Kafka clients.
-    pub kafka_listen: SocketAddr,
-    /// The address it tells clients to use; defaults to `kafka_listen`.
+    /// Where it listens for Kafka clients: `host:port`, as Kafka's `listeners`; a host name
+    /// is resolved when the port is bound, and `0.0.0.0` listens on every interface.
+    pub kafka_listen: Address,
+    /// The address it tells clients to use (Kafka's `advertised.listeners`), given to them as
+    /// written, host name and all; defaults to `kafka_listen`.
     #[serde(default)]
-    pub kafka_advertised: Option<SocketAddr>,
-    /// Where it listens for peers.
-    pub peer_listen: SocketAddr,
+    pub kafka_advertised: Option<Address>,
+    /// Where it listens for peers: `host:port`, as `kafka_listen`.
+    pub peer_listen: Address,
     /// The other nodes.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
@@ -431,8 +436,11 @@ impl Config {
 
     /// Checks everything that can be checked without the network.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.node_id == 0 {
-            return Err(ConfigError("node_id: must not be 0".into()));
+        if self.node_id > NODE_ID_MAX {
+            return Err(ConfigError(format!(
+                "node_id: {} is past {NODE_ID_MAX} (producer ids hold the node id in 22 bits)",
+                self.node_id,
+            )));
         }
         let mut ids = BTreeSet::from([self.node_id]);
         for peer in &self.peers {
@@ -442,8 +450,30 @@ impl Config {
                     peer.id
                 )));
             }
-            if peer.id == 0 {
-                return Err(ConfigError("peers: a peer id must not be 0".into()));
+            if peer.id > NODE_ID_MAX {
+                return Err(ConfigError(format!(
+                    "peers: node id {} is past {NODE_ID_MAX} (producer ids hold the node id in \
+                     22 bits)",
+                    peer.id,
+                )));
+            }
+            for (field, address) in [
+                ("peer_address", &peer.peer_address),
+                ("kafka_address", &peer.kafka_address),
+            ] {
+                if address.port() == 0 {
+                    return Err(ConfigError(format!(
+                        "peers.{field} of node {}: {address} has port 0",
+                        peer.id
+                    )));
+                }
+            }
+        }
+        if let Some(advertised) = &self.kafka_advertised {
+            if advertised.port() == 0 {
+                return Err(ConfigError(format!(
+                    "kafka_advertised: {advertised} has port 0"
+                )));
             }
         }
         match (&self.peer_secret, &self.peer_secret_file) {
@@ -604,15 +634,15 @@ impl Config {
         ids
     }
 
-    /// The Kafka address of a node.
-    pub fn kafka_address(&self, node: NodeId) -> Option<SocketAddr> {
+    /// The Kafka address of a node, as clients are told it.
+    pub fn kafka_address(&self, node: NodeId) -> Option<&Address> {
         if node == self.node() {
-            Some(self.kafka_advertised.unwrap_or(self.kafka_listen))
+            Some(self.kafka_advertised.as_ref().unwrap_or(&self.kafka_listen))
         } else {
             self.peers
                 .iter()
                 .find(|p| p.id == node.0)
-                .map(|p| p.kafka_address)
+                .map(|p| &p.kafka_address)
         }
     }
 }
@@ -682,11 +712,11 @@ mod tests {
             error.0.contains("topics.events.replication_factor"),
             "{error}"
         );
-        let bad = GOOD.replace("node_id = 1", "node_id = 0");
+        let bad = GOOD.replace("node_id = 1", "node_id = 4194304");
         assert!(Config::parse(&bad)
             .expect_err("invalid")
             .0
-            .starts_with("node_id"));
+            .starts_with("node_id: 4194304 is past 4194303"));
         let bad = GOOD.replace("peer_secret = \"sixteen bytes at least\"", "");
         assert!(Config::parse(&bad)
             .expect_err("invalid")
@@ -702,5 +732,73 @@ mod tests {
             .expect_err("invalid")
             .0
             .contains("colour"));
+    }
+
+    /// Kafka counts node ids from 0 (`node.id=0`), and so may a configuration.
+    #[test]
+    fn node_ids_start_at_zero() {
+        let text = GOOD
+            .replace("node_id = 1", "node_id = 0")
+            .replace("id = 2", "id = 1");
+        let config = Config::parse(&text).expect("valid");
+        assert_eq!(config.all_nodes(), vec![NodeId(0), NodeId(1)]);
+        let bad = GOOD.replace("id = 2", "id = 4294967296");
+        let error = Config::parse(&bad).expect_err("invalid").0;
+        assert!(
+            error.starts_with("peers: node id 4294967296 is past"),
+            "{error}"
+        );
+    }
+
+    /// Addresses are `host:port` with a host name or an IP literal (as Kafka's `listeners` and
+    /// `advertised.listeners`), and clients are told the advertised host as written.
+    #[test]
+    fn addresses_take_host_names() {
+        let text = GOOD
+            .replace("kafka_listen = \"127.0.0.1:9092\"", "kafka_listen = \"0.0.0.0:9092\"\n        kafka_advertised = \"broker-1.example.com:9092\"")
+            .replace("peer_listen = \"127.0.0.1:19092\"", "peer_listen = \"localhost:19092\"")
+            .replace("\"127.0.0.1:19093\"", "\"oxbow-2.oxbow.default.svc:19093\"")
+            .replace("\"127.0.0.1:9093\"", "\"[::1]:9093\"");
+        let config = Config::parse(&text).expect("valid");
+        assert_eq!(config.kafka_listen.to_string(), "0.0.0.0:9092");
+        assert_eq!(config.peer_listen.host(), "localhost");
+        assert_eq!(
+            config.kafka_address(NodeId(1)).map(ToString::to_string),
+            Some("broker-1.example.com:9092".to_string())
+        );
+        assert_eq!(
+            config.kafka_address(NodeId(2)).map(ToString::to_string),
+            Some("[::1]:9093".to_string())
+        );
+        assert_eq!(
+            config.peers[0].peer_address.host(),
+            "oxbow-2.oxbow.default.svc"
+        );
+        assert_eq!(config.peers[0].peer_address.port(), 19093);
+        // Without an advertised address, clients are told the listen address.
+        let config = Config::parse(GOOD).expect("valid");
+        assert_eq!(
+            config.kafka_address(NodeId(1)).map(ToString::to_string),
+            Some("127.0.0.1:9092".to_string())
+        );
+
+        for (from, to, names) in [
+            ("\"127.0.0.1:19093\"", "\"oxbow-2\"", "the port is missing"),
+            ("\"127.0.0.1:9093\"", "\":9093\"", "the host is missing"),
+            (
+                "\"127.0.0.1:9092\"",
+                "\"local host:9092\"",
+                "neither an IP address nor a host name",
+            ),
+            (
+                "\"127.0.0.1:19093\"",
+                "\"oxbow-2:0\"",
+                "peers.peer_address of node 2",
+            ),
+        ] {
+            let bad = GOOD.replace(from, to);
+            let error = Config::parse(&bad).expect_err(to).0;
+            assert!(error.contains(names), "{to}: {error}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 #![deny(missing_docs)]
 
+pub mod address;
 pub mod config;
 pub mod kafka;
 pub mod producer_ids;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use oxbow_node::config::{Config, FsyncPolicy, LogConfig, PeerConfig, TopicConfig};
+use oxbow_node::config::{Address, Config, FsyncPolicy, LogConfig, PeerConfig, TopicConfig};
 use oxbow_node::runtime;
 use slog::{error, info, o, Drain, Logger};
 use tokio::sync::watch;
@@ -57,15 +57,15 @@ struct Overrides {
     /// Overrides `data_dir`.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Overrides `kafka_listen`.
+    /// Overrides `kafka_listen` (`host:port`).
     #[arg(long)]
-    kafka_listen: Option<SocketAddr>,
-    /// Overrides `kafka_advertised`.
+    kafka_listen: Option<Address>,
+    /// Overrides `kafka_advertised` (`host:port`).
     #[arg(long)]
-    kafka_advertised: Option<SocketAddr>,
-    /// Overrides `peer_listen`.
+    kafka_advertised: Option<Address>,
+    /// Overrides `peer_listen` (`host:port`).
     #[arg(long)]
-    peer_listen: Option<SocketAddr>,
+    peer_listen: Option<Address>,
     /// Overrides `fsync`: always or never.
     #[arg(long, value_parser = parse_fsync)]
     fsync: Option<FsyncPolicy>,
@@ -79,14 +79,14 @@ impl Overrides {
         if let Some(v) = &self.data_dir {
             config.data_dir = v.clone();
         }
-        if let Some(v) = self.kafka_listen {
-            config.kafka_listen = v;
+        if let Some(v) = &self.kafka_listen {
+            config.kafka_listen = v.clone();
         }
-        if let Some(v) = self.kafka_advertised {
-            config.kafka_advertised = Some(v);
+        if let Some(v) = &self.kafka_advertised {
+            config.kafka_advertised = Some(v.clone());
         }
-        if let Some(v) = self.peer_listen {
-            config.peer_listen = v;
+        if let Some(v) = &self.peer_listen {
+            config.peer_listen = v.clone();
         }
         if let Some(v) = self.fsync {
             config.fsync = v;
@@ -139,7 +139,7 @@ fn dev_configs(
             })
         })
         .collect::<Result<_, String>>()?;
-    let address = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let address = |p: u16| Address::from(SocketAddr::from(([127, 0, 0, 1], p)));
     // The dev cluster's own peer secret, new each run: its peer ports take no one else.
     let secret: String = {
         use rand_core::RngCore as _;

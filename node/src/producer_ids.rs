@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::runtime::env::ProducerIdStore;
 
+/// The largest node id producer ids have room for (22 bits above the 40-bit counter).
+pub const NODE_ID_MAX: u64 = (1 << 22) - 1;
+
 /// Ids reserved per durable write.
 const BLOCK: u64 = 1_000;
 const FILE: &str = "producer-ids";
@@ -95,8 +98,10 @@ impl std::fmt::Debug for ProducerIds {
 impl ProducerIds {
     /// Loads the allocator state from `store`.
     pub fn open(mut store: Box<dyn ProducerIdStore>, node_id: u64) -> std::io::Result<Self> {
+        // Node 0's ids are 0 to 2^40 - 1: valid Kafka producer ids (only negative ones mean
+        // "not idempotent").
         assert!(
-            node_id > 0 && node_id < 1 << 22,
+            node_id <= NODE_ID_MAX,
             "node ids must fit 22 bits for producer ids"
         );
         let next = store.load()?;
@@ -146,6 +151,21 @@ mod tests {
         let other_dir = tempfile::tempdir().expect("tempdir");
         let mut other = open(other_dir.path(), 4);
         assert_ne!(other.allocate().expect("id"), first[0]);
+    }
+
+    /// Node 0 (Kafka counts from 0) hands out valid, non-negative ids that no other node does.
+    #[test]
+    fn node_zero_has_ids_of_its_own() {
+        let mut zero = ProducerIds::open(Box::new(MemoryStore::default()), 0).expect("open");
+        let mut one = ProducerIds::open(Box::new(MemoryStore::default()), 1).expect("open");
+        let zeros: Vec<i64> = (0..3).map(|_| zero.allocate().expect("id")).collect();
+        assert_eq!(zeros, vec![0, 1, 2]);
+        assert_eq!(one.allocate().expect("id"), 1 << 40);
+        let top = ProducerIds::open(Box::new(MemoryStore::default()), NODE_ID_MAX)
+            .expect("open")
+            .allocate()
+            .expect("id");
+        assert!(top > 0, "the largest node's ids are not negative");
     }
 
     #[test]

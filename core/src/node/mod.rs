@@ -23,7 +23,7 @@ use raft::eraftpb::MessageType;
 use crate::batch::TimestampType;
 use crate::codec::{Reader, Writer};
 use crate::coordinator::{Coordinator, GroupError, GroupResponse};
-use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId, Term};
+use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftId, RaftIndex, RequestId, Term};
 use crate::io::{
     Acks, DeleteRecordsError, FetchError, GroupMessage, GroupRequest, Input, Output, ProduceError,
     Request, Response, TraceEvent, WalRecord, Write,
@@ -276,9 +276,8 @@ pub(crate) struct Sink {
 
 impl Sink {
     pub(crate) fn send(&mut self, group: GroupId, message: raft::eraftpb::Message) {
-        assert!(message.to != 0);
         self.sends
-            .entry(NodeId(message.to))
+            .entry(RaftId(message.to).voter())
             .or_default()
             .push(GroupMessage { group, message });
     }
@@ -435,7 +434,7 @@ impl Node {
             "a node hosts only groups it votes in"
         );
         assert!(!self.groups.contains_key(&id), "group {id} started twice");
-        let voter_ids: Vec<u64> = voters.iter().map(|n| n.raft_id()).collect();
+        let voter_ids: Vec<u64> = voters.iter().map(|n| n.raft_id().0).collect();
         let mut checkpoint = None;
         let store = match durable {
             Some(state) => {
@@ -544,7 +543,8 @@ impl Node {
             Input::Peer { from, messages } => {
                 for GroupMessage { group, message } in messages {
                     assert_eq!(
-                        message.from, from.0,
+                        RaftId(message.from),
+                        from.raft_id(),
                         "peer transport delivers messages from their sender"
                     );
                     if !terms_fit_leader_epochs(&message) {
@@ -839,8 +839,8 @@ impl Node {
         for peer in &self.config.metadata_voters {
             if *peer != self.config.node_id {
                 let message = raft::eraftpb::Message {
-                    from: self.config.node_id.raft_id(),
-                    to: peer.raft_id(),
+                    from: self.config.node_id.raft_id().0,
+                    to: peer.raft_id().0,
                     context: context.clone(),
                     ..Default::default()
                 };

@@ -25,7 +25,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::RngCore;
 
 use crate::batch::TimestampType;
-use crate::ids::{GroupId, NodeId, Offset, RaftIndex, Term};
+use crate::ids::{GroupId, NodeId, Offset, RaftId, RaftIndex, Term};
 use crate::io::{DiskRead, TraceEvent, WalRecord};
 use crate::log_store::LogStore;
 use crate::node::{NodeConfig, Sink};
@@ -174,7 +174,7 @@ impl Replica {
             "every entry not applied is in memory"
         );
         let raft_config = raft::Config {
-            id: config.node_id.raft_id(),
+            id: config.node_id.raft_id().0,
             election_tick: config.election_tick,
             heartbeat_tick: config.heartbeat_tick,
             // A range of width one: raft-rs draws the timeout with `thread_rng`, so the jitter
@@ -338,7 +338,7 @@ impl Replica {
                 **id == me
                     || (heard && (pr.state == ProgressState::Replicate || pr.matched >= committed))
             })
-            .map(|(id, _)| NodeId(*id))
+            .map(|(id, _)| RaftId(*id).voter())
             .collect();
         replicas.sort();
         Some(replicas)
@@ -352,7 +352,7 @@ impl Replica {
     pub(crate) fn leader_hint(&self) -> Option<NodeId> {
         match self.raw.raft.leader_id {
             0 => None,
-            id => Some(NodeId(id)),
+            id => Some(RaftId(id).voter()),
         }
     }
 

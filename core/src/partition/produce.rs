@@ -319,7 +319,7 @@ impl Replica {
         let last_before = self.raw.raft.raft_log.last_index();
         let mut message = Message::default();
         message.set_msg_type(MessageType::MsgPropose);
-        message.from = self.node.raft_id();
+        message.from = self.node.raft_id().0;
         // Only batches of idempotent producers carry the time: the table changes with them
         // alone, and plain batches stay as small as they were.
         let entry = Entry {

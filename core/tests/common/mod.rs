@@ -28,6 +28,8 @@ pub const NODES: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
 /// every record (so a node can be restarted from them).
 pub struct Cluster {
     pub tweak: fn(&mut NodeConfig),
+    /// The nodes' ids (`NODES` unless made `with_ids`).
+    pub ids: Vec<NodeId>,
     pub nodes: BTreeMap<NodeId, Node>,
     pub disks: BTreeMap<NodeId, Vec<WalRecord>>,
     pub incarnations: BTreeMap<NodeId, u64>,
@@ -40,8 +42,13 @@ pub struct Cluster {
 }
 
 pub fn config(node: NodeId) -> NodeConfig {
+    config_among(node, &NODES)
+}
+
+/// The configuration of `node` in a cluster of `ids`.
+pub fn config_among(node: NodeId, ids: &[NodeId]) -> NodeConfig {
     let mut config = NodeConfig::new(node, Vec::new());
-    config.metadata_voters = NODES.to_vec();
+    config.metadata_voters = ids.to_vec();
     config
 }
 
@@ -56,10 +63,15 @@ impl Cluster {
 
     /// A cluster whose node configurations `tweak` changes.
     pub fn with(tweak: fn(&mut NodeConfig)) -> Self {
-        let nodes = NODES
+        Self::with_ids(&NODES, tweak)
+    }
+
+    /// A cluster of the nodes `ids`, whose configurations `tweak` changes.
+    pub fn with_ids(ids: &[NodeId], tweak: fn(&mut NodeConfig)) -> Self {
+        let nodes = ids
             .iter()
             .map(|n| {
-                let mut config = config(*n);
+                let mut config = config_among(*n, ids);
                 tweak(&mut config);
                 let node = Node::new(config, 11, 0, DurableState::default(), &logger());
                 (*n, node)
@@ -67,9 +79,10 @@ impl Cluster {
             .collect();
         Self {
             tweak,
+            ids: ids.to_vec(),
             nodes,
-            disks: NODES.iter().map(|n| (*n, Vec::new())).collect(),
-            incarnations: NODES.iter().map(|n| (*n, 0)).collect(),
+            disks: ids.iter().map(|n| (*n, Vec::new())).collect(),
+            incarnations: ids.iter().map(|n| (*n, 0)).collect(),
             inputs: VecDeque::new(),
             replies: Vec::new(),
             now: Now {
@@ -288,7 +301,7 @@ impl Cluster {
         let incarnation = self.incarnations[&node] + 1;
         self.incarnations.insert(node, incarnation);
         let durable = self.durable(node);
-        let mut config = config(node);
+        let mut config = config_among(node, &self.ids);
         (self.tweak)(&mut config);
         let restarted = Node::new(config, 11, incarnation, durable, &logger());
         self.nodes.insert(node, restarted);

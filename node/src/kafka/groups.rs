@@ -132,7 +132,7 @@ async fn find_one(context: &Context, key_type: i8, key: StrBytes) -> Coordinator
     match leader.and_then(|(node, _)| Some((node, context.config.kafka_address(node)?))) {
         Some((node, address)) => {
             found.node_id = BrokerId(node.0 as i32);
-            found.host = str_bytes(&address.ip().to_string());
+            found.host = str_bytes(address.host());
             found.port = i32::from(address.port());
         }
         None => found.error_code = code::COORDINATOR_NOT_AVAILABLE,

@@ -34,7 +34,8 @@ fn brokers(context: &Context) -> Vec<(i32, String, i32)> {
                 .expect("every node has an address");
             (
                 node.0 as i32,
-                address.ip().to_string(),
+                // As configured: a host name stays one (as Kafka's advertised listeners).
+                address.host().to_string(),
                 i32::from(address.port()),
             )
         })

@@ -16,6 +16,8 @@ use oxbow_core::node::PlantedBugs;
 use oxbow_core::time::{Instant, Now};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::address::Address;
+
 /// Opens listeners and connections. Streams come back already split into their halves.
 pub trait Network: Clone + Send + Sync + 'static {
     /// A bound listener.
@@ -25,19 +27,22 @@ pub trait Network: Clone + Send + Sync + 'static {
     /// The writing half of a stream.
     type Write: AsyncWrite + Unpin + Send + 'static;
 
-    /// Binds a listener.
-    fn bind(&self, address: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+    /// Binds a listener; a host name is resolved, and the first of its addresses that can be
+    /// bound is (as Kafka binds a listener's host).
+    fn bind(&self, address: &Address) -> impl Future<Output = io::Result<Self::Listener>> + Send;
 
     /// Waits for the next connection (no-delay set where it applies).
     fn accept(
         listener: &Self::Listener,
     ) -> impl Future<Output = io::Result<(Self::Read, Self::Write, SocketAddr)>> + Send;
 
-    /// Connects to `address` (no-delay set where it applies).
+    /// Connects to `address` (no-delay set where it applies), resolving its host name now, at
+    /// every call, so that a name that comes to point elsewhere is followed; gives the socket
+    /// address it connected to. A name that does not resolve is an error of kind `NotFound`.
     fn connect(
         &self,
-        address: SocketAddr,
-    ) -> impl Future<Output = io::Result<(Self::Read, Self::Write)>> + Send;
+        address: &Address,
+    ) -> impl Future<Output = io::Result<(Self::Read, Self::Write, SocketAddr)>> + Send;
 }
 
 /// Real TCP through tokio.
@@ -49,8 +54,15 @@ impl Network for TokioNet {
     type Read = tokio::net::tcp::OwnedReadHalf;
     type Write = tokio::net::tcp::OwnedWriteHalf;
 
-    async fn bind(&self, address: SocketAddr) -> io::Result<Self::Listener> {
-        tokio::net::TcpListener::bind(address).await
+    async fn bind(&self, address: &Address) -> io::Result<Self::Listener> {
+        let mut failure = None;
+        for socket in resolve(address).await? {
+            match tokio::net::TcpListener::bind(socket).await {
+                Ok(listener) => return Ok(listener),
+                Err(e) => failure = Some(e),
+            }
+        }
+        Err(failure.expect("resolve gives at least one address"))
     }
 
     async fn accept(
@@ -62,11 +74,45 @@ impl Network for TokioNet {
         Ok((read, write, remote))
     }
 
-    async fn connect(&self, address: SocketAddr) -> io::Result<(Self::Read, Self::Write)> {
-        let stream = tokio::net::TcpStream::connect(address).await?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream.into_split())
+    async fn connect(
+        &self,
+        address: &Address,
+    ) -> io::Result<(Self::Read, Self::Write, SocketAddr)> {
+        let mut failure = None;
+        for socket in resolve(address).await? {
+            match tokio::net::TcpStream::connect(socket).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    let (read, write) = stream.into_split();
+                    return Ok((read, write, socket));
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        Err(failure.expect("resolve gives at least one address"))
     }
+}
+
+/// The socket addresses `address` names now, through the system's resolver (an IP literal
+/// needs none): at least one, or an error of kind `NotFound` that names the host.
+pub async fn resolve(address: &Address) -> io::Result<Vec<SocketAddr>> {
+    if let Some(socket) = address.socket_addr() {
+        return Ok(vec![socket]);
+    }
+    let not_found = |why: String| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("cannot resolve {}: {why}", address.host()),
+        )
+    };
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((address.host(), address.port()))
+        .await
+        .map_err(|e| not_found(e.to_string()))?
+        .collect();
+    if found.is_empty() {
+        return Err(not_found("no address".into()));
+    }
+    Ok(found)
 }
 
 /// The node's clock: the only place the runtime reads time for the core.
@@ -175,4 +221,35 @@ pub fn time_seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names go through the system's resolver, IP literals do not, and a name that does not
+    /// resolve is `NotFound` (which the peer sender warns about) naming the host.
+    #[tokio::test]
+    async fn names_resolve_at_each_call_and_failures_name_the_host() {
+        let literal: Address = "10.1.2.3:19092".parse().expect("valid");
+        assert_eq!(
+            resolve(&literal).await.expect("a literal"),
+            vec!["10.1.2.3:19092".parse::<SocketAddr>().expect("valid")]
+        );
+        let local: Address = "localhost:19092".parse().expect("valid");
+        let found = resolve(&local).await.expect("localhost resolves");
+        assert!(
+            found
+                .iter()
+                .all(|s| s.ip().is_loopback() && s.port() == 19092),
+            "{found:?}"
+        );
+        // `.invalid` never resolves (RFC 2606).
+        let missing: Address = "oxbow-peer.invalid:19092".parse().expect("valid");
+        let error = resolve(&missing).await.expect_err("does not resolve");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        assert!(error.to_string().contains("oxbow-peer.invalid"), "{error}");
+        let error = TokioNet.connect(&missing).await.expect_err("no connection");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+    }
 }

@@ -27,6 +27,7 @@ use rand_core::RngCore as _;
 use slog::{error, info, warn, Logger};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::address::Address;
 use crate::config::Config;
 use crate::storage::{Disk, FsDisk, SegmentLog, SegmentLogOptions, StorageError};
 use env::{Clock, Environment, Network, TokioNet, WriterMode};
@@ -177,7 +178,7 @@ pub enum RuntimeError {
     /// A socket could not be bound.
     Bind {
         /// The address.
-        address: std::net::SocketAddr,
+        address: Address,
         /// The error.
         source: std::io::Error,
     },
@@ -227,6 +228,61 @@ pub struct Started {
     pub done: tokio::task::JoinHandle<Result<(), RuntimeError>>,
 }
 
+/// The file in a data directory that names the node it belongs to.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// Makes sure the data directory is this node's: a node's id is in its Raft state (the votes
+/// it cast, the voters its peers count), so a directory written under another id would make
+/// it believe votes it never cast. The first start writes the node's id into the directory; a
+/// later start under another id is refused. A directory without the file (empty, or written
+/// before the file existed, when ids started at 1 and were their own Raft ids, as they still
+/// are) is claimed.
+fn claim_data_dir(config: &Config) -> Result<(), RuntimeError> {
+    let path = config.data_dir.join(NODE_ID_FILE);
+    let io = |operation, source| {
+        RuntimeError::Storage(StorageError::Io {
+            operation,
+            file: path.display().to_string(),
+            source,
+        })
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let stored: u64 = text.trim().parse().map_err(|_| {
+                RuntimeError::Mismatch(format!(
+                    "{} does not hold a node id; write the id of the node this data directory \
+                     belongs to into it",
+                    path.display()
+                ))
+            })?;
+            if stored != config.node_id {
+                return Err(RuntimeError::Mismatch(format!(
+                    "the data directory {} belongs to node {stored}, but the configuration says \
+                     node_id = {}: a node's id is part of its Raft state and cannot change. \
+                     Start node {stored} with this directory; to renumber nodes (for example to \
+                     count from 0), start a new cluster with empty data directories",
+                    config.data_dir.display(),
+                    config.node_id
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let temporary = path.with_extension("tmp");
+            let mut file = std::fs::File::create(&temporary).map_err(|e| io("create", e))?;
+            std::io::Write::write_all(&mut file, format!("{}\n", config.node_id).as_bytes())
+                .map_err(|e| io("write", e))?;
+            file.sync_all().map_err(|e| io("fsync", e))?;
+            std::fs::rename(&temporary, &path).map_err(|e| io("rename", e))?;
+            std::fs::File::open(&config.data_dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| io("fsync", e))?;
+            Ok(())
+        }
+        Err(e) => Err(io("read", e)),
+    }
+}
+
 /// The production environment: real TCP, the data directory with a writer thread, the system
 /// clock.
 pub fn production(config: &Config) -> Result<Environment<TokioNet, FsDisk>, RuntimeError> {
@@ -239,6 +295,7 @@ pub fn production(config: &Config) -> Result<Environment<TokioNet, FsDisk>, Runt
             })
         },
     )?;
+    claim_data_dir(config)?;
     Ok(Environment {
         network: TokioNet,
         disk,
@@ -296,17 +353,17 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
     }
     let producer_ids = crate::producer_ids::ProducerIds::open(producer_ids, config.node_id)
         .map_err(|e| RuntimeError::Fatal(format!("cannot open the producer id state: {e}")))?;
-    let bind = |address| {
+    let bind = |address: Address| {
         let network = network.clone();
         async move {
             network
-                .bind(address)
+                .bind(&address)
                 .await
                 .map_err(|source| RuntimeError::Bind { address, source })
         }
     };
-    let kafka_listener = bind(config.kafka_listen).await?;
-    let peer_listener = bind(config.peer_listen).await?;
+    let kafka_listener = bind(config.kafka_listen.clone()).await?;
+    let peer_listener = bind(config.peer_listen.clone()).await?;
     let (inbox_tx, inbox) = mpsc::channel(INBOX_CAPACITY);
     // The writer's completions: a path of their own (see `writer`).
     let (completions_tx, completions) = mpsc::unbounded_channel();

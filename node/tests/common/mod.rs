@@ -1,4 +1,5 @@
-//! A three-node cluster of real `oxbow node` processes on 127.0.0.1, for end-to-end tests.
+//! A three-node cluster of real `oxbow node` processes on 127.0.0.1 (or on host names that
+//! resolve to this machine), for end-to-end tests.
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod wal;
@@ -22,7 +23,7 @@ pub const PEER_SECRET: &str = "the end-to-end test cluster";
 /// A port that is free now, below Linux's ephemeral range (32768 and up): a port the kernel
 /// hands out for `:0` can be taken again as the source port of any outgoing connection before
 /// the node binds it. Each test process walks its own stretch of 20000-31999.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let start = 20_000 + (std::process::id() % 60) * 200;
@@ -39,7 +40,31 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub kafka: Vec<u16>,
     pub peer: Vec<u16>,
+    /// Each node's host: what it listens on, and how peers and clients reach it.
+    pub hosts: Vec<String>,
+    /// Each node's node id.
+    pub ids: Vec<u64>,
     pub nodes: Vec<Option<Child>>,
+}
+
+/// How a test cluster is set up.
+pub struct Setup<'a> {
+    /// TOML added to each node's configuration.
+    pub extra: &'a str,
+    /// Each node's host (`127.0.0.1`, or a name that resolves to this machine).
+    pub hosts: [&'a str; 3],
+    /// The first node's id; the others follow.
+    pub first_id: u64,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Self {
+            extra: "",
+            hosts: ["127.0.0.1"; 3],
+            first_id: 1,
+        }
+    }
 }
 
 impl Cluster {
@@ -49,6 +74,20 @@ impl Cluster {
 
     /// Starts a cluster whose node configurations end with `extra` (TOML).
     pub fn start_with(extra: &str) -> Self {
+        Self::start_setup(Setup {
+            extra,
+            ..Setup::default()
+        })
+    }
+
+    /// Starts a cluster set up as `setup` says.
+    pub fn start_setup(setup: Setup<'_>) -> Self {
+        let Setup {
+            extra,
+            hosts,
+            first_id,
+        } = setup;
+        let ids: Vec<u64> = (0..3).map(|i| first_id + i).collect();
         let dir = tempfile::tempdir().expect("tempdir");
         let kafka: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let peer: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -60,20 +99,20 @@ impl Cluster {
                 "tick_ms = 50\n"
             };
             let mut text = format!(
-                "node_id = {}\ndata_dir = {:?}\nkafka_listen = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\npeer_secret = \"{PEER_SECRET}\"\n{tick}",
-                i + 1,
+                "node_id = {}\ndata_dir = {:?}\nkafka_listen = \"{}:{}\"\npeer_listen = \"{}:{}\"\npeer_secret = \"{PEER_SECRET}\"\n{tick}",
+                ids[i],
                 dir.path().join(format!("node-{}", i + 1)),
+                hosts[i],
                 kafka[i],
+                hosts[i],
                 peer[i]
             );
             // Before the first table header, so the keys stay top-level.
             text += extra;
             for j in (0..3).filter(|j| *j != i) {
                 text += &format!(
-                    "[[peers]]\nid = {}\npeer_address = \"127.0.0.1:{}\"\nkafka_address = \"127.0.0.1:{}\"\n",
-                    j + 1,
-                    peer[j],
-                    kafka[j]
+                    "[[peers]]\nid = {}\npeer_address = \"{}:{}\"\nkafka_address = \"{}:{}\"\n",
+                    ids[j], hosts[j], peer[j], hosts[j], kafka[j]
                 );
             }
             text += &format!("[[topics]]\nname = \"{TOPIC}\"\npartitions = {PARTITIONS}\nreplication_factor = 3\n");
@@ -84,6 +123,8 @@ impl Cluster {
             dir,
             kafka,
             peer,
+            hosts: hosts.iter().map(ToString::to_string).collect(),
+            ids,
             nodes: vec![None, None, None],
         };
         for i in 0..3 {
@@ -138,7 +179,8 @@ impl Cluster {
     pub fn bootstrap(&self) -> String {
         self.kafka
             .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
+            .zip(&self.hosts)
+            .map(|(p, host)| format!("{host}:{p}"))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -154,7 +196,8 @@ impl Cluster {
         if let Ok(metadata) = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(5)) {
             for topic in metadata.topics() {
                 for p in topic.partitions() {
-                    if p.leader() > 0 && p.error().is_none() {
+                    // Node ids may start at 0; -1 is "no leader".
+                    if p.leader() >= 0 && p.error().is_none() {
                         leaders.insert(p.id(), p.leader());
                     }
                 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use oxbow_core::io::TraceEvent;
 use oxbow_core::time::{Instant, Now};
-use oxbow_node::config::{Config, FsyncPolicy, LogConfig, PeerConfig};
+use oxbow_node::config::{Address, Config, FsyncPolicy, LogConfig, PeerConfig};
 use oxbow_node::producer_ids::MemoryStore;
 use oxbow_node::runtime::env::{Clock, Environment, WriterMode};
 use oxbow_node::runtime::RuntimeError;
@@ -37,6 +37,13 @@ pub(super) struct NodeState {
     /// Starts the node refused because it found the damage.
     pub(super) refusals: Arc<AtomicU64>,
 }
+/// Node `index`'s host name and `port`.
+fn host_port(index: usize, port: u16) -> Address {
+    format!("{}:{port}", node_name(index))
+        .parse()
+        .expect("node names are host names")
+}
+
 pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<Config> {
     (0..options.nodes)
         .map(|i| {
@@ -46,15 +53,18 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
             let config = Config {
                 node_id: i as u64 + 1,
                 data_dir: PathBuf::from(format!("/sim/{}", node_name(i))),
-                kafka_listen: SocketAddr::new(addresses[i], KAFKA_PORT),
-                kafka_advertised: None,
-                peer_listen: SocketAddr::new(addresses[i], PEER_PORT),
+                kafka_listen: SocketAddr::new(addresses[i], KAFKA_PORT).into(),
+                // Peers and clients reach a node by its turmoil host name, which turmoil's
+                // DNS resolves at every dial (deterministically), as a real deployment's
+                // names are.
+                kafka_advertised: Some(host_port(i, KAFKA_PORT)),
+                peer_listen: SocketAddr::new(addresses[i], PEER_PORT).into(),
                 peers: (0..options.nodes)
                     .filter(|j| *j != i)
                     .map(|j| PeerConfig {
                         id: j as u64 + 1,
-                        peer_address: SocketAddr::new(addresses[j], PEER_PORT),
-                        kafka_address: SocketAddr::new(addresses[j], KAFKA_PORT),
+                        peer_address: host_port(j, PEER_PORT),
+                        kafka_address: host_port(j, KAFKA_PORT),
                     })
                     .collect(),
                 peer_secret: Some(format!("the simulated cluster of seed {}", options.seed)),

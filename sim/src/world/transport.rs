@@ -3,6 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 
+use oxbow_node::address::Address;
 use oxbow_node::runtime::env::Network;
 
 /// Turmoil's TCP as the node runtime's network. Turmoil listens only on the unspecified
@@ -15,7 +16,7 @@ impl Network for TurmoilNet {
     type Read = turmoil::net::tcp::OwnedReadHalf;
     type Write = turmoil::net::tcp::OwnedWriteHalf;
 
-    async fn bind(&self, address: SocketAddr) -> io::Result<Self::Listener> {
+    async fn bind(&self, address: &Address) -> io::Result<Self::Listener> {
         let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), address.port());
         turmoil::net::TcpListener::bind(any).await
     }
@@ -28,10 +29,15 @@ impl Network for TurmoilNet {
         Ok((read, write, remote))
     }
 
-    async fn connect(&self, address: SocketAddr) -> io::Result<(Self::Read, Self::Write)> {
-        Ok(turmoil::net::TcpStream::connect(address)
-            .await?
-            .into_split())
+    /// Resolves through turmoil's DNS (its hosts' names; deterministic), at every call.
+    async fn connect(
+        &self,
+        address: &Address,
+    ) -> io::Result<(Self::Read, Self::Write, SocketAddr)> {
+        let stream = turmoil::net::TcpStream::connect((address.host(), address.port())).await?;
+        let socket = stream.peer_addr()?;
+        let (read, write) = stream.into_split();
+        Ok((read, write, socket))
     }
 }
 

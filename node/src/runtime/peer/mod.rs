@@ -7,6 +7,10 @@
 //! are one frame; a sender also merges whatever else is queued. Every send has a deadline; a
 //! failed connection is dropped and re-dialled with backoff. Raft tolerates the loss.
 //!
+//! A peer's address may be a host name: it is resolved at every dial (a failed resolution is
+//! a failed dial, logged and retried with the same backoff), so a peer whose name comes to
+//! point elsewhere (a rescheduled pod, a replaced container) is found again.
+//!
 //! Every node hears from every reachable peer a few times a second (the core's leader gossip).
 //! A receiver that gets no frame for the silence timeout drops the connection (which resets
 //! the sender's end), and a sender that has heard nothing from its peer for as long re-dials:
@@ -14,7 +18,6 @@
 //! what was sent), and TCP alone can take many minutes to notice.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +34,7 @@ pub mod handshake;
 use self::handshake::Credentials;
 use super::env::Network;
 use super::Event;
+use crate::address::Address;
 use crate::config::Config;
 
 /// Largest frame accepted; a larger length is a broken or hostile peer.
@@ -74,7 +78,7 @@ impl Peers {
                 Dial {
                     me: config.node(),
                     peer: NodeId(peer.id),
-                    address: peer.peer_address,
+                    address: peer.peer_address.clone(),
                     credentials: credentials.clone(),
                 },
                 rx,
@@ -193,7 +197,7 @@ impl Listening {
 struct Dial {
     me: NodeId,
     peer: NodeId,
-    address: SocketAddr,
+    address: Address,
     credentials: Credentials,
 }
 
@@ -213,27 +217,47 @@ async fn send_loop<N: Network>(
     } = dial;
     let mut backoff = Duration::from_millis(50);
     let mut frame = Vec::new();
+    // Whether a failed resolution was logged since the last connection: a name that does not
+    // resolve yet (a pod not yet scheduled) is warned about once, not every second.
+    let mut unresolved_logged = false;
     loop {
         if *shutdown.borrow() {
             return;
         }
         // After the handshake the read half is unused (peers only send), but kept open with
-        // the connection.
-        let (mut read, mut stream) =
-            match tokio::time::timeout(CONNECT_TIMEOUT, network.connect(address)).await {
-                Ok(Ok(halves)) => halves,
-                _ => {
-                    // Messages queued while the peer is unreachable are stale: drop them.
-                    while queue.try_recv().is_ok() {}
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
+        // the connection. The name is resolved again at every dial.
+        let dialled = tokio::time::timeout(CONNECT_TIMEOUT, network.connect(&address))
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {CONNECT_TIMEOUT:?}"),
+                ))
+            });
+        let (mut read, mut stream, socket) = match dialled {
+            Ok(dialled) => dialled,
+            Err(why) => {
+                // A peer that is down refuses connections all the while: that is not
+                // worth a warning. A name that does not resolve may be a mistake.
+                if why.kind() == std::io::ErrorKind::NotFound && !unresolved_logged {
+                    warn!(logger, "cannot resolve the peer's address; retrying";
+                            "address" => %address, "why" => %why);
+                    unresolved_logged = true;
+                } else {
+                    debug!(logger, "cannot reach peer; retrying";
+                            "address" => %address, "why" => %why);
                 }
-            };
+                // Messages queued while the peer is unreachable are stale: drop them.
+                while queue.try_recv().is_ok() {}
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
         if let Err(why) = handshake::dial(&mut read, &mut stream, &credentials, me, peer).await {
             match why {
                 handshake::Refused::Io(_) => {
@@ -250,7 +274,8 @@ async fn send_loop<N: Network>(
             backoff = (backoff * 2).min(Duration::from_secs(1));
             continue;
         }
-        info!(logger, "connected to peer"; "address" => %address);
+        info!(logger, "connected to peer"; "address" => %address, "socket" => %socket);
+        unresolved_logged = false;
         backoff = Duration::from_millis(50);
         let connected = tokio::time::Instant::now();
         let mut check = tokio::time::interval(Duration::from_secs(1));
@@ -417,7 +442,7 @@ async fn receive(
         // The core trusts that messages come from their sender and are for this node.
         if messages
             .iter()
-            .any(|m| m.message.from != from.0 || m.message.to != me.0)
+            .any(|m| m.message.from != from.raft_id().0 || m.message.to != me.raft_id().0)
         {
             return Err(Closed::Refused(
                 "message with a wrong sender or recipient".into(),
