@@ -36,7 +36,7 @@ impl Coordinator {
                 }
                 live.groups.insert(
                     commit.group_id.clone(),
-                    LiveGroup::empty(&self.logger, &commit.group_id),
+                    LiveGroup::empty(&self.logger, &commit.group_id, now),
                 );
             }
             None => return fail(sink, GroupError::IllegalGeneration),
