@@ -564,10 +564,7 @@ fn session_timeouts_outside_the_configured_range_are_refused() {
     // The 1 s session is kept: two seconds without a heartbeat and the member is gone.
     assert_eq!(groups.heartbeat(&member), Ok(()));
     groups.cluster.tick(20);
-    assert_eq!(
-        groups.heartbeat(&member),
-        Err(GroupError::UnknownMemberId)
-    );
+    assert_eq!(groups.heartbeat(&member), Err(GroupError::UnknownMemberId));
 }
 
 #[test]
@@ -609,9 +606,13 @@ fn the_first_rebalance_of_an_empty_group_waits_the_initial_delay_for_more_member
     groups.synced(wait);
     let b = groups.join("");
     let a_again = groups.submit(GroupOp::Join(join(&a.member_id)));
-    let answer = groups.answered(a_again).expect("no delay for a group with members");
+    let answer = groups
+        .answered(a_again)
+        .expect("no delay for a group with members");
     assert!(matches!(answer, GroupResponse::Join(Ok(_))), "{answer:?}");
-    let answer = groups.answered(b).expect("no delay for a group with members");
+    let answer = groups
+        .answered(b)
+        .expect("no delay for a group with members");
     assert!(matches!(answer, GroupResponse::Join(Ok(_))), "{answer:?}");
 }
 
@@ -629,7 +630,11 @@ fn an_empty_groups_offsets_expire_after_the_retention_period() {
     groups.cluster.tick(40);
     assert_eq!(groups.committed(), Some(4), "4 s after the last commit");
     groups.cluster.tick(20);
-    assert_eq!(groups.committed(), None, "expired 5 s after the last commit");
+    assert_eq!(
+        groups.committed(),
+        None,
+        "expired 5 s after the last commit"
+    );
     let GroupResponse::Describe(Ok(description)) = groups.call(GroupOp::Describe {
         group_id: GROUP.into(),
     }) else {
@@ -642,7 +647,10 @@ fn an_empty_groups_offsets_expire_after_the_retention_period() {
     let member = groups.joined(wait);
     let wait = groups.sync(&member);
     groups.synced(wait);
-    assert_eq!(groups.commit(member.generation, &member.member_id, 9), Ok(()));
+    assert_eq!(
+        groups.commit(member.generation, &member.member_id, 9),
+        Ok(())
+    );
     for _ in 0..5 {
         groups.cluster.tick(20);
         assert_eq!(groups.heartbeat(&member), Ok(()));

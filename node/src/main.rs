@@ -188,6 +188,7 @@ fn dev_configs(
             fetch_max_bytes: 57_671_680,
             group_entry_bytes_max: 4 << 20,
             connections: Default::default(),
+            groups: Default::default(),
             log: LogConfig::default(),
         };
         config.validate().map_err(|e| e.to_string())?;

@@ -330,3 +330,92 @@ fn a_group_shares_partitions_survives_a_killed_member_and_takes_a_new_one() {
         "committed offsets went back: {backwards:?}"
     );
 }
+
+/// A consumer asking for a one-second session (`session.timeout.ms=1000`, as test setups use):
+/// polls for up to `timeout` and returns its assignment, or the first consumer error.
+fn one_second_session(
+    cluster: &Cluster,
+    group: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", group)
+        .set("session.timeout.ms", "1000")
+        .set("heartbeat.interval.ms", "300")
+        .set("partition.assignment.strategy", "range")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(Err(error)) = consumer.poll(Duration::from_millis(200)) {
+            return Err(error.to_string());
+        }
+        let assignment = consumer.assignment().expect("assignment");
+        if assignment.count() > 0 {
+            let mut partitions: Vec<i32> = assignment
+                .elements()
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            partitions.sort();
+            return Ok(partitions);
+        }
+    }
+    Err("neither an assignment nor an error".into())
+}
+
+/// The broker's `[groups]` settings: with Kafka's default minimum session timeout (6 s) a
+/// consumer asking for 1 s is refused (INVALID_SESSION_TIMEOUT); with the minimum lowered to
+/// 1000, as test setups lower `group.min.session.timeout.ms`, it joins and gets every
+/// partition. DescribeConfigs of the broker shows the settings under Kafka's names.
+#[test]
+fn a_one_second_session_joins_only_where_the_broker_allows_it() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+
+    let cluster = Cluster::start();
+    let refused = one_second_session(&cluster, "short-sessions", Duration::from_secs(30));
+    let error = refused.expect_err("Kafka's default minimum is 6 s");
+    assert!(
+        error.to_lowercase().contains("session timeout"),
+        "refused for its session timeout: {error}"
+    );
+    drop(cluster);
+
+    let cluster = Cluster::start_with(
+        "[groups]\nmin_session_timeout_ms = 1000\ninitial_rebalance_delay_ms = 0\noffsets_retention_minutes = 60\n",
+    );
+    let joined = one_second_session(&cluster, "short-sessions", Duration::from_secs(30));
+    assert_eq!(joined, Ok((0..PARTITIONS).collect::<Vec<_>>()));
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .create()
+        .expect("admin client");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let described = runtime
+        .block_on(admin.describe_configs(&[ResourceSpecifier::Broker(1)], &options))
+        .expect("describe configs");
+    let broker = described[0].as_ref().expect("broker configs");
+    let value = |name: &str| {
+        broker
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+            .unwrap_or_else(|| panic!("{name} is listed"))
+    };
+    assert_eq!(value("group.min.session.timeout.ms"), "1000");
+    assert_eq!(value("group.max.session.timeout.ms"), "1800000");
+    assert_eq!(value("group.initial.rebalance.delay.ms"), "0");
+    assert_eq!(value("offsets.retention.minutes"), "60");
+    assert_eq!(value("num.partitions"), "1");
+    assert_eq!(value("default.replication.factor"), "3");
+    assert_eq!(value("auto.create.topics.enable"), "false");
+}

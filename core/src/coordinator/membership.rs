@@ -14,9 +14,7 @@ use super::requests::{
     GroupError, GroupResponse, Heartbeat, JoinAnswer, JoinGroup, JoinedMember, LeaveGroup,
     SyncAnswer, SyncGroup,
 };
-use super::{
-    reply, CommandLog, Coordinator, CoordinatorConfig, GROUPS_MAX, ID_MAX, MEMBERS_MAX,
-};
+use super::{reply, CommandLog, Coordinator, CoordinatorConfig, GROUPS_MAX, ID_MAX, MEMBERS_MAX};
 use crate::ids::{Generation, RequestId};
 use crate::io::Response;
 use crate::node::Sink;

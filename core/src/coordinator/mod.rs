@@ -338,7 +338,14 @@ impl Coordinator {
                     }
                     .encode();
                     let limits = (self.proposals_max, self.entry_bytes_max);
-                    let _ = propose(log, &mut self.proposals, limits, data, now, Waiting::Nothing);
+                    let _ = propose(
+                        log,
+                        &mut self.proposals,
+                        limits,
+                        data,
+                        now,
+                        Waiting::Nothing,
+                    );
                 }
             }
         }

@@ -212,6 +212,7 @@ pub fn core_config(config: &Config) -> NodeConfig {
     node.log_cache_bytes = config.log.cache_bytes;
     node.batch_decompressed_bytes_max = config.log.decompressed_batch_bytes_max as usize;
     node.group_entry_bytes_max = config.group_entry_bytes_max;
+    node.coordinator = config.groups.coordinator();
     node
 }
 
