@@ -57,6 +57,11 @@ impl Coordinator {
                 member.deadline = now.mono.plus_ms(member.session_timeout_ms as u64);
             }
         }
+        // Offsets retention counts from now: an expiry must not be proposed behind this
+        // commit while it waits to apply.
+        if let Some(group) = live.groups.get_mut(&commit.group_id) {
+            group.changed_at = now.mono;
+        }
         let offsets = commit
             .offsets
             .into_iter()
