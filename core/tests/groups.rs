@@ -622,18 +622,22 @@ fn an_empty_groups_offsets_expire_after_the_retention_period() {
         config.coordinator.offsets_retention_ms = 5_000;
         config.coordinator.initial_rebalance_delay_ms = 0;
     });
-    // A standalone consumer (generation -1) commits, and commits again 3 s later: the period
+    // A standalone consumer (generation -1) commits offsets, and again 3 s later: the period
     // counts from the last change.
     assert_eq!(groups.commit(Generation(-1), "", 3), Ok(()));
     groups.cluster.tick(30);
     assert_eq!(groups.commit(Generation(-1), "", 4), Ok(()));
     groups.cluster.tick(40);
-    assert_eq!(groups.committed(), Some(4), "4 s after the last commit");
+    assert_eq!(
+        groups.committed(),
+        Some(4),
+        "4 s after the last offset commit"
+    );
     groups.cluster.tick(20);
     assert_eq!(
         groups.committed(),
         None,
-        "expired 5 s after the last commit"
+        "expired 5 s after the last offset commit"
     );
     let GroupResponse::Describe(Ok(description)) = groups.call(GroupOp::Describe {
         group_id: GROUP.into(),

@@ -58,7 +58,7 @@ impl Coordinator {
             }
         }
         // Offsets retention counts from now: an expiry must not be proposed behind this
-        // commit while it waits to apply.
+        // offset commit while it waits to apply.
         if let Some(group) = live.groups.get_mut(&commit.group_id) {
             group.changed_at = now.mono;
         }
