@@ -331,25 +331,29 @@ fn a_group_shares_partitions_survives_a_killed_member_and_takes_a_new_one() {
     );
 }
 
-/// A consumer asking for a one-second session (`session.timeout.ms=1000`, as test setups use):
-/// polls for up to `timeout` and returns its assignment, or the first consumer error.
-fn one_second_session(
+/// A consumer of `group` asking for a session of `session_ms` (librdkafka's
+/// `session.timeout.ms`): polls for up to 30 s and returns its assignment and how long it took
+/// to get it, or the first consumer error.
+fn join_with_session(
     cluster: &Cluster,
     group: &str,
-    timeout: Duration,
-) -> Result<Vec<i32>, String> {
+    session_ms: u32,
+) -> Result<(Vec<i32>, Duration), String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap())
         .set("group.id", group)
-        .set("session.timeout.ms", "1000")
-        .set("heartbeat.interval.ms", "300")
+        .set("session.timeout.ms", session_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (session_ms / 3).min(3_000).to_string(),
+        )
         .set("partition.assignment.strategy", "range")
         .create()
         .expect("consumer");
+    let start = Instant::now();
     consumer.subscribe(&[TOPIC]).expect("subscribe");
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(Err(error)) = consumer.poll(Duration::from_millis(200)) {
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Some(Err(error)) = consumer.poll(Duration::from_millis(100)) {
             return Err(error.to_string());
         }
         let assignment = consumer.assignment().expect("assignment");
@@ -360,35 +364,50 @@ fn one_second_session(
                 .map(|e| e.partition())
                 .collect();
             partitions.sort();
-            return Ok(partitions);
+            return Ok((partitions, start.elapsed()));
         }
     }
     Err("neither an assignment nor an error".into())
 }
 
-/// The broker's `[groups]` settings: with Kafka's default minimum session timeout (6 s) a
-/// consumer asking for 1 s is refused (INVALID_SESSION_TIMEOUT); with the minimum lowered to
-/// 1000, as test setups lower `group.min.session.timeout.ms`, it joins and gets every
-/// partition. DescribeConfigs of the broker shows the settings under Kafka's names.
+fn refused_for_its_session(result: Result<(Vec<i32>, Duration), String>) {
+    let error = result.expect_err("refused");
+    assert!(
+        error.contains("InvalidSessionTimeout"),
+        "refused for its session timeout: {error}"
+    );
+}
+
+/// The broker's `[groups]` settings against librdkafka consumers. With Kafka's defaults a
+/// consumer asking for a 1 s session is refused (INVALID_SESSION_TIMEOUT), and a lone
+/// consumer's first JoinGroup is answered only after the 3 s initial rebalance delay. With
+/// the minimum lowered to 1000 (as test setups lower `group.min.session.timeout.ms`), the
+/// maximum to 60 s and no delay, the 1 s session joins and gets every partition and a 120 s one
+/// is refused. DescribeConfigs of the broker shows the settings under Kafka's names.
 #[test]
-fn a_one_second_session_joins_only_where_the_broker_allows_it() {
+fn session_timeouts_and_the_initial_delay_follow_the_broker_settings() {
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
     use rdkafka::client::DefaultClientContext;
+    let every_partition = (0..PARTITIONS).collect::<Vec<_>>();
 
     let cluster = Cluster::start();
-    let refused = one_second_session(&cluster, "short-sessions", Duration::from_secs(30));
-    let error = refused.expect_err("Kafka's default minimum is 6 s");
+    refused_for_its_session(join_with_session(&cluster, "short-sessions", 1_000));
+    let (partitions, took) =
+        join_with_session(&cluster, "patient", 6_000).expect("6 s is Kafka's minimum");
+    assert_eq!(partitions, every_partition);
     assert!(
-        error.to_lowercase().contains("session timeout"),
-        "refused for its session timeout: {error}"
+        took >= Duration::from_secs(3),
+        "the first rebalance waits Kafka's initial delay: {took:?}"
     );
     drop(cluster);
 
     let cluster = Cluster::start_with(
-        "[groups]\nmin_session_timeout_ms = 1000\ninitial_rebalance_delay_ms = 0\noffsets_retention_minutes = 60\n",
+        "[groups]\nmin_session_timeout_ms = 1000\nmax_session_timeout_ms = 60000\ninitial_rebalance_delay_ms = 0\n",
     );
-    let joined = one_second_session(&cluster, "short-sessions", Duration::from_secs(30));
-    assert_eq!(joined, Ok((0..PARTITIONS).collect::<Vec<_>>()));
+    let (partitions, _) =
+        join_with_session(&cluster, "short-sessions", 1_000).expect("1 s is allowed here");
+    assert_eq!(partitions, every_partition);
+    refused_for_its_session(join_with_session(&cluster, "long-sessions", 120_000));
 
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap())
@@ -412,10 +431,48 @@ fn a_one_second_session_joins_only_where_the_broker_allows_it() {
             .unwrap_or_else(|| panic!("{name} is listed"))
     };
     assert_eq!(value("group.min.session.timeout.ms"), "1000");
-    assert_eq!(value("group.max.session.timeout.ms"), "1800000");
+    assert_eq!(value("group.max.session.timeout.ms"), "60000");
     assert_eq!(value("group.initial.rebalance.delay.ms"), "0");
-    assert_eq!(value("offsets.retention.minutes"), "60");
+    assert_eq!(value("offsets.retention.minutes"), "10080");
     assert_eq!(value("num.partitions"), "1");
     assert_eq!(value("default.replication.factor"), "3");
     assert_eq!(value("auto.create.topics.enable"), "false");
+    assert_eq!(value("offsets.topic.num.partitions"), "8");
+}
+
+/// `offsets.retention.minutes` (`[groups] offsets_retention_minutes`) against librdkafka: a
+/// standalone consumer's committed offset (it commits without joining, so its group has no
+/// members) is there 45 s later, and gone once the minute has passed since it was committed.
+#[test]
+fn an_empty_groups_offsets_expire_after_offsets_retention_minutes() {
+    let cluster = Cluster::start_with("[groups]\noffsets_retention_minutes = 1\n");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", "standalone")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(TOPIC, 0, rdkafka::Offset::Offset(5))
+        .expect("offset");
+    let committed_at = Instant::now();
+    consumer
+        .commit(&offsets, CommitMode::Sync)
+        .expect("offset commit");
+    let committed = || -> Option<i64> {
+        let mut partitions = TopicPartitionList::new();
+        partitions.add_partition(TOPIC, 0);
+        let fetched = consumer
+            .committed_offsets(partitions, Duration::from_secs(10))
+            .expect("offset fetch");
+        fetched.elements()[0].offset().to_raw().filter(|o| *o >= 0)
+    };
+    assert_eq!(committed(), Some(5));
+    std::thread::sleep(Duration::from_secs(45).saturating_sub(committed_at.elapsed()));
+    assert_eq!(committed(), Some(5), "kept for a minute");
+    wait_until("the offsets expire", Duration::from_secs(60), || {
+        committed().is_none()
+    });
+    assert!(committed_at.elapsed() >= Duration::from_secs(60));
 }
