@@ -1,6 +1,7 @@
 //! Consumer groups on three in-memory nodes: the coordinator partitions of `__consumer_offsets`,
 //! the join/sync barrier, generation fencing, session expiry, offsets that survive a failover
-//! of the coordinator, and group deletion.
+//! of the coordinator, group deletion, and the coordinator's settings (the session timeout
+//! range, the initial rebalance delay, offsets retention).
 
 mod common;
 
@@ -87,6 +88,16 @@ impl Groups {
             other => panic!("{other:?}"),
         };
         self.submit(GroupOp::Join(join(&member_id)))
+    }
+
+    /// The answer to `id` if it has come (without ticking).
+    fn answered(&mut self, id: RequestId) -> Option<GroupResponse> {
+        self.cluster.settle();
+        let at = self.cluster.replies.iter().position(|(_, i, _)| *i == id)?;
+        match self.cluster.replies.remove(at).2 {
+            Response::Group(response) => Some(response),
+            other => panic!("not a group answer: {other:?}"),
+        }
     }
 
     fn joined(&mut self, id: RequestId) -> JoinAnswer {
@@ -499,6 +510,167 @@ fn commits_and_memberships_larger_than_an_entry_may_be_are_refused() {
         Ok(())
     );
     assert_eq!(groups.committed(), Some(5));
+    for node in groups.cluster.nodes.values() {
+        node.invariants();
+    }
+}
+
+fn join_with_session(member_id: &str, session_timeout_ms: i32) -> GroupOp {
+    let mut join = join(member_id);
+    join.session_timeout_ms = session_timeout_ms;
+    GroupOp::Join(join)
+}
+
+#[test]
+fn session_timeouts_outside_the_configured_range_are_refused() {
+    // Kafka's defaults: 6 s to 30 minutes.
+    let mut groups = Groups::new();
+    for session in [1_000, 5_999, 1_800_001] {
+        assert_eq!(
+            groups.call(join_with_session("", session)),
+            GroupResponse::Join(Err(GroupError::InvalidSessionTimeout)),
+            "{session}"
+        );
+    }
+    assert!(matches!(
+        groups.call(join_with_session("", 6_000)),
+        GroupResponse::Join(Err(GroupError::MemberIdRequired(_)))
+    ));
+
+    // A test cluster's lowered minimum (`group.min.session.timeout.ms=1000`) and a lowered
+    // maximum.
+    let mut groups = Groups::with(|config| {
+        config.coordinator.min_session_timeout_ms = 1_000;
+        config.coordinator.max_session_timeout_ms = 10_000;
+        config.coordinator.initial_rebalance_delay_ms = 0;
+    });
+    for session in [999, 10_001] {
+        assert_eq!(
+            groups.call(join_with_session("", session)),
+            GroupResponse::Join(Err(GroupError::InvalidSessionTimeout)),
+            "{session}"
+        );
+    }
+    let GroupResponse::Join(Err(GroupError::MemberIdRequired(member_id))) =
+        groups.call(join_with_session("", 1_000))
+    else {
+        panic!("a 1 s session is within the configured range");
+    };
+    let wait = groups.submit(join_with_session(&member_id, 1_000));
+    let member = groups.joined(wait);
+    assert_eq!(member.generation, Generation(1));
+    let wait = groups.sync(&member);
+    groups.synced(wait);
+    // The 1 s session is kept: two seconds without a heartbeat and the member is gone.
+    assert_eq!(groups.heartbeat(&member), Ok(()));
+    groups.cluster.tick(20);
+    assert_eq!(groups.heartbeat(&member), Err(GroupError::UnknownMemberId));
+}
+
+#[test]
+fn the_first_rebalance_of_an_empty_group_waits_the_initial_delay_for_more_members() {
+    // Kafka's default delay, 3 s; the members' rebalance timeout is 10 s.
+    let mut groups = Groups::new();
+    let a = groups.join("");
+    groups.cluster.tick(20);
+    assert_eq!(groups.answered(a), None, "the delay has not run out");
+    // A second member joins during the delay: once it runs out, the barrier waits another
+    // delay, and both are in the first generation.
+    let b = groups.join("");
+    groups.cluster.tick(9);
+    assert_eq!(groups.answered(a), None, "3 s have not passed");
+    groups.cluster.tick(2);
+    assert_eq!(groups.answered(a), None, "the delay was extended");
+    groups.cluster.tick(28);
+    assert_eq!(groups.answered(a), None, "6 s have not passed");
+    groups.cluster.tick(3);
+    let (a, b) = (groups.joined(a), groups.joined(b));
+    assert_eq!((a.generation, b.generation), (Generation(1), Generation(1)));
+    assert_eq!(a.members.len() + b.members.len(), 2);
+
+    // Without a delay, a lone member's join completes at once.
+    let mut groups = Groups::with(|config| config.coordinator.initial_rebalance_delay_ms = 0);
+    let a = groups.join("");
+    let answer = groups.answered(a).expect("answered without a tick");
+    assert!(matches!(answer, GroupResponse::Join(Ok(_))), "{answer:?}");
+
+    // The delay is for an empty group only: a member joining a stable group rebalances as
+    // soon as everyone has rejoined.
+    let mut groups = Groups::with(|config| config.coordinator.initial_rebalance_delay_ms = 2_000);
+    let a = groups.join("");
+    groups.cluster.tick(19);
+    assert_eq!(groups.answered(a), None, "2 s have not passed");
+    groups.cluster.tick(2);
+    let a = groups.joined(a);
+    let wait = groups.sync(&a);
+    groups.synced(wait);
+    let b = groups.join("");
+    let a_again = groups.submit(GroupOp::Join(join(&a.member_id)));
+    let answer = groups
+        .answered(a_again)
+        .expect("no delay for a group with members");
+    assert!(matches!(answer, GroupResponse::Join(Ok(_))), "{answer:?}");
+    let answer = groups
+        .answered(b)
+        .expect("no delay for a group with members");
+    assert!(matches!(answer, GroupResponse::Join(Ok(_))), "{answer:?}");
+}
+
+#[test]
+fn an_empty_groups_offsets_expire_after_the_retention_period() {
+    let mut groups = Groups::with(|config| {
+        config.coordinator.offsets_retention_ms = 5_000;
+        config.coordinator.initial_rebalance_delay_ms = 0;
+    });
+    // A standalone consumer (generation -1) commits offsets, and again 3 s later: the period
+    // counts from the last change.
+    assert_eq!(groups.commit(Generation(-1), "", 3), Ok(()));
+    groups.cluster.tick(30);
+    assert_eq!(groups.commit(Generation(-1), "", 4), Ok(()));
+    groups.cluster.tick(40);
+    assert_eq!(
+        groups.committed(),
+        Some(4),
+        "4 s after the last offset commit"
+    );
+    groups.cluster.tick(20);
+    assert_eq!(
+        groups.committed(),
+        None,
+        "expired 5 s after the last offset commit"
+    );
+    let GroupResponse::Describe(Ok(description)) = groups.call(GroupOp::Describe {
+        group_id: GROUP.into(),
+    }) else {
+        panic!("describe");
+    };
+    assert_eq!(description.state, "Dead", "the group went with its offsets");
+
+    // A group with a member keeps its offsets however long it lives.
+    let wait = groups.join("");
+    let member = groups.joined(wait);
+    let wait = groups.sync(&member);
+    groups.synced(wait);
+    assert_eq!(
+        groups.commit(member.generation, &member.member_id, 9),
+        Ok(())
+    );
+    for _ in 0..5 {
+        groups.cluster.tick(20);
+        assert_eq!(groups.heartbeat(&member), Ok(()));
+    }
+    assert_eq!(groups.committed(), Some(9), "10 s with a member");
+    // Once it leaves, the period starts (from the group's last change: the empty
+    // generation stored when it left).
+    let left = groups.call(GroupOp::Leave(LeaveGroup {
+        group_id: GROUP.into(),
+        members: vec![(member.member_id.clone(), None)],
+    }));
+    assert!(matches!(left, GroupResponse::Leave(Ok(_))), "{left:?}");
+    groups.cluster.tick(40);
+    assert_eq!(groups.committed(), Some(9));
+    groups.cluster.tick(20);
+    assert_eq!(groups.committed(), None);
     for node in groups.cluster.nodes.values() {
         node.invariants();
     }

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use oxbow_core::coordinator::CoordinatorConfig;
 use oxbow_core::ids::NodeId;
 use oxbow_core::metadata::{check_topic_name, TopicMeta, PARTITIONS_PER_TOPIC_MAX};
 use serde::Deserialize;
@@ -146,6 +147,9 @@ pub struct Config {
     /// Idempotent producers' state per partition (the `[producers]` table).
     #[serde(default)]
     pub producers: ProducersConfig,
+    /// The group coordinators' settings (the `[groups]` table).
+    #[serde(default)]
+    pub groups: GroupsConfig,
 }
 
 /// The state each partition keeps of idempotent producers (their epochs and last five
@@ -185,6 +189,78 @@ impl ProducersConfig {
                 "producers.per_partition_max: {} is outside 1..=1000000",
                 self.per_partition_max
             )));
+        }
+        Ok(())
+    }
+}
+
+/// The group coordinators' settings, under Kafka's broker setting names.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// Shortest session timeout a consumer may ask for (Kafka's
+    /// `group.min.session.timeout.ms`, 6 s); shorter ones are refused with
+    /// INVALID_SESSION_TIMEOUT. Test setups often lower it to 1000.
+    pub min_session_timeout_ms: i32,
+    /// Longest session timeout a consumer may ask for (Kafka's
+    /// `group.max.session.timeout.ms`, 30 minutes).
+    pub max_session_timeout_ms: i32,
+    /// How long the first rebalance of an empty group waits for more members (Kafka's
+    /// `group.initial.rebalance.delay.ms`, 3 s); each member joining meanwhile extends it by
+    /// as much, up to the rebalance timeout. Test setups set 0.
+    pub initial_rebalance_delay_ms: u64,
+    /// A group without members is deleted with its committed offsets once nothing changed
+    /// in it for this long (Kafka's `offsets.retention.minutes`, 7 days).
+    pub offsets_retention_minutes: u64,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        let core = CoordinatorConfig::default();
+        Self {
+            min_session_timeout_ms: core.min_session_timeout_ms,
+            max_session_timeout_ms: core.max_session_timeout_ms,
+            initial_rebalance_delay_ms: core.initial_rebalance_delay_ms,
+            offsets_retention_minutes: core.offsets_retention_ms / 60_000,
+        }
+    }
+}
+
+impl GroupsConfig {
+    /// The core's coordinator settings.
+    pub fn coordinator(&self) -> CoordinatorConfig {
+        CoordinatorConfig {
+            min_session_timeout_ms: self.min_session_timeout_ms,
+            max_session_timeout_ms: self.max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.initial_rebalance_delay_ms,
+            offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.min_session_timeout_ms < 1 {
+            return Err(ConfigError(format!(
+                "groups.min_session_timeout_ms: {} is under 1",
+                self.min_session_timeout_ms
+            )));
+        }
+        if self.max_session_timeout_ms < self.min_session_timeout_ms {
+            return Err(ConfigError(format!(
+                "groups.max_session_timeout_ms: {} is under min_session_timeout_ms ({})",
+                self.max_session_timeout_ms, self.min_session_timeout_ms
+            )));
+        }
+        if self.initial_rebalance_delay_ms > i32::MAX as u64 {
+            return Err(ConfigError(format!(
+                "groups.initial_rebalance_delay_ms: {} is over {}",
+                self.initial_rebalance_delay_ms,
+                i32::MAX
+            )));
+        }
+        if self.offsets_retention_minutes < 1 {
+            return Err(ConfigError(
+                "groups.offsets_retention_minutes: must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -382,6 +458,125 @@ fn default_offsets_topic_partitions() -> u32 {
     8
 }
 
+/// Kafka's broker settings that oxbow has, and where it keeps them: (Kafka's name, oxbow's
+/// table or `""` for the top level, oxbow's key).
+pub const KAFKA_NAMES: &[(&str, &str, &str)] = &[
+    ("broker.id", "", "node_id"),
+    ("node.id", "", "node_id"),
+    ("log.dirs", "", "data_dir"),
+    ("log.dir", "", "data_dir"),
+    ("listeners", "", "kafka_listen"),
+    ("advertised.listeners", "", "kafka_advertised"),
+    ("auto.create.topics.enable", "", "auto_create_topics"),
+    ("num.partitions", "", "default_partitions"),
+    (
+        "default.replication.factor",
+        "",
+        "default_replication_factor",
+    ),
+    (
+        "offsets.topic.num.partitions",
+        "",
+        "offsets_topic_partitions",
+    ),
+    ("fetch.max.bytes", "", "fetch_max_bytes"),
+    (
+        "group.min.session.timeout.ms",
+        "groups",
+        "min_session_timeout_ms",
+    ),
+    (
+        "group.max.session.timeout.ms",
+        "groups",
+        "max_session_timeout_ms",
+    ),
+    (
+        "group.initial.rebalance.delay.ms",
+        "groups",
+        "initial_rebalance_delay_ms",
+    ),
+    (
+        "offsets.retention.minutes",
+        "groups",
+        "offsets_retention_minutes",
+    ),
+    ("log.retention.hours", "log", "retention_hours"),
+    ("log.retention.ms", "log", "retention_ms"),
+    ("log.retention.bytes", "log", "retention_bytes"),
+    ("log.segment.bytes", "log", "segment_bytes"),
+    ("log.roll.ms", "log", "segment_ms"),
+    (
+        "log.retention.check.interval.ms",
+        "log",
+        "retention_check_interval_ms",
+    ),
+    ("max.connections", "connections", "max_connections"),
+    (
+        "max.connections.per.ip",
+        "connections",
+        "max_connections_per_ip",
+    ),
+    (
+        "connections.max.idle.ms",
+        "connections",
+        "connections_max_idle_ms",
+    ),
+    (
+        "queued.max.request.bytes",
+        "connections",
+        "queued_max_request_bytes",
+    ),
+];
+
+/// If the text uses one of Kafka's names for a setting (as `a.b.c = ...`, a TOML dotted key,
+/// or `"a.b.c" = ...`, at the top level or inside a table), the error that says what oxbow
+/// calls it.
+fn kafka_name_hint(text: &str) -> Option<String> {
+    fn leaves(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {
+        out.push(prefix.to_string());
+        if let toml::Value::Table(table) = value {
+            for (key, value) in table {
+                leaves(&format!("{prefix}.{key}"), value, out);
+            }
+        }
+    }
+    fn find(table: &toml::Table) -> Option<String> {
+        for (key, value) in table {
+            let mut names = Vec::new();
+            leaves(key, value, &mut names);
+            for name in &names {
+                if let Some((kafka, table, key)) = KAFKA_NAMES.iter().find(|k| k.0 == name) {
+                    let oxbow = if table.is_empty() {
+                        format!("the top-level key `{key}`")
+                    } else {
+                        format!("`{key}` in the [{table}] table")
+                    };
+                    return Some(format!(
+                        "unknown key `{kafka}`: that is Kafka's name for the setting; \
+                         oxbow's is {oxbow} (docs/operations.md lists every key)"
+                    ));
+                }
+            }
+            if let toml::Value::Table(inner) = value {
+                if let Some(hint) = find(inner) {
+                    return Some(hint);
+                }
+            }
+            if let toml::Value::Array(items) = value {
+                for item in items {
+                    if let toml::Value::Table(inner) = item {
+                        if let Some(hint) = find(inner) {
+                            return Some(hint);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+    find(&text.parse::<toml::Table>().ok()?)
+}
+
 /// A configuration mistake, naming the field.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ConfigError(pub String);
@@ -427,9 +622,11 @@ impl Config {
         Ok(Some(secret))
     }
 
-    /// Parses TOML text and validates it.
+    /// Parses TOML text and validates it. A key under Kafka's name is refused with the name
+    /// oxbow gives it.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let config: Self = toml::from_str(text)
+            .map_err(|e| ConfigError(kafka_name_hint(text).unwrap_or_else(|| e.to_string())))?;
         config.validate()?;
         Ok(config)
     }
@@ -540,6 +737,7 @@ impl Config {
         self.log.validate()?;
         self.connections.validate()?;
         self.producers.validate()?;
+        self.groups.validate()?;
         if !(1 << 16..=32 << 20).contains(&self.group_entry_bytes_max) {
             return Err(ConfigError(format!(
                 "group_entry_bytes_max: {} is outside 65536..=33554432",
@@ -702,6 +900,103 @@ mod tests {
         let bad = set.replace("expiration_ms = 60000", "expiration_ms = 0");
         let error = Config::parse(&bad).expect_err("invalid");
         assert!(error.0.starts_with("producers.expiration_ms"), "{error}");
+    }
+
+    #[test]
+    fn group_settings_have_kafkas_defaults_and_reach_the_core() {
+        let config = Config::parse(GOOD).expect("valid");
+        let core = crate::runtime::core_config(&config).coordinator;
+        assert_eq!(core.min_session_timeout_ms, 6_000);
+        assert_eq!(core.max_session_timeout_ms, 1_800_000);
+        assert_eq!(core.initial_rebalance_delay_ms, 3_000);
+        assert_eq!(core.offsets_retention_ms, 7 * 24 * 3_600_000);
+        assert_eq!(config.groups.offsets_retention_minutes, 10_080);
+
+        let text = format!(
+            "{GOOD}\n        [groups]\n        min_session_timeout_ms = 1000\n        \
+             max_session_timeout_ms = 60000\n        initial_rebalance_delay_ms = 0\n        \
+             offsets_retention_minutes = 60\n"
+        );
+        let config = Config::parse(&text).expect("valid");
+        let core = crate::runtime::core_config(&config).coordinator;
+        assert_eq!(core.min_session_timeout_ms, 1_000);
+        assert_eq!(core.max_session_timeout_ms, 60_000);
+        assert_eq!(core.initial_rebalance_delay_ms, 0);
+        assert_eq!(core.offsets_retention_ms, 3_600_000);
+    }
+
+    #[test]
+    fn bad_group_settings_name_the_field() {
+        let with = |groups: &str| Config::parse(&format!("{GOOD}\n[groups]\n{groups}\n"));
+        let error = with("min_session_timeout_ms = 0").expect_err("invalid");
+        assert!(
+            error.0.starts_with("groups.min_session_timeout_ms"),
+            "{error}"
+        );
+        let error = with("min_session_timeout_ms = 10000\nmax_session_timeout_ms = 9000")
+            .expect_err("invalid");
+        assert!(
+            error.0.starts_with("groups.max_session_timeout_ms"),
+            "{error}"
+        );
+        let error = with("offsets_retention_minutes = 0").expect_err("invalid");
+        assert!(
+            error.0.starts_with("groups.offsets_retention_minutes"),
+            "{error}"
+        );
+        let error = with("session_timeout_ms = 1000").expect_err("invalid");
+        assert!(error.0.contains("session_timeout_ms"), "{error}");
+        assert!(
+            error.0.contains("min_session_timeout_ms"),
+            "lists the keys: {error}"
+        );
+    }
+
+    #[test]
+    fn kafkas_names_are_refused_with_oxbows() {
+        let top = |line: &str| {
+            Config::parse(&GOOD.replace("[[peers]]", &format!("{line}\n[[peers]]")))
+                .expect_err("Kafka's names are not oxbow's")
+                .0
+        };
+        // A dotted key, as a Kafka properties file has it, and a quoted one.
+        for line in [
+            "group.min.session.timeout.ms = 1000",
+            "\"group.min.session.timeout.ms\" = 1000",
+        ] {
+            let error = top(line);
+            assert_eq!(
+                error,
+                "unknown key `group.min.session.timeout.ms`: that is Kafka's name for the \
+                 setting; oxbow's is `min_session_timeout_ms` in the [groups] table \
+                 (docs/operations.md lists every key)"
+            );
+        }
+        assert!(top("auto.create.topics.enable = true")
+            .contains("oxbow's is the top-level key `auto_create_topics`"));
+        assert!(top("offsets.retention.minutes = 5")
+            .contains("`offsets_retention_minutes` in the [groups] table"));
+        // Inside a table too.
+        let error = Config::parse(&format!("{GOOD}\n[log]\nsegment.bytes = 1048576\n"))
+            .expect_err("invalid")
+            .0;
+        assert!(error.contains("`log.segment.bytes`"), "{error}");
+        assert!(
+            error.contains("`segment_bytes` in the [log] table"),
+            "{error}"
+        );
+        let error = Config::parse(&format!(
+            "{GOOD}\n[groups]\n\"group.initial.rebalance.delay.ms\" = 0\n"
+        ))
+        .expect_err("invalid")
+        .0;
+        assert!(
+            error.contains("`initial_rebalance_delay_ms` in the [groups]"),
+            "{error}"
+        );
+        // Other unknown keys keep the parser's message, which names the key.
+        let error = top("min.insync.replicas = 2");
+        assert!(error.contains("unknown field `min`"), "{error}");
     }
 
     #[test]

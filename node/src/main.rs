@@ -190,6 +190,7 @@ fn dev_configs(
             group_entry_bytes_max: 4 << 20,
             connections: Default::default(),
             producers: Default::default(),
+            groups: Default::default(),
             log: LogConfig::default(),
         };
         config.validate().map_err(|e| e.to_string())?;

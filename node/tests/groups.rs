@@ -330,3 +330,149 @@ fn a_group_shares_partitions_survives_a_killed_member_and_takes_a_new_one() {
         "committed offsets went back: {backwards:?}"
     );
 }
+
+/// A consumer of `group` asking for a session of `session_ms` (librdkafka's
+/// `session.timeout.ms`): polls for up to 30 s and returns its assignment and how long it took
+/// to get it, or the first consumer error.
+fn join_with_session(
+    cluster: &Cluster,
+    group: &str,
+    session_ms: u32,
+) -> Result<(Vec<i32>, Duration), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", group)
+        .set("session.timeout.ms", session_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (session_ms / 3).min(3_000).to_string(),
+        )
+        .set("partition.assignment.strategy", "range")
+        .create()
+        .expect("consumer");
+    let start = Instant::now();
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Some(Err(error)) = consumer.poll(Duration::from_millis(100)) {
+            return Err(error.to_string());
+        }
+        let assignment = consumer.assignment().expect("assignment");
+        if assignment.count() > 0 {
+            let mut partitions: Vec<i32> = assignment
+                .elements()
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            partitions.sort();
+            return Ok((partitions, start.elapsed()));
+        }
+    }
+    Err("neither an assignment nor an error".into())
+}
+
+fn refused_for_its_session(result: Result<(Vec<i32>, Duration), String>) {
+    let error = result.expect_err("refused");
+    assert!(
+        error.contains("InvalidSessionTimeout"),
+        "refused for its session timeout: {error}"
+    );
+}
+
+/// The broker's `[groups]` settings against librdkafka consumers. With Kafka's defaults a
+/// consumer asking for a 1 s session is refused (INVALID_SESSION_TIMEOUT), and a lone
+/// consumer's first JoinGroup is answered only after the 3 s initial rebalance delay. With
+/// the minimum lowered to 1000 (as test setups lower `group.min.session.timeout.ms`), the
+/// maximum to 60 s and no delay, the 1 s session joins and gets every partition and a 120 s one
+/// is refused. DescribeConfigs of the broker shows the settings under Kafka's names.
+#[test]
+fn session_timeouts_and_the_initial_delay_follow_the_broker_settings() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let every_partition = (0..PARTITIONS).collect::<Vec<_>>();
+
+    let cluster = Cluster::start();
+    refused_for_its_session(join_with_session(&cluster, "short-sessions", 1_000));
+    let (partitions, took) =
+        join_with_session(&cluster, "patient", 6_000).expect("6 s is Kafka's minimum");
+    assert_eq!(partitions, every_partition);
+    assert!(
+        took >= Duration::from_secs(3),
+        "the first rebalance waits Kafka's initial delay: {took:?}"
+    );
+    drop(cluster);
+
+    let cluster = Cluster::start_with(
+        "[groups]\nmin_session_timeout_ms = 1000\nmax_session_timeout_ms = 60000\ninitial_rebalance_delay_ms = 0\n",
+    );
+    let (partitions, _) =
+        join_with_session(&cluster, "short-sessions", 1_000).expect("1 s is allowed here");
+    assert_eq!(partitions, every_partition);
+    refused_for_its_session(join_with_session(&cluster, "long-sessions", 120_000));
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .create()
+        .expect("admin client");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let described = runtime
+        .block_on(admin.describe_configs(&[ResourceSpecifier::Broker(1)], &options))
+        .expect("describe configs");
+    let broker = described[0].as_ref().expect("broker configs");
+    let value = |name: &str| {
+        broker
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+            .unwrap_or_else(|| panic!("{name} is listed"))
+    };
+    assert_eq!(value("group.min.session.timeout.ms"), "1000");
+    assert_eq!(value("group.max.session.timeout.ms"), "60000");
+    assert_eq!(value("group.initial.rebalance.delay.ms"), "0");
+    assert_eq!(value("offsets.retention.minutes"), "10080");
+    assert_eq!(value("num.partitions"), "1");
+    assert_eq!(value("default.replication.factor"), "3");
+    assert_eq!(value("auto.create.topics.enable"), "false");
+    assert_eq!(value("offsets.topic.num.partitions"), "8");
+}
+
+/// `offsets.retention.minutes` (`[groups] offsets_retention_minutes`) against librdkafka: a
+/// standalone consumer's committed offset (it commits without joining, so its group has no
+/// members) is there 45 s later, and gone once the minute has passed since it was committed.
+#[test]
+fn an_empty_groups_offsets_expire_after_offsets_retention_minutes() {
+    let cluster = Cluster::start_with("[groups]\noffsets_retention_minutes = 1\n");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", "standalone")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(TOPIC, 0, rdkafka::Offset::Offset(5))
+        .expect("offset");
+    let committed_at = Instant::now();
+    consumer
+        .commit(&offsets, CommitMode::Sync)
+        .expect("offset commit");
+    let committed = || -> Option<i64> {
+        let mut partitions = TopicPartitionList::new();
+        partitions.add_partition(TOPIC, 0);
+        let fetched = consumer
+            .committed_offsets(partitions, Duration::from_secs(10))
+            .expect("offset fetch");
+        fetched.elements()[0].offset().to_raw().filter(|o| *o >= 0)
+    };
+    assert_eq!(committed(), Some(5));
+    std::thread::sleep(Duration::from_secs(45).saturating_sub(committed_at.elapsed()));
+    assert_eq!(committed(), Some(5), "kept for a minute");
+    wait_until("the offsets expire", Duration::from_secs(60), || {
+        committed().is_none()
+    });
+    assert!(committed_at.elapsed() >= Duration::from_secs(60));
+}

@@ -112,6 +112,15 @@ fn get_opt(r: &mut Reader<'_>) -> Result<Option<String>, DecodeError> {
 }
 
 impl Command {
+    /// The group the command is about.
+    pub fn group_id(&self) -> &str {
+        match self {
+            Self::Offsets { group_id, .. }
+            | Self::Group { group_id, .. }
+            | Self::Delete { group_id } => group_id,
+        }
+    }
+
     /// Encodes the command for the log.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();

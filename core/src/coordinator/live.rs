@@ -85,12 +85,32 @@ pub(super) struct LiveGroup {
     pub(super) rebalance_deadline: Option<Instant>,
     /// The leader's assignment is proposed for this generation and not yet applied.
     pub(super) syncing: bool,
+    /// In a rebalance that began with the group empty: the initial rebalance delay, during
+    /// which the barrier waits for more members even once everyone is in.
+    pub(super) initial_delay: Option<InitialDelay>,
+    /// When the group's stored state last changed, or this leader began serving it: an empty
+    /// group's offsets expire a retention period after it.
+    pub(super) changed_at: Instant,
     /// Logs the group's rebalances (with its id).
     pub(super) logger: slog::Logger,
 }
 
+/// The initial rebalance delay of a group that was empty (Kafka's `InitialDelayedJoin`): the
+/// barrier lifts at the group's `rebalance_deadline`, unless a member joined during the delay
+/// and time remains, when it waits once more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct InitialDelay {
+    /// The delay now running.
+    pub(super) delay_ms: u64,
+    /// How much longer the barrier may still be extended (the rebalance timeout less the
+    /// delays so far).
+    pub(super) remaining_ms: u64,
+    /// A member joined during the delay now running.
+    pub(super) new_member_added: bool,
+}
+
 impl LiveGroup {
-    pub(super) fn empty(logger: &slog::Logger, group_id: &str) -> Self {
+    pub(super) fn empty(logger: &slog::Logger, group_id: &str, now: Now) -> Self {
         Self {
             logger: logger.new(slog::o!("consumer_group" => group_id.to_string())),
             state: State::Empty,
@@ -103,6 +123,8 @@ impl LiveGroup {
             instances: BTreeMap::new(),
             rebalance_deadline: None,
             syncing: false,
+            initial_delay: None,
+            changed_at: now.mono,
         }
     }
 
@@ -112,7 +134,7 @@ impl LiveGroup {
         logger: &slog::Logger,
         group_id: &str,
     ) -> Self {
-        let mut group = Self::empty(logger, group_id);
+        let mut group = Self::empty(logger, group_id, now);
         group.generation = meta.generation;
         if meta.members.is_empty() {
             return group;
@@ -217,6 +239,9 @@ impl LiveGroup {
             self.rebalance_deadline.is_some(),
             self.state == State::PreparingRebalance
         );
+        if self.initial_delay.is_some() {
+            assert_eq!(self.state, State::PreparingRebalance);
+        }
         for (instance, member) in &self.instances {
             let m = self.members.get(member).expect("instances map to members");
             assert_eq!(m.instance_id.as_deref(), Some(instance.as_str()));

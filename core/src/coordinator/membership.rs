@@ -8,16 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 use super::command::Command;
-use super::live::{Live, LiveGroup, Member, State};
+use super::live::{InitialDelay, Live, LiveGroup, Member, State};
 use super::proposals::{propose, store_membership, Refused, Waiting};
 use super::requests::{
     GroupError, GroupResponse, Heartbeat, JoinAnswer, JoinGroup, JoinedMember, LeaveGroup,
     SyncAnswer, SyncGroup,
 };
-use super::{
-    reply, CommandLog, Coordinator, GROUPS_MAX, ID_MAX, MEMBERS_MAX, SESSION_TIMEOUT_MAX_MS,
-    SESSION_TIMEOUT_MIN_MS,
-};
+use super::{reply, CommandLog, Coordinator, CoordinatorConfig, GROUPS_MAX, ID_MAX, MEMBERS_MAX};
 use crate::ids::{Generation, RequestId};
 use crate::io::Response;
 use crate::node::Sink;
@@ -235,8 +232,38 @@ pub(super) fn heartbeat(live: &mut Live, now: Now, hb: &Heartbeat) -> Result<(),
     Ok(())
 }
 
+/// Whether the join barrier may lift before its deadline: every member is in, and no initial
+/// rebalance delay is running (that one lifts only at its deadline).
 pub(super) fn all_joined(group: &LiveGroup) -> bool {
-    group.pending_members.is_empty() && group.members.values().all(|m| m.awaiting_join.is_some())
+    group.initial_delay.is_none()
+        && group.pending_members.is_empty()
+        && group.members.values().all(|m| m.awaiting_join.is_some())
+}
+
+/// The initial rebalance delay ran out: if a member joined during it and the rebalance timeout
+/// leaves time, the barrier waits once more (and `true` is returned); otherwise the delay is
+/// over and the barrier lifts.
+pub(super) fn extend_initial_delay(
+    group: &mut LiveGroup,
+    config: CoordinatorConfig,
+    now: Now,
+) -> bool {
+    let Some(delay) = group.initial_delay.take() else {
+        return false;
+    };
+    if !delay.new_member_added || delay.remaining_ms == 0 {
+        return false;
+    }
+    let delay_ms = config.initial_rebalance_delay_ms.min(delay.remaining_ms);
+    group.initial_delay = Some(InitialDelay {
+        delay_ms,
+        remaining_ms: delay.remaining_ms.saturating_sub(delay.delay_ms),
+        new_member_added: false,
+    });
+    group.rebalance_deadline = Some(now.mono.plus_ms(delay_ms));
+    slog::info!(group.logger, "members joined during the initial rebalance delay; waiting again";
+        "delay_ms" => delay_ms, "members" => group.members.len());
+    true
 }
 
 /// Starts a rebalance: members must join again before the barrier lifts.
@@ -289,6 +316,7 @@ pub(super) fn complete_join(
     }
     group.pending_members.clear();
     group.rebalance_deadline = None;
+    group.initial_delay = None;
     group.generation = Generation(group.generation.0.wrapping_add(1).max(1));
     if group.members.is_empty() {
         group.state = State::Empty;
@@ -404,6 +432,7 @@ pub(super) fn leave_group(
 pub(super) fn join_group(
     live: &mut Live,
     node: u64,
+    config: CoordinatorConfig,
     now: Now,
     id: RequestId,
     join: JoinGroup,
@@ -414,7 +443,9 @@ pub(super) fn join_group(
         None
     };
     let group_id = join.group_id.clone();
-    if !(SESSION_TIMEOUT_MIN_MS..=SESSION_TIMEOUT_MAX_MS).contains(&join.session_timeout_ms) {
+    if !(config.min_session_timeout_ms..=config.max_session_timeout_ms)
+        .contains(&join.session_timeout_ms)
+    {
         return fail(sink, GroupError::InvalidSessionTimeout);
     }
     if join.protocol_type.is_empty()
@@ -434,7 +465,7 @@ pub(super) fn join_group(
         if live.groups.len() >= GROUPS_MAX {
             return fail(sink, GroupError::CoordinatorNotAvailable);
         }
-        let group = LiveGroup::empty(&live.logger, &join.group_id);
+        let group = LiveGroup::empty(&live.logger, &join.group_id, now);
         live.groups.insert(join.group_id.clone(), group);
     }
     let term = live.term;
@@ -497,7 +528,7 @@ pub(super) fn join_group(
                     member_id = new_member_id(&mut live.next_member);
                 }
                 let group = live.groups.get_mut(&join.group_id).expect("present");
-                return add_member(group, &group_id, member_id, join, now, id, sink);
+                return add_member(group, &group_id, member_id, join, config, now, id, sink);
             }
         }
     }
@@ -514,10 +545,10 @@ pub(super) fn join_group(
             );
             return fail(sink, GroupError::MemberIdRequired(member_id));
         }
-        return add_member(group, &group_id, member_id, join, now, id, sink);
+        return add_member(group, &group_id, member_id, join, config, now, id, sink);
     }
     if group.pending_members.remove(&member_id).is_some() {
-        return add_member(group, &group_id, member_id, join, now, id, sink);
+        return add_member(group, &group_id, member_id, join, config, now, id, sink);
     }
     if !group.members.contains_key(&member_id) {
         return fail(sink, GroupError::UnknownMemberId);
@@ -525,11 +556,13 @@ pub(super) fn join_group(
     rejoin(group, &group_id, member_id, join, now, id, sink)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn add_member(
     group: &mut LiveGroup,
     group_id: &str,
     member_id: String,
     join: JoinGroup,
+    config: CoordinatorConfig,
     now: Now,
     id: RequestId,
     sink: &mut Sink,
@@ -545,6 +578,10 @@ fn add_member(
     if group.members.is_empty() {
         group.protocol_type = join.protocol_type.clone();
     }
+    if let Some(delay) = &mut group.initial_delay {
+        delay.new_member_added = true;
+    }
+    let was_empty = group.state == State::Empty;
     if let Some(instance) = &join.instance_id {
         group.instances.insert(instance.clone(), member_id.clone());
     }
@@ -565,6 +602,18 @@ fn add_member(
         },
     );
     prepare_rebalance(group, now, sink);
+    if was_empty && config.initial_rebalance_delay_ms > 0 {
+        // The first rebalance of an empty group waits for more members (Kafka's
+        // `group.initial.rebalance.delay.ms`), up to the rebalance timeout in all.
+        let delay_ms = config.initial_rebalance_delay_ms;
+        let timeout = join.rebalance_timeout_ms.max(0) as u64;
+        group.initial_delay = Some(InitialDelay {
+            delay_ms,
+            remaining_ms: timeout.saturating_sub(delay_ms),
+            new_member_added: false,
+        });
+        group.rebalance_deadline = Some(now.mono.plus_ms(delay_ms));
+    }
     Some(group_id.to_string())
 }
 

@@ -32,8 +32,11 @@ use bytes::Bytes;
 
 pub use command::{Command, CommittedOffset, GroupMeta, StoredGroup, StoredMember, StoredState};
 use live::{Live, LiveGroup, State};
-use membership::{all_joined, complete_join, heartbeat, join_group, leave_group, remove_member};
-use proposals::{store_membership, Proposal, Waiting, WaitingOp};
+use membership::{
+    all_joined, complete_join, extend_initial_delay, heartbeat, join_group, leave_group,
+    remove_member,
+};
+use proposals::{propose, store_membership, Proposal, Waiting, WaitingOp};
 pub use requests::{
     GroupDescription, GroupError, GroupOp, GroupResponse, Heartbeat, JoinAnswer, JoinGroup,
     JoinedMember, LeaveGroup, ListedGroup, MemberDescription, OffsetCommit, SyncAnswer, SyncGroup,
@@ -46,10 +49,38 @@ use crate::time::Now;
 
 /// The internal topic whose partitions host the group coordinators.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Shortest session timeout a member may ask for (Kafka's `group.min.session.timeout.ms`).
-pub const SESSION_TIMEOUT_MIN_MS: i32 = 6_000;
-/// Longest session timeout a member may ask for (Kafka's `group.max.session.timeout.ms`).
-pub const SESSION_TIMEOUT_MAX_MS: i32 = 1_800_000;
+/// The coordinator's settings, Kafka's broker settings of the same names (each with Kafka's
+/// default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoordinatorConfig {
+    /// Shortest session timeout a member may ask for (Kafka's `group.min.session.timeout.ms`,
+    /// 6 s); a JoinGroup asking for less is refused with INVALID_SESSION_TIMEOUT.
+    pub min_session_timeout_ms: i32,
+    /// Longest session timeout a member may ask for (Kafka's `group.max.session.timeout.ms`,
+    /// 30 minutes).
+    pub max_session_timeout_ms: i32,
+    /// How long the first rebalance of an empty group waits for more members to join (Kafka's
+    /// `group.initial.rebalance.delay.ms`, 3 s): each member that joins meanwhile extends the
+    /// wait by as much again, up to the members' largest rebalance timeout. 0 completes the
+    /// join as soon as every member is in.
+    pub initial_rebalance_delay_ms: u64,
+    /// A group without members whose stored state (offsets, generation) has not changed for
+    /// this long is deleted with its offsets (Kafka's `offsets.retention.minutes`, 7 days, as
+    /// milliseconds; KIP-211). Counted by the serving leader from when it last saw the group
+    /// change, or from when it began serving, so a failover only lengthens it.
+    pub offsets_retention_ms: u64,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1_000,
+        }
+    }
+}
 /// Longest metadata string of a committed offset (Kafka's `offset.metadata.max.bytes`).
 pub const OFFSET_METADATA_MAX: usize = 4096;
 /// Most members of one group (Kafka's `group.max.size` is unbounded; ours is a bound).
@@ -90,6 +121,8 @@ pub struct Coordinator {
     proposals_max: usize,
     /// The largest log entry proposed; larger commits and memberships are refused.
     entry_bytes_max: usize,
+    /// The session timeout range, the initial rebalance delay, offsets retention.
+    config: CoordinatorConfig,
     node: u64,
     logger: slog::Logger,
     /// Planted bug `assignment-to-all` (see `PlantedBugs`).
@@ -102,6 +135,7 @@ impl Coordinator {
     pub fn new(
         node: u64,
         (proposals_max, entry_bytes_max): (usize, usize),
+        config: CoordinatorConfig,
         logger: &slog::Logger,
     ) -> Self {
         Self {
@@ -113,6 +147,7 @@ impl Coordinator {
             proposals: VecDeque::new(),
             proposals_max,
             entry_bytes_max,
+            config,
             node,
         }
     }
@@ -164,6 +199,14 @@ impl Coordinator {
             let command = Command::decode(data)
                 .expect("coordinator entries are encoded by the leader that proposed them");
             self.stored.apply(&command);
+            if let Some(group) = self
+                .live
+                .as_mut()
+                .and_then(|live| live.groups.get_mut(command.group_id()))
+            {
+                // Offsets retention counts from the group's last change.
+                group.changed_at = now.mono;
+            }
             Some(command)
         };
         if let Some(Command::Delete { group_id }) = &command {
@@ -219,7 +262,7 @@ impl Coordinator {
                 .map(|(id, g)| {
                     let live = match &g.meta {
                         Some(meta) => LiveGroup::from_stored(meta, now, &self.logger, id),
-                        None => LiveGroup::empty(&self.logger, id),
+                        None => LiveGroup::empty(&self.logger, id, now),
                     };
                     (id.clone(), live)
                 })
@@ -266,6 +309,9 @@ impl Coordinator {
             }
             if group.state == State::PreparingRebalance {
                 let timed_out = group.rebalance_deadline.is_some_and(|d| d <= now.mono);
+                if timed_out && extend_initial_delay(group, self.config, now) {
+                    continue;
+                }
                 if timed_out || all_joined(group) {
                     let proposal = complete_join(group, &group_id, now, sink);
                     if let Some(data) = proposal {
@@ -280,6 +326,26 @@ impl Coordinator {
                 // generation is rebuilt from the stored state when needed.
                 if !self.stored.groups.contains_key(&group_id) {
                     live.groups.remove(&group_id);
+                } else if now.mono >= group.changed_at.plus_ms(self.config.offsets_retention_ms) {
+                    // Empty for the retention period: its offsets expire, and the group with
+                    // them (KIP-211). The clock restarts, so a lost proposal is retried only
+                    // after another period.
+                    slog::info!(group.logger, "offsets expired; deleting the empty group";
+                        "offsets_retention_ms" => self.config.offsets_retention_ms);
+                    group.changed_at = now.mono;
+                    let data = Command::Delete {
+                        group_id: group_id.clone(),
+                    }
+                    .encode();
+                    let limits = (self.proposals_max, self.entry_bytes_max);
+                    let _ = propose(
+                        log,
+                        &mut self.proposals,
+                        limits,
+                        data,
+                        now,
+                        Waiting::Nothing,
+                    );
                 }
             }
         }
@@ -311,8 +377,8 @@ impl Coordinator {
         };
         match op {
             GroupOp::Join(join) => {
-                let node = self.node;
-                let result = join_group(live, node, now, id, join, sink);
+                let (node, config) = (self.node, self.config);
+                let result = join_group(live, node, config, now, id, join, sink);
                 if let Some(group_id) = result {
                     self.after_change(log, &group_id, now, sink);
                 }

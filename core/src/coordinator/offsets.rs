@@ -36,7 +36,7 @@ impl Coordinator {
                 }
                 live.groups.insert(
                     commit.group_id.clone(),
-                    LiveGroup::empty(&self.logger, &commit.group_id),
+                    LiveGroup::empty(&self.logger, &commit.group_id, now),
                 );
             }
             None => return fail(sink, GroupError::IllegalGeneration),
@@ -56,6 +56,11 @@ impl Coordinator {
                 let member = group.members.get_mut(&commit.member_id).expect("checked");
                 member.deadline = now.mono.plus_ms(member.session_timeout_ms as u64);
             }
+        }
+        // Offsets retention counts from now: an expiry must not be proposed behind this
+        // offset commit while it waits to apply.
+        if let Some(group) = live.groups.get_mut(&commit.group_id) {
+            group.changed_at = now.mono;
         }
         let offsets = commit
             .offsets

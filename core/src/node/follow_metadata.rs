@@ -191,6 +191,7 @@ impl Node {
                         self.config.pending_requests_max,
                         self.config.group_entry_bytes_max,
                     ),
+                    self.config.coordinator,
                     &logger,
                 );
                 coordinator.planted_assignment_to_all = self.config.planted.assignment_to_all();

@@ -22,7 +22,7 @@ use raft::eraftpb::MessageType;
 
 use crate::batch::TimestampType;
 use crate::codec::{Reader, Writer};
-use crate::coordinator::{Coordinator, GroupError, GroupResponse};
+use crate::coordinator::{Coordinator, CoordinatorConfig, GroupError, GroupResponse};
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftId, RaftIndex, RequestId, Term};
 use crate::io::{
     Acks, DeleteRecordsError, FetchError, GroupMessage, GroupRequest, Input, Output, ProduceError,
@@ -151,6 +151,9 @@ pub struct NodeConfig {
     /// Largest entry a group coordinator proposes (one offset commit, or a group's
     /// membership with every member's metadata and assignment); larger ones are refused.
     pub group_entry_bytes_max: usize,
+    /// The group coordinators' settings (session timeouts, the initial rebalance delay,
+    /// offsets retention).
+    pub coordinator: CoordinatorConfig,
     /// Most produce requests waiting for an answer per group.
     pub pending_requests_max: usize,
     /// Most idempotent producers remembered per partition: past it the leader refuses producer
@@ -208,6 +211,7 @@ impl NodeConfig {
             batch_decompressed_bytes_max: 64 << 20,
             early_messages_max: 4_096,
             group_entry_bytes_max: 4 << 20,
+            coordinator: CoordinatorConfig::default(),
             pending_requests_max: 10_000,
             producers_max: 10_000,
             producer_expiration_ms: crate::producer::EXPIRATION_MS_DEFAULT,

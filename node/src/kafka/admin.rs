@@ -302,6 +302,43 @@ fn broker_configs(context: &Context) -> Vec<(String, String)> {
                 .batch_bytes_max
                 .to_string(),
         ),
+        ("fetch.max.bytes".into(), config.fetch_max_bytes.to_string()),
+        (
+            "offsets.topic.num.partitions".into(),
+            config.offsets_topic_partitions.to_string(),
+        ),
+        (
+            "group.min.session.timeout.ms".into(),
+            config.groups.min_session_timeout_ms.to_string(),
+        ),
+        (
+            "group.max.session.timeout.ms".into(),
+            config.groups.max_session_timeout_ms.to_string(),
+        ),
+        (
+            "group.initial.rebalance.delay.ms".into(),
+            config.groups.initial_rebalance_delay_ms.to_string(),
+        ),
+        (
+            "offsets.retention.minutes".into(),
+            config.groups.offsets_retention_minutes.to_string(),
+        ),
+        (
+            "max.connections".into(),
+            config.connections.max_connections.to_string(),
+        ),
+        (
+            "max.connections.per.ip".into(),
+            config.connections.max_connections_per_ip.to_string(),
+        ),
+        (
+            "connections.max.idle.ms".into(),
+            config.connections.connections_max_idle_ms.to_string(),
+        ),
+        (
+            "queued.max.request.bytes".into(),
+            config.connections.queued_max_request_bytes.to_string(),
+        ),
     ]
 }
 

@@ -217,6 +217,7 @@ pub fn core_config(config: &Config) -> NodeConfig {
     node.group_entry_bytes_max = config.group_entry_bytes_max;
     node.producers_max = config.producers.per_partition_max;
     node.producer_expiration_ms = config.producers.expiration_ms;
+    node.coordinator = config.groups.coordinator();
     node
 }
 

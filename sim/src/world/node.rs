@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use oxbow_core::io::TraceEvent;
 use oxbow_core::time::{Instant, Now};
-use oxbow_node::config::{Address, Config, FsyncPolicy, LogConfig, PeerConfig};
+use oxbow_node::config::{Address, Config, FsyncPolicy, GroupsConfig, LogConfig, PeerConfig};
 use oxbow_node::producer_ids::MemoryStore;
 use oxbow_node::runtime::env::{Clock, Environment, WriterMode};
 use oxbow_node::runtime::RuntimeError;
@@ -84,6 +84,12 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
                 group_entry_bytes_max: 4 << 20,
                 connections: Default::default(),
                 producers: Default::default(),
+                // No initial rebalance delay, as Kafka's test setups have it: the workload's
+                // group forms at once (the core's tests cover the delay).
+                groups: GroupsConfig {
+                    initial_rebalance_delay_ms: 0,
+                    ..GroupsConfig::default()
+                },
                 log: LogConfig {
                     cache_bytes: options.log_cache_bytes,
                     segment_bytes: options.segment_bytes,
