@@ -331,7 +331,15 @@ impl Replica {
         };
         message.set_entries(vec![entry].into());
         if self.raw.step(message).is_err() {
-            // Dropped by raft-rs (leadership transfer, or the uncommitted-size limit).
+            // Dropped by raft-rs: a leadership transfer under way, or the uncommitted-size
+            // limit. The latter is backpressure, not a lost leadership: answering
+            // NOT_LEADER_OR_FOLLOWER would send the client to refresh its metadata and come
+            // straight back.
+            if self.raw.raft.state == raft::StateRole::Leader
+                && self.raw.raft.lead_transferee.is_none()
+            {
+                return Err(ProduceError::Backpressure);
+            }
             return Err(ProduceError::NotLeader {
                 leader: self.leader_hint(),
             });
