@@ -416,15 +416,7 @@ fn bad_input_closes_only_that_connection_and_touches_no_data() {
         );
     }
 
-    std::thread::sleep(Duration::from_millis(300));
-    for (i, node) in cluster.nodes.iter_mut().enumerate() {
-        let node = node.as_mut().expect("running");
-        assert!(
-            node.try_wait().expect("status").is_none(),
-            "node {} died on bad input",
-            i + 1
-        );
-    }
+    cluster.assert_all_alive(Duration::from_millis(300), "bad input");
     let after = consume_all(&cluster);
     assert_eq!(after, before, "bad input touched stored data");
 }

@@ -69,15 +69,7 @@ fn poison_batches_are_refused_and_every_node_lives() {
 
     // The timestamp lookup decodes stored batches: it answers, and every node lives.
     assert_eq!(offset_for_time(port, 1_700_000_000_001), Some((0, 1)));
-    std::thread::sleep(Duration::from_millis(300));
-    for (i, node) in cluster.nodes.iter_mut().enumerate() {
-        let node = node.as_mut().expect("running");
-        assert!(
-            node.try_wait().expect("status").is_none(),
-            "node {} died on a hostile batch",
-            i + 1
-        );
-    }
+    cluster.assert_all_alive(Duration::from_millis(300), "a hostile batch");
 }
 
 /// `batch` (uncompressed) with its records compressed by `compress` and marked `codec`;
@@ -188,15 +180,7 @@ fn gzip_and_snappy_batches_are_checked_and_looked_into() {
             "{name}: before its first record"
         );
     }
-    std::thread::sleep(Duration::from_millis(300));
-    for (i, node) in cluster.nodes.iter_mut().enumerate() {
-        let node = node.as_mut().expect("running");
-        assert!(
-            node.try_wait().expect("status").is_none(),
-            "node {} died on a hostile batch",
-            i + 1
-        );
-    }
+    cluster.assert_all_alive(Duration::from_millis(300), "a hostile batch");
 }
 
 /// Whether the node closed `stream` (a read sees the end, or a reset) within `within`.
@@ -332,15 +316,7 @@ fn forged_peers_are_refused_and_every_node_lives() {
         "unknown node id"
     );
 
-    std::thread::sleep(Duration::from_millis(500));
-    for (i, node) in cluster.nodes.iter_mut().enumerate() {
-        let node = node.as_mut().expect("running");
-        assert!(
-            node.try_wait().expect("status").is_none(),
-            "node {} died on forged peer traffic",
-            i + 1
-        );
-    }
+    cluster.assert_all_alive(Duration::from_millis(500), "forged peer traffic");
     let log = std::fs::read_to_string(cluster.dir.path().join("node-1.log")).expect("log");
     for why in [
         "protocol version 1",

@@ -438,15 +438,7 @@ fn produce_v0_to_v2_are_advertised_but_refused_as_kafka_4_does_and_new_versions_
             );
         }
     }
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    for (i, node) in cluster.nodes.iter_mut().enumerate() {
-        let node = node.as_mut().expect("running");
-        assert!(
-            node.try_wait().expect("status").is_none(),
-            "node {} died",
-            i + 1
-        );
-    }
+    cluster.assert_all_alive(std::time::Duration::from_millis(200), "the requests");
     let leader_port = cluster.kafka[(leader - 1) as usize];
     let stored = stored_batches(&cluster, 0);
     assert!(stored.is_empty(), "a refused Produce stored {stored:?}");

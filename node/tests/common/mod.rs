@@ -176,6 +176,19 @@ impl Cluster {
         );
     }
 
+    /// Asserts, after `settle`, that every node is still running (none died on `what`).
+    pub fn assert_all_alive(&mut self, settle: Duration, what: &str) {
+        std::thread::sleep(settle);
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            let node = node.as_mut().expect("running");
+            assert!(
+                node.try_wait().expect("status").is_none(),
+                "node {} died on {what}",
+                i + 1
+            );
+        }
+    }
+
     pub fn bootstrap(&self) -> String {
         self.kafka
             .iter()
