@@ -72,3 +72,166 @@ fn produce_to_an_invalid_or_internal_topic_name_answers_invalid_topic_exception(
         assert!(matches!(good, Some(0 | 6)), "{codes:?}");
     }
 }
+
+/// A CreateTopics v7 of one topic with a manual assignment (`num_partitions` and
+/// `replication_factor` as given, -1 for "from the assignment"): its error code and message.
+fn create_assigned(
+    port: u16,
+    topic: &str,
+    assignment: &[&[i32]],
+    partitions: i32,
+    replication_factor: i16,
+) -> (i16, Option<String>) {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, CreateTopicsResponse};
+    let mut creatable = CreatableTopic::default();
+    creatable.name = name(topic);
+    creatable.num_partitions = partitions;
+    creatable.replication_factor = replication_factor;
+    for (i, brokers) in assignment.iter().enumerate() {
+        let mut a = CreatableReplicaAssignment::default();
+        a.partition_index = i as i32;
+        a.broker_ids = brokers.iter().map(|&b| BrokerId(b)).collect();
+        creatable.assignments.push(a);
+    }
+    let mut request = CreateTopicsRequest::default();
+    request.timeout_ms = 10_000;
+    request.topics = vec![creatable];
+    let response: CreateTopicsResponse = call(port, ApiKey::CreateTopics, 7, &request);
+    let result = &response.topics[0];
+    (
+        result.error_code,
+        result.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+/// A CreatePartitions v3 growing `topic` to `count` with the new partitions' replicas.
+fn grow_assigned(
+    port: u16,
+    topic: &str,
+    count: i32,
+    assignment: &[&[i32]],
+) -> (i16, Option<String>) {
+    use kafka_protocol::messages::create_partitions_request::{
+        CreatePartitionsAssignment, CreatePartitionsTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, CreatePartitionsRequest, CreatePartitionsResponse};
+    let mut t = CreatePartitionsTopic::default();
+    t.name = name(topic);
+    t.count = count;
+    t.assignments = Some(
+        assignment
+            .iter()
+            .map(|brokers| {
+                let mut a = CreatePartitionsAssignment::default();
+                a.broker_ids = brokers.iter().map(|&b| BrokerId(b)).collect();
+                a
+            })
+            .collect(),
+    );
+    let mut request = CreatePartitionsRequest::default();
+    request.timeout_ms = 10_000;
+    request.topics = vec![t];
+    let response: CreatePartitionsResponse = call(port, ApiKey::CreatePartitions, 3, &request);
+    let result = &response.results[0];
+    (
+        result.error_code,
+        result.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+/// Each partition's (replicas, leader) of `topic` from a Metadata v12 at `port`, once every
+/// partition has a leader.
+pub fn replicas_and_leaders(port: u16, topic: &str) -> Vec<(Vec<i32>, i32)> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+    for _ in 0..100 {
+        let mut t = MetadataRequestTopic::default();
+        t.name = Some(name(topic));
+        let mut request = MetadataRequest::default();
+        request.topics = Some(vec![t]);
+        let response: MetadataResponse = call(port, ApiKey::Metadata, 12, &request);
+        let topic = &response.topics[0];
+        let mut partitions: Vec<_> = topic
+            .partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.partition_index,
+                    p.replica_nodes.iter().map(|b| b.0).collect::<Vec<_>>(),
+                    p.leader_id.0,
+                )
+            })
+            .collect();
+        partitions.sort();
+        if topic.error_code == 0 && partitions.iter().all(|(_, _, leader)| *leader > 0) {
+            return partitions.into_iter().map(|(_, r, l)| (r, l)).collect();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{topic} has no leader for every partition");
+}
+
+const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+const INVALID_REQUEST: i16 = 42;
+
+#[test]
+fn a_manual_replica_assignment_is_checked_and_becomes_the_partitions_raft_voters() {
+    let cluster = Cluster::start();
+    let port = cluster.kafka[1];
+    // Refusals, each with a message, and nothing created.
+    for (assignment, partitions, rf, code) in [
+        (&[&[1, 1][..]][..], -1, -1, INVALID_REPLICA_ASSIGNMENT),
+        (&[&[1, 9][..]][..], -1, -1, INVALID_REPLICA_ASSIGNMENT),
+        (
+            &[&[1, 2][..], &[3][..]][..],
+            -1,
+            -1,
+            INVALID_REPLICA_ASSIGNMENT,
+        ),
+        (&[&[][..]][..], -1, -1, INVALID_REPLICA_ASSIGNMENT),
+        (&[&[1, 2][..]][..], 1, -1, INVALID_REQUEST),
+        (&[&[1, 2][..]][..], -1, 2, INVALID_REQUEST),
+    ] {
+        let (error, message) = create_assigned(port, "refused", assignment, partitions, rf);
+        assert_eq!(error, code, "{assignment:?}: {message:?}");
+        assert!(message.is_some_and(|m| !m.is_empty()), "{assignment:?}");
+    }
+    // Each replication-factor-1 partition is led by the one broker named, unlike the round
+    // robin (which starts at a node that depends on the group id, and goes up from there).
+    let single: &[&[i32]] = &[&[3], &[3], &[1], &[2], &[2]];
+    assert_eq!(create_assigned(port, "single", single, -1, -1), (0, None));
+    let got = replicas_and_leaders(port, "single");
+    let want: Vec<(Vec<i32>, i32)> = single.iter().map(|b| (b.to_vec(), b[0])).collect();
+    assert_eq!(got, want);
+    // Replicas as given, in order (the first is the preferred leader), on every node.
+    let pairs: &[&[i32]] = &[&[3, 1], &[2, 3], &[1, 2]];
+    assert_eq!(create_assigned(port, "pairs", pairs, -1, -1), (0, None));
+    for p in &cluster.kafka {
+        let got = replicas_and_leaders(*p, "pairs");
+        for ((replicas, leader), want) in got.iter().zip(pairs) {
+            assert_eq!(replicas, want);
+            assert!(replicas.contains(leader));
+        }
+    }
+    // CreatePartitions: one list per new partition, of the topic's replication factor.
+    for (count, assignment) in [
+        (5, &[&[1, 2][..]][..]),
+        (4, &[&[1][..]][..]),
+        (4, &[&[2, 2][..]][..]),
+        (4, &[&[2, 8][..]][..]),
+    ] {
+        let (error, message) = grow_assigned(port, "pairs", count, assignment);
+        assert_eq!(
+            error, INVALID_REPLICA_ASSIGNMENT,
+            "{assignment:?}: {message:?}"
+        );
+        assert!(message.is_some());
+    }
+    assert_eq!(grow_assigned(port, "single", 6, &[&[1]]), (0, None));
+    let got = replicas_and_leaders(port, "single");
+    assert_eq!(got.len(), 6);
+    assert_eq!(got[5], (vec![1], 1));
+}

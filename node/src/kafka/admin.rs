@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use oxbow_core::ids::TopicId;
+use oxbow_core::ids::{NodeId, TopicId};
 use oxbow_core::io::{AdminRequest, Forward, Request, Response};
 use oxbow_core::metadata::{
     AdminError, CreateTopic, MetadataChange, MetadataCommand, TopicMeta, TOPIC_CONFIGS,
@@ -79,21 +79,30 @@ pub(super) async fn create_topics(
             Err(AdminError::InvalidTopic(format!(
                 "topic {name:?} appears twice in the request"
             )))
-        } else if !topic.assignments.is_empty() {
-            Err(AdminError::InvalidConfig(
-                "manual replica assignment is not supported; give num_partitions and replication_factor".into(),
+        } else if !topic.assignments.is_empty()
+            && (topic.num_partitions != -1 || topic.replication_factor != -1)
+        {
+            Err(AdminError::InvalidRequest(
+                "a manual replica assignment was given, so num_partitions and replication_factor must be -1".into(),
             ))
         } else {
-            let partitions = if topic.num_partitions == -1 {
-                context.config.default_partitions as i32
-            } else {
-                topic.num_partitions
-            };
-            let replication_factor = if topic.replication_factor == -1 {
-                context.config.auto_replication_factor() as i16
-            } else {
-                topic.replication_factor
-            };
+            let assignment = create_assignment(&topic.assignments);
+            let partitions =
+                if let Some(assigned) = assignment.as_ref().ok().filter(|a| !a.is_empty()) {
+                    assigned.len() as i32
+                } else if topic.num_partitions == -1 {
+                    context.config.default_partitions as i32
+                } else {
+                    topic.num_partitions
+                };
+            let replication_factor =
+                if let Some(first) = assignment.as_ref().ok().and_then(|a| a.first()) {
+                    first.len() as i16
+                } else if topic.replication_factor == -1 {
+                    context.config.auto_replication_factor() as i16
+                } else {
+                    topic.replication_factor
+                };
             let mut configs = BTreeMap::new();
             let mut bad_config = None;
             for config in &topic.configs {
@@ -109,17 +118,19 @@ pub(super) async fn create_topics(
                 u32::try_from(partitions),
                 u16::try_from(replication_factor),
                 bad_config,
+                assignment,
             ) {
-                (_, _, Some(key)) => Err(AdminError::InvalidConfig(format!(
+                (_, _, _, Err(error)) => Err(error),
+                (_, _, Some(key), _) => Err(AdminError::InvalidConfig(format!(
                     "config {key:?} has no value"
                 ))),
-                (Err(_), _, _) => Err(AdminError::InvalidPartitions(format!(
+                (Err(_), _, _, _) => Err(AdminError::InvalidPartitions(format!(
                     "{partitions} partitions"
                 ))),
-                (_, Err(_), _) => Err(AdminError::InvalidReplicationFactor(format!(
+                (_, Err(_), _, _) => Err(AdminError::InvalidReplicationFactor(format!(
                     "replication factor {replication_factor}"
                 ))),
-                (Ok(partitions), Ok(replication_factor), None) => {
+                (Ok(partitions), Ok(replication_factor), None, Ok(assignment)) => {
                     admin(
                         context,
                         MetadataCommand::CreateTopic(CreateTopic {
@@ -127,6 +138,7 @@ pub(super) async fn create_topics(
                             partitions,
                             replication_factor,
                             configs,
+                            assignment,
                         }),
                         request.validate_only,
                         request.timeout_ms,
@@ -221,34 +233,82 @@ pub(super) async fn create_partitions(
     for topic in request.topics {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic.name.clone();
-        let outcome = if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-            Err(AdminError::InvalidConfig(
-                "manual replica assignment is not supported".into(),
-            ))
-        } else {
-            match u32::try_from(topic.count) {
-                Err(_) => Err(AdminError::InvalidPartitions(format!(
-                    "{} partitions",
-                    topic.count
-                ))),
-                Ok(count) => {
-                    admin(
-                        context,
-                        MetadataCommand::CreatePartitions {
-                            name: topic.name.0.as_str().to_string(),
-                            count,
-                        },
-                        request.validate_only,
-                        request.timeout_ms,
-                    )
-                    .await
-                }
+        let assignment = topic
+            .assignments
+            .iter()
+            .flatten()
+            .map(|a| replicas(&a.broker_ids))
+            .collect::<Result<Vec<_>, _>>();
+        let outcome = match (u32::try_from(topic.count), assignment) {
+            (Err(_), _) => Err(AdminError::InvalidPartitions(format!(
+                "{} partitions",
+                topic.count
+            ))),
+            (_, Err(error)) => Err(error),
+            (Ok(count), Ok(assignment)) => {
+                admin(
+                    context,
+                    MetadataCommand::CreatePartitions {
+                        name: topic.name.0.as_str().to_string(),
+                        count,
+                        assignment,
+                    },
+                    request.validate_only,
+                    request.timeout_ms,
+                )
+                .await
             }
         };
         (result.error_code, result.error_message) = error_fields(&outcome);
         response.results.push(result);
     }
     response
+}
+
+/// One partition's replicas from a manual assignment; the cluster's metadata checks the rest
+/// (replica counts, duplicates, unknown brokers).
+fn replicas(brokers: &[kafka_protocol::messages::BrokerId]) -> Result<Vec<NodeId>, AdminError> {
+    if brokers.is_empty() {
+        return Err(AdminError::InvalidReplicaAssignment(
+            "the manual replica assignment holds an empty replica list".into(),
+        ));
+    }
+    brokers
+        .iter()
+        .map(|b| {
+            u64::try_from(b.0).map(NodeId).map_err(|_| {
+                AdminError::InvalidReplicaAssignment(format!(
+                    "the manual replica assignment names unknown broker {}",
+                    b.0
+                ))
+            })
+        })
+        .collect()
+}
+
+/// CreateTopics' manual assignment, by partition index: the indexes must be 0, 1, ... (in any
+/// order), as Kafka requires.
+fn create_assignment(
+    assignments: &[kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment],
+) -> Result<Vec<Vec<NodeId>>, AdminError> {
+    let mut by_index = BTreeMap::new();
+    for a in assignments {
+        if by_index
+            .insert(a.partition_index, replicas(&a.broker_ids)?)
+            .is_some()
+        {
+            return Err(AdminError::InvalidReplicaAssignment(format!(
+                "partition {} is assigned twice",
+                a.partition_index
+            )));
+        }
+    }
+    if by_index.keys().copied().ne(0..by_index.len() as i32) {
+        return Err(AdminError::InvalidReplicaAssignment(
+            "the assignment's partitions must be a consecutive sequence from 0".into(),
+        ));
+    }
+    Ok(by_index.into_values().collect())
 }
 
 /// A topic's configuration: (key, value, whether it is the default).

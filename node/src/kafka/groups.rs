@@ -92,6 +92,7 @@ async fn create_offsets_topic(context: &Context) {
             partitions: context.config.offsets_topic_partitions,
             replication_factor: context.config.offsets_replication_factor(),
             configs: BTreeMap::new(),
+            assignment: Vec::new(),
         }),
         validate_only: false,
         forward: Forward::Blind,
