@@ -235,3 +235,134 @@ fn a_manual_replica_assignment_is_checked_and_becomes_the_partitions_raft_voters
     assert_eq!(got.len(), 6);
     assert_eq!(got[5], (vec![1], 1));
 }
+
+/// The Kafka port of the coordinator of `group` (FindCoordinator v0, until it answers).
+fn coordinator_port(cluster: &Cluster, group: &str) -> u16 {
+    use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+    for _ in 0..100 {
+        let mut request = FindCoordinatorRequest::default();
+        request.key = StrBytes::from_string(group.to_string());
+        let response: FindCoordinatorResponse =
+            call(cluster.kafka[0], ApiKey::FindCoordinator, 0, &request);
+        if response.error_code == 0 {
+            return cluster.kafka[response.node_id.0 as usize - 1];
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no coordinator for {group}");
+}
+
+/// An OffsetDelete v0 to the group's coordinator: the group's error and each partition's.
+fn offset_delete(
+    cluster: &Cluster,
+    group: &str,
+    partitions: &[(&str, i32)],
+) -> (i16, Vec<(String, i32, i16)>) {
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetDeleteRequest, OffsetDeleteResponse};
+    let mut request = OffsetDeleteRequest::default();
+    request.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    for (topic, partition) in partitions {
+        let mut p = OffsetDeleteRequestPartition::default();
+        p.partition_index = *partition;
+        let mut t = OffsetDeleteRequestTopic::default();
+        t.name = name(topic);
+        t.partitions = vec![p];
+        request.topics.push(t);
+    }
+    let port = coordinator_port(cluster, group);
+    let response: OffsetDeleteResponse = call(port, ApiKey::OffsetDelete, 0, &request);
+    let mut answers: Vec<(String, i32, i16)> = response
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index, p.error_code))
+        })
+        .collect();
+    answers.sort();
+    (response.error_code, answers)
+}
+
+#[test]
+fn offset_delete_removes_offsets_of_topics_the_group_does_not_subscribe_to() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    use std::time::Duration;
+    let cluster = Cluster::start();
+    let (error, _) = offset_delete(&cluster, "nobody", &[(TOPIC, 0)]);
+    assert_eq!(error, 69, "GROUP_ID_NOT_FOUND");
+    let member: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", "g")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    member.subscribe(&[TOPIC]).expect("subscribe");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while member.assignment().map_or(0, |a| a.count()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no assignment");
+        member.poll(Duration::from_millis(100));
+    }
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(TOPIC, 0, Offset::Offset(5))
+        .expect("add");
+    offsets
+        .add_partition_offset(TOPIC, 1, Offset::Offset(6))
+        .expect("add");
+    offsets
+        .add_partition_offset("elsewhere", 0, Offset::Offset(7))
+        .expect("add");
+    member
+        .commit(&offsets, CommitMode::Sync)
+        .expect("offset commit");
+    let committed = |partitions: &[(&str, i32)]| -> Vec<i64> {
+        let reader: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap())
+            .set("group.id", "g")
+            .create()
+            .expect("consumer");
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            list.add_partition(topic, *partition);
+        }
+        let got = reader
+            .committed_offsets(list, Duration::from_secs(10))
+            .expect("offset fetch");
+        got.elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            })
+            .collect()
+    };
+    // A member subscribes to TOPIC: its offsets stay; "elsewhere"'s go.
+    let (error, answers) = offset_delete(&cluster, "g", &[(TOPIC, 0), ("elsewhere", 0)]);
+    assert_eq!(error, 0);
+    assert_eq!(
+        answers,
+        vec![("e2e".to_string(), 0, 86), ("elsewhere".to_string(), 0, 0)]
+    );
+    let all = [(TOPIC, 0), (TOPIC, 1), ("elsewhere", 0)];
+    assert_eq!(committed(&all), vec![5, 6, -1]);
+    // Once the group is empty, any of its offsets may go.
+    member.unsubscribe();
+    drop(member);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (error, answers) = offset_delete(&cluster, "g", &[(TOPIC, 0)]);
+        if answers == vec![("e2e".to_string(), 0, 0)] {
+            assert_eq!(error, 0);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{error} {answers:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(committed(&all), vec![-1, 6, -1]);
+}

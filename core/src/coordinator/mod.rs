@@ -374,6 +374,10 @@ impl Coordinator {
                 let data = Command::Delete { group_id }.encode();
                 self.propose_answer(log, now, id, data, WaitingOp::Delete, sink);
             }
+            GroupOp::OffsetDelete {
+                group_id,
+                partitions,
+            } => self.offset_delete(log, now, id, group_id, partitions, sink),
         }
     }
 

@@ -94,6 +94,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The lowest Produce version ApiVersions advertises: 0, although only v3 and later are served
@@ -467,6 +468,9 @@ async fn dispatch(
         ApiKey::ListGroups => call.handle(body, async move |r| {
             groups::list_groups(&ctx, r, version).await
         }),
+        ApiKey::OffsetDelete => {
+            call.handle(body, async move |r| groups::offset_delete(&ctx, r).await)
+        }
         ApiKey::DeleteGroups => {
             call.handle(body, async move |r| groups::delete_groups(&ctx, r).await)
         }
