@@ -366,3 +366,123 @@ fn offset_delete_removes_offsets_of_topics_the_group_does_not_subscribe_to() {
     }
     assert_eq!(committed(&all), vec![-1, 6, -1]);
 }
+
+/// A DescribeLogDirs at `port` (all partitions, or those of `topics`): the response's one
+/// directory as (path, total bytes, usable bytes, {(topic, partition): size}).
+fn log_dirs(
+    port: u16,
+    version: i16,
+    topics: Option<&[(&str, i32)]>,
+) -> (
+    String,
+    i64,
+    i64,
+    std::collections::BTreeMap<(String, i32), i64>,
+) {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
+    let mut request = DescribeLogDirsRequest::default();
+    request.topics = topics.map(|topics| {
+        topics
+            .iter()
+            .map(|(topic, partition)| {
+                let mut t = DescribableLogDirTopic::default();
+                t.topic = name(topic);
+                t.partitions = vec![*partition];
+                t
+            })
+            .collect()
+    });
+    let response: DescribeLogDirsResponse = call(port, ApiKey::DescribeLogDirs, version, &request);
+    assert_eq!(response.error_code, 0);
+    assert_eq!(response.results.len(), 1, "one log dir");
+    let dir = &response.results[0];
+    assert_eq!(dir.error_code, 0);
+    let mut sizes = std::collections::BTreeMap::new();
+    for t in &dir.topics {
+        for p in &t.partitions {
+            assert_eq!(p.offset_lag, 0);
+            assert!(!p.is_future_key);
+            sizes.insert((t.name.0.to_string(), p.partition_index), p.partition_size);
+        }
+    }
+    (
+        dir.log_dir.to_string(),
+        dir.total_bytes,
+        dir.usable_bytes,
+        sizes,
+    )
+}
+
+#[test]
+fn describe_log_dirs_lists_each_hosted_partition_with_its_bytes_on_disk() {
+    let cluster = Cluster::start();
+    // A replication-factor-1 topic on node 2 only.
+    assert_eq!(
+        create_assigned(cluster.kafka[0], "only-on-2", &[&[2]], -1, -1),
+        (0, None)
+    );
+    replicas_and_leaders(cluster.kafka[0], "only-on-2");
+    let before: Vec<_> = cluster
+        .kafka
+        .iter()
+        .map(|p| log_dirs(*p, 4, None))
+        .collect();
+    for (i, (dir, total, usable, sizes)) in before.iter().enumerate() {
+        assert!(dir.ends_with(&format!("node-{}", i + 1)), "{dir}");
+        assert!(
+            *total > 0 && *usable > 0 && usable <= total,
+            "{total} {usable}"
+        );
+        let e2e: Vec<i32> = sizes
+            .keys()
+            .filter(|(t, _)| t == TOPIC)
+            .map(|(_, p)| *p)
+            .collect();
+        assert_eq!(
+            e2e,
+            (0..common::PARTITIONS).collect::<Vec<_>>(),
+            "node {}",
+            i + 1
+        );
+        assert_eq!(
+            sizes.contains_key(&("only-on-2".to_string(), 0)),
+            i == 1,
+            "node {}",
+            i + 1
+        );
+    }
+    // 200 records of 1000 bytes to partition 0 grow its files on every replica by as much.
+    let leader = cluster.leaders()[&0];
+    let port = cluster.kafka[leader as usize - 1];
+    let answer = common::produce_raw(
+        port,
+        batch(
+            &records(200, 1000),
+            kafka_protocol::records::Compression::None,
+        )
+        .freeze(),
+    )
+    .expect("answer");
+    assert_eq!(answer.error_code, 0);
+    let key = (TOPIC.to_string(), 0);
+    for (i, port) in cluster.kafka.iter().enumerate() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (_, _, _, sizes) = log_dirs(*port, 4, None);
+            if sizes[&key] >= before[i].3[&key] + 200_000 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {}: {sizes:?}",
+                i + 1
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // Asked for one partition, v1 (no sizes of the disk): only that one.
+        let (_, total, usable, sizes) = log_dirs(*port, 1, Some(&[(TOPIC, 0)]));
+        assert_eq!(sizes.keys().collect::<Vec<_>>(), vec![&key]);
+        assert_eq!((total, usable), (-1, -1), "v1 has no disk sizes");
+    }
+}

@@ -18,8 +18,9 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, TopicName,
+    DescribeConfigsRequest, DescribeConfigsResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_core::ids::{NodeId, TopicId};
@@ -584,5 +585,68 @@ pub(super) async fn alter_configs(
         }
         response.responses.push(result);
     }
+    response
+}
+
+/// DescribeLogDirs: the one log directory, the node's data directory, with each partition
+/// this node holds a replica of (those asked, or all) and the bytes of its segment files;
+/// every replica holds the whole log, so the offset lag is 0; v4's total and usable bytes
+/// from the file system (-1 where it cannot tell).
+pub(super) async fn describe_log_dirs(
+    context: &Context,
+    request: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
+    use kafka_protocol::messages::describe_log_dirs_response::{
+        DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+    };
+    let mut response = DescribeLogDirsResponse::default();
+    let mut result = DescribeLogDirsResult::default();
+    result.log_dir = str_bytes(&context.config.data_dir.display().to_string());
+    result.total_bytes = -1;
+    result.usable_bytes = -1;
+    let Some(sizes) = context.disk.sizes().await else {
+        result.error_code = code::KAFKA_STORAGE_ERROR;
+        response.results.push(result);
+        return response;
+    };
+    let bytes = |v: Option<u64>| v.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX));
+    result.total_bytes = bytes(sizes.total_bytes);
+    result.usable_bytes = bytes(sizes.free_bytes);
+    let asked: Option<BTreeMap<String, Vec<i32>>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| (t.topic.0.as_str().to_string(), t.partitions))
+            .collect()
+    });
+    let metadata = context.core.metadata();
+    for (name, topic) in metadata.topics() {
+        let wanted = |index: i32| {
+            asked
+                .as_ref()
+                .is_none_or(|a| a.get(name).is_some_and(|p| p.contains(&index)))
+        };
+        let partitions: Vec<DescribeLogDirsPartition> = topic
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(index, p)| wanted(*index as i32) && context.hosts(p))
+            .map(|(index, p)| {
+                let mut partition = DescribeLogDirsPartition::default();
+                partition.partition_index = index as i32;
+                partition.partition_size = bytes(sizes.groups.get(&p.group).copied());
+                partition.partition_size = partition.partition_size.max(0);
+                partition.offset_lag = 0;
+                partition.is_future_key = false;
+                partition
+            })
+            .collect();
+        if !partitions.is_empty() {
+            let mut t = DescribeLogDirsTopic::default();
+            t.name = TopicName(str_bytes(name));
+            t.partitions = partitions;
+            result.topics.push(t);
+        }
+    }
+    response.results.push(result);
     response
 }

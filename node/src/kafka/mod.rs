@@ -95,6 +95,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 /// The lowest Produce version ApiVersions advertises: 0, although only v3 and later are served
@@ -434,6 +435,9 @@ async fn dispatch(
             call.handle(body, async move |r| admin::create_partitions(&ctx, r).await)
         }
         ApiKey::DescribeConfigs => call.handle_now(body, |r| admin::describe_configs(&ctx, r)),
+        ApiKey::DescribeLogDirs => {
+            call.handle(body, async move |r| admin::describe_log_dirs(&ctx, r).await)
+        }
         ApiKey::AlterConfigs => {
             call.handle(body, async move |r| admin::alter_configs(&ctx, r).await)
         }
