@@ -486,3 +486,117 @@ fn describe_log_dirs_lists_each_hosted_partition_with_its_bytes_on_disk() {
         assert_eq!((total, usable), (-1, -1), "v1 has no disk sizes");
     }
 }
+
+/// An ElectLeaders v2 at `port` for `partitions`: each one's (topic, partition, error code).
+fn elect(port: u16, election_type: i8, partitions: &[(&str, i32)]) -> Vec<(String, i32, i16)> {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
+    let mut request = ElectLeadersRequest::default();
+    request.election_type = election_type;
+    request.timeout_ms = 5_000;
+    request.topic_partitions = Some(
+        partitions
+            .iter()
+            .map(|(topic, partition)| {
+                let mut t = TopicPartitions::default();
+                t.topic = name(topic);
+                t.partitions = vec![*partition];
+                t
+            })
+            .collect(),
+    );
+    let response: ElectLeadersResponse = call(port, ApiKey::ElectLeaders, 2, &request);
+    assert_eq!(response.error_code, 0);
+    let mut results: Vec<(String, i32, i16)> = response
+        .replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result
+                .iter()
+                .map(|p| (t.topic.0.to_string(), p.partition_id, p.error_code))
+        })
+        .collect();
+    results.sort();
+    results
+}
+
+/// The leader of partition 0 of `topic` that `port` names once it is not `not`.
+fn leader_other_than(port: u16, topic: &str, not: i32) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let leader = replicas_and_leaders(port, topic)[0].1;
+        if leader != not {
+            return leader;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic} is still led by {not}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn elect_leaders_hands_leadership_back_to_the_preferred_replica() {
+    let mut cluster = Cluster::start();
+    let port = cluster.kafka[0];
+    assert_eq!(
+        create_assigned(port, "moved", &[&[2, 1, 3]], -1, -1),
+        (0, None)
+    );
+    replicas_and_leaders(port, "moved");
+    // Node 2, the preferred replica, goes away: another leads, and a preferred election
+    // cannot happen while it is down.
+    cluster.kill9(1);
+    leader_other_than(port, "moved", 2);
+    assert_eq!(
+        elect(port, 0, &[("moved", 0)]),
+        vec![("moved".to_string(), 0, 80)],
+        "PREFERRED_LEADER_NOT_AVAILABLE"
+    );
+    // Back, it follows; once it is in sync, a preferred election makes it lead again,
+    // through a node that neither leads nor is to lead.
+    cluster.start_node(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let leader = loop {
+        let (leader, isr) = isr(port, "moved");
+        if isr.contains(&2) && leader != 2 {
+            break leader;
+        }
+        assert!(std::time::Instant::now() < deadline, "{leader} {isr:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let third = [1, 3].into_iter().find(|n| *n != leader).expect("one");
+    let third = cluster.kafka[third as usize - 1];
+    assert_eq!(
+        elect(third, 0, &[("moved", 0), ("nothing", 0), (TOPIC, 99)]),
+        vec![
+            ("e2e".to_string(), 99, 3),
+            ("moved".to_string(), 0, 0),
+            ("nothing".to_string(), 0, 3)
+        ]
+    );
+    for p in &cluster.kafka {
+        assert_eq!(leader_other_than(*p, "moved", 0), 2);
+    }
+    // Nothing to do now: ELECTION_NOT_NEEDED, for a preferred or an unclean election.
+    for election_type in [0, 1] {
+        assert_eq!(
+            elect(port, election_type, &[("moved", 0)]),
+            vec![("moved".to_string(), 0, 84)]
+        );
+    }
+}
+
+/// Partition 0 of `topic`'s leader and in-sync replicas, from a Metadata v12 at `port`.
+fn isr(port: u16, topic: &str) -> (i32, Vec<i32>) {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(name(topic));
+    let mut request = MetadataRequest::default();
+    request.topics = Some(vec![t]);
+    let response: MetadataResponse = call(port, ApiKey::Metadata, 12, &request);
+    let p = &response.topics[0].partitions[0];
+    (p.leader_id.0, p.isr_nodes.iter().map(|b| b.0).collect())
+}

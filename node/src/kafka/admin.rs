@@ -19,8 +19,8 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, DescribeLogDirsRequest,
-    DescribeLogDirsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    TopicName,
+    DescribeLogDirsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_core::ids::{NodeId, TopicId};
@@ -648,5 +648,162 @@ pub(super) async fn describe_log_dirs(
         }
     }
     response.results.push(result);
+    response
+}
+
+/// ElectLeaders: a preferred election (type 0) asks the partition's Raft group to hand
+/// leadership to its first replica (raft-rs's leadership transfer: the leader brings it up to
+/// date, then tells it to campaign at once), through this node's replica, and answers once
+/// that replica leads; ELECTION_NOT_NEEDED when it leads already, PREFERRED_LEADER_NOT_AVAILABLE
+/// when it does not lead within the timeout (it is down or behind) or this node holds no
+/// replica to ask through. Raft elects only replicas holding every committed entry, so an
+/// unclean election (type 1) is never possible: ELECTION_NOT_NEEDED when the partition has a
+/// leader (as Kafka), INVALID_REQUEST otherwise.
+pub(super) async fn elect_leaders(
+    context: &Context,
+    request: ElectLeadersRequest,
+) -> ElectLeadersResponse {
+    use kafka_protocol::messages::elect_leaders_response::{
+        PartitionResult, ReplicaElectionResult,
+    };
+    use oxbow_core::ids::GroupId;
+    let mut response = ElectLeadersResponse::default();
+    let metadata = context.core.metadata();
+    // (topic, partition, its group and preferred replica if it exists); all partitions when
+    // none are named.
+    let all = request.topic_partitions.is_none();
+    let asked: Vec<(String, i32, Option<(GroupId, NodeId)>)> = match &request.topic_partitions {
+        Some(topics) => topics
+            .iter()
+            .flat_map(|t| {
+                let name = t.topic.0.as_str().to_string();
+                t.partitions.iter().map(move |p| (name.clone(), *p))
+            })
+            .map(|(name, index)| {
+                let found =
+                    super::placement(&metadata, &name, index).map(|p| (p.group, p.replicas[0]));
+                (name, index, found)
+            })
+            .collect(),
+        None => metadata
+            .topics()
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (t.name.clone(), i as i32, Some((p.group, p.replicas[0]))))
+            })
+            .collect(),
+    };
+    let groups: Vec<GroupId> = asked
+        .iter()
+        .filter_map(|(_, _, f)| f.map(|(g, _)| g))
+        .collect();
+    let leaders: BTreeMap<GroupId, NodeId> = match context.core.leaders(groups.clone()).await {
+        Some(leaders) => groups
+            .iter()
+            .zip(leaders)
+            .filter_map(|(g, l)| l.map(|(node, _)| (*g, node)))
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    let mut results: Vec<(String, i32, i16, Option<String>)> = Vec::new();
+    let mut waiting: Vec<(String, i32, GroupId, NodeId)> = Vec::new();
+    for (name, index, found) in asked {
+        let Some((group, preferred)) = found else {
+            results.push((name, index, code::UNKNOWN_TOPIC_OR_PARTITION, None));
+            continue;
+        };
+        let leader = leaders.get(&group).copied();
+        let answer = match request.election_type {
+            0 if leader == Some(preferred) => {
+                if all {
+                    // Kafka leaves these out when every partition was asked.
+                    continue;
+                }
+                Some((code::ELECTION_NOT_NEEDED, None))
+            }
+            0 => {
+                let handed = context
+                    .core
+                    .request(Request::TransferLeader {
+                        group,
+                        to: preferred,
+                    })
+                    .await;
+                match handed {
+                    Some(Response::TransferLeader(true)) => None,
+                    _ => Some((
+                        code::PREFERRED_LEADER_NOT_AVAILABLE,
+                        Some(format!(
+                            "this node holds no replica of the partition to ask through; send ElectLeaders to broker {}",
+                            preferred.0
+                        )),
+                    )),
+                }
+            }
+            1 if leader.is_some() => Some((code::ELECTION_NOT_NEEDED, None)),
+            1 => Some((
+                code::INVALID_REQUEST,
+                Some("unclean election is not possible: Raft elects only replicas holding every committed entry".into()),
+            )),
+            other => Some((
+                code::INVALID_REQUEST,
+                Some(format!("unknown election type {other}")),
+            )),
+        };
+        match answer {
+            Some((error, message)) => results.push((name, index, error, message)),
+            None => waiting.push((name, index, group, preferred)),
+        }
+    }
+    // Wait for each transfer to show in who leads (gossiped within a round trip or so).
+    let timeout = Duration::from_millis(request.timeout_ms.clamp(1_000, 60_000) as u64);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !waiting.is_empty() {
+        let groups: Vec<GroupId> = waiting.iter().map(|(_, _, g, _)| *g).collect();
+        let leaders = context.core.leaders(groups).await.unwrap_or_default();
+        let mut still = Vec::new();
+        for (i, (name, index, group, preferred)) in waiting.into_iter().enumerate() {
+            if leaders.get(i).copied().flatten().map(|(node, _)| node) == Some(preferred) {
+                results.push((name, index, code::NONE, None));
+            } else {
+                still.push((name, index, group, preferred));
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (name, index, _, preferred) in waiting {
+        results.push((
+            name,
+            index,
+            code::PREFERRED_LEADER_NOT_AVAILABLE,
+            Some(format!(
+                "broker {} did not take leadership within {} ms: it is down or behind",
+                preferred.0,
+                timeout.as_millis()
+            )),
+        ));
+    }
+    let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
+    for (name, index, error, message) in results {
+        let mut p = PartitionResult::default();
+        p.partition_id = index;
+        p.error_code = error;
+        p.error_message = message.map(|m| str_bytes(&m));
+        by_topic.entry(name).or_default().push(p);
+    }
+    for (name, mut partitions) in by_topic {
+        partitions.sort_by_key(|p| p.partition_id);
+        let mut t = ReplicaElectionResult::default();
+        t.topic = TopicName(str_bytes(&name));
+        t.partition_result = partitions;
+        response.replica_election_results.push(t);
+    }
     response
 }

@@ -57,6 +57,8 @@ mod code {
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
     pub const INVALID_REQUEST: i16 = 42;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
@@ -96,6 +98,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// The lowest Produce version ApiVersions advertises: 0, although only v3 and later are served
@@ -435,6 +438,9 @@ async fn dispatch(
             call.handle(body, async move |r| admin::create_partitions(&ctx, r).await)
         }
         ApiKey::DescribeConfigs => call.handle_now(body, |r| admin::describe_configs(&ctx, r)),
+        ApiKey::ElectLeaders => {
+            call.handle(body, async move |r| admin::elect_leaders(&ctx, r).await)
+        }
         ApiKey::DescribeLogDirs => {
             call.handle(body, async move |r| admin::describe_log_dirs(&ctx, r).await)
         }
