@@ -36,7 +36,8 @@ use membership::{all_joined, complete_join, heartbeat, join_group, leave_group, 
 use proposals::{store_membership, Proposal, Waiting, WaitingOp};
 pub use requests::{
     GroupDescription, GroupError, GroupOp, GroupResponse, Heartbeat, JoinAnswer, JoinGroup,
-    JoinedMember, LeaveGroup, ListedGroup, MemberDescription, OffsetCommit, SyncAnswer, SyncGroup,
+    JoinedMember, LeaveGroup, ListedGroup, MemberDescription, OffsetCommit, PartitionResult,
+    SyncAnswer, SyncGroup,
 };
 
 use crate::ids::{RaftIndex, RequestId, Term};

@@ -7,7 +7,7 @@ use super::command::{Command, CommittedOffset};
 use super::live::{LiveGroup, State};
 use super::membership::check_member;
 use super::proposals::WaitingOp;
-use super::requests::{GroupError, GroupResponse, OffsetCommit};
+use super::requests::{GroupError, GroupResponse, OffsetCommit, PartitionResult};
 use super::{reply, CommandLog, Coordinator, GROUPS_MAX, OFFSET_METADATA_MAX};
 use crate::ids::RequestId;
 use crate::node::Sink;
@@ -118,7 +118,7 @@ impl Coordinator {
             ),
             Some(_) => return fail(sink, GroupError::NonEmptyGroup),
         };
-        let answers: Vec<(String, i32, Result<(), GroupError>)> = partitions
+        let answers: Vec<PartitionResult> = partitions
             .into_iter()
             .map(|(topic, partition)| {
                 let kept = match &subscribed {

@@ -33,7 +33,7 @@ pub(super) enum WaitingOp {
     OffsetCommit,
     Delete,
     /// OffsetDelete, with each partition's answer should its entry apply.
-    OffsetDelete(Vec<(String, i32, Result<(), GroupError>)>),
+    OffsetDelete(Vec<super::requests::PartitionResult>),
 }
 
 impl WaitingOp {

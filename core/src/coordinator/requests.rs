@@ -291,6 +291,9 @@ impl GroupError {
     }
 }
 
+/// One partition's answer: (topic, partition, result).
+pub type PartitionResult = (String, i32, Result<(), GroupError>);
+
 /// The answer to a [`GroupOp`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupResponse {
@@ -312,7 +315,7 @@ pub enum GroupResponse {
     /// DeleteGroups.
     Delete(Result<(), GroupError>),
     /// OffsetDelete: the group's error, or each partition's, in request order.
-    OffsetDelete(Result<Vec<(String, i32, Result<(), GroupError>)>, GroupError>),
+    OffsetDelete(Result<Vec<PartitionResult>, GroupError>),
 }
 
 impl GroupResponse {

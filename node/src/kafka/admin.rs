@@ -672,7 +672,9 @@ pub(super) async fn elect_leaders(
     // (topic, partition, its group and preferred replica if it exists); all partitions when
     // none are named.
     let all = request.topic_partitions.is_none();
-    let asked: Vec<(String, i32, Option<(GroupId, NodeId)>)> = match &request.topic_partitions {
+    // Each: (topic, partition, its group and preferred replica if it exists).
+    type Asked = (String, i32, Option<(GroupId, NodeId)>);
+    let asked: Vec<Asked> = match &request.topic_partitions {
         Some(topics) => topics
             .iter()
             .flat_map(|t| {
