@@ -216,6 +216,15 @@ pub enum Request {
     Group(GroupRequest),
     /// Every consumer group whose coordinator partition this node leads.
     ListGroups,
+    /// Ask a partition's leader to hand its leadership to one of the partition's voters
+    /// (Raft's leadership transfer; Kafka's preferred leader election). Any replica may take
+    /// it: a follower passes it to the leader it knows.
+    TransferLeader {
+        /// The partition's group.
+        group: GroupId,
+        /// The voter to lead.
+        to: NodeId,
+    },
 }
 
 /// A consumer-group request routed to one coordinator partition (a group of the
@@ -300,6 +309,9 @@ pub enum Response {
     Group(GroupResponse),
     /// Answer to ListGroups.
     ListGroups(Vec<ListedGroup>),
+    /// Answer to TransferLeader: whether it was handed to Raft here (this node holds a
+    /// replica and `to` is a voter); whether leadership moves shows in who leads.
+    TransferLeader(bool),
 }
 
 /// Delete a partition's records before `offset`: its log start offset moves there through the

@@ -44,7 +44,10 @@ fn the_uncommitted_size_limit_answers_backpressure() {
         "{response:?}"
     );
     assert!(
-        cluster.nodes[&leader].group_status(group).expect("hosted").serving,
+        cluster.nodes[&leader]
+            .group_status(group)
+            .expect("hosted")
+            .serving,
         "still leading"
     );
 }

@@ -80,6 +80,7 @@ fn topics_start_and_stop_partition_groups_on_their_replicas() {
         MetadataCommand::CreatePartitions {
             name: "events".into(),
             count: 5,
+            assignment: Vec::new(),
         },
     );
     assert!(

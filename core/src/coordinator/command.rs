@@ -81,6 +81,13 @@ pub enum Command {
         /// The group.
         group_id: String,
     },
+    /// Some of a group's committed offsets are deleted (OffsetDelete).
+    DeleteOffsets {
+        /// The group.
+        group_id: String,
+        /// (topic, partition).
+        partitions: Vec<(String, i32)>,
+    },
 }
 
 const VERSION: u8 = 1;
@@ -117,7 +124,8 @@ impl Command {
         match self {
             Self::Offsets { group_id, .. }
             | Self::Group { group_id, .. }
-            | Self::Delete { group_id } => group_id,
+            | Self::Delete { group_id }
+            | Self::DeleteOffsets { group_id, .. } => group_id,
         }
     }
 
@@ -161,6 +169,18 @@ impl Command {
             Self::Delete { group_id } => {
                 w.u8(3);
                 put_str(&mut w, group_id);
+            }
+            Self::DeleteOffsets {
+                group_id,
+                partitions,
+            } => {
+                w.u8(4);
+                put_str(&mut w, group_id);
+                w.u32(partitions.len() as u32);
+                for (topic, partition) in partitions {
+                    put_str(&mut w, topic);
+                    w.i32(*partition);
+                }
             }
         }
         w.bytes
@@ -224,6 +244,19 @@ impl Command {
             3 => Self::Delete {
                 group_id: get_str(&mut r)?,
             },
+            4 => {
+                let group_id = get_str(&mut r)?;
+                let count = r.u32()?;
+                let mut partitions = Vec::new();
+                for _ in 0..count {
+                    let topic = get_str(&mut r)?;
+                    partitions.push((topic, r.i32()?));
+                }
+                Self::DeleteOffsets {
+                    group_id,
+                    partitions,
+                }
+            }
             _ => return Err(DecodeError("unknown coordinator command")),
         };
         r.finish()?;
@@ -315,6 +348,16 @@ impl StoredState {
             Command::Delete { group_id } => {
                 self.groups.remove(group_id);
             }
+            Command::DeleteOffsets {
+                group_id,
+                partitions,
+            } => {
+                if let Some(group) = self.groups.get_mut(group_id) {
+                    for (topic, partition) in partitions {
+                        group.offsets.remove(&(topic.clone(), *partition));
+                    }
+                }
+            }
         }
     }
 }
@@ -360,6 +403,10 @@ mod tests {
             },
             Command::Delete {
                 group_id: "g".into(),
+            },
+            Command::DeleteOffsets {
+                group_id: "g".into(),
+                partitions: vec![("t".into(), 3), ("u".into(), 0)],
             },
         ];
         for command in commands {

@@ -39,7 +39,8 @@ use membership::{
 use proposals::{propose, store_membership, Proposal, Waiting, WaitingOp};
 pub use requests::{
     GroupDescription, GroupError, GroupOp, GroupResponse, Heartbeat, JoinAnswer, JoinGroup,
-    JoinedMember, LeaveGroup, ListedGroup, MemberDescription, OffsetCommit, SyncAnswer, SyncGroup,
+    JoinedMember, LeaveGroup, ListedGroup, MemberDescription, OffsetCommit, PartitionResult,
+    SyncAnswer, SyncGroup,
 };
 
 use crate::ids::{RaftIndex, RequestId, Term};
@@ -440,6 +441,10 @@ impl Coordinator {
                 let data = Command::Delete { group_id }.encode();
                 self.propose_answer(log, now, id, data, WaitingOp::Delete, sink);
             }
+            GroupOp::OffsetDelete {
+                group_id,
+                partitions,
+            } => self.offset_delete(log, now, id, group_id, partitions, sink),
         }
     }
 

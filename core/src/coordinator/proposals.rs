@@ -28,10 +28,12 @@ pub(super) enum Waiting {
     Nothing,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) enum WaitingOp {
     OffsetCommit,
     Delete,
+    /// OffsetDelete, with each partition's answer should its entry apply.
+    OffsetDelete(Vec<super::requests::PartitionResult>),
 }
 
 impl WaitingOp {
@@ -39,6 +41,9 @@ impl WaitingOp {
         match self {
             Self::OffsetCommit => GroupResponse::OffsetCommit(result),
             Self::Delete => GroupResponse::Delete(result),
+            Self::OffsetDelete(partitions) => {
+                GroupResponse::OffsetDelete(result.map(|()| partitions))
+            }
         }
     }
 }
@@ -61,11 +66,12 @@ impl Coordinator {
         op: WaitingOp,
         sink: &mut Sink,
     ) {
-        let failed = |error| op.answer(Err(error));
+        let fallback = op.clone();
+        let failed = move |error| fallback.clone().answer(Err(error));
         if self.proposals.len() >= self.proposals_max {
             return reply(sink, id, failed(GroupError::CoordinatorNotAvailable));
         }
-        let too_large = match op {
+        let too_large = match &op {
             WaitingOp::OffsetCommit => GroupError::CommitTooLarge,
             _ => GroupError::GroupTooLarge,
         };

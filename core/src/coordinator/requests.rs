@@ -37,6 +37,13 @@ pub enum GroupOp {
         /// The group.
         group_id: String,
     },
+    /// OffsetDelete (KIP-496): delete a group's committed offsets of these partitions.
+    OffsetDelete {
+        /// The group.
+        group_id: String,
+        /// (topic, partition).
+        partitions: Vec<(String, i32)>,
+    },
 }
 
 impl GroupOp {
@@ -50,7 +57,8 @@ impl GroupOp {
             Self::OffsetCommit(r) => &r.group_id,
             Self::OffsetFetch { group_id, .. }
             | Self::Describe { group_id }
-            | Self::Delete { group_id } => group_id,
+            | Self::Delete { group_id }
+            | Self::OffsetDelete { group_id, .. } => group_id,
         }
     }
 }
@@ -251,6 +259,8 @@ pub enum GroupError {
     /// The group's membership (every member's metadata and assignment) would make a log
     /// entry over the coordinator's limit (Kafka answers UNKNOWN_SERVER_ERROR, as here).
     GroupTooLarge,
+    /// The group is subscribed to the partition's topic, so its offset stays (OffsetDelete).
+    GroupSubscribedToTopic,
     /// No answer in time: the change may or may not have been made.
     TimedOut,
 }
@@ -275,10 +285,14 @@ impl GroupError {
             Self::OffsetMetadataTooLarge => 12,
             Self::CommitTooLarge => 28,
             Self::GroupTooLarge => -1,
+            Self::GroupSubscribedToTopic => 86,
             Self::TimedOut => 7,
         }
     }
 }
+
+/// One partition's answer: (topic, partition, result).
+pub type PartitionResult = (String, i32, Result<(), GroupError>);
 
 /// The answer to a [`GroupOp`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -300,6 +314,8 @@ pub enum GroupResponse {
     Describe(Result<GroupDescription, GroupError>),
     /// DeleteGroups.
     Delete(Result<(), GroupError>),
+    /// OffsetDelete: the group's error, or each partition's, in request order.
+    OffsetDelete(Result<Vec<PartitionResult>, GroupError>),
 }
 
 impl GroupResponse {
@@ -314,6 +330,7 @@ impl GroupResponse {
             GroupOp::OffsetFetch { .. } => Self::OffsetFetch(Err(error)),
             GroupOp::Describe { .. } => Self::Describe(Err(error)),
             GroupOp::Delete { .. } => Self::Delete(Err(error)),
+            GroupOp::OffsetDelete { .. } => Self::OffsetDelete(Err(error)),
         }
     }
 }

@@ -29,6 +29,11 @@ const KIND_CREATE_TOPIC: u8 = 1;
 const KIND_DELETE_TOPIC: u8 = 2;
 const KIND_CREATE_PARTITIONS: u8 = 3;
 const KIND_ALTER_TOPIC_CONFIGS: u8 = 4;
+/// [`KIND_CREATE_TOPIC`] with a manual replica assignment after it (the older kinds are
+/// written as before when there is none, so older entries and their encodings are unchanged).
+const KIND_CREATE_TOPIC_ASSIGNED: u8 = 5;
+/// [`KIND_CREATE_PARTITIONS`] with a manual replica assignment after it.
+const KIND_CREATE_PARTITIONS_ASSIGNED: u8 = 6;
 /// The first byte of an entry forwarded from another node (a command starts with `VERSION`).
 const FORWARDED: u8 = 0xf1;
 /// Version of the encoded [`MetadataState`] (the metadata log's snapshots).
@@ -134,6 +139,10 @@ pub struct CreateTopic {
     pub replication_factor: u16,
     /// Configuration overrides.
     pub configs: BTreeMap<String, String>,
+    /// Manual replica assignment: each partition's replicas, the first the preferred leader
+    /// (empty: placed round robin). When given, it has `partitions` lists of
+    /// `replication_factor` nodes each.
+    pub assignment: Vec<Vec<NodeId>>,
 }
 
 /// A change to the metadata, as proposed to the metadata group.
@@ -152,6 +161,8 @@ pub enum MetadataCommand {
         name: String,
         /// The new total number of partitions.
         count: u32,
+        /// Manual replica assignment of the new partitions (empty: round robin).
+        assignment: Vec<Vec<NodeId>>,
     },
     /// Change a topic's configuration overrides (Kafka's IncrementalAlterConfigs, or
     /// AlterConfigs with `replace`).
@@ -214,6 +225,10 @@ pub enum AdminError {
     InvalidReplicationFactor(String),
     /// A configuration key or value is not supported.
     InvalidConfig(String),
+    /// A manual replica assignment is not allowed.
+    InvalidReplicaAssignment(String),
+    /// The request contradicts itself.
+    InvalidRequest(String),
     /// Too many admin requests are waiting; nothing was proposed.
     Backpressure,
     /// No answer within the timeout: the command may or may not take effect.
@@ -231,6 +246,8 @@ impl AdminError {
             Self::InvalidPartitions(_) => 37,
             Self::InvalidReplicationFactor(_) => 38,
             Self::InvalidConfig(_) => 40,
+            Self::InvalidReplicaAssignment(_) => 39,
+            Self::InvalidRequest(_) => 42,
             Self::Backpressure | Self::TimedOut => 7,
         }
     }
@@ -241,7 +258,9 @@ impl AdminError {
             Self::InvalidTopic(m)
             | Self::InvalidPartitions(m)
             | Self::InvalidReplicationFactor(m)
-            | Self::InvalidConfig(m) => Some(m.clone()),
+            | Self::InvalidConfig(m)
+            | Self::InvalidReplicaAssignment(m)
+            | Self::InvalidRequest(m) => Some(m.clone()),
             Self::NotController { .. } => {
                 Some("this node is not the controller; refresh metadata and retry".into())
             }
@@ -510,6 +529,16 @@ impl MetadataState {
                 for (key, value) in &create.configs {
                     check_topic_config(key, value).map_err(AdminError::InvalidConfig)?;
                 }
+                if !create.assignment.is_empty() {
+                    if create.assignment.len() != create.partitions as usize {
+                        return Err(AdminError::InvalidReplicaAssignment(format!(
+                            "{} partitions but {} assignments",
+                            create.partitions,
+                            create.assignment.len()
+                        )));
+                    }
+                    self.check_assignment(&create.assignment, create.replication_factor)?;
+                }
                 Ok(())
             }
             MetadataCommand::DeleteTopic { name } | MetadataCommand::CreatePartitions { name, .. }
@@ -547,7 +576,11 @@ impl MetadataState {
                 }
                 Ok(())
             }
-            MetadataCommand::CreatePartitions { name, count } => {
+            MetadataCommand::CreatePartitions {
+                name,
+                count,
+                assignment,
+            } => {
                 let topic = self.topics.get(name).ok_or(AdminError::UnknownTopic)?;
                 let current = topic.partitions.len() as u32;
                 if *count <= current || *count > PARTITIONS_PER_TOPIC_MAX {
@@ -555,9 +588,52 @@ impl MetadataState {
                         "topic {name:?} has {current} partitions; the new count {count} must be larger and at most {PARTITIONS_PER_TOPIC_MAX}"
                     )));
                 }
-                self.check_partition_total((count - current) as usize)
+                self.check_partition_total((count - current) as usize)?;
+                if !assignment.is_empty() {
+                    if assignment.len() != (count - current) as usize {
+                        return Err(AdminError::InvalidReplicaAssignment(format!(
+                            "increasing the number of partitions by {} but {} assignments provided",
+                            count - current,
+                            assignment.len()
+                        )));
+                    }
+                    self.check_assignment(assignment, topic.replication_factor)?;
+                }
+                Ok(())
             }
         }
+    }
+
+    /// Checks a manual replica assignment as Kafka does: every partition has
+    /// `replication_factor` replicas, none twice, all of them nodes of the cluster.
+    fn check_assignment(
+        &self,
+        assignment: &[Vec<NodeId>],
+        replication_factor: u16,
+    ) -> Result<(), AdminError> {
+        for (i, replicas) in assignment.iter().enumerate() {
+            if replicas.len() != usize::from(replication_factor) {
+                return Err(AdminError::InvalidReplicaAssignment(format!(
+                    "partition {i} of the assignment has {} replicas; every partition must have the replication factor, {replication_factor}",
+                    replicas.len()
+                )));
+            }
+            for (j, replica) in replicas.iter().enumerate() {
+                if replicas[..j].contains(replica) {
+                    return Err(AdminError::InvalidReplicaAssignment(format!(
+                        "partition {i} of the assignment names broker {} twice",
+                        replica.0
+                    )));
+                }
+                if !self.nodes.contains(replica) {
+                    return Err(AdminError::InvalidReplicaAssignment(format!(
+                        "partition {i} of the assignment names unknown broker {}",
+                        replica.0
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check_partition_total(&self, more: usize) -> Result<(), AdminError> {
@@ -595,7 +671,11 @@ impl MetadataState {
                     replication_factor: create.replication_factor,
                     configs: create.configs.clone(),
                 };
-                self.add_partitions(&mut topic, create.partitions, first);
+                if create.assignment.is_empty() {
+                    self.add_partitions(&mut topic, create.partitions, first);
+                } else {
+                    self.add_assigned(&mut topic, &create.assignment);
+                }
                 self.topics.insert(create.name.clone(), topic);
                 MetadataChange::TopicCreated {
                     name: create.name.clone(),
@@ -617,12 +697,20 @@ impl MetadataState {
                 topic.configs = topic.altered_configs(set, remove, *replace);
                 MetadataChange::TopicConfigsChanged { name: name.clone() }
             }
-            MetadataCommand::CreatePartitions { name, count } => {
+            MetadataCommand::CreatePartitions {
+                name,
+                count,
+                assignment,
+            } => {
                 let mut topic = self.topics.remove(name).expect("checked");
                 let from = topic.partitions.len() as u32;
-                // New partitions continue the topic's round robin.
-                let start = topic.partitions[0].group.0;
-                self.add_partitions(&mut topic, count - from, start);
+                if assignment.is_empty() {
+                    // New partitions continue the topic's round robin.
+                    let start = topic.partitions[0].group.0;
+                    self.add_partitions(&mut topic, count - from, start);
+                } else {
+                    self.add_assigned(&mut topic, assignment);
+                }
                 self.topics.insert(name.clone(), topic);
                 MetadataChange::PartitionsCreated {
                     name: name.clone(),
@@ -648,6 +736,18 @@ impl MetadataState {
             topic.partitions.push(PartitionAssignment {
                 group: GroupId(self.next_group),
                 replicas,
+            });
+            self.next_group += 1;
+            self.partitions += 1;
+        }
+    }
+
+    /// Appends one partition per list of `assignment` (checked), with exactly those replicas.
+    fn add_assigned(&mut self, topic: &mut TopicMeta, assignment: &[Vec<NodeId>]) {
+        for replicas in assignment {
+            topic.partitions.push(PartitionAssignment {
+                group: GroupId(self.next_group),
+                replicas: replicas.clone(),
             });
             self.next_group += 1;
             self.partitions += 1;
@@ -733,7 +833,11 @@ impl MetadataCommand {
         w.u8(VERSION);
         match self {
             Self::CreateTopic(create) => {
-                w.u8(KIND_CREATE_TOPIC);
+                w.u8(if create.assignment.is_empty() {
+                    KIND_CREATE_TOPIC
+                } else {
+                    KIND_CREATE_TOPIC_ASSIGNED
+                });
                 w.bytes(create.name.as_bytes());
                 w.u32(create.partitions);
                 w.u32(u32::from(create.replication_factor));
@@ -742,15 +846,29 @@ impl MetadataCommand {
                     w.bytes(key.as_bytes());
                     w.bytes(value.as_bytes());
                 }
+                if !create.assignment.is_empty() {
+                    encode_assignment(&mut w, &create.assignment);
+                }
             }
             Self::DeleteTopic { name } => {
                 w.u8(KIND_DELETE_TOPIC);
                 w.bytes(name.as_bytes());
             }
-            Self::CreatePartitions { name, count } => {
-                w.u8(KIND_CREATE_PARTITIONS);
+            Self::CreatePartitions {
+                name,
+                count,
+                assignment,
+            } => {
+                w.u8(if assignment.is_empty() {
+                    KIND_CREATE_PARTITIONS
+                } else {
+                    KIND_CREATE_PARTITIONS_ASSIGNED
+                });
                 w.bytes(name.as_bytes());
                 w.u32(*count);
+                if !assignment.is_empty() {
+                    encode_assignment(&mut w, assignment);
+                }
             }
             Self::AlterTopicConfigs {
                 name,
@@ -784,8 +902,9 @@ impl MetadataCommand {
         let string = |r: &mut Reader<'_>| -> Result<String, DecodeError> {
             String::from_utf8(r.bytes()?.to_vec()).map_err(|_| DecodeError("name is not UTF-8"))
         };
-        let command = match r.u8()? {
-            KIND_CREATE_TOPIC => {
+        let kind = r.u8()?;
+        let command = match kind {
+            KIND_CREATE_TOPIC | KIND_CREATE_TOPIC_ASSIGNED => {
                 let name = string(&mut r)?;
                 let partitions = r.u32()?;
                 let replication_factor = u16::try_from(r.u32()?)
@@ -797,19 +916,30 @@ impl MetadataCommand {
                     let value = string(&mut r)?;
                     configs.insert(key, value);
                 }
+                let assignment = if kind == KIND_CREATE_TOPIC_ASSIGNED {
+                    decode_assignment(&mut r)?
+                } else {
+                    Vec::new()
+                };
                 Self::CreateTopic(CreateTopic {
                     name,
                     partitions,
                     replication_factor,
                     configs,
+                    assignment,
                 })
             }
             KIND_DELETE_TOPIC => Self::DeleteTopic {
                 name: string(&mut r)?,
             },
-            KIND_CREATE_PARTITIONS => Self::CreatePartitions {
+            KIND_CREATE_PARTITIONS | KIND_CREATE_PARTITIONS_ASSIGNED => Self::CreatePartitions {
                 name: string(&mut r)?,
                 count: r.u32()?,
+                assignment: if kind == KIND_CREATE_PARTITIONS_ASSIGNED {
+                    decode_assignment(&mut r)?
+                } else {
+                    Vec::new()
+                },
             },
             KIND_ALTER_TOPIC_CONFIGS => {
                 let name = string(&mut r)?;
@@ -839,6 +969,39 @@ impl MetadataCommand {
         r.finish()?;
         Ok(command)
     }
+}
+
+/// Writes a manual replica assignment: the count of partitions, then each one's replicas.
+fn encode_assignment(w: &mut Writer, assignment: &[Vec<NodeId>]) {
+    w.u32(assignment.len() as u32);
+    for replicas in assignment {
+        w.u32(replicas.len() as u32);
+        for replica in replicas {
+            w.u64(replica.0);
+        }
+    }
+}
+
+/// Reads what [`encode_assignment`] wrote; never empty (an empty one is not written). Counts
+/// are bounded by the bytes left, so hostile bytes cannot make it allocate without bound.
+fn decode_assignment(r: &mut Reader<'_>) -> Result<Vec<Vec<NodeId>>, DecodeError> {
+    let count = r.u32()?;
+    if count == 0 || count > PARTITIONS_PER_TOPIC_MAX {
+        return Err(DecodeError("bad replica assignment count"));
+    }
+    let mut assignment = Vec::new();
+    for _ in 0..count {
+        let replicas = r.u32()?;
+        if replicas == 0 || replicas > u32::from(u16::MAX) {
+            return Err(DecodeError("bad replica count"));
+        }
+        let mut list = Vec::new();
+        for _ in 0..replicas {
+            list.push(NodeId(r.u64()?));
+        }
+        assignment.push(list);
+    }
+    Ok(assignment)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ fn create(name: &str, partitions: u32, rf: u16) -> MetadataCommand {
         partitions,
         replication_factor: rf,
         configs: BTreeMap::new(),
+        assignment: Vec::new(),
     })
 }
 
@@ -148,6 +149,7 @@ fn create_grow_delete() {
     let grow = MetadataCommand::CreatePartitions {
         name: "a".into(),
         count: 5,
+        assignment: Vec::new(),
     };
     assert_eq!(
         state.apply(RaftIndex(3), Term(2), &grow),
@@ -202,6 +204,7 @@ fn refusals_name_the_problem() {
             partitions: 1,
             replication_factor: 1,
             configs: BTreeMap::from([(key.to_string(), value.to_string())]),
+            assignment: Vec::new(),
         })
     };
     assert!(matches!(
@@ -245,11 +248,13 @@ fn commands_round_trip_and_junk_is_refused() {
             partitions: 7,
             replication_factor: 3,
             configs,
+            assignment: Vec::new(),
         }),
         MetadataCommand::DeleteTopic { name: "t".into() },
         MetadataCommand::CreatePartitions {
             name: "t".into(),
             count: 9,
+            assignment: Vec::new(),
         },
     ];
     for command in commands {
@@ -259,4 +264,84 @@ fn commands_round_trip_and_junk_is_refused() {
             assert!(MetadataCommand::decode(&bytes[..cut]).is_err());
         }
     }
+}
+
+fn nodes(ids: &[u64]) -> Vec<NodeId> {
+    ids.iter().map(|&i| NodeId(i)).collect()
+}
+
+#[test]
+fn a_manual_assignment_is_checked_kept_and_encoded_while_older_entries_still_decode() {
+    let mut state = MetadataState::new(nodes(&[1, 2, 3]));
+    let assigned = |assignment: Vec<Vec<NodeId>>| {
+        MetadataCommand::CreateTopic(CreateTopic {
+            name: "t".into(),
+            partitions: assignment.len() as u32,
+            replication_factor: assignment.first().map_or(0, |a| a.len() as u16),
+            configs: BTreeMap::new(),
+            assignment,
+        })
+    };
+    // Refused as Kafka refuses them, with INVALID_REPLICA_ASSIGNMENT.
+    for bad in [
+        vec![nodes(&[1, 1])],
+        vec![nodes(&[1, 4])],
+        vec![nodes(&[1, 2]), nodes(&[3])],
+    ] {
+        let error = state.check(&assigned(bad.clone())).expect_err("refused");
+        assert_eq!(error.kafka_code(), 39, "{bad:?}: {error:?}");
+        assert!(error.message().is_some());
+    }
+    let create = assigned(vec![nodes(&[3, 1]), nodes(&[2, 3])]);
+    let bytes = create.encode();
+    assert_eq!(MetadataCommand::decode(&bytes), Ok(create.clone()));
+    for cut in 0..bytes.len() {
+        assert!(MetadataCommand::decode(&bytes[..cut]).is_err());
+    }
+    state
+        .apply(RaftIndex(1), Term(1), &create)
+        .expect("applies");
+    let replicas = |state: &MetadataState| -> Vec<Vec<NodeId>> {
+        state
+            .topic("t")
+            .expect("exists")
+            .partitions
+            .iter()
+            .map(|p| p.replicas.clone())
+            .collect()
+    };
+    assert_eq!(replicas(&state), vec![nodes(&[3, 1]), nodes(&[2, 3])]);
+    // Growing with an assignment: one list per new partition, of the topic's replication factor.
+    let grow = |count, assignment| MetadataCommand::CreatePartitions {
+        name: "t".into(),
+        count,
+        assignment,
+    };
+    for bad in [
+        grow(4, vec![nodes(&[1, 2])]),
+        grow(3, vec![nodes(&[1])]),
+        grow(3, vec![nodes(&[2, 2])]),
+        grow(3, vec![nodes(&[2, 7])]),
+    ] {
+        assert_eq!(
+            state.check(&bad).map_err(|e| e.kafka_code()),
+            Err(39),
+            "{bad:?}"
+        );
+    }
+    let good = grow(3, vec![nodes(&[1, 2])]);
+    assert_eq!(MetadataCommand::decode(&good.encode()), Ok(good.clone()));
+    state.apply(RaftIndex(2), Term(1), &good).expect("applies");
+    assert_eq!(
+        replicas(&state),
+        vec![nodes(&[3, 1]), nodes(&[2, 3]), nodes(&[1, 2])]
+    );
+    // The snapshot keeps the replicas as assigned.
+    assert_eq!(MetadataState::decode(&state.encode()), Ok(state.clone()));
+    // Entries written before assignments existed decode as before (version 1, kind 3: a
+    // CreatePartitions of "t" to 9), and a command without one encodes the same bytes.
+    let old = [1u8, 3, 1, 0, 0, 0, b't', 9, 0, 0, 0];
+    let decoded = MetadataCommand::decode(&old).expect("old entry decodes");
+    assert_eq!(decoded, grow(9, Vec::new()));
+    assert_eq!(decoded.encode(), old);
 }

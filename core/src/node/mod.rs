@@ -37,6 +37,13 @@ use crate::time::Now;
 /// leads (gossip), so that every node can name any partition's leader in Metadata answers.
 pub const LEADERS_GROUP: GroupId = GroupId(u64::MAX);
 
+/// Not a Raft group either: a peer message addressed to it asks this node to take the
+/// leadership of the group its context names (ElectLeaders through a node that neither leads
+/// it nor is the one to lead). Raft's leadership transfer names the node to lead as the
+/// message's sender, and peer links carry only their own node's messages, so the node to lead
+/// asks the leader itself.
+pub const TRANSFER_GROUP: GroupId = GroupId(u64::MAX - 1);
+
 /// Test-only switches that break the system the way real bugs do, so that the checkers can
 /// be shown to catch them. They do nothing unless `oxbow-core` is built with the
 /// `planted-bugs` feature, which only the simulator and tests enable.
@@ -561,6 +568,15 @@ impl Node {
                     }
                     if group == LEADERS_GROUP {
                         self.note_leaders(from, &message.context);
+                    } else if group == TRANSFER_GROUP {
+                        let asked = <[u8; 8]>::try_from(&message.context[..])
+                            .map(|b| GroupId(u64::from_le_bytes(b)));
+                        if let Some((group, replica)) =
+                            asked.ok().and_then(|g| Some((g, self.groups.get_mut(&g)?)))
+                        {
+                            replica.transfer_leader(self.config.node_id);
+                            touched.insert(group);
+                        }
                     } else if let Some(replica) = self.groups.get_mut(&group) {
                         replica.step(message);
                         touched.insert(group);
@@ -643,6 +659,29 @@ impl Node {
             Request::ListGroups => {
                 let groups = self.coordinators.values().flat_map(|c| c.list()).collect();
                 sink.reply(id, Response::ListGroups(groups));
+            }
+            Request::TransferLeader { group, to } => {
+                let me = self.config.node_id;
+                let handed = match self.groups.get_mut(&group) {
+                    Some(replica) if !replica.is_voter(to) => false,
+                    // The leader transfers; the node to lead asks its leader.
+                    Some(replica) if replica.leading().is_some() || to == me => {
+                        touched.insert(group);
+                        replica.transfer_leader(to)
+                    }
+                    Some(_) => {
+                        let message = raft::eraftpb::Message {
+                            from: me.raft_id().0,
+                            to: to.raft_id().0,
+                            context: Bytes::copy_from_slice(&group.0.to_le_bytes()),
+                            ..Default::default()
+                        };
+                        sink.send(TRANSFER_GROUP, message);
+                        true
+                    }
+                    None => false,
+                };
+                sink.reply(id, Response::TransferLeader(handed));
             }
             Request::Produce(produce) => match self
                 .groups

@@ -290,6 +290,22 @@ impl Replica {
         let _ = self.raw.campaign();
     }
 
+    /// Asks the leader to hand leadership to voter `to` (raft-rs brings it up to date, then
+    /// tells it to campaign at once); a follower passes the request to the leader it knows.
+    /// False when `to` is not a voter of the group.
+    pub(crate) fn transfer_leader(&mut self, to: NodeId) -> bool {
+        if !self.is_voter(to) {
+            return false;
+        }
+        self.raw.transfer_leader(to.0);
+        true
+    }
+
+    /// Whether `node` votes in this group.
+    pub(crate) fn is_voter(&self, node: NodeId) -> bool {
+        self.raw.raft.prs().conf().voters().contains(node.0)
+    }
+
     pub(crate) fn step(&mut self, message: Message) {
         // Errors here are raft-rs refusing a message (stale term, unknown peer): dropped, as
         // the network could have dropped it.

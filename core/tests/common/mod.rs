@@ -332,6 +332,7 @@ pub fn create(name: &str, partitions: u32, replication_factor: u16) -> MetadataC
         partitions,
         replication_factor,
         configs: BTreeMap::new(),
+        assignment: Vec::new(),
     })
 }
 

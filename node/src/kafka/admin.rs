@@ -18,11 +18,12 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, TopicName,
+    DescribeConfigsRequest, DescribeConfigsResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use oxbow_core::ids::TopicId;
+use oxbow_core::ids::{NodeId, TopicId};
 use oxbow_core::io::{AdminRequest, Forward, Request, Response};
 use oxbow_core::metadata::{
     AdminError, CreateTopic, MetadataChange, MetadataCommand, TopicMeta, TOPIC_CONFIGS,
@@ -79,21 +80,30 @@ pub(super) async fn create_topics(
             Err(AdminError::InvalidTopic(format!(
                 "topic {name:?} appears twice in the request"
             )))
-        } else if !topic.assignments.is_empty() {
-            Err(AdminError::InvalidConfig(
-                "manual replica assignment is not supported; give num_partitions and replication_factor".into(),
+        } else if !topic.assignments.is_empty()
+            && (topic.num_partitions != -1 || topic.replication_factor != -1)
+        {
+            Err(AdminError::InvalidRequest(
+                "a manual replica assignment was given, so num_partitions and replication_factor must be -1".into(),
             ))
         } else {
-            let partitions = if topic.num_partitions == -1 {
-                context.config.default_partitions as i32
-            } else {
-                topic.num_partitions
-            };
-            let replication_factor = if topic.replication_factor == -1 {
-                context.config.auto_replication_factor() as i16
-            } else {
-                topic.replication_factor
-            };
+            let assignment = create_assignment(&topic.assignments);
+            let partitions =
+                if let Some(assigned) = assignment.as_ref().ok().filter(|a| !a.is_empty()) {
+                    assigned.len() as i32
+                } else if topic.num_partitions == -1 {
+                    context.config.default_partitions as i32
+                } else {
+                    topic.num_partitions
+                };
+            let replication_factor =
+                if let Some(first) = assignment.as_ref().ok().and_then(|a| a.first()) {
+                    first.len() as i16
+                } else if topic.replication_factor == -1 {
+                    context.config.auto_replication_factor() as i16
+                } else {
+                    topic.replication_factor
+                };
             let mut configs = BTreeMap::new();
             let mut bad_config = None;
             for config in &topic.configs {
@@ -109,17 +119,19 @@ pub(super) async fn create_topics(
                 u32::try_from(partitions),
                 u16::try_from(replication_factor),
                 bad_config,
+                assignment,
             ) {
-                (_, _, Some(key)) => Err(AdminError::InvalidConfig(format!(
+                (_, _, _, Err(error)) => Err(error),
+                (_, _, Some(key), _) => Err(AdminError::InvalidConfig(format!(
                     "config {key:?} has no value"
                 ))),
-                (Err(_), _, _) => Err(AdminError::InvalidPartitions(format!(
+                (Err(_), _, _, _) => Err(AdminError::InvalidPartitions(format!(
                     "{partitions} partitions"
                 ))),
-                (_, Err(_), _) => Err(AdminError::InvalidReplicationFactor(format!(
+                (_, Err(_), _, _) => Err(AdminError::InvalidReplicationFactor(format!(
                     "replication factor {replication_factor}"
                 ))),
-                (Ok(partitions), Ok(replication_factor), None) => {
+                (Ok(partitions), Ok(replication_factor), None, Ok(assignment)) => {
                     admin(
                         context,
                         MetadataCommand::CreateTopic(CreateTopic {
@@ -127,6 +139,7 @@ pub(super) async fn create_topics(
                             partitions,
                             replication_factor,
                             configs,
+                            assignment,
                         }),
                         request.validate_only,
                         request.timeout_ms,
@@ -221,34 +234,82 @@ pub(super) async fn create_partitions(
     for topic in request.topics {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic.name.clone();
-        let outcome = if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-            Err(AdminError::InvalidConfig(
-                "manual replica assignment is not supported".into(),
-            ))
-        } else {
-            match u32::try_from(topic.count) {
-                Err(_) => Err(AdminError::InvalidPartitions(format!(
-                    "{} partitions",
-                    topic.count
-                ))),
-                Ok(count) => {
-                    admin(
-                        context,
-                        MetadataCommand::CreatePartitions {
-                            name: topic.name.0.as_str().to_string(),
-                            count,
-                        },
-                        request.validate_only,
-                        request.timeout_ms,
-                    )
-                    .await
-                }
+        let assignment = topic
+            .assignments
+            .iter()
+            .flatten()
+            .map(|a| replicas(&a.broker_ids))
+            .collect::<Result<Vec<_>, _>>();
+        let outcome = match (u32::try_from(topic.count), assignment) {
+            (Err(_), _) => Err(AdminError::InvalidPartitions(format!(
+                "{} partitions",
+                topic.count
+            ))),
+            (_, Err(error)) => Err(error),
+            (Ok(count), Ok(assignment)) => {
+                admin(
+                    context,
+                    MetadataCommand::CreatePartitions {
+                        name: topic.name.0.as_str().to_string(),
+                        count,
+                        assignment,
+                    },
+                    request.validate_only,
+                    request.timeout_ms,
+                )
+                .await
             }
         };
         (result.error_code, result.error_message) = error_fields(&outcome);
         response.results.push(result);
     }
     response
+}
+
+/// One partition's replicas from a manual assignment; the cluster's metadata checks the rest
+/// (replica counts, duplicates, unknown brokers).
+fn replicas(brokers: &[kafka_protocol::messages::BrokerId]) -> Result<Vec<NodeId>, AdminError> {
+    if brokers.is_empty() {
+        return Err(AdminError::InvalidReplicaAssignment(
+            "the manual replica assignment holds an empty replica list".into(),
+        ));
+    }
+    brokers
+        .iter()
+        .map(|b| {
+            u64::try_from(b.0).map(NodeId).map_err(|_| {
+                AdminError::InvalidReplicaAssignment(format!(
+                    "the manual replica assignment names unknown broker {}",
+                    b.0
+                ))
+            })
+        })
+        .collect()
+}
+
+/// CreateTopics' manual assignment, by partition index: the indexes must be 0, 1, ... (in any
+/// order), as Kafka requires.
+fn create_assignment(
+    assignments: &[kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment],
+) -> Result<Vec<Vec<NodeId>>, AdminError> {
+    let mut by_index = BTreeMap::new();
+    for a in assignments {
+        if by_index
+            .insert(a.partition_index, replicas(&a.broker_ids)?)
+            .is_some()
+        {
+            return Err(AdminError::InvalidReplicaAssignment(format!(
+                "partition {} is assigned twice",
+                a.partition_index
+            )));
+        }
+    }
+    if by_index.keys().copied().ne(0..by_index.len() as i32) {
+        return Err(AdminError::InvalidReplicaAssignment(
+            "the assignment's partitions must be a consecutive sequence from 0".into(),
+        ));
+    }
+    Ok(by_index.into_values().collect())
 }
 
 /// A topic's configuration: (key, value, whether it is the default).
@@ -560,6 +621,228 @@ pub(super) async fn alter_configs(
             result.error_message = message;
         }
         response.responses.push(result);
+    }
+    response
+}
+
+/// DescribeLogDirs: the one log directory, the node's data directory, with each partition
+/// this node holds a replica of (those asked, or all) and the bytes of its segment files;
+/// every replica holds the whole log, so the offset lag is 0; v4's total and usable bytes
+/// from the file system (-1 where it cannot tell).
+pub(super) async fn describe_log_dirs(
+    context: &Context,
+    request: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
+    use kafka_protocol::messages::describe_log_dirs_response::{
+        DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+    };
+    let mut response = DescribeLogDirsResponse::default();
+    let mut result = DescribeLogDirsResult::default();
+    result.log_dir = str_bytes(&context.config.data_dir.display().to_string());
+    result.total_bytes = -1;
+    result.usable_bytes = -1;
+    let Some(sizes) = context.disk.sizes().await else {
+        result.error_code = code::KAFKA_STORAGE_ERROR;
+        response.results.push(result);
+        return response;
+    };
+    let bytes = |v: Option<u64>| v.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX));
+    result.total_bytes = bytes(sizes.total_bytes);
+    result.usable_bytes = bytes(sizes.free_bytes);
+    let asked: Option<BTreeMap<String, Vec<i32>>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| (t.topic.0.as_str().to_string(), t.partitions))
+            .collect()
+    });
+    let metadata = context.core.metadata();
+    for (name, topic) in metadata.topics() {
+        let wanted = |index: i32| {
+            asked
+                .as_ref()
+                .is_none_or(|a| a.get(name).is_some_and(|p| p.contains(&index)))
+        };
+        let partitions: Vec<DescribeLogDirsPartition> = topic
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(index, p)| wanted(*index as i32) && context.hosts(p))
+            .map(|(index, p)| {
+                let mut partition = DescribeLogDirsPartition::default();
+                partition.partition_index = index as i32;
+                partition.partition_size = bytes(sizes.groups.get(&p.group).copied());
+                partition.partition_size = partition.partition_size.max(0);
+                partition.offset_lag = 0;
+                partition.is_future_key = false;
+                partition
+            })
+            .collect();
+        if !partitions.is_empty() {
+            let mut t = DescribeLogDirsTopic::default();
+            t.name = TopicName(str_bytes(name));
+            t.partitions = partitions;
+            result.topics.push(t);
+        }
+    }
+    response.results.push(result);
+    response
+}
+
+/// ElectLeaders: a preferred election (type 0) asks the partition's Raft group to hand
+/// leadership to its first replica (raft-rs's leadership transfer: the leader brings it up to
+/// date, then tells it to campaign at once), through this node's replica, and answers once
+/// that replica leads; ELECTION_NOT_NEEDED when it leads already, PREFERRED_LEADER_NOT_AVAILABLE
+/// when it does not lead within the timeout (it is down or behind) or this node holds no
+/// replica to ask through. Raft elects only replicas holding every committed entry, so an
+/// unclean election (type 1) is never possible: ELECTION_NOT_NEEDED when the partition has a
+/// leader (as Kafka), INVALID_REQUEST otherwise.
+pub(super) async fn elect_leaders(
+    context: &Context,
+    request: ElectLeadersRequest,
+) -> ElectLeadersResponse {
+    use kafka_protocol::messages::elect_leaders_response::{
+        PartitionResult, ReplicaElectionResult,
+    };
+    use oxbow_core::ids::GroupId;
+    let mut response = ElectLeadersResponse::default();
+    let metadata = context.core.metadata();
+    // (topic, partition, its group and preferred replica if it exists); all partitions when
+    // none are named.
+    let all = request.topic_partitions.is_none();
+    // Each: (topic, partition, its group and preferred replica if it exists).
+    type Asked = (String, i32, Option<(GroupId, NodeId)>);
+    let asked: Vec<Asked> = match &request.topic_partitions {
+        Some(topics) => topics
+            .iter()
+            .flat_map(|t| {
+                let name = t.topic.0.as_str().to_string();
+                t.partitions.iter().map(move |p| (name.clone(), *p))
+            })
+            .map(|(name, index)| {
+                let found =
+                    super::placement(&metadata, &name, index).map(|p| (p.group, p.replicas[0]));
+                (name, index, found)
+            })
+            .collect(),
+        None => metadata
+            .topics()
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (t.name.clone(), i as i32, Some((p.group, p.replicas[0]))))
+            })
+            .collect(),
+    };
+    let groups: Vec<GroupId> = asked
+        .iter()
+        .filter_map(|(_, _, f)| f.map(|(g, _)| g))
+        .collect();
+    let leaders: BTreeMap<GroupId, NodeId> = match context.core.leaders(groups.clone()).await {
+        Some(leaders) => groups
+            .iter()
+            .zip(leaders)
+            .filter_map(|(g, l)| l.map(|(node, _)| (*g, node)))
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    let mut results: Vec<(String, i32, i16, Option<String>)> = Vec::new();
+    let mut waiting: Vec<(String, i32, GroupId, NodeId)> = Vec::new();
+    for (name, index, found) in asked {
+        let Some((group, preferred)) = found else {
+            results.push((name, index, code::UNKNOWN_TOPIC_OR_PARTITION, None));
+            continue;
+        };
+        let leader = leaders.get(&group).copied();
+        let answer = match request.election_type {
+            0 if leader == Some(preferred) => {
+                if all {
+                    // Kafka leaves these out when every partition was asked.
+                    continue;
+                }
+                Some((code::ELECTION_NOT_NEEDED, None))
+            }
+            0 => {
+                let handed = context
+                    .core
+                    .request(Request::TransferLeader {
+                        group,
+                        to: preferred,
+                    })
+                    .await;
+                match handed {
+                    Some(Response::TransferLeader(true)) => None,
+                    _ => Some((
+                        code::PREFERRED_LEADER_NOT_AVAILABLE,
+                        Some(format!(
+                            "this node holds no replica of the partition to ask through; send ElectLeaders to broker {}",
+                            preferred.0
+                        )),
+                    )),
+                }
+            }
+            1 if leader.is_some() => Some((code::ELECTION_NOT_NEEDED, None)),
+            1 => Some((
+                code::INVALID_REQUEST,
+                Some("unclean election is not possible: Raft elects only replicas holding every committed entry".into()),
+            )),
+            other => Some((
+                code::INVALID_REQUEST,
+                Some(format!("unknown election type {other}")),
+            )),
+        };
+        match answer {
+            Some((error, message)) => results.push((name, index, error, message)),
+            None => waiting.push((name, index, group, preferred)),
+        }
+    }
+    // Wait for each transfer to show in who leads (gossiped within a round trip or so).
+    let timeout = Duration::from_millis(request.timeout_ms.clamp(1_000, 60_000) as u64);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !waiting.is_empty() {
+        let groups: Vec<GroupId> = waiting.iter().map(|(_, _, g, _)| *g).collect();
+        let leaders = context.core.leaders(groups).await.unwrap_or_default();
+        let mut still = Vec::new();
+        for (i, (name, index, group, preferred)) in waiting.into_iter().enumerate() {
+            if leaders.get(i).copied().flatten().map(|(node, _)| node) == Some(preferred) {
+                results.push((name, index, code::NONE, None));
+            } else {
+                still.push((name, index, group, preferred));
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (name, index, _, preferred) in waiting {
+        results.push((
+            name,
+            index,
+            code::PREFERRED_LEADER_NOT_AVAILABLE,
+            Some(format!(
+                "broker {} did not take leadership within {} ms: it is down or behind",
+                preferred.0,
+                timeout.as_millis()
+            )),
+        ));
+    }
+    let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
+    for (name, index, error, message) in results {
+        let mut p = PartitionResult::default();
+        p.partition_id = index;
+        p.error_code = error;
+        p.error_message = message.map(|m| str_bytes(&m));
+        by_topic.entry(name).or_default().push(p);
+    }
+    for (name, mut partitions) in by_topic {
+        partitions.sort_by_key(|p| p.partition_id);
+        let mut t = ReplicaElectionResult::default();
+        t.topic = TopicName(str_bytes(&name));
+        t.partition_result = partitions;
+        response.replica_election_results.push(t);
     }
     response
 }

@@ -16,6 +16,9 @@ use kafka_protocol::messages::list_groups_response::ListedGroup as KafkaListedGr
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -25,8 +28,9 @@ use kafka_protocol::messages::{
     DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
     GroupId as KafkaGroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
     JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
-    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_core::coordinator::{
@@ -92,6 +96,7 @@ async fn create_offsets_topic(context: &Context) {
             partitions: context.config.offsets_topic_partitions,
             replication_factor: context.config.offsets_replication_factor(),
             configs: BTreeMap::new(),
+            assignment: Vec::new(),
         }),
         validate_only: false,
         forward: Forward::Blind,
@@ -592,6 +597,51 @@ pub(super) async fn delete_groups(
         deleted.group_id = group_id;
         deleted.error_code = result.err().map_or(code::NONE, |e| e.kafka_code());
         response.results.push(deleted);
+    }
+    response
+}
+
+/// OffsetDelete (KIP-496): the coordinator deletes the group's offsets of the partitions its
+/// members do not subscribe to, through its log.
+pub(super) async fn offset_delete(
+    context: &Context,
+    request: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
+    let mut response = OffsetDeleteResponse::default();
+    let partitions: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (string(&t.name.0), p.partition_index))
+        })
+        .collect();
+    let op = GroupOp::OffsetDelete {
+        group_id: string(&request.group_id.0),
+        partitions,
+    };
+    let GroupResponse::OffsetDelete(result) = call(context, op).await else {
+        unreachable!("an offset delete answered otherwise")
+    };
+    match result {
+        Err(error) => response.error_code = error.kafka_code(),
+        Ok(answers) => {
+            let mut by_topic: BTreeMap<String, Vec<OffsetDeleteResponsePartition>> =
+                BTreeMap::new();
+            for (topic, partition, result) in answers {
+                let mut p = OffsetDeleteResponsePartition::default();
+                p.partition_index = partition;
+                p.error_code = result.err().map_or(code::NONE, |e| e.kafka_code());
+                by_topic.entry(topic).or_default().push(p);
+            }
+            for (name, partitions) in by_topic {
+                let mut t = OffsetDeleteResponseTopic::default();
+                t.name = TopicName(str_bytes(&name));
+                t.partitions = partitions;
+                response.topics.push(t);
+            }
+        }
     }
     response
 }

@@ -59,6 +59,7 @@ async fn auto_create(context: &Context, name: &str) {
             partitions: context.config.default_partitions,
             replication_factor: context.config.auto_replication_factor(),
             configs: BTreeMap::new(),
+            assignment: Vec::new(),
         }),
         validate_only: false,
         forward: Forward::Blind,

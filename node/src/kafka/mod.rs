@@ -56,7 +56,10 @@ mod code {
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
     pub const INVALID_REQUEST: i16 = 42;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
@@ -94,6 +97,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// The lowest Produce version ApiVersions advertises: 0, although only v3 and later are served
@@ -443,6 +449,12 @@ async fn dispatch(
             call.handle(body, async move |r| admin::create_partitions(&ctx, r).await)
         }
         ApiKey::DescribeConfigs => call.handle_now(body, |r| admin::describe_configs(&ctx, r)),
+        ApiKey::ElectLeaders => {
+            call.handle(body, async move |r| admin::elect_leaders(&ctx, r).await)
+        }
+        ApiKey::DescribeLogDirs => {
+            call.handle(body, async move |r| admin::describe_log_dirs(&ctx, r).await)
+        }
         ApiKey::AlterConfigs => {
             call.handle(body, async move |r| admin::alter_configs(&ctx, r).await)
         }
@@ -477,6 +489,9 @@ async fn dispatch(
         ApiKey::ListGroups => call.handle(body, async move |r| {
             groups::list_groups(&ctx, r, version).await
         }),
+        ApiKey::OffsetDelete => {
+            call.handle(body, async move |r| groups::offset_delete(&ctx, r).await)
+        }
         ApiKey::DeleteGroups => {
             call.handle(body, async move |r| groups::delete_groups(&ctx, r).await)
         }

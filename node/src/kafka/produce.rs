@@ -14,11 +14,13 @@ use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, InitProducerIdRequest, InitProducerIdResponse,
     ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
+use oxbow_core::coordinator::OFFSETS_TOPIC;
 use oxbow_core::ids::Offset;
 use oxbow_core::io::{
     Acks, DeleteRecordsRequest as CoreDeleteRecords, ProduceRequest as CoreProduce, Request,
     Response,
 };
+use oxbow_core::metadata::check_topic_name;
 use slog::warn;
 
 use super::{code, placement, str_bytes, Context};
@@ -48,8 +50,12 @@ pub(super) async fn produce(
     let disk_low = context.disk.disk_low();
     for topic in request.topic_data {
         let name = topic.name.0.as_str().to_string();
+        // Kafka checks the name with topic creation's rules, and refuses its internal topics
+        // to producers, before it looks the partition up.
+        let invalid = check_topic_name(&name).is_err() || name == OFFSETS_TOPIC;
         for partition in topic.partition_data {
             let wait = match placement(&metadata, &name, partition.index) {
+                _ if invalid => Err(code::INVALID_TOPIC_EXCEPTION),
                 None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
                 Some(placement) if !context.hosts(placement) => Err(code::NOT_LEADER_OR_FOLLOWER),
                 Some(_) if disk_low => Err(code::KAFKA_STORAGE_ERROR),

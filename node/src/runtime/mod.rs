@@ -736,6 +736,7 @@ async fn ensure_topics(
                     partitions: topic.partitions,
                     replication_factor: topic.replication_factor as u16,
                     configs: BTreeMap::new(),
+                    assignment: Vec::new(),
                 }),
                 validate_only: false,
                 forward: Forward::No,

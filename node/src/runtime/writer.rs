@@ -69,12 +69,25 @@ enum Job {
         read: DiskRead,
         reply: oneshot::Sender<Vec<Entry>>,
     },
+    /// Each group's bytes on disk, and the disk's size and free bytes.
+    Sizes { reply: oneshot::Sender<Sizes> },
     /// Where retention may move the log start of each group with a policy.
     Retention {
         policies: BTreeMap<GroupId, RetentionPolicy>,
         now_ms: i64,
         reply: oneshot::Sender<Vec<(GroupId, Offset)>>,
     },
+}
+
+/// What the log holds (DescribeLogDirs).
+#[derive(Clone, Debug, Default)]
+pub struct Sizes {
+    /// Bytes of each group's segment files.
+    pub groups: BTreeMap<GroupId, u64>,
+    /// The size of the data directory's file system, if the disk can tell.
+    pub total_bytes: Option<u64>,
+    /// Its bytes free, if the disk can tell.
+    pub free_bytes: Option<u64>,
 }
 
 /// The writer's queue.
@@ -138,6 +151,14 @@ impl Writer {
         answer.await.ok()
     }
 
+    /// Each group's bytes on disk and the disk's size, after every write queued before;
+    /// `None` if the writer stopped.
+    pub async fn sizes(&self) -> Option<Sizes> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Job::Sizes { reply }).await.ok()?;
+        answer.await.ok()
+    }
+
     /// Sets the segment sizes of the groups whose topic sets its own (`segment.bytes`).
     pub async fn segment_bytes(&self, sizes: BTreeMap<GroupId, u64>) {
         let _ = self.queue.send(Job::SegmentBytes(sizes)).await;
@@ -170,6 +191,13 @@ fn answer<D: Disk>(log: &mut SegmentLog<D>, job: Job) -> Result<(), StorageError
             let _ = reply.send(entries);
         }
         Job::SegmentBytes(sizes) => log.set_segment_bytes(sizes),
+        Job::Sizes { reply } => {
+            let _ = reply.send(Sizes {
+                groups: log.group_bytes(),
+                total_bytes: log.total_bytes(),
+                free_bytes: log.free_bytes(),
+            });
+        }
         Job::Retention {
             policies,
             now_ms,

@@ -38,6 +38,10 @@ pub trait Disk {
     fn free_bytes(&self) -> Option<u64> {
         None
     }
+    /// The size of the file system holding this directory, if the disk can tell.
+    fn total_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A directory on the real file system. At most `open_files_max` files are open at once: the
@@ -196,6 +200,11 @@ impl Disk for FsDisk {
     fn free_bytes(&self) -> Option<u64> {
         let stat = rustix::fs::statvfs(&self.dir).ok()?;
         Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    fn total_bytes(&self) -> Option<u64> {
+        let stat = rustix::fs::statvfs(&self.dir).ok()?;
+        Some(stat.f_blocks.saturating_mul(stat.f_frsize))
     }
 
     fn remove(&mut self, name: &str) -> io::Result<()> {

@@ -412,6 +412,19 @@ impl<D: Disk> SegmentLog<D> {
         self.disk.free_bytes()
     }
 
+    /// The size of the disk, if it can tell.
+    pub fn total_bytes(&self) -> Option<u64> {
+        self.disk.total_bytes()
+    }
+
+    /// Bytes of each group's segment files.
+    pub fn group_bytes(&self) -> BTreeMap<GroupId, u64> {
+        self.groups
+            .iter()
+            .map(|(group, log)| (*group, log.bytes()))
+            .collect()
+    }
+
     /// Number of segment files of every group.
     pub fn segment_count(&self) -> usize {
         self.groups.values().map(GroupLog::segment_count).sum()

@@ -17,6 +17,7 @@ impl Cluster {
                 partitions,
                 replication_factor,
                 configs: BTreeMap::new(),
+                assignment: Vec::new(),
             })
         };
         let nodes = self.options.nodes as u16;

@@ -744,6 +744,11 @@ impl GroupLog {
         self.group
     }
 
+    /// Bytes of its segment files (the active one's appended bytes included).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.len).sum()
+    }
+
     /// Number of segments (the active one included).
     pub(crate) fn segment_count(&self) -> usize {
         self.segments.len()
