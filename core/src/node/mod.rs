@@ -8,8 +8,13 @@
 //! [`Input::WriteDone`].
 
 mod admin;
+mod config;
 mod early;
 mod follow_metadata;
+mod leaders;
+
+pub use config::{GroupConfig, NodeConfig, PlantedBugs};
+use leaders::terms_fit_leader_epochs;
 
 use admin::{AdminPending, Forwarded};
 
@@ -20,9 +25,7 @@ use rand_core::SeedableRng;
 use bytes::Bytes;
 use raft::eraftpb::MessageType;
 
-use crate::batch::TimestampType;
-use crate::codec::{Reader, Writer};
-use crate::coordinator::{Coordinator, CoordinatorConfig, GroupError, GroupResponse};
+use crate::coordinator::{Coordinator, GroupError, GroupResponse};
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftId, RaftIndex, RequestId, Term};
 use crate::io::{
     Acks, DeleteRecordsError, FetchError, GroupMessage, GroupRequest, Input, Output, ProduceError,
@@ -43,198 +46,6 @@ pub const LEADERS_GROUP: GroupId = GroupId(u64::MAX);
 /// message's sender, and peer links carry only their own node's messages, so the node to lead
 /// asks the leader itself.
 pub const TRANSFER_GROUP: GroupId = GroupId(u64::MAX - 1);
-
-/// Test-only switches that break the system the way real bugs do, so that the checkers can
-/// be shown to catch them. They do nothing unless `oxbow-core` is built with the
-/// `planted-bugs` feature, which only the simulator and tests enable.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PlantedBugs {
-    /// Release raft's persisted messages (votes, append acks) before the disk completes.
-    pub early_persisted_messages: bool,
-    /// Accept every idempotent batch without checking its sequence.
-    pub skip_sequence_check: bool,
-    /// Serve fetches past the high watermark (uncommitted records).
-    pub fetch_above_hwm: bool,
-    /// The node runtime's disk writer reports a write done before its fsync (so replies and
-    /// raft's persisted messages go out for bytes a crash can still lose).
-    pub ack_before_fsync: bool,
-    /// Recovery keeps a torn or corrupt tail instead of cutting it (later frames land after
-    /// the garbage, and the next recovery loses them).
-    pub keep_torn_tail: bool,
-    /// The group coordinator answers every member's SyncGroup with the leader's own
-    /// assignment (a misrouted assignment: members share partitions, others go unread).
-    pub assignment_to_all: bool,
-    /// Reading entries back from the segment files takes any frame at the next index, also
-    /// one a new leader replaced (a read from a stale file position).
-    pub serve_stale_frames: bool,
-    /// Compaction deletes every segment before the newest durable header, also ones that still
-    /// hold entries above the snapshot (records above the log start offset).
-    pub delete_live_segments: bool,
-    /// DeleteRecords moves the leader's log start offset at once, without its Raft log: the
-    /// followers never learn it, and a new leader's log start is back below it.
-    pub local_log_start: bool,
-}
-
-impl PlantedBugs {
-    /// Whether `early_persisted_messages` is in effect.
-    pub fn early_persisted_messages(&self) -> bool {
-        cfg!(feature = "planted-bugs") && self.early_persisted_messages
-    }
-    /// Whether `skip_sequence_check` is in effect.
-    pub fn skip_sequence_check(&self) -> bool {
-        cfg!(feature = "planted-bugs") && self.skip_sequence_check
-    }
-    /// Whether `fetch_above_hwm` is in effect.
-    pub fn fetch_above_hwm(&self) -> bool {
-        cfg!(feature = "planted-bugs") && self.fetch_above_hwm
-    }
-    /// Whether `ack_before_fsync` is in effect.
-    pub fn ack_before_fsync(&self) -> bool {
-        cfg!(feature = "planted-bugs") && self.ack_before_fsync
-    }
-    /// Whether `keep_torn_tail` is in effect.
-    pub fn keep_torn_tail(&self) -> bool {
-        cfg!(feature = "planted-bugs") && self.keep_torn_tail
-    }
-    /// Whether `assignment_to_all` is in effect.
-    pub fn assignment_to_all(&self) -> bool {
-        cfg!(feature = "planted-bugs") && self.assignment_to_all
-    }
-    /// Whether `serve_stale_frames` is in effect.
-    pub fn serve_stale_frames(&self) -> bool {
-        cfg!(feature = "planted-bugs") && self.serve_stale_frames
-    }
-    /// Whether `delete_live_segments` is in effect.
-    pub fn delete_live_segments(&self) -> bool {
-        cfg!(feature = "planted-bugs") && self.delete_live_segments
-    }
-    /// Whether `local_log_start` is in effect.
-    pub fn local_log_start(&self) -> bool {
-        cfg!(feature = "planted-bugs") && self.local_log_start
-    }
-}
-
-/// A Raft group this node hosts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupConfig {
-    /// The group.
-    pub id: GroupId,
-    /// Its voters; this node must be one.
-    pub voters: Vec<NodeId>,
-    /// How record timestamps are stamped.
-    pub timestamps: TimestampType,
-}
-
-/// Static configuration of a node's core. Every limit is here, so every queue has a bound.
-#[derive(Clone, Debug)]
-pub struct NodeConfig {
-    /// This node.
-    pub node_id: NodeId,
-    /// Groups it hosts regardless of metadata (the simulator's and tests' static partitions).
-    pub groups: Vec<GroupConfig>,
-    /// Voters of the metadata group, this node among them; empty for no metadata group.
-    /// Partition groups of topics created through it start and stop as it is applied.
-    pub metadata_voters: Vec<NodeId>,
-    /// Ticks between two leadership gossips to every peer.
-    pub leader_gossip_ticks: u64,
-    /// Raft election timeout in ticks; the actual timeout per group and incarnation is drawn
-    /// from `[election_tick, 2 * election_tick)` with the node's seeded RNG.
-    pub election_tick: usize,
-    /// Raft heartbeat interval in ticks.
-    pub heartbeat_tick: usize,
-    /// Largest append message raft sends (bytes).
-    pub max_size_per_msg: u64,
-    /// Raft messages held for groups not started here yet (a peer applied the metadata that
-    /// creates them first); past it they are dropped.
-    pub early_messages_max: usize,
-    /// Most append messages in flight to one follower.
-    pub max_inflight_msgs: usize,
-    /// Most bytes proposed but not yet committed per group; past it proposals are refused.
-    pub max_uncommitted_size: u64,
-    /// Largest record batch accepted.
-    pub batch_bytes_max: usize,
-    /// Most bytes a compressed batch's records may inflate to (checked at produce).
-    pub batch_decompressed_bytes_max: usize,
-    /// Largest entry a group coordinator proposes (one offset commit, or a group's
-    /// membership with every member's metadata and assignment); larger ones are refused.
-    pub group_entry_bytes_max: usize,
-    /// The group coordinators' settings (session timeouts, the initial rebalance delay,
-    /// offsets retention).
-    pub coordinator: CoordinatorConfig,
-    /// Most produce requests waiting for an answer per group.
-    pub pending_requests_max: usize,
-    /// Most idempotent producers remembered per partition: past it the leader refuses producer
-    /// ids its table does not know (`ProduceError::TooManyProducers`) rather than forget a live
-    /// one. Checked by the leader only: the table itself is replicated state.
-    pub producers_max: usize,
-    /// A producer that has not written to a partition for this long is forgotten (Kafka's
-    /// `producer.id.expiration.ms`), measured on the time the leader stamps on each entry, so
-    /// every replica forgets it at the same entry. At least 1.
-    pub producer_expiration_ms: u64,
-    /// Applied entries kept per partition before older ones are compacted into a snapshot,
-    /// moving the log start offset (a simulator setting, to exercise snapshots; `None` in
-    /// production, where retention by time and size does it, as in Kafka).
-    pub retain_entries_max: Option<u64>,
-    /// Bytes of partition log entries held in memory, across the node's partitions: entries
-    /// not yet applied or persisted are always held; older ones only within this budget
-    /// (checked every tick), and otherwise read from disk.
-    pub log_cache_bytes: u64,
-    /// Bytes of batches per point of a partition's offset and time index once the batches
-    /// are no longer in memory (Kafka's `index.interval.bytes`, coarser).
-    pub offset_index_interval_bytes: u64,
-    /// Bytes read from disk at once for a follower that is behind.
-    pub catch_up_read_bytes: u32,
-    /// A partition writes a checkpoint of its applied state after this many bytes of
-    /// batches applied (a restart holds and applies only the entries after it)...
-    pub checkpoint_bytes: u64,
-    /// ...or this many ticks after anything was applied.
-    pub checkpoint_ticks: u64,
-    /// Ticks to wait for a follower to install a snapshot before sending it again.
-    pub snapshot_retry_ticks: u32,
-    /// Entries a group coordinator's log holds before it is compacted into a snapshot of the
-    /// coordinator's state (the latest offset per partition and group, so compacted by key).
-    pub command_entries_max: u64,
-    /// Entries the metadata log holds before it is compacted into a snapshot of the applied
-    /// metadata, so that neither its size nor a restart's replay grows with history.
-    pub metadata_entries_max: u64,
-    /// Planted bugs (inert without the `planted-bugs` feature).
-    pub planted: PlantedBugs,
-}
-
-impl NodeConfig {
-    /// Defaults sized for a production node with 100 ms ticks.
-    pub fn new(node_id: NodeId, groups: Vec<GroupConfig>) -> Self {
-        Self {
-            node_id,
-            groups,
-            metadata_voters: Vec::new(),
-            leader_gossip_ticks: 5,
-            election_tick: 10,
-            heartbeat_tick: 2,
-            max_size_per_msg: 1 << 20,
-            max_inflight_msgs: 256,
-            max_uncommitted_size: 64 << 20,
-            batch_bytes_max: 1 << 20,
-            batch_decompressed_bytes_max: 64 << 20,
-            early_messages_max: 4_096,
-            group_entry_bytes_max: 4 << 20,
-            coordinator: CoordinatorConfig::default(),
-            pending_requests_max: 10_000,
-            producers_max: 10_000,
-            producer_expiration_ms: crate::producer::EXPIRATION_MS_DEFAULT,
-            retain_entries_max: None,
-            log_cache_bytes: 128 << 20,
-            offset_index_interval_bytes: 1 << 20,
-            catch_up_read_bytes: 8 << 20,
-            checkpoint_bytes: 8 << 20,
-            checkpoint_ticks: 100,
-            snapshot_retry_ticks: 50,
-            command_entries_max: 10_000,
-            metadata_entries_max: 1_000,
-            planted: PlantedBugs::default(),
-        }
-    }
-}
 
 /// What a node knows of one of its groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -861,90 +672,6 @@ impl Node {
         }
     }
 
-    /// Tells every peer which groups this node leads.
-    fn gossip_leaders(&mut self, sink: &mut Sink) {
-        let mut w = Writer::default();
-        let leading: Vec<(GroupId, Term, Vec<NodeId>)> = self
-            .groups
-            .values()
-            .filter_map(|r| Some((r.group(), r.leading()?, r.in_sync(&self.config)?)))
-            .collect();
-        w.u32(leading.len() as u32);
-        for (group, term, in_sync) in leading {
-            w.u64(group.0);
-            w.u64(term.0);
-            w.u8(u8::try_from(in_sync.len()).expect("a group has few replicas"));
-            for node in in_sync {
-                w.u64(node.0);
-            }
-        }
-        let context = Bytes::from(w.bytes);
-        for peer in &self.config.metadata_voters {
-            if *peer != self.config.node_id {
-                let message = raft::eraftpb::Message {
-                    from: self.config.node_id.raft_id().0,
-                    to: peer.raft_id().0,
-                    context: context.clone(),
-                    ..Default::default()
-                };
-                sink.send(LEADERS_GROUP, message);
-            }
-        }
-    }
-
-    fn note_leaders(&mut self, from: NodeId, context: &[u8]) {
-        let mut r = Reader::new(context);
-        let decoded = (|| {
-            let count = r.u32()?;
-            let mut led = BTreeMap::new();
-            for _ in 0..count.min(1 << 20) {
-                let (group, term) = (GroupId(r.u64()?), Term(r.u64()?));
-                let in_sync = (0..r.u8()?)
-                    .map(|_| r.u64().map(NodeId))
-                    .collect::<Result<Vec<_>, _>>()?;
-                led.insert(group, (term, in_sync));
-            }
-            Ok::<_, crate::codec::DecodeError>(led)
-        })();
-        // A peer's gossip that does not decode is dropped, as the network could have.
-        if let Ok(led) = decoded {
-            self.remote_leaders.insert(from, led);
-        }
-    }
-
-    /// The leader of a group and its term, as far as this node knows: its own view for groups
-    /// it hosts, else the peers' gossip (the claim with the highest term).
-    pub fn leader(&self, group: GroupId) -> Option<(NodeId, Term)> {
-        if let Some(status) = self.groups.get(&group).map(Replica::status) {
-            if let Some(leader) = status.leader {
-                return Some((leader, status.term));
-            }
-        }
-        self.remote_leaders
-            .iter()
-            .filter_map(|(node, led)| led.get(&group).map(|(term, _)| (*node, *term)))
-            .max_by_key(|(_, term)| *term)
-    }
-
-    /// The replicas in sync of a group (Kafka's ISR), as its leader knows them: this node's
-    /// own count when it leads, else what the leader last gossiped; `None` when no leader is
-    /// known.
-    pub fn in_sync(&self, group: GroupId) -> Option<Vec<NodeId>> {
-        if let Some(in_sync) = self
-            .groups
-            .get(&group)
-            .and_then(|r| r.in_sync(&self.config))
-        {
-            return Some(in_sync);
-        }
-        let (leader, term) = self.leader(group)?;
-        self.remote_leaders
-            .get(&leader)
-            .and_then(|led| led.get(&group))
-            .filter(|(t, _)| *t == term)
-            .map(|(_, in_sync)| in_sync.clone())
-    }
-
     /// The group coordinator of a hosted partition of the offsets topic.
     pub fn coordinator(&self, group: GroupId) -> Option<&Coordinator> {
         self.coordinators.get(&group)
@@ -1005,13 +732,4 @@ pub(crate) fn mix(words: &[u64]) -> u64 {
         state = z ^ (z >> 31);
     }
     state
-}
-
-/// Whether every term a message carries fits a Kafka leader epoch (an i32).
-fn terms_fit_leader_epochs(message: &raft::eraftpb::Message) -> bool {
-    let fits = |term: u64| term <= i32::MAX as u64;
-    fits(message.term)
-        && fits(message.log_term)
-        && message.get_entries().iter().all(|e| fits(e.term))
-        && fits(message.get_snapshot().get_metadata().term)
 }

@@ -1,0 +1,293 @@
+//! The configuration's tables: `[log]`, `[connections]`, `[producers]` and `[groups]`, each
+//! with its defaults (Kafka's, under Kafka's names where Kafka has them) and its checks.
+
+use oxbow_core::coordinator::CoordinatorConfig;
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// The state each partition keeps of idempotent producers (their epochs and last five
+/// batches, for duplicate detection).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProducersConfig {
+    /// A producer that has not written to a partition for this long is forgotten there
+    /// (Kafka's `producer.id.expiration.ms`, 1 day); a retry after that is taken as new.
+    pub expiration_ms: u64,
+    /// Producers a partition remembers at most: while its table holds this many that have not
+    /// expired, the leader refuses producer ids it does not know with POLICY_VIOLATION (and
+    /// logs it once), rather than forget a producer that may still retry.
+    pub per_partition_max: usize,
+}
+
+impl Default for ProducersConfig {
+    fn default() -> Self {
+        Self {
+            expiration_ms: oxbow_core::producer::EXPIRATION_MS_DEFAULT,
+            per_partition_max: 10_000,
+        }
+    }
+}
+
+impl ProducersConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.expiration_ms == 0 || self.expiration_ms > i64::MAX as u64 {
+            return Err(ConfigError(format!(
+                "producers.expiration_ms: {} is outside 1..={}",
+                self.expiration_ms,
+                i64::MAX
+            )));
+        }
+        if !(1..=1_000_000).contains(&self.per_partition_max) {
+            return Err(ConfigError(format!(
+                "producers.per_partition_max: {} is outside 1..=1000000",
+                self.per_partition_max
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The group coordinators' settings, under Kafka's broker setting names.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// Shortest session timeout a consumer may ask for (Kafka's
+    /// `group.min.session.timeout.ms`, 6 s); shorter ones are refused with
+    /// INVALID_SESSION_TIMEOUT. Test setups often lower it to 1000.
+    pub min_session_timeout_ms: i32,
+    /// Longest session timeout a consumer may ask for (Kafka's
+    /// `group.max.session.timeout.ms`, 30 minutes).
+    pub max_session_timeout_ms: i32,
+    /// How long the first rebalance of an empty group waits for more members (Kafka's
+    /// `group.initial.rebalance.delay.ms`, 3 s); each member joining meanwhile extends it by
+    /// as much, up to the rebalance timeout. Test setups set 0.
+    pub initial_rebalance_delay_ms: u64,
+    /// A group without members is deleted with its committed offsets once nothing changed
+    /// in it for this long (Kafka's `offsets.retention.minutes`, 7 days).
+    pub offsets_retention_minutes: u64,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        let core = CoordinatorConfig::default();
+        Self {
+            min_session_timeout_ms: core.min_session_timeout_ms,
+            max_session_timeout_ms: core.max_session_timeout_ms,
+            initial_rebalance_delay_ms: core.initial_rebalance_delay_ms,
+            offsets_retention_minutes: core.offsets_retention_ms / 60_000,
+        }
+    }
+}
+
+impl GroupsConfig {
+    /// The core's coordinator settings.
+    pub fn coordinator(&self) -> CoordinatorConfig {
+        CoordinatorConfig {
+            min_session_timeout_ms: self.min_session_timeout_ms,
+            max_session_timeout_ms: self.max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.initial_rebalance_delay_ms,
+            offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+        }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.min_session_timeout_ms < 1 {
+            return Err(ConfigError(format!(
+                "groups.min_session_timeout_ms: {} is under 1",
+                self.min_session_timeout_ms
+            )));
+        }
+        if self.max_session_timeout_ms < self.min_session_timeout_ms {
+            return Err(ConfigError(format!(
+                "groups.max_session_timeout_ms: {} is under min_session_timeout_ms ({})",
+                self.max_session_timeout_ms, self.min_session_timeout_ms
+            )));
+        }
+        if self.initial_rebalance_delay_ms > i32::MAX as u64 {
+            return Err(ConfigError(format!(
+                "groups.initial_rebalance_delay_ms: {} is over {}",
+                self.initial_rebalance_delay_ms,
+                i32::MAX
+            )));
+        }
+        if self.offsets_retention_minutes < 1 {
+            return Err(ConfigError(
+                "groups.offsets_retention_minutes: must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Limits on Kafka client connections, under Kafka's broker setting names.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// Client connections open at once (Kafka's `max.connections`); past it a new
+    /// connection is closed at once, with a log line.
+    pub max_connections: usize,
+    /// Client connections open at once from one IP address (Kafka's
+    /// `max.connections.per.ip`).
+    pub max_connections_per_ip: usize,
+    /// A connection that sends no request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`, 10 minutes).
+    pub connections_max_idle_ms: u64,
+    /// Bytes of requests read and not yet answered, across the node's connections (Kafka's
+    /// `queued.max.request.bytes`); past it the node stops reading requests until answers go
+    /// out. At least the largest request (100 MiB).
+    pub queued_max_request_bytes: u64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            connections_max_idle_ms: 600_000,
+            queued_max_request_bytes: 512 << 20,
+        }
+    }
+}
+
+impl ConnectionsConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(ConfigError(
+                "connections.max_connections and max_connections_per_ip must be at least 1".into(),
+            ));
+        }
+        if self.connections_max_idle_ms < 1_000 {
+            return Err(ConfigError(format!(
+                "connections.connections_max_idle_ms: {} is under 1000",
+                self.connections_max_idle_ms
+            )));
+        }
+        if self.queued_max_request_bytes < crate::kafka::REQUEST_MAX as u64 {
+            return Err(ConfigError(format!(
+                "connections.queued_max_request_bytes: {} is under the largest request ({} bytes)",
+                self.queued_max_request_bytes,
+                crate::kafka::REQUEST_MAX
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How partitions' logs are kept: Kafka's `log.*` broker settings. A topic's own
+/// `retention.ms` and `retention.bytes` override the retention defaults.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Records are kept this long by default (Kafka's `log.retention.hours`, 168); -1 keeps
+    /// them forever.
+    pub retention_hours: i64,
+    /// Overrides `retention_hours` in milliseconds (Kafka's `log.retention.ms`).
+    pub retention_ms: Option<i64>,
+    /// A partition's log is cut to this many bytes by default (Kafka's
+    /// `log.retention.bytes`); -1, the default, for no limit.
+    pub retention_bytes: i64,
+    /// A segment file rolls at this size (Kafka's `log.segment.bytes`; 64 MiB here, where
+    /// Kafka has 1 GiB: recovery after a crash reads each partition's last segment).
+    pub segment_bytes: u64,
+    /// A partition's active segment rolls once its first batch is this old, so that time-based
+    /// retention reaches partitions that get little data (Kafka's `log.roll.ms`; 7 days).
+    pub segment_ms: i64,
+    /// How often retention is checked (Kafka's `log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
+    /// Bytes of partition log entries the node holds in memory, across its partitions
+    /// (recent entries, those not yet applied, and those read back for a follower); older
+    /// records are read from the segment files. Entries not yet applied are held whatever
+    /// this says.
+    pub cache_bytes: u64,
+    /// Files (segments, index files) the node keeps open at once; the least recently used is
+    /// closed to open another.
+    pub open_files_max: usize,
+    /// Produce is refused (KAFKA_STORAGE_ERROR, retriable) while the data directory's file
+    /// system has less free space than this, so that acknowledged data, replication, retention
+    /// and restarts keep room (Redpanda's `storage_min_free_bytes`). 0 turns it off.
+    pub disk_reserve_bytes: u64,
+    /// Most bytes a produced batch's compressed records may inflate to: each batch's records
+    /// are checked against its header at produce, and one inflating past this is refused
+    /// (MESSAGE_TOO_LARGE), as a zip bomb would be.
+    pub decompressed_batch_bytes_max: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            retention_hours: 168,
+            retention_ms: None,
+            retention_bytes: -1,
+            segment_bytes: 64 << 20,
+            segment_ms: 604_800_000,
+            retention_check_interval_ms: 300_000,
+            cache_bytes: 128 << 20,
+            open_files_max: crate::storage::disk::OPEN_FILES_MAX,
+            disk_reserve_bytes: 1 << 30,
+            decompressed_batch_bytes_max: 64 << 20,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The broker's default `retention.ms`.
+    pub fn default_retention_ms(&self) -> i64 {
+        self.retention_ms.unwrap_or(if self.retention_hours < 0 {
+            -1
+        } else {
+            self.retention_hours.saturating_mul(3_600_000)
+        })
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.retention_hours < -1 || self.retention_ms.is_some_and(|ms| ms < -1) {
+            return Err(ConfigError(
+                "log.retention_hours, log.retention_ms: -1 (forever) or more".into(),
+            ));
+        }
+        if self.retention_bytes < -1 {
+            return Err(ConfigError(
+                "log.retention_bytes: -1 (no limit) or more".into(),
+            ));
+        }
+        if self.segment_bytes < 1024 || self.segment_bytes > 1 << 30 {
+            return Err(ConfigError(format!(
+                "log.segment_bytes: {} is outside 1024..=1073741824",
+                self.segment_bytes
+            )));
+        }
+        if self.decompressed_batch_bytes_max < 1 << 20
+            || self.decompressed_batch_bytes_max > 1 << 30
+        {
+            return Err(ConfigError(format!(
+                "log.decompressed_batch_bytes_max: {} is outside 1048576..=1073741824",
+                self.decompressed_batch_bytes_max
+            )));
+        }
+        if self.cache_bytes < 4_096 {
+            return Err(ConfigError(format!(
+                "log.cache_bytes: {} is under 4096",
+                self.cache_bytes
+            )));
+        }
+        if self.segment_ms < 1 {
+            return Err(ConfigError(format!(
+                "log.segment_ms: {} is under 1",
+                self.segment_ms
+            )));
+        }
+        if self.open_files_max < 16 {
+            return Err(ConfigError(format!(
+                "log.open_files_max: {} is under 16",
+                self.open_files_max
+            )));
+        }
+        if self.retention_check_interval_ms == 0 {
+            return Err(ConfigError(
+                "log.retention_check_interval_ms: must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}

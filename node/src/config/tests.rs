@@ -1,0 +1,251 @@
+//! The configuration's parsing and checks.
+
+use super::*;
+
+const GOOD: &str = r#"
+    node_id = 1
+    data_dir = "/tmp/x"
+    kafka_listen = "127.0.0.1:9092"
+    peer_listen = "127.0.0.1:19092"
+    peer_secret = "sixteen bytes at least"
+    [[peers]]
+    id = 2
+    peer_address = "127.0.0.1:19093"
+    kafka_address = "127.0.0.1:9093"
+    [[topics]]
+    name = "events"
+    partitions = 3
+    replication_factor = 2
+"#;
+
+#[test]
+fn parses_with_defaults() {
+    let config = Config::parse(GOOD).expect("valid");
+    assert_eq!(config.all_nodes(), vec![NodeId(1), NodeId(2)]);
+    assert!(!config.auto_create_topics);
+    assert_eq!(config.default_partitions, 1);
+    assert_eq!(config.auto_replication_factor(), 2);
+}
+
+#[test]
+fn producer_limits_default_to_kafka_expiry_and_are_checked() {
+    let config = Config::parse(GOOD).expect("valid");
+    assert_eq!(config.producers.expiration_ms, 86_400_000);
+    assert_eq!(config.producers.per_partition_max, 10_000);
+    let core = crate::runtime::core_config(&config);
+    assert_eq!(
+        (core.producer_expiration_ms, core.producers_max),
+        (86_400_000, 10_000)
+    );
+    let set = format!("{GOOD}\n        [producers]\n        expiration_ms = 60000\n        per_partition_max = 50\n");
+    let config = Config::parse(&set).expect("valid");
+    let core = crate::runtime::core_config(&config);
+    assert_eq!(
+        (core.producer_expiration_ms, core.producers_max),
+        (60_000, 50)
+    );
+    let bad = set.replace("per_partition_max = 50", "per_partition_max = 0");
+    let error = Config::parse(&bad).expect_err("invalid");
+    assert!(
+        error.0.starts_with("producers.per_partition_max"),
+        "{error}"
+    );
+    let bad = set.replace("expiration_ms = 60000", "expiration_ms = 0");
+    let error = Config::parse(&bad).expect_err("invalid");
+    assert!(error.0.starts_with("producers.expiration_ms"), "{error}");
+}
+
+#[test]
+fn group_settings_have_kafkas_defaults_and_reach_the_core() {
+    let config = Config::parse(GOOD).expect("valid");
+    let core = crate::runtime::core_config(&config).coordinator;
+    assert_eq!(core.min_session_timeout_ms, 6_000);
+    assert_eq!(core.max_session_timeout_ms, 1_800_000);
+    assert_eq!(core.initial_rebalance_delay_ms, 3_000);
+    assert_eq!(core.offsets_retention_ms, 7 * 24 * 3_600_000);
+    assert_eq!(config.groups.offsets_retention_minutes, 10_080);
+
+    let text = format!(
+        "{GOOD}\n        [groups]\n        min_session_timeout_ms = 1000\n        \
+         max_session_timeout_ms = 60000\n        initial_rebalance_delay_ms = 0\n        \
+         offsets_retention_minutes = 60\n"
+    );
+    let config = Config::parse(&text).expect("valid");
+    let core = crate::runtime::core_config(&config).coordinator;
+    assert_eq!(core.min_session_timeout_ms, 1_000);
+    assert_eq!(core.max_session_timeout_ms, 60_000);
+    assert_eq!(core.initial_rebalance_delay_ms, 0);
+    assert_eq!(core.offsets_retention_ms, 3_600_000);
+}
+
+#[test]
+fn bad_group_settings_name_the_field() {
+    let with = |groups: &str| Config::parse(&format!("{GOOD}\n[groups]\n{groups}\n"));
+    let error = with("min_session_timeout_ms = 0").expect_err("invalid");
+    assert!(
+        error.0.starts_with("groups.min_session_timeout_ms"),
+        "{error}"
+    );
+    let error =
+        with("min_session_timeout_ms = 10000\nmax_session_timeout_ms = 9000").expect_err("invalid");
+    assert!(
+        error.0.starts_with("groups.max_session_timeout_ms"),
+        "{error}"
+    );
+    let error = with("offsets_retention_minutes = 0").expect_err("invalid");
+    assert!(
+        error.0.starts_with("groups.offsets_retention_minutes"),
+        "{error}"
+    );
+    let error = with("session_timeout_ms = 1000").expect_err("invalid");
+    assert!(error.0.contains("session_timeout_ms"), "{error}");
+    assert!(
+        error.0.contains("min_session_timeout_ms"),
+        "lists the keys: {error}"
+    );
+}
+
+#[test]
+fn kafkas_names_are_refused_with_oxbows() {
+    let top = |line: &str| {
+        Config::parse(&GOOD.replace("[[peers]]", &format!("{line}\n[[peers]]")))
+            .expect_err("Kafka's names are not oxbow's")
+            .0
+    };
+    // A dotted key, as a Kafka properties file has it, and a quoted one.
+    for line in [
+        "group.min.session.timeout.ms = 1000",
+        "\"group.min.session.timeout.ms\" = 1000",
+    ] {
+        let error = top(line);
+        assert_eq!(
+            error,
+            "unknown key `group.min.session.timeout.ms`: that is Kafka's name for the \
+             setting; oxbow's is `min_session_timeout_ms` in the [groups] table \
+             (docs/operations.md lists every key)"
+        );
+    }
+    assert!(top("auto.create.topics.enable = true")
+        .contains("oxbow's is the top-level key `auto_create_topics`"));
+    assert!(top("offsets.retention.minutes = 5")
+        .contains("`offsets_retention_minutes` in the [groups] table"));
+    // Inside a table too.
+    let error = Config::parse(&format!("{GOOD}\n[log]\nsegment.bytes = 1048576\n"))
+        .expect_err("invalid")
+        .0;
+    assert!(error.contains("`log.segment.bytes`"), "{error}");
+    assert!(
+        error.contains("`segment_bytes` in the [log] table"),
+        "{error}"
+    );
+    let error = Config::parse(&format!(
+        "{GOOD}\n[groups]\n\"group.initial.rebalance.delay.ms\" = 0\n"
+    ))
+    .expect_err("invalid")
+    .0;
+    assert!(
+        error.contains("`initial_rebalance_delay_ms` in the [groups]"),
+        "{error}"
+    );
+    // Other unknown keys keep the parser's message, which names the key.
+    let error = top("min.insync.replicas = 2");
+    assert!(error.contains("unknown field `min`"), "{error}");
+}
+
+#[test]
+fn errors_name_the_field() {
+    let bad = GOOD.replace("replication_factor = 2", "replication_factor = 5");
+    let error = Config::parse(&bad).expect_err("invalid");
+    assert!(
+        error.0.contains("topics.events.replication_factor"),
+        "{error}"
+    );
+    let bad = GOOD.replace("node_id = 1", "node_id = 4194304");
+    assert!(Config::parse(&bad)
+        .expect_err("invalid")
+        .0
+        .starts_with("node_id: 4194304 is past 4194303"));
+    let bad = GOOD.replace("peer_secret = \"sixteen bytes at least\"", "");
+    assert!(Config::parse(&bad)
+        .expect_err("invalid")
+        .0
+        .starts_with("peer_secret: required"));
+    let bad = GOOD.replace("sixteen bytes at least", "short");
+    assert!(Config::parse(&bad)
+        .expect_err("invalid")
+        .0
+        .contains("needs at least 16"));
+    let bad = GOOD.replace("partitions = 3", "partitions = 3\n        colour = 1");
+    assert!(Config::parse(&bad)
+        .expect_err("invalid")
+        .0
+        .contains("colour"));
+}
+
+/// Kafka counts node ids from 0 (`node.id=0`), and so may a configuration.
+#[test]
+fn node_ids_start_at_zero() {
+    let text = GOOD
+        .replace("node_id = 1", "node_id = 0")
+        .replace("id = 2", "id = 1");
+    let config = Config::parse(&text).expect("valid");
+    assert_eq!(config.all_nodes(), vec![NodeId(0), NodeId(1)]);
+    let bad = GOOD.replace("id = 2", "id = 4294967296");
+    let error = Config::parse(&bad).expect_err("invalid").0;
+    assert!(
+        error.starts_with("peers: node id 4294967296 is past"),
+        "{error}"
+    );
+}
+
+/// Addresses are `host:port` with a host name or an IP literal (as Kafka's `listeners` and
+/// `advertised.listeners`), and clients are told the advertised host as written.
+#[test]
+fn addresses_take_host_names() {
+    let text = GOOD
+        .replace("kafka_listen = \"127.0.0.1:9092\"", "kafka_listen = \"0.0.0.0:9092\"\n        kafka_advertised = \"broker-1.example.com:9092\"")
+        .replace("peer_listen = \"127.0.0.1:19092\"", "peer_listen = \"localhost:19092\"")
+        .replace("\"127.0.0.1:19093\"", "\"oxbow-2.oxbow.default.svc:19093\"")
+        .replace("\"127.0.0.1:9093\"", "\"[::1]:9093\"");
+    let config = Config::parse(&text).expect("valid");
+    assert_eq!(config.kafka_listen.to_string(), "0.0.0.0:9092");
+    assert_eq!(config.peer_listen.host(), "localhost");
+    assert_eq!(
+        config.kafka_address(NodeId(1)).map(ToString::to_string),
+        Some("broker-1.example.com:9092".to_string())
+    );
+    assert_eq!(
+        config.kafka_address(NodeId(2)).map(ToString::to_string),
+        Some("[::1]:9093".to_string())
+    );
+    assert_eq!(
+        config.peers[0].peer_address.host(),
+        "oxbow-2.oxbow.default.svc"
+    );
+    assert_eq!(config.peers[0].peer_address.port(), 19093);
+    // Without an advertised address, clients are told the listen address.
+    let config = Config::parse(GOOD).expect("valid");
+    assert_eq!(
+        config.kafka_address(NodeId(1)).map(ToString::to_string),
+        Some("127.0.0.1:9092".to_string())
+    );
+
+    for (from, to, names) in [
+        ("\"127.0.0.1:19093\"", "\"oxbow-2\"", "the port is missing"),
+        ("\"127.0.0.1:9093\"", "\":9093\"", "the host is missing"),
+        (
+            "\"127.0.0.1:9092\"",
+            "\"local host:9092\"",
+            "neither an IP address nor a host name",
+        ),
+        (
+            "\"127.0.0.1:19093\"",
+            "\"oxbow-2:0\"",
+            "peers.peer_address of node 2",
+        ),
+    ] {
+        let bad = GOOD.replace(from, to);
+        let error = Config::parse(&bad).expect_err(to).0;
+        assert!(error.contains(names), "{to}: {error}");
+    }
+}
