@@ -329,17 +329,15 @@ impl Coordinator {
                     live.groups.remove(&group_id);
                 } else if now.mono >= group.changed_at.plus_ms(self.config.offsets_retention_ms) {
                     // Empty for the retention period: its offsets expire, and the group with
-                    // them (KIP-211). The clock restarts, so a lost proposal is retried only
-                    // after another period.
-                    slog::info!(group.logger, "offsets expired; deleting the empty group";
-                        "offsets_retention_ms" => self.config.offsets_retention_ms);
-                    group.changed_at = now.mono;
+                    // them (KIP-211). Once proposed the clock restarts, so a proposal lost to
+                    // a leader change is retried only after another period; one refused (the
+                    // proposal queue is full) is tried again at the next tick.
                     let data = Command::Delete {
                         group_id: group_id.clone(),
                     }
                     .encode();
                     let limits = (self.proposals_max, self.entry_bytes_max);
-                    let _ = propose(
+                    let proposed = propose(
                         log,
                         &mut self.proposals,
                         limits,
@@ -347,6 +345,11 @@ impl Coordinator {
                         now,
                         Waiting::Nothing,
                     );
+                    if proposed.is_ok() {
+                        slog::info!(group.logger, "offsets expired; deleting the empty group";
+                            "offsets_retention_ms" => self.config.offsets_retention_ms);
+                        group.changed_at = now.mono;
+                    }
                 }
             }
         }

@@ -59,39 +59,29 @@ impl Node {
         if self.admin_pending.len() + self.forwarded.len() >= self.config.pending_requests_max {
             return answer(sink, Err(AdminError::Backpressure));
         }
-        if !serving {
-            match admin.forward {
-                Forward::No => {}
-                Forward::Blind => {
-                    let data = Bytes::from(admin.command.encode());
-                    return match replica.forward_metadata(data) {
-                        Ok(()) => {
-                            touched.insert(METADATA_GROUP);
-                            answer(sink, Ok(None))
-                        }
-                        Err(leader) => answer(sink, Err(AdminError::NotController { leader })),
-                    };
-                }
-                Forward::Await => {
-                    // Unique across restarts: a token of an earlier incarnation may still be
-                    // in the log.
-                    let token = (self.incarnation << 40) | self.forward_next;
-                    let origin = Origin {
-                        node: self.config.node_id,
-                        token,
-                    };
-                    let data = Bytes::from(encode_entry(&admin.command, Some(origin)));
-                    return match replica.forward_metadata(data) {
-                        Ok(()) => {
+        if !serving && admin.forward != Forward::No {
+            // The token's top bits are drawn from this start's seed (production seeds differ
+            // per start, and its incarnation is always 0): an entry an earlier start forwarded
+            // may still apply, and must not answer a request of this one.
+            let origin = (admin.forward == Forward::Await).then(|| Origin {
+                node: self.config.node_id,
+                token: self.forward_prefix | self.forward_next,
+            });
+            let data = Bytes::from(encode_entry(&admin.command, origin));
+            return match replica.forward_metadata(data) {
+                Ok(()) => {
+                    touched.insert(METADATA_GROUP);
+                    match origin {
+                        None => answer(sink, Ok(None)),
+                        Some(origin) => {
                             self.forward_next += 1;
-                            touched.insert(METADATA_GROUP);
                             let deadline = now.mono.plus_ms(u64::from(admin.timeout_ms));
-                            self.forwarded.insert(token, Forwarded { id, deadline });
+                            self.forwarded.insert(origin.token, Forwarded { id, deadline });
                         }
-                        Err(leader) => answer(sink, Err(AdminError::NotController { leader })),
-                    };
+                    }
                 }
-            }
+                Err(leader) => answer(sink, Err(AdminError::NotController { leader })),
+            };
         }
         let data = Bytes::from(admin.command.encode());
         match replica.propose_command(data) {
@@ -136,15 +126,12 @@ impl Node {
             }
         }
         self.admin_pending = keep;
-        let expired: Vec<u64> = self
-            .forwarded
-            .iter()
-            .filter(|(_, f)| f.deadline <= now.mono)
-            .map(|(token, _)| *token)
-            .collect();
-        for token in expired {
-            let forwarded = self.forwarded.remove(&token).expect("listed");
-            sink.reply(forwarded.id, Response::Admin(Err(AdminError::TimedOut)));
-        }
+        self.forwarded.retain(|_, forwarded| {
+            let expired = forwarded.deadline <= now.mono;
+            if expired {
+                sink.reply(forwarded.id, Response::Admin(Err(AdminError::TimedOut)));
+            }
+            !expired
+        });
     }
 }

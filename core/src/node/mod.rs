@@ -157,8 +157,10 @@ pub struct Node {
     admin_pending: VecDeque<AdminPending>,
     /// Admin requests handed to the metadata leader, by token, until their entry applies here.
     forwarded: BTreeMap<u64, Forwarded>,
-    /// The next forwarding token's counter (the incarnation goes in its top bits).
+    /// The next forwarding token's counter (its low 40 bits).
     forward_next: u64,
+    /// The forwarding tokens' top 24 bits, drawn from this start's seed and incarnation.
+    forward_prefix: u64,
     /// Per peer, the groups it said it leads, with their terms (its latest gossip) and
     /// the replicas in sync it reported.
     remote_leaders: BTreeMap<NodeId, BTreeMap<GroupId, (Term, Vec<NodeId>)>>,
@@ -201,6 +203,7 @@ impl Node {
             admin_pending: VecDeque::new(),
             forwarded: BTreeMap::new(),
             forward_next: 0,
+            forward_prefix: (mix(&[seed, incarnation, 0x666f_7277]) << 40),
             remote_leaders: BTreeMap::new(),
             early: early::EarlyMessages::default(),
             ticks: 0,
@@ -703,9 +706,9 @@ impl Node {
         assert!(
             self.forwarded
                 .keys()
-                .all(|token| token >> 40 == self.incarnation
-                    && token & ((1 << 40) - 1) < self.forward_next),
-            "forwarding tokens are this incarnation's, and issued"
+                .all(|token| token & !FORWARD_COUNTER == self.forward_prefix
+                    && token & FORWARD_COUNTER < self.forward_next),
+            "forwarding tokens are this start's, and issued"
         );
         for replica in self.groups.values() {
             replica.invariants();
@@ -721,6 +724,9 @@ impl Node {
 }
 
 /// Mixes several words into one seed (SplitMix64 finalizer over a running state).
+/// The counter bits of a forwarding token.
+const FORWARD_COUNTER: u64 = (1 << 40) - 1;
+
 pub(crate) fn mix(words: &[u64]) -> u64 {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     for word in words {
