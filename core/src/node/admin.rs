@@ -63,7 +63,7 @@ impl Node {
             // The token's top bits are drawn from this start's seed (production seeds differ
             // per start, and its incarnation is always 0): an entry an earlier start forwarded
             // may still apply, and must not answer a request of this one.
-            let origin = (admin.forward == Forward::Await).then(|| Origin {
+            let origin = (admin.forward == Forward::Await).then_some(Origin {
                 node: self.config.node_id,
                 token: self.forward_prefix | self.forward_next,
             });
@@ -76,7 +76,8 @@ impl Node {
                         Some(origin) => {
                             self.forward_next += 1;
                             let deadline = now.mono.plus_ms(u64::from(admin.timeout_ms));
-                            self.forwarded.insert(origin.token, Forwarded { id, deadline });
+                            self.forwarded
+                                .insert(origin.token, Forwarded { id, deadline });
                         }
                     }
                 }

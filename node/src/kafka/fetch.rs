@@ -1,7 +1,6 @@
 //! The read APIs: Fetch (a long poll over the partitions this node hosts) and ListOffsets (by
 //! position, or by timestamp through the core's batch index).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,15 +48,8 @@ async fn fetch_one(
     Ok(found)
 }
 
-/// The first Fetch version with sessions (KIP-227).
-const FETCH_SESSIONS: i16 = 7;
-
 /// A Fetch: its response, with each partition's batches kept apart to be spliced in.
-pub(super) async fn fetch(
-    context: Arc<Context>,
-    request: FetchRequest,
-    version: i16,
-) -> SplicedFetch {
+pub(super) async fn fetch(context: Arc<Context>, request: FetchRequest) -> SplicedFetch {
     let context = &*context;
     let requested: Vec<(Key, Wanted)> = request
         .topics
@@ -73,11 +65,7 @@ pub(super) async fn fetch(
             })
         })
         .collect();
-    let (session_id, epoch) = if version >= FETCH_SESSIONS {
-        (request.session_id, request.session_epoch)
-    } else {
-        (0, -1)
-    };
+    // Before v7 there are no sessions: kafka-protocol decodes session 0, epoch -1.
     let forgotten: Vec<Key> = request
         .forgotten_topics_data
         .iter()
@@ -88,14 +76,17 @@ pub(super) async fn fetch(
         })
         .collect();
     let plan = context.fetch_sessions.lock().expect("not poisoned").plan(
-        session_id,
-        epoch,
-        requested.clone(),
+        request.session_id,
+        request.session_epoch,
+        &requested,
         &forgotten,
         tokio::time::Instant::now(),
     );
     let (partitions, session) = match plan {
-        Ok(Plan::Full { create }) => (requested, Session::Full { create }),
+        Ok(Plan::Full { create }) => {
+            let partitions = requested.into_iter().map(|(k, w)| (k, w, None)).collect();
+            (partitions, Session::Full { create })
+        }
         Ok(Plan::Incremental { id, partitions }) => (partitions, Session::Incremental(id)),
         Err(error) => {
             let mut spliced = SplicedFetch::default();
@@ -115,7 +106,7 @@ pub(super) async fn fetch(
         let mut spliced = SplicedFetch::default();
         let mut told = Vec::new();
         let mut topics: Vec<FetchableTopicResponse> = Vec::new();
-        for ((name, partition), wanted) in &partitions {
+        for ((name, partition), wanted, before) in &partitions {
             let mut data = PartitionData::default();
             data.partition_index = *partition;
             data.high_watermark = -1;
@@ -152,24 +143,21 @@ pub(super) async fn fetch(
                     }
                 }
             }
-            let key = (name.clone(), *partition);
             let now = Told {
                 high_watermark: data.high_watermark,
                 last_stable_offset: data.last_stable_offset,
                 log_start_offset: data.log_start_offset,
             };
             // An incremental answer holds only partitions with something new.
-            if let Session::Incremental(id) = session {
-                let before = context
-                    .fetch_sessions
-                    .lock()
-                    .expect("not poisoned")
-                    .told(id, &key);
-                if data.error_code == 0 && batches.is_empty() && before == Some(now) {
-                    continue;
-                }
+            let has_records = !batches.is_empty();
+            if matches!(session, Session::Incremental(_))
+                && data.error_code == 0
+                && !has_records
+                && *before == Some(now)
+            {
+                continue;
             }
-            told.push((key, now));
+            told.push(((name.clone(), *partition), wanted.clone(), now, has_records));
             data.records = Some(spliced.records(batches));
             match topics.last_mut() {
                 Some(topic) if topic.topic.0.as_str() == name => topic.partitions.push(data),
@@ -188,27 +176,24 @@ pub(super) async fn fetch(
             let mut sessions = context.fetch_sessions.lock().expect("not poisoned");
             spliced.response.session_id = match session {
                 Session::Full { create: false } => 0,
-                Session::Full { create: true } => {
-                    let wanted: BTreeMap<&Key, &Wanted> =
-                        partitions.iter().map(|(k, w)| (k, w)).collect();
-                    let held = told
-                        .into_iter()
-                        .map(|(key, told)| {
-                            let wanted = wanted[&key].clone();
-                            (key, wanted, told)
-                        })
-                        .collect();
-                    sessions.create(held, now)
-                }
+                Session::Full { create: true } => sessions.create(
+                    told.into_iter()
+                        .map(|(key, wanted, told, _)| (key, wanted, told))
+                        .collect(),
+                    now,
+                ),
                 Session::Incremental(id) => {
-                    if sessions.answered(id, told, now) {
-                        id
-                    } else {
+                    let told = told
+                        .into_iter()
+                        .map(|(key, _, told, had_records)| (key, told, had_records))
+                        .collect();
+                    if !sessions.answered(id, told, now) {
                         // Closed or evicted meanwhile: the client starts again.
-                        spliced.response.error_code = SessionError::NotFound.kafka_code();
-                        spliced.response.responses.clear();
-                        0
+                        let mut gone = SplicedFetch::default();
+                        gone.response.error_code = SessionError::NotFound.kafka_code();
+                        return gone;
                     }
+                    id
                 }
             };
             return spliced;

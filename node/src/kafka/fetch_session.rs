@@ -84,8 +84,9 @@ pub enum Plan {
     Incremental {
         /// The session.
         id: i32,
-        /// Its partitions, in order.
-        partitions: Vec<(Key, Wanted)>,
+        /// Its partitions, in order, with what the session last told of each (`None`:
+        /// nothing yet).
+        partitions: Vec<(Key, Wanted, Option<Told>)>,
     },
 }
 
@@ -122,11 +123,13 @@ impl FetchSessions {
 
     /// Reads a request's session fields and updates the session with its partitions
     /// (`added`, in request order) and `forgotten` ones.
+    /// An incremental request is taken at once: the session moves to its next epoch, so a
+    /// second request with the same epoch is refused, as Kafka refuses it.
     pub fn plan(
         &mut self,
         session_id: i32,
         epoch: i32,
-        added: Vec<(Key, Wanted)>,
+        added: &[(Key, Wanted)],
         forgotten: &[Key],
         now: Instant,
     ) -> Result<Plan, SessionError> {
@@ -149,15 +152,19 @@ impl FetchSessions {
                 if epoch != session.epoch {
                     return Err(SessionError::InvalidEpoch);
                 }
+                // After i32::MAX comes 1 (0 opens a session, -1 closes one).
+                session.epoch = epoch.checked_add(1).unwrap_or(1);
                 session.last_used = now;
                 for key in forgotten {
                     session.partitions.shift_remove(key);
                 }
                 for (key, wanted) in added {
-                    match session.partitions.get_mut(&key) {
-                        Some(entry) => entry.0 = wanted,
+                    match session.partitions.get_mut(key) {
+                        Some(entry) => entry.0 = wanted.clone(),
                         None => {
-                            session.partitions.insert(key, (wanted, None));
+                            session
+                                .partitions
+                                .insert(key.clone(), (wanted.clone(), None));
                         }
                     }
                 }
@@ -166,31 +173,31 @@ impl FetchSessions {
                     partitions: session
                         .partitions
                         .iter()
-                        .map(|(key, (wanted, _))| (key.clone(), wanted.clone()))
+                        .map(|(key, (wanted, told))| (key.clone(), wanted.clone(), *told))
                         .collect(),
                 })
             }
         }
     }
 
-    /// What session `id` last told the client of partition `key`, if it told anything.
-    pub fn told(&self, id: i32, key: &Key) -> Option<Told> {
-        self.sessions.get(&id)?.partitions.get(key)?.1
-    }
-
-    /// After an incremental answer: records what it told, and moves the session to its next
-    /// epoch. `false` if the session is gone meanwhile (closed or evicted).
-    pub fn answered(&mut self, id: i32, told: Vec<(Key, Told)>, now: Instant) -> bool {
+    /// After an incremental answer: records what it told, and moves the partitions that
+    /// returned records to the end of the session, so that the next answers fill their
+    /// byte budget from the others first (as Kafka does; the order never changes otherwise,
+    /// and the partitions after the budget would wait for good). `false` if the session is
+    /// gone meanwhile (closed or evicted).
+    pub fn answered(&mut self, id: i32, told: Vec<(Key, Told, bool)>, now: Instant) -> bool {
         let Some(session) = self.sessions.get_mut(&id) else {
             return false;
         };
-        for (key, told) in told {
-            if let Some(entry) = session.partitions.get_mut(&key) {
+        for (key, told, had_records) in told {
+            if had_records {
+                if let Some((wanted, _)) = session.partitions.shift_remove(&key) {
+                    session.partitions.insert(key, (wanted, Some(told)));
+                }
+            } else if let Some(entry) = session.partitions.get_mut(&key) {
                 entry.1 = Some(told);
             }
         }
-        // After i32::MAX comes 1 (0 opens a session, -1 closes one).
-        session.epoch = session.epoch.checked_add(1).unwrap_or(1);
         session.last_used = now;
         true
     }
@@ -273,7 +280,7 @@ mod tests {
         let now = Instant::now();
         let mut cache = FetchSessions::new(2, 7);
         assert_eq!(
-            cache.plan(0, 0, vec![], &[], now),
+            cache.plan(0, 0, &[], &[], now),
             Ok(Plan::Full { create: true })
         );
         let id = cache.create(
@@ -282,34 +289,42 @@ mod tests {
         );
         assert!(id > 0);
         // Epoch 1 adds partition 2 and forgets 0; the order is kept.
-        let plan = cache.plan(id, 1, vec![(key(2), wanted(3))], &[key(0)], now);
+        let plan = cache.plan(id, 1, &[(key(2), wanted(3))], &[key(0)], now);
         assert_eq!(
             plan,
             Ok(Plan::Incremental {
                 id,
-                partitions: vec![(key(1), wanted(0)), (key(2), wanted(3))]
+                partitions: vec![(key(1), wanted(0), Some(TOLD)), (key(2), wanted(3), None)]
             })
         );
-        assert_eq!(cache.told(id, &key(1)), Some(TOLD));
-        assert_eq!(cache.told(id, &key(2)), None, "new: never told");
-        assert!(cache.answered(id, vec![(key(2), TOLD)], now));
-        assert_eq!(cache.told(id, &key(2)), Some(TOLD));
-        // Epoch 1 again: refused; epoch 2 is next. An unknown id: not found.
+        // Epoch 1 again, even before the answer: refused.
         assert_eq!(
-            cache.plan(id, 1, vec![], &[], now),
+            cache.plan(id, 1, &[], &[], now),
             Err(SessionError::InvalidEpoch)
         );
-        assert!(matches!(
-            cache.plan(id, 2, vec![], &[], now),
-            Ok(Plan::Incremental { .. })
-        ));
+        // Partition 1 returned records: it moves behind partition 2.
+        let newer = Told {
+            high_watermark: 9,
+            ..TOLD
+        };
+        assert!(cache.answered(id, vec![(key(1), newer, true), (key(2), TOLD, false)], now));
         assert_eq!(
-            cache.plan(id ^ 1, 3, vec![], &[], now),
+            cache.plan(id, 2, &[], &[], now),
+            Ok(Plan::Incremental {
+                id,
+                partitions: vec![
+                    (key(2), wanted(3), Some(TOLD)),
+                    (key(1), wanted(0), Some(newer))
+                ]
+            })
+        );
+        assert_eq!(
+            cache.plan(id ^ 1, 3, &[], &[], now),
             Err(SessionError::NotFound)
         );
         // Epoch -1 closes it.
         assert_eq!(
-            cache.plan(id, -1, vec![], &[], now),
+            cache.plan(id, -1, &[], &[], now),
             Ok(Plan::Full { create: false })
         );
         assert!(cache.is_empty());
@@ -334,12 +349,12 @@ mod tests {
         let third = cache.create(vec![], start + EVICTION_IDLE + Duration::from_millis(1));
         assert!(third > 0);
         assert_eq!(
-            cache.plan(first, 1, vec![], &[], start),
+            cache.plan(first, 1, &[], &[], start),
             Err(SessionError::NotFound),
             "the least recently used one went"
         );
         assert!(matches!(
-            cache.plan(second, 1, vec![], &[], start),
+            cache.plan(second, 1, &[], &[], start),
             Ok(Plan::Incremental { .. })
         ));
         assert_eq!(cache.len(), 2);

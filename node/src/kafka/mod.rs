@@ -422,7 +422,7 @@ async fn dispatch(
         }
         ApiKey::Fetch => {
             // The stored batches are spliced into the encoded response, not copied.
-            let answer = fetch::fetch(ctx, call.decode(body)?, version);
+            let answer = fetch::fetch(ctx, call.decode(body)?);
             Ok(Box::pin(async move {
                 let spliced = answer.await;
                 spliced
