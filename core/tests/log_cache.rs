@@ -8,8 +8,7 @@ use common::*;
 use kafka_protocol::records::RecordBatchDecoder;
 use oxbow_core::ids::{Offset, RaftIndex};
 use oxbow_core::io::{
-    Acks, DeleteRecordsRequest, FetchRequest, FindTimestampRequest, FoundBatch, Output,
-    ProduceRequest,
+    DeleteRecordsRequest, FetchRequest, FindTimestampRequest, FoundBatch, Output,
 };
 
 /// Budgets small enough that a few dozen batches overflow them.
@@ -23,16 +22,7 @@ const BATCHES: i64 = 60;
 const RECORDS_PER_BATCH: i32 = 3;
 
 fn produce(cluster: &mut Cluster, leader: NodeId, group: GroupId, timestamp: i64) {
-    let answer = cluster.request(
-        leader,
-        Request::Produce(ProduceRequest {
-            group,
-            acks: Acks::All,
-            batch: batch_at(RECORDS_PER_BATCH, timestamp),
-            timeout_ms: 5_000,
-        }),
-    );
-    assert!(matches!(answer, Response::Produce(Ok(_))), "{answer:?}");
+    cluster.produce(leader, group, batch_at(RECORDS_PER_BATCH, timestamp));
 }
 
 /// Offsets of the records in `batches` at or after `from`.

@@ -305,6 +305,15 @@ fn traces(out: &[Output]) -> Vec<TraceEvent> {
 }
 
 /// Produces `bytes` with acks=all and completes the writes: the reply and the trace events.
+/// The acknowledgement of a one-record batch at `offset` of a log that starts at 0.
+fn acked_at(offset: i64) -> Response {
+    Response::Produce(Ok(ProduceAck {
+        base_offset: Offset(offset),
+        log_append_time_ms: -1,
+        log_start_offset: Offset(0),
+    }))
+}
+
 fn produce_applied(h: &mut Harness, id: u64, bytes: Bytes) -> (Response, Vec<TraceEvent>) {
     let mut out = h.produce(id, Acks::All, bytes);
     let mut events = traces(&out);
@@ -332,7 +341,7 @@ fn a_full_producer_table_refuses_new_ids_and_says_so_once_per_change() {
     h.elect();
     for pid in [1, 2] {
         let (reply, events) = produce_applied(&mut h, pid as u64, batch(1, pid, 0));
-        assert!(matches!(reply, Response::Produce(Ok(_))), "{reply:?}");
+        assert_eq!(reply, acked_at(pid - 1));
         assert!(!events
             .iter()
             .any(|e| matches!(e, TraceEvent::ProducerTableFull { .. })));
@@ -370,7 +379,7 @@ fn a_full_producer_table_refuses_new_ids_and_says_so_once_per_change() {
     ));
     assert!(traces(&out).is_empty());
     let (reply, events) = produce_applied(&mut h, 5, batch(1, 1, 1));
-    assert!(matches!(reply, Response::Produce(Ok(_))), "{reply:?}");
+    assert_eq!(reply, acked_at(2));
     assert!(
         !events
             .iter()
@@ -381,7 +390,7 @@ fn a_full_producer_table_refuses_new_ids_and_says_so_once_per_change() {
     // and the table has room again.
     h.now.wall_ms += 60_000;
     let (reply, events) = produce_applied(&mut h, 6, batch(1, 3, 0));
-    assert!(matches!(reply, Response::Produce(Ok(_))), "{reply:?}");
+    assert_eq!(reply, acked_at(3));
     assert!(
         events.contains(&TraceEvent::ProducerTableHasRoom {
             group: GROUP,

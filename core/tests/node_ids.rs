@@ -6,22 +6,13 @@ mod common;
 
 use common::*;
 use oxbow_core::ids::RaftId;
-use oxbow_core::io::{Acks, ProduceRequest};
 
 const FROM_ZERO: [NodeId; 3] = [NodeId(0), NodeId(1), NodeId(2)];
 
-fn produce(cluster: &mut Cluster, group: GroupId) {
+/// Produces two records through the group's leader; the offset they were acknowledged at.
+fn produce(cluster: &mut Cluster, group: GroupId) -> Offset {
     let leader = serving_leader(cluster, group);
-    let answer = cluster.request(
-        leader,
-        Request::Produce(ProduceRequest {
-            group,
-            acks: Acks::All,
-            batch: batch(2),
-            timeout_ms: 5_000,
-        }),
-    );
-    assert!(matches!(answer, Response::Produce(Ok(_))), "{answer:?}");
+    cluster.produce(leader, group, batch(2))
 }
 
 /// Three nodes 0, 1 and 2: the metadata group and a topic's partitions elect leaders, node 0

@@ -9,20 +9,8 @@
 mod common;
 
 use common::*;
-use oxbow_core::ids::Offset;
-use oxbow_core::io::{Acks, ProduceAck, ProduceError, ProduceRequest};
-
-fn produce(cluster: &mut Cluster, to: NodeId, group: GroupId, batch: Bytes) -> Response {
-    cluster.request(
-        to,
-        Request::Produce(ProduceRequest {
-            group,
-            acks: Acks::All,
-            batch,
-            timeout_ms: 5_000,
-        }),
-    )
-}
+use oxbow_core::ids::{Offset, Sequence};
+use oxbow_core::io::{ProduceAck, ProduceError};
 
 fn acked_at(response: &Response) -> Offset {
     match response {
@@ -56,12 +44,7 @@ fn a_flood_of_new_producer_ids_never_turns_a_live_retry_into_a_duplicate() {
     let others: Vec<NodeId> = NODES.iter().copied().filter(|n| *n != first).collect();
     let (behind, third) = (others[0], others[1]);
     let live = 7_000;
-    let original = acked_at(&produce(
-        &mut cluster,
-        first,
-        group,
-        idempotent_batch(live, 0, 2),
-    ));
+    let original = acked_at(&cluster.produce_answer(first, group, idempotent_batch(live, 0, 2)));
     let mut written = 2;
     // One replica is down through the flood, and will catch up from a snapshot.
     let stopped = cluster.nodes.remove(&behind).expect("running");
@@ -69,7 +52,7 @@ fn a_flood_of_new_producer_ids_never_turns_a_live_retry_into_a_duplicate() {
     for round in 0..4 {
         for k in 0..LIMIT as i64 {
             let churn = 10_000 + round * 100 + k;
-            match produce(&mut cluster, first, group, idempotent_batch(churn, 0, 1)) {
+            match cluster.produce_answer(first, group, idempotent_batch(churn, 0, 1)) {
                 Response::Produce(Ok(_)) => {
                     admitted += 1;
                     written += 1;
@@ -84,7 +67,7 @@ fn a_flood_of_new_producer_ids_never_turns_a_live_retry_into_a_duplicate() {
         }
         // The live producer did not hear back and sends its batch again: a duplicate, answered
         // with the original offset and not written again.
-        let retry = produce(&mut cluster, first, group, idempotent_batch(live, 0, 2));
+        let retry = cluster.produce_answer(first, group, idempotent_batch(live, 0, 2));
         assert_eq!(
             acked_at(&retry),
             original,
@@ -92,7 +75,7 @@ fn a_flood_of_new_producer_ids_never_turns_a_live_retry_into_a_duplicate() {
         );
         // Plain batches between: more entries, so the log is compacted past the replica down.
         for _ in 0..3 {
-            acked_at(&produce(&mut cluster, first, group, batch(1)));
+            acked_at(&cluster.produce_answer(first, group, batch(1)));
             written += 1;
         }
     }
@@ -118,7 +101,7 @@ fn a_flood_of_new_producer_ids_never_turns_a_live_retry_into_a_duplicate() {
     assert!(has_snapshot(&cluster, behind, group, true), "installed");
     // It becomes the leader: the third replica misses an entry, then the first goes away.
     let third_down = cluster.nodes.remove(&third).expect("running");
-    acked_at(&produce(&mut cluster, first, group, batch(1)));
+    acked_at(&cluster.produce_answer(first, group, batch(1)));
     written += 1;
     drop(third_down);
     let first_down = cluster.nodes.remove(&first).expect("running");
@@ -128,28 +111,24 @@ fn a_flood_of_new_producer_ids_never_turns_a_live_retry_into_a_duplicate() {
 
     // Its table came in the snapshot: the live producer's retry is still a duplicate, its next
     // batch follows in sequence, a gap is refused, and the table is still full.
-    let retry = produce(&mut cluster, behind, group, idempotent_batch(live, 0, 2));
+    let retry = cluster.produce_answer(behind, group, idempotent_batch(live, 0, 2));
     assert_eq!(
         acked_at(&retry),
         original,
         "the retry was written again after failover"
     );
-    let gap = produce(&mut cluster, behind, group, idempotent_batch(live, 5, 1));
-    assert!(
-        matches!(
-            gap,
-            Response::Produce(Err(ProduceError::OutOfOrderSequence { .. }))
-        ),
-        "{gap:?}"
+    let gap = cluster.produce_answer(behind, group, idempotent_batch(live, 5, 1));
+    // The retry was the live producer's sequences 0-1: 2 is next, 5 a gap.
+    assert_eq!(
+        gap,
+        Response::Produce(Err(ProduceError::OutOfOrderSequence {
+            expected: Sequence(2),
+            received: Sequence(5),
+        }))
     );
-    acked_at(&produce(
-        &mut cluster,
-        behind,
-        group,
-        idempotent_batch(live, 2, 1),
-    ));
+    acked_at(&cluster.produce_answer(behind, group, idempotent_batch(live, 2, 1)));
     written += 1;
-    match produce(&mut cluster, behind, group, idempotent_batch(99_999, 0, 1)) {
+    match cluster.produce_answer(behind, group, idempotent_batch(99_999, 0, 1)) {
         Response::Produce(Err(error)) => assert_eq!(error.kafka_code(), POLICY_VIOLATION),
         other => panic!("a new producer id got in: {other:?}"),
     }
@@ -170,27 +149,12 @@ fn producers_expire_a_day_after_their_last_write_on_every_replica() {
     let mut cluster = Cluster::with(|c| c.producers_max = 2);
     let group = cluster.one_partition_topic("expiry");
     let first = serving_leader(&cluster, group);
-    acked_at(&produce(
-        &mut cluster,
-        first,
-        group,
-        idempotent_batch(1, 0, 1),
-    ));
-    acked_at(&produce(
-        &mut cluster,
-        first,
-        group,
-        idempotent_batch(2, 0, 1),
-    ));
+    acked_at(&cluster.produce_answer(first, group, idempotent_batch(1, 0, 1)));
+    acked_at(&cluster.produce_answer(first, group, idempotent_batch(2, 0, 1)));
     // Producer 1 writes again an hour later; producer 3 finds the table full.
     cluster.now.wall_ms += 3_600_000;
-    acked_at(&produce(
-        &mut cluster,
-        first,
-        group,
-        idempotent_batch(1, 1, 1),
-    ));
-    let full = produce(&mut cluster, first, group, idempotent_batch(3, 0, 1));
+    acked_at(&cluster.produce_answer(first, group, idempotent_batch(1, 1, 1)));
+    let full = cluster.produce_answer(first, group, idempotent_batch(3, 0, 1));
     assert!(
         matches!(full, Response::Produce(Err(ProduceError::TooManyProducers))),
         "{full:?}"
@@ -198,13 +162,8 @@ fn producers_expire_a_day_after_their_last_write_on_every_replica() {
     // A day after producer 2's last write (and not yet a day after producer 1's), producer 3
     // gets its place: the leader's clock, stamped on the entry, expired producer 2 there.
     cluster.now.wall_ms += 86_400_000 - 3_600_000;
-    acked_at(&produce(
-        &mut cluster,
-        first,
-        group,
-        idempotent_batch(3, 0, 1),
-    ));
-    let retry = produce(&mut cluster, first, group, idempotent_batch(1, 1, 1));
+    acked_at(&cluster.produce_answer(first, group, idempotent_batch(3, 0, 1)));
+    let retry = cluster.produce_answer(first, group, idempotent_batch(1, 1, 1));
     assert!(
         matches!(&retry, Response::Produce(Ok(ProduceAck { base_offset, .. })) if *base_offset == Offset(2)),
         "producer 1 is remembered: {retry:?}"
@@ -217,9 +176,9 @@ fn producers_expire_a_day_after_their_last_write_on_every_replica() {
     cluster.tick(40);
     let next = serving_leader(&cluster, group);
     assert_ne!(next, first);
-    let retry = produce(&mut cluster, next, group, idempotent_batch(1, 1, 1));
+    let retry = cluster.produce_answer(next, group, idempotent_batch(1, 1, 1));
     assert_eq!(acked_at(&retry), Offset(2));
-    let gone = produce(&mut cluster, next, group, idempotent_batch(2, 0, 1));
+    let gone = cluster.produce_answer(next, group, idempotent_batch(2, 0, 1));
     assert!(
         matches!(gone, Response::Produce(Err(ProduceError::TooManyProducers))),
         "{gone:?}"

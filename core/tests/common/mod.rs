@@ -11,7 +11,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-pub use oxbow_core::ids::{GroupId, NodeId, RequestId};
+pub use oxbow_core::ids::{GroupId, NodeId, Offset, RequestId};
 pub use oxbow_core::io::{
     AdminRequest, DiskRead, Forward, Input, Output, Request, Response, WalRecord,
 };
@@ -161,6 +161,26 @@ impl Cluster {
     }
 
     /// Sends a request and waits (ticking) for its answer.
+    /// Produces `batch` with acks=all through `to`; the answer.
+    pub fn produce_answer(&mut self, to: NodeId, group: GroupId, batch: Bytes) -> Response {
+        let request = oxbow_core::io::ProduceRequest {
+            group,
+            acks: oxbow_core::io::Acks::All,
+            batch,
+            timeout_ms: 5_000,
+        };
+        self.request(to, Request::Produce(request))
+    }
+
+    /// Produces `batch` with acks=all through `to`, which must take it; the offset it was
+    /// acknowledged at.
+    pub fn produce(&mut self, to: NodeId, group: GroupId, batch: Bytes) -> Offset {
+        match self.produce_answer(to, group, batch) {
+            Response::Produce(Ok(ack)) => ack.base_offset,
+            other => panic!("produce refused: {other:?}"),
+        }
+    }
+
     pub fn request(&mut self, to: NodeId, request: Request) -> Response {
         let id = self.submit(to, request);
         self.answer(id)
