@@ -72,17 +72,17 @@ impl fmt::Display for Address {
 /// Whether `host` is a DNS name (RFC 1123 labels; underscores allowed too, as container names
 /// and some resolvers have them).
 fn is_host_name(host: &str) -> bool {
+    // One trailing dot (a fully qualified name) is allowed; no other label may be empty.
+    let name = host.strip_suffix('.').unwrap_or(host);
     host.len() <= 253
-        && host.split('.').enumerate().all(|(i, label)| {
-            // One trailing dot (a fully qualified name) leaves an empty last label.
-            (label.is_empty() && i > 0 && host.ends_with('.') && host.len() > 1)
-                || (!label.is_empty()
-                    && label.len() <= 63
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -180,6 +180,9 @@ mod tests {
             ("two words:9092", "neither an IP address nor a host name"),
             ("-leading:9092", "neither an IP address nor a host name"),
             ("a..b:9092", "neither an IP address nor a host name"),
+            ("a..b.:9092", "neither an IP address nor a host name"),
+            ("a..:9092", "neither an IP address nor a host name"),
+            (".:9092", "neither an IP address nor a host name"),
             ("host/path:9092", "neither an IP address nor a host name"),
         ] {
             let error = parse(text).expect_err(text);

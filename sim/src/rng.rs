@@ -27,6 +27,11 @@ impl Stream {
         }
     }
 
+    /// The stream as a generator of its own (for the node runtime's handshake nonces).
+    pub fn into_rng(self) -> ChaCha8Rng {
+        self.rng
+    }
+
     /// A uniform draw in `[0, n)`; `n` must be positive.
     pub fn below(&mut self, n: u64) -> u64 {
         assert!(n > 0);

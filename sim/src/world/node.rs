@@ -14,7 +14,6 @@ use oxbow_node::producer_ids::MemoryStore;
 use oxbow_node::runtime::env::{Clock, Environment, WriterMode};
 use oxbow_node::runtime::RuntimeError;
 use oxbow_node::storage::SharedSimDisk;
-use rand_core::SeedableRng as _;
 use slog::{Drain, Logger};
 
 use super::trace::TraceDrain;
@@ -168,11 +167,10 @@ pub(super) fn add_node(
             planted,
             observer: Some(observer),
             // Handshake nonces from the seed, a stream per node and start, so a run replays.
-            nonces: Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(
-                seed ^ (state.index as u64).rotate_left(48)
-                    ^ incarnation.rotate_left(32)
-                    ^ 0x6e6f_6e63,
-            )),
+            nonces: Box::new(
+                crate::rng::Stream::new(seed, &format!("nonces {} {incarnation}", state.index))
+                    .into_rng(),
+            ),
         };
         let logger = Logger::root(
             TraceDrain {
