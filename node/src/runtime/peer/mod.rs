@@ -217,35 +217,53 @@ async fn send_loop<N: Network>(
     } = dial;
     let mut backoff = Duration::from_millis(50);
     let mut frame = Vec::new();
-    // Whether a failed resolution was logged since the last connection: a name that does not
-    // resolve yet (a pod not yet scheduled) is warned about once, not every second.
-    let mut unresolved_logged = false;
+    // What was last warned about since the last connection: a name that does not resolve yet
+    // (a pod not yet scheduled) or a peer that refuses this node is warned about once, not at
+    // every retry.
+    let mut warned: Option<String> = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
         // After the handshake the read half is unused (peers only send), but kept open with
         // the connection. The name is resolved again at every dial.
-        let dialled = tokio::time::timeout(CONNECT_TIMEOUT, network.connect(&address))
-            .await
-            .unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no connection within {CONNECT_TIMEOUT:?}"),
-                ))
-            });
-        let (mut read, mut stream, socket) = match dialled {
+        let dialled = async {
+            let (mut read, mut stream, socket) =
+                tokio::time::timeout(CONNECT_TIMEOUT, network.connect(&address))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no connection within {CONNECT_TIMEOUT:?}"),
+                        ))
+                    })
+                    .map_err(|why| {
+                        let unresolved = why.kind() == std::io::ErrorKind::NotFound;
+                        (
+                            unresolved,
+                            format!("cannot resolve or reach the peer: {why}"),
+                        )
+                    })?;
+            handshake::dial(&mut read, &mut stream, &credentials, me, peer)
+                .await
+                .map_err(|why| {
+                    let refused = !matches!(why, handshake::Refused::Io(_));
+                    (refused, format!("peer handshake failed: {why}"))
+                })?;
+            Ok::<_, (bool, String)>((read, stream, socket))
+        }
+        .await;
+        let (_read, mut stream, socket) = match dialled {
             Ok(dialled) => dialled,
-            Err(why) => {
-                // A peer that is down refuses connections all the while: that is not
-                // worth a warning. A name that does not resolve may be a mistake.
-                if why.kind() == std::io::ErrorKind::NotFound && !unresolved_logged {
-                    warn!(logger, "cannot resolve the peer's address; retrying";
-                            "address" => %address, "why" => %why);
-                    unresolved_logged = true;
+            Err((worth_a_warning, why)) => {
+                // A peer that is down refuses connections all the while: that is not worth a
+                // warning. A name that does not resolve, or a peer that refuses this node
+                // (another secret, not in its peer list), may be a mistake.
+                if worth_a_warning && warned.as_deref() != Some(why.as_str()) {
+                    warn!(logger, "cannot connect to the peer; retrying"; "address" => %address, "why" => &why);
+                    warned = Some(why);
                 } else {
-                    debug!(logger, "cannot reach peer; retrying";
-                            "address" => %address, "why" => %why);
+                    debug!(logger, "cannot connect to the peer; retrying"; "address" => %address, "why" => why);
                 }
                 // Messages queued while the peer is unreachable are stale: drop them.
                 while queue.try_recv().is_ok() {}
@@ -258,24 +276,8 @@ async fn send_loop<N: Network>(
                 continue;
             }
         };
-        if let Err(why) = handshake::dial(&mut read, &mut stream, &credentials, me, peer).await {
-            match why {
-                handshake::Refused::Io(_) => {
-                    debug!(logger, "peer handshake failed"; "address" => %address, "why" => %why)
-                }
-                _ => warn!(logger, "peer refused"; "address" => %address, "why" => %why),
-            }
-            while queue.try_recv().is_ok() {}
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-            continue;
-        }
         info!(logger, "connected to peer"; "address" => %address, "socket" => %socket);
-        unresolved_logged = false;
+        warned = None;
         backoff = Duration::from_millis(50);
         let connected = tokio::time::Instant::now();
         let mut check = tokio::time::interval(Duration::from_secs(1));
