@@ -72,6 +72,47 @@ fn poison_batches_are_refused_and_every_node_lives() {
     cluster.assert_all_alive(Duration::from_millis(300), "a hostile batch");
 }
 
+/// Requests of a few bytes whose arrays claim two billion elements. kafka-protocol allocated
+/// for all of them before reading one, and the failed allocation aborted the node (found by
+/// the `kafka_request` fuzz target); now they are malformed requests, which close their
+/// connection.
+#[test]
+fn huge_array_lengths_are_refused_and_the_node_lives() {
+    let mut cluster = Cluster::start();
+    cluster.wait_for_leaders();
+    let leader = cluster.leaders()[&0];
+    let port = cluster.kafka[(leader - 1) as usize];
+
+    // Produce v3 (arrays with i32 lengths): one topic, whose partitions claim i32::MAX.
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // no transactional id
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // acks
+    body.extend_from_slice(&1_000i32.to_be_bytes()); // timeout
+    body.extend_from_slice(&1i32.to_be_bytes()); // topics
+    body.extend_from_slice(&(TOPIC.len() as i16).to_be_bytes());
+    body.extend_from_slice(TOPIC.as_bytes());
+    body.extend_from_slice(&i32::MAX.to_be_bytes()); // partitions
+    assert_eq!(raw_request(port, &request_frame(0, 3, &body)), None);
+
+    // Metadata v12 (compact arrays, varint lengths): topics claim 2^31 - 1.
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&3i16.to_be_bytes()); // Metadata
+    frame.extend_from_slice(&12i16.to_be_bytes());
+    frame.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    frame.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    frame.push(0); // header tagged fields
+    frame.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x08]); // 2^31 as an unsigned varint
+    let mut sized = (frame.len() as i32).to_be_bytes().to_vec();
+    sized.extend_from_slice(&frame);
+    assert_eq!(raw_request(port, &sized), None);
+
+    assert_eq!(
+        produce(port, batch(&records(3, 10), Compression::None).freeze()),
+        0
+    );
+    cluster.assert_all_alive(Duration::from_millis(300), "huge array lengths");
+}
+
 /// `batch` (uncompressed) with its records compressed by `compress` and marked `codec`;
 /// length and CRC made right. The codecs are written here, not by kafka-protocol, so that
 /// what is tested does not depend on which codecs that crate was built with.

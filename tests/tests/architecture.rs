@@ -15,7 +15,11 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("readable") {
         let path = entry.expect("entry").path();
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "target") {
+            // Build output, and vendored crates (not ours: node/vendor/*/VENDORED.md).
+            if path
+                .file_name()
+                .is_some_and(|n| n == "target" || n == "vendor")
+            {
                 continue;
             }
             rust_files(&path, out);
