@@ -486,8 +486,10 @@ impl MetadataState {
             partitions,
             applied,
         };
-        state.invariants();
-        Ok(state)
+        match state.broken_invariant() {
+            None => Ok(state),
+            Some(broken) => Err(DecodeError(broken)),
+        }
     }
 
     /// Whether `command` would be applied (rather than refused) in the current state.
@@ -744,22 +746,51 @@ impl MetadataState {
 
     /// Asserts the state's invariants.
     pub fn invariants(&self) {
+        if let Some(broken) = self.broken_invariant() {
+            panic!("metadata state invariant broken: {broken}");
+        }
+    }
+
+    /// The first invariant the state breaks, if any: `invariants` asserts there is none, and
+    /// `decode` refuses bytes that make one (a snapshot from a peer is input, not our state).
+    fn broken_invariant(&self) -> Option<&'static str> {
         let mut groups = std::collections::BTreeSet::new();
         let mut count = 0;
         for (name, topic) in &self.topics {
-            assert_eq!(name, &topic.name);
-            assert_ne!(topic.id, TopicId(0));
-            assert!(!topic.partitions.is_empty());
+            let checks = [
+                (name == &topic.name, "a topic is filed under its name"),
+                (topic.id != TopicId(0), "a topic's id is not 0"),
+                (!topic.partitions.is_empty(), "a topic has partitions"),
+            ];
+            if let Some((_, broken)) = checks.iter().find(|(holds, _)| !holds) {
+                return Some(broken);
+            }
             for p in &topic.partitions {
-                assert!(p.group != METADATA_GROUP && p.group.0 < self.next_group);
-                assert!(groups.insert(p.group), "a group belongs to one partition");
-                assert_eq!(p.replicas.len(), usize::from(topic.replication_factor));
-                assert!(p.replicas.iter().all(|r| self.nodes.contains(r)));
+                let checks = [
+                    (
+                        p.group != METADATA_GROUP && p.group.0 < self.next_group,
+                        "a partition's group is below the next group id",
+                    ),
+                    (groups.insert(p.group), "a group belongs to one partition"),
+                    (
+                        p.replicas.len() == usize::from(topic.replication_factor),
+                        "a partition has the topic's replication factor",
+                    ),
+                    (
+                        p.replicas.iter().all(|r| self.nodes.contains(r)),
+                        "a partition's replicas are nodes",
+                    ),
+                ];
+                if let Some((_, broken)) = checks.iter().find(|(holds, _)| !holds) {
+                    return Some(broken);
+                }
             }
             count += topic.partitions.len();
         }
-        assert_eq!(count, self.partitions);
-        assert!(self.partitions <= PARTITIONS_MAX);
+        if count != self.partitions {
+            return Some("the partition count is the topics' partitions");
+        }
+        (self.partitions > PARTITIONS_MAX).then_some("the partition count is within the limit")
     }
 }
 

@@ -12,6 +12,27 @@ fn create(name: &str, partitions: u32, rf: u16) -> MetadataCommand {
     })
 }
 
+/// Found by the `decoders` fuzz target: decoding asserted the state's invariants, so a
+/// snapshot breaking one (here a topic without partitions) panicked instead of being refused.
+#[test]
+fn a_state_breaking_an_invariant_is_refused() {
+    let mut state = MetadataState::new(vec![NodeId(1)]);
+    state
+        .apply(RaftIndex(1), Term(1), &create("a", 1, 1))
+        .expect("a");
+    state
+        .topics
+        .get_mut("a")
+        .expect("created")
+        .partitions
+        .clear();
+    state.partitions = 0;
+    assert_eq!(
+        MetadataState::decode(&state.encode()),
+        Err(DecodeError("a topic has partitions"))
+    );
+}
+
 #[test]
 fn the_state_encodes_and_decodes_whole() {
     let mut state = MetadataState::new(vec![NodeId(3), NodeId(1), NodeId(2)]);
