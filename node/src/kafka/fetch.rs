@@ -33,6 +33,7 @@ async fn fetch_one(
         group,
         offset: Offset(offset),
         max_bytes: max_bytes.max(0) as u32,
+        current_leader_epoch: -1,
     });
     let mut found = match context.core.request(request).await {
         Some(Response::Fetch(result)) => result?,
