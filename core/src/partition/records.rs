@@ -733,4 +733,35 @@ mod tests {
         assert_eq!(again.producers, state.producers);
         assert_eq!(again.producers_as_of, state.producers_as_of);
     }
+
+    /// A checkpoint as version 3 wrote it (no epoch history) restores with no epoch known;
+    /// what this version writes keeps the history.
+    #[test]
+    fn a_version_3_checkpoint_has_no_epochs_and_this_version_keeps_them() {
+        let mut w = Writer::default();
+        w.u8(3);
+        w.i64(0); // log start offset
+        w.i64(3); // next offset
+        w.i64(0); // snapshot's next offset
+        ProducerTable::new().encode(&mut w);
+        w.u64(0); // the table is as of entry 0
+        w.u32(0); // no index point
+        let mut state = RecordState::from_checkpoint(
+            &w.bytes,
+            &Snapshot::default(),
+            TimestampType::CreateTime,
+            RaftIndex(2),
+        );
+        assert_eq!(state.next_offset(), Offset(3));
+        assert_eq!(state.epochs, EpochHistory::new());
+        state.epochs.on_entry(Term(4), Offset(3));
+        let store = LogStore::new(vec![1]);
+        let again = RecordState::from_checkpoint(
+            &state.checkpoint_data(&store, 1 << 20),
+            &Snapshot::default(),
+            TimestampType::CreateTime,
+            RaftIndex(2),
+        );
+        assert_eq!(again.epochs.epochs(), &[(Term(4), Offset(3))]);
+    }
 }
