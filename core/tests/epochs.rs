@@ -132,16 +132,16 @@ fn epochs_follow_leaders_and_survive_retention_snapshots_and_restarts() {
     for node in NODES {
         assert_eq!(history(&cluster, node, group), vec![(t1, 0), (t2, 6)]);
     }
-    // The first leader goes down; term t3 starts at offset 10 without it.
+    // The first leader goes down; term t3 starts at offset 11 without it.
     let down = cluster.nodes.remove(&first).expect("running");
     produce(&mut cluster, second, group, 1, 8);
-    produce(&mut cluster, second, group, 1, 9);
+    produce(&mut cluster, second, group, 2, 9);
     transfer(&mut cluster, group, third);
     let t3 = term(&cluster, third, group);
     assert!(t3 > t2);
-    produce(&mut cluster, third, group, 4, 10);
+    produce(&mut cluster, third, group, 4, 11);
     cluster.tick(2);
-    let all = vec![(t1, 0), (t2, 6), (t3, 10)];
+    let all = vec![(t1, 0), (t2, 6), (t3, 11)];
     for node in [second, third] {
         assert_eq!(history(&cluster, node, group), all, "node {node}");
     }
@@ -188,7 +188,7 @@ fn epochs_follow_leaders_and_survive_retention_snapshots_and_restarts() {
             Response::Fetch(answer) => {
                 assert_eq!(
                     answer.map(|d| d.high_watermark),
-                    expected.map(|_| Offset(14))
+                    expected.map(|_| Offset(15))
                 )
             }
             other => panic!("{other:?}"),
@@ -203,18 +203,19 @@ fn epochs_follow_leaders_and_survive_retention_snapshots_and_restarts() {
         })
     );
 
-    // DeleteRecords moves the log start into t2's epoch: t1's goes, t2's starts at 9.
+    // DeleteRecords moves the log start into t2's epoch, inside its last batch (9-10): t1's
+    // epoch goes, t2's starts at 10.
     let deleted = cluster.request(
         third,
         Request::DeleteRecords(DeleteRecordsRequest {
             group,
-            offset: Some(Offset(9)),
+            offset: Some(Offset(10)),
             timeout_ms: 5_000,
         }),
     );
-    assert_eq!(deleted, Response::DeleteRecords(Ok(Offset(9))));
+    assert_eq!(deleted, Response::DeleteRecords(Ok(Offset(10))));
     cluster.tick(10);
-    let kept = vec![(t2, 9), (t3, 10)];
+    let kept = vec![(t2, 10), (t3, 11)];
     for node in [second, third] {
         assert_eq!(history(&cluster, node, group), kept, "node {node}");
     }
@@ -222,8 +223,9 @@ fn epochs_follow_leaders_and_survive_retention_snapshots_and_restarts() {
     let status = cluster.nodes[&third].group_status(group).expect("hosted");
     assert_eq!(status.log_start_epoch, Some(Term(t2)));
 
-    // The first leader comes back behind the compaction (its log ends at offset 8, the leader's
-    // starts at the batch holding 9): it installs the leader's snapshot, with the history.
+    // The first leader comes back behind the compaction (its log ends at offset 8, the
+    // leader's starts at the batch holding 10): it installs the leader's snapshot, whose
+    // history has t2 start at the log start (the batch it applies again starts at 9).
     drop(down);
     cluster.restart(first);
     cluster.tick(40);
@@ -259,9 +261,54 @@ fn epochs_follow_leaders_and_survive_retention_snapshots_and_restarts() {
     let leader = serving_leader(&cluster, group);
     let t4 = term(&cluster, leader, group);
     assert!(t4 > t3);
-    let after = vec![(t2, 9), (t3, 10), (t4, 14)];
+    let after = vec![(t2, 10), (t3, 11), (t4, 15)];
     for node in NODES {
         assert_eq!(history(&cluster, node, group), after, "node {node}");
     }
     check_answers(&mut cluster, leader, group, &after);
+
+    // A follower is down while a record goes in and DeleteRecords deletes every record: the
+    // leader compacts its whole log, and the follower installs a snapshot with no entry after
+    // it, so its history is only what the snapshot carries.
+    let follower = *NODES.iter().find(|n| **n != leader).expect("three nodes");
+    let down = cluster.nodes.remove(&follower).expect("running");
+    produce(&mut cluster, leader, group, 1, 15);
+    let deleted = cluster.request(
+        leader,
+        Request::DeleteRecords(DeleteRecordsRequest {
+            group,
+            offset: None,
+            timeout_ms: 5_000,
+        }),
+    );
+    assert_eq!(deleted, Response::DeleteRecords(Ok(Offset(16))));
+    cluster.tick(10);
+    drop(down);
+    cluster.restart(follower);
+    cluster.tick(40);
+    let last_snapshot = cluster.disks[&follower]
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            WalRecord::Snapshot {
+                group: g,
+                snapshot,
+                install: true,
+            } if *g == group => Some(snapshot.get_metadata().index),
+            _ => None,
+        })
+        .expect("it installed the leader's snapshot");
+    let durable = cluster.replay(follower);
+    assert!(
+        durable.groups[&group]
+            .entries
+            .iter()
+            .all(|e| e.index <= last_snapshot || e.data.is_empty()),
+        "no record after the snapshot"
+    );
+    let only = vec![(t4, 16)];
+    for node in NODES {
+        assert_eq!(history(&cluster, node, group), only, "node {node}");
+    }
+    check_answers(&mut cluster, leader, group, &only);
 }
