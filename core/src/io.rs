@@ -6,6 +6,7 @@ use raft::eraftpb::{Entry, HardState, Message, Snapshot};
 
 use crate::batch::BatchError;
 use crate::coordinator::{GroupOp, GroupResponse, ListedGroup};
+use crate::epoch_history::{EpochEnd, LeaderEpochError};
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId, Sequence, Term};
 use crate::metadata::{AdminError, MetadataChange, MetadataCommand};
 
@@ -208,6 +209,8 @@ pub enum Request {
     Fetch(FetchRequest),
     /// Find the first batch that may hold a record at or after a timestamp.
     FindTimestamp(FindTimestampRequest),
+    /// The end offset of a leader epoch (Kafka's OffsetForLeaderEpoch), from the leader.
+    EpochEnd(EpochEndRequest),
     /// Move a partition's log start offset forward (Kafka's DeleteRecords).
     DeleteRecords(DeleteRecordsRequest),
     /// Change the cluster metadata (create or delete topics, add partitions).
@@ -288,6 +291,20 @@ pub struct FetchRequest {
     pub offset: Offset,
     /// Stop adding batches once this many bytes are collected (at least one batch is given).
     pub max_bytes: u32,
+    /// The leader epoch the client believes current (Kafka's `current_leader_epoch`), checked
+    /// against the partition's (`epoch_history::check_leader_epoch`); -1 checks nothing.
+    pub current_leader_epoch: i32,
+}
+
+/// Ask a partition's leader where a leader epoch ends (Kafka's OffsetForLeaderEpoch).
+#[derive(Clone, Debug)]
+pub struct EpochEndRequest {
+    /// The partition's group.
+    pub group: GroupId,
+    /// As in [`FetchRequest::current_leader_epoch`].
+    pub current_leader_epoch: i32,
+    /// The epoch whose end is asked (a consumer's: the epoch of the last record it read).
+    pub leader_epoch: i32,
 }
 
 /// An answer to a [`Request`].
@@ -300,6 +317,8 @@ pub enum Response {
     /// Answer to a timestamp lookup: the first committed batch whose max timestamp is at
     /// least the one asked, if any (the caller finds the record inside it).
     FindTimestamp(Result<FoundBatch, FetchError>),
+    /// Answer to an epoch's end: `EpochHistory::end_of` on the serving leader.
+    EpochEnd(Result<EpochEnd, FetchError>),
     /// Answer to DeleteRecords: the partition's log start offset (Kafka's low watermark) once
     /// the change is applied.
     DeleteRecords(Result<Offset, DeleteRecordsError>),
@@ -531,6 +550,9 @@ pub enum FetchError {
         /// The high watermark.
         high_watermark: Offset,
     },
+    /// The request's `current_leader_epoch` is not the partition's (checked before whether
+    /// this node leads, as Kafka does).
+    LeaderEpoch(LeaderEpochError),
 }
 
 impl FetchError {
@@ -540,6 +562,7 @@ impl FetchError {
             Self::UnknownTopicOrPartition => 3,
             Self::NotLeader { .. } => 6,
             Self::OffsetOutOfRange { .. } => 1,
+            Self::LeaderEpoch(error) => error.kafka_code(),
         }
     }
 }

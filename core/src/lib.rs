@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod codec;
 pub mod coordinator;
+pub mod epoch_history;
 pub mod ids;
 pub mod io;
 pub mod log_store;

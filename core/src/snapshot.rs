@@ -4,6 +4,7 @@
 //! gone on that replica, exactly like Kafka's `logStartOffset` after retention.
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::epoch_history::EpochHistory;
 use crate::ids::Offset;
 use crate::producer::ProducerTable;
 
@@ -11,7 +12,10 @@ use crate::producer::ProducerTable;
 /// Version 3 added `producers_index`; earlier data had it at the snapshot's index (0 here).
 /// Version 4 holds the producer table with its clock and each producer's last write time
 /// (`ProducerTable::encode`); earlier versions hold it without (`decode_without_times`).
-const VERSION: u8 = 4;
+/// Version 5 added the leader-epoch history (`EpochHistory::encode`); earlier data has none,
+/// and the epochs are learnt from the entries applied after it.
+const VERSION: u8 = 5;
+const VERSION_4: u8 = 4;
 const VERSION_3: u8 = 3;
 const VERSION_2: u8 = 2;
 const VERSION_1: u8 = 1;
@@ -30,6 +34,10 @@ pub struct SnapshotData {
     /// compaction snapshots the table as applied). A replica installing the snapshot does not
     /// record the batches up to it again (0: as of the snapshot's index).
     pub producers_index: u64,
+    /// The leader-epoch history as of `producers_index` (as applied, like the producer table;
+    /// replaying the entries up to it again changes nothing, since their terms are not above
+    /// its latest epoch).
+    pub epochs: EpochHistory,
 }
 
 impl SnapshotData {
@@ -42,6 +50,7 @@ impl SnapshotData {
         w.i64(self.next_offset.0);
         self.producers.encode(&mut w);
         w.u64(self.producers_index);
+        self.epochs.encode(&mut w);
         w.bytes
     }
 
@@ -49,7 +58,7 @@ impl SnapshotData {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if ![VERSION, VERSION_3, VERSION_2, VERSION_1].contains(&version) {
+        if ![VERSION, VERSION_4, VERSION_3, VERSION_2, VERSION_1].contains(&version) {
             return Err(DecodeError("unknown snapshot data version"));
         }
         let log_start_offset = Offset(r.i64()?);
@@ -61,18 +70,24 @@ impl SnapshotData {
         if next_offset.0 < 0 || next_offset > log_start_offset {
             return Err(DecodeError("bad log start offset"));
         }
-        let producers = if version == VERSION {
+        let producers = if version >= VERSION_4 {
             ProducerTable::decode(&mut r)?
         } else {
             ProducerTable::decode_without_times(&mut r)?
         };
         let producers_index = if version >= VERSION_3 { r.u64()? } else { 0 };
+        let epochs = if version >= VERSION {
+            EpochHistory::decode(&mut r)?
+        } else {
+            EpochHistory::new()
+        };
         r.finish()?;
         Ok(Self {
             log_start_offset,
             next_offset,
             producers,
             producers_index,
+            epochs,
         })
     }
 }
@@ -110,13 +125,17 @@ mod tests {
             (data.log_start_offset, data.next_offset),
             (Offset(7), Offset(7))
         );
-        let v4 = SnapshotData {
+        let mut epochs = EpochHistory::new();
+        epochs.on_entry(Term(3), Offset(7));
+        epochs.on_entry(Term(5), Offset(8));
+        let v5 = SnapshotData {
             log_start_offset: Offset(9),
             next_offset: Offset(7),
             producers: data.producers,
             producers_index: 12,
+            epochs,
         };
-        assert_eq!(SnapshotData::decode(&v4.encode()), Ok(v4));
+        assert_eq!(SnapshotData::decode(&v5.encode()), Ok(v5));
     }
 
     #[test]
@@ -159,6 +178,27 @@ mod tests {
             expiration_ms: day,
         });
         assert!(producers.is_empty(), "a day without a write: forgotten");
+    }
+
+    /// Version 4 data (no epoch history) still decodes, with no epoch known.
+    #[test]
+    fn version_4_data_has_no_epochs() {
+        let mut w = Writer::default();
+        w.u8(VERSION_4);
+        w.i64(20);
+        w.i64(13);
+        ProducerTable::new().encode(&mut w);
+        w.u64(4);
+        let data = SnapshotData::decode(&w.bytes).expect("decodes");
+        assert_eq!(
+            (
+                data.log_start_offset,
+                data.next_offset,
+                data.producers_index
+            ),
+            (Offset(20), Offset(13), 4)
+        );
+        assert_eq!(data.epochs, EpochHistory::new());
     }
 
     #[test]

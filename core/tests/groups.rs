@@ -324,6 +324,7 @@ fn the_offsets_topic_takes_no_records() {
             group,
             offset: Offset(0),
             max_bytes: 1 << 20,
+            current_leader_epoch: -1,
         }),
     );
     assert_eq!(

@@ -436,6 +436,7 @@ fn bad_input_is_refused_without_touching_the_log() {
         group: GROUP,
         offset: Offset(5),
         max_bytes: 1 << 20,
+        current_leader_epoch: -1,
     };
     let out = h.handle(Input::Request {
         id: RequestId(4),
@@ -469,6 +470,7 @@ fn fetch_serves_stored_bytes_up_to_the_high_watermark() {
         group: GROUP,
         offset: Offset(3),
         max_bytes: 1 << 20,
+        current_leader_epoch: -1,
     };
     let out = h.handle(Input::Request {
         id: RequestId(4),
@@ -635,6 +637,7 @@ fn a_hard_state_torn_off_after_a_snapshot_is_raised_to_the_snapshot() {
         next_offset: Offset(5),
         producers: ProducerTable::new(),
         producers_index: 0,
+        epochs: oxbow_core::epoch_history::EpochHistory::new(),
     }
     .encode()
     .into();
@@ -735,6 +738,7 @@ fn delete_records_moves_the_log_start_through_the_log_and_compacts_below_it() {
             group: GROUP,
             offset: Offset(offset),
             max_bytes: 1 << 20,
+            current_leader_epoch: -1,
         })
     };
     let out = h.handle(Input::Request {

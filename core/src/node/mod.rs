@@ -26,6 +26,7 @@ use bytes::Bytes;
 use raft::eraftpb::MessageType;
 
 use crate::coordinator::{Coordinator, GroupError, GroupResponse};
+use crate::epoch_history::EpochHistory;
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftId, RaftIndex, RequestId, Term};
 use crate::io::{
     Acks, DeleteRecordsError, FetchError, GroupMessage, GroupRequest, Input, Output, ProduceError,
@@ -60,6 +61,9 @@ pub struct GroupStatus {
     pub high_watermark: Offset,
     /// Its log start offset.
     pub log_start_offset: Offset,
+    /// The leader epoch of the record at the log start offset (`None` for a command log, or
+    /// when no epoch that early is known: data written before epochs were kept).
+    pub log_start_epoch: Option<Term>,
 }
 
 /// What a node's disk held for one group when it started: the result of replaying its log.
@@ -542,6 +546,17 @@ impl Node {
                 };
                 sink.reply(id, Response::FindTimestamp(response));
             }
+            Request::EpochEnd(request) => {
+                let response = match self
+                    .groups
+                    .get(&request.group)
+                    .filter(|r| !r.is_command_log())
+                {
+                    Some(replica) => replica.epoch_end(&request),
+                    None => Err(FetchError::UnknownTopicOrPartition),
+                };
+                sink.reply(id, Response::EpochEnd(response));
+            }
         }
     }
 
@@ -693,6 +708,12 @@ impl Node {
     /// What this node knows of a group, for metadata answers; `None` if it does not host it.
     pub fn group_status(&self, group: GroupId) -> Option<GroupStatus> {
         self.groups.get(&group).map(Replica::status)
+    }
+
+    /// The leader-epoch history of a partition this node hosts (`None` for a command log or
+    /// a group not hosted here).
+    pub fn epoch_history(&self, group: GroupId) -> Option<&EpochHistory> {
+        self.groups.get(&group).and_then(Replica::epoch_history)
     }
 
     /// Asserts every invariant of every group, including the linear-time ones. `handle` checks

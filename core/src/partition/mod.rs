@@ -713,6 +713,14 @@ impl Replica {
         );
     }
 
+    /// The leader-epoch history, if the log holds records.
+    pub(crate) fn epoch_history(&self) -> Option<&crate::epoch_history::EpochHistory> {
+        match &self.kind {
+            Kind::Records(records) => Some(records.epochs()),
+            Kind::Commands(_) => None,
+        }
+    }
+
     pub(crate) fn group(&self) -> GroupId {
         self.group
     }
@@ -724,6 +732,10 @@ impl Replica {
             serving: self.serving_leader().is_some(),
             high_watermark: self.next_offset(),
             log_start_offset: self.log_start_offset(),
+            log_start_epoch: match &self.kind {
+                Kind::Records(records) => records.epochs().epoch_at(records.log_start_offset()),
+                Kind::Commands(_) => None,
+            },
         }
     }
 
@@ -744,9 +756,14 @@ impl Replica {
             assert_eq!(self.raw.raft.state, StateRole::Leader);
         }
         if let Kind::Records(records) = &self.kind {
+            if let Some(leader) = self.serving_leader() {
+                // It applied the first entry of its term, which started its epoch.
+                assert_eq!(records.epochs().latest(), Some(leader.term));
+            }
             records.invariants(
                 self.raw.store().first_index(),
                 self.raw.raft.raft_log.last_index(),
+                self.applied,
                 self.leading(),
             );
         }

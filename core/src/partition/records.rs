@@ -14,8 +14,9 @@ use super::produce::{append_time, producer_batch, LeaderState, ProduceState};
 use super::{Kind, Replica};
 use crate::batch::{Batch, TimestampType};
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::epoch_history::{check_leader_epoch, EpochEnd, EpochHistory};
 use crate::ids::{Offset, RaftIndex, Term};
-use crate::io::{DiskRead, FetchData, FetchError, FetchRequest, FoundBatch};
+use crate::io::{DiskRead, EpochEndRequest, FetchData, FetchError, FetchRequest, FoundBatch};
 use crate::log_store::LogStore;
 use crate::node::{NodeConfig, Sink};
 use crate::producer::ProducerTable;
@@ -48,6 +49,8 @@ pub(super) struct RecordState {
     open_span: Option<(Offset, u64)>,
     /// The offset after the latest snapshot's index.
     snapshot_next_offset: Offset,
+    /// The first offset of each leader epoch (Raft term) with records still in the log.
+    epochs: EpochHistory,
     /// Whether the log start came from an installed snapshot and is still above the next
     /// offset (the replica has not applied up to it yet).
     log_start_ahead: bool,
@@ -60,8 +63,12 @@ pub(super) struct RecordState {
 }
 
 /// Version of the checkpoint encoding (2 added the index the producer table is as of; 3 holds
-/// the producer table with its clock and last write times, `ProducerTable::encode`).
-const CHECKPOINT_VERSION: u8 = 3;
+/// the producer table with its clock and last write times, `ProducerTable::encode`; 4 ends
+/// with the leader-epoch history, `EpochHistory::encode`: earlier ones have none, and the
+/// epochs are learnt from the entries applied after them).
+const CHECKPOINT_VERSION: u8 = 4;
+/// The first version whose producer table has its clock.
+const CHECKPOINT_TIMES: u8 = 3;
 
 impl RecordState {
     /// The state at `snapshot` (the store's latest; empty if none), with every entry after it
@@ -71,7 +78,7 @@ impl RecordState {
         timestamps: TimestampType,
         persisted: RaftIndex,
     ) -> Self {
-        let (log_start_offset, next_offset, producers, producers_as_of) =
+        let (log_start_offset, next_offset, producers, producers_as_of, epochs) =
             if snapshot.get_metadata().index > 0 {
                 let data = SnapshotData::decode(&snapshot.data)
                     .expect("stored snapshot data is checksummed");
@@ -80,9 +87,11 @@ impl RecordState {
                     data.next_offset,
                     data.producers,
                     RaftIndex(data.producers_index),
+                    data.epochs,
                 )
             } else {
-                (Offset(0), Offset(0), ProducerTable::new(), RaftIndex(0))
+                let none = (Offset(0), Offset(0), ProducerTable::new(), RaftIndex(0));
+                (none.0, none.1, none.2, none.3, EpochHistory::new())
             };
         Self {
             next_offset,
@@ -92,6 +101,7 @@ impl RecordState {
             offset_index: BTreeMap::new(),
             open_span: None,
             snapshot_next_offset: next_offset,
+            epochs,
             log_start_ahead: log_start_offset > next_offset,
             produce: ProduceState::new(timestamps, persisted),
             log_start_waits: log_start::Waits::default(),
@@ -119,7 +129,7 @@ impl RecordState {
             let log_start_offset = Offset(r.i64()?);
             let next_offset = Offset(r.i64()?);
             let snapshot_next_offset = Offset(r.i64()?);
-            let producers = if version == CHECKPOINT_VERSION {
+            let producers = if version >= CHECKPOINT_TIMES {
                 ProducerTable::decode(&mut r)?
             } else {
                 ProducerTable::decode_without_times(&mut r)?
@@ -134,6 +144,13 @@ impl RecordState {
                 };
                 offset_index.insert(offset, point);
             }
+            // The history as of the checkpoint's index. A newer snapshot's log start (below)
+            // does not truncate it here: the next move of the log start, or compaction, does.
+            let epochs = if version >= 4 {
+                EpochHistory::decode(&mut r)?
+            } else {
+                EpochHistory::new()
+            };
             r.finish()?;
             let (mut log_start_offset, mut snapshot_next_offset) =
                 (log_start_offset, snapshot_next_offset);
@@ -166,6 +183,7 @@ impl RecordState {
                 offset_index,
                 open_span: None,
                 snapshot_next_offset,
+                epochs,
                 log_start_ahead: log_start_offset > next_offset,
                 produce: ProduceState::new(timestamps, persisted),
                 log_start_waits: log_start::Waits::default(),
@@ -211,6 +229,7 @@ impl RecordState {
             w.u64(point.index.0);
             w.i64(point.max_timestamp);
         }
+        self.epochs.encode(&mut w);
         w.bytes
     }
 
@@ -224,15 +243,31 @@ impl RecordState {
         self.log_start_offset
     }
 
+    /// The leader-epoch history.
+    pub(super) fn epochs(&self) -> &EpochHistory {
+        &self.epochs
+    }
+
     /// Planted bug `local_log_start`: moves the log start offset on this replica alone.
     pub(super) fn move_log_start_locally(&mut self, offset: Offset) {
         assert!(offset <= self.next_offset);
         self.log_start_offset = self.log_start_offset.max(offset);
+        self.truncate_epochs();
+    }
+
+    /// Drops the epochs whose records all lie below the log start. Not above the next offset
+    /// (the log start is above it only on a replica still applying the entries after an
+    /// installed snapshot), so no epoch starts above the high watermark.
+    fn truncate_epochs(&mut self) {
+        self.epochs
+            .truncate_start(self.log_start_offset.min(self.next_offset));
     }
 
     /// Applies a normal entry: its record batch, if it holds one (a leader's no-op does not),
     /// or its log start command. Returns the batch's stored CRC-32C, or 0.
     pub(super) fn apply(&mut self, entry: &Entry) -> u32 {
+        // The first entry of a newer term starts its epoch where its records (if any) start.
+        self.epochs.on_entry(Term(entry.term), self.next_offset);
         if entry.data.is_empty() && !entry.context.is_empty() {
             let offset =
                 log_start::decode(&entry.context).expect("partition commands come from our leader");
@@ -244,6 +279,7 @@ impl RecordState {
                 self.next_offset
             );
             self.log_start_offset = self.log_start_offset.max(offset);
+            self.truncate_epochs();
             return 0;
         }
         let Some(batch) = record_batch(entry) else {
@@ -315,6 +351,7 @@ impl RecordState {
         self.offset_index.clear();
         self.open_span = None;
         self.snapshot_next_offset = data.next_offset;
+        self.epochs = data.epochs;
         self.log_start_ahead = self.log_start_offset > self.next_offset;
         self.produce.fail_overwritten(index, sink);
         self.log_start_waits.fail_overwritten(index, sink);
@@ -359,8 +396,15 @@ impl RecordState {
     }
 
     /// Constant-time invariants. `first_index`: the store's first entry; `last_index`: the
-    /// last index of raft-rs's log; `leading`: the term this node leads in, if it does.
-    pub(super) fn invariants(&self, first_index: u64, last_index: u64, leading: Option<Term>) {
+    /// last index of raft-rs's log; `applied`: the last entry applied; `leading`: the term
+    /// this node leads in, if it does.
+    pub(super) fn invariants(
+        &self,
+        first_index: u64,
+        last_index: u64,
+        applied: RaftIndex,
+        leading: Option<Term>,
+    ) {
         // Right after installing a snapshot, the log start may be above the next offset until
         // the batches after the snapshot's index are applied up to it.
         assert!(self.log_start_offset <= self.next_offset || self.log_start_ahead);
@@ -384,6 +428,9 @@ impl RecordState {
         }
         self.produce
             .invariants(leading, last_index, self.next_offset);
+        // An installed snapshot's history is as of the index its producer table is.
+        self.epochs
+            .invariants(self.next_offset, applied < self.producers_as_of);
     }
 }
 
@@ -395,6 +442,8 @@ impl Replica {
     ) -> Result<FetchData, FetchError> {
         assert_eq!(request.group, self.group);
         let records = self.kind.records();
+        check_leader_epoch(request.current_leader_epoch, Term(self.raw.raft.term))
+            .map_err(FetchError::LeaderEpoch)?;
         if self.serving_leader().is_none() {
             return Err(FetchError::NotLeader {
                 leader: self.leader_hint(),
@@ -458,6 +507,23 @@ impl Replica {
             }
         }
         Ok(data)
+    }
+
+    /// Where a leader epoch ends, from the serving leader's history (Kafka's
+    /// OffsetForLeaderEpoch): the latest epoch ends at the high watermark.
+    pub(crate) fn epoch_end(&self, request: &EpochEndRequest) -> Result<EpochEnd, FetchError> {
+        assert_eq!(request.group, self.group);
+        let records = self.kind.records();
+        check_leader_epoch(request.current_leader_epoch, Term(self.raw.raft.term))
+            .map_err(FetchError::LeaderEpoch)?;
+        if self.serving_leader().is_none() {
+            return Err(FetchError::NotLeader {
+                leader: self.leader_hint(),
+            });
+        }
+        Ok(records
+            .epochs
+            .end_of(request.leader_epoch, records.next_offset))
     }
 
     /// The first committed batch after Raft index `after` whose largest timestamp is at least
@@ -558,11 +624,13 @@ impl Replica {
         self.snapshot_index = RaftIndex(target);
         records.log_start_offset = records.log_start_offset.max(next_offset);
         records.snapshot_next_offset = next_offset;
+        records.truncate_epochs();
         let data = SnapshotData {
             log_start_offset: records.log_start_offset,
             next_offset,
             producers: records.producers.clone(),
             producers_index: applied,
+            epochs: records.epochs.clone(),
         };
         records.offset_index = records.offset_index.split_off(&next_offset);
         if records
@@ -664,5 +732,36 @@ mod tests {
         );
         assert_eq!(again.producers, state.producers);
         assert_eq!(again.producers_as_of, state.producers_as_of);
+    }
+
+    /// A checkpoint as version 3 wrote it (no epoch history) restores with no epoch known;
+    /// what this version writes keeps the history.
+    #[test]
+    fn a_version_3_checkpoint_has_no_epochs_and_this_version_keeps_them() {
+        let mut w = Writer::default();
+        w.u8(3);
+        w.i64(0); // log start offset
+        w.i64(3); // next offset
+        w.i64(0); // snapshot's next offset
+        ProducerTable::new().encode(&mut w);
+        w.u64(0); // the table is as of entry 0
+        w.u32(0); // no index point
+        let mut state = RecordState::from_checkpoint(
+            &w.bytes,
+            &Snapshot::default(),
+            TimestampType::CreateTime,
+            RaftIndex(2),
+        );
+        assert_eq!(state.next_offset(), Offset(3));
+        assert_eq!(state.epochs, EpochHistory::new());
+        state.epochs.on_entry(Term(4), Offset(3));
+        let store = LogStore::new(vec![1]);
+        let again = RecordState::from_checkpoint(
+            &state.checkpoint_data(&store, 1 << 20),
+            &Snapshot::default(),
+            TimestampType::CreateTime,
+            RaftIndex(2),
+        );
+        assert_eq!(again.epochs.epochs(), &[(Term(4), Offset(3))]);
     }
 }

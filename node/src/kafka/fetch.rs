@@ -1,5 +1,6 @@
-//! The read APIs: Fetch (a long poll over the partitions this node hosts) and ListOffsets (by
-//! position, or by timestamp through the core's batch index).
+//! The read APIs: Fetch (a long poll over the partitions this node hosts), ListOffsets (by
+//! position, or by timestamp through the core's batch index) and OffsetForLeaderEpoch (from
+//! the core's epoch history); each checks the client's current leader epoch (KIP-320).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,14 +10,19 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+    BrokerId, FetchRequest, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use oxbow_core::ids::{GroupId, Offset, RaftIndex};
+use oxbow_core::epoch_history::check_leader_epoch;
+use oxbow_core::ids::{GroupId, Offset, RaftIndex, Term};
 use oxbow_core::io::{
-    FetchData, FetchError, FetchRequest as CoreFetch, FindTimestampRequest, FoundBatch, Request,
-    Response,
+    EpochEndRequest, FetchData, FetchError, FetchRequest as CoreFetch, FindTimestampRequest,
+    FoundBatch, Request, Response,
 };
 
 use super::fetch_session::{Key, Plan, SessionError, Told, Wanted};
@@ -26,13 +32,14 @@ use super::{code, placement, Context};
 async fn fetch_one(
     context: &Context,
     group: GroupId,
-    offset: i64,
+    wanted: &Wanted,
     max_bytes: i32,
 ) -> Result<FetchData, FetchError> {
     let request = Request::Fetch(CoreFetch {
         group,
-        offset: Offset(offset),
+        offset: Offset(wanted.fetch_offset),
         max_bytes: max_bytes.max(0) as u32,
+        current_leader_epoch: wanted.current_leader_epoch,
     });
     let mut found = match context.core.request(request).await {
         Some(Response::Fetch(result)) => result?,
@@ -60,6 +67,8 @@ pub(super) async fn fetch(context: Arc<Context>, request: FetchRequest) -> Splic
                 let wanted = Wanted {
                     fetch_offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes,
+                    // -1 before v9, which has no such field.
+                    current_leader_epoch: p.current_leader_epoch,
                 };
                 (key, wanted)
             })
@@ -127,7 +136,7 @@ pub(super) async fn fetch(context: Arc<Context>, request: FetchRequest) -> Splic
                     } else {
                         wanted.max_bytes.min((limit - total) as i32)
                     };
-                    match fetch_one(context, p.group, wanted.fetch_offset, budget).await {
+                    match fetch_one(context, p.group, wanted, budget).await {
                         Ok(found) => {
                             data.high_watermark = found.high_watermark.0;
                             // No transactions yet: the last stable offset is the high watermark.
@@ -213,7 +222,8 @@ enum Session {
     Incremental(i32),
 }
 
-/// The offset and timestamp of the first record at or after `timestamp`, if any. The core
+/// The offset, timestamp and leader epoch (its batch's) of the first record at or after
+/// `timestamp`, if any. The core
 /// finds the batch; the record inside it is found by walking that one batch's records
 /// (decompressed, whatever the codec, within `[log] decompressed_batch_bytes_max`). A batch
 /// that cannot be looked into within that limit answers with its base offset: the earliest
@@ -222,7 +232,7 @@ async fn find_timestamp(
     context: &Context,
     group: GroupId,
     timestamp: i64,
-) -> Result<Option<(i64, i64)>, FetchError> {
+) -> Result<Option<(i64, i64, i32)>, FetchError> {
     // A span on disk whose latest batch lies below the log start holds no match: look on
     // after it (each round starts past the last, so this ends).
     let mut after = RaftIndex(0);
@@ -255,17 +265,20 @@ async fn find_timestamp(
     };
     let batch = oxbow_core::batch::Batch::trusted(batch);
     let limit = context.config.log.decompressed_batch_bytes_max as usize;
-    Ok(Some(match batch.first_record_at(timestamp, limit) {
+    let (offset, timestamp) = match batch.first_record_at(timestamp, limit) {
         Ok(Some((offset, timestamp))) => (offset.0, timestamp),
         // The batch's max timestamp is at or after it, but no record's is: its last.
         Ok(None) => (batch.last_offset().0, batch.max_timestamp()),
         Err(_) => (batch.base_offset().0, batch.max_timestamp()),
-    }))
+    };
+    // The leader stamped its epoch (its term) on the batch: the epoch history's for it.
+    Ok(Some((offset, timestamp, batch.partition_leader_epoch())))
 }
 
 pub(super) async fn list_offsets(
     context: &Context,
     request: ListOffsetsRequest,
+    version: i16,
 ) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
     let metadata = context.core.metadata();
@@ -288,22 +301,95 @@ pub(super) async fn list_offsets(
                     .await
                     .and_then(|s| s.into_iter().next().flatten())
                 {
-                    Some(status) if status.serving => match partition.timestamp {
-                        -2 => answer.offset = status.log_start_offset.0,
-                        -1 => answer.offset = status.high_watermark.0,
-                        t if t >= 0 => match find_timestamp(context, p.group, t).await {
-                            Ok(Some((offset, timestamp))) => {
-                                answer.offset = offset;
-                                answer.timestamp = timestamp;
-                            }
-                            // No record that late: offset and timestamp -1, as Kafka answers.
-                            Ok(None) => {}
+                    None => answer.error_code = code::NOT_LEADER_OR_FOLLOWER,
+                    // The client's leader epoch is checked first (-1 before v4), as Kafka does.
+                    Some(status) => {
+                        match check_leader_epoch(partition.current_leader_epoch, status.term) {
                             Err(error) => answer.error_code = error.kafka_code(),
-                        },
-                        _ => answer.error_code = code::INVALID_REQUEST,
-                    },
-                    _ => answer.error_code = code::NOT_LEADER_OR_FOLLOWER,
+                            Ok(()) if !status.serving => {
+                                answer.error_code = code::NOT_LEADER_OR_FOLLOWER;
+                            }
+                            // v4+ answer the leader epoch of the record found (-1: not known).
+                            Ok(()) => match partition.timestamp {
+                                -2 => {
+                                    answer.offset = status.log_start_offset.0;
+                                    answer.leader_epoch =
+                                        status.log_start_epoch.map_or(-1, epoch_i32);
+                                }
+                                -1 => {
+                                    answer.offset = status.high_watermark.0;
+                                    answer.leader_epoch = epoch_i32(status.term);
+                                }
+                                t if t >= 0 => match find_timestamp(context, p.group, t).await {
+                                    Ok(Some((offset, timestamp, epoch))) => {
+                                        answer.offset = offset;
+                                        answer.timestamp = timestamp;
+                                        answer.leader_epoch = epoch;
+                                    }
+                                    // No record that late: offset and timestamp -1, as Kafka answers.
+                                    Ok(None) => {}
+                                    Err(error) => answer.error_code = error.kafka_code(),
+                                },
+                                _ => answer.error_code = code::INVALID_REQUEST,
+                            },
+                        }
+                    }
                 },
+            }
+            // A v4+ field: earlier versions cannot encode another value.
+            if version < 4 {
+                answer.leader_epoch = -1;
+            }
+            out.partitions.push(answer);
+        }
+        response.topics.push(out);
+    }
+    response
+}
+
+/// A term as a Kafka leader epoch (peer messages whose terms do not fit one are dropped).
+fn epoch_i32(term: Term) -> i32 {
+    i32::try_from(term.0).unwrap_or(-1)
+}
+
+/// OffsetForLeaderEpoch (v2-v4, KIP-320): where each leader epoch asked ends, from the
+/// partition leader's epoch history, after checking the client's current leader epoch. Every
+/// request is a consumer's here (`replica_id` is not used: oxbow's replicas follow through
+/// Raft), so only the leader answers.
+pub(super) async fn offset_for_leader_epoch(
+    context: &Context,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let mut response = OffsetForLeaderEpochResponse::default();
+    let metadata = context.core.metadata();
+    for topic in request.topics {
+        let name = topic.topic.0.as_str().to_string();
+        let mut out = OffsetForLeaderTopicResult::default();
+        out.topic = topic.topic.clone();
+        for partition in topic.partitions {
+            // Epoch and end offset -1 (undefined) unless found.
+            let mut answer = EpochEndOffset::default();
+            answer.partition = partition.partition;
+            match placement(&metadata, &name, partition.partition) {
+                None => answer.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(p) if !context.hosts(p) => answer.error_code = code::NOT_LEADER_OR_FOLLOWER,
+                Some(p) => {
+                    let request = Request::EpochEnd(EpochEndRequest {
+                        group: p.group,
+                        current_leader_epoch: partition.current_leader_epoch,
+                        leader_epoch: partition.leader_epoch,
+                    });
+                    match context.core.request(request).await {
+                        Some(Response::EpochEnd(Ok(end))) => {
+                            answer.leader_epoch = end.leader_epoch;
+                            answer.end_offset = end.end_offset;
+                        }
+                        Some(Response::EpochEnd(Err(error))) => {
+                            answer.error_code = error.kafka_code();
+                        }
+                        _ => answer.error_code = code::NOT_LEADER_OR_FOLLOWER,
+                    }
+                }
             }
             out.partitions.push(answer);
         }

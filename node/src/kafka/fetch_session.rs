@@ -29,6 +29,8 @@ pub struct Wanted {
     pub fetch_offset: i64,
     /// The most bytes it takes from the partition in one answer.
     pub max_bytes: i32,
+    /// The leader epoch it believes current (v9+; -1: no check), checked at every answer.
+    pub current_leader_epoch: i32,
 }
 
 /// What an answer told the client of a partition; a partition is answered again only when
@@ -264,6 +266,7 @@ mod tests {
 
     fn wanted(offset: i64) -> Wanted {
         Wanted {
+            current_leader_epoch: -1,
             fetch_offset: offset,
             max_bytes: 1 << 20,
         }

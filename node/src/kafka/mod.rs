@@ -76,6 +76,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 7),
     (ApiKey::Fetch, 4, 11),
     (ApiKey::ListOffsets, 1, 5),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
@@ -432,7 +433,12 @@ async fn dispatch(
                     .map(Some)
             }))
         }
-        ApiKey::ListOffsets => call.handle(body, async move |r| fetch::list_offsets(&ctx, r).await),
+        ApiKey::ListOffsets => call.handle(body, async move |r| {
+            fetch::list_offsets(&ctx, r, version).await
+        }),
+        ApiKey::OffsetForLeaderEpoch => call.handle(body, async move |r| {
+            fetch::offset_for_leader_epoch(&ctx, r).await
+        }),
         ApiKey::Metadata => call.handle(body, async move |r| {
             metadata::metadata(&ctx, r, version).await
         }),

@@ -110,6 +110,7 @@ impl Cluster {
             group,
             offset,
             max_bytes: 64 << 10,
+            current_leader_epoch: -1,
         });
         self.feed(node, Input::Request { id, request });
     }
@@ -158,6 +159,9 @@ impl Cluster {
                 self.readers.insert(group, (restart, node));
             }
             Err(FetchError::UnknownTopicOrPartition) => {}
+            Err(error @ FetchError::LeaderEpoch(_)) => {
+                unreachable!("the readers check no leader epoch: {error:?}")
+            }
         }
     }
 

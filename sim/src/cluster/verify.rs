@@ -24,6 +24,7 @@ impl Cluster {
             group,
             offset,
             max_bytes,
+            current_leader_epoch: -1,
         });
         running.node.handle(
             now,
