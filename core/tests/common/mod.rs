@@ -16,7 +16,7 @@ pub use oxbow_core::io::{
     AdminRequest, DiskRead, Forward, Input, Output, Request, Response, WalRecord,
 };
 pub use oxbow_core::metadata::{
-    AdminError, CreateTopic, MetadataChange, MetadataCommand, METADATA_GROUP,
+    AdminError, CreateTopic, MetadataChange, MetadataCommand, PartitionLimits, METADATA_GROUP,
 };
 pub use oxbow_core::node::{DurableState, GroupDurableState, Node, NodeConfig};
 pub use oxbow_core::raft::eraftpb::Entry;

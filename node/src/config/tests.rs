@@ -249,3 +249,48 @@ fn addresses_take_host_names() {
         assert!(error.contains(names), "{to}: {error}");
     }
 }
+
+#[test]
+fn partition_limits_default_and_reach_the_core() {
+    let config = Config::parse(GOOD).expect("valid");
+    assert_eq!(
+        (config.max_partitions, config.max_partitions_per_node),
+        (100_000, 10_000)
+    );
+    let core = crate::runtime::core_config(&config);
+    assert_eq!(core.partition_limits, PartitionLimits::DEFAULT);
+    // Top-level keys go before the first table.
+    let set = GOOD.replacen(
+        "node_id = 1",
+        "node_id = 1\n    max_partitions = 500\n    max_partitions_per_node = 200",
+        1,
+    );
+    let core = crate::runtime::core_config(&Config::parse(&set).expect("valid"));
+    assert_eq!(
+        core.partition_limits,
+        PartitionLimits {
+            cluster: 500,
+            per_node: 200
+        }
+    );
+    for (bad, field) in [
+        ("max_partitions = 0", "max_partitions:"),
+        ("max_partitions = 1000001", "max_partitions:"),
+        ("max_partitions_per_node = 0", "max_partitions_per_node:"),
+    ] {
+        let key = bad.split(" =").next().expect("a key");
+        let text = set
+            .lines()
+            .map(|line| {
+                if line.trim_start().starts_with(&format!("{key} =")) {
+                    bad
+                } else {
+                    line
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let error = Config::parse(&text).expect_err(bad);
+        assert!(error.0.starts_with(field), "{bad}: {error}");
+    }
+}
