@@ -186,7 +186,7 @@ impl Node {
             if coordinators {
                 let logger = self.logger.new(slog::o!("group" => partition.group.0));
                 let mut coordinator = Coordinator::new(
-                    self.config.node_id.0,
+                    (self.config.node_id.0, partition.group),
                     (
                         self.config.pending_requests_max,
                         self.config.group_entry_bytes_max,

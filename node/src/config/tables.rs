@@ -66,6 +66,11 @@ pub struct GroupsConfig {
     /// A group without members is deleted with its committed offsets once nothing changed
     /// in it for this long (Kafka's `offsets.retention.minutes`, 7 days).
     pub offsets_retention_minutes: u64,
+    /// Groups one `__consumer_offsets` partition holds at most (with members, committed
+    /// offsets or a stored generation): past it a new group's JoinGroup or OffsetCommit is
+    /// refused with COORDINATOR_NOT_AVAILABLE, logged once until there is room again. Kafka
+    /// has no such limit.
+    pub per_partition_max: usize,
 }
 
 impl Default for GroupsConfig {
@@ -76,6 +81,7 @@ impl Default for GroupsConfig {
             max_session_timeout_ms: core.max_session_timeout_ms,
             initial_rebalance_delay_ms: core.initial_rebalance_delay_ms,
             offsets_retention_minutes: core.offsets_retention_ms / 60_000,
+            per_partition_max: core.groups_max,
         }
     }
 }
@@ -88,6 +94,7 @@ impl GroupsConfig {
             max_session_timeout_ms: self.max_session_timeout_ms,
             initial_rebalance_delay_ms: self.initial_rebalance_delay_ms,
             offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            groups_max: self.per_partition_max,
         }
     }
 
@@ -109,6 +116,12 @@ impl GroupsConfig {
                 "groups.initial_rebalance_delay_ms: {} is over {}",
                 self.initial_rebalance_delay_ms,
                 i32::MAX
+            )));
+        }
+        if !(1..=1_000_000).contains(&self.per_partition_max) {
+            return Err(ConfigError(format!(
+                "groups.per_partition_max: {} is outside 1..=1000000",
+                self.per_partition_max
             )));
         }
         if self.offsets_retention_minutes < 1 {

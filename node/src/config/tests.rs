@@ -64,11 +64,15 @@ fn group_settings_have_kafkas_defaults_and_reach_the_core() {
     assert_eq!(core.initial_rebalance_delay_ms, 3_000);
     assert_eq!(core.offsets_retention_ms, 7 * 24 * 3_600_000);
     assert_eq!(config.groups.offsets_retention_minutes, 10_080);
+    assert_eq!(
+        (core.groups_max, config.groups.per_partition_max),
+        (100_000, 100_000)
+    );
 
     let text = format!(
         "{GOOD}\n        [groups]\n        min_session_timeout_ms = 1000\n        \
          max_session_timeout_ms = 60000\n        initial_rebalance_delay_ms = 0\n        \
-         offsets_retention_minutes = 60\n"
+         offsets_retention_minutes = 60\n        per_partition_max = 500\n"
     );
     let config = Config::parse(&text).expect("valid");
     let core = crate::runtime::core_config(&config).coordinator;
@@ -76,6 +80,7 @@ fn group_settings_have_kafkas_defaults_and_reach_the_core() {
     assert_eq!(core.max_session_timeout_ms, 60_000);
     assert_eq!(core.initial_rebalance_delay_ms, 0);
     assert_eq!(core.offsets_retention_ms, 3_600_000);
+    assert_eq!(core.groups_max, 500);
 }
 
 #[test]
@@ -97,6 +102,8 @@ fn bad_group_settings_name_the_field() {
         error.0.starts_with("groups.offsets_retention_minutes"),
         "{error}"
     );
+    let error = with("per_partition_max = 0").expect_err("invalid");
+    assert!(error.0.starts_with("groups.per_partition_max"), "{error}");
     let error = with("session_timeout_ms = 1000").expect_err("invalid");
     assert!(error.0.contains("session_timeout_ms"), "{error}");
     assert!(

@@ -668,6 +668,26 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                                 "topic" => topic, "partition" => partition, "group" => group.0,
                                 "producers" => producers, "limit" => limit);
                         }
+                        TraceEvent::CoordinatorGroupsFull {
+                            group,
+                            groups,
+                            limit,
+                        } => {
+                            let (topic, partition) = partition_of(&node, *group);
+                            warn!(logger, "group coordinator full: refusing new consumer groups (COORDINATOR_NOT_AVAILABLE) until groups are deleted or expire (groups.per_partition_max)";
+                                "topic" => topic, "partition" => partition, "group" => group.0,
+                                "groups" => groups, "limit" => limit);
+                        }
+                        TraceEvent::CoordinatorGroupsHaveRoom {
+                            group,
+                            groups,
+                            limit,
+                        } => {
+                            let (topic, partition) = partition_of(&node, *group);
+                            info!(logger, "group coordinator has room for new groups again";
+                                "topic" => topic, "partition" => partition, "group" => group.0,
+                                "groups" => groups, "limit" => limit);
+                        }
                         _ => {}
                     }
                     slog::trace!(logger, "trace"; "event" => ?event);
