@@ -150,6 +150,11 @@ pub struct ConnectionsConfig {
     /// `queued.max.request.bytes`); past it the node stops reading requests until answers go
     /// out. At least the largest request (100 MiB).
     pub queued_max_request_bytes: u64,
+    /// Once a request's size is read and its bytes are counted against
+    /// `queued_max_request_bytes`, the rest of it must arrive within this long, or the
+    /// connection is closed (logged) and the bytes freed. 30 s, the time Kafka's clients
+    /// (`request.timeout.ms`) give a whole request before they give up on it.
+    pub request_read_timeout_ms: u64,
 }
 
 impl Default for ConnectionsConfig {
@@ -159,6 +164,7 @@ impl Default for ConnectionsConfig {
             max_connections_per_ip: 1_000,
             connections_max_idle_ms: 600_000,
             queued_max_request_bytes: 512 << 20,
+            request_read_timeout_ms: 30_000,
         }
     }
 }
@@ -174,6 +180,12 @@ impl ConnectionsConfig {
             return Err(ConfigError(format!(
                 "connections.connections_max_idle_ms: {} is under 1000",
                 self.connections_max_idle_ms
+            )));
+        }
+        if !(1_000..=3_600_000).contains(&self.request_read_timeout_ms) {
+            return Err(ConfigError(format!(
+                "connections.request_read_timeout_ms: {} is outside 1000..=3600000",
+                self.request_read_timeout_ms
             )));
         }
         if self.queued_max_request_bytes < crate::kafka::REQUEST_MAX as u64 {

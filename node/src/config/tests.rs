@@ -301,3 +301,23 @@ fn partition_limits_default_and_reach_the_core() {
         assert!(error.0.starts_with(field), "{bad}: {error}");
     }
 }
+
+#[test]
+fn the_request_read_timeout_defaults_to_30_s_and_is_checked() {
+    let config = Config::parse(GOOD).expect("valid");
+    assert_eq!(config.connections.request_read_timeout_ms, 30_000);
+    let with = |value: &str| {
+        Config::parse(&format!(
+            "{GOOD}\n[connections]\nrequest_read_timeout_ms = {value}\n"
+        ))
+    };
+    let config = with("2000").expect("valid");
+    assert_eq!(config.connections.request_read_timeout_ms, 2_000);
+    for bad in ["999", "3600001"] {
+        let error = with(bad).expect_err(bad);
+        assert!(
+            error.0.starts_with("connections.request_read_timeout_ms"),
+            "{error}"
+        );
+    }
+}
