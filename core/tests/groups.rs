@@ -794,3 +794,54 @@ fn a_coordinator_full_of_groups_refuses_new_ones_and_says_so_once() {
         node.invariants();
     }
 }
+
+#[test]
+fn a_join_with_more_member_metadata_than_kept_is_refused_and_logged() {
+    let mut groups = Groups::with(|config| config.coordinator.member_metadata_bytes_max = 4_096);
+    let refusals = || {
+        warnings()
+            .iter()
+            .filter(|w| w.starts_with("refused a JoinGroup: the member's metadata is too large"))
+            .count()
+    };
+    // Two assignors with a subscription of 2,100 bytes each, plus the client id and host: past
+    // 4,096 bytes. Refused before anything is kept: the group does not come to exist.
+    let mut big = join("");
+    big.protocols = vec![
+        ("cooperative-sticky".into(), Bytes::from(vec![7u8; 2_100])),
+        ("range".into(), Bytes::from(vec![7u8; 2_100])),
+    ];
+    assert!(big.metadata_bytes() > 4_096);
+    assert_eq!(
+        groups.call(GroupOp::Join(big.clone())),
+        GroupResponse::Join(Err(GroupError::MemberMetadataTooLarge))
+    );
+    assert_eq!(GroupError::MemberMetadataTooLarge.kafka_code(), 42);
+    assert_eq!(refusals(), 1);
+    let GroupResponse::Describe(Ok(description)) = groups.call(GroupOp::Describe {
+        group_id: GROUP.into(),
+    }) else {
+        panic!("describe");
+    };
+    assert_eq!(description.state, "Dead");
+    // Within the limit, a member joins; rejoining with too much metadata is refused too, and
+    // the member keeps what it had.
+    let wait = groups.join("");
+    let member = groups.joined(wait);
+    let wait = groups.sync(&member);
+    groups.synced(wait);
+    big.member_id = member.member_id.clone();
+    assert_eq!(
+        groups.call(GroupOp::Join(big)),
+        GroupResponse::Join(Err(GroupError::MemberMetadataTooLarge))
+    );
+    assert_eq!(refusals(), 2);
+    assert_eq!(groups.heartbeat(&member), Ok(()), "still stable");
+    let GroupResponse::Describe(Ok(description)) = groups.call(GroupOp::Describe {
+        group_id: GROUP.into(),
+    }) else {
+        panic!("describe");
+    };
+    assert_eq!(description.members.len(), 1);
+    assert_eq!(description.members[0].metadata, Bytes::from_static(b"sub"));
+}

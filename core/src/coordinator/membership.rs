@@ -465,6 +465,13 @@ pub(super) fn join_group(
     {
         return fail(sink, GroupError::InconsistentGroupProtocol);
     }
+    let bytes = join.metadata_bytes();
+    if bytes > config.member_metadata_bytes_max {
+        slog::warn!(live.logger, "refused a JoinGroup: the member's metadata is too large (INVALID_REQUEST)";
+            "consumer_group" => &join.group_id, "member" => &join.member_id, "bytes" => bytes,
+            "member_metadata_bytes_max" => config.member_metadata_bytes_max);
+        return fail(sink, GroupError::MemberMetadataTooLarge);
+    }
     if !live.groups.contains_key(&join.group_id) {
         if !join.member_id.is_empty() {
             return fail(sink, GroupError::UnknownMemberId);

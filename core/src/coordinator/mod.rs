@@ -74,6 +74,10 @@ pub struct CoordinatorConfig {
     /// partition holds; a JoinGroup or OffsetCommit of a new group past it is refused with
     /// COORDINATOR_NOT_AVAILABLE. Checked by the serving leader only.
     pub groups_max: usize,
+    /// Most bytes the coordinator keeps of one member (`JoinGroup::metadata_bytes`: its
+    /// assignors' metadata, client id and host); a larger JoinGroup is refused with
+    /// INVALID_REQUEST and logged. At most the largest entry the coordinator writes.
+    pub member_metadata_bytes_max: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -84,6 +88,7 @@ impl Default for CoordinatorConfig {
             initial_rebalance_delay_ms: 3_000,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1_000,
             groups_max: GROUPS_MAX,
+            member_metadata_bytes_max: MEMBER_METADATA_BYTES_MAX,
         }
     }
 }
@@ -93,6 +98,9 @@ pub const OFFSET_METADATA_MAX: usize = 4096;
 pub const MEMBERS_MAX: usize = 1_000;
 /// Most groups one coordinator partition holds by default (`CoordinatorConfig::groups_max`).
 pub const GROUPS_MAX: usize = 100_000;
+/// Most bytes kept of one member by default (`CoordinatorConfig::member_metadata_bytes_max`):
+/// Kafka's `message.max.bytes`, which bounds a whole group's record in Kafka.
+pub const MEMBER_METADATA_BYTES_MAX: usize = 1 << 20;
 /// Longest group, member or instance id.
 pub const ID_MAX: usize = 1_000;
 

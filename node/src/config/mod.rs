@@ -377,6 +377,13 @@ impl Config {
                 )));
             }
         }
+        if self.groups.member_metadata_bytes_max > self.group_entry_bytes_max {
+            return Err(ConfigError(format!(
+                "groups.member_metadata_bytes_max: {} is over group_entry_bytes_max ({}): a \
+                 group's membership, every member's metadata, is stored in one entry",
+                self.groups.member_metadata_bytes_max, self.group_entry_bytes_max
+            )));
+        }
         if self.max_incremental_fetch_session_cache_slots > 100_000 {
             return Err(ConfigError(format!(
                 "max_incremental_fetch_session_cache_slots: {} is over 100000",

@@ -71,6 +71,10 @@ pub struct GroupsConfig {
     /// refused with COORDINATOR_NOT_AVAILABLE, logged once until there is room again. Kafka
     /// has no such limit.
     pub per_partition_max: usize,
+    /// Most bytes the coordinator keeps of one member: its assignors' metadata (the
+    /// subscription), client id and host. A larger JoinGroup is refused with INVALID_REQUEST
+    /// and logged. At most `group_entry_bytes_max`, since a membership is stored whole.
+    pub member_metadata_bytes_max: usize,
 }
 
 impl Default for GroupsConfig {
@@ -82,6 +86,7 @@ impl Default for GroupsConfig {
             initial_rebalance_delay_ms: core.initial_rebalance_delay_ms,
             offsets_retention_minutes: core.offsets_retention_ms / 60_000,
             per_partition_max: core.groups_max,
+            member_metadata_bytes_max: core.member_metadata_bytes_max,
         }
     }
 }
@@ -95,6 +100,7 @@ impl GroupsConfig {
             initial_rebalance_delay_ms: self.initial_rebalance_delay_ms,
             offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
             groups_max: self.per_partition_max,
+            member_metadata_bytes_max: self.member_metadata_bytes_max,
         }
     }
 
@@ -116,6 +122,12 @@ impl GroupsConfig {
                 "groups.initial_rebalance_delay_ms: {} is over {}",
                 self.initial_rebalance_delay_ms,
                 i32::MAX
+            )));
+        }
+        if self.member_metadata_bytes_max < 1_024 {
+            return Err(ConfigError(format!(
+                "groups.member_metadata_bytes_max: {} is under 1024",
+                self.member_metadata_bytes_max
             )));
         }
         if !(1..=1_000_000).contains(&self.per_partition_max) {

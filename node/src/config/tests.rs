@@ -321,3 +321,25 @@ fn the_request_read_timeout_defaults_to_30_s_and_is_checked() {
         );
     }
 }
+
+#[test]
+fn member_metadata_is_bounded_within_a_group_entry() {
+    let config = Config::parse(GOOD).expect("valid");
+    assert_eq!(config.groups.member_metadata_bytes_max, 1 << 20);
+    let core = crate::runtime::core_config(&config).coordinator;
+    assert_eq!(core.member_metadata_bytes_max, 1 << 20);
+    let with = |value: &str| {
+        Config::parse(&format!(
+            "{GOOD}\n[groups]\nmember_metadata_bytes_max = {value}\n"
+        ))
+    };
+    let core = crate::runtime::core_config(&with("65536").expect("valid")).coordinator;
+    assert_eq!(core.member_metadata_bytes_max, 65_536);
+    for bad in ["1023", "4194305"] {
+        let error = with(bad).expect_err(bad);
+        assert!(
+            error.0.starts_with("groups.member_metadata_bytes_max"),
+            "{error}"
+        );
+    }
+}
