@@ -632,4 +632,24 @@ pub enum TraceEvent {
         /// The limit.
         limit: u64,
     },
+    /// As a group coordinator, this node refused a new consumer group because its partition
+    /// holds the most groups it may (`CoordinatorConfig::groups_max`); once per change, not per
+    /// refusal.
+    CoordinatorGroupsFull {
+        /// The `__consumer_offsets` partition's group.
+        group: GroupId,
+        /// Groups it holds.
+        groups: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The coordinator partition that refused new groups has room for one again.
+    CoordinatorGroupsHaveRoom {
+        /// The `__consumer_offsets` partition's group.
+        group: GroupId,
+        /// Groups it holds.
+        groups: u64,
+        /// The limit.
+        limit: u64,
+    },
 }

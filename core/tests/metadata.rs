@@ -380,3 +380,92 @@ fn a_follower_forwards_admin_requests_and_answers_their_outcome() {
         node.invariants();
     }
 }
+
+/// The partition limits are the node's configured ones (`max_partitions`,
+/// `max_partitions_per_node`): a creation or growth past either is refused with
+/// INVALID_PARTITIONS and a message that names the limit and its key; by the controller
+/// before anything is written, and, when a follower forwards it, by every node alike as it
+/// applies the entry, which carries the limits of the node that took the request.
+#[test]
+fn creations_past_the_configured_partition_limits_are_refused() {
+    let mut cluster = Cluster::with(|config| {
+        config.partition_limits = PartitionLimits {
+            cluster: 10,
+            per_node: 5,
+        }
+    });
+    cluster.tick(40);
+    let leader = cluster.metadata_leader().expect("a metadata leader");
+    let refused_with = |answer: Response| match answer {
+        Response::Admin(Err(error)) => {
+            assert_eq!(error.kafka_code(), 37, "INVALID_PARTITIONS: {error:?}");
+            error.message().expect("a message")
+        }
+        other => panic!("not refused: {other:?}"),
+    };
+    // Four partitions on every node: four replicas each.
+    assert!(matches!(
+        cluster.admin(leader, create("a", 4, 3)),
+        Response::Admin(Ok(Some(_)))
+    ));
+    let applied = cluster.nodes[&leader].metadata().expect("runs").applied();
+    // Seven more would make eleven partitions in the cluster.
+    let message = refused_with(cluster.admin(leader, create("big", 7, 1)));
+    assert_eq!(
+        message,
+        "the cluster holds 4 partitions; 7 more would pass its limit of 10 (max_partitions)"
+    );
+    // Two more replicas on every node would make six on each.
+    let message = refused_with(cluster.admin(leader, create("c", 2, 3)));
+    assert!(
+        message.ends_with(
+            "hosts 4 partition replicas; 2 more would pass the limit of 5 per node \
+             (max_partitions_per_node)"
+        ),
+        "{message}"
+    );
+    let grow = MetadataCommand::CreatePartitions {
+        name: "a".into(),
+        count: 6,
+        assignment: Vec::new(),
+    };
+    let message = refused_with(cluster.admin(leader, grow));
+    assert!(message.contains("(max_partitions_per_node)"), "{message}");
+    // The controller refused them all without a log entry.
+    assert_eq!(
+        cluster.nodes[&leader].metadata().expect("runs").applied(),
+        applied
+    );
+    // Within both limits: one more replica on each node, seven partitions.
+    assert!(matches!(
+        cluster.admin(leader, create("d", 3, 1)),
+        Response::Admin(Ok(Some(_)))
+    ));
+    for node in NODES {
+        let metadata = cluster.nodes[&node].metadata().expect("runs");
+        assert_eq!(metadata.replicas_on(node), 5);
+        assert_eq!(metadata.partition_count(), 7);
+    }
+    // Forwarded by a follower: written, and refused by every node as it applies the entry.
+    let applied = cluster.nodes[&leader].metadata().expect("runs").applied();
+    let follower = *NODES.iter().find(|n| **n != leader).expect("three nodes");
+    let forwarded = cluster.request(
+        follower,
+        Request::Admin(AdminRequest {
+            command: create("e", 1, 1),
+            validate_only: false,
+            forward: Forward::Await,
+            timeout_ms: 5_000,
+        }),
+    );
+    let message = refused_with(forwarded);
+    assert!(message.contains("(max_partitions_per_node)"), "{message}");
+    cluster.tick(5);
+    for node in cluster.nodes.values() {
+        let metadata = node.metadata().expect("runs");
+        assert!(metadata.applied() > applied);
+        assert!(metadata.topic("e").is_none());
+        assert_eq!(metadata.partition_count(), 7);
+        node.invariants();
+    }
+}

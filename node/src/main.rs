@@ -188,6 +188,8 @@ fn dev_configs(
             fetch_max_bytes: 57_671_680,
             max_incremental_fetch_session_cache_slots: 1_000,
             group_entry_bytes_max: 4 << 20,
+            max_partitions: 100_000,
+            max_partitions_per_node: 10_000,
             connections: Default::default(),
             producers: Default::default(),
             groups: Default::default(),

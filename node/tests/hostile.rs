@@ -380,3 +380,76 @@ fn forged_peers_are_refused_and_every_node_lives() {
         0
     );
 }
+
+/// Clients that announce the largest requests and send nothing more hold the node's whole
+/// `queued_max_request_bytes` while their bodies are awaited: another client's request waits
+/// (the budget is enforced), until `request_read_timeout_ms` closes them and frees their
+/// bytes, and it is served then.
+#[test]
+fn requests_that_never_arrive_are_dropped_and_their_bytes_freed() {
+    use std::io::{Read, Write};
+    let mut cluster = Cluster::start_with(
+        "[connections]\nrequest_read_timeout_ms = 2000\nqueued_max_request_bytes = 209715200\n",
+    );
+    cluster.wait_for_leaders();
+    let port = cluster.kafka[0];
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // Two requests of 100 MiB each, announced, with a few bytes of their headers: 200 MiB,
+    // the whole budget.
+    let mut stalled: Vec<_> = (0..2)
+        .map(|_| {
+            let mut stream = connect();
+            stream
+                .write_all(&(100i32 << 20).to_be_bytes())
+                .expect("size");
+            stream.write_all(&[0, 18, 0, 0]).expect("part of a header");
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A small request now waits for room.
+    let started = std::time::Instant::now();
+    let mut waiting = connect();
+    waiting
+        .write_all(&request_frame(18, 0, &[]))
+        .expect("request");
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(1_000)))
+        .expect("timeout");
+    let mut size = [0u8; 4];
+    let early = waiting.read_exact(&mut size);
+    assert!(
+        early.is_err(),
+        "answered while the budget was held: {early:?}"
+    );
+    // The stalled ones are closed once 2 s pass without their bodies...
+    for stream in &mut stalled {
+        assert!(
+            closed_by_node(stream, Duration::from_secs(10)),
+            "a stalled request"
+        );
+    }
+    // ...and the waiting request is served.
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    waiting
+        .read_exact(&mut size)
+        .expect("answered once room was freed");
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    waiting.read_exact(&mut body).expect("the answer");
+    assert_eq!(&body[..4], &7i32.to_be_bytes(), "its correlation id");
+    assert!(started.elapsed() >= Duration::from_millis(1_500));
+    cluster.assert_all_alive(Duration::from_millis(300), "stalled requests");
+    // The log is written asynchronously: give it a moment.
+    let logged = (0..50).any(|_| {
+        let log = std::fs::read_to_string(cluster.dir.path().join("node-1.log")).expect("log");
+        let found =
+            log.contains("closed client connection") && log.contains("request_read_timeout_ms");
+        if !found {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        found
+    });
+    assert!(logged, "the closing is logged");
+}

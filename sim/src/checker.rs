@@ -96,6 +96,9 @@ impl Checker {
             TraceEvent::MetadataRestored { .. } => {}
             // A leader's admission of producer ids: what it refused, the producers' outcomes say.
             TraceEvent::ProducerTableFull { .. } | TraceEvent::ProducerTableHasRoom { .. } => {}
+            // A coordinator's admission of new groups: the clients' answers say what it refused.
+            TraceEvent::CoordinatorGroupsFull { .. }
+            | TraceEvent::CoordinatorGroupsHaveRoom { .. } => {}
             TraceEvent::MetadataApplied { index, changed } => {
                 if let Some(first) = self.metadata.insert(*index, *changed) {
                     if first != *changed {

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use super::command::{GroupMeta, StoredMember};
 use super::requests::{GroupError, GroupResponse};
 use super::{reply, MEMBERS_MAX};
-use crate::ids::{Generation, RequestId, Term};
+use crate::ids::{Generation, GroupId, RequestId, Term};
+use crate::io::TraceEvent;
 use crate::node::Sink;
 use crate::time::{Instant, Now};
 
@@ -262,7 +263,44 @@ impl LiveGroup {
 pub(super) struct Live {
     pub(super) term: Term,
     pub(super) logger: slog::Logger,
+    /// The coordinator partition's Raft group (for the trace events).
+    pub(super) partition: GroupId,
     /// Counter for member ids handed out in this term.
     pub(super) next_member: u64,
     pub(super) groups: BTreeMap<String, LiveGroup>,
+    /// The limit on groups refused a new group, and nothing has had room since: the refusal
+    /// is traced (and logged) once, not per request.
+    pub(super) refusing_groups: bool,
+}
+
+impl Live {
+    /// Whether a new group fits under `groups_max`. The first refusal since there was room is
+    /// traced (`CoordinatorGroupsFull`), so the node logs it once.
+    pub(super) fn room_for_group(&mut self, groups_max: usize, sink: &mut Sink) -> bool {
+        if self.groups.len() < groups_max {
+            return true;
+        }
+        if !self.refusing_groups {
+            self.refusing_groups = true;
+            sink.trace(TraceEvent::CoordinatorGroupsFull {
+                group: self.partition,
+                groups: self.groups.len() as u64,
+                limit: groups_max as u64,
+            });
+        }
+        false
+    }
+
+    /// After groups went: if new groups were being refused and one fits again, traced once
+    /// (`CoordinatorGroupsHaveRoom`).
+    pub(super) fn note_room(&mut self, groups_max: usize, sink: &mut Sink) {
+        if self.refusing_groups && self.groups.len() < groups_max {
+            self.refusing_groups = false;
+            sink.trace(TraceEvent::CoordinatorGroupsHaveRoom {
+                group: self.partition,
+                groups: self.groups.len() as u64,
+                limit: groups_max as u64,
+            });
+        }
+    }
 }

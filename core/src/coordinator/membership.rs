@@ -14,7 +14,7 @@ use super::requests::{
     GroupError, GroupResponse, Heartbeat, JoinAnswer, JoinGroup, JoinedMember, LeaveGroup,
     SyncAnswer, SyncGroup,
 };
-use super::{reply, CommandLog, Coordinator, CoordinatorConfig, GROUPS_MAX, ID_MAX, MEMBERS_MAX};
+use super::{reply, CommandLog, Coordinator, CoordinatorConfig, ID_MAX, MEMBERS_MAX};
 use crate::ids::{Generation, RequestId};
 use crate::io::Response;
 use crate::node::Sink;
@@ -161,8 +161,15 @@ impl Coordinator {
                     generation,
                 };
                 let limits = (self.proposals_max, self.entry_bytes_max);
+                let bytes = data.len();
                 if let Err(refused) = propose(log, &mut self.proposals, limits, data, now, waiting)
                 {
+                    if refused == Refused::TooLarge {
+                        slog::warn!(group.logger,
+                            "the group's membership is too large to store; the leader's SyncGroup gets UNKNOWN_SERVER_ERROR";
+                            "generation" => generation.0, "members" => group.members.len(),
+                            "bytes" => bytes, "group_entry_bytes_max" => limits.1);
+                    }
                     group.syncing = false;
                     let member = group.members.get_mut(&sync.member_id).expect("checked");
                     member.awaiting_sync = None;
@@ -458,11 +465,18 @@ pub(super) fn join_group(
     {
         return fail(sink, GroupError::InconsistentGroupProtocol);
     }
+    let bytes = join.metadata_bytes();
+    if bytes > config.member_metadata_bytes_max {
+        slog::warn!(live.logger, "refused a JoinGroup: the member's metadata is too large (INVALID_REQUEST)";
+            "consumer_group" => &join.group_id, "member" => &join.member_id, "bytes" => bytes,
+            "member_metadata_bytes_max" => config.member_metadata_bytes_max);
+        return fail(sink, GroupError::MemberMetadataTooLarge);
+    }
     if !live.groups.contains_key(&join.group_id) {
         if !join.member_id.is_empty() {
             return fail(sink, GroupError::UnknownMemberId);
         }
-        if live.groups.len() >= GROUPS_MAX {
+        if !live.room_for_group(config.groups_max, sink) {
             return fail(sink, GroupError::CoordinatorNotAvailable);
         }
         let group = LiveGroup::empty(&live.logger, &join.group_id, now);

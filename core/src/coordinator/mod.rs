@@ -43,7 +43,7 @@ pub use requests::{
     SyncAnswer, SyncGroup,
 };
 
-use crate::ids::{RaftIndex, RequestId, Term};
+use crate::ids::{GroupId, RaftIndex, RequestId, Term};
 use crate::io::Response;
 use crate::node::Sink;
 use crate::time::Now;
@@ -70,6 +70,14 @@ pub struct CoordinatorConfig {
     /// milliseconds; KIP-211). Counted by the serving leader from when it last saw the group
     /// change, or from when it began serving, so a failover only lengthens it.
     pub offsets_retention_ms: u64,
+    /// Most groups (with members, committed offsets or a stored generation) one coordinator
+    /// partition holds; a JoinGroup or OffsetCommit of a new group past it is refused with
+    /// COORDINATOR_NOT_AVAILABLE. Checked by the serving leader only.
+    pub groups_max: usize,
+    /// Most bytes the coordinator keeps of one member (`JoinGroup::metadata_bytes`: its
+    /// assignors' metadata, client id and host); a larger JoinGroup is refused with
+    /// INVALID_REQUEST and logged. At most the largest entry the coordinator writes.
+    pub member_metadata_bytes_max: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -79,6 +87,8 @@ impl Default for CoordinatorConfig {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1_000,
+            groups_max: GROUPS_MAX,
+            member_metadata_bytes_max: MEMBER_METADATA_BYTES_MAX,
         }
     }
 }
@@ -86,8 +96,11 @@ impl Default for CoordinatorConfig {
 pub const OFFSET_METADATA_MAX: usize = 4096;
 /// Most members of one group (Kafka's `group.max.size` is unbounded; ours is a bound).
 pub const MEMBERS_MAX: usize = 1_000;
-/// Most groups one coordinator partition holds.
+/// Most groups one coordinator partition holds by default (`CoordinatorConfig::groups_max`).
 pub const GROUPS_MAX: usize = 100_000;
+/// Most bytes kept of one member by default (`CoordinatorConfig::member_metadata_bytes_max`):
+/// Kafka's `message.max.bytes`, which bounds a whole group's record in Kafka.
+pub const MEMBER_METADATA_BYTES_MAX: usize = 1 << 20;
 /// Longest group, member or instance id.
 pub const ID_MAX: usize = 1_000;
 
@@ -122,19 +135,23 @@ pub struct Coordinator {
     proposals_max: usize,
     /// The largest log entry proposed; larger commits and memberships are refused.
     entry_bytes_max: usize,
-    /// The session timeout range, the initial rebalance delay, offsets retention.
+    /// The session timeout range, the initial rebalance delay, offsets retention, the limit on
+    /// groups.
     config: CoordinatorConfig,
     node: u64,
+    /// The partition's Raft group.
+    partition: GroupId,
     logger: slog::Logger,
     /// Planted bug `assignment-to-all` (see `PlantedBugs`).
     pub(crate) planted_assignment_to_all: bool,
 }
 
 impl Coordinator {
-    /// A coordinator with nothing applied yet, on node `node`, with at most `proposals_max`
-    /// proposals in flight, none larger than `entry_bytes_max`.
+    /// A coordinator of the partition whose Raft group is `partition`, with nothing applied
+    /// yet, on node `node`, with at most `proposals_max` proposals in flight, none larger than
+    /// `entry_bytes_max`.
     pub fn new(
-        node: u64,
+        (node, partition): (u64, GroupId),
         (proposals_max, entry_bytes_max): (usize, usize),
         config: CoordinatorConfig,
         logger: &slog::Logger,
@@ -150,6 +167,7 @@ impl Coordinator {
             entry_bytes_max,
             config,
             node,
+            partition,
         }
     }
 
@@ -271,8 +289,10 @@ impl Coordinator {
             self.live = Some(Live {
                 term,
                 logger: self.logger.clone(),
+                partition: self.partition,
                 next_member: 0,
                 groups,
+                refusing_groups: false,
             });
         }
     }
@@ -353,6 +373,7 @@ impl Coordinator {
                 }
             }
         }
+        live.note_room(self.config.groups_max, sink);
     }
 
     /// Handles one request for a group this partition coordinates.
@@ -473,7 +494,8 @@ impl Coordinator {
             assert!(pair[0].index < pair[1].index, "proposals in log order");
         }
         if let Some(live) = &self.live {
-            assert!(live.groups.len() <= GROUPS_MAX);
+            // No bound on `live.groups` here: a new leader takes every stored group, however
+            // many its predecessor, configured otherwise, admitted.
             for (id, group) in &live.groups {
                 group.invariants();
                 if let Some(meta) = self.stored.groups.get(id).and_then(|g| g.meta.as_ref()) {

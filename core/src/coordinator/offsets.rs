@@ -8,7 +8,7 @@ use super::live::{LiveGroup, State};
 use super::membership::check_member;
 use super::proposals::WaitingOp;
 use super::requests::{GroupError, GroupResponse, OffsetCommit, PartitionResult};
-use super::{reply, CommandLog, Coordinator, GROUPS_MAX, OFFSET_METADATA_MAX};
+use super::{reply, CommandLog, Coordinator, OFFSET_METADATA_MAX};
 use crate::ids::RequestId;
 use crate::node::Sink;
 use crate::time::Now;
@@ -33,7 +33,7 @@ impl Coordinator {
         }
         match live.groups.get_mut(&commit.group_id) {
             None if commit.generation.0 < 0 => {
-                if live.groups.len() >= GROUPS_MAX {
+                if !live.room_for_group(self.config.groups_max, sink) {
                     return fail(sink, GroupError::CoordinatorNotAvailable);
                 }
                 live.groups.insert(

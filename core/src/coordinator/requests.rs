@@ -88,6 +88,19 @@ pub struct JoinGroup {
     pub require_known_member_id: bool,
 }
 
+impl JoinGroup {
+    /// What the coordinator keeps of the member, in bytes: its assignors' names and metadata,
+    /// its client id and host (its ids are bounded on their own).
+    pub fn metadata_bytes(&self) -> usize {
+        let protocols: usize = self
+            .protocols
+            .iter()
+            .map(|(name, metadata)| name.len() + metadata.len())
+            .sum();
+        protocols + self.client_id.len() + self.client_host.len()
+    }
+}
+
 /// A member as the group leader sees it in its JoinGroup answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JoinedMember {
@@ -251,6 +264,10 @@ pub enum GroupError {
     InvalidGroupId,
     /// The group has as many members as allowed.
     GroupMaxSizeReached,
+    /// The member's metadata (assignors' metadata, client id and host) is larger than the
+    /// coordinator keeps (INVALID_REQUEST, as Kafka answers a request its broker will not take
+    /// as it is).
+    MemberMetadataTooLarge,
     /// The offset's metadata is too long.
     OffsetMetadataTooLarge,
     /// The offsets of one commit would make a log entry over the coordinator's limit
@@ -282,6 +299,7 @@ impl GroupError {
             Self::NonEmptyGroup => 68,
             Self::InvalidGroupId => 24,
             Self::GroupMaxSizeReached => 81,
+            Self::MemberMetadataTooLarge => 42,
             Self::OffsetMetadataTooLarge => 12,
             Self::CommitTooLarge => 28,
             Self::GroupTooLarge => -1,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::ids::NodeId;
 
-use super::{CreateTopic, MetadataCommand, PARTITIONS_PER_TOPIC_MAX};
+use super::{CreateTopic, MetadataCommand, PartitionLimits, PARTITIONS_PER_TOPIC_MAX};
 
 const VERSION: u8 = 1;
 const KIND_CREATE_TOPIC: u8 = 1;
@@ -20,6 +20,9 @@ const KIND_CREATE_TOPIC_ASSIGNED: u8 = 5;
 const KIND_CREATE_PARTITIONS_ASSIGNED: u8 = 6;
 /// The first byte of an entry forwarded from another node (a command starts with `VERSION`).
 const FORWARDED: u8 = 0xf1;
+/// The first byte of an entry that carries the partition limits of the node that took the
+/// request (a creation's), before the rest of the entry (forwarded or not).
+const LIMITED: u8 = 0xf2;
 
 /// The node that took a client's admin request and handed it to the metadata leader, with
 /// its token: when the entry applies there, that node answers the client with the outcome.
@@ -31,34 +34,75 @@ pub struct Origin {
     pub token: u64,
 }
 
-/// Encodes a metadata log entry: the command, tagged with its origin if it was forwarded.
-pub fn encode_entry(command: &MetadataCommand, origin: Option<Origin>) -> Vec<u8> {
-    let Some(origin) = origin else {
-        return command.encode();
-    };
+/// A metadata log entry, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The change.
+    pub command: MetadataCommand,
+    /// The node that forwarded it, if one did.
+    pub origin: Option<Origin>,
+    /// The limits applying it checks: those it carries, else
+    /// [`PartitionLimits::UNCARRIED`].
+    pub limits: PartitionLimits,
+}
+
+/// Encodes a metadata log entry: the command, tagged with its origin if it was forwarded, and,
+/// if it creates partitions, with `limits` (the node's that took the request), so that every
+/// replica checks the same limits when it applies the entry.
+pub fn encode_entry(
+    command: &MetadataCommand,
+    origin: Option<Origin>,
+    limits: PartitionLimits,
+) -> Vec<u8> {
     let mut w = Writer::default();
-    w.u8(FORWARDED);
-    w.u64(origin.node.0);
-    w.u64(origin.token);
+    if matches!(
+        command,
+        MetadataCommand::CreateTopic(_) | MetadataCommand::CreatePartitions { .. }
+    ) {
+        w.u8(LIMITED);
+        w.u64(limits.cluster as u64);
+        w.u64(limits.per_node as u64);
+    }
+    if let Some(origin) = origin {
+        w.u8(FORWARDED);
+        w.u64(origin.node.0);
+        w.u64(origin.token);
+    }
     let mut bytes = w.bytes;
     bytes.extend_from_slice(&command.encode());
     bytes
 }
 
-/// Decodes a metadata log entry written by [`encode_entry`].
-pub fn decode_entry(bytes: &[u8]) -> Result<(MetadataCommand, Option<Origin>), DecodeError> {
-    if bytes.first() != Some(&FORWARDED) {
-        return Ok((MetadataCommand::decode(bytes)?, None));
+/// Decodes a metadata log entry written by [`encode_entry`] (or by an older version: a bare
+/// command, or one with its origin).
+pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
+    let mut rest = bytes;
+    let mut limits = PartitionLimits::UNCARRIED;
+    if rest.first() == Some(&LIMITED) {
+        let mut r = Reader::new(&rest[1..]);
+        let mut limit = || -> Result<usize, DecodeError> {
+            usize::try_from(r.u64()?).map_err(|_| DecodeError("partition limit out of range"))
+        };
+        limits = PartitionLimits {
+            cluster: limit()?,
+            per_node: limit()?,
+        };
+        rest = &rest[17.min(rest.len())..];
     }
-    let mut r = Reader::new(&bytes[1..]);
-    let origin = Origin {
-        node: NodeId(r.u64()?),
-        token: r.u64()?,
-    };
-    Ok((
-        MetadataCommand::decode(&bytes[17.min(bytes.len())..])?,
-        Some(origin),
-    ))
+    let mut origin = None;
+    if rest.first() == Some(&FORWARDED) {
+        let mut r = Reader::new(&rest[1..]);
+        origin = Some(Origin {
+            node: NodeId(r.u64()?),
+            token: r.u64()?,
+        });
+        rest = &rest[17.min(rest.len())..];
+    }
+    Ok(Entry {
+        command: MetadataCommand::decode(rest)?,
+        origin,
+        limits,
+    })
 }
 
 impl MetadataCommand {

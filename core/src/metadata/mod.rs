@@ -19,8 +19,6 @@ pub const METADATA_GROUP: GroupId = GroupId(0);
 
 /// Most partitions of one topic.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
-/// Most partitions in the cluster.
-pub const PARTITIONS_MAX: usize = 100_000;
 /// Longest topic name (Kafka's limit).
 pub const TOPIC_NAME_MAX: usize = 249;
 
@@ -335,6 +333,9 @@ pub struct MetadataState {
     topics: BTreeMap<String, TopicMeta>,
     next_group: u64,
     partitions: usize,
+    /// Partition replicas per node (nodes hosting none are absent): what the limit per node
+    /// is checked against, kept as partitions come and go.
+    hosted: BTreeMap<NodeId, usize>,
     applied: RaftIndex,
 }
 
@@ -349,8 +350,19 @@ impl MetadataState {
             topics: BTreeMap::new(),
             next_group: METADATA_GROUP.0 + 1,
             partitions: 0,
+            hosted: BTreeMap::new(),
             applied: RaftIndex(0),
         }
+    }
+
+    /// Partitions in the cluster.
+    pub fn partition_count(&self) -> usize {
+        self.partitions
+    }
+
+    /// Partition replicas `node` hosts.
+    pub fn replicas_on(&self, node: NodeId) -> usize {
+        self.hosted.get(&node).copied().unwrap_or(0)
     }
 
     /// The cluster's nodes, sorted.
@@ -444,6 +456,7 @@ impl MetadataState {
         let topic_count = r.u32()?;
         let mut topics = BTreeMap::new();
         let mut partitions = 0;
+        let mut hosted = BTreeMap::new();
         for _ in 0..topic_count {
             let name = string(&mut r)?;
             let id = TopicId((u128::from(r.u64()?) << 64) | u128::from(r.u64()?));
@@ -461,7 +474,13 @@ impl MetadataState {
                 for _ in 0..replication_factor {
                     replicas.push(NodeId(r.u64()?));
                 }
+                for replica in &replicas {
+                    *hosted.entry(*replica).or_insert(0) += 1;
+                }
                 assignments.push(PartitionAssignment { group, replicas });
+                if partitions + assignments.len() > PARTITIONS_CEILING {
+                    return Err(DecodeError("impossible metadata state"));
+                }
             }
             partitions += assignments.len();
             topics.insert(
@@ -476,7 +495,7 @@ impl MetadataState {
             );
         }
         r.finish()?;
-        if nodes.is_empty() || partitions > PARTITIONS_MAX {
+        if nodes.is_empty() {
             return Err(DecodeError("impossible metadata state"));
         }
         let state = Self {
@@ -484,6 +503,7 @@ impl MetadataState {
             topics,
             next_group,
             partitions,
+            hosted,
             applied,
         };
         match state.broken_invariant() {
@@ -492,8 +512,13 @@ impl MetadataState {
         }
     }
 
-    /// Whether `command` would be applied (rather than refused) in the current state.
-    pub fn check(&self, command: &MetadataCommand) -> Result<(), AdminError> {
+    /// Whether `command` would be applied (rather than refused) in the current state, with an
+    /// entry that carries `limits`.
+    pub fn check(
+        &self,
+        command: &MetadataCommand,
+        limits: PartitionLimits,
+    ) -> Result<(), AdminError> {
         match command {
             MetadataCommand::CreateTopic(create) => {
                 check_topic_name(&create.name).map_err(AdminError::InvalidTopic)?;
@@ -506,7 +531,6 @@ impl MetadataState {
                         create.partitions
                     )));
                 }
-                self.check_partition_total(create.partitions as usize)?;
                 if create.replication_factor == 0
                     || usize::from(create.replication_factor) > self.nodes.len()
                 {
@@ -529,7 +553,7 @@ impl MetadataState {
                     }
                     self.check_assignment(&create.assignment, create.replication_factor)?;
                 }
-                Ok(())
+                self.check_partition_limits(&self.placement(create), limits)
             }
             MetadataCommand::DeleteTopic { name } | MetadataCommand::CreatePartitions { name, .. }
                 if name == crate::coordinator::OFFSETS_TOPIC =>
@@ -578,7 +602,6 @@ impl MetadataState {
                         "topic {name:?} has {current} partitions; the new count {count} must be larger and at most {PARTITIONS_PER_TOPIC_MAX}"
                     )));
                 }
-                self.check_partition_total((count - current) as usize)?;
                 if !assignment.is_empty() {
                     if assignment.len() != (count - current) as usize {
                         return Err(AdminError::InvalidReplicaAssignment(format!(
@@ -589,7 +612,8 @@ impl MetadataState {
                     }
                     self.check_assignment(assignment, topic.replication_factor)?;
                 }
-                Ok(())
+                let new = self.growth_placement(topic, *count, assignment);
+                self.check_partition_limits(&new, limits)
             }
         }
     }
@@ -626,34 +650,69 @@ impl MetadataState {
         Ok(())
     }
 
-    fn check_partition_total(&self, more: usize) -> Result<(), AdminError> {
-        if self.partitions + more > PARTITIONS_MAX {
-            return Err(AdminError::InvalidPartitions(format!(
-                "the cluster holds {} partitions; {more} more would pass the limit of {PARTITIONS_MAX}",
-                self.partitions
-            )));
+    /// The replicas of a new topic's partitions: its manual assignment, or round robin over
+    /// the sorted nodes from a node that depends on the topic's first group id, so that
+    /// leaders (the first replica is preferred, and usually first to campaign) spread over
+    /// topics.
+    fn placement(&self, create: &CreateTopic) -> Vec<Vec<NodeId>> {
+        if !create.assignment.is_empty() {
+            return create.assignment.clone();
         }
-        Ok(())
+        let rf = usize::from(create.replication_factor);
+        self.round_robin(self.next_group, 0, create.partitions, rf)
     }
 
-    /// Applies the command of the metadata log entry at `index` (of `term`). A refused command
-    /// changes nothing but the applied index.
+    /// The replicas of the partitions that grow `topic` to `count`: the manual assignment, or
+    /// the topic's round robin continued.
+    fn growth_placement(
+        &self,
+        topic: &TopicMeta,
+        count: u32,
+        assignment: &[Vec<NodeId>],
+    ) -> Vec<Vec<NodeId>> {
+        if !assignment.is_empty() {
+            return assignment.to_vec();
+        }
+        let from = topic.partitions.len();
+        let start = topic.partitions[0].group.0;
+        let rf = usize::from(topic.replication_factor);
+        self.round_robin(start, from, count - from as u32, rf)
+    }
+
+    /// `count` partitions' replicas, from partition index `first` of a topic whose round robin
+    /// starts at `start`.
+    fn round_robin(&self, start: u64, first: usize, count: u32, rf: usize) -> Vec<Vec<NodeId>> {
+        let n = self.nodes.len();
+        (first..first + count as usize)
+            .map(|p| {
+                (0..rf)
+                    .map(|i| self.nodes[(start as usize + p + i) % n])
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Applies the command of the metadata log entry at `index` (of `term`), which carries
+    /// `limits` (the limits of the node that took the request, or
+    /// [`PartitionLimits::UNCARRIED`]). A refused command changes nothing but the applied
+    /// index.
     pub fn apply(
         &mut self,
         index: RaftIndex,
         term: Term,
         command: &MetadataCommand,
+        limits: PartitionLimits,
     ) -> Result<MetadataChange, AdminError> {
         assert!(
             index > self.applied,
             "metadata entries apply in order, once"
         );
         self.applied = index;
-        self.check(command)?;
+        self.check(command, limits)?;
         let change = match command {
             MetadataCommand::CreateTopic(create) => {
                 let id = topic_id(index, term, &create.name);
-                let first = self.next_group;
+                let placement = self.placement(create);
                 let mut topic = TopicMeta {
                     id,
                     name: create.name.clone(),
@@ -661,11 +720,7 @@ impl MetadataState {
                     replication_factor: create.replication_factor,
                     configs: create.configs.clone(),
                 };
-                if create.assignment.is_empty() {
-                    self.add_partitions(&mut topic, create.partitions, first);
-                } else {
-                    self.add_assigned(&mut topic, &create.assignment);
-                }
+                self.add_assigned(&mut topic, &placement);
                 self.topics.insert(create.name.clone(), topic);
                 MetadataChange::TopicCreated {
                     name: create.name.clone(),
@@ -675,6 +730,13 @@ impl MetadataState {
             MetadataCommand::DeleteTopic { name } => {
                 let topic = self.topics.remove(name).expect("checked");
                 self.partitions -= topic.partitions.len();
+                for replica in topic.partitions.iter().flat_map(|p| &p.replicas) {
+                    let hosted = self.hosted.get_mut(replica).expect("counted");
+                    *hosted -= 1;
+                    if *hosted == 0 {
+                        self.hosted.remove(replica);
+                    }
+                }
                 MetadataChange::TopicDeleted(topic)
             }
             MetadataCommand::AlterTopicConfigs {
@@ -694,13 +756,8 @@ impl MetadataState {
             } => {
                 let mut topic = self.topics.remove(name).expect("checked");
                 let from = topic.partitions.len() as u32;
-                if assignment.is_empty() {
-                    // New partitions continue the topic's round robin.
-                    let start = topic.partitions[0].group.0;
-                    self.add_partitions(&mut topic, count - from, start);
-                } else {
-                    self.add_assigned(&mut topic, assignment);
-                }
+                let placement = self.growth_placement(&topic, *count, assignment);
+                self.add_assigned(&mut topic, &placement);
                 self.topics.insert(name.clone(), topic);
                 MetadataChange::PartitionsCreated {
                     name: name.clone(),
@@ -712,29 +769,12 @@ impl MetadataState {
         Ok(change)
     }
 
-    /// Appends `count` partitions. Replicas go round robin over the sorted nodes, starting at a
-    /// node that depends on `start`, so that leaders (the first replica is preferred, and
-    /// usually first to campaign) spread over topics.
-    fn add_partitions(&mut self, topic: &mut TopicMeta, count: u32, start: u64) {
-        let n = self.nodes.len();
-        let rf = usize::from(topic.replication_factor);
-        for _ in 0..count {
-            let p = topic.partitions.len();
-            let replicas = (0..rf)
-                .map(|i| self.nodes[(start as usize + p + i) % n])
-                .collect();
-            topic.partitions.push(PartitionAssignment {
-                group: GroupId(self.next_group),
-                replicas,
-            });
-            self.next_group += 1;
-            self.partitions += 1;
-        }
-    }
-
     /// Appends one partition per list of `assignment` (checked), with exactly those replicas.
     fn add_assigned(&mut self, topic: &mut TopicMeta, assignment: &[Vec<NodeId>]) {
         for replicas in assignment {
+            for replica in replicas {
+                *self.hosted.entry(*replica).or_insert(0) += 1;
+            }
             topic.partitions.push(PartitionAssignment {
                 group: GroupId(self.next_group),
                 replicas: replicas.clone(),
@@ -756,6 +796,7 @@ impl MetadataState {
     fn broken_invariant(&self) -> Option<&'static str> {
         let mut groups = std::collections::BTreeSet::new();
         let mut count = 0;
+        let mut hosted = BTreeMap::new();
         for (name, topic) in &self.topics {
             let checks = [
                 (name == &topic.name, "a topic is filed under its name"),
@@ -784,13 +825,19 @@ impl MetadataState {
                 if let Some((_, broken)) = checks.iter().find(|(holds, _)| !holds) {
                     return Some(broken);
                 }
+                for replica in &p.replicas {
+                    *hosted.entry(*replica).or_insert(0) += 1;
+                }
             }
             count += topic.partitions.len();
         }
         if count != self.partitions {
             return Some("the partition count is the topics' partitions");
         }
-        (self.partitions > PARTITIONS_MAX).then_some("the partition count is within the limit")
+        if hosted != self.hosted {
+            return Some("the partitions hosted per node are counted");
+        }
+        (self.partitions > PARTITIONS_CEILING).then_some("the partition count is within the limit")
     }
 }
 
@@ -806,7 +853,9 @@ fn topic_id(index: RaftIndex, term: Term, name: &str) -> TopicId {
 }
 
 mod command;
+mod limits;
 #[cfg(test)]
 mod tests;
 
-pub use command::{decode_entry, encode_entry, Origin};
+pub use command::{decode_entry, encode_entry, Entry, Origin};
+pub use limits::{PartitionLimits, PARTITIONS_CEILING};

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The limits an entry carries in these tests: the defaults.
+const L: PartitionLimits = PartitionLimits::DEFAULT;
+
 fn create(name: &str, partitions: u32, rf: u16) -> MetadataCommand {
     MetadataCommand::CreateTopic(CreateTopic {
         name: name.into(),
@@ -42,14 +45,17 @@ fn the_state_encodes_and_decodes_whole() {
             .insert("message.timestamp.type".into(), "LogAppendTime".into());
     }
     state
-        .apply(RaftIndex(1), Term(1), &create("a", 3, 2))
+        .apply(RaftIndex(1), Term(1), &create("a", 3, 2), L)
         .expect("a");
-    state.apply(RaftIndex(2), Term(1), &with_config).expect("b");
+    state
+        .apply(RaftIndex(2), Term(1), &with_config, L)
+        .expect("b");
     state
         .apply(
             RaftIndex(4),
             Term(2),
             &MetadataCommand::DeleteTopic { name: "a".into() },
+            L,
         )
         .expect("deleted");
     state.apply_noop(RaftIndex(5));
@@ -71,7 +77,7 @@ fn topic_configs_change_at_run_time_where_they_can() {
             .insert("message.timestamp.type".into(), "LogAppendTime".into());
     }
     state
-        .apply(RaftIndex(1), Term(1), &create_with)
+        .apply(RaftIndex(1), Term(1), &create_with, L)
         .expect("created");
     let alter =
         |set: &[(&str, &str)], remove: &[&str], replace| MetadataCommand::AlterTopicConfigs {
@@ -90,7 +96,7 @@ fn topic_configs_change_at_run_time_where_they_can() {
         false,
     );
     assert_eq!(MetadataCommand::decode(&set.encode()), Ok(set.clone()));
-    state.apply(RaftIndex(2), Term(1), &set).expect("set");
+    state.apply(RaftIndex(2), Term(1), &set, L).expect("set");
     assert_eq!(
         configs(&state).get("retention.ms").map(String::as_str),
         Some("60000")
@@ -100,6 +106,7 @@ fn topic_configs_change_at_run_time_where_they_can() {
             RaftIndex(3),
             Term(1),
             &alter(&[], &["retention.bytes"], false),
+            L,
         )
         .expect("removed");
     assert!(!configs(&state).contains_key("retention.bytes"));
@@ -117,7 +124,7 @@ fn topic_configs_change_at_run_time_where_they_can() {
         Ok(replace.clone())
     );
     state
-        .apply(RaftIndex(4), Term(1), &replace)
+        .apply(RaftIndex(4), Term(1), &replace, L)
         .expect("replaced");
     let now = configs(&state);
     assert!(!now.contains_key("retention.ms"));
@@ -133,7 +140,7 @@ fn topic_configs_change_at_run_time_where_they_can() {
         alter(&[("retention.ms", "soon")], &[], false),
     ] {
         assert!(matches!(
-            state.check(&refused),
+            state.check(&refused, L),
             Err(AdminError::InvalidConfig(_))
         ));
     }
@@ -143,14 +150,14 @@ fn topic_configs_change_at_run_time_where_they_can() {
         remove: Vec::new(),
         replace: false,
     };
-    assert_eq!(state.check(&unknown), Err(AdminError::UnknownTopic));
+    assert_eq!(state.check(&unknown, L), Err(AdminError::UnknownTopic));
 }
 
 #[test]
 fn create_grow_delete() {
     let mut state = MetadataState::new(vec![NodeId(3), NodeId(1), NodeId(2)]);
     let change = state
-        .apply(RaftIndex(1), Term(1), &create("a", 3, 2))
+        .apply(RaftIndex(1), Term(1), &create("a", 3, 2), L)
         .expect("created");
     let MetadataChange::TopicCreated { id, .. } = change else {
         panic!("{change:?}")
@@ -164,7 +171,7 @@ fn create_grow_delete() {
         topic.partitions.iter().map(|p| p.replicas[0]).collect();
     assert_eq!(firsts.len(), 3);
     assert_eq!(
-        state.apply(RaftIndex(2), Term(1), &create("a", 1, 1)),
+        state.apply(RaftIndex(2), Term(1), &create("a", 1, 1), L),
         Err(AdminError::TopicAlreadyExists)
     );
     let grow = MetadataCommand::CreatePartitions {
@@ -173,7 +180,7 @@ fn create_grow_delete() {
         assignment: Vec::new(),
     };
     assert_eq!(
-        state.apply(RaftIndex(3), Term(2), &grow),
+        state.apply(RaftIndex(3), Term(2), &grow, L),
         Ok(MetadataChange::PartitionsCreated {
             name: "a".into(),
             from: 3
@@ -182,7 +189,7 @@ fn create_grow_delete() {
     assert_eq!(state.topic("a").expect("exists").partitions.len(), 5);
     assert_eq!(state.topic("a").expect("exists").id, id, "ids are stable");
     let second = state
-        .apply(RaftIndex(4), Term(2), &create("b", 1, 3))
+        .apply(RaftIndex(4), Term(2), &create("b", 1, 3), L)
         .expect("created");
     assert!(matches!(second, MetadataChange::TopicCreated { id: other, .. } if other != id));
     let deleted = state
@@ -190,12 +197,13 @@ fn create_grow_delete() {
             RaftIndex(5),
             Term(2),
             &MetadataCommand::DeleteTopic { name: "a".into() },
+            L,
         )
         .expect("deleted");
     assert!(matches!(deleted, MetadataChange::TopicDeleted(t) if t.partitions.len() == 5));
     assert!(state.topic("a").is_none());
     // Group ids are never reused.
-    let third = state.apply(RaftIndex(6), Term(2), &create("a", 1, 1));
+    let third = state.apply(RaftIndex(6), Term(2), &create("a", 1, 1), L);
     assert!(third.is_ok());
     assert_eq!(
         state.topic("a").expect("exists").partitions[0].group,
@@ -208,15 +216,15 @@ fn create_grow_delete() {
 fn refusals_name_the_problem() {
     let state = MetadataState::new(vec![NodeId(1), NodeId(2)]);
     assert!(matches!(
-        state.check(&create("bad name", 1, 1)),
+        state.check(&create("bad name", 1, 1), L),
         Err(AdminError::InvalidTopic(_))
     ));
     assert!(matches!(
-        state.check(&create("a", 0, 1)),
+        state.check(&create("a", 0, 1), L),
         Err(AdminError::InvalidPartitions(_))
     ));
     assert!(matches!(
-        state.check(&create("a", 1, 3)),
+        state.check(&create("a", 1, 3), L),
         Err(AdminError::InvalidReplicationFactor(m)) if m.contains("number of nodes (2)")
     ));
     let with_config = |key: &str, value: &str| {
@@ -229,29 +237,29 @@ fn refusals_name_the_problem() {
         })
     };
     assert!(matches!(
-        state.check(&with_config("min.insync.replicas", "2")),
+        state.check(&with_config("min.insync.replicas", "2"), L),
         Err(AdminError::InvalidConfig(m)) if m.contains("min.insync.replicas")
     ));
     assert!(matches!(
-        state.check(&with_config("segment.ms", "0")),
+        state.check(&with_config("segment.ms", "0"), L),
         Err(AdminError::InvalidConfig(m)) if m.contains("segment.ms")
     ));
-    assert!(state.check(&with_config("segment.ms", "1000")).is_ok());
+    assert!(state.check(&with_config("segment.ms", "1000"), L).is_ok());
     assert!(matches!(
-        state.check(&with_config("retention.ms", "-2")),
+        state.check(&with_config("retention.ms", "-2"), L),
         Err(AdminError::InvalidConfig(m)) if m.contains("retention.ms")
     ));
     assert!(matches!(
-        state.check(&with_config("retention.bytes", "lots")),
+        state.check(&with_config("retention.bytes", "lots"), L),
         Err(AdminError::InvalidConfig(m)) if m.contains("retention.bytes")
     ));
-    assert_eq!(state.check(&with_config("retention.ms", "-1")), Ok(()));
+    assert_eq!(state.check(&with_config("retention.ms", "-1"), L), Ok(()));
     assert_eq!(
-        state.check(&with_config("retention.bytes", "1048576")),
+        state.check(&with_config("retention.bytes", "1048576"), L),
         Ok(())
     );
     assert_eq!(
-        state.check(&MetadataCommand::DeleteTopic { name: "x".into() }),
+        state.check(&MetadataCommand::DeleteTopic { name: "x".into() }, L),
         Err(AdminError::UnknownTopic)
     );
 }
@@ -309,7 +317,7 @@ fn a_manual_assignment_is_checked_kept_and_encoded_while_older_entries_still_dec
         vec![nodes(&[1, 4])],
         vec![nodes(&[1, 2]), nodes(&[3])],
     ] {
-        let error = state.check(&assigned(bad.clone())).expect_err("refused");
+        let error = state.check(&assigned(bad.clone()), L).expect_err("refused");
         assert_eq!(error.kafka_code(), 39, "{bad:?}: {error:?}");
         assert!(error.message().is_some());
     }
@@ -320,7 +328,7 @@ fn a_manual_assignment_is_checked_kept_and_encoded_while_older_entries_still_dec
         assert!(MetadataCommand::decode(&bytes[..cut]).is_err());
     }
     state
-        .apply(RaftIndex(1), Term(1), &create)
+        .apply(RaftIndex(1), Term(1), &create, L)
         .expect("applies");
     let replicas = |state: &MetadataState| -> Vec<Vec<NodeId>> {
         state
@@ -345,14 +353,16 @@ fn a_manual_assignment_is_checked_kept_and_encoded_while_older_entries_still_dec
         grow(3, vec![nodes(&[2, 7])]),
     ] {
         assert_eq!(
-            state.check(&bad).map_err(|e| e.kafka_code()),
+            state.check(&bad, L).map_err(|e| e.kafka_code()),
             Err(39),
             "{bad:?}"
         );
     }
     let good = grow(3, vec![nodes(&[1, 2])]);
     assert_eq!(MetadataCommand::decode(&good.encode()), Ok(good.clone()));
-    state.apply(RaftIndex(2), Term(1), &good).expect("applies");
+    state
+        .apply(RaftIndex(2), Term(1), &good, L)
+        .expect("applies");
     assert_eq!(
         replicas(&state),
         vec![nodes(&[3, 1]), nodes(&[2, 3]), nodes(&[1, 2])]
@@ -365,4 +375,66 @@ fn a_manual_assignment_is_checked_kept_and_encoded_while_older_entries_still_dec
     let decoded = MetadataCommand::decode(&old).expect("old entry decodes");
     assert_eq!(decoded, grow(9, Vec::new()));
     assert_eq!(decoded.encode(), old);
+}
+
+#[test]
+fn entries_carry_the_partition_limits_and_older_entries_apply_as_they_did() {
+    let origin = Origin {
+        node: NodeId(2),
+        token: 7,
+    };
+    let limits = PartitionLimits {
+        cluster: 12,
+        per_node: 3,
+    };
+    for origin in [None, Some(origin)] {
+        let bytes = encode_entry(&create("t", 2, 1), origin, limits);
+        let entry = decode_entry(&bytes).expect("decodes");
+        assert_eq!(
+            entry,
+            Entry {
+                command: create("t", 2, 1),
+                origin,
+                limits
+            }
+        );
+        for cut in 0..bytes.len() {
+            assert!(decode_entry(&bytes[..cut]).is_err());
+        }
+        // Only creations carry limits; other entries are written as before.
+        let delete = MetadataCommand::DeleteTopic { name: "t".into() };
+        let bytes = encode_entry(&delete, origin, limits);
+        assert!(bytes.ends_with(&delete.encode()));
+        assert_eq!(
+            bytes.len(),
+            delete.encode().len() + 17 * usize::from(origin.is_some())
+        );
+        assert_eq!(
+            decode_entry(&bytes).expect("decodes").limits,
+            PartitionLimits::UNCARRIED
+        );
+    }
+    // An entry written before entries carried limits (a bare command) is checked against the
+    // limits of that time: 100,000 partitions in the cluster, none per node.
+    let old = create("t", 2, 1).encode();
+    let entry = decode_entry(&old).expect("decodes");
+    assert_eq!(entry.limits, PartitionLimits::UNCARRIED);
+    let mut state = MetadataState::new(nodes(&[1]));
+    for (index, name) in [(1, "a"), (2, "b")] {
+        let command = create(name, 10_000, 1);
+        state
+            .apply(RaftIndex(index), Term(1), &command, entry.limits)
+            .expect("past the default limit per node, as before");
+    }
+    assert_eq!(state.replicas_on(NodeId(1)), 20_000);
+    // Applying checks the limits the entry carries, not a node's.
+    let error = state
+        .apply(RaftIndex(3), Term(1), &create("c", 1, 1), limits)
+        .expect_err("refused");
+    assert_eq!(
+        error.message().expect("a message"),
+        "the cluster holds 20000 partitions; 1 more would pass its limit of 12 (max_partitions)"
+    );
+    state.invariants();
+    assert_eq!(MetadataState::decode(&state.encode()), Ok(state.clone()));
 }

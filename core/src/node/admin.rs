@@ -49,7 +49,7 @@ impl Node {
             // The serving leader's state holds every earlier change: check against it, so a
             // refused change costs no log entry (apply checks again, authoritatively). A
             // follower checks a validation against what it applied.
-            if let Err(error) = state.check(&admin.command) {
+            if let Err(error) = state.check(&admin.command, self.config.partition_limits) {
                 return answer(sink, Err(error));
             }
             if admin.validate_only {
@@ -67,7 +67,8 @@ impl Node {
                 node: self.config.node_id,
                 token: self.forward_prefix | self.forward_next,
             });
-            let data = Bytes::from(encode_entry(&admin.command, origin));
+            let limits = self.config.partition_limits;
+            let data = Bytes::from(encode_entry(&admin.command, origin, limits));
             return match replica.forward_metadata(data) {
                 Ok(()) => {
                     touched.insert(METADATA_GROUP);
@@ -84,7 +85,8 @@ impl Node {
                 Err(leader) => answer(sink, Err(AdminError::NotController { leader })),
             };
         }
-        let data = Bytes::from(admin.command.encode());
+        let limits = self.config.partition_limits;
+        let data = Bytes::from(encode_entry(&admin.command, None, limits));
         match replica.propose_command(data) {
             Err(leader) => answer(sink, Err(AdminError::NotController { leader })),
             Ok((index, term)) => {

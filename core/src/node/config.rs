@@ -4,6 +4,7 @@
 use crate::batch::TimestampType;
 use crate::coordinator::CoordinatorConfig;
 use crate::ids::{GroupId, NodeId};
+use crate::metadata::PartitionLimits;
 
 /// Test-only switches that break the system the way real bugs do, so that the checkers can
 /// be shown to catch them. They do nothing unless `oxbow-core` is built with the
@@ -158,6 +159,10 @@ pub struct NodeConfig {
     /// Entries the metadata log holds before it is compacted into a snapshot of the applied
     /// metadata, so that neither its size nor a restart's replay grows with history.
     pub metadata_entries_max: u64,
+    /// Most partitions in the cluster and partition replicas per node that a topic creation or
+    /// growth this node takes may reach (`max_partitions`, `max_partitions_per_node`). Written
+    /// into the metadata entry, which every replica checks alike when it applies it.
+    pub partition_limits: PartitionLimits,
     /// Planted bugs (inert without the `planted-bugs` feature).
     pub planted: PlantedBugs,
 }
@@ -192,6 +197,7 @@ impl NodeConfig {
             snapshot_retry_ticks: 50,
             command_entries_max: 10_000,
             metadata_entries_max: 1_000,
+            partition_limits: PartitionLimits::DEFAULT,
             planted: PlantedBugs::default(),
         }
     }

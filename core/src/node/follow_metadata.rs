@@ -38,13 +38,13 @@ impl Node {
                 state.apply_noop(index); // a leader's no-op
                 None
             } else {
-                let (command, origin) = decode_entry(&data)
+                let entry = decode_entry(&data)
                     .expect("metadata entries are encoded by the node that proposed them");
-                let result = state.apply(index, term, &command);
+                let result = state.apply(index, term, &entry.command, entry.limits);
                 if let Ok(change) = &result {
                     self.on_metadata_change(change, sink, touched);
                 }
-                if let Some(origin) = origin {
+                if let Some(origin) = entry.origin {
                     self.forwarded_applied(origin, &result, sink);
                 }
                 Some(result)
@@ -186,7 +186,7 @@ impl Node {
             if coordinators {
                 let logger = self.logger.new(slog::o!("group" => partition.group.0));
                 let mut coordinator = Coordinator::new(
-                    self.config.node_id.0,
+                    (self.config.node_id.0, partition.group),
                     (
                         self.config.pending_requests_max,
                         self.config.group_entry_bytes_max,

@@ -13,10 +13,10 @@ use kafka_protocol::records::{
 
 pub use oxbow_core::ids::{GroupId, NodeId, Offset, RequestId};
 pub use oxbow_core::io::{
-    AdminRequest, DiskRead, Forward, Input, Output, Request, Response, WalRecord,
+    AdminRequest, DiskRead, Forward, Input, Output, Request, Response, TraceEvent, WalRecord,
 };
 pub use oxbow_core::metadata::{
-    AdminError, CreateTopic, MetadataChange, MetadataCommand, METADATA_GROUP,
+    AdminError, CreateTopic, MetadataChange, MetadataCommand, PartitionLimits, METADATA_GROUP,
 };
 pub use oxbow_core::node::{DurableState, GroupDurableState, Node, NodeConfig};
 pub use oxbow_core::raft::eraftpb::Entry;
@@ -39,6 +39,8 @@ pub struct Cluster {
     pub next_request: u64,
     /// Disk reads served (for followers behind the cache).
     pub reads_served: usize,
+    /// The nodes' trace events, but for `Applied` (one per entry), in order.
+    pub traces: Vec<(NodeId, TraceEvent)>,
 }
 
 pub fn config(node: NodeId) -> NodeConfig {
@@ -53,7 +55,32 @@ pub fn config_among(node: NodeId, ids: &[NodeId]) -> NodeConfig {
 }
 
 pub fn logger() -> slog::Logger {
-    slog::Logger::root(slog::Discard, slog::o!())
+    slog::Logger::root(Capture, slog::o!())
+}
+
+thread_local! {
+    /// What the nodes of this thread's test logged at warning level or above.
+    static WARNINGS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keeps the messages of warnings and errors, per thread (each test runs on its own).
+struct Capture;
+
+impl slog::Drain for Capture {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        if record.level().is_at_least(slog::Level::Warning) {
+            WARNINGS.with(|w| w.borrow_mut().push(record.msg().to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// The warnings this test's nodes logged so far.
+pub fn warnings() -> Vec<String> {
+    WARNINGS.with(|w| w.borrow().clone())
 }
 
 impl Cluster {
@@ -91,6 +118,7 @@ impl Cluster {
             },
             next_request: 0,
             reads_served: 0,
+            traces: Vec::new(),
         }
     }
 
@@ -124,7 +152,8 @@ impl Cluster {
                         };
                         self.inputs.push_back((to, input));
                     }
-                    Output::Trace(_) => {}
+                    Output::Trace(TraceEvent::Applied { .. }) => {}
+                    Output::Trace(event) => self.traces.push((to, event)),
                 }
             }
         }

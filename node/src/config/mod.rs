@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use oxbow_core::ids::NodeId;
-use oxbow_core::metadata::{check_topic_name, TopicMeta, PARTITIONS_PER_TOPIC_MAX};
+use oxbow_core::metadata::{
+    check_topic_name, PartitionLimits, TopicMeta, PARTITIONS_CEILING, PARTITIONS_PER_TOPIC_MAX,
+};
 use serde::Deserialize;
 
 pub use crate::address::Address;
@@ -146,6 +148,16 @@ pub struct Config {
     /// `message.max.bytes` bounds its `__consumer_offsets` records (1 MiB there; 4 MiB here).
     #[serde(default = "default_group_entry_bytes_max")]
     pub group_entry_bytes_max: usize,
+    /// Most partitions in the cluster: a CreateTopics or CreatePartitions that would pass it is
+    /// refused with INVALID_PARTITIONS. Checked against the limits of the node that takes the
+    /// request, so every node should have the same value.
+    #[serde(default = "default_max_partitions")]
+    pub max_partitions: usize,
+    /// Most partition replicas one node hosts (Redpanda's `topic_partitions_per_shard`, per
+    /// node): a creation that would place more on any node is refused with
+    /// INVALID_PARTITIONS. Every node should have the same value.
+    #[serde(default = "default_max_partitions_per_node")]
+    pub max_partitions_per_node: usize,
     /// Partition logs: segments and the broker's retention defaults (the `[log]` table).
     #[serde(default)]
     pub log: LogConfig,
@@ -174,6 +186,14 @@ fn default_fetch_max_bytes() -> usize {
 
 fn default_group_entry_bytes_max() -> usize {
     4 << 20
+}
+
+fn default_max_partitions() -> usize {
+    PartitionLimits::DEFAULT.cluster
+}
+
+fn default_max_partitions_per_node() -> usize {
+    PartitionLimits::DEFAULT.per_node
 }
 
 fn default_offsets_topic_partitions() -> u32 {
@@ -347,6 +367,23 @@ impl Config {
                 self.group_entry_bytes_max
             )));
         }
+        for (field, value) in [
+            ("max_partitions", self.max_partitions),
+            ("max_partitions_per_node", self.max_partitions_per_node),
+        ] {
+            if !(1..=PARTITIONS_CEILING).contains(&value) {
+                return Err(ConfigError(format!(
+                    "{field}: {value} is outside 1..={PARTITIONS_CEILING}"
+                )));
+            }
+        }
+        if self.groups.member_metadata_bytes_max > self.group_entry_bytes_max {
+            return Err(ConfigError(format!(
+                "groups.member_metadata_bytes_max: {} is over group_entry_bytes_max ({}): a \
+                 group's membership, every member's metadata, is stored in one entry",
+                self.groups.member_metadata_bytes_max, self.group_entry_bytes_max
+            )));
+        }
         if self.max_incremental_fetch_session_cache_slots > 100_000 {
             return Err(ConfigError(format!(
                 "max_incremental_fetch_session_cache_slots: {} is over 100000",
@@ -403,6 +440,14 @@ impl Config {
             retention_bytes: number("retention.bytes"),
             segment_ms: number("segment.ms"),
             log_end: None,
+        }
+    }
+
+    /// The partition limits this node writes into the creations it takes.
+    pub fn partition_limits(&self) -> PartitionLimits {
+        PartitionLimits {
+            cluster: self.max_partitions,
+            per_node: self.max_partitions_per_node,
         }
     }
 

@@ -66,6 +66,15 @@ pub struct GroupsConfig {
     /// A group without members is deleted with its committed offsets once nothing changed
     /// in it for this long (Kafka's `offsets.retention.minutes`, 7 days).
     pub offsets_retention_minutes: u64,
+    /// Groups one `__consumer_offsets` partition holds at most (with members, committed
+    /// offsets or a stored generation): past it a new group's JoinGroup or OffsetCommit is
+    /// refused with COORDINATOR_NOT_AVAILABLE, logged once until there is room again. Kafka
+    /// has no such limit.
+    pub per_partition_max: usize,
+    /// Most bytes the coordinator keeps of one member: its assignors' metadata (the
+    /// subscription), client id and host. A larger JoinGroup is refused with INVALID_REQUEST
+    /// and logged. At most `group_entry_bytes_max`, since a membership is stored whole.
+    pub member_metadata_bytes_max: usize,
 }
 
 impl Default for GroupsConfig {
@@ -76,6 +85,8 @@ impl Default for GroupsConfig {
             max_session_timeout_ms: core.max_session_timeout_ms,
             initial_rebalance_delay_ms: core.initial_rebalance_delay_ms,
             offsets_retention_minutes: core.offsets_retention_ms / 60_000,
+            per_partition_max: core.groups_max,
+            member_metadata_bytes_max: core.member_metadata_bytes_max,
         }
     }
 }
@@ -88,6 +99,8 @@ impl GroupsConfig {
             max_session_timeout_ms: self.max_session_timeout_ms,
             initial_rebalance_delay_ms: self.initial_rebalance_delay_ms,
             offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            groups_max: self.per_partition_max,
+            member_metadata_bytes_max: self.member_metadata_bytes_max,
         }
     }
 
@@ -109,6 +122,18 @@ impl GroupsConfig {
                 "groups.initial_rebalance_delay_ms: {} is over {}",
                 self.initial_rebalance_delay_ms,
                 i32::MAX
+            )));
+        }
+        if self.member_metadata_bytes_max < 1_024 {
+            return Err(ConfigError(format!(
+                "groups.member_metadata_bytes_max: {} is under 1024",
+                self.member_metadata_bytes_max
+            )));
+        }
+        if !(1..=1_000_000).contains(&self.per_partition_max) {
+            return Err(ConfigError(format!(
+                "groups.per_partition_max: {} is outside 1..=1000000",
+                self.per_partition_max
             )));
         }
         if self.offsets_retention_minutes < 1 {
@@ -137,6 +162,11 @@ pub struct ConnectionsConfig {
     /// `queued.max.request.bytes`); past it the node stops reading requests until answers go
     /// out. At least the largest request (100 MiB).
     pub queued_max_request_bytes: u64,
+    /// Once a request's size is read and its bytes are counted against
+    /// `queued_max_request_bytes`, the rest of it must arrive within this long, or the
+    /// connection is closed (logged) and the bytes freed. 30 s, the time Kafka's clients
+    /// (`request.timeout.ms`) give a whole request before they give up on it.
+    pub request_read_timeout_ms: u64,
 }
 
 impl Default for ConnectionsConfig {
@@ -146,6 +176,7 @@ impl Default for ConnectionsConfig {
             max_connections_per_ip: 1_000,
             connections_max_idle_ms: 600_000,
             queued_max_request_bytes: 512 << 20,
+            request_read_timeout_ms: 30_000,
         }
     }
 }
@@ -161,6 +192,12 @@ impl ConnectionsConfig {
             return Err(ConfigError(format!(
                 "connections.connections_max_idle_ms: {} is under 1000",
                 self.connections_max_idle_ms
+            )));
+        }
+        if !(1_000..=3_600_000).contains(&self.request_read_timeout_ms) {
+            return Err(ConfigError(format!(
+                "connections.request_read_timeout_ms: {} is outside 1000..=3600000",
+                self.request_read_timeout_ms
             )));
         }
         if self.queued_max_request_bytes < crate::kafka::REQUEST_MAX as u64 {

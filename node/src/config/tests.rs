@@ -64,11 +64,15 @@ fn group_settings_have_kafkas_defaults_and_reach_the_core() {
     assert_eq!(core.initial_rebalance_delay_ms, 3_000);
     assert_eq!(core.offsets_retention_ms, 7 * 24 * 3_600_000);
     assert_eq!(config.groups.offsets_retention_minutes, 10_080);
+    assert_eq!(
+        (core.groups_max, config.groups.per_partition_max),
+        (100_000, 100_000)
+    );
 
     let text = format!(
         "{GOOD}\n        [groups]\n        min_session_timeout_ms = 1000\n        \
          max_session_timeout_ms = 60000\n        initial_rebalance_delay_ms = 0\n        \
-         offsets_retention_minutes = 60\n"
+         offsets_retention_minutes = 60\n        per_partition_max = 500\n"
     );
     let config = Config::parse(&text).expect("valid");
     let core = crate::runtime::core_config(&config).coordinator;
@@ -76,6 +80,7 @@ fn group_settings_have_kafkas_defaults_and_reach_the_core() {
     assert_eq!(core.max_session_timeout_ms, 60_000);
     assert_eq!(core.initial_rebalance_delay_ms, 0);
     assert_eq!(core.offsets_retention_ms, 3_600_000);
+    assert_eq!(core.groups_max, 500);
 }
 
 #[test]
@@ -97,6 +102,8 @@ fn bad_group_settings_name_the_field() {
         error.0.starts_with("groups.offsets_retention_minutes"),
         "{error}"
     );
+    let error = with("per_partition_max = 0").expect_err("invalid");
+    assert!(error.0.starts_with("groups.per_partition_max"), "{error}");
     let error = with("session_timeout_ms = 1000").expect_err("invalid");
     assert!(error.0.contains("session_timeout_ms"), "{error}");
     assert!(
@@ -247,5 +254,92 @@ fn addresses_take_host_names() {
         let bad = GOOD.replace(from, to);
         let error = Config::parse(&bad).expect_err(to).0;
         assert!(error.contains(names), "{to}: {error}");
+    }
+}
+
+#[test]
+fn partition_limits_default_and_reach_the_core() {
+    let config = Config::parse(GOOD).expect("valid");
+    assert_eq!(
+        (config.max_partitions, config.max_partitions_per_node),
+        (100_000, 10_000)
+    );
+    let core = crate::runtime::core_config(&config);
+    assert_eq!(core.partition_limits, PartitionLimits::DEFAULT);
+    // Top-level keys go before the first table.
+    let set = GOOD.replacen(
+        "node_id = 1",
+        "node_id = 1\n    max_partitions = 500\n    max_partitions_per_node = 200",
+        1,
+    );
+    let core = crate::runtime::core_config(&Config::parse(&set).expect("valid"));
+    assert_eq!(
+        core.partition_limits,
+        PartitionLimits {
+            cluster: 500,
+            per_node: 200
+        }
+    );
+    for (bad, field) in [
+        ("max_partitions = 0", "max_partitions:"),
+        ("max_partitions = 1000001", "max_partitions:"),
+        ("max_partitions_per_node = 0", "max_partitions_per_node:"),
+    ] {
+        let key = bad.split(" =").next().expect("a key");
+        let text = set
+            .lines()
+            .map(|line| {
+                if line.trim_start().starts_with(&format!("{key} =")) {
+                    bad
+                } else {
+                    line
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let error = Config::parse(&text).expect_err(bad);
+        assert!(error.0.starts_with(field), "{bad}: {error}");
+    }
+}
+
+#[test]
+fn the_request_read_timeout_defaults_to_30_s_and_is_checked() {
+    let config = Config::parse(GOOD).expect("valid");
+    assert_eq!(config.connections.request_read_timeout_ms, 30_000);
+    let with = |value: &str| {
+        Config::parse(&format!(
+            "{GOOD}\n[connections]\nrequest_read_timeout_ms = {value}\n"
+        ))
+    };
+    let config = with("2000").expect("valid");
+    assert_eq!(config.connections.request_read_timeout_ms, 2_000);
+    for bad in ["999", "3600001"] {
+        let error = with(bad).expect_err(bad);
+        assert!(
+            error.0.starts_with("connections.request_read_timeout_ms"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn member_metadata_is_bounded_within_a_group_entry() {
+    let config = Config::parse(GOOD).expect("valid");
+    assert_eq!(config.groups.member_metadata_bytes_max, 1 << 20);
+    let core = crate::runtime::core_config(&config).coordinator;
+    assert_eq!(core.member_metadata_bytes_max, 1 << 20);
+    let with = |value: &str| {
+        Config::parse(&format!(
+            "{GOOD}\n[groups]\nmember_metadata_bytes_max = {value}\n"
+        ))
+    };
+    let core = crate::runtime::core_config(&with("65536").expect("valid")).coordinator;
+    assert_eq!(core.member_metadata_bytes_max, 65_536);
+    for bad in ["1023", "4194305"] {
+        let error = with(bad).expect_err(bad);
+        assert!(
+            error.0.starts_with("groups.member_metadata_bytes_max"),
+            "{error}"
+        );
     }
 }

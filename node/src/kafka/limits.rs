@@ -1,6 +1,6 @@
 //! Limits on client connections: how many are open at once (in all, and per IP address), and
 //! how many request bytes the node holds read but not yet answered. (How long a connection may
-//! sit idle is enforced where requests are read.) Each limit has a key in the `[connections]`
+//! sit idle, and how long a request's body may take, are enforced where requests are read.) Each limit has a key in the `[connections]`
 //! table with Kafka's name.
 
 use std::collections::BTreeMap;
@@ -101,6 +101,12 @@ impl Limits {
     /// How long a connection may go without a request.
     pub(super) fn idle(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.config.connections_max_idle_ms)
+    }
+
+    /// How long the rest of a request may take to arrive once its size is read (and its
+    /// bytes are counted).
+    pub(super) fn request_read(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.request_read_timeout_ms)
     }
 }
 

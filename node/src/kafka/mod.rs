@@ -347,9 +347,19 @@ async fn read_requests(
         // `queued_max_request_bytes` of requests (reading waits past it).
         let held = limits.queue(size as usize).await;
         let mut body = vec![0u8; size as usize];
-        read.read_exact(&mut body)
-            .await
-            .map_err(|e| e.to_string())?;
+        // Counted from when its bytes are held (the wait for room is the node's, not the
+        // client's): a client that announces a request and trickles it, or sends nothing
+        // more, must not hold its share of `queued_max_request_bytes` for long. Returning
+        // closes the connection and frees the bytes.
+        match tokio::time::timeout(limits.request_read(), read.read_exact(&mut body)).await {
+            Err(_) => {
+                return Err(format!(
+                    "a request of {size} bytes did not arrive within {} ms                      (connections.request_read_timeout_ms)",
+                    limits.request_read().as_millis()
+                ))
+            }
+            Ok(done) => done.map_err(|e| e.to_string())?,
+        };
         let mut buf = Bytes::from(body);
         let api_key = i16::from_be_bytes([buf[0], buf[1]]);
         let version = i16::from_be_bytes([buf[2], buf[3]]);

@@ -218,6 +218,7 @@ pub fn core_config(config: &Config) -> NodeConfig {
     node.producers_max = config.producers.per_partition_max;
     node.producer_expiration_ms = config.producers.expiration_ms;
     node.coordinator = config.groups.coordinator();
+    node.partition_limits = config.partition_limits();
     node
 }
 
@@ -666,6 +667,26 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                             info!(logger, "producer table has room again";
                                 "topic" => topic, "partition" => partition, "group" => group.0,
                                 "producers" => producers, "limit" => limit);
+                        }
+                        TraceEvent::CoordinatorGroupsFull {
+                            group,
+                            groups,
+                            limit,
+                        } => {
+                            let (topic, partition) = partition_of(&node, *group);
+                            warn!(logger, "group coordinator full: refusing new consumer groups (COORDINATOR_NOT_AVAILABLE) until groups are deleted or expire (groups.per_partition_max)";
+                                "topic" => topic, "partition" => partition, "group" => group.0,
+                                "groups" => groups, "limit" => limit);
+                        }
+                        TraceEvent::CoordinatorGroupsHaveRoom {
+                            group,
+                            groups,
+                            limit,
+                        } => {
+                            let (topic, partition) = partition_of(&node, *group);
+                            info!(logger, "group coordinator has room for new groups again";
+                                "topic" => topic, "partition" => partition, "group" => group.0,
+                                "groups" => groups, "limit" => limit);
                         }
                         _ => {}
                     }

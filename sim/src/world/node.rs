@@ -81,6 +81,8 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
                 fetch_max_bytes: 57_671_680,
                 max_incremental_fetch_session_cache_slots: 1_000,
                 group_entry_bytes_max: 4 << 20,
+                max_partitions: 100_000,
+                max_partitions_per_node: 10_000,
                 connections: Default::default(),
                 producers: Default::default(),
                 // No initial rebalance delay, as Kafka's test setups have it: the workload's
