@@ -44,3 +44,58 @@ fn a_term_past_a_leader_epoch_is_dropped() {
     assert_eq!(cluster.nodes[&leader].leader(group).expect("led").1, term);
     assert_eq!(cluster.produce(leader, group, batch(2)), Offset(0));
 }
+
+/// raft-rs appends an append's entries as they come; entries that do not continue the log
+/// one index at a time (found by the `peer_frame` fuzz target: a gap) reached the log store's
+/// assertion and took the node down. They are dropped: the follower keeps its log, and the
+/// partition goes on.
+#[test]
+fn append_entries_that_do_not_continue_the_log_are_dropped() {
+    let mut cluster = Cluster::new();
+    let group = cluster.one_partition_topic("events");
+    let leader = serving_leader(&cluster, group);
+    assert_eq!(cluster.produce(leader, group, batch(1)), Offset(0));
+    let term = cluster.nodes[&leader].leader(group).expect("led").1;
+    let follower = *NODES.iter().find(|n| **n != leader).expect("a follower");
+    let last = |cluster: &Cluster| {
+        cluster.replay(follower).groups[&group]
+            .entries
+            .last()
+            .expect("entries")
+            .index
+    };
+    let before = last(&cluster);
+    let entry = |index: u64, term: u64| oxbow_core::raft::eraftpb::Entry {
+        index,
+        term,
+        ..Default::default()
+    };
+    for entries in [
+        vec![entry(before + 1, term.0), entry(before + 3, term.0)], // a gap
+        vec![entry(before + 1, term.0), entry(before + 1, term.0)], // twice
+        vec![entry(before + 1, term.0 + 1)],                        // past the sender's term
+    ] {
+        let message = Message {
+            msg_type: MessageType::MsgAppend,
+            from: leader.raft_id().0,
+            to: follower.raft_id().0,
+            term: term.0,
+            log_term: term.0,
+            index: before,
+            entries: entries.into(),
+            ..Message::default()
+        };
+        cluster.inputs.push_back((
+            follower,
+            Input::Peer {
+                from: leader,
+                messages: vec![GroupMessage { group, message }],
+            },
+        ));
+        cluster.settle();
+        assert_eq!(last(&cluster), before, "the follower's log is as it was");
+    }
+    cluster.tick(10);
+    assert_eq!(serving_leader(&cluster, group), leader);
+    assert_eq!(cluster.produce(leader, group, batch(2)), Offset(1));
+}

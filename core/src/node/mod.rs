@@ -14,7 +14,7 @@ mod follow_metadata;
 mod leaders;
 
 pub use config::{GroupConfig, NodeConfig, PlantedBugs};
-use leaders::terms_fit_leader_epochs;
+use leaders::malformed;
 
 use admin::{AdminPending, Forwarded};
 
@@ -376,11 +376,8 @@ impl Node {
                         from.raft_id(),
                         "peer transport delivers messages from their sender"
                     );
-                    if !terms_fit_leader_epochs(&message) {
-                        // Kafka's leader epoch is an i32 and every stored batch carries its
-                        // term as one: a term past it could never be served. Only a broken
-                        // or hostile peer sends one (links are authenticated); drop it.
-                        slog::warn!(self.logger, "dropped a peer message with a term past i32::MAX";
+                    if let Some(why) = malformed(&message) {
+                        slog::warn!(self.logger, "dropped a malformed peer message"; "why" => why,
                             "from" => from.0, "group" => group.0, "term" => message.term);
                         continue;
                     }
