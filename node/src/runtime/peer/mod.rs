@@ -172,6 +172,24 @@ pub fn decode_payload(payload: &bytes::Bytes) -> Option<Vec<GroupMessage>> {
     Some(messages)
 }
 
+/// The messages of a frame's payload that `from` sent to `me`, checked as the core trusts
+/// them to be: well formed, and every message from its sender and for this node. An error
+/// says why the link is dropped.
+pub fn receive_payload(
+    payload: &bytes::Bytes,
+    from: NodeId,
+    me: NodeId,
+) -> Result<Vec<GroupMessage>, &'static str> {
+    let messages = decode_payload(payload).ok_or("malformed frame")?;
+    if messages
+        .iter()
+        .any(|m| m.message.from != from.raft_id().0 || m.message.to != me.raft_id().0)
+    {
+        return Err("message with a wrong sender or recipient");
+    }
+    Ok(messages)
+}
+
 /// What a sender watches of its peer's side.
 struct Listening {
     heard: Heard,
@@ -439,17 +457,8 @@ async fn receive(
         if crc32fast::hash(&payload) != crc {
             return Err(Closed::Refused("frame checksum mismatch".into()));
         }
-        let messages = decode_payload(&bytes::Bytes::from(payload))
-            .ok_or_else(|| Closed::Refused("malformed frame".into()))?;
-        // The core trusts that messages come from their sender and are for this node.
-        if messages
-            .iter()
-            .any(|m| m.message.from != from.raft_id().0 || m.message.to != me.raft_id().0)
-        {
-            return Err(Closed::Refused(
-                "message with a wrong sender or recipient".into(),
-            ));
-        }
+        let messages = receive_payload(&bytes::Bytes::from(payload), from, me)
+            .map_err(|why| Closed::Refused(why.into()))?;
         heard
             .lock()
             .expect("not poisoned")
