@@ -1,11 +1,14 @@
 //! End-to-end: what Kafka clients compare in answers, with raw requests against real
 //! `oxbow node` processes.
 
+use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, FindCoordinatorRequest, FindCoordinatorResponse, TopicName,
+    incremental_alter_configs_request, AlterConfigsRequest, AlterConfigsResponse, ApiKey,
+    CreateTopicsRequest, CreateTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -42,6 +45,34 @@ fn answers_without_an_error_carry_a_null_message_as_kafkas_do() {
         .find(|r: &CreateTopicsResponse| r.topics[0].error_code == 0)
         .expect("the controller creates it");
     assert_eq!(created.topics[0].error_message, None);
+
+    // Both ways of changing a topic's configuration, through any node (forwarded).
+    let mut alter = AlterConfigsRequest::default();
+    let mut resource = AlterConfigsResource::default();
+    resource.resource_type = 2; // topic
+    resource.resource_name = StrBytes::from_static_str(TOPIC);
+    let mut retention = AlterableConfig::default();
+    retention.name = StrBytes::from_static_str("retention.ms");
+    retention.value = Some(StrBytes::from_static_str("86400000"));
+    resource.configs = vec![retention];
+    alter.resources = vec![resource];
+    let altered: AlterConfigsResponse = call(port, ApiKey::AlterConfigs, 2, &alter);
+    assert_eq!(altered.responses[0].error_code, 0);
+    assert_eq!(altered.responses[0].error_message, None);
+    let mut incremental = IncrementalAlterConfigsRequest::default();
+    let mut resource = incremental_alter_configs_request::AlterConfigsResource::default();
+    resource.resource_type = 2;
+    resource.resource_name = StrBytes::from_static_str(TOPIC);
+    let mut retention = incremental_alter_configs_request::AlterableConfig::default();
+    retention.name = StrBytes::from_static_str("retention.ms");
+    retention.config_operation = 0; // SET
+    retention.value = Some(StrBytes::from_static_str("172800000"));
+    resource.configs = vec![retention];
+    incremental.resources = vec![resource];
+    let altered: IncrementalAlterConfigsResponse =
+        call(port, ApiKey::IncrementalAlterConfigs, 1, &incremental);
+    assert_eq!(altered.responses[0].error_code, 0);
+    assert_eq!(altered.responses[0].error_message, None);
 
     let mut find = FindCoordinatorRequest::default();
     find.key = StrBytes::from_static_str("a-group");
