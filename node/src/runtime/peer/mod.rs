@@ -558,6 +558,85 @@ mod tests {
         assert_eq!(decoded, messages);
     }
 
+    /// A network whose connections end at once (so every handshake fails and the sender
+    /// dials again), recording the address it was asked for at each dial.
+    #[derive(Clone, Default)]
+    struct RecordingNet {
+        dialled: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Network for RecordingNet {
+        type Listener = ();
+        type Read = tokio::io::ReadHalf<tokio::io::DuplexStream>;
+        type Write = tokio::io::WriteHalf<tokio::io::DuplexStream>;
+
+        async fn bind(&self, _: &Address) -> std::io::Result<()> {
+            Ok(())
+        }
+
+        async fn accept(
+            _: &(),
+        ) -> std::io::Result<(Self::Read, Self::Write, std::net::SocketAddr)> {
+            Err(std::io::Error::other("nothing listens here"))
+        }
+
+        async fn connect(
+            &self,
+            address: &Address,
+        ) -> std::io::Result<(Self::Read, Self::Write, std::net::SocketAddr)> {
+            self.dialled
+                .lock()
+                .expect("not poisoned")
+                .push(address.to_string());
+            let (ours, _theirs) = tokio::io::duplex(64);
+            let (read, write) = tokio::io::split(ours);
+            Ok((read, write, ([127, 0, 0, 1], 1).into()))
+        }
+    }
+
+    /// A peer's host name is handed to the network at every dial, and the network resolves
+    /// it there (`TokioNet::connect`), so a name that comes to point elsewhere (a pod
+    /// rescheduled) is followed after a connection fails, rather than an address resolved
+    /// once.
+    #[tokio::test]
+    async fn every_dial_resolves_the_peers_name_again() {
+        let network = RecordingNet::default();
+        let (stop, shutdown) = watch::channel(false);
+        let (_queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let address: Address = "peer-2.oxbow.svc.cluster.local:9093"
+            .parse()
+            .expect("a name");
+        let sender = tokio::spawn(send_loop(
+            network.clone(),
+            Listening {
+                heard: Heard::default(),
+                peer: NodeId(2),
+                silence: Duration::from_secs(5),
+            },
+            Dial {
+                me: NodeId(1),
+                peer: NodeId(2),
+                address: address.clone(),
+                credentials: Credentials::new(
+                    b"a secret of thirty-two bytes or more",
+                    Box::new(<rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::seed_from_u64(7)),
+                ),
+            },
+            rx,
+            shutdown,
+            Logger::root(slog::Discard, slog::o!()),
+        ));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        stop.send(true).expect("the sender listens");
+        sender.await.expect("the sender stops");
+        let dialled = network.dialled.lock().expect("not poisoned").clone();
+        assert!(dialled.len() >= 3, "dialled {dialled:?}");
+        assert!(
+            dialled.iter().all(|a| *a == address.to_string()),
+            "{dialled:?}"
+        );
+    }
+
     proptest::proptest! {
         // A fixed seed, so CI runs the same cases every time.
         #![proptest_config(proptest::test_runner::Config {
