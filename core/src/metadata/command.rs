@@ -98,8 +98,19 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
         });
         rest = &rest[17.min(rest.len())..];
     }
+    let command = MetadataCommand::decode(rest)?;
+    let creates = matches!(
+        command,
+        MetadataCommand::CreateTopic(_) | MetadataCommand::CreatePartitions { .. }
+    );
+    if !creates && limits != PartitionLimits::UNCARRIED {
+        // `encode_entry` writes limits only with a command that creates partitions.
+        return Err(DecodeError(
+            "partition limits with a command that creates none",
+        ));
+    }
     Ok(Entry {
-        command: MetadataCommand::decode(rest)?,
+        command,
         origin,
         limits,
     })

@@ -21,7 +21,7 @@ fn create(name: &str, partitions: u32, rf: u16) -> MetadataCommand {
 fn a_state_breaking_an_invariant_is_refused() {
     let mut state = MetadataState::new(vec![NodeId(1)]);
     state
-        .apply(RaftIndex(1), Term(1), &create("a", 1, 1))
+        .apply(RaftIndex(1), Term(1), &create("a", 1, 1), L)
         .expect("a");
     state
         .topics
@@ -437,4 +437,24 @@ fn entries_carry_the_partition_limits_and_older_entries_apply_as_they_did() {
     );
     state.invariants();
     assert_eq!(MetadataState::decode(&state.encode()), Ok(state.clone()));
+}
+
+/// Found by the `decoders` fuzz target: limits written before a command that creates no
+/// partitions decoded, and encoding that entry again dropped them. `encode_entry` never
+/// writes such an entry, so decoding refuses it.
+#[test]
+fn limits_with_a_command_that_creates_no_partitions_are_refused() {
+    let delete = MetadataCommand::DeleteTopic { name: "a".into() };
+    let mut bytes = encode_entry(&create("a", 1, 1), None, PartitionLimits::DEFAULT);
+    let command_at = bytes.len() - create("a", 1, 1).encode().len();
+    bytes.truncate(command_at);
+    bytes.extend_from_slice(&delete.encode());
+    assert_eq!(
+        decode_entry(&bytes),
+        Err(DecodeError(
+            "partition limits with a command that creates none"
+        ))
+    );
+    let plain = encode_entry(&delete, None, PartitionLimits::DEFAULT);
+    assert_eq!(decode_entry(&plain).expect("decodes").command, delete);
 }
