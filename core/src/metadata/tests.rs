@@ -21,7 +21,7 @@ fn create(name: &str, partitions: u32, rf: u16) -> MetadataCommand {
 fn a_state_breaking_an_invariant_is_refused() {
     let mut state = MetadataState::new(vec![NodeId(1)]);
     state
-        .apply(RaftIndex(1), Term(1), &create("a", 1, 1))
+        .apply(RaftIndex(1), Term(1), &create("a", 1, 1), L)
         .expect("a");
     state
         .topics
