@@ -453,3 +453,118 @@ fn requests_that_never_arrive_are_dropped_and_their_bytes_freed() {
     });
     assert!(logged, "the closing is logged");
 }
+
+/// A raw Fetch v4 of partition 0 from offset 0, for up to `max_bytes`.
+fn fetch_frame(max_bytes: i32) -> Vec<u8> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::FetchRequest;
+    let mut partition = FetchPartition::default();
+    partition.partition = 0;
+    partition.fetch_offset = 0;
+    partition.partition_max_bytes = max_bytes;
+    let mut topic = FetchTopic::default();
+    topic.topic = TopicName(StrBytes::from_static_str(TOPIC));
+    topic.partitions = vec![partition];
+    let mut request = FetchRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.max_wait_ms = 0;
+    request.min_bytes = 1;
+    request.max_bytes = max_bytes;
+    request.topics = vec![topic];
+    let mut body = BytesMut::new();
+    request.encode(&mut body, 4).expect("encode");
+    request_frame(1, 4, &body)
+}
+
+/// Reads `stream` until the node's end (or a reset), within `within`: the bytes read, or
+/// `None` if it is still open then (a read waited 2 s for nothing).
+fn read_to_the_end(stream: &mut std::net::TcpStream, within: Duration) -> Option<usize> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + within;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut total = 0;
+    while std::time::Instant::now() < deadline {
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some(total),
+            Ok(n) => total += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return Some(total)
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Waits up to 15 s for a line of node `node`'s log (1-based) holding every one of `parts`.
+fn logged(cluster: &Cluster, node: usize, parts: &[&str]) -> bool {
+    (0..150).any(|_| {
+        let log = std::fs::read_to_string(cluster.dir.path().join(format!("node-{node}.log")))
+            .expect("log");
+        let found = log.lines().any(|l| parts.iter().all(|p| l.contains(p)));
+        if !found {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        found
+    })
+}
+
+/// A client that pipelines Fetch requests for megabytes of records and reads none of the
+/// answers: the TCP buffers fill, the node's answer cannot be written, and once it has
+/// waited `response_write_timeout_ms` the node closes the connection (logged), which frees
+/// what the connection held. Other clients are served all the while.
+#[test]
+fn answers_a_client_does_not_read_close_its_connection() {
+    use std::io::Write;
+    let mut cluster = Cluster::start_with("[connections]\nresponse_write_timeout_ms = 2000\n");
+    cluster.wait_for_leaders();
+    let leader = cluster.leaders()[&0];
+    let port = cluster.kafka[(leader - 1) as usize];
+    // About 7 MB in partition 0, more than the TCP buffers of a local connection hold.
+    for _ in 0..8 {
+        assert_eq!(
+            produce(
+                port,
+                batch(&records(900, 1_000), Compression::None).freeze()
+            ),
+            0
+        );
+    }
+    let fetch = fetch_frame(16 << 20);
+    let answer = raw_request(port, &fetch).expect("a fetch is answered");
+    assert!(answer.len() > 7_000_000, "{} bytes", answer.len());
+
+    let mut stuck = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let requests = 40;
+    for _ in 0..requests {
+        stuck.write_all(&fetch).expect("a request");
+    }
+    // Another client is served meanwhile.
+    std::thread::sleep(Duration::from_millis(500));
+    let other = raw_request(port, &fetch).expect("another client is served");
+    assert_eq!(other.len(), answer.len());
+    assert!(
+        logged(
+            &cluster,
+            leader as usize,
+            &["closed client connection", "response_write_timeout_ms"]
+        ),
+        "the closing is logged"
+    );
+    // What was in flight reads out, then the connection ends, long before every answer.
+    let read = read_to_the_end(&mut stuck, Duration::from_secs(20));
+    assert!(
+        read.is_some_and(|bytes| bytes < requests * answer.len()),
+        "the stuck connection is closed: {read:?}"
+    );
+    assert!(raw_request(port, &fetch).is_some(), "still served");
+    cluster.assert_all_alive(Duration::from_millis(300), "answers nobody reads");
+}
