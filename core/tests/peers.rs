@@ -65,7 +65,7 @@ fn append_entries_that_do_not_continue_the_log_are_dropped() {
             .index
     };
     let before = last(&cluster);
-    let entry = |index: u64, term: u64| oxbow_core::raft::eraftpb::Entry {
+    let entry = |index: u64, term: u64| Entry {
         index,
         term,
         ..Default::default()
