@@ -568,3 +568,124 @@ fn answers_a_client_does_not_read_close_its_connection() {
     assert!(raw_request(port, &fetch).is_some(), "still served");
     cluster.assert_all_alive(Duration::from_millis(300), "answers nobody reads");
 }
+
+/// Connections to the peer port that never complete the handshake: past
+/// `peer_handshakes_max` of them, a new one is closed at once (logged); the ones held are
+/// closed by the handshake's step timeout, which frees their places. The cluster still
+/// replicates throughout.
+#[test]
+fn peer_handshakes_past_the_limit_are_refused() {
+    let mut cluster = Cluster::start_with("[connections]\npeer_handshakes_max = 8\n");
+    cluster.wait_for_leaders();
+    let peer_port = cluster.peer[0];
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", peer_port)).expect("connect");
+    let mut silent: Vec<_> = (0..40).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (closed, mut held): (Vec<_>, Vec<_>) = silent
+        .drain(..)
+        .map(|mut s| (closed_by_node(&mut s, Duration::from_millis(50)), s))
+        .partition(|(closed, _)| *closed);
+    // A real peer dialling meanwhile may take one of the eight places.
+    assert!(
+        (32..=33).contains(&closed.len()),
+        "{} of 40 closed at once",
+        closed.len()
+    );
+    assert!(logged(
+        &cluster,
+        1,
+        &[
+            "refused a peer connection",
+            "connections.peer_handshakes_max"
+        ]
+    ));
+    // The cluster replicates while the places are taken.
+    let produce_to_leader = |cluster: &Cluster| {
+        let leader = cluster.leaders()[&0];
+        produce(
+            cluster.kafka[(leader - 1) as usize],
+            batch(&records(3, 10), Compression::None).freeze(),
+        )
+    };
+    assert_eq!(produce_to_leader(&cluster), 0);
+    // The held ones time out in their handshake, and free their places.
+    for (_, stream) in &mut held {
+        assert!(
+            closed_by_node(stream, Duration::from_secs(10)),
+            "a handshake that never came"
+        );
+    }
+    let mut again = connect();
+    assert!(
+        !closed_by_node(&mut again, Duration::from_millis(300)),
+        "a place again"
+    );
+    assert_eq!(produce_to_leader(&cluster), 0);
+    cluster.assert_all_alive(Duration::from_millis(300), "silent peer connections");
+}
+
+/// A configured peer that connects again and again holds one link: each newer authenticated
+/// connection closes the older one at once (not after the silence timeout, at least 5 s).
+/// Here the test dials node 1 as node 2, with the cluster's secret; its connections take the
+/// real node 2's place, which dials again as soon as its link breaks, and replication heals.
+#[test]
+fn a_peer_holds_one_link_the_newest() {
+    use oxbow_core::ids::NodeId;
+    use oxbow_node::runtime::peer::handshake::{dial, Credentials};
+    use rand_chacha::rand_core::SeedableRng;
+    use tokio::io::AsyncReadExt;
+
+    let mut cluster = Cluster::start();
+    cluster.wait_for_leaders();
+    let peer_port = cluster.peer[0];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let credentials = Credentials::new(
+        common::PEER_SECRET.as_bytes(),
+        Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(16)),
+    );
+    runtime.block_on(async {
+        let mut links = Vec::new();
+        for _ in 0..4 {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", peer_port))
+                .await
+                .expect("connect");
+            let (mut read, mut write) = stream.into_split();
+            dial(&mut read, &mut write, &credentials, NodeId(2), NodeId(1))
+                .await
+                .expect("the secret is right");
+            links.push((read, write));
+        }
+        // Every link but the newest was replaced (and the newest may be by now, by the real
+        // node 2's): node 1 closed them.
+        for (i, (read, _)) in links.iter_mut().take(3).enumerate() {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(1), read.read(&mut byte)).await;
+            assert!(
+                matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+                "link {i} is closed: {read:?}"
+            );
+        }
+    });
+    // The real node 2 dials again and replicates.
+    let mut replicated = false;
+    for _ in 0..50 {
+        let leader = cluster.leaders()[&0];
+        if produce(
+            cluster.kafka[(leader - 1) as usize],
+            batch(&records(3, 10), Compression::None).freeze(),
+        ) == 0
+        {
+            replicated = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(replicated, "produce with acks=all succeeds");
+    cluster.assert_all_alive(
+        Duration::from_millis(300),
+        "a peer dialling again and again",
+    );
+}

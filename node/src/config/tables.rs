@@ -173,6 +173,10 @@ pub struct ConnectionsConfig {
     /// `queued_max_request_bytes`. 30 s, as `request_read_timeout_ms`: Kafka's clients
     /// (`request.timeout.ms`) give up on a request whose answer takes longer to arrive.
     pub response_write_timeout_ms: u64,
+    /// Connections to the peer port that are still in their handshake, at once; past it a
+    /// new one is closed at once, with a log line (the 1st, 10th, 100th...). A cluster's
+    /// peers dial one connection each at a time, so 64 leaves room for a cluster of dozens.
+    pub peer_handshakes_max: usize,
 }
 
 impl Default for ConnectionsConfig {
@@ -184,6 +188,7 @@ impl Default for ConnectionsConfig {
             queued_max_request_bytes: 512 << 20,
             request_read_timeout_ms: 30_000,
             response_write_timeout_ms: 30_000,
+            peer_handshakes_max: 64,
         }
     }
 }
@@ -212,6 +217,11 @@ impl ConnectionsConfig {
                 "connections.response_write_timeout_ms: {} is outside 1000..=3600000",
                 self.response_write_timeout_ms
             )));
+        }
+        if self.peer_handshakes_max == 0 {
+            return Err(ConfigError(
+                "connections.peer_handshakes_max must be at least 1".into(),
+            ));
         }
         if self.queued_max_request_bytes < crate::kafka::REQUEST_MAX as u64 {
             return Err(ConfigError(format!(

@@ -343,6 +343,23 @@ fn the_response_write_timeout_defaults_to_30_s_and_is_checked() {
 }
 
 #[test]
+fn peer_handshakes_default_to_64_and_are_checked() {
+    let config = Config::parse(GOOD).expect("valid");
+    assert_eq!(config.connections.peer_handshakes_max, 64);
+    let with = |value: &str| {
+        Config::parse(&format!(
+            "{GOOD}\n[connections]\npeer_handshakes_max = {value}\n"
+        ))
+    };
+    assert_eq!(with("8").expect("valid").connections.peer_handshakes_max, 8);
+    let error = with("0").expect_err("zero");
+    assert!(
+        error.0.starts_with("connections.peer_handshakes_max"),
+        "{error}"
+    );
+}
+
+#[test]
 fn member_metadata_is_bounded_within_a_group_entry() {
     let config = Config::parse(GOOD).expect("valid");
     assert_eq!(config.groups.member_metadata_bytes_max, 1 << 20);
