@@ -453,3 +453,239 @@ fn requests_that_never_arrive_are_dropped_and_their_bytes_freed() {
     });
     assert!(logged, "the closing is logged");
 }
+
+/// A raw Fetch v4 of partition 0 from offset 0, for up to `max_bytes`.
+fn fetch_frame(max_bytes: i32) -> Vec<u8> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::FetchRequest;
+    let mut partition = FetchPartition::default();
+    partition.partition = 0;
+    partition.fetch_offset = 0;
+    partition.partition_max_bytes = max_bytes;
+    let mut topic = FetchTopic::default();
+    topic.topic = TopicName(StrBytes::from_static_str(TOPIC));
+    topic.partitions = vec![partition];
+    let mut request = FetchRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.max_wait_ms = 0;
+    request.min_bytes = 1;
+    request.max_bytes = max_bytes;
+    request.topics = vec![topic];
+    let mut body = BytesMut::new();
+    request.encode(&mut body, 4).expect("encode");
+    request_frame(1, 4, &body)
+}
+
+/// Reads `stream` until the node's end (or a reset), within `within`: the bytes read, or
+/// `None` if it is still open then (a read waited 2 s for nothing).
+fn read_to_the_end(stream: &mut std::net::TcpStream, within: Duration) -> Option<usize> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + within;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut total = 0;
+    while std::time::Instant::now() < deadline {
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some(total),
+            Ok(n) => total += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return Some(total)
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Waits up to 15 s for a line of node `node`'s log (1-based) holding every one of `parts`.
+fn logged(cluster: &Cluster, node: usize, parts: &[&str]) -> bool {
+    (0..150).any(|_| {
+        let log = std::fs::read_to_string(cluster.dir.path().join(format!("node-{node}.log")))
+            .expect("log");
+        let found = log.lines().any(|l| parts.iter().all(|p| l.contains(p)));
+        if !found {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        found
+    })
+}
+
+/// A client that pipelines Fetch requests for megabytes of records and reads none of the
+/// answers: the TCP buffers fill, the node's answer cannot be written, and once it has
+/// waited `response_write_timeout_ms` the node closes the connection (logged), which frees
+/// what the connection held. Other clients are served all the while.
+#[test]
+fn answers_a_client_does_not_read_close_its_connection() {
+    use std::io::Write;
+    let mut cluster = Cluster::start_with("[connections]\nresponse_write_timeout_ms = 2000\n");
+    cluster.wait_for_leaders();
+    let leader = cluster.leaders()[&0];
+    let port = cluster.kafka[(leader - 1) as usize];
+    // About 7 MB in partition 0, more than the TCP buffers of a local connection hold.
+    for _ in 0..8 {
+        assert_eq!(
+            produce(
+                port,
+                batch(&records(900, 1_000), Compression::None).freeze()
+            ),
+            0
+        );
+    }
+    let fetch = fetch_frame(16 << 20);
+    let answer = raw_request(port, &fetch).expect("a fetch is answered");
+    assert!(answer.len() > 7_000_000, "{} bytes", answer.len());
+
+    let mut stuck = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let requests = 40;
+    for _ in 0..requests {
+        stuck.write_all(&fetch).expect("a request");
+    }
+    // Another client is served meanwhile.
+    std::thread::sleep(Duration::from_millis(500));
+    let other = raw_request(port, &fetch).expect("another client is served");
+    assert_eq!(other.len(), answer.len());
+    assert!(
+        logged(
+            &cluster,
+            leader as usize,
+            &["closed client connection", "response_write_timeout_ms"]
+        ),
+        "the closing is logged"
+    );
+    // What was in flight reads out, then the connection ends, long before every answer.
+    let read = read_to_the_end(&mut stuck, Duration::from_secs(20));
+    assert!(
+        read.is_some_and(|bytes| bytes < requests * answer.len()),
+        "the stuck connection is closed: {read:?}"
+    );
+    assert!(raw_request(port, &fetch).is_some(), "still served");
+    cluster.assert_all_alive(Duration::from_millis(300), "answers nobody reads");
+}
+
+/// Connections to the peer port that never complete the handshake: past
+/// `peer_handshakes_max` of them, a new one is closed at once (logged); the ones held are
+/// closed by the handshake's step timeout, which frees their places. The cluster still
+/// replicates throughout.
+#[test]
+fn peer_handshakes_past_the_limit_are_refused() {
+    let mut cluster = Cluster::start_with("[connections]\npeer_handshakes_max = 8\n");
+    cluster.wait_for_leaders();
+    let peer_port = cluster.peer[0];
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", peer_port)).expect("connect");
+    let mut silent: Vec<_> = (0..40).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (closed, mut held): (Vec<_>, Vec<_>) = silent
+        .drain(..)
+        .map(|mut s| (closed_by_node(&mut s, Duration::from_millis(50)), s))
+        .partition(|(closed, _)| *closed);
+    // A real peer dialling meanwhile may take one of the eight places.
+    assert!(
+        (32..=33).contains(&closed.len()),
+        "{} of 40 closed at once",
+        closed.len()
+    );
+    assert!(logged(
+        &cluster,
+        1,
+        &[
+            "refused a peer connection",
+            "connections.peer_handshakes_max"
+        ]
+    ));
+    // The cluster replicates while the places are taken.
+    let produce_to_leader = |cluster: &Cluster| {
+        let leader = cluster.leaders()[&0];
+        produce(
+            cluster.kafka[(leader - 1) as usize],
+            batch(&records(3, 10), Compression::None).freeze(),
+        )
+    };
+    assert_eq!(produce_to_leader(&cluster), 0);
+    // The held ones time out in their handshake, and free their places.
+    for (_, stream) in &mut held {
+        assert!(
+            closed_by_node(stream, Duration::from_secs(10)),
+            "a handshake that never came"
+        );
+    }
+    let mut again = connect();
+    assert!(
+        !closed_by_node(&mut again, Duration::from_millis(300)),
+        "a place again"
+    );
+    assert_eq!(produce_to_leader(&cluster), 0);
+    cluster.assert_all_alive(Duration::from_millis(300), "silent peer connections");
+}
+
+/// A configured peer that connects again and again holds one link: each newer authenticated
+/// connection closes the older one at once (not after the silence timeout, at least 5 s).
+/// Here the test dials node 1 as node 2, with the cluster's secret; its connections take the
+/// real node 2's place, which dials again as soon as its link breaks, and replication heals.
+#[test]
+fn a_peer_holds_one_link_the_newest() {
+    use oxbow_core::ids::NodeId;
+    use oxbow_node::runtime::peer::handshake::{dial, Credentials};
+    use rand_chacha::rand_core::SeedableRng;
+    use tokio::io::AsyncReadExt;
+
+    let mut cluster = Cluster::start();
+    cluster.wait_for_leaders();
+    let peer_port = cluster.peer[0];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let credentials = Credentials::new(
+        common::PEER_SECRET.as_bytes(),
+        Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(16)),
+    );
+    runtime.block_on(async {
+        let mut links = Vec::new();
+        for _ in 0..4 {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", peer_port))
+                .await
+                .expect("connect");
+            let (mut read, mut write) = stream.into_split();
+            dial(&mut read, &mut write, &credentials, NodeId(2), NodeId(1))
+                .await
+                .expect("the secret is right");
+            links.push((read, write));
+        }
+        // Every link but the newest was replaced (and the newest may be by now, by the real
+        // node 2's): node 1 closed them.
+        for (i, (read, _)) in links.iter_mut().take(3).enumerate() {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(1), read.read(&mut byte)).await;
+            assert!(
+                matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+                "link {i} is closed: {read:?}"
+            );
+        }
+    });
+    // The real node 2 dials again and replicates.
+    let mut replicated = false;
+    for _ in 0..50 {
+        let leader = cluster.leaders()[&0];
+        if produce(
+            cluster.kafka[(leader - 1) as usize],
+            batch(&records(3, 10), Compression::None).freeze(),
+        ) == 0
+        {
+            replicated = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(replicated, "produce with acks=all succeeds");
+    cluster.assert_all_alive(
+        Duration::from_millis(300),
+        "a peer dialling again and again",
+    );
+}

@@ -167,6 +167,16 @@ pub struct ConnectionsConfig {
     /// connection is closed (logged) and the bytes freed. 30 s, the time Kafka's clients
     /// (`request.timeout.ms`) give a whole request before they give up on it.
     pub request_read_timeout_ms: u64,
+    /// An answer must be written to its client in full within this long once its writing
+    /// starts, or the connection is closed (logged) and the bytes of the requests it holds
+    /// freed: a client that stops reading must not keep them counted against
+    /// `queued_max_request_bytes`. 30 s, as `request_read_timeout_ms`: Kafka's clients
+    /// (`request.timeout.ms`) give up on a request whose answer takes longer to arrive.
+    pub response_write_timeout_ms: u64,
+    /// Connections to the peer port that are still in their handshake, at once; past it a
+    /// new one is closed at once, with a log line (the 1st, 10th, 100th...). A cluster's
+    /// peers dial one connection each at a time, so 64 leaves room for a cluster of dozens.
+    pub peer_handshakes_max: usize,
 }
 
 impl Default for ConnectionsConfig {
@@ -177,6 +187,8 @@ impl Default for ConnectionsConfig {
             connections_max_idle_ms: 600_000,
             queued_max_request_bytes: 512 << 20,
             request_read_timeout_ms: 30_000,
+            response_write_timeout_ms: 30_000,
+            peer_handshakes_max: 64,
         }
     }
 }
@@ -199,6 +211,17 @@ impl ConnectionsConfig {
                 "connections.request_read_timeout_ms: {} is outside 1000..=3600000",
                 self.request_read_timeout_ms
             )));
+        }
+        if !(1_000..=3_600_000).contains(&self.response_write_timeout_ms) {
+            return Err(ConfigError(format!(
+                "connections.response_write_timeout_ms: {} is outside 1000..=3600000",
+                self.response_write_timeout_ms
+            )));
+        }
+        if self.peer_handshakes_max == 0 {
+            return Err(ConfigError(
+                "connections.peer_handshakes_max must be at least 1".into(),
+            ));
         }
         if self.queued_max_request_bytes < crate::kafka::REQUEST_MAX as u64 {
             return Err(ConfigError(format!(

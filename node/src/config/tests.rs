@@ -323,6 +323,43 @@ fn the_request_read_timeout_defaults_to_30_s_and_is_checked() {
 }
 
 #[test]
+fn the_response_write_timeout_defaults_to_30_s_and_is_checked() {
+    let config = Config::parse(GOOD).expect("valid");
+    assert_eq!(config.connections.response_write_timeout_ms, 30_000);
+    let with = |value: &str| {
+        Config::parse(&format!(
+            "{GOOD}\n[connections]\nresponse_write_timeout_ms = {value}\n"
+        ))
+    };
+    let config = with("2000").expect("valid");
+    assert_eq!(config.connections.response_write_timeout_ms, 2_000);
+    for bad in ["999", "3600001"] {
+        let error = with(bad).expect_err(bad);
+        assert!(
+            error.0.starts_with("connections.response_write_timeout_ms"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn peer_handshakes_default_to_64_and_are_checked() {
+    let config = Config::parse(GOOD).expect("valid");
+    assert_eq!(config.connections.peer_handshakes_max, 64);
+    let with = |value: &str| {
+        Config::parse(&format!(
+            "{GOOD}\n[connections]\npeer_handshakes_max = {value}\n"
+        ))
+    };
+    assert_eq!(with("8").expect("valid").connections.peer_handshakes_max, 8);
+    let error = with("0").expect_err("zero");
+    assert!(
+        error.0.starts_with("connections.peer_handshakes_max"),
+        "{error}"
+    );
+}
+
+#[test]
 fn member_metadata_is_bounded_within_a_group_entry() {
     let config = Config::parse(GOOD).expect("valid");
     assert_eq!(config.groups.member_metadata_bytes_max, 1 << 20);

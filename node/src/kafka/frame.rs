@@ -27,6 +27,11 @@ impl Frame {
         Self { parts: vec![bytes] }
     }
 
+    /// Its size in bytes, all parts together.
+    pub(super) fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
     /// The parts, in order.
     pub(super) fn into_parts(self) -> Vec<Bytes> {
         self.parts

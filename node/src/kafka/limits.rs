@@ -1,7 +1,8 @@
 //! Limits on client connections: how many are open at once (in all, and per IP address), and
 //! how many request bytes the node holds read but not yet answered. (How long a connection may
-//! sit idle, and how long a request's body may take, are enforced where requests are read.) Each limit has a key in the `[connections]`
-//! table with Kafka's name.
+//! sit idle and how long a request's body may take are enforced where requests are read, how
+//! long an answer may take to write where answers are written.) Each limit has a key in the
+//! `[connections]` table, with Kafka's name where Kafka has one.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -107,6 +108,11 @@ impl Limits {
     /// bytes are counted).
     pub(super) fn request_read(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.config.request_read_timeout_ms)
+    }
+
+    /// How long writing one answer may take once it starts.
+    pub(super) fn response_write(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.response_write_timeout_ms)
     }
 }
 

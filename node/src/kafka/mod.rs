@@ -268,22 +268,47 @@ async fn connection(
 ) -> Result<(), String> {
     let mut read = BufReader::new(read);
     let (queue, pending) = tokio::sync::mpsc::channel::<PendingResponse>(PIPELINE_MAX);
-    let writer = tokio::spawn(write_responses(write, pending));
-    let result = read_requests(&mut read, &context, limits, &remote, logger, &queue).await;
+    let mut writer = tokio::spawn(write_responses(write, pending, limits.response_write()));
+    let result = {
+        let reading = read_requests(&mut read, &context, limits, &remote, logger, &queue);
+        tokio::pin!(reading);
+        tokio::select! {
+            result = &mut reading => result,
+            // The writer stops first only on a failed or timed-out write (the reader holds
+            // the queue open): stop reading too, which closes the connection and frees the
+            // bytes of the requests read and not yet answered, and say why.
+            written = &mut writer => {
+                return written.map_err(|e| e.to_string()).and_then(|w| w);
+            }
+        }
+    };
     drop(queue);
     let written = writer.await.map_err(|e| e.to_string())?;
     result.and(written)
 }
 
+/// Writes the answers in request order. Each answer's writing must end within `timeout`
+/// (`connections.response_write_timeout_ms`) once it starts: a client that does not read its
+/// answers would otherwise hold its connection, and the bytes of its pipelined requests,
+/// forever.
 async fn write_responses(
     mut write: impl AsyncWrite + Unpin,
     mut pending: tokio::sync::mpsc::Receiver<PendingResponse>,
+    timeout: std::time::Duration,
 ) -> Result<(), String> {
     while let Some(response) = pending.recv().await {
         if let Some(frame) = response.await? {
-            write_frame(&mut write, frame)
-                .await
-                .map_err(|e| e.to_string())?;
+            let bytes = frame.len();
+            match tokio::time::timeout(timeout, write_frame(&mut write, frame)).await {
+                Err(_) => {
+                    return Err(format!(
+                        "an answer of {bytes} bytes was not written within {} ms: the client \
+                         does not read (connections.response_write_timeout_ms)",
+                        timeout.as_millis()
+                    ))
+                }
+                Ok(written) => written.map_err(|e| e.to_string())?,
+            }
         }
     }
     Ok(())
@@ -354,7 +379,8 @@ async fn read_requests(
         match tokio::time::timeout(limits.request_read(), read.read_exact(&mut body)).await {
             Err(_) => {
                 return Err(format!(
-                    "a request of {size} bytes did not arrive within {} ms                      (connections.request_read_timeout_ms)",
+                    "a request of {size} bytes did not arrive within {} ms \
+                     (connections.request_read_timeout_ms)",
                     limits.request_read().as_millis()
                 ))
             }

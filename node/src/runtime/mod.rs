@@ -425,6 +425,7 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
             me: config.node(),
             peers: config.peers.iter().map(|p| NodeId(p.id)).collect(),
             credentials,
+            handshakes_max: config.connections.peer_handshakes_max,
         },
         core.sender(),
         shutdown.clone(),

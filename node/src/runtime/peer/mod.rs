@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 pub mod handshake;
+mod limits;
 
 use self::handshake::Credentials;
 use super::env::Network;
@@ -351,6 +352,8 @@ pub struct Accept {
     pub peers: Vec<NodeId>,
     /// The secret and the nonces.
     pub credentials: Credentials,
+    /// Connections in their handshake at once (`connections.peer_handshakes_max`).
+    pub handshakes_max: usize,
 }
 
 /// Accepts peer connections and feeds their messages to the core.
@@ -367,7 +370,9 @@ pub async fn listen<N: Network>(
         me,
         peers,
         credentials,
+        handshakes_max,
     } = accept;
+    let limits = limits::PeerLimits::new(handshakes_max);
     let accept_logger = logger.clone();
     super::accept_loop::<N, _, _>(
         listener,
@@ -379,7 +384,20 @@ pub async fn listen<N: Network>(
             let peers = peers.clone();
             let credentials = credentials.clone();
             let logger = logger.new(slog::o!("remote" => remote.to_string()));
+            // Counted as it is accepted, so that connections that never speak are too.
+            let slot = limits.handshake();
+            let limits = limits.clone();
             async move {
+                let slot = match slot {
+                    Ok(slot) => slot,
+                    Err((why, refused, log)) => {
+                        if log {
+                            warn!(logger, "refused a peer connection"; "why" => why,
+                                "refused_so_far" => refused);
+                        }
+                        return; // dropping the socket closes it
+                    }
+                };
                 let from = match handshake::accept(&mut read, &mut write, &credentials, me, &peers)
                     .await
                 {
@@ -393,10 +411,19 @@ pub async fn listen<N: Network>(
                         return;
                     }
                 };
+                drop(slot);
+                // The peer's one link: a newer one from it closes this one.
+                let mut link = limits.link(from);
                 // After the handshake the write half is unused (peers only send), but kept
                 // open with the connection.
                 let _write = write;
-                if let Err(why) = receive(read, from, me, inbox, heard, silence).await {
+                let received = tokio::select! {
+                    received = receive(read, from, me, inbox, heard, silence) => received,
+                    () = link.replaced() => Err(Closed::Io(
+                        "the peer connected again; its newer connection replaces this one".into(),
+                    )),
+                };
+                if let Err(why) = received {
                     match why {
                         // Links break; the sender re-dials.
                         Closed::Io(why) => debug!(logger, "peer connection closed"; "why" => why),
