@@ -99,3 +99,59 @@ fn append_entries_that_do_not_continue_the_log_are_dropped() {
     assert_eq!(serving_leader(&cluster, group), leader);
     assert_eq!(cluster.produce(leader, group, batch(2)), Offset(1));
 }
+
+/// raft-rs forwards some messages it receives to the leader it knows and keeps their sender
+/// (found by the `peer_frame` fuzz target): a follower passed them on as another node's, and
+/// the receiver, whose transport refuses such a message, asserted. A forwarded proposal (a
+/// node with a stale leader hint forwards an admin change here) now leaves as this node's and
+/// still applies; a forwarded read index, which names its sender as the one to answer, is
+/// dropped.
+#[test]
+fn messages_forwarded_for_another_node_leave_as_this_nodes_or_not_at_all() {
+    let mut cluster = Cluster::new();
+    cluster.tick(40);
+    let leader = cluster.metadata_leader().expect("a controller");
+    let mut others = NODES.iter().copied().filter(|n| *n != leader);
+    let (follower, third) = (others.next().expect("two"), others.next().expect("two"));
+    let proposal = oxbow_core::metadata::encode_entry(
+        &create("forwarded", 1, 3),
+        None,
+        oxbow_core::metadata::PartitionLimits::DEFAULT,
+    );
+    for (msg_type, entries) in [
+        (MessageType::MsgReadIndex, Vec::new()),
+        (
+            MessageType::MsgPropose,
+            vec![Entry {
+                data: proposal.into(),
+                ..Entry::default()
+            }],
+        ),
+    ] {
+        let message = Message {
+            msg_type,
+            from: third.raft_id().0,
+            to: follower.raft_id().0,
+            entries: entries.into(),
+            ..Message::default()
+        };
+        cluster.inputs.push_back((
+            follower,
+            Input::Peer {
+                from: third,
+                messages: vec![GroupMessage {
+                    group: METADATA_GROUP,
+                    message,
+                }],
+            },
+        ));
+        cluster.settle();
+    }
+    cluster.tick(5);
+    let created = cluster.nodes[&leader]
+        .metadata()
+        .expect("runs")
+        .topic("forwarded")
+        .map(|t| t.partitions.len());
+    assert_eq!(created, Some(1), "the forwarded proposal applied");
+}

@@ -1,5 +1,5 @@
 //! What a node knows of groups' leaders beyond its own: the leader gossip it sends and
-//! receives (with each group's replicas in sync), and the checks on peers' messages.
+//! receives (with each group's replicas in sync).
 
 use std::collections::BTreeMap;
 
@@ -95,39 +95,4 @@ impl Node {
             .filter(|(t, _)| *t == term)
             .map(|(_, in_sync)| in_sync.clone())
     }
-}
-
-/// Why a peer's message would break this node outside raft-rs, if it would: only a broken or
-/// hostile peer sends one (links are authenticated), and it is dropped. raft-rs's own checks
-/// (a commit index past the log, say) are left to it: they are how the simulator catches
-/// planted durability bugs.
-pub(super) fn malformed(message: &raft::eraftpb::Message) -> Option<&'static str> {
-    // Kafka's leader epoch is an i32 and every stored batch carries its term as one: a term
-    // past it could never be served.
-    let fits = |term: u64| term <= i32::MAX as u64;
-    let terms_fit = fits(message.term)
-        && fits(message.log_term)
-        && message.get_entries().iter().all(|e| fits(e.term))
-        && fits(message.get_snapshot().get_metadata().term);
-    if !terms_fit {
-        return Some("a term past i32::MAX");
-    }
-    // raft-rs appends an append's entries as given; the log store asserts they continue the
-    // log at `index + 1`, one index apart, with terms that never go back nor pass the
-    // sender's.
-    if message.get_msg_type() == raft::eraftpb::MessageType::MsgAppend {
-        let mut index = message.index;
-        let mut term = message.log_term;
-        for entry in message.get_entries() {
-            if Some(entry.index) != index.checked_add(1) || entry.term < term {
-                return Some("append entries that do not continue the log");
-            }
-            if entry.term > message.term {
-                return Some("append entries of a later term than the sender's");
-            }
-            index = entry.index;
-            term = entry.term;
-        }
-    }
-    None
 }

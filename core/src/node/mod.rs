@@ -12,9 +12,10 @@ mod config;
 mod early;
 mod follow_metadata;
 mod leaders;
+mod peer_messages;
 
 pub use config::{GroupConfig, NodeConfig, PlantedBugs};
-use leaders::malformed;
+use peer_messages::{leaves_as, malformed};
 
 use admin::{AdminPending, Forwarded};
 
@@ -427,8 +428,20 @@ impl Node {
         if sink.became_leader {
             self.gossip_leaders(&mut sink);
         }
-        for (to, messages) in std::mem::take(&mut sink.sends) {
-            out.push(Output::Send { to, messages });
+        let me = self.config.node_id.raft_id();
+        for (to, mut messages) in std::mem::take(&mut sink.sends) {
+            messages.retain_mut(|m| {
+                let leaves = leaves_as(me, &mut m.message);
+                if !leaves {
+                    slog::debug!(self.logger, "dropped a message raft-rs forwarded for another node";
+                        "group" => m.group.0, "type" => ?m.message.get_msg_type(),
+                        "from" => m.message.from);
+                }
+                leaves
+            });
+            if !messages.is_empty() {
+                out.push(Output::Send { to, messages });
+            }
         }
         out.extend(sink.out.drain(..));
         // After every input, the cheap invariants of the groups it touched; the full ones
