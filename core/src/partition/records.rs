@@ -442,13 +442,7 @@ impl Replica {
     ) -> Result<FetchData, FetchError> {
         assert_eq!(request.group, self.group);
         let records = self.kind.records();
-        check_leader_epoch(request.current_leader_epoch, Term(self.raw.raft.term))
-            .map_err(FetchError::LeaderEpoch)?;
-        if self.serving_leader().is_none() {
-            return Err(FetchError::NotLeader {
-                leader: self.leader_hint(),
-            });
-        }
+        self.serving_at(request.current_leader_epoch)?;
         // Planted bug `fetch-above-hwm`: serve the uncommitted suffix too.
         let (readable_end, last_index) = if config.planted.fetch_above_hwm() {
             let leader = records.produce.leader.as_ref().expect("serving leader");
@@ -509,18 +503,26 @@ impl Replica {
         Ok(data)
     }
 
-    /// Where a leader epoch ends, from the serving leader's history (Kafka's
-    /// OffsetForLeaderEpoch): the latest epoch ends at the high watermark.
-    pub(crate) fn epoch_end(&self, request: &EpochEndRequest) -> Result<EpochEnd, FetchError> {
-        assert_eq!(request.group, self.group);
-        let records = self.kind.records();
-        check_leader_epoch(request.current_leader_epoch, Term(self.raw.raft.term))
+    /// Checks that a read naming `current_leader_epoch` (-1: none) may be served here: the
+    /// epoch is this replica's term (checked first, as Kafka does, so a follower answers a
+    /// stale epoch as fenced), and this replica is the serving leader.
+    fn serving_at(&self, current_leader_epoch: i32) -> Result<(), FetchError> {
+        check_leader_epoch(current_leader_epoch, Term(self.raw.raft.term))
             .map_err(FetchError::LeaderEpoch)?;
         if self.serving_leader().is_none() {
             return Err(FetchError::NotLeader {
                 leader: self.leader_hint(),
             });
         }
+        Ok(())
+    }
+
+    /// Where a leader epoch ends, from the serving leader's history (Kafka's
+    /// OffsetForLeaderEpoch): the latest epoch ends at the high watermark.
+    pub(crate) fn epoch_end(&self, request: &EpochEndRequest) -> Result<EpochEnd, FetchError> {
+        assert_eq!(request.group, self.group);
+        let records = self.kind.records();
+        self.serving_at(request.current_leader_epoch)?;
         Ok(records
             .epochs
             .end_of(request.leader_epoch, records.next_offset))
