@@ -116,7 +116,7 @@ fn messages_forwarded_for_another_node_leave_as_this_nodes_or_not_at_all() {
     let proposal = oxbow_core::metadata::encode_entry(
         &create("forwarded", 1, 3),
         None,
-        oxbow_core::metadata::PartitionLimits::DEFAULT,
+        PartitionLimits::DEFAULT,
     );
     for (msg_type, entries) in [
         (MessageType::MsgReadIndex, Vec::new()),
