@@ -19,7 +19,7 @@
 //! is provably durable after any crash, and the last group commit's too after a restart that
 //! kept the page cache (a process crash or a clean stop).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
 use oxbow_core::ids::GroupId;
@@ -167,6 +167,9 @@ pub struct SegmentLog<D: Disk> {
     removed: Vec<GroupLog>,
     /// Segment sizes of groups whose topic sets its own `segment.bytes`.
     segment_bytes: BTreeMap<GroupId, u64>,
+    /// Groups appended to (or rolled) since a sync last left them clean: the only ones a sync
+    /// looks at, so that its cost follows the groups written, not all a node hosts.
+    pending: BTreeSet<GroupId>,
 }
 
 pub(crate) fn io_error<'a>(
@@ -235,6 +238,7 @@ impl<D: Disk> SegmentLog<D> {
             groups,
             removed: Vec::new(),
             segment_bytes: BTreeMap::new(),
+            pending: BTreeSet::new(),
         };
         log.invariants();
         Ok((log, durable, report))
@@ -260,6 +264,7 @@ impl<D: Disk> SegmentLog<D> {
                 if let Some(log) = self.groups.remove(&group) {
                     self.removed.push(log);
                 }
+                self.pending.remove(&group);
                 continue;
             }
             if let Some(at) = self.removed.iter().position(|l| l.group() == group) {
@@ -271,6 +276,7 @@ impl<D: Disk> SegmentLog<D> {
                 .groups
                 .entry(group)
                 .or_insert_with(|| GroupLog::new(group, self.options.planted));
+            self.pending.insert(group);
             match record {
                 WalRecord::Entries { entries, .. } => {
                     for entry in entries {
@@ -303,8 +309,10 @@ impl<D: Disk> SegmentLog<D> {
                 WalRecord::RemoveGroup { .. } => unreachable!("handled above"),
             }
         }
-        for log in self.groups.values_mut() {
-            log.flush(&mut self.disk)?;
+        for group in records.iter().map(WalRecord::group) {
+            if let Some(log) = self.groups.get_mut(&group) {
+                log.flush(&mut self.disk)?;
+            }
         }
         Ok(())
     }
@@ -322,8 +330,14 @@ impl<D: Disk> SegmentLog<D> {
     /// forgotten votes) while the topic still exists.
     pub fn sync(&mut self) -> Result<(), StorageError> {
         let everything = !self.removed.is_empty();
+        let groups: Vec<GroupId> = if everything {
+            self.groups.keys().copied().collect()
+        } else {
+            self.pending.iter().copied().collect()
+        };
         let mut files = Vec::new();
-        for log in self.groups.values_mut() {
+        for group in &groups {
+            let log = self.groups.get_mut(group).expect("pending groups are held");
             log.flush(&mut self.disk)?;
             if everything || log.needs_sync() {
                 files.extend(log.dirty_files());
@@ -334,16 +348,27 @@ impl<D: Disk> SegmentLog<D> {
                 .sync_all(&files)
                 .map_err(io_error("sync", &files.join(", ")))?;
         }
-        for log in self.groups.values_mut() {
+        for group in groups {
+            let log = self
+                .groups
+                .get_mut(&group)
+                .expect("pending groups are held");
             let active_synced = (everything || log.needs_sync()) && log.synced();
+            let mut rolled = false;
             if log.active_is_covered() {
                 // Its every entry is below the snapshot (the log start moved past them): a
                 // new segment, whose header holds that snapshot, lets the next sync delete it.
                 log.roll(&mut self.disk)?;
+                rolled = true;
             } else if active_synced {
                 log.mark_synced(&mut self.disk)?;
             }
             log.delete_unneeded_segments(&mut self.disk)?;
+            // Left for a later sync: bytes not synced yet (only Raft commit indexes), or a
+            // roll whose old segment the next sync deletes.
+            if !rolled && log.is_clean() {
+                self.pending.remove(&group);
+            }
         }
         self.remove_groups()
     }
@@ -374,7 +399,9 @@ impl<D: Disk> SegmentLog<D> {
             let Some(log) = self.groups.get_mut(group) else {
                 continue;
             };
-            log.roll_if_old(&mut self.disk, *policy, now_ms)?;
+            if log.roll_if_old(&mut self.disk, *policy, now_ms)? {
+                self.pending.insert(*group);
+            }
             if let Some(point) = log.retention_point(*policy, now_ms) {
                 points.push((*group, point));
             }
@@ -445,8 +472,13 @@ impl<D: Disk> SegmentLog<D> {
 
     /// Structural invariants.
     pub fn invariants(&self) {
-        for log in self.groups.values() {
+        for (group, log) in &self.groups {
             log.invariants();
+            assert!(
+                self.pending.contains(group) || log.is_clean(),
+                "a group with bytes to write or sync is pending"
+            );
         }
+        assert!(self.pending.iter().all(|g| self.groups.contains_key(g)));
     }
 }
