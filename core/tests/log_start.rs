@@ -62,3 +62,47 @@ fn a_replica_behind_a_log_start_inside_a_batch_installs_it_and_catches_up() {
         (Offset(5), Offset(10))
     );
 }
+
+/// A follower behind a compacted log installs the leader's snapshot, and its disk stalls
+/// before the snapshot is written; then the leader goes. Its election timeout passes while
+/// the write is still out: the campaign must wait for the write (raft-rs counts the snapshot
+/// applied only once it is persisted, and a campaign reads the entries after what it counts
+/// applied, which the snapshot replaced), then the partition elects a leader and serves.
+#[test]
+fn a_follower_installing_a_snapshot_on_a_stalled_disk_campaigns_after_the_write() {
+    let mut cluster = Cluster::new();
+    let group = cluster.one_partition_topic("events");
+    let leader = serving_leader(&cluster, group);
+    let behind = *NODES.iter().find(|n| **n != leader).expect("three nodes");
+    let stopped = cluster.nodes.remove(&behind).expect("running");
+    for i in 0..5 {
+        assert_eq!(cluster.produce(leader, group, batch(2)), Offset(2 * i));
+    }
+    let answer = cluster.request(
+        leader,
+        Request::DeleteRecords(DeleteRecordsRequest {
+            group,
+            offset: Some(Offset(10)),
+            timeout_ms: 5_000,
+        }),
+    );
+    assert_eq!(answer, Response::DeleteRecords(Ok(Offset(10))));
+    cluster.tick(5);
+    cluster.nodes.insert(behind, stopped);
+    cluster.stall_writes(behind);
+    cluster.tick(10);
+    assert!(
+        cluster.disks[&behind].iter().any(|r| matches!(
+            r,
+            WalRecord::Snapshot { group: g, install: true, .. } if *g == group
+        )),
+        "the follower was sent the leader's snapshot"
+    );
+    cluster.nodes.remove(&leader).expect("running");
+    cluster.tick(80);
+    cluster.release_writes(behind);
+    cluster.tick(80);
+    let new_leader = serving_leader(&cluster, group);
+    assert_ne!(new_leader, leader);
+    assert_eq!(cluster.produce(new_leader, group, batch(1)), Offset(10));
+}

@@ -163,6 +163,11 @@ pub struct NodeConfig {
     /// growth this node takes may reach (`max_partitions`, `max_partitions_per_node`). Written
     /// into the metadata entry, which every replica checks alike when it applies it.
     pub partition_limits: PartitionLimits,
+    /// Whether idle partitions quiesce: stop ticking until something happens
+    /// (`partition/quiesce.rs`), so that a node's idle cost follows its active partitions.
+    /// Needs the leader gossip (a metadata group): a group quiesces only if each of its
+    /// replicas is a metadata voter.
+    pub quiesce: bool,
     /// Planted bugs (inert without the `planted-bugs` feature).
     pub planted: PlantedBugs,
 }
@@ -198,6 +203,7 @@ impl NodeConfig {
             command_entries_max: 10_000,
             metadata_entries_max: 1_000,
             partition_limits: PartitionLimits::DEFAULT,
+            quiesce: true,
             planted: PlantedBugs::default(),
         }
     }

@@ -12,6 +12,7 @@ mod config;
 mod early;
 mod follow_metadata;
 mod leaders;
+mod liveness;
 mod peer_messages;
 
 pub use config::{GroupConfig, NodeConfig, PlantedBugs};
@@ -35,7 +36,7 @@ use crate::io::{
 };
 use crate::log_store::LogStore;
 use crate::metadata::{MetadataState, METADATA_GROUP};
-use crate::partition::{Applied, LogKind, Replica};
+use crate::partition::{is_quiescing, Applied, LogKind, Replica};
 use crate::time::Now;
 
 /// Not a Raft group: peer messages addressed to it carry the sender's list of the groups it
@@ -171,6 +172,8 @@ pub struct Node {
     remote_leaders: BTreeMap<NodeId, BTreeMap<GroupId, (Term, Vec<NodeId>)>>,
     /// Raft messages for groups not started here yet (see `early`).
     early: early::EarlyMessages,
+    /// When each peer was last heard from, for quiet groups (see `liveness`).
+    liveness: liveness::PeerLiveness,
     ticks: u64,
     now: Option<Now>,
     write_next: IoSeq,
@@ -211,6 +214,7 @@ impl Node {
             forward_prefix: (mix(&[seed, incarnation, 0x666f_7277]) << 40),
             remote_leaders: BTreeMap::new(),
             early: early::EarlyMessages::default(),
+            liveness: liveness::PeerLiveness::default(),
             ticks: 0,
             now: None,
             write_next: IoSeq(0),
@@ -344,8 +348,13 @@ impl Node {
         match input {
             Input::Tick => {
                 self.ticks += 1;
+                self.wake_for_silent_peers();
+                let silent = self.liveness.silent();
                 for replica in self.groups.values_mut() {
-                    replica.tick(&self.config, now, &mut sink);
+                    if replica.is_quiet() {
+                        continue;
+                    }
+                    replica.tick(&self.config, silent, now, &mut sink);
                     touched.insert(replica.group());
                 }
                 for (group, coordinator) in self.coordinators.iter_mut() {
@@ -371,6 +380,7 @@ impl Node {
                 );
             }
             Input::Peer { from, messages } => {
+                self.heard_from(from);
                 for GroupMessage { group, message } in messages {
                     assert_eq!(
                         RaftId(message.from),
@@ -384,6 +394,7 @@ impl Node {
                     }
                     if group == LEADERS_GROUP {
                         self.note_leaders(from, &message.context);
+                        self.wake_unclaimed(from);
                     } else if group == TRANSFER_GROUP {
                         let asked = <[u8; 8]>::try_from(&message.context[..])
                             .map(|b| GroupId(u64::from_le_bytes(b)));
@@ -394,7 +405,18 @@ impl Node {
                             touched.insert(group);
                         }
                     } else if let Some(replica) = self.groups.get_mut(&group) {
+                        let quiescing = (is_quiescing(&message)
+                            && message.get_msg_type() == MessageType::MsgHeartbeat)
+                            .then_some((
+                                message.from,
+                                message.term,
+                                message.index,
+                                message.log_term,
+                            ));
                         replica.step(message);
+                        if let Some(heartbeat) = quiescing {
+                            replica.on_quiescing_heartbeat(heartbeat, &self.config, &mut sink);
+                        }
                         touched.insert(group);
                     } else if matches!(
                         message.get_msg_type(),

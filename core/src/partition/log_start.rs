@@ -56,6 +56,11 @@ pub(super) struct Wait {
 pub(super) struct Waits(VecDeque<Wait>);
 
 impl Waits {
+    /// No DeleteRecords request waits.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The entry at `applied`, of `term`, is applied; `log_start` is the partition's log start
     /// offset after it.
     pub(super) fn resolve(
@@ -188,6 +193,7 @@ impl Replica {
             return Some(Err(DeleteRecordsError::Backpressure));
         }
         let last_before = self.raw.raft.raft_log.last_index();
+        self.wake();
         if self.raw.propose(encode(offset), Vec::new()).is_err() {
             return Some(Err(DeleteRecordsError::NotLeader {
                 leader: self.leader_hint(),

@@ -14,9 +14,10 @@
 mod commands;
 mod log_start;
 mod produce;
+mod quiesce;
 mod records;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
@@ -33,6 +34,7 @@ use crate::time::Now;
 
 pub(crate) use commands::Applied;
 use commands::CommandState;
+pub(crate) use quiesce::is_quiescing;
 use records::RecordState;
 
 /// What a group's log holds, chosen when the group starts.
@@ -119,6 +121,8 @@ pub(crate) struct Replica {
     /// Reads of evicted entries asked of the driver, by first index, with the raft-rs
     /// requests waiting on each (at most [`READ_WAITERS_MAX`]; raft-rs asks again anyway).
     reads: BTreeMap<u64, Vec<raft::GetEntriesContext>>,
+    /// Quiescent: not ticked until something wakes it (see `quiesce`).
+    quiet: bool,
 }
 
 /// raft-rs requests kept per read of evicted entries.
@@ -207,10 +211,18 @@ impl Replica {
             held: VecDeque::new(),
             snapshot_ticks: BTreeMap::new(),
             reads: BTreeMap::new(),
+            quiet: false,
         }
     }
 
-    pub(crate) fn tick(&mut self, config: &NodeConfig, now: Now, sink: &mut Sink) {
+    /// One tick; `silent`: the peers this node has not heard from for an election timeout.
+    pub(crate) fn tick(
+        &mut self,
+        config: &NodeConfig,
+        silent: &BTreeSet<NodeId>,
+        now: Now,
+        sink: &mut Sink,
+    ) {
         // raft-rs draws a randomized election timeout with `thread_rng`, so it is given a range
         // of width one and the jitter comes from here: at every new (term, role) a seeded
         // number of ticks is withheld from a non-leader's election clock. Nodes that time out
@@ -222,7 +234,7 @@ impl Replica {
         }
         if self.raw.raft.state != StateRole::Leader && self.withheld_ticks > 0 {
             self.withheld_ticks -= 1;
-        } else {
+        } else if !self.snapshot_unpersisted() {
             self.raw.tick();
         }
         self.ticks += 1;
@@ -242,13 +254,14 @@ impl Replica {
         }
         self.retry_stuck_snapshots(config);
         self.compact(config, sink);
-        self.checkpoint(config, sink);
+        self.checkpoint(config, sink, false);
+        self.maybe_quiesce(config, silent, sink);
     }
 
     /// Writes a checkpoint of a partition's applied state after enough bytes, or ticks, of
     /// applied batches: a restart then holds and applies only the entries after it. Only at an
     /// applied index that is also persisted (the state is exactly the one at that index).
-    fn checkpoint(&mut self, config: &NodeConfig, sink: &mut Sink) {
+    fn checkpoint(&mut self, config: &NodeConfig, sink: &mut Sink, now: bool) {
         let applied = self.applied.0;
         let persisted = self.raw.raft.raft_log.persisted;
         let Kind::Records(records) = &mut self.kind else {
@@ -259,7 +272,7 @@ impl Replica {
             return;
         }
         *ticks += 1;
-        let due = *bytes >= config.checkpoint_bytes || *ticks >= config.checkpoint_ticks;
+        let due = now || *bytes >= config.checkpoint_bytes || *ticks >= config.checkpoint_ticks;
         if !due || applied > persisted || applied <= self.snapshot_index.0 {
             return;
         }
@@ -283,9 +296,29 @@ impl Replica {
         );
     }
 
+    /// Whether a snapshot installed here is not persisted yet. raft-rs counts it applied only
+    /// once it is (`report_applied`), and a campaign (an election timeout, a leadership
+    /// transfer's MsgTimeoutNow) reads the committed entries after what raft-rs counts applied,
+    /// which the snapshot replaced in the store: raft-rs would fail fatally. Such a replica
+    /// neither ticks raft-rs nor campaigns until the write is done, so a stalled disk delays
+    /// its election timeout instead of crashing the node.
+    fn snapshot_unpersisted(&self) -> bool {
+        self.raw.store().first_index() > self.raw.raft.raft_log.applied + 1
+    }
+
+    /// Writes a checkpoint now if anything was applied since the last (a quiet group does not
+    /// tick towards one).
+    fn checkpoint_now(&mut self, config: &NodeConfig, sink: &mut Sink) {
+        self.checkpoint(config, sink, true);
+    }
+
     /// Starts an election now (a new partition's first replica: the group would otherwise
     /// wait out an election timeout before its first leader).
     pub(crate) fn campaign(&mut self) {
+        self.wake();
+        if self.snapshot_unpersisted() {
+            return;
+        }
         // An error is raft-rs declining (already leading, or not a voter): nothing to do.
         let _ = self.raw.campaign();
     }
@@ -297,16 +330,30 @@ impl Replica {
         if !self.is_voter(to) {
             return false;
         }
-        self.raw.transfer_leader(to.0);
+        self.wake();
+        self.raw.transfer_leader(to.raft_id().0);
         true
     }
 
     /// Whether `node` votes in this group.
     pub(crate) fn is_voter(&self, node: NodeId) -> bool {
-        self.raw.raft.prs().conf().voters().contains(node.0)
+        self.raw
+            .raft
+            .prs()
+            .conf()
+            .voters()
+            .contains(node.raft_id().0)
     }
 
     pub(crate) fn step(&mut self, message: Message) {
+        if !is_quiescing(&message) {
+            self.wake();
+        }
+        if message.get_msg_type() == MessageType::MsgTimeoutNow && self.snapshot_unpersisted() {
+            // A campaign now would fail raft-rs (see `snapshot_unpersisted`); the leader's
+            // transfer times out and is asked again.
+            return;
+        }
         // Errors here are raft-rs refusing a message (stale term, unknown peer): dropped, as
         // the network could have dropped it.
         let _ = self.raw.step(message);
@@ -363,6 +410,11 @@ impl Replica {
     /// Whether this node leads the group now, and in which term.
     pub(crate) fn leading(&self) -> Option<Term> {
         self.leader.as_ref().map(|l| l.term)
+    }
+
+    /// The group's current Raft term, as this replica knows it.
+    pub(crate) fn term(&self) -> u64 {
+        self.raw.raft.term
     }
 
     pub(crate) fn leader_hint(&self) -> Option<NodeId> {
@@ -467,6 +519,7 @@ impl Replica {
 
     /// The driver read entries from `low` on: raft-rs sends them to the followers waiting.
     pub(crate) fn on_entries_read(&mut self, low: RaftIndex, entries: Vec<Entry>) {
+        self.wake();
         let waiting = self.reads.remove(&low.0).unwrap_or_default();
         if entries.is_empty() || self.leader.is_none() {
             // Compacted meanwhile: raft-rs finds that when it asks again, and sends a snapshot.

@@ -77,6 +77,11 @@ impl ProduceState {
         }
     }
 
+    /// No produce request waits for an answer.
+    pub(super) fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     fn wait(&mut self, config: &NodeConfig, pending: Pending) -> Result<(), ProduceError> {
         if self.pending.len() >= config.pending_requests_max {
             return Err(ProduceError::Backpressure);
@@ -330,6 +335,7 @@ impl Replica {
             ..Entry::default()
         };
         message.set_entries(vec![entry].into());
+        self.wake();
         if self.raw.step(message).is_err() {
             // Dropped by raft-rs: a leadership transfer under way, or the uncommitted-size
             // limit. The latter is backpressure, not a lost leadership: answering

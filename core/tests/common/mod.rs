@@ -41,6 +41,9 @@ pub struct Cluster {
     pub reads_served: usize,
     /// The nodes' trace events, but for `Applied` (one per entry), in order.
     pub traces: Vec<(NodeId, TraceEvent)>,
+    /// Nodes whose disk writes are held unfinished (a stalled disk): their completions wait
+    /// here until `release_writes`.
+    pub stalled: BTreeMap<NodeId, Vec<Input>>,
 }
 
 pub fn config(node: NodeId) -> NodeConfig {
@@ -119,6 +122,7 @@ impl Cluster {
             next_request: 0,
             reads_served: 0,
             traces: Vec::new(),
+            stalled: BTreeMap::new(),
         }
     }
 
@@ -138,8 +142,11 @@ impl Cluster {
                     }
                     Output::Write(write) => {
                         self.disks.get_mut(&to).expect("disk").extend(write.records);
-                        self.inputs
-                            .push_back((to, Input::WriteDone { seq: write.seq }));
+                        let done = Input::WriteDone { seq: write.seq };
+                        match self.stalled.get_mut(&to) {
+                            Some(held) => held.push(done),
+                            None => self.inputs.push_back((to, done)),
+                        }
                     }
                     Output::Reply { id, response } => self.replies.push((to, id, response)),
                     Output::ReadEntries(read) => {
@@ -157,6 +164,19 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Holds `node`'s disk writes unfinished from now on.
+    pub fn stall_writes(&mut self, node: NodeId) {
+        self.stalled.entry(node).or_default();
+    }
+
+    /// Finishes `node`'s held writes, and no longer holds new ones.
+    pub fn release_writes(&mut self, node: NodeId) {
+        for done in self.stalled.remove(&node).unwrap_or_default() {
+            self.inputs.push_back((node, done));
+        }
+        self.settle();
     }
 
     pub fn tick(&mut self, ticks: usize) {

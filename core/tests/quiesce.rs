@@ -1,0 +1,138 @@
+//! Idle partitions quiesce (stop ticking) and wake for work or when their leader goes: a
+//! node's idle cost follows its active partitions, and no partition is left without a leader.
+
+mod common;
+
+use common::*;
+
+const PARTITIONS: usize = 6;
+
+/// A cluster with a topic of `PARTITIONS` partitions on all three nodes; its groups.
+fn cluster_with_topic(tweak: fn(&mut NodeConfig)) -> (Cluster, Vec<GroupId>) {
+    let mut cluster = Cluster::with(tweak);
+    cluster.tick(40);
+    let controller = cluster.metadata_leader().expect("a controller");
+    let created = cluster.admin(controller, create("idle", PARTITIONS as u32, 3));
+    assert!(
+        matches!(created, Response::Admin(Ok(Some(_)))),
+        "{created:?}"
+    );
+    cluster.tick(40);
+    let groups = cluster.nodes[&controller]
+        .metadata()
+        .expect("runs")
+        .topic("idle")
+        .expect("created")
+        .partitions
+        .iter()
+        .map(|p| p.group)
+        .collect();
+    (cluster, groups)
+}
+
+fn quiet(cluster: &Cluster) -> Vec<usize> {
+    cluster.nodes.values().map(Node::quiet_groups).collect()
+}
+
+/// Every partition has a serving leader among the running nodes, which takes a produce.
+fn each_partition_serves(cluster: &mut Cluster, groups: &[GroupId]) {
+    for group in groups {
+        let leader = serving_leader(cluster, *group);
+        cluster.produce(leader, *group, batch(2));
+    }
+}
+
+#[test]
+fn idle_partitions_quiesce_and_wake_for_work() {
+    let (mut cluster, groups) = cluster_with_topic(|_| {});
+    cluster.tick(20);
+    // Every partition replica, on every node; never the metadata group (a command log).
+    assert_eq!(quiet(&cluster), vec![PARTITIONS; 3]);
+    let before = cluster.traces.len();
+    cluster.tick(100);
+    assert_eq!(
+        quiet(&cluster),
+        vec![PARTITIONS; 3],
+        "quiet groups stay quiet"
+    );
+    assert_eq!(
+        cluster.traces.len(),
+        before,
+        "nothing happens in quiet groups"
+    );
+
+    // A produce wakes its partition, is answered, and the partition quiesces again.
+    let leader = serving_leader(&cluster, groups[0]);
+    let offset = cluster.produce(leader, groups[0], batch(3));
+    assert_eq!(offset, Offset(0));
+    assert_eq!(cluster.nodes[&leader].quiet_groups(), PARTITIONS - 1);
+    cluster.tick(20);
+    assert_eq!(quiet(&cluster), vec![PARTITIONS; 3]);
+    // The records are there on every replica.
+    for node in cluster.nodes.values() {
+        let status = node.group_status(groups[0]).expect("hosted");
+        assert_eq!(status.high_watermark, Offset(3));
+    }
+    each_partition_serves(&mut cluster, &groups);
+}
+
+#[test]
+fn without_quiescence_no_partition_is_quiet() {
+    let (mut cluster, groups) = cluster_with_topic(|c| c.quiesce = false);
+    cluster.tick(100);
+    assert_eq!(quiet(&cluster), vec![0; 3]);
+    each_partition_serves(&mut cluster, &groups);
+}
+
+/// The leader's node stops: its peers stop hearing it, wake the quiet partitions it led and
+/// elect new leaders. When it comes back, everything quiesces again.
+#[test]
+fn quiet_partitions_of_a_node_that_stops_elect_new_leaders() {
+    let (mut cluster, groups) = cluster_with_topic(|_| {});
+    cluster.tick(20);
+    assert_eq!(quiet(&cluster), vec![PARTITIONS; 3]);
+    let leader = serving_leader(&cluster, groups[0]);
+    let led: Vec<GroupId> = groups
+        .iter()
+        .copied()
+        .filter(|g| serving_leader(&cluster, *g) == leader)
+        .collect();
+    cluster.nodes.remove(&leader);
+    cluster.tick(60);
+    for group in &led {
+        assert_ne!(serving_leader(&cluster, *group), leader);
+    }
+    // Every partition's leader, quiet or not before, leaves the stopped node out of its ISR.
+    for group in &groups {
+        let serving = serving_leader(&cluster, *group);
+        let in_sync = cluster.nodes[&serving].in_sync(*group).expect("led");
+        assert!(!in_sync.contains(&leader), "group {group}: ISR {in_sync:?}");
+        assert_eq!(in_sync.len(), 2, "group {group}: ISR {in_sync:?}");
+    }
+    each_partition_serves(&mut cluster, &groups);
+
+    cluster.restart(leader);
+    cluster.tick(120);
+    assert_eq!(quiet(&cluster), vec![PARTITIONS; 3]);
+    for node in cluster.nodes.values() {
+        for group in &groups {
+            let status = node.group_status(*group).expect("hosted");
+            assert_eq!(status.high_watermark, Offset(2), "group {group}");
+        }
+    }
+}
+
+/// The leader's node restarts before its peers notice its silence: its gossip no longer
+/// claims the partitions it led, so their quiet followers wake and elect a leader.
+#[test]
+fn a_leader_that_restarts_at_once_leaves_no_partition_without_a_leader() {
+    let (mut cluster, groups) = cluster_with_topic(|_| {});
+    cluster.tick(20);
+    assert_eq!(quiet(&cluster), vec![PARTITIONS; 3]);
+    let leader = serving_leader(&cluster, groups[0]);
+    cluster.restart(leader);
+    cluster.tick(60);
+    each_partition_serves(&mut cluster, &groups);
+    cluster.tick(40);
+    assert_eq!(quiet(&cluster), vec![PARTITIONS; 3]);
+}
