@@ -165,7 +165,7 @@ impl From<Report> for Summary {
             stats: format!(
                 "{} events, {} produced, {} acknowledged, {} crashes ({} bytes lost, {} tails cut), \
                  {} elections, {} snapshots installed, {} records read during the run ({} disk reads), \
-                 {} records verified",
+                 {} records verified, {} quiet partition ticks",
                 report.stats.events,
                 report.stats.produced,
                 report.stats.acknowledged,
@@ -176,7 +176,8 @@ impl From<Report> for Summary {
                 report.stats.snapshots_installed,
                 report.stats.records_read,
                 report.stats.disk_reads,
-                report.stats.records_verified
+                report.stats.records_verified,
+                report.stats.quiet_ticks
             ),
             simulated_ms: report.options.safety_ms + report.options.liveness_ms,
             trace_hash: report.trace_hash,

@@ -74,6 +74,9 @@ impl Cluster {
                 }
                 self.mix(&[1, self.now_us, node as u64]);
                 self.feed(node, Input::Tick);
+                if let Some(running) = &self.slots[node].running {
+                    self.stats.quiet_ticks += running.node.quiet_groups() as u64;
+                }
                 let at = self.now_us + self.tick_us(node);
                 self.schedule(at, Event::Tick { node, incarnation });
             }

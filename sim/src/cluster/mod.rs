@@ -154,6 +154,9 @@ pub struct Stats {
     pub records_read: u64,
     /// Reads of entries evicted from memory: for followers behind, and old fetches.
     pub disk_reads: u64,
+    /// Ticks of partition replicas that were quiet (not ticked: `core/src/partition/quiesce.rs`),
+    /// summed over every node's ticks.
+    pub quiet_ticks: u64,
 }
 
 /// The simulated cluster.
