@@ -17,6 +17,12 @@ pub struct Served {
     pub kafka: SocketAddr,
     _dir: tempfile::TempDir,
     _shutdown: tokio::sync::watch::Sender<bool>,
+    /// Catches SIGPIPE while it lives. libFuzzer's `main` is not Rust's, which ignores
+    /// SIGPIPE: without a handler, a write to a connection the other side closed (the node's
+    /// answer after the harness gave up reading, or the harness's request after the node
+    /// closed the connection) would kill the fuzzer instead of failing with EPIPE, as it does
+    /// in the `oxbow` binary.
+    _sigpipe: tokio::signal::unix::Signal,
 }
 
 fn free_port() -> u16 {
@@ -36,6 +42,11 @@ impl Served {
             .enable_all()
             .build()
             .expect("a runtime");
+        let sigpipe = runtime
+            .block_on(async {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::pipe())
+            })
+            .expect("a SIGPIPE handler");
         // On tmpfs where there is one: the target measures the listener, not the disk.
         let dir = tempfile::Builder::new()
             .prefix("oxbow-fuzz-")
@@ -71,6 +82,7 @@ impl Served {
             kafka,
             _dir: dir,
             _shutdown: shutdown,
+            _sigpipe: sigpipe,
         };
         served.wait_for_leaders();
         served
