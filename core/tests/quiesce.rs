@@ -61,13 +61,19 @@ fn idle_partitions_quiesce_and_wake_for_work() {
         "nothing happens in quiet groups"
     );
 
-    // A produce wakes its partition, is answered, and the partition quiesces again.
+    // A produce wakes its partition, is answered, and the partition quiesces again, with
+    // no election on the way (a follower that refused to quiesce would campaign).
     let leader = serving_leader(&cluster, groups[0]);
+    let term = cluster.nodes[&leader].leader(groups[0]).expect("led").1;
     let offset = cluster.produce(leader, groups[0], batch(3));
     assert_eq!(offset, Offset(0));
     assert_eq!(cluster.nodes[&leader].quiet_groups(), PARTITIONS - 1);
     cluster.tick(20);
     assert_eq!(quiet(&cluster), vec![PARTITIONS; 3]);
+    assert_eq!(
+        cluster.nodes[&leader].leader(groups[0]),
+        Some((leader, term))
+    );
     // The records are there on every replica.
     for node in cluster.nodes.values() {
         let status = node.group_status(groups[0]).expect("hosted");

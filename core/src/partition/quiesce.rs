@@ -2,9 +2,10 @@
 //! ticking, so that a node's idle cost is bounded by its active partitions, not by all it hosts.
 //!
 //! A leader whose log is committed, applied and persisted everywhere (every follower matched
-//! up to its last entry, and heard from within an election timeout), with nothing waiting,
-//! sends each follower a quiescing heartbeat (a raft-rs `MsgHeartbeat` with [`QUIESCE`] as its
-//! context and its last entry's index and term) and stops ticking. A follower that holds
+//! up to its last entry and said it knows it committed, and heard from within an election
+//! timeout), with nothing waiting, sends each follower a quiescing heartbeat (a raft-rs
+//! `MsgHeartbeat` with [`QUIESCE`] as its context and its last entry's index and term) and
+//! stops ticking. A follower that holds
 //! exactly that log stops ticking too; one that does not keeps ticking, times out and wakes
 //! the leader with its campaign.
 //!
@@ -67,6 +68,7 @@ impl Replica {
         let followers_quiet = raft.prs().iter().all(|(id, pr)| {
             *id == me
                 || (pr.matched == last
+                    && pr.committed_index == last
                     && pr.state == ProgressState::Replicate
                     && config
                         .metadata_voters
