@@ -51,6 +51,7 @@ impl Node {
             for replica in self.groups.values_mut() {
                 if replica.is_quiet() && replica.is_voter(*peer) {
                     replica.wake();
+                    self.awake.insert(replica.group());
                     woken += 1;
                 }
             }
@@ -74,6 +75,7 @@ impl Node {
             let term = Term(replica.term());
             if led.get(&replica.group()).map(|(t, _)| *t) != Some(term) {
                 replica.wake();
+                self.awake.insert(replica.group());
             }
         }
     }

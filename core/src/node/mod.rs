@@ -174,6 +174,11 @@ pub struct Node {
     early: early::EarlyMessages,
     /// When each peer was last heard from, for quiet groups (see `liveness`).
     liveness: liveness::PeerLiveness,
+    /// The groups that may be awake (not quiet): a tick visits only these, so that it costs
+    /// what the active groups do. Every awake group is in it; a group found quiet at a tick
+    /// leaves it, and returns when an input that touched it left it awake, or a peer's
+    /// silence woke it.
+    awake: BTreeSet<GroupId>,
     ticks: u64,
     now: Option<Now>,
     write_next: IoSeq,
@@ -215,6 +220,7 @@ impl Node {
             remote_leaders: BTreeMap::new(),
             early: early::EarlyMessages::default(),
             liveness: liveness::PeerLiveness::default(),
+            awake: BTreeSet::new(),
             ticks: 0,
             now: None,
             write_next: IoSeq(0),
@@ -319,6 +325,7 @@ impl Node {
             &self.logger.new(slog::o!("group" => id.0)),
         );
         self.groups.insert(id, replica);
+        self.awake.insert(id);
         // What peers sent before this node started the group (see `early`).
         let replica = self.groups.get_mut(&id).expect("just started");
         for message in self.early.take(id) {
@@ -350,13 +357,18 @@ impl Node {
                 self.ticks += 1;
                 self.wake_for_silent_peers();
                 let silent = self.liveness.silent();
-                for replica in self.groups.values_mut() {
+                let groups = &mut self.groups;
+                self.awake.retain(|group| {
+                    let Some(replica) = groups.get_mut(group) else {
+                        return false;
+                    };
                     if replica.is_quiet() {
-                        continue;
+                        return false;
                     }
                     replica.tick(&self.config, silent, now, &mut sink);
-                    touched.insert(replica.group());
-                }
+                    touched.insert(*group);
+                    true
+                });
                 for (group, coordinator) in self.coordinators.iter_mut() {
                     let replica = self.groups.get_mut(group).expect("coordinators are hosted");
                     coordinator.tick(replica, now, &mut sink);
@@ -471,6 +483,9 @@ impl Node {
         for group in processed {
             if let Some(replica) = self.groups.get(&group) {
                 replica.invariants();
+                if !replica.is_quiet() {
+                    self.awake.insert(group);
+                }
             }
         }
         if let (Some(front), Some(back)) = (self.inflight.front(), self.inflight.back()) {
@@ -596,16 +611,23 @@ impl Node {
     /// down to three quarters of it, from the partitions holding the most first.
     fn evict_cached_entries(&mut self) {
         let budget = self.config.log_cache_bytes;
+        // Summed first, without allocating: every tick walks every partition, and at
+        // thousands of partitions a list built each tick was a good part of an idle node's work.
+        let total: u64 = self
+            .groups
+            .values()
+            .filter(|r| !r.is_command_log())
+            .map(Replica::cached_bytes)
+            .sum();
+        if total <= budget {
+            return;
+        }
         let mut held: Vec<(u64, GroupId)> = self
             .groups
             .values()
             .filter(|r| !r.is_command_log())
             .map(|r| (r.cached_bytes(), r.group()))
             .collect();
-        let total: u64 = held.iter().map(|(bytes, _)| bytes).sum();
-        if total <= budget {
-            return;
-        }
         let mut to_free = total - budget / 4 * 3;
         held.sort_unstable_by(|a, b| b.cmp(a));
         for (_, group) in held {
@@ -766,6 +788,11 @@ impl Node {
         for replica in self.groups.values() {
             replica.invariants();
             replica.invariants_full();
+            assert!(
+                replica.is_quiet() || self.awake.contains(&replica.group()),
+                "group {} is awake but not ticked",
+                replica.group()
+            );
         }
         for coordinator in self.coordinators.values() {
             coordinator.invariants();
