@@ -7,13 +7,15 @@ use common::*;
 use oxbow_core::ids::Offset;
 use oxbow_core::io::DeleteRecordsRequest;
 
-#[test]
-fn a_replica_behind_a_log_start_inside_a_batch_installs_it_and_catches_up() {
-    let mut cluster = Cluster::new();
+/// A partition whose follower `behind` (returned stopped, with the partition and its leader)
+/// is down while five batches of two records go in and the log start moves to `log_start`:
+/// the leader compacts the batches below it away.
+fn follower_behind_a_compaction(
+    cluster: &mut Cluster,
+    log_start: i64,
+) -> (GroupId, NodeId, NodeId, Node) {
     let group = cluster.one_partition_topic("t");
-    let leader = serving_leader(&cluster, group);
-    // A follower is down while five batches of two records go in and the log start moves into
-    // the third: the leader compacts the first two batches away.
+    let leader = serving_leader(cluster, group);
     let behind = *NODES.iter().find(|n| **n != leader).expect("three nodes");
     let stopped = cluster.nodes.remove(&behind).expect("running");
     for i in 0..5 {
@@ -23,11 +25,11 @@ fn a_replica_behind_a_log_start_inside_a_batch_installs_it_and_catches_up() {
         leader,
         Request::DeleteRecords(DeleteRecordsRequest {
             group,
-            offset: Some(Offset(5)),
+            offset: Some(Offset(log_start)),
             timeout_ms: 5_000,
         }),
     );
-    assert_eq!(answer, Response::DeleteRecords(Ok(Offset(5))));
+    assert_eq!(answer, Response::DeleteRecords(Ok(Offset(log_start))));
     cluster.tick(5);
     assert!(
         cluster.disks[&leader].iter().any(|r| matches!(
@@ -36,6 +38,14 @@ fn a_replica_behind_a_log_start_inside_a_batch_installs_it_and_catches_up() {
         )),
         "the leader compacted below the log start"
     );
+    (group, leader, behind, stopped)
+}
+
+#[test]
+fn a_replica_behind_a_log_start_inside_a_batch_installs_it_and_catches_up() {
+    let mut cluster = Cluster::new();
+    // The log start moves into the third batch: the first two are compacted away.
+    let (group, _leader, behind, stopped) = follower_behind_a_compaction(&mut cluster, 5);
     drop(stopped);
     // It comes back behind the leader's snapshot, whose log start (5) is above the offset
     // after its index (4): every invariant holds on every input as it installs and catches up.
@@ -71,23 +81,7 @@ fn a_replica_behind_a_log_start_inside_a_batch_installs_it_and_catches_up() {
 #[test]
 fn a_follower_installing_a_snapshot_on_a_stalled_disk_campaigns_after_the_write() {
     let mut cluster = Cluster::new();
-    let group = cluster.one_partition_topic("events");
-    let leader = serving_leader(&cluster, group);
-    let behind = *NODES.iter().find(|n| **n != leader).expect("three nodes");
-    let stopped = cluster.nodes.remove(&behind).expect("running");
-    for i in 0..5 {
-        assert_eq!(cluster.produce(leader, group, batch(2)), Offset(2 * i));
-    }
-    let answer = cluster.request(
-        leader,
-        Request::DeleteRecords(DeleteRecordsRequest {
-            group,
-            offset: Some(Offset(10)),
-            timeout_ms: 5_000,
-        }),
-    );
-    assert_eq!(answer, Response::DeleteRecords(Ok(Offset(10))));
-    cluster.tick(5);
+    let (group, leader, behind, stopped) = follower_behind_a_compaction(&mut cluster, 10);
     cluster.nodes.insert(behind, stopped);
     cluster.stall_writes(behind);
     cluster.tick(10);
