@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::ids::{NodeId, Term};
+use crate::ids::NodeId;
 
 use super::Node;
 
@@ -72,8 +72,7 @@ impl Node {
             if !replica.is_quiet() || replica.leader_hint() != Some(from) {
                 continue;
             }
-            let term = Term(replica.term());
-            if led.get(&replica.group()).map(|(t, _)| *t) != Some(term) {
+            if led.get(&replica.group()).map(|(t, _)| *t) != Some(replica.term()) {
                 replica.wake();
                 self.awake.insert(replica.group());
             }

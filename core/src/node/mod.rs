@@ -36,7 +36,7 @@ use crate::io::{
 };
 use crate::log_store::LogStore;
 use crate::metadata::{MetadataState, METADATA_GROUP};
-use crate::partition::{is_quiescing, Applied, LogKind, Replica};
+use crate::partition::{Applied, LogKind, QuiescingHeartbeat, Replica};
 use crate::time::Now;
 
 /// Not a Raft group: peer messages addressed to it carry the sender's list of the groups it
@@ -417,14 +417,7 @@ impl Node {
                             touched.insert(group);
                         }
                     } else if let Some(replica) = self.groups.get_mut(&group) {
-                        let quiescing = (is_quiescing(&message)
-                            && message.get_msg_type() == MessageType::MsgHeartbeat)
-                            .then_some((
-                                message.from,
-                                message.term,
-                                message.index,
-                                message.log_term,
-                            ));
+                        let quiescing = QuiescingHeartbeat::of(&message);
                         replica.step(message);
                         if let Some(heartbeat) = quiescing {
                             replica.on_quiescing_heartbeat(heartbeat, &self.config, &mut sink);

@@ -34,7 +34,8 @@ use crate::time::Now;
 
 pub(crate) use commands::Applied;
 use commands::CommandState;
-pub(crate) use quiesce::is_quiescing;
+use quiesce::is_quiescing;
+pub(crate) use quiesce::QuiescingHeartbeat;
 use records::RecordState;
 
 /// What a group's log holds, chosen when the group starts.
@@ -261,7 +262,9 @@ impl Replica {
     /// Writes a checkpoint of a partition's applied state after enough bytes, or ticks, of
     /// applied batches: a restart then holds and applies only the entries after it. Only at an
     /// applied index that is also persisted (the state is exactly the one at that index).
-    fn checkpoint(&mut self, config: &NodeConfig, sink: &mut Sink, now: bool) {
+    /// `force`: write one now if anything was applied since the last (a group about to
+    /// quiesce does not tick towards one).
+    fn checkpoint(&mut self, config: &NodeConfig, sink: &mut Sink, force: bool) {
         let applied = self.applied.0;
         let persisted = self.raw.raft.raft_log.persisted;
         let Kind::Records(records) = &mut self.kind else {
@@ -272,7 +275,7 @@ impl Replica {
             return;
         }
         *ticks += 1;
-        let due = now || *bytes >= config.checkpoint_bytes || *ticks >= config.checkpoint_ticks;
+        let due = force || *bytes >= config.checkpoint_bytes || *ticks >= config.checkpoint_ticks;
         if !due || applied > persisted || applied <= self.snapshot_index.0 {
             return;
         }
@@ -304,12 +307,6 @@ impl Replica {
     /// its election timeout instead of crashing the node.
     fn snapshot_unpersisted(&self) -> bool {
         self.raw.store().first_index() > self.raw.raft.raft_log.applied + 1
-    }
-
-    /// Writes a checkpoint now if anything was applied since the last (a quiet group does not
-    /// tick towards one).
-    fn checkpoint_now(&mut self, config: &NodeConfig, sink: &mut Sink) {
-        self.checkpoint(config, sink, true);
     }
 
     /// Starts an election now (a new partition's first replica: the group would otherwise
@@ -413,8 +410,8 @@ impl Replica {
     }
 
     /// The group's current Raft term, as this replica knows it.
-    pub(crate) fn term(&self) -> u64 {
-        self.raw.raft.term
+    pub(crate) fn term(&self) -> Term {
+        Term(self.raw.raft.term)
     }
 
     pub(crate) fn leader_hint(&self) -> Option<NodeId> {
@@ -519,7 +516,6 @@ impl Replica {
 
     /// The driver read entries from `low` on: raft-rs sends them to the followers waiting.
     pub(crate) fn on_entries_read(&mut self, low: RaftIndex, entries: Vec<Entry>) {
-        self.wake();
         let waiting = self.reads.remove(&low.0).unwrap_or_default();
         if entries.is_empty() || self.leader.is_none() {
             // Compacted meanwhile: raft-rs finds that when it asks again, and sends a snapshot.

@@ -30,11 +30,36 @@ pub(crate) const QUIESCE: &[u8] = b"oxbow:quiesce";
 
 /// Whether a message is a quiescing heartbeat or the answer to one: the messages that neither
 /// wake a quiet replica nor keep a follower awake.
-pub(crate) fn is_quiescing(message: &Message) -> bool {
+pub(super) fn is_quiescing(message: &Message) -> bool {
     matches!(
         message.get_msg_type(),
         MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
     ) && message.context.as_ref() == QUIESCE
+}
+
+/// A leader's quiescing heartbeat: the log a follower must hold exactly to quiesce with it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QuiescingHeartbeat {
+    from: u64,
+    term: u64,
+    /// The leader's last index, all of it committed.
+    index: u64,
+    /// The term of the entry at `index`.
+    log_term: u64,
+}
+
+impl QuiescingHeartbeat {
+    /// The quiescing heartbeat `message` is, if it is one.
+    pub(crate) fn of(message: &Message) -> Option<Self> {
+        (message.get_msg_type() == MessageType::MsgHeartbeat && is_quiescing(message)).then_some(
+            Self {
+                from: message.from,
+                term: message.term,
+                index: message.index,
+                log_term: message.log_term,
+            },
+        )
+    }
 }
 
 impl Replica {
@@ -110,7 +135,7 @@ impl Replica {
                 },
             );
         }
-        self.checkpoint_now(config, sink);
+        self.checkpoint(config, sink, true);
         self.quiet = true;
     }
 
@@ -118,11 +143,16 @@ impl Replica {
     /// the leader's, all of it committed and applied, and nothing waits here.
     pub(crate) fn on_quiescing_heartbeat(
         &mut self,
-        heartbeat: (u64, u64, u64, u64),
+        heartbeat: QuiescingHeartbeat,
         config: &NodeConfig,
         sink: &mut Sink,
     ) {
-        let (from, term, index, log_term) = heartbeat;
+        let QuiescingHeartbeat {
+            from,
+            term,
+            index,
+            log_term,
+        } = heartbeat;
         let raft = &self.raw.raft;
         let matches = config.quiesce
             && raft.state == StateRole::Follower
@@ -133,7 +163,7 @@ impl Replica {
             && self.raw.store().term_at(index) == Some(log_term)
             && self.is_idle();
         if matches {
-            self.checkpoint_now(config, sink);
+            self.checkpoint(config, sink, true);
         }
         self.quiet = matches;
     }

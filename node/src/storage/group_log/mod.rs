@@ -534,12 +534,12 @@ impl GroupLog {
             .collect()
     }
 
-    /// Whether the next sync must fsync this group's files.
     /// Nothing appended waits to be written or synced.
     pub(crate) fn is_clean(&self) -> bool {
         self.buffer.is_empty() && self.dirty.is_empty() && !self.needs_sync
     }
 
+    /// Whether the next sync must fsync this group's files.
     pub(crate) fn needs_sync(&self) -> bool {
         self.needs_sync
     }
