@@ -230,10 +230,7 @@ fn epochs_follow_leaders_and_survive_retention_snapshots_and_restarts() {
     cluster.restart(first);
     cluster.tick(40);
     assert!(
-        cluster.disks[&first].iter().any(|r| matches!(
-            r,
-            WalRecord::Snapshot { group: g, install: true, .. } if *g == group
-        )),
+        cluster.has_snapshot(first, group, true),
         "it installed the leader's snapshot"
     );
     assert_eq!(history(&cluster, first, group), kept);

@@ -437,9 +437,7 @@ fn the_offsets_log_compacts_and_a_replica_behind_it_catches_up_from_the_snapshot
             .clone()
     };
     assert!(
-        groups.cluster.disks[&coordinator].iter().any(
-            |r| matches!(r, WalRecord::Snapshot { group: g, install: false, .. } if *g == group)
-        ),
+        groups.cluster.has_snapshot(coordinator, group, false),
         "the coordinator's log was compacted"
     );
     drop(stopped);
@@ -452,9 +450,7 @@ fn the_offsets_log_compacts_and_a_replica_behind_it_catches_up_from_the_snapshot
         held(&groups.cluster, coordinator)
     );
     assert!(
-        groups.cluster.disks[&behind].iter().any(
-            |r| matches!(r, WalRecord::Snapshot { group: g, install: true, .. } if *g == group)
-        ),
+        groups.cluster.has_snapshot(behind, group, true),
         "the replica behind installed the leader's snapshot"
     );
     assert_eq!(groups.committed(), Some(60));

@@ -32,10 +32,7 @@ fn follower_behind_a_compaction(
     assert_eq!(answer, Response::DeleteRecords(Ok(Offset(log_start))));
     cluster.tick(5);
     assert!(
-        cluster.disks[&leader].iter().any(|r| matches!(
-            r,
-            WalRecord::Snapshot { group: g, install: false, .. } if *g == group
-        )),
+        cluster.has_snapshot(leader, group, false),
         "the leader compacted below the log start"
     );
     (group, leader, behind, stopped)
@@ -52,10 +49,7 @@ fn a_replica_behind_a_log_start_inside_a_batch_installs_it_and_catches_up() {
     cluster.restart(behind);
     cluster.tick(40);
     assert!(
-        cluster.disks[&behind].iter().any(|r| matches!(
-            r,
-            WalRecord::Snapshot { group: g, install: true, .. } if *g == group
-        )),
+        cluster.has_snapshot(behind, group, true),
         "it installed the leader's snapshot"
     );
     let status = cluster.nodes[&behind].group_status(group).expect("hosted");
@@ -86,10 +80,7 @@ fn a_follower_installing_a_snapshot_on_a_stalled_disk_campaigns_after_the_write(
     cluster.stall_writes(behind);
     cluster.tick(10);
     assert!(
-        cluster.disks[&behind].iter().any(|r| matches!(
-            r,
-            WalRecord::Snapshot { group: g, install: true, .. } if *g == group
-        )),
+        cluster.has_snapshot(behind, group, true),
         "the follower was sent the leader's snapshot"
     );
     cluster.nodes.remove(&leader).expect("running");

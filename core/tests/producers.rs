@@ -22,15 +22,6 @@ fn acked_at(response: &Response) -> Offset {
 /// Kafka's POLICY_VIOLATION: what a producer id gets when the partition's table is full.
 const POLICY_VIOLATION: i16 = 44;
 
-fn has_snapshot(cluster: &Cluster, node: NodeId, group: GroupId, installed: bool) -> bool {
-    cluster.disks[&node].iter().any(|r| {
-        matches!(
-            r,
-            WalRecord::Snapshot { group: g, install, .. } if *g == group && *install == installed
-        )
-    })
-}
-
 #[test]
 fn a_flood_of_new_producer_ids_never_turns_a_live_retry_into_a_duplicate() {
     const LIMIT: usize = 8;
@@ -92,13 +83,13 @@ fn a_flood_of_new_producer_ids_never_turns_a_live_retry_into_a_duplicate() {
             .high_watermark
     };
     assert_eq!(high_watermark(&cluster, first), Offset(written));
-    assert!(has_snapshot(&cluster, first, group, false), "compacted");
+    assert!(cluster.has_snapshot(first, group, false), "compacted");
 
     // The replica that was down installs the leader's snapshot and catches up.
     drop(stopped);
     cluster.restart(behind);
     cluster.tick(40);
-    assert!(has_snapshot(&cluster, behind, group, true), "installed");
+    assert!(cluster.has_snapshot(behind, group, true), "installed");
     // It becomes the leader: the third replica misses an entry, then the first goes away.
     let third_down = cluster.nodes.remove(&third).expect("running");
     acked_at(&cluster.produce_answer(first, group, batch(1)));

@@ -41,6 +41,8 @@ pub struct Cluster {
     pub reads_served: usize,
     /// The nodes' trace events, but for `Applied` (one per entry), in order.
     pub traces: Vec<(NodeId, TraceEvent)>,
+    /// Raft messages sent so far, per group.
+    pub sent: BTreeMap<GroupId, u64>,
     /// Nodes whose disk writes are held unfinished (a stalled disk): their completions wait
     /// here until `release_writes`.
     pub stalled: BTreeMap<NodeId, Vec<Input>>,
@@ -122,6 +124,7 @@ impl Cluster {
             next_request: 0,
             reads_served: 0,
             traces: Vec::new(),
+            sent: BTreeMap::new(),
             stalled: BTreeMap::new(),
         }
     }
@@ -137,6 +140,9 @@ impl Cluster {
             for output in out {
                 match output {
                     Output::Send { to: peer, messages } => {
+                        for m in &messages {
+                            *self.sent.entry(m.group).or_default() += 1;
+                        }
                         self.inputs
                             .push_back((peer, Input::Peer { from: to, messages }));
                     }
@@ -164,6 +170,17 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Whether `node` wrote a snapshot of `group`: one it installed (a leader's), or, with
+    /// `installed` false, one of its own compaction.
+    pub fn has_snapshot(&self, node: NodeId, group: GroupId, installed: bool) -> bool {
+        self.disks[&node].iter().any(|r| {
+            matches!(
+                r,
+                WalRecord::Snapshot { group: g, install, .. } if *g == group && *install == installed
+            )
+        })
     }
 
     /// Holds `node`'s disk writes unfinished from now on.
