@@ -87,7 +87,11 @@ fn measure(pid: u32, seconds: u64, mut during: impl FnMut()) -> Vec<f64> {
         let until = last.0 + Duration::from_secs(1);
         while Instant::now() < until {
             during();
-            std::thread::sleep(Duration::from_millis(5).min(until - Instant::now().min(until)));
+            std::thread::sleep(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(5)),
+            );
         }
         let now = (Instant::now(), cpu_seconds(pid));
         let busy = (now.1 - last.1) / now.0.duration_since(last.0).as_secs_f64();
@@ -216,7 +220,7 @@ fn main() {
         .expect("admin client");
     let topic = "many";
     let started = Instant::now();
-    let created = futures_executor(admin.create_topics(
+    let created = block_on(admin.create_topics(
         &[NewTopic::new(
             topic,
             args.partitions,
@@ -295,7 +299,7 @@ fn main() {
 }
 
 /// Runs a future to completion on this thread (rdkafka's admin calls are futures).
-fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
