@@ -34,6 +34,11 @@ impl ProducerContext for Outcomes {
     }
 }
 
+/// The first producer id the raw requests use. Nodes hand out `node_id << 40 | counter` and
+/// this cluster's node ids are 1 to 3, so ids below `1 << 40` (node 0's) are never handed out:
+/// librdkafka's id, from whichever node it asks, cannot be one of these.
+const RAW_PRODUCER: i64 = 1_000;
+
 /// A batch of one record from idempotent producer `id` (epoch 0) at `sequence`.
 fn idempotent(id: i64, sequence: i32) -> bytes::Bytes {
     let mut records = records(1, 8);
@@ -68,11 +73,11 @@ fn a_full_producer_table_refuses_new_ids_and_librdkafka_goes_on_once_producers_e
     let leader = cluster.leaders()[&0];
     let port = cluster.kafka[leader as usize - 1];
     // Two producers fill partition 0's table.
-    let first = produce_raw(port, idempotent(1 << 40, 0)).expect("answered");
+    let first = produce_raw(port, idempotent(RAW_PRODUCER, 0)).expect("answered");
     assert_eq!(first.error_code, 0);
-    let second = produce_raw(port, idempotent((1 << 40) + 1, 0)).expect("answered");
+    let second = produce_raw(port, idempotent(RAW_PRODUCER + 1, 0)).expect("answered");
     assert_eq!(second.error_code, 0);
-    let third = produce_raw(port, idempotent((1 << 40) + 2, 0)).expect("answered");
+    let third = produce_raw(port, idempotent(RAW_PRODUCER + 2, 0)).expect("answered");
     assert_eq!(third.error_code, POLICY_VIOLATION, "{third:?}");
 
     // librdkafka's idempotent producer gets a new id: refused at once, not after its
@@ -99,7 +104,7 @@ fn a_full_producer_table_refuses_new_ids_and_librdkafka_goes_on_once_producers_e
         started.elapsed()
     );
     // The producers the table holds are untouched: a retry is still a duplicate.
-    let retry = produce_raw(port, idempotent(1 << 40, 0)).expect("answered");
+    let retry = produce_raw(port, idempotent(RAW_PRODUCER, 0)).expect("answered");
     assert_eq!(
         (retry.error_code, retry.base_offset),
         (0, first.base_offset)
