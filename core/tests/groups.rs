@@ -45,13 +45,13 @@ impl Groups {
     }
 
     fn serving_coordinator(&self) -> Option<(GroupId, NodeId)> {
-        let node = self.cluster.nodes.values().next().expect("nodes");
-        let topic = node
-            .metadata()
-            .expect("metadata")
-            .topic(OFFSETS_TOPIC)
-            .expect("created")
-            .clone();
+        // From any node that knows the topic (a restarted one may not have caught up yet).
+        let topic = self
+            .cluster
+            .nodes
+            .values()
+            .find_map(|node| node.metadata()?.topic(OFFSETS_TOPIC).cloned())
+            .expect("created");
         let group = topic.partitions[partition_for(GROUP, topic.partitions.len())].group;
         self.cluster
             .nodes
@@ -684,6 +684,102 @@ fn an_empty_groups_offsets_expire_after_the_retention_period() {
     assert_eq!(groups.committed(), Some(9));
     groups.cluster.tick(20);
     assert_eq!(groups.committed(), None);
+    for node in groups.cluster.nodes.values() {
+        node.invariants();
+    }
+}
+
+/// Lets `ticks` ticks of 100 ms pass on the wall clocks too (the test cluster's wall clock
+/// stands still otherwise).
+fn pass(groups: &mut Groups, ticks: usize) {
+    for _ in 0..ticks {
+        groups.cluster.now.wall_ms += 100;
+        groups.cluster.tick(1);
+    }
+}
+
+/// A coordinator that takes a group over counts the group's offsets retention from its last
+/// stored change (by the wall clocks), not from when it took over: otherwise every leader
+/// change of a coordinator partition would restart the period, and one that changes leader
+/// more often than the period never expires anything.
+#[test]
+fn a_new_coordinator_counts_offsets_retention_from_the_last_stored_change() {
+    let mut groups = Groups::with(|config| {
+        config.coordinator.offsets_retention_ms = 5_000;
+        config.coordinator.initial_rebalance_delay_ms = 0;
+    });
+    assert_eq!(groups.commit(Generation(-1), "", 3), Ok(()));
+    let mut elapsed_ms = 0;
+    pass(&mut groups, 20);
+    elapsed_ms += 2_000;
+    // The coordinator's node restarts: another replica takes over.
+    let (_, old) = groups.coordinator();
+    groups.cluster.restart(old);
+    let mut moved = false;
+    while elapsed_ms < 4_500 {
+        pass(&mut groups, 1);
+        elapsed_ms += 100;
+        if groups
+            .serving_coordinator()
+            .is_some_and(|(_, now)| now != old)
+        {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "another node coordinates within 4.5 s of the commit");
+    pass(&mut groups, (4_500 - elapsed_ms) / 100);
+    assert_eq!(groups.committed(), Some(3), "4.5 s after the offset commit");
+    pass(&mut groups, 7);
+    assert_eq!(
+        groups.committed(),
+        None,
+        "expired 5 s after the offset commit, though its coordinator took over later"
+    );
+
+    // A membership carries its time too: a group that became empty keeps its offsets for
+    // the period from then, across a leader change.
+    let wait = groups.join("");
+    let member = groups.joined(wait);
+    let wait = groups.sync(&member);
+    groups.synced(wait);
+    assert_eq!(
+        groups.commit(member.generation, &member.member_id, 9),
+        Ok(())
+    );
+    for _ in 0..4 {
+        pass(&mut groups, 20);
+        assert_eq!(groups.heartbeat(&member), Ok(()));
+    }
+    let left = groups.call(GroupOp::Leave(LeaveGroup {
+        group_id: GROUP.into(),
+        members: vec![(member.member_id.clone(), None)],
+    }));
+    assert!(matches!(left, GroupResponse::Leave(Ok(_))), "{left:?}");
+    // 8 s after the last offset commit, but just after the group became empty.
+    pass(&mut groups, 1);
+    let (_, old) = groups.coordinator();
+    groups.cluster.restart(old);
+    let mut waited_ms = 100;
+    while groups
+        .serving_coordinator()
+        .is_none_or(|(_, now)| now == old)
+    {
+        assert!(waited_ms < 4_500, "another node coordinates within 4.5 s");
+        pass(&mut groups, 1);
+        waited_ms += 100;
+    }
+    assert_eq!(
+        groups.committed(),
+        Some(9),
+        "the group was empty for {waited_ms} ms"
+    );
+    pass(&mut groups, (5_200 - waited_ms) / 100);
+    assert_eq!(
+        groups.committed(),
+        None,
+        "expired 5 s after it became empty"
+    );
     for node in groups.cluster.nodes.values() {
         node.invariants();
     }

@@ -57,6 +57,10 @@ pub struct GroupMeta {
     pub leader: String,
     /// Members; empty for an empty group.
     pub members: Vec<StoredMember>,
+    /// When the coordinator stored this membership (its wall clock, Unix ms; Kafka's
+    /// `currentStateTimestamp`), or -1 for one stored before memberships carried a time. An
+    /// empty group's offsets retention counts from it, on whichever replica coordinates.
+    pub state_time_ms: i64,
 }
 
 /// One entry of a coordinator partition's log.
@@ -91,6 +95,11 @@ pub enum Command {
 }
 
 const VERSION: u8 = 1;
+/// The tag of a [`Command::Group`] written before memberships carried their time (decoded with
+/// `state_time_ms` -1).
+const GROUP_WITHOUT_TIME: u8 = 2;
+/// The tag of a [`Command::Group`] with its `state_time_ms`.
+const GROUP_WITH_TIME: u8 = 5;
 
 fn put_str(w: &mut Writer, s: &str) {
     w.bytes(s.as_bytes());
@@ -148,8 +157,9 @@ impl Command {
                 }
             }
             Self::Group { group_id, meta } => {
-                w.u8(2);
+                w.u8(GROUP_WITH_TIME);
                 put_str(&mut w, group_id);
+                w.i64(meta.state_time_ms);
                 w.i32(meta.generation.0);
                 put_str(&mut w, &meta.protocol_type);
                 put_str(&mut w, &meta.protocol);
@@ -210,8 +220,9 @@ impl Command {
                 }
                 Self::Offsets { group_id, offsets }
             }
-            2 => {
+            tag @ (GROUP_WITHOUT_TIME | GROUP_WITH_TIME) => {
                 let group_id = get_str(&mut r)?;
+                let state_time_ms = if tag == GROUP_WITH_TIME { r.i64()? } else { -1 };
                 let generation = Generation(r.i32()?);
                 let protocol_type = get_str(&mut r)?;
                 let protocol = get_str(&mut r)?;
@@ -238,6 +249,7 @@ impl Command {
                         protocol,
                         leader,
                         members,
+                        state_time_ms,
                     },
                 }
             }
@@ -271,6 +283,21 @@ pub struct StoredGroup {
     pub meta: Option<GroupMeta>,
     /// Committed offsets by (topic, partition).
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+}
+
+impl StoredGroup {
+    /// When the group's stored state last changed by the coordinators' wall clocks (its latest
+    /// membership or offset commit), if any of them carries a time: a coordinator that takes
+    /// the group over counts its offsets retention from here, not from when it took over.
+    pub fn changed_ms(&self) -> Option<i64> {
+        let membership = self.meta.as_ref().map(|m| m.state_time_ms);
+        let commits = self.offsets.values().map(|o| o.commit_time_ms);
+        membership
+            .into_iter()
+            .chain(commits)
+            .filter(|ms| *ms >= 0)
+            .max()
+    }
 }
 
 /// The applied state of one coordinator partition: the same on every replica.
@@ -387,6 +414,7 @@ mod tests {
             protocol: "range".into(),
             leader: String::new(),
             members: Vec::new(),
+            state_time_ms: 1_000,
         };
         let mut w = Writer::default();
         w.u8(VERSION);
@@ -404,6 +432,43 @@ mod tests {
                 "a group's generation goes back in a coordinator state"
             ))
         );
+    }
+
+    /// Memberships stored before they carried a time still decode, with the time unknown, and
+    /// leave retention to the offsets' commit times.
+    #[test]
+    fn a_membership_without_a_time_decodes_as_unknown() {
+        let mut w = Writer::default();
+        w.u8(VERSION);
+        w.u8(GROUP_WITHOUT_TIME);
+        put_str(&mut w, "g");
+        w.i32(4);
+        for s in ["consumer", "range", ""] {
+            put_str(&mut w, s);
+        }
+        w.u32(0);
+        let command = Command::decode(&w.bytes).expect("decodes");
+        let Command::Group { meta, .. } = &command else {
+            panic!("{command:?}")
+        };
+        assert_eq!((meta.generation, meta.state_time_ms), (Generation(4), -1));
+        let mut state = StoredState::default();
+        state.apply(&command);
+        assert_eq!(state.groups["g"].changed_ms(), None);
+        state.apply(&Command::Offsets {
+            group_id: "g".into(),
+            offsets: vec![(
+                "t".into(),
+                0,
+                CommittedOffset {
+                    offset: 1,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    commit_time_ms: 7_000,
+                },
+            )],
+        });
+        assert_eq!(state.groups["g"].changed_ms(), Some(7_000));
     }
 
     #[test]
@@ -439,6 +504,7 @@ mod tests {
                         subscription: Bytes::from_static(b"sub"),
                         assignment: Bytes::from_static(b"asg"),
                     }],
+                    state_time_ms: 1_234,
                 },
             },
             Command::Delete {

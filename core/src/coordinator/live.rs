@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use super::command::{GroupMeta, StoredMember};
+use super::command::{GroupMeta, StoredGroup, StoredMember};
 use super::requests::{GroupError, GroupResponse};
 use super::{reply, MEMBERS_MAX};
 use crate::ids::{Generation, GroupId, RequestId, Term};
@@ -90,8 +90,13 @@ pub(super) struct LiveGroup {
     /// which the barrier waits for more members even once everyone is in.
     pub(super) initial_delay: Option<InitialDelay>,
     /// When the group's stored state last changed, or this leader began serving it: an empty
-    /// group's offsets expire a retention period after it.
+    /// group's offsets expire a retention period after it, less `unchanged_before_ms`.
     pub(super) changed_at: Instant,
+    /// How long the stored state had been unchanged at `changed_at`: 0 after a change this
+    /// leader made or applied; when it began serving, the time since the stored state's last
+    /// change by the wall clock ([`StoredGroup::changed_ms`]), so that a leader change does not
+    /// restart the retention period (Kafka's offsets carry their times too).
+    pub(super) unchanged_before_ms: u64,
     /// Logs the group's rebalances (with its id).
     pub(super) logger: slog::Logger,
 }
@@ -126,7 +131,27 @@ impl LiveGroup {
             syncing: false,
             initial_delay: None,
             changed_at: now.mono,
+            unchanged_before_ms: 0,
         }
+    }
+
+    /// The group's stored state changes (or is about to) now.
+    pub(super) fn changed(&mut self, now: Now) {
+        self.changed_at = now.mono;
+        self.unchanged_before_ms = 0;
+    }
+
+    /// A leader that begins serving the group counts the time since `stored`'s last change.
+    pub(super) fn unchanged_since(&mut self, stored: &StoredGroup, now: Now) {
+        self.unchanged_before_ms = stored.changed_ms().map_or(0, |changed_ms| {
+            u64::try_from(now.wall_ms.saturating_sub(changed_ms)).unwrap_or(0)
+        });
+    }
+
+    /// When an empty group's offsets expire unless it changes first.
+    pub(super) fn retention_ends(&self, retention_ms: u64) -> Instant {
+        self.changed_at
+            .plus_ms(retention_ms.saturating_sub(self.unchanged_before_ms))
     }
 
     pub(super) fn from_stored(
@@ -201,8 +226,10 @@ impl LiveGroup {
             .expect("members share an assignor (checked at join)")
     }
 
-    pub(super) fn meta(&self) -> GroupMeta {
+    /// The membership to store, stored at `wall_ms`.
+    pub(super) fn meta(&self, wall_ms: i64) -> GroupMeta {
         GroupMeta {
+            state_time_ms: wall_ms.max(0),
             generation: self.generation,
             protocol_type: self.protocol_type.clone(),
             protocol: self.protocol.clone(),

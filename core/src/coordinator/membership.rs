@@ -151,7 +151,7 @@ impl Coordinator {
                 }
                 let data = Command::Group {
                     group_id: sync.group_id.clone(),
-                    meta: group.meta(),
+                    meta: group.meta(now.wall_ms),
                 }
                 .encode();
                 let generation = group.generation;
@@ -334,7 +334,7 @@ pub(super) fn complete_join(
         return Some(
             Command::Group {
                 group_id: group_id.to_string(),
-                meta: group.meta(),
+                meta: group.meta(now.wall_ms),
             }
             .encode(),
         );

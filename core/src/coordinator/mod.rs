@@ -224,7 +224,7 @@ impl Coordinator {
                 .and_then(|live| live.groups.get_mut(command.group_id()))
             {
                 // Offsets retention counts from the group's last change.
-                group.changed_at = now.mono;
+                group.changed(now);
             }
             Some(command)
         };
@@ -279,10 +279,11 @@ impl Coordinator {
                 .groups
                 .iter()
                 .map(|(id, g)| {
-                    let live = match &g.meta {
+                    let mut live = match &g.meta {
                         Some(meta) => LiveGroup::from_stored(meta, now, &self.logger, id),
                         None => LiveGroup::empty(&self.logger, id, now),
                     };
+                    live.unchanged_since(g, now);
                     (id.clone(), live)
                 })
                 .collect();
@@ -347,7 +348,7 @@ impl Coordinator {
                 // generation is rebuilt from the stored state when needed.
                 if !self.stored.groups.contains_key(&group_id) {
                     live.groups.remove(&group_id);
-                } else if now.mono >= group.changed_at.plus_ms(self.config.offsets_retention_ms) {
+                } else if now.mono >= group.retention_ends(self.config.offsets_retention_ms) {
                     // Empty for the retention period: its offsets expire, and the group with
                     // them (KIP-211). Once proposed the clock restarts, so a proposal lost to
                     // a leader change is retried only after another period; one refused (the
@@ -368,7 +369,7 @@ impl Coordinator {
                     if proposed.is_ok() {
                         slog::info!(group.logger, "offsets expired; deleting the empty group";
                             "offsets_retention_ms" => self.config.offsets_retention_ms);
-                        group.changed_at = now.mono;
+                        group.changed(now);
                     }
                 }
             }

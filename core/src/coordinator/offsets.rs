@@ -62,7 +62,7 @@ impl Coordinator {
         // Offsets retention counts from now: an expiry must not be proposed behind this
         // offset commit while it waits to apply.
         if let Some(group) = live.groups.get_mut(&commit.group_id) {
-            group.changed_at = now.mono;
+            group.changed(now);
         }
         let offsets = commit
             .offsets

@@ -102,6 +102,7 @@ fn decoder_seeds(saved: &oxbow_fuzz::cluster::Saved) -> Vec<(String, Vec<u8>)> {
                 protocol: "range".into(),
                 leader: "rdkafka-1".into(),
                 members: vec![member],
+                state_time_ms: 1_700_000_000_500,
             },
         },
         Command::Delete {
