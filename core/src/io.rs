@@ -9,6 +9,7 @@ use crate::coordinator::{GroupOp, GroupResponse, ListedGroup};
 use crate::epoch_history::{EpochEnd, LeaderEpochError};
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId, Sequence, Term};
 use crate::metadata::{AdminError, MetadataChange, MetadataCommand};
+use crate::txn::{TxnOp, TxnResponse};
 
 /// One input to a node.
 #[derive(Clone, Debug)]
@@ -219,6 +220,8 @@ pub enum Request {
     Group(GroupRequest),
     /// Every consumer group whose coordinator partition this node leads.
     ListGroups,
+    /// A transaction request, for the `__transaction_state` partition of its transactional id.
+    Txn(TxnRequest),
     /// Ask a partition's leader to hand its leadership to one of the partition's voters
     /// (Raft's leadership transfer; Kafka's preferred leader election). Any replica may take
     /// it: a follower passes it to the leader it knows.
@@ -238,6 +241,16 @@ pub struct GroupRequest {
     pub group: GroupId,
     /// The request.
     pub op: GroupOp,
+}
+
+/// A transaction request routed to one transaction coordinator partition (a group of the
+/// `__transaction_state` topic).
+#[derive(Clone, Debug)]
+pub struct TxnRequest {
+    /// The coordinator partition's Raft group.
+    pub group: GroupId,
+    /// The request.
+    pub op: TxnOp,
 }
 
 /// What a node that does not lead the metadata group does with an admin request.
@@ -328,6 +341,8 @@ pub enum Response {
     Group(GroupResponse),
     /// Answer to ListGroups.
     ListGroups(Vec<ListedGroup>),
+    /// Answer to a transaction request.
+    Txn(TxnResponse),
     /// Answer to TransferLeader: whether it was handed to Raft here (this node holds a
     /// replica and `to` is a voter); whether leadership moves shows in who leads.
     TransferLeader(bool),

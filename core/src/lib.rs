@@ -23,5 +23,6 @@ pub mod snapshot;
 #[cfg(test)]
 mod test_support;
 pub mod time;
+pub mod txn;
 
 pub use raft;

@@ -260,6 +260,13 @@ impl AdminError {
     }
 }
 
+/// Whether `name` is one of the internal topics whose partitions are command logs of
+/// coordinators (`__consumer_offsets`, `__transaction_state`): never produced to, never
+/// deleted or grown, never trimmed by retention, and listed only when asked for by name.
+pub fn is_internal(name: &str) -> bool {
+    name == crate::coordinator::OFFSETS_TOPIC || name == crate::txn::TRANSACTION_STATE_TOPIC
+}
+
 /// Checks a topic name the way Kafka does.
 pub fn check_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > TOPIC_NAME_MAX || name == "." || name == ".." {
@@ -556,10 +563,10 @@ impl MetadataState {
                 self.check_partition_limits(&self.placement(create), limits)
             }
             MetadataCommand::DeleteTopic { name } | MetadataCommand::CreatePartitions { name, .. }
-                if name == crate::coordinator::OFFSETS_TOPIC =>
+                if is_internal(name) =>
             {
                 Err(AdminError::InvalidTopic(format!(
-                    "{name} is internal: it holds every consumer group's offsets, and group ids are hashed over its partitions, so it is never deleted or grown"
+                    "{name} is internal: it holds coordinators' state (consumer groups' offsets, or transactions), and their ids are hashed over its partitions, so it is never deleted or grown"
                 )))
             }
             MetadataCommand::DeleteTopic { name } => {

@@ -5,6 +5,7 @@ use crate::batch::TimestampType;
 use crate::coordinator::CoordinatorConfig;
 use crate::ids::{GroupId, NodeId};
 use crate::metadata::PartitionLimits;
+use crate::txn::TxnConfig;
 
 /// Test-only switches that break the system the way real bugs do, so that the checkers can
 /// be shown to catch them. They do nothing unless `oxbow-core` is built with the
@@ -123,6 +124,9 @@ pub struct NodeConfig {
     /// The group coordinators' settings (session timeouts, the initial rebalance delay,
     /// offsets retention).
     pub coordinator: CoordinatorConfig,
+    /// The transaction coordinators' settings (the longest transaction timeout, the most
+    /// transactional ids per `__transaction_state` partition).
+    pub txn: TxnConfig,
     /// Most produce requests waiting for an answer per group.
     pub pending_requests_max: usize,
     /// Most idempotent producers remembered per partition: past it the leader refuses producer
@@ -190,6 +194,7 @@ impl NodeConfig {
             early_messages_max: 4_096,
             group_entry_bytes_max: 4 << 20,
             coordinator: CoordinatorConfig::default(),
+            txn: TxnConfig::default(),
             pending_requests_max: 10_000,
             producers_max: 10_000,
             producer_expiration_ms: crate::producer::EXPIRATION_MS_DEFAULT,

@@ -13,6 +13,9 @@ use crate::metadata::{
     METADATA_GROUP,
 };
 use crate::partition::{Applied, LogKind};
+use crate::txn::{TxnCoordinator, TRANSACTION_STATE_TOPIC};
+
+use super::coordinators::Hosted;
 
 use super::{Node, Sink};
 
@@ -160,6 +163,7 @@ impl Node {
         touched: &mut BTreeSet<GroupId>,
     ) {
         let coordinators = topic.name == OFFSETS_TOPIC;
+        let txn_coordinators = topic.name == TRANSACTION_STATE_TOPIC;
         for partition in partitions {
             if !partition.replicas.contains(&self.config.node_id)
                 || self.groups.contains_key(&partition.group)
@@ -171,7 +175,7 @@ impl Node {
             // topic has leaders in about a round trip, not after an election timeout.
             let campaign =
                 durable.is_none() && partition.replicas.first() == Some(&self.config.node_id);
-            let kind = if coordinators {
+            let kind = if coordinators || txn_coordinators {
                 LogKind::Commands
             } else {
                 LogKind::Records(topic.timestamps())
@@ -195,7 +199,26 @@ impl Node {
                     &logger,
                 );
                 coordinator.planted_assignment_to_all = self.config.planted.assignment_to_all();
-                self.coordinators.insert(partition.group, coordinator);
+                self.coordinators
+                    .insert(partition.group, Hosted::Group(coordinator));
+            }
+            if txn_coordinators {
+                let index = topic
+                    .partitions
+                    .iter()
+                    .position(|p| p.group == partition.group)
+                    .expect("a partition of the topic");
+                let coordinator = TxnCoordinator::new(
+                    (index as u32, partition.group),
+                    (
+                        self.config.pending_requests_max,
+                        self.config.group_entry_bytes_max,
+                    ),
+                    self.config.txn,
+                    &self.logger,
+                );
+                self.coordinators
+                    .insert(partition.group, Hosted::Txn(coordinator));
             }
             touched.insert(partition.group);
         }

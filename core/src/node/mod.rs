@@ -9,6 +9,7 @@
 
 mod admin;
 mod config;
+mod coordinators;
 mod early;
 mod follow_metadata;
 mod leaders;
@@ -19,6 +20,7 @@ pub use config::{GroupConfig, NodeConfig, PlantedBugs};
 use peer_messages::{leaves_as, malformed};
 
 use admin::{AdminPending, Forwarded};
+use coordinators::Hosted;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -32,12 +34,13 @@ use crate::epoch_history::EpochHistory;
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftId, RaftIndex, RequestId, Term};
 use crate::io::{
     Acks, DeleteRecordsError, FetchError, GroupMessage, GroupRequest, Input, Output, ProduceError,
-    Request, Response, TraceEvent, WalRecord, Write,
+    Request, Response, TraceEvent, TxnRequest, WalRecord, Write,
 };
 use crate::log_store::LogStore;
 use crate::metadata::{MetadataState, METADATA_GROUP};
-use crate::partition::{Applied, LogKind, QuiescingHeartbeat, Replica};
+use crate::partition::{LogKind, QuiescingHeartbeat, Replica};
 use crate::time::Now;
+use crate::txn::{TxnCoordinator, TxnError, TxnResponse};
 
 /// Not a Raft group: peer messages addressed to it carry the sender's list of the groups it
 /// leads (gossip), so that every node can name any partition's leader in Metadata answers.
@@ -154,8 +157,10 @@ pub struct Node {
     incarnation: u64,
     logger: slog::Logger,
     groups: BTreeMap<GroupId, Replica>,
-    /// Group coordinators, one per hosted partition of the internal offsets topic.
-    coordinators: BTreeMap<GroupId, Coordinator>,
+    /// The coordinators of the hosted partitions of the internal topics: a group coordinator
+    /// per `__consumer_offsets` partition, a transaction coordinator per `__transaction_state`
+    /// partition.
+    coordinators: BTreeMap<GroupId, Hosted>,
     /// The applied metadata, when this node runs the metadata group.
     metadata: Option<MetadataState>,
     /// Groups the disk held that applying the metadata has not claimed yet.
@@ -371,13 +376,7 @@ impl Node {
                 });
                 for (group, coordinator) in self.coordinators.iter_mut() {
                     let replica = self.groups.get_mut(group).expect("coordinators are hosted");
-                    coordinator.tick(replica, now, &mut sink);
-                    // The coordinator's state is the snapshot: offsets and groups, each once.
-                    if replica.entries_held() >= self.config.command_entries_max {
-                        assert_eq!(coordinator.applied(), replica.applied_index());
-                        let state = Bytes::from(coordinator.stored().encode());
-                        replica.compact_commands(state, &mut sink);
-                    }
+                    coordinator.tick(replica, &self.config, now, &mut sink);
                 }
                 self.compact_metadata(&mut sink);
                 self.evict_cached_entries();
@@ -504,7 +503,7 @@ impl Node {
                     self.coordinators.get_mut(&group),
                     self.groups.get_mut(&group),
                 ) {
-                    (Some(coordinator), Some(replica)) => {
+                    (Some(Hosted::Group(coordinator)), Some(replica)) => {
                         coordinator.handle(replica, now, id, op, sink);
                         touched.insert(group);
                     }
@@ -514,8 +513,28 @@ impl Node {
                     ),
                 }
             }
+            Request::Txn(TxnRequest { group, op }) => {
+                match (
+                    self.coordinators.get_mut(&group),
+                    self.groups.get_mut(&group),
+                ) {
+                    (Some(Hosted::Txn(coordinator)), Some(replica)) => {
+                        coordinator.handle(replica, now, id, op, sink);
+                        touched.insert(group);
+                    }
+                    _ => sink.reply(
+                        id,
+                        Response::Txn(TxnResponse::failed(&op, TxnError::NotCoordinator)),
+                    ),
+                }
+            }
             Request::ListGroups => {
-                let groups = self.coordinators.values().flat_map(|c| c.list()).collect();
+                let groups = self
+                    .coordinators
+                    .values()
+                    .filter_map(Hosted::group)
+                    .flat_map(|c| c.list())
+                    .collect();
                 sink.reply(id, Response::ListGroups(groups));
             }
             Request::TransferLeader { group, to } => {
@@ -677,17 +696,7 @@ impl Node {
                     self.apply_metadata(sink, &mut touched);
                 } else if let Some(coordinator) = self.coordinators.get_mut(&group) {
                     let now = self.now.expect("handle sets now");
-                    for applied in replica.take_commands_applied() {
-                        match applied {
-                            Applied::Entry(index, term, data) => {
-                                coordinator.apply(index, term, &data, now, sink)
-                            }
-                            Applied::Snapshot(index, state) => {
-                                coordinator.restore(index, &state, sink)
-                            }
-                        }
-                    }
-                    coordinator.observe(replica.serving_term(), now, sink);
+                    coordinator.follow(replica, now, sink);
                 }
             }
             if readies.is_empty() && sink.records.is_empty() {
@@ -739,7 +748,12 @@ impl Node {
 
     /// The group coordinator of a hosted partition of the offsets topic.
     pub fn coordinator(&self, group: GroupId) -> Option<&Coordinator> {
-        self.coordinators.get(&group)
+        self.coordinators.get(&group).and_then(Hosted::group)
+    }
+
+    /// The transaction coordinator of a hosted partition of the transaction state topic.
+    pub fn txn_coordinator(&self, group: GroupId) -> Option<&TxnCoordinator> {
+        self.coordinators.get(&group).and_then(Hosted::txn)
     }
 
     /// The applied cluster metadata, if this node runs the metadata group.

@@ -15,10 +15,11 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use oxbow_core::coordinator::{Command, CommittedOffset, GroupMeta, StoredMember, StoredState};
 use oxbow_core::epoch_history::EpochHistory;
-use oxbow_core::ids::{Generation, Offset};
+use oxbow_core::ids::{Generation, Offset, ProducerEpoch, ProducerId as CoreProducerId};
 use oxbow_core::metadata::{decode_entry, encode_entry, Entry, Origin, PartitionLimits};
 use oxbow_core::producer::ProducerTable;
 use oxbow_core::snapshot::SnapshotData;
+use oxbow_core::txn::{TxnCommand, TxnMeta, TxnState, TxnStored};
 use oxbow_fuzz::requests::body;
 use oxbow_fuzz::seeds::{batch_with, CODECS};
 
@@ -131,6 +132,33 @@ fn decoder_seeds(saved: &oxbow_fuzz::cluster::Saved) -> Vec<(String, Vec<u8>)> {
     out.push((
         "coordinator-state".into(),
         [&[1u8][..], &state.encode()].concat(),
+    ));
+    // A transaction coordinator's command and state.
+    let meta = TxnMeta {
+        producer_id: CoreProducerId((1 << 62) | 3),
+        epoch: ProducerEpoch(2),
+        last: Some((CoreProducerId((1 << 62) | 3), ProducerEpoch(1))),
+        timeout_ms: 60_000,
+        state: TxnState::Ongoing,
+        partitions: vec![("orders".into(), 0), ("orders".into(), 3)],
+        start_ms: 1_700_000_000_000,
+        updated_ms: 1_700_000_000_100,
+    };
+    let command = TxnCommand::Put {
+        transactional_id: "t".into(),
+        meta: meta.clone(),
+    };
+    out.push((
+        "txn-command".into(),
+        [&[6u8][..], &command.encode()].concat(),
+    ));
+    let txn_state = TxnStored {
+        ids: [("t".to_string(), meta)].into_iter().collect(),
+        next_counter: 4,
+    };
+    out.push((
+        "txn-state".into(),
+        [&[7u8][..], &txn_state.encode()].concat(),
     ));
     // The metadata log's entries, and its state, from the cluster.
     let cluster = oxbow_fuzz::cluster::Cluster::restart(saved, 1);

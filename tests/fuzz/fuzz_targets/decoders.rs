@@ -1,5 +1,5 @@
-//! The decoders of what oxbow writes into its own logs and snapshots: the group
-//! coordinator's commands and state, the metadata log's entries and state, and a partition's
+//! The decoders of what oxbow writes into its own logs and snapshots: the group and
+//! transaction coordinators' commands and states, the metadata log's entries and state, and a partition's
 //! snapshot. A replica decodes them from its log at every apply and restart, so no input may
 //! panic or allocate without bound, and whatever decodes must encode to the same value.
 //!
@@ -11,12 +11,13 @@ use libfuzzer_sys::fuzz_target;
 use oxbow_core::coordinator::{Command, StoredState};
 use oxbow_core::metadata::{decode_entry, encode_entry, MetadataCommand, MetadataState};
 use oxbow_core::snapshot::SnapshotData;
+use oxbow_core::txn::{TxnCommand, TxnStored};
 
 fuzz_target!(|input: &[u8]| {
     let Some((&which, bytes)) = input.split_first() else {
         return;
     };
-    match which % 6 {
+    match which % 8 {
         0 => {
             if let Ok(command) = Command::decode(bytes) {
                 assert_eq!(Command::decode(&command.encode()).as_ref(), Ok(&command));
@@ -44,6 +45,16 @@ fuzz_target!(|input: &[u8]| {
         4 => {
             if let Ok(state) = MetadataState::decode(bytes) {
                 assert_eq!(MetadataState::decode(&state.encode()).as_ref(), Ok(&state));
+            }
+        }
+        6 => {
+            if let Ok(command) = TxnCommand::decode(bytes) {
+                assert_eq!(TxnCommand::decode(&command.encode()).as_ref(), Ok(&command));
+            }
+        }
+        7 => {
+            if let Ok(state) = TxnStored::decode(bytes) {
+                assert_eq!(TxnStored::decode(&state.encode()).as_ref(), Ok(&state));
             }
         }
         _ => {

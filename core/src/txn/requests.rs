@@ -1,0 +1,86 @@
+//! What a transaction coordinator is asked and what it answers: [`TxnOp`], [`TxnResponse`] and
+//! [`TxnError`] with its Kafka error codes.
+
+use crate::ids::{ProducerEpoch, ProducerId};
+
+/// A request to the coordinator of one transactional id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOp {
+    /// InitProducerId with a `transactional.id`: a new instance of the transactional producer.
+    InitProducerId(InitProducerId),
+}
+
+/// InitProducerId with a `transactional.id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitProducerId {
+    /// The transactional id (not empty).
+    pub transactional_id: String,
+    /// The producer's `transaction.timeout.ms`.
+    pub timeout_ms: i32,
+    /// KIP-360 (InitProducerId v3+): the producer id and epoch the instance had, when it asks
+    /// again after an abortable error; `None` for a new instance.
+    pub expected: Option<(ProducerId, ProducerEpoch)>,
+}
+
+impl TxnOp {
+    /// The transactional id the request is about.
+    pub fn transactional_id(&self) -> &str {
+        match self {
+            Self::InitProducerId(init) => &init.transactional_id,
+        }
+    }
+}
+
+/// Why a transaction request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnError {
+    /// This node does not coordinate the transactional id (any more): find it again.
+    NotCoordinator,
+    /// The coordinator cannot take it now (too many proposals in flight, or its partition
+    /// holds the most transactional ids it may): retry.
+    CoordinatorNotAvailable,
+    /// The coordinator is still loading its state: retry.
+    CoordinatorLoadInProgress,
+    /// A transaction of this id is ending, or another request for it is in flight: retry.
+    ConcurrentTransactions,
+    /// The timeout is not within 1 ms and the broker's maximum.
+    InvalidTransactionTimeout,
+    /// A newer instance took over this transactional id: fatal for this one.
+    ProducerFenced,
+    /// The request is malformed (an empty or too long transactional id).
+    InvalidRequest,
+    /// The answer did not come in time; whether it took effect is unknown.
+    TimedOut,
+}
+
+impl TxnError {
+    /// The Kafka error code.
+    pub fn kafka_code(self) -> i16 {
+        match self {
+            Self::NotCoordinator => 16,
+            Self::CoordinatorNotAvailable => 15,
+            Self::CoordinatorLoadInProgress => 14,
+            Self::ConcurrentTransactions => 51,
+            Self::InvalidTransactionTimeout => 50,
+            Self::ProducerFenced => 90,
+            Self::InvalidRequest => 42,
+            Self::TimedOut => 7,
+        }
+    }
+}
+
+/// The answer to a [`TxnOp`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnResponse {
+    /// InitProducerId: the instance's producer id and epoch.
+    InitProducerId(Result<(ProducerId, ProducerEpoch), TxnError>),
+}
+
+impl TxnResponse {
+    /// The answer to `op` when it fails with `error`.
+    pub fn failed(op: &TxnOp, error: TxnError) -> Self {
+        match op {
+            TxnOp::InitProducerId(_) => Self::InitProducerId(Err(error)),
+        }
+    }
+}

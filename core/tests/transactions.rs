@@ -1,0 +1,209 @@
+//! Transaction coordinators on three in-memory nodes: the partitions of `__transaction_state`,
+//! InitProducerId with a transactional id (a producer id of the partition's range, an epoch
+//! bump per instance, KIP-360 retries and fencing, the timeout bound, the bound on ids), and
+//! the state kept across failovers, restarts and snapshots.
+
+mod common;
+
+use common::*;
+use oxbow_core::ids::{ProducerEpoch, ProducerId};
+use oxbow_core::io::TxnRequest;
+use oxbow_core::txn::{
+    partition_for, InitProducerId, ProducerIds, TxnError, TxnOp, TxnResponse,
+    TRANSACTION_STATE_TOPIC,
+};
+
+const PARTITIONS: u32 = 2;
+
+struct Txns {
+    cluster: Cluster,
+}
+
+impl Txns {
+    fn with(tweak: fn(&mut NodeConfig)) -> Self {
+        let mut cluster = Cluster::with(tweak);
+        cluster.tick(40);
+        let leader = cluster.metadata_leader().expect("a metadata leader");
+        let created = cluster.admin(leader, create(TRANSACTION_STATE_TOPIC, PARTITIONS, 3));
+        assert!(
+            matches!(created, Response::Admin(Ok(Some(_)))),
+            "{created:?}"
+        );
+        cluster.tick(40);
+        Self { cluster }
+    }
+
+    /// The partition's group and the node serving it, for `transactional_id`.
+    fn coordinator(&self, transactional_id: &str) -> Option<(GroupId, NodeId)> {
+        let topic = self
+            .cluster
+            .nodes
+            .values()
+            .find_map(|node| node.metadata()?.topic(TRANSACTION_STATE_TOPIC).cloned())
+            .expect("created");
+        let index = partition_for(transactional_id, topic.partitions.len());
+        let group = topic.partitions[index].group;
+        self.cluster
+            .nodes
+            .iter()
+            .find(|(_, n)| n.group_status(group).is_some_and(|s| s.serving))
+            .map(|(id, _)| (group, *id))
+    }
+
+    fn init(
+        &mut self,
+        transactional_id: &str,
+        timeout_ms: i32,
+        expected: Option<(ProducerId, ProducerEpoch)>,
+    ) -> Result<(ProducerId, ProducerEpoch), TxnError> {
+        let (group, node) = self.coordinator(transactional_id).expect("a coordinator");
+        let op = TxnOp::InitProducerId(InitProducerId {
+            transactional_id: transactional_id.into(),
+            timeout_ms,
+            expected,
+        });
+        match self
+            .cluster
+            .request(node, Request::Txn(TxnRequest { group, op }))
+        {
+            Response::Txn(TxnResponse::InitProducerId(result)) => result,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn init_producer_id_bumps_epochs_fences_and_keeps_its_state_across_failovers() {
+    let mut txns = Txns::with(|_| {});
+    let (id, epoch) = txns.init("t", 60_000, None).expect("a new id");
+    assert_eq!(epoch, ProducerEpoch(0));
+    assert!(id.0 >= ProducerIds::BIT);
+    // Every new instance bumps the epoch of the same producer id.
+    assert_eq!(txns.init("t", 60_000, None), Ok((id, ProducerEpoch(1))));
+    // A different transactional id of the same partition gets the next id of the range.
+    let home = partition_for("t", PARTITIONS as usize);
+    let neighbour = (0..)
+        .map(|i| format!("n-{i}"))
+        .find(|n| partition_for(n, PARTITIONS as usize) == home)
+        .expect("one");
+    let (other, _) = txns.init(&neighbour, 60_000, None).expect("a new id");
+    assert_eq!(other.0, id.0 + 1, "the partition's counter moves on");
+
+    // KIP-360: the current instance asks again, its retry gets the same answer, anything
+    // else is fenced, and so is an id the coordinator does not know.
+    let current = Some((id, ProducerEpoch(1)));
+    assert_eq!(txns.init("t", 60_000, current), Ok((id, ProducerEpoch(2))));
+    assert_eq!(txns.init("t", 60_000, current), Ok((id, ProducerEpoch(2))));
+    let stale = Some((id, ProducerEpoch(0)));
+    assert_eq!(txns.init("t", 60_000, stale), Err(TxnError::ProducerFenced));
+    let unknown = Some((ProducerId(5), ProducerEpoch(0)));
+    assert_eq!(
+        txns.init("u", 60_000, unknown),
+        Err(TxnError::ProducerFenced)
+    );
+
+    // The timeout is between 1 ms and the maximum; the id is not empty.
+    for timeout_ms in [0, -1, 900_001] {
+        assert_eq!(
+            txns.init("t", timeout_ms, None),
+            Err(TxnError::InvalidTransactionTimeout)
+        );
+    }
+    let (group, node) = txns.coordinator("t").expect("a coordinator");
+    let op = TxnOp::InitProducerId(InitProducerId {
+        transactional_id: String::new(),
+        timeout_ms: 1_000,
+        expected: None,
+    });
+    let answer = txns
+        .cluster
+        .request(node, Request::Txn(TxnRequest { group, op }));
+    assert!(
+        matches!(
+            answer,
+            Response::Txn(TxnResponse::InitProducerId(Err(TxnError::InvalidRequest)))
+        ),
+        "{answer:?}"
+    );
+
+    // The coordinator restarts: another replica takes over with the stored state.
+    txns.cluster.restart(node);
+    let mut moved = None;
+    for _ in 0..60 {
+        txns.cluster.tick(1);
+        if let Some((_, now)) = txns.coordinator("t").filter(|(_, now)| *now != node) {
+            moved = Some(now);
+            break;
+        }
+    }
+    assert!(
+        moved.is_some(),
+        "another node coordinates after the restart"
+    );
+    assert_eq!(txns.init("t", 60_000, None), Ok((id, ProducerEpoch(3))));
+    // Its producer id counter came with it: a new id is not handed out twice.
+    let (fresh, _) = txns.init("v", 60_000, None).expect("a new id");
+    assert!(fresh != id && fresh != other, "{fresh:?}");
+    for node in txns.cluster.nodes.values() {
+        node.invariants();
+    }
+}
+
+#[test]
+fn snapshots_keep_the_epochs_and_the_counter() {
+    // A snapshot after every few entries: a restarted node rebuilds from it.
+    let mut txns = Txns::with(|config| config.command_entries_max = 4);
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let name = format!("s-{i}");
+        let (id, _) = txns.init(&name, 60_000, None).expect("a new id");
+        assert_eq!(txns.init(&name, 60_000, None), Ok((id, ProducerEpoch(1))));
+        ids.push((name, id));
+        txns.cluster.tick(1);
+    }
+    let nodes = txns.cluster.nodes.keys().copied().collect::<Vec<_>>();
+    for (name, _) in &ids {
+        let (group, _) = txns.coordinator(name).expect("a coordinator");
+        assert!(
+            nodes
+                .iter()
+                .all(|node| txns.cluster.has_snapshot(*node, group, false)),
+            "every replica compacted its log into a snapshot"
+        );
+    }
+    for node in nodes {
+        txns.cluster.restart(node);
+        txns.cluster.tick(40);
+    }
+    for (name, id) in &ids {
+        assert_eq!(txns.init(name, 60_000, None), Ok((*id, ProducerEpoch(2))));
+    }
+    let unique: std::collections::BTreeSet<_> = ids.iter().map(|(_, id)| *id).collect();
+    assert_eq!(unique.len(), ids.len(), "no producer id handed out twice");
+    let (fresh, _) = txns.init("after", 60_000, None).expect("a new id");
+    assert!(!unique.contains(&fresh));
+    for node in txns.cluster.nodes.values() {
+        node.invariants();
+    }
+}
+
+#[test]
+fn a_full_partition_refuses_new_transactional_ids_but_not_known_ones() {
+    let mut txns = Txns::with(|config| config.txn.transactional_ids_max = 2);
+    let home = partition_for("a", PARTITIONS as usize);
+    let names: Vec<String> = (0..)
+        .map(|i| format!("x-{i}"))
+        .filter(|n| partition_for(n, PARTITIONS as usize) == home)
+        .take(3)
+        .collect();
+    let (first, _) = txns.init(&names[0], 60_000, None).expect("room");
+    txns.init(&names[1], 60_000, None).expect("room");
+    assert_eq!(
+        txns.init(&names[2], 60_000, None),
+        Err(TxnError::CoordinatorNotAvailable)
+    );
+    assert_eq!(
+        txns.init(&names[0], 60_000, None),
+        Ok((first, ProducerEpoch(1)))
+    );
+}
