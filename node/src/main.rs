@@ -193,6 +193,7 @@ fn dev_configs(
             connections: Default::default(),
             producers: Default::default(),
             groups: Default::default(),
+            transactions: Default::default(),
             log: LogConfig::default(),
         };
         config.validate().map_err(|e| e.to_string())?;

@@ -438,6 +438,8 @@ fn session_timeouts_and_the_initial_delay_follow_the_broker_settings() {
     assert_eq!(value("default.replication.factor"), "3");
     assert_eq!(value("auto.create.topics.enable"), "false");
     assert_eq!(value("offsets.topic.num.partitions"), "8");
+    assert_eq!(value("transaction.state.log.num.partitions"), "8");
+    assert_eq!(value("transaction.max.timeout.ms"), "900000");
 }
 
 /// `offsets.retention.minutes` (`[groups] offsets_retention_minutes`) against librdkafka: a

@@ -43,6 +43,16 @@ pub const KAFKA_NAMES: &[(&str, &str, &str)] = &[
         "groups",
         "offsets_retention_minutes",
     ),
+    (
+        "transaction.state.log.num.partitions",
+        "transactions",
+        "state_partitions",
+    ),
+    (
+        "transaction.max.timeout.ms",
+        "transactions",
+        "max_timeout_ms",
+    ),
     ("log.retention.hours", "log", "retention_hours"),
     ("log.retention.ms", "log", "retention_ms"),
     ("log.retention.bytes", "log", "retention_bytes"),

@@ -21,7 +21,7 @@ mod tests;
 
 use kafka_names::kafka_name_hint;
 pub use kafka_names::KAFKA_NAMES;
-pub use tables::{ConnectionsConfig, GroupsConfig, LogConfig, ProducersConfig};
+pub use tables::{ConnectionsConfig, GroupsConfig, LogConfig, ProducersConfig, TransactionsConfig};
 
 /// When the disk writer fsyncs.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
@@ -170,6 +170,9 @@ pub struct Config {
     /// The group coordinators' settings (the `[groups]` table).
     #[serde(default)]
     pub groups: GroupsConfig,
+    /// The transaction coordinators' settings (the `[transactions]` table).
+    #[serde(default)]
+    pub transactions: TransactionsConfig,
 }
 
 fn default_metadata_snapshot_entries() -> u64 {
@@ -361,6 +364,7 @@ impl Config {
         self.connections.validate()?;
         self.producers.validate()?;
         self.groups.validate()?;
+        self.transactions.validate()?;
         if !(1 << 16..=32 << 20).contains(&self.group_entry_bytes_max) {
             return Err(ConfigError(format!(
                 "group_entry_bytes_max: {} is outside 65536..=33554432",
@@ -451,8 +455,9 @@ impl Config {
         }
     }
 
-    /// Replicas per partition of `__consumer_offsets`: min(3, nodes), as Kafka's
-    /// `offsets.topic.replication.factor`.
+    /// Replicas per partition of the internal topics `__consumer_offsets` and
+    /// `__transaction_state`: min(3, nodes), as Kafka's `offsets.topic.replication.factor`
+    /// and `transaction.state.log.replication.factor`.
     pub fn offsets_replication_factor(&self) -> u16 {
         self.all_nodes().len().min(3) as u16
     }

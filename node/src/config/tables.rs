@@ -1,7 +1,9 @@
-//! The configuration's tables: `[log]`, `[connections]`, `[producers]` and `[groups]`, each
+//! The configuration's tables: `[log]`, `[connections]`, `[producers]`, `[groups]` and
+//! `[transactions]`, each
 //! with its defaults (Kafka's, under Kafka's names where Kafka has them) and its checks.
 
 use oxbow_core::coordinator::CoordinatorConfig;
+use oxbow_core::txn::TxnConfig;
 use serde::Deserialize;
 
 use super::ConfigError;
@@ -140,6 +142,70 @@ impl GroupsConfig {
             return Err(ConfigError(
                 "groups.offsets_retention_minutes: must be at least 1".into(),
             ));
+        }
+        Ok(())
+    }
+}
+
+/// The transaction coordinators' settings, under Kafka's broker setting names.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransactionsConfig {
+    /// Partitions of the internal `__transaction_state` topic, created when the first client
+    /// looks for a transaction coordinator (Kafka's `transaction.state.log.num.partitions`;
+    /// 8, as oxbow's `offsets_topic_partitions`, where Kafka has 50: a coordinator partition
+    /// never goes quiet, so each costs a little CPU at idle). Fixed once created:
+    /// transactional ids are hashed over them.
+    pub state_partitions: u32,
+    /// Longest `transaction.timeout.ms` a producer may ask for (Kafka's
+    /// `transaction.max.timeout.ms`, 15 minutes); InitProducerId asking for more is refused
+    /// with INVALID_TRANSACTION_TIMEOUT.
+    pub max_timeout_ms: u32,
+    /// Transactional ids one `__transaction_state` partition holds at most: past it an
+    /// InitProducerId for a new one is refused with COORDINATOR_NOT_AVAILABLE, logged once
+    /// until there is room again. Kafka has no such limit.
+    pub per_partition_max: usize,
+}
+
+impl Default for TransactionsConfig {
+    fn default() -> Self {
+        let core = TxnConfig::default();
+        Self {
+            state_partitions: 8,
+            max_timeout_ms: core.max_timeout_ms,
+            per_partition_max: core.transactional_ids_max,
+        }
+    }
+}
+
+impl TransactionsConfig {
+    /// The core's transaction coordinator settings.
+    pub fn coordinator(&self) -> TxnConfig {
+        TxnConfig {
+            max_timeout_ms: self.max_timeout_ms,
+            transactional_ids_max: self.per_partition_max,
+        }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=1_000).contains(&self.state_partitions) {
+            return Err(ConfigError(format!(
+                "transactions.state_partitions: {} is outside 1..=1000",
+                self.state_partitions
+            )));
+        }
+        if !(1..=i32::MAX as u32).contains(&self.max_timeout_ms) {
+            return Err(ConfigError(format!(
+                "transactions.max_timeout_ms: {} is outside 1..={}",
+                self.max_timeout_ms,
+                i32::MAX
+            )));
+        }
+        if !(1..=1_000_000).contains(&self.per_partition_max) {
+            return Err(ConfigError(format!(
+                "transactions.per_partition_max: {} is outside 1..=1000000",
+                self.per_partition_max
+            )));
         }
         Ok(())
     }

@@ -84,6 +84,48 @@ fn group_settings_have_kafkas_defaults_and_reach_the_core() {
 }
 
 #[test]
+fn transaction_settings_have_defaults_reach_the_core_and_name_bad_fields() {
+    let config = Config::parse(GOOD).expect("valid");
+    let core = crate::runtime::core_config(&config).txn;
+    assert_eq!(
+        core.max_timeout_ms, 900_000,
+        "Kafka's transaction.max.timeout.ms"
+    );
+    assert_eq!(core.transactional_ids_max, 100_000);
+    assert_eq!(config.transactions.state_partitions, 8);
+
+    let text = format!(
+        "{GOOD}\n[transactions]\nstate_partitions = 3\nmax_timeout_ms = 60000\n\
+         per_partition_max = 10\n"
+    );
+    let config = Config::parse(&text).expect("valid");
+    let core = crate::runtime::core_config(&config).txn;
+    assert_eq!(
+        (core.max_timeout_ms, core.transactional_ids_max),
+        (60_000, 10)
+    );
+    assert_eq!(config.transactions.state_partitions, 3);
+
+    let with = |line: &str| Config::parse(&format!("{GOOD}\n[transactions]\n{line}\n"));
+    for (line, field) in [
+        ("state_partitions = 0", "transactions.state_partitions"),
+        ("max_timeout_ms = 0", "transactions.max_timeout_ms"),
+        ("per_partition_max = 0", "transactions.per_partition_max"),
+    ] {
+        let error = with(line).expect_err("invalid");
+        assert!(error.0.starts_with(field), "{error}");
+    }
+    let error =
+        Config::parse(&GOOD.replace("[[peers]]", "transaction.max.timeout.ms = 5\n[[peers]]"))
+            .expect_err("Kafka's name")
+            .0;
+    assert!(
+        error.contains("`max_timeout_ms` in the [transactions] table"),
+        "{error}"
+    );
+}
+
+#[test]
 fn bad_group_settings_name_the_field() {
     let with = |groups: &str| Config::parse(&format!("{GOOD}\n[groups]\n{groups}\n"));
     let error = with("min_session_timeout_ms = 0").expect_err("invalid");

@@ -385,6 +385,14 @@ fn broker_configs(context: &Context) -> Vec<(String, String)> {
             config.groups.offsets_retention_minutes.to_string(),
         ),
         (
+            "transaction.state.log.num.partitions".into(),
+            config.transactions.state_partitions.to_string(),
+        ),
+        (
+            "transaction.max.timeout.ms".into(),
+            config.transactions.max_timeout_ms.to_string(),
+        ),
+        (
             "max.connections".into(),
             config.connections.max_connections.to_string(),
         ),

@@ -1,4 +1,4 @@
-//! The consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! The consumer-group APIs: FindCoordinator (of groups and of transactions), JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 //! OffsetCommit, OffsetFetch, DescribeGroups, ListGroups and DeleteGroups.
 //!
 //! Each request is translated into the core's [`GroupOp`] and sent to the coordinator
@@ -40,6 +40,7 @@ use oxbow_core::coordinator::{
 use oxbow_core::ids::{Generation, GroupId};
 use oxbow_core::io::{AdminRequest, Forward, GroupRequest, Request, Response};
 use oxbow_core::metadata::{CreateTopic, MetadataCommand};
+use oxbow_core::txn::TRANSACTION_STATE_TOPIC;
 use slog::debug;
 
 use super::{code, str_bytes, Caller, Context};
@@ -87,13 +88,13 @@ async fn call(context: &Context, op: GroupOp) -> GroupResponse {
     }
 }
 
-/// Proposes the creation of `__consumer_offsets` through the controller (what Kafka does on
-/// the first FindCoordinator).
-async fn create_offsets_topic(context: &Context) {
+/// Proposes the creation of an internal topic through the controller (what Kafka does on the
+/// first FindCoordinator of each kind).
+async fn create_internal_topic(context: &Context, name: &str, partitions: u32) {
     let request = Request::Admin(AdminRequest {
         command: MetadataCommand::CreateTopic(CreateTopic {
-            name: OFFSETS_TOPIC.to_string(),
-            partitions: context.config.offsets_topic_partitions,
+            name: name.to_string(),
+            partitions,
             replication_factor: context.config.offsets_replication_factor(),
             configs: BTreeMap::new(),
             assignment: Vec::new(),
@@ -103,9 +104,13 @@ async fn create_offsets_topic(context: &Context) {
         timeout_ms: 5_000,
     });
     if let Some(Response::Admin(Err(error))) = context.core.request(request).await {
-        debug!(context.logger, "offsets topic creation not proposed"; "why" => ?error);
+        debug!(context.logger, "internal topic creation not proposed"; "topic" => name, "why" => ?error);
     }
 }
+
+/// Kafka's FindCoordinator key types: a consumer group, a transactional id.
+const KEY_GROUP: i8 = 0;
+const KEY_TRANSACTION: i8 = 1;
 
 async fn find_one(context: &Context, key_type: i8, key: StrBytes) -> Coordinator {
     let mut found = Coordinator::default();
@@ -115,16 +120,29 @@ async fn find_one(context: &Context, key_type: i8, key: StrBytes) -> Coordinator
     found.node_id = BrokerId(-1);
     found.host = str_bytes("");
     found.port = -1;
-    if key_type != 0 {
+    // The internal topic whose partitions coordinate this kind of key, and its size.
+    let (topic_name, partitions) = match key_type {
+        KEY_GROUP => (OFFSETS_TOPIC, context.config.offsets_topic_partitions),
+        KEY_TRANSACTION => (
+            TRANSACTION_STATE_TOPIC,
+            context.config.transactions.state_partitions,
+        ),
+        _ => {
+            found.error_code = code::INVALID_REQUEST;
+            found.error_message = Some(str_bytes(
+                "unknown coordinator key type: 0 (group) and 1 (transaction) are known",
+            ));
+            return found;
+        }
+    };
+    if key_type == KEY_TRANSACTION && found.key.is_empty() {
         found.error_code = code::INVALID_REQUEST;
-        found.error_message = Some(str_bytes(
-            "oxbow has no transaction coordinator yet; only group coordinators (key type 0)",
-        ));
+        found.error_message = Some(str_bytes("a transactional id is not empty"));
         return found;
     }
     let metadata = context.core.metadata();
-    let Some(topic) = metadata.topic(OFFSETS_TOPIC) else {
-        create_offsets_topic(context).await;
+    let Some(topic) = metadata.topic(topic_name) else {
+        create_internal_topic(context, topic_name, partitions).await;
         found.error_code = code::COORDINATOR_NOT_AVAILABLE;
         return found;
     };

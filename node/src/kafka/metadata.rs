@@ -10,9 +10,9 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{
     BrokerId, DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
 };
-use oxbow_core::coordinator::OFFSETS_TOPIC;
 use oxbow_core::ids::{GroupId, TopicId};
 use oxbow_core::io::{AdminRequest, Forward, Request, Response};
+use oxbow_core::metadata::is_internal;
 use oxbow_core::metadata::{check_topic_name, CreateTopic, MetadataCommand, METADATA_GROUP};
 use slog::debug;
 use uuid::Uuid;
@@ -99,11 +99,11 @@ pub(super) async fn metadata(
                     .ok_or(t.topic_id),
             })
             .collect(),
-        // The internal offsets topic is only shown when asked for by name.
+        // The internal topics are only shown when asked for by name.
         _ => metadata
             .topics()
             .keys()
-            .filter(|name| *name != OFFSETS_TOPIC)
+            .filter(|name| !is_internal(name))
             .cloned()
             .map(Ok)
             .collect(),
@@ -148,7 +148,7 @@ pub(super) async fn metadata(
             None => topic.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
             Some(meta) => {
                 topic.topic_id = uuid(meta.id);
-                topic.is_internal = name == OFFSETS_TOPIC;
+                topic.is_internal = is_internal(&name);
                 // A topic whose partitions have not all had a leader yet (just created) is
                 // answered as not available as a whole, as Kafka's controller never shows a
                 // new topic's partitions without leaders: clients retry the topic.

@@ -41,6 +41,7 @@ mod groups;
 mod limits;
 mod metadata;
 mod produce;
+mod txn;
 
 /// Requests read ahead of their answers on one connection (answers still go out in order).
 const PIPELINE_MAX: usize = 16;
@@ -81,7 +82,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::InitProducerId, 0, 1),
+    (ApiKey::InitProducerId, 0, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeConfigs, 1, 4),
@@ -453,7 +454,9 @@ async fn dispatch(
         ApiKey::ApiVersions => Ok(call.answer_now(&api_versions())),
         // Submitted to the core here, in arrival order; only the wait for the answer is deferred.
         ApiKey::Produce => Ok(call.answer_later(produce::produce(&ctx, call.decode(body)?).await)),
-        ApiKey::InitProducerId => call.handle_now(body, |r| produce::init_producer_id(&ctx, r)),
+        ApiKey::InitProducerId => call.handle(body, async move |r| {
+            txn::init_producer_id(&ctx, r, version).await
+        }),
         ApiKey::DeleteRecords => {
             call.handle(body, async move |r| produce::delete_records(&ctx, r).await)
         }

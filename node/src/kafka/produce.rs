@@ -1,6 +1,6 @@
 //! The APIs that write to partitions: Produce (each partition's batch submitted to the core at
-//! read time, in arrival order), InitProducerId, and DeleteRecords (a partition's log start
-//! offset moved through its Raft log).
+//! read time, in arrival order) and DeleteRecords (a partition's log start offset moved through
+//! its Raft log).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,17 +11,15 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    DeleteRecordsRequest, DeleteRecordsResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ProduceRequest, ProduceResponse, ProducerId, TopicName,
+    DeleteRecordsRequest, DeleteRecordsResponse, ProduceRequest, ProduceResponse, TopicName,
 };
-use oxbow_core::coordinator::OFFSETS_TOPIC;
 use oxbow_core::ids::Offset;
 use oxbow_core::io::{
     Acks, DeleteRecordsRequest as CoreDeleteRecords, ProduceRequest as CoreProduce, Request,
     Response,
 };
 use oxbow_core::metadata::check_topic_name;
-use slog::warn;
+use oxbow_core::metadata::is_internal;
 
 use super::{code, placement, str_bytes, Context};
 
@@ -52,7 +50,7 @@ pub(super) async fn produce(
         let name = topic.name.0.as_str().to_string();
         // Kafka checks the name with topic creation's rules, and refuses its internal topics
         // to producers, before it looks the partition up.
-        let invalid = check_topic_name(&name).is_err() || name == OFFSETS_TOPIC;
+        let invalid = check_topic_name(&name).is_err() || is_internal(&name);
         for partition in topic.partition_data {
             let wait = match placement(&metadata, &name, partition.index) {
                 _ if invalid => Err(code::INVALID_TOPIC_EXCEPTION),
@@ -118,36 +116,6 @@ pub(super) async fn produce(
         }
         Some(response)
     }
-}
-
-pub(super) fn init_producer_id(
-    context: &Context,
-    request: InitProducerIdRequest,
-) -> InitProducerIdResponse {
-    let mut response = InitProducerIdResponse::default();
-    response.producer_id = ProducerId(-1);
-    response.producer_epoch = -1;
-    if request.transactional_id.is_some() {
-        // Transactions are not implemented (and not advertised through FindCoordinator).
-        response.error_code = code::INVALID_REQUEST;
-        return response;
-    }
-    let allocated = context
-        .producer_ids
-        .lock()
-        .map_err(|_| ())
-        .and_then(|mut ids| ids.allocate().map_err(|_| ()));
-    match allocated {
-        Ok(id) => {
-            response.producer_id = ProducerId(id);
-            response.producer_epoch = 0;
-        }
-        Err(()) => {
-            warn!(context.logger, "cannot persist a producer id block");
-            response.error_code = code::COORDINATOR_NOT_AVAILABLE;
-        }
-    }
-    response
 }
 
 /// DeleteRecords: each partition's leader moves its log start offset (Kafka's low watermark)

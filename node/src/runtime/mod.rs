@@ -218,6 +218,7 @@ pub fn core_config(config: &Config) -> NodeConfig {
     node.producers_max = config.producers.per_partition_max;
     node.producer_expiration_ms = config.producers.expiration_ms;
     node.coordinator = config.groups.coordinator();
+    node.txn = config.transactions.coordinator();
     node.partition_limits = config.partition_limits();
     node
 }

@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use oxbow_core::coordinator::OFFSETS_TOPIC;
 use oxbow_core::ids::GroupId;
 use oxbow_core::io::{DeleteRecordsRequest, Request, Response};
+use oxbow_core::metadata::is_internal;
 use slog::{debug, info, Logger};
 use tokio::sync::watch;
 
@@ -56,8 +56,8 @@ async fn check(
     let metadata = core.metadata();
     let mut policies: BTreeMap<GroupId, (RetentionPolicy, String, usize)> = BTreeMap::new();
     for topic in metadata.topics().values() {
-        // The offsets topic is a command log: compacted by key, never by retention.
-        if topic.name == OFFSETS_TOPIC {
+        // The internal topics are command logs: compacted by key, never by retention.
+        if is_internal(&topic.name) {
             continue;
         }
         let policy = config.retention(topic);

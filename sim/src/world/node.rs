@@ -91,6 +91,7 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
                     initial_rebalance_delay_ms: 0,
                     ..GroupsConfig::default()
                 },
+                transactions: Default::default(),
                 log: LogConfig {
                     cache_bytes: options.log_cache_bytes,
                     segment_bytes: options.segment_bytes,

@@ -1,0 +1,163 @@
+//! End-to-end: transactional producers' first step against real `oxbow node` processes.
+//! FindCoordinator with key type 1 creates `__transaction_state` and names the leader of the
+//! transactional id's partition; InitProducerId with a transactional id bumps the epoch on
+//! every call (fencing the previous instance), answers a KIP-360 retry and fences an unknown
+//! epoch, and keeps all of it across a SIGKILL of the coordinator; librdkafka's
+//! `init_transactions()` succeeds.
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{
+    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProducerId, TransactionalId,
+};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, Producer};
+
+mod common;
+use common::{call, Cluster};
+
+const PRODUCER_FENCED: i16 = 90;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+
+/// The node index (0-based) whose Kafka port coordinates `transactional_id`, asking every
+/// running node until one names a running coordinator (the first asks create the topic).
+fn coordinator(cluster: &Cluster, transactional_id: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let running = |i: &usize| cluster.nodes[*i].is_some();
+    loop {
+        for i in (0..cluster.kafka.len()).filter(running) {
+            let port = cluster.kafka[i];
+            let mut request = FindCoordinatorRequest::default();
+            request.key_type = 1;
+            request.coordinator_keys = vec![StrBytes::from_string(transactional_id.into())];
+            let response: FindCoordinatorResponse =
+                call(port, ApiKey::FindCoordinator, 4, &request);
+            let found = &response.coordinators[0];
+            if found.error_code == 0 {
+                let port = found.port as u16;
+                let node = cluster
+                    .kafka
+                    .iter()
+                    .position(|p| *p == port)
+                    .expect("a node of the cluster");
+                if running(&node) {
+                    return node;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no transaction coordinator in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// InitProducerId v`version` for `transactional_id`, with the producer id and epoch an
+/// instance had (KIP-360) or -1.
+fn init(
+    port: u16,
+    version: i16,
+    transactional_id: &str,
+    timeout_ms: i32,
+    had: (i64, i16),
+) -> InitProducerIdResponse {
+    let mut request = InitProducerIdRequest::default();
+    request.transactional_id = Some(TransactionalId(StrBytes::from_string(
+        transactional_id.into(),
+    )));
+    request.transaction_timeout_ms = timeout_ms;
+    request.producer_id = ProducerId(had.0);
+    request.producer_epoch = had.1;
+    call(port, ApiKey::InitProducerId, version, &request)
+}
+
+/// InitProducerId until the coordinator answers something other than "look again" (it may
+/// be moving), within 30 s.
+fn init_settled(
+    cluster: &Cluster,
+    version: i16,
+    transactional_id: &str,
+    had: (i64, i16),
+) -> InitProducerIdResponse {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let node = coordinator(cluster, transactional_id);
+        let response = init(cluster.kafka[node], version, transactional_id, 60_000, had);
+        // NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS,
+        // CONCURRENT_TRANSACTIONS: retriable.
+        if ![16, 15, 14, 51].contains(&response.error_code) {
+            return response;
+        }
+        assert!(Instant::now() < deadline, "still {response:?} after 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn init_producer_id_bumps_the_epoch_fences_and_survives_the_coordinators_crash() {
+    let mut cluster = Cluster::start();
+
+    // A new transactional id: a producer id of the coordinator's own range, epoch 0.
+    let first = init_settled(&cluster, 4, "t-1", (-1, -1));
+    assert_eq!(first.error_code, 0, "{first:?}");
+    assert_eq!(first.producer_epoch, 0);
+    let id = first.producer_id.0;
+    assert!(
+        id >= 1 << 62,
+        "{id} is of a transaction coordinator's range"
+    );
+
+    // A new instance: the same producer id, the next epoch.
+    let second = init_settled(&cluster, 4, "t-1", (-1, -1));
+    assert_eq!((second.error_code, second.producer_id.0), (0, id));
+    assert_eq!(second.producer_epoch, 1);
+
+    // KIP-360: the instance at epoch 1 asks again: epoch 2. Its retry (with epoch 1) gets
+    // the same answer; an epoch the coordinator never handed out is fenced.
+    let third = init_settled(&cluster, 4, "t-1", (id, 1));
+    assert_eq!((third.error_code, third.producer_epoch), (0, 2));
+    let retry = init_settled(&cluster, 4, "t-1", (id, 1));
+    assert_eq!((retry.error_code, retry.producer_epoch), (0, 2));
+    let fenced = init_settled(&cluster, 4, "t-1", (id, 7));
+    assert_eq!(fenced.error_code, PRODUCER_FENCED);
+    let fenced_v3 = init_settled(&cluster, 3, "t-1", (id, 7));
+    assert_eq!(fenced_v3.error_code, INVALID_PRODUCER_EPOCH);
+
+    // A timeout over `[transactions] max_timeout_ms` (15 minutes).
+    let node = coordinator(&cluster, "t-1");
+    let too_long = init(cluster.kafka[node], 4, "t-1", 900_001, (-1, -1));
+    assert_eq!(too_long.error_code, INVALID_TRANSACTION_TIMEOUT);
+
+    // The coordinator is SIGKILLed: another node takes over with the stored epoch.
+    cluster.kill9(node);
+    let after = init_settled(&cluster, 4, "t-1", (-1, -1));
+    assert_eq!((after.error_code, after.producer_id.0), (0, id));
+    assert_eq!(after.producer_epoch, 3, "the epoch after the crash");
+    cluster.start_node(node);
+
+    // librdkafka's transactional producer gets through init_transactions().
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("transactional.id", "rdkafka-1")
+        .create()
+        .expect("producer");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init_transactions");
+    // And so does a second instance of it.
+    let again: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("transactional.id", "rdkafka-1")
+        .create()
+        .expect("producer");
+    again
+        .init_transactions(Duration::from_secs(30))
+        .expect("the second instance's init_transactions");
+    let stored = init_settled(&cluster, 4, "rdkafka-1", (-1, -1));
+    assert_eq!(stored.producer_epoch, 2, "two instances came before");
+    cluster.wait_for_leaders();
+}
