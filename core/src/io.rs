@@ -9,7 +9,7 @@ use crate::coordinator::{GroupOp, GroupResponse, ListedGroup};
 use crate::epoch_history::{EpochEnd, LeaderEpochError};
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId, Sequence, Term};
 use crate::metadata::{AdminError, MetadataChange, MetadataCommand};
-use crate::txn::{TxnOp, TxnResponse};
+use crate::txn::{TxnMeta, TxnOp, TxnResponse};
 
 /// One input to a node.
 #[derive(Clone, Debug)]
@@ -222,6 +222,13 @@ pub enum Request {
     ListGroups,
     /// A transaction request, for the `__transaction_state` partition of its transactional id.
     Txn(TxnRequest),
+    /// Every transactional id whose coordinator partition this node leads and serves.
+    ListTransactions {
+        /// ListTransactions v1's `duration_filter` (KIP-994): when not negative, only the
+        /// transactions running (open or ending) that began more than this many milliseconds
+        /// ago by this node's wall clock.
+        duration_filter_ms: i64,
+    },
     /// Ask a partition's leader to hand its leadership to one of the partition's voters
     /// (Raft's leadership transfer; Kafka's preferred leader election). Any replica may take
     /// it: a follower passes it to the leader it knows.
@@ -343,6 +350,8 @@ pub enum Response {
     ListGroups(Vec<ListedGroup>),
     /// Answer to a transaction request.
     Txn(TxnResponse),
+    /// Answer to ListTransactions: each transactional id with what is stored of it.
+    ListTransactions(Vec<(String, TxnMeta)>),
     /// Answer to TransferLeader: whether it was handed to Raft here (this node holds a
     /// replica and `to` is a voter); whether leadership moves shows in who leads.
     TransferLeader(bool),

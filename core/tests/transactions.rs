@@ -1,7 +1,8 @@
 //! Transaction coordinators on three in-memory nodes: the partitions of `__transaction_state`,
 //! InitProducerId with a transactional id (a producer id of the partition's range, an epoch
-//! bump per instance, KIP-360 retries and fencing, the timeout bound, the bound on ids), and
-//! the state kept across failovers, restarts and snapshots.
+//! bump per instance, KIP-360 retries and fencing, the timeout bound, the bound on ids),
+//! DescribeTransactions and ListTransactions, and the state kept across failovers, restarts and
+//! snapshots.
 
 mod common;
 
@@ -9,7 +10,7 @@ use common::*;
 use oxbow_core::ids::{ProducerEpoch, ProducerId};
 use oxbow_core::io::TxnRequest;
 use oxbow_core::txn::{
-    partition_for, InitProducerId, ProducerIds, TxnError, TxnOp, TxnResponse,
+    partition_for, InitProducerId, ProducerIds, TxnError, TxnOp, TxnResponse, TxnState,
     TRANSACTION_STATE_TOPIC,
 };
 
@@ -147,6 +148,75 @@ fn init_producer_id_bumps_epochs_fences_and_keeps_its_state_across_failovers() {
     for node in txns.cluster.nodes.values() {
         node.invariants();
     }
+}
+
+#[test]
+fn describe_and_list_read_the_stored_state_on_the_serving_coordinator() {
+    let mut txns = Txns::with(|_| {});
+    let names: Vec<String> = (0..6).map(|i| format!("d-{i}")).collect();
+    for name in &names {
+        txns.init(name, 30_000, None).expect("a new id");
+    }
+    let (id, _) = txns.init(&names[0], 45_000, None).expect("bumped");
+    let (group, node) = txns.coordinator(&names[0]).expect("a coordinator");
+    let describe = |txns: &mut Txns, node, transactional_id: &str| {
+        let op = TxnOp::Describe {
+            transactional_id: transactional_id.into(),
+        };
+        match txns
+            .cluster
+            .request(node, Request::Txn(TxnRequest { group, op }))
+        {
+            Response::Txn(TxnResponse::Describe(result)) => result,
+            other => panic!("{other:?}"),
+        }
+    };
+    let meta = describe(&mut txns, node, &names[0]).expect("described");
+    assert_eq!((meta.producer_id, meta.epoch), (id, ProducerEpoch(1)));
+    assert_eq!((meta.timeout_ms, meta.state), (45_000, TxnState::Empty));
+    assert!(meta.partitions.is_empty() && meta.start_ms == -1);
+    let home = partition_for(&names[0], PARTITIONS as usize);
+    let unknown = (0..)
+        .map(|i| format!("never-{i}"))
+        .find(|n| partition_for(n, PARTITIONS as usize) == home)
+        .expect("one");
+    assert_eq!(
+        describe(&mut txns, node, &unknown),
+        Err(TxnError::TransactionalIdNotFound)
+    );
+    let follower = *txns
+        .cluster
+        .nodes
+        .keys()
+        .find(|n| **n != node)
+        .expect("3 nodes");
+    assert_eq!(
+        describe(&mut txns, follower, &names[0]),
+        Err(TxnError::NotCoordinator)
+    );
+
+    // Each node lists the ids of the partitions it serves: together, each id once.
+    let nodes: Vec<NodeId> = txns.cluster.nodes.keys().copied().collect();
+    let mut listed = Vec::new();
+    for node in nodes {
+        let request = Request::ListTransactions {
+            duration_filter_ms: -1,
+        };
+        match txns.cluster.request(node, request) {
+            Response::ListTransactions(ids) => listed.extend(ids.into_iter().map(|(i, _)| i)),
+            other => panic!("{other:?}"),
+        }
+    }
+    listed.sort();
+    assert_eq!(listed, names);
+    // A duration filter keeps only running transactions: none runs.
+    let request = Request::ListTransactions {
+        duration_filter_ms: 0,
+    };
+    let Response::ListTransactions(long) = txns.cluster.request(node, request) else {
+        panic!("list")
+    };
+    assert_eq!(long, Vec::new());
 }
 
 #[test]

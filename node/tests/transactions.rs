@@ -2,14 +2,15 @@
 //! FindCoordinator with key type 1 creates `__transaction_state` and names the leader of the
 //! transactional id's partition; InitProducerId with a transactional id bumps the epoch on
 //! every call (fencing the previous instance), answers a KIP-360 retry and fences an unknown
-//! epoch, and keeps all of it across a SIGKILL of the coordinator; librdkafka's
-//! `init_transactions()` succeeds.
+//! epoch, and keeps all of it across a SIGKILL of the coordinator; DescribeTransactions and
+//! ListTransactions show it; librdkafka's `init_transactions()` succeeds.
 
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ProducerId, TransactionalId,
+    ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -131,6 +132,47 @@ fn init_producer_id_bumps_the_epoch_fences_and_survives_the_coordinators_crash()
     let node = coordinator(&cluster, "t-1");
     let too_long = init(cluster.kafka[node], 4, "t-1", 900_001, (-1, -1));
     assert_eq!(too_long.error_code, INVALID_TRANSACTION_TIMEOUT);
+
+    // DescribeTransactions on the coordinator; ListTransactions across the nodes.
+    let mut request = DescribeTransactionsRequest::default();
+    request.transactional_ids = vec![
+        TransactionalId(StrBytes::from_static_str("t-1")),
+        TransactionalId(StrBytes::from_static_str("never-initialised")),
+    ];
+    let described: DescribeTransactionsResponse = call(
+        cluster.kafka[node],
+        ApiKey::DescribeTransactions,
+        0,
+        &request,
+    );
+    let t1 = &described.transaction_states[0];
+    assert_eq!(t1.error_code, 0, "{t1:?}");
+    assert_eq!(t1.transaction_state.as_str(), "Empty");
+    assert_eq!((t1.producer_id.0, t1.producer_epoch), (id, 2));
+    assert_eq!(t1.transaction_timeout_ms, 60_000);
+    // The other id is coordinated here (TRANSACTIONAL_ID_NOT_FOUND) or elsewhere
+    // (NOT_COORDINATOR).
+    let other = described.transaction_states[1].error_code;
+    assert!([105, 16].contains(&other), "{other}");
+    let mut listed = Vec::new();
+    for port in cluster.kafka.iter().copied() {
+        let mut request = ListTransactionsRequest::default();
+        request.state_filters = vec![StrBytes::from_static_str("Empty")];
+        let response: ListTransactionsResponse = call(port, ApiKey::ListTransactions, 1, &request);
+        assert_eq!(response.error_code, 0);
+        listed.extend(
+            response
+                .transaction_states
+                .iter()
+                .map(|t| (t.transactional_id.0.to_string(), t.producer_id.0)),
+        );
+        let mut unknown = ListTransactionsRequest::default();
+        unknown.state_filters = vec![StrBytes::from_static_str("Nonsense")];
+        let response: ListTransactionsResponse = call(port, ApiKey::ListTransactions, 0, &unknown);
+        assert_eq!(response.unknown_state_filters.len(), 1);
+        assert!(response.transaction_states.is_empty());
+    }
+    assert_eq!(listed, vec![("t-1".to_string(), id)]);
 
     // The coordinator is SIGKILLed: another node takes over with the stored epoch.
     cluster.kill9(node);

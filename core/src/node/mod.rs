@@ -40,7 +40,7 @@ use crate::log_store::LogStore;
 use crate::metadata::{MetadataState, METADATA_GROUP};
 use crate::partition::{LogKind, QuiescingHeartbeat, Replica};
 use crate::time::Now;
-use crate::txn::{TxnCoordinator, TxnError, TxnResponse};
+use crate::txn::{TxnCoordinator, TxnError, TxnMeta, TxnResponse};
 
 /// Not a Raft group: peer messages addressed to it carry the sender's list of the groups it
 /// leads (gossip), so that every node can name any partition's leader in Metadata answers.
@@ -536,6 +536,22 @@ impl Node {
                     .flat_map(|c| c.list())
                     .collect();
                 sink.reply(id, Response::ListGroups(groups));
+            }
+            Request::ListTransactions { duration_filter_ms } => {
+                let running_long = |meta: &TxnMeta| {
+                    duration_filter_ms < 0
+                        || (!meta.state.is_settled()
+                            && now.wall_ms.saturating_sub(meta.start_ms) > duration_filter_ms)
+                };
+                let mut listed = Vec::new();
+                for (group, coordinator) in &self.coordinators {
+                    let serving = self.groups[group].serving_term().is_some();
+                    if let Some(c) = coordinator.txn().filter(|_| serving) {
+                        let ids = c.stored().ids.iter().filter(|(_, m)| running_long(m));
+                        listed.extend(ids.map(|(i, m)| (i.clone(), m.clone())));
+                    }
+                }
+                sink.reply(id, Response::ListTransactions(listed));
             }
             Request::TransferLeader { group, to } => {
                 let me = self.config.node_id;

@@ -20,8 +20,8 @@
 //!
 //! InitProducerId with a transactional id: a new id gets a producer id at epoch 0; every later
 //! InitProducerId bumps the epoch (a new producer id once the epoch is exhausted), which fences
-//! the previous instance; KIP-360's retry with the producer id and epoch an instance had. The
-//! transactions themselves (AddPartitionsToTxn, EndTxn, markers) come next: the states they
+//! the previous instance; KIP-360's retry with the producer id and epoch an instance had.
+//! DescribeTransactions and ListTransactions read the stored state. The transactions themselves (AddPartitionsToTxn, EndTxn, markers) come next: the states they
 //! move through are stored already.
 //!
 //! The module is split by job: `requests` holds what clients ask and what they are answered,
@@ -285,6 +285,11 @@ impl TxnCoordinator {
         }
         match op {
             TxnOp::InitProducerId(init) => self.init_producer_id(log, now, id, init, sink),
+            TxnOp::Describe { transactional_id } => {
+                let found = self.stored.ids.get(&transactional_id).cloned();
+                let result = found.ok_or(TxnError::TransactionalIdNotFound);
+                reply(sink, id, TxnResponse::Describe(result));
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! What a transaction coordinator is asked and what it answers: [`TxnOp`], [`TxnResponse`] and
 //! [`TxnError`] with its Kafka error codes.
 
+use super::TxnMeta;
 use crate::ids::{ProducerEpoch, ProducerId};
 
 /// A request to the coordinator of one transactional id.
@@ -8,6 +9,11 @@ use crate::ids::{ProducerEpoch, ProducerId};
 pub enum TxnOp {
     /// InitProducerId with a `transactional.id`: a new instance of the transactional producer.
     InitProducerId(InitProducerId),
+    /// DescribeTransactions, for one transactional id.
+    Describe {
+        /// The transactional id.
+        transactional_id: String,
+    },
 }
 
 /// InitProducerId with a `transactional.id`.
@@ -27,6 +33,7 @@ impl TxnOp {
     pub fn transactional_id(&self) -> &str {
         match self {
             Self::InitProducerId(init) => &init.transactional_id,
+            Self::Describe { transactional_id } => transactional_id,
         }
     }
 }
@@ -51,6 +58,8 @@ pub enum TxnError {
     InvalidRequest,
     /// The answer did not come in time; whether it took effect is unknown.
     TimedOut,
+    /// The coordinator knows no such transactional id.
+    TransactionalIdNotFound,
 }
 
 impl TxnError {
@@ -65,6 +74,7 @@ impl TxnError {
             Self::ProducerFenced => 90,
             Self::InvalidRequest => 42,
             Self::TimedOut => 7,
+            Self::TransactionalIdNotFound => 105,
         }
     }
 }
@@ -74,6 +84,8 @@ impl TxnError {
 pub enum TxnResponse {
     /// InitProducerId: the instance's producer id and epoch.
     InitProducerId(Result<(ProducerId, ProducerEpoch), TxnError>),
+    /// DescribeTransactions: what the coordinator stores of the id.
+    Describe(Result<TxnMeta, TxnError>),
 }
 
 impl TxnResponse {
@@ -81,6 +93,7 @@ impl TxnResponse {
     pub fn failed(op: &TxnOp, error: TxnError) -> Self {
         match op {
             TxnOp::InitProducerId(_) => Self::InitProducerId(Err(error)),
+            TxnOp::Describe { .. } => Self::Describe(Err(error)),
         }
     }
 }

@@ -28,7 +28,8 @@ pub enum TxnState {
 }
 
 impl TxnState {
-    const ALL: [Self; 6] = [
+    /// Every state, in Kafka's order.
+    pub const ALL: [Self; 6] = [
         Self::Empty,
         Self::Ongoing,
         Self::PrepareCommit,

@@ -98,6 +98,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeLogDirs, 1, 4),
@@ -540,6 +542,12 @@ async fn dispatch(
         ApiKey::DeleteGroups => {
             call.handle(body, async move |r| groups::delete_groups(&ctx, r).await)
         }
+        ApiKey::DescribeTransactions => call.handle(body, async move |r| {
+            txn::describe_transactions(&ctx, r).await
+        }),
+        ApiKey::ListTransactions => call.handle(body, async move |r| {
+            txn::list_transactions(&ctx, r, version).await
+        }),
         other => unreachable!("{other:?} is not in SUPPORTED"),
     }
 }

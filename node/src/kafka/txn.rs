@@ -1,16 +1,25 @@
-//! The producer-id and transaction APIs: InitProducerId (with or without a transactional id)
-//! so far.
+//! The producer-id and transaction APIs: InitProducerId (with or without a transactional id),
+//! DescribeTransactions and ListTransactions so far.
 //!
 //! A request with a transactional id is translated into the core's [`TxnOp`] and sent to the
 //! `__transaction_state` partition of its id (`oxbow_core::txn`); this node must lead that
 //! partition, or the answer is NOT_COORDINATOR and the client looks for the coordinator again
 //! (FindCoordinator with key type 1, in `groups`).
 
-use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::messages::describe_transactions_response::{
+    TopicData, TransactionState as DescribedTransaction,
+};
+use kafka_protocol::messages::list_transactions_response::TransactionState as ListedTransaction;
+use kafka_protocol::messages::{
+    DescribeTransactionsRequest, DescribeTransactionsResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
+    TopicName, TransactionalId,
+};
+use kafka_protocol::protocol::StrBytes;
 use oxbow_core::ids::{GroupId, ProducerEpoch, ProducerId as CoreProducerId};
 use oxbow_core::io::{Request, Response, TxnRequest};
 use oxbow_core::txn::{
-    partition_for, InitProducerId, TxnError, TxnOp, TxnResponse, TRANSACTION_STATE_TOPIC,
+    partition_for, InitProducerId, TxnError, TxnOp, TxnResponse, TxnState, TRANSACTION_STATE_TOPIC,
 };
 use slog::{debug, warn};
 
@@ -99,7 +108,9 @@ pub(super) async fn init_producer_id(
         timeout_ms: request.transaction_timeout_ms,
         expected,
     });
-    let TxnResponse::InitProducerId(result) = call(context, op).await;
+    let TxnResponse::InitProducerId(result) = call(context, op).await else {
+        unreachable!("InitProducerId answered otherwise")
+    };
     match result {
         Ok((id, epoch)) => {
             response.producer_id = ProducerId(id.0);
@@ -109,6 +120,108 @@ pub(super) async fn init_producer_id(
             response.error_code = INVALID_PRODUCER_EPOCH;
         }
         Err(error) => response.error_code = error.kafka_code(),
+    }
+    response
+}
+
+/// DescribeTransactions: each transactional id as its coordinator stores it (this node must
+/// coordinate it: NOT_COORDINATOR otherwise, and the admin client looks again).
+pub(super) async fn describe_transactions(
+    context: &Context,
+    request: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let mut response = DescribeTransactionsResponse::default();
+    for transactional_id in request.transactional_ids {
+        let mut described = DescribedTransaction::default();
+        described.transactional_id = transactional_id.clone();
+        described.transaction_state = StrBytes::from_static_str("");
+        described.producer_id = ProducerId(-1);
+        described.producer_epoch = -1;
+        described.transaction_start_time_ms = -1;
+        let op = TxnOp::Describe {
+            transactional_id: transactional_id.0.as_str().to_string(),
+        };
+        let TxnResponse::Describe(result) = call(context, op).await else {
+            unreachable!("DescribeTransactions answered otherwise")
+        };
+        match result {
+            Ok(meta) => {
+                described.transaction_state = StrBytes::from_static_str(meta.state.name());
+                described.transaction_timeout_ms = meta.timeout_ms as i32;
+                described.transaction_start_time_ms = meta.start_ms;
+                described.producer_id = ProducerId(meta.producer_id.0);
+                described.producer_epoch = meta.epoch.0;
+                let mut topics: Vec<TopicData> = Vec::new();
+                for (topic, partition) in meta.partitions {
+                    match topics.last_mut() {
+                        Some(last) if last.topic.0.as_str() == topic => {
+                            last.partitions.push(partition)
+                        }
+                        _ => {
+                            let mut data = TopicData::default();
+                            data.topic = TopicName(StrBytes::from_string(topic));
+                            data.partitions = vec![partition];
+                            topics.push(data);
+                        }
+                    }
+                }
+                described.topics = topics;
+            }
+            Err(error) => described.error_code = error.kafka_code(),
+        }
+        response.transaction_states.push(described);
+    }
+    response
+}
+
+/// ListTransactions: the transactional ids of the coordinator partitions this node leads, with
+/// the request's filters (states by Kafka's names, producer ids, and v1's duration).
+pub(super) async fn list_transactions(
+    context: &Context,
+    request: ListTransactionsRequest,
+    version: i16,
+) -> ListTransactionsResponse {
+    let mut response = ListTransactionsResponse::default();
+    let known = |name: &str| TxnState::ALL.iter().any(|s| s.name() == name);
+    response.unknown_state_filters = request
+        .state_filters
+        .iter()
+        .filter(|name| !known(name.as_str()))
+        .cloned()
+        .collect();
+    let duration_filter_ms = if version >= 1 {
+        request.duration_filter
+    } else {
+        -1
+    };
+    let listed = match context
+        .core
+        .request(Request::ListTransactions { duration_filter_ms })
+        .await
+    {
+        Some(Response::ListTransactions(listed)) => listed,
+        None => {
+            response.error_code = TxnError::CoordinatorNotAvailable.kafka_code();
+            return response;
+        }
+        Some(other) => unreachable!("ListTransactions answered with {other:?}"),
+    };
+    for (transactional_id, meta) in listed {
+        let state = meta.state.name();
+        let by_state = request.state_filters.is_empty()
+            || request.state_filters.iter().any(|s| s.as_str() == state);
+        let by_producer = request.producer_id_filters.is_empty()
+            || request
+                .producer_id_filters
+                .iter()
+                .any(|p| p.0 == meta.producer_id.0);
+        if by_state && by_producer {
+            let mut listed = ListedTransaction::default();
+            listed.transactional_id = TransactionalId(StrBytes::from_string(transactional_id));
+            listed.producer_id = ProducerId(meta.producer_id.0);
+            listed.transaction_state = StrBytes::from_static_str(state);
+            response.transaction_states.push(listed);
+        }
     }
     response
 }

@@ -322,6 +322,17 @@ fn kafka_seeds() -> Vec<(String, Vec<u8>)> {
             r
         }),
     );
+    one(
+        "init-producer-id-transactional",
+        body(ApiKey::InitProducerId, 4, 4, &{
+            let mut r = InitProducerIdRequest::default();
+            r.transactional_id = Some(TransactionalId(s("t")));
+            r.transaction_timeout_ms = 60_000;
+            r.producer_id = ProducerId(-1);
+            r.producer_epoch = -1;
+            r
+        }),
+    );
     for version in [4i16, 11, 12] {
         one(
             &format!("fetch-v{version}"),
@@ -475,6 +486,32 @@ fn kafka_seeds() -> Vec<(String, Vec<u8>)> {
     one(
         "list-groups",
         body(ApiKey::ListGroups, 4, 15, &ListGroupsRequest::default()),
+    );
+    one(
+        "find-coordinator-transaction",
+        body(ApiKey::FindCoordinator, 4, 13, &{
+            let mut r = FindCoordinatorRequest::default();
+            r.key_type = 1;
+            r.coordinator_keys = vec![s("t")];
+            r
+        }),
+    );
+    one(
+        "describe-transactions",
+        body(ApiKey::DescribeTransactions, 0, 17, &{
+            let mut r = DescribeTransactionsRequest::default();
+            r.transactional_ids = vec![TransactionalId(s("t"))];
+            r
+        }),
+    );
+    one(
+        "list-transactions",
+        body(ApiKey::ListTransactions, 1, 18, &{
+            let mut r = ListTransactionsRequest::default();
+            r.state_filters = vec![s("Ongoing"), s("Nonsense")];
+            r.duration_filter = 1_000;
+            r
+        }),
     );
     one(
         "describe-groups",
