@@ -127,6 +127,15 @@ impl Groups {
         }))
     }
 
+    /// A new member of a group of its own: joined and synced.
+    fn stable_member(&mut self) -> JoinAnswer {
+        let wait = self.join("");
+        let member = self.joined(wait);
+        let wait = self.sync(&member);
+        self.synced(wait);
+        member
+    }
+
     fn synced(&mut self, id: RequestId) -> Bytes {
         match self.answer(id) {
             GroupResponse::Sync(Ok(answer)) => answer.assignment,
@@ -660,10 +669,7 @@ fn an_empty_groups_offsets_expire_after_the_retention_period() {
     assert_eq!(description.state, "Dead", "the group went with its offsets");
 
     // A group with a member keeps its offsets however long it lives.
-    let wait = groups.join("");
-    let member = groups.joined(wait);
-    let wait = groups.sync(&member);
-    groups.synced(wait);
+    let member = groups.stable_member();
     assert_eq!(
         groups.commit(member.generation, &member.member_id, 9),
         Ok(())
@@ -739,10 +745,7 @@ fn a_new_coordinator_counts_offsets_retention_from_the_last_stored_change() {
 
     // A membership carries its time too: a group that became empty keeps its offsets for
     // the period from then, across a leader change.
-    let wait = groups.join("");
-    let member = groups.joined(wait);
-    let wait = groups.sync(&member);
-    groups.synced(wait);
+    let member = groups.stable_member();
     assert_eq!(
         groups.commit(member.generation, &member.member_id, 9),
         Ok(())
@@ -919,10 +922,7 @@ fn a_join_with_more_member_metadata_than_kept_is_refused_and_logged() {
     assert_eq!(description.state, "Dead");
     // Within the limit, a member joins; rejoining with too much metadata is refused too, and
     // the member keeps what it had.
-    let wait = groups.join("");
-    let member = groups.joined(wait);
-    let wait = groups.sync(&member);
-    groups.synced(wait);
+    let member = groups.stable_member();
     big.member_id = member.member_id.clone();
     assert_eq!(
         groups.call(GroupOp::Join(big)),
