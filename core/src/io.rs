@@ -468,6 +468,12 @@ pub enum ProduceError {
     /// the idempotent producer re-establishes its state and goes on (librdkafka does so in
     /// `node/tests/producers.rs`); our client reports `NotWritten`.
     TooManyProducers,
+    /// A transactional batch, for a partition that is in no transaction of its producer.
+    /// Until AddPartitionsToTxn is served no partition is in one, so every transactional batch
+    /// is refused: the markers that would end its transaction could never come, and its
+    /// records would hold back `read_committed` readers for good. Kafka's answer to a batch
+    /// that fails KIP-890's verification: INVALID_TXN_STATE (48). Nothing was written.
+    InvalidTxnState,
 }
 
 impl ProduceError {
@@ -489,6 +495,7 @@ impl ProduceError {
             Self::InvalidProducerEpoch => 47,
             Self::Backpressure | Self::TimedOut => 7,
             Self::TooManyProducers => 44,
+            Self::InvalidTxnState => 48,
         }
     }
 }

@@ -188,3 +188,26 @@ fn producers_expire_a_day_after_their_last_write_on_every_replica() {
         .collect();
     assert_eq!(high_watermarks, vec![Offset(4); 3]);
 }
+
+/// No partition is in a transaction until AddPartitionsToTxn is served, so a transactional
+/// batch is refused with INVALID_TXN_STATE and nothing is written: its markers could never
+/// come.
+#[test]
+fn a_transactional_batch_is_refused_while_no_partition_is_in_a_transaction() {
+    let mut cluster = Cluster::new();
+    let group = cluster.one_partition_topic("txn");
+    let leader = serving_leader(&cluster, group);
+    let first = acked_at(&cluster.produce_answer(leader, group, idempotent_batch(7, 0, 1)));
+    let refused = cluster.produce_answer(leader, group, transactional_batch(8, 0, 3));
+    assert!(
+        matches!(
+            refused,
+            Response::Produce(Err(ProduceError::InvalidTxnState))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(ProduceError::InvalidTxnState.kafka_code(), 48);
+    // Nothing was written: the next batch follows the first.
+    let next = acked_at(&cluster.produce_answer(leader, group, idempotent_batch(7, 1, 1)));
+    assert_eq!(next, Offset(first.0 + 1));
+}

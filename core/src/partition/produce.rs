@@ -256,6 +256,10 @@ impl Replica {
             config.batch_decompressed_bytes_max,
         )
         .map_err(ProduceError::Batch)?;
+        if batch.is_transactional() {
+            // No partition is in a transaction yet (see `ProduceError::InvalidTxnState`).
+            return Err(ProduceError::InvalidTxnState);
+        }
         let deadline = now.mono.plus_ms(u64::from(timeout_ms));
         let applied = self.applied;
         let log_start_offset = self.kind.records().log_start_offset();

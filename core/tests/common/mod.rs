@@ -459,9 +459,18 @@ pub fn batch_at(count: i32, timestamp: i64) -> Bytes {
 /// A batch of `count` records from idempotent producer `producer_id` (epoch 0), its first
 /// record at `sequence`.
 pub fn idempotent_batch(producer_id: i64, sequence: i32, count: i32) -> Bytes {
+    producer_batch(producer_id, sequence, count, false)
+}
+
+/// A transactional producer's batch (epoch 0).
+pub fn transactional_batch(producer_id: i64, sequence: i32, count: i32) -> Bytes {
+    producer_batch(producer_id, sequence, count, true)
+}
+
+fn producer_batch(producer_id: i64, sequence: i32, count: i32, transactional: bool) -> Bytes {
     let records: Vec<Record> = (0..count)
         .map(|i| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
