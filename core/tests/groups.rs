@@ -788,6 +788,46 @@ fn a_new_coordinator_counts_offsets_retention_from_the_last_stored_change() {
     }
 }
 
+/// A group that had members when its coordinator failed over has not been empty: its offsets
+/// retention starts when it becomes empty, however long its stored state had been unchanged.
+#[test]
+fn a_group_that_empties_after_a_failover_keeps_its_offsets_for_the_period() {
+    let mut groups = Groups::with(|config| {
+        config.coordinator.offsets_retention_ms = 5_000;
+        config.coordinator.initial_rebalance_delay_ms = 0;
+    });
+    let member = groups.stable_member();
+    assert_eq!(
+        groups.commit(member.generation, &member.member_id, 4),
+        Ok(())
+    );
+    // 8 s of heartbeats: nothing stored changes.
+    for _ in 0..8 {
+        pass(&mut groups, 10);
+        assert_eq!(groups.heartbeat(&member), Ok(()));
+    }
+    let (_, old) = groups.coordinator();
+    groups.cluster.restart(old);
+    let mut waited_ms = 0;
+    while groups
+        .serving_coordinator()
+        .is_none_or(|(_, now)| now == old)
+    {
+        assert!(waited_ms < 5_000, "another node coordinates within 5 s");
+        pass(&mut groups, 1);
+        waited_ms += 100;
+    }
+    assert_eq!(groups.heartbeat(&member), Ok(()), "the member carries on");
+    // It stops: its session (6 s, counted from the takeover) expires and the group becomes
+    // empty in the same tick that looks for expired offsets.
+    pass(&mut groups, 70);
+    assert_eq!(groups.committed(), Some(4), "empty for at most a second");
+    pass(&mut groups, 30);
+    assert_eq!(groups.committed(), Some(4), "empty for at most 4 s");
+    pass(&mut groups, 30);
+    assert_eq!(groups.committed(), None, "empty for more than 5 s");
+}
+
 /// Group ids other than `GROUP` that the same coordinator partition serves.
 fn neighbours(count: usize) -> Vec<String> {
     let home = partition_for(GROUP, PARTITIONS as usize);

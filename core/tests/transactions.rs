@@ -79,8 +79,14 @@ fn init_producer_id_bumps_epochs_fences_and_keeps_its_state_across_failovers() {
     let (id, epoch) = txns.init("t", 60_000, None).expect("a new id");
     assert_eq!(epoch, ProducerEpoch(0));
     assert!(id.0 >= ProducerIds::BIT);
-    // Every new instance bumps the epoch of the same producer id.
+    // Every new instance bumps the epoch of the same producer id, and fences the one before
+    // it, even when that one comes back with KIP-360's producer id and epoch.
     assert_eq!(txns.init("t", 60_000, None), Ok((id, ProducerEpoch(1))));
+    let fenced = Some((id, ProducerEpoch(0)));
+    assert_eq!(
+        txns.init("t", 60_000, fenced),
+        Err(TxnError::ProducerFenced)
+    );
     // A different transactional id of the same partition gets the next id of the range.
     let home = partition_for("t", PARTITIONS as usize);
     let neighbour = (0..)
@@ -91,13 +97,18 @@ fn init_producer_id_bumps_epochs_fences_and_keeps_its_state_across_failovers() {
     assert_eq!(other.0, id.0 + 1, "the partition's counter moves on");
 
     // KIP-360: the current instance asks again, its retry gets the same answer, anything
-    // else is fenced, and so is an id the coordinator does not know.
+    // else is fenced.
     let current = Some((id, ProducerEpoch(1)));
     assert_eq!(txns.init("t", 60_000, current), Ok((id, ProducerEpoch(2))));
     assert_eq!(txns.init("t", 60_000, current), Ok((id, ProducerEpoch(2))));
     let stale = Some((id, ProducerEpoch(0)));
     assert_eq!(txns.init("t", 60_000, stale), Err(TxnError::ProducerFenced));
+    // An id the coordinator does not know is new, whatever the producer had (as Kafka).
     let unknown = Some((ProducerId(5), ProducerEpoch(0)));
+    let (fresh_u, epoch_u) = txns.init("u", 60_000, unknown).expect("a new id");
+    assert_eq!(epoch_u, ProducerEpoch(0));
+    assert!(fresh_u.0 >= ProducerIds::BIT);
+    // Once known, that producer id and epoch are another instance's: fenced.
     assert_eq!(
         txns.init("u", 60_000, unknown),
         Err(TxnError::ProducerFenced)

@@ -134,26 +134,27 @@ fn init_producer_id_bumps_the_epoch_fences_and_survives_the_coordinators_crash()
     assert_eq!(too_long.error_code, INVALID_TRANSACTION_TIMEOUT);
 
     // DescribeTransactions on the coordinator; ListTransactions across the nodes.
-    let mut request = DescribeTransactionsRequest::default();
-    request.transactional_ids = vec![
-        TransactionalId(StrBytes::from_static_str("t-1")),
-        TransactionalId(StrBytes::from_static_str("never-initialised")),
-    ];
-    let described: DescribeTransactionsResponse = call(
-        cluster.kafka[node],
-        ApiKey::DescribeTransactions,
-        0,
-        &request,
-    );
-    let t1 = &described.transaction_states[0];
+    let describe = |port: u16, transactional_id: &'static str| {
+        let mut request = DescribeTransactionsRequest::default();
+        request.transactional_ids =
+            vec![TransactionalId(StrBytes::from_static_str(transactional_id))];
+        let mut response: DescribeTransactionsResponse =
+            call(port, ApiKey::DescribeTransactions, 0, &request);
+        response.transaction_states.remove(0)
+    };
+    let t1 = describe(cluster.kafka[node], "t-1");
     assert_eq!(t1.error_code, 0, "{t1:?}");
     assert_eq!(t1.transaction_state.as_str(), "Empty");
     assert_eq!((t1.producer_id.0, t1.producer_epoch), (id, 2));
     assert_eq!(t1.transaction_timeout_ms, 60_000);
-    // The other id is coordinated here (TRANSACTIONAL_ID_NOT_FOUND) or elsewhere
-    // (NOT_COORDINATOR).
-    let other = described.transaction_states[1].error_code;
-    assert!([105, 16].contains(&other), "{other}");
+    let elsewhere = (node + 1) % 3;
+    let not_here = describe(cluster.kafka[elsewhere], "t-1");
+    let others = coordinator(&cluster, "never-initialised");
+    let never = describe(cluster.kafka[others], "never-initialised");
+    // TRANSACTIONAL_ID_NOT_FOUND on its coordinator; NOT_COORDINATOR on another node (unless
+    // the leadership moved there meanwhile).
+    assert_eq!(never.error_code, 105, "{never:?}");
+    assert!([16, 0].contains(&not_here.error_code), "{not_here:?}");
     let mut listed = Vec::new();
     for port in cluster.kafka.iter().copied() {
         let mut request = ListTransactionsRequest::default();

@@ -327,6 +327,8 @@ pub(super) fn complete_join(
     group.generation = Generation(group.generation.0.wrapping_add(1).max(1));
     if group.members.is_empty() {
         group.state = State::Empty;
+        // Offsets retention counts from now, not from an earlier change.
+        group.changed(now);
         slog::info!(group.logger, "group is empty"; "generation" => group.generation.0);
         group.protocol_type.clear();
         group.protocol.clear();

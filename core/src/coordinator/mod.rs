@@ -120,6 +120,8 @@ pub fn partition_for(group_id: &str, partitions: usize) -> usize {
 pub(crate) trait CommandLog {
     /// The term this node leads and serves in, if it does.
     fn serving(&self) -> Option<Term>;
+    /// Whether this node leads, serving or not yet (still applying its term's first entry).
+    fn leading(&self) -> bool;
     /// Proposes an entry; its index and term, or `None` if it cannot.
     fn propose(&mut self, data: Bytes) -> Option<(RaftIndex, Term)>;
 }
@@ -274,6 +276,15 @@ impl Coordinator {
             }
         }
         if let Some(term) = serving {
+            // Every entry of earlier terms still in the log is applied (a leader serves once
+            // its term's first entry is): what an earlier term proposed and still waits is
+            // lost, its index holding this term's entries now.
+            for p in std::mem::take(&mut self.proposals) {
+                assert!(p.term < term && p.index > self.applied);
+                if let Waiting::Answer { id, op } = p.waiting {
+                    reply(sink, id, op.answer(Err(GroupError::NotCoordinator)));
+                }
+            }
             let groups = self
                 .stored
                 .groups
@@ -283,7 +294,11 @@ impl Coordinator {
                         Some(meta) => LiveGroup::from_stored(meta, now, &self.logger, id),
                         None => LiveGroup::empty(&self.logger, id, now),
                     };
-                    live.unchanged_since(g, now);
+                    // An empty group's retention counts from its stored last change; a group
+                    // with members starts counting when it becomes empty.
+                    if live.state == State::Empty {
+                        live.unchanged_since(g, now);
+                    }
                     (id.clone(), live)
                 })
                 .collect();

@@ -112,6 +112,10 @@ impl crate::coordinator::CommandLog for Replica {
         self.serving_term()
     }
 
+    fn leading(&self) -> bool {
+        Replica::leading(self).is_some()
+    }
+
     fn propose(&mut self, data: Bytes) -> Option<(RaftIndex, Term)> {
         self.propose_command(data).ok()
     }

@@ -21,8 +21,9 @@
 //! InitProducerId with a transactional id: a new id gets a producer id at epoch 0; every later
 //! InitProducerId bumps the epoch (a new producer id once the epoch is exhausted), which fences
 //! the previous instance; KIP-360's retry with the producer id and epoch an instance had.
-//! DescribeTransactions and ListTransactions read the stored state. The transactions themselves (AddPartitionsToTxn, EndTxn, markers) come next: the states they
-//! move through are stored already.
+//! DescribeTransactions and ListTransactions read the stored state. The transactions
+//! themselves (AddPartitionsToTxn, EndTxn, markers) come next: the states they move through
+//! are stored already.
 //!
 //! The module is split by job: `requests` holds what clients ask and what they are answered,
 //! `state` the log entries and the [`TxnStored`] they build. This file holds the
@@ -275,13 +276,17 @@ impl TxnCoordinator {
             return reply(sink, id, TxnResponse::failed(&op, TxnError::InvalidRequest));
         }
         let Some(term) = log.serving() else {
-            return reply(sink, id, TxnResponse::failed(&op, TxnError::NotCoordinator));
+            // A leader that has not applied its term's first entry yet is loading: the client
+            // waits and asks again, rather than look for another coordinator.
+            let error = if log.leading() {
+                TxnError::CoordinatorLoadInProgress
+            } else {
+                TxnError::NotCoordinator
+            };
+            return reply(sink, id, TxnResponse::failed(&op, error));
         };
         if self.counted_in != Some(term) {
-            // A new term: what an earlier term proposed and did not apply is gone or will be
-            // applied before this term's entries, so counting starts from the applied state.
-            self.counted_in = Some(term);
-            self.next_counter = self.stored.next_counter;
+            self.begin_term(term, sink);
         }
         match op {
             TxnOp::InitProducerId(init) => self.init_producer_id(log, now, id, init, sink),
@@ -290,6 +295,27 @@ impl TxnCoordinator {
                 let result = found.ok_or(TxnError::TransactionalIdNotFound);
                 reply(sink, id, TxnResponse::Describe(result));
             }
+        }
+    }
+
+    /// This node serves a new term. Every entry of earlier terms still in its log is applied
+    /// (a leader serves once its term's first entry is), so what an earlier term proposed and
+    /// is still waiting is lost: its index holds this term's entries now. Those answers are
+    /// NOT_COORDINATOR, and producer ids are counted on from the applied state.
+    fn begin_term(&mut self, term: Term, sink: &mut Sink) {
+        assert!(
+            self.counted_in.is_none_or(|t| t < term),
+            "terms move forward"
+        );
+        self.counted_in = Some(term);
+        self.next_counter = self.stored.next_counter;
+        for p in std::mem::take(&mut self.proposals) {
+            assert!(p.term < term && p.index > self.applied);
+            reply(
+                sink,
+                p.id,
+                TxnResponse::InitProducerId(Err(TxnError::NotCoordinator)),
+            );
         }
     }
 
@@ -319,45 +345,41 @@ impl TxnCoordinator {
         {
             return answer(sink, Err(TxnError::ConcurrentTransactions));
         }
-        let meta = match self.stored.ids.get(&transactional_id) {
-            None => {
-                if self.stored.ids.len() >= self.config.transactional_ids_max {
-                    if !self.refusing_ids {
-                        self.refusing_ids = true;
-                        slog::warn!(self.logger,
-                            "a new transactional id was refused: the partition holds the most it may; raise [transactions] transactional_ids_max or let unused ids expire";
-                            "transactional_ids_max" => self.config.transactional_ids_max);
-                    }
-                    return answer(sink, Err(TxnError::CoordinatorNotAvailable));
-                }
-                if self.refusing_ids {
-                    self.refusing_ids = false;
-                    slog::info!(self.logger, "new transactional ids are taken again");
-                }
-                if expected.is_some() {
-                    // An instance that had a producer id for a transactional id its
-                    // coordinator does not know (expired): Kafka fences it too.
-                    return answer(sink, Err(TxnError::ProducerFenced));
-                }
-                TxnMeta {
-                    producer_id: self.allocate(),
-                    epoch: ProducerEpoch(0),
-                    last: None,
-                    timeout_ms,
-                    state: TxnState::Empty,
-                    partitions: Vec::new(),
-                    start_ms: -1,
-                    updated_ms: now.wall_ms,
-                }
+        if self.proposals.len() >= self.proposals_max {
+            return answer(sink, Err(TxnError::CoordinatorNotAvailable));
+        }
+        let known = self.stored.ids.get(&transactional_id).cloned();
+        if known.is_none() && self.stored.ids.len() >= self.config.transactional_ids_max {
+            if !self.refusing_ids {
+                self.refusing_ids = true;
+                slog::warn!(self.logger,
+                    "a new transactional id was refused: the partition holds the most it may; raise [transactions] per_partition_max";
+                    "per_partition_max" => self.config.transactional_ids_max);
             }
+            return answer(sink, Err(TxnError::CoordinatorNotAvailable));
+        }
+        let is_new = known.is_none();
+        let meta = match known {
+            // A new id (KIP-360's `expected` included: Kafka's new metadata has no epoch yet,
+            // which any expected epoch matches).
+            None => TxnMeta {
+                producer_id: self.allocate(),
+                epoch: ProducerEpoch(0),
+                last: None,
+                timeout_ms,
+                state: TxnState::Empty,
+                partitions: Vec::new(),
+                start_ms: -1,
+                updated_ms: now.wall_ms,
+            },
             Some(meta) => {
                 let current = (meta.producer_id, meta.epoch);
                 if let Some(expected) = expected {
-                    if meta.last == Some(expected) {
-                        // A retry of the InitProducerId that bumped it: the same answer.
-                        return answer(sink, Ok(current));
-                    }
                     if expected != current {
+                        if meta.last == Some(expected) {
+                            // A retry of the KIP-360 call that bumped it: the same answer.
+                            return answer(sink, Ok(current));
+                        }
                         return answer(sink, Err(TxnError::ProducerFenced));
                     }
                 }
@@ -374,7 +396,10 @@ impl TxnCoordinator {
                 } else {
                     next.epoch = ProducerEpoch(meta.epoch.0 + 1);
                 }
-                next.last = Some(current);
+                // Only a KIP-360 call keeps what it had, for its own retry: after a new
+                // instance's call, the instance before it is fenced whatever it sends (Kafka's
+                // `prepareIncrementProducerEpoch`).
+                next.last = expected.map(|_| current);
                 next.timeout_ms = timeout_ms;
                 next.state = TxnState::Empty;
                 next.partitions.clear();
@@ -389,18 +414,24 @@ impl TxnCoordinator {
             meta,
         }
         .encode();
-        if self.proposals.len() >= self.proposals_max || data.len() > self.entry_bytes_max {
+        if data.len() > self.entry_bytes_max {
             return answer(sink, Err(TxnError::CoordinatorNotAvailable));
         }
         match log.propose(Bytes::from(data)) {
-            Some((index, term)) => self.proposals.push_back(Proposal {
-                index,
-                term,
-                deadline: now.mono.plus_ms(PROPOSAL_TIMEOUT_MS),
-                id,
-                transactional_id,
-                answer: answer_ids,
-            }),
+            Some((index, term)) => {
+                self.proposals.push_back(Proposal {
+                    index,
+                    term,
+                    deadline: now.mono.plus_ms(PROPOSAL_TIMEOUT_MS),
+                    id,
+                    transactional_id,
+                    answer: answer_ids,
+                });
+                if is_new && self.refusing_ids {
+                    self.refusing_ids = false;
+                    slog::info!(self.logger, "new transactional ids are taken again");
+                }
+            }
             None => answer(sink, Err(TxnError::NotCoordinator)),
         }
     }

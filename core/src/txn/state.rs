@@ -17,9 +17,10 @@ pub enum TxnState {
     Empty,
     /// A transaction is open: partitions have been added to it.
     Ongoing,
-    /// EndTxn(commit) was taken; markers are being written.
+    /// An EndTxn with `committed` was taken; markers are being written.
     PrepareCommit,
-    /// EndTxn(abort), a timeout or a new instance aborts; markers are being written.
+    /// An EndTxn without `committed`, a timeout or a new instance aborts; markers are being
+    /// written.
     PrepareAbort,
     /// Every partition has its COMMIT marker.
     CompleteCommit,
@@ -245,8 +246,12 @@ impl TxnStored {
         if r.u8()? != VERSION {
             return Err(DecodeError("unknown transaction state version"));
         }
+        let next_counter = r.u64()?;
+        if next_counter >= 1 << 40 {
+            return Err(DecodeError("a producer id counter past its 40 bits"));
+        }
         let mut state = Self {
-            next_counter: r.u64()?,
+            next_counter,
             ..Self::default()
         };
         for _ in 0..r.u32()? {

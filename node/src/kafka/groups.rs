@@ -1,5 +1,6 @@
-//! The consumer-group APIs: FindCoordinator (of groups and of transactions), JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! OffsetCommit, OffsetFetch, DescribeGroups, ListGroups and DeleteGroups.
+//! The consumer-group APIs: FindCoordinator (of groups and of transactions), JoinGroup,
+//! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, DescribeGroups, ListGroups and
+//! DeleteGroups.
 //!
 //! Each request is translated into the core's [`GroupOp`] and sent to the coordinator
 //! partition of its group (`oxbow_core::coordinator`); this node must lead that partition,
@@ -40,7 +41,7 @@ use oxbow_core::coordinator::{
 use oxbow_core::ids::{Generation, GroupId};
 use oxbow_core::io::{AdminRequest, Forward, GroupRequest, Request, Response};
 use oxbow_core::metadata::{CreateTopic, MetadataCommand};
-use oxbow_core::txn::TRANSACTION_STATE_TOPIC;
+use oxbow_core::txn::{TRANSACTIONAL_ID_MAX, TRANSACTION_STATE_TOPIC};
 use slog::debug;
 
 use super::{code, str_bytes, Caller, Context};
@@ -104,7 +105,8 @@ async fn create_internal_topic(context: &Context, name: &str, partitions: u32) {
         timeout_ms: 5_000,
     });
     if let Some(Response::Admin(Err(error))) = context.core.request(request).await {
-        debug!(context.logger, "internal topic creation not proposed"; "topic" => name, "why" => ?error);
+        debug!(context.logger, "internal topic creation not proposed";
+            "topic" => name, "why" => ?error);
     }
 }
 
@@ -135,9 +137,13 @@ async fn find_one(context: &Context, key_type: i8, key: StrBytes) -> Coordinator
             return found;
         }
     };
-    if key_type == KEY_TRANSACTION && found.key.is_empty() {
+    if key_type == KEY_TRANSACTION
+        && (found.key.is_empty() || found.key.len() > TRANSACTIONAL_ID_MAX)
+    {
         found.error_code = code::INVALID_REQUEST;
-        found.error_message = Some(str_bytes("a transactional id is not empty"));
+        found.error_message = Some(str_bytes(
+            "a transactional id is not empty and at most 1000 bytes",
+        ));
         return found;
     }
     let metadata = context.core.metadata();
