@@ -288,3 +288,34 @@ fn a_full_partition_refuses_new_transactional_ids_but_not_known_ones() {
         Ok((first, ProducerEpoch(1)))
     );
 }
+
+#[test]
+fn a_partition_whose_state_would_pass_its_byte_limit_refuses_new_ids() {
+    // Room for the header and about four entries of 260-byte ids.
+    let mut txns = Txns::with(|config| config.txn.state_bytes_max = 1_300);
+    let home = partition_for("a", PARTITIONS as usize);
+    let names: Vec<String> = (0..)
+        .map(|i| format!("{i:0>260}"))
+        .filter(|n| partition_for(n, PARTITIONS as usize) == home)
+        .take(6)
+        .collect();
+    let mut taken = 0;
+    for name in &names {
+        match txns.init(name, 60_000, None) {
+            Ok(_) => taken += 1,
+            Err(error) => {
+                assert_eq!(error, TxnError::CoordinatorNotAvailable);
+                break;
+            }
+        }
+    }
+    assert_eq!(taken, 4, "four entries of about 320 bytes fit in 1,300");
+    // A known id is still served.
+    assert_eq!(
+        txns.init(&names[0], 60_000, None).map(|(_, e)| e),
+        Ok(ProducerEpoch(1))
+    );
+    for node in txns.cluster.nodes.values() {
+        node.invariants();
+    }
+}

@@ -66,6 +66,9 @@ pub struct TxnConfig {
     /// Most transactional ids one partition of the topic holds; InitProducerId for a new one
     /// is refused with COORDINATOR_NOT_AVAILABLE beyond it (and a warning logged once).
     pub transactional_ids_max: usize,
+    /// Most bytes one partition's stored state takes encoded (its snapshot, one storage frame
+    /// of at most 64 MiB): a new transactional id that would pass it is refused the same way.
+    pub state_bytes_max: usize,
 }
 
 impl Default for TxnConfig {
@@ -73,6 +76,7 @@ impl Default for TxnConfig {
         Self {
             max_timeout_ms: 900_000,
             transactional_ids_max: 100_000,
+            state_bytes_max: 32 << 20,
         }
     }
 }
@@ -145,6 +149,8 @@ pub struct TxnCoordinator {
     counted_in: Option<Term>,
     /// A new transactional id was refused because the partition is full (logged once).
     refusing_ids: bool,
+    /// Bytes of `stored` encoded: the partition's snapshot, which must fit a storage frame.
+    stored_bytes: usize,
     config: TxnConfig,
     ids: ProducerIds,
     /// The partition's Raft group.
@@ -172,6 +178,7 @@ impl TxnCoordinator {
             next_counter: 0,
             counted_in: None,
             refusing_ids: false,
+            stored_bytes: TxnStored::HEADER_BYTES,
             config,
             ids: ProducerIds::new(index),
             partition,
@@ -207,6 +214,14 @@ impl TxnCoordinator {
         if !data.is_empty() {
             let command = TxnCommand::decode(data)
                 .expect("transaction entries are encoded by the leader that proposed them");
+            let TxnCommand::Put {
+                transactional_id,
+                meta,
+            } = &command;
+            if let Some(old) = self.stored.ids.get(transactional_id) {
+                self.stored_bytes -= TxnStored::entry_bytes(transactional_id, old);
+            }
+            self.stored_bytes += TxnStored::entry_bytes(transactional_id, meta);
             let ids = self.ids;
             self.stored.apply(&command, |id| ids.counter(id));
         }
@@ -235,6 +250,7 @@ impl TxnCoordinator {
             .values()
             .filter_map(|m| ids.counter(m.producer_id));
         self.stored.next_counter = above.fold(self.stored.next_counter, |n, c| n.max(c + 1));
+        self.stored_bytes = self.stored.encoded_len();
         self.applied = index;
         while self.proposals.front().is_some_and(|p| p.index <= index) {
             let p = self.proposals.pop_front().expect("checked");
@@ -349,12 +365,19 @@ impl TxnCoordinator {
             return answer(sink, Err(TxnError::CoordinatorNotAvailable));
         }
         let known = self.stored.ids.get(&transactional_id).cloned();
-        if known.is_none() && self.stored.ids.len() >= self.config.transactional_ids_max {
+        // A new id's entry is at most this large (its producer ids, no partitions yet).
+        let new_entry_bytes = 4 + 64 + transactional_id.len();
+        let full = self.stored.ids.len() >= self.config.transactional_ids_max
+            || self.stored_bytes + new_entry_bytes > self.config.state_bytes_max;
+        if known.is_none() && full {
             if !self.refusing_ids {
                 self.refusing_ids = true;
                 slog::warn!(self.logger,
-                    "a new transactional id was refused: the partition holds the most it may; raise [transactions] per_partition_max";
-                    "per_partition_max" => self.config.transactional_ids_max);
+                    "a new transactional id was refused: the partition holds the most it may";
+                    "ids" => self.stored.ids.len(),
+                    "per_partition_max" => self.config.transactional_ids_max,
+                    "state_bytes" => self.stored_bytes,
+                    "state_bytes_max" => self.config.state_bytes_max);
             }
             return answer(sink, Err(TxnError::CoordinatorNotAvailable));
         }
@@ -447,6 +470,11 @@ impl TxnCoordinator {
     /// Asserts the coordinator's invariants.
     pub fn invariants(&self) {
         assert!(self.proposals.len() <= self.proposals_max);
+        assert_eq!(
+            self.stored_bytes,
+            self.stored.encoded_len(),
+            "state bytes counted"
+        );
         for pair in self.proposals.iter().collect::<Vec<_>>().windows(2) {
             assert!(pair[0].index < pair[1].index, "proposals in log order");
         }

@@ -224,6 +224,24 @@ impl TxnStored {
         }
     }
 
+    /// Bytes the encoded state holds besides its ids' entries.
+    pub const HEADER_BYTES: usize = 1 + 8 + 4;
+
+    /// Bytes one transactional id's entry takes in the encoded state.
+    pub fn entry_bytes(transactional_id: &str, meta: &TxnMeta) -> usize {
+        let command = TxnCommand::Put {
+            transactional_id: transactional_id.to_string(),
+            meta: meta.clone(),
+        };
+        4 + command.encode().len()
+    }
+
+    /// Bytes of the encoded state (what [`TxnStored::encode`] returns), summed entry by entry.
+    pub fn encoded_len(&self) -> usize {
+        let entries: usize = self.ids.iter().map(|(i, m)| Self::entry_bytes(i, m)).sum();
+        Self::HEADER_BYTES + entries
+    }
+
     /// Encodes the state: the counter, then each transactional id's latest `Put`.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
@@ -303,6 +321,7 @@ mod tests {
             |id| Some((id.0 & 0xff) as u64),
         );
         assert_eq!(stored.next_counter, 8);
+        assert_eq!(stored.encode().len(), stored.encoded_len());
         assert_eq!(TxnStored::decode(&stored.encode()), Ok(stored));
     }
 }

@@ -165,6 +165,10 @@ pub struct TransactionsConfig {
     /// InitProducerId for a new one is refused with COORDINATOR_NOT_AVAILABLE, logged once
     /// until there is room again. Kafka has no such limit.
     pub per_partition_max: usize,
+    /// Bytes one `__transaction_state` partition's state takes at most, encoded (it is the
+    /// partition's snapshot, written as one storage frame of at most 64 MiB): a new
+    /// transactional id that would pass it is refused the same way. 32 MiB by default.
+    pub state_bytes_max: usize,
 }
 
 impl Default for TransactionsConfig {
@@ -174,6 +178,7 @@ impl Default for TransactionsConfig {
             state_partitions: 8,
             max_timeout_ms: core.max_timeout_ms,
             per_partition_max: core.transactional_ids_max,
+            state_bytes_max: core.state_bytes_max,
         }
     }
 }
@@ -184,6 +189,7 @@ impl TransactionsConfig {
         TxnConfig {
             max_timeout_ms: self.max_timeout_ms,
             transactional_ids_max: self.per_partition_max,
+            state_bytes_max: self.state_bytes_max,
         }
     }
 
@@ -205,6 +211,13 @@ impl TransactionsConfig {
             return Err(ConfigError(format!(
                 "transactions.per_partition_max: {} is outside 1..=1000000",
                 self.per_partition_max
+            )));
+        }
+        if !((1 << 20)..=(48 << 20)).contains(&self.state_bytes_max) {
+            return Err(ConfigError(format!(
+                "transactions.state_bytes_max: {} is outside 1 MiB..=48 MiB (a snapshot is one \
+                 storage frame of at most 64 MiB)",
+                self.state_bytes_max
             )));
         }
         Ok(())

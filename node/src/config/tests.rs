@@ -92,6 +92,7 @@ fn transaction_settings_have_defaults_reach_the_core_and_name_bad_fields() {
         "Kafka's transaction.max.timeout.ms"
     );
     assert_eq!(core.transactional_ids_max, 100_000);
+    assert_eq!(core.state_bytes_max, 32 << 20);
     assert_eq!(config.transactions.state_partitions, 8);
 
     let text = format!(
@@ -111,6 +112,8 @@ fn transaction_settings_have_defaults_reach_the_core_and_name_bad_fields() {
         ("state_partitions = 0", "transactions.state_partitions"),
         ("max_timeout_ms = 0", "transactions.max_timeout_ms"),
         ("per_partition_max = 0", "transactions.per_partition_max"),
+        ("state_bytes_max = 1000", "transactions.state_bytes_max"),
+        ("state_bytes_max = 67108864", "transactions.state_bytes_max"),
     ] {
         let error = with(line).expect_err("invalid");
         assert!(error.0.starts_with(field), "{error}");
