@@ -10,8 +10,8 @@ use common::*;
 use oxbow_core::ids::{ProducerEpoch, ProducerId};
 use oxbow_core::io::TxnRequest;
 use oxbow_core::txn::{
-    partition_for, InitProducerId, ProducerIds, TxnError, TxnOp, TxnResponse, TxnState,
-    TRANSACTION_STATE_TOPIC,
+    partition_for, AddPartitions, EndTxn, InitProducerId, ProducerIds, TxnError, TxnMeta, TxnOp,
+    TxnResponse, TxnState, TRANSACTION_STATE_TOPIC,
 };
 
 const PARTITIONS: u32 = 2;
@@ -49,6 +49,64 @@ impl Txns {
             .iter()
             .find(|(_, n)| n.group_status(group).is_some_and(|s| s.serving))
             .map(|(id, _)| (group, *id))
+    }
+
+    /// Sends `op` to the coordinator of its transactional id.
+    fn call(&mut self, op: TxnOp) -> TxnResponse {
+        let (group, node) = self
+            .coordinator(op.transactional_id())
+            .expect("a coordinator");
+        match self
+            .cluster
+            .request(node, Request::Txn(TxnRequest { group, op }))
+        {
+            Response::Txn(response) => response,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn add(
+        &mut self,
+        transactional_id: &str,
+        producer: (ProducerId, ProducerEpoch),
+        partitions: &[(&str, i32)],
+    ) -> Result<(), TxnError> {
+        let op = TxnOp::AddPartitions(AddPartitions {
+            transactional_id: transactional_id.into(),
+            producer,
+            partitions: partitions.iter().map(|(t, p)| (t.to_string(), *p)).collect(),
+        });
+        match self.call(op) {
+            TxnResponse::AddPartitions(result) => result,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn end(
+        &mut self,
+        transactional_id: &str,
+        producer: (ProducerId, ProducerEpoch),
+        commit: bool,
+    ) -> Result<(), TxnError> {
+        let op = TxnOp::EndTxn(EndTxn {
+            transactional_id: transactional_id.into(),
+            producer,
+            commit,
+        });
+        match self.call(op) {
+            TxnResponse::EndTxn(result) => result,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn describe(&mut self, transactional_id: &str) -> Result<TxnMeta, TxnError> {
+        let op = TxnOp::Describe {
+            transactional_id: transactional_id.into(),
+        };
+        match self.call(op) {
+            TxnResponse::Describe(result) => result,
+            other => panic!("{other:?}"),
+        }
     }
 
     fn init(
@@ -315,6 +373,157 @@ fn a_partition_whose_state_would_pass_its_byte_limit_refuses_new_ids() {
         txns.init(&names[0], 60_000, None).map(|(_, e)| e),
         Ok(ProducerEpoch(1))
     );
+    for node in txns.cluster.nodes.values() {
+        node.invariants();
+    }
+}
+
+#[test]
+fn a_transaction_begins_with_its_first_partition_and_its_end_is_stored_before_the_answer() {
+    let mut txns = Txns::with(|_| {});
+    let me = txns.init("t", 60_000, None).expect("a new id");
+    // Nothing to end yet.
+    assert_eq!(txns.end("t", me, true), Err(TxnError::InvalidTxnState));
+    txns.cluster.now.wall_ms = 5_000;
+    assert_eq!(txns.add("t", me, &[("b", 1), ("a", 0)]), Ok(()));
+    let meta = txns.describe("t").expect("known");
+    assert_eq!(meta.state, TxnState::Ongoing);
+    assert_eq!(meta.start_ms, 5_000);
+    let both = vec![("a".to_string(), 0), ("b".to_string(), 1)];
+    assert_eq!(meta.partitions, both);
+    // A retry, and more partitions: one transaction, each partition once, the start kept.
+    txns.cluster.now.wall_ms = 6_000;
+    assert_eq!(txns.add("t", me, &[("a", 0)]), Ok(()));
+    assert_eq!(txns.add("t", me, &[("a", 0), ("c", 0)]), Ok(()));
+    let meta = txns.describe("t").expect("known");
+    assert_eq!((meta.partitions.len(), meta.start_ms), (3, 5_000));
+
+    // Only the current instance of the id may add or end.
+    let (id, epoch) = me;
+    let fenced = (id, ProducerEpoch(epoch.0 + 1));
+    assert_eq!(txns.add("t", fenced, &[("d", 0)]), Err(TxnError::ProducerFenced));
+    let stranger = (ProducerId(id.0 + 1), epoch);
+    assert_eq!(
+        txns.end("t", stranger, true),
+        Err(TxnError::InvalidProducerIdMapping)
+    );
+    assert_eq!(
+        txns.add("unknown", me, &[("a", 0)]),
+        Err(TxnError::InvalidProducerIdMapping)
+    );
+
+    // The outcome is stored before the answer; while its markers are written, everything
+    // else waits, and the other outcome is refused.
+    assert_eq!(txns.end("t", me, true), Ok(()));
+    let meta = txns.describe("t").expect("known");
+    assert_eq!(meta.state, TxnState::PrepareCommit);
+    assert_eq!(meta.partitions.len(), 3, "the partitions that need markers");
+    assert_eq!(
+        txns.end("t", me, true),
+        Err(TxnError::ConcurrentTransactions)
+    );
+    assert_eq!(txns.end("t", me, false), Err(TxnError::InvalidTxnState));
+    assert_eq!(
+        txns.add("t", me, &[("a", 0)]),
+        Err(TxnError::ConcurrentTransactions)
+    );
+    assert_eq!(
+        txns.init("t", 60_000, None),
+        Err(TxnError::ConcurrentTransactions)
+    );
+
+    // A failover keeps where the transaction stands.
+    let (_, node) = txns.coordinator("t").expect("a coordinator");
+    txns.cluster.restart(node);
+    for _ in 0..60 {
+        txns.cluster.tick(1);
+        if txns.coordinator("t").is_some_and(|(_, n)| n != node) {
+            break;
+        }
+    }
+    let after = txns.describe("t").expect("known");
+    assert_eq!(after, meta);
+    for node in txns.cluster.nodes.values() {
+        node.invariants();
+    }
+}
+
+#[test]
+fn a_new_instance_aborts_the_open_transaction_and_fences_the_one_before() {
+    let mut txns = Txns::with(|_| {});
+    let old = txns.init("t", 60_000, None).expect("a new id");
+    assert_eq!(txns.add("t", old, &[("a", 0)]), Ok(()));
+    // The new instance is told to come back once the abort is done.
+    assert_eq!(
+        txns.init("t", 60_000, None),
+        Err(TxnError::ConcurrentTransactions)
+    );
+    let meta = txns.describe("t").expect("known");
+    assert_eq!(meta.state, TxnState::PrepareAbort);
+    assert_eq!(meta.epoch, ProducerEpoch(old.1 .0 + 1), "the old instance is fenced");
+    assert_eq!(txns.end("t", old, true), Err(TxnError::ProducerFenced));
+    assert_eq!(
+        txns.init("t", 60_000, Some(old)),
+        Err(TxnError::ProducerFenced),
+        "a new instance's abort leaves the old one no way back"
+    );
+}
+
+#[test]
+fn a_transaction_open_past_its_timeout_is_aborted_and_its_instance_may_recover() {
+    let mut txns = Txns::with(|config| config.txn.check_interval_ms = 100);
+    let me = txns.init("t", 1_000, None).expect("a new id");
+    let other = txns.init("u", 60_000, None).expect("a new id");
+    assert_eq!(txns.add("t", me, &[("a", 0)]), Ok(()));
+    assert_eq!(txns.add("u", other, &[("a", 0)]), Ok(()));
+    txns.cluster.tick(5);
+    assert_eq!(txns.describe("t").map(|m| m.state), Ok(TxnState::Ongoing));
+
+    txns.cluster.now.wall_ms += 1_500;
+    txns.cluster.tick(3);
+    let meta = txns.describe("t").expect("known");
+    assert_eq!(meta.state, TxnState::PrepareAbort);
+    let bumped = (me.0, ProducerEpoch(me.1 .0 + 1));
+    assert_eq!((meta.producer_id, meta.epoch), bumped);
+    assert_eq!(
+        txns.describe("u").map(|m| m.state),
+        Ok(TxnState::Ongoing),
+        "a transaction within its timeout stays open"
+    );
+    // The timed-out instance is fenced, and KIP-588 lets it take the bumped epoch.
+    assert_eq!(txns.add("t", me, &[("b", 0)]), Err(TxnError::ProducerFenced));
+    assert_eq!(txns.init("t", 1_000, Some(me)), Ok(bumped));
+    for node in txns.cluster.nodes.values() {
+        node.invariants();
+    }
+}
+
+#[test]
+fn an_id_without_requests_for_its_expiration_is_removed() {
+    let mut txns = Txns::with(|config| {
+        config.txn.check_interval_ms = 100;
+        config.txn.id_expiration_ms = 10_000;
+    });
+    let idle = txns.init("idle", 60_000, None).expect("a new id");
+    let open = txns.init("open", 600_000, None).expect("a new id");
+    assert_eq!(txns.add("open", open, &[("a", 0)]), Ok(()));
+    txns.cluster.now.wall_ms += 5_000;
+    txns.cluster.tick(3);
+    assert!(txns.describe("idle").is_ok(), "not idle long enough");
+    txns.cluster.now.wall_ms += 6_000;
+    txns.cluster.tick(3);
+    assert_eq!(
+        txns.describe("idle"),
+        Err(TxnError::TransactionalIdNotFound)
+    );
+    assert!(
+        txns.describe("open").is_ok(),
+        "an open transaction keeps its id"
+    );
+    // The id starts again, with a producer id not handed out before.
+    let again = txns.init("idle", 60_000, None).expect("a new id");
+    assert!(again.0 != idle.0 && again.0 != open.0);
+    assert_eq!(again.1, ProducerEpoch(0));
     for node in txns.cluster.nodes.values() {
         node.invariants();
     }

@@ -51,7 +51,7 @@ impl Hosted {
     ) {
         match self {
             Self::Group(c) => c.tick(replica, now, sink),
-            Self::Txn(c) => c.tick(now, sink),
+            Self::Txn(c) => c.tick(replica, now, sink),
         }
         if replica.entries_held() >= config.command_entries_max {
             let (applied, state) = match self {

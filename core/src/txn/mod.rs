@@ -16,27 +16,40 @@
 //! below bit 62, and the counter only moves forward with the log, so an id is never handed out
 //! twice, with no disk of its own.
 //!
-//! # What is here so far
+//! # Transactions
 //!
-//! InitProducerId with a transactional id: a new id gets a producer id at epoch 0; every later
-//! InitProducerId bumps the epoch (a new producer id once the epoch is exhausted), which fences
-//! the previous instance; KIP-360's retry with the producer id and epoch an instance had.
-//! DescribeTransactions and ListTransactions read the stored state. The transactions
-//! themselves (AddPartitionsToTxn, EndTxn, markers) come next: the states they move through
-//! are stored already.
+//! InitProducerId with a transactional id gives a new id a producer id at epoch 0; every later
+//! one bumps the epoch (a new producer id once the epoch is exhausted), which fences the
+//! instance before; KIP-360's retry with the producer id and epoch an instance had gets the
+//! current ones. AddPartitionsToTxn (and AddOffsetsToTxn) opens a transaction (`Ongoing`) and
+//! adds partitions to it; EndTxn stores the outcome (`PrepareCommit`, `PrepareAbort`) and is
+//! answered then, as in Kafka; the markers of that outcome are then written to every partition
+//! of the transaction, and the transaction is complete (`CompleteCommit`, `CompleteAbort`).
+//! A transaction open past its `transaction.timeout.ms`, or found open by a new instance's
+//! InitProducerId, is aborted with an epoch bump that fences the instance that opened it. An
+//! id without requests for `transactional.id.expiration.ms` is removed.
+//!
+//! Every change is one proposal whose answer waits for it to apply; while one is in flight for
+//! an id, other requests for it are answered CONCURRENT_TRANSACTIONS (Kafka's pending
+//! transition).
 //!
 //! The module is split by job: `requests` holds what clients ask and what they are answered,
-//! `state` the log entries and the [`TxnStored`] they build. This file holds the
-//! [`TxnCoordinator`]: applying the log, answering requests and the proposals that wait.
+//! `state` the log entries and the [`TxnStored`] they build, `transitions` how each request
+//! and timer changes a transactional id's metadata, `producer_ids` the producer id ranges.
+//! This file holds the [`TxnCoordinator`]: applying the log, dispatching requests, timers and
+//! the proposals that wait.
 
+mod producer_ids;
 mod requests;
 mod state;
+mod transitions;
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-pub use requests::{InitProducerId, TxnError, TxnOp, TxnResponse};
+pub use producer_ids::ProducerIds;
+pub use requests::{AddPartitions, EndTxn, InitProducerId, TxnError, TxnOp, TxnResponse};
 pub use state::{TxnCommand, TxnMeta, TxnState, TxnStored};
 
 use crate::coordinator::CommandLog;
@@ -69,6 +82,13 @@ pub struct TxnConfig {
     /// Most bytes one partition's stored state takes encoded (its snapshot, one storage frame
     /// of at most 64 MiB): a new transactional id that would pass it is refused the same way.
     pub state_bytes_max: usize,
+    /// How often the leader looks for transactions open past their timeout, and ids past their
+    /// expiration (Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`, and
+    /// its `transactional.id.expiration.ms` check, which runs every hour there).
+    pub check_interval_ms: u64,
+    /// How long a transactional id without requests and without an open transaction is kept
+    /// (Kafka's `transactional.id.expiration.ms`, 7 days).
+    pub id_expiration_ms: i64,
 }
 
 impl Default for TxnConfig {
@@ -77,46 +97,43 @@ impl Default for TxnConfig {
             max_timeout_ms: 900_000,
             transactional_ids_max: 100_000,
             state_bytes_max: 32 << 20,
+            check_interval_ms: 10_000,
+            id_expiration_ms: 7 * 24 * 3_600_000,
         }
     }
 }
 
-/// The producer ids of one `__transaction_state` partition: `1 << 62 | index << 40 | counter`.
+/// What a proposal's answer is once its entry applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProducerIds {
-    /// The partition's index in the topic.
-    pub index: u32,
+enum Waiting {
+    /// InitProducerId: this producer id and epoch.
+    InitProducerId(ProducerId, ProducerEpoch),
+    /// InitProducerId that found a transaction open and aborts it first: CONCURRENT_TRANSACTIONS
+    /// (the client asks again, and gets its epoch once the abort is complete).
+    AbortFirst,
+    /// AddPartitionsToTxn or AddOffsetsToTxn: done.
+    AddPartitions,
+    /// EndTxn: the outcome is stored.
+    EndTxn,
+    /// The coordinator's own change (a timeout's abort, a completion, an expiry): no answer.
+    Nobody,
 }
 
-impl ProducerIds {
-    /// The bit every transactional producer id has (nodes hand out ids below it).
-    pub const BIT: i64 = 1 << 62;
-    /// Counters have 40 bits.
-    const COUNTER_BITS: u32 = 40;
-    /// Indexes have 21 bits (62 less the counter's 40, less one).
-    pub const INDEX_MAX: u32 = (1 << 21) - 1;
-
-    /// The range of the partition at `index`.
-    pub fn new(index: u32) -> Self {
-        assert!(index <= Self::INDEX_MAX);
-        Self { index }
-    }
-
-    /// The id with `counter`.
-    pub fn id(self, counter: u64) -> ProducerId {
-        assert!(
-            counter < 1 << Self::COUNTER_BITS,
-            "producer id range exhausted"
-        );
-        ProducerId(Self::BIT | (i64::from(self.index) << Self::COUNTER_BITS) | counter as i64)
-    }
-
-    /// The counter of `id`, if it is of this range.
-    pub fn counter(self, id: ProducerId) -> Option<u64> {
-        let own = id.0 >= 0
-            && id.0 & Self::BIT != 0
-            && (id.0 & !Self::BIT) >> Self::COUNTER_BITS == i64::from(self.index);
-        own.then_some((id.0 & ((1 << Self::COUNTER_BITS) - 1)) as u64)
+impl Waiting {
+    /// The answer: the request's `Ok` once its entry applied, or `error`.
+    fn answer(self, error: Option<TxnError>) -> Option<TxnResponse> {
+        let done = error.map_or(Ok(()), Err);
+        Some(match self {
+            Self::InitProducerId(id, epoch) => {
+                TxnResponse::InitProducerId(error.map_or(Ok((id, epoch)), Err))
+            }
+            Self::AbortFirst => TxnResponse::InitProducerId(Err(
+                error.unwrap_or(TxnError::ConcurrentTransactions),
+            )),
+            Self::AddPartitions => TxnResponse::AddPartitions(done),
+            Self::EndTxn => TxnResponse::EndTxn(done),
+            Self::Nobody => return None,
+        })
     }
 }
 
@@ -126,10 +143,19 @@ struct Proposal {
     index: RaftIndex,
     term: Term,
     deadline: Instant,
-    id: RequestId,
+    /// The request to answer (none for the coordinator's own changes).
+    id: Option<RequestId>,
     transactional_id: String,
-    /// What the answer is once the entry applies.
-    answer: (ProducerId, ProducerEpoch),
+    waiting: Waiting,
+}
+
+impl Proposal {
+    /// Answers the request, if any: `Ok` (its entry applied) or `error`.
+    fn answer(self, error: Option<TxnError>, sink: &mut Sink) {
+        if let (Some(id), Some(response)) = (self.id, self.waiting.answer(error)) {
+            reply(sink, id, response);
+        }
+    }
 }
 
 /// One `__transaction_state` partition on one node.
@@ -147,6 +173,8 @@ pub struct TxnCoordinator {
     next_counter: u64,
     /// The term `next_counter` was counted in.
     counted_in: Option<Term>,
+    /// When the leader next looks for timed-out transactions and expired ids.
+    next_check: Option<Instant>,
     /// A new transactional id was refused because the partition is full (logged once).
     refusing_ids: bool,
     /// Bytes of `stored` encoded: the partition's snapshot, which must fit a storage frame.
@@ -169,6 +197,7 @@ impl TxnCoordinator {
         logger: &slog::Logger,
     ) -> Self {
         assert!(proposals_max > 0 && config.transactional_ids_max > 0);
+        assert!(config.check_interval_ms > 0 && config.id_expiration_ms > 0);
         Self {
             stored: TxnStored::default(),
             applied: RaftIndex(0),
@@ -177,6 +206,7 @@ impl TxnCoordinator {
             entry_bytes_max,
             next_counter: 0,
             counted_in: None,
+            next_check: None,
             refusing_ids: false,
             stored_bytes: TxnStored::HEADER_BYTES,
             config,
@@ -214,26 +244,20 @@ impl TxnCoordinator {
         if !data.is_empty() {
             let command = TxnCommand::decode(data)
                 .expect("transaction entries are encoded by the leader that proposed them");
-            let TxnCommand::Put {
-                transactional_id,
-                meta,
-            } = &command;
+            let transactional_id = command.transactional_id();
             if let Some(old) = self.stored.ids.get(transactional_id) {
                 self.stored_bytes -= TxnStored::entry_bytes(transactional_id, old);
             }
-            self.stored_bytes += TxnStored::entry_bytes(transactional_id, meta);
+            if let TxnCommand::Put { meta, .. } = &command {
+                self.stored_bytes += TxnStored::entry_bytes(transactional_id, meta);
+            }
             let ids = self.ids;
             self.stored.apply(&command, |id| ids.counter(id));
         }
         while self.proposals.front().is_some_and(|p| p.index <= index) {
             let p = self.proposals.pop_front().expect("checked");
             let ours = p.index == index && p.term == term;
-            let result = if ours {
-                Ok(p.answer)
-            } else {
-                Err(TxnError::NotCoordinator)
-            };
-            reply(sink, p.id, TxnResponse::InitProducerId(result));
+            p.answer((!ours).then_some(TxnError::NotCoordinator), sink);
         }
     }
 
@@ -254,27 +278,32 @@ impl TxnCoordinator {
         self.applied = index;
         while self.proposals.front().is_some_and(|p| p.index <= index) {
             let p = self.proposals.pop_front().expect("checked");
-            reply(
-                sink,
-                p.id,
-                TxnResponse::InitProducerId(Err(TxnError::TimedOut)),
-            );
+            p.answer(Some(TxnError::TimedOut), sink);
         }
     }
 
-    /// Answers the proposals that waited too long (their outcome is unknown).
-    pub(crate) fn tick(&mut self, now: Now, sink: &mut Sink) {
+    /// Answers the proposals that waited too long (their outcome is unknown), and, on the
+    /// serving leader, aborts transactions open past their timeout and removes expired ids.
+    pub(crate) fn tick(&mut self, log: &mut dyn CommandLog, now: Now, sink: &mut Sink) {
         while self
             .proposals
             .front()
             .is_some_and(|p| p.deadline <= now.mono)
         {
             let p = self.proposals.pop_front().expect("checked");
-            reply(
-                sink,
-                p.id,
-                TxnResponse::InitProducerId(Err(TxnError::TimedOut)),
-            );
+            p.answer(Some(TxnError::TimedOut), sink);
+        }
+        let Some(term) = log.serving() else {
+            self.next_check = None;
+            return;
+        };
+        if self.counted_in != Some(term) {
+            self.begin_term(term, sink);
+        }
+        let due = self.next_check.get_or_insert(now.mono);
+        if *due <= now.mono {
+            *due = now.mono.plus_ms(self.config.check_interval_ms);
+            self.expire(log, now);
         }
     }
 
@@ -304,14 +333,43 @@ impl TxnCoordinator {
         if self.counted_in != Some(term) {
             self.begin_term(term, sink);
         }
-        match op {
-            TxnOp::InitProducerId(init) => self.init_producer_id(log, now, id, init, sink),
-            TxnOp::Describe { transactional_id } => {
-                let found = self.stored.ids.get(&transactional_id).cloned();
-                let result = found.ok_or(TxnError::TransactionalIdNotFound);
-                reply(sink, id, TxnResponse::Describe(result));
-            }
+        if let TxnOp::Describe { transactional_id } = &op {
+            let found = self.stored.ids.get(transactional_id).cloned();
+            let result = found.ok_or(TxnError::TransactionalIdNotFound);
+            return reply(sink, id, TxnResponse::Describe(result));
         }
+        if self.in_flight(op.transactional_id()) {
+            // Kafka's pending transition: the client retries.
+            return reply(
+                sink,
+                id,
+                TxnResponse::failed(&op, TxnError::ConcurrentTransactions),
+            );
+        }
+        let failed = TxnResponse::failed(&op, TxnError::CoordinatorNotAvailable);
+        let change = match op {
+            TxnOp::InitProducerId(init) => self.init_producer_id(now, init),
+            TxnOp::AddPartitions(add) => self.add_partitions(now, add),
+            TxnOp::EndTxn(end) => self.end_txn(now, end),
+            TxnOp::Describe { .. } => unreachable!("answered above"),
+        };
+        match change {
+            Ok(Change::Answer(response)) => reply(sink, id, response),
+            Ok(Change::Store(put, waiting)) => {
+                if let Err(error) = self.propose(log, now, Some(id), put, waiting) {
+                    let response = waiting.answer(Some(error)).unwrap_or(failed);
+                    reply(sink, id, response);
+                }
+            }
+            Err(response) => reply(sink, id, response),
+        }
+    }
+
+    /// Whether a change of `transactional_id` is proposed and not applied yet.
+    fn in_flight(&self, transactional_id: &str) -> bool {
+        self.proposals
+            .iter()
+            .any(|p| p.transactional_id == transactional_id)
     }
 
     /// This node serves a new term. Every entry of earlier terms still in its log is applied
@@ -327,136 +385,65 @@ impl TxnCoordinator {
         self.next_counter = self.stored.next_counter;
         for p in std::mem::take(&mut self.proposals) {
             assert!(p.term < term && p.index > self.applied);
-            reply(
-                sink,
-                p.id,
-                TxnResponse::InitProducerId(Err(TxnError::NotCoordinator)),
-            );
+            p.answer(Some(TxnError::NotCoordinator), sink);
         }
     }
 
-    /// InitProducerId with a transactional id (Kafka's `handleInitProducerId`).
-    fn init_producer_id(
+    /// Proposes `command`, to be answered as `waiting` once it applies (to request `id`, if
+    /// any), or the error that keeps it from the log.
+    fn propose(
         &mut self,
         log: &mut dyn CommandLog,
         now: Now,
-        id: RequestId,
-        init: InitProducerId,
-        sink: &mut Sink,
-    ) {
-        let InitProducerId {
-            transactional_id,
-            timeout_ms,
-            expected,
-        } = init;
-        let answer = |sink: &mut Sink, result| reply(sink, id, TxnResponse::InitProducerId(result));
-        let timeout_ms = match u32::try_from(timeout_ms) {
-            Ok(ms) if ms > 0 && ms <= self.config.max_timeout_ms => ms,
-            _ => return answer(sink, Err(TxnError::InvalidTransactionTimeout)),
-        };
-        if self
-            .proposals
-            .iter()
-            .any(|p| p.transactional_id == transactional_id)
-        {
-            return answer(sink, Err(TxnError::ConcurrentTransactions));
-        }
+        id: Option<RequestId>,
+        command: TxnCommand,
+        waiting: Waiting,
+    ) -> Result<(), TxnError> {
         if self.proposals.len() >= self.proposals_max {
-            return answer(sink, Err(TxnError::CoordinatorNotAvailable));
+            return Err(TxnError::CoordinatorNotAvailable);
         }
-        let known = self.stored.ids.get(&transactional_id).cloned();
-        // A new id's entry is at most this large (its producer ids, no partitions yet).
-        let new_entry_bytes = 4 + 64 + transactional_id.len();
-        let full = self.stored.ids.len() >= self.config.transactional_ids_max
-            || self.stored_bytes + new_entry_bytes > self.config.state_bytes_max;
-        if known.is_none() && full {
+        let transactional_id = command.transactional_id().to_string();
+        let old = self.stored.ids.get(&transactional_id);
+        let is_new = old.is_none();
+        let old_bytes = old.map_or(0, |m| TxnStored::entry_bytes(&transactional_id, m));
+        let new_bytes = match &command {
+            TxnCommand::Put { meta, .. } => TxnStored::entry_bytes(&transactional_id, meta),
+            TxnCommand::Remove { .. } => 0,
+        };
+        let full = (is_new && self.stored.ids.len() >= self.config.transactional_ids_max)
+            || self.stored_bytes - old_bytes + new_bytes > self.config.state_bytes_max;
+        if full && new_bytes > old_bytes {
             if !self.refusing_ids {
                 self.refusing_ids = true;
                 slog::warn!(self.logger,
-                    "a new transactional id was refused: the partition holds the most it may";
+                    "a transactional id's change was refused: the partition holds the most it may";
                     "ids" => self.stored.ids.len(),
                     "per_partition_max" => self.config.transactional_ids_max,
                     "state_bytes" => self.stored_bytes,
                     "state_bytes_max" => self.config.state_bytes_max);
             }
-            return answer(sink, Err(TxnError::CoordinatorNotAvailable));
+            return Err(TxnError::CoordinatorNotAvailable);
         }
-        let is_new = known.is_none();
-        let meta = match known {
-            // A new id (KIP-360's `expected` included: Kafka's new metadata has no epoch yet,
-            // which any expected epoch matches).
-            None => TxnMeta {
-                producer_id: self.allocate(),
-                epoch: ProducerEpoch(0),
-                last: None,
-                timeout_ms,
-                state: TxnState::Empty,
-                partitions: Vec::new(),
-                start_ms: -1,
-                updated_ms: now.wall_ms,
-            },
-            Some(meta) => {
-                let current = (meta.producer_id, meta.epoch);
-                if let Some(expected) = expected {
-                    if expected != current {
-                        if meta.last == Some(expected) {
-                            // A retry of the KIP-360 call that bumped it: the same answer.
-                            return answer(sink, Ok(current));
-                        }
-                        return answer(sink, Err(TxnError::ProducerFenced));
-                    }
-                }
-                if !meta.state.is_settled() {
-                    // A transaction is open or ending (Kafka aborts an open one first; the
-                    // client retries on CONCURRENT_TRANSACTIONS until it has ended).
-                    return answer(sink, Err(TxnError::ConcurrentTransactions));
-                }
-                let mut next = meta.clone();
-                if meta.epoch.0 >= i16::MAX - 1 {
-                    // The epoch is exhausted: a new producer id (Kafka does the same).
-                    next.producer_id = self.allocate();
-                    next.epoch = ProducerEpoch(0);
-                } else {
-                    next.epoch = ProducerEpoch(meta.epoch.0 + 1);
-                }
-                // Only a KIP-360 call keeps what it had, for its own retry: after a new
-                // instance's call, the instance before it is fenced whatever it sends (Kafka's
-                // `prepareIncrementProducerEpoch`).
-                next.last = expected.map(|_| current);
-                next.timeout_ms = timeout_ms;
-                next.state = TxnState::Empty;
-                next.partitions.clear();
-                next.start_ms = -1;
-                next.updated_ms = now.wall_ms;
-                next
-            }
-        };
-        let answer_ids = (meta.producer_id, meta.epoch);
-        let data = TxnCommand::Put {
-            transactional_id: transactional_id.clone(),
-            meta,
-        }
-        .encode();
+        let data = command.encode();
         if data.len() > self.entry_bytes_max {
-            return answer(sink, Err(TxnError::CoordinatorNotAvailable));
+            return Err(TxnError::InvalidRequest);
         }
-        match log.propose(Bytes::from(data)) {
-            Some((index, term)) => {
-                self.proposals.push_back(Proposal {
-                    index,
-                    term,
-                    deadline: now.mono.plus_ms(PROPOSAL_TIMEOUT_MS),
-                    id,
-                    transactional_id,
-                    answer: answer_ids,
-                });
-                if is_new && self.refusing_ids {
-                    self.refusing_ids = false;
-                    slog::info!(self.logger, "new transactional ids are taken again");
-                }
-            }
-            None => answer(sink, Err(TxnError::NotCoordinator)),
+        let Some((index, term)) = log.propose(Bytes::from(data)) else {
+            return Err(TxnError::NotCoordinator);
+        };
+        self.proposals.push_back(Proposal {
+            index,
+            term,
+            deadline: now.mono.plus_ms(PROPOSAL_TIMEOUT_MS),
+            id,
+            transactional_id,
+            waiting,
+        });
+        if new_bytes > old_bytes && self.refusing_ids {
+            self.refusing_ids = false;
+            slog::info!(self.logger, "transactional ids' changes are taken again");
         }
+        Ok(())
     }
 
     /// A producer id of this partition's range not handed out before.
@@ -487,39 +474,32 @@ impl TxnCoordinator {
                     "a stored producer id is below the partition's counter"
                 );
             }
-            if meta.state == TxnState::Empty {
-                assert!(meta.partitions.is_empty(), "no transaction, no partitions");
+            match meta.state {
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                    assert!(meta.partitions.is_empty(), "no transaction, no partitions")
+                }
+                TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                    assert!(meta.start_ms >= 0, "an open transaction has a start");
+                    assert!(!meta.partitions.is_empty(), "a transaction has partitions");
+                }
             }
-            if !meta.state.is_settled() {
-                assert!(meta.start_ms >= 0, "an open transaction has a start");
-            }
+            assert!(
+                meta.partitions.windows(2).all(|w| w[0] < w[1]),
+                "a transaction's partitions are sorted, each once"
+            );
         }
     }
+}
+
+/// What a request does to a transactional id's metadata.
+#[derive(Debug)]
+enum Change {
+    /// Nothing to store: the answer now.
+    Answer(TxnResponse),
+    /// Store this, and answer as waiting once it applies.
+    Store(TxnCommand, Waiting),
 }
 
 fn reply(sink: &mut Sink, id: RequestId, response: TxnResponse) {
     sink.reply(id, Response::Txn(response));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn producer_id_ranges_are_disjoint_and_above_node_ids() {
-        let a = ProducerIds::new(0);
-        let b = ProducerIds::new(ProducerIds::INDEX_MAX);
-        for counter in [0, 1, (1 << 40) - 1] {
-            assert_eq!(a.counter(a.id(counter)), Some(counter));
-            assert_eq!(b.counter(b.id(counter)), Some(counter));
-            assert_eq!(a.counter(b.id(counter)), None);
-            assert_eq!(b.counter(a.id(counter)), None);
-            assert!(a.id(counter).0 >= ProducerIds::BIT && b.id(counter).0 > 0);
-        }
-        // Nodes hand out `node_id << 40 | counter` with 22-bit node ids: below bit 62.
-        let node_max = ((1_i64 << 22) - 1) << 40 | ((1 << 40) - 1);
-        assert!(node_max < ProducerIds::BIT);
-        assert_eq!(a.counter(ProducerId(node_max)), None);
-        assert_eq!(a.counter(ProducerId(-1)), None);
-    }
 }

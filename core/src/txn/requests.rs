@@ -9,11 +9,39 @@ use crate::ids::{ProducerEpoch, ProducerId};
 pub enum TxnOp {
     /// InitProducerId with a `transactional.id`: a new instance of the transactional producer.
     InitProducerId(InitProducerId),
+    /// AddPartitionsToTxn, and AddOffsetsToTxn (whose partition is its group's
+    /// `__consumer_offsets` partition, as in Kafka): the partitions join the instance's open
+    /// transaction, which begins with the first.
+    AddPartitions(AddPartitions),
+    /// EndTxn: the instance commits or aborts its open transaction.
+    EndTxn(EndTxn),
     /// DescribeTransactions, for one transactional id.
     Describe {
         /// The transactional id.
         transactional_id: String,
     },
+}
+
+/// AddPartitionsToTxn (or AddOffsetsToTxn) for one transactional id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddPartitions {
+    /// The transactional id (not empty).
+    pub transactional_id: String,
+    /// The instance's producer id and epoch.
+    pub producer: (ProducerId, ProducerEpoch),
+    /// The partitions, (topic, partition); the node has checked that they exist.
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// EndTxn for one transactional id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndTxn {
+    /// The transactional id (not empty).
+    pub transactional_id: String,
+    /// The instance's producer id and epoch.
+    pub producer: (ProducerId, ProducerEpoch),
+    /// Commit (true) or abort (false).
+    pub commit: bool,
 }
 
 /// InitProducerId with a `transactional.id`.
@@ -33,6 +61,8 @@ impl TxnOp {
     pub fn transactional_id(&self) -> &str {
         match self {
             Self::InitProducerId(init) => &init.transactional_id,
+            Self::AddPartitions(add) => &add.transactional_id,
+            Self::EndTxn(end) => &end.transactional_id,
             Self::Describe { transactional_id } => transactional_id,
         }
     }
@@ -60,6 +90,11 @@ pub enum TxnError {
     TimedOut,
     /// The coordinator knows no such transactional id.
     TransactionalIdNotFound,
+    /// The producer id is not the transactional id's (or the id is unknown).
+    InvalidProducerIdMapping,
+    /// The request does not fit where the transaction stands (an EndTxn with nothing to end,
+    /// or one that contradicts the outcome already taken).
+    InvalidTxnState,
 }
 
 impl TxnError {
@@ -75,6 +110,8 @@ impl TxnError {
             Self::InvalidRequest => 42,
             Self::TimedOut => 7,
             Self::TransactionalIdNotFound => 105,
+            Self::InvalidProducerIdMapping => 49,
+            Self::InvalidTxnState => 48,
         }
     }
 }
@@ -84,6 +121,10 @@ impl TxnError {
 pub enum TxnResponse {
     /// InitProducerId: the instance's producer id and epoch.
     InitProducerId(Result<(ProducerId, ProducerEpoch), TxnError>),
+    /// AddPartitionsToTxn or AddOffsetsToTxn: the partitions are in the open transaction.
+    AddPartitions(Result<(), TxnError>),
+    /// EndTxn: the outcome is stored (its markers are written after the answer, as in Kafka).
+    EndTxn(Result<(), TxnError>),
     /// DescribeTransactions: what the coordinator stores of the id.
     Describe(Result<TxnMeta, TxnError>),
 }
@@ -93,6 +134,8 @@ impl TxnResponse {
     pub fn failed(op: &TxnOp, error: TxnError) -> Self {
         match op {
             TxnOp::InitProducerId(_) => Self::InitProducerId(Err(error)),
+            TxnOp::AddPartitions(_) => Self::AddPartitions(Err(error)),
+            TxnOp::EndTxn(_) => Self::EndTxn(Err(error)),
             TxnOp::Describe { .. } => Self::Describe(Err(error)),
         }
     }

@@ -104,10 +104,17 @@ pub enum TxnCommand {
         /// Its metadata.
         meta: TxnMeta,
     },
+    /// A transactional id expired (`transactional.id.expiration.ms` without a request): its
+    /// metadata is removed (Kafka's tombstone).
+    Remove {
+        /// The transactional id.
+        transactional_id: String,
+    },
 }
 
 const VERSION: u8 = 1;
 const PUT: u8 = 1;
+const REMOVE: u8 = 2;
 
 impl TxnCommand {
     /// Encodes the command for the log.
@@ -141,8 +148,22 @@ impl TxnCommand {
                 w.i64(meta.start_ms);
                 w.i64(meta.updated_ms);
             }
+            Self::Remove { transactional_id } => {
+                w.u8(REMOVE);
+                w.bytes(transactional_id.as_bytes());
+            }
         }
         w.bytes
+    }
+
+    /// The transactional id the command is about.
+    pub fn transactional_id(&self) -> &str {
+        match self {
+            Self::Put {
+                transactional_id, ..
+            }
+            | Self::Remove { transactional_id } => transactional_id,
+        }
     }
 
     /// Decodes a command written by [`TxnCommand::encode`].
@@ -186,6 +207,9 @@ impl TxnCommand {
                     },
                 }
             }
+            REMOVE => Self::Remove {
+                transactional_id: string(&mut r)?,
+            },
             _ => return Err(DecodeError("unknown transaction command")),
         };
         r.finish()?;
@@ -220,6 +244,9 @@ impl TxnStored {
                     self.next_counter = self.next_counter.max(counter + 1);
                 }
                 self.ids.insert(transactional_id.clone(), meta.clone());
+            }
+            TxnCommand::Remove { transactional_id } => {
+                self.ids.remove(transactional_id);
             }
         }
     }
@@ -276,7 +303,10 @@ impl TxnStored {
             let TxnCommand::Put {
                 transactional_id,
                 meta,
-            } = TxnCommand::decode(r.bytes()?)?;
+            } = TxnCommand::decode(r.bytes()?)?
+            else {
+                return Err(DecodeError("a stored transactional id without metadata"));
+            };
             state.ids.insert(transactional_id, meta);
         }
         r.finish()?;
@@ -312,6 +342,10 @@ mod tests {
             assert_eq!(TxnCommand::decode(&bytes), Ok(command));
             assert!(TxnCommand::decode(&bytes[..bytes.len() - 1]).is_err());
         }
+        let remove = TxnCommand::Remove {
+            transactional_id: "t".into(),
+        };
+        assert_eq!(TxnCommand::decode(&remove.encode()), Ok(remove));
         let mut stored = TxnStored::default();
         stored.apply(
             &TxnCommand::Put {

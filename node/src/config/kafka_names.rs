@@ -53,6 +53,16 @@ pub const KAFKA_NAMES: &[(&str, &str, &str)] = &[
         "transactions",
         "max_timeout_ms",
     ),
+    (
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "transactions",
+        "timeout_check_interval_ms",
+    ),
+    (
+        "transactional.id.expiration.ms",
+        "transactions",
+        "id_expiration_ms",
+    ),
     ("log.retention.hours", "log", "retention_hours"),
     ("log.retention.ms", "log", "retention_ms"),
     ("log.retention.bytes", "log", "retention_bytes"),

@@ -169,6 +169,13 @@ pub struct TransactionsConfig {
     /// partition's snapshot, written as one storage frame of at most 64 MiB): a new
     /// transactional id that would pass it is refused the same way. 32 MiB by default.
     pub state_bytes_max: usize,
+    /// How often a coordinator looks for transactions open past their timeout, to abort them,
+    /// and for expired ids (Kafka's
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`, 10 s).
+    pub timeout_check_interval_ms: u64,
+    /// A transactional id with no request for this long and no open transaction is removed
+    /// (Kafka's `transactional.id.expiration.ms`, 7 days).
+    pub id_expiration_ms: u64,
 }
 
 impl Default for TransactionsConfig {
@@ -179,6 +186,8 @@ impl Default for TransactionsConfig {
             max_timeout_ms: core.max_timeout_ms,
             per_partition_max: core.transactional_ids_max,
             state_bytes_max: core.state_bytes_max,
+            timeout_check_interval_ms: core.check_interval_ms,
+            id_expiration_ms: core.id_expiration_ms as u64,
         }
     }
 }
@@ -190,6 +199,8 @@ impl TransactionsConfig {
             max_timeout_ms: self.max_timeout_ms,
             transactional_ids_max: self.per_partition_max,
             state_bytes_max: self.state_bytes_max,
+            check_interval_ms: self.timeout_check_interval_ms,
+            id_expiration_ms: self.id_expiration_ms as i64,
         }
     }
 
@@ -218,6 +229,19 @@ impl TransactionsConfig {
                 "transactions.state_bytes_max: {} is outside 1 MiB..=48 MiB (a snapshot is one \
                  storage frame of at most 64 MiB)",
                 self.state_bytes_max
+            )));
+        }
+        if !(1..=3_600_000).contains(&self.timeout_check_interval_ms) {
+            return Err(ConfigError(format!(
+                "transactions.timeout_check_interval_ms: {} is outside 1..=3600000",
+                self.timeout_check_interval_ms
+            )));
+        }
+        if !(1..=i64::MAX as u64).contains(&self.id_expiration_ms) {
+            return Err(ConfigError(format!(
+                "transactions.id_expiration_ms: {} is outside 1..={}",
+                self.id_expiration_ms,
+                i64::MAX
             )));
         }
         Ok(())

@@ -93,6 +93,11 @@ fn transaction_settings_have_defaults_reach_the_core_and_name_bad_fields() {
     );
     assert_eq!(core.transactional_ids_max, 100_000);
     assert_eq!(core.state_bytes_max, 32 << 20);
+    assert_eq!(
+        (core.check_interval_ms, core.id_expiration_ms),
+        (10_000, 604_800_000),
+        "Kafka's defaults"
+    );
     assert_eq!(config.transactions.state_partitions, 8);
 
     let text = format!(
@@ -105,6 +110,7 @@ fn transaction_settings_have_defaults_reach_the_core_and_name_bad_fields() {
         (core.max_timeout_ms, core.transactional_ids_max),
         (60_000, 10)
     );
+    assert_eq!((core.check_interval_ms, core.id_expiration_ms), (500, 60_000));
     assert_eq!(config.transactions.state_partitions, 3);
 
     let with = |line: &str| Config::parse(&format!("{GOOD}\n[transactions]\n{line}\n"));
@@ -114,6 +120,11 @@ fn transaction_settings_have_defaults_reach_the_core_and_name_bad_fields() {
         ("per_partition_max = 0", "transactions.per_partition_max"),
         ("state_bytes_max = 1000", "transactions.state_bytes_max"),
         ("state_bytes_max = 67108864", "transactions.state_bytes_max"),
+        (
+            "timeout_check_interval_ms = 0",
+            "transactions.timeout_check_interval_ms",
+        ),
+        ("id_expiration_ms = 0", "transactions.id_expiration_ms"),
     ] {
         let error = with(line).expect_err("invalid");
         assert!(error.0.starts_with(field), "{error}");

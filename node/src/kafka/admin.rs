@@ -393,6 +393,14 @@ fn broker_configs(context: &Context) -> Vec<(String, String)> {
             config.transactions.max_timeout_ms.to_string(),
         ),
         (
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms".into(),
+            config.transactions.timeout_check_interval_ms.to_string(),
+        ),
+        (
+            "transactional.id.expiration.ms".into(),
+            config.transactions.id_expiration_ms.to_string(),
+        ),
+        (
             "max.connections".into(),
             config.connections.max_connections.to_string(),
         ),
