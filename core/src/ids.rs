@@ -123,6 +123,9 @@ impl RaftId {
 }
 
 impl Offset {
+    /// Past every offset: no bound.
+    pub const MAX: Self = Self(i64::MAX);
+
     /// The offset `count` records after this one.
     pub fn plus(self, count: i64) -> Self {
         assert!(count >= 0);

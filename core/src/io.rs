@@ -9,7 +9,8 @@ use crate::coordinator::{GroupOp, GroupResponse, ListedGroup};
 use crate::epoch_history::{EpochEnd, LeaderEpochError};
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId, Sequence, Term};
 use crate::metadata::{AdminError, MetadataChange, MetadataCommand};
-use crate::txn::{TxnMeta, TxnOp, TxnResponse};
+use crate::producer::AbortedTxn;
+use crate::txn::{TxnError, TxnMeta, TxnOp, TxnResponse};
 
 /// One input to a node.
 #[derive(Clone, Debug)]
@@ -106,6 +107,9 @@ pub struct DiskRead {
     pub max_bytes: u32,
     /// Skip batches whose next offset is at or below this.
     pub skip_below: Offset,
+    /// Serve no batch that starts at or after this offset (a read_committed fetch's last
+    /// stable offset; `Offset::MAX` otherwise).
+    pub end_offset: Offset,
 }
 
 /// A write to the node's log device.
@@ -300,6 +304,9 @@ pub struct ProduceRequest {
     pub batch: Bytes,
     /// How long the client waits for an answer; after it the answer is `TimedOut`.
     pub timeout_ms: u32,
+    /// The producer's transactional id (Produce's `transactional_id`): a transactional batch
+    /// that begins its transaction here is verified with its coordinator (KIP-890).
+    pub transactional_id: Option<String>,
 }
 
 /// Read from a partition.
@@ -314,6 +321,9 @@ pub struct FetchRequest {
     /// The leader epoch the client believes current (Kafka's `current_leader_epoch`), checked
     /// against the partition's (`epoch_history::check_leader_epoch`); -1 checks nothing.
     pub current_leader_epoch: i32,
+    /// Kafka's `isolation_level` READ_COMMITTED: read up to the last stable offset only, with
+    /// the aborted transactions of what is read.
+    pub read_committed: bool,
 }
 
 /// Ask a partition's leader where a leader epoch ends (Kafka's OffsetForLeaderEpoch).
@@ -468,12 +478,16 @@ pub enum ProduceError {
     /// the idempotent producer re-establishes its state and goes on (librdkafka does so in
     /// `node/tests/producers.rs`); our client reports `NotWritten`.
     TooManyProducers,
-    /// A transactional batch, for a partition that is in no transaction of its producer.
-    /// Until AddPartitionsToTxn is served no partition is in one, so every transactional batch
-    /// is refused: the markers that would end its transaction could never come, and its
-    /// records would hold back `read_committed` readers for good. Kafka's answer to a batch
-    /// that fails KIP-890's verification: INVALID_TXN_STATE (48). Nothing was written.
+    /// A transactional batch, for a partition its producer did not add to an open transaction
+    /// (or without a transactional id): the markers that would end its transaction could never
+    /// come, and its records would hold back `read_committed` readers for good. Kafka's answer
+    /// to a batch that fails KIP-890's verification: INVALID_TXN_STATE (48). Nothing was
+    /// written.
     InvalidTxnState,
+    /// KIP-890's verification with the transaction coordinator failed: fenced, a producer id
+    /// not the transactional id's, or the coordinator could not answer (retriable, answered
+    /// NOT_ENOUGH_REPLICAS as Kafka does for producers). Nothing was written.
+    TxnVerification(TxnError),
 }
 
 impl ProduceError {
@@ -496,6 +510,10 @@ impl ProduceError {
             Self::Backpressure | Self::TimedOut => 7,
             Self::TooManyProducers => 44,
             Self::InvalidTxnState => 48,
+            Self::TxnVerification(TxnError::ProducerFenced) => 47,
+            Self::TxnVerification(TxnError::InvalidProducerIdMapping) => 49,
+            Self::TxnVerification(TxnError::InvalidTxnState) => 48,
+            Self::TxnVerification(_) => 19,
         }
     }
 }
@@ -505,6 +523,11 @@ impl ProduceError {
 pub struct FetchData {
     /// The partition's high watermark: every offset below it is committed.
     pub high_watermark: Offset,
+    /// The partition's last stable offset: below it every transaction has ended.
+    pub last_stable_offset: Offset,
+    /// For a read_committed fetch, the aborted transactions whose records the read may meet
+    /// (from the offset asked up to the last stable offset), in marker order.
+    pub aborted: Vec<AbortedTxn>,
     /// The first offset still held.
     pub log_start_offset: Offset,
     /// Whole batches, as stored, in offset order. The first may start before the offset asked.
@@ -533,6 +556,9 @@ impl DiskRead {
             let batch = crate::batch::Batch::trusted(entry.data);
             if batch.next_offset() <= self.skip_below {
                 continue;
+            }
+            if batch.base_offset() >= self.end_offset {
+                break;
             }
             let batch = batch.into_bytes();
             bytes += batch.len();

@@ -26,8 +26,17 @@
 //! entries were stamped carry no time and leave the clock where it is; producers recorded while
 //! the table had no clock yet count as having written when it gets one.
 //!
-//! A producer with an open transaction is never forgotten (there are no transactions yet:
-//! `ProducerEntry::has_open_transaction` is where they will say so).
+//! A producer with an open transaction is never forgotten.
+//!
+//! # Transactions
+//!
+//! A producer's first transactional batch in the partition opens its transaction there (its
+//! first offset, Kafka's `currentTxnFirstOffset`); the transaction's marker closes it, and an
+//! ABORT marker adds it to the aborted transactions (producer id, first offset, marker offset),
+//! which read_committed fetches return so consumers skip its records. The first offset of the
+//! earliest open transaction bounds the last stable offset. A marker of a later epoch (an
+//! abort that fenced the instance) also moves the producer to that epoch: the fenced instance's
+//! batches are refused from then on, and the new one starts at sequence 0.
 //!
 //! # A full table refuses new producers
 //!
@@ -39,6 +48,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::batch::Marker;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::ids::{Offset, ProducerEpoch, ProducerId, RaftIndex, Sequence, Term};
 
@@ -114,18 +124,44 @@ const NO_TIME: i64 = i64::MIN;
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: ProducerEpoch,
+    /// The latest batches of `epoch`; none only after a marker moved the producer to a later
+    /// epoch than its batches'.
     batches: VecDeque<BatchMetadata>,
-    /// The table's clock when its latest batch was recorded ([`NO_TIME`] without a clock).
+    /// The table's clock when its latest batch or marker was recorded ([`NO_TIME`] without a
+    /// clock).
     last_write_ms: i64,
+    /// Its transaction open in this partition, which keeps its state whatever its age.
+    open_txn: Option<OpenTxn>,
+}
+
+/// A transaction open in a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OpenTxn {
+    /// The offset of its first batch here (Kafka's `currentTxnFirstOffset`).
+    first_offset: Offset,
+    /// Which transaction of the producer it is: its start on the coordinator (Unix ms, rising
+    /// from one transaction of an id to the next). Only its own marker closes it, so a marker
+    /// of an earlier transaction that arrives late closes nothing.
+    start_ms: i64,
 }
 
 impl ProducerEntry {
-    /// Whether the producer has a transaction open in this partition, which keeps its state
-    /// whatever its age (Kafka's `currentTxnFirstOffset`). There are no transactions yet; when
-    /// they come, the entry records the open transaction's first offset and this reads it.
+    /// Whether the producer has a transaction open in this partition.
     fn has_open_transaction(&self) -> bool {
-        false
+        self.open_txn.is_some()
     }
+}
+
+/// A transaction aborted in this partition: read_committed consumers skip the producer's
+/// records from `first_offset` up to the marker at `last_offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// The transaction's producer id.
+    pub producer_id: ProducerId,
+    /// Its first offset in the partition.
+    pub first_offset: Offset,
+    /// The offset of its ABORT marker.
+    pub last_offset: Offset,
 }
 
 /// The outcome of checking a batch that may be appended.
@@ -173,6 +209,11 @@ pub struct ProducerBatch {
     pub first_sequence: Sequence,
     /// Number of records.
     pub count: i32,
+    /// Whether it belongs to a transaction.
+    pub transactional: bool,
+    /// For a transactional batch, its transaction's start on the coordinator (what names the
+    /// transaction; see `OpenTxn`).
+    pub txn_start_ms: Option<i64>,
 }
 
 impl ProducerBatch {
@@ -193,6 +234,12 @@ pub struct ProducerTable {
     by_last_write: BTreeSet<(i64, ProducerId)>,
     /// The latest append time applied; `None` before the first stamped entry.
     clock_ms: Option<i64>,
+    /// The open transactions as `(first offset, producer)`: the earliest bounds the last
+    /// stable offset.
+    open_txns: BTreeSet<(Offset, ProducerId)>,
+    /// The transactions aborted in the partition, in the order of their markers (so of
+    /// `last_offset`), back to the log start.
+    aborted: VecDeque<AbortedTxn>,
 }
 
 impl Default for ProducerTable {
@@ -208,7 +255,84 @@ impl ProducerTable {
             producers: BTreeMap::new(),
             by_last_write: BTreeSet::new(),
             clock_ms: None,
+            open_txns: BTreeSet::new(),
+            aborted: VecDeque::new(),
         }
+    }
+
+    /// The first offset of the earliest transaction open in the partition: the last stable
+    /// offset, if it is below the high watermark.
+    pub fn first_open_offset(&self) -> Option<Offset> {
+        self.open_txns.first().map(|(offset, _)| *offset)
+    }
+
+    /// The start (on its coordinator) of the transaction `producer` has open in the partition
+    /// at `epoch`, if it has one.
+    pub fn open_transaction(&self, producer: ProducerId, epoch: ProducerEpoch) -> Option<i64> {
+        let entry = self.producers.get(&producer)?;
+        (entry.epoch == epoch).then_some(entry.open_txn?.start_ms)
+    }
+
+    /// The epoch and start (on its coordinator) of the transaction `producer` has open in the
+    /// partition, if it has one.
+    pub fn open_transaction_of(&self, producer: ProducerId) -> Option<(ProducerEpoch, i64)> {
+        let entry = self.producers.get(&producer)?;
+        Some((entry.epoch, entry.open_txn?.start_ms))
+    }
+
+    /// The aborted transactions a read of `from` up to (not including) `to` meets: those whose
+    /// marker is at or after `from` and whose first offset is below `to` (Kafka's
+    /// `collectAbortedTxns`), in marker order.
+    pub fn aborted_between(&self, from: Offset, to: Offset) -> impl Iterator<Item = &AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted
+            .range(start..)
+            .filter(move |a| a.first_offset < to)
+    }
+
+    /// Forgets the aborted transactions whose marker is below the log start `offset`: a read
+    /// can no longer meet them.
+    pub fn trim_aborted(&mut self, offset: Offset) {
+        while self.aborted.front().is_some_and(|a| a.last_offset < offset) {
+            self.aborted.pop_front();
+        }
+    }
+
+    /// Applies the marker at `offset` of the transaction that started at `txn_start_ms`, at
+    /// the table's clock: it closes that transaction (an ABORT one is recorded as aborted) and
+    /// moves the producer to the marker's epoch. A marker of an older epoch than the
+    /// producer's, of another transaction, or of a producer the table does not know, changes
+    /// nothing. Deterministic, as `record`.
+    pub fn record_marker(&mut self, marker: &Marker, offset: Offset, txn_start_ms: i64) {
+        let id = marker.producer_id;
+        let now = self.clock_ms.unwrap_or(NO_TIME);
+        let Some(entry) = self.producers.get_mut(&id) else {
+            return;
+        };
+        if marker.epoch < entry.epoch || entry.open_txn.is_none_or(|t| t.start_ms != txn_start_ms) {
+            return;
+        }
+        if let Some(OpenTxn {
+            first_offset: first,
+            ..
+        }) = entry.open_txn.take()
+        {
+            assert!(first < offset, "a marker comes after its transaction");
+            assert!(self.open_txns.remove(&(first, id)));
+            if !marker.commit {
+                assert!(self.aborted.back().is_none_or(|a| a.last_offset < offset));
+                self.aborted.push_back(AbortedTxn {
+                    producer_id: id,
+                    first_offset: first,
+                    last_offset: offset,
+                });
+            }
+        }
+        if marker.epoch > entry.epoch {
+            entry.epoch = marker.epoch;
+            entry.batches.clear();
+        }
+        self.set_last_write(id, now);
     }
 
     /// Number of producers remembered.
@@ -303,6 +427,16 @@ impl ProducerTable {
             }
             return Ok(SequenceCheck::Append);
         }
+        if entry.batches.is_empty() {
+            // A marker moved the producer to this epoch: it starts at sequence 0.
+            if batch.first_sequence != Sequence(0) {
+                return Err(SequenceError::OutOfOrder {
+                    expected: Sequence(0),
+                    received: batch.first_sequence,
+                });
+            }
+            return Ok(SequenceCheck::Append);
+        }
         let last_sequence = batch.last_sequence();
         if let Some(original) = entry
             .batches
@@ -375,6 +509,7 @@ impl ProducerTable {
     ) {
         assert!(batch.producer_id.0 >= 0 && batch.count > 0);
         let now = self.clock_ms.unwrap_or(NO_TIME);
+        let is_new = !self.producers.contains_key(&batch.producer_id);
         let entry = self
             .producers
             .entry(batch.producer_id)
@@ -383,8 +518,9 @@ impl ProducerTable {
                 // Exactly the window: a table of thousands of producers holds no spare room.
                 batches: VecDeque::with_capacity(BATCHES_KEPT),
                 last_write_ms: now,
+                open_txn: None,
             });
-        if entry.batches.is_empty() {
+        if is_new {
             assert!(self.by_last_write.insert((now, batch.producer_id)));
         }
         // A batch recorded already (a snapshot's table holds the batches applied after its
@@ -417,14 +553,45 @@ impl ProducerTable {
             term,
         });
         assert!(entry.batches.len() <= BATCHES_KEPT);
+        if batch.transactional && entry.open_txn.is_none() {
+            let start_ms = batch
+                .txn_start_ms
+                .expect("a transactional batch names its transaction");
+            entry.open_txn = Some(OpenTxn {
+                first_offset: base_offset,
+                start_ms,
+            });
+            assert!(self.open_txns.insert((base_offset, batch.producer_id)));
+        }
         self.set_last_write(batch.producer_id, now);
     }
 
     /// Structural invariants; tests and the simulator call this.
     pub fn invariants(&self) {
         assert_eq!(self.by_last_write.len(), self.producers.len());
+        let open: BTreeSet<(Offset, ProducerId)> = self
+            .producers
+            .iter()
+            .filter_map(|(id, e)| Some((e.open_txn?.first_offset, *id)))
+            .collect();
+        assert_eq!(open, self.open_txns, "the open transactions are indexed");
+        for pair in self.aborted.iter().collect::<Vec<_>>().windows(2) {
+            assert!(
+                pair[0].last_offset < pair[1].last_offset,
+                "markers in order"
+            );
+        }
+        for a in &self.aborted {
+            assert!(a.first_offset < a.last_offset);
+        }
         for (id, entry) in &self.producers {
-            assert!(!entry.batches.is_empty() && entry.batches.len() <= BATCHES_KEPT);
+            assert!(entry.batches.len() <= BATCHES_KEPT);
+            if let (Some(open), Some(last)) = (entry.open_txn, entry.batches.back()) {
+                assert!(
+                    open.first_offset <= last.last_offset,
+                    "a transaction opens with a batch"
+                );
+            }
             assert!(self.by_last_write.contains(&(entry.last_write_ms, *id)));
             match self.clock_ms {
                 None => assert_eq!(entry.last_write_ms, NO_TIME),
@@ -438,7 +605,9 @@ impl ProducerTable {
     }
 
     /// Appends the table's encoding: the clock, then per producer its id, epoch, last write
-    /// time and batches. (Tables written before producers expired by time are read by
+    /// time, batches and open transaction's first offset, then the aborted transactions.
+    /// (Tables written before transactions are read by
+    /// [`ProducerTable::decode_without_txns`], before producers expired by time by
     /// [`ProducerTable::decode_without_times`].)
     pub fn encode(&self, w: &mut Writer) {
         match self.clock_ms {
@@ -456,11 +625,35 @@ impl ProducerTable {
                 w.i64(entry.last_write_ms);
             }
             encode_batches(w, &entry.batches);
+            match entry.open_txn {
+                None => w.u8(0),
+                Some(open) => {
+                    w.u8(1);
+                    w.i64(open.first_offset.0);
+                    w.i64(open.start_ms);
+                }
+            }
+        }
+        w.u32(u32::try_from(self.aborted.len()).expect("aborted transactions fit u32"));
+        for a in &self.aborted {
+            w.i64(a.producer_id.0);
+            w.i64(a.first_offset.0);
+            w.i64(a.last_offset.0);
         }
     }
 
     /// Reads a table written by [`ProducerTable::encode`].
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Self::decode_with(r, true)
+    }
+
+    /// Reads a table written before transactions (snapshot data versions 4 and 5, checkpoint
+    /// versions 3 and 4): no open or aborted transactions.
+    pub fn decode_without_txns(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Self::decode_with(r, false)
+    }
+
+    fn decode_with(r: &mut Reader<'_>, txns: bool) -> Result<Self, DecodeError> {
         let clock_ms = match r.u8()? {
             0 => None,
             1 => Some(r.i64()?),
@@ -487,8 +680,44 @@ impl ProducerTable {
                     last
                 }
             };
-            let batches = decode_batches(r)?;
+            let batches = decode_batches(r, txns)?;
             table.insert_decoded(id, epoch, batches, last_write_ms)?;
+            if txns {
+                let open_txn = match r.u8()? {
+                    0 => None,
+                    1 => Some(OpenTxn {
+                        first_offset: Offset(r.i64()?),
+                        start_ms: r.i64()?,
+                    }),
+                    _ => return Err(DecodeError("bad open transaction tag")),
+                };
+                if let Some(open) = open_txn {
+                    let first = open.first_offset;
+                    let entry = table.producers.get_mut(&id).expect("inserted");
+                    if first.0 < 0 || entry.batches.back().is_none_or(|b| b.last_offset < first) {
+                        return Err(DecodeError("an open transaction without its batches"));
+                    }
+                    entry.open_txn = Some(open);
+                    table.open_txns.insert((first, id));
+                }
+            }
+        }
+        if txns {
+            for _ in 0..r.u32()? {
+                let a = AbortedTxn {
+                    producer_id: ProducerId(r.i64()?),
+                    first_offset: Offset(r.i64()?),
+                    last_offset: Offset(r.i64()?),
+                };
+                let in_order = table
+                    .aborted
+                    .back()
+                    .is_none_or(|b| b.last_offset < a.last_offset);
+                if a.first_offset.0 < 0 || a.first_offset >= a.last_offset || !in_order {
+                    return Err(DecodeError("aborted transactions out of order"));
+                }
+                table.aborted.push_back(a);
+            }
         }
         Ok(table)
     }
@@ -507,7 +736,7 @@ impl ProducerTable {
         for _ in 0..count {
             let id = ProducerId(r.i64()?);
             let epoch = ProducerEpoch(r.i16()?);
-            let batches = decode_batches(r)?;
+            let batches = decode_batches(r, false)?;
             table.insert_decoded(id, epoch, batches, NO_TIME)?;
         }
         Ok(table)
@@ -532,6 +761,7 @@ impl ProducerTable {
             epoch,
             batches,
             last_write_ms,
+            open_txn: None,
         };
         if self.producers.insert(id, entry).is_some() {
             return Err(DecodeError("producer id twice"));
@@ -553,9 +783,14 @@ fn encode_batches(w: &mut Writer, batches: &VecDeque<BatchMetadata>) {
     }
 }
 
-fn decode_batches(r: &mut Reader<'_>) -> Result<VecDeque<BatchMetadata>, DecodeError> {
+/// Reads a producer's batches; none only where a marker may have moved it to a later epoch
+/// (`may_be_empty`, tables with transactions).
+fn decode_batches(
+    r: &mut Reader<'_>,
+    may_be_empty: bool,
+) -> Result<VecDeque<BatchMetadata>, DecodeError> {
     let n = r.u8()? as usize;
-    if n == 0 || n > BATCHES_KEPT {
+    if (n == 0 && !may_be_empty) || n > BATCHES_KEPT {
         return Err(DecodeError("producer entry with a bad batch count"));
     }
     let mut batches = VecDeque::with_capacity(BATCHES_KEPT);
@@ -586,6 +821,8 @@ mod tests {
             epoch: ProducerEpoch(epoch),
             first_sequence: Sequence(seq),
             count,
+            transactional: false,
+            txn_start_ms: None,
         }
     }
 
@@ -601,6 +838,72 @@ mod tests {
         t.advance(&at(time_ms));
         t.record(batch, Offset(offset), RaftIndex(index), Term(1));
         t.invariants();
+    }
+
+    #[test]
+    fn transactions_open_with_their_first_batch_and_close_with_their_own_marker() {
+        let txn = |epoch: i16, seq: i32, start: i64| ProducerBatch {
+            transactional: true,
+            txn_start_ms: Some(start),
+            ..b(9, epoch, seq, 1)
+        };
+        let marker = |epoch: i16, commit: bool| Marker {
+            producer_id: ProducerId(9),
+            epoch: ProducerEpoch(epoch),
+            commit,
+            coordinator_epoch: 1,
+        };
+        let mut t = ProducerTable::new();
+        t.advance(&at(1_000));
+        t.record(&txn(0, 0, 100), Offset(10), RaftIndex(1), Term(1));
+        t.record(&txn(0, 1, 100), Offset(12), RaftIndex(2), Term(1));
+        assert_eq!(t.first_open_offset(), Some(Offset(10)));
+        assert_eq!(
+            t.open_transaction(ProducerId(9), ProducerEpoch(0)),
+            Some(100)
+        );
+        // A late marker of an earlier transaction closes nothing.
+        t.record_marker(&marker(0, false), Offset(13), 99);
+        assert_eq!(t.first_open_offset(), Some(Offset(10)));
+        // Its own ABORT closes it, and read_committed hears of it where it may meet it.
+        t.record_marker(&marker(0, false), Offset(14), 100);
+        assert_eq!(t.first_open_offset(), None);
+        assert_eq!(t.aborted_between(Offset(0), Offset(100)).count(), 1);
+        assert_eq!(t.aborted_between(Offset(15), Offset(100)).count(), 0);
+        assert_eq!(t.aborted_between(Offset(0), Offset(10)).count(), 0);
+        t.invariants();
+        let mut w = Writer::default();
+        t.encode(&mut w);
+        let decoded = ProducerTable::decode(&mut Reader::new(&w.bytes)).expect("decodes");
+        assert_eq!(decoded, t);
+
+        // A marker of a later epoch (an abort that fenced the instance) moves the producer to
+        // it: the fenced epoch is stale, and the new one starts at sequence 0.
+        t.record(&txn(0, 2, 200), Offset(15), RaftIndex(3), Term(1));
+        t.record_marker(&marker(1, false), Offset(16), 200);
+        assert_eq!(
+            t.check(&txn(0, 3, 200), &at(1_000), 10),
+            Err(SequenceError::StaleEpoch {
+                current: ProducerEpoch(1)
+            })
+        );
+        assert_eq!(
+            t.check(&txn(1, 0, 300), &at(1_000), 10),
+            Ok(SequenceCheck::Append)
+        );
+        assert!(matches!(
+            t.check(&txn(1, 5, 300), &at(1_000), 10),
+            Err(SequenceError::OutOfOrder { .. })
+        ));
+        // The log start passing a marker forgets that aborted transaction.
+        assert_eq!(t.aborted_between(Offset(0), Offset(100)).count(), 2);
+        t.trim_aborted(Offset(15));
+        assert_eq!(t.aborted_between(Offset(0), Offset(100)).count(), 1);
+        t.invariants();
+        let mut w = Writer::default();
+        t.encode(&mut w);
+        let decoded = ProducerTable::decode(&mut Reader::new(&w.bytes)).expect("decodes");
+        assert_eq!(decoded, t);
     }
 
     #[test]

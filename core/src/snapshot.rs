@@ -14,7 +14,10 @@ use crate::producer::ProducerTable;
 /// (`ProducerTable::encode`); earlier versions hold it without (`decode_without_times`).
 /// Version 5 added the leader-epoch history (`EpochHistory::encode`); earlier data has none,
 /// and the epochs are learnt from the entries applied after it.
-const VERSION: u8 = 5;
+/// Version 6 holds the producer table with its open and aborted transactions; earlier ones
+/// have none (`decode_without_txns`).
+const VERSION: u8 = 6;
+const VERSION_5: u8 = 5;
 const VERSION_4: u8 = 4;
 const VERSION_3: u8 = 3;
 const VERSION_2: u8 = 2;
@@ -58,7 +61,11 @@ impl SnapshotData {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if ![VERSION, VERSION_4, VERSION_3, VERSION_2, VERSION_1].contains(&version) {
+        if ![
+            VERSION, VERSION_5, VERSION_4, VERSION_3, VERSION_2, VERSION_1,
+        ]
+        .contains(&version)
+        {
             return Err(DecodeError("unknown snapshot data version"));
         }
         let log_start_offset = Offset(r.i64()?);
@@ -70,13 +77,15 @@ impl SnapshotData {
         if next_offset.0 < 0 || next_offset > log_start_offset {
             return Err(DecodeError("bad log start offset"));
         }
-        let producers = if version >= VERSION_4 {
+        let producers = if version >= VERSION {
             ProducerTable::decode(&mut r)?
+        } else if version >= VERSION_4 {
+            ProducerTable::decode_without_txns(&mut r)?
         } else {
             ProducerTable::decode_without_times(&mut r)?
         };
         let producers_index = if version >= VERSION_3 { r.u64()? } else { 0 };
-        let epochs = if version >= VERSION {
+        let epochs = if version >= VERSION_5 {
             EpochHistory::decode(&mut r)?
         } else {
             EpochHistory::new()
@@ -156,6 +165,8 @@ mod tests {
             epoch: ProducerEpoch(0),
             first_sequence: Sequence(0),
             count: 3,
+            transactional: false,
+            txn_start_ms: None,
         };
         let day: u64 = 86_400_000;
         let at = producers.next_append_time(5 * day as i64, day);
@@ -187,7 +198,8 @@ mod tests {
         w.u8(VERSION_4);
         w.i64(20);
         w.i64(13);
-        ProducerTable::new().encode(&mut w);
+        w.u8(0); // an empty producer table as it was written then: no clock,
+        w.u32(0); // no producer, and no transactions
         w.u64(4);
         let data = SnapshotData::decode(&w.bytes).expect("decodes");
         assert_eq!(

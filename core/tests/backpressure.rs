@@ -29,6 +29,7 @@ fn the_uncommitted_size_limit_answers_backpressure() {
                 acks: Acks::All,
                 batch: batch(20),
                 timeout_ms: 60_000,
+                transactional_id: None,
             }),
         );
         cluster.settle();

@@ -183,6 +183,7 @@ fn epochs_follow_leaders_and_survive_retention_snapshots_and_restarts() {
             offset: Offset(0),
             max_bytes: 1 << 20,
             current_leader_epoch: epoch,
+            read_committed: false,
         });
         match cluster.request(node, fetch) {
             Response::Fetch(answer) => {

@@ -334,6 +334,7 @@ fn the_offsets_topic_takes_no_records() {
             offset: Offset(0),
             max_bytes: 1 << 20,
             current_leader_epoch: -1,
+            read_committed: false,
         }),
     );
     assert_eq!(

@@ -98,6 +98,7 @@ fn a_follower_behind_the_cache_catches_up_from_disk_and_old_fetches_read_the_fil
                 offset: Offset(7),
                 max_bytes: 1 << 20,
                 current_leader_epoch: -1,
+                read_committed: false,
             }),
         },
         &mut out,
@@ -199,6 +200,7 @@ fn a_restart_starts_applying_after_the_latest_checkpoint() {
                 offset: Offset(next),
                 max_bytes: 200,
                 current_leader_epoch: -1,
+                read_committed: false,
             }),
         );
         let Response::Fetch(Ok(mut data)) = answer else {

@@ -114,6 +114,7 @@ impl Harness {
             acks,
             batch: bytes,
             timeout_ms: 1_000,
+            transactional_id: None,
         };
         self.handle(Input::Request {
             id: RequestId(id),
@@ -423,6 +424,7 @@ fn bad_input_is_refused_without_touching_the_log() {
         acks: Acks::All,
         batch: batch(1, -1, -1),
         timeout_ms: 10,
+        transactional_id: None,
     };
     let out = h.handle(Input::Request {
         id: RequestId(3),
@@ -437,6 +439,7 @@ fn bad_input_is_refused_without_touching_the_log() {
         offset: Offset(5),
         max_bytes: 1 << 20,
         current_leader_epoch: -1,
+        read_committed: false,
     };
     let out = h.handle(Input::Request {
         id: RequestId(4),
@@ -471,6 +474,7 @@ fn fetch_serves_stored_bytes_up_to_the_high_watermark() {
         offset: Offset(3),
         max_bytes: 1 << 20,
         current_leader_epoch: -1,
+        read_committed: false,
     };
     let out = h.handle(Input::Request {
         id: RequestId(4),
@@ -739,6 +743,7 @@ fn delete_records_moves_the_log_start_through_the_log_and_compacts_below_it() {
             offset: Offset(offset),
             max_bytes: 1 << 20,
             current_leader_epoch: -1,
+            read_committed: false,
         })
     };
     let out = h.handle(Input::Request {

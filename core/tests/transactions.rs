@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
-use oxbow_core::ids::{ProducerEpoch, ProducerId};
-use oxbow_core::io::TxnRequest;
+use oxbow_core::ids::{Offset, ProducerEpoch, ProducerId};
+use oxbow_core::io::{Acks, FetchData, FetchRequest, ProduceError, ProduceRequest, TxnRequest};
 use oxbow_core::txn::{
     partition_for, AddPartitions, EndTxn, InitProducerId, ProducerIds, TxnError, TxnMeta, TxnOp,
     TxnResponse, TxnState, TRANSACTION_STATE_TOPIC,
@@ -74,7 +74,10 @@ impl Txns {
         let op = TxnOp::AddPartitions(AddPartitions {
             transactional_id: transactional_id.into(),
             producer,
-            partitions: partitions.iter().map(|(t, p)| (t.to_string(), *p)).collect(),
+            partitions: partitions
+                .iter()
+                .map(|(t, p)| (t.to_string(), *p))
+                .collect(),
         });
         match self.call(op) {
             TxnResponse::AddPartitions(result) => result,
@@ -97,6 +100,76 @@ impl Txns {
             TxnResponse::EndTxn(result) => result,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Produces a batch of `producer`'s transaction `transactional_id` to `group`.
+    fn produce_txn(
+        &mut self,
+        transactional_id: &str,
+        group: GroupId,
+        batch: Bytes,
+    ) -> Result<Offset, ProduceError> {
+        let leader = serving_leader(&self.cluster, group);
+        let request = ProduceRequest {
+            group,
+            acks: Acks::All,
+            batch,
+            timeout_ms: 5_000,
+            transactional_id: Some(transactional_id.into()),
+        };
+        match self.cluster.request(leader, Request::Produce(request)) {
+            Response::Produce(result) => result.map(|ack| ack.base_offset),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A fetch of `group` from `offset`, read_committed or not.
+    fn fetch(&mut self, group: GroupId, offset: i64, read_committed: bool) -> FetchData {
+        let leader = serving_leader(&self.cluster, group);
+        let request = FetchRequest {
+            group,
+            offset: Offset(offset),
+            max_bytes: 1 << 20,
+            current_leader_epoch: -1,
+            read_committed,
+        };
+        match self.cluster.request(leader, Request::Fetch(request)) {
+            Response::Fetch(Ok(data)) => data,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Ticks until `transactional_id`'s transaction is `state`.
+    fn settle_in(&mut self, transactional_id: &str, state: TxnState) {
+        for _ in 0..100 {
+            let served = self.coordinator(transactional_id).is_some();
+            if served && self.describe(transactional_id).map(|m| m.state) == Ok(state) {
+                return;
+            }
+            self.cluster.tick(1);
+        }
+        panic!(
+            "{transactional_id} never reached {state:?}: {:?}",
+            self.describe(transactional_id)
+        );
+    }
+
+    /// The Raft groups of a new topic's partitions.
+    fn topic(&mut self, name: &str, partitions: u32) -> Vec<GroupId> {
+        let leader = self.cluster.metadata_leader().expect("a metadata leader");
+        let created = self.cluster.admin(leader, create(name, partitions, 3));
+        assert!(
+            matches!(created, Response::Admin(Ok(Some(_)))),
+            "{created:?}"
+        );
+        self.cluster.tick(40);
+        let topic = self
+            .cluster
+            .nodes
+            .values()
+            .find_map(|node| node.metadata()?.topic(name).cloned())
+            .expect("created");
+        topic.partitions.iter().map(|p| p.group).collect()
     }
 
     fn describe(&mut self, transactional_id: &str) -> Result<TxnMeta, TxnError> {
@@ -401,7 +474,10 @@ fn a_transaction_begins_with_its_first_partition_and_its_end_is_stored_before_th
     // Only the current instance of the id may add or end.
     let (id, epoch) = me;
     let fenced = (id, ProducerEpoch(epoch.0 + 1));
-    assert_eq!(txns.add("t", fenced, &[("d", 0)]), Err(TxnError::ProducerFenced));
+    assert_eq!(
+        txns.add("t", fenced, &[("d", 0)]),
+        Err(TxnError::ProducerFenced)
+    );
     let stranger = (ProducerId(id.0 + 1), epoch);
     assert_eq!(
         txns.end("t", stranger, true),
@@ -460,7 +536,11 @@ fn a_new_instance_aborts_the_open_transaction_and_fences_the_one_before() {
     );
     let meta = txns.describe("t").expect("known");
     assert_eq!(meta.state, TxnState::PrepareAbort);
-    assert_eq!(meta.epoch, ProducerEpoch(old.1 .0 + 1), "the old instance is fenced");
+    assert_eq!(
+        meta.epoch,
+        ProducerEpoch(old.1 .0 + 1),
+        "the old instance is fenced"
+    );
     assert_eq!(txns.end("t", old, true), Err(TxnError::ProducerFenced));
     assert_eq!(
         txns.init("t", 60_000, Some(old)),
@@ -480,9 +560,9 @@ fn a_transaction_open_past_its_timeout_is_aborted_and_its_instance_may_recover()
     assert_eq!(txns.describe("t").map(|m| m.state), Ok(TxnState::Ongoing));
 
     txns.cluster.now.wall_ms += 1_500;
-    txns.cluster.tick(3);
+    // Aborted; its partition does not exist, so it needs no marker and completes at once.
+    txns.settle_in("t", TxnState::CompleteAbort);
     let meta = txns.describe("t").expect("known");
-    assert_eq!(meta.state, TxnState::PrepareAbort);
     let bumped = (me.0, ProducerEpoch(me.1 .0 + 1));
     assert_eq!((meta.producer_id, meta.epoch), bumped);
     assert_eq!(
@@ -491,7 +571,10 @@ fn a_transaction_open_past_its_timeout_is_aborted_and_its_instance_may_recover()
         "a transaction within its timeout stays open"
     );
     // The timed-out instance is fenced, and KIP-588 lets it take the bumped epoch.
-    assert_eq!(txns.add("t", me, &[("b", 0)]), Err(TxnError::ProducerFenced));
+    assert_eq!(
+        txns.add("t", me, &[("b", 0)]),
+        Err(TxnError::ProducerFenced)
+    );
     assert_eq!(txns.init("t", 1_000, Some(me)), Ok(bumped));
     for node in txns.cluster.nodes.values() {
         node.invariants();
@@ -524,6 +607,106 @@ fn an_id_without_requests_for_its_expiration_is_removed() {
     let again = txns.init("idle", 60_000, None).expect("a new id");
     assert!(again.0 != idle.0 && again.0 != open.0);
     assert_eq!(again.1, ProducerEpoch(0));
+    for node in txns.cluster.nodes.values() {
+        node.invariants();
+    }
+}
+
+/// The offsets of the records `data` holds (the control records of markers included).
+fn offsets(data: &FetchData) -> Vec<i64> {
+    let mut offsets = Vec::new();
+    for batch in &data.batches {
+        let batch = oxbow_core::batch::Batch::trusted(batch.clone());
+        offsets.extend(batch.base_offset().0..batch.next_offset().0);
+    }
+    offsets
+}
+
+#[test]
+fn a_transaction_is_verified_marked_on_every_partition_and_read_committed_waits_for_it() {
+    let mut txns = Txns::with(|_| {});
+    let data = txns.topic("data", 2);
+    let (a, b) = (data[0], data[1]);
+    let me = txns.init("t", 60_000, None).expect("a new id");
+    let (id, epoch) = (me.0 .0, me.1 .0);
+
+    // A partition the producer did not add: its coordinator says so, nothing is written.
+    assert_eq!(
+        txns.produce_txn("t", a, txn_batch(id, epoch, 0, 2)),
+        Err(ProduceError::TxnVerification(TxnError::InvalidTxnState))
+    );
+    assert_eq!(txns.add("t", me, &[("data", 0), ("data", 1)]), Ok(()));
+    assert_eq!(
+        txns.produce_txn("t", a, txn_batch(id, epoch, 0, 2)),
+        Ok(Offset(0))
+    );
+    // Another producer's plain batch after it, and more of the transaction.
+    txns.cluster
+        .produce(serving_leader(&txns.cluster, a), a, batch(1));
+    assert_eq!(
+        txns.produce_txn("t", a, txn_batch(id, epoch, 2, 1)),
+        Ok(Offset(3))
+    );
+    assert_eq!(
+        txns.produce_txn("t", b, txn_batch(id, epoch, 0, 1)),
+        Ok(Offset(0))
+    );
+
+    // The open transaction holds the last stable offset at its first offset: read_committed
+    // reads nothing yet, read_uncommitted everything.
+    let committed = txns.fetch(a, 0, true);
+    assert_eq!(
+        (committed.high_watermark, committed.last_stable_offset),
+        (Offset(4), Offset(0))
+    );
+    assert!(committed.batches.is_empty());
+    assert_eq!(offsets(&txns.fetch(a, 0, false)), vec![0, 1, 2, 3]);
+
+    // Commit, and a coordinator failover before the markers are all written: the new leader
+    // writes them, and the transaction completes.
+    assert_eq!(txns.end("t", me, true), Ok(()));
+    let (_, coordinator) = txns.coordinator("t").expect("a coordinator");
+    txns.cluster.restart(coordinator);
+    txns.settle_in("t", TxnState::CompleteCommit);
+    for group in [a, b] {
+        let read = txns.fetch(group, 0, true);
+        assert_eq!(read.last_stable_offset, read.high_watermark);
+        assert!(read.aborted.is_empty());
+    }
+    let read = txns.fetch(a, 0, true);
+    assert!(
+        read.high_watermark >= Offset(5),
+        "a marker after the records"
+    );
+    let marker =
+        oxbow_core::batch::Batch::trusted(read.batches.last().expect("the marker").clone());
+    let marker = marker.marker().expect("a marker");
+    assert!(marker.commit && marker.producer_id == me.0);
+
+    // The next transaction aborts: read_committed is told which records to skip.
+    assert_eq!(txns.add("t", me, &[("data", 0)]), Ok(()));
+    let first = txns
+        .produce_txn("t", a, txn_batch(id, epoch, 3, 2))
+        .expect("written");
+    assert_eq!(txns.end("t", me, false), Ok(()));
+    txns.settle_in("t", TxnState::CompleteAbort);
+    let read = txns.fetch(a, 0, true);
+    assert_eq!(read.last_stable_offset, read.high_watermark);
+    assert_eq!(read.aborted.len(), 1, "{:?}", read.aborted);
+    let aborted = read.aborted[0];
+    assert_eq!((aborted.producer_id, aborted.first_offset), (me.0, first));
+    assert!(aborted.last_offset > first);
+    // A read after the aborted transaction's marker is not told of it.
+    let after = txns.fetch(a, aborted.last_offset.0 + 1, true);
+    assert!(after.aborted.is_empty());
+
+    // A new instance fences the old one on the partitions too, once it has written there.
+    let new = txns.init("t", 60_000, None).expect("bumped");
+    assert_eq!(new.1, ProducerEpoch(epoch + 1));
+    assert_eq!(
+        txns.produce_txn("t", a, txn_batch(id, epoch, 5, 1)),
+        Err(ProduceError::TxnVerification(TxnError::ProducerFenced))
+    );
     for node in txns.cluster.nodes.values() {
         node.invariants();
     }

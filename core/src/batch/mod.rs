@@ -6,7 +6,10 @@
 //! with `LogAppendTime`, the timestamps). Records are encoded and decoded only by
 //! `kafka-protocol`, in clients and tests; the tests in this file check this view against it.
 
+mod marker;
 mod records;
+
+pub use marker::Marker;
 
 use bytes::{Bytes, BytesMut};
 
@@ -197,6 +200,22 @@ impl Batch {
                 self.base_timestamp().saturating_add(timestamp_delta),
             )
         }))
+    }
+
+    /// The producer id and epoch of produced bytes whose header says they are a transactional
+    /// batch, unchecked (what routes the batch to KIP-890's verification before
+    /// [`Batch::parse`] checks it all).
+    pub fn peek_transactional(bytes: &[u8]) -> Option<(ProducerId, ProducerEpoch)> {
+        if bytes.len() < HEADER_LEN || bytes[MAGIC] != 2 {
+            return None;
+        }
+        let attributes = i16::from_be_bytes([bytes[ATTRIBUTES], bytes[ATTRIBUTES + 1]]);
+        if attributes & ATTRIBUTE_TRANSACTIONAL == 0 || attributes & ATTRIBUTE_CONTROL != 0 {
+            return None;
+        }
+        let id = i64::from_be_bytes(bytes[PRODUCER_ID..PRODUCER_ID + 8].try_into().ok()?);
+        let epoch = i16::from_be_bytes([bytes[PRODUCER_EPOCH], bytes[PRODUCER_EPOCH + 1]]);
+        (id >= 0 && epoch >= 0).then_some((ProducerId(id), ProducerEpoch(epoch)))
     }
 
     /// Wraps bytes that were checked by [`Batch::parse`] before they entered our log. Storage

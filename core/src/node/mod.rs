@@ -15,6 +15,7 @@ mod follow_metadata;
 mod leaders;
 mod liveness;
 mod peer_messages;
+mod transactions;
 
 pub use config::{GroupConfig, NodeConfig, PlantedBugs};
 use peer_messages::{leaves_as, malformed};
@@ -53,6 +54,8 @@ pub const LEADERS_GROUP: GroupId = GroupId(u64::MAX);
 /// asks the leader itself.
 pub const TRANSFER_GROUP: GroupId = GroupId(u64::MAX - 1);
 
+pub use transactions::TXN_GROUP;
+
 /// What a node knows of one of its groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupStatus {
@@ -64,6 +67,8 @@ pub struct GroupStatus {
     pub serving: bool,
     /// Its high watermark.
     pub high_watermark: Offset,
+    /// Its last stable offset (the high watermark but while a transaction is open).
+    pub last_stable_offset: Offset,
     /// Its log start offset.
     pub log_start_offset: Offset,
     /// The leader epoch of the record at the log start offset (`None` for a command log, or
@@ -190,6 +195,10 @@ pub struct Node {
     inflight: VecDeque<InflightWrite>,
     /// Bound on writes in flight; past it the driver is not keeping up, which is a bug in it.
     inflight_max: usize,
+    /// Verifications and markers in flight (see `transactions`).
+    txns: transactions::NodeTxns,
+    /// Markers the partitions applied, for their coordinators to hear of.
+    markers_applied: Vec<crate::partition::MarkerWrite>,
 }
 
 impl Node {
@@ -231,6 +240,8 @@ impl Node {
             write_next: IoSeq(0),
             inflight: VecDeque::new(),
             inflight_max: 1 << 16,
+            txns: transactions::NodeTxns::default(),
+            markers_applied: Vec::new(),
             config,
         };
         if !node.config.metadata_voters.is_empty() {
@@ -378,6 +389,7 @@ impl Node {
                     let replica = self.groups.get_mut(group).expect("coordinators are hosted");
                     coordinator.tick(replica, &self.config, now, &mut sink);
                 }
+                self.tick_transactions(now, &mut sink, &mut touched);
                 self.compact_metadata(&mut sink);
                 self.evict_cached_entries();
                 self.expire_admin(now, &mut sink);
@@ -406,6 +418,14 @@ impl Node {
                     if group == LEADERS_GROUP {
                         self.note_leaders(from, &message.context);
                         self.wake_unclaimed(from);
+                    } else if group == TXN_GROUP {
+                        self.on_txn_peer_message(
+                            from,
+                            &message.context,
+                            now,
+                            &mut sink,
+                            &mut touched,
+                        );
                     } else if group == TRANSFER_GROUP {
                         let asked = <[u8; 8]>::try_from(&message.context[..])
                             .map(|b| GroupId(u64::from_le_bytes(b)));
@@ -451,6 +471,14 @@ impl Node {
         }
         let mut processed = BTreeSet::new();
         self.flush(touched, &mut sink, &mut processed);
+        // Markers applied: their coordinators hear of it (a local one proposes at once).
+        while !self.markers_applied.is_empty() {
+            let mut touched = BTreeSet::new();
+            for write in std::mem::take(&mut self.markers_applied) {
+                self.marker_written(write, now, &mut sink, &mut touched);
+            }
+            self.flush(touched, &mut sink, &mut processed);
+        }
         if sink.became_leader {
             self.gossip_leaders(&mut sink);
         }
@@ -576,19 +604,7 @@ impl Node {
                 };
                 sink.reply(id, Response::TransferLeader(handed));
             }
-            Request::Produce(produce) => match self
-                .groups
-                .get_mut(&produce.group)
-                .filter(|r| !r.is_command_log())
-            {
-                Some(replica) => {
-                    touched.insert(produce.group);
-                    replica.produce(&self.config, now, id, produce, sink);
-                }
-                None => {
-                    sink.reply_produce(produce.acks, id, Err(ProduceError::UnknownTopicOrPartition))
-                }
-            },
+            Request::Produce(produce) => self.produce(now, id, produce, sink, touched),
             Request::Fetch(fetch) => {
                 let response = match self
                     .groups
@@ -708,6 +724,7 @@ impl Node {
                 for ready in replica.process_ready(&self.config, sink) {
                     readies.push((group, ready.number, ready.last_entry));
                 }
+                self.markers_applied.extend(replica.take_markers_written());
                 if group == METADATA_GROUP {
                     self.apply_metadata(sink, &mut touched);
                 } else if let Some(coordinator) = self.coordinators.get_mut(&group) {
@@ -820,6 +837,8 @@ impl Node {
         for coordinator in self.coordinators.values() {
             coordinator.invariants();
         }
+        self.txns.invariants();
+        assert!(self.txns.waiting() <= self.config.pending_requests_max);
         for pair in self.inflight.iter().collect::<Vec<_>>().windows(2) {
             assert!(pair[0].seq < pair[1].seq);
         }

@@ -13,6 +13,7 @@
 
 mod commands;
 mod log_start;
+mod markers;
 mod produce;
 mod quiesce;
 mod records;
@@ -34,6 +35,7 @@ use crate::time::Now;
 
 pub(crate) use commands::Applied;
 use commands::CommandState;
+pub use markers::{MarkerOutcome, MarkerWrite};
 use quiesce::is_quiescing;
 pub(crate) use quiesce::QuiescingHeartbeat;
 use records::RecordState;
@@ -506,6 +508,7 @@ impl Replica {
                     read_bytes: u64::from(config.catch_up_read_bytes),
                     max_bytes: config.catch_up_read_bytes,
                     skip_below: Offset(0),
+                    end_offset: Offset::MAX,
                 });
             }
             if waiting.len() < READ_WAITERS_MAX {
@@ -655,6 +658,9 @@ impl Replica {
                 records
                     .produce
                     .resolve_applied(self.applied, Term(entry.term), sink);
+                records
+                    .markers
+                    .resolve_applied(self.applied, Term(entry.term));
                 let log_start = records.log_start_offset();
                 records
                     .log_start_waits
@@ -780,6 +786,10 @@ impl Replica {
             term: Term(self.raw.raft.term),
             serving: self.serving_leader().is_some(),
             high_watermark: self.next_offset(),
+            last_stable_offset: match &self.kind {
+                Kind::Records(records) => records.last_stable_offset(),
+                Kind::Commands(_) => self.next_offset(),
+            },
             log_start_offset: self.log_start_offset(),
             log_start_epoch: match &self.kind {
                 Kind::Records(records) => records.epochs().epoch_at(records.log_start_offset()),

@@ -77,6 +77,11 @@ impl ProduceState {
         }
     }
 
+    /// How the leader stamps record timestamps.
+    pub(super) fn timestamps(&self) -> TimestampType {
+        self.timestamps
+    }
+
     /// No produce request waits for an answer.
     pub(super) fn is_idle(&self) -> bool {
         self.pending.is_empty()
@@ -209,12 +214,16 @@ impl ProduceState {
 }
 
 impl Replica {
+    /// Handles a produce request. `verified`: for a transactional batch, the start of the
+    /// transaction its coordinator says the producer added this partition to (KIP-890's
+    /// verification, done by `Node` before), which a batch not continuing a transaction open
+    /// here needs.
     pub(crate) fn produce(
         &mut self,
         config: &NodeConfig,
         now: Now,
         id: RequestId,
-        request: ProduceRequest,
+        (request, verified): (ProduceRequest, Option<i64>),
         sink: &mut Sink,
     ) {
         assert_eq!(request.group, self.group);
@@ -223,7 +232,7 @@ impl Replica {
             "produce requests go to record-batch partitions only"
         );
         let acks = request.acks;
-        match self.produce_inner(config, now, id, request, sink) {
+        match self.produce_inner(config, now, id, (request, verified), sink) {
             Ok(Some(ack)) => sink.reply_produce(acks, id, Ok(ack)),
             Ok(None) => {}
             Err(error) => sink.reply_produce(acks, id, Err(error)),
@@ -236,7 +245,7 @@ impl Replica {
         config: &NodeConfig,
         now: Now,
         id: RequestId,
-        request: ProduceRequest,
+        (request, verified): (ProduceRequest, Option<i64>),
         sink: &mut Sink,
     ) -> Result<Option<ProduceAck>, ProduceError> {
         let ProduceRequest {
@@ -256,16 +265,26 @@ impl Replica {
             config.batch_decompressed_bytes_max,
         )
         .map_err(ProduceError::Batch)?;
-        if batch.is_transactional() {
-            // No partition is in a transaction yet (see `ProduceError::InvalidTxnState`).
-            return Err(ProduceError::InvalidTxnState);
-        }
         let deadline = now.mono.plus_ms(u64::from(timeout_ms));
         let applied = self.applied;
         let log_start_offset = self.kind.records().log_start_offset();
         let produce = &mut self.kind.records_mut().produce;
         let leader = produce.leader.as_mut().expect("serving leader");
-        let producer = producer_batch(&batch);
+        // A transactional batch continues the producer's transaction open here, or begins
+        // the one its coordinator verified (KIP-890); anything else could never see its
+        // marker (INVALID_TXN_STATE).
+        let txn_start_ms = if batch.is_transactional() {
+            let open = leader
+                .producers
+                .open_transaction(batch.producer_id(), batch.producer_epoch());
+            match open.or(verified) {
+                Some(start) => Some(start),
+                None => return Err(ProduceError::InvalidTxnState),
+            }
+        } else {
+            None
+        };
+        let producer = producer_batch(&batch, txn_start_ms);
         // The time the entry will carry, and every replica's table will go by.
         let at = leader
             .producers
@@ -325,38 +344,16 @@ impl Replica {
         let base_offset = leader.log_end_offset;
         let timestamps = produce.timestamps;
         let batch = batch.stamp(base_offset, term, timestamps, now.wall_ms);
-        let last_before = self.raw.raft.raft_log.last_index();
-        let mut message = Message::default();
-        message.set_msg_type(MessageType::MsgPropose);
-        message.from = self.node.raft_id().0;
         // Only batches of idempotent producers carry the time: the table changes with them
         // alone, and plain batches stay as small as they were.
         let entry = Entry {
             data: batch.bytes().clone(),
             context: producer
                 .as_ref()
-                .map_or_else(Bytes::new, |_| encode_append_time(&at)),
+                .map_or_else(Bytes::new, |_| encode_context(&at, txn_start_ms)),
             ..Entry::default()
         };
-        message.set_entries(vec![entry].into());
-        self.wake();
-        if self.raw.step(message).is_err() {
-            // Dropped by raft-rs: a leadership transfer under way, or the uncommitted-size
-            // limit. The latter is backpressure, not a lost leadership: answering
-            // NOT_LEADER_OR_FOLLOWER would send the client to refresh its metadata and come
-            // straight back.
-            if self.raw.raft.state == raft::StateRole::Leader
-                && self.raw.raft.lead_transferee.is_none()
-            {
-                return Err(ProduceError::Backpressure);
-            }
-            return Err(ProduceError::NotLeader {
-                leader: self.leader_hint(),
-            });
-        }
-        let index = RaftIndex(self.raw.raft.raft_log.last_index());
-        assert_eq!(index.0, last_before + 1, "one proposal, one entry");
-        assert_eq!(self.raw.raft.raft_log.term(index.0).ok(), Some(term.0));
+        let index = self.propose_batch(entry, term)?;
         let produce = &mut self.kind.records_mut().produce;
         let leader = produce
             .leader
@@ -405,6 +402,38 @@ impl Replica {
         Ok(None)
     }
 
+    /// Proposes one batch entry in `term`, the leader's: its index.
+    pub(super) fn propose_batch(
+        &mut self,
+        entry: Entry,
+        term: Term,
+    ) -> Result<RaftIndex, ProduceError> {
+        let last_before = self.raw.raft.raft_log.last_index();
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgPropose);
+        message.from = self.node.raft_id().0;
+        message.set_entries(vec![entry].into());
+        self.wake();
+        if self.raw.step(message).is_err() {
+            // Dropped by raft-rs: a leadership transfer under way, or the uncommitted-size
+            // limit. The latter is backpressure, not a lost leadership: answering
+            // NOT_LEADER_OR_FOLLOWER would send the client to refresh its metadata and come
+            // straight back.
+            if self.raw.raft.state == raft::StateRole::Leader
+                && self.raw.raft.lead_transferee.is_none()
+            {
+                return Err(ProduceError::Backpressure);
+            }
+            return Err(ProduceError::NotLeader {
+                leader: self.leader_hint(),
+            });
+        }
+        let index = RaftIndex(self.raw.raft.raft_log.last_index());
+        assert_eq!(index.0, last_before + 1, "one proposal, one entry");
+        assert_eq!(self.raw.raft.raft_log.term(index.0).ok(), Some(term.0));
+        Ok(index)
+    }
+
     /// The group is being removed: answer every waiting produce. (A command log has none:
     /// `Node` drops its coordinator's waiting answers.)
     pub(crate) fn fail_pending(&mut self, sink: &mut Sink) {
@@ -418,40 +447,59 @@ impl Replica {
 /// The first byte of a batch entry's context: the leader's [`AppendTime`] follows. (A command
 /// entry, which has no data, has its command there: `log_start`.)
 const APPEND_TIME: u8 = 2;
+/// The first byte of a transactional batch entry's context, a marker's included: the leader's
+/// [`AppendTime`], then the transaction's start on its coordinator (what names it).
+const TXN_APPEND_TIME: u8 = 3;
 
-/// A batch entry's context: the leader's append time.
-fn encode_append_time(at: &AppendTime) -> Bytes {
+/// A batch entry's context: the leader's append time, and for a transactional batch its
+/// transaction's start.
+pub(super) fn encode_context(at: &AppendTime, txn_start_ms: Option<i64>) -> Bytes {
     let mut w = Writer::default();
-    w.u8(APPEND_TIME);
-    at.encode(&mut w);
+    match txn_start_ms {
+        None => {
+            w.u8(APPEND_TIME);
+            at.encode(&mut w);
+        }
+        Some(start) => {
+            w.u8(TXN_APPEND_TIME);
+            at.encode(&mut w);
+            w.i64(start);
+        }
+    }
     Bytes::from(w.bytes)
 }
 
-/// The append time a batch entry carries; `None` for an entry written before the leader
-/// stamped one.
-pub(super) fn append_time(entry: &Entry) -> Option<AppendTime> {
+/// What a batch entry's context holds: the append time, and a transactional batch's
+/// transaction start; `None` for an entry written before the leader stamped one.
+pub(super) fn entry_context(entry: &Entry) -> Option<(AppendTime, Option<i64>)> {
     if entry.context.is_empty() {
         return None;
     }
     let decode = || {
         let mut r = Reader::new(&entry.context);
-        if r.u8()? != APPEND_TIME {
-            return Err(crate::codec::DecodeError("unknown batch entry context"));
-        }
+        let tag = r.u8()?;
         let at = AppendTime::decode(&mut r)?;
+        let start = match tag {
+            APPEND_TIME => None,
+            TXN_APPEND_TIME => Some(r.i64()?),
+            _ => return Err(crate::codec::DecodeError("unknown batch entry context")),
+        };
         r.finish()?;
-        Ok(at)
+        Ok((at, start))
     };
     Some(decode().expect("batch entry contexts come from our leaders"))
 }
 
-/// The idempotent-producer fields of a batch; `None` for a batch without a producer id.
-pub(super) fn producer_batch(batch: &Batch) -> Option<ProducerBatch> {
+/// The idempotent-producer fields of a batch, with its transaction's start if it is
+/// transactional; `None` for a batch without a producer id, or a marker.
+pub(super) fn producer_batch(batch: &Batch, txn_start_ms: Option<i64>) -> Option<ProducerBatch> {
     let producer_id: ProducerId = batch.producer_id();
-    (producer_id.0 >= 0).then(|| ProducerBatch {
+    (producer_id.0 >= 0 && !batch.is_control()).then(|| ProducerBatch {
         producer_id,
         epoch: batch.producer_epoch(),
         first_sequence: batch.base_sequence(),
         count: batch.record_count(),
+        transactional: batch.is_transactional(),
+        txn_start_ms: txn_start_ms.filter(|_| batch.is_transactional()),
     })
 }

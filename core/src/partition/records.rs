@@ -10,7 +10,8 @@ use bytes::Bytes;
 use raft::eraftpb::{Entry, EntryType, Snapshot};
 
 use super::log_start;
-use super::produce::{append_time, producer_batch, LeaderState, ProduceState};
+use super::markers::PendingMarkers;
+use super::produce::{entry_context, producer_batch, LeaderState, ProduceState};
 use super::{Kind, Replica};
 use crate::batch::{Batch, TimestampType};
 use crate::codec::{DecodeError, Reader, Writer};
@@ -58,6 +59,8 @@ pub(super) struct RecordState {
     pub(super) produce: ProduceState,
     /// DeleteRecords requests waiting for their log start command to apply.
     pub(super) log_start_waits: log_start::Waits,
+    /// Transaction markers proposed and not yet applied, and those applied.
+    pub(super) markers: PendingMarkers,
     /// Bytes of batches applied since the last checkpoint, and ticks since then.
     pub(super) since_checkpoint: (u64, u64),
 }
@@ -65,10 +68,13 @@ pub(super) struct RecordState {
 /// Version of the checkpoint encoding (2 added the index the producer table is as of; 3 holds
 /// the producer table with its clock and last write times, `ProducerTable::encode`; 4 ends
 /// with the leader-epoch history, `EpochHistory::encode`: earlier ones have none, and the
-/// epochs are learnt from the entries applied after them).
-const CHECKPOINT_VERSION: u8 = 4;
+/// epochs are learnt from the entries applied after them; 5 holds the producer table with its
+/// open and aborted transactions).
+const CHECKPOINT_VERSION: u8 = 5;
 /// The first version whose producer table has its clock.
 const CHECKPOINT_TIMES: u8 = 3;
+/// The first version whose producer table has its transactions.
+const CHECKPOINT_TXNS: u8 = 5;
 
 impl RecordState {
     /// The state at `snapshot` (the store's latest; empty if none), with every entry after it
@@ -105,6 +111,7 @@ impl RecordState {
             log_start_ahead: log_start_offset > next_offset,
             produce: ProduceState::new(timestamps, persisted),
             log_start_waits: log_start::Waits::default(),
+            markers: PendingMarkers::default(),
             since_checkpoint: (0, 0),
         }
     }
@@ -129,8 +136,10 @@ impl RecordState {
             let log_start_offset = Offset(r.i64()?);
             let next_offset = Offset(r.i64()?);
             let snapshot_next_offset = Offset(r.i64()?);
-            let producers = if version >= CHECKPOINT_TIMES {
+            let producers = if version >= CHECKPOINT_TXNS {
                 ProducerTable::decode(&mut r)?
+            } else if version >= CHECKPOINT_TIMES {
+                ProducerTable::decode_without_txns(&mut r)?
             } else {
                 ProducerTable::decode_without_times(&mut r)?
             };
@@ -187,6 +196,7 @@ impl RecordState {
                 log_start_ahead: log_start_offset > next_offset,
                 produce: ProduceState::new(timestamps, persisted),
                 log_start_waits: log_start::Waits::default(),
+                markers: PendingMarkers::default(),
                 since_checkpoint: (0, 0),
             })
         };
@@ -261,6 +271,21 @@ impl RecordState {
     fn truncate_epochs(&mut self) {
         self.epochs
             .truncate_start(self.log_start_offset.min(self.next_offset));
+        self.producers.trim_aborted(self.log_start_offset);
+    }
+
+    /// The last stable offset (Kafka's LSO): below it every transaction has ended, so a
+    /// read_committed consumer reads up to it and no further. The high watermark when no
+    /// transaction is open.
+    pub(super) fn last_stable_offset(&self) -> Offset {
+        self.producers
+            .first_open_offset()
+            .map_or(self.next_offset, |first| first.min(self.next_offset))
+    }
+
+    /// The applied producer table.
+    pub(super) fn producers(&self) -> &ProducerTable {
+        &self.producers
     }
 
     /// Applies a normal entry: its record batch, if it holds one (a leader's no-op does not),
@@ -355,6 +380,7 @@ impl RecordState {
         self.log_start_ahead = self.log_start_offset > self.next_offset;
         self.produce.fail_overwritten(index, sink);
         self.log_start_waits.fail_overwritten(index, sink);
+        self.markers.forget_overwritten(index);
         data.next_offset
     }
 
@@ -392,6 +418,7 @@ impl RecordState {
             assert!(leader.producers.clock_ms() >= self.producers.clock_ms());
         }
         self.log_start_waits.invariants();
+        self.markers.invariants();
         self.produce.invariants_full();
     }
 
@@ -456,8 +483,23 @@ impl Replica {
                 high_watermark: records.next_offset,
             });
         }
+        let last_stable_offset = records.last_stable_offset();
+        // read_committed stops at the last stable offset, with the aborted transactions a
+        // consumer may meet up to there (Kafka's, for the range it reads).
+        let (end_offset, aborted) = if request.read_committed {
+            let aborted = records
+                .producers()
+                .aborted_between(request.offset, last_stable_offset)
+                .copied()
+                .collect();
+            (last_stable_offset, aborted)
+        } else {
+            (Offset::MAX, Vec::new())
+        };
         let mut data = FetchData {
             high_watermark: records.next_offset,
+            last_stable_offset,
+            aborted,
             log_start_offset: records.log_start_offset,
             batches: Vec::new(),
             read: None,
@@ -479,6 +521,7 @@ impl Replica {
                     + config.batch_bytes_max as u64,
                 max_bytes: request.max_bytes,
                 skip_below: request.offset,
+                end_offset,
             });
             return Ok(data);
         }
@@ -495,6 +538,9 @@ impl Replica {
             if let Some(batch) = record_batch(entry) {
                 if batch.next_offset() <= request.offset {
                     continue;
+                }
+                if batch.base_offset() >= end_offset {
+                    break;
                 }
                 bytes += entry.data.len();
                 data.batches.push(batch.into_bytes());
@@ -559,6 +605,7 @@ impl Replica {
                     read_bytes: u64::MAX,
                     max_bytes: u32::MAX,
                     skip_below: records.log_start_offset,
+                    end_offset: Offset::MAX,
                 }));
             }
             let entry = self
@@ -649,10 +696,16 @@ impl Replica {
 /// then its batch, if it has a producer id. Applying and the leader's view of its log do it
 /// alike, so both reach the same table.
 fn record_producer(producers: &mut ProducerTable, entry: &Entry, batch: &Batch) {
-    if let Some(at) = append_time(entry) {
-        producers.advance(&at);
+    let context = entry_context(entry);
+    if let Some((at, _)) = &context {
+        producers.advance(at);
     }
-    if let Some(p) = producer_batch(batch) {
+    let txn_start_ms = context.and_then(|(_, start)| start);
+    if let Some(marker) = batch.marker() {
+        let start = txn_start_ms.expect("a marker names its transaction");
+        producers.record_marker(&marker, batch.base_offset(), start);
+    }
+    if let Some(p) = producer_batch(batch, txn_start_ms) {
         producers.record(
             &p,
             batch.base_offset(),
@@ -718,6 +771,8 @@ mod tests {
             epoch: ProducerEpoch(0),
             first_sequence: Sequence(0),
             count: 3,
+            transactional: false,
+            txn_start_ms: None,
         };
         let at = state.producers.next_append_time(5_000, 86_400_000);
         assert!(matches!(
@@ -745,7 +800,8 @@ mod tests {
         w.i64(0); // log start offset
         w.i64(3); // next offset
         w.i64(0); // snapshot's next offset
-        ProducerTable::new().encode(&mut w);
+        w.u8(0); // an empty producer table as it was written then: no clock,
+        w.u32(0); // no producer, and no transactions
         w.u64(0); // the table is as of entry 0
         w.u32(0); // no index point
         let mut state = RecordState::from_checkpoint(

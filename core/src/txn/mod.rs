@@ -39,6 +39,7 @@
 //! This file holds the [`TxnCoordinator`]: applying the log, dispatching requests, timers and
 //! the proposals that wait.
 
+mod markers;
 mod producer_ids;
 mod requests;
 mod state;
@@ -48,6 +49,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+pub use markers::{MarkerJob, MARKER_RETRY_MS};
 pub use producer_ids::ProducerIds;
 pub use requests::{AddPartitions, EndTxn, InitProducerId, TxnError, TxnOp, TxnResponse};
 pub use state::{TxnCommand, TxnMeta, TxnState, TxnStored};
@@ -127,9 +129,9 @@ impl Waiting {
             Self::InitProducerId(id, epoch) => {
                 TxnResponse::InitProducerId(error.map_or(Ok((id, epoch)), Err))
             }
-            Self::AbortFirst => TxnResponse::InitProducerId(Err(
-                error.unwrap_or(TxnError::ConcurrentTransactions),
-            )),
+            Self::AbortFirst => {
+                TxnResponse::InitProducerId(Err(error.unwrap_or(TxnError::ConcurrentTransactions)))
+            }
             Self::AddPartitions => TxnResponse::AddPartitions(done),
             Self::EndTxn => TxnResponse::EndTxn(done),
             Self::Nobody => return None,
@@ -179,6 +181,8 @@ pub struct TxnCoordinator {
     refusing_ids: bool,
     /// Bytes of `stored` encoded: the partition's snapshot, which must fit a storage frame.
     stored_bytes: usize,
+    /// The markers of the transactions whose outcome is stored.
+    markers: markers::Markers,
     config: TxnConfig,
     ids: ProducerIds,
     /// The partition's Raft group.
@@ -209,6 +213,7 @@ impl TxnCoordinator {
             next_check: None,
             refusing_ids: false,
             stored_bytes: TxnStored::HEADER_BYTES,
+            markers: markers::Markers::default(),
             config,
             ids: ProducerIds::new(index),
             partition,
@@ -253,6 +258,9 @@ impl TxnCoordinator {
             }
             let ids = self.ids;
             self.stored.apply(&command, |id| ids.counter(id));
+            let transactional_id = command.transactional_id();
+            let state = self.stored.ids.get(transactional_id).map(|m| m.state);
+            self.markers.on_applied(transactional_id, state);
         }
         while self.proposals.front().is_some_and(|p| p.index <= index) {
             let p = self.proposals.pop_front().expect("checked");
@@ -275,6 +283,10 @@ impl TxnCoordinator {
             .filter_map(|m| ids.counter(m.producer_id));
         self.stored.next_counter = above.fold(self.stored.next_counter, |n, c| n.max(c + 1));
         self.stored_bytes = self.stored.encoded_len();
+        self.markers = markers::Markers::default();
+        for (transactional_id, meta) in &self.stored.ids {
+            self.markers.on_applied(transactional_id, Some(meta.state));
+        }
         self.applied = index;
         while self.proposals.front().is_some_and(|p| p.index <= index) {
             let p = self.proposals.pop_front().expect("checked");
@@ -383,6 +395,7 @@ impl TxnCoordinator {
         );
         self.counted_in = Some(term);
         self.next_counter = self.stored.next_counter;
+        self.markers.progress.clear();
         for p in std::mem::take(&mut self.proposals) {
             assert!(p.term < term && p.index > self.applied);
             p.answer(Some(TxnError::NotCoordinator), sink);
@@ -487,7 +500,14 @@ impl TxnCoordinator {
                 meta.partitions.windows(2).all(|w| w[0] < w[1]),
                 "a transaction's partitions are sorted, each once"
             );
+            let preparing = matches!(meta.state, TxnState::PrepareCommit | TxnState::PrepareAbort);
+            assert_eq!(
+                self.markers.preparing.contains(transactional_id),
+                preparing,
+                "the preparing ids follow the state"
+            );
         }
+        assert!(self.markers.preparing.len() <= self.stored.ids.len());
     }
 }
 

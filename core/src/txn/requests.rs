@@ -114,6 +114,27 @@ impl TxnError {
             Self::InvalidTxnState => 48,
         }
     }
+
+    /// The error of a Kafka error code, as [`TxnError::kafka_code`] gives it (an unknown code
+    /// is a coordinator not available: retriable).
+    pub fn from_kafka_code(code: i16) -> Self {
+        const ALL: [TxnError; 11] = [
+            TxnError::NotCoordinator,
+            TxnError::CoordinatorNotAvailable,
+            TxnError::CoordinatorLoadInProgress,
+            TxnError::ConcurrentTransactions,
+            TxnError::InvalidTransactionTimeout,
+            TxnError::ProducerFenced,
+            TxnError::InvalidRequest,
+            TxnError::TimedOut,
+            TxnError::TransactionalIdNotFound,
+            TxnError::InvalidProducerIdMapping,
+            TxnError::InvalidTxnState,
+        ];
+        ALL.into_iter()
+            .find(|e| e.kafka_code() == code)
+            .unwrap_or(TxnError::CoordinatorNotAvailable)
+    }
 }
 
 /// The answer to a [`TxnOp`].

@@ -125,7 +125,6 @@ impl TxnCoordinator {
         next.timeout_ms = timeout_ms;
         next.state = TxnState::Empty;
         next.partitions.clear();
-        next.start_ms = -1;
         let waiting = Waiting::InitProducerId(next.producer_id, next.epoch);
         let put = TxnCommand::Put {
             transactional_id,
@@ -160,8 +159,10 @@ impl TxnCoordinator {
             state => {
                 let mut next = meta.clone();
                 if state != TxnState::Ongoing {
+                    // Starts rise from one transaction of the id to the next, whatever the
+                    // clocks do: a start names its transaction in the partitions.
                     next.partitions.clear();
-                    next.start_ms = now.wall_ms;
+                    next.start_ms = now.wall_ms.max(meta.start_ms.saturating_add(1));
                 }
                 next.state = TxnState::Ongoing;
                 next.partitions.extend(add.partitions);

@@ -234,6 +234,7 @@ impl Cluster {
             acks: oxbow_core::io::Acks::All,
             batch,
             timeout_ms: 5_000,
+            transactional_id: None,
         };
         self.request(to, Request::Produce(request))
     }
@@ -467,7 +468,22 @@ pub fn transactional_batch(producer_id: i64, sequence: i32, count: i32) -> Bytes
     producer_batch(producer_id, sequence, count, true)
 }
 
+/// A transactional producer's batch at `epoch`.
+pub fn txn_batch(producer_id: i64, epoch: i16, sequence: i32, count: i32) -> Bytes {
+    producer_batch_at(producer_id, epoch, sequence, count, true)
+}
+
 fn producer_batch(producer_id: i64, sequence: i32, count: i32, transactional: bool) -> Bytes {
+    producer_batch_at(producer_id, 0, sequence, count, transactional)
+}
+
+fn producer_batch_at(
+    producer_id: i64,
+    producer_epoch: i16,
+    sequence: i32,
+    count: i32,
+    transactional: bool,
+) -> Bytes {
     let records: Vec<Record> = (0..count)
         .map(|i| Record {
             transactional,
@@ -475,7 +491,7 @@ fn producer_batch(producer_id: i64, sequence: i32, count: i32, transactional: bo
             delete_horizon: false,
             partition_leader_epoch: -1,
             producer_id,
-            producer_epoch: 0,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i64::from(i),
             sequence: sequence.wrapping_add(i),

@@ -110,7 +110,10 @@ fn transaction_settings_have_defaults_reach_the_core_and_name_bad_fields() {
         (core.max_timeout_ms, core.transactional_ids_max),
         (60_000, 10)
     );
-    assert_eq!((core.check_interval_ms, core.id_expiration_ms), (500, 60_000));
+    assert_eq!(
+        (core.check_interval_ms, core.id_expiration_ms),
+        (500, 60_000)
+    );
     assert_eq!(config.transactions.state_partitions, 3);
 
     let with = |line: &str| Config::parse(&format!("{GOOD}\n[transactions]\n{line}\n"));

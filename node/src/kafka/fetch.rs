@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -15,7 +17,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{
     BrokerId, FetchRequest, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, TopicName,
+    OffsetForLeaderEpochResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_core::epoch_history::check_leader_epoch;
@@ -29,17 +31,21 @@ use super::fetch_session::{Key, Plan, SessionError, Told, Wanted};
 use super::frame::SplicedFetch;
 use super::{code, placement, Context};
 
+/// Kafka's `isolation_level` READ_COMMITTED.
+const READ_COMMITTED: i8 = 1;
+
 async fn fetch_one(
     context: &Context,
     group: GroupId,
     wanted: &Wanted,
-    max_bytes: i32,
+    (max_bytes, read_committed): (i32, bool),
 ) -> Result<FetchData, FetchError> {
     let request = Request::Fetch(CoreFetch {
         group,
         offset: Offset(wanted.fetch_offset),
         max_bytes: max_bytes.max(0) as u32,
         current_leader_epoch: wanted.current_leader_epoch,
+        read_committed,
     });
     let mut found = match context.core.request(request).await {
         Some(Response::Fetch(result)) => result?,
@@ -104,6 +110,8 @@ pub(super) async fn fetch(context: Arc<Context>, request: FetchRequest) -> Splic
             return spliced;
         }
     };
+    // READ_COMMITTED (v4+) reads up to the last stable offset, skipping aborted records.
+    let read_committed = request.isolation_level == READ_COMMITTED;
     let mut applied = context.core.applied();
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(request.max_wait_ms.clamp(0, 30_000) as u64);
@@ -136,12 +144,23 @@ pub(super) async fn fetch(context: Arc<Context>, request: FetchRequest) -> Splic
                     } else {
                         wanted.max_bytes.min((limit - total) as i32)
                     };
-                    match fetch_one(context, p.group, wanted, budget).await {
+                    match fetch_one(context, p.group, wanted, (budget, read_committed)).await {
                         Ok(found) => {
                             data.high_watermark = found.high_watermark.0;
-                            // No transactions yet: the last stable offset is the high watermark.
-                            data.last_stable_offset = found.high_watermark.0;
+                            data.last_stable_offset = found.last_stable_offset.0;
                             data.log_start_offset = found.log_start_offset.0;
+                            data.aborted_transactions = Some(
+                                found
+                                    .aborted
+                                    .iter()
+                                    .map(|a| {
+                                        let mut t = AbortedTransaction::default();
+                                        t.producer_id = ProducerId(a.producer_id.0);
+                                        t.first_offset = a.first_offset.0;
+                                        t
+                                    })
+                                    .collect(),
+                            );
                             total += found.batches.iter().map(Bytes::len).sum::<usize>();
                             batches = found.batches;
                         }
@@ -315,6 +334,11 @@ pub(super) async fn list_offsets(
                                     answer.offset = status.log_start_offset.0;
                                     answer.leader_epoch =
                                         status.log_start_epoch.map_or(-1, epoch_i32);
+                                }
+                                // The latest: the last stable offset for READ_COMMITTED (v2+).
+                                -1 if request.isolation_level == READ_COMMITTED => {
+                                    answer.offset = status.last_stable_offset.0;
+                                    answer.leader_epoch = epoch_i32(status.term);
                                 }
                                 -1 => {
                                     answer.offset = status.high_watermark.0;

@@ -35,6 +35,10 @@ pub(super) async fn produce(
         _ => Acks::All,
     };
     let timeout_ms = request.timeout_ms.clamp(0, 300_000) as u32;
+    let transactional_id = request
+        .transactional_id
+        .as_ref()
+        .map(|id| id.0.as_str().to_string());
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms) + 5_000);
     let mut waits: Vec<(
@@ -64,6 +68,7 @@ pub(super) async fn produce(
                         acks,
                         batch,
                         timeout_ms,
+                        transactional_id: transactional_id.clone(),
                     });
                     if acks == Acks::None {
                         context.core.request_no_reply(request).await;

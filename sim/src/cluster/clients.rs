@@ -82,6 +82,7 @@ impl Cluster {
             acks,
             batch,
             timeout_ms: REQUEST_TIMEOUT_MS,
+            transactional_id: None,
         };
         self.feed(
             node,
@@ -111,6 +112,7 @@ impl Cluster {
             offset,
             max_bytes: 64 << 10,
             current_leader_epoch: -1,
+            read_committed: false,
         });
         self.feed(node, Input::Request { id, request });
     }

@@ -25,6 +25,7 @@ impl Cluster {
             offset,
             max_bytes,
             current_leader_epoch: -1,
+            read_committed: false,
         });
         running.node.handle(
             now,

@@ -129,6 +129,7 @@ impl Cluster {
                         acks: Acks::All,
                         batch: crate::seeds::batch(count, 1_000 + i64::from(count)),
                         timeout_ms: 5_000,
+                        transactional_id: None,
                     });
                     // Only the leader takes it; the others answer NOT_LEADER.
                     cluster.request(node, produce);

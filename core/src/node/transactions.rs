@@ -1,0 +1,536 @@
+//! Transactions across a node's groups and its peers: KIP-890's verification of a transactional
+//! batch with its coordinator before the partition's leader appends it, and the markers a
+//! transaction coordinator has written to every partition of an ended transaction (Kafka's
+//! WriteTxnMarkers), each from whichever node leads the partition.
+//!
+//! Both go between nodes as peer messages to [`TXN_GROUP`] (not a Raft group), whose context
+//! is one [`TxnMessage`]. A lost message is a lost request: a verification times out with the
+//! produce request that waits on it, and a marker is sent again by its coordinator
+//! (`txn::MARKER_RETRY_MS`).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use super::{Hosted, Node, Sink};
+use crate::batch::{Batch, Marker};
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::ids::{GroupId, NodeId, ProducerEpoch, ProducerId, RequestId};
+use crate::io::{ProduceError, ProduceRequest};
+use crate::metadata::MetadataState;
+use crate::partition::{MarkerOutcome, MarkerWrite};
+use crate::time::{Instant, Now};
+use crate::txn::{partition_for, MarkerJob, TxnError, TRANSACTION_STATE_TOPIC};
+
+/// Not a Raft group: peer messages addressed to it carry a [`TxnMessage`].
+pub const TXN_GROUP: GroupId = GroupId(u64::MAX - 2);
+
+/// Most markers one coordinator partition sends per tick.
+const MARKERS_PER_TICK: usize = 1_000;
+
+/// What nodes tell each other about transactions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum TxnMessage {
+    /// A partition's leader asks the coordinator of `transactional_id` whether the producer
+    /// added the partition to its open transaction.
+    Verify {
+        /// The asking node's token for the answer.
+        token: u64,
+        /// The coordinator's partition (Raft group).
+        coordinator: GroupId,
+        transactional_id: String,
+        producer: (ProducerId, ProducerEpoch),
+        partition: (String, i32),
+    },
+    /// The coordinator's answer: the transaction's start, or why not.
+    Verified {
+        token: u64,
+        result: Result<i64, TxnError>,
+    },
+    /// A coordinator asks a partition's leader to write a marker.
+    WriteMarker(MarkerWrite),
+    /// The partition's leader wrote it (or found nothing of the transaction open).
+    MarkerWritten(MarkerWrite),
+}
+
+const VERIFY: u8 = 1;
+const VERIFIED: u8 = 2;
+const WRITE_MARKER: u8 = 3;
+const MARKER_WRITTEN: u8 = 4;
+
+fn string(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+    String::from_utf8(r.bytes()?.to_vec()).map_err(|_| DecodeError("string is not UTF-8"))
+}
+
+fn encode_write(w: &mut Writer, write: &MarkerWrite) {
+    w.u64(write.coordinator.0);
+    w.bytes(write.transactional_id.as_bytes());
+    w.u64(write.group.0);
+    w.i64(write.marker.producer_id.0);
+    w.i16(write.marker.epoch.0);
+    w.u8(u8::from(write.marker.commit));
+    w.i32(write.marker.coordinator_epoch);
+    w.i64(write.txn_start_ms);
+    w.bytes(write.partition.0.as_bytes());
+    w.i32(write.partition.1);
+}
+
+fn decode_write(r: &mut Reader<'_>) -> Result<MarkerWrite, DecodeError> {
+    let coordinator = GroupId(r.u64()?);
+    let transactional_id = string(r)?;
+    let group = GroupId(r.u64()?);
+    let marker = Marker {
+        producer_id: ProducerId(r.i64()?),
+        epoch: ProducerEpoch(r.i16()?),
+        commit: match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(DecodeError("bad marker type")),
+        },
+        coordinator_epoch: r.i32()?,
+    };
+    if marker.producer_id.0 < 0 || marker.epoch.0 < 0 {
+        return Err(DecodeError("a marker without a producer"));
+    }
+    let txn_start_ms = r.i64()?;
+    let partition = (string(r)?, r.i32()?);
+    Ok(MarkerWrite {
+        coordinator,
+        transactional_id,
+        group,
+        partition,
+        marker,
+        txn_start_ms,
+    })
+}
+
+impl TxnMessage {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        match self {
+            Self::Verify {
+                token,
+                coordinator,
+                transactional_id,
+                producer,
+                partition,
+            } => {
+                w.u8(VERIFY);
+                w.u64(*token);
+                w.u64(coordinator.0);
+                w.bytes(transactional_id.as_bytes());
+                w.i64(producer.0 .0);
+                w.i16(producer.1 .0);
+                w.bytes(partition.0.as_bytes());
+                w.i32(partition.1);
+            }
+            Self::Verified { token, result } => {
+                w.u8(VERIFIED);
+                w.u64(*token);
+                match result {
+                    Ok(start) => {
+                        w.u8(0);
+                        w.i64(*start);
+                    }
+                    Err(error) => {
+                        w.u8(1);
+                        w.i16(error.kafka_code());
+                    }
+                }
+            }
+            Self::WriteMarker(write) => {
+                w.u8(WRITE_MARKER);
+                encode_write(&mut w, write);
+            }
+            Self::MarkerWritten(write) => {
+                w.u8(MARKER_WRITTEN);
+                encode_write(&mut w, write);
+            }
+        }
+        w.bytes
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let message = match r.u8()? {
+            VERIFY => Self::Verify {
+                token: r.u64()?,
+                coordinator: GroupId(r.u64()?),
+                transactional_id: string(&mut r)?,
+                producer: (ProducerId(r.i64()?), ProducerEpoch(r.i16()?)),
+                partition: (string(&mut r)?, r.i32()?),
+            },
+            VERIFIED => Self::Verified {
+                token: r.u64()?,
+                result: match r.u8()? {
+                    0 => Ok(r.i64()?),
+                    1 => Err(TxnError::from_kafka_code(r.i16()?)),
+                    _ => return Err(DecodeError("bad verification result")),
+                },
+            },
+            WRITE_MARKER => Self::WriteMarker(decode_write(&mut r)?),
+            MARKER_WRITTEN => Self::MarkerWritten(decode_write(&mut r)?),
+            _ => return Err(DecodeError("unknown transaction message")),
+        };
+        r.finish()?;
+        Ok(message)
+    }
+}
+
+/// Produce requests of one producer on one partition waiting for its verification.
+#[derive(Debug)]
+struct Verifying {
+    group: GroupId,
+    producer: ProducerId,
+    /// In arrival order: handed to the partition in that order.
+    waiting: VecDeque<(RequestId, ProduceRequest)>,
+    deadline: Instant,
+}
+
+/// A node's transactions in flight between its groups and its peers.
+#[derive(Debug, Default)]
+pub(crate) struct NodeTxns {
+    /// Verifications asked, by token.
+    verifying: BTreeMap<u64, Verifying>,
+    /// The token of each (partition, producer) being verified.
+    by_producer: BTreeMap<(GroupId, ProducerId), u64>,
+    next_token: u64,
+    /// Produce requests waiting, across verifications.
+    waiting: usize,
+}
+
+impl NodeTxns {
+    /// Produce requests waiting for their verification.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    pub(crate) fn invariants(&self) {
+        assert_eq!(self.verifying.len(), self.by_producer.len());
+        let waiting: usize = self.verifying.values().map(|v| v.waiting.len()).sum();
+        assert_eq!(waiting, self.waiting);
+        for (token, v) in &self.verifying {
+            assert_eq!(self.by_producer.get(&(v.group, v.producer)), Some(token));
+            assert!(!v.waiting.is_empty());
+        }
+    }
+}
+
+/// The (topic, partition) of a partition's Raft group (a walk over the topics: once per
+/// transaction and partition).
+fn partition_of(metadata: &MetadataState, group: GroupId) -> Option<(String, i32)> {
+    metadata.topics().values().find_map(|topic| {
+        let index = topic.partitions.iter().position(|p| p.group == group)?;
+        Some((topic.name.clone(), index as i32))
+    })
+}
+
+/// The coordinator partition of a transactional id.
+fn coordinator_of(metadata: &MetadataState, transactional_id: &str) -> Option<GroupId> {
+    let topic = metadata.topic(TRANSACTION_STATE_TOPIC)?;
+    Some(topic.partitions[partition_for(transactional_id, topic.partitions.len())].group)
+}
+
+impl Node {
+    /// A produce request: a transactional batch that begins its transaction on the partition
+    /// waits for its coordinator's verification; everything else goes to the partition.
+    pub(super) fn produce(
+        &mut self,
+        now: Now,
+        id: RequestId,
+        request: ProduceRequest,
+        sink: &mut Sink,
+        touched: &mut BTreeSet<GroupId>,
+    ) {
+        let group = request.group;
+        let Some(replica) = self.groups.get_mut(&group).filter(|r| !r.is_command_log()) else {
+            return sink.reply_produce(
+                request.acks,
+                id,
+                Err(ProduceError::UnknownTopicOrPartition),
+            );
+        };
+        touched.insert(group);
+        let Some((producer, epoch)) = Batch::peek_transactional(&request.batch) else {
+            return replica.produce(&self.config, now, id, (request, None), sink);
+        };
+        let queued = self.txns.by_producer.get(&(group, producer)).copied();
+        if queued.is_none() && !replica.needs_verification(producer, epoch) {
+            // Continues the transaction open here, or the partition refuses it anyway.
+            return replica.produce(&self.config, now, id, (request, None), sink);
+        }
+        if self.txns.waiting >= self.config.pending_requests_max {
+            return sink.reply_produce(request.acks, id, Err(ProduceError::Backpressure));
+        }
+        if let Some(token) = queued {
+            let verifying = self.txns.verifying.get_mut(&token).expect("indexed");
+            verifying.waiting.push_back((id, request));
+            self.txns.waiting += 1;
+            return;
+        }
+        let Some(transactional_id) = request.transactional_id.clone() else {
+            return sink.reply_produce(request.acks, id, Err(ProduceError::InvalidTxnState));
+        };
+        let metadata = self.metadata.as_ref();
+        let coordinator = metadata.and_then(|m| coordinator_of(m, &transactional_id));
+        let partition = metadata.and_then(|m| partition_of(m, group));
+        let (Some(coordinator), Some(partition)) = (coordinator, partition) else {
+            let error = ProduceError::TxnVerification(TxnError::CoordinatorNotAvailable);
+            return sink.reply_produce(request.acks, id, Err(error));
+        };
+        let token = self.txns.next_token;
+        self.txns.next_token += 1;
+        self.txns.verifying.insert(
+            token,
+            Verifying {
+                group,
+                producer,
+                waiting: VecDeque::from([(id, request.clone())]),
+                deadline: now.mono.plus_ms(u64::from(request.timeout_ms)),
+            },
+        );
+        self.txns.by_producer.insert((group, producer), token);
+        self.txns.waiting += 1;
+        let verify = TxnMessage::Verify {
+            token,
+            coordinator,
+            transactional_id,
+            producer: (producer, epoch),
+            partition,
+        };
+        let me = self.config.node_id;
+        match self.leader(coordinator) {
+            Some((leader, _)) if leader == me => {
+                self.on_txn_message(me, verify, now, sink, touched)
+            }
+            Some((leader, _)) => self.send_txn(leader, &verify, sink),
+            None => {
+                let answer = TxnMessage::Verified {
+                    token,
+                    result: Err(TxnError::NotCoordinator),
+                };
+                self.on_txn_message(me, answer, now, sink, touched);
+            }
+        }
+    }
+
+    fn send_txn(&self, to: NodeId, message: &TxnMessage, sink: &mut Sink) {
+        let message = raft::eraftpb::Message {
+            from: self.config.node_id.raft_id().0,
+            to: to.raft_id().0,
+            context: Bytes::from(message.encode()),
+            ..Default::default()
+        };
+        sink.send(TXN_GROUP, message);
+    }
+
+    /// A peer's message to [`TXN_GROUP`]; one that does not decode is dropped, as the network
+    /// could have.
+    pub(super) fn on_txn_peer_message(
+        &mut self,
+        from: NodeId,
+        context: &[u8],
+        now: Now,
+        sink: &mut Sink,
+        touched: &mut BTreeSet<GroupId>,
+    ) {
+        match TxnMessage::decode(context) {
+            Ok(message) => self.on_txn_message(from, message, now, sink, touched),
+            Err(error) => {
+                slog::warn!(self.logger, "dropped a transaction message that does not decode";
+                "from" => from.0, "why" => error.0)
+            }
+        }
+    }
+
+    /// A transaction message from `from` (this node itself for what it asks itself).
+    fn on_txn_message(
+        &mut self,
+        from: NodeId,
+        message: TxnMessage,
+        now: Now,
+        sink: &mut Sink,
+        touched: &mut BTreeSet<GroupId>,
+    ) {
+        let me = self.config.node_id;
+        match message {
+            TxnMessage::Verify {
+                token,
+                coordinator,
+                transactional_id,
+                producer,
+                partition,
+            } => {
+                let serving = self
+                    .groups
+                    .get(&coordinator)
+                    .is_some_and(|r| r.serving_term().is_some());
+                let result = match self.coordinators.get(&coordinator).and_then(Hosted::txn) {
+                    Some(c) if serving => c.verify(&transactional_id, producer, &partition),
+                    _ => Err(TxnError::NotCoordinator),
+                };
+                let answer = TxnMessage::Verified { token, result };
+                if from == me {
+                    self.on_txn_message(me, answer, now, sink, touched);
+                } else {
+                    self.send_txn(from, &answer, sink);
+                }
+            }
+            TxnMessage::Verified { token, result } => {
+                let Some(verifying) = self.txns.verifying.remove(&token) else {
+                    return; // timed out meanwhile
+                };
+                self.txns
+                    .by_producer
+                    .remove(&(verifying.group, verifying.producer));
+                self.txns.waiting -= verifying.waiting.len();
+                let replica = self.groups.get_mut(&verifying.group);
+                match (result, replica) {
+                    (Ok(start), Some(replica)) => {
+                        touched.insert(verifying.group);
+                        for (id, request) in verifying.waiting {
+                            replica.produce(&self.config, now, id, (request, Some(start)), sink);
+                        }
+                    }
+                    (result, _) => {
+                        let error = match result {
+                            Err(error) => ProduceError::TxnVerification(error),
+                            Ok(_) => ProduceError::UnknownTopicOrPartition,
+                        };
+                        for (id, request) in verifying.waiting {
+                            sink.reply_produce(request.acks, id, Err(error.clone()));
+                        }
+                    }
+                }
+            }
+            TxnMessage::WriteMarker(write) => {
+                let outcome = match self.groups.get_mut(&write.group) {
+                    Some(replica) if !replica.is_command_log() => {
+                        touched.insert(write.group);
+                        replica.write_marker(&self.config, now, write.clone())
+                    }
+                    _ => MarkerOutcome::Refused,
+                };
+                if outcome == MarkerOutcome::Written {
+                    self.marker_written(write, now, sink, touched);
+                }
+            }
+            TxnMessage::MarkerWritten(write) => {
+                let coordinator = write.coordinator;
+                if let (Some(Hosted::Txn(c)), Some(replica)) = (
+                    self.coordinators.get_mut(&coordinator),
+                    self.groups.get_mut(&coordinator),
+                ) {
+                    let job = MarkerJob {
+                        transactional_id: write.transactional_id,
+                        marker: write.marker,
+                        txn_start_ms: write.txn_start_ms,
+                        partition: write.partition,
+                    };
+                    if replica.serving_term().is_some() {
+                        c.marker_written(replica, now, &job);
+                        touched.insert(coordinator);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A marker is written: its coordinator hears of it (wherever it is now).
+    pub(super) fn marker_written(
+        &mut self,
+        write: MarkerWrite,
+        now: Now,
+        sink: &mut Sink,
+        touched: &mut BTreeSet<GroupId>,
+    ) {
+        let me = self.config.node_id;
+        let coordinator = write.coordinator;
+        let answer = TxnMessage::MarkerWritten(write);
+        match self.leader(coordinator) {
+            Some((leader, _)) if leader == me => {
+                self.on_txn_message(me, answer, now, sink, touched)
+            }
+            Some((leader, _)) => self.send_txn(leader, &answer, sink),
+            None => {} // the coordinator sends it again
+        }
+    }
+
+    /// A tick: every serving transaction coordinator sends the markers that are due, each to
+    /// its partition's leader; verifications past their requests' deadline answer them.
+    pub(super) fn tick_transactions(
+        &mut self,
+        now: Now,
+        sink: &mut Sink,
+        touched: &mut BTreeSet<GroupId>,
+    ) {
+        let expired: Vec<u64> = self
+            .txns
+            .verifying
+            .iter()
+            .filter(|(_, v)| v.deadline <= now.mono)
+            .map(|(token, _)| *token)
+            .collect();
+        for token in expired {
+            let verifying = self.txns.verifying.remove(&token).expect("listed");
+            self.txns
+                .by_producer
+                .remove(&(verifying.group, verifying.producer));
+            self.txns.waiting -= verifying.waiting.len();
+            for (id, request) in verifying.waiting {
+                sink.reply_produce(request.acks, id, Err(ProduceError::TimedOut));
+            }
+        }
+        let mut jobs = Vec::new();
+        for (group, hosted) in self.coordinators.iter_mut() {
+            let Hosted::Txn(c) = hosted else { continue };
+            let Some(term) = self.groups[group].serving_term() else {
+                continue;
+            };
+            for job in c.markers_due(now, term.0, MARKERS_PER_TICK) {
+                jobs.push((*group, job));
+            }
+        }
+        for (coordinator, job) in jobs {
+            self.send_marker(coordinator, job, now, sink, touched);
+        }
+    }
+
+    /// Sends one marker to its partition's leader. A partition that no longer exists needs no
+    /// marker; a `__consumer_offsets` partition has no transactional offsets to end yet.
+    fn send_marker(
+        &mut self,
+        coordinator: GroupId,
+        job: MarkerJob,
+        now: Now,
+        sink: &mut Sink,
+        touched: &mut BTreeSet<GroupId>,
+    ) {
+        let group = self.metadata.as_ref().and_then(|m| {
+            let topic = m.topic(&job.partition.0)?;
+            let index = usize::try_from(job.partition.1).ok()?;
+            Some(topic.partitions.get(index)?.group)
+        });
+        let internal = crate::metadata::is_internal(&job.partition.0);
+        let write = MarkerWrite {
+            coordinator,
+            transactional_id: job.transactional_id,
+            group: group.unwrap_or(GroupId(0)),
+            partition: job.partition,
+            marker: job.marker,
+            txn_start_ms: job.txn_start_ms,
+        };
+        let (Some(group), false) = (group, internal) else {
+            return self.marker_written(write, now, sink, touched);
+        };
+        let me = self.config.node_id;
+        let message = TxnMessage::WriteMarker(write);
+        match self.leader(group) {
+            Some((leader, _)) if leader == me => {
+                self.on_txn_message(me, message, now, sink, touched)
+            }
+            Some((leader, _)) => self.send_txn(leader, &message, sink),
+            None => {} // sent again once a leader is known
+        }
+    }
+}
