@@ -3,7 +3,9 @@
 //! transactional id's partition; InitProducerId with a transactional id bumps the epoch on
 //! every call (fencing the previous instance), answers a KIP-360 retry and fences an unknown
 //! epoch, and keeps all of it across a SIGKILL of the coordinator; DescribeTransactions and
-//! ListTransactions show it; librdkafka's `init_transactions()` succeeds.
+//! ListTransactions show it; librdkafka's `init_transactions()` succeeds. librdkafka's
+//! transactions commit and abort, read_committed consumers read only what committed, and a
+//! newer instance fences the older.
 
 use std::time::{Duration, Instant};
 
@@ -14,10 +16,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 mod common;
-use common::{call, Cluster};
+use common::{call, Cluster, PARTITIONS, TOPIC};
 
 const PRODUCER_FENCED: i16 = 90;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
@@ -203,4 +207,120 @@ fn init_producer_id_bumps_the_epoch_fences_and_survives_the_coordinators_crash()
     let stored = init_settled(&cluster, 4, "rdkafka-1", (-1, -1));
     assert_eq!(stored.producer_epoch, 2, "two instances came before");
     cluster.wait_for_leaders();
+}
+
+/// Sends `value` to `partition` of the test topic, waiting for room in the queue.
+fn send(producer: &BaseProducer, partition: i32, value: &str) {
+    loop {
+        let record = BaseRecord::<str, str>::to(TOPIC)
+            .partition(partition)
+            .key(value)
+            .payload(value);
+        match producer.send(record) {
+            Ok(()) => return,
+            Err(_) => {
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// The values an `isolation.level` consumer reads from every partition of the test topic
+/// within `wait`, until `enough` of them are read.
+fn read_values(cluster: &Cluster, isolation: &str, enough: usize, wait: Duration) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", format!("reader-{isolation}"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(TOPIC, p, Offset::Beginning)
+            .expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut values = Vec::new();
+    let deadline = Instant::now() + wait;
+    while values.len() < enough && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            let value = message.payload().expect("a value");
+            values.push(String::from_utf8_lossy(value).into_owned());
+        }
+    }
+    values.sort();
+    values
+}
+
+#[test]
+fn librdkafka_commits_and_aborts_and_read_committed_reads_only_what_committed() {
+    let cluster = Cluster::start();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("transactional.id", "e2e-txn")
+        .create()
+        .expect("producer");
+    let timeout = Duration::from_secs(30);
+    producer
+        .init_transactions(timeout)
+        .expect("init_transactions");
+    let mut committed = Vec::new();
+    let mut all = Vec::new();
+    for (round, commit) in [("first", true), ("aborted", false), ("last", true)] {
+        producer.begin_transaction().expect("begin");
+        for i in 0..12 {
+            let value = format!("{round}-{i:02}");
+            send(&producer, i % PARTITIONS, &value);
+            all.push(value.clone());
+            if commit {
+                committed.push(value);
+            }
+        }
+        if commit {
+            producer.commit_transaction(timeout).expect("commit");
+        } else {
+            // The records reach the partitions before the abort.
+            producer.flush(timeout).expect("flush");
+            producer.abort_transaction(timeout).expect("abort");
+        }
+    }
+    committed.sort();
+    all.sort();
+    // read_committed: only the committed transactions' records, each once (it waits for the
+    // markers, which the coordinator writes after the commit's answer).
+    let read = read_values(&cluster, "read_committed", committed.len(), timeout);
+    assert_eq!(read, committed);
+    // Nothing more arrives: the aborted records stay invisible.
+    let again = read_values(
+        &cluster,
+        "read_committed",
+        usize::MAX,
+        Duration::from_secs(3),
+    );
+    assert_eq!(again, committed);
+    // read_uncommitted reads every record, the aborted ones too.
+    let read = read_values(&cluster, "read_uncommitted", all.len(), timeout);
+    assert_eq!(read, all);
+
+    // A second instance of the transactional id fences the first: its next transaction fails.
+    let newer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("transactional.id", "e2e-txn")
+        .create()
+        .expect("producer");
+    newer
+        .init_transactions(timeout)
+        .expect("the newer instance");
+    producer.begin_transaction().expect("begin (local)");
+    send(&producer, 0, "fenced");
+    let error = producer
+        .commit_transaction(timeout)
+        .expect_err("the fenced instance cannot commit");
+    assert!(
+        error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fenced)
+            || error.to_string().to_lowercase().contains("fenced"),
+        "{error}"
+    );
 }

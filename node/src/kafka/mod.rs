@@ -83,6 +83,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeConfigs, 1, 4),
@@ -542,6 +544,10 @@ async fn dispatch(
         ApiKey::DeleteGroups => {
             call.handle(body, async move |r| groups::delete_groups(&ctx, r).await)
         }
+        ApiKey::AddPartitionsToTxn => call.handle(body, async move |r| {
+            txn::add_partitions_to_txn(&ctx, r, version).await
+        }),
+        ApiKey::EndTxn => call.handle(body, async move |r| txn::end_txn(&ctx, r, version).await),
         ApiKey::DescribeTransactions => call.handle(body, async move |r| {
             txn::describe_transactions(&ctx, r).await
         }),

@@ -1,17 +1,21 @@
 //! The producer-id and transaction APIs: InitProducerId (with or without a transactional id),
-//! DescribeTransactions and ListTransactions so far.
+//! AddPartitionsToTxn, EndTxn, DescribeTransactions and ListTransactions.
 //!
 //! A request with a transactional id is translated into the core's [`TxnOp`] and sent to the
 //! `__transaction_state` partition of its id (`oxbow_core::txn`); this node must lead that
 //! partition, or the answer is NOT_COORDINATOR and the client looks for the coordinator again
 //! (FindCoordinator with key type 1, in `groups`).
 
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
 use kafka_protocol::messages::describe_transactions_response::{
     TopicData, TransactionState as DescribedTransaction,
 };
 use kafka_protocol::messages::list_transactions_response::TransactionState as ListedTransaction;
 use kafka_protocol::messages::{
-    DescribeTransactionsRequest, DescribeTransactionsResponse, InitProducerIdRequest,
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, DescribeTransactionsRequest,
+    DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
     InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
     TopicName, TransactionalId,
 };
@@ -19,11 +23,25 @@ use kafka_protocol::protocol::StrBytes;
 use oxbow_core::ids::{GroupId, ProducerEpoch, ProducerId as CoreProducerId};
 use oxbow_core::io::{Request, Response, TxnRequest};
 use oxbow_core::txn::{
-    partition_for, InitProducerId, TxnError, TxnOp, TxnResponse, TxnState, TRANSACTION_STATE_TOPIC,
+    partition_for, AddPartitions, EndTxn, InitProducerId, TxnError, TxnOp, TxnResponse, TxnState,
+    TRANSACTION_STATE_TOPIC,
 };
 use slog::{debug, warn};
 
-use super::{code, Context};
+use super::{code, placement, Context};
+
+/// Kafka's OPERATION_NOT_ATTEMPTED: the partitions of an AddPartitionsToTxn with an unknown
+/// one are not added.
+const OPERATION_NOT_ATTEMPTED: i16 = 55;
+
+/// The error code of a transaction error for a request of `version`: before v2 of
+/// AddPartitionsToTxn and EndTxn, PRODUCER_FENCED is INVALID_PRODUCER_EPOCH (KIP-588).
+fn fenced_code(error: TxnError, version: i16) -> i16 {
+    match error {
+        TxnError::ProducerFenced if version < 2 => INVALID_PRODUCER_EPOCH,
+        error => error.kafka_code(),
+    }
+}
 
 /// Kafka's INVALID_PRODUCER_EPOCH, what InitProducerId before v4 answers for PRODUCER_FENCED
 /// (KIP-588).
@@ -121,6 +139,94 @@ pub(super) async fn init_producer_id(
         }
         Err(error) => response.error_code = error.kafka_code(),
     }
+    response
+}
+
+/// AddPartitionsToTxn (the clients' versions, v0-3): the partitions join the producer's open
+/// transaction, or it begins with them. A partition that does not exist fails the request:
+/// UNKNOWN_TOPIC_OR_PARTITION for it, OPERATION_NOT_ATTEMPTED for the others, as in Kafka.
+pub(super) async fn add_partitions_to_txn(
+    context: &Context,
+    request: AddPartitionsToTxnRequest,
+    version: i16,
+) -> AddPartitionsToTxnResponse {
+    let metadata = context.core.metadata();
+    let wanted: Vec<(String, i32)> = request
+        .v3_and_below_topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.name.0.as_str().to_string();
+            t.partitions.iter().map(move |p| (name.clone(), *p))
+        })
+        .collect();
+    let unknown = |(topic, partition): &(String, i32)| {
+        oxbow_core::metadata::is_internal(topic)
+            || placement(&metadata, topic, *partition).is_none()
+    };
+    let codes: Vec<i16> = if wanted.iter().any(unknown) {
+        let code = |p: &(String, i32)| {
+            if unknown(p) {
+                code::UNKNOWN_TOPIC_OR_PARTITION
+            } else {
+                OPERATION_NOT_ATTEMPTED
+            }
+        };
+        wanted.iter().map(code).collect()
+    } else {
+        let op = TxnOp::AddPartitions(AddPartitions {
+            transactional_id: request.v3_and_below_transactional_id.0.as_str().to_string(),
+            producer: (
+                CoreProducerId(request.v3_and_below_producer_id.0),
+                ProducerEpoch(request.v3_and_below_producer_epoch),
+            ),
+            partitions: wanted.clone(),
+        });
+        let TxnResponse::AddPartitions(result) = call(context, op).await else {
+            unreachable!("AddPartitionsToTxn answered otherwise")
+        };
+        let code = result.map_or_else(|e| fenced_code(e, version), |()| code::NONE);
+        vec![code; wanted.len()]
+    };
+    let mut response = AddPartitionsToTxnResponse::default();
+    for ((topic, partition), code) in wanted.into_iter().zip(codes) {
+        let mut result = AddPartitionsToTxnPartitionResult::default();
+        result.partition_index = partition;
+        result.partition_error_code = code;
+        match response.results_by_topic_v3_and_below.last_mut() {
+            Some(last) if last.name.0.as_str() == topic => last.results_by_partition.push(result),
+            _ => {
+                let mut by_topic = AddPartitionsToTxnTopicResult::default();
+                by_topic.name = TopicName(StrBytes::from_string(topic));
+                by_topic.results_by_partition.push(result);
+                response.results_by_topic_v3_and_below.push(by_topic);
+            }
+        }
+    }
+    response
+}
+
+/// EndTxn: the producer's open transaction commits or aborts; answered once the outcome is
+/// stored (its markers are written after, as in Kafka).
+pub(super) async fn end_txn(
+    context: &Context,
+    request: EndTxnRequest,
+    version: i16,
+) -> EndTxnResponse {
+    let op = TxnOp::EndTxn(EndTxn {
+        transactional_id: request.transactional_id.0.as_str().to_string(),
+        producer: (
+            CoreProducerId(request.producer_id.0),
+            ProducerEpoch(request.producer_epoch),
+        ),
+        commit: request.committed,
+    });
+    let TxnResponse::EndTxn(result) = call(context, op).await else {
+        unreachable!("EndTxn answered otherwise")
+    };
+    let mut response = EndTxnResponse::default();
+    response.producer_id = ProducerId(-1);
+    response.producer_epoch = -1;
+    response.error_code = result.map_or_else(|e| fenced_code(e, version), |()| code::NONE);
     response
 }
 
