@@ -389,6 +389,10 @@ pub(crate) fn decode_records(
     out: &mut Vec<ConsumerRecord>,
 ) -> Result<i64> {
     let mut next = position;
+    // The aborted transactions not reached yet, by first offset; once a record reaches one,
+    // its producer's records are skipped until its marker (Kafka's consumer does the same).
+    let mut pending: Vec<(i64, i64)> = aborted.map(<[_]>::to_vec).unwrap_or_default();
+    pending.sort_by_key(|(producer, first)| (std::cmp::Reverse(*first), *producer));
     // Producers whose records are aborted from an offset on, until their abort marker.
     let mut aborting: BTreeMap<i64, i64> = BTreeMap::new();
     while bytes.len() >= 12 {
@@ -412,11 +416,13 @@ pub(crate) fn decode_records(
             ))
         })?;
         for record in set.records {
-            if let Some(aborted) = aborted {
-                for (producer, first) in aborted {
-                    if *producer == record.producer_id && *first <= record.offset {
-                        aborting.entry(*producer).or_insert(*first);
-                    }
+            if aborted.is_some() {
+                while pending
+                    .last()
+                    .is_some_and(|(_, first)| *first <= record.offset)
+                {
+                    let (producer, first) = pending.pop().expect("checked");
+                    aborting.entry(producer).or_insert(first);
                 }
                 if record.control {
                     // A transaction marker ends the producer's aborted range.
@@ -447,4 +453,66 @@ pub(crate) fn decode_records(
         next = next.max(base_offset + i64::from(last_offset_delta) + 1);
     }
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    /// A batch of producer 5's transaction at `offset` (`count` records), or its marker.
+    fn batch(offset: i64, count: i64, control: bool) -> Bytes {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: true,
+                control,
+                delete_horizon: false,
+                partition_leader_epoch: 1,
+                producer_id: 5,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: offset + i,
+                sequence: if control { -1 } else { (offset + i) as i32 },
+                timestamp: 1_000,
+                key: Some(Bytes::from_static(if control {
+                    &[0, 0, 0, 0]
+                } else {
+                    b"k"
+                })),
+                value: Some(Bytes::from(format!("v{}", offset + i))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encodes");
+        buf.freeze()
+    }
+
+    /// An aborted transaction's records are skipped up to its marker, and the same
+    /// producer's next transaction, after the marker, is read.
+    #[test]
+    fn read_committed_skips_an_aborted_transaction_and_reads_the_next() {
+        let mut bytes = BytesMut::new();
+        for part in [
+            batch(0, 2, false),
+            batch(2, 1, true),
+            batch(3, 2, false),
+            batch(5, 1, true),
+        ] {
+            bytes.extend_from_slice(&part);
+        }
+        let mut out = Vec::new();
+        let next =
+            decode_records("t", 0, bytes.freeze(), 0, Some(&[(5, 0)]), &mut out).expect("decodes");
+        assert_eq!(next, 6);
+        let offsets: Vec<i64> = out.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![3, 4]);
+    }
 }

@@ -36,4 +36,5 @@ pub use error::{Error, Result};
 pub use group::{GroupConfig, GroupConsumer};
 pub use producer::{
     Acks, Compression, Delivered, Producer, ProducerConfig, ProducerRecord, SendError,
+    TransactionError, TransactionalProducer,
 };

@@ -324,3 +324,114 @@ fn librdkafka_commits_and_aborts_and_read_committed_reads_only_what_committed() 
         "{error}"
     );
 }
+
+/// The values a read_committed (or not) `oxbow-client` consumer reads from every partition of
+/// the test topic within `wait`, until `enough` of them are read.
+async fn client_read(
+    client: &oxbow_client::Client,
+    read_committed: bool,
+    enough: usize,
+    wait: Duration,
+) -> Vec<String> {
+    let config = oxbow_client::ConsumerConfig {
+        read_committed,
+        ..oxbow_client::ConsumerConfig::default()
+    };
+    let mut consumer = oxbow_client::Consumer::new(client.clone(), config);
+    let assigned: Vec<(&str, i32)> = (0..PARTITIONS).map(|p| (TOPIC, p)).collect();
+    consumer.assign(&assigned);
+    let mut values = Vec::new();
+    let deadline = Instant::now() + wait;
+    while values.len() < enough && Instant::now() < deadline {
+        let polled = consumer.poll(Duration::from_millis(200)).await;
+        for record in polled.unwrap_or_default() {
+            let value = record.value.expect("a value");
+            values.push(String::from_utf8_lossy(&value).into_owned());
+        }
+    }
+    values.sort();
+    values
+}
+
+#[test]
+fn the_rust_clients_transactions_survive_a_coordinator_kill_and_fence_older_instances() {
+    use oxbow_client::{
+        Client, ClientConfig as OxbowConfig, ProducerConfig, ProducerRecord, TransactionError,
+        TransactionalProducer,
+    };
+    let mut cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = Client::new(OxbowConfig::new(&cluster.bootstrap())).expect("client");
+    let config = ProducerConfig {
+        transactional_id: Some("rust-txn".into()),
+        ..ProducerConfig::default()
+    };
+    let producer = TransactionalProducer::new(client.clone(), config.clone()).expect("producer");
+    runtime
+        .block_on(producer.init_transactions())
+        .expect("init_transactions");
+    let mut committed = Vec::new();
+    let mut all = Vec::new();
+    for (round, commit) in [("first", true), ("aborted", false), ("last", true)] {
+        if round == "aborted" {
+            // The coordinator dies between transactions; the next ones find its successor.
+            let node = coordinator(&cluster, "rust-txn");
+            cluster.kill9(node);
+        }
+        runtime.block_on(async {
+            producer.begin().await.expect("begin");
+            let mut deliveries = Vec::new();
+            for i in 0..12 {
+                let value = format!("{round}-{i:02}");
+                let record = ProducerRecord::new(TOPIC, value.clone()).partition(i % PARTITIONS);
+                deliveries.push(producer.send(record).await.expect("send"));
+                all.push(value.clone());
+                if commit {
+                    committed.push(value);
+                }
+            }
+            for delivery in deliveries {
+                delivery.await.expect("written");
+            }
+            if commit {
+                producer.commit().await.expect("commit");
+            } else {
+                producer.abort().await.expect("abort");
+            }
+        });
+    }
+    committed.sort();
+    all.sort();
+    let wait = Duration::from_secs(30);
+    let read = runtime.block_on(client_read(&client, true, committed.len(), wait));
+    assert_eq!(read, committed);
+    let again = runtime.block_on(client_read(
+        &client,
+        true,
+        usize::MAX,
+        Duration::from_secs(3),
+    ));
+    assert_eq!(again, committed, "the aborted records stay invisible");
+    let read = runtime.block_on(client_read(&client, false, all.len(), wait));
+    assert_eq!(read, all);
+
+    // A newer instance fences this one: its next transaction fails for good.
+    let newer = TransactionalProducer::new(client.clone(), config).expect("producer");
+    runtime
+        .block_on(newer.init_transactions())
+        .expect("the newer instance");
+    let fenced = runtime.block_on(async {
+        producer.begin().await?;
+        let record = ProducerRecord::new(TOPIC, "fenced").partition(0);
+        producer.send(record).await?;
+        producer.commit().await
+    });
+    assert!(
+        matches!(fenced, Err(TransactionError::Fatal(_))),
+        "{fenced:?}"
+    );
+}

@@ -27,8 +27,10 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::client::Client;
 use crate::error::{Error, Result};
 
+mod transaction;
 mod worker;
 
+pub use transaction::{TransactionError, TransactionalProducer};
 use worker::Worker;
 #[cfg(test)]
 use worker::{sequence_add, Batch};
@@ -83,6 +85,12 @@ pub struct ProducerConfig {
     pub request_timeout_ms: i32,
     /// Batch compression.
     pub compression: Compression,
+    /// A transactional producer's id (Kafka's `transactional.id`): set it to use
+    /// [`TransactionalProducer`]; needs idempotence.
+    pub transactional_id: Option<String>,
+    /// Longest a transaction may stay open before its coordinator aborts it (Kafka's
+    /// `transaction.timeout.ms`, 60 s).
+    pub transaction_timeout_ms: i32,
 }
 
 impl Default for ProducerConfig {
@@ -97,6 +105,8 @@ impl Default for ProducerConfig {
             queue_records: 100_000,
             request_timeout_ms: 30_000,
             compression: Compression::None,
+            transactional_id: None,
+            transaction_timeout_ms: 60_000,
         }
     }
 }
@@ -204,6 +214,19 @@ struct Shared {
     config: ProducerConfig,
     /// The producer id and epoch new partitions start with.
     producer: Mutex<Option<(i64, i16)>>,
+    /// A transactional producer's first failed record since its transaction began: the
+    /// transaction cannot commit.
+    failed: std::sync::Mutex<Option<Error>>,
+}
+
+impl Shared {
+    /// A record failed: a transactional producer's transaction must abort.
+    fn note_failure(&self, error: &Error) {
+        if self.config.transactional_id.is_some() {
+            let mut failed = self.failed.lock().expect("not poisoned");
+            failed.get_or_insert_with(|| error.clone());
+        }
+    }
 }
 
 /// Sends records; cheap to share behind an `Arc`. Dropping it lets queued records finish.
@@ -225,6 +248,11 @@ impl Producer {
                 "idempotence allows 1 to 5 requests in flight per partition".into(),
             ));
         }
+        if config.transactional_id.is_some() && !config.idempotent {
+            return Err(Error::Invalid(
+                "a transactional producer is idempotent".into(),
+            ));
+        }
         if config.max_in_flight == 0 || config.queue_records == 0 || config.batch_bytes == 0 {
             return Err(Error::Invalid(
                 "max_in_flight, queue_records and batch_bytes must be positive".into(),
@@ -235,6 +263,7 @@ impl Producer {
                 client,
                 config,
                 producer: Mutex::new(None),
+                failed: std::sync::Mutex::new(None),
             }),
             workers: Mutex::new(BTreeMap::new()),
             sticky: std::sync::Mutex::new(BTreeMap::new()),
@@ -244,19 +273,7 @@ impl Producer {
     /// Queues a record; waits only when the partition's queue is full. The returned future
     /// resolves to where the record landed, or why not.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
-        let topic = self.shared.client.topic(&record.topic).await?;
-        let count = topic.partitions.len() as i32;
-        let partition = match (record.partition, &record.key) {
-            (Some(p), _) if (0..count).contains(&p) => p,
-            (Some(p), _) => {
-                return Err(Error::Invalid(format!(
-                    "topic {} has {count} partitions, not {p}",
-                    record.topic
-                )))
-            }
-            (None, Some(key)) => (murmur2(key) & 0x7fff_ffff) % count,
-            (None, None) => self.sticky_partition(&record, count),
-        };
+        let partition = self.partition(&record).await?;
         let timestamp = record
             .timestamp_ms
             .unwrap_or_else(|| self.shared.client.config().wall_clock.now_ms());
@@ -266,7 +283,7 @@ impl Producer {
             .map(|(k, v)| (StrBytes::from_string(k), v))
             .collect::<IndexMap<_, _>>();
         let wire = WireRecord {
-            transactional: false,
+            transactional: self.shared.config.transactional_id.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
@@ -287,6 +304,24 @@ impl Producer {
             .await
             .map_err(|_| Error::Closed)?;
         Ok(DeliveryFuture(wait))
+    }
+
+    /// The partition `record` goes to: its own, or the partitioner's choice (murmur2 of the
+    /// key, or sticky for no key).
+    async fn partition(&self, record: &ProducerRecord) -> Result<i32> {
+        let topic = self.shared.client.topic(&record.topic).await?;
+        let count = topic.partitions.len() as i32;
+        Ok(match (record.partition, &record.key) {
+            (Some(p), _) if (0..count).contains(&p) => p,
+            (Some(p), _) => {
+                return Err(Error::Invalid(format!(
+                    "topic {} has {count} partitions, not {p}",
+                    record.topic
+                )))
+            }
+            (None, Some(key)) => (murmur2(key) & 0x7fff_ffff) % count,
+            (None, None) => self.sticky_partition(record, count),
+        })
     }
 
     /// Waits until every record sent before the call is acknowledged or failed.

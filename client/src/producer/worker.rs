@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+    TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -178,6 +179,7 @@ impl Worker {
                 if !error.is_retriable() {
                     if let Some(batch) = self.unsent.pop_front() {
                         let start = batch.base_sequence;
+                        self.shared.note_failure(&error);
                         batch.fail(error);
                         self.renumber_from(start);
                     }
@@ -289,6 +291,7 @@ impl Worker {
         }
         let batch = self.unsent.pop_front().expect("checked");
         let (maybe, start) = (batch.maybe_written, batch.base_sequence);
+        self.shared.note_failure(&Error::Timeout);
         batch.fail(Error::Timeout);
         if maybe {
             self.lose_sequence(Error::Timeout);
@@ -328,6 +331,12 @@ impl Worker {
             request.acks = acks;
             request.timeout_ms = self.shared.config.request_timeout_ms;
             request.topic_data = vec![topic];
+            request.transactional_id = self
+                .shared
+                .config
+                .transactional_id
+                .as_ref()
+                .map(|id| TransactionalId(StrBytes::from_string(id.clone())));
             let answer = connection.submit(request, version, acks != 0).await?;
             let mut batch = self.unsent.pop_front().expect("checked");
             batch.maybe_written = batch.maybe_written || acks == 0;
@@ -431,6 +440,7 @@ impl Worker {
             // The head was refused for good: fail it, and shift the later sequences down.
             let batch = self.unsent.pop_front().expect("pushed");
             let start = batch.base_sequence;
+            self.shared.note_failure(&error);
             batch.fail(error);
             self.renumber_from(start);
             return;
@@ -460,6 +470,7 @@ impl Worker {
 
     /// Fails everything this partition holds and starts again under a new producer identity.
     fn lose_sequence(&mut self, error: Error) {
+        self.shared.note_failure(&error);
         for batch in self.unsent.drain(..) {
             batch.fail(error.clone());
         }
@@ -470,6 +481,11 @@ impl Worker {
         self.open_bytes = 0;
         self.open_since = None;
         self.next_sequence = 0;
+        if self.shared.config.transactional_id.is_some() {
+            // A transactional producer's epoch comes from its coordinator: the transaction is
+            // aborted, and the abort takes a new epoch (KIP-360) that every partition adopts.
+            return;
+        }
         // KIP-360 for idempotent producers: bump the epoch locally (the broker takes a higher
         // epoch from sequence 0 and fences the old one); a new id once the epoch is exhausted.
         match self.producer.take() {
@@ -482,6 +498,20 @@ impl Worker {
     async fn producer(&mut self) -> Result<(i64, i16)> {
         if !self.shared.config.idempotent {
             return Ok((-1, -1));
+        }
+        if self.shared.config.transactional_id.is_some() {
+            // The coordinator's producer id and epoch; a new epoch starts from sequence 0.
+            let current = *self.shared.producer.lock().await;
+            let Some(producer) = current else {
+                return Err(Error::Invalid(
+                    "a transactional producer sends after init_transactions()".into(),
+                ));
+            };
+            if self.producer.is_some_and(|p| p != producer) {
+                self.renumber_from(0);
+            }
+            self.producer = Some(producer);
+            return Ok(producer);
         }
         if let Some(p) = self.producer {
             return Ok(p);

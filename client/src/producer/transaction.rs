@@ -1,0 +1,500 @@
+//! The transactional producer (KIP-98): records sent between [`TransactionalProducer::begin`]
+//! and [`TransactionalProducer::commit`] become visible to `read_committed` consumers together,
+//! on every partition, or (after [`TransactionalProducer::abort`]) never.
+//!
+//! # What exactly-once means here
+//!
+//! A transaction's records are written once each (the producer is idempotent) and are
+//! committed or aborted as a whole. Consumers see that only with `read_committed`; a
+//! `read_uncommitted` consumer sees aborted records too. Reading input, writing output and
+//! committing the input's offsets is exactly-once only when the offsets are committed in the
+//! same transaction (Kafka's `sendOffsetsToTransaction`), which this producer cannot do yet
+//! (oxbow does not serve TxnOffsetCommit yet): until then, a consumer that fails after a commit
+//! and before its offset commit reads the input again, and its output is written twice.
+//! Side effects outside Kafka are never part of a transaction.
+//!
+//! A second instance with the same `transactional_id` fences the first: every call of the
+//! first fails with [`TransactionError::Fatal`] from then on, and the first's open transaction
+//! is aborted. So one transactional id must be used by one live process at a time, which the
+//! fencing enforces.
+//!
+//! # Errors
+//!
+//! [`TransactionError`] says what the application does next: `Fatal` (fenced, or the producer
+//! cannot go on: drop it), `Abortable` (a record failed, so this transaction cannot commit:
+//! call `abort`, then carry on), or `Retriable` (the coordinator did not answer in time: the
+//! same call may be made again; for `commit`, the outcome is unknown until it is).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, ApiKey, EndTxnRequest, FindCoordinatorRequest,
+    InitProducerIdRequest, ProducerId, TopicName, TransactionalId,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use crate::client::Client;
+use crate::connection::Connection;
+use crate::error::{codes, Error};
+
+/// Kafka's error codes the transaction calls act on.
+mod code {
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_COORDINATOR: i16 = 16;
+    pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const PRODUCER_FENCED: i16 = 90;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    pub const INVALID_TXN_STATE: i16 = 48;
+}
+
+/// Why a transaction call failed, and what to do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransactionError {
+    /// The producer cannot go on (fenced by a newer instance of its transactional id, or a
+    /// state the coordinator refuses): drop it.
+    Fatal(Error),
+    /// The open transaction cannot commit (a record failed): abort it, then carry on.
+    Abortable(Error),
+    /// The coordinator did not answer in time; the call may be made again (a `commit` that
+    /// failed so has an unknown outcome until it is).
+    Retriable(Error),
+}
+
+impl TransactionError {
+    /// The underlying error.
+    pub fn error(&self) -> &Error {
+        match self {
+            Self::Fatal(e) | Self::Abortable(e) | Self::Retriable(e) => e,
+        }
+    }
+
+    /// A broker's error code on a transaction call, classified.
+    fn of_code(code: i16) -> Self {
+        let error = Error::broker(code, None);
+        match code {
+            code::PRODUCER_FENCED
+            | code::INVALID_PRODUCER_EPOCH
+            | code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+            | code::INVALID_PRODUCER_ID_MAPPING
+            | code::INVALID_TXN_STATE => Self::Fatal(error),
+            _ => Self::Abortable(error),
+        }
+    }
+}
+
+impl std::fmt::Display for TransactionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fatal(e) => write!(f, "the transactional producer cannot go on: {e}"),
+            Self::Abortable(e) => write!(f, "the transaction must be aborted: {e}"),
+            Self::Retriable(e) => write!(f, "the call may be made again: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TransactionError {}
+
+/// Result of a transaction call.
+pub type TxnResult<T> = Result<T, TransactionError>;
+
+/// What the producer knows of its transaction.
+#[derive(Default)]
+struct State {
+    /// The coordinator of its transactional id, once found.
+    coordinator: Option<Arc<Connection>>,
+    /// Whether `init_transactions` succeeded.
+    ready: bool,
+    /// Whether a transaction is open (`begin` without `commit` or `abort` since).
+    open: bool,
+    /// The partitions added to the open transaction.
+    partitions: BTreeSet<(String, i32)>,
+    /// Why the producer cannot go on, once it cannot.
+    fatal: Option<Error>,
+}
+
+/// A transactional producer: an idempotent [`Producer`] whose records are written in
+/// transactions (see the module documentation for what that guarantees).
+pub struct TransactionalProducer {
+    producer: Producer,
+    transactional_id: String,
+    state: Mutex<State>,
+}
+
+impl TransactionalProducer {
+    /// A transactional producer on `client`; `config.transactional_id` must be set.
+    pub fn new(client: Client, config: ProducerConfig) -> crate::Result<Self> {
+        let Some(transactional_id) = config.transactional_id.clone() else {
+            return Err(Error::Invalid(
+                "a transactional producer needs a transactional_id".into(),
+            ));
+        };
+        if transactional_id.is_empty() {
+            return Err(Error::Invalid("the transactional_id is empty".into()));
+        }
+        Ok(Self {
+            producer: Producer::new(client, config)?,
+            transactional_id,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn client(&self) -> &Client {
+        &self.producer.shared.client
+    }
+
+    fn config(&self) -> &ProducerConfig {
+        &self.producer.shared.config
+    }
+
+    /// Registers with the transactional id's coordinator: a producer id and a new epoch, which
+    /// fences every earlier instance and aborts a transaction one left open. Call once, first.
+    pub async fn init_transactions(&self) -> TxnResult<()> {
+        let mut state = self.state.lock().await;
+        self.init(&mut state, None).await?;
+        state.ready = true;
+        Ok(())
+    }
+
+    /// InitProducerId: a new instance (`expected` none), or KIP-360's bump of this one's
+    /// epoch after a failed transaction.
+    async fn init(&self, state: &mut State, expected: Option<(i64, i16)>) -> TxnResult<()> {
+        let timeout_ms = self.config().transaction_timeout_ms;
+        let transactional_id = self.transactional_id.clone();
+        let response = self
+            .coordinator_call(state, move || {
+                let mut request = InitProducerIdRequest::default();
+                request.transactional_id = Some(TransactionalId(StrBytes::from_string(
+                    transactional_id.clone(),
+                )));
+                request.transaction_timeout_ms = timeout_ms;
+                let (id, epoch) = expected.unwrap_or((-1, -1));
+                request.producer_id = ProducerId(id);
+                request.producer_epoch = epoch;
+                request
+            })
+            .await?;
+        let mut producer = self.producer.shared.producer.lock().await;
+        *producer = Some((response.producer_id.0, response.producer_epoch));
+        Ok(())
+    }
+
+    /// Opens a transaction.
+    pub async fn begin(&self) -> TxnResult<()> {
+        let mut state = self.state.lock().await;
+        check_usable(&state)?;
+        if state.open {
+            return Err(TransactionError::Fatal(Error::Invalid(
+                "a transaction is open already".into(),
+            )));
+        }
+        state.open = true;
+        *self.producer.shared.failed.lock().expect("not poisoned") = None;
+        Ok(())
+    }
+
+    /// Sends a record in the open transaction (its partition joins the transaction first).
+    /// The returned future resolves once the record is written, or failed: a failure makes
+    /// the transaction abortable.
+    pub async fn send(&self, record: ProducerRecord) -> TxnResult<DeliveryFuture> {
+        let mut state = self.state.lock().await;
+        check_usable(&state)?;
+        if !state.open {
+            return Err(TransactionError::Fatal(Error::Invalid(
+                "send needs an open transaction (begin)".into(),
+            )));
+        }
+        let partition = self
+            .producer
+            .partition(&record)
+            .await
+            .map_err(TransactionError::Abortable)?;
+        let key = (record.topic.clone(), partition);
+        if !state.partitions.contains(&key) {
+            self.add_partition(&mut state, &key).await?;
+            state.partitions.insert(key);
+        }
+        drop(state);
+        self.producer
+            .send(record.partition(partition))
+            .await
+            .map_err(TransactionError::Abortable)
+    }
+
+    /// AddPartitionsToTxn for one partition.
+    async fn add_partition(&self, state: &mut State, partition: &(String, i32)) -> TxnResult<()> {
+        let producer = self.producer_ids().await?;
+        let transactional_id = self.transactional_id.clone();
+        let (topic, index) = partition.clone();
+        let response = self
+            .coordinator_call(state, move || {
+                let mut request = AddPartitionsToTxnRequest::default();
+                request.v3_and_below_transactional_id =
+                    TransactionalId(StrBytes::from_string(transactional_id.clone()));
+                request.v3_and_below_producer_id = ProducerId(producer.0);
+                request.v3_and_below_producer_epoch = producer.1;
+                let mut t = AddPartitionsToTxnTopic::default();
+                t.name = TopicName(StrBytes::from_string(topic.clone()));
+                t.partitions = vec![index];
+                request.v3_and_below_topics = vec![t];
+                request
+            })
+            .await?;
+        let code = response
+            .results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| t.results_by_partition.iter())
+            .map(|p| p.partition_error_code)
+            .find(|c| *c != codes::NONE);
+        match code {
+            None => Ok(()),
+            Some(code) => {
+                let error = TransactionError::of_code(code);
+                if let TransactionError::Fatal(e) = &error {
+                    state.fatal = Some(e.clone());
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Commits the open transaction: waits until every record sent in it is written, then
+    /// has the coordinator commit it. A record that failed makes it abortable instead.
+    pub async fn commit(&self) -> TxnResult<()> {
+        self.end(true).await
+    }
+
+    /// Aborts the open transaction: its records are never visible to `read_committed`.
+    pub async fn abort(&self) -> TxnResult<()> {
+        self.end(false).await
+    }
+
+    async fn end(&self, commit: bool) -> TxnResult<()> {
+        let mut state = self.state.lock().await;
+        check_usable(&state)?;
+        if !state.open {
+            return Err(TransactionError::Fatal(Error::Invalid(
+                "no transaction is open".into(),
+            )));
+        }
+        self.producer.flush().await;
+        let failed = self
+            .producer
+            .shared
+            .failed
+            .lock()
+            .expect("not poisoned")
+            .take();
+        if commit {
+            if let Some(error) = failed {
+                // Kept for the abort, which must follow.
+                *self.producer.shared.failed.lock().expect("not poisoned") = Some(error.clone());
+                return Err(TransactionError::Abortable(error));
+            }
+        }
+        if !state.partitions.is_empty() {
+            let producer = self.producer_ids().await?;
+            let transactional_id = self.transactional_id.clone();
+            let ended = self
+                .coordinator_call(&mut state, move || {
+                    let mut request = EndTxnRequest::default();
+                    request.transactional_id =
+                        TransactionalId(StrBytes::from_string(transactional_id.clone()));
+                    request.producer_id = ProducerId(producer.0);
+                    request.producer_epoch = producer.1;
+                    request.committed = commit;
+                    request
+                })
+                .await;
+            match ended {
+                Ok(response) if response.error_code == codes::NONE => {}
+                // The coordinator aborted it already (its timeout fenced this epoch): KIP-588
+                // lets this instance take the new epoch and go on.
+                Ok(response)
+                    if !commit
+                        && matches!(
+                            response.error_code,
+                            code::PRODUCER_FENCED | code::INVALID_PRODUCER_EPOCH
+                        ) =>
+                {
+                    self.init(&mut state, Some(producer)).await?;
+                }
+                Ok(response) => {
+                    let error = TransactionError::of_code(response.error_code);
+                    if let TransactionError::Fatal(e) = &error {
+                        state.fatal = Some(e.clone());
+                    }
+                    return Err(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        state.open = false;
+        state.partitions.clear();
+        if !commit && failed.is_some() {
+            // Records failed: the partitions' sequences may be lost. A new epoch (KIP-360)
+            // starts them again from 0.
+            let producer = self.producer_ids().await?;
+            self.init(&mut state, Some(producer)).await?;
+        }
+        Ok(())
+    }
+
+    /// The producer id and epoch from `init_transactions`.
+    async fn producer_ids(&self) -> TxnResult<(i64, i16)> {
+        let producer = *self.producer.shared.producer.lock().await;
+        producer.ok_or_else(|| {
+            TransactionError::Fatal(Error::Invalid("call init_transactions() first".into()))
+        })
+    }
+
+    /// Sends a request to the transactional id's coordinator until it answers with an error
+    /// code other than those that say to ask again (finding the coordinator again when it
+    /// moved), or the delivery timeout passes.
+    async fn coordinator_call<R>(
+        &self,
+        state: &mut State,
+        make: impl Fn() -> R,
+    ) -> TxnResult<R::Response>
+    where
+        R: kafka_protocol::protocol::Request + TopLevelCode,
+        R::Response: ResponseCode,
+    {
+        let deadline = Instant::now() + self.config().delivery_timeout;
+        let mut last = Error::Timeout;
+        while Instant::now() < deadline {
+            let coordinator = match self.coordinator(state).await {
+                Ok(c) => c,
+                Err(error) => {
+                    last = error;
+                    self.client().backoff().await;
+                    continue;
+                }
+            };
+            let key = ApiKey::try_from(R::KEY).expect("a known key");
+            let version = coordinator.version(key).map_err(TransactionError::Fatal)?;
+            match coordinator.call_version(make(), version).await {
+                Ok(response) => match response.code() {
+                    code::NOT_COORDINATOR
+                    | code::COORDINATOR_NOT_AVAILABLE
+                    | code::COORDINATOR_LOAD_IN_PROGRESS => {
+                        last = Error::broker(response.code(), None);
+                        state.coordinator = None;
+                        self.client().backoff().await;
+                    }
+                    // The previous transaction's markers are still being written.
+                    code::CONCURRENT_TRANSACTIONS => {
+                        last = Error::broker(response.code(), None);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    code::PRODUCER_FENCED
+                    | code::INVALID_PRODUCER_EPOCH
+                    | code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+                        if R::FENCES =>
+                    {
+                        let error = Error::broker(response.code(), None);
+                        state.fatal = Some(error.clone());
+                        return Err(TransactionError::Fatal(error));
+                    }
+                    _ => return Ok(response),
+                },
+                Err(error) if error.is_retriable() => {
+                    last = error;
+                    state.coordinator = None;
+                    self.client().backoff().await;
+                }
+                Err(error) => return Err(TransactionError::Abortable(error)),
+            }
+        }
+        Err(TransactionError::Retriable(last))
+    }
+
+    /// The transactional id's coordinator (FindCoordinator with key type 1).
+    async fn coordinator(&self, state: &mut State) -> crate::Result<Arc<Connection>> {
+        if let Some(c) = state.coordinator.as_ref().filter(|c| !c.is_dead()) {
+            return Ok(c.clone());
+        }
+        let connection = self.client().any_broker().await?;
+        let version = connection.version(ApiKey::FindCoordinator)?;
+        if version < 1 {
+            return Err(Error::Protocol(
+                "the broker cannot find transaction coordinators (FindCoordinator v1+)".into(),
+            ));
+        }
+        let mut request = FindCoordinatorRequest::default();
+        request.key = StrBytes::from_string(self.transactional_id.clone());
+        request.key_type = 1;
+        let response = connection.call_version(request, version).await?;
+        if response.error_code != codes::NONE {
+            return Err(Error::broker(response.error_code, None));
+        }
+        let address = format!("{}:{}", response.host, response.port);
+        let coordinator = self.client().connection(&address).await?;
+        state.coordinator = Some(coordinator.clone());
+        Ok(coordinator)
+    }
+}
+
+fn check_usable(state: &State) -> TxnResult<()> {
+    if let Some(error) = &state.fatal {
+        return Err(TransactionError::Fatal(error.clone()));
+    }
+    if !state.ready {
+        return Err(TransactionError::Fatal(Error::Invalid(
+            "call init_transactions() first".into(),
+        )));
+    }
+    Ok(())
+}
+
+/// The coordinator requests, and whether a fencing code answers them for good.
+trait TopLevelCode {
+    /// A fencing error code is final (InitProducerId's is answered to the caller instead).
+    const FENCES: bool;
+}
+
+impl TopLevelCode for InitProducerIdRequest {
+    const FENCES: bool = true;
+}
+impl TopLevelCode for AddPartitionsToTxnRequest {
+    const FENCES: bool = false;
+}
+impl TopLevelCode for EndTxnRequest {
+    const FENCES: bool = false;
+}
+
+/// The error code a coordinator's answer carries at its top level (or its first partition's).
+trait ResponseCode {
+    fn code(&self) -> i16;
+}
+
+impl ResponseCode for kafka_protocol::messages::InitProducerIdResponse {
+    fn code(&self) -> i16 {
+        self.error_code
+    }
+}
+
+impl ResponseCode for kafka_protocol::messages::EndTxnResponse {
+    fn code(&self) -> i16 {
+        self.error_code
+    }
+}
+
+impl ResponseCode for kafka_protocol::messages::AddPartitionsToTxnResponse {
+    fn code(&self) -> i16 {
+        self.results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| t.results_by_partition.iter())
+            .map(|p| p.partition_error_code)
+            .find(|c| *c != codes::NONE)
+            .unwrap_or(codes::NONE)
+    }
+}
