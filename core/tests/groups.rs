@@ -2,7 +2,7 @@
 //! the join/sync barrier, generation fencing, session expiry, offsets that survive a failover
 //! of the coordinator, group deletion, and the coordinator's settings (the session timeout
 //! range, the initial rebalance delay, offsets retention). Its bounds (on one entry, on groups,
-//! on a member's metadata) are in `groups/limits.rs`.
+//! on a member's metadata, on the bytes of a partition's state) are in `groups/limits.rs`.
 
 mod common;
 // A child of this crate's root, so its file is not a test crate of its own.

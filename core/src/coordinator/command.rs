@@ -300,6 +300,24 @@ impl StoredGroup {
     }
 }
 
+/// How applying a command changed the size of the encoded state ([`StoredState::encode`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resize {
+    /// Bytes the command added.
+    pub added: usize,
+    /// Bytes it removed (of what was there before it).
+    pub removed: usize,
+}
+
+impl Resize {
+    /// The size of the encoded state after the command, given its size before.
+    pub fn applied_to(self, bytes: usize) -> usize {
+        (bytes + self.added)
+            .checked_sub(self.removed)
+            .expect("a command removes only bytes that were there")
+    }
+}
+
 /// The applied state of one coordinator partition: the same on every replica.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredState {
@@ -308,6 +326,114 @@ pub struct StoredState {
 }
 
 impl StoredState {
+    /// Bytes the encoded state holds besides its groups: the version and the count of
+    /// commands.
+    pub const HEADER_BYTES: usize = 1 + 4;
+
+    /// Bytes a group takes in the encoded state before its offsets and membership: its
+    /// offsets command (written for every group, with or without offsets) without them: the
+    /// length prefix, version, tag, group id and count. The least a group takes.
+    pub fn group_bytes(group_id: &str) -> usize {
+        4 + 1 + 1 + 4 + group_id.len() + 4
+    }
+
+    /// Bytes one committed offset takes in its group's offsets command.
+    pub fn offset_bytes(topic: &str, offset: &CommittedOffset) -> usize {
+        (4 + topic.len()) + 4 + 8 + 4 + (4 + offset.metadata.len()) + 8
+    }
+
+    /// Bytes a group's membership takes in the encoded state: its `Group` command, with the
+    /// length prefix (what [`Command::encode`] writes, counted without encoding it).
+    pub fn membership_bytes(group_id: &str, meta: &GroupMeta) -> usize {
+        let members: usize = meta
+            .members
+            .iter()
+            .map(|m| {
+                let instance = m.instance_id.as_ref().map_or(1, |i| 1 + 4 + i.len());
+                (4 + m.member_id.len())
+                    + instance
+                    + (4 + m.client_id.len())
+                    + (4 + m.client_host.len())
+                    + 4
+                    + 4
+                    + (4 + m.subscription.len())
+                    + (4 + m.assignment.len())
+            })
+            .sum();
+        4 + 1
+            + 1
+            + (4 + group_id.len())
+            + 8
+            + 4
+            + (4 + meta.protocol_type.len())
+            + (4 + meta.protocol.len())
+            + (4 + meta.leader.len())
+            + 4
+            + members
+    }
+
+    /// Bytes one group takes in the encoded state, offsets and membership included.
+    pub fn stored_group_bytes(group_id: &str, group: &StoredGroup) -> usize {
+        let offsets: usize = group
+            .offsets
+            .iter()
+            .map(|((topic, _), o)| Self::offset_bytes(topic, o))
+            .sum();
+        let membership = group
+            .meta
+            .as_ref()
+            .map_or(0, |meta| Self::membership_bytes(group_id, meta));
+        Self::group_bytes(group_id) + offsets + membership
+    }
+
+    /// Bytes of the encoded state (what [`StoredState::encode`] returns), summed group by
+    /// group: the full recount that the coordinator's count as entries apply is checked
+    /// against.
+    pub fn encoded_len(&self) -> usize {
+        let groups: usize = self
+            .groups
+            .iter()
+            .map(|(id, g)| Self::stored_group_bytes(id, g))
+            .sum();
+        Self::HEADER_BYTES + groups
+    }
+
+    /// At most how many bytes applying `command` adds to the encoded state, whatever else
+    /// applies before it: every key it writes counted at its growth over what the key holds
+    /// now (nothing it shrinks counted as room), a group it creates at its header, and a
+    /// deletion at 0. So the bounds of a leader's proposals not yet applied, summed, bound
+    /// how far they can take the state past its size now, in any order and whatever they
+    /// overwrite of each other.
+    pub fn growth_bound(&self, command: &Command) -> usize {
+        let group = self.groups.get(command.group_id());
+        let new_group = if group.is_none() {
+            Self::group_bytes(command.group_id())
+        } else {
+            0
+        };
+        match command {
+            Command::Offsets { offsets, .. } => {
+                let grown: usize = offsets
+                    .iter()
+                    .map(|(topic, partition, offset)| {
+                        let old = group
+                            .and_then(|g| g.offsets.get(&(topic.clone(), *partition)))
+                            .map_or(0, |o| Self::offset_bytes(topic, o));
+                        Self::offset_bytes(topic, offset).saturating_sub(old)
+                    })
+                    .sum();
+                new_group + grown
+            }
+            Command::Group { group_id, meta } => {
+                let old = group
+                    .and_then(|g| g.meta.as_ref())
+                    .map_or(0, |m| Self::membership_bytes(group_id, m));
+                new_group + Self::membership_bytes(group_id, meta).saturating_sub(old)
+            }
+            Command::Delete { .. } | Command::DeleteOffsets { .. } => 0,
+        }
+    }
+
     /// Encodes the state as the commands that rebuild it: per group its membership and its
     /// offsets, each once (a snapshot of the coordinator's log, compacted by key).
     pub fn encode(&self) -> Vec<u8> {
@@ -362,15 +488,26 @@ impl StoredState {
         Ok(state)
     }
 
-    /// Applies one command.
-    pub fn apply(&mut self, command: &Command) {
+    /// Applies one command; returns how it changed the size of the encoded state.
+    pub fn apply(&mut self, command: &Command) -> Resize {
+        let mut resize = Resize::default();
+        let group_id = command.group_id();
+        if matches!(command, Command::Offsets { .. } | Command::Group { .. })
+            && !self.groups.contains_key(group_id)
+        {
+            resize.added += Self::group_bytes(group_id);
+        }
         match command {
             Command::Offsets { group_id, offsets } => {
                 let group = self.groups.entry(group_id.clone()).or_default();
                 for (topic, partition, offset) in offsets {
-                    group
+                    resize.added += Self::offset_bytes(topic, offset);
+                    let old = group
                         .offsets
                         .insert((topic.clone(), *partition), offset.clone());
+                    if let Some(old) = old {
+                        resize.removed += Self::offset_bytes(topic, &old);
+                    }
                 }
             }
             Command::Group { group_id, meta } => {
@@ -380,11 +517,15 @@ impl StoredState {
                         meta.generation >= old.generation,
                         "a group's stored generation never goes back"
                     );
+                    resize.removed += Self::membership_bytes(group_id, old);
                 }
+                resize.added += Self::membership_bytes(group_id, meta);
                 group.meta = Some(meta.clone());
             }
             Command::Delete { group_id } => {
-                self.groups.remove(group_id);
+                if let Some(group) = self.groups.remove(group_id) {
+                    resize.removed += Self::stored_group_bytes(group_id, &group);
+                }
             }
             Command::DeleteOffsets {
                 group_id,
@@ -392,11 +533,14 @@ impl StoredState {
             } => {
                 if let Some(group) = self.groups.get_mut(group_id) {
                     for (topic, partition) in partitions {
-                        group.offsets.remove(&(topic.clone(), *partition));
+                        if let Some(old) = group.offsets.remove(&(topic.clone(), *partition)) {
+                            resize.removed += Self::offset_bytes(topic, &old);
+                        }
                     }
                 }
             }
         }
+        resize
     }
 }
 
@@ -520,5 +664,132 @@ mod tests {
             assert_eq!(Command::decode(&bytes).unwrap(), command);
             assert!(Command::decode(&bytes[..bytes.len() - 1]).is_err());
         }
+    }
+
+    /// A command of a small alphabet of groups, topics and partitions, so that commands
+    /// overwrite, delete and recreate each other's keys; memberships get `generation`.
+    fn command(choice: (u8, u8, u8, u8, usize), generation: i32) -> Command {
+        let (kind, group, key, size, members) = choice;
+        let group_id = ["a", "bb"][usize::from(group % 2)].to_string();
+        let topic = ["t", "topic"][usize::from(key % 2)].to_string();
+        let partition = i32::from(key / 2 % 3);
+        let offset = CommittedOffset {
+            offset: 7,
+            leader_epoch: -1,
+            metadata: "m".repeat(usize::from(size)),
+            commit_time_ms: 1_000,
+        };
+        match kind % 4 {
+            0 => Command::Offsets {
+                group_id,
+                offsets: vec![
+                    (topic.clone(), partition, offset.clone()),
+                    (topic, (partition + 1) % 3, offset),
+                ],
+            },
+            1 => Command::Group {
+                group_id,
+                meta: GroupMeta {
+                    generation: Generation(generation),
+                    protocol_type: "consumer".into(),
+                    protocol: "range".repeat(usize::from(size % 3)),
+                    leader: "m0".into(),
+                    members: (0..members)
+                        .map(|i| StoredMember {
+                            member_id: format!("m{i}"),
+                            instance_id: (i % 2 == 1).then(|| format!("i{i}")),
+                            client_id: "c".into(),
+                            client_host: "/1.2.3.4".into(),
+                            session_timeout_ms: 10_000,
+                            rebalance_timeout_ms: 30_000,
+                            subscription: Bytes::from(vec![1; usize::from(size)]),
+                            assignment: Bytes::from(vec![2; i]),
+                        })
+                        .collect(),
+                    state_time_ms: 1_234,
+                },
+            },
+            2 => Command::Delete { group_id },
+            _ => Command::DeleteOffsets {
+                group_id,
+                partitions: vec![(topic, partition)],
+            },
+        }
+    }
+
+    fn commands(choices: &[(u8, u8, u8, u8, usize)], first: i32) -> Vec<Command> {
+        (first..)
+            .zip(choices)
+            .map(|(g, c)| command(*c, g))
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::test_support::fixed_seed_config(256))]
+
+        /// The size each command's `Resize` gives, added up from the empty state, is the
+        /// encoded state's size after every command, and so is the recount.
+        #[test]
+        fn applied_sizes_are_the_encoded_size(
+            choices in proptest::collection::vec((0u8..4, 0u8..2, 0u8..6, 0u8..40, 0usize..3), 0..40)
+        ) {
+            let mut state = StoredState::default();
+            let mut bytes = StoredState::HEADER_BYTES;
+            proptest::prop_assert_eq!(state.encode().len(), bytes);
+            for command in commands(&choices, 1) {
+                bytes = state.apply(&command).applied_to(bytes);
+                proptest::prop_assert_eq!(state.encode().len(), bytes, "{:?}", command);
+                proptest::prop_assert_eq!(state.encoded_len(), bytes);
+            }
+        }
+
+        /// Commands a leader proposed against one state, applied after it in any order and
+        /// overwriting each other, never grow it past their growth bounds summed.
+        #[test]
+        fn growth_bounds_sum_to_at_most_what_the_commands_add(
+            before in proptest::collection::vec((0u8..4, 0u8..2, 0u8..6, 0u8..40, 0usize..3), 0..20),
+            proposed in proptest::collection::vec((0u8..4, 0u8..2, 0u8..6, 0u8..40, 0usize..3), 1..20),
+        ) {
+            let mut state = StoredState::default();
+            for command in commands(&before, 1) {
+                state.apply(&command);
+            }
+            let size = state.encode().len();
+            let proposed = commands(&proposed, 100);
+            let bound: usize = proposed.iter().map(|c| state.growth_bound(c)).sum();
+            for command in &proposed {
+                state.apply(command);
+            }
+            proptest::prop_assert!(state.encode().len() <= size + bound);
+        }
+    }
+
+    /// The case the bound must not miss: one commit grows a key and shrinks another, whose
+    /// shrinking a later commit undoes. Neither commit's net change is growth; their keys' are.
+    #[test]
+    fn a_shrink_a_later_commit_undoes_is_not_counted_as_room() {
+        let offset = |metadata: usize| CommittedOffset {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: "m".repeat(metadata),
+            commit_time_ms: 0,
+        };
+        let commit = |offsets: Vec<(&str, usize)>| Command::Offsets {
+            group_id: "g".into(),
+            offsets: offsets
+                .into_iter()
+                .map(|(t, m)| (t.to_string(), 0, offset(m)))
+                .collect(),
+        };
+        let mut state = StoredState::default();
+        state.apply(&commit(vec![("a", 10), ("b", 100)]));
+        let size = state.encode().len();
+        let swap = commit(vec![("a", 100), ("b", 10)]);
+        let back = commit(vec![("b", 100)]);
+        assert_eq!(state.growth_bound(&swap), 90);
+        assert_eq!(state.growth_bound(&back), 0);
+        state.apply(&swap);
+        state.apply(&back);
+        assert_eq!(state.encode().len(), size + 90);
     }
 }

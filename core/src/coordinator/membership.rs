@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::command::Command;
 use super::live::{InitialDelay, Live, LiveGroup, Member, State};
-use super::proposals::{propose, store_membership, Refused, Waiting};
+use super::proposals::{store_membership, Entry, Refused, Waiting};
 use super::requests::{
     GroupError, GroupResponse, Heartbeat, JoinAnswer, JoinGroup, JoinedMember, LeaveGroup,
     SyncAnswer, SyncGroup,
@@ -93,9 +93,9 @@ impl Coordinator {
             return;
         };
         if group.state == State::PreparingRebalance && all_joined(group) {
-            if let Some(data) = complete_join(group, group_id, now, sink) {
-                let limits = (self.proposals_max, self.entry_bytes_max);
-                store_membership(log, &mut self.proposals, limits, data, now, &group.logger);
+            if let Some(command) = complete_join(group, group_id, now, sink) {
+                let entry = Entry::new(&command, &self.stored, self.stored_bytes);
+                store_membership(log, &mut self.proposals, entry, now, &group.logger);
             }
         }
     }
@@ -149,26 +149,27 @@ impl Coordinator {
                         .cloned()
                         .unwrap_or_default();
                 }
-                let data = Command::Group {
+                let command = Command::Group {
                     group_id: sync.group_id.clone(),
                     meta: group.meta(now.wall_ms),
-                }
-                .encode();
+                };
+                let entry = Entry::new(&command, &self.stored, self.stored_bytes);
                 let generation = group.generation;
                 group.syncing = true;
                 let waiting = Waiting::Assignment {
                     group_id: sync.group_id.clone(),
                     generation,
                 };
-                let limits = (self.proposals_max, self.entry_bytes_max);
-                let bytes = data.len();
-                if let Err(refused) = propose(log, &mut self.proposals, limits, data, now, waiting)
-                {
+                let bytes = entry.len();
+                let proposals = &mut self.proposals;
+                if let Err(refused) = proposals.propose(log, entry, now, waiting, &group.logger) {
+                    // Past the bound on the state's bytes the refusal is logged once, by
+                    // `propose`; this one is the group's own.
                     if refused == Refused::TooLarge {
                         slog::warn!(group.logger,
                             "the group's membership is too large to store; the leader's SyncGroup gets UNKNOWN_SERVER_ERROR";
                             "generation" => generation.0, "members" => group.members.len(),
-                            "bytes" => bytes, "group_entry_bytes_max" => limits.1);
+                            "bytes" => bytes, "group_entry_bytes_max" => proposals.entry_bytes_max);
                     }
                     group.syncing = false;
                     let member = group.members.get_mut(&sync.member_id).expect("checked");
@@ -177,7 +178,7 @@ impl Coordinator {
                         sink,
                         match refused {
                             Refused::Unavailable => GroupError::NotCoordinator,
-                            Refused::TooLarge => GroupError::GroupTooLarge,
+                            Refused::TooLarge | Refused::StateFull => GroupError::GroupTooLarge,
                         },
                     );
                 }
@@ -309,7 +310,7 @@ pub(super) fn complete_join(
     group_id: &str,
     now: Now,
     sink: &mut Sink,
-) -> Option<Vec<u8>> {
+) -> Option<Command> {
     assert_eq!(group.state, State::PreparingRebalance);
     let absent: Vec<String> = group
         .members
@@ -333,13 +334,10 @@ pub(super) fn complete_join(
         group.protocol_type.clear();
         group.protocol.clear();
         group.leader.clear();
-        return Some(
-            Command::Group {
-                group_id: group_id.to_string(),
-                meta: group.meta(now.wall_ms),
-            }
-            .encode(),
-        );
+        return Some(Command::Group {
+            group_id: group_id.to_string(),
+            meta: group.meta(now.wall_ms),
+        });
     }
     group.state = State::CompletingRebalance;
     group.protocol = group.select_protocol();
@@ -437,10 +435,11 @@ pub(super) fn leave_group(
     Ok(results)
 }
 
-/// JoinGroup. Returns the group id when the join may have completed the barrier.
+/// JoinGroup, on node `node`; a new group is refused unless `new_group_fits` the stored
+/// state's bound. Returns the group id when the join may have completed the barrier.
 pub(super) fn join_group(
     live: &mut Live,
-    node: u64,
+    (node, new_group_fits): (u64, bool),
     config: CoordinatorConfig,
     now: Now,
     id: RequestId,
@@ -478,7 +477,7 @@ pub(super) fn join_group(
         if !join.member_id.is_empty() {
             return fail(sink, GroupError::UnknownMemberId);
         }
-        if !live.room_for_group(config.groups_max, sink) {
+        if !new_group_fits || !live.room_for_group(config.groups_max, sink) {
             return fail(sink, GroupError::CoordinatorNotAvailable);
         }
         let group = LiveGroup::empty(&live.logger, &join.group_id, now);

@@ -26,17 +26,17 @@ mod offsets;
 mod proposals;
 mod requests;
 
-use std::collections::VecDeque;
-
 use bytes::Bytes;
 
-pub use command::{Command, CommittedOffset, GroupMeta, StoredGroup, StoredMember, StoredState};
+pub use command::{
+    Command, CommittedOffset, GroupMeta, Resize, StoredGroup, StoredMember, StoredState,
+};
 use live::{Live, LiveGroup, State};
 use membership::{
     all_joined, complete_join, extend_initial_delay, heartbeat, join_group, leave_group,
     remove_member,
 };
-use proposals::{propose, store_membership, Proposal, Waiting, WaitingOp};
+use proposals::{store_membership, Entry, Proposals, Waiting, WaitingOp};
 pub use requests::{
     GroupDescription, GroupError, GroupOp, GroupResponse, Heartbeat, JoinAnswer, JoinGroup,
     JoinedMember, LeaveGroup, ListedGroup, MemberDescription, OffsetCommit, PartitionResult,
@@ -78,6 +78,12 @@ pub struct CoordinatorConfig {
     /// assignors' metadata, client id and host); a larger JoinGroup is refused with
     /// INVALID_REQUEST and logged. At most the largest entry the coordinator writes.
     pub member_metadata_bytes_max: usize,
+    /// Most bytes one partition's stored state takes encoded (every group's offsets and
+    /// latest membership: the log's snapshot, written as one storage frame of at most 64 MiB).
+    /// What would grow it past this is refused by the serving leader: a new group with
+    /// COORDINATOR_NOT_AVAILABLE, an offset commit with INVALID_COMMIT_OFFSET_SIZE, a
+    /// membership with UNKNOWN_SERVER_ERROR; logged once.
+    pub state_bytes_max: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -89,6 +95,7 @@ impl Default for CoordinatorConfig {
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1_000,
             groups_max: GROUPS_MAX,
             member_metadata_bytes_max: MEMBER_METADATA_BYTES_MAX,
+            state_bytes_max: STATE_BYTES_MAX,
         }
     }
 }
@@ -103,6 +110,9 @@ pub const GROUPS_MAX: usize = 100_000;
 pub const MEMBER_METADATA_BYTES_MAX: usize = 1 << 20;
 /// Longest group, member or instance id.
 pub const ID_MAX: usize = 1_000;
+/// Most bytes of one partition's stored state by default (`CoordinatorConfig::state_bytes_max`):
+/// half a storage frame.
+pub const STATE_BYTES_MAX: usize = 32 << 20;
 
 /// The partition of [`OFFSETS_TOPIC`] that coordinates `group_id`: Kafka's
 /// `abs(groupId.hashCode()) % partitions`, with Java's `String.hashCode` (over UTF-16 units).
@@ -130,15 +140,18 @@ pub(crate) trait CommandLog {
 #[derive(Debug)]
 pub struct Coordinator {
     stored: StoredState,
+    /// Bytes of `stored` encoded (the log's snapshot, which must fit a storage frame), counted
+    /// as entries apply: the same on every replica.
+    stored_bytes: usize,
     /// The log index `stored` is at.
     applied: RaftIndex,
     live: Option<Live>,
-    proposals: VecDeque<Proposal>,
-    proposals_max: usize,
-    /// The largest log entry proposed; larger commits and memberships are refused.
-    entry_bytes_max: usize,
-    /// The session timeout range, the initial rebalance delay, offsets retention, the limit on
-    /// groups.
+    /// The answers waiting for their entries, what the entries proposed and not applied may
+    /// add to `stored`, and the bounds: proposals in flight, the largest entry (larger
+    /// commits and memberships are refused), the state's bytes.
+    proposals: Proposals,
+    /// The session timeout range, the initial rebalance delay, offsets retention, the limits
+    /// on groups.
     config: CoordinatorConfig,
     node: u64,
     /// The partition's Raft group.
@@ -162,25 +175,24 @@ impl Coordinator {
             logger: logger.clone(),
             planted_assignment_to_all: false,
             stored: StoredState::default(),
+            stored_bytes: StoredState::HEADER_BYTES,
             applied: RaftIndex(0),
             live: None,
-            proposals: VecDeque::new(),
-            proposals_max,
-            entry_bytes_max,
+            proposals: Proposals::new(proposals_max, entry_bytes_max, config.state_bytes_max),
             config,
             node,
             partition,
         }
     }
 
-    /// The bounds on proposals: how many in flight, and how large.
-    fn limits(&self) -> (usize, usize) {
-        (self.proposals_max, self.entry_bytes_max)
-    }
-
     /// The applied state.
     pub fn stored(&self) -> &StoredState {
         &self.stored
+    }
+
+    /// Bytes of the applied state encoded (its snapshot), as counted entry by entry.
+    pub fn stored_bytes(&self) -> usize {
+        self.stored_bytes
     }
 
     /// The log index the applied state is at.
@@ -193,9 +205,16 @@ impl Coordinator {
     pub(crate) fn restore(&mut self, index: RaftIndex, state: &[u8], sink: &mut Sink) {
         assert!(index > self.applied, "snapshots move forward");
         self.stored = StoredState::decode(state).expect("snapshot data is checksummed");
+        self.stored_bytes = self.stored.encoded_len();
         self.applied = index;
-        while self.proposals.front().is_some_and(|p| p.index <= index) {
-            let p = self.proposals.pop_front().expect("checked");
+        self.proposals.applied(index);
+        while self
+            .proposals
+            .queue
+            .front()
+            .is_some_and(|p| p.index <= index)
+        {
+            let p = self.proposals.queue.pop_front().expect("checked");
             if let Waiting::Answer { id, op } = p.waiting {
                 reply(sink, id, op.answer(Err(GroupError::TimedOut)));
             }
@@ -219,7 +238,8 @@ impl Coordinator {
         } else {
             let command = Command::decode(data)
                 .expect("coordinator entries are encoded by the leader that proposed them");
-            self.stored.apply(&command);
+            let resize = self.stored.apply(&command);
+            self.stored_bytes = resize.applied_to(self.stored_bytes);
             if let Some(group) = self
                 .live
                 .as_mut()
@@ -241,8 +261,14 @@ impl Coordinator {
                 }
             }
         }
-        while self.proposals.front().is_some_and(|p| p.index <= index) {
-            let p = self.proposals.pop_front().expect("checked");
+        self.proposals.applied(index);
+        while self
+            .proposals
+            .queue
+            .front()
+            .is_some_and(|p| p.index <= index)
+        {
+            let p = self.proposals.queue.pop_front().expect("checked");
             let ours = p.index == index && p.term == term;
             match p.waiting {
                 Waiting::Answer { id, op } => {
@@ -279,12 +305,13 @@ impl Coordinator {
             // Every entry of earlier terms still in the log is applied (a leader serves once
             // its term's first entry is): what an earlier term proposed and still waits is
             // lost, its index holding this term's entries now.
-            for p in std::mem::take(&mut self.proposals) {
+            for p in std::mem::take(&mut self.proposals.queue) {
                 assert!(p.term < term && p.index > self.applied);
                 if let Waiting::Answer { id, op } = p.waiting {
                     reply(sink, id, op.answer(Err(GroupError::NotCoordinator)));
                 }
             }
+            self.proposals.serving();
             let groups = self
                 .stored
                 .groups
@@ -317,10 +344,11 @@ impl Coordinator {
     pub(crate) fn tick(&mut self, log: &mut dyn CommandLog, now: Now, sink: &mut Sink) {
         while self
             .proposals
+            .queue
             .front()
             .is_some_and(|p| p.deadline <= now.mono)
         {
-            let p = self.proposals.pop_front().expect("checked");
+            let p = self.proposals.queue.pop_front().expect("checked");
             if let Waiting::Answer { id, op } = p.waiting {
                 reply(sink, id, op.answer(Err(GroupError::TimedOut)));
             }
@@ -351,10 +379,10 @@ impl Coordinator {
                 }
                 if timed_out || all_joined(group) {
                     let proposal = complete_join(group, &group_id, now, sink);
-                    if let Some(data) = proposal {
-                        let limits = (self.proposals_max, self.entry_bytes_max);
+                    if let Some(command) = proposal {
+                        let entry = Entry::new(&command, &self.stored, self.stored_bytes);
                         let proposals = &mut self.proposals;
-                        store_membership(log, proposals, limits, data, now, &group.logger);
+                        store_membership(log, proposals, entry, now, &group.logger);
                     }
                 }
             }
@@ -368,19 +396,13 @@ impl Coordinator {
                     // them (KIP-211). Once proposed the clock restarts, so a proposal lost to
                     // a leader change is retried only after another period; one refused (the
                     // proposal queue is full) is tried again at the next tick.
-                    let data = Command::Delete {
+                    let command = Command::Delete {
                         group_id: group_id.clone(),
-                    }
-                    .encode();
-                    let limits = (self.proposals_max, self.entry_bytes_max);
-                    let proposed = propose(
-                        log,
-                        &mut self.proposals,
-                        limits,
-                        data,
-                        now,
-                        Waiting::Nothing,
-                    );
+                    };
+                    let entry = Entry::new(&command, &self.stored, self.stored_bytes);
+                    let proposed =
+                        self.proposals
+                            .propose(log, entry, now, Waiting::Nothing, &group.logger);
                     if proposed.is_ok() {
                         slog::info!(group.logger, "offsets expired; deleting the empty group";
                             "offsets_retention_ms" => self.config.offsets_retention_ms);
@@ -418,8 +440,15 @@ impl Coordinator {
         };
         match op {
             GroupOp::Join(join) => {
+                // A new group takes at least its header in the stored state.
+                let new_group_fits = live.groups.contains_key(&join.group_id)
+                    || self.proposals.room_for(
+                        self.stored_bytes,
+                        StoredState::group_bytes(&join.group_id),
+                        &self.logger,
+                    );
                 let (node, config) = (self.node, self.config);
-                let result = join_group(live, node, config, now, id, join, sink);
+                let result = join_group(live, (node, new_group_fits), config, now, id, join, sink);
                 if let Some(group_id) = result {
                     self.after_change(log, &group_id, now, sink);
                 }
@@ -478,8 +507,8 @@ impl Coordinator {
                 if let Some(error) = error {
                     return reply(sink, id, GroupResponse::Delete(Err(error)));
                 }
-                let data = Command::Delete { group_id }.encode();
-                self.propose_answer(log, now, id, data, WaitingOp::Delete, sink);
+                let command = Command::Delete { group_id };
+                self.propose_answer(log, now, id, command, WaitingOp::Delete, sink);
             }
             GroupOp::OffsetDelete {
                 group_id,
@@ -505,10 +534,12 @@ impl Coordinator {
 
     /// Asserts the coordinator's invariants.
     pub fn invariants(&self) {
-        assert!(self.proposals.len() <= self.proposals_max);
-        for pair in self.proposals.iter().collect::<Vec<_>>().windows(2) {
-            assert!(pair[0].index < pair[1].index, "proposals in log order");
-        }
+        self.proposals.invariants(self.applied);
+        assert_eq!(
+            self.stored_bytes,
+            self.stored.encoded_len(),
+            "state bytes counted"
+        );
         if let Some(live) = &self.live {
             // No bound on `live.groups` here: a new leader takes every stored group, however
             // many its predecessor, configured otherwise, admitted.

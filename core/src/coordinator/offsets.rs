@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::command::{Command, CommittedOffset};
+use super::command::{Command, CommittedOffset, StoredState};
 use super::live::{LiveGroup, State};
 use super::membership::check_member;
 use super::proposals::WaitingOp;
@@ -33,7 +33,12 @@ impl Coordinator {
         }
         match live.groups.get_mut(&commit.group_id) {
             None if commit.generation.0 < 0 => {
-                if !live.room_for_group(self.config.groups_max, sink) {
+                // A new group takes at least its header in the stored state.
+                let header = StoredState::group_bytes(&commit.group_id);
+                let fits = self
+                    .proposals
+                    .room_for(self.stored_bytes, header, &self.logger);
+                if !fits || !live.room_for_group(self.config.groups_max, sink) {
                     return fail(sink, GroupError::CoordinatorNotAvailable);
                 }
                 live.groups.insert(
@@ -80,12 +85,11 @@ impl Coordinator {
                 )
             })
             .collect();
-        let data = Command::Offsets {
+        let command = Command::Offsets {
             group_id: commit.group_id,
             offsets,
-        }
-        .encode();
-        self.propose_answer(log, now, id, data, WaitingOp::OffsetCommit, sink);
+        };
+        self.propose_answer(log, now, id, command, WaitingOp::OffsetCommit, sink);
     }
 
     /// OffsetDelete (KIP-496), as Kafka's classic groups do: an empty group's offsets all go;
@@ -151,12 +155,18 @@ impl Coordinator {
         if deleted.is_empty() {
             return reply(sink, id, GroupResponse::OffsetDelete(Ok(answers)));
         }
-        let data = Command::DeleteOffsets {
+        let command = Command::DeleteOffsets {
             group_id,
             partitions: deleted,
-        }
-        .encode();
-        self.propose_answer(log, now, id, data, WaitingOp::OffsetDelete(answers), sink);
+        };
+        self.propose_answer(
+            log,
+            now,
+            id,
+            command,
+            WaitingOp::OffsetDelete(answers),
+            sink,
+        );
     }
 
     /// OffsetFetch, answered from the stored state: the partitions asked, or every partition

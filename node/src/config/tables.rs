@@ -77,6 +77,12 @@ pub struct GroupsConfig {
     /// subscription), client id and host. A larger JoinGroup is refused with INVALID_REQUEST
     /// and logged. At most `group_entry_bytes_max`, since a membership is stored whole.
     pub member_metadata_bytes_max: usize,
+    /// Bytes one `__consumer_offsets` partition's state takes at most, encoded (every group's
+    /// offsets and latest membership: the partition's snapshot, written as one storage frame
+    /// of at most 64 MiB). What would grow it past this is refused: a new group with
+    /// COORDINATOR_NOT_AVAILABLE, an offset commit with INVALID_COMMIT_OFFSET_SIZE, a
+    /// membership with UNKNOWN_SERVER_ERROR; logged once. 32 MiB by default.
+    pub state_bytes_max: usize,
 }
 
 impl Default for GroupsConfig {
@@ -89,6 +95,7 @@ impl Default for GroupsConfig {
             offsets_retention_minutes: core.offsets_retention_ms / 60_000,
             per_partition_max: core.groups_max,
             member_metadata_bytes_max: core.member_metadata_bytes_max,
+            state_bytes_max: core.state_bytes_max,
         }
     }
 }
@@ -103,6 +110,7 @@ impl GroupsConfig {
             offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
             groups_max: self.per_partition_max,
             member_metadata_bytes_max: self.member_metadata_bytes_max,
+            state_bytes_max: self.state_bytes_max,
         }
     }
 
@@ -142,6 +150,13 @@ impl GroupsConfig {
             return Err(ConfigError(
                 "groups.offsets_retention_minutes: must be at least 1".into(),
             ));
+        }
+        if !((1 << 20)..=(48 << 20)).contains(&self.state_bytes_max) {
+            return Err(ConfigError(format!(
+                "groups.state_bytes_max: {} is outside 1 MiB..=48 MiB (a snapshot is one \
+                 storage frame of at most 64 MiB)",
+                self.state_bytes_max
+            )));
         }
         Ok(())
     }

@@ -68,11 +68,16 @@ fn group_settings_have_kafkas_defaults_and_reach_the_core() {
         (core.groups_max, config.groups.per_partition_max),
         (100_000, 100_000)
     );
+    assert_eq!(
+        (core.state_bytes_max, config.groups.state_bytes_max),
+        (32 << 20, 32 << 20)
+    );
 
     let text = format!(
         "{GOOD}\n        [groups]\n        min_session_timeout_ms = 1000\n        \
          max_session_timeout_ms = 60000\n        initial_rebalance_delay_ms = 0\n        \
-         offsets_retention_minutes = 60\n        per_partition_max = 500\n"
+         offsets_retention_minutes = 60\n        per_partition_max = 500\n        \
+         state_bytes_max = 1048576\n"
     );
     let config = Config::parse(&text).expect("valid");
     let core = crate::runtime::core_config(&config).coordinator;
@@ -81,6 +86,7 @@ fn group_settings_have_kafkas_defaults_and_reach_the_core() {
     assert_eq!(core.initial_rebalance_delay_ms, 0);
     assert_eq!(core.offsets_retention_ms, 3_600_000);
     assert_eq!(core.groups_max, 500);
+    assert_eq!(core.state_bytes_max, 1 << 20);
 }
 
 #[test]
@@ -163,6 +169,12 @@ fn bad_group_settings_name_the_field() {
     );
     let error = with("per_partition_max = 0").expect_err("invalid");
     assert!(error.0.starts_with("groups.per_partition_max"), "{error}");
+    // A snapshot is one storage frame of at most 64 MiB.
+    for bytes in ["1048575", "50331649", "67108864"] {
+        let error = with(&format!("state_bytes_max = {bytes}")).expect_err("invalid");
+        assert!(error.0.starts_with("groups.state_bytes_max"), "{error}");
+    }
+    with("state_bytes_max = 50331648").expect("48 MiB is allowed");
     let error = with("session_timeout_ms = 1000").expect_err("invalid");
     assert!(error.0.contains("session_timeout_ms"), "{error}");
     assert!(
