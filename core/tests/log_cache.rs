@@ -303,3 +303,114 @@ fn a_timestamp_lookup_looks_past_a_span_whose_late_batch_was_deleted() {
         node.invariants();
     }
 }
+
+/// The offsets of the records a fetch from `offset` serves (at most `max_bytes` of batches),
+/// reading the files as the node runtime does when the core answers with a read.
+fn fetched(cluster: &mut Cluster, leader: NodeId, group: GroupId, offset: i64) -> Vec<i64> {
+    let answer = cluster.request(
+        leader,
+        Request::Fetch(FetchRequest {
+            group,
+            offset: Offset(offset),
+            max_bytes: 200,
+            current_leader_epoch: -1,
+        }),
+    );
+    let Response::Fetch(Ok(mut data)) = answer else {
+        panic!("{answer:?}")
+    };
+    if let Some(read) = data.read.take() {
+        data.batches = read.batches(cluster.read_disk(leader, &read));
+    }
+    offsets(&data.batches, offset)
+}
+
+/// Batches enough for the sparse index of `small_cache` to pass a bound of three points a few
+/// times over.
+const MANY_BATCHES: i64 = 200;
+
+/// A batch's timestamp: not in order, so that thinning must merge spans' largest timestamps.
+fn stamp(i: i64) -> i64 {
+    1_000 + i * 37 % 211
+}
+
+/// Every fetch from every offset, and every timestamp lookup, on the cluster whose index is
+/// thinned and on the one whose is not.
+fn same_answers(thinned: &mut Cluster, full: &mut Cluster, group: GroupId) {
+    let (small, large) = (serving_leader(thinned, group), serving_leader(full, group));
+    let total = MANY_BATCHES * i64::from(RECORDS_PER_BATCH);
+    for offset in 0..total {
+        let answer = fetched(thinned, small, group, offset);
+        assert_eq!(answer.first(), Some(&offset), "a fetch from {offset}");
+        assert_eq!(answer, fetched(full, large, group, offset), "from {offset}");
+    }
+    for timestamp in 990..=1_220 {
+        assert_eq!(
+            lookup(thinned, small, group, timestamp),
+            lookup(full, large, group, timestamp),
+            "the first record at {timestamp}"
+        );
+    }
+}
+
+/// Past `index_points_max` sparse points a partition thins them: every other one goes, its
+/// span merged into the one before, and the interval doubles, so that neither the index nor a
+/// checkpoint grows with the data kept. A fetch starts at the point at or below the offset it
+/// wants and reads on, and a lookup reads the first span late enough, so both answer as they
+/// would with every point: on the leader, and after a restart from a checkpoint of the thinned
+/// index.
+#[test]
+fn a_thinned_sparse_index_answers_fetches_and_timestamp_lookups_as_before() {
+    fn configure(config: &mut NodeConfig) {
+        small_cache(config);
+        config.checkpoint_bytes = 400;
+        config.checkpoint_ticks = 3;
+        // Batches of three records fit; a read from a point past its span's bytes stops short.
+        config.batch_bytes_max = 256;
+    }
+    let mut thinned = Cluster::with(|config| {
+        configure(config);
+        config.index_points_max = 3;
+    });
+    let mut full = Cluster::with(configure);
+    let group = thinned.one_partition_topic("t");
+    assert_eq!(full.one_partition_topic("t"), group);
+    for cluster in [&mut thinned, &mut full] {
+        let leader = serving_leader(cluster, group);
+        // The last few after the index was thinned, so that a checkpoint holds it thinned.
+        for i in 0..MANY_BATCHES {
+            produce(cluster, leader, group, stamp(i));
+            if i == MANY_BATCHES - 10 {
+                cluster.tick(5);
+            }
+        }
+        cluster.tick(5);
+    }
+    let points = |cluster: &Cluster| -> Vec<usize> {
+        (cluster.nodes.values())
+            .map(|n| n.group_status(group).expect("hosted").sparse_index_points)
+            .collect()
+    };
+    assert!(
+        points(&thinned).iter().all(|p| (2..=3).contains(p)),
+        "{:?}",
+        points(&thinned)
+    );
+    assert!(points(&full).iter().all(|p| *p > 12), "{:?}", points(&full));
+    same_answers(&mut thinned, &mut full, group);
+
+    // A restart starts from a checkpoint of the thinned index, which serves the same.
+    for node in NODES {
+        thinned.restart(node);
+    }
+    thinned.tick(60);
+    assert!(
+        points(&thinned).iter().all(|p| (1..=3).contains(p)),
+        "{:?}",
+        points(&thinned)
+    );
+    same_answers(&mut thinned, &mut full, group);
+    for node in thinned.nodes.values().chain(full.nodes.values()) {
+        node.invariants();
+    }
+}

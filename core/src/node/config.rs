@@ -148,6 +148,11 @@ pub struct NodeConfig {
     /// Bytes of batches per point of a partition's offset and time index once the batches
     /// are no longer in memory (Kafka's `index.interval.bytes`, coarser).
     pub offset_index_interval_bytes: u64,
+    /// Most points of a partition's sparse index (of the batches no longer in memory), which
+    /// every checkpoint holds at 24 bytes a point: past it every other point goes, its span
+    /// merged into the one before, and the interval doubles, so that neither memory nor a
+    /// checkpoint (one storage frame of at most 64 MiB) grows with the data kept. At least 2.
+    pub index_points_max: usize,
     /// Bytes read from disk at once for a follower that is behind.
     pub catch_up_read_bytes: u32,
     /// A partition writes a checkpoint of its applied state after this many bytes of
@@ -201,6 +206,7 @@ impl NodeConfig {
             retain_entries_max: None,
             log_cache_bytes: 128 << 20,
             offset_index_interval_bytes: 1 << 20,
+            index_points_max: 1_000_000,
             catch_up_read_bytes: 8 << 20,
             checkpoint_bytes: 8 << 20,
             checkpoint_ticks: 100,

@@ -74,6 +74,9 @@ pub struct GroupStatus {
     /// The leader epoch of the record at the log start offset (`None` for a command log, or
     /// when no epoch that early is known: data written before epochs were kept).
     pub log_start_epoch: Option<Term>,
+    /// Points of its sparse offset and time index (those of batches no longer in memory; 0
+    /// for a command log), at most `NodeConfig::index_points_max`.
+    pub sparse_index_points: usize,
 }
 
 /// What a node's disk held for one group when it started: the result of replaying its log.
@@ -217,6 +220,10 @@ impl Node {
         assert!(config.election_tick > config.heartbeat_tick && config.heartbeat_tick > 0);
         assert!(config.retain_entries_max != Some(0) && config.leader_gossip_ticks > 0);
         assert!(config.offset_index_interval_bytes > 0 && config.catch_up_read_bytes > 0);
+        assert!(
+            config.index_points_max >= 2,
+            "thinning merges two closed spans"
+        );
         assert!(config.producers_max > 0 && config.producer_expiration_ms > 0);
         let mut durable = durable.groups;
         let mut node = Self {

@@ -170,9 +170,15 @@ impl Replica {
                         &snapshot,
                         timestamps,
                         persisted,
+                        config.index_points_max,
                     )))
                 }
-                _ => Kind::Records(Box::new(RecordState::new(&snapshot, timestamps, persisted))),
+                _ => Kind::Records(Box::new(RecordState::new(
+                    &snapshot,
+                    timestamps,
+                    persisted,
+                    config.index_points_max,
+                ))),
             },
             LogKind::Commands => Kind::Commands(CommandState::new(&snapshot)),
         };
@@ -795,6 +801,10 @@ impl Replica {
                 Kind::Records(records) => records.epochs().epoch_at(records.log_start_offset()),
                 Kind::Commands(_) => None,
             },
+            sparse_index_points: match &self.kind {
+                Kind::Records(records) => records.sparse_points(),
+                Kind::Commands(_) => 0,
+            },
         }
     }
 
@@ -802,7 +812,7 @@ impl Replica {
     pub(crate) fn invariants_full(&self) {
         self.raw.store().invariants_full();
         if let Kind::Records(records) = &self.kind {
-            records.invariants_full();
+            records.invariants_full(self.raw.store().cache_first());
         }
     }
 

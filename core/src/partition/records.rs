@@ -44,10 +44,20 @@ pub(super) struct RecordState {
     /// The offset and time index: base offset of applied batches to where they are. One
     /// point per batch while the batch is in memory; once evicted, one point per span of
     /// about `NodeConfig::offset_index_interval_bytes` (Kafka's sparse index), which a read
-    /// from disk walks.
+    /// from disk walks. The sparse points come first: those of the batches no longer in
+    /// memory.
     offset_index: BTreeMap<Offset, Point>,
     /// The sparse span evicted batches are being merged into, and its bytes so far.
     open_span: Option<(Offset, u64)>,
+    /// How many of `offset_index`'s first points are sparse (their batches are not in memory).
+    sparse_points: usize,
+    /// The sparse points' interval is `offset_index_interval_bytes << sparse_shift`: each time
+    /// they pass `sparse_points_max` every other one goes (its span merged into the one before),
+    /// and the interval doubles, for the spans to come too.
+    sparse_shift: u32,
+    /// Most sparse points (`NodeConfig::index_points_max`), so that neither the index nor a
+    /// checkpoint (24 bytes a point, in one storage frame) grows with the data kept.
+    sparse_points_max: usize,
     /// The offset after the latest snapshot's index.
     snapshot_next_offset: Offset,
     /// The first offset of each leader epoch (Raft term) with records still in the log.
@@ -69,7 +79,8 @@ pub(super) struct RecordState {
 /// the producer table with its clock and last write times, `ProducerTable::encode`; 4 ends
 /// with the leader-epoch history, `EpochHistory::encode`: earlier ones have none, and the
 /// epochs are learnt from the entries applied after them; 5 holds the producer table with its
-/// open and aborted transactions).
+/// open and aborted transactions, and ends with how often the sparse index was thinned, which
+/// earlier ones never were).
 const CHECKPOINT_VERSION: u8 = 5;
 /// The first version whose producer table has its clock.
 const CHECKPOINT_TIMES: u8 = 3;
@@ -78,11 +89,13 @@ const CHECKPOINT_TXNS: u8 = 5;
 
 impl RecordState {
     /// The state at `snapshot` (the store's latest; empty if none), with every entry after it
-    /// still to apply. `persisted`: the store's last index.
+    /// still to apply. `persisted`: the store's last index; `sparse_points_max`: the most
+    /// sparse points of the index.
     pub(super) fn new(
         snapshot: &Snapshot,
         timestamps: TimestampType,
         persisted: RaftIndex,
+        sparse_points_max: usize,
     ) -> Self {
         let (log_start_offset, next_offset, producers, producers_as_of, epochs) =
             if snapshot.get_metadata().index > 0 {
@@ -106,6 +119,9 @@ impl RecordState {
             producers_as_of,
             offset_index: BTreeMap::new(),
             open_span: None,
+            sparse_points: 0,
+            sparse_shift: 0,
+            sparse_points_max,
             snapshot_next_offset: next_offset,
             epochs,
             log_start_ahead: log_start_offset > next_offset,
@@ -117,7 +133,9 @@ impl RecordState {
     }
 
     /// The state a checkpoint holds (written by [`RecordState::checkpoint_data`]); the entries
-    /// after it are still to apply. `persisted`: the store's last index.
+    /// after it are still to apply. `persisted`: the store's last index; `sparse_points_max`:
+    /// the most sparse points of the index. Every point it holds is sparse (the entries up to
+    /// the checkpoint stay on disk).
     ///
     /// The store's snapshot may be newer than the checkpoint's (compaction ran after it): its
     /// log start and cut win, as they will once the entries after the checkpoint apply again.
@@ -126,6 +144,7 @@ impl RecordState {
         snapshot: &Snapshot,
         timestamps: TimestampType,
         persisted: RaftIndex,
+        sparse_points_max: usize,
     ) -> Self {
         let decode = || -> Result<Self, DecodeError> {
             let mut r = Reader::new(data);
@@ -160,6 +179,7 @@ impl RecordState {
             } else {
                 EpochHistory::new()
             };
+            let sparse_shift = if version >= 5 { u32::from(r.u8()?) } else { 0 };
             r.finish()?;
             let (mut log_start_offset, mut snapshot_next_offset) =
                 (log_start_offset, snapshot_next_offset);
@@ -184,13 +204,16 @@ impl RecordState {
                 );
             }
             let offset_index = kept;
-            Ok(Self {
+            let mut state = Self {
                 next_offset,
                 log_start_offset,
                 producers,
                 producers_as_of,
+                sparse_points: offset_index.len(),
                 offset_index,
                 open_span: None,
+                sparse_shift,
+                sparse_points_max,
                 snapshot_next_offset,
                 epochs,
                 log_start_ahead: log_start_offset > next_offset,
@@ -198,15 +221,21 @@ impl RecordState {
                 log_start_waits: log_start::Waits::default(),
                 markers: PendingMarkers::default(),
                 since_checkpoint: (0, 0),
-            })
+            };
+            // A checkpoint written with a larger bound, or holding spans of the batches that
+            // were in memory when it was written, may hold more.
+            state.thin_to_bound();
+            Ok(state)
         };
         decode().expect("checkpoints are checksummed and written by this version")
     }
 
-    /// Encodes the state for a checkpoint. The index is thinned to a point per `interval`
-    /// bytes of batches (`store` has the sizes of those still cached): after a restart the
-    /// entries it covers are read from disk, which a sparse index serves.
+    /// Encodes the state for a checkpoint. The index is thinned to a point per sparse
+    /// interval (`interval`, the configured one, doubled as often as the index was thinned)
+    /// of batches (`store` has the sizes of those still cached): after a restart the entries
+    /// it covers are read from disk, which a sparse index serves.
     pub(super) fn checkpoint_data(&self, store: &LogStore, interval: u64) -> Vec<u8> {
+        let interval = self.sparse_interval(interval);
         let mut w = Writer::default();
         w.u8(CHECKPOINT_VERSION);
         w.i64(self.log_start_offset.0);
@@ -240,7 +269,62 @@ impl RecordState {
             w.i64(point.max_timestamp);
         }
         self.epochs.encode(&mut w);
+        // Past 63 the doubling saturates anyway.
+        w.u8(u8::try_from(self.sparse_shift.min(64)).expect("at most 64"));
         w.bytes
+    }
+
+    /// What the sparse interval is doubled by: 2 to the times the index was thinned.
+    fn sparse_factor(&self) -> u64 {
+        1u64.checked_shl(self.sparse_shift).unwrap_or(u64::MAX)
+    }
+
+    /// Bytes of batches per sparse point: the configured `interval`, doubled as often as the
+    /// index was thinned.
+    fn sparse_interval(&self, interval: u64) -> u64 {
+        interval.saturating_mul(self.sparse_factor())
+    }
+
+    /// The most bytes of batches a sparse point's span holds, given the configured `interval`
+    /// and the largest batch: a span takes batches while it holds less than its interval, and
+    /// each thinning merges two spans into one.
+    pub(super) fn span_bytes_max(&self, interval: u64, batch_bytes_max: u64) -> u64 {
+        interval
+            .saturating_add(batch_bytes_max)
+            .saturating_mul(self.sparse_factor())
+    }
+
+    /// Points of the sparse index (those of batches no longer in memory).
+    pub(super) fn sparse_points(&self) -> usize {
+        self.sparse_points
+    }
+
+    /// Thins the sparse points while there are more than `sparse_points_max`: each pair of
+    /// closed spans merges into its first point, whose span then holds both (its largest
+    /// timestamp the larger of theirs), and the sparse interval doubles. A fetch starts at the
+    /// point at or below the offset it wants and reads forward, and a timestamp lookup reads
+    /// the first span whose largest timestamp is late enough, so both find what they found
+    /// before, reading up to twice as far. Deterministic: the same points thin the same way.
+    fn thin_to_bound(&mut self) {
+        assert!(self.sparse_points_max >= 2, "two closed spans to merge");
+        while self.sparse_points > self.sparse_points_max {
+            // The open span (the last sparse point) still takes batches: it stays as it is.
+            let closed = self.sparse_points - usize::from(self.open_span.is_some());
+            let pairs = closed / 2;
+            let mut points = std::mem::take(&mut self.offset_index).into_iter();
+            let mut kept = BTreeMap::new();
+            for _ in 0..pairs {
+                let (offset, mut first) = points.next().expect("counted");
+                let (_, second) = points.next().expect("counted");
+                first.max_timestamp = first.max_timestamp.max(second.max_timestamp);
+                kept.insert(offset, first);
+            }
+            // A closed span left over, the open one and every point of a batch in memory stay.
+            kept.extend(points);
+            self.offset_index = kept;
+            self.sparse_points -= pairs;
+            self.sparse_shift += 1;
+        }
     }
 
     /// Offset after the last applied record: the high watermark.
@@ -335,8 +419,10 @@ impl RecordState {
     }
 
     /// Entries left memory (applied, persisted): their batches' points merge into sparse
-    /// spans of about `interval` bytes each.
+    /// spans of about the sparse interval each (`interval`, the configured one, doubled as
+    /// often as the index was thinned), thinned past `sparse_points_max`.
     pub(super) fn on_evicted(&mut self, entries: &[Entry], interval: u64) {
+        let interval = self.sparse_interval(interval);
         for entry in entries {
             let Some(batch) = record_batch(entry) else {
                 continue;
@@ -354,9 +440,13 @@ impl RecordState {
                     let span = self.offset_index.get_mut(&start).expect("open span point");
                     span.max_timestamp = span.max_timestamp.max(point.max_timestamp);
                 }
-                _ => self.open_span = Some((base, len)),
+                _ => {
+                    self.open_span = Some((base, len));
+                    self.sparse_points += 1;
+                }
             }
         }
+        self.thin_to_bound();
     }
 
     /// Replaces the state with a leader's snapshot at `index` (`data`: its [`SnapshotData`]),
@@ -375,6 +465,8 @@ impl RecordState {
         self.producers_as_of = RaftIndex(data.producers_index);
         self.offset_index.clear();
         self.open_span = None;
+        self.sparse_points = 0;
+        self.sparse_shift = 0;
         self.snapshot_next_offset = data.next_offset;
         self.epochs = data.epochs;
         self.log_start_ahead = self.log_start_offset > self.next_offset;
@@ -410,8 +502,23 @@ impl RecordState {
         }
     }
 
-    /// Linear-time invariants (every producer).
-    pub(super) fn invariants_full(&self) {
+    /// Linear-time invariants (every producer, every index point). `cache_first`: the first
+    /// entry in memory.
+    pub(super) fn invariants_full(&self, cache_first: u64) {
+        for (at, (offset, point)) in self.offset_index.iter().enumerate() {
+            assert_eq!(
+                point.index.0 < cache_first,
+                at < self.sparse_points,
+                "the sparse points are those of batches no longer in memory, and come first"
+            );
+            if self.open_span.is_some_and(|(start, _)| start == *offset) {
+                assert_eq!(
+                    at + 1,
+                    self.sparse_points,
+                    "the open span is the last sparse one"
+                );
+            }
+        }
         self.producers.invariants();
         if let Some(leader) = &self.produce.leader {
             // The leader's table is the applied one with the rest of its log applied too.
@@ -453,6 +560,11 @@ impl RecordState {
                 "the open span has its point"
             );
         }
+        assert!(self.sparse_points <= self.offset_index.len());
+        assert!(
+            self.sparse_points <= self.sparse_points_max,
+            "the sparse index is thinned to its bound"
+        );
         self.produce
             .invariants(leading, last_index, self.next_offset);
         // An installed snapshot's history is as of the index its producer table is.
@@ -516,9 +628,10 @@ impl Replica {
                 from: RaftIndex(start),
                 to: RaftIndex(last_index),
                 // The span before the offset asked, which is skipped, and what is served.
-                read_bytes: u64::from(request.max_bytes)
-                    + config.offset_index_interval_bytes
-                    + config.batch_bytes_max as u64,
+                read_bytes: u64::from(request.max_bytes).saturating_add(records.span_bytes_max(
+                    config.offset_index_interval_bytes,
+                    config.batch_bytes_max as u64,
+                )),
                 max_bytes: request.max_bytes,
                 skip_below: request.offset,
                 end_offset,
@@ -681,7 +794,11 @@ impl Replica {
             producers_index: applied,
             epochs: records.epochs.clone(),
         };
+        let before = records.offset_index.len();
         records.offset_index = records.offset_index.split_off(&next_offset);
+        // The points dropped are a prefix, so the sparse ones first.
+        let dropped = before - records.offset_index.len();
+        records.sparse_points -= dropped.min(records.sparse_points);
         if records
             .open_span
             .is_some_and(|(start, _)| start < next_offset)
@@ -761,6 +878,7 @@ mod tests {
             &Snapshot::default(),
             TimestampType::CreateTime,
             RaftIndex(2),
+            usize::MAX,
         );
         assert_eq!(state.next_offset(), Offset(3));
         assert_eq!(state.producers_as_of, RaftIndex(2));
@@ -786,6 +904,7 @@ mod tests {
             &Snapshot::default(),
             TimestampType::CreateTime,
             RaftIndex(2),
+            usize::MAX,
         );
         assert_eq!(again.producers, state.producers);
         assert_eq!(again.producers_as_of, state.producers_as_of);
@@ -809,6 +928,7 @@ mod tests {
             &Snapshot::default(),
             TimestampType::CreateTime,
             RaftIndex(2),
+            usize::MAX,
         );
         assert_eq!(state.next_offset(), Offset(3));
         assert_eq!(state.epochs, EpochHistory::new());
@@ -819,7 +939,57 @@ mod tests {
             &Snapshot::default(),
             TimestampType::CreateTime,
             RaftIndex(2),
+            usize::MAX,
         );
         assert_eq!(again.epochs.epochs(), &[(Term(4), Offset(3))]);
+    }
+
+    /// A checkpoint's sparse points past the bound are thinned as it is read: pairs merge into
+    /// their first point with the larger timestamp, an odd one out stays, until the bound
+    /// holds; every thinning doubles what a span may hold, and the next checkpoint keeps that.
+    #[test]
+    fn sparse_points_past_the_bound_merge_in_pairs() {
+        let mut w = Writer::default();
+        w.u8(CHECKPOINT_VERSION);
+        w.i64(0); // log start offset
+        w.i64(70); // next offset
+        w.i64(0); // snapshot's next offset
+        ProducerTable::new().encode(&mut w);
+        w.u64(0); // the table is as of entry 0
+        let stamps = [5, 3, 9, 1, 2, 8, 4];
+        w.u32(7);
+        for (i, stamp) in (0u64..).zip(stamps) {
+            w.i64(i as i64 * 10);
+            w.u64(i + 1);
+            w.i64(stamp);
+        }
+        EpochHistory::new().encode(&mut w);
+        w.u8(0); // never thinned
+        let read = |bytes: &[u8], max| {
+            RecordState::from_checkpoint(
+                bytes,
+                &Snapshot::default(),
+                TimestampType::CreateTime,
+                RaftIndex(7),
+                max,
+            )
+        };
+        let points = |state: &RecordState| -> Vec<(i64, u64, i64)> {
+            (state.offset_index.iter())
+                .map(|(o, p)| (o.0, p.index.0, p.max_timestamp))
+                .collect()
+        };
+        let state = read(&w.bytes, 3);
+        // Seven become four ((0, 10), (20, 30), (40, 50), 60), then two.
+        assert_eq!(points(&state), vec![(0, 1, 9), (40, 5, 8)]);
+        assert_eq!((state.sparse_points, state.sparse_shift), (2, 2));
+        assert_eq!(state.span_bytes_max(100, 10), 440);
+        let untouched = read(&w.bytes, 7);
+        assert_eq!(untouched.sparse_points, 7);
+        assert_eq!(untouched.span_bytes_max(100, 10), 110);
+        let store = LogStore::new(vec![1]);
+        let again = read(&state.checkpoint_data(&store, 100), 3);
+        assert_eq!(points(&again), points(&state));
+        assert_eq!(again.sparse_shift, 2);
     }
 }

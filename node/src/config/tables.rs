@@ -389,6 +389,11 @@ pub struct LogConfig {
     /// are checked against its header at produce, and one inflating past this is refused
     /// (MESSAGE_TOO_LARGE), as a zip bomb would be.
     pub decompressed_batch_bytes_max: u64,
+    /// Most points of one partition's sparse offset and time index (a point per MiB of
+    /// records no longer in memory, 24 bytes each in every checkpoint, which is one storage
+    /// frame of at most 64 MiB). Past it every other point goes, its span merged into the one
+    /// before: reads of old records then start up to twice as far before what they want.
+    pub index_points_max: usize,
 }
 
 impl Default for LogConfig {
@@ -404,6 +409,7 @@ impl Default for LogConfig {
             open_files_max: crate::storage::disk::OPEN_FILES_MAX,
             disk_reserve_bytes: 1 << 30,
             decompressed_batch_bytes_max: 64 << 20,
+            index_points_max: 1_000_000,
         }
     }
 }
@@ -465,6 +471,13 @@ impl LogConfig {
             return Err(ConfigError(
                 "log.retention_check_interval_ms: must be at least 1".into(),
             ));
+        }
+        if !(1_000..=2_000_000).contains(&self.index_points_max) {
+            return Err(ConfigError(format!(
+                "log.index_points_max: {} is outside 1000..=2000000 (a checkpoint holds 24 \
+                 bytes a point in one storage frame of at most 64 MiB)",
+                self.index_points_max
+            )));
         }
         Ok(())
     }

@@ -56,6 +56,24 @@ fn producer_limits_default_to_kafka_expiry_and_are_checked() {
 }
 
 #[test]
+fn the_sparse_index_bound_defaults_reaches_the_core_and_is_checked() {
+    let config = Config::parse(GOOD).expect("valid");
+    assert_eq!(config.log.index_points_max, 1_000_000);
+    assert_eq!(
+        crate::runtime::core_config(&config).index_points_max,
+        1_000_000
+    );
+    let with = |line: &str| Config::parse(&format!("{GOOD}\n[log]\n{line}\n"));
+    let config = with("index_points_max = 5000").expect("valid");
+    assert_eq!(crate::runtime::core_config(&config).index_points_max, 5_000);
+    // A checkpoint holds 24 bytes a point, in one storage frame of at most 64 MiB.
+    for points in ["999", "2000001"] {
+        let error = with(&format!("index_points_max = {points}")).expect_err("invalid");
+        assert!(error.0.starts_with("log.index_points_max"), "{error}");
+    }
+}
+
+#[test]
 fn group_settings_have_kafkas_defaults_and_reach_the_core() {
     let config = Config::parse(GOOD).expect("valid");
     let core = crate::runtime::core_config(&config).coordinator;

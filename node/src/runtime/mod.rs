@@ -213,6 +213,7 @@ pub fn core_config(config: &Config) -> NodeConfig {
     node.metadata_voters = config.all_nodes();
     node.metadata_entries_max = config.metadata_snapshot_entries;
     node.log_cache_bytes = config.log.cache_bytes;
+    node.index_points_max = config.log.index_points_max;
     node.batch_decompressed_bytes_max = config.log.decompressed_batch_bytes_max as usize;
     node.group_entry_bytes_max = config.group_entry_bytes_max;
     node.producers_max = config.producers.per_partition_max;
