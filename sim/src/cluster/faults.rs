@@ -19,6 +19,9 @@ impl Cluster {
         config.retain_entries_max = Some(self.options.retain_entries_max);
         config.log_cache_bytes = self.options.log_cache_bytes;
         config.offset_index_interval_bytes = 2_048;
+        // A few spans: the sparse index is thinned, and reads of a thinned index (from memory
+        // and from a checkpoint after a crash) are checked, in every run.
+        config.index_points_max = 2;
         config.catch_up_read_bytes = 16 << 10;
         config.checkpoint_bytes = 4_096;
         config.checkpoint_ticks = 20;
