@@ -314,6 +314,7 @@ fn fetched(cluster: &mut Cluster, leader: NodeId, group: GroupId, offset: i64) -
             offset: Offset(offset),
             max_bytes: 200,
             current_leader_epoch: -1,
+            read_committed: false,
         }),
     );
     let Response::Fetch(Ok(mut data)) = answer else {
