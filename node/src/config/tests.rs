@@ -126,7 +126,7 @@ fn transaction_settings_have_defaults_reach_the_core_and_name_bad_fields() {
 
     let text = format!(
         "{GOOD}\n[transactions]\nstate_partitions = 3\nmax_timeout_ms = 60000\n\
-         per_partition_max = 10\n"
+         per_partition_max = 10\ntimeout_check_interval_ms = 500\nid_expiration_ms = 60000\n"
     );
     let config = Config::parse(&text).expect("valid");
     let core = crate::runtime::core_config(&config).txn;
