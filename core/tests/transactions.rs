@@ -674,9 +674,10 @@ fn a_transaction_is_verified_marked_on_every_partition_and_read_committed_waits_
         assert!(read.aborted.is_empty());
     }
     let read = txns.fetch(a, 0, true);
-    assert!(
-        read.high_watermark >= Offset(5),
-        "a marker after the records"
+    assert_eq!(
+        read.high_watermark,
+        Offset(5),
+        "one marker after the four records"
     );
     let marker =
         oxbow_core::batch::Batch::trusted(read.batches.last().expect("the marker").clone());
@@ -695,7 +696,11 @@ fn a_transaction_is_verified_marked_on_every_partition_and_read_committed_waits_
     assert_eq!(read.aborted.len(), 1, "{:?}", read.aborted);
     let aborted = read.aborted[0];
     assert_eq!((aborted.producer_id, aborted.first_offset), (me.0, first));
-    assert!(aborted.last_offset > first);
+    assert_eq!(
+        aborted.last_offset,
+        Offset(first.0 + 2),
+        "the marker after its two records"
+    );
     // A read after the aborted transaction's marker is not told of it.
     let after = txns.fetch(a, aborted.last_offset.0 + 1, true);
     assert!(after.aborted.is_empty());

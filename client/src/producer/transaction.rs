@@ -286,20 +286,14 @@ impl TransactionalProducer {
             )));
         }
         self.producer.flush().await;
-        let failed = self
-            .producer
-            .shared
-            .failed
-            .lock()
-            .expect("not poisoned")
-            .take();
-        if commit {
-            if let Some(error) = failed {
-                // Kept for the abort, which must follow.
-                *self.producer.shared.failed.lock().expect("not poisoned") = Some(error.clone());
-                return Err(TransactionError::Abortable(error));
+        // A commit leaves the failure for the abort that must follow; an abort clears it.
+        let failed = {
+            let mut failed = self.producer.shared.failed.lock().expect("not poisoned");
+            if let (true, Some(error)) = (commit, failed.as_ref()) {
+                return Err(TransactionError::Abortable(error.clone()));
             }
-        }
+            failed.take()
+        };
         if !state.partitions.is_empty() {
             let producer = self.producer_ids().await?;
             let transactional_id = self.transactional_id.clone();
@@ -365,7 +359,7 @@ impl TransactionalProducer {
         make: impl Fn() -> R,
     ) -> TxnResult<R::Response>
     where
-        R: kafka_protocol::protocol::Request + TopLevelCode,
+        R: kafka_protocol::protocol::Request + CoordinatorRequest,
         R::Response: ResponseCode,
     {
         let deadline = Instant::now() + self.config().delivery_timeout;
@@ -456,18 +450,18 @@ fn check_usable(state: &State) -> TxnResult<()> {
 }
 
 /// The coordinator requests, and whether a fencing code answers them for good.
-trait TopLevelCode {
+trait CoordinatorRequest {
     /// A fencing error code is final (InitProducerId's is answered to the caller instead).
     const FENCES: bool;
 }
 
-impl TopLevelCode for InitProducerIdRequest {
+impl CoordinatorRequest for InitProducerIdRequest {
     const FENCES: bool = true;
 }
-impl TopLevelCode for AddPartitionsToTxnRequest {
+impl CoordinatorRequest for AddPartitionsToTxnRequest {
     const FENCES: bool = false;
 }
-impl TopLevelCode for EndTxnRequest {
+impl CoordinatorRequest for EndTxnRequest {
     const FENCES: bool = false;
 }
 

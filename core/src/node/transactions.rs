@@ -205,6 +205,15 @@ impl NodeTxns {
         self.waiting
     }
 
+    /// The verification of `token`, no longer waited on.
+    fn take(&mut self, token: u64) -> Option<Verifying> {
+        let verifying = self.verifying.remove(&token)?;
+        self.by_producer
+            .remove(&(verifying.group, verifying.producer));
+        self.waiting -= verifying.waiting.len();
+        Some(verifying)
+    }
+
     pub(crate) fn invariants(&self) {
         assert_eq!(self.verifying.len(), self.by_producer.len());
         let waiting: usize = self.verifying.values().map(|v| v.waiting.len()).sum();
@@ -298,20 +307,35 @@ impl Node {
             producer: (producer, epoch),
             partition,
         };
-        let me = self.config.node_id;
-        match self.leader(coordinator) {
-            Some((leader, _)) if leader == me => {
-                self.on_txn_message(me, verify, now, sink, touched)
-            }
-            Some((leader, _)) => self.send_txn(leader, &verify, sink),
-            None => {
-                let answer = TxnMessage::Verified {
-                    token,
-                    result: Err(TxnError::NotCoordinator),
-                };
-                self.on_txn_message(me, answer, now, sink, touched);
-            }
+        if !self.hand_to_leader(coordinator, verify, now, sink, touched) {
+            let answer = TxnMessage::Verified {
+                token,
+                result: Err(TxnError::NotCoordinator),
+            };
+            let me = self.config.node_id;
+            self.on_txn_message(me, answer, now, sink, touched);
         }
+    }
+
+    /// Hands `message` to the leader of `group` (this node's own, or a peer); false when no
+    /// leader is known.
+    fn hand_to_leader(
+        &mut self,
+        group: GroupId,
+        message: TxnMessage,
+        now: Now,
+        sink: &mut Sink,
+        touched: &mut BTreeSet<GroupId>,
+    ) -> bool {
+        let me = self.config.node_id;
+        match self.leader(group) {
+            Some((leader, _)) if leader == me => {
+                self.on_txn_message(me, message, now, sink, touched)
+            }
+            Some((leader, _)) => self.send_txn(leader, &message, sink),
+            None => return false,
+        }
+        true
     }
 
     fn send_txn(&self, to: NodeId, message: &TxnMessage, sink: &mut Sink) {
@@ -377,13 +401,9 @@ impl Node {
                 }
             }
             TxnMessage::Verified { token, result } => {
-                let Some(verifying) = self.txns.verifying.remove(&token) else {
+                let Some(verifying) = self.txns.take(token) else {
                     return; // timed out meanwhile
                 };
-                self.txns
-                    .by_producer
-                    .remove(&(verifying.group, verifying.producer));
-                self.txns.waiting -= verifying.waiting.len();
                 let replica = self.groups.get_mut(&verifying.group);
                 match (result, replica) {
                     (Ok(start), Some(replica)) => {
@@ -444,16 +464,10 @@ impl Node {
         sink: &mut Sink,
         touched: &mut BTreeSet<GroupId>,
     ) {
-        let me = self.config.node_id;
         let coordinator = write.coordinator;
         let answer = TxnMessage::MarkerWritten(write);
-        match self.leader(coordinator) {
-            Some((leader, _)) if leader == me => {
-                self.on_txn_message(me, answer, now, sink, touched)
-            }
-            Some((leader, _)) => self.send_txn(leader, &answer, sink),
-            None => {} // the coordinator sends it again
-        }
+        // Without a known leader the coordinator sends the marker again.
+        self.hand_to_leader(coordinator, answer, now, sink, touched);
     }
 
     /// A tick: every serving transaction coordinator sends the markers that are due, each to
@@ -472,11 +486,7 @@ impl Node {
             .map(|(token, _)| *token)
             .collect();
         for token in expired {
-            let verifying = self.txns.verifying.remove(&token).expect("listed");
-            self.txns
-                .by_producer
-                .remove(&(verifying.group, verifying.producer));
-            self.txns.waiting -= verifying.waiting.len();
+            let verifying = self.txns.take(token).expect("listed");
             for (id, request) in verifying.waiting {
                 sink.reply_produce(request.acks, id, Err(ProduceError::TimedOut));
             }
@@ -523,14 +533,7 @@ impl Node {
         let (Some(group), false) = (group, internal) else {
             return self.marker_written(write, now, sink, touched);
         };
-        let me = self.config.node_id;
-        let message = TxnMessage::WriteMarker(write);
-        match self.leader(group) {
-            Some((leader, _)) if leader == me => {
-                self.on_txn_message(me, message, now, sink, touched)
-            }
-            Some((leader, _)) => self.send_txn(leader, &message, sink),
-            None => {} // sent again once a leader is known
-        }
+        // Without a known leader, sent again once one is.
+        self.hand_to_leader(group, TxnMessage::WriteMarker(write), now, sink, touched);
     }
 }

@@ -163,17 +163,7 @@ impl TxnCoordinator {
         producer: (ProducerId, ProducerEpoch),
         partition: &(String, i32),
     ) -> Result<i64, TxnError> {
-        let meta = self
-            .stored
-            .ids
-            .get(transactional_id)
-            .ok_or(TxnError::InvalidProducerIdMapping)?;
-        if meta.producer_id != producer.0 {
-            return Err(TxnError::InvalidProducerIdMapping);
-        }
-        if meta.epoch != producer.1 {
-            return Err(TxnError::ProducerFenced);
-        }
+        let meta = self.instance(transactional_id, producer)?;
         let added =
             meta.state == TxnState::Ongoing && meta.partitions.binary_search(partition).is_ok();
         if !added {

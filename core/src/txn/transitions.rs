@@ -20,7 +20,7 @@ impl TxnCoordinator {
     /// The metadata of the instance `producer` of `transactional_id`, or why a request from it
     /// is refused: an unknown id or another producer id is not mapped to it, another epoch is
     /// fenced (Kafka answers the same for AddPartitionsToTxn, AddOffsetsToTxn and EndTxn).
-    fn instance(
+    pub(super) fn instance(
         &self,
         transactional_id: &str,
         producer: (ProducerId, ProducerEpoch),
