@@ -181,8 +181,14 @@ impl Groups {
         match self.call(GroupOp::OffsetFetch {
             group_id: GROUP.into(),
             partitions: Some(vec![("events".into(), 0)]),
+            require_stable: false,
         }) {
-            GroupResponse::OffsetFetch(Ok(offsets)) => offsets[0].2.as_ref().map(|o| o.offset),
+            GroupResponse::OffsetFetch(Ok(offsets)) => offsets[0]
+                .2
+                .as_ref()
+                .expect("stable")
+                .as_ref()
+                .map(|o| o.offset),
             other => panic!("{other:?}"),
         }
     }

@@ -7,8 +7,11 @@
 mod common;
 
 use common::*;
-use oxbow_core::ids::{Offset, ProducerEpoch, ProducerId};
-use oxbow_core::io::{Acks, FetchData, FetchRequest, ProduceError, ProduceRequest, TxnRequest};
+use oxbow_core::coordinator::{GroupError, GroupOp, GroupResponse, TxnOffsetCommit, OFFSETS_TOPIC};
+use oxbow_core::ids::{Generation, Offset, ProducerEpoch, ProducerId};
+use oxbow_core::io::{
+    Acks, FetchData, FetchRequest, GroupRequest, ProduceError, ProduceRequest, TxnRequest,
+};
 use oxbow_core::txn::{
     partition_for, AddPartitions, EndTxn, InitProducerId, ProducerIds, TxnError, TxnMeta, TxnOp,
     TxnResponse, TxnState, TRANSACTION_STATE_TOPIC,
@@ -712,6 +715,131 @@ fn a_transaction_is_verified_marked_on_every_partition_and_read_committed_waits_
         txns.produce_txn("t", a, txn_batch(id, epoch, 5, 1)),
         Err(ProduceError::TxnVerification(TxnError::ProducerFenced))
     );
+    for node in txns.cluster.nodes.values() {
+        node.invariants();
+    }
+}
+
+/// The `__consumer_offsets` partition of `group_id`: its index and Raft group.
+fn offsets_partition(txns: &Txns, group_id: &str) -> (i32, GroupId) {
+    let topic = txns
+        .cluster
+        .nodes
+        .values()
+        .find_map(|node| node.metadata()?.topic(OFFSETS_TOPIC).cloned())
+        .expect("created");
+    let index = partition_for(group_id, topic.partitions.len());
+    (index as i32, topic.partitions[index].group)
+}
+
+impl Txns {
+    fn group_call(&mut self, group_id: &str, op: GroupOp) -> GroupResponse {
+        let (_, group) = offsets_partition(self, group_id);
+        let node = serving_leader(&self.cluster, group);
+        match self
+            .cluster
+            .request(node, Request::Group(GroupRequest { group, op }))
+        {
+            Response::Group(response) => response,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn txn_offset_commit(
+        &mut self,
+        producer: (ProducerId, ProducerEpoch),
+        offset: i64,
+    ) -> Result<(), GroupError> {
+        let op = GroupOp::TxnOffsetCommit(TxnOffsetCommit {
+            transactional_id: "t".into(),
+            group_id: "g".into(),
+            producer,
+            generation: Generation(-1),
+            member_id: String::new(),
+            instance_id: None,
+            offsets: vec![("in".into(), 0, offset, -1, String::new())],
+            txn_start_ms: None,
+        });
+        match self.group_call("g", op) {
+            GroupResponse::TxnOffsetCommit(result) => result,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The group's offset of ("in", 0): stable or not.
+    fn fetch_offset(&mut self, require_stable: bool) -> Result<Option<i64>, GroupError> {
+        let op = GroupOp::OffsetFetch {
+            group_id: "g".into(),
+            partitions: Some(vec![("in".into(), 0)]),
+            require_stable,
+        };
+        match self.group_call("g", op) {
+            GroupResponse::OffsetFetch(Ok(offsets)) => {
+                assert_eq!(offsets.len(), 1);
+                offsets[0].2.clone().map(|o| o.map(|o| o.offset))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn transactional_offsets_are_verified_pending_and_move_only_with_their_transaction() {
+    let mut txns = Txns::with(|_| {});
+    txns.topic(OFFSETS_TOPIC, 2);
+    let (partition, offsets_group) = offsets_partition(&txns, "g");
+    let me = txns.init("t", 60_000, None).expect("a new id");
+
+    // Without AddOffsetsToTxn the coordinator does not verify it, and nothing is stored.
+    assert_eq!(
+        txns.txn_offset_commit(me, 5),
+        Err(GroupError::Txn(TxnError::InvalidTxnState))
+    );
+    assert_eq!(txns.fetch_offset(true), Ok(None));
+
+    // Added: pending. A stable read is refused, an unstable one sees the last committed.
+    assert_eq!(txns.add("t", me, &[(OFFSETS_TOPIC, partition)]), Ok(()));
+    assert_eq!(txns.txn_offset_commit(me, 5), Ok(()));
+    assert_eq!(
+        txns.fetch_offset(true),
+        Err(GroupError::UnstableOffsetCommit)
+    );
+    assert_eq!(txns.fetch_offset(false), Ok(None));
+
+    // Committed, with a failover of the group coordinator before the marker: the marker is
+    // written by the new leader, and the offset is the group's.
+    assert_eq!(txns.end("t", me, true), Ok(()));
+    txns.cluster
+        .restart(serving_leader(&txns.cluster, offsets_group));
+    txns.settle_in("t", TxnState::CompleteCommit);
+    assert_eq!(txns.fetch_offset(true), Ok(Some(5)));
+
+    // Aborted: the offset stays.
+    assert_eq!(txns.add("t", me, &[(OFFSETS_TOPIC, partition)]), Ok(()));
+    assert_eq!(txns.txn_offset_commit(me, 9), Ok(()));
+    assert_eq!(txns.end("t", me, false), Ok(()));
+    txns.settle_in("t", TxnState::CompleteAbort);
+    assert_eq!(txns.fetch_offset(true), Ok(Some(5)));
+
+    // A fenced instance's offsets are refused.
+    assert_eq!(txns.add("t", me, &[(OFFSETS_TOPIC, partition)]), Ok(()));
+    // The new instance's init aborts the open transaction first (CONCURRENT_TRANSACTIONS
+    // until its markers are written), as a client retries.
+    let new = loop {
+        match txns.init("t", 60_000, None) {
+            Err(TxnError::ConcurrentTransactions) => txns.cluster.tick(1),
+            result => break result.expect("bumped"),
+        }
+    };
+    assert_eq!(
+        txns.txn_offset_commit(me, 11),
+        Err(GroupError::Txn(TxnError::ProducerFenced))
+    );
+    assert_eq!(txns.add("t", new, &[(OFFSETS_TOPIC, partition)]), Ok(()));
+    assert_eq!(txns.txn_offset_commit(new, 12), Ok(()));
+    assert_eq!(txns.end("t", new, true), Ok(()));
+    txns.settle_in("t", TxnState::CompleteCommit);
+    assert_eq!(txns.fetch_offset(true), Ok(Some(12)));
     for node in txns.cluster.nodes.values() {
         node.invariants();
     }

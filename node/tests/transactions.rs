@@ -435,3 +435,180 @@ fn the_rust_clients_transactions_survive_a_coordinator_kill_and_fence_older_inst
         "{fenced:?}"
     );
 }
+
+/// The output topic of the consume-transform-produce tests.
+const OUTPUT: &str = "ctp-out";
+const OUTPUT_PARTITIONS: i32 = 3;
+
+/// librdkafka's consume-transform-produce loop, exactly once: a read_committed consumer of
+/// the input (assigned, with the group's offsets), a transactional producer that writes each
+/// input's output and the consumer's position in one transaction, while the transaction
+/// coordinator's leader is SIGKILLed and restarted. A transaction that fails is aborted and
+/// the consumer goes back to the group's committed offsets, as librdkafka's example does.
+#[test]
+fn librdkafka_consume_transform_produce_is_exactly_once_across_a_coordinator_kill() {
+    let extra = format!(
+        "[[topics]]\nname = \"{OUTPUT}\"\npartitions = {OUTPUT_PARTITIONS}\nreplication_factor = 3\n"
+    );
+    let mut cluster = Cluster::start_with(&extra);
+    let timeout = Duration::from_secs(30);
+    const INPUTS: usize = 300;
+    let seed: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for i in 0..INPUTS {
+        send(
+            &seed,
+            (i % PARTITIONS as usize) as i32,
+            &format!("in-{i:03}"),
+        );
+    }
+    seed.flush(timeout).expect("inputs written");
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", "ctp")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(TOPIC, p, Offset::Stored)
+            .expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("transactional.id", "ctp-1")
+        .create()
+        .expect("producer");
+    producer.init_transactions(timeout).expect("init");
+
+    let started = Instant::now();
+    let mut processed = 0;
+    let mut killed = None;
+    let mut aborted = 0;
+    while processed < INPUTS {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "stuck at {processed}"
+        );
+        if processed >= INPUTS / 3 && killed.is_none() {
+            let node = coordinator(&cluster, "ctp-1");
+            cluster.kill9(node);
+            killed = Some(node);
+        }
+        if processed >= 2 * INPUTS / 3 {
+            if let Some(node) = killed.take() {
+                cluster.start_node(node);
+            }
+        }
+        let mut batch = Vec::new();
+        while batch.len() < 20 {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) => {
+                    let value = String::from_utf8_lossy(message.payload().expect("a value"));
+                    batch.push(value.into_owned());
+                }
+                Some(Err(error)) => panic!("consume: {error}"),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let outcome = (|| {
+            producer.begin_transaction()?;
+            for (i, value) in batch.iter().enumerate() {
+                let out = format!("out-{value}");
+                let record = BaseRecord::<str, str>::to(OUTPUT)
+                    .partition(i as i32 % OUTPUT_PARTITIONS)
+                    .payload(&out);
+                producer.send(record).map_err(|(e, _)| e)?;
+            }
+            let positions = consumer.position()?;
+            let metadata = consumer.group_metadata().expect("a group");
+            producer.send_offsets_to_transaction(&positions, &metadata, timeout)?;
+            producer.commit_transaction(timeout)
+        })();
+        match outcome {
+            Ok(()) => processed += batch.len(),
+            Err(error) => {
+                let abortable = matches!(&error, rdkafka::error::KafkaError::Transaction(e) if e.txn_requires_abort())
+                    || matches!(&error, rdkafka::error::KafkaError::Transaction(e) if e.is_retriable());
+                assert!(abortable, "a fatal error: {error}");
+                aborted += 1;
+                while let Err(error) = producer.abort_transaction(timeout) {
+                    assert!(
+                        matches!(&error, rdkafka::error::KafkaError::Transaction(e) if e.is_retriable()),
+                        "abort: {error}"
+                    );
+                }
+                // Back to the group's committed offsets: the batch is read again.
+                let committed = consumer.committed(timeout).expect("committed offsets");
+                for element in committed.elements() {
+                    let offset = match element.offset() {
+                        Offset::Offset(o) => Offset::Offset(o),
+                        _ => Offset::Beginning,
+                    };
+                    consumer
+                        .seek(element.topic(), element.partition(), offset, timeout)
+                        .expect("seek");
+                }
+            }
+        }
+    }
+    if let Some(node) = killed.take() {
+        cluster.start_node(node);
+    }
+
+    // Every input's output exactly once to read_committed, and the group's offsets at the end.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", "ctp-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let mut outputs = TopicPartitionList::new();
+    for p in 0..OUTPUT_PARTITIONS {
+        outputs
+            .add_partition_offset(OUTPUT, p, Offset::Beginning)
+            .expect("assign");
+    }
+    reader.assign(&outputs).expect("assign");
+    let mut read = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let value = message.payload().expect("a value");
+                read.push(String::from_utf8_lossy(value).into_owned());
+            }
+            Some(Err(error)) => panic!("read: {error}"),
+            None if read.len() >= INPUTS => break,
+            None => {}
+        }
+    }
+    read.sort();
+    let expected: Vec<String> = (0..INPUTS).map(|i| format!("out-in-{i:03}")).collect();
+    assert_eq!(read, expected, "{aborted} transactions aborted");
+    let committed = consumer.committed(timeout).expect("committed offsets");
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(
+        total, INPUTS as i64,
+        "the group's offsets moved with the transactions"
+    );
+}

@@ -21,6 +21,7 @@
 
 mod command;
 mod live;
+mod markers;
 mod membership;
 mod offsets;
 mod proposals;
@@ -29,7 +30,8 @@ mod requests;
 use bytes::Bytes;
 
 pub use command::{
-    Command, CommittedOffset, GroupMeta, Resize, StoredGroup, StoredMember, StoredState,
+    Command, CommittedOffset, GroupMeta, PendingOffsets, Resize, StoredGroup, StoredMember,
+    StoredState, TxnEnd, ENDED_KEEP_MS,
 };
 use live::{Live, LiveGroup, State};
 use membership::{
@@ -38,9 +40,9 @@ use membership::{
 };
 use proposals::{store_membership, Entry, Proposals, Waiting, WaitingOp};
 pub use requests::{
-    GroupDescription, GroupError, GroupOp, GroupResponse, Heartbeat, JoinAnswer, JoinGroup,
-    JoinedMember, LeaveGroup, ListedGroup, MemberDescription, OffsetCommit, PartitionResult,
-    SyncAnswer, SyncGroup,
+    FetchedOffset, GroupDescription, GroupError, GroupOp, GroupResponse, Heartbeat, JoinAnswer,
+    JoinGroup, JoinedMember, LeaveGroup, ListedGroup, MemberDescription, OffsetCommit,
+    PartitionResult, SyncAnswer, SyncGroup, TxnOffsetCommit,
 };
 
 use crate::ids::{GroupId, RaftIndex, RequestId, Term};
@@ -159,6 +161,8 @@ pub struct Coordinator {
     logger: slog::Logger,
     /// Planted bug `assignment-to-all` (see `PlantedBugs`).
     pub(crate) planted_assignment_to_all: bool,
+    /// Transaction markers applied since `Node` last took them.
+    markers_written: Vec<crate::partition::MarkerWrite>,
 }
 
 impl Coordinator {
@@ -174,6 +178,7 @@ impl Coordinator {
         Self {
             logger: logger.clone(),
             planted_assignment_to_all: false,
+            markers_written: Vec::new(),
             stored: StoredState::default(),
             stored_bytes: StoredState::HEADER_BYTES,
             applied: RaftIndex(0),
@@ -233,17 +238,27 @@ impl Coordinator {
     ) {
         assert_eq!(index.0, self.applied.0 + 1, "entries apply in order, once");
         self.applied = index;
+        // A transactional offset commit of a transaction that ended here is dropped, and its
+        // answer says so.
+        let mut dropped = false;
         let command = if data.is_empty() {
             None
         } else {
             let command = Command::decode(data)
                 .expect("coordinator entries are encoded by the leader that proposed them");
+            if let Command::TxnOffsets {
+                producer_id,
+                txn_start_ms,
+                ..
+            } = &command
+            {
+                dropped = self.stored.is_ended(*producer_id, *txn_start_ms);
+            }
             let resize = self.stored.apply(&command);
             self.stored_bytes = resize.applied_to(self.stored_bytes);
-            if let Some(group) = self
-                .live
-                .as_mut()
-                .and_then(|live| live.groups.get_mut(command.group_id()))
+            if let Some(group) = command
+                .group_id()
+                .and_then(|id| self.live.as_mut()?.groups.get_mut(id))
             {
                 // Offsets retention counts from the group's last change.
                 group.changed(now);
@@ -272,12 +287,17 @@ impl Coordinator {
             let ours = p.index == index && p.term == term;
             match p.waiting {
                 Waiting::Answer { id, op } => {
-                    let result = if ours {
-                        Ok(())
-                    } else {
-                        Err(GroupError::NotCoordinator)
+                    let result = match (ours, dropped) {
+                        (true, false) => Ok(()),
+                        (true, true) => Err(GroupError::Txn(crate::txn::TxnError::InvalidTxnState)),
+                        (false, _) => Err(GroupError::NotCoordinator),
                     };
                     reply(sink, id, op.answer(result));
+                }
+                Waiting::Marker(write) => {
+                    if ours {
+                        self.markers_written.push(write);
+                    }
                 }
                 Waiting::Assignment {
                     group_id,
@@ -391,9 +411,11 @@ impl Coordinator {
                 // generation is rebuilt from the stored state when needed.
                 if !self.stored.groups.contains_key(&group_id) {
                     live.groups.remove(&group_id);
-                } else if now.mono >= group.retention_ends(self.config.offsets_retention_ms) {
+                } else if now.mono >= group.retention_ends(self.config.offsets_retention_ms)
+                    && self.stored.groups[&group_id].pending.is_empty()
+                {
                     // Empty for the retention period: its offsets expire, and the group with
-                    // them (KIP-211). Once proposed the clock restarts, so a proposal lost to
+                    // them (KIP-211); not while a transaction's offsets wait for its marker. Once proposed the clock restarts, so a proposal lost to
                     // a leader change is retried only after another period; one refused (the
                     // proposal queue is full) is tried again at the next tick.
                     let command = Command::Delete {
@@ -464,10 +486,12 @@ impl Coordinator {
                 self.after_change(log, &leave.group_id, now, sink);
             }
             GroupOp::OffsetCommit(commit) => self.offset_commit(log, now, id, commit, sink),
+            GroupOp::TxnOffsetCommit(commit) => self.txn_offset_commit(log, now, id, commit, sink),
             GroupOp::OffsetFetch {
                 group_id,
                 partitions,
-            } => self.offset_fetch(id, group_id, partitions, sink),
+                require_stable,
+            } => self.offset_fetch(id, group_id, partitions, require_stable, sink),
             GroupOp::Describe { group_id } => {
                 let description = match live.groups.get(&group_id) {
                     Some(group) => GroupDescription {
@@ -535,6 +559,7 @@ impl Coordinator {
     /// Asserts the coordinator's invariants.
     pub fn invariants(&self) {
         self.proposals.invariants(self.applied);
+        self.stored.txn_invariants();
         assert_eq!(
             self.stored_bytes,
             self.stored.encoded_len(),

@@ -1,5 +1,6 @@
-//! Committed offsets: OffsetCommit (checked against the group's live state, proposed, and
-//! answered when its entry applies) and OffsetFetch (answered from the stored state).
+//! Committed offsets: OffsetCommit and TxnOffsetCommit (checked against the group's live
+//! state, proposed, and answered when its entry applies; a transaction's offsets are pending
+//! until its marker) and OffsetFetch (answered from the stored state).
 
 use std::collections::BTreeSet;
 
@@ -7,7 +8,9 @@ use super::command::{Command, CommittedOffset, StoredState};
 use super::live::{LiveGroup, State};
 use super::membership::check_member;
 use super::proposals::WaitingOp;
-use super::requests::{GroupError, GroupResponse, OffsetCommit, PartitionResult};
+use super::requests::{
+    FetchedOffset, GroupError, GroupResponse, OffsetCommit, PartitionResult, TxnOffsetCommit,
+};
 use super::{reply, CommandLog, Coordinator, OFFSET_METADATA_MAX};
 use crate::ids::RequestId;
 use crate::node::Sink;
@@ -22,74 +25,106 @@ impl Coordinator {
         commit: OffsetCommit,
         sink: &mut Sink,
     ) {
-        let live = self.live.as_mut().expect("serving");
         let fail = |sink: &mut Sink, e| reply(sink, id, GroupResponse::OffsetCommit(Err(e)));
-        if commit
-            .offsets
+        let member = (&commit.member_id, &commit.instance_id, commit.generation);
+        if let Err(e) = self.admit_commit(now, &commit.group_id, member, &commit.offsets, sink) {
+            return fail(sink, e);
+        }
+        let command = Command::Offsets {
+            group_id: commit.group_id,
+            offsets: committed_offsets(commit.offsets, now),
+        };
+        self.propose_answer(log, now, id, command, WaitingOp::OffsetCommit, sink);
+    }
+
+    /// TxnOffsetCommit, once the transaction coordinator verified it: checked as an
+    /// OffsetCommit (the member and generation only when the producer gives them, as KIP-447
+    /// does; a rebalance does not refuse it), stored as the transaction's pending offsets and
+    /// answered when applied, or refused if the transaction ended here meanwhile.
+    pub(super) fn txn_offset_commit(
+        &mut self,
+        log: &mut dyn CommandLog,
+        now: Now,
+        id: RequestId,
+        commit: TxnOffsetCommit,
+        sink: &mut Sink,
+    ) {
+        let fail = |sink: &mut Sink, e| reply(sink, id, GroupResponse::TxnOffsetCommit(Err(e)));
+        let txn_start_ms = commit.txn_start_ms.expect("verified by the node");
+        let (producer_id, epoch) = commit.producer;
+        if self.stored.is_ended(producer_id, txn_start_ms) {
+            return fail(sink, GroupError::Txn(crate::txn::TxnError::InvalidTxnState));
+        }
+        let generation = if commit.member_id.is_empty() {
+            crate::ids::Generation(-1)
+        } else {
+            commit.generation
+        };
+        let member = (&commit.member_id, &commit.instance_id, generation);
+        if let Err(e) = self.admit_commit(now, &commit.group_id, member, &commit.offsets, sink) {
+            return fail(sink, e);
+        }
+        let command = Command::TxnOffsets {
+            group_id: commit.group_id,
+            producer_id,
+            epoch,
+            txn_start_ms,
+            offsets: committed_offsets(commit.offsets, now),
+        };
+        self.propose_answer(log, now, id, command, WaitingOp::TxnOffsetCommit, sink);
+    }
+
+    /// Whether a commit of `offsets` by `member` (member id, instance id, generation; a
+    /// negative generation commits from outside the group) may be proposed for `group_id`:
+    /// the metadata's length, the group (a new one admitted within the bounds) and the
+    /// member. A member's commit extends its session; the group's retention restarts.
+    fn admit_commit(
+        &mut self,
+        now: Now,
+        group_id: &str,
+        (member_id, instance_id, generation): (&String, &Option<String>, crate::ids::Generation),
+        offsets: &[(String, i32, i64, i32, String)],
+        sink: &mut Sink,
+    ) -> Result<(), GroupError> {
+        let live = self.live.as_mut().expect("serving");
+        if offsets
             .iter()
             .any(|(_, _, _, _, metadata)| metadata.len() > OFFSET_METADATA_MAX)
         {
-            return fail(sink, GroupError::OffsetMetadataTooLarge);
+            return Err(GroupError::OffsetMetadataTooLarge);
         }
-        match live.groups.get_mut(&commit.group_id) {
-            None if commit.generation.0 < 0 => {
+        match live.groups.get_mut(group_id) {
+            None if generation.0 < 0 => {
                 // A new group takes at least its header in the stored state.
-                let header = StoredState::group_bytes(&commit.group_id);
+                let header = StoredState::group_bytes(group_id);
                 let fits = self
                     .proposals
                     .room_for(self.stored_bytes, header, &self.logger);
                 if !fits || !live.room_for_group(self.config.groups_max, sink) {
-                    return fail(sink, GroupError::CoordinatorNotAvailable);
+                    return Err(GroupError::CoordinatorNotAvailable);
                 }
                 live.groups.insert(
-                    commit.group_id.clone(),
-                    LiveGroup::empty(&self.logger, &commit.group_id, now),
+                    group_id.to_string(),
+                    LiveGroup::empty(&self.logger, group_id, now),
                 );
             }
-            None => return fail(sink, GroupError::IllegalGeneration),
-            Some(group) if commit.generation.0 < 0 && group.state == State::Empty => {}
+            None => return Err(GroupError::IllegalGeneration),
+            Some(group) if generation.0 < 0 && group.state == State::Empty => {}
             Some(group) => {
-                if let Err(e) = check_member(
-                    group,
-                    &commit.member_id,
-                    &commit.instance_id,
-                    commit.generation,
-                ) {
-                    return fail(sink, e);
-                }
+                check_member(group, member_id, instance_id, generation)?;
                 if group.state == State::CompletingRebalance {
-                    return fail(sink, GroupError::RebalanceInProgress);
+                    return Err(GroupError::RebalanceInProgress);
                 }
-                let member = group.members.get_mut(&commit.member_id).expect("checked");
+                let member = group.members.get_mut(member_id).expect("checked");
                 member.deadline = now.mono.plus_ms(member.session_timeout_ms as u64);
             }
         }
         // Offsets retention counts from now: an expiry must not be proposed behind this
         // offset commit while it waits to apply.
-        if let Some(group) = live.groups.get_mut(&commit.group_id) {
+        if let Some(group) = live.groups.get_mut(group_id) {
             group.changed(now);
         }
-        let offsets = commit
-            .offsets
-            .into_iter()
-            .map(|(topic, partition, offset, leader_epoch, metadata)| {
-                (
-                    topic,
-                    partition,
-                    CommittedOffset {
-                        offset,
-                        leader_epoch,
-                        metadata,
-                        commit_time_ms: now.wall_ms,
-                    },
-                )
-            })
-            .collect();
-        let command = Command::Offsets {
-            group_id: commit.group_id,
-            offsets,
-        };
-        self.propose_answer(log, now, id, command, WaitingOp::OffsetCommit, sink);
+        Ok(())
     }
 
     /// OffsetDelete (KIP-496), as Kafka's classic groups do: an empty group's offsets all go;
@@ -170,36 +205,67 @@ impl Coordinator {
     }
 
     /// OffsetFetch, answered from the stored state: the partitions asked, or every partition
-    /// with a committed offset.
+    /// with a committed offset (or, with `require_stable`, with pending offsets). With
+    /// `require_stable` a partition with offsets of an open transaction answers
+    /// UNSTABLE_OFFSET_COMMIT, and the client asks again.
     pub(super) fn offset_fetch(
         &self,
         id: RequestId,
         group_id: String,
         partitions: Option<Vec<(String, i32)>>,
+        require_stable: bool,
         sink: &mut Sink,
     ) {
         let stored = self.stored.groups.get(&group_id);
-        let answer = match partitions {
-            Some(partitions) => partitions
-                .into_iter()
-                .map(|(topic, partition)| {
-                    let offset = stored
-                        .and_then(|g| g.offsets.get(&(topic.clone(), partition)))
-                        .cloned();
-                    (topic, partition, offset)
-                })
-                .collect(),
-            None => stored
-                .map(|g| {
-                    g.offsets
-                        .iter()
-                        .map(|((t, p), o)| (t.clone(), *p, Some(o.clone())))
-                        .collect()
-                })
-                .unwrap_or_default(),
+        let partitions: Vec<(String, i32)> = match partitions {
+            Some(partitions) => partitions,
+            None => {
+                let mut all: BTreeSet<(String, i32)> = stored
+                    .map(|g| g.offsets.keys().cloned().collect())
+                    .unwrap_or_default();
+                if require_stable {
+                    for pending in stored.iter().flat_map(|g| g.pending.values()) {
+                        all.extend(pending.offsets.keys().cloned());
+                    }
+                }
+                all.into_iter().collect()
+            }
         };
+        let answer: Vec<FetchedOffset> = partitions
+            .into_iter()
+            .map(|(topic, partition)| {
+                let result =
+                    if require_stable && self.stored.is_pending(&group_id, &topic, partition) {
+                        Err(GroupError::UnstableOffsetCommit)
+                    } else {
+                        Ok(stored
+                            .and_then(|g| g.offsets.get(&(topic.clone(), partition)))
+                            .cloned())
+                    };
+                (topic, partition, result)
+            })
+            .collect();
         reply(sink, id, GroupResponse::OffsetFetch(Ok(answer)));
     }
+}
+
+/// A commit's offsets as stored, committed at `now`.
+fn committed_offsets(
+    offsets: Vec<(String, i32, i64, i32, String)>,
+    now: Now,
+) -> Vec<(String, i32, CommittedOffset)> {
+    offsets
+        .into_iter()
+        .map(|(topic, partition, offset, leader_epoch, metadata)| {
+            let offset = CommittedOffset {
+                offset,
+                leader_epoch,
+                metadata,
+                commit_time_ms: now.wall_ms,
+            };
+            (topic, partition, offset)
+        })
+        .collect()
 }
 
 /// The topics of a consumer protocol subscription (ConsumerProtocolSubscription: a version,

@@ -13,6 +13,7 @@ use super::requests::{GroupError, GroupResponse};
 use super::{reply, CommandLog, Coordinator};
 use crate::ids::{Generation, RaftIndex, RequestId, Term};
 use crate::node::Sink;
+use crate::partition::MarkerWrite;
 use crate::time::{Instant, Now};
 
 /// How long an answer waits for its entry to apply.
@@ -29,11 +30,14 @@ pub(super) enum Waiting {
     },
     /// A record nobody waits for (an empty group's generation).
     Nothing,
+    /// A transaction's marker: written once applied (`Coordinator::take_markers_written`).
+    Marker(MarkerWrite),
 }
 
 #[derive(Debug, Clone)]
 pub(super) enum WaitingOp {
     OffsetCommit,
+    TxnOffsetCommit,
     Delete,
     /// OffsetDelete, with each partition's answer should its entry apply.
     OffsetDelete(Vec<super::requests::PartitionResult>),
@@ -43,6 +47,7 @@ impl WaitingOp {
     pub(super) fn answer(self, result: Result<(), GroupError>) -> GroupResponse {
         match self {
             Self::OffsetCommit => GroupResponse::OffsetCommit(result),
+            Self::TxnOffsetCommit => GroupResponse::TxnOffsetCommit(result),
             Self::Delete => GroupResponse::Delete(result),
             Self::OffsetDelete(partitions) => {
                 GroupResponse::OffsetDelete(result.map(|()| partitions))
@@ -195,7 +200,10 @@ impl Proposals {
             if self.growing.len() >= self.max {
                 return Err(Refused::Unavailable);
             }
-            if !self.room_for(entry.stored_bytes, entry.growth, logger) {
+            // A marker always goes in: a transaction must be able to end. It grows the state
+            // by one remembered transaction at most, and ending pending offsets shrinks it.
+            let marker = matches!(waiting, Waiting::Marker(_));
+            if !marker && !self.room_for(entry.stored_bytes, entry.growth, logger) {
                 return Err(Refused::StateFull);
             }
         }
@@ -252,7 +260,7 @@ impl Coordinator {
         // Only offset commits grow the state: past its bound, as past the bound on one entry,
         // their records are too large (Kafka's INVALID_COMMIT_OFFSET_SIZE).
         let too_large = match &op {
-            WaitingOp::OffsetCommit => GroupError::CommitTooLarge,
+            WaitingOp::OffsetCommit | WaitingOp::TxnOffsetCommit => GroupError::CommitTooLarge,
             _ => GroupError::GroupTooLarge,
         };
         let entry = Entry::new(&command, &self.stored, self.stored_bytes);

@@ -5,7 +5,8 @@
 use bytes::Bytes;
 
 use super::command::CommittedOffset;
-use crate::ids::Generation;
+use crate::ids::{Generation, ProducerEpoch, ProducerId};
+use crate::txn::TxnError;
 
 /// A request to the coordinator of one group.
 #[derive(Clone, Debug)]
@@ -20,12 +21,17 @@ pub enum GroupOp {
     Leave(LeaveGroup),
     /// OffsetCommit.
     OffsetCommit(OffsetCommit),
+    /// TxnOffsetCommit: offsets committed with a transaction, pending until its marker.
+    TxnOffsetCommit(TxnOffsetCommit),
     /// OffsetFetch: the partitions asked, or every partition with a committed offset.
     OffsetFetch {
         /// The group.
         group_id: String,
         /// `None` for all.
         partitions: Option<Vec<(String, i32)>>,
+        /// OffsetFetch v7+ (KIP-447): a partition with offsets of an open transaction answers
+        /// UNSTABLE_OFFSET_COMMIT instead of its committed offset.
+        require_stable: bool,
     },
     /// DescribeGroups, for one group.
     Describe {
@@ -55,6 +61,7 @@ impl GroupOp {
             Self::Heartbeat(r) => &r.group_id,
             Self::Leave(r) => &r.group_id,
             Self::OffsetCommit(r) => &r.group_id,
+            Self::TxnOffsetCommit(r) => &r.group_id,
             Self::OffsetFetch { group_id, .. }
             | Self::Describe { group_id }
             | Self::Delete { group_id }
@@ -193,6 +200,33 @@ pub struct OffsetCommit {
     pub offsets: Vec<(String, i32, i64, i32, String)>,
 }
 
+/// TxnOffsetCommit (KIP-98; KIP-447's group metadata from v3).
+#[derive(Clone, Debug)]
+pub struct TxnOffsetCommit {
+    /// The producer's transactional id.
+    pub transactional_id: String,
+    /// The group.
+    pub group_id: String,
+    /// The producer's id and epoch.
+    pub producer: (ProducerId, ProducerEpoch),
+    /// The member's generation, or -1 (before v3, or a producer without the group's
+    /// metadata): no membership check.
+    pub generation: Generation,
+    /// The member, or empty.
+    pub member_id: String,
+    /// Static instance id.
+    pub instance_id: Option<String>,
+    /// (topic, partition, offset, leader epoch, metadata).
+    pub offsets: Vec<(String, i32, i64, i32, String)>,
+    /// The transaction's start, as its coordinator verified that the producer added this
+    /// partition to its open transaction (KIP-890); set by the node before the coordinator
+    /// sees the request.
+    pub txn_start_ms: Option<i64>,
+}
+
+/// One partition of an OffsetFetch answer: its committed offset if any, or why not.
+pub type FetchedOffset = (String, i32, Result<Option<CommittedOffset>, GroupError>);
+
 /// A member in a DescribeGroups answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberDescription {
@@ -280,6 +314,11 @@ pub enum GroupError {
     GroupSubscribedToTopic,
     /// No answer in time: the change may or may not have been made.
     TimedOut,
+    /// OffsetFetch with `require_stable`: the partition has offsets of an open transaction.
+    UnstableOffsetCommit,
+    /// A transactional offset commit the producer's transaction coordinator did not verify,
+    /// or whose transaction ended before it applied.
+    Txn(TxnError),
 }
 
 impl GroupError {
@@ -305,6 +344,17 @@ impl GroupError {
             Self::GroupTooLarge => -1,
             Self::GroupSubscribedToTopic => 86,
             Self::TimedOut => 7,
+            Self::UnstableOffsetCommit => 88,
+            // TxnOffsetCommit's codes, which clients know: a stale epoch is fenced
+            // (INVALID_PRODUCER_EPOCH, fatal), an unavailable transaction coordinator is
+            // retried (COORDINATOR_LOAD_IN_PROGRESS).
+            Self::Txn(error) => match error {
+                TxnError::ProducerFenced => 47,
+                TxnError::InvalidProducerIdMapping => 49,
+                TxnError::InvalidTxnState => 48,
+                TxnError::TimedOut => 7,
+                _ => 14,
+            },
         }
     }
 }
@@ -326,8 +376,10 @@ pub enum GroupResponse {
     /// OffsetCommit: the whole commit succeeds or fails (per-offset errors are found before
     /// anything is proposed).
     OffsetCommit(Result<(), GroupError>),
-    /// OffsetFetch: (topic, partition, committed offset if any).
-    OffsetFetch(Result<Vec<(String, i32, Option<CommittedOffset>)>, GroupError>),
+    /// TxnOffsetCommit: the offsets are pending in the transaction.
+    TxnOffsetCommit(Result<(), GroupError>),
+    /// OffsetFetch: per partition its committed offset if any, or why not.
+    OffsetFetch(Result<Vec<FetchedOffset>, GroupError>),
     /// DescribeGroups.
     Describe(Result<GroupDescription, GroupError>),
     /// DeleteGroups.
@@ -345,6 +397,7 @@ impl GroupResponse {
             GroupOp::Heartbeat(_) => Self::Heartbeat(Err(error)),
             GroupOp::Leave(_) => Self::Leave(Err(error)),
             GroupOp::OffsetCommit(_) => Self::OffsetCommit(Err(error)),
+            GroupOp::TxnOffsetCommit(_) => Self::TxnOffsetCommit(Err(error)),
             GroupOp::OffsetFetch { .. } => Self::OffsetFetch(Err(error)),
             GroupOp::Describe { .. } => Self::Describe(Err(error)),
             GroupOp::Delete { .. } => Self::Delete(Err(error)),

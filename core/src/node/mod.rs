@@ -30,7 +30,7 @@ use rand_core::SeedableRng;
 use bytes::Bytes;
 use raft::eraftpb::MessageType;
 
-use crate::coordinator::{Coordinator, GroupError, GroupResponse};
+use crate::coordinator::{Coordinator, GroupError, GroupOp, GroupResponse};
 use crate::epoch_history::EpochHistory;
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftId, RaftIndex, RequestId, Term};
 use crate::io::{
@@ -533,6 +533,12 @@ impl Node {
     ) {
         match request {
             Request::Admin(admin) => self.handle_admin(now, id, admin, sink, touched),
+            Request::Group(GroupRequest {
+                group,
+                op: GroupOp::TxnOffsetCommit(commit),
+            }) if commit.txn_start_ms.is_none() => {
+                self.txn_offset_commit(now, id, group, commit, sink, touched)
+            }
             Request::Group(GroupRequest { group, op }) => {
                 match (
                     self.coordinators.get_mut(&group),
@@ -737,6 +743,9 @@ impl Node {
                 } else if let Some(coordinator) = self.coordinators.get_mut(&group) {
                     let now = self.now.expect("handle sets now");
                     coordinator.follow(replica, now, sink);
+                    if let Hosted::Group(c) = coordinator {
+                        self.markers_applied.extend(c.take_markers_written());
+                    }
                 }
             }
             if readies.is_empty() && sink.records.is_empty() {

@@ -1,7 +1,9 @@
 //! Transactions across a node's groups and its peers: KIP-890's verification of a transactional
-//! batch with its coordinator before the partition's leader appends it, and the markers a
-//! transaction coordinator has written to every partition of an ended transaction (Kafka's
-//! WriteTxnMarkers), each from whichever node leads the partition.
+//! batch (or a transactional offset commit) with its coordinator before the partition's leader
+//! appends it, and the markers a transaction coordinator has written to every partition of an
+//! ended transaction (Kafka's WriteTxnMarkers), each from whichever node leads the partition: a
+//! data partition's marker is a control batch, a `__consumer_offsets` partition's a command of
+//! its group coordinator.
 //!
 //! Both go between nodes as peer messages to [`TXN_GROUP`] (not a Raft group), whose context
 //! is one [`TxnMessage`]. A lost message is a lost request: a verification times out with the
@@ -15,8 +17,9 @@ use bytes::Bytes;
 use super::{Hosted, Node, Sink};
 use crate::batch::{Batch, Marker};
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::ids::{GroupId, NodeId, ProducerEpoch, ProducerId, RequestId};
-use crate::io::{ProduceError, ProduceRequest};
+use crate::coordinator::{GroupError, GroupOp, GroupResponse, TxnOffsetCommit, OFFSETS_TOPIC};
+use crate::ids::{GroupId, NodeId, ProducerEpoch, ProducerId, RequestId, Term};
+use crate::io::{ProduceError, ProduceRequest, Response};
 use crate::metadata::MetadataState;
 use crate::partition::{MarkerOutcome, MarkerWrite};
 use crate::time::{Instant, Now};
@@ -27,6 +30,10 @@ pub const TXN_GROUP: GroupId = GroupId(u64::MAX - 2);
 
 /// Most markers one coordinator partition sends per tick.
 const MARKERS_PER_TICK: usize = 1_000;
+
+/// How long a transactional offset commit waits for its verification (as long as the group
+/// coordinator's answers wait for their entries).
+const OFFSETS_VERIFY_MS: u64 = 5_000;
 
 /// What nodes tell each other about transactions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,13 +184,39 @@ impl TxnMessage {
     }
 }
 
-/// Produce requests of one producer on one partition waiting for its verification.
+/// A request waiting for its producer's verification.
+#[derive(Debug)]
+enum Waiter {
+    /// A produce request, for a data partition.
+    Produce(ProduceRequest),
+    /// A transactional offset commit, for a group coordinator.
+    Offsets(TxnOffsetCommit),
+}
+
+impl Waiter {
+    /// Answers the request with `error` (a produce request with `ProduceError::TxnVerification`
+    /// and the like, an offset commit with `GroupError::Txn`).
+    fn fail(self, id: RequestId, produce: ProduceError, offsets: GroupError, sink: &mut Sink) {
+        match self {
+            Self::Produce(request) => sink.reply_produce(request.acks, id, Err(produce)),
+            Self::Offsets(_) => sink.reply(
+                id,
+                Response::Group(GroupResponse::TxnOffsetCommit(Err(offsets))),
+            ),
+        }
+    }
+}
+
+/// Requests of one producer on one partition waiting for its verification.
 #[derive(Debug)]
 struct Verifying {
     group: GroupId,
     producer: ProducerId,
+    /// The term the partition's leader served when it asked: an answer in another term is
+    /// not for this leadership.
+    term: Option<Term>,
     /// In arrival order: handed to the partition in that order.
-    waiting: VecDeque<(RequestId, ProduceRequest)>,
+    waiting: VecDeque<(RequestId, Waiter)>,
     deadline: Instant,
 }
 
@@ -195,12 +228,12 @@ pub(crate) struct NodeTxns {
     /// The token of each (partition, producer) being verified.
     by_producer: BTreeMap<(GroupId, ProducerId), u64>,
     next_token: u64,
-    /// Produce requests waiting, across verifications.
+    /// Requests waiting, across verifications.
     waiting: usize,
 }
 
 impl NodeTxns {
-    /// Produce requests waiting for their verification.
+    /// Requests waiting for their verification.
     pub(crate) fn waiting(&self) -> usize {
         self.waiting
     }
@@ -263,39 +296,97 @@ impl Node {
         let Some((producer, epoch)) = Batch::peek_transactional(&request.batch) else {
             return replica.produce(&self.config, now, id, (request, None), sink);
         };
-        let queued = self.txns.by_producer.get(&(group, producer)).copied();
-        if queued.is_none() && !replica.needs_verification(producer, epoch) {
+        let queued = self.txns.by_producer.contains_key(&(group, producer));
+        if !queued && !replica.needs_verification(producer, epoch) {
             // Continues the transaction open here, or the partition refuses it anyway.
             return replica.produce(&self.config, now, id, (request, None), sink);
-        }
-        if self.txns.waiting >= self.config.pending_requests_max {
-            return sink.reply_produce(request.acks, id, Err(ProduceError::Backpressure));
-        }
-        if let Some(token) = queued {
-            let verifying = self.txns.verifying.get_mut(&token).expect("indexed");
-            verifying.waiting.push_back((id, request));
-            self.txns.waiting += 1;
-            return;
         }
         let Some(transactional_id) = request.transactional_id.clone() else {
             return sink.reply_produce(request.acks, id, Err(ProduceError::InvalidTxnState));
         };
+        let timeout_ms = u64::from(request.timeout_ms);
+        let waiter = (id, Waiter::Produce(request));
+        self.verify(
+            now,
+            (group, transactional_id, (producer, epoch)),
+            waiter,
+            timeout_ms,
+            sink,
+            touched,
+        );
+    }
+
+    /// A transactional offset commit for a group coordinator this node hosts: verified with
+    /// the producer's transaction coordinator first (the offsets partition must be in its open
+    /// transaction: AddOffsetsToTxn), which names the transaction its marker will end.
+    pub(super) fn txn_offset_commit(
+        &mut self,
+        now: Now,
+        id: RequestId,
+        group: GroupId,
+        commit: TxnOffsetCommit,
+        sink: &mut Sink,
+        touched: &mut BTreeSet<GroupId>,
+    ) {
+        let serving = self.groups.get(&group).and_then(|r| r.serving_term());
+        if serving.is_none() || !matches!(self.coordinators.get(&group), Some(Hosted::Group(_))) {
+            let answer = GroupResponse::TxnOffsetCommit(Err(GroupError::NotCoordinator));
+            return sink.reply(id, Response::Group(answer));
+        }
+        let key = (group, commit.transactional_id.clone(), commit.producer);
+        let waiter = (id, Waiter::Offsets(commit));
+        self.verify(now, key, waiter, OFFSETS_VERIFY_MS, sink, touched);
+    }
+
+    /// Asks the coordinator of `transactional_id` whether `producer` added the partition of
+    /// `group` to its open transaction; `waiter` waits for the answer, behind the producer's
+    /// earlier requests on the partition if a verification is under way already.
+    fn verify(
+        &mut self,
+        now: Now,
+        (group, transactional_id, (producer, epoch)): (
+            GroupId,
+            String,
+            (ProducerId, ProducerEpoch),
+        ),
+        (id, waiter): (RequestId, Waiter),
+        timeout_ms: u64,
+        sink: &mut Sink,
+        touched: &mut BTreeSet<GroupId>,
+    ) {
+        if self.txns.waiting >= self.config.pending_requests_max {
+            let full = GroupError::CoordinatorNotAvailable;
+            return waiter.fail(id, ProduceError::Backpressure, full, sink);
+        }
+        if let Some(token) = self.txns.by_producer.get(&(group, producer)) {
+            let verifying = self.txns.verifying.get_mut(token).expect("indexed");
+            verifying.waiting.push_back((id, waiter));
+            self.txns.waiting += 1;
+            return;
+        }
         let metadata = self.metadata.as_ref();
         let coordinator = metadata.and_then(|m| coordinator_of(m, &transactional_id));
         let partition = metadata.and_then(|m| partition_of(m, group));
         let (Some(coordinator), Some(partition)) = (coordinator, partition) else {
-            let error = ProduceError::TxnVerification(TxnError::CoordinatorNotAvailable);
-            return sink.reply_produce(request.acks, id, Err(error));
+            let error = TxnError::CoordinatorNotAvailable;
+            return waiter.fail(
+                id,
+                ProduceError::TxnVerification(error),
+                GroupError::Txn(error),
+                sink,
+            );
         };
         let token = self.txns.next_token;
         self.txns.next_token += 1;
+        let term = self.groups.get(&group).and_then(|r| r.serving_term());
         self.txns.verifying.insert(
             token,
             Verifying {
                 group,
                 producer,
-                waiting: VecDeque::from([(id, request.clone())]),
-                deadline: now.mono.plus_ms(u64::from(request.timeout_ms)),
+                term,
+                waiting: VecDeque::from([(id, waiter)]),
+                deadline: now.mono.plus_ms(timeout_ms),
             },
         );
         self.txns.by_producer.insert((group, producer), token);
@@ -404,30 +495,67 @@ impl Node {
                 let Some(verifying) = self.txns.take(token) else {
                     return; // timed out meanwhile
                 };
-                let replica = self.groups.get_mut(&verifying.group);
-                match (result, replica) {
-                    (Ok(start), Some(replica)) => {
-                        touched.insert(verifying.group);
-                        for (id, request) in verifying.waiting {
-                            replica.produce(&self.config, now, id, (request, Some(start)), sink);
+                let group = verifying.group;
+                let same_term =
+                    self.groups.get(&group).and_then(|r| r.serving_term()) == verifying.term;
+                let result = match result {
+                    Ok(_) if !same_term => Err(TxnError::NotCoordinator),
+                    result => result,
+                };
+                let (Some(replica), Ok(start)) = (self.groups.get_mut(&group), result) else {
+                    let (produce, offsets) = match result {
+                        Err(error) => {
+                            (ProduceError::TxnVerification(error), GroupError::Txn(error))
                         }
+                        Ok(_) => (
+                            ProduceError::UnknownTopicOrPartition,
+                            GroupError::NotCoordinator,
+                        ),
+                    };
+                    for (id, waiter) in verifying.waiting {
+                        waiter.fail(id, produce.clone(), offsets.clone(), sink);
                     }
-                    (result, _) => {
-                        let error = match result {
-                            Err(error) => ProduceError::TxnVerification(error),
-                            Ok(_) => ProduceError::UnknownTopicOrPartition,
-                        };
-                        for (id, request) in verifying.waiting {
-                            sink.reply_produce(request.acks, id, Err(error.clone()));
+                    return;
+                };
+                touched.insert(group);
+                for (id, waiter) in verifying.waiting {
+                    match waiter {
+                        Waiter::Produce(request) => {
+                            replica.produce(&self.config, now, id, (request, Some(start)), sink)
+                        }
+                        Waiter::Offsets(mut commit) => {
+                            commit.txn_start_ms = Some(start);
+                            match self.coordinators.get_mut(&group) {
+                                Some(Hosted::Group(c)) => c.handle(
+                                    replica,
+                                    now,
+                                    id,
+                                    GroupOp::TxnOffsetCommit(commit),
+                                    sink,
+                                ),
+                                _ => Waiter::Offsets(commit).fail(
+                                    id,
+                                    ProduceError::UnknownTopicOrPartition,
+                                    GroupError::NotCoordinator,
+                                    sink,
+                                ),
+                            }
                         }
                     }
                 }
             }
             TxnMessage::WriteMarker(write) => {
-                let outcome = match self.groups.get_mut(&write.group) {
-                    Some(replica) if !replica.is_command_log() => {
+                let outcome = match (
+                    self.groups.get_mut(&write.group),
+                    self.coordinators.get_mut(&write.group),
+                ) {
+                    (Some(replica), None) if !replica.is_command_log() => {
                         touched.insert(write.group);
                         replica.write_marker(&self.config, now, write.clone())
+                    }
+                    (Some(replica), Some(Hosted::Group(c))) => {
+                        touched.insert(write.group);
+                        c.write_marker(replica, now, write.clone())
                     }
                     _ => MarkerOutcome::Refused,
                 };
@@ -487,8 +615,9 @@ impl Node {
             .collect();
         for token in expired {
             let verifying = self.txns.take(token).expect("listed");
-            for (id, request) in verifying.waiting {
-                sink.reply_produce(request.acks, id, Err(ProduceError::TimedOut));
+            for (id, waiter) in verifying.waiting {
+                let offsets = GroupError::Txn(TxnError::TimedOut);
+                waiter.fail(id, ProduceError::TimedOut, offsets, sink);
             }
         }
         let mut jobs = Vec::new();
@@ -506,8 +635,9 @@ impl Node {
         }
     }
 
-    /// Sends one marker to its partition's leader. A partition that no longer exists needs no
-    /// marker; a `__consumer_offsets` partition has no transactional offsets to end yet.
+    /// Sends one marker to its partition's leader (a `__consumer_offsets` partition's is its
+    /// group coordinator's). A partition that no longer exists needs no marker, nor does
+    /// another internal topic's (no transaction adds one).
     fn send_marker(
         &mut self,
         coordinator: GroupId,
@@ -521,7 +651,8 @@ impl Node {
             let index = usize::try_from(job.partition.1).ok()?;
             Some(topic.partitions.get(index)?.group)
         });
-        let internal = crate::metadata::is_internal(&job.partition.0);
+        let internal =
+            crate::metadata::is_internal(&job.partition.0) && job.partition.0 != OFFSETS_TOPIC;
         let write = MarkerWrite {
             coordinator,
             transactional_id: job.transactional_id,

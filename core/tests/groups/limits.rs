@@ -298,6 +298,7 @@ fn what_would_grow_a_partitions_state_past_its_bound_is_refused() {
     let GroupResponse::OffsetFetch(Ok(stored)) = groups.call(GroupOp::OffsetFetch {
         group_id: GROUP.into(),
         partitions: None,
+        require_stable: false,
     }) else {
         panic!("fetch");
     };

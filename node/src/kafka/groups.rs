@@ -1,6 +1,6 @@
 //! The consumer-group APIs: FindCoordinator (of groups and of transactions), JoinGroup,
-//! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, DescribeGroups, ListGroups and
-//! DeleteGroups.
+//! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, TxnOffsetCommit, OffsetFetch,
+//! DescribeGroups, ListGroups and DeleteGroups.
 //!
 //! Each request is translated into the core's [`GroupOp`] and sent to the coordinator
 //! partition of its group (`oxbow_core::coordinator`); this node must lead that partition,
@@ -24,6 +24,9 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{
     BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
     DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
@@ -31,12 +34,12 @@ use kafka_protocol::messages::{
     JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
     ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
     OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
-    SyncGroupResponse, TopicName,
+    SyncGroupResponse, TopicName, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_core::coordinator::{
     partition_for, CommittedOffset, GroupError, GroupOp, GroupResponse, Heartbeat, JoinGroup,
-    LeaveGroup, OffsetCommit, SyncGroup, OFFSETS_TOPIC,
+    LeaveGroup, OffsetCommit, SyncGroup, TxnOffsetCommit, OFFSETS_TOPIC,
 };
 use oxbow_core::ids::{Generation, GroupId};
 use oxbow_core::io::{AdminRequest, Forward, GroupRequest, Request, Response};
@@ -91,7 +94,7 @@ async fn call(context: &Context, op: GroupOp) -> GroupResponse {
 
 /// Proposes the creation of an internal topic through the controller (what Kafka does on the
 /// first FindCoordinator of each kind).
-async fn create_internal_topic(context: &Context, name: &str, partitions: u32) {
+pub(super) async fn create_internal_topic(context: &Context, name: &str, partitions: u32) {
     let request = Request::Admin(AdminRequest {
         command: MetadataCommand::CreateTopic(CreateTopic {
             name: name.to_string(),
@@ -416,23 +419,82 @@ pub(super) async fn offset_commit(
     response
 }
 
-/// The committed offsets of one group, by topic: (partition, offset if any).
-type Fetched = Result<BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>>, GroupError>;
+/// TxnOffsetCommit (v0–3; KIP-447's member and generation from v3): the offsets join the
+/// producer's transaction, verified with its transaction coordinator first, and are the
+/// group's committed offsets once the transaction commits.
+pub(super) async fn txn_offset_commit(
+    context: &Context,
+    request: TxnOffsetCommitRequest,
+) -> TxnOffsetCommitResponse {
+    let offsets = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    string(&t.name.0),
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    opt_string(&p.committed_metadata).unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    let op = GroupOp::TxnOffsetCommit(TxnOffsetCommit {
+        transactional_id: string(&request.transactional_id.0),
+        group_id: string(&request.group_id.0),
+        producer: (
+            oxbow_core::ids::ProducerId(request.producer_id.0),
+            oxbow_core::ids::ProducerEpoch(request.producer_epoch),
+        ),
+        generation: Generation(request.generation_id),
+        member_id: string(&request.member_id),
+        instance_id: opt_string(&request.group_instance_id),
+        offsets,
+        txn_start_ms: None,
+    });
+    let GroupResponse::TxnOffsetCommit(result) = call(context, op).await else {
+        unreachable!("a transactional offset commit answered otherwise")
+    };
+    let error_code = result.err().map_or(code::NONE, |e| e.kafka_code());
+    let mut response = TxnOffsetCommitResponse::default();
+    for topic in &request.topics {
+        let mut answer = TxnOffsetCommitResponseTopic::default();
+        answer.name = topic.name.clone();
+        for partition in &topic.partitions {
+            let mut p = TxnOffsetCommitResponsePartition::default();
+            p.partition_index = partition.partition_index;
+            p.error_code = error_code;
+            answer.partitions.push(p);
+        }
+        response.topics.push(answer);
+    }
+    response
+}
+
+/// One partition's committed offset, or its error (UNSTABLE_OFFSET_COMMIT).
+type FetchedPartition = (i32, Result<Option<CommittedOffset>, GroupError>);
+
+/// The committed offsets of one group, by topic.
+type Fetched = Result<BTreeMap<String, Vec<FetchedPartition>>, GroupError>;
 
 async fn fetch_offsets(
     context: &Context,
     group_id: String,
     partitions: Option<Vec<(String, i32)>>,
+    require_stable: bool,
 ) -> Fetched {
     let op = GroupOp::OffsetFetch {
         group_id,
         partitions,
+        require_stable,
     };
     let GroupResponse::OffsetFetch(result) = call(context, op).await else {
         unreachable!("an offset fetch answered otherwise")
     };
     let offsets = result?;
-    let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> = BTreeMap::new();
+    let mut by_topic: BTreeMap<String, Vec<FetchedPartition>> = BTreeMap::new();
     for (topic, partition, offset) in offsets {
         by_topic.entry(topic).or_default().push((partition, offset));
     }
@@ -460,7 +522,13 @@ pub(super) async fn offset_fetch(
             });
             let mut answer = OffsetFetchResponseGroup::default();
             answer.group_id = group.group_id.clone();
-            match fetch_offsets(context, string(&group.group_id.0), asked).await {
+            let fetched = fetch_offsets(
+                context,
+                string(&group.group_id.0),
+                asked,
+                request.require_stable,
+            );
+            match fetched.await {
                 Ok(by_topic) => {
                     for (topic, partitions) in by_topic {
                         let mut t = OffsetFetchResponseTopics::default();
@@ -468,8 +536,12 @@ pub(super) async fn offset_fetch(
                         for (index, offset) in partitions {
                             let mut p = OffsetFetchResponsePartitions::default();
                             p.partition_index = index;
-                            (p.committed_offset, p.committed_leader_epoch, p.metadata) =
-                                offset_fields(offset);
+                            (
+                                p.committed_offset,
+                                p.committed_leader_epoch,
+                                p.metadata,
+                                p.error_code,
+                            ) = offset_fields(offset);
                             t.partitions.push(p);
                         }
                         answer.topics.push(t);
@@ -485,7 +557,15 @@ pub(super) async fn offset_fetch(
         .topics
         .as_ref()
         .map(|topics| asked_partitions(topics.iter().map(|t| (&t.name, &t.partition_indexes))));
-    match fetch_offsets(context, string(&request.group_id.0), asked.clone()).await {
+    // v7 asks for stable offsets; earlier versions read the committed ones as they are.
+    let require_stable = version >= 7 && request.require_stable;
+    let fetched = fetch_offsets(
+        context,
+        string(&request.group_id.0),
+        asked.clone(),
+        require_stable,
+    );
+    match fetched.await {
         Ok(by_topic) => {
             for (topic, partitions) in by_topic {
                 let mut t = OffsetFetchResponseTopic::default();
@@ -493,8 +573,12 @@ pub(super) async fn offset_fetch(
                 for (index, offset) in partitions {
                     let mut p = OffsetFetchResponsePartition::default();
                     p.partition_index = index;
-                    (p.committed_offset, p.committed_leader_epoch, p.metadata) =
-                        offset_fields(offset);
+                    (
+                        p.committed_offset,
+                        p.committed_leader_epoch,
+                        p.metadata,
+                        p.error_code,
+                    ) = offset_fields(offset);
                     t.partitions.push(p);
                 }
                 response.topics.push(t);
@@ -521,11 +605,20 @@ pub(super) async fn offset_fetch(
     response
 }
 
-/// (offset, leader epoch, metadata) of a committed offset, or Kafka's "none" (-1, -1, "").
-fn offset_fields(offset: Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
+/// (offset, leader epoch, metadata, error code) of a committed offset, or Kafka's "none"
+/// (-1, -1, "") with the error if any.
+fn offset_fields(
+    offset: Result<Option<CommittedOffset>, GroupError>,
+) -> (i64, i32, Option<StrBytes>, i16) {
     match offset {
-        Some(o) => (o.offset, o.leader_epoch, Some(str_bytes(&o.metadata))),
-        None => (-1, -1, Some(str_bytes(""))),
+        Ok(Some(o)) => (
+            o.offset,
+            o.leader_epoch,
+            Some(str_bytes(&o.metadata)),
+            code::NONE,
+        ),
+        Ok(None) => (-1, -1, Some(str_bytes("")), code::NONE),
+        Err(error) => (-1, -1, Some(str_bytes("")), error.kafka_code()),
     }
 }
 

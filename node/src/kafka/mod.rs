@@ -84,7 +84,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeConfigs, 1, 4),
@@ -548,6 +550,12 @@ async fn dispatch(
             txn::add_partitions_to_txn(&ctx, r, version).await
         }),
         ApiKey::EndTxn => call.handle(body, async move |r| txn::end_txn(&ctx, r, version).await),
+        ApiKey::AddOffsetsToTxn => call.handle(body, async move |r| {
+            txn::add_offsets_to_txn(&ctx, r, version).await
+        }),
+        ApiKey::TxnOffsetCommit => call.handle(body, async move |r| {
+            groups::txn_offset_commit(&ctx, r).await
+        }),
         ApiKey::DescribeTransactions => call.handle(body, async move |r| {
             txn::describe_transactions(&ctx, r).await
         }),

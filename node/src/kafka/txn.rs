@@ -1,5 +1,5 @@
 //! The producer-id and transaction APIs: InitProducerId (with or without a transactional id),
-//! AddPartitionsToTxn, EndTxn, DescribeTransactions and ListTransactions.
+//! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, DescribeTransactions and ListTransactions.
 //!
 //! A request with a transactional id is translated into the core's [`TxnOp`] and sent to the
 //! `__transaction_state` partition of its id (`oxbow_core::txn`); this node must lead that
@@ -14,12 +14,13 @@ use kafka_protocol::messages::describe_transactions_response::{
 };
 use kafka_protocol::messages::list_transactions_response::TransactionState as ListedTransaction;
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, DescribeTransactionsRequest,
-    DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
-    TopicName, TransactionalId,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
+use oxbow_core::coordinator::{partition_for as group_partition_for, OFFSETS_TOPIC};
 use oxbow_core::ids::{GroupId, ProducerEpoch, ProducerId as CoreProducerId};
 use oxbow_core::io::{Request, Response, TxnRequest};
 use oxbow_core::txn::{
@@ -202,6 +203,39 @@ pub(super) async fn add_partitions_to_txn(
             }
         }
     }
+    response
+}
+
+/// AddOffsetsToTxn: the group's `__consumer_offsets` partition joins the producer's open
+/// transaction, as Kafka adds it, so that the transaction's marker is written there too and
+/// ends the offsets the producer commits with it (TxnOffsetCommit, to the group's coordinator).
+pub(super) async fn add_offsets_to_txn(
+    context: &Context,
+    request: AddOffsetsToTxnRequest,
+    version: i16,
+) -> AddOffsetsToTxnResponse {
+    let mut response = AddOffsetsToTxnResponse::default();
+    let metadata = context.core.metadata();
+    let Some(topic) = metadata.topic(OFFSETS_TOPIC) else {
+        let partitions = context.config.offsets_topic_partitions;
+        super::groups::create_internal_topic(context, OFFSETS_TOPIC, partitions).await;
+        response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+        return response;
+    };
+    let group_id = request.group_id.0.as_str();
+    let partition = group_partition_for(group_id, topic.partitions.len()) as i32;
+    let op = TxnOp::AddPartitions(AddPartitions {
+        transactional_id: request.transactional_id.0.as_str().to_string(),
+        producer: (
+            CoreProducerId(request.producer_id.0),
+            ProducerEpoch(request.producer_epoch),
+        ),
+        partitions: vec![(OFFSETS_TOPIC.to_string(), partition)],
+    });
+    let TxnResponse::AddPartitions(result) = call(context, op).await else {
+        unreachable!("AddOffsetsToTxn answered otherwise")
+    };
+    response.error_code = result.map_or_else(|e| fenced_code(e, version), |()| code::NONE);
     response
 }
 

@@ -1,14 +1,19 @@
 //! The replicated state: [`Command`], the entries of a coordinator partition's log (offset
-//! commits, a group's membership after a rebalance, deletions) and their codec, the stored types
-//! they carry, and [`StoredState`], which applying them builds on every replica (encoded, it is
-//! the snapshot of a coordinator's log).
+//! commits, a group's membership after a rebalance, deletions, transactional offset commits
+//! and the markers that end them) and their codec, the stored types they carry, and
+//! [`StoredState`], which applying them builds on every replica (encoded, it is the snapshot of
+//! a coordinator's log). The transactional part of the state is in `txn.rs`.
 
-use std::collections::BTreeMap;
+mod txn;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
+pub use txn::{PendingOffsets, TxnEnd, ENDED_KEEP_MS};
+
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::ids::Generation;
+use crate::ids::{Generation, ProducerEpoch, ProducerId};
 
 /// One committed offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +97,25 @@ pub enum Command {
         /// (topic, partition).
         partitions: Vec<(String, i32)>,
     },
+    /// Offsets a transaction commits for a group (TxnOffsetCommit): pending until the
+    /// transaction's marker on this partition ([`Command::TxnEnd`]) makes them the group's
+    /// committed offsets or drops them.
+    TxnOffsets {
+        /// The group.
+        group_id: String,
+        /// The transactional producer.
+        producer_id: ProducerId,
+        /// Its epoch.
+        epoch: ProducerEpoch,
+        /// The transaction's start on its coordinator: what names it (as in a partition's
+        /// producer table), so a marker ends exactly it.
+        txn_start_ms: i64,
+        /// (topic, partition, offset).
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    },
+    /// A transaction's marker on this partition: its pending offsets, in every group, become
+    /// committed offsets (commit) or are dropped (abort).
+    TxnEnd(TxnEnd),
 }
 
 const VERSION: u8 = 1;
@@ -100,6 +124,10 @@ const VERSION: u8 = 1;
 const GROUP_WITHOUT_TIME: u8 = 2;
 /// The tag of a [`Command::Group`] with its `state_time_ms`.
 const GROUP_WITH_TIME: u8 = 5;
+/// The tag of a [`Command::TxnOffsets`].
+const TXN_OFFSETS: u8 = 6;
+/// The tag of a [`Command::TxnEnd`].
+const TXN_END: u8 = 7;
 
 fn put_str(w: &mut Writer, s: &str) {
     w.bytes(s.as_bytes());
@@ -119,6 +147,35 @@ fn get_str(r: &mut Reader<'_>) -> Result<String, DecodeError> {
     String::from_utf8(r.bytes()?.to_vec()).map_err(|_| DecodeError("string is not UTF-8"))
 }
 
+fn put_offsets(w: &mut Writer, offsets: &[(String, i32, CommittedOffset)]) {
+    w.u32(offsets.len() as u32);
+    for (topic, partition, o) in offsets {
+        put_str(w, topic);
+        w.i32(*partition);
+        w.i64(o.offset);
+        w.i32(o.leader_epoch);
+        put_str(w, &o.metadata);
+        w.i64(o.commit_time_ms);
+    }
+}
+
+fn get_offsets(r: &mut Reader<'_>) -> Result<Vec<(String, i32, CommittedOffset)>, DecodeError> {
+    let count = r.u32()?;
+    let mut offsets = Vec::new();
+    for _ in 0..count {
+        let topic = get_str(r)?;
+        let partition = r.i32()?;
+        let offset = CommittedOffset {
+            offset: r.i64()?,
+            leader_epoch: r.i32()?,
+            metadata: get_str(r)?,
+            commit_time_ms: r.i64()?,
+        };
+        offsets.push((topic, partition, offset));
+    }
+    Ok(offsets)
+}
+
 fn get_opt(r: &mut Reader<'_>) -> Result<Option<String>, DecodeError> {
     match r.u8()? {
         0 => Ok(None),
@@ -128,13 +185,16 @@ fn get_opt(r: &mut Reader<'_>) -> Result<Option<String>, DecodeError> {
 }
 
 impl Command {
-    /// The group the command is about.
-    pub fn group_id(&self) -> &str {
+    /// The group the command is about; `None` for a marker, which is about every group with
+    /// offsets of its transaction.
+    pub fn group_id(&self) -> Option<&str> {
         match self {
             Self::Offsets { group_id, .. }
             | Self::Group { group_id, .. }
             | Self::Delete { group_id }
-            | Self::DeleteOffsets { group_id, .. } => group_id,
+            | Self::DeleteOffsets { group_id, .. }
+            | Self::TxnOffsets { group_id, .. } => Some(group_id),
+            Self::TxnEnd(_) => None,
         }
     }
 
@@ -146,15 +206,7 @@ impl Command {
             Self::Offsets { group_id, offsets } => {
                 w.u8(1);
                 put_str(&mut w, group_id);
-                w.u32(offsets.len() as u32);
-                for (topic, partition, o) in offsets {
-                    put_str(&mut w, topic);
-                    w.i32(*partition);
-                    w.i64(o.offset);
-                    w.i32(o.leader_epoch);
-                    put_str(&mut w, &o.metadata);
-                    w.i64(o.commit_time_ms);
-                }
+                put_offsets(&mut w, offsets);
             }
             Self::Group { group_id, meta } => {
                 w.u8(GROUP_WITH_TIME);
@@ -192,6 +244,28 @@ impl Command {
                     w.i32(*partition);
                 }
             }
+            Self::TxnOffsets {
+                group_id,
+                producer_id,
+                epoch,
+                txn_start_ms,
+                offsets,
+            } => {
+                w.u8(TXN_OFFSETS);
+                put_str(&mut w, group_id);
+                w.i64(producer_id.0);
+                w.i16(epoch.0);
+                w.i64(*txn_start_ms);
+                put_offsets(&mut w, offsets);
+            }
+            Self::TxnEnd(end) => {
+                w.u8(TXN_END);
+                w.i64(end.producer_id.0);
+                w.i16(end.epoch.0);
+                w.i64(end.txn_start_ms);
+                w.u8(u8::from(end.commit));
+                w.i64(end.ended_ms);
+            }
         }
         w.bytes
     }
@@ -205,21 +279,27 @@ impl Command {
         let command = match r.u8()? {
             1 => {
                 let group_id = get_str(&mut r)?;
-                let count = r.u32()?;
-                let mut offsets = Vec::new();
-                for _ in 0..count {
-                    let topic = get_str(&mut r)?;
-                    let partition = r.i32()?;
-                    let offset = CommittedOffset {
-                        offset: r.i64()?,
-                        leader_epoch: r.i32()?,
-                        metadata: get_str(&mut r)?,
-                        commit_time_ms: r.i64()?,
-                    };
-                    offsets.push((topic, partition, offset));
-                }
+                let offsets = get_offsets(&mut r)?;
                 Self::Offsets { group_id, offsets }
             }
+            TXN_OFFSETS => Self::TxnOffsets {
+                group_id: get_str(&mut r)?,
+                producer_id: ProducerId(r.i64()?),
+                epoch: ProducerEpoch(r.i16()?),
+                txn_start_ms: r.i64()?,
+                offsets: get_offsets(&mut r)?,
+            },
+            TXN_END => Self::TxnEnd(TxnEnd {
+                producer_id: ProducerId(r.i64()?),
+                epoch: ProducerEpoch(r.i16()?),
+                txn_start_ms: r.i64()?,
+                commit: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError("bad transaction marker type")),
+                },
+                ended_ms: r.i64()?,
+            }),
             tag @ (GROUP_WITHOUT_TIME | GROUP_WITH_TIME) => {
                 let group_id = get_str(&mut r)?;
                 let state_time_ms = if tag == GROUP_WITH_TIME { r.i64()? } else { -1 };
@@ -283,6 +363,8 @@ pub struct StoredGroup {
     pub meta: Option<GroupMeta>,
     /// Committed offsets by (topic, partition).
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Offsets of open transactions, by producer: not committed offsets until their marker.
+    pub pending: BTreeMap<ProducerId, PendingOffsets>,
 }
 
 impl StoredGroup {
@@ -323,6 +405,15 @@ impl Resize {
 pub struct StoredState {
     /// Groups by id.
     pub groups: BTreeMap<String, StoredGroup>,
+    /// The last transaction of each producer whose marker this partition applied, for
+    /// [`ENDED_KEEP_MS`] after it: a transactional offset commit of a transaction already
+    /// ended here (verified before its marker, applied after) is dropped, so it cannot stay
+    /// pending forever.
+    pub txn_ended: BTreeMap<ProducerId, TxnEnd>,
+    /// The groups with pending offsets of each producer (derived from `groups`; not encoded).
+    pending_groups: BTreeMap<ProducerId, BTreeSet<String>>,
+    /// `txn_ended` by (when it ended, producer), to forget the oldest (derived; not encoded).
+    ended_by_time: BTreeSet<(i64, ProducerId)>,
 }
 
 impl StoredState {
@@ -383,7 +474,12 @@ impl StoredState {
             .meta
             .as_ref()
             .map_or(0, |meta| Self::membership_bytes(group_id, meta));
-        Self::group_bytes(group_id) + offsets + membership
+        let pending: usize = group
+            .pending
+            .values()
+            .map(|p| Self::pending_bytes(group_id, p))
+            .sum();
+        Self::group_bytes(group_id) + offsets + membership + pending
     }
 
     /// Bytes of the encoded state (what [`StoredState::encode`] returns), summed group by
@@ -395,7 +491,7 @@ impl StoredState {
             .iter()
             .map(|(id, g)| Self::stored_group_bytes(id, g))
             .sum();
-        Self::HEADER_BYTES + groups
+        Self::HEADER_BYTES + groups + self.txn_ended.len() * TxnEnd::ENCODED_BYTES
     }
 
     /// At most how many bytes applying `command` adds to the encoded state, whatever else
@@ -405,9 +501,12 @@ impl StoredState {
     /// how far they can take the state past its size now, in any order and whatever they
     /// overwrite of each other.
     pub fn growth_bound(&self, command: &Command) -> usize {
-        let group = self.groups.get(command.group_id());
+        let Some(group_id) = command.group_id() else {
+            return self.txn_growth_bound(command);
+        };
+        let group = self.groups.get(group_id);
         let new_group = if group.is_none() {
-            Self::group_bytes(command.group_id())
+            Self::group_bytes(group_id)
         } else {
             0
         };
@@ -431,15 +530,23 @@ impl StoredState {
                 new_group + Self::membership_bytes(group_id, meta).saturating_sub(old)
             }
             Command::Delete { .. } | Command::DeleteOffsets { .. } => 0,
+            Command::TxnOffsets { .. } => new_group + self.txn_growth_bound(command),
+            Command::TxnEnd(_) => unreachable!("a marker has no group"),
         }
     }
 
-    /// Encodes the state as the commands that rebuild it: per group its membership and its
-    /// offsets, each once (a snapshot of the coordinator's log, compacted by key).
+    /// Encodes the state as the commands that rebuild it: the transactions ended here, then
+    /// per group its membership, its offsets and its pending transactional offsets, each once
+    /// (a snapshot of the coordinator's log, compacted by key).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         w.u8(VERSION);
-        let mut commands = Vec::new();
+        let mut commands: Vec<Command> = self
+            .txn_ended
+            .values()
+            .cloned()
+            .map(Command::TxnEnd)
+            .collect();
         for (group_id, group) in &self.groups {
             if let Some(meta) = &group.meta {
                 commands.push(Command::Group {
@@ -455,6 +562,12 @@ impl StoredState {
                     .map(|((t, p), o)| (t.clone(), *p, o.clone()))
                     .collect(),
             });
+            commands.extend(
+                group
+                    .pending
+                    .iter()
+                    .map(|(producer_id, p)| p.command(group_id, *producer_id)),
+            );
         }
         w.u32(commands.len() as u32);
         for command in commands {
@@ -482,7 +595,15 @@ impl StoredState {
                     ));
                 }
             }
-            state.apply(&command);
+            match command {
+                // As stored: a snapshot's ended transactions are those kept at its last marker.
+                Command::TxnEnd(end) => {
+                    state.restore_ended(end);
+                }
+                command => {
+                    state.apply(&command);
+                }
+            }
         }
         r.finish()?;
         Ok(state)
@@ -491,9 +612,26 @@ impl StoredState {
     /// Applies one command; returns how it changed the size of the encoded state.
     pub fn apply(&mut self, command: &Command) -> Resize {
         let mut resize = Resize::default();
-        let group_id = command.group_id();
-        if matches!(command, Command::Offsets { .. } | Command::Group { .. })
-            && !self.groups.contains_key(group_id)
+        let Some(group_id) = command.group_id() else {
+            let Command::TxnEnd(end) = command else {
+                unreachable!("only a marker has no group")
+            };
+            return self.apply_txn_end(end);
+        };
+        if let Command::TxnOffsets {
+            producer_id,
+            txn_start_ms,
+            ..
+        } = command
+        {
+            if self.is_ended(*producer_id, *txn_start_ms) {
+                return resize;
+            }
+        }
+        if matches!(
+            command,
+            Command::Offsets { .. } | Command::Group { .. } | Command::TxnOffsets { .. }
+        ) && !self.groups.contains_key(group_id)
         {
             resize.added += Self::group_bytes(group_id);
         }
@@ -525,6 +663,9 @@ impl StoredState {
             Command::Delete { group_id } => {
                 if let Some(group) = self.groups.remove(group_id) {
                     resize.removed += Self::stored_group_bytes(group_id, &group);
+                    for producer_id in group.pending.keys() {
+                        self.unindex_pending(*producer_id, group_id);
+                    }
                 }
             }
             Command::DeleteOffsets {
@@ -539,257 +680,25 @@ impl StoredState {
                     }
                 }
             }
+            Command::TxnOffsets {
+                group_id,
+                producer_id,
+                epoch,
+                txn_start_ms,
+                offsets,
+            } => {
+                resize = self.apply_txn_offsets(
+                    group_id,
+                    (*producer_id, *epoch, *txn_start_ms),
+                    offsets,
+                    resize,
+                );
+            }
+            Command::TxnEnd(_) => unreachable!("handled above"),
         }
         resize
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Found by the `decoders` fuzz target: a state whose group's generation goes back
-    /// panicked in `apply` instead of being refused.
-    #[test]
-    fn a_state_whose_generation_goes_back_is_refused() {
-        let meta = |generation| GroupMeta {
-            generation: Generation(generation),
-            protocol_type: "consumer".into(),
-            protocol: "range".into(),
-            leader: String::new(),
-            members: Vec::new(),
-            state_time_ms: 1_000,
-        };
-        let mut w = Writer::default();
-        w.u8(VERSION);
-        w.u32(2);
-        for generation in [5, 4] {
-            let command = Command::Group {
-                group_id: "g".into(),
-                meta: meta(generation),
-            };
-            w.bytes(&command.encode());
-        }
-        assert_eq!(
-            StoredState::decode(&w.bytes),
-            Err(DecodeError(
-                "a group's generation goes back in a coordinator state"
-            ))
-        );
-    }
-
-    /// Memberships stored before they carried a time still decode, with the time unknown, and
-    /// leave retention to the offsets' commit times.
-    #[test]
-    fn a_membership_without_a_time_decodes_as_unknown() {
-        let mut w = Writer::default();
-        w.u8(VERSION);
-        w.u8(GROUP_WITHOUT_TIME);
-        put_str(&mut w, "g");
-        w.i32(4);
-        for s in ["consumer", "range", ""] {
-            put_str(&mut w, s);
-        }
-        w.u32(0);
-        let command = Command::decode(&w.bytes).expect("decodes");
-        let Command::Group { meta, .. } = &command else {
-            panic!("{command:?}")
-        };
-        assert_eq!((meta.generation, meta.state_time_ms), (Generation(4), -1));
-        let mut state = StoredState::default();
-        state.apply(&command);
-        assert_eq!(state.groups["g"].changed_ms(), None);
-        state.apply(&Command::Offsets {
-            group_id: "g".into(),
-            offsets: vec![(
-                "t".into(),
-                0,
-                CommittedOffset {
-                    offset: 1,
-                    leader_epoch: -1,
-                    metadata: String::new(),
-                    commit_time_ms: 7_000,
-                },
-            )],
-        });
-        assert_eq!(state.groups["g"].changed_ms(), Some(7_000));
-    }
-
-    #[test]
-    fn commands_round_trip() {
-        let commands = vec![
-            Command::Offsets {
-                group_id: "g".into(),
-                offsets: vec![(
-                    "t".into(),
-                    3,
-                    CommittedOffset {
-                        offset: 42,
-                        leader_epoch: 7,
-                        metadata: "m".into(),
-                        commit_time_ms: 1000,
-                    },
-                )],
-            },
-            Command::Group {
-                group_id: "g".into(),
-                meta: GroupMeta {
-                    generation: Generation(3),
-                    protocol_type: "consumer".into(),
-                    protocol: "range".into(),
-                    leader: "a".into(),
-                    members: vec![StoredMember {
-                        member_id: "a".into(),
-                        instance_id: Some("i".into()),
-                        client_id: "c".into(),
-                        client_host: "/1.2.3.4".into(),
-                        session_timeout_ms: 10_000,
-                        rebalance_timeout_ms: 30_000,
-                        subscription: Bytes::from_static(b"sub"),
-                        assignment: Bytes::from_static(b"asg"),
-                    }],
-                    state_time_ms: 1_234,
-                },
-            },
-            Command::Delete {
-                group_id: "g".into(),
-            },
-            Command::DeleteOffsets {
-                group_id: "g".into(),
-                partitions: vec![("t".into(), 3), ("u".into(), 0)],
-            },
-        ];
-        for command in commands {
-            let bytes = command.encode();
-            assert_eq!(Command::decode(&bytes).unwrap(), command);
-            assert!(Command::decode(&bytes[..bytes.len() - 1]).is_err());
-        }
-    }
-
-    /// A command of a small alphabet of groups, topics and partitions, so that commands
-    /// overwrite, delete and recreate each other's keys; memberships get `generation`.
-    fn command(choice: (u8, u8, u8, u8, usize), generation: i32) -> Command {
-        let (kind, group, key, size, members) = choice;
-        let group_id = ["a", "bb"][usize::from(group % 2)].to_string();
-        let topic = ["t", "topic"][usize::from(key % 2)].to_string();
-        let partition = i32::from(key / 2 % 3);
-        let offset = CommittedOffset {
-            offset: 7,
-            leader_epoch: -1,
-            metadata: "m".repeat(usize::from(size)),
-            commit_time_ms: 1_000,
-        };
-        match kind % 4 {
-            0 => Command::Offsets {
-                group_id,
-                offsets: vec![
-                    (topic.clone(), partition, offset.clone()),
-                    (topic, (partition + 1) % 3, offset),
-                ],
-            },
-            1 => Command::Group {
-                group_id,
-                meta: GroupMeta {
-                    generation: Generation(generation),
-                    protocol_type: "consumer".into(),
-                    protocol: "range".repeat(usize::from(size % 3)),
-                    leader: "m0".into(),
-                    members: (0..members)
-                        .map(|i| StoredMember {
-                            member_id: format!("m{i}"),
-                            instance_id: (i % 2 == 1).then(|| format!("i{i}")),
-                            client_id: "c".into(),
-                            client_host: "/1.2.3.4".into(),
-                            session_timeout_ms: 10_000,
-                            rebalance_timeout_ms: 30_000,
-                            subscription: Bytes::from(vec![1; usize::from(size)]),
-                            assignment: Bytes::from(vec![2; i]),
-                        })
-                        .collect(),
-                    state_time_ms: 1_234,
-                },
-            },
-            2 => Command::Delete { group_id },
-            _ => Command::DeleteOffsets {
-                group_id,
-                partitions: vec![(topic, partition)],
-            },
-        }
-    }
-
-    fn commands(choices: &[(u8, u8, u8, u8, usize)], first: i32) -> Vec<Command> {
-        (first..)
-            .zip(choices)
-            .map(|(g, c)| command(*c, g))
-            .collect()
-    }
-
-    proptest::proptest! {
-        #![proptest_config(crate::test_support::fixed_seed_config(256))]
-
-        /// The size each command's `Resize` gives, added up from the empty state, is the
-        /// encoded state's size after every command, and so is the recount.
-        #[test]
-        fn applied_sizes_are_the_encoded_size(
-            choices in proptest::collection::vec((0u8..4, 0u8..2, 0u8..6, 0u8..40, 0usize..3), 0..40)
-        ) {
-            let mut state = StoredState::default();
-            let mut bytes = StoredState::HEADER_BYTES;
-            proptest::prop_assert_eq!(state.encode().len(), bytes);
-            for command in commands(&choices, 1) {
-                bytes = state.apply(&command).applied_to(bytes);
-                proptest::prop_assert_eq!(state.encode().len(), bytes, "{:?}", command);
-                proptest::prop_assert_eq!(state.encoded_len(), bytes);
-            }
-        }
-
-        /// Commands a leader proposed against one state, applied after it in any order and
-        /// overwriting each other, never grow it past their growth bounds summed.
-        #[test]
-        fn growth_bounds_sum_to_at_most_what_the_commands_add(
-            before in proptest::collection::vec((0u8..4, 0u8..2, 0u8..6, 0u8..40, 0usize..3), 0..20),
-            proposed in proptest::collection::vec((0u8..4, 0u8..2, 0u8..6, 0u8..40, 0usize..3), 1..20),
-        ) {
-            let mut state = StoredState::default();
-            for command in commands(&before, 1) {
-                state.apply(&command);
-            }
-            let size = state.encode().len();
-            let proposed = commands(&proposed, 100);
-            let bound: usize = proposed.iter().map(|c| state.growth_bound(c)).sum();
-            for command in &proposed {
-                state.apply(command);
-            }
-            proptest::prop_assert!(state.encode().len() <= size + bound);
-        }
-    }
-
-    /// The case the bound must not miss: one commit grows a key and shrinks another, whose
-    /// shrinking a later commit undoes. Neither commit's net change is growth; their keys' are.
-    #[test]
-    fn a_shrink_a_later_commit_undoes_is_not_counted_as_room() {
-        let offset = |metadata: usize| CommittedOffset {
-            offset: 1,
-            leader_epoch: -1,
-            metadata: "m".repeat(metadata),
-            commit_time_ms: 0,
-        };
-        let commit = |offsets: Vec<(&str, usize)>| Command::Offsets {
-            group_id: "g".into(),
-            offsets: offsets
-                .into_iter()
-                .map(|(t, m)| (t.to_string(), 0, offset(m)))
-                .collect(),
-        };
-        let mut state = StoredState::default();
-        state.apply(&commit(vec![("a", 10), ("b", 100)]));
-        let size = state.encode().len();
-        let swap = commit(vec![("a", 100), ("b", 10)]);
-        let back = commit(vec![("b", 100)]);
-        assert_eq!(state.growth_bound(&swap), 90);
-        assert_eq!(state.growth_bound(&back), 0);
-        state.apply(&swap);
-        state.apply(&back);
-        assert_eq!(state.encode().len(), size + 90);
-    }
-}
+mod tests;
