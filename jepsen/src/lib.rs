@@ -10,3 +10,4 @@
 
 pub mod checker;
 pub mod history;
+pub mod txn;
