@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::history::{Delivery, History, Outcome};
 
 /// Examples kept per anomaly class.
-const EXAMPLES: usize = 3;
+pub(crate) const EXAMPLES: usize = 3;
 
 /// The kinds of anomaly the checker knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
