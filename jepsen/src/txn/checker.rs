@@ -10,7 +10,8 @@
 //! records.
 //!
 //! **What the workload must do**, or the checker reports what a correct Kafka allows: values
-//! unique in the run and the output topic written only by the recorded attempts; after an
+//! unique in the run; the output topic written only by the recorded attempts and keeping
+//! every record (no retention, no DeleteRecords: the final read starts at offset 0); after an
 //! attempt that did not commit for sure (aborted, fenced, indeterminate), the next one
 //! consumes from the group's committed offsets, fetched after the previous attempt settled
 //! (KIP-447's `require_stable`, or after a new instance's InitProducerId), so that no input
