@@ -118,6 +118,7 @@ pub mod codes {
                 | 20 // NOT_ENOUGH_REPLICAS_AFTER_APPEND
                 | 74 // FENCED_LEADER_EPOCH
                 | 75 // UNKNOWN_LEADER_EPOCH
+                | 88 // UNSTABLE_OFFSET_COMMIT
         )
     }
 

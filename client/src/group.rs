@@ -75,6 +75,31 @@ impl GroupConfig {
     }
 }
 
+/// What a transaction's offsets are committed with (KIP-447's `ConsumerGroupMetadata`): the
+/// group, and the member's generation and id, so that the group's coordinator refuses the
+/// offsets of a member a rebalance has replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerGroupMetadata {
+    /// The group.
+    pub group_id: String,
+    /// The member's generation, or -1 (no membership check).
+    pub generation: i32,
+    /// The member id, or empty.
+    pub member_id: String,
+}
+
+impl ConsumerGroupMetadata {
+    /// The metadata of a consumer outside group management (assigned partitions): offsets
+    /// are committed for `group_id` without a membership check.
+    pub fn unmanaged(group_id: &str) -> Self {
+        Self {
+            group_id: group_id.to_string(),
+            generation: -1,
+            member_id: String::new(),
+        }
+    }
+}
+
 /// A member of a consumer group. See the module documentation.
 pub struct GroupConsumer {
     client: Client,
@@ -88,6 +113,8 @@ pub struct GroupConsumer {
     joined: bool,
     assignment: Vec<(String, i32)>,
     next_heartbeat: tokio::time::Instant,
+    /// The next `poll` seeks to the committed offsets first (`rewind`).
+    rewind: bool,
 }
 
 impl GroupConsumer {
@@ -105,6 +132,7 @@ impl GroupConsumer {
             joined: false,
             assignment: Vec::new(),
             next_heartbeat: tokio::time::Instant::now(),
+            rewind: false,
         }
     }
 
@@ -116,6 +144,32 @@ impl GroupConsumer {
     /// The member id the coordinator gave, once it gave one.
     pub fn member_id(&self) -> &str {
         &self.member_id
+    }
+
+    /// What a transactional producer commits this member's offsets with
+    /// (`TransactionalProducer::send_offsets_to_transaction`).
+    pub fn group_metadata(&self) -> ConsumerGroupMetadata {
+        ConsumerGroupMetadata {
+            group_id: self.config.group_id.clone(),
+            generation: self.generation,
+            member_id: self.member_id.clone(),
+        }
+    }
+
+    /// The position (next offset to read) of every assigned partition that has one:
+    /// (topic, partition, offset), what a transaction commits as the group's offsets.
+    pub fn positions(&self) -> Vec<(String, i32, i64)> {
+        self.assignment()
+            .iter()
+            .filter_map(|(t, p)| Some((t.clone(), *p, self.consumer.position(t, *p)?)))
+            .collect()
+    }
+
+    /// Goes back to the group's committed offsets on the next `poll`: after an aborted
+    /// transaction, the records read since its offsets were committed are read again (with
+    /// `read_committed`, once no transaction's offsets are pending for them).
+    pub fn rewind(&mut self) {
+        self.rewind = true;
     }
 
     /// The partitions assigned in the current generation (empty while rebalancing).
@@ -154,6 +208,16 @@ impl GroupConsumer {
             self.heartbeat().await?;
             if !self.joined {
                 return Ok(Vec::new());
+            }
+        }
+        if self.rewind {
+            match self.seek_committed().await {
+                Ok(()) => self.rewind = false,
+                Err(e) if e.is_retriable() => {
+                    self.client.backoff().await;
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(e),
             }
         }
         let until_heartbeat = self
@@ -416,8 +480,24 @@ impl GroupConsumer {
             self.consumer
                 .seek(&topic, partition, Seek::Offset(offset))?;
         }
+        self.rewind = false;
         self.joined = true;
         self.next_heartbeat = tokio::time::Instant::now() + self.config.heartbeat_interval;
+        Ok(())
+    }
+
+    /// Seeks every assigned partition to the group's committed offset (the reset policy's
+    /// where it has none).
+    async fn seek_committed(&mut self) -> Result<()> {
+        let coordinator = self.coordinator().await?;
+        let committed = self.fetch_committed(&coordinator).await?;
+        for (topic, partition) in self.assignment.clone() {
+            let to = match committed.get(&(topic.clone(), partition)) {
+                Some(offset) => Seek::Offset(*offset),
+                None => self.config.consumer.reset,
+            };
+            self.consumer.seek(&topic, partition, to)?;
+        }
         Ok(())
     }
 
@@ -443,6 +523,12 @@ impl GroupConsumer {
                 })
                 .collect(),
         );
+        // A read_committed member waits for offsets a transaction has pending (KIP-447).
+        request.require_stable = self.config.consumer.read_committed;
+        let version = coordinator.version(kafka_protocol::messages::ApiKey::OffsetFetch)?;
+        if request.require_stable && version < 7 {
+            request.require_stable = false;
+        }
         let (response, _) = coordinator.call(request).await?;
         self.check(response.error_code)?;
         let mut committed = BTreeMap::new();

@@ -33,7 +33,7 @@ pub use admin::{Admin, NewTopic};
 pub use client::{Client, ClientConfig, WallClock};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Seek};
 pub use error::{Error, Result};
-pub use group::{GroupConfig, GroupConsumer};
+pub use group::{ConsumerGroupMetadata, GroupConfig, GroupConsumer};
 pub use producer::{
     Acks, Compression, Delivered, Producer, ProducerConfig, ProducerRecord, SendError,
     TransactionError, TransactionalProducer,

@@ -612,3 +612,147 @@ fn librdkafka_consume_transform_produce_is_exactly_once_across_a_coordinator_kil
         "the group's offsets moved with the transactions"
     );
 }
+
+/// The same loop with the Rust client: a `GroupConsumer` (read_committed) and a
+/// `TransactionalProducer` sending the member's positions with each transaction, while the
+/// transaction coordinator's leader is SIGKILLed and restarted.
+#[test]
+fn the_rust_clients_consume_transform_produce_is_exactly_once_across_a_coordinator_kill() {
+    use oxbow_client::{
+        Client, ClientConfig as OxbowConfig, GroupConfig, GroupConsumer, Producer, ProducerConfig,
+        ProducerRecord, TransactionError, TransactionalProducer,
+    };
+    let extra = format!(
+        "[[topics]]\nname = \"{OUTPUT}\"\npartitions = {OUTPUT_PARTITIONS}\nreplication_factor = 3\n"
+    );
+    let mut cluster = Cluster::start_with(&extra);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    const INPUTS: usize = 300;
+    let client = Client::new(OxbowConfig::new(&cluster.bootstrap())).expect("client");
+    runtime.block_on(async {
+        let seed = Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
+        let mut deliveries = Vec::new();
+        for i in 0..INPUTS {
+            let record = ProducerRecord::new(TOPIC, format!("in-{i:03}"))
+                .partition((i % PARTITIONS as usize) as i32);
+            deliveries.push(seed.send(record).await.expect("send"));
+        }
+        for delivery in deliveries {
+            delivery.await.expect("input written");
+        }
+    });
+    let mut config = GroupConfig::new("rust-ctp");
+    config.consumer.read_committed = true;
+    let mut input = GroupConsumer::new(client.clone(), config, &[TOPIC]);
+    let producer = TransactionalProducer::new(
+        client.clone(),
+        ProducerConfig {
+            transactional_id: Some("rust-ctp-1".into()),
+            ..ProducerConfig::default()
+        },
+    )
+    .expect("producer");
+    runtime
+        .block_on(producer.init_transactions())
+        .expect("init_transactions");
+    let started = Instant::now();
+    let mut processed = 0;
+    let mut killed = None;
+    let mut aborted = 0;
+    while processed < INPUTS {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "stuck at {processed}"
+        );
+        if processed >= INPUTS / 3 && killed.is_none() {
+            let node = coordinator(&cluster, "rust-ctp-1");
+            cluster.kill9(node);
+            killed = Some(node);
+        }
+        if processed >= 2 * INPUTS / 3 {
+            if let Some(node) = killed.take() {
+                cluster.start_node(node);
+            }
+        }
+        let done = runtime.block_on(async {
+            let records = input.poll(Duration::from_millis(300)).await.expect("poll");
+            if records.is_empty() {
+                return Ok(0);
+            }
+            producer.begin().await?;
+            let mut deliveries = Vec::new();
+            for (i, record) in records.iter().enumerate() {
+                let value = String::from_utf8_lossy(record.value.as_deref().expect("a value"));
+                let out = ProducerRecord::new(OUTPUT, format!("out-{value}"))
+                    .partition(i as i32 % OUTPUT_PARTITIONS);
+                deliveries.push(producer.send(out).await?);
+            }
+            for delivery in deliveries {
+                delivery
+                    .await
+                    .map_err(|e| TransactionError::Abortable(e.error().clone()))?;
+            }
+            producer
+                .send_offsets_to_transaction(&input.positions(), &input.group_metadata())
+                .await?;
+            producer.commit().await?;
+            Ok::<usize, TransactionError>(records.len())
+        });
+        match done {
+            Ok(n) => processed += n,
+            Err(TransactionError::Fatal(e)) => panic!("fatal: {e}"),
+            Err(_) => {
+                aborted += 1;
+                runtime.block_on(async {
+                    while let Err(error) = producer.abort().await {
+                        assert!(
+                            matches!(error, TransactionError::Retriable(_)),
+                            "abort: {error}"
+                        );
+                    }
+                });
+                input.rewind();
+            }
+        }
+    }
+    if let Some(node) = killed.take() {
+        cluster.start_node(node);
+    }
+    let mut read = Vec::new();
+    runtime.block_on(async {
+        let config = oxbow_client::ConsumerConfig {
+            read_committed: true,
+            ..oxbow_client::ConsumerConfig::default()
+        };
+        let mut reader = oxbow_client::Consumer::new(client.clone(), config);
+        let assigned: Vec<(&str, i32)> = (0..OUTPUT_PARTITIONS).map(|p| (OUTPUT, p)).collect();
+        reader.assign(&assigned);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read.len() < INPUTS && Instant::now() < deadline {
+            for record in reader
+                .poll(Duration::from_millis(200))
+                .await
+                .unwrap_or_default()
+            {
+                let value = record.value.expect("a value");
+                read.push(String::from_utf8_lossy(&value).into_owned());
+            }
+        }
+        // Nothing more arrives.
+        for record in reader
+            .poll(Duration::from_secs(2))
+            .await
+            .unwrap_or_default()
+        {
+            let value = record.value.expect("a value");
+            read.push(String::from_utf8_lossy(&value).into_owned());
+        }
+    });
+    read.sort();
+    let expected: Vec<String> = (0..INPUTS).map(|i| format!("out-in-{i:03}")).collect();
+    assert_eq!(read, expected, "{aborted} transactions aborted");
+}

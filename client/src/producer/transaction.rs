@@ -8,10 +8,54 @@
 //! committed or aborted as a whole. Consumers see that only with `read_committed`; a
 //! `read_uncommitted` consumer sees aborted records too. Reading input, writing output and
 //! committing the input's offsets is exactly-once only when the offsets are committed in the
-//! same transaction (Kafka's `sendOffsetsToTransaction`), which this producer cannot do yet
-//! (oxbow does not serve TxnOffsetCommit yet): until then, a consumer that fails after a commit
-//! and before its offset commit reads the input again, and its output is written twice.
+//! same transaction ([`TransactionalProducer::send_offsets_to_transaction`], Kafka's
+//! `sendOffsetsToTransaction`): the group's offsets then move if and only if the output is
+//! committed. The consumer must read with `read_committed` (so that it reads neither aborted
+//! input nor offsets still pending in a transaction) and, after an abort, go back to the
+//! group's committed offsets ([`crate::GroupConsumer::rewind`]), or it skips the input the
+//! aborted transaction read. A consumer that commits its offsets outside the transaction, or
+//! two live processes consuming the same partitions with different transactional ids, break it.
 //! Side effects outside Kafka are never part of a transaction.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use oxbow_client::{
+//!     Client, ClientConfig, GroupConfig, GroupConsumer, ProducerConfig, ProducerRecord,
+//!     TransactionError, TransactionalProducer,
+//! };
+//! let client = Client::new(ClientConfig::new("127.0.0.1:9092"))?;
+//! let mut config = GroupConfig::new("transformer");
+//! config.consumer.read_committed = true;
+//! let mut input = GroupConsumer::new(client.clone(), config, &["input"]);
+//! let producer = TransactionalProducer::new(
+//!     client,
+//!     ProducerConfig { transactional_id: Some("transformer-1".into()), ..Default::default() },
+//! )?;
+//! producer.init_transactions().await?;
+//! loop {
+//!     let records = input.poll(Duration::from_millis(500)).await?;
+//!     if records.is_empty() { continue; }
+//!     producer.begin().await?;
+//!     let done: Result<(), TransactionError> = async {
+//!         for record in records {
+//!             let value = record.value.unwrap_or_default();
+//!             producer.send(ProducerRecord::new("output", value)).await?;
+//!         }
+//!         producer.send_offsets_to_transaction(&input.positions(), &input.group_metadata()).await?;
+//!         producer.commit().await
+//!     }.await;
+//!     match done {
+//!         Ok(()) => {}
+//!         Err(TransactionError::Fatal(e)) => return Err(e.into()),
+//!         Err(_) => {
+//!             producer.abort().await?;
+//!             input.rewind();
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
 //!
 //! A second instance with the same `transactional_id` fences the first: every call of the
 //! first fails with [`TransactionError::Fatal`] from then on, and the first's open transaction
@@ -30,9 +74,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, ApiKey, EndTxnRequest, FindCoordinatorRequest,
-    InitProducerIdRequest, ProducerId, TopicName, TransactionalId,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiKey, EndTxnRequest,
+    FindCoordinatorRequest, GroupId, InitProducerIdRequest, ProducerId, TopicName, TransactionalId,
+    TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex;
@@ -42,6 +90,7 @@ use super::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use crate::client::Client;
 use crate::connection::Connection;
 use crate::error::{codes, Error};
+use crate::group::ConsumerGroupMetadata;
 
 /// Kafka's error codes the transaction calls act on.
 mod code {
@@ -54,6 +103,11 @@ mod code {
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
     pub const INVALID_TXN_STATE: i16 = 48;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
 }
 
 /// Why a transaction call failed, and what to do next.
@@ -117,6 +171,8 @@ struct State {
     open: bool,
     /// The partitions added to the open transaction.
     partitions: BTreeSet<(String, i32)>,
+    /// The groups whose offsets were added to the open transaction (AddOffsetsToTxn).
+    offsets_groups: BTreeSet<String>,
     /// Why the producer cannot go on, once it cannot.
     fatal: Option<Error>,
 }
@@ -294,7 +350,7 @@ impl TransactionalProducer {
             }
             failed.take()
         };
-        if !state.partitions.is_empty() {
+        if !state.partitions.is_empty() || !state.offsets_groups.is_empty() {
             let producer = self.producer_ids().await?;
             let transactional_id = self.transactional_id.clone();
             let ended = self
@@ -333,6 +389,7 @@ impl TransactionalProducer {
         }
         state.open = false;
         state.partitions.clear();
+        state.offsets_groups.clear();
         if !commit && failed.is_some() {
             // Records failed: the partitions' sequences may be lost. A new epoch (KIP-360)
             // starts them again from 0.
@@ -340,6 +397,130 @@ impl TransactionalProducer {
             self.init(&mut state, Some(producer)).await?;
         }
         Ok(())
+    }
+
+    /// Commits a consumer group's offsets with the open transaction (Kafka's
+    /// `sendOffsetsToTransaction`): `offsets` ((topic, partition, next offset to read)) become
+    /// the group's committed offsets if, and when, the transaction commits. `group` is the
+    /// consumer's ([`crate::GroupConsumer::group_metadata`]): the group's coordinator refuses
+    /// the offsets of a member a rebalance replaced, which makes the transaction abortable.
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: &[(String, i32, i64)],
+        group: &ConsumerGroupMetadata,
+    ) -> TxnResult<()> {
+        let mut state = self.state.lock().await;
+        check_usable(&state)?;
+        if !state.open {
+            return Err(TransactionError::Fatal(Error::Invalid(
+                "send_offsets_to_transaction needs an open transaction (begin)".into(),
+            )));
+        }
+        let producer = self.producer_ids().await?;
+        if !state.offsets_groups.contains(&group.group_id) {
+            let transactional_id = self.transactional_id.clone();
+            let group_id = group.group_id.clone();
+            let response = self
+                .coordinator_call(&mut state, move || {
+                    let mut request = AddOffsetsToTxnRequest::default();
+                    request.transactional_id =
+                        TransactionalId(StrBytes::from_string(transactional_id.clone()));
+                    request.producer_id = ProducerId(producer.0);
+                    request.producer_epoch = producer.1;
+                    request.group_id = GroupId(StrBytes::from_string(group_id.clone()));
+                    request
+                })
+                .await?;
+            if response.error_code != codes::NONE {
+                return Err(fail(
+                    &mut state,
+                    TransactionError::of_code(response.error_code),
+                ));
+            }
+            state.offsets_groups.insert(group.group_id.clone());
+        }
+        let mut by_topic: std::collections::BTreeMap<&str, Vec<TxnOffsetCommitRequestPartition>> =
+            std::collections::BTreeMap::new();
+        for (topic, partition, offset) in offsets {
+            let mut p = TxnOffsetCommitRequestPartition::default();
+            p.partition_index = *partition;
+            p.committed_offset = *offset;
+            p.committed_leader_epoch = -1;
+            p.committed_metadata = Some(StrBytes::from_static_str(""));
+            by_topic.entry(topic).or_default().push(p);
+        }
+        let mut request = TxnOffsetCommitRequest::default();
+        request.transactional_id =
+            TransactionalId(StrBytes::from_string(self.transactional_id.clone()));
+        request.group_id = GroupId(StrBytes::from_string(group.group_id.clone()));
+        request.producer_id = ProducerId(producer.0);
+        request.producer_epoch = producer.1;
+        request.generation_id = group.generation;
+        request.member_id = StrBytes::from_string(group.member_id.clone());
+        for (topic, partitions) in by_topic {
+            let mut t = TxnOffsetCommitRequestTopic::default();
+            t.name = TopicName(StrBytes::from_string(topic.to_string()));
+            t.partitions = partitions;
+            request.topics.push(t);
+        }
+        let deadline = Instant::now() + self.config().delivery_timeout;
+        let mut last = Error::Timeout;
+        while Instant::now() < deadline {
+            let answered = match self.group_coordinator(&group.group_id).await {
+                Ok(coordinator) => match coordinator.version(ApiKey::TxnOffsetCommit) {
+                    Ok(version) => coordinator.call_version(request.clone(), version).await,
+                    Err(error) => return Err(fail(&mut state, TransactionError::Fatal(error))),
+                },
+                Err(error) => Err(error),
+            };
+            let code = match answered {
+                Ok(response) => response
+                    .topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter())
+                    .map(|p| p.error_code)
+                    .find(|c| *c != codes::NONE)
+                    .unwrap_or(codes::NONE),
+                Err(error) if error.is_retriable() => {
+                    last = error;
+                    self.client().backoff().await;
+                    continue;
+                }
+                Err(error) => return Err(TransactionError::Abortable(error)),
+            };
+            let error = Error::broker(code, None);
+            match code {
+                codes::NONE => return Ok(()),
+                code::NOT_COORDINATOR
+                | code::COORDINATOR_NOT_AVAILABLE
+                | code::COORDINATOR_LOAD_IN_PROGRESS
+                | code::REQUEST_TIMED_OUT
+                | code::CONCURRENT_TRANSACTIONS => {
+                    last = error;
+                    self.client().backoff().await;
+                }
+                // A rebalance replaced the member (KIP-447): the offsets may not be its.
+                code::ILLEGAL_GENERATION
+                | code::UNKNOWN_MEMBER_ID
+                | code::REBALANCE_IN_PROGRESS
+                | code::FENCED_INSTANCE_ID => return Err(TransactionError::Abortable(error)),
+                code => return Err(fail(&mut state, TransactionError::of_code(code))),
+            }
+        }
+        Err(TransactionError::Retriable(last))
+    }
+
+    /// The coordinator of a consumer group (FindCoordinator with key type 0).
+    async fn group_coordinator(&self, group_id: &str) -> crate::Result<Arc<Connection>> {
+        let connection = self.client().any_broker().await?;
+        let mut request = FindCoordinatorRequest::default();
+        request.key = StrBytes::from_string(group_id.to_string());
+        let (response, _) = connection.call(request).await?;
+        if response.error_code != codes::NONE {
+            return Err(Error::broker(response.error_code, None));
+        }
+        let address = format!("{}:{}", response.host, response.port);
+        self.client().connection(&address).await
     }
 
     /// The producer id and epoch from `init_transactions`.
@@ -437,6 +618,14 @@ impl TransactionalProducer {
     }
 }
 
+/// `error`, remembered as the producer's end if it is fatal.
+fn fail(state: &mut State, error: TransactionError) -> TransactionError {
+    if let TransactionError::Fatal(e) = &error {
+        state.fatal = Some(e.clone());
+    }
+    error
+}
+
 fn check_usable(state: &State) -> TxnResult<()> {
     if let Some(error) = &state.fatal {
         return Err(TransactionError::Fatal(error.clone()));
@@ -464,6 +653,9 @@ impl CoordinatorRequest for AddPartitionsToTxnRequest {
 impl CoordinatorRequest for EndTxnRequest {
     const FENCES: bool = false;
 }
+impl CoordinatorRequest for AddOffsetsToTxnRequest {
+    const FENCES: bool = false;
+}
 
 /// The error code a coordinator's answer carries at its top level (or its first partition's).
 trait ResponseCode {
@@ -471,6 +663,12 @@ trait ResponseCode {
 }
 
 impl ResponseCode for kafka_protocol::messages::InitProducerIdResponse {
+    fn code(&self) -> i16 {
+        self.error_code
+    }
+}
+
+impl ResponseCode for kafka_protocol::messages::AddOffsetsToTxnResponse {
     fn code(&self) -> i16 {
         self.error_code
     }
