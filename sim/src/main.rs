@@ -101,7 +101,7 @@ fn parse_hex(s: &str) -> Result<u64, String> {
 }
 
 /// The planted bugs' names.
-const BUGS: [&str; 9] = [
+const BUGS: [&str; 12] = [
     "early-persisted-messages",
     "skip-sequence-check",
     "fetch-above-hwm",
@@ -111,6 +111,9 @@ const BUGS: [&str; 9] = [
     "serve-stale-frames",
     "delete-live-segments",
     "local-log-start",
+    "skip-marker",
+    "lso-is-hw",
+    "accept-fenced-epoch",
 ];
 
 /// Parses a planted bug's name.
@@ -126,6 +129,9 @@ fn parse_bug(s: &str) -> Result<PlantedBugs, String> {
         "serve-stale-frames" => bugs.serve_stale_frames = true,
         "delete-live-segments" => bugs.delete_live_segments = true,
         "local-log-start" => bugs.local_log_start = true,
+        "skip-marker" => bugs.skip_marker = true,
+        "lso-is-hw" => bugs.lso_is_hw = true,
+        "accept-fenced-epoch" => bugs.accept_fenced_epoch = true,
         other => return Err(format!("unknown bug {other:?}; known: {}", BUGS.join(", "))),
     }
     Ok(bugs)
@@ -146,6 +152,9 @@ fn bug_flag(common: &Common) -> String {
         Some(b) if b.serve_stale_frames => " --plant-bug serve-stale-frames",
         Some(b) if b.delete_live_segments => " --plant-bug delete-live-segments",
         Some(b) if b.local_log_start => " --plant-bug local-log-start",
+        Some(b) if b.skip_marker => " --plant-bug skip-marker",
+        Some(b) if b.lso_is_hw => " --plant-bug lso-is-hw",
+        Some(b) if b.accept_fenced_epoch => " --plant-bug accept-fenced-epoch",
         _ => "",
     };
     format!("{world}{bug}")

@@ -36,6 +36,15 @@ pub struct PlantedBugs {
     /// DeleteRecords moves the leader's log start offset at once, without its Raft log: the
     /// followers never learn it, and a new leader's log start is back below it.
     pub local_log_start: bool,
+    /// The transaction coordinator counts the marker of partition 0 of every data topic as
+    /// written without sending it: that partition's part of every transaction stays open.
+    pub skip_marker: bool,
+    /// read_committed fetches read up to the high watermark, as if the last stable offset
+    /// were it: records of open transactions are served.
+    pub lso_is_hw: bool,
+    /// A fenced producer epoch is accepted: by the transaction coordinator (for
+    /// AddPartitionsToTxn, EndTxn and the partitions' verification) and by the partitions.
+    pub accept_fenced_epoch: bool,
 }
 
 impl PlantedBugs {
@@ -74,6 +83,18 @@ impl PlantedBugs {
     /// Whether `local_log_start` is in effect.
     pub fn local_log_start(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.local_log_start
+    }
+    /// Whether `skip_marker` is in effect.
+    pub fn skip_marker(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.skip_marker
+    }
+    /// Whether `lso_is_hw` is in effect.
+    pub fn lso_is_hw(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.lso_is_hw
+    }
+    /// Whether `accept_fenced_epoch` is in effect.
+    pub fn accept_fenced_epoch(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.accept_fenced_epoch
     }
 }
 

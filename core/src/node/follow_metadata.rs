@@ -208,7 +208,7 @@ impl Node {
                     .iter()
                     .position(|p| p.group == partition.group)
                     .expect("a partition of the topic");
-                let coordinator = TxnCoordinator::new(
+                let mut coordinator = TxnCoordinator::new(
                     (index as u32, partition.group),
                     (
                         self.config.pending_requests_max,
@@ -217,6 +217,7 @@ impl Node {
                     self.config.txn,
                     &self.logger,
                 );
+                coordinator.planted_accept_fenced_epoch = self.config.planted.accept_fenced_epoch();
                 self.coordinators
                     .insert(partition.group, Hosted::Txn(coordinator));
             }

@@ -661,7 +661,12 @@ impl Node {
             marker: job.marker,
             txn_start_ms: job.txn_start_ms,
         };
-        let (Some(group), false) = (group, internal) else {
+        // Planted bug `skip-marker`: partition 0 of a data topic never gets its marker.
+        let skipped = self.config.planted.skip_marker()
+            && !internal
+            && write.partition.1 == 0
+            && write.partition.0 != OFFSETS_TOPIC;
+        let (Some(group), false, false) = (group, internal, skipped) else {
             return self.marker_written(write, now, sink, touched);
         };
         // Without a known leader, sent again once one is.

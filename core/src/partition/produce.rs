@@ -290,10 +290,13 @@ impl Replica {
             .producers
             .next_append_time(now.wall_ms, config.producer_expiration_ms);
         if let Some(producer) = &producer {
-            let verdict = if config.planted.skip_sequence_check() {
-                Ok(SequenceCheck::Append)
-            } else {
-                leader.producers.check(producer, &at, config.producers_max)
+            let verdict = match leader.producers.check(producer, &at, config.producers_max) {
+                _ if config.planted.skip_sequence_check() => Ok(SequenceCheck::Append),
+                // Planted bug `accept-fenced-epoch`.
+                Err(SequenceError::StaleEpoch { .. }) if config.planted.accept_fenced_epoch() => {
+                    Ok(SequenceCheck::Append)
+                }
+                verdict => verdict,
             };
             match verdict {
                 Ok(SequenceCheck::Append) => {}

@@ -595,7 +595,12 @@ impl Replica {
                 high_watermark: records.next_offset,
             });
         }
-        let last_stable_offset = records.last_stable_offset();
+        // Planted bug `lso-is-hw`: read_committed reads open transactions too.
+        let last_stable_offset = if config.planted.lso_is_hw() {
+            records.next_offset
+        } else {
+            records.last_stable_offset()
+        };
         // read_committed stops at the last stable offset, with the aborted transactions a
         // consumer may meet up to there (Kafka's, for the range it reads).
         let (end_offset, aborted) = if request.read_committed {

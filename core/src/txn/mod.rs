@@ -188,6 +188,8 @@ pub struct TxnCoordinator {
     /// The partition's Raft group.
     partition: GroupId,
     logger: slog::Logger,
+    /// Planted bug `accept-fenced-epoch` (see `PlantedBugs`).
+    pub(crate) planted_accept_fenced_epoch: bool,
 }
 
 impl TxnCoordinator {
@@ -218,6 +220,7 @@ impl TxnCoordinator {
             ids: ProducerIds::new(index),
             partition,
             logger: logger.new(slog::o!("transaction_state_partition" => index)),
+            planted_accept_fenced_epoch: false,
         }
     }
 

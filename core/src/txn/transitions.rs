@@ -33,7 +33,9 @@ impl TxnCoordinator {
         if meta.producer_id != producer.0 {
             return Err(TxnError::InvalidProducerIdMapping);
         }
-        if meta.epoch != producer.1 {
+        // Planted bug `accept-fenced-epoch`: an older epoch passes too.
+        let fenced_accepted = self.planted_accept_fenced_epoch && producer.1 < meta.epoch;
+        if meta.epoch != producer.1 && !fenced_accepted {
             return Err(TxnError::ProducerFenced);
         }
         Ok(meta)
