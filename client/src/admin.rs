@@ -1,5 +1,6 @@
-//! [`Admin`]: create and delete topics, add partitions, describe the cluster. Requests go to
-//! the controller named by the metadata; NOT_CONTROLLER makes the client refresh and retry.
+//! [`Admin`]: create and delete topics, add partitions, describe the cluster, list a group's
+//! committed offsets. Requests go to the controller named by the metadata; NOT_CONTROLLER makes
+//! the client refresh and retry.
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -9,7 +10,7 @@ use kafka_protocol::messages::delete_records_request::{
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, TopicName,
+    DescribeClusterRequest, FindCoordinatorRequest, GroupId, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -304,6 +305,51 @@ impl Admin {
     ) -> Result<R::Response> {
         let connection = self.controller().await?;
         Ok(connection.call(request).await?.0)
+    }
+
+    /// A consumer group's committed offsets, (topic, partition, offset), from its coordinator
+    /// (Kafka's `listConsumerGroupOffsets`). With `require_stable`, a partition whose offsets
+    /// a transaction has pending fails the call with UNSTABLE_OFFSET_COMMIT (retriable).
+    pub async fn list_group_offsets(
+        &self,
+        group_id: &str,
+        require_stable: bool,
+    ) -> Result<Vec<(String, i32, i64)>> {
+        let connection = self.client.any_broker().await?;
+        let mut find = FindCoordinatorRequest::default();
+        find.key = StrBytes::from_string(group_id.to_string());
+        let (found, _) = connection.call(find).await?;
+        if found.error_code != codes::NONE {
+            return Err(Error::broker(found.error_code, None));
+        }
+        let coordinator = self
+            .client
+            .connection(&format!("{}:{}", found.host, found.port))
+            .await?;
+        let mut request = OffsetFetchRequest::default();
+        request.group_id = GroupId(StrBytes::from_string(group_id.to_string()));
+        request.topics = None;
+        request.require_stable = require_stable;
+        let (response, _) = coordinator.call(request).await?;
+        if response.error_code != codes::NONE {
+            return Err(Error::broker(response.error_code, None));
+        }
+        let mut offsets = Vec::new();
+        for topic in &response.topics {
+            for p in &topic.partitions {
+                if p.error_code != codes::NONE {
+                    return Err(Error::broker(p.error_code, None));
+                }
+                if p.committed_offset >= 0 {
+                    offsets.push((
+                        topic.name.0.to_string(),
+                        p.partition_index,
+                        p.committed_offset,
+                    ));
+                }
+            }
+        }
+        Ok(offsets)
     }
 
     /// Describes the cluster.

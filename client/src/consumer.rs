@@ -119,6 +119,12 @@ impl Consumer {
         self.list_offset(topic, partition, -2).await
     }
 
+    /// The end of a partition, from its leader: its high watermark, or with `read_committed`
+    /// its last stable offset (Kafka's `endOffsets`).
+    pub async fn end_offset(&self, topic: &str, partition: i32) -> Result<i64> {
+        self.list_offset(topic, partition, -1).await
+    }
+
     /// Reads exactly these partitions from now on, each from `config.reset` unless sought.
     pub fn assign(&mut self, partitions: &[(&str, i32)]) {
         let keep: BTreeSet<(String, i32)> = partitions

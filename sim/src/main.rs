@@ -203,7 +203,7 @@ impl From<WorldReport> for Summary {
                 "{} sends ({} acknowledged, {} failed, {} indeterminate), {} crashes ({} disks \
                  damaged), {} elections, {} partitions, {} clock jumps, {} records read back, {} acknowledged acks=1 writes lost (allowed), \
                  {} records read by the group ({} offsets committed), {} DeleteRecords acknowledged, \
-                 {} acknowledged records below the log start (allowed)",
+                 {} acknowledged records below the log start (allowed), {} transactions ({} committed)",
                 s.sent,
                 s.acknowledged,
                 s.failed,
@@ -218,7 +218,9 @@ impl From<WorldReport> for Summary {
                 s.group_deliveries,
                 s.group_commits,
                 s.trims,
-                s.trimmed
+                s.trimmed,
+                s.txn_attempts,
+                s.txn_committed
             ),
             simulated_ms: s.simulated_ms,
             trace_hash: report.trace_hash,

@@ -21,18 +21,19 @@ fn run(seed: u64, bug: PlantedBugs) -> Result<WorldReport, String> {
 }
 
 /// Runs `seeds` on two threads (the machine's cores); returns each seed's failure, if any,
-/// and the DeleteRecords calls acknowledged and the acknowledged records found below the log
-/// start, over all seeds.
-fn sweep(seeds: std::ops::Range<u64>, bug: PlantedBugs) -> (Vec<(u64, String)>, u64, u64) {
+/// and the DeleteRecords calls acknowledged, the acknowledged records found below the log
+/// start and the transactions committed, over all seeds.
+fn sweep(seeds: std::ops::Range<u64>, bug: PlantedBugs) -> (Vec<(u64, String)>, u64, u64, u64) {
     let all: Vec<u64> = seeds.collect();
     let trims = std::sync::atomic::AtomicU64::new(0);
     let trimmed = std::sync::atomic::AtomicU64::new(0);
+    let committed = std::sync::atomic::AtomicU64::new(0);
     let mut failures: Vec<(u64, String)> = std::thread::scope(|scope| {
         let handles: Vec<_> = [0, 1]
             .into_iter()
             .map(|half| {
                 let mine: Vec<u64> = all.iter().copied().skip(half).step_by(2).collect();
-                let (trims, trimmed) = (&trims, &trimmed);
+                let (trims, trimmed, committed) = (&trims, &trimmed, &committed);
                 scope.spawn(move || {
                     mine.into_iter()
                         .filter_map(|seed| match run(seed, bug) {
@@ -40,6 +41,7 @@ fn sweep(seeds: std::ops::Range<u64>, bug: PlantedBugs) -> (Vec<(u64, String)>, 
                                 use std::sync::atomic::Ordering::Relaxed;
                                 trims.fetch_add(report.stats.trims, Relaxed);
                                 trimmed.fetch_add(report.stats.trimmed, Relaxed);
+                                committed.fetch_add(report.stats.txn_committed, Relaxed);
                                 None
                             }
                             Ok(report) => Some((seed, report.violations.join("; "))),
@@ -55,13 +57,18 @@ fn sweep(seeds: std::ops::Range<u64>, bug: PlantedBugs) -> (Vec<(u64, String)>, 
             .collect()
     });
     failures.sort();
-    (failures, trims.into_inner(), trimmed.into_inner())
+    (
+        failures,
+        trims.into_inner(),
+        trimmed.into_inner(),
+        committed.into_inner(),
+    )
 }
 
 #[test]
 fn two_hundred_seeds_of_thirty_faulty_seconds_pass() {
     std::panic::set_hook(Box::new(|_| {}));
-    let (failures, trims, trimmed) = sweep(0..SEEDS, PlantedBugs::default());
+    let (failures, trims, trimmed, committed) = sweep(0..SEEDS, PlantedBugs::default());
     let _ = std::panic::take_hook();
     let report: Vec<String> = failures
         .iter()
@@ -83,14 +90,22 @@ fn two_hundred_seeds_of_thirty_faulty_seconds_pass() {
         trims > 100 && trimmed > 10_000,
         "{trims} DeleteRecords acknowledged, {trimmed} acknowledged records below the log start"
     );
+    // The transactional workload ran, in about half the seeds.
+    assert!(committed > 300, "{committed} transactions committed");
 }
 
 /// Runs seeds in order until `bug` is caught; fails if 200 seeds pass.
 fn assert_caught(name: &str, bug: PlantedBugs) {
+    assert_caught_as(name, bug, |_| true);
+}
+
+/// Runs seeds in order until `bug` is caught with a violation `shows` accepts; fails if 200
+/// seeds pass.
+fn assert_caught_as(name: &str, bug: PlantedBugs, shows: fn(&str) -> bool) {
     std::panic::set_hook(Box::new(|_| {}));
     let caught = (0..SEEDS).find(|seed| match run(*seed, bug) {
-        Ok(report) => !report.violations.is_empty(),
-        Err(_) => true,
+        Ok(report) => report.violations.iter().any(|v| shows(v)),
+        Err(panic) => shows(&format!("panic: {panic}")),
     });
     let _ = std::panic::take_hook();
     println!("{name}: first caught at seed {caught:?}");
@@ -164,6 +179,36 @@ fn planted_bugs_are_caught_in_the_world() {
             local_log_start: true,
             ..PlantedBugs::default()
         },
+    );
+}
+
+/// The transactional bugs must be caught by the transactional checker.
+#[test]
+fn planted_transaction_bugs_are_caught_by_the_transactional_checker() {
+    let transactional = |v: &str| v.starts_with("transactions: ");
+    assert_caught_as(
+        "skip-marker",
+        PlantedBugs {
+            skip_marker: true,
+            ..PlantedBugs::default()
+        },
+        transactional,
+    );
+    assert_caught_as(
+        "lso-is-hw",
+        PlantedBugs {
+            lso_is_hw: true,
+            ..PlantedBugs::default()
+        },
+        transactional,
+    );
+    assert_caught_as(
+        "accept-fenced-epoch",
+        PlantedBugs {
+            accept_fenced_epoch: true,
+            ..PlantedBugs::default()
+        },
+        transactional,
     );
 }
 

@@ -19,7 +19,8 @@
 //! node's configuration, clock and host), `faults` (the fault schedule), `run` (the driver),
 //! `report` (what a run found), and the workload tasks on the client host: `workload` (the
 //! client host's script and the final read), `producers`, `readers`, `trimmer` (DeleteRecords
-//! calls) and `group` (the consumer group's members).
+//! calls), `group` (the consumer group's members) and `transactions` (consume-transform-produce
+//! with transactions, in half the seeds).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ mod readers;
 mod report;
 mod run;
 mod trace;
+mod transactions;
 mod transport;
 mod trimmer;
 mod workload;
@@ -43,6 +45,7 @@ pub use options::{Trimming, WorldOptions};
 pub use report::{WorldReport, WorldStats};
 pub use run::{run_world, Output};
 pub use trace::Trace;
+pub use transactions::TxnOptions;
 pub use transport::{TurmoilConnector, TurmoilNet};
 
 /// The simulated wall clock starts at 2026-01-01T00:00:00Z.

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use oxbow_core::io::TraceEvent;
 use oxbow_core::time::{Instant, Now};
-use oxbow_node::config::{Address, Config, FsyncPolicy, GroupsConfig, LogConfig, PeerConfig};
+use oxbow_node::config::{
+    Address, Config, FsyncPolicy, GroupsConfig, LogConfig, PeerConfig, TransactionsConfig,
+};
 use oxbow_node::producer_ids::MemoryStore;
 use oxbow_node::runtime::env::{Clock, Environment, WriterMode};
 use oxbow_node::runtime::RuntimeError;
@@ -91,7 +93,12 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
                     initial_rebalance_delay_ms: 0,
                     ..GroupsConfig::default()
                 },
-                transactions: Default::default(),
+                // Few coordinator partitions, and hanging transactions aborted within seconds.
+                transactions: TransactionsConfig {
+                    state_partitions: 2,
+                    timeout_check_interval_ms: 1_000,
+                    ..TransactionsConfig::default()
+                },
                 log: LogConfig {
                     cache_bytes: options.log_cache_bytes,
                     segment_bytes: options.segment_bytes,

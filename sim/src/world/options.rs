@@ -7,7 +7,7 @@ use oxbow_core::node::PlantedBugs;
 use oxbow_jepsen::history::Delivery;
 use oxbow_node::config::LogConfig;
 
-use super::TOPIC;
+use super::{TxnOptions, TOPIC};
 use crate::rng::Stream;
 
 /// Everything that shapes a world run, derived from its seed.
@@ -73,6 +73,8 @@ pub struct WorldOptions {
     pub segment_bytes: u64,
     /// How the topic's log start offset moves: DeleteRecords calls and retention.
     pub trimming: Trimming,
+    /// The transactional workload, if the seed has one.
+    pub txn: Option<TxnOptions>,
 }
 
 /// How a world's topic loses its oldest records.
@@ -199,6 +201,7 @@ impl WorldOptions {
             log_cache_bytes,
             segment_bytes,
             trimming,
+            txn: TxnOptions::from_seed(seed),
         }
     }
 }
@@ -246,13 +249,17 @@ impl fmt::Display for WorldOptions {
         )?;
         write!(
             f,
-            "  workload: producers {:?}, {} readers, a group of {} members (crashes every {:?} ms), a send every {:?} ms each, {} keys{}",
+            "  workload: producers {:?}, {} readers, a group of {} members (crashes every {:?} ms), a send every {:?} ms each, {} keys{}{}",
             self.producers,
             self.readers,
             self.group_members,
             self.member_crash_every_ms,
             self.send_every_ms,
             self.keys,
+            match &self.txn {
+                Some(txn) => format!("\n  transactions: {txn:?}"),
+                None => String::new(),
+            },
             if self.planted == PlantedBugs::default() {
                 String::new()
             } else {

@@ -39,6 +39,10 @@ pub struct WorldStats {
     /// Acknowledged records below the final read's log start offset (allowed: gone by
     /// DeleteRecords or retention).
     pub trimmed: u64,
+    /// Transaction attempts of the transactional workload.
+    pub txn_attempts: u64,
+    /// Of them, committed (acknowledged, or visible in the final read).
+    pub txn_committed: u64,
 }
 
 /// What a world run found.

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oxbow_jepsen::history::History;
+use oxbow_jepsen::txn::TxnHistory;
 use oxbow_node::producer_ids::MemoryStore;
 use oxbow_node::storage::SharedSimDisk;
 
@@ -67,6 +68,7 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
         add_node(&mut sim, state.clone(), &options, &trace, &cluster);
     }
     let history = Arc::new(Mutex::new(History::default()));
+    let txn_history = Arc::new(Mutex::new(TxnHistory::default()));
     let bootstrap = addresses
         .iter()
         .map(|a| SocketAddr::new(*a, KAFKA_PORT).to_string())
@@ -74,10 +76,10 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
         .join(",");
     {
         let options = options.clone();
-        let history = history.clone();
+        let histories = (history.clone(), txn_history.clone());
         let trace = trace.clone();
         sim.client(CLIENT, async move {
-            workload(options, bootstrap, history, trace)
+            workload(options, bootstrap, histories, trace)
                 .await
                 .map_err(Into::into)
         });
@@ -148,6 +150,19 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
         .filter(|t| t.low_watermark.is_some())
         .count() as u64;
     violations.extend(verdict.lines());
+    if options.txn.is_some() {
+        let txn_history = std::mem::take(&mut *txn_history.lock().expect("not poisoned"));
+        let verdict = oxbow_jepsen::txn::check(&txn_history);
+        stats.txn_attempts = txn_history.txns.len() as u64;
+        stats.txn_committed = verdict.counts.committed;
+        // Named, so that a test can tell the transactional checker's findings.
+        violations.extend(
+            verdict
+                .lines()
+                .into_iter()
+                .map(|l| format!("transactions: {l}")),
+        );
+    }
     WorldReport {
         trace_hash: trace.hash(),
         options,

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use oxbow_client::{Admin, Client, Consumer, ConsumerConfig, NewTopic};
 use oxbow_jepsen::history::{Delivery, History, Outcome};
+use oxbow_jepsen::txn::TxnHistory;
 
 use super::group::run_group;
 use super::producers::produce;
 use super::readers::read_during_run;
+use super::transactions::run_transactions;
 use super::{client_config, sim_ms, sleep_ms, value_of, Trace, WorldOptions, TOPIC};
 
 /// The client host: creates the topic, runs the producers through the safety phase, waits for
@@ -20,9 +22,18 @@ use super::{client_config, sim_ms, sleep_ms, value_of, Trace, WorldOptions, TOPI
 pub(super) async fn workload(
     options: WorldOptions,
     bootstrap: String,
-    history: Arc<Mutex<History>>,
+    (history, txn_history): (Arc<Mutex<History>>, Arc<Mutex<TxnHistory>>),
     trace: Trace,
 ) -> Result<(), String> {
+    let transactions = options.txn.map(|txn| {
+        tokio::spawn(run_transactions(
+            options.clone(),
+            txn,
+            bootstrap.clone(),
+            txn_history,
+            trace.clone(),
+        ))
+    });
     let client = Client::new(client_config(bootstrap.clone())).map_err(|e| e.to_string())?;
     let admin = Admin::new(client.clone());
     loop {
@@ -213,6 +224,11 @@ pub(super) async fn workload(
         .await
         .map_err(|e| format!("the group task failed: {e}"))?;
     history.lock().expect("not poisoned").group.finished = true;
+    if let Some(transactions) = transactions {
+        transactions
+            .await
+            .map_err(|e| format!("the transactional workload failed: {e}"))??;
+    }
     trace.line(&format!("{:>7} client done", sim_ms()));
     Ok(())
 }
