@@ -12,6 +12,11 @@ import time
 
 import pytest
 
+# Consume-transform-produce needs offsets in transactions (AddOffsetsToTxn, TxnOffsetCommit),
+# which oxbow does not serve yet: collecting this directory (the default run) leaves that file
+# out unless OXBOW_TXN_OFFSETS=1; naming the file on pytest's command line runs it.
+collect_ignore = [] if os.environ.get("OXBOW_TXN_OFFSETS") == "1" else ["test_transactions_offsets.py"]
+
 
 def _free_base_port():
     # Kafka ports base..base+2 and peer ports 10,000 higher must all be free; stay below the

@@ -1,0 +1,231 @@
+"""Exactly-once consume-transform-produce with confluent-kafka (librdkafka) and kafka-python
+against three `oxbow node` processes: a consumer group member (read_committed, no auto
+commit) reads an input topic, and a transactional producer writes each input's transformed
+record to an output topic of several partitions and sends the consumed offsets to the same
+transaction (AddOffsetsToTxn, TxnOffsetCommit), committing every few records, while the node
+coordinating the transactional id is SIGKILLed mid-transaction and started again. Errors are
+handled as each client's documentation says: a retriable one by making the call again, an
+abortable one by aborting and rewinding the consumer to the group's committed offsets. A
+read_committed consumer of the output then reads every input exactly once, and the group's
+committed offsets are the input's ends.
+
+Not in the default run until oxbow serves AddOffsetsToTxn and TxnOffsetCommit: conftest.py
+leaves it out of a run of the directory unless OXBOW_TXN_OFFSETS=1 is set; naming it runs it:
+`OXBOW_BIN=target/release/oxbow python -m pytest tests/python/test_transactions_offsets.py`."""
+
+import collections
+import time
+
+import pytest
+
+from txn_tools import coordinator_node, create_topic, read_confluent
+
+INPUT_PARTITIONS = 3
+OUTPUT_PARTITIONS = 4
+INPUTS = 300
+PER_TRANSACTION = 10
+TIMEOUT = 30
+
+
+def _produce_inputs(bootstrap, topic):
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for i in range(INPUTS):
+        producer.produce(topic, value=f"in-{i:03}".encode(), partition=i % INPUT_PARTITIONS)
+    assert producer.flush(TIMEOUT) == 0
+
+
+class Chaos:
+    """Kills the transactional id's coordinator in the middle of the transaction after
+    `kill_after` commits, and starts it again `restart_after` commits later."""
+
+    def __init__(self, nodes, transactional_id, kill_after=8, restart_after=8):
+        self.nodes, self.transactional_id = nodes, transactional_id
+        self.kill_after, self.restart_after = kill_after, restart_after
+        self.killed = None
+        self.killed_at = None
+        self.restarted = False
+
+    def mid_transaction(self, commits):
+        if self.killed is None and commits >= self.kill_after:
+            self.killed = coordinator_node(self.nodes, self.transactional_id)
+            self.nodes.kill9(self.killed)
+            self.killed_at = commits
+
+    def after_commit(self, commits):
+        if self.killed is not None and not self.restarted and commits >= self.killed_at + self.restart_after:
+            self.nodes.start(self.killed)
+            self.restarted = True
+
+
+def _confluent_loop(bootstrap, source, sink, group, transactional_id, chaos, ends):
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": transactional_id, "linger.ms": 5})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    producer.init_transactions(TIMEOUT)
+    consumer.subscribe([source])
+
+    def retrying(call):
+        deadline = time.time() + TIMEOUT
+        while True:
+            try:
+                return call()
+            except KafkaException as e:
+                if not e.args[0].retriable() or time.time() > deadline:
+                    raise
+
+    def rewind():
+        # Back to what the group committed: the aborted transaction's inputs are read again.
+        for tp in retrying(lambda: consumer.committed(consumer.assignment(), timeout=10)):
+            tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            consumer.seek(tp)
+
+    committed = {p: 0 for p in ends}
+    commits = aborts = 0
+    deadline = time.time() + 120
+    while any(committed[p] < ends[p] for p in ends):
+        assert time.time() < deadline, f"committed {committed} of {ends}"
+        messages = [m for m in consumer.consume(num_messages=PER_TRANSACTION, timeout=0.5) if m.error() is None]
+        if not messages:
+            continue
+        producer.begin_transaction()
+        try:
+            for m in messages:
+                value = m.value().decode()
+                producer.produce(sink, key=value.encode(), value=f"out-{value}".encode())
+            chaos.mid_transaction(commits)
+            positions = consumer.position(consumer.assignment())
+            metadata = consumer.consumer_group_metadata()
+            retrying(lambda: producer.send_offsets_to_transaction(positions, metadata, TIMEOUT))
+            retrying(lambda: producer.commit_transaction(TIMEOUT))
+        except KafkaException as e:
+            if not e.args[0].txn_requires_abort():
+                raise
+            aborts += 1
+            retrying(lambda: producer.abort_transaction(TIMEOUT))
+            rewind()
+            continue
+        commits += 1
+        for tp in positions:
+            if tp.offset >= 0:
+                committed[tp.partition] = tp.offset
+        chaos.after_commit(commits)
+    consumer.close()
+    return commits, aborts
+
+
+def _kafka_python_loop(bootstrap, source, sink, group, transactional_id, chaos, ends):
+    from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata
+    from kafka.errors import (
+        InvalidProducerEpochError,
+        KafkaError,
+        ProducerFencedError,
+        TransactionalIdAuthorizationFailedError,
+    )
+
+    fatal = (ProducerFencedError, InvalidProducerEpochError, TransactionalIdAuthorizationFailedError)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id, linger_ms=5)
+    consumer = KafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer.init_transactions()
+
+    def rewind():
+        for tp in consumer.assignment():
+            offset = consumer.committed(tp)
+            if offset is None:
+                consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+
+    committed = {p: 0 for p in ends}
+    commits = aborts = 0
+    deadline = time.time() + 120
+    while any(committed[p] < ends[p] for p in ends):
+        assert time.time() < deadline, f"committed {committed} of {ends}"
+        batches = consumer.poll(timeout_ms=500, max_records=PER_TRANSACTION)
+        records = [r for rs in batches.values() for r in rs]
+        if not records:
+            continue
+        producer.begin_transaction()
+        try:
+            for r in records:
+                value = r.value.decode()
+                producer.send(sink, key=value.encode(), value=f"out-{value}".encode())
+            chaos.mid_transaction(commits)
+            positions = {tp: consumer.position(tp) for tp in consumer.assignment()}
+            offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in positions.items()}
+            producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
+            producer.commit_transaction()
+        except fatal:
+            raise
+        except KafkaError:
+            # kafka-python retries retriable errors itself; what reaches here is abortable,
+            # or fatal in a way the abort below raises again.
+            aborts += 1
+            producer.abort_transaction()
+            rewind()
+            continue
+        commits += 1
+        for tp, offset in positions.items():
+            committed[tp.partition] = offset
+        chaos.after_commit(commits)
+    consumer.close()
+    producer.close()
+    return commits, aborts
+
+
+def _group_offsets(bootstrap, topic, group):
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(INPUT_PARTITIONS)], timeout=10)
+        return {tp.partition: tp.offset for tp in found}
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_consume_transform_produce_exactly_once_through_a_coordinator_sigkill(nodes, client):
+    loop = {"confluent": _confluent_loop, "kafka-python": _kafka_python_loop}[client]
+    source, sink = f"ctp-in-{client}", f"ctp-out-{client}"
+    group, transactional_id = f"ctp-group-{client}", f"ctp-txn-{client}"
+    create_topic(nodes.bootstrap, source, INPUT_PARTITIONS)
+    create_topic(nodes.bootstrap, sink, OUTPUT_PARTITIONS)
+    _produce_inputs(nodes.bootstrap, source)
+    ends = {p: len(range(p, INPUTS, INPUT_PARTITIONS)) for p in range(INPUT_PARTITIONS)}
+
+    chaos = Chaos(nodes, transactional_id)
+    started = time.time()
+    commits, aborts = loop(nodes.bootstrap, source, sink, group, transactional_id, chaos, ends)
+    took = time.time() - started
+    assert chaos.killed is not None and chaos.restarted, "the coordinator was killed and started again"
+    assert nodes.running(chaos.killed)
+
+    read = collections.Counter(read_confluent(nodes.bootstrap, sink, "read_committed"))
+    expected = {f"out-in-{i:03}" for i in range(INPUTS)}
+    missing, extra = sorted(expected - set(read)), sorted(set(read) - expected)
+    assert (missing, extra) == ([], []), f"missing {missing[:5]}, extra {extra[:5]}"
+    duplicated = sorted(v for v, n in read.items() if n > 1)
+    assert duplicated == [], f"{len(duplicated)} outputs more than once: {duplicated[:5]}"
+    assert _group_offsets(nodes.bootstrap, source, group) == ends, "the offsets committed with the outputs"
+    print(
+        f"{client}: {INPUTS} inputs in {commits} transactions ({aborts} aborted and redone) through the SIGKILL "
+        f"of node {chaos.killed + 1}, the coordinator, in {took:.1f} s"
+    )
