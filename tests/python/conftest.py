@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-# Consume-transform-produce needs offsets in transactions (AddOffsetsToTxn, TxnOffsetCommit),
-# which oxbow does not serve yet: collecting this directory (the default run) leaves that file
-# out unless OXBOW_TXN_OFFSETS=1; naming the file on pytest's command line runs it.
+# Consume-transform-produce with offsets in transactions (AddOffsetsToTxn, TxnOffsetCommit) does
+# not pass yet (with confluent-kafka it does; kafka-python's loop hangs): collecting this
+# directory (the default run) leaves that file out unless OXBOW_TXN_OFFSETS=1; naming the file
+# on pytest's command line runs it.
 collect_ignore = [] if os.environ.get("OXBOW_TXN_OFFSETS") == "1" else ["test_transactions_offsets.py"]
 
 
