@@ -112,7 +112,7 @@ impl Txns {
         group: GroupId,
         batch: Bytes,
     ) -> Result<Offset, ProduceError> {
-        let leader = serving_leader(&self.cluster, group);
+        let leader = self.leader_of(group);
         let request = ProduceRequest {
             group,
             acks: Acks::All,
@@ -128,7 +128,7 @@ impl Txns {
 
     /// A fetch of `group` from `offset`, read_committed or not.
     fn fetch(&mut self, group: GroupId, offset: i64, read_committed: bool) -> FetchData {
-        let leader = serving_leader(&self.cluster, group);
+        let leader = self.leader_of(group);
         let request = FetchRequest {
             group,
             offset: Offset(offset),
@@ -140,6 +140,37 @@ impl Txns {
             Response::Fetch(Ok(data)) => data,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The node serving `group`, ticking until one does (a restarted node's groups elect).
+    fn leader_of(&mut self, group: GroupId) -> NodeId {
+        for _ in 0..100 {
+            let serving = self
+                .cluster
+                .nodes
+                .iter()
+                .find(|(_, n)| n.group_status(group).is_some_and(|s| s.serving));
+            if let Some((node, _)) = serving {
+                return *node;
+            }
+            self.cluster.tick(1);
+        }
+        panic!("no leader of {group:?} in 100 ticks");
+    }
+
+    /// A partition of a new single-replica topic whose only replica is not the coordinator of
+    /// `transactional_id`: stalling that node's disk holds the partition's markers back
+    /// (whatever else it hosts still has a quorum without it). Its group and node.
+    fn marker_hold(&mut self, name: &str, transactional_id: &str) -> (i32, GroupId, NodeId) {
+        let groups = self.topic_of(name, 3, 1);
+        let (_, coordinator) = self.coordinator(transactional_id).expect("a coordinator");
+        let (index, group, node) = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (i as i32, *g, self.leader_of(*g)))
+            .find(|(_, _, node)| *node != coordinator)
+            .expect("a partition away from the coordinator");
+        (index, group, node)
     }
 
     /// Ticks until `transactional_id`'s transaction is `state`.
@@ -159,8 +190,15 @@ impl Txns {
 
     /// The Raft groups of a new topic's partitions.
     fn topic(&mut self, name: &str, partitions: u32) -> Vec<GroupId> {
+        self.topic_of(name, partitions, 3)
+    }
+
+    /// The Raft groups of a new topic of `replicas` replicas per partition.
+    fn topic_of(&mut self, name: &str, partitions: u32, replicas: u16) -> Vec<GroupId> {
         let leader = self.cluster.metadata_leader().expect("a metadata leader");
-        let created = self.cluster.admin(leader, create(name, partitions, 3));
+        let created = self
+            .cluster
+            .admin(leader, create(name, partitions, replicas));
         assert!(
             matches!(created, Response::Admin(Ok(Some(_)))),
             "{created:?}"
@@ -458,6 +496,7 @@ fn a_partition_whose_state_would_pass_its_byte_limit_refuses_new_ids() {
 fn a_transaction_begins_with_its_first_partition_and_its_end_is_stored_before_the_answer() {
     let mut txns = Txns::with(|_| {});
     let me = txns.init("t", 60_000, None).expect("a new id");
+    let (held, held_group, held_node) = txns.marker_hold("held", "t");
     // Nothing to end yet.
     assert_eq!(txns.end("t", me, true), Err(TxnError::InvalidTxnState));
     txns.cluster.now.wall_ms = 5_000;
@@ -491,12 +530,19 @@ fn a_transaction_begins_with_its_first_partition_and_its_end_is_stored_before_th
         Err(TxnError::InvalidProducerIdMapping)
     );
 
-    // The outcome is stored before the answer; while its markers are written, everything
-    // else waits, and the other outcome is refused.
+    // The outcome is stored before the answer; while its markers are written (one
+    // partition's node cannot write, so its marker waits), everything else waits, and the
+    // other outcome is refused.
+    assert_eq!(txns.add("t", me, &[("held", held)]), Ok(()));
+    assert_eq!(
+        txns.produce_txn("t", held_group, txn_batch(id.0, epoch.0, 0, 1)),
+        Ok(Offset(0))
+    );
+    txns.cluster.stall_writes(held_node);
     assert_eq!(txns.end("t", me, true), Ok(()));
     let meta = txns.describe("t").expect("known");
     assert_eq!(meta.state, TxnState::PrepareCommit);
-    assert_eq!(meta.partitions.len(), 3, "the partitions that need markers");
+    assert_eq!(meta.partitions.len(), 4, "the partitions that need markers");
     assert_eq!(
         txns.end("t", me, true),
         Err(TxnError::ConcurrentTransactions)
@@ -511,7 +557,8 @@ fn a_transaction_begins_with_its_first_partition_and_its_end_is_stored_before_th
         Err(TxnError::ConcurrentTransactions)
     );
 
-    // A failover keeps where the transaction stands.
+    // A failover keeps the outcome, and the new coordinator completes it once the held
+    // partition can write its marker.
     let (_, node) = txns.coordinator("t").expect("a coordinator");
     txns.cluster.restart(node);
     for _ in 0..60 {
@@ -520,8 +567,15 @@ fn a_transaction_begins_with_its_first_partition_and_its_end_is_stored_before_th
             break;
         }
     }
+    assert_eq!(txns.describe("t").expect("known"), meta);
+    txns.cluster.release_writes(held_node);
+    txns.settle_in("t", TxnState::CompleteCommit);
     let after = txns.describe("t").expect("known");
-    assert_eq!(after, meta);
+    assert_eq!(
+        (after.producer_id, after.epoch),
+        (meta.producer_id, meta.epoch)
+    );
+    assert!(after.partitions.is_empty());
     for node in txns.cluster.nodes.values() {
         node.invariants();
     }
@@ -531,7 +585,15 @@ fn a_transaction_begins_with_its_first_partition_and_its_end_is_stored_before_th
 fn a_new_instance_aborts_the_open_transaction_and_fences_the_one_before() {
     let mut txns = Txns::with(|_| {});
     let old = txns.init("t", 60_000, None).expect("a new id");
-    assert_eq!(txns.add("t", old, &[("a", 0)]), Ok(()));
+    let (held, held_group, held_node) = txns.marker_hold("held", "t");
+    assert_eq!(txns.add("t", old, &[("held", held)]), Ok(()));
+    // A record of the transaction on a partition whose node cannot write: its abort marker
+    // waits.
+    assert_eq!(
+        txns.produce_txn("t", held_group, txn_batch(old.0 .0, old.1 .0, 0, 1)),
+        Ok(Offset(0))
+    );
+    txns.cluster.stall_writes(held_node);
     // The new instance is told to come back once the abort is done.
     assert_eq!(
         txns.init("t", 60_000, None),
@@ -735,7 +797,7 @@ fn offsets_partition(txns: &Txns, group_id: &str) -> (i32, GroupId) {
 impl Txns {
     fn group_call(&mut self, group_id: &str, op: GroupOp) -> GroupResponse {
         let (_, group) = offsets_partition(self, group_id);
-        let node = serving_leader(&self.cluster, group);
+        let node = self.leader_of(group);
         match self
             .cluster
             .request(node, Request::Group(GroupRequest { group, op }))

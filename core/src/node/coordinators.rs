@@ -21,9 +21,12 @@ pub(crate) enum Hosted {
 
 impl Hosted {
     /// Hands the coordinator what its partition applied (entries, or a snapshot) and, for the
-    /// group coordinator, whether this node serves the partition now.
-    pub(crate) fn follow(&mut self, replica: &mut Replica, now: Now, sink: &mut Sink) {
-        for applied in replica.take_commands_applied() {
+    /// group coordinator, whether this node serves the partition now. True if a transaction
+    /// coordinator applied something (its markers may be due at once).
+    pub(crate) fn follow(&mut self, replica: &mut Replica, now: Now, sink: &mut Sink) -> bool {
+        let applied = replica.take_commands_applied();
+        let txn_applied = matches!(self, Self::Txn(_)) && !applied.is_empty();
+        for applied in applied {
             match (applied, &mut *self) {
                 (Applied::Entry(index, term, data), Self::Group(c)) => {
                     c.apply(index, term, &data, now, sink)
@@ -38,6 +41,7 @@ impl Hosted {
         if let Self::Group(c) = self {
             c.observe(replica.serving_term(), now, sink);
         }
+        txn_applied
     }
 
     /// A tick: the coordinator's own timers, then the compaction of its log once it holds

@@ -202,6 +202,8 @@ pub struct Node {
     txns: transactions::NodeTxns,
     /// Markers the partitions applied, for their coordinators to hear of.
     markers_applied: Vec<crate::partition::MarkerWrite>,
+    /// A transaction coordinator applied entries in this round: its due markers go out.
+    txn_applied: bool,
 }
 
 impl Node {
@@ -249,6 +251,7 @@ impl Node {
             inflight_max: 1 << 16,
             txns: transactions::NodeTxns::default(),
             markers_applied: Vec::new(),
+            txn_applied: false,
             config,
         };
         if !node.config.metadata_voters.is_empty() {
@@ -478,11 +481,16 @@ impl Node {
         }
         let mut processed = BTreeSet::new();
         self.flush(touched, &mut sink, &mut processed);
-        // Markers applied: their coordinators hear of it (a local one proposes at once).
-        while !self.markers_applied.is_empty() {
+        // Markers applied: their coordinators hear of it (a local one proposes at once). A
+        // transaction coordinator that applied an outcome sends its markers at once, not at
+        // its next tick: the next transaction of the id waits for them.
+        while !self.markers_applied.is_empty() || self.txn_applied {
             let mut touched = BTreeSet::new();
             for write in std::mem::take(&mut self.markers_applied) {
                 self.marker_written(write, now, &mut sink, &mut touched);
+            }
+            if std::mem::take(&mut self.txn_applied) {
+                self.send_due_markers(now, &mut sink, &mut touched);
             }
             self.flush(touched, &mut sink, &mut processed);
         }
@@ -742,7 +750,7 @@ impl Node {
                     self.apply_metadata(sink, &mut touched);
                 } else if let Some(coordinator) = self.coordinators.get_mut(&group) {
                     let now = self.now.expect("handle sets now");
-                    coordinator.follow(replica, now, sink);
+                    self.txn_applied |= coordinator.follow(replica, now, sink);
                     if let Hosted::Group(c) = coordinator {
                         self.markers_applied.extend(c.take_markers_written());
                     }

@@ -620,6 +620,17 @@ impl Node {
                 waiter.fail(id, ProduceError::TimedOut, offsets, sink);
             }
         }
+        self.send_due_markers(now, sink, touched);
+    }
+
+    /// Every serving transaction coordinator sends the markers that are due (never sent, or
+    /// not answered for `txn::MARKER_RETRY_MS`), each to its partition's leader.
+    pub(super) fn send_due_markers(
+        &mut self,
+        now: Now,
+        sink: &mut Sink,
+        touched: &mut BTreeSet<GroupId>,
+    ) {
         let mut jobs = Vec::new();
         for (group, hosted) in self.coordinators.iter_mut() {
             let Hosted::Txn(c) = hosted else { continue };
