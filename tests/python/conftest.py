@@ -12,13 +12,6 @@ import time
 
 import pytest
 
-# Consume-transform-produce with offsets in transactions (AddOffsetsToTxn, TxnOffsetCommit) does
-# not pass yet (with confluent-kafka it does; kafka-python's loop hangs): collecting this
-# directory (the default run) leaves that file out unless OXBOW_TXN_OFFSETS=1; naming the file
-# on pytest's command line runs it.
-collect_ignore = [] if os.environ.get("OXBOW_TXN_OFFSETS") == "1" else ["test_transactions_offsets.py"]
-
-
 def _free_base_port():
     # Kafka ports base..base+2 and peer ports 10,000 higher must all be free; stay below the
     # ephemeral range so no outgoing connection takes them meanwhile.

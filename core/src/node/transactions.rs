@@ -35,6 +35,11 @@ const MARKERS_PER_TICK: usize = 1_000;
 /// coordinator's answers wait for their entries).
 const OFFSETS_VERIFY_MS: u64 = 5_000;
 
+/// A verification not answered for this long is asked again, of whichever node leads the
+/// coordinator's partition now (the question, or its answer, may have been lost with a
+/// leader), until its requests' deadline.
+const VERIFY_AGAIN_MS: u64 = 1_000;
+
 /// What nodes tell each other about transactions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum TxnMessage {
@@ -218,6 +223,10 @@ struct Verifying {
     /// In arrival order: handed to the partition in that order.
     waiting: VecDeque<(RequestId, Waiter)>,
     deadline: Instant,
+    /// The question (a [`TxnMessage::Verify`]), asked again after [`VERIFY_AGAIN_MS`].
+    ask: TxnMessage,
+    /// When it was last asked.
+    asked_at: Instant,
 }
 
 /// A node's transactions in flight between its groups and its peers.
@@ -379,6 +388,13 @@ impl Node {
         let token = self.txns.next_token;
         self.txns.next_token += 1;
         let term = self.groups.get(&group).and_then(|r| r.serving_term());
+        let verify = TxnMessage::Verify {
+            token,
+            coordinator,
+            transactional_id,
+            producer: (producer, epoch),
+            partition,
+        };
         self.txns.verifying.insert(
             token,
             Verifying {
@@ -387,17 +403,12 @@ impl Node {
                 term,
                 waiting: VecDeque::from([(id, waiter)]),
                 deadline: now.mono.plus_ms(timeout_ms),
+                ask: verify.clone(),
+                asked_at: now.mono,
             },
         );
         self.txns.by_producer.insert((group, producer), token);
         self.txns.waiting += 1;
-        let verify = TxnMessage::Verify {
-            token,
-            coordinator,
-            transactional_id,
-            producer: (producer, epoch),
-            partition,
-        };
         if !self.hand_to_leader(coordinator, verify, now, sink, touched) {
             let answer = TxnMessage::Verified {
                 token,
@@ -619,6 +630,23 @@ impl Node {
                 let offsets = GroupError::Txn(TxnError::TimedOut);
                 waiter.fail(id, ProduceError::TimedOut, offsets, sink);
             }
+        }
+        let again: Vec<(GroupId, TxnMessage)> = self
+            .txns
+            .verifying
+            .values_mut()
+            .filter(|v| v.asked_at.plus_ms(VERIFY_AGAIN_MS) <= now.mono)
+            .map(|v| {
+                v.asked_at = now.mono;
+                let TxnMessage::Verify { coordinator, .. } = &v.ask else {
+                    unreachable!("a verification asks a Verify")
+                };
+                (*coordinator, v.ask.clone())
+            })
+            .collect();
+        for (coordinator, ask) in again {
+            // No leader known yet: asked again at the next round.
+            self.hand_to_leader(coordinator, ask, now, sink, touched);
         }
         self.send_due_markers(now, sink, touched);
     }

@@ -70,8 +70,13 @@ impl Markers {
 impl TxnCoordinator {
     /// The markers due to be sent (first sent, or not answered for [`MARKER_RETRY_MS`]), at
     /// most `max`; call only on the serving leader, whose Raft term is `term`.
+    /// Nothing is due before the term has begun (`begin_term`, at the coordinator's first
+    /// tick or request in it), which forgets what an earlier term sent.
     pub(crate) fn markers_due(&mut self, now: Now, term: u64, max: usize) -> Vec<MarkerJob> {
         let mut jobs = Vec::new();
+        if self.counted_in != Some(crate::ids::Term(term)) {
+            return jobs;
+        }
         let coordinator_epoch = i32::try_from(term).expect("terms fit a leader epoch");
         for transactional_id in &self.markers.preparing {
             if jobs.len() >= max {
@@ -114,6 +119,11 @@ impl TxnCoordinator {
     /// Once every partition's is written the transaction is complete: stored as such, with no
     /// answer to wait for.
     pub(crate) fn marker_written(&mut self, log: &mut dyn CommandLog, now: Now, job: &MarkerJob) {
+        // Proposals wait for the term to begin (it answers those of earlier terms); the
+        // marker is sent again meanwhile.
+        if log.serving().is_none() || log.serving() != self.counted_in {
+            return;
+        }
         let Some(meta) = self.stored.ids.get(&job.transactional_id) else {
             return;
         };
