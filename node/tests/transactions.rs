@@ -436,6 +436,46 @@ fn the_rust_clients_transactions_survive_a_coordinator_kill_and_fence_older_inst
     );
 }
 
+/// The SIGKILL of a transactional id's coordinator a third of the way through a loop, and its
+/// restart two thirds of the way.
+struct Chaos {
+    transactional_id: &'static str,
+    total: usize,
+    killed: Option<usize>,
+    done: bool,
+}
+
+impl Chaos {
+    fn new(transactional_id: &'static str, total: usize) -> Self {
+        Self {
+            transactional_id,
+            total,
+            killed: None,
+            done: false,
+        }
+    }
+
+    /// `processed` of the total are done: kill or restart when due.
+    fn step(&mut self, cluster: &mut Cluster, processed: usize) {
+        if processed >= self.total / 3 && self.killed.is_none() && !self.done {
+            let node = coordinator(cluster, self.transactional_id);
+            cluster.kill9(node);
+            self.killed = Some(node);
+        }
+        if processed >= 2 * self.total / 3 {
+            self.finish(cluster);
+        }
+    }
+
+    /// The killed node is running again.
+    fn finish(&mut self, cluster: &mut Cluster) {
+        if let Some(node) = self.killed.take() {
+            cluster.start_node(node);
+            self.done = true;
+        }
+    }
+}
+
 /// The output topic of the consume-transform-produce tests.
 const OUTPUT: &str = "ctp-out";
 const OUTPUT_PARTITIONS: i32 = 3;
@@ -491,23 +531,14 @@ fn librdkafka_consume_transform_produce_is_exactly_once_across_a_coordinator_kil
 
     let started = Instant::now();
     let mut processed = 0;
-    let mut killed = None;
+    let mut chaos = Chaos::new("ctp-1", INPUTS);
     let mut aborted = 0;
     while processed < INPUTS {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "stuck at {processed}"
         );
-        if processed >= INPUTS / 3 && killed.is_none() {
-            let node = coordinator(&cluster, "ctp-1");
-            cluster.kill9(node);
-            killed = Some(node);
-        }
-        if processed >= 2 * INPUTS / 3 {
-            if let Some(node) = killed.take() {
-                cluster.start_node(node);
-            }
-        }
+        chaos.step(&mut cluster, processed);
         let mut batch = Vec::new();
         while batch.len() < 20 {
             match consumer.poll(Duration::from_millis(200)) {
@@ -563,9 +594,7 @@ fn librdkafka_consume_transform_produce_is_exactly_once_across_a_coordinator_kil
             }
         }
     }
-    if let Some(node) = killed.take() {
-        cluster.start_node(node);
-    }
+    chaos.finish(&mut cluster);
 
     // Every input's output exactly once to read_committed, and the group's offsets at the end.
     let reader: BaseConsumer = ClientConfig::new()
@@ -661,23 +690,14 @@ fn the_rust_clients_consume_transform_produce_is_exactly_once_across_a_coordinat
         .expect("init_transactions");
     let started = Instant::now();
     let mut processed = 0;
-    let mut killed = None;
+    let mut chaos = Chaos::new("rust-ctp-1", INPUTS);
     let mut aborted = 0;
     while processed < INPUTS {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "stuck at {processed}"
         );
-        if processed >= INPUTS / 3 && killed.is_none() {
-            let node = coordinator(&cluster, "rust-ctp-1");
-            cluster.kill9(node);
-            killed = Some(node);
-        }
-        if processed >= 2 * INPUTS / 3 {
-            if let Some(node) = killed.take() {
-                cluster.start_node(node);
-            }
-        }
+        chaos.step(&mut cluster, processed);
         let done = runtime.block_on(async {
             let records = input.poll(Duration::from_millis(300)).await.expect("poll");
             if records.is_empty() {
@@ -719,9 +739,7 @@ fn the_rust_clients_consume_transform_produce_is_exactly_once_across_a_coordinat
             }
         }
     }
-    if let Some(node) = killed.take() {
-        cluster.start_node(node);
-    }
+    chaos.finish(&mut cluster);
     let mut read = Vec::new();
     runtime.block_on(async {
         let config = oxbow_client::ConsumerConfig {

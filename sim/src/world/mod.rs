@@ -77,6 +77,26 @@ fn client_config(bootstrap: String) -> ClientConfig {
     config
 }
 
+/// Creates `topic`, retrying (each failure traced) until it exists.
+async fn create_topic(admin: &oxbow_client::Admin, topic: oxbow_client::NewTopic, trace: &Trace) {
+    let name = topic.name.clone();
+    loop {
+        match admin.create_topics(std::slice::from_ref(&topic)).await {
+            Ok(answers) => match &answers[0] {
+                Ok(()) => return,
+                Err(oxbow_client::Error::Broker { code, .. })
+                    if *code == oxbow_client::error::codes::TOPIC_ALREADY_EXISTS =>
+                {
+                    return
+                }
+                Err(e) => trace.line(&format!("{:>7} client create {name}: {e}", sim_ms())),
+            },
+            Err(e) => trace.line(&format!("{:>7} client create {name}: {e}", sim_ms())),
+        }
+        sleep_ms(200).await;
+    }
+}
+
 async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }

@@ -22,7 +22,7 @@ use oxbow_jepsen::txn::{
     InputId, InputRecord, InstanceId, Isolation, OutputRecord, TxnHistory, TxnOp, TxnOutcome,
 };
 
-use super::{client_config, sim_ms, sleep_ms, value_of, Trace, WorldOptions};
+use super::{client_config, create_topic, sim_ms, sleep_ms, value_of, Trace, WorldOptions};
 use crate::rng::Stream;
 
 /// The input topic.
@@ -67,26 +67,6 @@ impl TxnOptions {
     }
 }
 
-/// Creates a topic, retrying until it exists.
-async fn create(admin: &Admin, name: &str, partitions: i32, options: &WorldOptions, trace: &Trace) {
-    loop {
-        let topic = NewTopic::new(name, partitions, options.replication);
-        match admin.create_topics(&[topic]).await {
-            Ok(answers) => match &answers[0] {
-                Ok(()) => return,
-                Err(oxbow_client::Error::Broker { code, .. })
-                    if *code == oxbow_client::error::codes::TOPIC_ALREADY_EXISTS =>
-                {
-                    return
-                }
-                Err(e) => trace.line(&format!("{:>7} client create {name}: {e}", sim_ms())),
-            },
-            Err(e) => trace.line(&format!("{:>7} client create {name}: {e}", sim_ms())),
-        }
-        sleep_ms(200).await;
-    }
-}
-
 fn payload(value: u64) -> Bytes {
     Bytes::from(value.to_be_bytes().to_vec())
 }
@@ -101,8 +81,10 @@ pub(super) async fn run_transactions(
 ) -> Result<(), String> {
     let client = Client::new(client_config(bootstrap.clone())).map_err(|e| e.to_string())?;
     let admin = Admin::new(client.clone());
-    create(&admin, INPUT, txn.input_partitions, &options, &trace).await;
-    create(&admin, OUTPUT, txn.output_partitions, &options, &trace).await;
+    let input = NewTopic::new(INPUT, txn.input_partitions, options.replication);
+    create_topic(&admin, input, &trace).await;
+    let output = NewTopic::new(OUTPUT, txn.output_partitions, options.replication);
+    create_topic(&admin, output, &trace).await;
     trace.line(&format!("{:>7} client txn topics created", sim_ms()));
     let stop = Arc::new(AtomicBool::new(false));
     let seeder = tokio::spawn(seed_inputs(

@@ -15,7 +15,7 @@ use super::group::run_group;
 use super::producers::produce;
 use super::readers::read_during_run;
 use super::transactions::run_transactions;
-use super::{client_config, sim_ms, sleep_ms, value_of, Trace, WorldOptions, TOPIC};
+use super::{client_config, create_topic, sim_ms, sleep_ms, value_of, Trace, WorldOptions, TOPIC};
 
 /// The client host: creates the topic, runs the producers through the safety phase, waits for
 /// every send to resolve, then reads every partition back.
@@ -36,23 +36,9 @@ pub(super) async fn workload(
     });
     let client = Client::new(client_config(bootstrap.clone())).map_err(|e| e.to_string())?;
     let admin = Admin::new(client.clone());
-    loop {
-        let mut topic = NewTopic::new(TOPIC, options.partitions, options.replication);
-        topic.configs = options.trimming.topic_configs();
-        match admin.create_topics(&[topic]).await {
-            Ok(answers) => match &answers[0] {
-                Ok(()) => break,
-                Err(oxbow_client::Error::Broker { code, .. })
-                    if *code == oxbow_client::error::codes::TOPIC_ALREADY_EXISTS =>
-                {
-                    break
-                }
-                Err(e) => trace.line(&format!("{:>7} client create topic: {e}", sim_ms())),
-            },
-            Err(e) => trace.line(&format!("{:>7} client create topic: {e}", sim_ms())),
-        }
-        sleep_ms(200).await;
-    }
+    let mut topic = NewTopic::new(TOPIC, options.partitions, options.replication);
+    topic.configs = options.trimming.topic_configs();
+    create_topic(&admin, topic, &trace).await;
     trace.line(&format!("{:>7} client topic created", sim_ms()));
     history.lock().expect("not poisoned").retention = options.trimming.retention();
     let trimmer = tokio::spawn(super::trimmer::trim(
