@@ -1,3 +1,6 @@
+//! Tests of the coordinator's commands and stored state: the codec, the sizes applying
+//! counts against the encoded state, the growth bounds, and the transactional offsets.
+
 use super::*;
 
 /// Found by the `decoders` fuzz target: a state whose group's generation goes back
