@@ -570,8 +570,8 @@ fn librdkafka_consume_transform_produce_is_exactly_once_across_a_coordinator_kil
         match outcome {
             Ok(()) => processed += batch.len(),
             Err(error) => {
-                let abortable = matches!(&error, rdkafka::error::KafkaError::Transaction(e) if e.txn_requires_abort())
-                    || matches!(&error, rdkafka::error::KafkaError::Transaction(e) if e.is_retriable());
+                let abortable = matches!(&error, rdkafka::error::KafkaError::Transaction(e)
+                    if e.txn_requires_abort() || e.is_retriable());
                 assert!(abortable, "a fatal error: {error}");
                 aborted += 1;
                 while let Err(error) = producer.abort_transaction(timeout) {

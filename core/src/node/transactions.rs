@@ -223,8 +223,9 @@ struct Verifying {
     /// In arrival order: handed to the partition in that order.
     waiting: VecDeque<(RequestId, Waiter)>,
     deadline: Instant,
-    /// The question (a [`TxnMessage::Verify`]), asked again after [`VERIFY_AGAIN_MS`].
-    ask: TxnMessage,
+    /// The coordinator's partition (Raft group) asked, and the question (a
+    /// [`TxnMessage::Verify`]), asked again after [`VERIFY_AGAIN_MS`].
+    ask: (GroupId, TxnMessage),
     /// When it was last asked.
     asked_at: Instant,
 }
@@ -403,7 +404,7 @@ impl Node {
                 term,
                 waiting: VecDeque::from([(id, waiter)]),
                 deadline: now.mono.plus_ms(timeout_ms),
-                ask: verify.clone(),
+                ask: (coordinator, verify.clone()),
                 asked_at: now.mono,
             },
         );
@@ -638,10 +639,7 @@ impl Node {
             .filter(|v| v.asked_at.plus_ms(VERIFY_AGAIN_MS) <= now.mono)
             .map(|v| {
                 v.asked_at = now.mono;
-                let TxnMessage::Verify { coordinator, .. } = &v.ask else {
-                    unreachable!("a verification asks a Verify")
-                };
-                (*coordinator, v.ask.clone())
+                v.ask.clone()
             })
             .collect();
         for (coordinator, ask) in again {
