@@ -9,7 +9,7 @@ use crate::coordinator::{GroupOp, GroupResponse, ListedGroup};
 use crate::epoch_history::{EpochEnd, LeaderEpochError};
 use crate::ids::{GroupId, IoSeq, NodeId, Offset, RaftIndex, RequestId, Sequence, Term};
 use crate::metadata::{AdminError, MetadataChange, MetadataCommand};
-use crate::producer::AbortedTxn;
+use crate::producer::{AbortedTxn, ActiveProducer};
 use crate::txn::{TxnError, TxnMeta, TxnOp, TxnResponse};
 
 /// One input to a node.
@@ -242,6 +242,11 @@ pub enum Request {
         /// The voter to lead.
         to: NodeId,
     },
+    /// The producers a record partition's serving leader remembers (DescribeProducers).
+    DescribeProducers {
+        /// The partition's group.
+        group: GroupId,
+    },
 }
 
 /// A consumer-group request routed to one coordinator partition (a group of the
@@ -365,6 +370,8 @@ pub enum Response {
     /// Answer to TransferLeader: whether it was handed to Raft here (this node holds a
     /// replica and `to` is a voter); whether leadership moves shows in who leads.
     TransferLeader(bool),
+    /// Answer to DescribeProducers: the applied producer table's producers, by id.
+    DescribeProducers(Result<Vec<ActiveProducer>, FetchError>),
 }
 
 /// Delete a partition's records before `offset`: its log start offset moves there through the

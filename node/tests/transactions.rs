@@ -5,14 +5,18 @@
 //! epoch, and keeps all of it across a SIGKILL of the coordinator; DescribeTransactions and
 //! ListTransactions show it; librdkafka's `init_transactions()` succeeds. librdkafka's
 //! transactions commit and abort, read_committed consumers read only what committed, and a
-//! newer instance fences the older.
+//! newer instance fences the older. DescribeProducers shows a transaction open in a partition,
+//! and no longer once it ends.
 
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::describe_producers_request::TopicRequest as DescribeProducersTopic;
+use kafka_protocol::messages::describe_producers_response::PartitionResponse as DescribedPartition;
 use kafka_protocol::messages::{
-    ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
+    ApiKey, DescribeProducersRequest, DescribeProducersResponse, DescribeTransactionsRequest,
+    DescribeTransactionsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
+    ListTransactionsResponse, ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -304,6 +308,37 @@ fn librdkafka_commits_and_aborts_and_read_committed_reads_only_what_committed() 
     let read = read_values(&cluster, "read_uncommitted", all.len(), timeout);
     assert_eq!(read, all);
 
+    // DescribeProducers: the producer's transaction open in partition 0 shows with its first
+    // offset, the high watermark before it, and is gone once aborted.
+    let before = wait_until_described(&cluster, 0, |p| {
+        p.active_producers.len() == 1 && p.active_producers[0].current_txn_start_offset == -1
+    });
+    producer.begin_transaction().expect("begin");
+    send(&producer, 0, "open");
+    producer.flush(timeout).expect("flush");
+    let open = wait_until_described(&cluster, 0, |_| true);
+    assert_eq!(open.active_producers.len(), 1, "{open:?}");
+    let state = &open.active_producers[0];
+    assert!(
+        state.producer_id.0 >= 0 && state.producer_epoch >= 0,
+        "{state:?}"
+    );
+    assert!(
+        state.last_sequence >= 0 && state.last_timestamp > 0,
+        "{state:?}"
+    );
+    let previous_txn_end = before.active_producers[0].last_sequence;
+    assert!(
+        state.last_sequence > previous_txn_end,
+        "{before:?} then {open:?}"
+    );
+    assert!(state.current_txn_start_offset > 0, "{state:?}");
+    producer.abort_transaction(timeout).expect("abort");
+    let ended = wait_until_described(&cluster, 0, |p| {
+        p.active_producers[0].current_txn_start_offset == -1
+    });
+    assert_eq!(ended.active_producers[0].producer_id, state.producer_id);
+
     // A second instance of the transactional id fences the first: its next transaction fails.
     let newer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap())
@@ -323,6 +358,45 @@ fn librdkafka_commits_and_aborts_and_read_committed_reads_only_what_committed() 
             || error.to_string().to_lowercase().contains("fenced"),
         "{error}"
     );
+}
+
+/// DescribeProducers v0 of one partition of the test topic, from its leader, until `done`
+/// holds of the answer (within 30 s), after checking that a follower refuses it
+/// (NOT_LEADER_OR_FOLLOWER) and that an unknown partition is UNKNOWN_TOPIC_OR_PARTITION.
+fn wait_until_described(
+    cluster: &Cluster,
+    partition: i32,
+    done: impl Fn(&DescribedPartition) -> bool,
+) -> DescribedPartition {
+    let ask = |node: usize, partition: i32| {
+        let mut topic = DescribeProducersTopic::default();
+        topic.name = TopicName(StrBytes::from_static_str(TOPIC));
+        topic.partition_indexes = vec![partition];
+        let mut request = DescribeProducersRequest::default();
+        request.topics = vec![topic];
+        let response: DescribeProducersResponse =
+            call(cluster.kafka[node], ApiKey::DescribeProducers, 0, &request);
+        response.topics[0].partitions[0].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = cluster.leaders().get(&partition).copied();
+        let leader = leader.and_then(|id| cluster.ids.iter().position(|i| *i as i32 == id));
+        if let Some(leader) = leader {
+            let answer = ask(leader, partition);
+            if answer.error_code == 0 && done(&answer) {
+                let follower = (leader + 1) % cluster.kafka.len();
+                assert_eq!(ask(follower, partition).error_code, 6, "a follower refuses");
+                assert_eq!(ask(leader, PARTITIONS).error_code, 3, "no such partition");
+                return answer;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "DescribeProducers not settled in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The values a read_committed (or not) `oxbow-client` consumer reads from every partition of

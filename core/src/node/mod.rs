@@ -658,6 +658,13 @@ impl Node {
                 };
                 sink.reply(id, Response::FindTimestamp(response));
             }
+            Request::DescribeProducers { group } => {
+                let response = match self.groups.get(&group).filter(|r| !r.is_command_log()) {
+                    Some(replica) => replica.describe_producers(),
+                    None => Err(FetchError::UnknownTopicOrPartition),
+                };
+                sink.reply(id, Response::DescribeProducers(response));
+            }
             Request::EpochEnd(request) => {
                 let response = match self
                     .groups

@@ -16,10 +16,12 @@ use super::Replica;
 use crate::batch::{Batch, TimestampType};
 use crate::codec::{Reader, Writer};
 use crate::ids::{Offset, ProducerId, RaftIndex, RequestId, Term};
-use crate::io::{Acks, ProduceAck, ProduceError, ProduceRequest, Response, TraceEvent};
+use crate::io::{Acks, FetchError, ProduceAck, ProduceError, ProduceRequest, Response, TraceEvent};
 use crate::log_store::LogStore;
 use crate::node::{NodeConfig, Sink};
-use crate::producer::{AppendTime, ProducerBatch, ProducerTable, SequenceCheck, SequenceError};
+use crate::producer::{
+    ActiveProducer, AppendTime, ProducerBatch, ProducerTable, SequenceCheck, SequenceError,
+};
 use crate::time::{Instant, Now};
 
 /// What the leader knows beyond the applied state: its whole log, including the uncommitted
@@ -34,6 +36,19 @@ pub(super) struct LeaderState {
     /// append has found it below the limit since. Only changes are traced (and logged by the
     /// runtime), not every refusal.
     pub(super) refusing_producers: bool,
+}
+
+impl Replica {
+    /// The producers the applied producer table remembers, from the serving leader only
+    /// (DescribeProducers; Kafka answers from the leader's producer state too).
+    pub(crate) fn describe_producers(&self) -> Result<Vec<ActiveProducer>, FetchError> {
+        if self.serving_leader().is_none() {
+            return Err(FetchError::NotLeader {
+                leader: self.leader_hint(),
+            });
+        }
+        Ok(self.kind.records().producers().active().collect())
+    }
 }
 
 /// What a waiting produce is waiting for.

@@ -127,6 +127,23 @@ impl AppendTime {
     }
 }
 
+/// One producer as DescribeProducers shows it (Kafka's `ProducerState` of KIP-664).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActiveProducer {
+    /// Its id.
+    pub producer_id: ProducerId,
+    /// Its current epoch in the partition.
+    pub epoch: ProducerEpoch,
+    /// The sequence of its latest batch's last record; `None` when a marker moved it to an
+    /// epoch it has not written in yet.
+    pub last_sequence: Option<Sequence>,
+    /// The table's clock when it last wrote a batch or marker (the log's append time, Unix
+    /// ms); `None` while the table has no clock.
+    pub last_write_ms: Option<i64>,
+    /// The first offset of its transaction open in the partition, if it has one.
+    pub open_txn_first_offset: Option<Offset>,
+}
+
 /// A producer's last write time while the table has no clock yet (only entries written before
 /// entries were stamped have been applied): it becomes the clock's first time.
 const NO_TIME: i64 = i64::MIN;
@@ -476,6 +493,17 @@ impl ProducerTable {
             assert!(self.open_txns.insert((base_offset, batch.producer_id)));
         }
         self.set_last_write(batch.producer_id, now);
+    }
+
+    /// Every producer the table remembers, by id (DescribeProducers).
+    pub fn active(&self) -> impl Iterator<Item = ActiveProducer> + '_ {
+        self.producers.iter().map(|(id, entry)| ActiveProducer {
+            producer_id: *id,
+            epoch: entry.epoch,
+            last_sequence: entry.batches.back().map(|b| b.last_sequence),
+            last_write_ms: (entry.last_write_ms != NO_TIME).then_some(entry.last_write_ms),
+            open_txn_first_offset: entry.open_txn.map(|t| t.first_offset),
+        })
     }
 
     /// Structural invariants; tests and the simulator call this.

@@ -55,6 +55,15 @@ fn transactions_open_with_their_first_batch_and_close_with_their_own_marker() {
         t.open_transaction(ProducerId(9), ProducerEpoch(0)),
         Some(100)
     );
+    // DescribeProducers shows it, with its latest batch and the log's time.
+    let active = ActiveProducer {
+        producer_id: ProducerId(9),
+        epoch: ProducerEpoch(0),
+        last_sequence: Some(Sequence(1)),
+        last_write_ms: Some(1_000),
+        open_txn_first_offset: Some(Offset(10)),
+    };
+    assert_eq!(t.active().collect::<Vec<_>>(), [active]);
     // A late marker of an earlier transaction closes nothing.
     t.record_marker(&marker(0, false), Offset(13), 99);
     assert_eq!(t.first_open_offset(), Some(Offset(10)));
@@ -74,6 +83,13 @@ fn transactions_open_with_their_first_batch_and_close_with_their_own_marker() {
     // it: the fenced epoch is stale, and the new one starts at sequence 0.
     t.record(&txn(0, 2, 200), Offset(15), RaftIndex(3), Term(1));
     t.record_marker(&marker(1, false), Offset(16), 200);
+    let fenced = ActiveProducer {
+        epoch: ProducerEpoch(1),
+        last_sequence: None,
+        open_txn_first_offset: None,
+        ..active
+    };
+    assert_eq!(t.active().collect::<Vec<_>>(), [fenced]);
     assert_eq!(
         t.check(&txn(0, 3, 200), &at(1_000), 10),
         Err(SequenceError::StaleEpoch {

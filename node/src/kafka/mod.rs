@@ -104,6 +104,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeLogDirs, 1, 4),
@@ -562,6 +563,9 @@ async fn dispatch(
         ApiKey::ListTransactions => call.handle(body, async move |r| {
             txn::list_transactions(&ctx, r, version).await
         }),
+        ApiKey::DescribeProducers => {
+            call.handle(body, async move |r| txn::describe_producers(&ctx, r).await)
+        }
         other => unreachable!("{other:?} is not in SUPPORTED"),
     }
 }

@@ -1,5 +1,6 @@
 //! The producer-id and transaction APIs: InitProducerId (with or without a transactional id),
-//! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, DescribeTransactions and ListTransactions.
+//! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, and the introspection of KIP-664:
+//! DescribeTransactions, ListTransactions and DescribeProducers.
 //!
 //! A request with a transactional id is translated into the core's [`TxnOp`] and sent to the
 //! `__transaction_state` partition of its id (`oxbow_core::txn`); this node must lead that
@@ -9,20 +10,25 @@
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
+use kafka_protocol::messages::describe_producers_response::{
+    PartitionResponse as DescribedPartition, ProducerState, TopicResponse as DescribedTopic,
+};
 use kafka_protocol::messages::describe_transactions_response::{
     TopicData, TransactionState as DescribedTransaction,
 };
 use kafka_protocol::messages::list_transactions_response::TransactionState as ListedTransaction;
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
-    EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TopicName, TransactionalId,
+    AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
+    ListTransactionsResponse, ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_core::coordinator::{partition_for as group_partition_for, OFFSETS_TOPIC};
 use oxbow_core::ids::{GroupId, ProducerEpoch, ProducerId as CoreProducerId};
 use oxbow_core::io::{Request, Response, TxnRequest};
+use oxbow_core::producer::ActiveProducer;
 use oxbow_core::txn::{
     partition_for, AddPartitions, EndTxn, InitProducerId, TxnError, TxnOp, TxnResponse, TxnState,
     TRANSACTION_STATE_TOPIC,
@@ -364,4 +370,57 @@ pub(super) async fn list_transactions(
         }
     }
     response
+}
+
+/// DescribeProducers (KIP-664): the producers each partition's leader remembers, with their
+/// epoch, last sequence, last write and open transaction's first offset. Only the partition's
+/// serving leader answers (NOT_LEADER_OR_FOLLOWER otherwise, as Kafka does); the last
+/// timestamp is the log's append time of the producer's latest batch or marker, and the
+/// coordinator epoch is not kept (-1).
+pub(super) async fn describe_producers(
+    context: &Context,
+    request: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    let mut response = DescribeProducersResponse::default();
+    let metadata = context.core.metadata();
+    for topic in request.topics {
+        let name = topic.name.0.as_str().to_string();
+        let mut out = DescribedTopic::default();
+        out.name = topic.name.clone();
+        for partition_index in topic.partition_indexes {
+            let mut answer = DescribedPartition::default();
+            answer.partition_index = partition_index;
+            match placement(&metadata, &name, partition_index) {
+                None => answer.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(p) if !context.hosts(p) => answer.error_code = code::NOT_LEADER_OR_FOLLOWER,
+                Some(p) => {
+                    let request = Request::DescribeProducers { group: p.group };
+                    match context.core.request(request).await {
+                        Some(Response::DescribeProducers(Ok(producers))) => {
+                            answer.active_producers = producers.iter().map(state).collect();
+                        }
+                        Some(Response::DescribeProducers(Err(error))) => {
+                            answer.error_code = error.kafka_code();
+                        }
+                        _ => answer.error_code = code::NOT_LEADER_OR_FOLLOWER,
+                    }
+                }
+            }
+            out.partitions.push(answer);
+        }
+        response.topics.push(out);
+    }
+    response
+}
+
+/// One producer in DescribeProducers' terms.
+fn state(producer: &ActiveProducer) -> ProducerState {
+    let mut state = ProducerState::default();
+    state.producer_id = ProducerId(producer.producer_id.0);
+    state.producer_epoch = i32::from(producer.epoch.0);
+    state.last_sequence = producer.last_sequence.map_or(-1, |s| s.0);
+    state.last_timestamp = producer.last_write_ms.unwrap_or(-1);
+    state.coordinator_epoch = -1;
+    state.current_txn_start_offset = producer.open_txn_first_offset.map_or(-1, |o| o.0);
+    state
 }
