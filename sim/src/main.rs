@@ -100,41 +100,9 @@ fn parse_hex(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("expected a hex hash: {e}"))
 }
 
-/// The planted bugs' names.
-const BUGS: [&str; 12] = [
-    "early-persisted-messages",
-    "skip-sequence-check",
-    "fetch-above-hwm",
-    "ack-before-fsync",
-    "keep-torn-tail",
-    "assignment-to-all",
-    "serve-stale-frames",
-    "delete-live-segments",
-    "local-log-start",
-    "skip-marker",
-    "lso-is-hw",
-    "accept-fenced-epoch",
-];
-
 /// Parses a planted bug's name.
 fn parse_bug(s: &str) -> Result<PlantedBugs, String> {
-    let mut bugs = PlantedBugs::default();
-    match s {
-        "early-persisted-messages" => bugs.early_persisted_messages = true,
-        "skip-sequence-check" => bugs.skip_sequence_check = true,
-        "fetch-above-hwm" => bugs.fetch_above_hwm = true,
-        "ack-before-fsync" => bugs.ack_before_fsync = true,
-        "keep-torn-tail" => bugs.keep_torn_tail = true,
-        "assignment-to-all" => bugs.assignment_to_all = true,
-        "serve-stale-frames" => bugs.serve_stale_frames = true,
-        "delete-live-segments" => bugs.delete_live_segments = true,
-        "local-log-start" => bugs.local_log_start = true,
-        "skip-marker" => bugs.skip_marker = true,
-        "lso-is-hw" => bugs.lso_is_hw = true,
-        "accept-fenced-epoch" => bugs.accept_fenced_epoch = true,
-        other => return Err(format!("unknown bug {other:?}; known: {}", BUGS.join(", "))),
-    }
-    Ok(bugs)
+    PlantedBugs::parse(s)
 }
 
 fn bug_flag(common: &Common) -> String {
@@ -143,19 +111,12 @@ fn bug_flag(common: &Common) -> String {
         World::Turmoil => " --world turmoil",
     };
     let bug = match common.plant_bug {
-        Some(b) if b.early_persisted_messages => " --plant-bug early-persisted-messages",
-        Some(b) if b.skip_sequence_check => " --plant-bug skip-sequence-check",
-        Some(b) if b.fetch_above_hwm => " --plant-bug fetch-above-hwm",
-        Some(b) if b.ack_before_fsync => " --plant-bug ack-before-fsync",
-        Some(b) if b.keep_torn_tail => " --plant-bug keep-torn-tail",
-        Some(b) if b.assignment_to_all => " --plant-bug assignment-to-all",
-        Some(b) if b.serve_stale_frames => " --plant-bug serve-stale-frames",
-        Some(b) if b.delete_live_segments => " --plant-bug delete-live-segments",
-        Some(b) if b.local_log_start => " --plant-bug local-log-start",
-        Some(b) if b.skip_marker => " --plant-bug skip-marker",
-        Some(b) if b.lso_is_hw => " --plant-bug lso-is-hw",
-        Some(b) if b.accept_fenced_epoch => " --plant-bug accept-fenced-epoch",
-        _ => "",
+        Some(bugs) => bugs
+            .names()
+            .iter()
+            .map(|name| format!(" --plant-bug {name}"))
+            .collect(),
+        None => String::new(),
     };
     format!("{world}{bug}")
 }

@@ -47,7 +47,57 @@ pub struct PlantedBugs {
     pub accept_fenced_epoch: bool,
 }
 
+/// The field of [`PlantedBugs`] that switches one bug on.
+type BugSwitch = fn(&mut PlantedBugs) -> &mut bool;
+
+/// Each planted bug's name (as the simulator's `--plant-bug` and the node's
+/// `OXBOW_PLANTED_BUGS` spell it) and its switch.
+const PLANTED: [(&str, BugSwitch); 12] = [
+    ("early-persisted-messages", |b| {
+        &mut b.early_persisted_messages
+    }),
+    ("skip-sequence-check", |b| &mut b.skip_sequence_check),
+    ("fetch-above-hwm", |b| &mut b.fetch_above_hwm),
+    ("ack-before-fsync", |b| &mut b.ack_before_fsync),
+    ("keep-torn-tail", |b| &mut b.keep_torn_tail),
+    ("assignment-to-all", |b| &mut b.assignment_to_all),
+    ("serve-stale-frames", |b| &mut b.serve_stale_frames),
+    ("delete-live-segments", |b| &mut b.delete_live_segments),
+    ("local-log-start", |b| &mut b.local_log_start),
+    ("skip-marker", |b| &mut b.skip_marker),
+    ("lso-is-hw", |b| &mut b.lso_is_hw),
+    ("accept-fenced-epoch", |b| &mut b.accept_fenced_epoch),
+];
+
 impl PlantedBugs {
+    /// Every planted bug's name.
+    pub fn all_names() -> impl Iterator<Item = &'static str> {
+        PLANTED.iter().map(|(name, _)| *name)
+    }
+
+    /// The bugs of a comma-separated list of names (an empty list plants none).
+    pub fn parse(names: &str) -> Result<Self, String> {
+        let mut bugs = Self::default();
+        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let Some((_, switch)) = PLANTED.iter().find(|(known, _)| *known == name) else {
+                let known = Self::all_names().collect::<Vec<_>>().join(", ");
+                return Err(format!("unknown planted bug {name:?}; known: {known}"));
+            };
+            *switch(&mut bugs) = true;
+        }
+        Ok(bugs)
+    }
+
+    /// The names of the bugs set (whether or not the feature makes them take effect).
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut bugs = *self;
+        PLANTED
+            .iter()
+            .filter(|(_, switch)| *switch(&mut bugs))
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
     /// Whether `early_persisted_messages` is in effect.
     pub fn early_persisted_messages(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.early_persisted_messages

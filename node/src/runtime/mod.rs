@@ -287,6 +287,32 @@ fn claim_data_dir(config: &Config) -> Result<(), RuntimeError> {
     }
 }
 
+/// The environment variable naming the bugs to plant (comma-separated), for the Jepsen runner
+/// to show that its checker catches them in real processes.
+pub const PLANTED_BUGS_ENV: &str = "OXBOW_PLANTED_BUGS";
+
+/// The bugs `OXBOW_PLANTED_BUGS` names. Only a binary built with the `planted-bugs` feature
+/// takes them; any other refuses to start with the variable set, so a run that meant to plant
+/// a bug never passes for one that did.
+fn planted_from_env() -> Result<oxbow_core::node::PlantedBugs, RuntimeError> {
+    planted_from(std::env::var(PLANTED_BUGS_ENV).ok().as_deref())
+}
+
+/// [`planted_from_env`] of the variable's value.
+fn planted_from(names: Option<&str>) -> Result<oxbow_core::node::PlantedBugs, RuntimeError> {
+    let names = match names {
+        Some(names) if !names.trim().is_empty() => names,
+        _ => return Ok(oxbow_core::node::PlantedBugs::default()),
+    };
+    if !cfg!(feature = "planted-bugs") {
+        return Err(RuntimeError::Mismatch(format!(
+            "{PLANTED_BUGS_ENV}={names} needs a binary built with `--features planted-bugs`; unset it to run normally"
+        )));
+    }
+    oxbow_core::node::PlantedBugs::parse(names)
+        .map_err(|e| RuntimeError::Mismatch(format!("{PLANTED_BUGS_ENV}: {e}")))
+}
+
 /// The production environment: real TCP, the data directory with a writer thread, the system
 /// clock.
 pub fn production(config: &Config) -> Result<Environment<TokioNet, FsDisk>, RuntimeError> {
@@ -308,7 +334,7 @@ pub fn production(config: &Config) -> Result<Environment<TokioNet, FsDisk>, Runt
         clock: Clock::system(),
         seed: env::time_seed(),
         incarnation: 0,
-        planted: oxbow_core::node::PlantedBugs::default(),
+        planted: planted_from_env()?,
         observer: None,
         nonces: Box::new(rand_core::OsRng),
     })
@@ -348,6 +374,10 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         "groups" => durable.groups.len(), "cuts" => ?report.cuts);
     let mut node_config = core_config(&config);
     node_config.planted = planted;
+    if !planted.names().is_empty() {
+        warn!(logger, "bugs planted on purpose: this node is for testing checkers only";
+            "bugs" => planted.names().join(","));
+    }
     if !durable.groups.is_empty() && !durable.groups.contains_key(&METADATA_GROUP) {
         return Err(RuntimeError::Mismatch(format!(
             "the data directory {} holds partitions but no metadata log: it was written by an older \
@@ -789,6 +819,30 @@ async fn ensure_topics(
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::planted_from;
+
+    /// Planted bugs come only with the feature; a name not known is refused.
+    #[test]
+    fn planted_bugs_need_the_feature_and_known_names() {
+        assert!(planted_from(None).expect("none").names().is_empty());
+        assert!(planted_from(Some(" ")).expect("none").names().is_empty());
+        let two = planted_from(Some("skip-sequence-check, ack-before-fsync"));
+        if cfg!(feature = "planted-bugs") {
+            let names = two.expect("planted").names();
+            assert_eq!(names, ["skip-sequence-check", "ack-before-fsync"]);
+            let error = planted_from(Some("no-such-bug")).expect_err("unknown");
+            assert!(error
+                .to_string()
+                .contains("known: early-persisted-messages"));
+        } else {
+            let error = two.expect_err("refused without the feature").to_string();
+            assert!(error.contains("--features planted-bugs"), "{error}");
         }
     }
 }
