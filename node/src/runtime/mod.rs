@@ -464,6 +464,8 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         logger.clone(),
     ));
     let raft_logger = logger.new(slog::o!("component" => "raft"));
+    // A node that recovered groups was running before: the topics it knows existed then.
+    let restarted = !durable.groups.is_empty();
     let node = Node::new(node_config, seed, incarnation, durable, &raft_logger);
     let tick = Duration::from_millis(config.tick_ms);
     tokio::spawn(retention::run(
@@ -495,6 +497,7 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         core.clone(),
         reader,
         producer_ids,
+        restarted,
         logger.clone(),
     );
     tokio::spawn(crate::kafka::serve::<N>(
