@@ -459,6 +459,7 @@ mod tests {
             invoked_ms: 0,
             outcome,
             completed_ms: 1,
+            op: None,
         }
     }
 
@@ -615,18 +616,21 @@ mod tests {
         );
         h.polls = vec![
             Poll {
+                invoked_ms: None,
                 reader: 0,
                 at_ms: 5,
                 records: vec![(0, 0, 1), (0, 1, 7)],
                 resets: Vec::new(),
             },
             Poll {
+                invoked_ms: None,
                 reader: 0,
                 at_ms: 6,
                 records: vec![(0, 0, 1)],
                 resets: Vec::new(),
             },
             Poll {
+                invoked_ms: None,
                 reader: 1,
                 at_ms: 6,
                 records: vec![(0, 1, 2)],
@@ -671,12 +675,14 @@ mod tests {
         h.trims = vec![trim(Some(2), Some(2))];
         h.polls = vec![
             Poll {
+                invoked_ms: None,
                 reader: 0,
                 at_ms: 1,
                 records: vec![(0, 0, 1)],
                 resets: Vec::new(),
             },
             Poll {
+                invoked_ms: None,
                 reader: 0,
                 at_ms: 3,
                 records: vec![(0, 2, 3)],
