@@ -74,6 +74,11 @@ pub struct Poll {
     /// offset (`auto.offset.reset=earliest`), each with the position it left. The reset came
     /// before any of the partition's records in `records`.
     pub resets: Vec<(i32, i64)>,
+    /// Whether the reader was assigned partitions anew or subscribed (Jepsen's `:assign`,
+    /// `:subscribe`, or a group rebalance) before this poll: its position in every partition
+    /// may then be anywhere, so this poll's first record of each partition is not judged
+    /// against what the reader read before (within the poll, records still are).
+    pub repositioned: bool,
 }
 
 /// A DeleteRecords call: a partition's log start offset asked to move up.
@@ -161,4 +166,7 @@ pub struct History {
     pub retention: bool,
     /// Set when the client finished its final read.
     pub finished: bool,
+    /// Whether offsets may have holes (transaction markers, as in Jepsen's histories with
+    /// transactions): the final read must then only go up, not take every offset.
+    pub sparse_offsets: bool,
 }

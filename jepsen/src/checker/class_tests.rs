@@ -48,6 +48,7 @@ fn poll(reader: usize, at_ms: u64, offsets: &[i64], h: &History) -> Poll {
         at_ms,
         records: offsets.iter().map(|&o| (0, o, value_at(o))).collect(),
         resets: Vec::new(),
+        repositioned: false,
     }
 }
 
@@ -137,6 +138,52 @@ fn two_sends(op: Option<u64>, at1: i64, at2: i64) -> History {
         finished: true,
         ..History::default()
     }
+}
+
+#[test]
+fn a_repositioned_reader_may_begin_anywhere() {
+    let mut h = log_of(4);
+    h.polls = vec![
+        poll(0, 50, &[0, 1], &h),
+        poll(0, 60, &[3], &h),
+        poll(0, 70, &[0, 2], &h),
+    ];
+    assert_eq!(
+        classes(&check(&h)),
+        vec![
+            Anomaly::PollSkip,
+            Anomaly::NonmonotonicPoll,
+            Anomaly::IntPollSkip
+        ]
+    );
+    // Assigned anew before the second and third polls: only the skip within a poll remains.
+    h.polls[1].repositioned = true;
+    h.polls[2].repositioned = true;
+    assert_eq!(classes(&check(&h)), vec![Anomaly::IntPollSkip]);
+}
+
+#[test]
+fn with_sparse_offsets_the_final_read_need_only_go_up() {
+    let mut h = log_of(3);
+    h.sends.remove(&2);
+    h.reads.insert(0, vec![(0, 1), (2, 3)]);
+    assert_eq!(classes(&check(&h)), vec![Anomaly::PollSkip]);
+    h.sparse_offsets = true;
+    assert!(check(&h).is_valid(), "{:?}", check(&h).lines());
+    h.reads.insert(0, vec![(2, 3), (0, 1)]);
+    assert_eq!(classes(&check(&h)), vec![Anomaly::PollSkip]);
+}
+
+#[test]
+fn an_acknowledgement_without_an_offset_needs_only_the_read() {
+    let mut h = log_of(2);
+    h.sends.get_mut(&2).expect("sent").outcome = Outcome::Ok {
+        partition: 0,
+        offset: -1,
+    };
+    assert!(check(&h).is_valid(), "{:?}", check(&h).lines());
+    h.reads.insert(0, vec![(0, 1)]);
+    assert_eq!(classes(&check(&h)), vec![Anomaly::LostWrite]);
 }
 
 #[test]
@@ -259,6 +306,7 @@ fn reads_may_begin_at_a_log_start_above_zero() {
         Poll {
             reader: 1,
             resets: vec![(0, 0)],
+            repositioned: false,
             ..reset_poll.clone()
         },
     ];

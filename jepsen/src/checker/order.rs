@@ -119,6 +119,7 @@ mod tests {
             at_ms: 2,
             records: vec![(0, 5, 15), (0, 2, 99)],
             resets: Vec::new(),
+            repositioned: false,
         });
         let orders = Orders::of(&h);
         let ranks: Vec<Option<usize>> = (0..7).map(|o| orders.index(0, o)).collect();

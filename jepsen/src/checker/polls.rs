@@ -4,7 +4,7 @@
 //! (int-poll-skip, int-nonmonotonic-poll); and what is measured rather than judged: how many
 //! times each value was consumed, and realtime lag.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::order::Orders;
 use super::{start_of, Anomaly, Lag, Verdict};
@@ -21,11 +21,16 @@ pub(super) fn check_polls(history: &History, orders: &Orders, verdict: &mut Verd
     let mut last: BTreeMap<(usize, i32), (i64, usize)> = BTreeMap::new();
     let mut reset: BTreeMap<(usize, i32), i64> = BTreeMap::new();
     for poll in &history.polls {
+        if poll.repositioned {
+            // Assigned anew or subscribed: no reference point in any partition.
+            last.retain(|&(reader, _), _| reader != poll.reader);
+            reset.retain(|&(reader, _), _| reader != poll.reader);
+        }
         for &(partition, from) in &poll.resets {
             reset.insert((poll.reader, partition), from);
         }
         // Partitions this poll has returned records of so far.
-        let mut in_poll: BTreeMap<i32, ()> = BTreeMap::new();
+        let mut in_poll: BTreeSet<i32> = BTreeSet::new();
         for &(partition, offset, value) in &poll.records {
             let start = start_of(history, partition);
             if history.finished && offset >= start {
@@ -49,8 +54,13 @@ pub(super) fn check_polls(history: &History, orders: &Orders, verdict: &mut Verd
                 .index(partition, offset)
                 .expect("every polled offset is in the order");
             let previous = last.insert((poll.reader, partition), (offset, index));
-            let (previous_offset, expected) = previous.map_or((-1, 0), |(o, i)| (o, i + 1));
-            if in_poll.insert(partition, ()).is_some() {
+            let (previous_offset, expected) = match previous {
+                Some((o, i)) => (o, i + 1),
+                // Repositioned: wherever it begins is fine.
+                None if poll.repositioned => (-1, index),
+                None => (-1, 0),
+            };
+            if !in_poll.insert(partition) {
                 // Within one poll.
                 if index > expected {
                     verdict.report(Anomaly::IntPollSkip, || {

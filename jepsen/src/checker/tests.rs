@@ -174,6 +174,7 @@ fn reads_during_the_run_must_agree_with_the_final_log_and_move_forward() {
             at_ms: 5,
             records: vec![(0, 0, 1), (0, 1, 7)],
             resets: Vec::new(),
+            repositioned: false,
         },
         Poll {
             invoked_ms: None,
@@ -181,6 +182,7 @@ fn reads_during_the_run_must_agree_with_the_final_log_and_move_forward() {
             at_ms: 6,
             records: vec![(0, 0, 1)],
             resets: Vec::new(),
+            repositioned: false,
         },
         Poll {
             invoked_ms: None,
@@ -188,6 +190,7 @@ fn reads_during_the_run_must_agree_with_the_final_log_and_move_forward() {
             at_ms: 6,
             records: vec![(0, 1, 2)],
             resets: Vec::new(),
+            repositioned: false,
         },
     ];
     let verdict = check(&h);
@@ -233,6 +236,7 @@ fn records_below_the_log_start_may_be_gone_and_only_there() {
             at_ms: 1,
             records: vec![(0, 0, 1)],
             resets: Vec::new(),
+            repositioned: false,
         },
         Poll {
             invoked_ms: None,
@@ -240,6 +244,7 @@ fn records_below_the_log_start_may_be_gone_and_only_there() {
             at_ms: 3,
             records: vec![(0, 2, 3)],
             resets: vec![(0, 1)],
+            repositioned: false,
         },
     ];
     let verdict = check(&h);

@@ -143,6 +143,7 @@ fn full_history() -> History {
                 at_ms: 4,
                 records: vec![(0, 0, 1), (1, 0, 2)],
                 resets: Vec::new(),
+                repositioned: false,
             },
             Poll {
                 reader: 4,
@@ -150,6 +151,7 @@ fn full_history() -> History {
                 at_ms: 5,
                 records: Vec::new(),
                 resets: vec![(0, 0)],
+                repositioned: true,
             },
             Poll {
                 reader: 3,
@@ -157,6 +159,7 @@ fn full_history() -> History {
                 at_ms: 8,
                 records: vec![(0, 1, 6)],
                 resets: vec![(1, 3)],
+                repositioned: false,
             },
         ],
         reads: BTreeMap::from([(0, vec![(0, 1), (1, 6)]), (1, vec![(0, 2)])]),
@@ -180,6 +183,7 @@ fn full_history() -> History {
         ],
         retention: true,
         finished: true,
+        sparse_offsets: true,
     }
 }
 
@@ -296,7 +300,9 @@ fn lines_are_in_time_order_with_the_header_first() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some(r#"{"format":"oxbow-jepsen","version":1,"workload":"queue","retention":true}"#)
+        Some(
+            r#"{"format":"oxbow-jepsen","version":1,"workload":"queue","retention":true,"sparse_offsets":true}"#
+        )
     );
     let times: Vec<u64> = lines
         .filter_map(|l| {
@@ -416,6 +422,7 @@ prop_compose! {
             at_ms,
             records,
             resets,
+            repositioned: false,
         }).collect();
         polls.sort_by_key(|p| p.at_ms);
         let mut last: BTreeMap<usize, u64> = BTreeMap::new();
@@ -457,6 +464,7 @@ prop_compose! {
             trims,
             retention: flags[2],
             finished: flags[3],
+            sparse_offsets: flags[0] && flags[3],
         }
     }
 }
