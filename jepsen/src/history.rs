@@ -147,7 +147,9 @@ pub struct History {
     pub group: GroupHistory,
     /// Every send, by value.
     pub sends: BTreeMap<u64, SendOp>,
-    /// Every non-empty poll of the readers that run alongside the producers.
+    /// The polls of the readers that run alongside the producers: every non-empty one, in the
+    /// order they returned (empty ones may be left out; recorded, they count in the realtime
+    /// lag).
     pub polls: Vec<Poll>,
     /// The final read: per partition, (offset, value) in read order, from where the final
     /// read began (`final_starts`).

@@ -287,6 +287,37 @@ fn realtime_lag_is_how_long_the_polled_value_had_not_been_the_tail() {
 }
 
 #[test]
+fn realtime_lag_counts_from_the_first_later_record_known_and_follows_the_reader() {
+    // Value 2's acknowledgement came late (100 ms), value 3's early (30 ms): by 30 ms, value 1
+    // was no longer the tail.
+    let mut h = log_of(3);
+    h.sends.get_mut(&2).expect("sent").completed_ms = 100;
+    h.polls = vec![Poll {
+        invoked_ms: Some(50),
+        ..poll(0, 55, &[0], &h)
+    }];
+    assert_eq!(check(&h).realtime_lag.max_ms, 20);
+    // A later poll returning only another partition's record still measures partition 0,
+    // where the reader is stuck; another reader's polls do not.
+    h.reads.insert(1, vec![(0, 7)]);
+    h.polls.push(Poll {
+        records: vec![(1, 0, 7)],
+        ..poll(1, 80, &[], &h)
+    });
+    h.polls.push(Poll {
+        records: vec![(1, 0, 7)],
+        ..poll(0, 90, &[], &h)
+    });
+    let lag = check(&h).realtime_lag;
+    assert_eq!((lag.samples, lag.max_ms), (4, 60));
+    assert_eq!(lag.worst.as_deref(), Some("reader 0 at 90 ms, partition 0"));
+    // Repositioned, the reader no longer holds a place in partition 0.
+    h.polls[2].repositioned = true;
+    let lag = check(&h).realtime_lag;
+    assert_eq!((lag.samples, lag.max_ms), (3, 20));
+}
+
+#[test]
 fn reads_may_begin_at_a_log_start_above_zero() {
     // Retention moved the log start to 2: values 1 and 2 are gone. A reader that polled 1,
     // was reset from 1 to 2, and the final read from 2, are fine; so is a reader whose first

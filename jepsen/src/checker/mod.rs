@@ -136,15 +136,15 @@ pub struct Verdict {
     pub realtime_lag: Lag,
 }
 
-/// Realtime lag, as Jepsen measures it: for each poll and each partition it returned records
-/// of, how long before the poll the highest record it returned of that partition had stopped
-/// being the partition's tail (the next record of the partition's order was known written:
-/// acknowledged, or returned by some poll). Zero when it was still the tail. Measured from the
-/// poll's invocation when recorded, else from its return (which may overstate it by the
-/// poll's own duration).
+/// Realtime lag, as Jepsen measures it: after each poll, for each partition its reader has
+/// read (since it was last repositioned), how long before the poll the highest record the
+/// reader had read of that partition had stopped being the partition's tail, that is since
+/// some later record of the partition's order was known written (acknowledged, or returned by
+/// a poll). Zero while it was the tail. Measured from the poll's invocation when recorded,
+/// else from its return (which may overstate it by the poll's own duration).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lag {
-    /// Samples (polls × partitions).
+    /// Samples (polls × partitions their readers had read).
     pub samples: u64,
     /// The largest lag (ms).
     pub max_ms: u64,

@@ -76,11 +76,11 @@ impl Orders {
             .ok()
     }
 
-    /// The known record after `offset` in `partition`'s order: its offset and value.
-    pub fn next(&self, partition: i32, offset: i64) -> Option<(i64, u64)> {
-        let order = self.partitions.get(&partition)?;
-        let i = order.offsets.partition_point(|&o| o <= offset);
-        Some((*order.offsets.get(i)?, order.values[i]))
+    /// The values of `partition`'s known records, by dense index.
+    pub fn values(&self, partition: i32) -> &[u64] {
+        self.partitions
+            .get(&partition)
+            .map_or(&[][..], |o| o.values.as_slice())
     }
 }
 
@@ -128,12 +128,11 @@ mod tests {
             vec![Some(0), None, Some(1), Some(2), None, Some(3), None]
         );
         assert_eq!(
-            orders.next(0, 0),
-            Some((2, 12)),
+            orders.values(0),
+            [10, 12, 13, 15],
             "the final read's value wins"
         );
-        assert_eq!(orders.next(0, 3), Some((5, 15)));
-        assert_eq!(orders.next(0, 5), None);
+        assert!(orders.values(1).is_empty());
         assert_eq!(orders.index(1, 0), None);
     }
 }

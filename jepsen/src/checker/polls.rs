@@ -151,23 +151,41 @@ fn realtime_lag(history: &History, orders: &Orders) -> Lag {
             note(value, poll.at_ms);
         }
     }
+    // Per partition and dense index: since when some record at or after it was known written
+    // (a later record's existence proves the earlier ones').
+    let mut expired: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
+    let mut expired_at = |partition: i32, index: usize| -> Option<u64> {
+        let times = expired.entry(partition).or_insert_with(|| {
+            let mut times: Vec<u64> = orders
+                .values(partition)
+                .iter()
+                .map(|v| written.get(v).copied().unwrap_or(u64::MAX))
+                .collect();
+            for i in (0..times.len().saturating_sub(1)).rev() {
+                times[i] = times[i].min(times[i + 1]);
+            }
+            times
+        });
+        times.get(index).copied().filter(|&t| t != u64::MAX)
+    };
+    // Per reader and partition: the highest dense index it has read.
+    let mut highest: BTreeMap<(usize, i32), usize> = BTreeMap::new();
     let mut lags: Vec<(u64, usize, i32)> = Vec::new();
     for (i, poll) in history.polls.iter().enumerate() {
-        let at = poll.invoked_ms.unwrap_or(poll.at_ms);
-        // The highest record of each partition in this poll.
-        let mut highest: BTreeMap<i32, (usize, i64)> = BTreeMap::new();
+        if poll.repositioned {
+            highest.retain(|&(reader, _), _| reader != poll.reader);
+        }
         for &(partition, offset, _) in &poll.records {
-            let index = orders.index(partition, offset).unwrap_or(0);
-            let entry = highest.entry(partition).or_insert((index, offset));
-            if index >= entry.0 {
-                *entry = (index, offset);
+            if let Some(index) = orders.index(partition, offset) {
+                let entry = highest.entry((poll.reader, partition)).or_insert(index);
+                *entry = (*entry).max(index);
             }
         }
-        for (partition, (_, offset)) in highest {
-            let since = orders
-                .next(partition, offset)
-                .and_then(|(_, next)| written.get(&next).copied());
-            let lag = since.map_or(0, |t| at.saturating_sub(t));
+        let at = poll.invoked_ms.unwrap_or(poll.at_ms);
+        for (&(_, partition), &index) in
+            highest.range((poll.reader, i32::MIN)..=(poll.reader, i32::MAX))
+        {
+            let lag = expired_at(partition, index + 1).map_or(0, |t| at.saturating_sub(t));
             lags.push((lag, i, partition));
         }
     }

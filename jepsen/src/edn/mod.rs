@@ -14,7 +14,8 @@
 //!   unknown, and an invocation never completed unknown too. Several sends of one operation
 //!   share an [`SendOp::op`] id.
 //! - `:poll` micro-operations `[:poll {k [[offset v] ...]}]` of completed `:poll` and `:txn`
-//!   operations are polls of the process, invoked and returned at the operation's times.
+//!   operations are polls of the process, invoked and returned at the operation's times (empty
+//!   ones too, for realtime lag).
 //! - `:assign`, `:subscribe` and `:crash` reposition the process's consumer: its next poll may
 //!   begin anywhere ([`Poll::repositioned`]); a subscribed consumer's polls all may (a
 //!   rebalance can move it at any time, so Jepsen allows its poll-skips too).
@@ -215,6 +216,7 @@ pub fn read_edn(mut input: impl Read, delivery: Delivery) -> Result<History, For
             })
             .count();
         let mut records = Vec::new();
+        let mut polled = false;
         for m in micro {
             let Some(parts) = m.as_seq() else {
                 return Err(bad(
@@ -265,8 +267,9 @@ pub fn read_edn(mut input: impl Read, delivery: Delivery) -> Result<History, For
                 }
                 Some("poll") => {
                     let Some(Edn::Map(read)) = parts.get(1).map(Edn::untagged) else {
-                        continue; // not completed, or nothing read
+                        continue; // not completed
                     };
+                    polled = true;
                     for (k, pairs) in read {
                         let Some(key) = k.as_int() else {
                             return Err(bad(
@@ -278,12 +281,14 @@ pub fn read_edn(mut input: impl Read, delivery: Delivery) -> Result<History, For
                             match pair.as_seq() {
                                 Some([offset, value]) => match (offset.as_int(), value.as_int()) {
                                     (Some(o), Some(v)) => records.push((key, o, v)),
-                                    _ => return Err(bad(
-                                        line,
-                                        format!(
+                                    _ => {
+                                        return Err(bad(
+                                            line,
+                                            format!(
                                             "a polled record must be [offset value], got {pair}"
                                         ),
-                                    )),
+                                        ))
+                                    }
                                 },
                                 _ => {
                                     return Err(bad(
@@ -300,14 +305,21 @@ pub fn read_edn(mut input: impl Read, delivery: Delivery) -> Result<History, For
                 _ => {}
             }
         }
-        if !records.is_empty() {
+        if polled {
+            // An empty poll too: a consumer stuck behind shows in the realtime lag. The
+            // repositioning holds until a poll returns records.
+            let repositioned = if records.is_empty() {
+                reposition.contains(&process)
+            } else {
+                reposition.remove(&process)
+            };
             polls.push(RawPoll {
                 line,
                 reader: producer,
                 invoked_ms: invocation.time_ms,
                 at_ms: completed_ms,
                 records,
-                repositioned: reposition.remove(&process) || subscribed.contains(&process),
+                repositioned: repositioned || subscribed.contains(&process),
             });
         }
     }

@@ -82,6 +82,8 @@ const HISTORY: &str = r#"{:index 0 :type :invoke :f :assign :value [0 1] :proces
 {:type :info, :f :send, :value [[:send 1 1]], :process 1, :time 6000000, :error [:timeout "no answer"]}
 {:type :invoke :f :poll :value [[:poll]] :process 2 :time 7000000}
 {:type :ok :f :poll :value [[:poll {0 [[0 1] [1 2]], 1 [[0 1]]}]] :process 2 :time 8000000 :poll-ms 1000}
+{:type :invoke :f :poll :value [[:poll]] :process 2 :time 8500000}
+{:type :ok :f :poll :value [[:poll {}]] :process 2 :time 8600000}
 {:type :invoke :f :txn :value [[:send 0 3] [:poll]] :process 3 :time 9000000}
 {:type :fail :f :txn :value [[:send 0 3] [:poll]] :process 3 :time 10000000 :error :aborted}
 "#;
@@ -120,7 +122,8 @@ fn a_jepsen_kafka_history_reads_into_a_history() {
     );
     assert_eq!(h.sends[&v(0, 3)].outcome, Outcome::Fail(":aborted".into()));
     assert_eq!(h.sends[&v(0, 3)].op, None);
-    assert_eq!(h.polls.len(), 1);
+    assert_eq!(h.polls.len(), 2);
+    assert_eq!((h.polls[1].at_ms, h.polls[1].records.len()), (8, 0));
     let poll = &h.polls[0];
     assert_eq!(
         (poll.reader, poll.invoked_ms, poll.at_ms, poll.repositioned),
