@@ -59,7 +59,7 @@ pub struct SendOp {
 }
 
 /// One poll of a reader during the run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Poll {
     /// The reader (process).
     pub reader: usize,
@@ -82,7 +82,7 @@ pub struct Poll {
 }
 
 /// A DeleteRecords call: a partition's log start offset asked to move up.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrimOp {
     /// Partition.
     pub partition: i32,
