@@ -35,7 +35,7 @@ pub enum Outcome {
 }
 
 /// One send of the history.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SendOp {
     /// The producer (process).
     pub producer: usize,
@@ -49,15 +49,23 @@ pub struct SendOp {
     pub invoked_ms: u64,
     /// How it ended, and when.
     pub outcome: Outcome,
-    /// When it ended (simulated ms).
+    /// When it ended (simulated ms; 0 while pending).
     pub completed_ms: u64,
+    /// The operation it was part of, when one operation of its producer sent several values
+    /// (a batch, or the sends of a transaction): an id unique in the run. Within one operation
+    /// the sends are ordered by invocation time, then value. `None`: the send was an operation
+    /// of its own.
+    pub op: Option<u64>,
 }
 
 /// One poll of a reader during the run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Poll {
     /// The reader (process).
     pub reader: usize,
+    /// When it was invoked (ms), when known: realtime lag is measured from it (else from
+    /// `at_ms`).
+    pub invoked_ms: Option<u64>,
     /// When it returned (simulated ms).
     pub at_ms: u64,
     /// What it returned, in order: (partition, offset, value).
@@ -66,10 +74,15 @@ pub struct Poll {
     /// offset (`auto.offset.reset=earliest`), each with the position it left. The reset came
     /// before any of the partition's records in `records`.
     pub resets: Vec<(i32, i64)>,
+    /// Whether the reader was assigned partitions anew or subscribed (Jepsen's `:assign`,
+    /// `:subscribe`, or a group rebalance) before this poll: its position in every partition
+    /// may then be anywhere, so this poll's first record of each partition is not judged
+    /// against what the reader read before (within the poll, records still are).
+    pub repositioned: bool,
 }
 
 /// A DeleteRecords call: a partition's log start offset asked to move up.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrimOp {
     /// Partition.
     pub partition: i32,
@@ -85,7 +98,7 @@ pub struct TrimOp {
 }
 
 /// A record a consumer-group member read, in the generation it read it in.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupDelivery {
     /// The member (process; a restarted member is a new one).
     pub member: usize,
@@ -100,7 +113,7 @@ pub struct GroupDelivery {
 }
 
 /// An acknowledged offset commit of a member.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupCommit {
     /// The member.
     pub member: usize,
@@ -115,7 +128,7 @@ pub struct GroupCommit {
 }
 
 /// What one consumer group's members did.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupHistory {
     /// Whether a group ran in this history (otherwise the group checks are skipped).
     pub ran: bool,
@@ -128,13 +141,15 @@ pub struct GroupHistory {
 }
 
 /// What the client hosts observed.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct History {
     /// The consumer group's members.
     pub group: GroupHistory,
     /// Every send, by value.
     pub sends: BTreeMap<u64, SendOp>,
-    /// Every non-empty poll of the readers that run alongside the producers.
+    /// The polls of the readers that run alongside the producers: every non-empty one, in the
+    /// order they returned (empty ones may be left out; recorded, they count in the realtime
+    /// lag).
     pub polls: Vec<Poll>,
     /// The final read: per partition, (offset, value) in read order, from where the final
     /// read began (`final_starts`).
@@ -153,4 +168,7 @@ pub struct History {
     pub retention: bool,
     /// Set when the client finished its final read.
     pub finished: bool,
+    /// Whether offsets may have holes (transaction markers, as in Jepsen's histories with
+    /// transactions): the final read must then only go up, not take every offset.
+    pub sparse_offsets: bool,
 }

@@ -50,6 +50,7 @@ pub(super) async fn produce(
                 invoked_ms,
                 outcome: Outcome::Pending,
                 completed_ms: 0,
+                op: None,
             },
         );
         trace.line(&format!(

@@ -59,9 +59,11 @@ pub(super) async fn read_during_run(
         if !records.is_empty() || !resets.is_empty() {
             history.lock().expect("not poisoned").polls.push(Poll {
                 reader,
+                invoked_ms: None,
                 at_ms,
                 records,
                 resets,
+                repositioned: false,
             });
         }
         if failed {
