@@ -85,6 +85,25 @@ def coordinator_node(nodes, transactional_id, timeout=30):
     raise AssertionError(f"no coordinator for {transactional_id} in {timeout} s")
 
 
+def _confluent_partitions(consumer, topic):
+    found = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    return None if found is None or found.error is not None else found.partitions
+
+
+def _partitions(ask, topic, timeout=30):
+    """The partitions of `topic`, asking again while the answer has none: a node that has just
+    started answers an existing topic as a whole LEADER_NOT_AVAILABLE (no partitions) until it
+    has heard every partition's leader, and a reader that took that for a topic without
+    partitions would read nothing."""
+    deadline = time.time() + timeout
+    while True:
+        partitions = ask()
+        if partitions:
+            return sorted(partitions)
+        assert time.time() < deadline, f"no partitions of {topic} in {timeout} s"
+        time.sleep(0.1)
+
+
 def read_confluent(bootstrap, topic, isolation, timeout=30):
     """Every value a confluent-kafka consumer with `isolation.level` reads from `topic`, from
     the beginning until its position reaches each partition's high watermark (so, with
@@ -98,7 +117,7 @@ def read_confluent(bootstrap, topic, isolation, timeout=30):
         "enable.partition.eof": True,
     }
     ends_reader = Consumer({**config, "isolation.level": "read_uncommitted"})
-    partitions = sorted(ends_reader.list_topics(topic, timeout=10).topics[topic].partitions)
+    partitions = _partitions(lambda: _confluent_partitions(ends_reader, topic), topic)
     marks = {p: ends_reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False) for p in partitions}
     # An empty partition is read already (the consumer has no position in it).
     ends = {p: high for p, (low, high) in marks.items() if high > low}
@@ -129,7 +148,7 @@ def read_kafka_python(bootstrap, topic, isolation, timeout=30):
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level=isolation
     )
     ends_reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, isolation_level="read_uncommitted")
-    partitions = [TopicPartition(topic, p) for p in sorted(ends_reader.partitions_for_topic(topic))]
+    partitions = [TopicPartition(topic, p) for p in _partitions(lambda: ends_reader.partitions_for_topic(topic), topic)]
     starts = ends_reader.beginning_offsets(partitions)
     ends = {tp: end for tp, end in ends_reader.end_offsets(partitions).items() if end > starts[tp]}
     ends_reader.close()
