@@ -2,7 +2,8 @@
 processes: aborted transactions are invisible to read_committed consumers and visible to
 read_uncommitted ones; a second producer with the same transactional id fences the first,
 whose next commit fails with the clients' fencing error; and transactions committed while the
-transaction coordinator's node is SIGKILLed and started again are each read exactly once.
+transaction coordinator's node is SIGKILLed and started again are each read exactly once
+(kafka-python with a new producer when the SIGKILL leaves the old one stuck: see txn_tools).
 (Consume-transform-produce with offsets in the transaction: test_transactions_offsets.py.)"""
 
 import collections
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from txn_tools import coordinator_node, create_topic, read_confluent, read_kafka_python
+from txn_tools import KafkaPythonTransactions, coordinator_node, create_topic, read_confluent, read_kafka_python
 
 PARTITIONS = 3
 TIMEOUT = 30
@@ -155,18 +156,15 @@ def test_a_second_instance_fences_the_first(nodes, client):
     assert sorted(read(nodes.bootstrap, topic, "read_committed")) == ["newer-committed", "older-committed"]
 
 
-def test_transactions_through_a_sigkill_of_the_coordinator(nodes):
-    """confluent-kafka commits 60 transactions of 5 records while the node coordinating its
-    transactional id is SIGKILLed in the middle of one and started again; each error is handled
-    as librdkafka's documentation says (retriable: the call again; abortable: abort, then the
-    transaction again), and read_committed reads every record exactly once."""
+KILL_TRANSACTIONS = 60
+
+
+def _confluent_kill_rounds(nodes, topic, transactional_id, chaos):
+    """Each error handled as librdkafka's documentation says (retriable: the call again;
+    abortable: abort, then the transaction again)."""
     from confluent_kafka import KafkaException, Producer
 
-    topic, transactional_id = "txn-kill", "txn-kill-producer"
-    create_topic(nodes.bootstrap, topic, PARTITIONS)
-    producer = Producer(
-        {"bootstrap.servers": nodes.bootstrap, "transactional.id": transactional_id, "linger.ms": 5}
-    )
+    producer = Producer({"bootstrap.servers": nodes.bootstrap, "transactional.id": transactional_id, "linger.ms": 5})
     producer.init_transactions(TIMEOUT)
 
     def retrying(call):
@@ -178,21 +176,14 @@ def test_transactions_through_a_sigkill_of_the_coordinator(nodes):
                 if not e.args[0].retriable() or time.time() > deadline:
                     raise
 
-    killed, restarted, aborts, transactions = None, False, 0, 60
-    commits_at_kill = None
-    committed = 0
-    started = time.time()
-    while committed < transactions:
+    aborts = committed = 0
+    while committed < KILL_TRANSACTIONS:
         values = [f"r-{committed:02}-{i}" for i in range(5)]
         producer.begin_transaction()
         try:
             for i, value in enumerate(values):
                 producer.produce(topic, value=value.encode(), key=value.encode())
-                if committed == 20 and i == 2 and killed is None:
-                    # Mid-transaction, records of it on their way.
-                    killed = coordinator_node(nodes, transactional_id)
-                    nodes.kill9(killed)
-                    commits_at_kill = committed
+                chaos.mid_transaction(committed, i)
             retrying(lambda: producer.commit_transaction(TIMEOUT))
             committed += 1
         except KafkaException as e:
@@ -200,15 +191,91 @@ def test_transactions_through_a_sigkill_of_the_coordinator(nodes):
                 raise
             aborts += 1
             retrying(lambda: producer.abort_transaction(TIMEOUT))
-        if killed is not None and not restarted and committed >= commits_at_kill + 10:
-            nodes.start(killed)
-            restarted = True
+        chaos.after_commit(committed)
+    return aborts, 0
+
+
+def _kafka_python_kill_rounds(nodes, topic, transactional_id, chaos):
+    """An abortable error: abort, then the transaction again; a timeout or an error the
+    producer cannot abort after: a new producer (txn_tools.KafkaPythonTransactions), then the
+    transaction again unless read_committed reads it already (its commit went through before
+    the new producer's init_transactions, which waits for it to complete)."""
+    from kafka.errors import (
+        InvalidProducerEpochError,
+        KafkaError,
+        ProducerFencedError,
+        TransactionalIdAuthorizationFailedError,
+    )
+
+    txn = KafkaPythonTransactions(nodes.bootstrap, transactional_id)
+    aborts = committed = 0
+    while committed < KILL_TRANSACTIONS:
+        values = [f"r-{committed:02}-{i}" for i in range(5)]
+        try:
+            txn.producer.begin_transaction()
+            for i, value in enumerate(values):
+                txn.producer.send(topic, value=value.encode(), key=value.encode())
+                chaos.mid_transaction(committed, i)
+            txn.call("commit_transaction", "commit_transaction")
+            committed += 1
+        except (ProducerFencedError, InvalidProducerEpochError, TransactionalIdAuthorizationFailedError):
+            # Nothing else uses the transactional id: a fence or a refusal is a failure.
+            raise
+        except KafkaError as e:
+            # The outcome of a transaction whose producer was replaced is known now: its commit
+            # went through before the new producer's init_transactions, or it was aborted. (Read
+            # with librdkafka: kafka-python's consumer raises ECONNREFUSED when its metadata
+            # request goes to the node still down.)
+            replaced = txn.recover(e) == "replaced"
+            if replaced and set(values) <= set(read_confluent(nodes.bootstrap, topic, "read_committed")):
+                committed += 1
+            else:
+                aborts += 1
+        chaos.after_commit(committed)
+    txn.close()
+    return aborts, txn.replaced
+
+
+class KillOnce:
+    """SIGKILLs the transactional id's coordinator in the middle of transaction 20 (records of
+    it on their way) and starts it again 10 transactions later."""
+
+    def __init__(self, nodes, transactional_id):
+        self.nodes, self.transactional_id = nodes, transactional_id
+        self.killed, self.restarted, self.at = None, False, None
+
+    def mid_transaction(self, committed, record):
+        if committed == 20 and record == 2 and self.killed is None:
+            self.killed = coordinator_node(self.nodes, self.transactional_id)
+            self.nodes.kill9(self.killed)
+            self.at = committed
+
+    def after_commit(self, committed):
+        if self.killed is not None and not self.restarted and committed >= self.at + 10:
+            self.nodes.start(self.killed)
+            self.restarted = True
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_transactions_through_a_sigkill_of_the_coordinator(nodes, client):
+    """60 transactions of 5 records while the node coordinating the transactional id is
+    SIGKILLed in the middle of one and started again; read_committed reads every record
+    exactly once."""
+    rounds = {"confluent": _confluent_kill_rounds, "kafka-python": _kafka_python_kill_rounds}[client]
+    topic, transactional_id = f"txn-kill-{client}", f"txn-kill-producer-{client}"
+    create_topic(nodes.bootstrap, topic, PARTITIONS)
+    chaos = KillOnce(nodes, transactional_id)
+    started = time.time()
+    aborts, replaced = rounds(nodes, topic, transactional_id, chaos)
     took = time.time() - started
-    assert killed is not None and restarted
-    assert nodes.running(killed), "the restarted node runs"
+    assert chaos.killed is not None and chaos.restarted
+    assert nodes.running(chaos.killed), "the restarted node runs"
 
     read = collections.Counter(read_confluent(nodes.bootstrap, topic, "read_committed"))
-    expected = {f"r-{t:02}-{i}" for t in range(transactions) for i in range(5)}
+    expected = {f"r-{t:02}-{i}" for t in range(KILL_TRANSACTIONS) for i in range(5)}
     assert set(read) == expected, f"missing {sorted(expected - set(read))[:5]}, extra {sorted(set(read) - expected)[:5]}"
     assert [v for v, n in read.items() if n > 1] == [], "every record once"
-    print(f"60 transactions through the coordinator's SIGKILL (node {killed + 1}) in {took:.1f} s, {aborts} aborted and redone")
+    print(
+        f"{client}: {KILL_TRANSACTIONS} transactions through the coordinator's SIGKILL (node {chaos.killed + 1})"
+        f" in {took:.1f} s, {aborts} aborted and redone, {replaced} producers replaced"
+    )

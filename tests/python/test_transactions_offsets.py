@@ -9,12 +9,17 @@ abortable one by aborting and rewinding the consumer to the group's committed of
 read_committed consumer of the output then reads every input exactly once, and the group's
 committed offsets are the input's ends.
 
-kafka-python (3.0.12) runs the same loop without the SIGKILL: when its transaction
-coordinator's connection is refused, it keeps asking that node and never looks the
-coordinator up again (aiokafka had the same bug, aio-libs/aiokafka#1134), so its loop stops
-until the node is back and then waits out its own 30 s timeouts; with the SIGKILL it does not
-finish in minutes, against any broker. confluent-kafka (librdkafka) looks the coordinator up
-again and goes through the SIGKILL."""
+kafka-python (3.0.12) needs more: when it cannot connect to the coordinator it has cached
+(SIGKILLed, so the connection is refused), it looks the coordinator up again but drops the
+request it was about to send (AddOffsetsToTxn, AddPartitionsToTxn, EndTxn or InitProducerId),
+and `send_offsets_to_transaction`, `commit_transaction` and `abort_transaction`, which wait for
+that request's result with no timeout, never return (txn_tools has the details). So its loop
+bounds each of these calls, and on a timeout, or an error after which the producer cannot
+abort, closes the producer and creates a new one with the same transactional id, whose
+init_transactions() fences the old one and completes or aborts its open transaction; then,
+as after an abort, the consumer goes back to the group's committed offsets. confluent-kafka
+(librdkafka) looks the coordinator up again and resends, and goes through the SIGKILL with
+the calls alone."""
 
 import collections
 import threading
@@ -22,7 +27,7 @@ import time
 
 import pytest
 
-from txn_tools import coordinator_node, create_topic, read_confluent
+from txn_tools import KafkaPythonTransactions, coordinator_node, create_topic, read_confluent
 
 INPUT_PARTITIONS = 3
 OUTPUT_PARTITIONS = 4
@@ -133,20 +138,22 @@ def _confluent_loop(bootstrap, source, sink, group, transactional_id, chaos, end
                 committed[tp.partition] = tp.offset
         chaos.after_commit(commits)
     consumer.close()
-    return commits, aborts
+    return commits, aborts, 0
 
 
 def _kafka_python_loop(bootstrap, source, sink, group, transactional_id, chaos, ends):
-    from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata
+    from kafka import KafkaConsumer, OffsetAndMetadata
     from kafka.errors import (
         InvalidProducerEpochError,
         KafkaError,
+        KafkaTimeoutError,
         ProducerFencedError,
         TransactionalIdAuthorizationFailedError,
     )
 
+    # Nothing else uses the transactional id: a fence or a refusal is a failure.
     fatal = (ProducerFencedError, InvalidProducerEpochError, TransactionalIdAuthorizationFailedError)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id, linger_ms=5)
+    txn = KafkaPythonTransactions(bootstrap, transactional_id)
     consumer = KafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
@@ -155,17 +162,26 @@ def _kafka_python_loop(bootstrap, source, sink, group, transactional_id, chaos, 
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer.init_transactions()
+    committed = {p: 0 for p in ends}
 
     def rewind():
+        # Back to what the group committed (read_committed asks with require_stable, so a
+        # transaction still completing is waited for): the inputs of an aborted transaction are
+        # read again, and those of a transaction whose commit went through unseen are not.
         for tp in consumer.assignment():
-            offset = consumer.committed(tp)
+            deadline = time.time() + TIMEOUT
+            while True:
+                try:
+                    offset = consumer.committed(tp, timeout_ms=5000)
+                    break
+                except KafkaTimeoutError:
+                    assert time.time() < deadline, f"the committed offset of {tp}"
             if offset is None:
                 consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, offset)
+                committed[tp.partition] = offset
 
-    committed = {p: 0 for p in ends}
     commits = aborts = 0
     deadline = time.time() + 120
     while any(committed[p] < ends[p] for p in ends):
@@ -174,23 +190,23 @@ def _kafka_python_loop(bootstrap, source, sink, group, transactional_id, chaos, 
         records = [r for rs in batches.values() for r in rs]
         if not records:
             continue
-        producer.begin_transaction()
         try:
+            txn.producer.begin_transaction()
             for r in records:
                 value = r.value.decode()
-                producer.send(sink, key=value.encode(), value=f"out-{value}".encode())
+                txn.producer.send(sink, key=value.encode(), value=f"out-{value}".encode())
             chaos.mid_transaction(commits)
             positions = {tp: consumer.position(tp) for tp in consumer.assignment()}
             offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in positions.items()}
-            producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
-            producer.commit_transaction()
+            txn.call("send_offsets_to_transaction", "send_offsets_to_transaction", offsets, consumer.group_metadata())
+            txn.call("commit_transaction", "commit_transaction")
         except fatal:
             raise
-        except KafkaError:
-            # kafka-python retries retriable errors itself; what reaches here is abortable,
-            # or fatal in a way the abort below raises again.
+        except KafkaError as e:
+            # kafka-python retries retriable errors itself; what reaches here is abortable, or
+            # the producer cannot go on (a timeout: see txn_tools), and a new one ends it.
             aborts += 1
-            producer.abort_transaction()
+            txn.recover(e)
             rewind()
             continue
         commits += 1
@@ -198,8 +214,8 @@ def _kafka_python_loop(bootstrap, source, sink, group, transactional_id, chaos, 
             committed[tp.partition] = offset
         chaos.after_commit(commits)
     consumer.close()
-    producer.close()
-    return commits, aborts
+    txn.close()
+    return commits, aborts, txn.replaced
 
 
 def _group_offsets(bootstrap, topic, group):
@@ -213,8 +229,8 @@ def _group_offsets(bootstrap, topic, group):
         consumer.close()
 
 
-@pytest.mark.parametrize("client,kill", [("confluent", True), ("kafka-python", False)])
-def test_consume_transform_produce_exactly_once(nodes, client, kill):
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_consume_transform_produce_exactly_once(nodes, client):
     loop = {"confluent": _confluent_loop, "kafka-python": _kafka_python_loop}[client]
     source, sink = f"ctp-in-{client}", f"ctp-out-{client}"
     group, transactional_id = f"ctp-group-{client}", f"ctp-txn-{client}"
@@ -223,14 +239,13 @@ def test_consume_transform_produce_exactly_once(nodes, client, kill):
     _produce_inputs(nodes.bootstrap, source)
     ends = {p: len(range(p, INPUTS, INPUT_PARTITIONS)) for p in range(INPUT_PARTITIONS)}
 
-    chaos = Chaos(nodes, transactional_id, kill_after=8 if kill else INPUTS)
+    chaos = Chaos(nodes, transactional_id)
     started = time.time()
-    commits, aborts = loop(nodes.bootstrap, source, sink, group, transactional_id, chaos, ends)
+    commits, aborts, replaced = loop(nodes.bootstrap, source, sink, group, transactional_id, chaos, ends)
     took = time.time() - started
     chaos.join()
-    if kill:
-        assert chaos.killed is not None and chaos.restarted, "the coordinator was killed and started again"
-        assert nodes.running(chaos.killed)
+    assert chaos.killed is not None and chaos.restarted, "the coordinator was killed and started again"
+    assert nodes.running(chaos.killed)
 
     read = collections.Counter(read_confluent(nodes.bootstrap, sink, "read_committed"))
     expected = {f"out-in-{i:03}" for i in range(INPUTS)}
@@ -240,7 +255,7 @@ def test_consume_transform_produce_exactly_once(nodes, client, kill):
     assert duplicated == [], f"{len(duplicated)} outputs more than once: {duplicated[:5]}"
     assert _group_offsets(nodes.bootstrap, source, group) == ends, "the offsets committed with the outputs"
     print(
-        f"{client}: {INPUTS} inputs in {commits} transactions ({aborts} aborted and redone)"
-        + (f" through the SIGKILL of node {chaos.killed + 1}, the coordinator," if kill else "")
-        + f" in {took:.1f} s"
+        f"{client}: {INPUTS} inputs in {commits} transactions ({aborts} failed and rewound,"
+        f" {replaced} of them ended by a new producer) through the SIGKILL of node {chaos.killed + 1}, the coordinator,"
+        f" in {took:.1f} s"
     )
