@@ -241,6 +241,17 @@ impl Shared {
 /// The filesystem the session serves.
 pub(crate) struct LazyFilesystem(pub(crate) Arc<Shared>);
 
+/// Where `path` is after `from` was renamed to `to`, if it was at or under `from`.
+fn moved_path(path: &Path, from: &Path, to: &Path) -> Option<PathBuf> {
+    let rest = path.strip_prefix(from).ok()?;
+    // Joining an empty path would add a trailing slash, which names a directory.
+    Some(if rest.as_os_str().is_empty() {
+        to.to_path_buf()
+    } else {
+        to.join(rest)
+    })
+}
+
 fn errno(e: io::Error) -> Errno {
     Errno::from(e)
 }
@@ -427,11 +438,11 @@ impl Filesystem for LazyFilesystem {
             let mut moved = Vec::new();
             for (ino, node) in &state.nodes {
                 let Some(path) = &node.path else { continue };
-                if let Ok(rest) = path.strip_prefix(&from) {
-                    moved.push((*ino, path.clone(), to.join(rest)));
+                if let Some(new) = moved_path(path, &from, &to) {
+                    moved.push((*ino, path.clone(), new));
                 } else if exchange {
-                    if let Ok(rest) = path.strip_prefix(&to) {
-                        moved.push((*ino, path.clone(), from.join(rest)));
+                    if let Some(new) = moved_path(path, &to, &from) {
+                        moved.push((*ino, path.clone(), new));
                     }
                 }
             }
@@ -748,5 +759,23 @@ impl Filesystem for LazyFilesystem {
         reply: ReplyEmpty,
     ) {
         reply.error(Errno::EOPNOTSUPP);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renamed_path_and_its_descendants_move_without_a_trailing_slash() {
+        let (from, to) = (Path::new("data/a.tmp"), Path::new("data/a"));
+        let moved = moved_path(Path::new("data/a.tmp"), from, to).unwrap();
+        assert_eq!(moved.as_os_str(), "data/a");
+        let moved = moved_path(Path::new("d/x/y"), Path::new("d/x"), Path::new("e")).unwrap();
+        assert_eq!(moved.as_os_str(), "e/y");
+        assert_eq!(
+            moved_path(Path::new("data/ab"), Path::new("data/a"), to),
+            None
+        );
     }
 }
