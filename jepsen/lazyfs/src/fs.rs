@@ -222,6 +222,9 @@ impl Shared {
     /// Records a pending truncation of `ino` to `len`.
     fn truncate(&self, state: &mut State, ino: u64, len: u64) -> io::Result<()> {
         let file = self.writable(state, ino)?;
+        if !state.overlays.contains_key(&ino) && file.metadata()?.len() == len {
+            return Ok(());
+        }
         let overlay = Self::overlay(state, ino, &file)?;
         let before = overlay.bytes();
         overlay.truncate(len);
