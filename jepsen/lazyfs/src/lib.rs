@@ -165,7 +165,8 @@ impl LazyFs {
     }
 
     /// Unmounts. If a process still uses the mount, the FUSE connection is aborted (its calls
-    /// fail with `ENOTCONN`) and the mount detached, so that nothing stays mounted.
+    /// fail with `ENOTCONN`) and the mount detached, so that nothing stays mounted. The processes
+    /// that used it may have been SIGKILLed: their files are closed, nothing is busy.
     pub fn unmount(mut self) -> io::Result<()> {
         self.unmount_inner()
     }
@@ -174,17 +175,16 @@ impl LazyFs {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        let result = match rustix::mount::unmount(&self.mountpoint, UnmountFlags::empty()) {
-            Ok(()) => Ok(()),
-            Err(_) => {
-                // Busy: end the connection, so that the session thread ends, and detach.
-                let _ = abort_connection(self.dev);
-                match rustix::mount::unmount(&self.mountpoint, UnmountFlags::DETACH) {
-                    Ok(()) | Err(rustix::io::Errno::INVAL) => Ok(()),
-                    Err(e) => Err(io::Error::from(e)),
-                }
-            }
-        };
+        // Busy (a process has a file open there, or sits in it): a forced unmount aborts the
+        // FUSE connection, so that the session thread ends, and a lazy one detaches the mount.
+        let result = rustix::mount::unmount(&self.mountpoint, UnmountFlags::empty())
+            .or_else(|_| rustix::mount::unmount(&self.mountpoint, UnmountFlags::FORCE))
+            .or_else(|_| rustix::mount::unmount(&self.mountpoint, UnmountFlags::DETACH))
+            .or_else(|e| match e {
+                // Not mounted (any more).
+                rustix::io::Errno::INVAL => Ok(()),
+                e => Err(io::Error::from(e)),
+            });
         let deadline = Instant::now() + SESSION_END_TIMEOUT;
         while !session.guard.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -192,8 +192,9 @@ impl LazyFs {
         if session.guard.is_finished() {
             let _ = session.join();
         } else {
+            // Last resort: abort the connection through fusectl, and detach the thread rather
+            // than hang (its mount is gone already).
             let _ = abort_connection(self.dev);
-            // Detach the thread rather than hang: its mount is gone already.
             drop(session);
         }
         result

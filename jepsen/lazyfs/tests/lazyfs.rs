@@ -6,11 +6,12 @@ mod common;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{eventually, is_mounted, wait_for, within, Mounted};
 use oxbow_lazyfs::{LazyFs, Loss, Options};
+use rustix::process::{kill_process, Pid, Signal};
 
 fn content(i: usize) -> Vec<u8> {
     format!("file {i} ").repeat(100 + i).into_bytes()
@@ -269,6 +270,11 @@ fn unmounting_leaves_no_mount_even_with_a_file_open() {
     assert!(read.is_err(), "the open file's connection is gone");
 }
 
+fn signal(child: &Child, signal: Signal) {
+    let pid = Pid::from_raw(child.id() as i32).expect("a child's pid");
+    kill_process(pid, signal).expect("kill");
+}
+
 #[test]
 fn a_stale_mount_left_by_a_killed_process_is_cleaned_up() {
     let backing = tempfile::tempdir().unwrap();
@@ -299,11 +305,7 @@ fn a_stale_mount_left_by_a_killed_process_is_cleaned_up() {
     })
     .expect("write");
     assert_eq!(read(point.join("f")), b"synced and not");
-    let usr1 = Command::new("kill")
-        .args(["-USR1", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(usr1.success());
+    signal(&child, Signal::USR1);
     assert!(eventually(Duration::from_secs(10), || {
         read(point.join("f")) == b"synced"
     }));
@@ -339,11 +341,7 @@ fn a_stale_mount_left_by_a_killed_process_is_cleaned_up() {
     assert!(!is_mounted(&point));
     let mut child = spawn();
     assert!(eventually(Duration::from_secs(10), || is_mounted(&point)));
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    signal(&child, Signal::TERM);
     assert!(wait_for(&mut child, Duration::from_secs(10)));
     assert!(!is_mounted(&point));
 }
