@@ -257,4 +257,81 @@ mod tests {
         assert_eq!(read_all(&Overlay::new(9), &file), seen);
         assert_eq!(seen, b"012\0\0tail");
     }
+
+    /// A small xorshift generator: the test needs varied operations, not good randomness.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// Random writes, truncations, fsyncs and losses against a model of the bytes readers see
+    /// and the bytes on disk.
+    #[test]
+    fn random_operations_match_a_model_of_visible_and_durable_bytes() {
+        for seed in 1..=20u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let file = backing(b"");
+            let mut overlay = Overlay::new(0);
+            let (mut visible, mut durable) = (Vec::<u8>::new(), Vec::<u8>::new());
+            for step in 0..300 {
+                match rng.below(10) {
+                    0..=5 => {
+                        let offset = rng.below(visible.len() as u64 + 64) as usize;
+                        let data: Vec<u8> =
+                            (0..rng.below(40)).map(|_| rng.below(256) as u8).collect();
+                        overlay.write(offset as u64, &data);
+                        // An empty write does not extend a file.
+                        if !data.is_empty() {
+                            if visible.len() < offset + data.len() {
+                                visible.resize(offset + data.len(), 0);
+                            }
+                            visible[offset..offset + data.len()].copy_from_slice(&data);
+                        }
+                    }
+                    6 => {
+                        let len = rng.below(visible.len() as u64 + 32) as usize;
+                        overlay.truncate(len as u64);
+                        visible.resize(len, 0);
+                    }
+                    7 | 8 => {
+                        overlay.apply(&file).unwrap();
+                        durable = visible.clone();
+                        overlay = Overlay::new(durable.len() as u64);
+                    }
+                    _ => {
+                        visible = durable.clone();
+                        overlay = Overlay::new(durable.len() as u64);
+                    }
+                }
+                let what = format!("seed {seed} step {step}");
+                assert_eq!(overlay.size(), visible.len() as u64, "{what}");
+                assert_eq!(read_all(&overlay, &file), visible, "{what}");
+                let offset = rng.below(visible.len() as u64 + 8);
+                let len = rng.below(64);
+                let end = (offset + len).min(visible.len() as u64).max(offset) as usize;
+                let expected = visible.get(offset as usize..end).unwrap_or_default();
+                assert_eq!(
+                    overlay.read(&file, offset, len).unwrap(),
+                    expected,
+                    "{what}"
+                );
+                let extents: u64 = overlay.extents.values().map(|e| e.len() as u64).sum();
+                assert_eq!(overlay.bytes(), extents, "{what}");
+                let mut on_disk = Vec::new();
+                let mut reader = &file;
+                std::io::Seek::rewind(&mut reader).unwrap();
+                std::io::Read::read_to_end(&mut reader, &mut on_disk).unwrap();
+                assert_eq!(
+                    on_disk, durable,
+                    "{what}: the backing file holds the durable bytes"
+                );
+            }
+        }
+    }
 }
