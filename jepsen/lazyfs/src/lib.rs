@@ -28,6 +28,31 @@
 //!   losable, so the model then under-approximates what a power failure loses.
 //!   [`LazyFs::written_back_bytes`] tells whether it happened.
 //!
+//! # Use
+//!
+//! The `power` nemesis: kill the processes using the mount, lose what they did not fsync,
+//! restart them on what is left.
+//!
+//! ```no_run
+//! # fn main() -> std::io::Result<()> {
+//! use std::path::Path;
+//! use oxbow_lazyfs::LazyFs;
+//!
+//! let lazy = LazyFs::mount(Path::new("/srv/n1-backing"), Path::new("/srv/n1"))?;
+//! // ... start `oxbow node` with `data_dir = "/srv/n1/data"`, run the workload, then:
+//! // SIGKILL the node, and
+//! let loss = lazy.lose_unsynced();
+//! println!("lost {} bytes in {} files", loss.bytes, loss.files);
+//! // ... restart the node on the same data_dir; at the end:
+//! lazy.unmount()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The `oxbow-lazyfs` binary does the same by hand: `oxbow-lazyfs mount --backing DIR
+//! --mountpoint DIR` serves until SIGINT or SIGTERM and loses unsynced writes on SIGUSR1;
+//! `oxbow-lazyfs clean --mountpoint DIR` detaches a mount left by a killed process.
+//!
 //! # Limits
 //!
 //! - **Metadata is durable at once.** `create`, `mkdir`, `rename`, `unlink`, `rmdir`, `chmod`,
@@ -103,9 +128,10 @@ impl LazyFs {
         Self::mount_with(backing, mountpoint, Options::default())
     }
 
-    /// Mounts a lazy view of `backing` on `mountpoint` (both existing directories), served by a
-    /// background thread; returns once the mount answers. A stale mount of ours left on
-    /// `mountpoint` by a killed process is detached first.
+    /// Mounts a lazy view of `backing` (an existing directory) on `mountpoint` (created if
+    /// missing; neither may contain the other), served by a background thread; returns once the
+    /// mount answers. A stale mount of ours left on `mountpoint` by a killed process is detached
+    /// first.
     pub fn mount_with(backing: &Path, mountpoint: &Path, options: Options) -> io::Result<LazyFs> {
         let backing = backing.canonicalize()?;
         if !backing.is_dir() {
@@ -115,7 +141,20 @@ impl LazyFs {
             ));
         }
         unmount_stale(mountpoint)?;
+        std::fs::create_dir_all(mountpoint)?;
         let mountpoint = mountpoint.canonicalize()?;
+        // The session would serve a lookup of the mount in the backing directory by looking it
+        // up in the mount: itself, waiting for itself.
+        if mountpoint.starts_with(&backing) || backing.starts_with(&mountpoint) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the mountpoint {} and the backing directory {} must not contain each other",
+                    mountpoint.display(),
+                    backing.display()
+                ),
+            ));
+        }
         let before = std::fs::metadata(&mountpoint)?.dev();
         let shared = Arc::new(Shared::new(backing, options.pending_bytes_max));
         let mut config = Config::default();

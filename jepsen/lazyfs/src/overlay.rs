@@ -199,7 +199,7 @@ fn read_layered(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Read, Seek, Write};
 
     fn backing(content: &[u8]) -> File {
         let mut file = tempfile::tempfile().unwrap();
@@ -325,8 +325,8 @@ mod tests {
                 assert_eq!(overlay.bytes(), extents, "{what}");
                 let mut on_disk = Vec::new();
                 let mut reader = &file;
-                std::io::Seek::rewind(&mut reader).unwrap();
-                std::io::Read::read_to_end(&mut reader, &mut on_disk).unwrap();
+                reader.rewind().unwrap();
+                reader.read_to_end(&mut on_disk).unwrap();
                 assert_eq!(
                     on_disk, durable,
                     "{what}: the backing file holds the durable bytes"

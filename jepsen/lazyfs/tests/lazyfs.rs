@@ -345,3 +345,16 @@ fn a_stale_mount_left_by_a_killed_process_is_cleaned_up() {
     assert!(wait_for(&mut child, Duration::from_secs(10)));
     assert!(!is_mounted(&point));
 }
+
+#[test]
+fn a_mount_inside_its_backing_directory_is_refused() {
+    let backing = tempfile::tempdir().unwrap();
+    let inside = backing.path().join("mnt");
+    let refused = within("mount", move || {
+        LazyFs::mount(backing.path(), &inside).map(drop)
+    });
+    assert_eq!(
+        refused.unwrap_err().kind(),
+        std::io::ErrorKind::InvalidInput
+    );
+}
