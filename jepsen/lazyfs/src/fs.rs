@@ -579,6 +579,17 @@ impl Filesystem for LazyFilesystem {
                 }
             };
             let len = data.len() as u64;
+            // Pending bytes will need room on the backing file system: a write fails when it
+            // could not be written back (counting every pending byte as new, which overwrites
+            // are not), as it would on a file system that allocates at write time.
+            let free = rustix::fs::statvfs(&shared.backing)
+                .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+                .map_err(io::Error::from)?;
+            if state.pending_bytes + len > free {
+                return Err(io::Error::from_raw_os_error(
+                    rustix::io::Errno::NOSPC.raw_os_error(),
+                ));
+            }
             if state.pending_bytes + len > shared.pending_bytes_max {
                 shared.write_back_all(&mut state)?;
                 if len > shared.pending_bytes_max {
@@ -732,11 +743,14 @@ impl Filesystem for LazyFilesystem {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let pending = self.0.unsynced_bytes();
         match rustix::fs::statvfs(&self.0.backing) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
-                s.f_bfree,
-                s.f_bavail,
+                s.f_bfree
+                    .saturating_sub(pending.div_ceil(s.f_frsize.max(1))),
+                s.f_bavail
+                    .saturating_sub(pending.div_ceil(s.f_frsize.max(1))),
                 s.f_files,
                 s.f_ffree,
                 s.f_bsize as u32,

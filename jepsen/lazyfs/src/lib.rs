@@ -55,6 +55,10 @@
 //!
 //! # Limits
 //!
+//! - **Space**: pending bytes are counted as used in `statfs` (`df`), and a write that would
+//!   not fit in the backing file system's free space with every other pending byte fails with
+//!   `ENOSPC`, as on a file system that allocates at write time; overwrites of pending bytes
+//!   count as new, so it fails a little early.
 //! - **Metadata is durable at once.** `create`, `mkdir`, `rename`, `unlink`, `rmdir`, `chmod`,
 //!   `chown` and `utimes` pass straight through to the backing directory. A real power failure may
 //!   also lose directory entries not made durable by an fsync of their directory; this model

@@ -358,3 +358,46 @@ fn a_mount_inside_its_backing_directory_is_refused() {
         std::io::ErrorKind::InvalidInput
     );
 }
+
+/// A 1 MiB tmpfs, unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(self.0.path(), rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn pending_bytes_take_space_and_a_write_that_cannot_fit_fails_with_enospc() {
+    let disk = SmallDisk(tempfile::tempdir().unwrap());
+    rustix::mount::mount(
+        "oxbow-lazyfs-test",
+        disk.0.path(),
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        c"size=1m",
+    )
+    .expect("mount a tmpfs");
+    let mountpoint = tempfile::tempdir().unwrap();
+    let lazy = LazyFs::mount(disk.0.path(), mountpoint.path()).expect("mount");
+    let free = |path: PathBuf| {
+        let s = within("statvfs", move || rustix::fs::statvfs(&path)).unwrap();
+        s.f_bavail * s.f_frsize
+    };
+    let before = free(mountpoint.path().to_path_buf());
+    let path = mountpoint.path().join("big");
+    let written = within("write", move || -> std::io::Result<()> {
+        let mut file = File::create(&path)?;
+        file.write_all(&vec![7; 512 << 10])?;
+        file.write_all(&vec![7; 768 << 10])
+    });
+    assert_eq!(written.unwrap_err().raw_os_error(), Some(28), "ENOSPC");
+    assert_eq!(lazy.unsynced_bytes(), 512 << 10);
+    let after = free(mountpoint.path().to_path_buf());
+    assert!(
+        before - after >= 512 << 10,
+        "pending bytes count as used: {before} -> {after}"
+    );
+    lazy.unmount().unwrap();
+}
