@@ -425,6 +425,12 @@ impl Filesystem for LazyFilesystem {
         let result = (|| -> Result<(), Errno> {
             let from = Shared::child(&state, parent, name)?;
             let to = Shared::child(&state, newparent, newname)?;
+            if from == to {
+                // rename(2) to itself does nothing (and must not forget the file's inode).
+                return fs::symlink_metadata(shared.backing.join(&from))
+                    .map(drop)
+                    .map_err(errno);
+            }
             rustix::fs::renameat_with(
                 rustix::fs::CWD,
                 shared.backing.join(&from),

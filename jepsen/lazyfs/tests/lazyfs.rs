@@ -168,6 +168,7 @@ fn renames_and_unlinks_pass_through_and_pending_data_moves_with_its_file() {
         // Unsynced data follows a rename.
         File::create(root.join("b"))?.write_all(b"unsynced")?;
         fs::rename(root.join("b"), root.join("c"))?;
+        fs::rename(root.join("c"), root.join("c"))?;
         // Directories.
         fs::create_dir(root.join("d"))?;
         let mut inner = File::create(root.join("d/x"))?;
