@@ -1,9 +1,10 @@
 //! A real `oxbow node` with its data directory on the lazy filesystem: it starts, writes its
-//! segment files, and (with kcat) keeps every record it acknowledged with acks=all across a
-//! SIGKILL and a loss of everything unsynced, as its fsyncs promise.
+//! segment files, and keeps every record it acknowledged with acks=all (produced with kcat)
+//! across a SIGKILL and a loss of everything unsynced, as its fsyncs promise.
 //!
 //! The node binary is `$OXBOW_BIN`, or the workspace's `oxbow` next to this test's target
-//! directory (`cargo test --workspace` builds it); without either the test says so and passes.
+//! directory (`cargo test --workspace` builds it); without either, or without kcat, the test
+//! fails saying what to do.
 
 mod common;
 
@@ -63,10 +64,9 @@ fn has_kcat() -> bool {
 
 #[test]
 fn a_node_on_the_mount_keeps_what_it_acknowledged_across_a_power_loss() {
-    let Some(binary) = node_binary() else {
-        eprintln!("no oxbow binary (set OXBOW_BIN, or build the workspace): skipped");
-        return;
-    };
+    let binary = node_binary()
+        .expect("no oxbow binary: set OXBOW_BIN, or `cargo build -p oxbow-node` first");
+    assert!(has_kcat(), "kcat is needed: apt-get install kcat");
     let m = Mounted::new();
     let scratch = tempfile::tempdir().unwrap();
     let (config, log) = (
@@ -107,9 +107,8 @@ fn a_node_on_the_mount_keeps_what_it_acknowledged_across_a_power_loss() {
     assert!(segments() > 0, "the node wrote its segment files");
     assert!(m.backing("data/node-id").exists());
 
-    let kcat = has_kcat();
     let records: Vec<String> = (0..50).map(|i| format!("record-{i}")).collect();
-    if kcat {
+    {
         let mut produce = Command::new("kcat")
             .args(["-P", "-b", &format!("127.0.0.1:{kafka}"), "-t", "events"])
             .args(["-X", "acks=all"])
@@ -127,8 +126,6 @@ fn a_node_on_the_mount_keeps_what_it_acknowledged_across_a_power_loss() {
             wait_for(&mut produce, Duration::from_secs(30)),
             "kcat produced"
         );
-    } else {
-        eprintln!("no kcat: only checking that the node restarts after the loss");
     }
 
     // Power failure: the node dies and whatever it did not fsync is gone.
@@ -144,7 +141,7 @@ fn a_node_on_the_mount_keeps_what_it_acknowledged_across_a_power_loss() {
         "the node did not restart: {}",
         fs::read_to_string(&log).unwrap_or_default()
     );
-    if kcat {
+    {
         let consume = Command::new("timeout")
             .arg("30")
             .args([
