@@ -1,0 +1,269 @@
+//! timeline.svg: time on the x axis, one row per process (producers, readers, the final read)
+//! with a mark per operation (ok, fail, info, pending; polls), shaded bands for the faults,
+//! lines for the phases, and red marks for anomaly examples whose time is known.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use oxbow_jepsen::checker::Verdict;
+use oxbow_jepsen::history::{Delivery, History, Outcome};
+
+use crate::report::Run;
+
+const WIDTH: f64 = 1400.0;
+const LEFT: f64 = 130.0;
+const RIGHT: f64 = 20.0;
+const TOP: f64 = 40.0;
+const ROW: f64 = 22.0;
+
+/// Colours of the marks.
+const OK: &str = "#2a9d3a";
+const FAIL: &str = "#e08a00";
+const INFO: &str = "#8a8a8a";
+const PENDING: &str = "#8e44ad";
+const POLL: &str = "#3060c0";
+const ANOMALY: &str = "#d01010";
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The times (ms) an anomaly example names (`... at 1234 ms`).
+fn times_in(example: &str) -> Vec<u64> {
+    let words: Vec<&str> = example.split_whitespace().collect();
+    words
+        .windows(3)
+        .filter(|w| w[0] == "at" && w[2].trim_end_matches([';', ',', ')']) == "ms")
+        .filter_map(|w| w[1].parse().ok())
+        .collect()
+}
+
+/// The timeline of a run.
+pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
+    let end = run.phases.end_ms.max(1) as f64;
+    let x = |ms: u64| LEFT + (ms as f64 / end) * (WIDTH - LEFT - RIGHT);
+    let producers = history
+        .sends
+        .values()
+        .map(|s| s.producer + 1)
+        .max()
+        .unwrap_or(0)
+        .max(run.args.producers);
+    let readers = history
+        .polls
+        .iter()
+        .map(|p| p.reader + 1)
+        .max()
+        .unwrap_or(0)
+        .max(run.args.readers);
+    let rows = producers + readers + 2;
+    let height = TOP + rows as f64 * ROW + 70.0;
+    let y = |row: usize| TOP + row as f64 * ROW;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(
+        svg,
+        r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="18" font-size="14">{}</text>"#,
+        escape(&format!(
+            "oxbow-jepsen queue, nemesis {}, seed {}: {}{}",
+            run.args.nemesis.name(),
+            run.args.seed,
+            if verdict.is_valid() {
+                "valid"
+            } else {
+                "INVALID"
+            },
+            if history.finished { "" } else { ", NOT LIVE" }
+        ))
+    );
+    // Fault bands under everything.
+    let bottom = y(rows);
+    for event in run.events {
+        let start = x(event.start_ms);
+        let (colour, width) = match event.kind.as_str() {
+            "kill" => (
+                "#f4b8b8",
+                x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
+            ),
+            "pause" => (
+                "#b8c8f4",
+                x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
+            ),
+            _ => (ANOMALY, 2.0),
+        };
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{start:.1}" y="{TOP}" width="{:.1}" height="{:.1}" fill="{colour}" opacity="0.6"><title>{}</title></rect>"#,
+            width.max(1.0),
+            bottom - TOP,
+            escape(&format!(
+                "{} node(s) {:?} from {} ms to {:?} ms {}",
+                event.kind, event.nodes, event.start_ms, event.end_ms, event.detail
+            ))
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{start:.1}" y="{:.1}" font-size="9">{} {:?}</text>"#,
+            TOP - 4.0,
+            event.kind,
+            event.nodes
+        );
+    }
+    // Rows and their labels.
+    let mut labels = Vec::new();
+    for p in 0..producers {
+        let kind = history
+            .sends
+            .values()
+            .find(|s| s.producer == p)
+            .map_or("", |s| match s.kind {
+                Delivery::Idempotent => "idempotent",
+                Delivery::AtLeastOnce => "at least once",
+                Delivery::LeaderOnly => "acks=1",
+            });
+        labels.push(format!("p{p} {kind}"));
+    }
+    for r in 0..readers {
+        labels.push(format!("r{r} reader"));
+    }
+    labels.push("final read".into());
+    labels.push("anomalies".into());
+    for (row, label) in labels.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#e0e0e0"/><text x="6" y="{:.1}">{}</text>"##,
+            WIDTH - RIGHT,
+            y(row) + ROW / 2.0,
+            y(row) + ROW / 2.0,
+            y(row) + ROW / 2.0 + 4.0,
+            escape(label)
+        );
+    }
+    // One mark per pixel column, row and colour.
+    let mut marks: BTreeSet<(usize, i64, &str)> = BTreeSet::new();
+    for send in history.sends.values() {
+        let (at, colour) = match send.outcome {
+            Outcome::Ok { .. } => (send.completed_ms, OK),
+            Outcome::Fail(_) => (send.completed_ms, FAIL),
+            Outcome::Info(_) => (send.completed_ms, INFO),
+            Outcome::Pending => (send.invoked_ms, PENDING),
+        };
+        marks.insert((send.producer, x(at) as i64, colour));
+    }
+    for poll in &history.polls {
+        marks.insert((producers + poll.reader, x(poll.at_ms) as i64, POLL));
+    }
+    for (row, px, colour) in marks {
+        // Failures and unknowns drawn over the oks of the same column: the row's upper half
+        // for oks and polls, the lower half for the rest.
+        let (top, h) = if colour == OK || colour == POLL {
+            (y(row) + 3.0, ROW / 2.0 - 3.0)
+        } else {
+            (y(row) + ROW / 2.0, ROW / 2.0 - 3.0)
+        };
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{px}" y="{top:.1}" width="1" height="{h:.1}" fill="{colour}"/>"#
+        );
+    }
+    let final_row = producers + readers;
+    let _ = writeln!(
+        svg,
+        r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"#,
+        x(run.phases.final_read_start_ms),
+        y(final_row) + 4.0,
+        (x(run.phases.end_ms) - x(run.phases.final_read_start_ms)).max(1.0),
+        ROW - 8.0,
+        if history.finished { OK } else { ANOMALY }
+    );
+    for (class, (_, examples)) in &verdict.anomalies {
+        for example in examples {
+            for at in times_in(example) {
+                let _ = writeln!(
+                    svg,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{ANOMALY}"><title>{}</title></circle>"#,
+                    x(at),
+                    y(final_row + 1) + ROW / 2.0,
+                    escape(&format!("{}: {example}", class.name()))
+                );
+            }
+        }
+    }
+    // Phases and the time axis.
+    for (ms, label) in [
+        (run.phases.faults_end_ms, "faults stop"),
+        (run.phases.healed_ms, "healed"),
+        (run.phases.final_read_start_ms, "final read"),
+    ] {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{0:.1}" x2="{0:.1}" y1="{TOP}" y2="{bottom:.1}" stroke="#404040" stroke-dasharray="4 3"><title>{label} at {ms} ms</title></line>"##,
+            x(ms)
+        );
+    }
+    let step = if end > 120_000.0 {
+        30_000
+    } else if end > 40_000.0 {
+        10_000
+    } else {
+        5_000
+    };
+    let mut at = 0;
+    while at as f64 <= end {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{0:.1}" x2="{0:.1}" y1="{bottom:.1}" y2="{1:.1}" stroke="#404040"/><text x="{0:.1}" y="{2:.1}" text-anchor="middle">{3}s</text>"##,
+            x(at),
+            bottom + 5.0,
+            bottom + 17.0,
+            at / 1000
+        );
+        at += step;
+    }
+    let legend = [
+        (OK, "ok"),
+        (FAIL, "fail"),
+        (INFO, "info"),
+        (PENDING, "pending"),
+        (POLL, "poll"),
+        ("#f4b8b8", "kill"),
+        ("#b8c8f4", "pause"),
+        (ANOMALY, "anomaly / node exit"),
+    ];
+    for (i, (colour, label)) in legend.iter().enumerate() {
+        let lx = LEFT + i as f64 * 120.0;
+        let ly = bottom + 35.0;
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{colour}"/><text x="{:.1}" y="{ly:.1}">{label}</text>"#,
+            ly - 9.0,
+            lx + 14.0
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anomaly_times_are_found() {
+        assert_eq!(
+            times_in("value 5 acknowledged at 0@3 at 1234 ms; x"),
+            vec![1234]
+        );
+        assert_eq!(
+            times_in("reader 1 jumped from 0@1 to @3 at 99 ms"),
+            vec![99]
+        );
+        assert!(times_in("value 7").is_empty());
+    }
+}
