@@ -59,17 +59,27 @@ pub enum NemesisKind {
     Kill,
     /// SIGSTOP a random node (now and then a majority) and SIGCONT it a few seconds later.
     Pause,
-    /// Kills and pauses, mixed.
+    /// Cut links between nodes through the runner's TCP proxy: isolate a node (or a
+    /// minority), a bridge (two sides that each reach one node), or one way (a node's bytes
+    /// do not reach the others, or theirs do not reach it); healed a few seconds later.
+    Partition,
+    /// Kills, pauses and partitions, mixed.
     All,
 }
 
 impl NemesisKind {
+    /// Whether it cuts links (so the cluster's links go through the proxy).
+    pub fn partitions(self) -> bool {
+        matches!(self, Self::Partition | Self::All)
+    }
+
     /// The name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             Self::None => "none",
             Self::Kill => "kill",
             Self::Pause => "pause",
+            Self::Partition => "partition",
             Self::All => "all",
         }
     }

@@ -1,5 +1,5 @@
 //! A local cluster of real `oxbow node` processes on 127.0.0.1: their configuration files,
-//! free ports, starting, SIGKILL and restart, SIGSTOP and SIGCONT, and noticing a node that
+//! free ports (and the proxy's links, for partitions), starting, SIGKILL and restart, SIGSTOP and SIGCONT, and noticing a node that
 //! exited on its own. Every process it started is killed when it is dropped.
 
 use std::fmt::Write as _;
@@ -8,22 +8,36 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::proxy::{self, Grudge, Link, CLIENT};
+
 /// The peer secret of the local cluster (only 127.0.0.1 hears it).
 const PEER_SECRET: &str = "oxbow-jepsen local cluster";
 
-/// A port free now, below Linux's ephemeral range (32768 and up), so that no outgoing
-/// connection takes it as its source port before the node binds it. Each runner process walks
-/// its own stretch of 20000-31999.
-fn free_port(next: &mut u32) -> u16 {
+/// A listener on a port free now, below Linux's ephemeral range (32768 and up), so that no
+/// outgoing connection takes it as its source port before the node binds it. Each runner
+/// process walks its own stretch of 20000-31999.
+fn bind_free(next: &mut u32) -> TcpListener {
     let start = (std::process::id() % 60) * 200;
     loop {
         let offset = *next;
         *next += 1;
         let port = (20_000 + (start + offset) % 12_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener;
         }
     }
+}
+
+/// A port free now, for a node to bind.
+fn free_port(next: &mut u32) -> u16 {
+    bind_free(next).local_addr().map_or(0, |a| a.port())
+}
+
+/// A listener of the proxy, bound at once (so no node takes its port), and its port.
+fn proxy_listener(next: &mut u32) -> (TcpListener, u16) {
+    let listener = bind_free(next);
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    (listener, port)
 }
 
 /// One node's process state.
@@ -39,6 +53,8 @@ pub struct LocalCluster {
     dir: PathBuf,
     /// Each node's Kafka port.
     kafka: Vec<u16>,
+    /// Where clients reach each node (its Kafka port, or the proxy's).
+    bootstrap: Vec<u16>,
     nodes: Vec<State>,
     /// What each node's start was (for its log): 1 for the first, then one more per restart.
     starts: Vec<u32>,
@@ -56,8 +72,15 @@ pub struct Exit {
 }
 
 impl LocalCluster {
-    /// Writes the configuration of `nodes` nodes under `dir` and starts them.
-    pub fn start(binary: &Path, dir: &Path, nodes: usize) -> Result<Self, String> {
+    /// Writes the configuration of `nodes` nodes under `dir` and starts them. With `grudge`,
+    /// every link between nodes and every client link goes through the runner's proxy
+    /// (`proxy.rs`), which the grudge cuts.
+    pub fn start(
+        binary: &Path,
+        dir: &Path,
+        nodes: usize,
+        grudge: Option<&Grudge>,
+    ) -> Result<Self, String> {
         if !binary.is_file() {
             return Err(format!(
                 "the oxbow binary {} does not exist: build it with `cargo build --release -p oxbow-node --bin oxbow` and pass --binary target/release/oxbow",
@@ -69,12 +92,41 @@ impl LocalCluster {
         let mut next = 0;
         let kafka: Vec<u16> = (0..nodes).map(|_| free_port(&mut next)).collect();
         let peer: Vec<u16> = (0..nodes).map(|_| free_port(&mut next)).collect();
+        // Where node i reaches node j's peer port, and where clients reach node j.
+        let mut peer_via = vec![peer.clone(); nodes];
+        let mut client_via = kafka.clone();
+        let mut links = Vec::new();
+        if grudge.is_some() {
+            for (i, via) in peer_via.iter_mut().enumerate() {
+                for (j, port) in via.iter_mut().enumerate().filter(|(j, _)| *j != i) {
+                    let (listener, proxy) = proxy_listener(&mut next);
+                    *port = proxy;
+                    links.push(Link {
+                        listener,
+                        from: i,
+                        to: j,
+                        upstream: peer[j],
+                    });
+                }
+            }
+            for (j, port) in client_via.iter_mut().enumerate() {
+                let (listener, proxy) = proxy_listener(&mut next);
+                *port = proxy;
+                links.push(Link {
+                    listener,
+                    from: CLIENT,
+                    to: j,
+                    upstream: kafka[j],
+                });
+            }
+        }
         for i in 0..nodes {
             let mut text = format!(
-                "node_id = {}\ndata_dir = {:?}\nkafka_listen = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\npeer_secret = \"{PEER_SECRET}\"\n",
+                "node_id = {}\ndata_dir = {:?}\nkafka_listen = \"127.0.0.1:{}\"\nkafka_advertised = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\npeer_secret = \"{PEER_SECRET}\"\n",
                 i + 1,
                 dir.join(format!("node-{}", i + 1)),
                 kafka[i],
+                client_via[i],
                 peer[i],
             );
             for j in (0..nodes).filter(|j| *j != i) {
@@ -82,13 +134,16 @@ impl LocalCluster {
                     text,
                     "[[peers]]\nid = {}\npeer_address = \"127.0.0.1:{}\"\nkafka_address = \"127.0.0.1:{}\"\n",
                     j + 1,
-                    peer[j],
-                    kafka[j]
+                    peer_via[i][j],
+                    client_via[j]
                 );
             }
             let path = dir.join(format!("node-{}.toml", i + 1));
             std::fs::write(&path, text)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        if let Some(grudge) = grudge {
+            proxy::start(links, grudge)?;
         }
         let mut cluster = Self {
             binary: binary
@@ -96,6 +151,7 @@ impl LocalCluster {
                 .unwrap_or_else(|_| binary.to_path_buf()),
             dir: dir.to_path_buf(),
             kafka,
+            bootstrap: client_via,
             nodes: (0..nodes).map(|_| State::Killed).collect(),
             starts: vec![0; nodes],
         };
@@ -108,7 +164,7 @@ impl LocalCluster {
 
     /// The Kafka addresses, comma-separated.
     pub fn bootstrap(&self) -> String {
-        self.kafka
+        self.bootstrap
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect::<Vec<_>>()

@@ -5,7 +5,7 @@
 //! (`--cluster local`), injects faults (nemeses), heals, reads everything back, checks the
 //! history and writes a report. The modules each do one job: `cli` (the command line),
 //! `check` (the `check` command), `history_file` (reading and writing history files),
-//! `cluster` (the local cluster's processes), `nemesis` (the fault schedule), `workload` (the
+//! `cluster` (the local cluster's processes), `nemesis` (the fault schedule), `proxy` (the TCP proxy partitions cut), `workload` (the
 //! queue workload's clients), `run` (the `test` command's phases), `report` (report.json and
 //! summary.txt) and `svg` (the timeline).
 
@@ -14,6 +14,7 @@ mod cli;
 mod cluster;
 mod history_file;
 mod nemesis;
+mod proxy;
 mod report;
 mod rng;
 mod run;

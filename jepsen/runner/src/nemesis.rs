@@ -1,6 +1,6 @@
 //! The nemesis: faults on the local cluster on a seeded schedule (a gap, a fault on one node or
-//! now and then on a majority, its length, its healing), each recorded with its times; and at
-//! the end, healing everything. It also notices nodes that exit on their own.
+//! now and then on a majority, or a partition of the links through the proxy; its length, its
+//! healing), each recorded with its times; and at the end, healing everything. It also notices nodes that exit on their own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,13 +10,14 @@ use serde::Serialize;
 
 use crate::cli::NemesisKind;
 use crate::cluster::LocalCluster;
+use crate::proxy::Grudge;
 use crate::rng::Stream;
 use crate::workload::Clock;
 
 /// One fault, or one exit of a node on its own.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    /// `kill`, `pause`, or `exit` (a node exited without being killed: a crash).
+    /// `kill`, `pause`, `partition`, or `exit` (a node exited without being killed: a crash).
     pub kind: String,
     /// The nodes (1-based).
     pub nodes: Vec<usize>,
@@ -49,6 +50,8 @@ pub struct Nemesis {
     pub clock: Clock,
     /// Set when the faults must stop.
     pub stop: Arc<AtomicBool>,
+    /// The proxy's grudge, when the cluster's links go through it.
+    pub grudge: Option<Grudge>,
 }
 
 impl Nemesis {
@@ -60,37 +63,47 @@ impl Nemesis {
             if self.wait(rng.between(self.gap.0, self.gap.1) * 1000).await {
                 break;
             }
-            let kind = match self.kind {
+            let kinds: &[&str] = match self.kind {
                 NemesisKind::None => continue,
-                NemesisKind::Kill => "kill",
-                NemesisKind::Pause => "pause",
-                NemesisKind::All => {
-                    if rng.chance(1, 2) {
-                        "kill"
-                    } else {
-                        "pause"
-                    }
-                }
+                NemesisKind::Kill => &["kill"],
+                NemesisKind::Pause => &["pause"],
+                NemesisKind::Partition => &["partition"],
+                NemesisKind::All => &["kill", "pause", "partition"],
             };
-            // One node most of the time; a majority one time in four.
-            let count = if n >= 3 && rng.chance(1, 4) {
-                n / 2 + 1
-            } else {
-                1
-            };
-            let mut nodes: Vec<usize> = (0..n).collect();
-            for i in 0..count {
+            let kind = kinds[rng.below(kinds.len() as u64) as usize];
+            let mut order: Vec<usize> = (0..n).collect();
+            for i in 0..n {
                 let j = i + rng.below((n - i) as u64) as usize;
-                nodes.swap(i, j);
+                order.swap(i, j);
             }
-            nodes.truncate(count);
-            nodes.sort_unstable();
+            let (nodes, detail) = if kind == "partition" {
+                let grudge = self
+                    .grudge
+                    .as_ref()
+                    .expect("partitions go through the proxy");
+                let (cuts, detail) = partition(&order, &mut rng);
+                grudge.cut(cuts);
+                let mut nodes: Vec<usize> = order.clone();
+                nodes.sort_unstable();
+                (nodes, detail)
+            } else {
+                // One node most of the time; a majority one time in four.
+                let count = if n >= 3 && rng.chance(1, 4) {
+                    n / 2 + 1
+                } else {
+                    1
+                };
+                let mut nodes: Vec<usize> = order[..count].to_vec();
+                nodes.sort_unstable();
+                (nodes, String::new())
+            };
             let index = {
                 let mut cluster = self.cluster.lock().expect("not poisoned");
                 for &i in &nodes {
                     match kind {
                         "kill" => cluster.kill(i),
-                        _ => cluster.pause(i),
+                        "pause" => cluster.pause(i),
+                        _ => {}
                     }
                 }
                 let mut events = self.events.lock().expect("not poisoned");
@@ -99,7 +112,7 @@ impl Nemesis {
                     nodes: nodes.iter().map(|i| i + 1).collect(),
                     start_ms: self.clock.ms(),
                     end_ms: None,
-                    detail: String::new(),
+                    detail,
                 });
                 events.len() - 1
             };
@@ -111,8 +124,12 @@ impl Nemesis {
                 for &i in &nodes {
                     match kind {
                         "kill" => cluster.start_node(i)?,
-                        _ => cluster.resume(i),
+                        "pause" => cluster.resume(i),
+                        _ => {}
                     }
+                }
+                if let Some(grudge) = &self.grudge {
+                    grudge.heal();
                 }
                 self.events.lock().expect("not poisoned")[index].end_ms = Some(self.clock.ms());
             }
@@ -164,6 +181,9 @@ impl Nemesis {
     /// Every node running again: the healing phase begins.
     fn heal(&self) -> Result<(), String> {
         self.note_exits();
+        if let Some(grudge) = &self.grudge {
+            grudge.heal();
+        }
         let mut cluster = self.cluster.lock().expect("not poisoned");
         cluster.heal()?;
         let now = self.clock.ms();
@@ -176,13 +196,74 @@ impl Nemesis {
     }
 }
 
+/// A partition of the nodes in `order` (a random permutation): the directions it cuts, and
+/// what it is. Nodes are 0-based here, 1-based in the description.
+fn partition(order: &[usize], rng: &mut Stream) -> (Vec<(usize, usize)>, String) {
+    let n = order.len();
+    let name = |nodes: &[usize]| {
+        let mut nodes: Vec<usize> = nodes.iter().map(|i| i + 1).collect();
+        nodes.sort_unstable();
+        format!("{nodes:?}")
+    };
+    let between = |a: &[usize], b: &[usize]| -> Vec<(usize, usize)> {
+        let mut cuts = Vec::new();
+        for &x in a {
+            for &y in b {
+                cuts.push((x, y));
+                cuts.push((y, x));
+            }
+        }
+        cuts
+    };
+    match rng.below(3) {
+        // A minority (one node, or up to half less one) from the rest.
+        0 => {
+            let size = 1 + rng.below(((n - 1) / 2).max(1) as u64) as usize;
+            let (minority, majority) = order.split_at(size.min(n - 1));
+            (
+                between(minority, majority),
+                format!("isolated {} from {}", name(minority), name(majority)),
+            )
+        }
+        // A bridge: two sides that do not reach each other, and one node that reaches both.
+        1 if n >= 3 => {
+            let bridge = order[0];
+            let rest = &order[1..];
+            let (a, b) = rest.split_at(rest.len() / 2);
+            (
+                between(a, b),
+                format!("bridge {}: {} | {}", bridge + 1, name(a), name(b)),
+            )
+        }
+        // One way: a node's bytes do not reach the others, or theirs do not reach it.
+        _ => {
+            let node = order[0];
+            let others = &order[1..];
+            if rng.chance(1, 2) {
+                (
+                    others.iter().map(|&o| (node, o)).collect(),
+                    format!("one way: {} does not reach {}", node + 1, name(others)),
+                )
+            } else {
+                (
+                    others.iter().map(|&o| (o, node)).collect(),
+                    format!("one way: {} do not reach {}", name(others), node + 1),
+                )
+            }
+        }
+    }
+}
+
 /// The faults in force now, for the progress line.
 pub fn current(events: &Events) -> String {
     let events = events.lock().expect("not poisoned");
     let now: Vec<String> = events
         .iter()
         .filter(|e| e.end_ms.is_none() && e.kind != "exit")
-        .map(|e| format!("{} {:?}", e.kind, e.nodes))
+        .map(|e| match e.kind.as_str() {
+            "partition" => format!("partition ({})", e.detail),
+            _ => format!("{} {:?}", e.kind, e.nodes),
+        })
         .collect();
     if now.is_empty() {
         "none".into()

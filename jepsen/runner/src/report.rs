@@ -162,13 +162,15 @@ pub fn summary(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
     let faults: Vec<&Event> = run.events.iter().filter(|e| e.kind != "exit").collect();
     let _ = writeln!(out, "faults: {}", faults.len());
     for e in &faults {
+        let what = match e.kind.as_str() {
+            "partition" => format!("partition: {}", e.detail),
+            _ => format!("{} node(s) {:?}", e.kind, e.nodes),
+        };
         let _ = writeln!(
             out,
-            "  {:>7.1}s-{:>7.1}s {} node(s) {:?}",
+            "  {:>7.1}s-{:>7.1}s {what}",
             s(e.start_ms),
             s(e.end_ms.unwrap_or(p.healed_ms)),
-            e.kind,
-            e.nodes
         );
     }
     for e in run.events.iter().filter(|e| e.kind == "exit") {

@@ -13,6 +13,7 @@ use oxbow_jepsen::history::{Delivery, History};
 use crate::cli::{NemesisKind, TestArgs};
 use crate::cluster::LocalCluster;
 use crate::nemesis::{self, Events, Nemesis};
+use crate::proxy::Grudge;
 use crate::report::{self, Phases};
 use crate::workload::{self, Clock, Stats};
 
@@ -97,11 +98,13 @@ async fn test(args: TestArgs) -> Result<bool, String> {
         )
     })?;
     let clock = Clock::start();
+    let grudge = args.nemesis.partitions().then(Grudge::default);
     let cluster = match (&args.cluster, &args.binary) {
         (Some(_), Some(binary)) => Some(Arc::new(Mutex::new(LocalCluster::start(
             binary,
             &out.join("nodes"),
             args.nodes,
+            grudge.as_ref(),
         )?))),
         (Some(_), None) => {
             return Err("--cluster local needs --binary PATH (or OXBOW_BIN): the oxbow binary to start, e.g. target/release/oxbow".into())
@@ -206,6 +209,7 @@ async fn test(args: TestArgs) -> Result<bool, String> {
                 events: events.clone(),
                 clock,
                 stop: stop_nemesis.clone(),
+                grudge: grudge.clone(),
             }
             .run(),
         )

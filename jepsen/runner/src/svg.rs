@@ -95,6 +95,10 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
                 "#b8c8f4",
                 x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
             ),
+            "partition" => (
+                "#f4e0a0",
+                x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
+            ),
             _ => (ANOMALY, 2.0),
         };
         let _ = writeln!(
@@ -109,10 +113,12 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
         );
         let _ = writeln!(
             svg,
-            r#"<text x="{start:.1}" y="{:.1}" font-size="9">{} {:?}</text>"#,
+            r#"<text x="{start:.1}" y="{:.1}" font-size="9">{}</text>"#,
             TOP - 4.0,
-            event.kind,
-            event.nodes
+            escape(&match event.kind.as_str() {
+                "partition" => event.detail.clone(),
+                _ => format!("{} {:?}", event.kind, event.nodes),
+            })
         );
     }
     // Rows and their labels.
@@ -234,10 +240,11 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
         (POLL, "poll"),
         ("#f4b8b8", "kill"),
         ("#b8c8f4", "pause"),
+        ("#f4e0a0", "partition"),
         (ANOMALY, "anomaly / node exit"),
     ];
     for (i, (colour, label)) in legend.iter().enumerate() {
-        let lx = LEFT + i as f64 * 120.0;
+        let lx = LEFT + i as f64 * 110.0;
         let ly = bottom + 35.0;
         let _ = writeln!(
             svg,

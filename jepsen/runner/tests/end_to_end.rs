@@ -1,6 +1,6 @@
 //! End to end: `oxbow-jepsen check` judges crafted history files (exit 1 on an invalid one),
-//! and `oxbow-jepsen test --cluster local` runs real `oxbow node` processes under the kill and
-//! pause nemeses and finds the runs valid and live after healing, with no process left behind.
+//! and `oxbow-jepsen test --cluster local` runs real `oxbow node` processes under the kill,
+//! pause and partition nemeses and finds the runs valid and live after healing, with no process left behind.
 //!
 //! The node binary is `OXBOW_BIN` when set, else this workspace's `oxbow`, built here with
 //! cargo (a no-op when it is fresh).
@@ -164,8 +164,9 @@ fn run_test(binary: &Path, nemesis: &str, seed: u64) {
 }
 
 #[test]
-fn kill_and_pause_runs_are_valid_and_live() {
+fn kill_pause_and_partition_runs_are_valid_and_live() {
     let binary = oxbow_binary();
     run_test(&binary, "kill", 1);
     run_test(&binary, "pause", 2);
+    run_test(&binary, "partition", 3);
 }
