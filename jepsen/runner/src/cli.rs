@@ -25,7 +25,7 @@ pub enum Command {
     /// Run a workload against a cluster under faults, heal, read everything back, check the
     /// history and write a report to --out: exits 0 when valid, 1 when anomalies were found,
     /// 2 when the run could not be carried out.
-    Test(TestArgs),
+    Test(Box<TestArgs>),
 }
 
 /// `check`'s arguments.
@@ -145,6 +145,10 @@ pub struct TestArgs {
     /// Keys the producers draw from.
     #[arg(long, default_value_t = 32)]
     pub keys: u64,
+    /// How long a send may take, retries included, before the producer gives it up (a short
+    /// one turns faults into indeterminate sends and new producer epochs, which tests more).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub delivery_timeout: Duration,
     /// How long the final read after healing may take before the run counts as not live.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub final_read_timeout: Duration,

@@ -29,6 +29,6 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Check(args) => check::run(&args),
-        cli::Command::Test(args) => run::run(args),
+        cli::Command::Test(args) => run::run(*args),
     }
 }

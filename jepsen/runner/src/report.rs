@@ -111,6 +111,7 @@ pub fn json(history: &History, verdict: &Verdict, run: &Run<'_>) -> Value {
         "producers": args.producers,
         "readers": args.readers,
         "rate": args.rate,
+        "delivery_timeout_ms": args.delivery_timeout.as_millis() as u64,
         "counts": counts(history),
         "checker": {
             "sent": verdict.sent,

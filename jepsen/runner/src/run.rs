@@ -191,6 +191,7 @@ async fn test(args: TestArgs) -> Result<bool, String> {
                 keys: args.keys,
                 interval_ms,
                 seed: args.seed,
+                delivery_timeout: args.delivery_timeout,
             },
             history.clone(),
             stats.clone(),

@@ -29,6 +29,8 @@ pub struct ProducerTask {
     pub interval_ms: u64,
     /// The run's seed.
     pub seed: u64,
+    /// The producer's delivery timeout.
+    pub delivery_timeout: Duration,
 }
 
 /// How a failed send is recorded: definite errors are fail, anything that may have been
@@ -60,7 +62,7 @@ pub async fn produce(
         acks: Acks::All,
         idempotent: task.kind == Delivery::Idempotent,
         linger: Duration::from_millis(2),
-        delivery_timeout: Duration::from_secs(15),
+        delivery_timeout: task.delivery_timeout,
         request_timeout_ms: 5_000,
         ..ProducerConfig::default()
     };
@@ -128,7 +130,7 @@ pub async fn produce(
         ))
         .await;
     }
-    let flushed = tokio::time::timeout(Duration::from_secs(45), async {
+    let flushed = tokio::time::timeout(task.delivery_timeout + Duration::from_secs(30), async {
         producer.flush().await;
         while let Some(result) = deliveries.join_next().await {
             if let Err(e) = result {
@@ -141,7 +143,10 @@ pub async fn produce(
     match flushed {
         Ok(result) => result,
         Err(_) => {
-            println!("producer {index}: sends still unresolved 45 s after the faults stopped (left pending)");
+            println!(
+                "producer {index}: sends still unresolved {:?} after the faults stopped (left pending)",
+                task.delivery_timeout + Duration::from_secs(30)
+            );
             Ok(())
         }
     }
