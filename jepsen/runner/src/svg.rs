@@ -13,7 +13,7 @@ use crate::report::Run;
 const WIDTH: f64 = 1400.0;
 const LEFT: f64 = 130.0;
 const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 52.0;
 const ROW: f64 = 22.0;
 
 /// Colours of the marks.
@@ -84,6 +84,7 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
     );
     // Fault bands under everything.
     let bottom = y(rows);
+    let mut label_end = [0.0f64; 2];
     for event in run.events {
         let start = x(event.start_ms);
         let (colour, width) = match event.kind.as_str() {
@@ -111,15 +112,19 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
                 event.kind, event.nodes, event.start_ms, event.end_ms, event.detail
             ))
         );
+        let label = match event.kind.as_str() {
+            "partition" => event.detail.clone(),
+            _ => format!("{} {:?}", event.kind, event.nodes),
+        };
+        // A label that would run into the previous one goes on the line above it.
+        let line = usize::from(start < label_end[0]);
         let _ = writeln!(
             svg,
             r#"<text x="{start:.1}" y="{:.1}" font-size="9">{}</text>"#,
-            TOP - 4.0,
-            escape(&match event.kind.as_str() {
-                "partition" => event.detail.clone(),
-                _ => format!("{} {:?}", event.kind, event.nodes),
-            })
+            TOP - 4.0 - 11.0 * line as f64,
+            escape(&label)
         );
+        label_end[line] = start + 5.0 * label.len() as f64;
     }
     // Rows and their labels.
     let mut labels = Vec::new();
@@ -260,6 +265,81 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeline_shows_operations_faults_and_anomalies() {
+        use crate::cli::{Cli, Command};
+        use crate::nemesis::Event;
+        use crate::report::Phases;
+        use clap::Parser;
+        use oxbow_jepsen::history::SendOp;
+        let Command::Test(args) = Cli::parse_from(["oxbow-jepsen", "test", "--out", "x"]).command
+        else {
+            unreachable!("a test command")
+        };
+        let mut history = History::default();
+        for (value, outcome) in [
+            (
+                1,
+                Outcome::Ok {
+                    partition: 0,
+                    offset: 0,
+                },
+            ),
+            (2, Outcome::Info("timed out".into())),
+        ] {
+            history.sends.insert(
+                value,
+                SendOp {
+                    producer: 0,
+                    kind: Delivery::Idempotent,
+                    key: 0,
+                    value,
+                    invoked_ms: 100 * value,
+                    outcome,
+                    completed_ms: 100 * value + 50,
+                    op: None,
+                },
+            );
+        }
+        let verdict = oxbow_jepsen::checker::check(&history);
+        let events = [
+            Event {
+                kind: "kill".into(),
+                nodes: vec![1],
+                start_ms: 100,
+                end_ms: Some(200),
+                detail: String::new(),
+            },
+            Event {
+                kind: "partition".into(),
+                nodes: vec![1, 2, 3],
+                start_ms: 110,
+                end_ms: Some(300),
+                detail: "isolated [2] from [1, 3]".into(),
+            },
+        ];
+        let run = Run {
+            args: &args,
+            target: "test",
+            topic: "t",
+            phases: Phases {
+                started_ms: 0,
+                faults_end_ms: 400,
+                healed_ms: 410,
+                final_read_start_ms: 420,
+                end_ms: 500,
+            },
+            events: &events,
+        };
+        let svg = timeline(&history, &verdict, &run);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert!(svg.contains("kill [1]") && svg.contains("isolated [2] from [1, 3]"));
+        assert!(svg.contains(OK) && svg.contains(INFO));
+        // Never finished: liveness, drawn in red; overlapping labels on two lines.
+        assert!(svg.contains("NOT LIVE"));
+        assert!(svg.contains(&format!("y=\"{:.1}\"", TOP - 15.0)));
+    }
 
     #[test]
     fn anomaly_times_are_found() {
