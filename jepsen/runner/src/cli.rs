@@ -139,6 +139,11 @@ pub struct TestArgs {
     /// Readers polling every partition (assigned) during the run.
     #[arg(long, default_value_t = 2)]
     pub readers: usize,
+    /// Members of a consumer group subscribed to the topic (Jepsen's `subscribe`), polling
+    /// and committing during the run and after healing, until they have read every
+    /// acknowledged write (0: none).
+    #[arg(long, default_value_t = 2)]
+    pub group_members: usize,
     /// Sends per second, all producers together.
     #[arg(long, default_value_t = 200)]
     pub rate: u64,

@@ -63,6 +63,10 @@ pub struct Counts {
     pub polled_records: u64,
     /// Records of the final read.
     pub final_read_records: u64,
+    /// Records the consumer group's members read.
+    pub group_records: u64,
+    /// The group's acknowledged offset commits.
+    pub group_commits: u64,
 }
 
 /// Counts `history`.
@@ -84,6 +88,8 @@ pub fn counts(history: &History) -> Counts {
     c.polls = history.polls.len() as u64;
     c.polled_records = history.polls.iter().map(|p| p.records.len() as u64).sum();
     c.final_read_records = history.reads.values().map(|r| r.len() as u64).sum();
+    c.group_records = history.group.deliveries.len() as u64;
+    c.group_commits = history.group.commits.len() as u64;
     c
 }
 
@@ -110,6 +116,7 @@ pub fn json(history: &History, verdict: &Verdict, run: &Run<'_>) -> Value {
         "replication": args.replication,
         "producers": args.producers,
         "readers": args.readers,
+        "group_members": args.group_members,
         "rate": args.rate,
         "delivery_timeout_ms": args.delivery_timeout.as_millis() as u64,
         "counts": counts(history),
@@ -157,8 +164,8 @@ pub fn summary(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
     );
     let _ = writeln!(
         out,
-        "reads: {} polls during the run ({} records); final read {} records",
-        c.polls, c.polled_records, c.final_read_records
+        "reads: {} polls during the run ({} records); final read {} records; consumer group {} records, {} commits",
+        c.polls, c.polled_records, c.final_read_records, c.group_records, c.group_commits
     );
     let faults: Vec<&Event> = run.events.iter().filter(|e| e.kind != "exit").collect();
     let _ = writeln!(out, "faults: {}", faults.len());

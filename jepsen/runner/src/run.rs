@@ -174,6 +174,22 @@ async fn test(args: TestArgs) -> Result<bool, String> {
             stop_readers.clone(),
         ));
     }
+    let stop_group = Arc::new(AtomicBool::new(false));
+    let mut members = tokio::task::JoinSet::new();
+    if args.group_members > 0 {
+        history.lock().expect("not poisoned").group.ran = true;
+    }
+    for member in 0..args.group_members {
+        members.spawn(workload::group_member(
+            member,
+            bootstrap.clone(),
+            format!("{topic}-group"),
+            topic.clone(),
+            history.clone(),
+            clock,
+            stop_group.clone(),
+        ));
+    }
     let mut producers = tokio::task::JoinSet::new();
     let interval_ms = (args.producers as u64 * 1000 / args.rate).max(1);
     for index in 0..args.producers {
@@ -258,6 +274,17 @@ async fn test(args: TestArgs) -> Result<bool, String> {
         args.final_read_timeout,
     )
     .await?;
+    if args.group_members > 0 {
+        let finished = history.lock().expect("not poisoned").finished;
+        // Without a finished final read there is nothing to hold the group to.
+        let caught_up =
+            finished && workload::wait_for_group(&history, args.final_read_timeout).await;
+        stop_group.store(true, Ordering::SeqCst);
+        while let Some(result) = members.join_next().await {
+            result.map_err(|e| format!("a group member task failed: {e}"))??;
+        }
+        history.lock().expect("not poisoned").group.finished = caught_up;
+    }
     let end_ms = clock.ms();
     stop_progress.store(true, Ordering::SeqCst);
     let _ = progress.await;

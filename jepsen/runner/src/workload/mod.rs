@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use oxbow_client::{Admin, Client, ClientConfig, NewTopic};
 
 mod final_read;
+mod group;
 mod producers;
 mod readers;
 
 pub use final_read::final_read;
+pub use group::{group_member, wait_for_group};
 pub use producers::{produce, ProducerTask};
 pub use readers::read_during_run;
 
