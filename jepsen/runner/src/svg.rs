@@ -1,6 +1,7 @@
-//! timeline.svg: time on the x axis, one row per process (producers, readers, the final read)
-//! with a mark per operation (ok, fail, info, pending; polls), shaded bands for the faults,
-//! lines for the phases, and red marks for anomaly examples whose time is known.
+//! timeline.svg: time on the x axis, one row per process (producers, readers, group members,
+//! the final read) with a mark per operation (ok, fail, info, pending; polls; offset commits),
+//! shaded bands for the faults, lines for the phases, and red marks for anomaly examples
+//! whose time is known.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -22,6 +23,7 @@ const FAIL: &str = "#e08a00";
 const INFO: &str = "#8a8a8a";
 const PENDING: &str = "#8e44ad";
 const POLL: &str = "#3060c0";
+const COMMIT: &str = "#20a0a0";
 const ANOMALY: &str = "#d01010";
 
 fn escape(text: &str) -> String {
@@ -59,7 +61,16 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
         .max()
         .unwrap_or(0)
         .max(run.args.readers);
-    let rows = producers + readers + 2;
+    // Group members: their offset commits (what they read carries no time).
+    let members = history
+        .group
+        .commits
+        .iter()
+        .map(|c| c.member + 1)
+        .max()
+        .unwrap_or(0);
+    let readers_and_members = readers + members;
+    let rows = producers + readers_and_members + 2;
     let height = TOP + rows as f64 * ROW + 70.0;
     let y = |row: usize| TOP + row as f64 * ROW;
     let mut svg = String::new();
@@ -143,6 +154,9 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
     for r in 0..readers {
         labels.push(format!("r{r} reader"));
     }
+    for m in 0..members {
+        labels.push(format!("g{m} group member"));
+    }
     labels.push("final read".into());
     labels.push("anomalies".into());
     for (row, label) in labels.iter().enumerate() {
@@ -167,13 +181,20 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
         };
         marks.insert((send.producer, x(at) as i64, colour));
     }
+    for commit in &history.group.commits {
+        marks.insert((
+            producers + readers + commit.member,
+            x(commit.at_ms) as i64,
+            COMMIT,
+        ));
+    }
     for poll in &history.polls {
         marks.insert((producers + poll.reader, x(poll.at_ms) as i64, POLL));
     }
     for (row, px, colour) in marks {
         // Failures and unknowns drawn over the oks of the same column: the row's upper half
         // for oks and polls, the lower half for the rest.
-        let (top, h) = if colour == OK || colour == POLL {
+        let (top, h) = if colour == OK || colour == POLL || colour == COMMIT {
             (y(row) + 3.0, ROW / 2.0 - 3.0)
         } else {
             (y(row) + ROW / 2.0, ROW / 2.0 - 3.0)
@@ -183,7 +204,7 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
             r#"<rect x="{px}" y="{top:.1}" width="1" height="{h:.1}" fill="{colour}"/>"#
         );
     }
-    let final_row = producers + readers;
+    let final_row = producers + readers_and_members;
     let _ = writeln!(
         svg,
         r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"#,
@@ -243,13 +264,14 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
         (INFO, "info"),
         (PENDING, "pending"),
         (POLL, "poll"),
+        (COMMIT, "group commit"),
         ("#f4b8b8", "kill"),
         ("#b8c8f4", "pause"),
         ("#f4e0a0", "partition"),
         (ANOMALY, "anomaly / node exit"),
     ];
     for (i, (colour, label)) in legend.iter().enumerate() {
-        let lx = LEFT + i as f64 * 110.0;
+        let lx = LEFT + i as f64 * 105.0;
         let ly = bottom + 35.0;
         let _ = writeln!(
             svg,
