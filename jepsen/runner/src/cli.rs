@@ -144,6 +144,10 @@ pub struct TestArgs {
     /// acknowledged write (0: none).
     #[arg(long, default_value_t = 2)]
     pub group_members: usize,
+    /// Seconds between crashes of a group member (dropped without leaving; a new member takes
+    /// its place), as `LOW..HIGH`, while the faults last; `0` for none.
+    #[arg(long, default_value = "10..20", value_parser = parse_range)]
+    pub member_crash_every: (u64, u64),
     /// Sends per second, all producers together.
     #[arg(long, default_value_t = 200)]
     pub rate: u64,

@@ -38,6 +38,8 @@ pub struct Run<'a> {
     pub phases: Phases,
     /// The nemesis's events.
     pub events: &'a [Event],
+    /// Group members that crashed (each replaced).
+    pub member_crashes: u64,
 }
 
 /// The counts of a history, per outcome and per producer kind.
@@ -117,6 +119,7 @@ pub fn json(history: &History, verdict: &Verdict, run: &Run<'_>) -> Value {
         "producers": args.producers,
         "readers": args.readers,
         "group_members": args.group_members,
+        "group_member_crashes": run.member_crashes,
         "rate": args.rate,
         "delivery_timeout_ms": args.delivery_timeout.as_millis() as u64,
         "counts": counts(history),
@@ -164,8 +167,8 @@ pub fn summary(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
     );
     let _ = writeln!(
         out,
-        "reads: {} polls during the run ({} records); final read {} records; consumer group {} records, {} commits",
-        c.polls, c.polled_records, c.final_read_records, c.group_records, c.group_commits
+        "reads: {} polls during the run ({} records); final read {} records; consumer group {} records, {} commits, {} member crashes",
+        c.polls, c.polled_records, c.final_read_records, c.group_records, c.group_commits, run.member_crashes
     );
     let faults: Vec<&Event> = run.events.iter().filter(|e| e.kind != "exit").collect();
     let _ = writeln!(out, "faults: {}", faults.len());

@@ -175,21 +175,21 @@ async fn test(args: TestArgs) -> Result<bool, String> {
         ));
     }
     let stop_group = Arc::new(AtomicBool::new(false));
-    let mut members = tokio::task::JoinSet::new();
-    if args.group_members > 0 {
+    let group = (args.group_members > 0).then(|| {
         history.lock().expect("not poisoned").group.ran = true;
-    }
-    for member in 0..args.group_members {
-        members.spawn(workload::group_member(
-            member,
-            bootstrap.clone(),
-            format!("{topic}-group"),
-            topic.clone(),
-            history.clone(),
+        tokio::spawn(workload::run_group(workload::Group {
+            bootstrap: bootstrap.clone(),
+            group: format!("{topic}-group"),
+            topic: topic.clone(),
+            members: args.group_members,
+            crash_every: (args.member_crash_every != (0, 0)).then_some(args.member_crash_every),
+            seed: args.seed,
+            history: history.clone(),
             clock,
-            stop_group.clone(),
-        ));
-    }
+            stop_crashes: stop_nemesis.clone(),
+            stop: stop_group.clone(),
+        }))
+    });
     let mut producers = tokio::task::JoinSet::new();
     let interval_ms = (args.producers as u64 * 1000 / args.rate).max(1);
     for index in 0..args.producers {
@@ -274,15 +274,16 @@ async fn test(args: TestArgs) -> Result<bool, String> {
         args.final_read_timeout,
     )
     .await?;
-    if args.group_members > 0 {
+    let mut member_crashes = 0;
+    if let Some(group) = group {
         let finished = history.lock().expect("not poisoned").finished;
         // Without a finished final read there is nothing to hold the group to.
         let caught_up =
             finished && workload::wait_for_group(&history, args.final_read_timeout).await;
         stop_group.store(true, Ordering::SeqCst);
-        while let Some(result) = members.join_next().await {
-            result.map_err(|e| format!("a group member task failed: {e}"))??;
-        }
+        member_crashes = group
+            .await
+            .map_err(|e| format!("the consumer group task failed: {e}"))??;
         history.lock().expect("not poisoned").group.finished = caught_up;
     }
     let end_ms = clock.ms();
@@ -305,6 +306,7 @@ async fn test(args: TestArgs) -> Result<bool, String> {
         topic: &topic,
         phases,
         events: &events,
+        member_crashes,
     };
     write_outputs(&out, &history, &verdict, &run)?;
     println!();

@@ -353,6 +353,7 @@ mod tests {
                 end_ms: 500,
             },
             events: &events,
+            member_crashes: 0,
         };
         let svg = timeline(&history, &verdict, &run);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));

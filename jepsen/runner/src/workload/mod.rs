@@ -14,7 +14,7 @@ mod producers;
 mod readers;
 
 pub use final_read::final_read;
-pub use group::{group_member, wait_for_group};
+pub use group::{run_group, wait_for_group, Group};
 pub use producers::{produce, ProducerTask};
 pub use readers::read_during_run;
 
