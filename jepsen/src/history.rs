@@ -59,7 +59,7 @@ pub struct SendOp {
 }
 
 /// One poll of a reader during the run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Poll {
     /// The reader (process).
     pub reader: usize,
@@ -74,10 +74,15 @@ pub struct Poll {
     /// offset (`auto.offset.reset=earliest`), each with the position it left. The reset came
     /// before any of the partition's records in `records`.
     pub resets: Vec<(i32, i64)>,
+    /// Whether the reader was assigned partitions anew or subscribed (Jepsen's `:assign`,
+    /// `:subscribe`, or a group rebalance) before this poll: its position in every partition
+    /// may then be anywhere, so this poll's first record of each partition is not judged
+    /// against what the reader read before (within the poll, records still are).
+    pub repositioned: bool,
 }
 
 /// A DeleteRecords call: a partition's log start offset asked to move up.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrimOp {
     /// Partition.
     pub partition: i32,
@@ -142,7 +147,9 @@ pub struct History {
     pub group: GroupHistory,
     /// Every send, by value.
     pub sends: BTreeMap<u64, SendOp>,
-    /// Every non-empty poll of the readers that run alongside the producers.
+    /// The polls of the readers that run alongside the producers: every non-empty one, in the
+    /// order they returned (empty ones may be left out; recorded, they count in the realtime
+    /// lag).
     pub polls: Vec<Poll>,
     /// The final read: per partition, (offset, value) in read order, from where the final
     /// read began (`final_starts`).
@@ -161,4 +168,7 @@ pub struct History {
     pub retention: bool,
     /// Set when the client finished its final read.
     pub finished: bool,
+    /// Whether offsets may have holes (transaction markers, as in Jepsen's histories with
+    /// transactions): the final read must then only go up, not take every offset.
+    pub sparse_offsets: bool,
 }

@@ -8,11 +8,12 @@
 //! offsets) and a checker of exactly-once. The simulator's turmoil world (`oxbow-sim`) records
 //! histories and checks them here; this crate depends on nothing of oxbow's, so it can check
 //! histories from real clusters too. [`jsonl`] writes and reads histories as history files
-//! (JSON Lines, `docs/jepsen.md`).
+//! (JSON Lines, `docs/jepsen.md`); [`edn`] reads the EDN histories of Jepsen's own Kafka test.
 
 #![deny(missing_docs)]
 
 pub mod checker;
+pub mod edn;
 pub mod history;
 pub mod jsonl;
 pub mod txn;

@@ -43,7 +43,14 @@ pub fn run(args: &CheckArgs) -> ExitCode {
                 verdict.records_read,
                 if history.finished { "" } else { " (never finished)" }
             );
-            (verdict.is_valid(), verdict.lines(), counts)
+            let mut lines = verdict.lines();
+            lines.extend(
+                verdict
+                    .measures()
+                    .into_iter()
+                    .map(|m| format!("measured: {m}")),
+            );
+            (verdict.is_valid(), lines, counts)
         }
         AnyHistory::Txn(history) => {
             let verdict = oxbow_jepsen::txn::check(history);

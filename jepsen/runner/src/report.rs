@@ -131,6 +131,7 @@ pub fn json(history: &History, verdict: &Verdict, run: &Run<'_>) -> Value {
             "records_read": verdict.records_read,
         },
         "anomalies": anomalies,
+        "checker_report": oxbow_jepsen::checker::report_json(verdict),
         "phases": run.phases,
         "nemesis_events": run.events,
     })
@@ -202,6 +203,9 @@ pub fn summary(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
             "NOT LIVE: the final read did not catch up before its deadline"
         }
     );
+    for line in verdict.measures() {
+        let _ = writeln!(out, "measured: {line}");
+    }
     if verdict.is_valid() {
         let _ = writeln!(out, "verdict: valid (no anomalies)");
     } else {

@@ -97,6 +97,9 @@ pub(crate) struct Header {
     /// Queue workload: whether the topic has retention.
     #[serde(default, skip_serializing_if = "is_false")]
     pub retention: bool,
+    /// Queue workload: whether offsets may have holes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sparse_offsets: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -250,6 +253,7 @@ pub(crate) fn write_header(
     out: &mut impl Write,
     workload: &str,
     retention: bool,
+    sparse_offsets: bool,
 ) -> io::Result<()> {
     write_line(
         out,
@@ -258,6 +262,7 @@ pub(crate) fn write_header(
             version: VERSION,
             workload: workload.into(),
             retention,
+            sparse_offsets,
         },
     )
 }

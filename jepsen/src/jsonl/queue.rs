@@ -80,8 +80,8 @@ struct SendLine {
     error: Option<String>,
 }
 
-/// `poll`: optionally invoked; `ok` with the records as `[partition, offset, value]` and the
-/// resets as `[partition, position left]`.
+/// `poll`: optionally invoked; `ok` with the records as `[partition, offset, value]`, the
+/// resets as `[partition, position left]`, and whether the reader was repositioned.
 #[derive(Debug, Serialize, Deserialize)]
 struct PollLine {
     #[serde(rename = "type")]
@@ -93,6 +93,8 @@ struct PollLine {
     value: Vec<(i32, i64, u64)>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     resets: Vec<(i32, i64)>,
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    repositioned: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -201,7 +203,7 @@ enum Line<'h> {
 
 /// Writes `history` as a history file (`"workload":"queue"`).
 pub fn write_history(history: &History, out: &mut impl Write) -> io::Result<()> {
-    write_header(out, "queue", history.retention)?;
+    write_header(out, "queue", history.retention, history.sparse_offsets)?;
     let mut timed: Vec<Timed<Line<'_>>> = Vec::new();
     for send in history.sends.values() {
         let invoke = SendLine {
@@ -263,6 +265,7 @@ pub fn write_history(history: &History, out: &mut impl Write) -> io::Result<()> 
                     time: invoked,
                     value: Vec::new(),
                     resets: Vec::new(),
+                    repositioned: false,
                 }),
             });
         }
@@ -276,6 +279,7 @@ pub fn write_history(history: &History, out: &mut impl Write) -> io::Result<()> 
                 time: poll.at_ms,
                 value: poll.records.clone(),
                 resets: poll.resets.clone(),
+                repositioned: poll.repositioned,
             }),
         });
     }
@@ -437,6 +441,7 @@ pub(crate) fn read_body(
 ) -> Result<History, FormatError> {
     let mut history = History {
         retention: header.retention,
+        sparse_offsets: header.sparse_offsets,
         ..History::default()
     };
     // Open polls per reader, open DeleteRecords calls per (partition, offset): invocation times.
@@ -512,6 +517,7 @@ pub(crate) fn read_body(
                         at_ms: line.time,
                         records: line.value,
                         resets: line.resets,
+                        repositioned: line.repositioned,
                     }),
                     // A failed poll returned nothing: it only closes its invocation.
                     Kind::Fail | Kind::Info => {

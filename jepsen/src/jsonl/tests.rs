@@ -143,6 +143,7 @@ fn full_history() -> History {
                 at_ms: 4,
                 records: vec![(0, 0, 1), (1, 0, 2)],
                 resets: Vec::new(),
+                repositioned: false,
             },
             Poll {
                 reader: 4,
@@ -150,6 +151,7 @@ fn full_history() -> History {
                 at_ms: 5,
                 records: Vec::new(),
                 resets: vec![(0, 0)],
+                repositioned: true,
             },
             Poll {
                 reader: 3,
@@ -157,6 +159,7 @@ fn full_history() -> History {
                 at_ms: 8,
                 records: vec![(0, 1, 6)],
                 resets: vec![(1, 3)],
+                repositioned: false,
             },
         ],
         reads: BTreeMap::from([(0, vec![(0, 1), (1, 6)]), (1, vec![(0, 2)])]),
@@ -180,6 +183,7 @@ fn full_history() -> History {
         ],
         retention: true,
         finished: true,
+        sparse_offsets: true,
     }
 }
 
@@ -296,7 +300,9 @@ fn lines_are_in_time_order_with_the_header_first() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some(r#"{"format":"oxbow-jepsen","version":1,"workload":"queue","retention":true}"#)
+        Some(
+            r#"{"format":"oxbow-jepsen","version":1,"workload":"queue","retention":true,"sparse_offsets":true}"#
+        )
     );
     let times: Vec<u64> = lines
         .filter_map(|l| {
@@ -416,6 +422,7 @@ prop_compose! {
             at_ms,
             records,
             resets,
+            repositioned: false,
         }).collect();
         polls.sort_by_key(|p| p.at_ms);
         let mut last: BTreeMap<usize, u64> = BTreeMap::new();
@@ -457,6 +464,7 @@ prop_compose! {
             trims,
             retention: flags[2],
             finished: flags[3],
+            sparse_offsets: flags[0] && flags[3],
         }
     }
 }
@@ -469,5 +477,91 @@ proptest! {
         prop_assert_eq!(back.as_ref(), Ok(&h), "{}", text);
         let back = back.expect("checked");
         prop_assert_eq!(format!("{:?}", check(&back)), format!("{:?}", check(&h)));
+    }
+}
+
+prop_compose! {
+    fn arb_txn_op()(
+        invoked_ms in 0u64..100,
+        took in 0u64..20,
+        consumed in proptest::collection::vec((0i32..3, 0i64..50, 0u64..30), 0..3),
+        produced in proptest::collection::vec((0i32..3, 0u64..30, 0u32..2, 0u64..1000), 0..3),
+        offsets in proptest::collection::btree_map(0i32..3, 0i64..50, 0..3),
+        commit_sent in proptest::option::of(0u64..20),
+        outcome in 0u8..4,
+    ) -> TxnOp {
+        let mut op = TxnOp::new(invoked_ms);
+        for (partition, offset, input) in consumed {
+            op = op.consume(partition, offset, InputId(input));
+        }
+        for (partition, input, copy, value) in produced {
+            op = op.produce(partition, InputId(input), copy, value);
+        }
+        op.offsets = offsets;
+        op.commit_sent_ms = commit_sent.map(|d| invoked_ms + d);
+        let outcome = match outcome {
+            0 => TxnOutcome::Committed,
+            1 => TxnOutcome::Aborted,
+            2 => TxnOutcome::Indeterminate,
+            _ => TxnOutcome::Fenced,
+        };
+        op.ended(outcome, invoked_ms + took)
+    }
+}
+
+prop_compose! {
+    fn arb_txn_history()(
+        instances in proptest::collection::vec((0u64..50, 0u64..5, 0u8..2), 0..4),
+        txns in proptest::collection::vec((0u32..4, arb_txn_op()), 0..8),
+        polls in proptest::collection::vec(
+            (0usize..3, any::<bool>(), 0u64..100,
+             proptest::collection::vec((0i32..3, 0i64..50, 0u64..1000), 0..4),
+             proptest::collection::btree_map(0i32..3, (proptest::option::of(0i64..50), proptest::option::of(0i64..50)), 0..2)),
+            0..5),
+        fetches in proptest::collection::vec(
+            (0u64..10, 0u64..5, proptest::collection::btree_map(0i32..3, 0i64..50, 0..3)),
+            0..4),
+        partitions in proptest::collection::btree_map(0i32..3, proptest::collection::vec((0i64..50, 0u64..1000), 0..4), 0..3),
+        final_ms in 0u64..200,
+        finished in any::<bool>(),
+    ) -> TxnHistory {
+        let mut h = TxnHistory::default();
+        for (i, (invoked, took, id)) in instances.into_iter().enumerate() {
+            h.instance(InstanceId(i as u32), &format!("t-{id}"), invoked, invoked + took);
+        }
+        for (number, (instance, op)) in txns.into_iter().enumerate() {
+            h.txn(InstanceId(instance), number as u32, op);
+        }
+        for (reader, committed, at_ms, records, bounds) in polls {
+            let isolation = if committed { Isolation::ReadCommitted } else { Isolation::ReadUncommitted };
+            h.poll(reader, isolation, at_ms, records);
+            h.polls.last_mut().expect("just added").bounds = bounds
+                .into_iter()
+                .map(|(p, (last_stable, high_watermark))| (p, txn::Bounds { last_stable, high_watermark }))
+                .collect();
+        }
+        h.polls.sort_by_key(|p| p.at_ms);
+        // One OffsetFetch after the other.
+        let mut free = 0;
+        for (gap, took, offsets) in fetches {
+            let invoked = free + gap;
+            h.offset_fetches.push(txn::OffsetFetch { invoked_ms: invoked, completed_ms: invoked + took, offsets });
+            free = invoked + took;
+        }
+        h.final_read.partitions = partitions;
+        h.final_read.completed_ms = final_ms;
+        h.final_read.finished = finished;
+        h
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_txn_history_in_time_order_reads_back_the_same(h in arb_txn_history()) {
+        let text = written_txn(&h);
+        let back = read_txn_history(text.as_bytes());
+        prop_assert_eq!(back.as_ref(), Ok(&h), "{}", text);
+        let back = back.expect("checked");
+        prop_assert_eq!(format!("{:?}", txn::check(&back)), format!("{:?}", txn::check(&h)));
     }
 }

@@ -63,6 +63,7 @@ pub(super) async fn read_during_run(
                 at_ms,
                 records,
                 resets,
+                repositioned: false,
             });
         }
         if failed {

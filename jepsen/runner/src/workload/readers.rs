@@ -54,6 +54,7 @@ pub async fn read_during_run(
             history.lock().expect("not poisoned").polls.push(Poll {
                 reader,
                 invoked_ms: Some(invoked_ms),
+                repositioned: false,
                 at_ms,
                 records,
                 resets,

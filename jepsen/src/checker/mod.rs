@@ -1,8 +1,23 @@
-//! The checker: each anomaly class with a count and up to a few examples.
+//! The checker: each anomaly class with a count and up to a few examples, and the figures
+//! Jepsen measures beside them (int-send-skips, how many times each value was consumed,
+//! realtime lag).
+//!
+//! A partition's order is judged as Jepsen does: by the *dense index* of each offset among
+//! every offset known to hold a record (the final read, acknowledged sends, polls, the
+//! group's reads), since offsets may be sparse (transaction markers). [`order`] builds it;
+//! [`polls`] judges the readers' polls (between polls and within one) and measures; [`sends`]
+//! judges the order of each producer's sends; [`report`] renders a verdict as JSON.
+
+mod order;
+mod polls;
+pub mod report;
+mod sends;
 
 use std::collections::BTreeMap;
 
 use crate::history::{Delivery, History, Outcome};
+use order::Orders;
+pub use report::{report_json, txn_report_json};
 
 /// Examples kept per anomaly class.
 pub(crate) const EXAMPLES: usize = 3;
@@ -30,6 +45,15 @@ pub enum Anomaly {
     PollSkip,
     /// A reader went back to offsets it had read.
     NonmonotonicPoll,
+    /// Within one poll, consecutive records of one partition skipped records of the
+    /// partition's order (dense index delta above 1: Jepsen's int-poll-skip).
+    IntPollSkip,
+    /// Within one poll, consecutive records of one partition went back or repeated (dense
+    /// index delta below 1: Jepsen's int-nonmonotonic-poll).
+    IntNonmonotonicPoll,
+    /// The sends of one operation of a producer (`SendOp::op`) landed in a partition out of
+    /// their send order (Jepsen's int-nonmonotonic-send).
+    IntNonmonotonicSend,
     /// The final read never finished.
     Liveness,
     /// A consumer group's committed offset of a partition went back (in generation order).
@@ -62,6 +86,9 @@ impl Anomaly {
             Self::InconsistentOffset => "inconsistent offset",
             Self::PollSkip => "poll skip",
             Self::NonmonotonicPoll => "nonmonotonic poll",
+            Self::IntPollSkip => "skip within a poll",
+            Self::IntNonmonotonicPoll => "went back within a poll",
+            Self::IntNonmonotonicSend => "sends of one operation out of order",
             Self::Liveness => "liveness",
             Self::CommittedOffsetBackwards => "committed offset went backwards",
             Self::GroupDoubleDelivery => "record read by two members in one generation",
@@ -93,6 +120,40 @@ pub struct Verdict {
     /// Acknowledged writes below the final read's log start offset, gone by DeleteRecords
     /// or retention (allowed).
     pub trimmed: u64,
+    /// Consecutive sends of one operation to one partition with other records between them
+    /// (Jepsen's int-send-skip: information, since Kafka allows it).
+    pub int_send_skips: u64,
+    /// A few of them.
+    pub int_send_skip_examples: Vec<String>,
+    /// How many times one reader polled one value: times → how many (reader, value) pairs.
+    /// All 1 when no reader read a record twice.
+    pub reader_consume_counts: BTreeMap<u64, u64>,
+    /// How many times the consumer group's members read one value, over all generations:
+    /// times → how many values (Jepsen's consume-counts; 1 for exactly-once consumption, more
+    /// after rebalances under at-least-once).
+    pub group_consume_counts: BTreeMap<u64, u64>,
+    /// Realtime lag of the readers' polls.
+    pub realtime_lag: Lag,
+}
+
+/// Realtime lag, as Jepsen measures it: after each poll, for each partition its reader has
+/// read (since it was last repositioned), how long before the poll the highest record the
+/// reader had read of that partition had stopped being the partition's tail, that is since
+/// some later record of the partition's order was known written (acknowledged, or returned by
+/// a poll). Zero while it was the tail. Measured from the poll's invocation when recorded,
+/// else from its return (which may overstate it by the poll's own duration).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// Samples (polls × partitions their readers had read).
+    pub samples: u64,
+    /// The largest lag (ms).
+    pub max_ms: u64,
+    /// The median (nearest rank, ms).
+    pub p50_ms: u64,
+    /// The 99th percentile (nearest rank, ms).
+    pub p99_ms: u64,
+    /// Where the largest lag was seen.
+    pub worst: Option<String>,
 }
 
 impl Verdict {
@@ -269,7 +330,12 @@ pub fn check(history: &History) -> Verdict {
                 }
                 continue;
             }
-            if *offset != expected {
+            let out_of_place = if history.sparse_offsets {
+                *offset < expected
+            } else {
+                *offset != expected
+            };
+            if out_of_place {
                 verdict.report(Anomaly::PollSkip, || {
                     format!(
                         "final read of partition {partition}: offset {offset} after {}",
@@ -311,7 +377,7 @@ pub fn check(history: &History) -> Verdict {
                             )
                         });
                     }
-                } else if !reads.contains(&(*partition, *offset)) {
+                } else if *offset >= 0 && !reads.contains(&(*partition, *offset)) {
                     if send.kind == Delivery::LeaderOnly {
                         // The acknowledged copy was lost with its leader; an earlier attempt's
                         // copy (a retry after no answer) survived elsewhere: allowed for acks=1.
@@ -350,93 +416,10 @@ pub fn check(history: &History) -> Verdict {
             verdict.report(Anomaly::Phantom, || format!("value {value}"));
         }
     }
-    // An idempotent producer's records of one partition are in send order (values grow in
-    // send order).
-    let mut last: BTreeMap<(usize, i32), (u64, i64)> = BTreeMap::new();
-    for send in history.sends.values() {
-        if send.kind != Delivery::Idempotent {
-            continue;
-        }
-        let Some(&(partition, offset)) = read_at.get(&send.value).and_then(|r| r.first()) else {
-            continue;
-        };
-        if let Some((previous, previous_offset)) =
-            last.insert((send.producer, partition), (send.value, offset))
-        {
-            if previous_offset > offset {
-                verdict.report(Anomaly::NonmonotonicSend, || {
-                    format!(
-                        "producer {} sent {previous} before {}, read at {partition}@{previous_offset} and @{offset}",
-                        send.producer, send.value
-                    )
-                });
-            }
-        }
-    }
-    // Polls during the run: each reader moves through each partition one offset at a time, and
-    // everything it read is in the final log at the same offset.
-    let final_log: BTreeMap<(i32, i64), u64> = history
-        .reads
-        .iter()
-        .flat_map(|(p, reads)| reads.iter().map(move |(o, v)| ((*p, *o), *v)))
-        .collect();
-    let mut next: BTreeMap<(usize, i32), i64> = BTreeMap::new();
-    let mut reset: BTreeMap<(usize, i32), i64> = BTreeMap::new();
-    for poll in &history.polls {
-        for &(partition, from) in &poll.resets {
-            reset.insert((poll.reader, partition), from);
-        }
-        for &(partition, offset, value) in &poll.records {
-            let start = start_of(history, partition);
-            if history.finished && offset >= start {
-                match final_log.get(&(partition, offset)) {
-                    Some(v) if *v == value => {}
-                    Some(v) => verdict.report(Anomaly::InconsistentOffset, || {
-                        format!(
-                            "reader {} read {value} at {partition}@{offset} at {} ms; the final log has {v}",
-                            poll.reader, poll.at_ms
-                        )
-                    }),
-                    None => verdict.report(Anomaly::InconsistentOffset, || {
-                        format!(
-                            "reader {} read {value} at {partition}@{offset} at {} ms; the final log ends before it",
-                            poll.reader, poll.at_ms
-                        )
-                    }),
-                }
-            }
-            let expected = next.entry((poll.reader, partition)).or_insert(0);
-            let previous = *expected - 1;
-            let was_reset = reset.remove(&(poll.reader, partition)).is_some();
-            if was_reset && offset > *expected {
-                // Reset to the log start offset: it may lie ahead, never past where the
-                // final read began (the log start only moves up).
-                if history.finished && offset > start {
-                    verdict.report(Anomaly::LogStartWentBack, || {
-                        format!(
-                            "reader {} reset from {partition}@{previous} to @{offset} at {} ms; the final read began at @{start}",
-                            poll.reader, poll.at_ms
-                        )
-                    });
-                }
-            } else if offset > *expected {
-                verdict.report(Anomaly::PollSkip, || {
-                    format!(
-                        "reader {} jumped from {partition}@{previous} to @{offset} at {} ms",
-                        poll.reader, poll.at_ms
-                    )
-                });
-            } else if offset < *expected {
-                verdict.report(Anomaly::NonmonotonicPoll, || {
-                    format!(
-                        "reader {} went back from {partition}@{previous} to @{offset} at {} ms",
-                        poll.reader, poll.at_ms
-                    )
-                });
-            }
-            *expected = offset + 1;
-        }
-    }
+    let orders = Orders::of(history);
+    sends::check_send_order(history, &orders, &read_at, &mut verdict);
+    polls::check_polls(history, &orders, &mut verdict);
+    polls::measure(history, &orders, &mut verdict);
     if !history.finished {
         verdict.report(Anomaly::Liveness, || {
             "the client never finished its final read".into()
@@ -446,288 +429,6 @@ pub fn check(history: &History) -> Verdict {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::history::{GroupCommit, GroupDelivery, GroupHistory, Poll, SendOp, TrimOp};
-
-    fn send(value: u64, kind: Delivery, outcome: Outcome) -> SendOp {
-        SendOp {
-            producer: 0,
-            kind,
-            key: 0,
-            value,
-            invoked_ms: 0,
-            outcome,
-            completed_ms: 1,
-            op: None,
-        }
-    }
-
-    fn ok(partition: i32, offset: i64) -> Outcome {
-        Outcome::Ok { partition, offset }
-    }
-
-    fn history(sends: Vec<SendOp>, reads: Vec<(i64, u64)>) -> History {
-        History {
-            sends: sends.into_iter().map(|s| (s.value, s)).collect(),
-            polls: Vec::new(),
-            reads: BTreeMap::from([(0, reads)]),
-            finished: true,
-            ..History::default()
-        }
-    }
-
-    fn delivery(member: usize, generation: i32, offset: i64, value: u64) -> GroupDelivery {
-        GroupDelivery {
-            member,
-            generation,
-            partition: 0,
-            offset,
-            value,
-        }
-    }
-
-    fn commit(member: usize, generation: i32, offset: i64, at_ms: u64) -> GroupCommit {
-        GroupCommit {
-            member,
-            generation,
-            partition: 0,
-            offset,
-            at_ms,
-        }
-    }
-
-    #[test]
-    fn group_anomalies_are_found() {
-        let sends = vec![
-            send(1, Delivery::Idempotent, ok(0, 0)),
-            send(2, Delivery::Idempotent, ok(0, 1)),
-            send(3, Delivery::LeaderOnly, ok(0, 2)),
-        ];
-        let mut h = history(sends, vec![(0, 1), (1, 2), (2, 3)]);
-        h.group = GroupHistory {
-            ran: true,
-            // Rereading after a rebalance is fine; two members in one generation are not.
-            deliveries: vec![
-                delivery(0, 1, 0, 1),
-                delivery(1, 2, 0, 1),
-                delivery(2, 2, 0, 1),
-            ],
-            commits: vec![
-                commit(0, 1, 1, 10),
-                commit(1, 2, 0, 20),
-                commit(1, 2, 1, 30),
-            ],
-            finished: true,
-        };
-        let verdict = check(&h);
-        assert_eq!(
-            classes(&verdict),
-            vec![
-                Anomaly::CommittedOffsetBackwards,
-                Anomaly::GroupDoubleDelivery,
-                Anomaly::NeverDeliveredToGroup
-            ],
-            "{:?}",
-            verdict.lines()
-        );
-        assert_eq!(
-            verdict.anomalies[&Anomaly::NeverDeliveredToGroup].0,
-            1,
-            "acks=1 may be lost"
-        );
-        h.group.finished = false;
-        assert!(classes(&check(&h)).contains(&Anomaly::GroupLiveness));
-    }
-
-    fn classes(verdict: &Verdict) -> Vec<Anomaly> {
-        verdict.anomalies.keys().copied().collect()
-    }
-
-    #[test]
-    fn a_clean_history_is_valid() {
-        let h = history(
-            vec![
-                send(1, Delivery::Idempotent, ok(0, 0)),
-                send(2, Delivery::Idempotent, ok(0, 1)),
-                send(3, Delivery::AtLeastOnce, Outcome::Info("timeout".into())),
-            ],
-            vec![(0, 1), (1, 2)],
-        );
-        let verdict = check(&h);
-        assert!(verdict.is_valid(), "{:?}", verdict.lines());
-        assert_eq!((verdict.acknowledged, verdict.indeterminate), (2, 1));
-    }
-
-    #[test]
-    fn an_acks_1_write_may_survive_only_as_an_earlier_attempt() {
-        // Acknowledged at 1 by a leader that then lost it; the first attempt (no answer,
-        // retried) survived at 0. Found by the turmoil world, seed 20.
-        let h = history(vec![send(7, Delivery::LeaderOnly, ok(0, 1))], vec![(0, 7)]);
-        let verdict = check(&h);
-        assert!(verdict.is_valid(), "{:?}", verdict.lines());
-        assert_eq!(verdict.lost_leader_only, 1);
-        let h = history(vec![send(7, Delivery::AtLeastOnce, ok(0, 1))], vec![(0, 7)]);
-        assert_eq!(classes(&check(&h)), vec![Anomaly::OffsetMismatch]);
-    }
-
-    #[test]
-    fn each_anomaly_is_named() {
-        let h = history(
-            vec![
-                send(1, Delivery::Idempotent, ok(0, 0)),
-                send(2, Delivery::Idempotent, ok(0, 5)),
-                send(3, Delivery::AtLeastOnce, ok(0, 9)),
-                send(4, Delivery::Idempotent, Outcome::Fail("refused".into())),
-                send(5, Delivery::LeaderOnly, ok(0, 7)),
-                send(6, Delivery::Idempotent, Outcome::Pending),
-            ],
-            // 2 read twice and below 1; 4 failed yet read; 99 nobody sent; 3 never read.
-            vec![(0, 2), (1, 1), (2, 2), (3, 4), (4, 99)],
-        );
-        let verdict = check(&h);
-        assert_eq!(
-            classes(&verdict),
-            vec![
-                Anomaly::LostWrite,
-                Anomaly::OffsetMismatch,
-                Anomaly::Duplicate,
-                Anomaly::ReadOfFailedSend,
-                Anomaly::Phantom,
-                Anomaly::UnresolvedSend,
-                Anomaly::NonmonotonicSend,
-            ]
-        );
-        assert_eq!(
-            verdict.lost_leader_only, 1,
-            "a lost acks=1 write is allowed"
-        );
-        assert_eq!(verdict.anomalies[&Anomaly::OffsetMismatch].0, 2);
-    }
-
-    #[test]
-    fn reads_during_the_run_must_agree_with_the_final_log_and_move_forward() {
-        let mut h = history(
-            vec![
-                send(1, Delivery::Idempotent, ok(0, 0)),
-                send(2, Delivery::Idempotent, ok(0, 1)),
-            ],
-            vec![(0, 1), (1, 2)],
-        );
-        h.polls = vec![
-            Poll {
-                invoked_ms: None,
-                reader: 0,
-                at_ms: 5,
-                records: vec![(0, 0, 1), (0, 1, 7)],
-                resets: Vec::new(),
-            },
-            Poll {
-                invoked_ms: None,
-                reader: 0,
-                at_ms: 6,
-                records: vec![(0, 0, 1)],
-                resets: Vec::new(),
-            },
-            Poll {
-                invoked_ms: None,
-                reader: 1,
-                at_ms: 6,
-                records: vec![(0, 1, 2)],
-                resets: Vec::new(),
-            },
-        ];
-        let verdict = check(&h);
-        assert_eq!(
-            classes(&verdict),
-            vec![
-                Anomaly::InconsistentOffset,
-                Anomaly::PollSkip,
-                Anomaly::NonmonotonicPoll
-            ]
-        );
-        h.finished = false;
-        assert!(check(&h).anomalies.contains_key(&Anomaly::Liveness));
-    }
-
-    fn trim(offset: Option<i64>, low_watermark: Option<i64>) -> TrimOp {
-        TrimOp {
-            partition: 0,
-            offset,
-            invoked_ms: 1,
-            completed_ms: 2,
-            low_watermark,
-        }
-    }
-
-    #[test]
-    fn records_below_the_log_start_may_be_gone_and_only_there() {
-        // Four writes; DeleteRecords moved the log start to 2; a reader read 0, was reset from
-        // 1 (below the log start) to 2, and the final read holds 2 and 3.
-        let sends = vec![
-            send(1, Delivery::Idempotent, ok(0, 0)),
-            send(2, Delivery::Idempotent, ok(0, 1)),
-            send(3, Delivery::Idempotent, ok(0, 2)),
-            send(4, Delivery::Idempotent, ok(0, 3)),
-        ];
-        let mut h = history(sends, vec![(2, 3), (3, 4)]);
-        h.final_starts = BTreeMap::from([(0, 2)]);
-        h.trims = vec![trim(Some(2), Some(2))];
-        h.polls = vec![
-            Poll {
-                invoked_ms: None,
-                reader: 0,
-                at_ms: 1,
-                records: vec![(0, 0, 1)],
-                resets: Vec::new(),
-            },
-            Poll {
-                invoked_ms: None,
-                reader: 0,
-                at_ms: 3,
-                records: vec![(0, 2, 3)],
-                resets: vec![(0, 1)],
-            },
-        ];
-        let verdict = check(&h);
-        assert!(verdict.is_valid(), "{:?}", verdict.lines());
-        assert_eq!(verdict.trimmed, 2);
-
-        // The same jump without a reset is a skip.
-        let mut skipped = h.polls.clone();
-        skipped[1].resets.clear();
-        let mut g = history(h.sends.values().cloned().collect(), vec![(2, 3), (3, 4)]);
-        g.final_starts = h.final_starts.clone();
-        g.trims = h.trims.clone();
-        g.polls = skipped;
-        assert_eq!(classes(&check(&g)), vec![Anomaly::PollSkip]);
-
-        // The final read began below the acknowledged log start: it went back.
-        let mut back = history(
-            h.sends.values().cloned().collect(),
-            vec![(1, 2), (2, 3), (3, 4)],
-        );
-        back.final_starts = BTreeMap::from([(0, 1)]);
-        back.trims = h.trims.clone();
-        back.polls = h.polls.clone();
-        assert_eq!(
-            classes(&check(&back)),
-            vec![Anomaly::LogStartWentBack],
-            "{:?}",
-            check(&back).lines()
-        );
-
-        // Records gone above every offset DeleteRecords asked for: unasked, unless retention
-        // may have moved it.
-        let mut unasked = history(h.sends.values().cloned().collect(), vec![(3, 4)]);
-        unasked.final_starts = BTreeMap::from([(0, 3)]);
-        unasked.trims = vec![trim(Some(2), Some(2))];
-        assert_eq!(classes(&check(&unasked)), vec![Anomaly::LogStartUnasked]);
-        unasked.retention = true;
-        assert!(check(&unasked).is_valid());
-        // A call whose outcome is unknown may have moved it as far as it asked (-1: the end).
-        unasked.retention = false;
-        unasked.trims.push(trim(None, None));
-        assert!(check(&unasked).is_valid());
-    }
-}
+mod class_tests;
+#[cfg(test)]
+mod tests;
