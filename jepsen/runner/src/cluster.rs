@@ -1,0 +1,324 @@
+//! A local cluster of real `oxbow node` processes on 127.0.0.1: their configuration files,
+//! free ports (and the proxy's links, for partitions), starting, SIGKILL and restart, SIGSTOP and SIGCONT, and noticing a node that
+//! exited on its own. Every process it started is killed when it is dropped.
+
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::proxy::{self, Grudge, Link, CLIENT};
+
+/// The peer secret of the local cluster (only 127.0.0.1 hears it).
+const PEER_SECRET: &str = "oxbow-jepsen local cluster";
+
+/// A listener on a port free now, below Linux's ephemeral range (32768 and up), so that no
+/// outgoing connection takes it as its source port before the node binds it. Each runner
+/// process walks its own stretch of 20000-31999.
+fn bind_free(next: &mut u32) -> TcpListener {
+    let start = (std::process::id() % 60) * 200;
+    loop {
+        let offset = *next;
+        *next += 1;
+        let port = (20_000 + (start + offset) % 12_000) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener;
+        }
+    }
+}
+
+/// A port free now, for a node to bind.
+fn free_port(next: &mut u32) -> u16 {
+    bind_free(next).local_addr().map_or(0, |a| a.port())
+}
+
+/// A listener of the proxy, bound at once (so no node takes its port), and its port.
+fn proxy_listener(next: &mut u32) -> (TcpListener, u16) {
+    let listener = bind_free(next);
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    (listener, port)
+}
+
+/// One node's process state.
+enum State {
+    Running(Child),
+    Paused(Child),
+    Killed,
+}
+
+/// A cluster of `oxbow node` processes.
+pub struct LocalCluster {
+    binary: PathBuf,
+    dir: PathBuf,
+    /// Each node's Kafka port.
+    kafka: Vec<u16>,
+    /// Where clients reach each node (its Kafka port, or the proxy's).
+    bootstrap: Vec<u16>,
+    nodes: Vec<State>,
+    /// What each node's start was (for its log): 1 for the first, then one more per restart.
+    starts: Vec<u32>,
+}
+
+/// A node that exited without being killed.
+#[derive(Debug, Clone)]
+pub struct Exit {
+    /// The node (1-based).
+    pub node: usize,
+    /// Its exit status.
+    pub status: String,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl LocalCluster {
+    /// Writes the configuration of `nodes` nodes under `dir` and starts them. With `grudge`,
+    /// every link between nodes and every client link goes through the runner's proxy
+    /// (`proxy.rs`), which the grudge cuts.
+    pub fn start(
+        binary: &Path,
+        dir: &Path,
+        nodes: usize,
+        grudge: Option<&Grudge>,
+    ) -> Result<Self, String> {
+        if !binary.is_file() {
+            return Err(format!(
+                "the oxbow binary {} does not exist: build it with `cargo build --release -p oxbow-node --bin oxbow` and pass --binary target/release/oxbow",
+                binary.display()
+            ));
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut next = 0;
+        let kafka: Vec<u16> = (0..nodes).map(|_| free_port(&mut next)).collect();
+        let peer: Vec<u16> = (0..nodes).map(|_| free_port(&mut next)).collect();
+        // Where node i reaches node j's peer port, and where clients reach node j.
+        let mut peer_via = vec![peer.clone(); nodes];
+        let mut client_via = kafka.clone();
+        let mut links = Vec::new();
+        if grudge.is_some() {
+            for (i, via) in peer_via.iter_mut().enumerate() {
+                for (j, port) in via.iter_mut().enumerate().filter(|(j, _)| *j != i) {
+                    let (listener, proxy) = proxy_listener(&mut next);
+                    *port = proxy;
+                    links.push(Link {
+                        listener,
+                        from: i,
+                        to: j,
+                        upstream: peer[j],
+                    });
+                }
+            }
+            for (j, port) in client_via.iter_mut().enumerate() {
+                let (listener, proxy) = proxy_listener(&mut next);
+                *port = proxy;
+                links.push(Link {
+                    listener,
+                    from: CLIENT,
+                    to: j,
+                    upstream: kafka[j],
+                });
+            }
+        }
+        for i in 0..nodes {
+            let mut text = format!(
+                "node_id = {}\ndata_dir = {:?}\nkafka_listen = \"127.0.0.1:{}\"\nkafka_advertised = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\npeer_secret = \"{PEER_SECRET}\"\n",
+                i + 1,
+                dir.join(format!("node-{}", i + 1)),
+                kafka[i],
+                client_via[i],
+                peer[i],
+            );
+            for j in (0..nodes).filter(|j| *j != i) {
+                let _ = write!(
+                    text,
+                    "[[peers]]\nid = {}\npeer_address = \"127.0.0.1:{}\"\nkafka_address = \"127.0.0.1:{}\"\n",
+                    j + 1,
+                    peer_via[i][j],
+                    client_via[j]
+                );
+            }
+            let path = dir.join(format!("node-{}.toml", i + 1));
+            std::fs::write(&path, text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        if let Some(grudge) = grudge {
+            proxy::start(links, grudge)?;
+        }
+        let mut cluster = Self {
+            binary: binary
+                .canonicalize()
+                .unwrap_or_else(|_| binary.to_path_buf()),
+            dir: dir.to_path_buf(),
+            kafka,
+            bootstrap: client_via,
+            nodes: (0..nodes).map(|_| State::Killed).collect(),
+            starts: vec![0; nodes],
+        };
+        for i in 0..nodes {
+            cluster.start_node(i)?;
+        }
+        cluster.wait_listening(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    /// The Kafka addresses, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        self.bootstrap
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Nodes in the cluster.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node-{}.log", i + 1))
+    }
+
+    /// Starts node `i` (0-based), which must not be running.
+    pub fn start_node(&mut self, i: usize) -> Result<(), String> {
+        assert!(
+            matches!(self.nodes[i], State::Killed),
+            "node {i} is running"
+        );
+        let log_path = self.log_path(i);
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        self.starts[i] += 1;
+        let _ = std::io::Write::write_all(
+            &mut log,
+            format!(
+                "=== oxbow-jepsen: start {} of node {}\n",
+                self.starts[i],
+                i + 1
+            )
+            .as_bytes(),
+        );
+        let child = Command::new(&self.binary)
+            .args(["--log-level", "info", "node", "--config"])
+            .arg(self.dir.join(format!("node-{}.toml", i + 1)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
+        self.nodes[i] = State::Running(child);
+        Ok(())
+    }
+
+    /// Waits until every node accepts Kafka connections (or one exits).
+    fn wait_listening(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        for i in 0..self.nodes.len() {
+            loop {
+                if let Some(exit) = self.exits().into_iter().next() {
+                    return Err(format!(
+                        "node {} exited at start ({}); its log is {}",
+                        exit.node,
+                        exit.status,
+                        exit.log.display()
+                    ));
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", self.kafka[i])).is_ok() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "node {} does not listen on 127.0.0.1:{} after {timeout:?}; its log is {}",
+                        i + 1,
+                        self.kafka[i],
+                        self.log_path(i).display()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs node `i` if it runs (or is paused) and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        match std::mem::replace(&mut self.nodes[i], State::Killed) {
+            State::Running(mut child) | State::Paused(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            State::Killed => {}
+        }
+    }
+
+    /// SIGSTOPs node `i` if it runs.
+    pub fn pause(&mut self, i: usize) {
+        if let State::Running(child) = std::mem::replace(&mut self.nodes[i], State::Killed) {
+            signal(&child, "STOP");
+            self.nodes[i] = State::Paused(child);
+        }
+    }
+
+    /// SIGCONTs node `i` if it is paused.
+    pub fn resume(&mut self, i: usize) {
+        match std::mem::replace(&mut self.nodes[i], State::Killed) {
+            State::Paused(child) => {
+                signal(&child, "CONT");
+                self.nodes[i] = State::Running(child);
+            }
+            other => self.nodes[i] = other,
+        }
+    }
+
+    /// Resumes every paused node and starts every killed one.
+    pub fn heal(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            self.resume(i);
+            if matches!(self.nodes[i], State::Killed) {
+                self.start_node(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Nodes that exited without being killed since the last call (each is then counted as
+    /// killed, so `heal` starts it again).
+    pub fn exits(&mut self) -> Vec<Exit> {
+        let mut exits = Vec::new();
+        for i in 0..self.nodes.len() {
+            let State::Running(child) = &mut self.nodes[i] else {
+                continue;
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                self.nodes[i] = State::Killed;
+                exits.push(Exit {
+                    node: i + 1,
+                    status: status.to_string(),
+                    log: self.log_path(i),
+                });
+            }
+        }
+        exits
+    }
+}
+
+/// Sends `SIGNAL` (`STOP`, `CONT`) to `child` with kill(1): the crate forbids unsafe code,
+/// so no libc::kill.
+fn signal(child: &Child, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status();
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}

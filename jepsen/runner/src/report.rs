@@ -1,0 +1,218 @@
+//! What a run writes besides its history: report.json (the verdict, counts, phases and
+//! nemesis events, for programs) and summary.txt (the same for people).
+
+use std::fmt::Write as _;
+
+use oxbow_jepsen::checker::Verdict;
+use oxbow_jepsen::history::{Delivery, History, Outcome};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cli::TestArgs;
+use crate::nemesis::Event;
+
+/// When each phase of the run began (ms since the run started).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Phases {
+    /// The workload started (the topic was ready).
+    pub started_ms: u64,
+    /// The faults stopped.
+    pub faults_end_ms: u64,
+    /// Every node was running again.
+    pub healed_ms: u64,
+    /// Every send had resolved; the final read began.
+    pub final_read_start_ms: u64,
+    /// The final read ended.
+    pub end_ms: u64,
+}
+
+/// A run as the report describes it.
+pub struct Run<'a> {
+    /// The command line.
+    pub args: &'a TestArgs,
+    /// What was tested.
+    pub target: &'a str,
+    /// The topic.
+    pub topic: &'a str,
+    /// Its phases.
+    pub phases: Phases,
+    /// The nemesis's events.
+    pub events: &'a [Event],
+    /// Group members that crashed (each replaced).
+    pub member_crashes: u64,
+}
+
+/// The counts of a history, per outcome and per producer kind.
+#[derive(Debug, Default, Serialize)]
+pub struct Counts {
+    /// Sends invoked.
+    pub sent: u64,
+    /// Acknowledged.
+    pub ok: u64,
+    /// Definitely failed.
+    pub fail: u64,
+    /// Indeterminate.
+    pub info: u64,
+    /// Never resolved.
+    pub pending: u64,
+    /// Sends of idempotent producers.
+    pub idempotent: u64,
+    /// Sends of non-idempotent (at-least-once) producers.
+    pub at_least_once: u64,
+    /// Polls during the run that returned records.
+    pub polls: u64,
+    /// Records those polls returned.
+    pub polled_records: u64,
+    /// Records of the final read.
+    pub final_read_records: u64,
+    /// Records the consumer group's members read.
+    pub group_records: u64,
+    /// The group's acknowledged offset commits.
+    pub group_commits: u64,
+}
+
+/// Counts `history`.
+pub fn counts(history: &History) -> Counts {
+    let mut c = Counts::default();
+    for send in history.sends.values() {
+        c.sent += 1;
+        match send.outcome {
+            Outcome::Ok { .. } => c.ok += 1,
+            Outcome::Fail(_) => c.fail += 1,
+            Outcome::Info(_) => c.info += 1,
+            Outcome::Pending => c.pending += 1,
+        }
+        match send.kind {
+            Delivery::Idempotent => c.idempotent += 1,
+            _ => c.at_least_once += 1,
+        }
+    }
+    c.polls = history.polls.len() as u64;
+    c.polled_records = history.polls.iter().map(|p| p.records.len() as u64).sum();
+    c.final_read_records = history.reads.values().map(|r| r.len() as u64).sum();
+    c.group_records = history.group.deliveries.len() as u64;
+    c.group_commits = history.group.commits.len() as u64;
+    c
+}
+
+/// report.json.
+pub fn json(history: &History, verdict: &Verdict, run: &Run<'_>) -> Value {
+    let args = run.args;
+    let anomalies: Vec<Value> = verdict
+        .anomalies
+        .iter()
+        .map(|(class, (count, examples))| {
+            json!({ "class": class.name(), "count": count, "examples": examples })
+        })
+        .collect();
+    json!({
+        "valid": verdict.is_valid(),
+        "live": history.finished,
+        "workload": "queue",
+        "nemesis": args.nemesis.name(),
+        "seed": args.seed,
+        "duration_ms": args.duration.as_millis() as u64,
+        "target": run.target,
+        "topic": run.topic,
+        "partitions": args.partitions,
+        "replication": args.replication,
+        "producers": args.producers,
+        "readers": args.readers,
+        "group_members": args.group_members,
+        "group_member_crashes": run.member_crashes,
+        "rate": args.rate,
+        "delivery_timeout_ms": args.delivery_timeout.as_millis() as u64,
+        "counts": counts(history),
+        "checker": {
+            "sent": verdict.sent,
+            "acknowledged": verdict.acknowledged,
+            "failed": verdict.failed,
+            "indeterminate": verdict.indeterminate,
+            "records_read": verdict.records_read,
+        },
+        "anomalies": anomalies,
+        "checker_report": oxbow_jepsen::checker::report_json(verdict),
+        "phases": run.phases,
+        "nemesis_events": run.events,
+    })
+}
+
+/// summary.txt (also printed at the end of a run).
+pub fn summary(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
+    let args = run.args;
+    let c = counts(history);
+    let p = run.phases;
+    let s = |ms: u64| ms as f64 / 1000.0;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "workload queue, nemesis {}, seed {}, {:?} of faults",
+        args.nemesis.name(),
+        args.seed,
+        args.duration
+    );
+    let _ = writeln!(out, "target: {}; topic {}", run.target, run.topic);
+    let _ = writeln!(
+        out,
+        "phases: workload from {:.1}s, faults stopped {:.1}s, healed {:.1}s, final read {:.1}s to {:.1}s",
+        s(p.started_ms),
+        s(p.faults_end_ms),
+        s(p.healed_ms),
+        s(p.final_read_start_ms),
+        s(p.end_ms)
+    );
+    let _ = writeln!(
+        out,
+        "sends: {} ({} idempotent, {} at least once): ok {}, fail {}, info {}, pending {}",
+        c.sent, c.idempotent, c.at_least_once, c.ok, c.fail, c.info, c.pending
+    );
+    let _ = writeln!(
+        out,
+        "reads: {} polls during the run ({} records); final read {} records; consumer group {} records, {} commits, {} member crashes",
+        c.polls, c.polled_records, c.final_read_records, c.group_records, c.group_commits, run.member_crashes
+    );
+    let faults: Vec<&Event> = run.events.iter().filter(|e| e.kind != "exit").collect();
+    let _ = writeln!(out, "faults: {}", faults.len());
+    for e in &faults {
+        let what = match e.kind.as_str() {
+            "partition" => format!("partition: {}", e.detail),
+            _ => format!("{} node(s) {:?}", e.kind, e.nodes),
+        };
+        let _ = writeln!(
+            out,
+            "  {:>7.1}s-{:>7.1}s {what}",
+            s(e.start_ms),
+            s(e.end_ms.unwrap_or(p.healed_ms)),
+        );
+    }
+    for e in run.events.iter().filter(|e| e.kind == "exit") {
+        let _ = writeln!(
+            out,
+            "node {:?} exited on its own at {:.1}s: {}",
+            e.nodes,
+            s(e.start_ms),
+            e.detail
+        );
+    }
+    let _ = writeln!(
+        out,
+        "liveness: {}",
+        if history.finished {
+            "the final read caught up with every acknowledged write after healing"
+        } else {
+            "NOT LIVE: the final read did not catch up before its deadline"
+        }
+    );
+    for line in verdict.measures() {
+        let _ = writeln!(out, "measured: {line}");
+    }
+    if verdict.is_valid() {
+        let _ = writeln!(out, "verdict: valid (no anomalies)");
+    } else {
+        let _ = writeln!(out, "verdict: INVALID");
+        for line in verdict.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    out
+}

@@ -1,0 +1,379 @@
+//! timeline.svg: time on the x axis, one row per process (producers, readers, group members,
+//! the final read) with a mark per operation (ok, fail, info, pending; polls; offset commits),
+//! shaded bands for the faults, lines for the phases, and red marks for anomaly examples
+//! whose time is known.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use oxbow_jepsen::checker::Verdict;
+use oxbow_jepsen::history::{Delivery, History, Outcome};
+
+use crate::report::Run;
+
+const WIDTH: f64 = 1400.0;
+const LEFT: f64 = 130.0;
+const RIGHT: f64 = 20.0;
+const TOP: f64 = 52.0;
+const ROW: f64 = 22.0;
+
+/// Colours of the marks.
+const OK: &str = "#2a9d3a";
+const FAIL: &str = "#e08a00";
+const INFO: &str = "#8a8a8a";
+const PENDING: &str = "#8e44ad";
+const POLL: &str = "#3060c0";
+const COMMIT: &str = "#20a0a0";
+const ANOMALY: &str = "#d01010";
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The times (ms) an anomaly example names (`... at 1234 ms`).
+fn times_in(example: &str) -> Vec<u64> {
+    let words: Vec<&str> = example.split_whitespace().collect();
+    words
+        .windows(3)
+        .filter(|w| w[0] == "at" && w[2].trim_end_matches([';', ',', ')']) == "ms")
+        .filter_map(|w| w[1].parse().ok())
+        .collect()
+}
+
+/// The timeline of a run.
+pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
+    let end = run.phases.end_ms.max(1) as f64;
+    let x = |ms: u64| LEFT + (ms as f64 / end) * (WIDTH - LEFT - RIGHT);
+    let producers = history
+        .sends
+        .values()
+        .map(|s| s.producer + 1)
+        .max()
+        .unwrap_or(0)
+        .max(run.args.producers);
+    let readers = history
+        .polls
+        .iter()
+        .map(|p| p.reader + 1)
+        .max()
+        .unwrap_or(0)
+        .max(run.args.readers);
+    // Group members: their offset commits (what they read carries no time).
+    let members = history
+        .group
+        .commits
+        .iter()
+        .map(|c| c.member + 1)
+        .max()
+        .unwrap_or(0);
+    let readers_and_members = readers + members;
+    let rows = producers + readers_and_members + 2;
+    let height = TOP + rows as f64 * ROW + 70.0;
+    let y = |row: usize| TOP + row as f64 * ROW;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(
+        svg,
+        r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="18" font-size="14">{}</text>"#,
+        escape(&format!(
+            "oxbow-jepsen queue, nemesis {}, seed {}: {}{}",
+            run.args.nemesis.name(),
+            run.args.seed,
+            if verdict.is_valid() {
+                "valid"
+            } else {
+                "INVALID"
+            },
+            if history.finished { "" } else { ", NOT LIVE" }
+        ))
+    );
+    // Fault bands under everything.
+    let bottom = y(rows);
+    let mut label_end = [0.0f64; 2];
+    for event in run.events {
+        let start = x(event.start_ms);
+        let (colour, width) = match event.kind.as_str() {
+            "kill" => (
+                "#f4b8b8",
+                x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
+            ),
+            "pause" => (
+                "#b8c8f4",
+                x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
+            ),
+            "partition" => (
+                "#f4e0a0",
+                x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
+            ),
+            _ => (ANOMALY, 2.0),
+        };
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{start:.1}" y="{TOP}" width="{:.1}" height="{:.1}" fill="{colour}" opacity="0.6"><title>{}</title></rect>"#,
+            width.max(1.0),
+            bottom - TOP,
+            escape(&format!(
+                "{} node(s) {:?} from {} ms to {:?} ms {}",
+                event.kind, event.nodes, event.start_ms, event.end_ms, event.detail
+            ))
+        );
+        let label = match event.kind.as_str() {
+            "partition" => event.detail.clone(),
+            _ => format!("{} {:?}", event.kind, event.nodes),
+        };
+        // A label that would run into the previous one goes on the line above it.
+        let line = usize::from(start < label_end[0]);
+        let _ = writeln!(
+            svg,
+            r#"<text x="{start:.1}" y="{:.1}" font-size="9">{}</text>"#,
+            TOP - 4.0 - 11.0 * line as f64,
+            escape(&label)
+        );
+        label_end[line] = start + 5.0 * label.len() as f64;
+    }
+    // Rows and their labels.
+    let mut labels = Vec::new();
+    for p in 0..producers {
+        let kind = history
+            .sends
+            .values()
+            .find(|s| s.producer == p)
+            .map_or("", |s| match s.kind {
+                Delivery::Idempotent => "idempotent",
+                Delivery::AtLeastOnce => "at least once",
+                Delivery::LeaderOnly => "acks=1",
+            });
+        labels.push(format!("p{p} {kind}"));
+    }
+    for r in 0..readers {
+        labels.push(format!("r{r} reader"));
+    }
+    for m in 0..members {
+        labels.push(format!("g{m} group member"));
+    }
+    labels.push("final read".into());
+    labels.push("anomalies".into());
+    for (row, label) in labels.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#e0e0e0"/><text x="6" y="{:.1}">{}</text>"##,
+            WIDTH - RIGHT,
+            y(row) + ROW / 2.0,
+            y(row) + ROW / 2.0,
+            y(row) + ROW / 2.0 + 4.0,
+            escape(label)
+        );
+    }
+    // One mark per pixel column, row and colour.
+    let mut marks: BTreeSet<(usize, i64, &str)> = BTreeSet::new();
+    for send in history.sends.values() {
+        let (at, colour) = match send.outcome {
+            Outcome::Ok { .. } => (send.completed_ms, OK),
+            Outcome::Fail(_) => (send.completed_ms, FAIL),
+            Outcome::Info(_) => (send.completed_ms, INFO),
+            Outcome::Pending => (send.invoked_ms, PENDING),
+        };
+        marks.insert((send.producer, x(at) as i64, colour));
+    }
+    for commit in &history.group.commits {
+        marks.insert((
+            producers + readers + commit.member,
+            x(commit.at_ms) as i64,
+            COMMIT,
+        ));
+    }
+    for poll in &history.polls {
+        marks.insert((producers + poll.reader, x(poll.at_ms) as i64, POLL));
+    }
+    for (row, px, colour) in marks {
+        // Failures and unknowns drawn over the oks of the same column: the row's upper half
+        // for oks and polls, the lower half for the rest.
+        let (top, h) = if colour == OK || colour == POLL || colour == COMMIT {
+            (y(row) + 3.0, ROW / 2.0 - 3.0)
+        } else {
+            (y(row) + ROW / 2.0, ROW / 2.0 - 3.0)
+        };
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{px}" y="{top:.1}" width="1" height="{h:.1}" fill="{colour}"/>"#
+        );
+    }
+    let final_row = producers + readers_and_members;
+    let _ = writeln!(
+        svg,
+        r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"#,
+        x(run.phases.final_read_start_ms),
+        y(final_row) + 4.0,
+        (x(run.phases.end_ms) - x(run.phases.final_read_start_ms)).max(1.0),
+        ROW - 8.0,
+        if history.finished { OK } else { ANOMALY }
+    );
+    for (class, (_, examples)) in &verdict.anomalies {
+        for example in examples {
+            for at in times_in(example) {
+                let _ = writeln!(
+                    svg,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{ANOMALY}"><title>{}</title></circle>"#,
+                    x(at),
+                    y(final_row + 1) + ROW / 2.0,
+                    escape(&format!("{}: {example}", class.name()))
+                );
+            }
+        }
+    }
+    // Phases and the time axis.
+    for (ms, label) in [
+        (run.phases.faults_end_ms, "faults stop"),
+        (run.phases.healed_ms, "healed"),
+        (run.phases.final_read_start_ms, "final read"),
+    ] {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{0:.1}" x2="{0:.1}" y1="{TOP}" y2="{bottom:.1}" stroke="#404040" stroke-dasharray="4 3"><title>{label} at {ms} ms</title></line>"##,
+            x(ms)
+        );
+    }
+    let step = if end > 120_000.0 {
+        30_000
+    } else if end > 40_000.0 {
+        10_000
+    } else {
+        5_000
+    };
+    let mut at = 0;
+    while at as f64 <= end {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{0:.1}" x2="{0:.1}" y1="{bottom:.1}" y2="{1:.1}" stroke="#404040"/><text x="{0:.1}" y="{2:.1}" text-anchor="middle">{3}s</text>"##,
+            x(at),
+            bottom + 5.0,
+            bottom + 17.0,
+            at / 1000
+        );
+        at += step;
+    }
+    let legend = [
+        (OK, "ok"),
+        (FAIL, "fail"),
+        (INFO, "info"),
+        (PENDING, "pending"),
+        (POLL, "poll"),
+        (COMMIT, "group commit"),
+        ("#f4b8b8", "kill"),
+        ("#b8c8f4", "pause"),
+        ("#f4e0a0", "partition"),
+        (ANOMALY, "anomaly / node exit"),
+    ];
+    for (i, (colour, label)) in legend.iter().enumerate() {
+        let lx = LEFT + i as f64 * 105.0;
+        let ly = bottom + 35.0;
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{colour}"/><text x="{:.1}" y="{ly:.1}">{label}</text>"#,
+            ly - 9.0,
+            lx + 14.0
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeline_shows_operations_faults_and_anomalies() {
+        use crate::cli::{Cli, Command};
+        use crate::nemesis::Event;
+        use crate::report::Phases;
+        use clap::Parser;
+        use oxbow_jepsen::history::SendOp;
+        let Command::Test(args) = Cli::parse_from(["oxbow-jepsen", "test", "--out", "x"]).command
+        else {
+            unreachable!("a test command")
+        };
+        let mut history = History::default();
+        for (value, outcome) in [
+            (
+                1,
+                Outcome::Ok {
+                    partition: 0,
+                    offset: 0,
+                },
+            ),
+            (2, Outcome::Info("timed out".into())),
+        ] {
+            history.sends.insert(
+                value,
+                SendOp {
+                    producer: 0,
+                    kind: Delivery::Idempotent,
+                    key: 0,
+                    value,
+                    invoked_ms: 100 * value,
+                    outcome,
+                    completed_ms: 100 * value + 50,
+                    op: None,
+                },
+            );
+        }
+        let verdict = oxbow_jepsen::checker::check(&history);
+        let events = [
+            Event {
+                kind: "kill".into(),
+                nodes: vec![1],
+                start_ms: 100,
+                end_ms: Some(200),
+                detail: String::new(),
+            },
+            Event {
+                kind: "partition".into(),
+                nodes: vec![1, 2, 3],
+                start_ms: 110,
+                end_ms: Some(300),
+                detail: "isolated [2] from [1, 3]".into(),
+            },
+        ];
+        let run = Run {
+            args: &args,
+            target: "test",
+            topic: "t",
+            phases: Phases {
+                started_ms: 0,
+                faults_end_ms: 400,
+                healed_ms: 410,
+                final_read_start_ms: 420,
+                end_ms: 500,
+            },
+            events: &events,
+            member_crashes: 0,
+        };
+        let svg = timeline(&history, &verdict, &run);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert!(svg.contains("kill [1]") && svg.contains("isolated [2] from [1, 3]"));
+        assert!(svg.contains(OK) && svg.contains(INFO));
+        // Never finished: liveness, drawn in red; overlapping labels on two lines.
+        assert!(svg.contains("NOT LIVE"));
+        assert!(svg.contains(&format!("y=\"{:.1}\"", TOP - 15.0)));
+    }
+
+    #[test]
+    fn anomaly_times_are_found() {
+        assert_eq!(
+            times_in("value 5 acknowledged at 0@3 at 1234 ms; x"),
+            vec![1234]
+        );
+        assert_eq!(
+            times_in("reader 1 jumped from 0@1 to @3 at 99 ms"),
+            vec![99]
+        );
+        assert!(times_in("value 7").is_empty());
+    }
+}

@@ -1,0 +1,162 @@
+//! End to end: `oxbow-jepsen check` judges crafted history files (exit 1 on an invalid one),
+//! and `oxbow-jepsen test --cluster local` runs real `oxbow node` processes under the kill,
+//! pause and partition nemeses and finds the runs valid and live after healing, with no process left behind.
+//!
+//! The node binary is `OXBOW_BIN` when set, else this workspace's `oxbow` beside the runner's
+//! binary (`cargo test --workspace` builds both).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use oxbow_jepsen::history::{Delivery, History, Outcome, SendOp};
+
+const RUNNER: &str = env!("CARGO_BIN_EXE_oxbow-jepsen");
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("oxbow-jepsen-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+fn send(value: u64, offset: i64) -> SendOp {
+    SendOp {
+        producer: 0,
+        kind: Delivery::Idempotent,
+        key: 0,
+        value,
+        invoked_ms: value * 10,
+        outcome: Outcome::Ok {
+            partition: 0,
+            offset,
+        },
+        completed_ms: value * 10 + 5,
+        op: None,
+    }
+}
+
+/// Three acknowledged sends; the final read holds `read` of them.
+fn history_file(dir: &Path, name: &str, read: &[(i64, u64)]) -> PathBuf {
+    let mut history = History::default();
+    for (value, offset) in [(1, 0), (2, 1), (3, 2)] {
+        history.sends.insert(value, send(value, offset));
+    }
+    history.reads.insert(0, read.to_vec());
+    history.final_starts.insert(0, 0);
+    history.finished = true;
+    let path = dir.join(name);
+    let mut out = Vec::new();
+    oxbow_jepsen::jsonl::write_history(&history, &mut out).expect("encoded");
+    std::fs::write(&path, out).expect("written");
+    path
+}
+
+fn check(path: &Path) -> (Option<i32>, String) {
+    let output = Command::new(RUNNER)
+        .arg("check")
+        .arg(path)
+        .output()
+        .expect("oxbow-jepsen runs");
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), text)
+}
+
+#[test]
+fn check_exits_by_the_verdict() {
+    let dir = scratch("check");
+    let valid = history_file(&dir, "valid.jsonl", &[(0, 1), (1, 2), (2, 3)]);
+    let (code, text) = check(&valid);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("valid"), "{text}");
+    // Value 2 was acknowledged at offset 1 and is never read: a lost write.
+    let lost = history_file(&dir, "lost.jsonl", &[(0, 1), (1, 3)]);
+    let (code, text) = check(&lost);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("INVALID"), "{text}");
+    assert!(text.contains("lost acknowledged write"), "{text}");
+    let garbage = dir.join("garbage.jsonl");
+    std::fs::write(&garbage, "this is not a history\n").expect("written");
+    let (code, text) = check(&garbage);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("line 1"), "{text}");
+    let (code, _) = check(&dir.join("missing.jsonl"));
+    assert_eq!(code, Some(2));
+}
+
+/// The oxbow binary to test: `OXBOW_BIN`, or this workspace's beside the runner (which
+/// `cargo test --workspace` builds; building it from here would rebuild the core without the
+/// simulator's features).
+fn oxbow_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("OXBOW_BIN") {
+        return PathBuf::from(path);
+    }
+    let beside = Path::new(RUNNER).with_file_name("oxbow");
+    assert!(
+        beside.exists(),
+        "no oxbow binary at {}: set OXBOW_BIN, or `cargo build -p oxbow-node` first",
+        beside.display()
+    );
+    beside
+}
+
+fn run_test(binary: &Path, nemesis: &str, seed: u64) {
+    let out = scratch(&format!("{nemesis}-{seed}"));
+    let output = Command::new(RUNNER)
+        .args(["test", "--cluster", "local", "--binary"])
+        .arg(binary)
+        .args(["--nemesis", nemesis, "--duration", "12s", "--seed"])
+        .arg(seed.to_string())
+        .args(["--fault-gap", "1..3", "--fault-length", "2..4", "--out"])
+        .arg(&out)
+        .output()
+        .expect("oxbow-jepsen runs");
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    println!("{text}");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "--nemesis {nemesis} --seed {seed} was not valid: {text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json"))
+            .expect("JSON");
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["live"], true, "{report}");
+    assert!(
+        report["counts"]["ok"].as_u64().unwrap_or(0) > 100,
+        "{report}"
+    );
+    let faults = report["nemesis_events"].as_array().expect("events");
+    assert!(
+        faults.iter().any(|e| e["kind"] == nemesis),
+        "no {nemesis} fault happened: {report}"
+    );
+    for file in ["history.jsonl", "summary.txt", "timeline.svg"] {
+        assert!(out.join(file).is_file(), "{file} is missing");
+    }
+    // The history reads back and checks valid, as the run said.
+    let (code, text) = check(&out.join("history.jsonl"));
+    assert_eq!(code, Some(0), "{text}");
+    // No node of the run is left running.
+    let left = Command::new("pgrep")
+        .args(["-f", &out.display().to_string()])
+        .output()
+        .expect("pgrep runs");
+    assert!(
+        left.stdout.is_empty(),
+        "processes left running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn kill_pause_and_partition_runs_are_valid_and_live() {
+    let binary = oxbow_binary();
+    run_test(&binary, "kill", 1);
+    run_test(&binary, "pause", 2);
+    run_test(&binary, "partition", 3);
+}
