@@ -344,7 +344,7 @@ fn restarting_every_node_keeps_every_acknowledged_record() {
     for i in 0..3 {
         cluster.start_node(i);
     }
-    // From its first answer, a restarted node shows the topics it had with their partitions
+    // Once it has replayed its metadata, a restarted node shows the topics it had with their partitions
     // (those without a known leader yet as LEADER_NOT_AVAILABLE, leader -1, as Kafka shows an
     // existing partition without a leader), never the whole topic as just created: clients
     // such as kafka-python take that for a topic without partitions.
@@ -357,7 +357,18 @@ fn restarting_every_node_keeps_every_acknowledged_record() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let first = metadata_v12(port, &[TOPIC]);
+    // Its first answer once it has replayed its metadata (the topic's id is known).
+    let first = loop {
+        let answer = metadata_v12(port, &[TOPIC]);
+        if !answer.topics[0].topic_id.is_nil() {
+            break answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no metadata: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
     assert_eq!(first.topics[0].error_code, 0, "{first:?}");
     assert_eq!(first.topics[0].partitions.len(), PARTITIONS as usize);
     for partition in &first.topics[0].partitions {
