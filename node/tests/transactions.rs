@@ -313,26 +313,37 @@ fn librdkafka_commits_and_aborts_and_read_committed_reads_only_what_committed() 
     let before = wait_until_described(&cluster, 0, |p| {
         p.active_producers.len() == 1 && p.active_producers[0].current_txn_start_offset == -1
     });
+    let watermarks: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .create()
+        .expect("consumer");
+    let (_, high_watermark) = watermarks
+        .fetch_watermarks(TOPIC, 0, timeout)
+        .expect("watermarks");
+    let sent_after_ms = unix_ms();
     producer.begin_transaction().expect("begin");
     send(&producer, 0, "open");
     producer.flush(timeout).expect("flush");
     let open = wait_until_described(&cluster, 0, |_| true);
+    let was = &before.active_producers[0];
     assert_eq!(open.active_producers.len(), 1, "{open:?}");
     let state = &open.active_producers[0];
-    assert!(
-        state.producer_id.0 >= 0 && state.producer_epoch >= 0,
-        "{state:?}"
+    assert_eq!(
+        (state.producer_id, state.producer_epoch),
+        (was.producer_id, was.producer_epoch),
+        "the same instance"
     );
-    assert!(
-        state.last_sequence >= 0 && state.last_timestamp > 0,
-        "{state:?}"
+    assert_eq!(
+        state.last_sequence,
+        was.last_sequence + 1,
+        "one more record"
     );
-    let previous_txn_end = before.active_producers[0].last_sequence;
+    assert_eq!(state.current_txn_start_offset, high_watermark, "{state:?}");
+    assert_eq!(state.coordinator_epoch, -1);
     assert!(
-        state.last_sequence > previous_txn_end,
-        "{before:?} then {open:?}"
+        (sent_after_ms..=unix_ms()).contains(&state.last_timestamp),
+        "the append time of the send: {state:?}"
     );
-    assert!(state.current_txn_start_offset > 0, "{state:?}");
     producer.abort_transaction(timeout).expect("abort");
     let ended = wait_until_described(&cluster, 0, |p| {
         p.active_producers[0].current_txn_start_offset == -1
@@ -358,6 +369,12 @@ fn librdkafka_commits_and_aborts_and_read_committed_reads_only_what_committed() 
             || error.to_string().to_lowercase().contains("fenced"),
         "{error}"
     );
+}
+
+/// Now, in Unix milliseconds (the nodes stamp appends with their wall clock).
+fn unix_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    i64::try_from(now.expect("after 1970").as_millis()).expect("in range")
 }
 
 /// DescribeProducers v0 of one partition of the test topic, from its leader, until `done`
