@@ -162,6 +162,16 @@ impl Verdict {
         self.anomalies.is_empty()
     }
 
+    /// The classes found, in order.
+    pub fn classes(&self) -> Vec<Anomaly> {
+        self.anomalies.keys().copied().collect()
+    }
+
+    /// How many of `class` were found.
+    pub fn count(&self, class: Anomaly) -> u64 {
+        self.anomalies.get(&class).map_or(0, |(count, _)| *count)
+    }
+
     /// One line per anomaly class: name, count, examples.
     pub fn lines(&self) -> Vec<String> {
         self.anomalies

@@ -155,7 +155,7 @@ pub fn read_edn(mut input: impl Read, delivery: Delivery) -> Result<History, For
                     f: op.f.clone(),
                     ..op
                 },
-                Some(op_of(line, &element)?.expect("read above")),
+                Some(op),
             )),
         }
     }
@@ -185,24 +185,22 @@ pub fn read_edn(mut input: impl Read, delivery: Delivery) -> Result<History, For
         }
         let producer = usize::try_from(process)
             .map_err(|_| bad(invocation.line, format!("process {process} below 0")))?;
-        let (kind, completed_ms, line) = completion
-            .as_ref()
-            .map_or((Type::Info, invocation.time_ms, invocation.line), |c| {
-                (c.kind, c.time_ms, c.line)
-            });
-        let why = completion
-            .as_ref()
-            .and_then(|c| c.error.as_ref())
-            .map_or_else(
-                || {
-                    if completion.is_some() {
-                        String::new()
-                    } else {
-                        "never completed".into()
-                    }
-                },
-                ToString::to_string,
-            );
+        let (kind, completed_ms, line, why) = match &completion {
+            None => (
+                Type::Info,
+                invocation.time_ms,
+                invocation.line,
+                "never completed".to_string(),
+            ),
+            Some(c) => (
+                c.kind,
+                c.time_ms,
+                c.line,
+                c.error
+                    .as_ref()
+                    .map_or_else(String::new, ToString::to_string),
+            ),
+        };
         // What the sends and polls were: the completion's value when it says more.
         let completed_value = completion.as_ref().map(|c| &c.value);
         let micro = completed_value
@@ -278,27 +276,17 @@ pub fn read_edn(mut input: impl Read, delivery: Delivery) -> Result<History, For
                             ));
                         };
                         for pair in pairs.as_seq().unwrap_or(&[]) {
-                            match pair.as_seq() {
-                                Some([offset, value]) => match (offset.as_int(), value.as_int()) {
-                                    (Some(o), Some(v)) => records.push((key, o, v)),
-                                    _ => {
-                                        return Err(bad(
-                                            line,
-                                            format!(
-                                            "a polled record must be [offset value], got {pair}"
-                                        ),
-                                        ))
-                                    }
-                                },
-                                _ => {
-                                    return Err(bad(
-                                        line,
-                                        format!(
-                                            "a polled record must be [offset value], got {pair}"
-                                        ),
-                                    ))
-                                }
-                            }
+                            let record = match pair.as_seq() {
+                                Some([offset, value]) => offset.as_int().zip(value.as_int()),
+                                _ => None,
+                            };
+                            let Some((o, v)) = record else {
+                                return Err(bad(
+                                    line,
+                                    format!("a polled record must be [offset value], got {pair}"),
+                                ));
+                            };
+                            records.push((key, o, v));
                         }
                     }
                 }

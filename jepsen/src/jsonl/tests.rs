@@ -313,6 +313,7 @@ fn lines_are_in_time_order_with_the_header_first() {
         })
         .collect();
     assert!(times.len() > 10);
+    assert_eq!(times.len(), 22, "every timed line of the full history");
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
     assert!(text.contains(
         r#"{"type":"invoke","f":"send","process":2,"time":6,"value":{"key":2,"value":5},"delivery":"idempotent","op":7}"#

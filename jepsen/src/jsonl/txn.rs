@@ -145,11 +145,8 @@ pub fn write_txn_history(history: &TxnHistory, out: &mut impl Write) -> io::Resu
             (Kind::Ok, instance.init_completed_ms, 1),
         ] {
             timed.push(Timed {
-                time: if phase == 0 {
-                    time
-                } else {
-                    time.max(instance.init_invoked_ms)
-                },
+                // A completion never before its invocation (the invocation's own time is it).
+                time: time.max(instance.init_invoked_ms),
                 phase,
                 line: Line::Init(InitLine {
                     kind,
