@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oxbow_core::ids::{GroupId, NodeId, RequestId, Term};
+use oxbow_core::ids::{GroupId, NodeId, RaftIndex, RequestId, Term};
 use oxbow_core::io::{
     AdminRequest, Forward, GroupMessage, Input, Output, Request, Response, TraceEvent,
 };
@@ -78,7 +78,7 @@ pub enum Event {
         /// The group.
         group: GroupId,
         /// The first index asked.
-        low: oxbow_core::ids::RaftIndex,
+        low: RaftIndex,
         /// What was read.
         entries: Vec<Entry>,
     },
@@ -466,6 +466,15 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
     let raft_logger = logger.new(slog::o!("component" => "raft"));
     // A node that recovered groups was running before: the topics it knows existed then.
     let restarted = !durable.groups.is_empty();
+    // The metadata log's Raft commit index on disk: the node serves clients once it has
+    // applied that much (see `CoreTask::metadata_ready`).
+    let metadata_committed = RaftIndex(
+        durable
+            .groups
+            .get(&METADATA_GROUP)
+            .map_or(0, |g| g.hard_state.commit),
+    );
+    let (metadata_ready_tx, mut metadata_ready) = watch::channel(false);
     let node = Node::new(node_config, seed, incarnation, durable, &raft_logger);
     let tick = Duration::from_millis(config.tick_ms);
     tokio::spawn(retention::run(
@@ -489,6 +498,7 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         shutdown: shutdown.clone(),
         applied: applied_tx,
         metadata: metadata_tx,
+        metadata_ready: (metadata_committed, metadata_ready_tx),
         observer,
         logger: logger.clone(),
     }));
@@ -500,11 +510,15 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         restarted,
         logger.clone(),
     );
-    tokio::spawn(crate::kafka::serve::<N>(
-        kafka_listener,
-        context,
-        shutdown.clone(),
-    ));
+    // Kafka's brokers serve clients once they have caught up with the metadata; before its
+    // recovered metadata log is applied, a restarted node would answer the topics it has as
+    // unknown. Connections wait in the listener's backlog meanwhile.
+    let serve_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if metadata_ready.wait_for(|ready| *ready).await.is_ok() {
+            crate::kafka::serve::<N>(kafka_listener, context, serve_shutdown).await;
+        }
+    });
     info!(logger, "node started"; "kafka" => %config.kafka_listen, "peers" => %config.peer_listen);
     tokio::spawn(ensure_topics(config, core.clone(), shutdown, logger));
     Ok(Started { core, done })
@@ -563,6 +577,9 @@ struct CoreTask {
     shutdown: watch::Receiver<bool>,
     applied: watch::Sender<u64>,
     metadata: watch::Sender<Arc<MetadataState>>,
+    /// The metadata log's Raft commit index found on disk, and what is told (once, after the
+    /// metadata applied up to it is published) when the node has applied that far.
+    metadata_ready: (RaftIndex, watch::Sender<bool>),
     observer: Option<env::Observer>,
     logger: Logger,
 }
@@ -580,6 +597,7 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
         mut shutdown,
         applied,
         metadata,
+        metadata_ready: (metadata_committed, metadata_ready),
         mut observer,
         logger,
     } = task;
@@ -730,10 +748,15 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                 }
             }
         }
-        if metadata_changed {
-            let state = node.metadata().expect("every node runs the metadata group");
+        let state = node.metadata().expect("every node runs the metadata group");
+        let caught_up = !*metadata_ready.borrow() && state.applied() >= metadata_committed;
+        if metadata_changed || caught_up {
             metadata.send_replace(Arc::new(state.clone()));
             writer.segment_bytes(segment_bytes(state)).await;
+        }
+        if caught_up {
+            info!(logger, "metadata caught up: serving clients"; "index" => state.applied().0);
+            metadata_ready.send_replace(true);
         }
     }
     info!(logger, "core stopped");
