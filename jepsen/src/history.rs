@@ -173,6 +173,22 @@ pub struct History {
     pub sparse_offsets: bool,
 }
 
+/// The queue workload's record value for `value`: its 8 big-endian bytes, then 24 `x`s.
+pub fn queue_payload(value: u64) -> Vec<u8> {
+    let mut payload = value.to_be_bytes().to_vec();
+    payload.extend_from_slice(&[b'x'; 24]);
+    payload
+}
+
+/// The value a queue record's bytes start with (what a producer sent, see `queue_payload`), or
+/// `u64::MAX` for a record the workload did not write (no value, or fewer than 8 bytes: the
+/// checker calls it a phantom).
+pub fn queue_value(bytes: Option<&[u8]>) -> u64 {
+    bytes.and_then(|v| v.get(..8)).map_or(u64::MAX, |v| {
+        u64::from_be_bytes(v.try_into().expect("8 bytes"))
+    })
+}
+
 impl History {
     /// Per partition, the highest offset an acks=all send was acknowledged at (-1 when only
     /// acks=0 sends, which answer -1, were). acks=1 writes may be lost, offsets and all: only
@@ -283,6 +299,32 @@ mod tests {
         };
         history.group.deliveries = vec![delivery(1, 0, 4), delivery(7, 1, 2)];
         history
+    }
+
+    #[test]
+    fn a_queue_payload_is_the_value_big_endian_then_24_xs_and_reads_back() {
+        assert_eq!(
+            queue_payload(0x0102_0304_0506_0708),
+            [&[1, 2, 3, 4, 5, 6, 7, 8][..], &[b'x'; 24][..]].concat()
+        );
+        for value in [
+            0,
+            1,
+            255,
+            256,
+            0x0102_0304_0506_0708,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let payload = queue_payload(value);
+            assert_eq!(payload.len(), 32);
+            assert_eq!(queue_value(Some(&payload)), value);
+            // Only the first 8 bytes count.
+            assert_eq!(queue_value(Some(&payload[..8])), value);
+        }
+        assert_eq!(queue_value(None), u64::MAX);
+        assert_eq!(queue_value(Some(&[])), u64::MAX);
+        assert_eq!(queue_value(Some(&[1, 2, 3, 4, 5, 6, 7])), u64::MAX);
     }
 
     #[test]
