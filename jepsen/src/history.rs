@@ -172,3 +172,211 @@ pub struct History {
     /// transactions): the final read must then only go up, not take every offset.
     pub sparse_offsets: bool,
 }
+
+/// The queue workload's record value for `value`: its 8 big-endian bytes, then 24 `x`s.
+pub fn queue_payload(value: u64) -> Vec<u8> {
+    let mut payload = value.to_be_bytes().to_vec();
+    payload.extend_from_slice(&[b'x'; 24]);
+    payload
+}
+
+/// The value a queue record's bytes start with (what a producer sent, see `queue_payload`), or
+/// `u64::MAX` for a record the workload did not write (no value, or fewer than 8 bytes: the
+/// checker calls it a phantom).
+pub fn queue_value(bytes: Option<&[u8]>) -> u64 {
+    bytes.and_then(|v| v.get(..8)).map_or(u64::MAX, |v| {
+        u64::from_be_bytes(v.try_into().expect("8 bytes"))
+    })
+}
+
+impl History {
+    /// Per partition, the highest offset an acks=all send was acknowledged at (-1 when only
+    /// acks=0 sends, which answer -1, were). acks=1 writes may be lost, offsets and all: only
+    /// acks=all ones must be read back, so the others are left out.
+    pub fn highest_acknowledged(&self) -> BTreeMap<i32, i64> {
+        let mut highest = BTreeMap::new();
+        for send in self.sends.values() {
+            if send.kind == Delivery::LeaderOnly {
+                continue;
+            }
+            if let Outcome::Ok { partition, offset } = send.outcome {
+                let entry = highest.entry(partition).or_insert(-1);
+                *entry = (*entry).max(offset);
+            }
+        }
+        highest
+    }
+
+    /// The acknowledged acks=all sends no consumer-group member has read, in value order,
+    /// leaving out those below `starts` (per partition; a partition not in it starts at 0):
+    /// records retention or DeleteRecords may have removed before the group read them.
+    pub fn unread_by_group<'a>(
+        &'a self,
+        starts: &'a BTreeMap<i32, i64>,
+    ) -> impl Iterator<Item = &'a SendOp> + 'a {
+        let delivered: std::collections::BTreeSet<u64> =
+            self.group.deliveries.iter().map(|d| d.value).collect();
+        self.sends.values().filter(move |send| match send.outcome {
+            Outcome::Ok { partition, offset } => {
+                send.kind != Delivery::LeaderOnly
+                    && offset >= starts.get(&partition).copied().unwrap_or(0)
+                    && !delivered.contains(&send.value)
+            }
+            _ => false,
+        })
+    }
+
+    /// Ends the final read: records, for each of the `partitions`, where it began (its first
+    /// record read, else `position` of the partition, else 0) in `final_starts`, and sets
+    /// `finished`.
+    pub fn finish_final_read(
+        &mut self,
+        partitions: i32,
+        mut position: impl FnMut(i32) -> Option<i64>,
+    ) {
+        for partition in 0..partitions {
+            let start = match self.reads.get(&partition).and_then(|r| r.first()) {
+                Some((offset, _)) => *offset,
+                None => position(partition).unwrap_or(0),
+            };
+            self.final_starts.insert(partition, start);
+        }
+        self.finished = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(value: u64, kind: Delivery, outcome: Outcome) -> SendOp {
+        SendOp {
+            producer: 0,
+            kind,
+            key: value,
+            value,
+            invoked_ms: value,
+            outcome,
+            completed_ms: value + 1,
+            op: None,
+        }
+    }
+
+    fn ok(partition: i32, offset: i64) -> Outcome {
+        Outcome::Ok { partition, offset }
+    }
+
+    fn delivery(value: u64, partition: i32, offset: i64) -> GroupDelivery {
+        GroupDelivery {
+            member: 0,
+            generation: 1,
+            partition,
+            offset,
+            value,
+        }
+    }
+
+    /// A history of every kind of send on partitions 0 to 2.
+    fn history() -> History {
+        let sends = [
+            send(1, Delivery::Idempotent, ok(0, 4)),
+            send(2, Delivery::AtLeastOnce, ok(0, 7)),
+            send(3, Delivery::Idempotent, ok(0, 5)),
+            // acks=1: may be lost, so neither the highest nor owed to the group.
+            send(4, Delivery::LeaderOnly, ok(0, 9)),
+            send(5, Delivery::LeaderOnly, ok(2, 3)),
+            // acks=0 answers -1.
+            send(6, Delivery::AtLeastOnce, ok(1, -1)),
+            send(7, Delivery::Idempotent, ok(1, 2)),
+            send(8, Delivery::Idempotent, Outcome::Info("timeout".into())),
+            send(9, Delivery::Idempotent, Outcome::Fail("rejected".into())),
+            send(10, Delivery::Idempotent, Outcome::Pending),
+            send(11, Delivery::AtLeastOnce, ok(1, 0)),
+        ];
+        let mut history = History {
+            sends: sends.into_iter().map(|s| (s.value, s)).collect(),
+            ..History::default()
+        };
+        history.group.deliveries = vec![delivery(1, 0, 4), delivery(7, 1, 2)];
+        history
+    }
+
+    #[test]
+    fn a_queue_payload_is_the_value_big_endian_then_24_xs_and_reads_back() {
+        assert_eq!(
+            queue_payload(0x0102_0304_0506_0708),
+            [&[1, 2, 3, 4, 5, 6, 7, 8][..], &[b'x'; 24][..]].concat()
+        );
+        for value in [
+            0,
+            1,
+            255,
+            256,
+            0x0102_0304_0506_0708,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let payload = queue_payload(value);
+            assert_eq!(payload.len(), 32);
+            assert_eq!(queue_value(Some(&payload)), value);
+            // Only the first 8 bytes count.
+            assert_eq!(queue_value(Some(&payload[..8])), value);
+        }
+        assert_eq!(queue_value(None), u64::MAX);
+        assert_eq!(queue_value(Some(&[])), u64::MAX);
+        assert_eq!(queue_value(Some(&[1, 2, 3, 4, 5, 6, 7])), u64::MAX);
+    }
+
+    #[test]
+    fn highest_acknowledged_takes_the_highest_acks_all_offset_of_each_partition() {
+        assert_eq!(
+            history().highest_acknowledged(),
+            BTreeMap::from([(0, 7), (1, 2)])
+        );
+        assert_eq!(History::default().highest_acknowledged(), BTreeMap::new());
+        let mut acks_zero = History::default();
+        acks_zero
+            .sends
+            .insert(1, send(1, Delivery::AtLeastOnce, ok(3, -1)));
+        assert_eq!(acks_zero.highest_acknowledged(), BTreeMap::from([(3, -1)]));
+    }
+
+    #[test]
+    fn unread_by_group_is_every_acknowledged_acks_all_send_unread_at_or_above_its_start() {
+        let history = history();
+        let values = |starts: &BTreeMap<i32, i64>| -> Vec<u64> {
+            history.unread_by_group(starts).map(|s| s.value).collect()
+        };
+        // No starts: every partition from 0 (acks=0's -1 is below it).
+        assert_eq!(values(&BTreeMap::new()), vec![2, 3, 11]);
+        // A start leaves out what is below it, and only in its partition.
+        assert_eq!(values(&BTreeMap::from([(0, 6)])), vec![2, 11]);
+        assert_eq!(values(&BTreeMap::from([(0, 5), (1, 1)])), vec![2, 3]);
+        assert_eq!(values(&BTreeMap::from([(0, 8), (1, 1)])), Vec::<u64>::new());
+        // A negative start takes acks=0's -1 too.
+        assert_eq!(values(&BTreeMap::from([(1, -1)])), vec![2, 3, 6, 11]);
+        assert_eq!(
+            History::default().unread_by_group(&BTreeMap::new()).count(),
+            0
+        );
+    }
+
+    #[test]
+    fn finish_final_read_starts_each_partition_at_its_first_read_else_its_position() {
+        let mut history = History::default();
+        history.reads.insert(0, vec![(3, 30), (4, 40)]);
+        history.reads.insert(2, vec![(0, 1)]);
+        history.reads.insert(5, vec![(9, 2)]); // not one of the partitions
+        let mut asked = Vec::new();
+        history.finish_final_read(4, |partition| {
+            asked.push(partition);
+            (partition == 1).then_some(12)
+        });
+        assert_eq!(asked, vec![1, 3]);
+        assert_eq!(
+            history.final_starts,
+            BTreeMap::from([(0, 3), (1, 12), (2, 0), (3, 0)])
+        );
+        assert!(history.finished);
+    }
+}

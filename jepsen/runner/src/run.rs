@@ -106,9 +106,7 @@ async fn test(args: TestArgs) -> Result<bool, String> {
             args.nodes,
             grudge.as_ref(),
         )?))),
-        (Some(_), None) => {
-            return Err("--cluster local needs --binary PATH (or OXBOW_BIN): the oxbow binary to start, e.g. target/release/oxbow".into())
-        }
+        // No --binary with --cluster: clap refused it (`requires = "binary"`).
         _ => None,
     };
     let bootstrap = match (&cluster, &args.bootstrap) {
@@ -308,19 +306,21 @@ async fn test(args: TestArgs) -> Result<bool, String> {
         events: &events,
         member_crashes,
     };
-    write_outputs(&out, &history, &verdict, &run)?;
+    let summary = write_outputs(&out, &history, &verdict, &run)?;
     println!();
-    print!("{}", report::summary(&history, &verdict, &run));
+    print!("{summary}");
     println!("history, report, summary and timeline in {}", out.display());
     Ok(verdict.is_valid())
 }
 
+/// Writes history.jsonl, report.json, summary.txt and timeline.svg into `out`; returns the
+/// summary, which is printed too.
 fn write_outputs(
     out: &Path,
     history: &History,
     verdict: &oxbow_jepsen::checker::Verdict,
     run: &report::Run<'_>,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let write = |name: &str, bytes: &[u8]| {
         let path = out.join(name);
         std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
@@ -332,15 +332,13 @@ fn write_outputs(
     let report = serde_json::to_vec_pretty(&report::json(history, verdict, run))
         .map_err(|e| format!("cannot encode the report: {e}"))?;
     write("report.json", &report)?;
-    write(
-        "summary.txt",
-        report::summary(history, verdict, run).as_bytes(),
-    )?;
+    let summary = report::summary(history, verdict, run);
+    write("summary.txt", summary.as_bytes())?;
     write(
         "timeline.svg",
         crate::svg::timeline(history, verdict, run).as_bytes(),
     )?;
-    Ok(())
+    Ok(summary)
 }
 
 /// A line every 5 s: elapsed time, operations, current faults.

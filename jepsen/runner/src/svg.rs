@@ -358,7 +358,23 @@ mod tests {
         let svg = timeline(&history, &verdict, &run);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert!(svg.contains("kill [1]") && svg.contains("isolated [2] from [1, 3]"));
-        assert!(svg.contains(OK) && svg.contains(INFO));
+        // The legend writes every colour, so look for the marks themselves: x = LEFT + ms / 500
+        // * (WIDTH - LEFT - RIGHT) in producer 0's row (y = TOP), the ok in its upper half and
+        // the info in its lower half.
+        assert!(svg.contains(&format!(
+            r#"<rect x="505" y="55.0" width="1" height="8.0" fill="{OK}"/>"#
+        )));
+        assert!(svg.contains(&format!(
+            r#"<rect x="755" y="63.0" width="1" height="8.0" fill="{INFO}"/>"#
+        )));
+        // The ok write was never read back: a lost write at 150 ms, a red mark in the
+        // anomalies row (below the producers, the readers and the final read).
+        let anomalies_row = args.producers.max(1) + args.readers + 1;
+        assert!(svg.contains(&format!(
+            r#"<circle cx="505.0" cy="{:.1}" r="4" fill="{ANOMALY}"><title>lost acknowledged write: value 1 acknowledged at 0@0 at 150 ms</title></circle>"#,
+            TOP + anomalies_row as f64 * ROW + ROW / 2.0
+        )));
+        assert_eq!(svg.matches("<circle").count(), 1);
         // Never finished: liveness, drawn in red; overlapping labels on two lines.
         assert!(svg.contains("NOT LIVE"));
         assert!(svg.contains(&format!("y=\"{:.1}\"", TOP - 15.0)));

@@ -233,32 +233,29 @@ fn check_group(history: &History, verdict: &mut Verdict) {
         });
         return;
     }
-    let delivered: std::collections::BTreeSet<u64> =
-        group.deliveries.iter().map(|d| d.value).collect();
-    for send in history.sends.values() {
-        let Outcome::Ok { partition, offset } = send.outcome else {
-            continue;
-        };
-        if send.kind == Delivery::LeaderOnly {
-            continue;
-        }
-        let start = history
-            .group_starts
-            .get(&partition)
-            .copied()
-            .unwrap_or(0)
-            .max(start_of(history, partition));
-        if offset < start {
-            continue; // gone by DeleteRecords or retention before the group read it
-        }
-        if !delivered.contains(&send.value) {
-            verdict.report(Anomaly::NeverDeliveredToGroup, || {
-                format!(
-                    "value {} acknowledged at {} ms",
-                    send.value, send.completed_ms
-                )
-            });
-        }
+    // Records below the log start the group last saw, or below the final read's, may be gone
+    // by DeleteRecords or retention before the group read them.
+    let starts: BTreeMap<i32, i64> = history
+        .group_starts
+        .keys()
+        .chain(history.final_starts.keys())
+        .map(|&partition| {
+            let start = history
+                .group_starts
+                .get(&partition)
+                .copied()
+                .unwrap_or(0)
+                .max(start_of(history, partition));
+            (partition, start)
+        })
+        .collect();
+    for send in history.unread_by_group(&starts) {
+        verdict.report(Anomaly::NeverDeliveredToGroup, || {
+            format!(
+                "value {} acknowledged at {} ms",
+                send.value, send.completed_ms
+            )
+        });
     }
 }
 

@@ -103,11 +103,5 @@ async fn sleep_ms(ms: u64) {
 
 /// The number a record's value starts with (what a producer sent), or `u64::MAX`.
 fn value_of(record: &oxbow_client::ConsumerRecord) -> u64 {
-    record
-        .value
-        .as_ref()
-        .and_then(|v| v.get(..8))
-        .map_or(u64::MAX, |v| {
-            u64::from_be_bytes(v.try_into().expect("8 bytes"))
-        })
+    oxbow_jepsen::history::queue_value(record.value.as_deref())
 }

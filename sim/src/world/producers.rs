@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use oxbow_client::{Acks, Client, Producer, ProducerConfig, ProducerRecord, SendError};
-use oxbow_jepsen::history::{Delivery, History, Outcome, SendOp};
+use oxbow_jepsen::history::{queue_payload, Delivery, History, Outcome, SendOp};
 
 use super::{sim_ms, sleep_ms, Trace, WorldOptions, TOPIC};
 use crate::rng::Stream;
@@ -56,13 +56,11 @@ pub(super) async fn produce(
         trace.line(&format!(
             "{invoked_ms:>7} client p{index} send {value} key {key}"
         ));
-        let mut payload = value.to_be_bytes().to_vec();
-        payload.extend_from_slice(&[b'x'; 24]);
         let record = ProducerRecord {
             topic: TOPIC.into(),
             partition: None,
             key: Some(Bytes::from(format!("key-{key}"))),
-            value: Some(Bytes::from(payload)),
+            value: Some(Bytes::from(queue_payload(value))),
             headers: Vec::new(),
             timestamp_ms: None,
         };

@@ -2,13 +2,13 @@
 //! producers, wait for every send to resolve, then read every partition back and wait for the
 //! group to have read every acknowledged write.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oxbow_client::{Admin, Client, Consumer, ConsumerConfig, NewTopic};
-use oxbow_jepsen::history::{Delivery, History, Outcome};
+use oxbow_jepsen::history::History;
 use oxbow_jepsen::txn::TxnHistory;
 
 use super::group::run_group;
@@ -92,21 +92,8 @@ pub(super) async fn workload(
     while sim_ms() < options.safety_ms {
         sleep_ms(100).await;
     }
-    let acknowledged: BTreeMap<i32, i64> = {
-        let history = history.lock().expect("not poisoned");
-        let mut highest = BTreeMap::new();
-        // acks=1 writes may be lost, offsets and all: only acks=all ones must be read.
-        for send in history.sends.values() {
-            if send.kind == Delivery::LeaderOnly {
-                continue;
-            }
-            if let Outcome::Ok { partition, offset } = send.outcome {
-                let entry = highest.entry(partition).or_insert(-1);
-                *entry = (*entry).max(offset);
-            }
-        }
-        highest
-    };
+    // acks=1 writes may be lost, offsets and all: only acks=all ones must be read.
+    let acknowledged = history.lock().expect("not poisoned").highest_acknowledged();
     let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
     let partitions: Vec<(&str, i32)> = (0..options.partitions).map(|p| (TOPIC, p)).collect();
     consumer.assign(&partitions);
@@ -160,17 +147,12 @@ pub(super) async fn workload(
             break;
         }
     }
-    {
-        let mut history = history.lock().expect("not poisoned");
-        for partition in 0..options.partitions {
-            let start = match history.reads.get(&partition).and_then(|r| r.first()) {
-                Some((offset, _)) => *offset,
-                None => consumer.position(TOPIC, partition).unwrap_or(0),
-            };
-            history.final_starts.insert(partition, start);
-        }
-        history.finished = true;
-    }
+    history
+        .lock()
+        .expect("not poisoned")
+        .finish_final_read(options.partitions, |partition| {
+            consumer.position(TOPIC, partition)
+        });
     trace.line(&format!("{:>7} client final read done", sim_ms()));
     // The group must read every acknowledged write too (it may be slower: rebalances), except
     // what retention removes meanwhile: below the log start offset, which is asked each round.
@@ -185,19 +167,12 @@ pub(super) async fn workload(
                 }
             }
         }
-        let caught_up = {
-            let history = history.lock().expect("not poisoned");
-            let delivered: BTreeSet<u64> =
-                history.group.deliveries.iter().map(|d| d.value).collect();
-            history.sends.values().all(|s| match s.outcome {
-                Outcome::Ok { partition, offset } => {
-                    s.kind == Delivery::LeaderOnly
-                        || offset < starts.get(&partition).copied().unwrap_or(0)
-                        || delivered.contains(&s.value)
-                }
-                _ => true,
-            })
-        };
+        let caught_up = history
+            .lock()
+            .expect("not poisoned")
+            .unread_by_group(&starts)
+            .next()
+            .is_none();
         if caught_up {
             break;
         }

@@ -3,12 +3,11 @@
 //! came for a while, or until a deadline; then the run was not live (`finished` stays false,
 //! which the checker reports as liveness).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oxbow_client::{Consumer, ConsumerConfig};
-use oxbow_jepsen::history::{Delivery, History, Outcome};
+use oxbow_jepsen::history::History;
 
 use super::{client, value_of, Clock};
 
@@ -21,21 +20,8 @@ pub async fn final_read(
     clock: Clock,
     timeout: Duration,
 ) -> Result<(), String> {
-    let acknowledged: BTreeMap<i32, i64> = {
-        let history = history.lock().expect("not poisoned");
-        let mut highest = BTreeMap::new();
-        // acks=1 writes may be lost, offsets and all: only acks=all ones must be read.
-        for send in history.sends.values() {
-            if send.kind == Delivery::LeaderOnly {
-                continue;
-            }
-            if let Outcome::Ok { partition, offset } = send.outcome {
-                let entry = highest.entry(partition).or_insert(-1);
-                *entry = (*entry).max(offset);
-            }
-        }
-        highest
-    };
+    // acks=1 writes may be lost, offsets and all: only acks=all ones must be read.
+    let acknowledged = history.lock().expect("not poisoned").highest_acknowledged();
     let mut consumer = Consumer::new(client(bootstrap)?, ConsumerConfig::default());
     let assigned: Vec<(&str, i32)> = (0..partitions).map(|p| (topic, p)).collect();
     consumer.assign(&assigned);
@@ -88,14 +74,9 @@ pub async fn final_read(
             break;
         }
     }
-    let mut history = history.lock().expect("not poisoned");
-    for partition in 0..partitions {
-        let start = match history.reads.get(&partition).and_then(|r| r.first()) {
-            Some((offset, _)) => *offset,
-            None => consumer.position(topic, partition).unwrap_or(0),
-        };
-        history.final_starts.insert(partition, start);
-    }
-    history.finished = true;
+    history
+        .lock()
+        .expect("not poisoned")
+        .finish_final_read(partitions, |partition| consumer.position(topic, partition));
     Ok(())
 }

@@ -4,13 +4,12 @@
 //! member; and the wait, after the final read, until the group
 //! has read every acknowledged write (else the group was not live).
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oxbow_client::{GroupConfig, GroupConsumer};
-use oxbow_jepsen::history::{Delivery, GroupCommit, GroupDelivery, History, Outcome};
+use oxbow_jepsen::history::{GroupCommit, GroupDelivery, History};
 
 use super::{client, value_of, Clock};
 use crate::rng::Stream;
@@ -160,20 +159,7 @@ pub async fn wait_for_group(history: &Arc<Mutex<History>>, timeout: Duration) ->
     loop {
         let missing = {
             let history = history.lock().expect("not poisoned");
-            let delivered: BTreeSet<u64> =
-                history.group.deliveries.iter().map(|d| d.value).collect();
-            history
-                .sends
-                .values()
-                .filter(|s| match s.outcome {
-                    Outcome::Ok { partition, offset } => {
-                        s.kind != Delivery::LeaderOnly
-                            && offset >= history.final_starts.get(&partition).copied().unwrap_or(0)
-                            && !delivered.contains(&s.value)
-                    }
-                    _ => false,
-                })
-                .count()
+            history.unread_by_group(&history.final_starts).count()
         };
         if missing == 0 {
             return true;

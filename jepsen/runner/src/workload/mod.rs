@@ -126,11 +126,5 @@ pub async fn create_topic(
 /// The number a record's value starts with (what a producer sent), or `u64::MAX` for a record
 /// this workload did not write (the checker calls it a phantom).
 pub fn value_of(record: &oxbow_client::ConsumerRecord) -> u64 {
-    record
-        .value
-        .as_ref()
-        .and_then(|v| v.get(..8))
-        .map_or(u64::MAX, |v| {
-            u64::from_be_bytes(v.try_into().expect("8 bytes"))
-        })
+    oxbow_jepsen::history::queue_value(record.value.as_deref())
 }

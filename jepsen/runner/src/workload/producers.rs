@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use oxbow_client::error::codes;
 use oxbow_client::{Acks, Error, Producer, ProducerConfig, ProducerRecord, SendError};
-use oxbow_jepsen::history::{Delivery, History, Outcome, SendOp};
+use oxbow_jepsen::history::{queue_payload, Delivery, History, Outcome, SendOp};
 
 use super::{client, Clock, Stats};
 use crate::rng::Stream;
@@ -89,13 +89,11 @@ pub async fn produce(
             },
         );
         stats.sent.fetch_add(1, Ordering::Relaxed);
-        let mut payload = value.to_be_bytes().to_vec();
-        payload.extend_from_slice(&[b'x'; 24]);
         let record = ProducerRecord {
             topic: task.topic.clone(),
             partition: None,
             key: Some(Bytes::from(format!("key-{key}"))),
-            value: Some(Bytes::from(payload)),
+            value: Some(Bytes::from(queue_payload(value))),
             headers: Vec::new(),
             timestamp_ms: None,
         };
