@@ -179,6 +179,15 @@ fn killing_a_leader_mid_stream_loses_no_acknowledged_record() {
         if i == 5_000 {
             producer.flush(Duration::from_secs(60)).expect("flush");
             cluster.kill9(victim);
+            // While partition 0's leader is replaced, every other node shows the topic with
+            // its partitions (partition 0 as LEADER_NOT_AVAILABLE, leader -1, until the new
+            // leader is known), never as a topic just created.
+            for node in (0..3).filter(|n| *n != victim) {
+                let answer = metadata_v12(cluster.kafka[node], &[TOPIC]);
+                let topic = &answer.topics[0];
+                assert_eq!(topic.error_code, 0, "node {}: {answer:?}", node + 1);
+                assert_eq!(topic.partitions.len(), PARTITIONS as usize);
+            }
         }
     }
     producer

@@ -91,10 +91,9 @@ def _confluent_partitions(consumer, topic):
 
 
 def _partitions(ask, topic, timeout=30):
-    """The partitions of `topic`, asking again while the answer has none: a node that has just
-    started answers an existing topic as a whole LEADER_NOT_AVAILABLE (no partitions) until it
-    has heard every partition's leader, and a reader that took that for a topic without
-    partitions would read nothing."""
+    """The partitions of `topic`, asking again while the answer has none (a topic just created
+    is answered LEADER_NOT_AVAILABLE as a whole until each partition has had a leader), so a
+    reader never takes a topic for one without partitions and reads nothing."""
     deadline = time.time() + timeout
     while True:
         partitions = ask()

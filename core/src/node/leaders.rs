@@ -77,6 +77,14 @@ impl Node {
             .max_by_key(|(_, term)| *term)
     }
 
+    /// Whether a group has ever had a leader, as far as this node knows: for a group it hosts,
+    /// whether its log has a committed entry (which only a leader makes); else whether a
+    /// leader is known. Unlike [`Node::leader`], it stays true while a dead leader is
+    /// replaced, so a topic whose partitions all had leaders is never shown as just created.
+    pub fn has_had_leader(&self, group: GroupId) -> bool {
+        self.groups.get(&group).is_some_and(Replica::has_had_leader) || self.leader(group).is_some()
+    }
+
     /// The replicas in sync of a group (Kafka's ISR), as its leader knows them: this node's
     /// own count when it leads, else what the leader last gossiped; `None` when no leader is
     /// known.

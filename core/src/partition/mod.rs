@@ -422,6 +422,12 @@ impl Replica {
         Term(self.raw.raft.term)
     }
 
+    /// Whether the group has ever had a leader, as far as this replica's log shows: a leader
+    /// commits an entry of its term first, and nothing else commits.
+    pub(crate) fn has_had_leader(&self) -> bool {
+        self.raw.raft.raft_log.committed > 0
+    }
+
     pub(crate) fn leader_hint(&self) -> Option<NodeId> {
         match self.raw.raft.leader_id {
             0 => None,

@@ -151,12 +151,22 @@ pub(super) async fn metadata(
                 topic.is_internal = is_internal(&name);
                 // A topic whose partitions have not all had a leader yet (just created) is
                 // answered as not available as a whole, as Kafka's controller never shows a
-                // new topic's partitions without leaders: clients retry the topic.
+                // new topic's partitions without leaders: clients retry the topic. One whose
+                // partitions all had leaders is shown with its partitions, a partition whose
+                // leader is being replaced as LEADER_NOT_AVAILABLE with leader -1, as Kafka
+                // shows it (a topic answered as a whole would have no partitions for clients).
                 let all_led = meta
                     .partitions
                     .iter()
                     .all(|p| leaders.get(&p.group).copied().flatten().is_some());
-                if !context.settled(meta.id, all_led, metadata.topics().len()) {
+                let groups = meta.partitions.iter().map(|p| p.group).collect();
+                if !all_led
+                    && !context
+                        .core
+                        .had_leaders(groups)
+                        .await
+                        .is_some_and(|had| had.iter().all(|h| *h))
+                {
                     topic.error_code = code::LEADER_NOT_AVAILABLE;
                     response.topics.push(topic);
                     continue;

@@ -151,17 +151,8 @@ pub struct Context {
     producer_ids: std::sync::Mutex<ProducerIds>,
     /// Incremental fetch sessions (KIP-227).
     fetch_sessions: std::sync::Mutex<fetch_session::FetchSessions>,
-    /// Topics whose partitions have all had a leader, as this node has seen (see `settled`).
-    settled: std::sync::Mutex<std::collections::BTreeSet<TopicId>>,
-    /// Until when a topic this node has not seen settled counts as settled anyway, because it
-    /// restarted (see `settled`); `None` for a node that started empty.
-    restarted_until: Option<tokio::time::Instant>,
     logger: Logger,
 }
-
-/// How long after a restart the topics a node finds are taken as settled before it has seen
-/// their leaders: long enough to hear of every partition's leader (a few election timeouts).
-const RESTART_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Context {
     /// Builds the context from the configuration.
@@ -170,7 +161,6 @@ impl Context {
         core: CoreHandle,
         disk: crate::runtime::writer::Writer,
         producer_ids: ProducerIds,
-        restarted: bool,
         logger: Logger,
     ) -> Arc<Self> {
         let fetch_sessions = std::sync::Mutex::new(fetch_session::FetchSessions::new(
@@ -186,40 +176,8 @@ impl Context {
             disk,
             producer_ids: std::sync::Mutex::new(producer_ids),
             fetch_sessions,
-            settled: std::sync::Mutex::new(std::collections::BTreeSet::new()),
-            restarted_until: restarted.then(|| tokio::time::Instant::now() + RESTART_SETTLE),
             logger,
         })
-    }
-
-    /// Whether topic `id` has had a leader for every partition (`all_led`: it has now), as
-    /// far as this node has seen. Bounded: once it holds twice the cluster's `topics` (the
-    /// ids of deleted topics stay until then), half of it is dropped; a dropped live topic is
-    /// settled again at its next answer with all leaders.
-    ///
-    /// A node that just restarted has seen nothing yet, though the topics it finds existed
-    /// before (Kafka's brokers serve only once they have caught up): for `RESTART_SETTLE`
-    /// they count as settled, so their partitions are shown, those whose leader it has not
-    /// heard of yet with LEADER_NOT_AVAILABLE and leader -1, as Kafka shows an existing
-    /// partition without a leader, rather than the whole topic as just created.
-    fn settled(&self, id: TopicId, all_led: bool, topics: usize) -> bool {
-        let mut settled = self.settled.lock().expect("not poisoned");
-        if settled.contains(&id) {
-            return true;
-        }
-        if !all_led {
-            return self
-                .restarted_until
-                .is_some_and(|until| tokio::time::Instant::now() < until);
-        }
-        if settled.len() >= 2 * topics.max(1) {
-            let keep = settled.len() / 2;
-            let kept: std::collections::BTreeSet<TopicId> =
-                settled.iter().take(keep).copied().collect();
-            *settled = kept;
-        }
-        settled.insert(id);
-        true
     }
 
     fn hosts(&self, placement: &PartitionAssignment) -> bool {

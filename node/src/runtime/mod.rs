@@ -66,6 +66,13 @@ pub enum Event {
         /// Where the answer goes.
         reply: oneshot::Sender<Vec<Option<(NodeId, Term)>>>,
     },
+    /// Whether some groups have ever had a leader (`Node::has_had_leader`).
+    HadLeaders {
+        /// The groups.
+        groups: Vec<GroupId>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<bool>>,
+    },
     /// The replicas in sync of some groups, as their leaders count them.
     InSync {
         /// The groups.
@@ -139,6 +146,16 @@ impl CoreHandle {
         let (reply, answer) = oneshot::channel();
         self.inbox
             .send(Event::InSync { groups, reply })
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// Whether each of `groups` has ever had a leader, as far as this node knows.
+    pub async fn had_leaders(&self, groups: Vec<GroupId>) -> Option<Vec<bool>> {
+        let (reply, answer) = oneshot::channel();
+        self.inbox
+            .send(Event::HadLeaders { groups, reply })
             .await
             .ok()?;
         answer.await.ok()
@@ -464,8 +481,6 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         logger.clone(),
     ));
     let raft_logger = logger.new(slog::o!("component" => "raft"));
-    // A node that recovered groups was running before: the topics it knows existed then.
-    let restarted = !durable.groups.is_empty();
     // The metadata log's Raft commit index on disk: the node serves clients once it has
     // applied that much (see `CoreTask::metadata_ready`).
     let metadata_committed = RaftIndex(
@@ -507,7 +522,6 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         core.clone(),
         reader,
         producer_ids,
-        restarted,
         logger.clone(),
     );
     // Kafka's brokers serve clients once they have caught up with the metadata; before its
@@ -639,6 +653,10 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                 }
                 Some(Event::Leaders { groups, reply }) => {
                     let _ = reply.send(groups.iter().map(|g| node.leader(*g)).collect());
+                    continue;
+                }
+                Some(Event::HadLeaders { groups, reply }) => {
+                    let _ = reply.send(groups.iter().map(|g| node.has_had_leader(*g)).collect());
                     continue;
                 }
                 Some(Event::InSync { groups, reply }) => {
