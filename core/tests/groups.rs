@@ -782,3 +782,33 @@ fn a_group_that_empties_after_a_failover_keeps_its_offsets_for_the_period() {
     pass(&mut groups, 30);
     assert_eq!(groups.committed(), None, "empty for more than 5 s");
 }
+
+/// Found by `oxbow-jepsen test --workload txn --nemesis pause` (seed 82): a member that joins and
+/// never syncs leaves an empty group whose generation 2 is proposed in the tick that expires the
+/// member. Forgetting the live group in that same tick made the next member count from 0 again,
+/// and storing its generation 1 after 2 broke "a group's stored generation never goes back" on
+/// every replica, at every restart.
+#[test]
+fn a_group_emptied_before_its_first_sync_keeps_counting_generations() {
+    let mut groups = Groups::new();
+    let wait = groups.join("");
+    let first = groups.joined(wait);
+    assert_eq!(first.generation, Generation(1));
+    // It never syncs nor heartbeats: its session expires and the group empties at generation 2.
+    for _ in 0..20 {
+        groups.cluster.tick(10);
+    }
+    let wait = groups.join("");
+    let second = groups.joined(wait);
+    assert_eq!(
+        second.generation,
+        Generation(3),
+        "counts on from the stored 2"
+    );
+    let wait = groups.sync(&second);
+    groups.synced(wait);
+    for _ in 0..5 {
+        groups.cluster.tick(10);
+    }
+    assert_eq!(groups.heartbeat(&second), Ok(()));
+}

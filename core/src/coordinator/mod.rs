@@ -45,7 +45,7 @@ pub use requests::{
     PartitionResult, SyncAnswer, SyncGroup, TxnOffsetCommit,
 };
 
-use crate::ids::{GroupId, RaftIndex, RequestId, Term};
+use crate::ids::{Generation, GroupId, RaftIndex, RequestId, Term};
 use crate::io::Response;
 use crate::node::Sink;
 use crate::time::Now;
@@ -407,9 +407,14 @@ impl Coordinator {
                 }
             }
             if group.state == State::Empty && group.pending_members.is_empty() {
-                // An empty group without stored state is forgotten; one with offsets or a
-                // generation is rebuilt from the stored state when needed.
-                if !self.stored.groups.contains_key(&group_id) {
+                // An empty group without stored state that never had a generation is
+                // forgotten; one with offsets or a generation is rebuilt from the stored state
+                // when needed. A group that had a generation keeps it while the entry storing
+                // it has not applied yet: forgotten, it would count again from generation 0 and
+                // store a generation behind the one in flight. It goes when its entry applies
+                // and, once empty for the retention period, is deleted.
+                if !self.stored.groups.contains_key(&group_id) && group.generation == Generation(0)
+                {
                     live.groups.remove(&group_id);
                 } else if now.mono >= group.retention_ends(self.config.offsets_retention_ms)
                     && self.stored.groups[&group_id].pending.is_empty()
