@@ -239,12 +239,17 @@ pub fn spawn<D: Disk + Send + 'static>(
     let low = disk_low.clone();
     match mode {
         WriterMode::Thread => {
+            let ack_before_fsync = planted.ack_before_fsync();
             #[allow(clippy::disallowed_methods)] // The writer is the one thread of the IO edge.
             std::thread::Builder::new()
                 .name("oxbow-writer".into())
                 .spawn(move || {
                     let _alarm = PanicAlarm(done.clone());
-                    run_blocking(log, fsync, (reserve, low), writes, done, logger)
+                    if ack_before_fsync {
+                        run_planted_ack_before_fsync(log, writes, done, logger)
+                    } else {
+                        run_blocking(log, fsync, (reserve, low), writes, done, logger)
+                    }
                 })
                 .expect("spawn the writer thread");
         }
@@ -314,6 +319,81 @@ fn run_blocking<D: Disk>(
             return;
         }
         check_reserve(&log, &reserve, &low, &logger);
+        for write in group.drain(..) {
+            if done.send(Completion::Done(write.seq)).is_err() {
+                return;
+            }
+        }
+        if let Some(question) = question {
+            if let Err(e) = answer(&mut log, question) {
+                error!(logger, "disk read failed"; "error" => %e);
+                let _ = done.send(Completion::Failed(e.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+/// How long the planted `ack-before-fsync` writer leaves acknowledged writes unsynced.
+const PLANTED_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The production writer with the planted bug `ack-before-fsync` (builds with the
+/// `planted-bugs` feature only): every group is reported done as soon as it is written, and
+/// fsynced only once it has waited [`PLANTED_SYNC_DELAY`], as a writer that trusted the page
+/// cache would. A power failure (the `power` nemesis of `oxbow-jepsen`) then loses writes
+/// Raft was told were durable. No disk reserve check: it breaks on purpose anyway.
+#[allow(clippy::disallowed_methods)] // Real time on the writer's own thread, as the IO edge may.
+fn run_planted_ack_before_fsync<D: Disk>(
+    mut log: SegmentLog<D>,
+    mut writes: mpsc::Receiver<Job>,
+    done: mpsc::UnboundedSender<Completion>,
+    logger: Logger,
+) {
+    warn!(
+        logger,
+        "planted bug ack-before-fsync: writes are acknowledged before their fsync"
+    );
+    let mut group = Vec::with_capacity(GROUP_MAX);
+    let mut unsynced_since: Option<std::time::Instant> = None;
+    loop {
+        let job = match unsynced_since {
+            None => match writes.blocking_recv() {
+                Some(job) => job,
+                None => return,
+            },
+            Some(since) => match writes.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if since.elapsed() >= PLANTED_SYNC_DELAY {
+                        if let Err(e) = log.sync() {
+                            error!(logger, "disk sync failed"; "error" => %e);
+                            let _ = done.send(Completion::Failed(e.to_string()));
+                            return;
+                        }
+                        unsynced_since = None;
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    continue;
+                }
+            },
+        };
+        let Job::Write(first) = job else {
+            if let Err(e) = answer(&mut log, job) {
+                error!(logger, "disk read failed"; "error" => %e);
+                let _ = done.send(Completion::Failed(e.to_string()));
+                return;
+            }
+            continue;
+        };
+        let question = next_group(first, &mut writes, &mut group);
+        if let Err(e) = append_all(&mut log, &group).and_then(|()| log.finish_unsynced()) {
+            error!(logger, "disk write failed"; "error" => %e);
+            let _ = done.send(Completion::Failed(e.to_string()));
+            return;
+        }
+        unsynced_since.get_or_insert_with(std::time::Instant::now);
         for write in group.drain(..) {
             if done.send(Completion::Done(write.seq)).is_err() {
                 return;
