@@ -615,3 +615,68 @@ proptest! {
         prop_assert_eq!(format!("{:?}", txn::check(&back)), format!("{:?}", txn::check(&h)));
     }
 }
+
+#[test]
+fn an_operation_gathers_its_sends_and_polls_and_old_files_need_none() {
+    let header = r#"{"format":"oxbow-jepsen","version":1,"workload":"queue"}"#;
+    // The lines of docs/jepsen.md, with a send of the operation.
+    let lines = [
+        r#"{"type":"invoke","f":"operation","process":2,"time":6,"op":7,"txn":true}"#,
+        r#"{"type":"invoke","f":"send","process":2,"time":6,"value":{"key":1,"value":9},"delivery":"idempotent","op":7}"#,
+        r#"{"type":"ok","f":"send","process":2,"time":7,"value":{"key":1,"value":9,"partition":1,"offset":0}}"#,
+        r#"{"type":"ok","f":"poll","process":2,"time":7,"value":[[1,0,9]],"op":7}"#,
+        r#"{"type":"ok","f":"operation","process":2,"time":8,"op":7}"#,
+    ];
+    let final_read = r#"{"type":"ok","f":"final-read","partition":1,"start":0,"value":[[0,9]]}
+{"type":"ok","f":"final-read-end"}"#;
+    let text = format!("{header}\n{}\n{final_read}", lines.join("\n"));
+    let h = read_history(text.as_bytes()).expect("valid");
+    assert_eq!(
+        h.operations,
+        BTreeMap::from([(
+            7,
+            Operation {
+                process: 2,
+                txn: true,
+                invoked_ms: 6,
+                completed_ms: 8,
+                completion: Completion::Ok,
+                polls: vec![0],
+            }
+        )])
+    );
+    assert_eq!(h.sends[&9].op, Some(7));
+    // Its own write, polled before it committed.
+    assert_eq!(
+        check(&h).classes(),
+        vec![crate::checker::Anomaly::PrecommittedRead]
+    );
+    // Without the operation lines, the poll names an operation never invoked.
+    let without: Vec<&str> = lines[1..4].to_vec();
+    let e = error_of(&format!("{header}\n{}", without.join("\n")));
+    assert_eq!(e.line, 4, "{e}");
+    assert!(e.message.contains("operation 7 is never invoked"), "{e}");
+    // Without them and the poll's op (a file from before operations): sends alone.
+    let old = format!(
+        "{header}\n{}\n{}\n{}",
+        lines[1],
+        lines[2],
+        lines[3].replace(",\"op\":7", "")
+    );
+    let h = read_history(old.as_bytes()).expect("valid");
+    assert!(h.operations.is_empty());
+    assert_eq!(h.sends[&9].op, Some(7));
+    // A completion of another process, or twice.
+    let e = error_of(&format!(
+        "{header}\n{}\n{}",
+        lines[0],
+        lines[4].replace("\"process\":2", "\"process\":3")
+    ));
+    assert!(e.message.contains("another process"), "{e}");
+    let e = error_of(&format!(
+        "{header}\n{}\n{}\n{}",
+        lines[0], lines[4], lines[4]
+    ));
+    assert_eq!(e.line, 4, "{e}");
+    assert!(e.message.contains("no open invocation"), "{e}");
+}
