@@ -81,6 +81,40 @@ pub struct Poll {
     pub repositioned: bool,
 }
 
+/// How an operation of several sends and polls ended (Jepsen's operation types).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Completion {
+    /// Never completed.
+    #[default]
+    Pending,
+    /// Succeeded: a transaction committed, a batch was acknowledged.
+    Ok,
+    /// Definitely did not take effect (a transaction aborted).
+    Fail,
+    /// May have taken effect.
+    Info,
+}
+
+/// An operation that sent and polled several values at once: Jepsen's `:txn` (a
+/// transaction of sends and polls) or a `:send` of several values. Its sends name it in
+/// [`SendOp::op`]; its polls are listed here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Operation {
+    /// The client that ran it.
+    pub process: usize,
+    /// Whether it was a transaction: its sends take effect together, when it commits, and
+    /// its polls read with read_committed.
+    pub txn: bool,
+    /// When it was invoked (ms).
+    pub invoked_ms: u64,
+    /// When it completed (ms; 0 while pending).
+    pub completed_ms: u64,
+    /// How it ended.
+    pub completion: Completion,
+    /// Its polls: indexes into [`History::polls`], ascending.
+    pub polls: Vec<usize>,
+}
+
 /// A DeleteRecords call: a partition's log start offset asked to move up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrimOp {
@@ -161,6 +195,10 @@ pub struct History {
     /// catch up (asked only when retention may move it); the group need not read records
     /// below it, nor below `final_starts`.
     pub group_starts: BTreeMap<i32, i64>,
+    /// The operations of several sends and polls, by the id their sends carry in
+    /// [`SendOp::op`]. An id the sends carry without an entry here is an operation of sends
+    /// alone, not a transaction, acknowledged when all its sends were.
+    pub operations: BTreeMap<u64, Operation>,
     /// Every DeleteRecords call.
     pub trims: Vec<TrimOp>,
     /// Whether the topic has retention, which moves log start offsets unasked (so no

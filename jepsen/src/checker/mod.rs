@@ -8,6 +8,7 @@
 //! [`polls`] judges the readers' polls (between polls and within one) and measures; [`sends`]
 //! judges the order of each producer's sends; [`report`] renders a verdict as JSON.
 
+mod cycles;
 mod order;
 mod polls;
 pub mod report;
@@ -16,6 +17,7 @@ mod sends;
 use std::collections::BTreeMap;
 
 use crate::history::{Delivery, History, Outcome};
+pub use cycles::Cycle;
 use order::Orders;
 pub use report::{report_json, txn_report_json};
 
@@ -70,6 +72,13 @@ pub enum Anomaly {
     /// Records vanished above every log start offset a DeleteRecords call asked for (in a run
     /// without retention, nothing else may move it).
     LogStartUnasked,
+    /// A transaction polled a record it sent itself, before it committed (Jepsen's
+    /// precommitted-read).
+    PrecommittedRead,
+    /// Committed transactions each polled another's records in a cycle (write-read
+    /// dependencies alone; Jepsen's G1c without ww inference): each read records of one that
+    /// had not committed yet.
+    WriteReadCycle,
 }
 
 impl Anomaly {
@@ -96,6 +105,8 @@ impl Anomaly {
             Self::GroupLiveness => "group liveness",
             Self::LogStartWentBack => "log start offset went back",
             Self::LogStartUnasked => "log start offset moved unasked",
+            Self::PrecommittedRead => "transaction read its own write",
+            Self::WriteReadCycle => "transactions read each other's writes",
         }
     }
 }
@@ -134,6 +145,9 @@ pub struct Verdict {
     pub group_consume_counts: BTreeMap<u64, u64>,
     /// Realtime lag of the readers' polls.
     pub realtime_lag: Lag,
+    /// Dependency cycles between operations that Kafka allows (measured): per class, how
+    /// many strongly connected components hold one, and a few example cycles.
+    pub cycles: BTreeMap<Cycle, (u64, Vec<String>)>,
 }
 
 /// Realtime lag, as Jepsen measures it: after each poll, for each partition its reader has
@@ -427,6 +441,7 @@ pub fn check(history: &History) -> Verdict {
     sends::check_send_order(history, &orders, &read_at, &mut verdict);
     polls::check_polls(history, &orders, &mut verdict);
     polls::measure(history, &orders, &mut verdict);
+    cycles::check_cycles(history, &orders, &mut verdict);
     if !history.finished {
         verdict.report(Anomaly::Liveness, || {
             "the client never finished its final read".into()

@@ -76,6 +76,11 @@ impl Orders {
             .ok()
     }
 
+    /// The partitions with known records.
+    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.partitions.keys().copied()
+    }
+
     /// The values of `partition`'s known records, by dense index.
     pub fn values(&self, partition: i32) -> &[u64] {
         self.partitions

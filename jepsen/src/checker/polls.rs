@@ -10,6 +10,18 @@ use super::order::Orders;
 use super::{start_of, Anomaly, Lag, Verdict};
 use crate::history::{History, Outcome};
 
+/// Removes `reader`'s entries (of every partition) from `map`, visiting only them (a history
+/// of many readers would make a pass over every entry quadratic).
+fn forget<V>(map: &mut BTreeMap<(usize, i32), V>, reader: usize) {
+    let keys: Vec<(usize, i32)> = map
+        .range((reader, i32::MIN)..=(reader, i32::MAX))
+        .map(|(k, _)| *k)
+        .collect();
+    for key in keys {
+        map.remove(&key);
+    }
+}
+
 /// Checks the polls against the final log and each partition's order.
 pub(super) fn check_polls(history: &History, orders: &Orders, verdict: &mut Verdict) {
     let final_log: BTreeMap<(i32, i64), u64> = history
@@ -23,8 +35,8 @@ pub(super) fn check_polls(history: &History, orders: &Orders, verdict: &mut Verd
     for poll in &history.polls {
         if poll.repositioned {
             // Assigned anew or subscribed: no reference point in any partition.
-            last.retain(|&(reader, _), _| reader != poll.reader);
-            reset.retain(|&(reader, _), _| reader != poll.reader);
+            forget(&mut last, poll.reader);
+            forget(&mut reset, poll.reader);
         }
         for &(partition, from) in &poll.resets {
             reset.insert((poll.reader, partition), from);
@@ -173,7 +185,7 @@ fn realtime_lag(history: &History, orders: &Orders) -> Lag {
     let mut lags: Vec<(u64, usize, i32)> = Vec::new();
     for (i, poll) in history.polls.iter().enumerate() {
         if poll.repositioned {
-            highest.retain(|&(reader, _), _| reader != poll.reader);
+            forget(&mut highest, poll.reader);
         }
         for &(partition, offset, _) in &poll.records {
             if let Some(index) = orders.index(partition, offset) {

@@ -30,6 +30,8 @@ impl Anomaly {
             Self::GroupLiveness => "group-liveness",
             Self::LogStartWentBack => "log-start-went-back",
             Self::LogStartUnasked => "log-start-unasked",
+            Self::PrecommittedRead => "precommitted-read",
+            Self::WriteReadCycle => "G1c-wr",
         }
     }
 }
@@ -102,6 +104,15 @@ pub fn report_json(verdict: &Verdict) -> Value {
             "readers": distribution(&verdict.reader_consume_counts),
             "group": distribution(&verdict.group_consume_counts),
         },
+        "cycles": Value::Array(
+            verdict
+                .cycles
+                .iter()
+                .map(|(class, (count, examples))| {
+                    json!({"class": class.key(), "name": class.name(), "count": count, "examples": examples})
+                })
+                .collect(),
+        ),
         "realtime_lag_ms": {
             "samples": lag.samples,
             "max": lag.max_ms,
@@ -165,6 +176,14 @@ impl Verdict {
             lines.push(format!(
                 "group consume counts (values × times read): {}",
                 shown(&self.group_consume_counts)
+            ));
+        }
+        for (class, (count, examples)) in &self.cycles {
+            lines.push(format!(
+                "{} cycles ({}, allowed): {count} (e.g. {})",
+                class.key(),
+                class.name(),
+                examples.join("; ")
             ));
         }
         let lag = &self.realtime_lag;

@@ -11,8 +11,9 @@
 //! - `:send` and `:txn` micro-operations `[:send k v]` (completed `[:send k [offset v]]`) are
 //!   sends of value `v` by the process, with the promise given to [`read_edn`]; `:ok` is
 //!   acknowledged (offset `nil`: -1), `:fail` failed (a transaction aborted), `:info`
-//!   unknown, and an invocation never completed unknown too. Several sends of one operation
-//!   share an [`SendOp::op`] id.
+//!   unknown, and an invocation never completed unknown too. A `:txn` operation, and a
+//!   `:send` of several values, is an [`Operation`] (a transaction for `:txn`, with its
+//!   completion), whose id its sends carry in [`SendOp::op`] and whose polls it lists.
 //! - `:poll` micro-operations `[:poll {k [[offset v] ...]}]` of completed `:poll` and `:txn`
 //!   operations are polls of the process, invoked and returned at the operation's times (empty
 //!   ones too, for realtime lag).
@@ -34,7 +35,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
-use crate::history::{Delivery, History, Outcome, Poll, SendOp};
+use crate::history::{Completion, Delivery, History, Operation, Outcome, Poll, SendOp};
 use crate::jsonl::FormatError;
 use parse::{Edn, Parser};
 
@@ -78,6 +79,7 @@ struct RawPoll {
     at_ms: u64,
     records: Vec<(i64, i64, i64)>,
     repositioned: bool,
+    op: Option<u64>,
 }
 
 fn op_of(line: usize, element: &Edn) -> Result<Option<Op>, FormatError> {
@@ -164,6 +166,7 @@ pub fn read_edn(mut input: impl Read, delivery: Delivery) -> Result<History, For
 
     let mut sends: Vec<RawSend> = Vec::new();
     let mut polls: Vec<RawPoll> = Vec::new();
+    let mut operations: BTreeMap<u64, Operation> = BTreeMap::new();
     // Consumers to reposition before their next poll; consumers that subscribed.
     let mut reposition: BTreeSet<i64> = BTreeSet::new();
     let mut subscribed: BTreeSet<i64> = BTreeSet::new();
@@ -213,6 +216,26 @@ pub fn read_edn(mut input: impl Read, delivery: Delivery) -> Result<History, For
                 m.as_seq().and_then(|s| s.first()).and_then(Edn::as_keyword) == Some("send")
             })
             .count();
+        // A transaction, or a send of several values, is an operation its sends and polls
+        // name.
+        let op = (invocation.f == "txn" || n_sends > 1).then_some(number as u64);
+        if let Some(id) = op {
+            operations.insert(
+                id,
+                Operation {
+                    process: producer,
+                    txn: invocation.f == "txn",
+                    invoked_ms: invocation.time_ms,
+                    completed_ms,
+                    completion: match kind {
+                        Type::Ok => Completion::Ok,
+                        Type::Fail => Completion::Fail,
+                        _ => Completion::Info,
+                    },
+                    polls: Vec::new(),
+                },
+            );
+        }
         let mut records = Vec::new();
         let mut polled = false;
         for m in micro {
@@ -260,7 +283,7 @@ pub fn read_edn(mut input: impl Read, delivery: Delivery) -> Result<History, For
                         invoked_ms: invocation.time_ms,
                         outcome,
                         completed_ms,
-                        op: (n_sends > 1).then_some(number as u64),
+                        op,
                     });
                 }
                 Some("poll") => {
@@ -308,10 +331,11 @@ pub fn read_edn(mut input: impl Read, delivery: Delivery) -> Result<History, For
                 at_ms: completed_ms,
                 records,
                 repositioned: repositioned || subscribed.contains(&process),
+                op,
             });
         }
     }
-    build(sends, polls, delivery)
+    build(sends, polls, operations, delivery)
 }
 
 fn partition_of(key: i64, line: usize) -> Result<i32, FormatError> {
@@ -322,6 +346,7 @@ fn partition_of(key: i64, line: usize) -> Result<i32, FormatError> {
 fn build(
     sends: Vec<RawSend>,
     polls: Vec<RawPoll>,
+    operations: BTreeMap<u64, Operation>,
     delivery: Delivery,
 ) -> Result<History, FormatError> {
     let mut keys_of: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
@@ -348,6 +373,7 @@ fn build(
     let mut history = History {
         finished: true,
         sparse_offsets: true,
+        operations,
         ..History::default()
     };
     for s in sends {
@@ -381,6 +407,9 @@ fn build(
                 .entry(o)
                 .or_insert(value);
             records.push((partition, o, value));
+        }
+        if let Some(op) = p.op.and_then(|id| history.operations.get_mut(&id)) {
+            op.polls.push(history.polls.len());
         }
         history.polls.push(Poll {
             reader: p.reader,

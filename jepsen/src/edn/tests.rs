@@ -3,7 +3,7 @@
 
 use super::parse::{Edn, Parser};
 use super::*;
-use crate::checker::{check, Anomaly};
+use crate::checker::{check, Anomaly, Cycle};
 
 fn all(text: &str) -> Result<Vec<Edn>, FormatError> {
     let mut parser = Parser::new(text);
@@ -121,7 +121,23 @@ fn a_jepsen_kafka_history_reads_into_a_history() {
         Outcome::Info("[:timeout \"no answer\"]".into())
     );
     assert_eq!(h.sends[&v(0, 3)].outcome, Outcome::Fail(":aborted".into()));
-    assert_eq!(h.sends[&v(0, 3)].op, None);
+    // The aborted transaction is an operation of its one send.
+    let txn = h.sends[&v(0, 3)].op.expect("a transaction's send names it");
+    assert_eq!(
+        h.operations[&txn],
+        Operation {
+            process: 3,
+            txn: true,
+            invoked_ms: 9,
+            completed_ms: 10,
+            completion: Completion::Fail,
+            polls: Vec::new(),
+        }
+    );
+    // The send of two values is an operation too, not a transaction.
+    let send = &h.operations[&first.op.expect("an operation")];
+    assert_eq!((send.txn, send.completion), (false, Completion::Ok));
+    assert_eq!(h.operations.len(), 2);
     assert_eq!(h.polls.len(), 2);
     assert_eq!((h.polls[1].at_ms, h.polls[1].records.len()), (8, 0));
     let poll = &h.polls[0];
@@ -169,6 +185,65 @@ fn anomalies_in_a_jepsen_history_are_found() {
             Anomaly::IntNonmonotonicPoll
         ]
     );
+}
+
+#[test]
+fn transactions_of_a_jepsen_history_are_judged_for_cycles_and_own_reads() {
+    // Jepsen's g0-test as transactions: T1 and T2 write x and y in opposite orders (allowed,
+    // measured); T3 and T4 each polled the other's write (G1c with wr edges alone: invalid);
+    // T5 polled its own write (precommitted read); T6 polled everything T1 and T2 wrote.
+    let text = r#"{:type :invoke :f :txn :value [[:send 0 1] [:send 1 11]] :process 0 :time 1000000}
+{:type :invoke :f :txn :value [[:send 0 2] [:send 1 12]] :process 1 :time 1000000}
+{:type :ok :f :txn :value [[:send 0 [0 1]] [:send 1 [1 11]]] :process 0 :time 2000000}
+{:type :ok :f :txn :value [[:send 0 [1 2]] [:send 1 [0 12]]] :process 1 :time 2000000}
+{:type :invoke :f :txn :value [[:send 2 3] [:poll]] :process 2 :time 3000000}
+{:type :invoke :f :txn :value [[:send 3 4] [:poll]] :process 3 :time 3000000}
+{:type :ok :f :txn :value [[:send 2 [0 3]] [:poll {3 [[0 4]]}]] :process 2 :time 4000000}
+{:type :ok :f :txn :value [[:send 3 [0 4]] [:poll {2 [[0 3]]}]] :process 3 :time 4000000}
+{:type :invoke :f :txn :value [[:send 4 5] [:poll]] :process 4 :time 5000000}
+{:type :ok :f :txn :value [[:send 4 [0 5]] [:poll {4 [[0 5]]}]] :process 4 :time 6000000}
+{:type :invoke :f :txn :value [[:poll] [:poll]] :process 5 :time 7000000}
+{:type :ok :f :txn :value [[:poll {0 [[0 1] [1 2]]}] [:poll {1 [[0 12] [1 11]]}]] :process 5 :time 8000000}
+"#;
+    let h = read_edn(text.as_bytes(), Delivery::Idempotent).expect("valid");
+    assert_eq!(h.operations.len(), 6);
+    assert!(h
+        .operations
+        .values()
+        .all(|op| op.txn && op.completion == Completion::Ok));
+    assert_eq!(
+        h.operations
+            .values()
+            .map(|op| op.polls.len())
+            .sum::<usize>(),
+        4
+    );
+    let verdict = check(&h);
+    assert_eq!(
+        verdict.classes(),
+        vec![Anomaly::PrecommittedRead, Anomaly::WriteReadCycle]
+    );
+    let found: Vec<(Cycle, u64)> = verdict.cycles.iter().map(|(c, (n, _))| (*c, *n)).collect();
+    assert_eq!(found, vec![(Cycle::G0, 1), (Cycle::G1c, 1)]);
+    assert!(
+        verdict.anomalies[&Anomaly::PrecommittedRead].1[0].contains("polled its own 5 at 4@0"),
+        "{:?}",
+        verdict.lines()
+    );
+    // Without T3, T4 and T5, only the measured G0 is left.
+    let valid: String = text
+        .lines()
+        .filter(|l| {
+            [2, 3, 4]
+                .iter()
+                .all(|p| !l.contains(&format!(":process {p} ")))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let verdict = check(&read_edn(valid.as_bytes(), Delivery::Idempotent).expect("valid"));
+    assert!(verdict.is_valid(), "{:?}", verdict.lines());
+    let found: Vec<Cycle> = verdict.cycles.keys().copied().collect();
+    assert_eq!(found, vec![Cycle::G0]);
 }
 
 #[test]

@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{in_time_order, write_header, write_line, FormatError, Header, Kind, Lines, Timed};
 use crate::history::{
-    Delivery, GroupCommit, GroupDelivery, History, Outcome, Poll, SendOp, TrimOp,
+    Completion, Delivery, GroupCommit, GroupDelivery, History, Operation, Outcome, Poll, SendOp,
+    TrimOp,
 };
 
 /// `f` of each line kind.
 const SEND: &str = "send";
 const POLL: &str = "poll";
+const OPERATION: &str = "operation";
 const TRIM: &str = "delete-records";
 const OFFSET_COMMIT: &str = "offset-commit";
 const GROUP_POLL: &str = "group-poll";
@@ -95,6 +97,24 @@ struct PollLine {
     resets: Vec<(i32, i64)>,
     #[serde(default, skip_serializing_if = "super::is_false")]
     repositioned: bool,
+    /// The operation the poll was part of (on the completion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    op: Option<u64>,
+}
+
+/// `operation`: an operation of several sends and polls (its sends and polls carry its `op`),
+/// invoked with whether it is a transaction; `ok` (committed, acknowledged), `fail` (aborted)
+/// or `info` (unknown).
+#[derive(Debug, Serialize, Deserialize)]
+struct OperationLine {
+    #[serde(rename = "type")]
+    kind: Kind,
+    f: String,
+    process: usize,
+    time: u64,
+    op: u64,
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    txn: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -198,6 +218,7 @@ enum Line<'h> {
     Send(SendLine),
     Poll(PollLine),
     Trim(TrimLine),
+    Operation(OperationLine),
     OffsetCommit(&'h GroupCommit),
 }
 
@@ -253,7 +274,36 @@ pub fn write_history(history: &History, out: &mut impl Write) -> io::Result<()> 
             line: Line::Send(completion),
         });
     }
-    for poll in &history.polls {
+    let mut owner: BTreeMap<usize, u64> = BTreeMap::new();
+    for (&id, op) in &history.operations {
+        owner.extend(op.polls.iter().map(|&i| (i, id)));
+        let line = |kind, time, txn| OperationLine {
+            kind,
+            f: OPERATION.into(),
+            process: op.process,
+            time,
+            op: id,
+            txn,
+        };
+        timed.push(Timed {
+            time: op.invoked_ms,
+            phase: 0,
+            line: Line::Operation(line(Kind::Invoke, op.invoked_ms, op.txn)),
+        });
+        let kind = match op.completion {
+            Completion::Pending => continue,
+            Completion::Ok => Kind::Ok,
+            Completion::Fail => Kind::Fail,
+            Completion::Info => Kind::Info,
+        };
+        timed.push(Timed {
+            // After its sends' and polls' completions of the same millisecond.
+            time: op.completed_ms.max(op.invoked_ms),
+            phase: 2,
+            line: Line::Operation(line(kind, op.completed_ms, false)),
+        });
+    }
+    for (index, poll) in history.polls.iter().enumerate() {
         if let Some(invoked) = poll.invoked_ms {
             timed.push(Timed {
                 time: invoked,
@@ -266,6 +316,7 @@ pub fn write_history(history: &History, out: &mut impl Write) -> io::Result<()> 
                     value: Vec::new(),
                     resets: Vec::new(),
                     repositioned: false,
+                    op: None,
                 }),
             });
         }
@@ -280,6 +331,7 @@ pub fn write_history(history: &History, out: &mut impl Write) -> io::Result<()> 
                 value: poll.records.clone(),
                 resets: poll.resets.clone(),
                 repositioned: poll.repositioned,
+                op: owner.get(&index).copied(),
             }),
         });
     }
@@ -327,6 +379,7 @@ pub fn write_history(history: &History, out: &mut impl Write) -> io::Result<()> 
             Line::Send(line) => write_line(out, &line)?,
             Line::Poll(line) => write_line(out, &line)?,
             Line::Trim(line) => write_line(out, &line)?,
+            Line::Operation(line) => write_line(out, &line)?,
             Line::OffsetCommit(c) => write_line(
                 out,
                 &OffsetCommitLine {
@@ -447,6 +500,8 @@ pub(crate) fn read_body(
     // Open polls per reader, open DeleteRecords calls per (partition, offset): invocation times.
     let mut open_polls: BTreeMap<usize, VecDeque<u64>> = BTreeMap::new();
     let mut open_trims: BTreeMap<(i32, Option<i64>), VecDeque<u64>> = BTreeMap::new();
+    // Polls of operations: (line, poll index, operation), joined once every line is read.
+    let mut poll_ops: Vec<(usize, usize, u64)> = Vec::new();
     while let Some(event) = lines.next_event()? {
         let f = event.f.clone();
         match f.as_str() {
@@ -511,14 +566,19 @@ pub(crate) fn read_body(
                 let open = open_polls.entry(line.process).or_default();
                 match kind {
                     Kind::Invoke => open.push_back(line.time),
-                    Kind::Ok => history.polls.push(Poll {
-                        reader: line.process,
-                        invoked_ms: open.pop_front(),
-                        at_ms: line.time,
-                        records: line.value,
-                        resets: line.resets,
-                        repositioned: line.repositioned,
-                    }),
+                    Kind::Ok => {
+                        if let Some(id) = line.op {
+                            poll_ops.push((number, history.polls.len(), id));
+                        }
+                        history.polls.push(Poll {
+                            reader: line.process,
+                            invoked_ms: open.pop_front(),
+                            at_ms: line.time,
+                            records: line.value,
+                            resets: line.resets,
+                            repositioned: line.repositioned,
+                        });
+                    }
                     // A failed poll returned nothing: it only closes its invocation.
                     Kind::Fail | Kind::Info => {
                         if open.pop_front().is_none() {
@@ -529,6 +589,43 @@ pub(crate) fn read_body(
                         }
                     }
                 }
+            }
+            OPERATION => {
+                let kind = event.kind;
+                let number = event.number;
+                let line: OperationLine = event.parse()?;
+                let error = |m: String| FormatError::new(number, format!("operation: {m}"));
+                if kind == Kind::Invoke {
+                    let op = Operation {
+                        process: line.process,
+                        txn: line.txn,
+                        invoked_ms: line.time,
+                        ..Operation::default()
+                    };
+                    if history.operations.insert(line.op, op).is_some() {
+                        return Err(error(format!("operation {} invoked twice", line.op)));
+                    }
+                    continue;
+                }
+                let Some(op) = history
+                    .operations
+                    .get_mut(&line.op)
+                    .filter(|op| op.completion == Completion::Pending)
+                else {
+                    return Err(error(format!("{} completes no open invocation", line.op)));
+                };
+                if op.process != line.process {
+                    return Err(error(format!(
+                        "{} completes an invocation of another process",
+                        line.op
+                    )));
+                }
+                op.completion = match kind {
+                    Kind::Ok => Completion::Ok,
+                    Kind::Fail => Completion::Fail,
+                    _ => Completion::Info,
+                };
+                op.completed_ms = line.time;
             }
             TRIM => {
                 let kind = event.kind;
@@ -614,6 +711,15 @@ pub(crate) fn read_body(
                 return Err(event.error(format!("unknown f {other:?} in a queue history")));
             }
         }
+    }
+    for (number, index, id) in poll_ops {
+        let Some(op) = history.operations.get_mut(&id) else {
+            return Err(FormatError::new(
+                number,
+                format!("poll: operation {id} is never invoked"),
+            ));
+        };
+        op.polls.push(index);
     }
     Ok(history)
 }

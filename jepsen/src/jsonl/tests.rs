@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::checker::check;
 use crate::history::{
-    Delivery, GroupCommit, GroupDelivery, GroupHistory, Outcome, Poll, SendOp, TrimOp,
+    Completion, Delivery, GroupCommit, GroupDelivery, GroupHistory, Operation, Outcome, Poll,
+    SendOp, TrimOp,
 };
 use crate::txn::{self, InputId, InstanceId, Isolation, TxnOp, TxnOutcome};
 
@@ -181,6 +182,30 @@ fn full_history() -> History {
                 low_watermark: None,
             },
         ],
+        // Operation 7 (the sends of value 5 and 6) never completed; operation 8 is reader 3's
+        // second poll.
+        operations: BTreeMap::from([
+            (
+                7,
+                Operation {
+                    process: 2,
+                    txn: true,
+                    invoked_ms: 6,
+                    ..Operation::default()
+                },
+            ),
+            (
+                8,
+                Operation {
+                    process: 3,
+                    txn: false,
+                    invoked_ms: 4,
+                    completed_ms: 8,
+                    completion: Completion::Ok,
+                    polls: vec![2],
+                },
+            ),
+        ]),
         retention: true,
         finished: true,
         sparse_offsets: true,
@@ -313,11 +338,18 @@ fn lines_are_in_time_order_with_the_header_first() {
         })
         .collect();
     assert!(times.len() > 10);
-    assert_eq!(times.len(), 22, "every timed line of the full history");
+    assert_eq!(times.len(), 25, "every timed line of the full history");
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
     assert!(text.contains(
         r#"{"type":"invoke","f":"send","process":2,"time":6,"value":{"key":2,"value":5},"delivery":"idempotent","op":7}"#
     ), "{text}");
+    for line in [
+        r#"{"type":"invoke","f":"operation","process":2,"time":6,"op":7,"txn":true}"#,
+        r#"{"type":"ok","f":"poll","process":3,"time":8,"value":[[0,1,6]],"resets":[[1,3]],"op":8}"#,
+        r#"{"type":"ok","f":"operation","process":3,"time":8,"op":8}"#,
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
 }
 
 #[test]
@@ -411,21 +443,37 @@ prop_compose! {
         final_starts in proptest::collection::btree_map(0i32..4, 0i64..10, 0..3),
         group_starts in proptest::collection::btree_map(0i32..4, 0i64..10, 0..3),
         flags in proptest::array::uniform4(any::<bool>()),
+        operations in proptest::collection::btree_map(
+            0u64..3,
+            (0usize..3, any::<bool>(), 0u64..100, 0u64..10, 0u8..4),
+            0..3),
+        poll_ops in proptest::collection::vec(proptest::option::of(0u64..3), 8),
     ) -> History {
         let sends = sends.into_iter().enumerate().map(|(i, mut s)| {
             s.value = i as u64 * 7 + 1;
             (s.value, s)
         }).collect();
         // Each reader's polls one after the other, in the order they returned.
-        let mut polls: Vec<Poll> = polls.into_iter().map(|(reader, took, at_ms, records, resets)| Poll {
+        let mut polls: Vec<(Poll, Option<u64>)> = polls.into_iter().zip(poll_ops).map(|((reader, took, at_ms, records, resets), op)| (Poll {
             reader,
             invoked_ms: took.map(|t| at_ms.saturating_sub(t)),
             at_ms,
             records,
             resets,
             repositioned: false,
+        }, op)).collect();
+        polls.sort_by_key(|p| p.0.at_ms);
+        let mut operations: BTreeMap<u64, Operation> = operations.into_iter().map(|(id, (process, txn, invoked_ms, took, completion))| {
+            let completion = [Completion::Pending, Completion::Ok, Completion::Fail, Completion::Info][completion as usize];
+            let completed_ms = if completion == Completion::Pending { 0 } else { invoked_ms + took };
+            (id, Operation { process, txn, invoked_ms, completed_ms, completion, polls: Vec::new() })
         }).collect();
-        polls.sort_by_key(|p| p.at_ms);
+        for (index, (_, op)) in polls.iter().enumerate() {
+            if let Some(op) = op.and_then(|id| operations.get_mut(&id)) {
+                op.polls.push(index);
+            }
+        }
+        let mut polls: Vec<Poll> = polls.into_iter().map(|(p, _)| p).collect();
         let mut last: BTreeMap<usize, u64> = BTreeMap::new();
         for p in &mut polls {
             let free = last.get(&p.reader).map_or(0, |l| l + 1);
@@ -463,6 +511,7 @@ prop_compose! {
             final_starts,
             group_starts,
             trims,
+            operations,
             retention: flags[2],
             finished: flags[3],
             sparse_offsets: flags[0] && flags[3],
@@ -565,4 +614,69 @@ proptest! {
         let back = back.expect("checked");
         prop_assert_eq!(format!("{:?}", txn::check(&back)), format!("{:?}", txn::check(&h)));
     }
+}
+
+#[test]
+fn an_operation_gathers_its_sends_and_polls_and_old_files_need_none() {
+    let header = r#"{"format":"oxbow-jepsen","version":1,"workload":"queue"}"#;
+    // The lines of docs/jepsen.md, with a send of the operation.
+    let lines = [
+        r#"{"type":"invoke","f":"operation","process":2,"time":6,"op":7,"txn":true}"#,
+        r#"{"type":"invoke","f":"send","process":2,"time":6,"value":{"key":1,"value":9},"delivery":"idempotent","op":7}"#,
+        r#"{"type":"ok","f":"send","process":2,"time":7,"value":{"key":1,"value":9,"partition":1,"offset":0}}"#,
+        r#"{"type":"ok","f":"poll","process":2,"time":7,"value":[[1,0,9]],"op":7}"#,
+        r#"{"type":"ok","f":"operation","process":2,"time":8,"op":7}"#,
+    ];
+    let final_read = r#"{"type":"ok","f":"final-read","partition":1,"start":0,"value":[[0,9]]}
+{"type":"ok","f":"final-read-end"}"#;
+    let text = format!("{header}\n{}\n{final_read}", lines.join("\n"));
+    let h = read_history(text.as_bytes()).expect("valid");
+    assert_eq!(
+        h.operations,
+        BTreeMap::from([(
+            7,
+            Operation {
+                process: 2,
+                txn: true,
+                invoked_ms: 6,
+                completed_ms: 8,
+                completion: Completion::Ok,
+                polls: vec![0],
+            }
+        )])
+    );
+    assert_eq!(h.sends[&9].op, Some(7));
+    // Its own write, polled before it committed.
+    assert_eq!(
+        check(&h).classes(),
+        vec![crate::checker::Anomaly::PrecommittedRead]
+    );
+    // Without the operation lines, the poll names an operation never invoked.
+    let without: Vec<&str> = lines[1..4].to_vec();
+    let e = error_of(&format!("{header}\n{}", without.join("\n")));
+    assert_eq!(e.line, 4, "{e}");
+    assert!(e.message.contains("operation 7 is never invoked"), "{e}");
+    // Without them and the poll's op (a file from before operations): sends alone.
+    let old = format!(
+        "{header}\n{}\n{}\n{}",
+        lines[1],
+        lines[2],
+        lines[3].replace(",\"op\":7", "")
+    );
+    let h = read_history(old.as_bytes()).expect("valid");
+    assert!(h.operations.is_empty());
+    assert_eq!(h.sends[&9].op, Some(7));
+    // A completion of another process, or twice.
+    let e = error_of(&format!(
+        "{header}\n{}\n{}",
+        lines[0],
+        lines[4].replace("\"process\":2", "\"process\":3")
+    ));
+    assert!(e.message.contains("another process"), "{e}");
+    let e = error_of(&format!(
+        "{header}\n{}\n{}\n{}",
+        lines[0], lines[4], lines[4]
+    ));
+    assert_eq!(e.line, 4, "{e}");
+    assert!(e.message.contains("no open invocation"), "{e}");
 }
