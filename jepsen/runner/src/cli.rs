@@ -63,7 +63,10 @@ pub enum NemesisKind {
     /// minority), a bridge (two sides that each reach one node), or one way (a node's bytes
     /// do not reach the others, or theirs do not reach it); healed a few seconds later.
     Partition,
-    /// Kills, pauses and partitions, mixed.
+    /// Power failure: SIGKILL a random node (now and then a majority), drop every write its
+    /// data directory (a lazyfs FUSE mount) holds unsynced, and restart it a few seconds later.
+    Power,
+    /// Kills, pauses, partitions and power failures, mixed.
     All,
 }
 
@@ -73,6 +76,11 @@ impl NemesisKind {
         matches!(self, Self::Partition | Self::All)
     }
 
+    /// Whether it cuts power (so each node's data directory is a lazyfs mount).
+    pub fn power(self) -> bool {
+        matches!(self, Self::Power | Self::All)
+    }
+
     /// The name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -80,6 +88,7 @@ impl NemesisKind {
             Self::Kill => "kill",
             Self::Pause => "pause",
             Self::Partition => "partition",
+            Self::Power => "power",
             Self::All => "all",
         }
     }
@@ -112,6 +121,11 @@ pub struct TestArgs {
     /// The `oxbow` binary for `--cluster local` (for example target/release/oxbow).
     #[arg(long, env = "OXBOW_BIN")]
     pub binary: Option<PathBuf>,
+    /// Bugs planted on purpose in every node of the local cluster (`NAME,...`, passed as
+    /// OXBOW_PLANTED_BUGS; names in docs/simulation.md), to see the checker catch them: needs a
+    /// binary built with `cargo build --release -p oxbow-node --features planted-bugs`.
+    #[arg(long, requires = "cluster")]
+    pub planted_bugs: Option<String>,
     /// Nodes of the local cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,

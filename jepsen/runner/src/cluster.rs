@@ -1,12 +1,16 @@
 //! A local cluster of real `oxbow node` processes on 127.0.0.1: their configuration files,
-//! free ports (and the proxy's links, for partitions), starting, SIGKILL and restart, SIGSTOP and SIGCONT, and noticing a node that
-//! exited on its own. Every process it started is killed when it is dropped.
+//! free ports (and the proxy's links, for partitions), data directories (on lazyfs mounts, for
+//! power failures), starting, SIGKILL and restart, power loss, SIGSTOP and SIGCONT, and noticing
+//! a node that exited on its own. Every process it started is killed when it is dropped, and then
+//! every mount it made is unmounted.
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use oxbow_lazyfs::{LazyFs, Loss};
 
 use crate::proxy::{self, Grudge, Link, CLIENT};
 
@@ -47,6 +51,16 @@ enum State {
     Killed,
 }
 
+/// How the nodes run, beyond their addresses.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// Each node's data directory is a lazyfs mount (over `node-N.backing/`), so that a power
+    /// failure can lose what the node did not fsync.
+    pub power: bool,
+    /// `OXBOW_PLANTED_BUGS` for every node (`NAME,...`).
+    pub planted_bugs: Option<String>,
+}
+
 /// A cluster of `oxbow node` processes.
 pub struct LocalCluster {
     binary: PathBuf,
@@ -58,6 +72,9 @@ pub struct LocalCluster {
     nodes: Vec<State>,
     /// What each node's start was (for its log): 1 for the first, then one more per restart.
     starts: Vec<u32>,
+    setup: Setup,
+    /// Each node's lazyfs mount (with `setup.power`).
+    mounts: Vec<LazyFs>,
 }
 
 /// A node that exited without being killed.
@@ -80,6 +97,7 @@ impl LocalCluster {
         dir: &Path,
         nodes: usize,
         grudge: Option<&Grudge>,
+        setup: Setup,
     ) -> Result<Self, String> {
         if !binary.is_file() {
             return Err(format!(
@@ -154,7 +172,25 @@ impl LocalCluster {
             bootstrap: client_via,
             nodes: (0..nodes).map(|_| State::Killed).collect(),
             starts: vec![0; nodes],
+            setup,
+            mounts: Vec::new(),
         };
+        if cluster.setup.power {
+            detach_stale_mounts();
+            for i in 0..nodes {
+                let backing = dir.join(format!("node-{}.backing", i + 1));
+                let mountpoint = dir.join(format!("node-{}", i + 1));
+                std::fs::create_dir_all(&backing)
+                    .map_err(|e| format!("cannot create {}: {e}", backing.display()))?;
+                let mount = LazyFs::mount(&backing, &mountpoint).map_err(|e| {
+                    format!(
+                        "cannot mount lazyfs on {} (the power nemesis needs root and /dev/fuse): {e}",
+                        mountpoint.display()
+                    )
+                })?;
+                cluster.mounts.push(mount);
+            }
+        }
         for i in 0..nodes {
             cluster.start_node(i)?;
         }
@@ -202,7 +238,11 @@ impl LocalCluster {
             )
             .as_bytes(),
         );
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(bugs) = &self.setup.planted_bugs {
+            command.env(PLANTED_BUGS_ENV, bugs);
+        }
+        let child = command
             .args(["--log-level", "info", "node", "--config"])
             .arg(self.dir.join(format!("node-{}.toml", i + 1)))
             .stdin(Stdio::null())
@@ -220,12 +260,7 @@ impl LocalCluster {
         for i in 0..self.nodes.len() {
             loop {
                 if let Some(exit) = self.exits().into_iter().next() {
-                    return Err(format!(
-                        "node {} exited at start ({}); its log is {}",
-                        exit.node,
-                        exit.status,
-                        exit.log.display()
-                    ));
+                    return Err(self.start_failure(&exit));
                 }
                 if std::net::TcpStream::connect(("127.0.0.1", self.kafka[i])).is_ok() {
                     break;
@@ -242,6 +277,39 @@ impl LocalCluster {
             }
         }
         Ok(())
+    }
+
+    /// Why node `exit` did not start: its status and the last line of its log, and when it
+    /// refused planted bugs, the build that takes them.
+    fn start_failure(&self, exit: &Exit) -> String {
+        let log = std::fs::read_to_string(&exit.log).unwrap_or_default();
+        let last = log
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        let mut message = format!(
+            "node {} exited at start ({}); its log is {}, which ends with: {last}",
+            exit.node,
+            exit.status,
+            exit.log.display()
+        );
+        let refused = log.contains("--features planted-bugs");
+        if let (Some(bugs), true) = (&self.setup.planted_bugs, refused) {
+            let _ = write!(
+                message,
+                "\n--planted-bugs {bugs} needs an oxbow binary built with them: `cargo build --release -p oxbow-node --features planted-bugs`, then --binary target/release/oxbow ({} is a normal build)",
+                self.binary.display()
+            );
+        }
+        message
+    }
+
+    /// Cuts node `i`'s power: SIGKILLs it and drops every write its data directory holds
+    /// unsynced. `None` without lazyfs mounts.
+    pub fn power_off(&mut self, i: usize) -> Option<Loss> {
+        self.kill(i);
+        self.mounts.get(i).map(LazyFs::lose_unsynced)
     }
 
     /// SIGKILLs node `i` if it runs (or is paused) and reaps it.
@@ -315,10 +383,36 @@ fn signal(child: &Child, name: &str) {
         .status();
 }
 
+/// The environment variable that plants bugs in a node built with them.
+const PLANTED_BUGS_ENV: &str = "OXBOW_PLANTED_BUGS";
+
+/// Detaches lazyfs mounts whose runner died (killed before it could unmount them: every call
+/// on them fails with ENOTCONN), wherever they are; live mounts of other runs stay.
+fn detach_stale_mounts() {
+    for mount in oxbow_lazyfs::mounts_of_ours().unwrap_or_default() {
+        if let Ok(true) = oxbow_lazyfs::unmount_stale(&mount) {
+            println!(
+                "detached a stale lazyfs mount at {} (its runner was killed)",
+                mount.display()
+            );
+        }
+    }
+}
+
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill(i);
+        }
+        for mount in self.mounts.drain(..) {
+            let point = mount.mountpoint().to_path_buf();
+            if let Err(e) = mount.unmount() {
+                eprintln!(
+                    "cannot unmount lazyfs at {}: {e}; `oxbow-lazyfs clean --mountpoint {}` detaches it",
+                    point.display(),
+                    point.display()
+                );
+            }
         }
     }
 }

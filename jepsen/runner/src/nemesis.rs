@@ -17,7 +17,8 @@ use crate::workload::Clock;
 /// One fault, or one exit of a node on its own.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    /// `kill`, `pause`, `partition`, or `exit` (a node exited without being killed: a crash).
+    /// `kill`, `pause`, `partition`, `power`, or `exit` (a node exited without being killed: a
+    /// crash).
     pub kind: String,
     /// The nodes (1-based).
     pub nodes: Vec<usize>,
@@ -25,7 +26,8 @@ pub struct Event {
     pub start_ms: u64,
     /// When it was healed (`None`: not yet).
     pub end_ms: Option<u64>,
-    /// What else there is to say (an exit's status and log file).
+    /// What else there is to say (a partition's sides, what a power failure lost, an exit's
+    /// status and log file).
     pub detail: String,
 }
 
@@ -68,7 +70,8 @@ impl Nemesis {
                 NemesisKind::Kill => &["kill"],
                 NemesisKind::Pause => &["pause"],
                 NemesisKind::Partition => &["partition"],
-                NemesisKind::All => &["kill", "pause", "partition"],
+                NemesisKind::Power => &["power"],
+                NemesisKind::All => &["kill", "pause", "partition", "power"],
             };
             let kind = kinds[rng.below(kinds.len() as u64) as usize];
             let mut order: Vec<usize> = (0..n).collect();
@@ -97,14 +100,28 @@ impl Nemesis {
                 nodes.sort_unstable();
                 (nodes, String::new())
             };
+            let mut detail = detail;
             let index = {
                 let mut cluster = self.cluster.lock().expect("not poisoned");
+                let mut losses = Vec::new();
                 for &i in &nodes {
                     match kind {
                         "kill" => cluster.kill(i),
                         "pause" => cluster.pause(i),
+                        "power" => {
+                            let loss = cluster.power_off(i).unwrap_or_default();
+                            losses.push(format!(
+                                "node {} lost {} unsynced bytes in {} files",
+                                i + 1,
+                                loss.bytes,
+                                loss.files
+                            ));
+                        }
                         _ => {}
                     }
+                }
+                if !losses.is_empty() {
+                    detail = losses.join("; ");
                 }
                 let mut events = self.events.lock().expect("not poisoned");
                 events.push(Event {
@@ -123,7 +140,7 @@ impl Nemesis {
                 let mut cluster = self.cluster.lock().expect("not poisoned");
                 for &i in &nodes {
                     match kind {
-                        "kill" => cluster.start_node(i)?,
+                        "kill" | "power" => cluster.start_node(i)?,
                         "pause" => cluster.resume(i),
                         _ => {}
                     }
@@ -262,6 +279,7 @@ pub fn current(events: &Events) -> String {
         .filter(|e| e.end_ms.is_none() && e.kind != "exit")
         .map(|e| match e.kind.as_str() {
             "partition" => format!("partition ({})", e.detail),
+            "power" => format!("power {:?} ({})", e.nodes, e.detail),
             _ => format!("{} {:?}", e.kind, e.nodes),
         })
         .collect();

@@ -25,6 +25,8 @@ const PENDING: &str = "#8e44ad";
 const POLL: &str = "#3060c0";
 const COMMIT: &str = "#20a0a0";
 const ANOMALY: &str = "#d01010";
+/// Colours of the fault bands.
+const POWER: &str = "#c8a0e0";
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -109,6 +111,10 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
             ),
             "partition" => (
                 "#f4e0a0",
+                x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
+            ),
+            "power" => (
+                POWER,
                 x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
             ),
             _ => (ANOMALY, 2.0),
@@ -268,6 +274,7 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
         ("#f4b8b8", "kill"),
         ("#b8c8f4", "pause"),
         ("#f4e0a0", "partition"),
+        (POWER, "power"),
         (ANOMALY, "anomaly / node exit"),
     ];
     for (i, (colour, label)) in legend.iter().enumerate() {
