@@ -66,7 +66,10 @@ pub enum NemesisKind {
     /// Power failure: SIGKILL a random node (now and then a majority), drop every write its
     /// data directory (a lazyfs FUSE mount) holds unsynced, and restart it a few seconds later.
     Power,
-    /// Kills, pauses, partitions and power failures, mixed.
+    /// Jump a random node's wall clock (libfaketime) by seconds to minutes either way, or
+    /// strobe it back and forth every 100 ms; set right a few seconds later.
+    Clock,
+    /// Kills, pauses, partitions, power failures and clock jumps, mixed.
     All,
 }
 
@@ -74,6 +77,11 @@ impl NemesisKind {
     /// Whether it cuts links (so the cluster's links go through the proxy).
     pub fn partitions(self) -> bool {
         matches!(self, Self::Partition | Self::All)
+    }
+
+    /// Whether it moves clocks (so each node runs under libfaketime).
+    pub fn clock(self) -> bool {
+        matches!(self, Self::Clock | Self::All)
     }
 
     /// Whether it cuts power (so each node's data directory is a lazyfs mount).
@@ -89,6 +97,7 @@ impl NemesisKind {
             Self::Pause => "pause",
             Self::Partition => "partition",
             Self::Power => "power",
+            Self::Clock => "clock",
             Self::All => "all",
         }
     }

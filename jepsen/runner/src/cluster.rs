@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use oxbow_lazyfs::{LazyFs, Loss};
 
+use crate::faketime::FakeClock;
 use crate::proxy::{self, Grudge, Link, CLIENT};
 
 /// The peer secret of the local cluster (only 127.0.0.1 hears it).
@@ -59,6 +60,9 @@ pub struct Setup {
     pub power: bool,
     /// `OXBOW_PLANTED_BUGS` for every node (`NAME,...`).
     pub planted_bugs: Option<String>,
+    /// Each node runs under libfaketime on a wall clock of its own (`node-N.faketime`), which
+    /// the clock nemesis moves.
+    pub clock: bool,
 }
 
 /// A cluster of `oxbow node` processes.
@@ -75,6 +79,8 @@ pub struct LocalCluster {
     setup: Setup,
     /// Each node's lazyfs mount (with `setup.power`).
     mounts: Vec<LazyFs>,
+    /// Each node's wall clock (with `setup.clock`).
+    clocks: Vec<FakeClock>,
 }
 
 /// A node that exited without being killed.
@@ -174,7 +180,14 @@ impl LocalCluster {
             starts: vec![0; nodes],
             setup,
             mounts: Vec::new(),
+            clocks: Vec::new(),
         };
+        if cluster.setup.clock {
+            for i in 0..nodes {
+                let clock = FakeClock::new(&dir.join(format!("node-{}.faketime", i + 1)))?;
+                cluster.clocks.push(clock);
+            }
+        }
         if cluster.setup.power {
             detach_stale_mounts();
             for i in 0..nodes {
@@ -241,6 +254,9 @@ impl LocalCluster {
         let mut command = Command::new(&self.binary);
         if let Some(bugs) = &self.setup.planted_bugs {
             command.env(PLANTED_BUGS_ENV, bugs);
+        }
+        if let Some(clock) = self.clocks.get(i) {
+            command.envs(clock.env());
         }
         let child = command
             .args(["--log-level", "info", "node", "--config"])
@@ -312,6 +328,14 @@ impl LocalCluster {
         self.mounts.get(i).map(LazyFs::lose_unsynced)
     }
 
+    /// Sets node `i`'s wall clock `offset_ms` from real time (no-op without clocks).
+    pub fn set_clock(&self, i: usize, offset_ms: i64) -> Result<(), String> {
+        match self.clocks.get(i) {
+            Some(clock) => clock.set_offset_ms(offset_ms),
+            None => Ok(()),
+        }
+    }
+
     /// SIGKILLs node `i` if it runs (or is paused) and reaps it.
     pub fn kill(&mut self, i: usize) {
         match std::mem::replace(&mut self.nodes[i], State::Killed) {
@@ -342,9 +366,10 @@ impl LocalCluster {
         }
     }
 
-    /// Resumes every paused node and starts every killed one.
+    /// Resumes every paused node, starts every killed one, and sets every clock right.
     pub fn heal(&mut self) -> Result<(), String> {
         for i in 0..self.nodes.len() {
+            self.set_clock(i, 0)?;
             self.resume(i);
             if matches!(self.nodes[i], State::Killed) {
                 self.start_node(i)?;

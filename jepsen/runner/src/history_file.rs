@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::nemesis::Event;
 
-/// The nemesis lines of `events`: each fault's start (`kill`, `pause`, `partition`, `power`)
-/// and end (`restart`, `resume`, `heal`, `restart`), and each node that exited on its own (`exit`), as `(time, line)`.
+/// The nemesis lines of `events`: each fault's start (`kill`, `pause`, `partition`, `power`,
+/// `clock`) and end (`restart`, `resume`, `heal`, `restart`, `clock-reset`), and each node that exited on its own (`exit`), as `(time, line)`.
 fn nemesis_lines(events: &[Event]) -> Vec<(u64, String)> {
     let mut lines = Vec::new();
     for event in events {
@@ -32,6 +32,7 @@ fn nemesis_lines(events: &[Event]) -> Vec<(u64, String)> {
             "kill" | "power" => "restart",
             "pause" => "resume",
             "partition" => "heal",
+            "clock" => "clock-reset",
             _ => continue,
         };
         if let Some(end_ms) = event.end_ms {

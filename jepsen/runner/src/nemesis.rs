@@ -17,7 +17,7 @@ use crate::workload::Clock;
 /// One fault, or one exit of a node on its own.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    /// `kill`, `pause`, `partition`, `power`, or `exit` (a node exited without being killed: a
+    /// `kill`, `pause`, `partition`, `power`, `clock`, or `exit` (a node exited without being killed: a
     /// crash).
     pub kind: String,
     /// The nodes (1-based).
@@ -30,6 +30,9 @@ pub struct Event {
     /// status and log file).
     pub detail: String,
 }
+
+/// How often a strobing clock flips.
+const STROBE_MS: u64 = 100;
 
 /// The events of a run, shared with the progress line and the report.
 pub type Events = Arc<Mutex<Vec<Event>>>;
@@ -71,7 +74,8 @@ impl Nemesis {
                 NemesisKind::Pause => &["pause"],
                 NemesisKind::Partition => &["partition"],
                 NemesisKind::Power => &["power"],
-                NemesisKind::All => &["kill", "pause", "partition", "power"],
+                NemesisKind::Clock => &["clock"],
+                NemesisKind::All => &["kill", "pause", "partition", "power", "clock"],
             };
             let kind = kinds[rng.below(kinds.len() as u64) as usize];
             let mut order: Vec<usize> = (0..n).collect();
@@ -90,8 +94,8 @@ impl Nemesis {
                 nodes.sort_unstable();
                 (nodes, detail)
             } else {
-                // One node most of the time; a majority one time in four.
-                let count = if n >= 3 && rng.chance(1, 4) {
+                // One node most of the time; a majority one time in four (clocks: one node).
+                let count = if kind != "clock" && n >= 3 && rng.chance(1, 4) {
                     n / 2 + 1
                 } else {
                     1
@@ -101,6 +105,8 @@ impl Nemesis {
                 (nodes, String::new())
             };
             let mut detail = detail;
+            // A strobing clock: its node and the offset it flips to and from.
+            let mut strobe = None;
             let index = {
                 let mut cluster = self.cluster.lock().expect("not poisoned");
                 let mut losses = Vec::new();
@@ -108,6 +114,26 @@ impl Nemesis {
                     match kind {
                         "kill" => cluster.kill(i),
                         "pause" => cluster.pause(i),
+                        "clock" => {
+                            let offset_ms = rng.between(5, 300) as i64
+                                * 1000
+                                * if rng.chance(1, 2) { -1 } else { 1 };
+                            cluster.set_clock(i, offset_ms)?;
+                            detail = if rng.chance(1, 3) {
+                                strobe = Some((i, offset_ms));
+                                format!(
+                                    "node {}'s wall clock strobes between 0 and {:+} s every {STROBE_MS} ms",
+                                    i + 1,
+                                    offset_ms / 1000
+                                )
+                            } else {
+                                format!(
+                                    "node {}'s wall clock jumped {:+} s",
+                                    i + 1,
+                                    offset_ms / 1000
+                                )
+                            };
+                        }
                         "power" => {
                             let loss = cluster.power_off(i).unwrap_or_default();
                             losses.push(format!(
@@ -133,15 +159,18 @@ impl Nemesis {
                 });
                 events.len() - 1
             };
-            let stopped = self
-                .wait(rng.between(self.length.0, self.length.1) * 1000)
-                .await;
+            let length_ms = rng.between(self.length.0, self.length.1) * 1000;
+            let stopped = match strobe {
+                Some((node, offset_ms)) => self.strobe(length_ms, node, offset_ms).await?,
+                None => self.wait(length_ms).await,
+            };
             {
                 let mut cluster = self.cluster.lock().expect("not poisoned");
                 for &i in &nodes {
                     match kind {
                         "kill" | "power" => cluster.start_node(i)?,
                         "pause" => cluster.resume(i),
+                        "clock" => cluster.set_clock(i, 0)?,
                         _ => {}
                     }
                 }
@@ -168,6 +197,27 @@ impl Nemesis {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Waits `ms` while node `node`'s wall clock flips between `offset_ms` and real time every
+    /// [`STROBE_MS`]; true when told to stop.
+    async fn strobe(&self, ms: u64, node: usize, offset_ms: i64) -> Result<bool, String> {
+        let until = self.clock.ms() + ms;
+        let mut shifted = false;
+        while self.clock.ms() < until {
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(true);
+            }
+            self.note_exits();
+            shifted = !shifted;
+            let offset = if shifted { offset_ms } else { 0 };
+            self.cluster
+                .lock()
+                .expect("not poisoned")
+                .set_clock(node, offset)?;
+            tokio::time::sleep(Duration::from_millis(STROBE_MS)).await;
+        }
+        Ok(self.stop.load(Ordering::SeqCst))
     }
 
     /// Records each node that exited on its own (a crash: a finding) and starts it again.
@@ -279,7 +329,7 @@ pub fn current(events: &Events) -> String {
         .filter(|e| e.end_ms.is_none() && e.kind != "exit")
         .map(|e| match e.kind.as_str() {
             "partition" => format!("partition ({})", e.detail),
-            "power" => format!("power {:?} ({})", e.nodes, e.detail),
+            "power" | "clock" => format!("{} {:?} ({})", e.kind, e.nodes, e.detail),
             _ => format!("{} {:?}", e.kind, e.nodes),
         })
         .collect();

@@ -108,6 +108,7 @@ async fn test(args: TestArgs) -> Result<bool, String> {
             Setup {
                 power: args.nemesis.power(),
                 planted_bugs: args.planted_bugs.clone(),
+                clock: args.nemesis.clock(),
             },
         )?))),
         // No --binary with --cluster: clap refused it (`requires = "binary"`).

@@ -27,6 +27,7 @@ const COMMIT: &str = "#20a0a0";
 const ANOMALY: &str = "#d01010";
 /// Colours of the fault bands.
 const POWER: &str = "#c8a0e0";
+const CLOCK: &str = "#a0e0d0";
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -115,6 +116,10 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
             ),
             "power" => (
                 POWER,
+                x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
+            ),
+            "clock" => (
+                CLOCK,
                 x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
             ),
             _ => (ANOMALY, 2.0),
@@ -275,10 +280,11 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
         ("#b8c8f4", "pause"),
         ("#f4e0a0", "partition"),
         (POWER, "power"),
+        (CLOCK, "clock"),
         (ANOMALY, "anomaly / node exit"),
     ];
     for (i, (colour, label)) in legend.iter().enumerate() {
-        let lx = LEFT + i as f64 * 105.0;
+        let lx = LEFT + i as f64 * 95.0;
         let ly = bottom + 35.0;
         let _ = writeln!(
             svg,
