@@ -69,7 +69,10 @@ pub enum NemesisKind {
     /// Jump a random node's wall clock (libfaketime) by seconds to minutes either way, or
     /// strobe it back and forth every 100 ms; set right a few seconds later.
     Clock,
-    /// Kills, pauses, partitions, power failures and clock jumps, mixed.
+    /// Fill a random node's data file system (a tmpfs of the run's) below its disk reserve,
+    /// so it refuses produce (now and then to the last byte), and empty it a few seconds later.
+    Disk,
+    /// Kills, pauses, partitions, power failures, clock jumps and full disks, mixed.
     All,
 }
 
@@ -82,6 +85,11 @@ impl NemesisKind {
     /// Whether it moves clocks (so each node runs under libfaketime).
     pub fn clock(self) -> bool {
         matches!(self, Self::Clock | Self::All)
+    }
+
+    /// Whether it fills disks (so each node's data lives on a small tmpfs).
+    pub fn disk(self) -> bool {
+        matches!(self, Self::Disk | Self::All)
     }
 
     /// Whether it cuts power (so each node's data directory is a lazyfs mount).
@@ -98,6 +106,7 @@ impl NemesisKind {
             Self::Partition => "partition",
             Self::Power => "power",
             Self::Clock => "clock",
+            Self::Disk => "disk",
             Self::All => "all",
         }
     }

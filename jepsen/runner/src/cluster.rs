@@ -14,6 +14,7 @@ use oxbow_lazyfs::{LazyFs, Loss};
 
 use crate::faketime::FakeClock;
 use crate::proxy::{self, Grudge, Link, CLIENT};
+use crate::small_disk::SmallDisk;
 
 /// The peer secret of the local cluster (only 127.0.0.1 hears it).
 const PEER_SECRET: &str = "oxbow-jepsen local cluster";
@@ -63,6 +64,38 @@ pub struct Setup {
     /// Each node runs under libfaketime on a wall clock of its own (`node-N.faketime`), which
     /// the clock nemesis moves.
     pub clock: bool,
+    /// Each node's data lives on a tmpfs of its own ([`DISK_BYTES`], mounted on
+    /// `node-N.disk/`), with a disk reserve of [`DISK_RESERVE_BYTES`], which the disk nemesis
+    /// fills.
+    pub disk: bool,
+}
+
+/// The size of each node's tmpfs with [`Setup::disk`].
+pub const DISK_BYTES: u64 = 256 << 20;
+/// Each node's `[log] disk_reserve_bytes` with [`Setup::disk`].
+pub const DISK_RESERVE_BYTES: u64 = 16 << 20;
+
+impl Setup {
+    /// Node `i`'s data directory (0-based), in the cluster's directory `dir`: `node-N/`, or
+    /// on its tmpfs `node-N.disk/data/` (unless a lazyfs mount on `node-N/` keeps its data
+    /// there).
+    fn data_dir(&self, dir: &Path, i: usize) -> PathBuf {
+        if self.disk && !self.power {
+            dir.join(format!("node-{}.disk", i + 1)).join("data")
+        } else {
+            dir.join(format!("node-{}", i + 1))
+        }
+    }
+
+    /// Node `i`'s lazyfs backing directory: `node-N.backing/`, or on its tmpfs
+    /// `node-N.disk/backing/`.
+    fn backing_dir(&self, dir: &Path, i: usize) -> PathBuf {
+        if self.disk {
+            dir.join(format!("node-{}.disk", i + 1)).join("backing")
+        } else {
+            dir.join(format!("node-{}.backing", i + 1))
+        }
+    }
 }
 
 /// A cluster of `oxbow node` processes.
@@ -81,6 +114,8 @@ pub struct LocalCluster {
     mounts: Vec<LazyFs>,
     /// Each node's wall clock (with `setup.clock`).
     clocks: Vec<FakeClock>,
+    /// Each node's tmpfs (with `setup.disk`), under its lazyfs mount if any.
+    disks: Vec<SmallDisk>,
 }
 
 /// A node that exited without being killed.
@@ -148,11 +183,14 @@ impl LocalCluster {
             let mut text = format!(
                 "node_id = {}\ndata_dir = {:?}\nkafka_listen = \"127.0.0.1:{}\"\nkafka_advertised = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\npeer_secret = \"{PEER_SECRET}\"\n",
                 i + 1,
-                dir.join(format!("node-{}", i + 1)),
+                setup.data_dir(dir, i),
                 kafka[i],
                 client_via[i],
                 peer[i],
             );
+            if setup.disk {
+                let _ = write!(text, "[log]\ndisk_reserve_bytes = {DISK_RESERVE_BYTES}\n");
+            }
             for j in (0..nodes).filter(|j| *j != i) {
                 let _ = write!(
                     text,
@@ -181,7 +219,14 @@ impl LocalCluster {
             setup,
             mounts: Vec::new(),
             clocks: Vec::new(),
+            disks: Vec::new(),
         };
+        if cluster.setup.disk {
+            for i in 0..nodes {
+                let disk = SmallDisk::mount(&dir.join(format!("node-{}.disk", i + 1)), DISK_BYTES)?;
+                cluster.disks.push(disk);
+            }
+        }
         if cluster.setup.clock {
             for i in 0..nodes {
                 let clock = FakeClock::new(&dir.join(format!("node-{}.faketime", i + 1)))?;
@@ -191,7 +236,7 @@ impl LocalCluster {
         if cluster.setup.power {
             detach_stale_mounts();
             for i in 0..nodes {
-                let backing = dir.join(format!("node-{}.backing", i + 1));
+                let backing = cluster.setup.backing_dir(dir, i);
                 let mountpoint = dir.join(format!("node-{}", i + 1));
                 std::fs::create_dir_all(&backing)
                     .map_err(|e| format!("cannot create {}: {e}", backing.display()))?;
@@ -336,6 +381,33 @@ impl LocalCluster {
         }
     }
 
+    /// Fills node `i`'s disk until at most `leave_bytes` are free; returns the filler's size
+    /// (`None` without disks).
+    pub fn fill_disk(&self, i: usize, leave_bytes: u64) -> Result<Option<u64>, String> {
+        match self.disks.get(i) {
+            Some(disk) => disk
+                .fill(leave_bytes)
+                .map(Some)
+                .map_err(|e| format!("cannot fill the disk at {}: {e}", disk.path().display())),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes node `i`'s filler (no-op without disks).
+    pub fn drain_disk(&self, i: usize) -> Result<(), String> {
+        match self.disks.get(i) {
+            Some(disk) => disk
+                .drain()
+                .map_err(|e| format!("cannot drain the disk at {}: {e}", disk.path().display())),
+            None => Ok(()),
+        }
+    }
+
+    /// Free bytes on node `i`'s disk (`None` without disks).
+    pub fn disk_free(&self, i: usize) -> Option<u64> {
+        self.disks.get(i).and_then(|disk| disk.free_bytes().ok())
+    }
+
     /// SIGKILLs node `i` if it runs (or is paused) and reaps it.
     pub fn kill(&mut self, i: usize) {
         match std::mem::replace(&mut self.nodes[i], State::Killed) {
@@ -366,10 +438,12 @@ impl LocalCluster {
         }
     }
 
-    /// Resumes every paused node, starts every killed one, and sets every clock right.
+    /// Resumes every paused node, starts every killed one, sets every clock right and empties
+    /// every filled disk.
     pub fn heal(&mut self) -> Result<(), String> {
         for i in 0..self.nodes.len() {
             self.set_clock(i, 0)?;
+            self.drain_disk(i)?;
             self.resume(i);
             if matches!(self.nodes[i], State::Killed) {
                 self.start_node(i)?;
@@ -434,6 +508,16 @@ impl Drop for LocalCluster {
             if let Err(e) = mount.unmount() {
                 eprintln!(
                     "cannot unmount lazyfs at {}: {e}; `oxbow-lazyfs clean --mountpoint {}` detaches it",
+                    point.display(),
+                    point.display()
+                );
+            }
+        }
+        for disk in self.disks.drain(..) {
+            let point = disk.path().to_path_buf();
+            if let Err(e) = disk.unmount() {
+                eprintln!(
+                    "cannot unmount the tmpfs at {}: {e}; `umount --lazy {}` detaches it",
                     point.display(),
                     point.display()
                 );

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use crate::nemesis::Event;
 
 /// The nemesis lines of `events`: each fault's start (`kill`, `pause`, `partition`, `power`,
-/// `clock`) and end (`restart`, `resume`, `heal`, `restart`, `clock-reset`), and each node that exited on its own (`exit`), as `(time, line)`.
+/// `clock`, `disk`) and end (`restart`, `resume`, `heal`, `restart`, `clock-reset`,
+/// `disk-drain`), and each node that exited on its own (`exit`), as `(time, line)`.
 fn nemesis_lines(events: &[Event]) -> Vec<(u64, String)> {
     let mut lines = Vec::new();
     for event in events {
@@ -33,6 +34,7 @@ fn nemesis_lines(events: &[Event]) -> Vec<(u64, String)> {
             "pause" => "resume",
             "partition" => "heal",
             "clock" => "clock-reset",
+            "disk" => "disk-drain",
             _ => continue,
         };
         if let Some(end_ms) = event.end_ms {

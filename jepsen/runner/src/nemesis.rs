@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cli::NemesisKind;
-use crate::cluster::LocalCluster;
+use crate::cluster::{LocalCluster, DISK_RESERVE_BYTES};
 use crate::proxy::Grudge;
 use crate::rng::Stream;
 use crate::workload::Clock;
@@ -17,7 +17,7 @@ use crate::workload::Clock;
 /// One fault, or one exit of a node on its own.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    /// `kill`, `pause`, `partition`, `power`, `clock`, or `exit` (a node exited without being killed: a
+    /// `kill`, `pause`, `partition`, `power`, `clock`, `disk`, or `exit` (a node exited without being killed: a
     /// crash).
     pub kind: String,
     /// The nodes (1-based).
@@ -75,7 +75,8 @@ impl Nemesis {
                 NemesisKind::Partition => &["partition"],
                 NemesisKind::Power => &["power"],
                 NemesisKind::Clock => &["clock"],
-                NemesisKind::All => &["kill", "pause", "partition", "power", "clock"],
+                NemesisKind::Disk => &["disk"],
+                NemesisKind::All => &["kill", "pause", "partition", "power", "clock", "disk"],
             };
             let kind = kinds[rng.below(kinds.len() as u64) as usize];
             let mut order: Vec<usize> = (0..n).collect();
@@ -94,8 +95,9 @@ impl Nemesis {
                 nodes.sort_unstable();
                 (nodes, detail)
             } else {
-                // One node most of the time; a majority one time in four (clocks: one node).
-                let count = if kind != "clock" && n >= 3 && rng.chance(1, 4) {
+                // One node most of the time; a majority one time in four (clocks and disks:
+                // one node).
+                let count = if !matches!(kind, "clock" | "disk") && n >= 3 && rng.chance(1, 4) {
                     n / 2 + 1
                 } else {
                     1
@@ -134,6 +136,22 @@ impl Nemesis {
                                 )
                             };
                         }
+                        "disk" => {
+                            // Below the reserve most of the time; one time in four, full.
+                            let leave = if rng.chance(1, 4) {
+                                0
+                            } else {
+                                DISK_RESERVE_BYTES / 2
+                            };
+                            let filler = cluster.fill_disk(i, leave)?.unwrap_or(0);
+                            detail = format!(
+                                "node {}'s disk filled: {} KiB free (reserve {} KiB), filler {} MiB",
+                                i + 1,
+                                cluster.disk_free(i).unwrap_or(0) >> 10,
+                                DISK_RESERVE_BYTES >> 10,
+                                filler >> 20
+                            );
+                        }
                         "power" => {
                             let loss = cluster.power_off(i).unwrap_or_default();
                             losses.push(format!(
@@ -171,6 +189,7 @@ impl Nemesis {
                         "kill" | "power" => cluster.start_node(i)?,
                         "pause" => cluster.resume(i),
                         "clock" => cluster.set_clock(i, 0)?,
+                        "disk" => cluster.drain_disk(i)?,
                         _ => {}
                     }
                 }
@@ -329,7 +348,7 @@ pub fn current(events: &Events) -> String {
         .filter(|e| e.end_ms.is_none() && e.kind != "exit")
         .map(|e| match e.kind.as_str() {
             "partition" => format!("partition ({})", e.detail),
-            "power" | "clock" => format!("{} {:?} ({})", e.kind, e.nodes, e.detail),
+            "power" | "clock" | "disk" => format!("{} {:?} ({})", e.kind, e.nodes, e.detail),
             _ => format!("{} {:?}", e.kind, e.nodes),
         })
         .collect();

@@ -185,6 +185,7 @@ pub fn summary(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
             "partition" => format!("partition: {}", e.detail),
             "power" => format!("power failure of node(s) {:?}: {}", e.nodes, e.detail),
             "clock" => format!("clock: {}", e.detail),
+            "disk" => format!("disk: {}", e.detail),
             _ => format!("{} node(s) {:?}", e.kind, e.nodes),
         };
         let _ = writeln!(

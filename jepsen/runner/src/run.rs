@@ -109,6 +109,7 @@ async fn test(args: TestArgs) -> Result<bool, String> {
                 power: args.nemesis.power(),
                 planted_bugs: args.planted_bugs.clone(),
                 clock: args.nemesis.clock(),
+                disk: args.nemesis.disk(),
             },
         )?))),
         // No --binary with --cluster: clap refused it (`requires = "binary"`).

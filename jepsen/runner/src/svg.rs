@@ -28,6 +28,7 @@ const ANOMALY: &str = "#d01010";
 /// Colours of the fault bands.
 const POWER: &str = "#c8a0e0";
 const CLOCK: &str = "#a0e0d0";
+const DISK: &str = "#d8c0a0";
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -120,6 +121,10 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
             ),
             "clock" => (
                 CLOCK,
+                x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
+            ),
+            "disk" => (
+                DISK,
                 x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
             ),
             _ => (ANOMALY, 2.0),
@@ -281,10 +286,11 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
         ("#f4e0a0", "partition"),
         (POWER, "power"),
         (CLOCK, "clock"),
+        (DISK, "disk"),
         (ANOMALY, "anomaly / node exit"),
     ];
     for (i, (colour, label)) in legend.iter().enumerate() {
-        let lx = LEFT + i as f64 * 95.0;
+        let lx = LEFT + i as f64 * 88.0;
         let ly = bottom + 35.0;
         let _ = writeln!(
             svg,
