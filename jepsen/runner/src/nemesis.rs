@@ -1,6 +1,8 @@
 //! The nemesis: faults on the local cluster on a seeded schedule (a gap, a fault on one node or
-//! now and then on a majority, or a partition of the links through the proxy; its length, its
-//! healing), each recorded with its times; and at the end, healing everything. It also notices nodes that exit on their own.
+//! now and then on a majority: kill, pause, power failure; a partition of the links through the
+//! proxy; a clock jump or strobe, or a full disk, on one node; its length, its healing), each
+//! recorded with its times; and at the end, healing everything. It also notices nodes that exit
+//! on their own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,8 +19,8 @@ use crate::workload::Clock;
 /// One fault, or one exit of a node on its own.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    /// `kill`, `pause`, `partition`, `power`, `clock`, `disk`, or `exit` (a node exited without being killed: a
-    /// crash).
+    /// `kill`, `pause`, `partition`, `power`, `clock`, `disk`, or `exit` (a node exited
+    /// without being killed: a crash).
     pub kind: String,
     /// The nodes (1-based).
     pub nodes: Vec<usize>,
@@ -26,8 +28,8 @@ pub struct Event {
     pub start_ms: u64,
     /// When it was healed (`None`: not yet).
     pub end_ms: Option<u64>,
-    /// What else there is to say (a partition's sides, what a power failure lost, an exit's
-    /// status and log file).
+    /// What else there is to say (a partition's sides, what a power failure lost, a clock's
+    /// jump or strobe, a disk's free space, an exit's status and log file).
     pub detail: String,
 }
 
