@@ -184,3 +184,28 @@ fn power_clock_and_disk_runs_are_valid_and_live() {
         assert_no_mounts(&out);
     }
 }
+
+/// A node that refuses `--planted-bugs` (a normal build, or a name no build knows) stops the
+/// run at once with the node's own words, and leaves nothing running.
+#[test]
+fn a_refused_planted_bug_stops_the_run_with_the_reason() {
+    let binary = oxbow_binary();
+    let out = scratch("planted-refused");
+    let output = Command::new(RUNNER)
+        .args(["test", "--cluster", "local", "--binary"])
+        .arg(&binary)
+        .args(["--planted-bugs", "no-such-bug", "--duration", "5s", "--out"])
+        .arg(&out)
+        .output()
+        .expect("oxbow-jepsen runs");
+    let text = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(text.contains("exited at start"), "{text}");
+    assert!(text.contains("OXBOW_PLANTED_BUGS"), "{text}");
+    let left = Command::new("pgrep")
+        .args(["-f", &out.display().to_string()])
+        .output()
+        .expect("pgrep runs");
+    assert!(left.stdout.is_empty(), "processes left running");
+    let _ = std::fs::remove_dir_all(&out);
+}
