@@ -289,8 +289,9 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
         (DISK, "disk"),
         (ANOMALY, "anomaly / node exit"),
     ];
-    for (i, (colour, label)) in legend.iter().enumerate() {
-        let lx = LEFT + i as f64 * 88.0;
+    // Each entry as wide as its label (about 6.5 px a character at this size).
+    let mut lx = LEFT;
+    for (colour, label) in legend {
         let ly = bottom + 35.0;
         let _ = writeln!(
             svg,
@@ -298,6 +299,7 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
             ly - 9.0,
             lx + 14.0
         );
+        lx += 14.0 + 6.5 * label.len() as f64 + 16.0;
     }
     svg.push_str("</svg>\n");
     svg
