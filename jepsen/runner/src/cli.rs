@@ -144,6 +144,11 @@ pub struct TestArgs {
     /// binary built with `cargo build --release -p oxbow-node --features planted-bugs`.
     #[arg(long, requires = "cluster")]
     pub planted_bugs: Option<String>,
+    /// A top-level line for every node's configuration file (repeatable), for example
+    /// `--node-config 'fsync = "never"'` to see the power nemesis catch a cluster that never
+    /// fsyncs; keys are those of `oxbow node`'s configuration (docs/operations.md).
+    #[arg(long, requires = "cluster")]
+    pub node_config: Vec<String>,
     /// Nodes of the local cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,

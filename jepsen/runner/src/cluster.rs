@@ -61,6 +61,8 @@ pub struct Setup {
     pub power: bool,
     /// `OXBOW_PLANTED_BUGS` for every node (`NAME,...`).
     pub planted_bugs: Option<String>,
+    /// Top-level lines added to every node's configuration file.
+    pub extra_config: Vec<String>,
     /// Each node runs under libfaketime on a wall clock of its own (`node-N.faketime`), which
     /// the clock nemesis moves.
     pub clock: bool,
@@ -188,6 +190,9 @@ impl LocalCluster {
                 client_via[i],
                 peer[i],
             );
+            for line in &setup.extra_config {
+                let _ = writeln!(text, "{line}");
+            }
             if setup.disk {
                 let _ = write!(text, "[log]\ndisk_reserve_bytes = {DISK_RESERVE_BYTES}\n");
             }

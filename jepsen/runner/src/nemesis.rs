@@ -98,11 +98,13 @@ impl Nemesis {
                 (nodes, detail)
             } else {
                 // One node most of the time; a majority one time in four (clocks and disks:
-                // one node).
-                let count = if !matches!(kind, "clock" | "disk") && n >= 3 && rng.chance(1, 4) {
-                    n / 2 + 1
-                } else {
-                    1
+                // one node). Power fails on every node one time in four too, as when a whole
+                // rack goes dark: then what no node synced is gone for good.
+                let count = match kind {
+                    "clock" | "disk" => 1,
+                    "power" if rng.chance(1, 4) => n,
+                    _ if n >= 3 && rng.chance(1, 4) => n / 2 + 1,
+                    _ => 1,
                 };
                 let mut nodes: Vec<usize> = order[..count].to_vec();
                 nodes.sort_unstable();

@@ -123,6 +123,7 @@ pub fn json(history: &History, verdict: &Verdict, run: &Run<'_>) -> Value {
         "rate": args.rate,
         "delivery_timeout_ms": args.delivery_timeout.as_millis() as u64,
         "planted_bugs": args.planted_bugs,
+        "node_config": args.node_config,
         "counts": counts(history),
         "checker": {
             "sent": verdict.sent,
@@ -153,6 +154,9 @@ pub fn summary(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
         args.duration
     );
     let _ = writeln!(out, "target: {}; topic {}", run.target, run.topic);
+    if !args.node_config.is_empty() {
+        let _ = writeln!(out, "node configuration: {}", args.node_config.join("; "));
+    }
     if let Some(bugs) = &args.planted_bugs {
         let _ = writeln!(
             out,

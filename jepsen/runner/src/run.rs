@@ -108,6 +108,7 @@ async fn test(args: TestArgs) -> Result<bool, String> {
             Setup {
                 power: args.nemesis.power(),
                 planted_bugs: args.planted_bugs.clone(),
+                extra_config: args.node_config.clone(),
                 clock: args.nemesis.clock(),
                 disk: args.nemesis.disk(),
             },
