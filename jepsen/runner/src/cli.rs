@@ -63,7 +63,16 @@ pub enum NemesisKind {
     /// minority), a bridge (two sides that each reach one node), or one way (a node's bytes
     /// do not reach the others, or theirs do not reach it); healed a few seconds later.
     Partition,
-    /// Kills, pauses and partitions, mixed.
+    /// Power failure: SIGKILL a random node (now and then a majority), drop every write its
+    /// data directory (a lazyfs FUSE mount) holds unsynced, and restart it a few seconds later.
+    Power,
+    /// Jump a random node's wall clock (libfaketime) by seconds to minutes either way, or
+    /// strobe it back and forth every 100 ms; set right a few seconds later.
+    Clock,
+    /// Fill a random node's data file system (a tmpfs of the run's) below its disk reserve,
+    /// so it refuses produce (now and then to the last byte), and empty it a few seconds later.
+    Disk,
+    /// Kills, pauses, partitions, power failures, clock jumps and full disks, mixed.
     All,
 }
 
@@ -73,6 +82,21 @@ impl NemesisKind {
         matches!(self, Self::Partition | Self::All)
     }
 
+    /// Whether it moves clocks (so each node runs under libfaketime).
+    pub fn clock(self) -> bool {
+        matches!(self, Self::Clock | Self::All)
+    }
+
+    /// Whether it fills disks (so each node's data lives on a small tmpfs).
+    pub fn disk(self) -> bool {
+        matches!(self, Self::Disk | Self::All)
+    }
+
+    /// Whether it cuts power (so each node's data directory is a lazyfs mount).
+    pub fn power(self) -> bool {
+        matches!(self, Self::Power | Self::All)
+    }
+
     /// The name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -80,6 +104,9 @@ impl NemesisKind {
             Self::Kill => "kill",
             Self::Pause => "pause",
             Self::Partition => "partition",
+            Self::Power => "power",
+            Self::Clock => "clock",
+            Self::Disk => "disk",
             Self::All => "all",
         }
     }
@@ -112,6 +139,16 @@ pub struct TestArgs {
     /// The `oxbow` binary for `--cluster local` (for example target/release/oxbow).
     #[arg(long, env = "OXBOW_BIN")]
     pub binary: Option<PathBuf>,
+    /// Bugs planted on purpose in every node of the local cluster (`NAME,...`, passed as
+    /// OXBOW_PLANTED_BUGS; names in docs/simulation.md), to see the checker catch them: needs a
+    /// binary built with `cargo build --release -p oxbow-node --features planted-bugs`.
+    #[arg(long, requires = "cluster")]
+    pub planted_bugs: Option<String>,
+    /// A top-level line for every node's configuration file (repeatable), for example
+    /// `--node-config 'fsync = "never"'` to see the power nemesis catch a cluster that never
+    /// fsyncs; keys are those of `oxbow node`'s configuration (docs/operations.md).
+    #[arg(long, requires = "cluster")]
+    pub node_config: Vec<String>,
     /// Nodes of the local cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,

@@ -1,6 +1,8 @@
 //! A local cluster of real `oxbow node` processes on 127.0.0.1: their configuration files,
-//! free ports (and the proxy's links, for partitions), starting, SIGKILL and restart, SIGSTOP and SIGCONT, and noticing a node that
-//! exited on its own. Every process it started is killed when it is dropped.
+//! free ports (and the proxy's links, for partitions), data directories (on lazyfs mounts, for
+//! power failures), starting, SIGKILL and restart, power loss, SIGSTOP and SIGCONT, and noticing
+//! a node that exited on its own. Every process it started is killed when it is dropped, and then
+//! every mount it made is unmounted.
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
@@ -8,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use oxbow_lazyfs::{LazyFs, Loss};
+
+use crate::faketime::FakeClock;
 use crate::proxy::{self, Grudge, Link, CLIENT};
+use crate::small_disk::SmallDisk;
 
 /// The peer secret of the local cluster (only 127.0.0.1 hears it).
 const PEER_SECRET: &str = "oxbow-jepsen local cluster";
@@ -47,6 +53,53 @@ enum State {
     Killed,
 }
 
+/// How the nodes run, beyond their addresses.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// Each node's data directory is a lazyfs mount (over `node-N.backing/`), so that a power
+    /// failure can lose what the node did not fsync.
+    pub power: bool,
+    /// `OXBOW_PLANTED_BUGS` for every node (`NAME,...`).
+    pub planted_bugs: Option<String>,
+    /// Top-level lines added to every node's configuration file.
+    pub extra_config: Vec<String>,
+    /// Each node runs under libfaketime on a wall clock of its own (`node-N.faketime`), which
+    /// the clock nemesis moves.
+    pub clock: bool,
+    /// Each node's data lives on a tmpfs of its own ([`DISK_BYTES`], mounted on
+    /// `node-N.disk/`), with a disk reserve of [`DISK_RESERVE_BYTES`], which the disk nemesis
+    /// fills.
+    pub disk: bool,
+}
+
+/// The size of each node's tmpfs with [`Setup::disk`].
+pub const DISK_BYTES: u64 = 256 << 20;
+/// Each node's `[log] disk_reserve_bytes` with [`Setup::disk`].
+pub const DISK_RESERVE_BYTES: u64 = 16 << 20;
+
+impl Setup {
+    /// Node `i`'s data directory (0-based), in the cluster's directory `dir`: `node-N/`, or
+    /// on its tmpfs `node-N.disk/data/` (unless a lazyfs mount on `node-N/` keeps its data
+    /// there).
+    fn data_dir(&self, dir: &Path, i: usize) -> PathBuf {
+        if self.disk && !self.power {
+            dir.join(format!("node-{}.disk", i + 1)).join("data")
+        } else {
+            dir.join(format!("node-{}", i + 1))
+        }
+    }
+
+    /// Node `i`'s lazyfs backing directory: `node-N.backing/`, or on its tmpfs
+    /// `node-N.disk/backing/`.
+    fn backing_dir(&self, dir: &Path, i: usize) -> PathBuf {
+        if self.disk {
+            dir.join(format!("node-{}.disk", i + 1)).join("backing")
+        } else {
+            dir.join(format!("node-{}.backing", i + 1))
+        }
+    }
+}
+
 /// A cluster of `oxbow node` processes.
 pub struct LocalCluster {
     binary: PathBuf,
@@ -58,6 +111,13 @@ pub struct LocalCluster {
     nodes: Vec<State>,
     /// What each node's start was (for its log): 1 for the first, then one more per restart.
     starts: Vec<u32>,
+    setup: Setup,
+    /// Each node's lazyfs mount (with `setup.power`).
+    mounts: Vec<LazyFs>,
+    /// Each node's wall clock (with `setup.clock`).
+    clocks: Vec<FakeClock>,
+    /// Each node's tmpfs (with `setup.disk`), under its lazyfs mount if any.
+    disks: Vec<SmallDisk>,
 }
 
 /// A node that exited without being killed.
@@ -80,6 +140,7 @@ impl LocalCluster {
         dir: &Path,
         nodes: usize,
         grudge: Option<&Grudge>,
+        setup: Setup,
     ) -> Result<Self, String> {
         if !binary.is_file() {
             return Err(format!(
@@ -124,11 +185,17 @@ impl LocalCluster {
             let mut text = format!(
                 "node_id = {}\ndata_dir = {:?}\nkafka_listen = \"127.0.0.1:{}\"\nkafka_advertised = \"127.0.0.1:{}\"\npeer_listen = \"127.0.0.1:{}\"\npeer_secret = \"{PEER_SECRET}\"\n",
                 i + 1,
-                dir.join(format!("node-{}", i + 1)),
+                setup.data_dir(dir, i),
                 kafka[i],
                 client_via[i],
                 peer[i],
             );
+            for line in &setup.extra_config {
+                let _ = writeln!(text, "{line}");
+            }
+            if setup.disk {
+                let _ = write!(text, "[log]\ndisk_reserve_bytes = {DISK_RESERVE_BYTES}\n");
+            }
             for j in (0..nodes).filter(|j| *j != i) {
                 let _ = write!(
                     text,
@@ -154,7 +221,39 @@ impl LocalCluster {
             bootstrap: client_via,
             nodes: (0..nodes).map(|_| State::Killed).collect(),
             starts: vec![0; nodes],
+            setup,
+            mounts: Vec::new(),
+            clocks: Vec::new(),
+            disks: Vec::new(),
         };
+        if cluster.setup.disk {
+            for i in 0..nodes {
+                let disk = SmallDisk::mount(&dir.join(format!("node-{}.disk", i + 1)), DISK_BYTES)?;
+                cluster.disks.push(disk);
+            }
+        }
+        if cluster.setup.clock {
+            for i in 0..nodes {
+                let clock = FakeClock::new(&dir.join(format!("node-{}.faketime", i + 1)))?;
+                cluster.clocks.push(clock);
+            }
+        }
+        if cluster.setup.power {
+            detach_stale_mounts();
+            for i in 0..nodes {
+                let backing = cluster.setup.backing_dir(dir, i);
+                let mountpoint = dir.join(format!("node-{}", i + 1));
+                std::fs::create_dir_all(&backing)
+                    .map_err(|e| format!("cannot create {}: {e}", backing.display()))?;
+                let mount = LazyFs::mount(&backing, &mountpoint).map_err(|e| {
+                    format!(
+                        "cannot mount lazyfs on {} (the power nemesis needs root and /dev/fuse): {e}",
+                        mountpoint.display()
+                    )
+                })?;
+                cluster.mounts.push(mount);
+            }
+        }
         for i in 0..nodes {
             cluster.start_node(i)?;
         }
@@ -202,7 +301,14 @@ impl LocalCluster {
             )
             .as_bytes(),
         );
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(bugs) = &self.setup.planted_bugs {
+            command.env(PLANTED_BUGS_ENV, bugs);
+        }
+        if let Some(clock) = self.clocks.get(i) {
+            command.envs(clock.env());
+        }
+        let child = command
             .args(["--log-level", "info", "node", "--config"])
             .arg(self.dir.join(format!("node-{}.toml", i + 1)))
             .stdin(Stdio::null())
@@ -220,12 +326,7 @@ impl LocalCluster {
         for i in 0..self.nodes.len() {
             loop {
                 if let Some(exit) = self.exits().into_iter().next() {
-                    return Err(format!(
-                        "node {} exited at start ({}); its log is {}",
-                        exit.node,
-                        exit.status,
-                        exit.log.display()
-                    ));
+                    return Err(self.start_failure(&exit));
                 }
                 if std::net::TcpStream::connect(("127.0.0.1", self.kafka[i])).is_ok() {
                     break;
@@ -242,6 +343,74 @@ impl LocalCluster {
             }
         }
         Ok(())
+    }
+
+    /// Why node `exit` did not start: its status and the last line of its log, and when it
+    /// refused planted bugs, the build that takes them.
+    fn start_failure(&self, exit: &Exit) -> String {
+        let log = std::fs::read_to_string(&exit.log).unwrap_or_default();
+        let last = log
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        let mut message = format!(
+            "node {} exited at start ({}); its log is {}, which ends with: {last}",
+            exit.node,
+            exit.status,
+            exit.log.display()
+        );
+        let refused = log.contains("--features planted-bugs");
+        if let (Some(bugs), true) = (&self.setup.planted_bugs, refused) {
+            let _ = write!(
+                message,
+                "\n--planted-bugs {bugs} needs an oxbow binary built with them: `cargo build --release -p oxbow-node --features planted-bugs`, then --binary target/release/oxbow ({} is a normal build)",
+                self.binary.display()
+            );
+        }
+        message
+    }
+
+    /// Cuts node `i`'s power: SIGKILLs it and drops every write its data directory holds
+    /// unsynced. `None` without lazyfs mounts.
+    pub fn power_off(&mut self, i: usize) -> Option<Loss> {
+        self.kill(i);
+        self.mounts.get(i).map(LazyFs::lose_unsynced)
+    }
+
+    /// Sets node `i`'s wall clock `offset_ms` from real time (no-op without clocks).
+    pub fn set_clock(&self, i: usize, offset_ms: i64) -> Result<(), String> {
+        match self.clocks.get(i) {
+            Some(clock) => clock.set_offset_ms(offset_ms),
+            None => Ok(()),
+        }
+    }
+
+    /// Fills node `i`'s disk until at most `leave_bytes` are free; returns the filler's size
+    /// (`None` without disks).
+    pub fn fill_disk(&self, i: usize, leave_bytes: u64) -> Result<Option<u64>, String> {
+        match self.disks.get(i) {
+            Some(disk) => disk
+                .fill(leave_bytes)
+                .map(Some)
+                .map_err(|e| format!("cannot fill the disk at {}: {e}", disk.path().display())),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes node `i`'s filler (no-op without disks).
+    pub fn drain_disk(&self, i: usize) -> Result<(), String> {
+        match self.disks.get(i) {
+            Some(disk) => disk
+                .drain()
+                .map_err(|e| format!("cannot drain the disk at {}: {e}", disk.path().display())),
+            None => Ok(()),
+        }
+    }
+
+    /// Free bytes on node `i`'s disk (`None` without disks).
+    pub fn disk_free(&self, i: usize) -> Option<u64> {
+        self.disks.get(i).and_then(|disk| disk.free_bytes().ok())
     }
 
     /// SIGKILLs node `i` if it runs (or is paused) and reaps it.
@@ -274,9 +443,12 @@ impl LocalCluster {
         }
     }
 
-    /// Resumes every paused node and starts every killed one.
+    /// Resumes every paused node, starts every killed one, sets every clock right and empties
+    /// every filled disk.
     pub fn heal(&mut self) -> Result<(), String> {
         for i in 0..self.nodes.len() {
+            self.set_clock(i, 0)?;
+            self.drain_disk(i)?;
             self.resume(i);
             if matches!(self.nodes[i], State::Killed) {
                 self.start_node(i)?;
@@ -315,10 +487,46 @@ fn signal(child: &Child, name: &str) {
         .status();
 }
 
+/// The environment variable that plants bugs in a node built with them.
+const PLANTED_BUGS_ENV: &str = "OXBOW_PLANTED_BUGS";
+
+/// Detaches lazyfs mounts whose runner died (killed before it could unmount them: every call
+/// on them fails with ENOTCONN), wherever they are; live mounts of other runs stay.
+fn detach_stale_mounts() {
+    for mount in oxbow_lazyfs::mounts_of_ours().unwrap_or_default() {
+        if let Ok(true) = oxbow_lazyfs::unmount_stale(&mount) {
+            println!(
+                "detached a stale lazyfs mount at {} (its runner was killed)",
+                mount.display()
+            );
+        }
+    }
+}
+
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill(i);
+        }
+        for mount in self.mounts.drain(..) {
+            let point = mount.mountpoint().to_path_buf();
+            if let Err(e) = mount.unmount() {
+                eprintln!(
+                    "cannot unmount lazyfs at {}: {e}; `oxbow-lazyfs clean --mountpoint {}` detaches it",
+                    point.display(),
+                    point.display()
+                );
+            }
+        }
+        for disk in self.disks.drain(..) {
+            let point = disk.path().to_path_buf();
+            if let Err(e) = disk.unmount() {
+                eprintln!(
+                    "cannot unmount the tmpfs at {}: {e}; `umount --lazy {}` detaches it",
+                    point.display(),
+                    point.display()
+                );
+            }
         }
     }
 }

@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 
 use crate::nemesis::Event;
 
-/// The nemesis lines of `events`: each fault's start (`kill`, `pause`, `partition`) and end
-/// (`restart`, `resume`, `heal`), and each node that exited on its own (`exit`), as `(time, line)`.
+/// The nemesis lines of `events`: each fault's start (`kill`, `pause`, `partition`, `power`,
+/// `clock`, `disk`) and end (`restart`, `resume`, `heal`, `restart`, `clock-reset`,
+/// `disk-drain`), and each node that exited on its own (`exit`), as `(time, line)`.
 fn nemesis_lines(events: &[Event]) -> Vec<(u64, String)> {
     let mut lines = Vec::new();
     for event in events {
@@ -29,9 +30,11 @@ fn nemesis_lines(events: &[Event]) -> Vec<(u64, String)> {
         };
         lines.push(line(&event.kind, event.start_ms));
         let end = match event.kind.as_str() {
-            "kill" => "restart",
+            "kill" | "power" => "restart",
             "pause" => "resume",
             "partition" => "heal",
+            "clock" => "clock-reset",
+            "disk" => "disk-drain",
             _ => continue,
         };
         if let Some(end_ms) = event.end_ms {

@@ -1,6 +1,8 @@
 //! The nemesis: faults on the local cluster on a seeded schedule (a gap, a fault on one node or
-//! now and then on a majority, or a partition of the links through the proxy; its length, its
-//! healing), each recorded with its times; and at the end, healing everything. It also notices nodes that exit on their own.
+//! now and then on a majority: kill, pause, power failure; a partition of the links through the
+//! proxy; a clock jump or strobe, or a full disk, on one node; its length, its healing), each
+//! recorded with its times; and at the end, healing everything. It also notices nodes that exit
+//! on their own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cli::NemesisKind;
-use crate::cluster::LocalCluster;
+use crate::cluster::{LocalCluster, DISK_RESERVE_BYTES};
 use crate::proxy::Grudge;
 use crate::rng::Stream;
 use crate::workload::Clock;
@@ -17,7 +19,8 @@ use crate::workload::Clock;
 /// One fault, or one exit of a node on its own.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    /// `kill`, `pause`, `partition`, or `exit` (a node exited without being killed: a crash).
+    /// `kill`, `pause`, `partition`, `power`, `clock`, `disk`, or `exit` (a node exited
+    /// without being killed: a crash).
     pub kind: String,
     /// The nodes (1-based).
     pub nodes: Vec<usize>,
@@ -25,9 +28,13 @@ pub struct Event {
     pub start_ms: u64,
     /// When it was healed (`None`: not yet).
     pub end_ms: Option<u64>,
-    /// What else there is to say (an exit's status and log file).
+    /// What else there is to say (a partition's sides, what a power failure lost, a clock's
+    /// jump or strobe, a disk's free space, an exit's status and log file).
     pub detail: String,
 }
+
+/// How often a strobing clock flips.
+const STROBE_MS: u64 = 100;
 
 /// The events of a run, shared with the progress line and the report.
 pub type Events = Arc<Mutex<Vec<Event>>>;
@@ -68,7 +75,10 @@ impl Nemesis {
                 NemesisKind::Kill => &["kill"],
                 NemesisKind::Pause => &["pause"],
                 NemesisKind::Partition => &["partition"],
-                NemesisKind::All => &["kill", "pause", "partition"],
+                NemesisKind::Power => &["power"],
+                NemesisKind::Clock => &["clock"],
+                NemesisKind::Disk => &["disk"],
+                NemesisKind::All => &["kill", "pause", "partition", "power", "clock", "disk"],
             };
             let kind = kinds[rng.below(kinds.len() as u64) as usize];
             let mut order: Vec<usize> = (0..n).collect();
@@ -87,24 +97,79 @@ impl Nemesis {
                 nodes.sort_unstable();
                 (nodes, detail)
             } else {
-                // One node most of the time; a majority one time in four.
-                let count = if n >= 3 && rng.chance(1, 4) {
-                    n / 2 + 1
-                } else {
-                    1
+                // One node most of the time; a majority one time in four (clocks and disks:
+                // one node). Power fails on every node one time in four too, as when a whole
+                // rack goes dark: then what no node synced is gone for good.
+                let count = match kind {
+                    "clock" | "disk" => 1,
+                    "power" if rng.chance(1, 4) => n,
+                    _ if n >= 3 && rng.chance(1, 4) => n / 2 + 1,
+                    _ => 1,
                 };
                 let mut nodes: Vec<usize> = order[..count].to_vec();
                 nodes.sort_unstable();
                 (nodes, String::new())
             };
+            let mut detail = detail;
+            // A strobing clock: its node and the offset it flips to and from.
+            let mut strobe = None;
             let index = {
                 let mut cluster = self.cluster.lock().expect("not poisoned");
+                let mut losses = Vec::new();
                 for &i in &nodes {
                     match kind {
                         "kill" => cluster.kill(i),
                         "pause" => cluster.pause(i),
+                        "clock" => {
+                            let offset_ms = rng.between(5, 300) as i64
+                                * 1000
+                                * if rng.chance(1, 2) { -1 } else { 1 };
+                            cluster.set_clock(i, offset_ms)?;
+                            detail = if rng.chance(1, 3) {
+                                strobe = Some((i, offset_ms));
+                                format!(
+                                    "node {}'s wall clock strobes between 0 and {:+} s every {STROBE_MS} ms",
+                                    i + 1,
+                                    offset_ms / 1000
+                                )
+                            } else {
+                                format!(
+                                    "node {}'s wall clock jumped {:+} s",
+                                    i + 1,
+                                    offset_ms / 1000
+                                )
+                            };
+                        }
+                        "disk" => {
+                            // Below the reserve most of the time; one time in four, full.
+                            let leave = if rng.chance(1, 4) {
+                                0
+                            } else {
+                                DISK_RESERVE_BYTES / 2
+                            };
+                            let filler = cluster.fill_disk(i, leave)?.unwrap_or(0);
+                            detail = format!(
+                                "node {}'s disk filled: {} KiB free (reserve {} KiB), filler {} MiB",
+                                i + 1,
+                                cluster.disk_free(i).unwrap_or(0) >> 10,
+                                DISK_RESERVE_BYTES >> 10,
+                                filler >> 20
+                            );
+                        }
+                        "power" => {
+                            let loss = cluster.power_off(i).unwrap_or_default();
+                            losses.push(format!(
+                                "node {} lost {} unsynced bytes in {} files",
+                                i + 1,
+                                loss.bytes,
+                                loss.files
+                            ));
+                        }
                         _ => {}
                     }
+                }
+                if !losses.is_empty() {
+                    detail = losses.join("; ");
                 }
                 let mut events = self.events.lock().expect("not poisoned");
                 events.push(Event {
@@ -116,15 +181,19 @@ impl Nemesis {
                 });
                 events.len() - 1
             };
-            let stopped = self
-                .wait(rng.between(self.length.0, self.length.1) * 1000)
-                .await;
+            let length_ms = rng.between(self.length.0, self.length.1) * 1000;
+            let stopped = match strobe {
+                Some((node, offset_ms)) => self.strobe(length_ms, node, offset_ms).await?,
+                None => self.wait(length_ms).await,
+            };
             {
                 let mut cluster = self.cluster.lock().expect("not poisoned");
                 for &i in &nodes {
                     match kind {
-                        "kill" => cluster.start_node(i)?,
+                        "kill" | "power" => cluster.start_node(i)?,
                         "pause" => cluster.resume(i),
+                        "clock" => cluster.set_clock(i, 0)?,
+                        "disk" => cluster.drain_disk(i)?,
                         _ => {}
                     }
                 }
@@ -151,6 +220,27 @@ impl Nemesis {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Waits `ms` while node `node`'s wall clock flips between `offset_ms` and real time every
+    /// [`STROBE_MS`]; true when told to stop.
+    async fn strobe(&self, ms: u64, node: usize, offset_ms: i64) -> Result<bool, String> {
+        let until = self.clock.ms() + ms;
+        let mut shifted = false;
+        while self.clock.ms() < until {
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(true);
+            }
+            self.note_exits();
+            shifted = !shifted;
+            let offset = if shifted { offset_ms } else { 0 };
+            self.cluster
+                .lock()
+                .expect("not poisoned")
+                .set_clock(node, offset)?;
+            tokio::time::sleep(Duration::from_millis(STROBE_MS)).await;
+        }
+        Ok(self.stop.load(Ordering::SeqCst))
     }
 
     /// Records each node that exited on its own (a crash: a finding) and starts it again.
@@ -262,6 +352,7 @@ pub fn current(events: &Events) -> String {
         .filter(|e| e.end_ms.is_none() && e.kind != "exit")
         .map(|e| match e.kind.as_str() {
             "partition" => format!("partition ({})", e.detail),
+            "power" | "clock" | "disk" => format!("{} {:?} ({})", e.kind, e.nodes, e.detail),
             _ => format!("{} {:?}", e.kind, e.nodes),
         })
         .collect();

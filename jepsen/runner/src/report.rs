@@ -122,6 +122,8 @@ pub fn json(history: &History, verdict: &Verdict, run: &Run<'_>) -> Value {
         "group_member_crashes": run.member_crashes,
         "rate": args.rate,
         "delivery_timeout_ms": args.delivery_timeout.as_millis() as u64,
+        "planted_bugs": args.planted_bugs,
+        "node_config": args.node_config,
         "counts": counts(history),
         "checker": {
             "sent": verdict.sent,
@@ -152,6 +154,15 @@ pub fn summary(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
         args.duration
     );
     let _ = writeln!(out, "target: {}; topic {}", run.target, run.topic);
+    if !args.node_config.is_empty() {
+        let _ = writeln!(out, "node configuration: {}", args.node_config.join("; "));
+    }
+    if let Some(bugs) = &args.planted_bugs {
+        let _ = writeln!(
+            out,
+            "planted bugs: {bugs} (the nodes break on purpose: anomalies are expected)"
+        );
+    }
     let _ = writeln!(
         out,
         "phases: workload from {:.1}s, faults stopped {:.1}s, healed {:.1}s, final read {:.1}s to {:.1}s",
@@ -176,6 +187,9 @@ pub fn summary(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
     for e in &faults {
         let what = match e.kind.as_str() {
             "partition" => format!("partition: {}", e.detail),
+            "power" => format!("power failure of node(s) {:?}: {}", e.nodes, e.detail),
+            "clock" => format!("clock: {}", e.detail),
+            "disk" => format!("disk: {}", e.detail),
             _ => format!("{} node(s) {:?}", e.kind, e.nodes),
         };
         let _ = writeln!(

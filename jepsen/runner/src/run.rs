@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use oxbow_jepsen::history::{Delivery, History};
 
 use crate::cli::{NemesisKind, TestArgs};
-use crate::cluster::LocalCluster;
+use crate::cluster::{LocalCluster, Setup};
 use crate::nemesis::{self, Events, Nemesis};
 use crate::proxy::Grudge;
 use crate::report::{self, Phases};
@@ -105,6 +105,13 @@ async fn test(args: TestArgs) -> Result<bool, String> {
             &out.join("nodes"),
             args.nodes,
             grudge.as_ref(),
+            Setup {
+                power: args.nemesis.power(),
+                planted_bugs: args.planted_bugs.clone(),
+                extra_config: args.node_config.clone(),
+                clock: args.nemesis.clock(),
+                disk: args.nemesis.disk(),
+            },
         )?))),
         // No --binary with --cluster: clap refused it (`requires = "binary"`).
         _ => None,

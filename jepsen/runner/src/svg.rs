@@ -25,6 +25,10 @@ const PENDING: &str = "#8e44ad";
 const POLL: &str = "#3060c0";
 const COMMIT: &str = "#20a0a0";
 const ANOMALY: &str = "#d01010";
+/// Colours of the fault bands.
+const POWER: &str = "#c8a0e0";
+const CLOCK: &str = "#a0e0d0";
+const DISK: &str = "#d8c0a0";
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -109,6 +113,18 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
             ),
             "partition" => (
                 "#f4e0a0",
+                x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
+            ),
+            "power" => (
+                POWER,
+                x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
+            ),
+            "clock" => (
+                CLOCK,
+                x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
+            ),
+            "disk" => (
+                DISK,
                 x(event.end_ms.unwrap_or(run.phases.healed_ms)) - start,
             ),
             _ => (ANOMALY, 2.0),
@@ -268,10 +284,14 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
         ("#f4b8b8", "kill"),
         ("#b8c8f4", "pause"),
         ("#f4e0a0", "partition"),
+        (POWER, "power"),
+        (CLOCK, "clock"),
+        (DISK, "disk"),
         (ANOMALY, "anomaly / node exit"),
     ];
-    for (i, (colour, label)) in legend.iter().enumerate() {
-        let lx = LEFT + i as f64 * 105.0;
+    // Each entry as wide as its label (about 6.5 px a character at this size).
+    let mut lx = LEFT;
+    for (colour, label) in legend {
         let ly = bottom + 35.0;
         let _ = writeln!(
             svg,
@@ -279,6 +299,7 @@ pub fn timeline(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
             ly - 9.0,
             lx + 14.0
         );
+        lx += 14.0 + 6.5 * label.len() as f64 + 16.0;
     }
     svg.push_str("</svg>\n");
     svg

@@ -1,6 +1,7 @@
 //! End to end: `oxbow-jepsen check` judges crafted history files (exit 1 on an invalid one),
 //! and `oxbow-jepsen test --cluster local` runs real `oxbow node` processes under the kill,
 //! pause and partition nemeses and finds the runs valid and live after healing, with no process left behind.
+//! The power, clock and disk nemeses need root, /dev/fuse and libfaketime (Debian's `faketime`).
 //!
 //! The node binary is `OXBOW_BIN` when set, else this workspace's `oxbow` beside the runner's
 //! binary (`cargo test --workspace` builds both).
@@ -159,4 +160,52 @@ fn kill_pause_and_partition_runs_are_valid_and_live() {
     run_test(&binary, "kill", 1);
     run_test(&binary, "pause", 2);
     run_test(&binary, "partition", 3);
+}
+
+/// No lazyfs or tmpfs mount of the run at `out` is left.
+fn assert_no_mounts(out: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let out = out.display().to_string();
+    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&out)).collect();
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+}
+
+/// The nemeses that need root and more of the machine: `power` (lazyfs mounts, FUSE),
+/// `clock` (libfaketime, Debian's `faketime`) and `disk` (tmpfs mounts).
+#[test]
+fn power_clock_and_disk_runs_are_valid_and_live() {
+    let binary = oxbow_binary();
+    for (nemesis, seed) in [("power", 4), ("clock", 5), ("disk", 6)] {
+        run_test(&binary, nemesis, seed);
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "oxbow-jepsen-{nemesis}-{seed}-{}",
+            std::process::id()
+        ));
+        assert_no_mounts(&out);
+    }
+}
+
+/// A node that refuses `--planted-bugs` (a normal build, or a name no build knows) stops the
+/// run at once with the node's own words, and leaves nothing running.
+#[test]
+fn a_refused_planted_bug_stops_the_run_with_the_reason() {
+    let binary = oxbow_binary();
+    let out = scratch("planted-refused");
+    let output = Command::new(RUNNER)
+        .args(["test", "--cluster", "local", "--binary"])
+        .arg(&binary)
+        .args(["--planted-bugs", "no-such-bug", "--duration", "5s", "--out"])
+        .arg(&out)
+        .output()
+        .expect("oxbow-jepsen runs");
+    let text = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(text.contains("exited at start"), "{text}");
+    assert!(text.contains("OXBOW_PLANTED_BUGS"), "{text}");
+    let left = Command::new("pgrep")
+        .args(["-f", &out.display().to_string()])
+        .output()
+        .expect("pgrep runs");
+    assert!(left.stdout.is_empty(), "processes left running");
+    let _ = std::fs::remove_dir_all(&out);
 }
