@@ -522,6 +522,84 @@ mod tests {
     }
 
     #[test]
+    fn a_txn_timeline_has_a_row_per_transactional_id_and_reader() {
+        use crate::cli::{Cli, Command};
+        use crate::report::Phases;
+        use crate::workload::txn::TxnStats;
+        use clap::Parser;
+        use oxbow_jepsen::txn::{InputId, InstanceId, Isolation, TxnOp};
+        let Command::Test(args) =
+            Cli::parse_from(["oxbow-jepsen", "test", "--workload", "txn", "--out", "x"]).command
+        else {
+            unreachable!("a test command")
+        };
+        let mut history = TxnHistory::default();
+        history.instance(InstanceId(0), "t-0", 0, 10);
+        history.instance(InstanceId(1), "t-1", 0, 10);
+        let op = TxnOp::new(100)
+            .consume(0, 0, InputId(7))
+            .produce(0, InputId(7), 0, 70)
+            .send_offset(0, 1)
+            .commit_sent(200)
+            .ended(TxnOutcome::Committed, 250);
+        history.txn(InstanceId(1), 0, op);
+        history.poll(0, Isolation::ReadCommitted, 300, vec![(0, 0, 70)]);
+        history.final_read.partitions.insert(0, vec![(0, 70)]);
+        history.final_read.finished = true;
+        history.final_read.completed_ms = 480;
+        let verdict = oxbow_jepsen::txn::check(&history);
+        assert!(verdict.is_valid(), "{verdict}");
+        let run = Run {
+            args: &args,
+            target: "test",
+            topic: "t",
+            phases: Phases {
+                started_ms: 0,
+                faults_end_ms: 400,
+                healed_ms: 410,
+                final_read_start_ms: 420,
+                end_ms: 500,
+            },
+            events: &[],
+            member_crashes: 0,
+        };
+        let stats = TxnStats::default();
+        let checked = Checked::Txn {
+            history: &history,
+            verdict: &verdict,
+            stats: &stats,
+            caught_up: true,
+        };
+        let svg = timeline(&checked, &run);
+        assert!(
+            svg.contains("oxbow-jepsen txn, nemesis none, seed 1: valid<"),
+            "{svg}"
+        );
+        for label in [
+            "txn t-0",
+            "txn t-1",
+            "r0 read committed",
+            "r1 read uncommitted",
+        ] {
+            assert!(svg.contains(&format!(">{label}<")), "{label}: {svg}");
+        }
+        // The committed attempt of t-1 (row 1) at 250 ms: x = LEFT + 250 / 500 * 1250.
+        assert!(svg.contains(&format!(
+            r#"<rect x="755" y="{:.1}" width="1" height="8.0" fill="{OK}"/>"#,
+            TOP + ROW + 3.0
+        )));
+        // Caught up with a finished final read: live, drawn green.
+        let not_live = Checked::Txn {
+            history: &history,
+            verdict: &verdict,
+            stats: &stats,
+            caught_up: false,
+        };
+        assert!(!svg.contains("NOT LIVE"));
+        assert!(timeline(&not_live, &run).contains("NOT LIVE"));
+    }
+
+    #[test]
     fn anomaly_times_are_found() {
         assert_eq!(
             times_in("value 5 acknowledged at 0@3 at 1234 ms; x"),
