@@ -182,7 +182,11 @@ fn txn_chart(history: &TxnHistory, verdict: &TxnVerdict, caught_up: bool, run: &
         .max()
         .unwrap_or(0)
         .max(run.args.readers());
-    let mut labels: Vec<String> = ids.iter().map(|id| format!("txn {id}")).collect();
+    // The runner's transactional ids are TOPIC-out-tx-N: the row says tx-N.
+    let mut labels: Vec<String> = ids
+        .iter()
+        .map(|id| format!("txn {}", id.rsplit_once("-out-").map_or(*id, |(_, n)| n)))
+        .collect();
     for r in 0..readers {
         let isolation = if r % 2 == 0 {
             "committed"
@@ -534,8 +538,8 @@ mod tests {
             unreachable!("a test command")
         };
         let mut history = TxnHistory::default();
-        history.instance(InstanceId(0), "t-0", 0, 10);
-        history.instance(InstanceId(1), "t-1", 0, 10);
+        history.instance(InstanceId(0), "t-out-tx-0", 0, 10);
+        history.instance(InstanceId(1), "t-out-tx-1", 0, 10);
         let op = TxnOp::new(100)
             .consume(0, 0, InputId(7))
             .produce(0, InputId(7), 0, 70)
@@ -576,14 +580,14 @@ mod tests {
             "{svg}"
         );
         for label in [
-            "txn t-0",
-            "txn t-1",
+            "txn tx-0",
+            "txn tx-1",
             "r0 read committed",
             "r1 read uncommitted",
         ] {
             assert!(svg.contains(&format!(">{label}<")), "{label}: {svg}");
         }
-        // The committed attempt of t-1 (row 1) at 250 ms: x = LEFT + 250 / 500 * 1250.
+        // The committed attempt of tx-1 (row 1) at 250 ms: x = LEFT + 250 / 500 * 1250.
         assert!(svg.contains(&format!(
             r#"<rect x="755" y="{:.1}" width="1" height="8.0" fill="{OK}"/>"#,
             TOP + ROW + 3.0
