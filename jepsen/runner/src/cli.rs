@@ -157,7 +157,8 @@ pub struct TestArgs {
     /// Replication factor of the topic (at most the number of nodes).
     #[arg(long, default_value_t = 3)]
     pub replication: i16,
-    /// Producers; even ones are idempotent (acks=all), odd ones are not (acks=all).
+    /// Producers (queue, groups); even ones are idempotent (acks=all), odd ones are not
+    /// (acks=all). txn has one idempotent producer of inputs.
     #[arg(long, default_value_t = 4)]
     pub producers: usize,
     /// Readers polling every partition (assigned) during the run [default: 2; groups: 0];
@@ -177,7 +178,7 @@ pub struct TestArgs {
     /// Sends per second, all producers together (txn: inputs written per second).
     #[arg(long, default_value_t = 200)]
     pub rate: u64,
-    /// Keys the producers draw from.
+    /// Keys the producers draw from (queue, groups).
     #[arg(long, default_value_t = 32)]
     pub keys: u64,
     /// How long a send may take, retries included, before the producer gives it up (a short
