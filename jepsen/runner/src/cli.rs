@@ -41,6 +41,29 @@ pub enum Workload {
     /// Jepsen's Kafka queue workload: idempotent and non-idempotent acks=all producers of
     /// unique values, assigned readers polling during the run, and a final read after healing.
     Queue,
+    /// The queue workload's consumer group as the focus: the producers, no assigned readers,
+    /// more group members (4) crashing now and then, and the final read; judged above all for
+    /// the group's classes (committed offsets going back, double delivery, never delivered,
+    /// group liveness).
+    Groups,
+    /// Consume-transform-produce with Kafka transactions: a producer fills an input topic;
+    /// transformers (a read_committed group member and a transactional producer each) copy
+    /// every input to several output partitions and commit the group's offsets in the same
+    /// transaction, aborting some on purpose and replaced by new instances (fencing the old)
+    /// after fatal errors; output readers of both isolation levels, OffsetFetch samples, and
+    /// a read_committed final read after healing.
+    Txn,
+}
+
+impl Workload {
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Queue => "queue",
+            Self::Groups => "groups",
+            Self::Txn => "txn",
+        }
+    }
 }
 
 /// Where the cluster comes from.
@@ -161,43 +184,106 @@ pub struct TestArgs {
     /// Seconds a fault lasts before it heals, as `LOW..HIGH`.
     #[arg(long, default_value = "2..6", value_parser = parse_range)]
     pub fault_length: (u64, u64),
-    /// The topic (default: `jepsen-queue-SEED-TIME`, new for every run).
+    /// The topic (default: `jepsen-WORKLOAD-SEED-TIME`, new for every run); the txn workload
+    /// uses TOPIC-in and TOPIC-out.
     #[arg(long)]
     pub topic: Option<String>,
-    /// Partitions of the topic.
+    /// Partitions of the topic (txn: of the input topic and of the output topic each).
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
     /// Replication factor of the topic (at most the number of nodes).
     #[arg(long, default_value_t = 3)]
     pub replication: i16,
-    /// Producers; even ones are idempotent (acks=all), odd ones are not (acks=all).
+    /// Producers (queue, groups); even ones are idempotent (acks=all), odd ones are not
+    /// (acks=all). txn has one idempotent producer of inputs.
     #[arg(long, default_value_t = 4)]
     pub producers: usize,
-    /// Readers polling every partition (assigned) during the run.
-    #[arg(long, default_value_t = 2)]
-    pub readers: usize,
+    /// Readers polling every partition (assigned) during the run [default: 2; groups: 0];
+    /// txn: readers of the output topic, even ones read_committed, odd ones read_uncommitted.
+    #[arg(long)]
+    pub readers: Option<usize>,
     /// Members of a consumer group subscribed to the topic (Jepsen's `subscribe`), polling
     /// and committing during the run and after healing, until they have read every
-    /// acknowledged write (0: none).
-    #[arg(long, default_value_t = 2)]
-    pub group_members: usize,
+    /// acknowledged write (0: none) [default: 2; groups: 4; not used by txn].
+    #[arg(long)]
+    pub group_members: Option<usize>,
     /// Seconds between crashes of a group member (dropped without leaving; a new member takes
-    /// its place), as `LOW..HIGH`, while the faults last; `0` for none.
-    #[arg(long, default_value = "10..20", value_parser = parse_range)]
-    pub member_crash_every: (u64, u64),
-    /// Sends per second, all producers together.
+    /// its place), as `LOW..HIGH`, while the faults last; `0` for none [default: 10..20;
+    /// groups: 5..10].
+    #[arg(long, value_parser = parse_range)]
+    pub member_crash_every: Option<(u64, u64)>,
+    /// Sends per second, all producers together (txn: inputs written per second).
     #[arg(long, default_value_t = 200)]
     pub rate: u64,
-    /// Keys the producers draw from.
+    /// Keys the producers draw from (queue, groups).
     #[arg(long, default_value_t = 32)]
     pub keys: u64,
     /// How long a send may take, retries included, before the producer gives it up (a short
     /// one turns faults into indeterminate sends and new producer epochs, which tests more).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub delivery_timeout: Duration,
-    /// How long the final read after healing may take before the run counts as not live.
+    /// How long the final read after healing may take before the run counts as not live
+    /// (txn: also how long the transformers may take to catch up with the inputs).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub final_read_timeout: Duration,
+    /// txn: transformers, each with its own transactional id, all members of one consumer
+    /// group over the input topic.
+    #[arg(long, default_value_t = 2)]
+    pub transformers: usize,
+    /// txn: outputs per input, each to its own output partition (when there are enough).
+    #[arg(long, default_value_t = 2)]
+    pub copies: u32,
+    /// txn: the chance (0 to 1) that a transformer aborts a transaction on purpose.
+    #[arg(long, default_value_t = 0.1, value_parser = parse_chance)]
+    pub abort_chance: f64,
+    /// txn: the chance (0 to 1), per transaction while the faults last, that a new instance
+    /// of the transformer's transactional id fences the running one, which then tries one
+    /// more transaction (a zombie's, which must fail).
+    #[arg(long, default_value_t = 0.02, value_parser = parse_chance)]
+    pub fence_chance: f64,
+    /// txn: the transactional producers' transaction timeout (after it the coordinator aborts
+    /// an open transaction); an attempt that takes longer than it and the delivery timeout
+    /// together is given up as indeterminate and its instance replaced.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub transaction_timeout: Duration,
+}
+
+impl TestArgs {
+    /// `--readers`, or the workload's default.
+    pub fn readers(&self) -> usize {
+        self.readers.unwrap_or(match self.workload {
+            Workload::Groups => 0,
+            Workload::Queue | Workload::Txn => 2,
+        })
+    }
+
+    /// `--group-members`, or the workload's default.
+    pub fn group_members(&self) -> usize {
+        self.group_members.unwrap_or(match self.workload {
+            Workload::Groups => 4,
+            Workload::Queue => 2,
+            Workload::Txn => 0,
+        })
+    }
+
+    /// `--member-crash-every`, or the workload's default; `None` for no crashes.
+    pub fn member_crash_every(&self) -> Option<(u64, u64)> {
+        let every = self.member_crash_every.unwrap_or(match self.workload {
+            Workload::Groups => (5, 10),
+            Workload::Queue | Workload::Txn => (10, 20),
+        });
+        (every != (0, 0)).then_some(every)
+    }
+}
+
+/// A probability from 0 to 1.
+fn parse_chance(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "`{text}` is not a chance: write a number from 0 to 1, such as 0.1"
+        )),
+    }
 }
 
 /// `60s`, `2m`, `500ms`, `1h`, or a bare number of seconds.

@@ -1,10 +1,9 @@
-//! History files: a run's history.jsonl in the format of `oxbow_jepsen::jsonl`
+//! History files: a run's history.jsonl (either workload) in the format of `oxbow_jepsen::jsonl`
 //! (docs/jepsen.md, "History files"), with the nemesis's faults woven in at their times as
 //! `"process":"nemesis"` lines (kept for timelines, skipped by the checker's reader).
 
 use std::io::Write;
 
-use oxbow_jepsen::history::History;
 use serde_json::{json, Value};
 
 use crate::nemesis::Event;
@@ -45,11 +44,10 @@ fn nemesis_lines(events: &[Event]) -> Vec<(u64, String)> {
     lines
 }
 
-/// Writes `history` with the nemesis's `events` woven in at their times.
-pub fn write(history: &History, events: &[Event], out: &mut impl Write) -> std::io::Result<()> {
-    let mut body = Vec::new();
-    oxbow_jepsen::jsonl::write_history(history, &mut body)?;
-    let text = String::from_utf8(body).map_err(std::io::Error::other)?;
+/// Writes `body` (a history file of either workload, as `oxbow_jepsen::jsonl` writes it) with
+/// the nemesis's `events` woven in at their times.
+pub fn weave(body: &[u8], events: &[Event], out: &mut impl Write) -> std::io::Result<()> {
+    let text = std::str::from_utf8(body).map_err(std::io::Error::other)?;
     let mut nemesis = nemesis_lines(events).into_iter().peekable();
     for (i, line) in text.lines().enumerate() {
         // The header first; then before each timed line the faults up to its time, and the
@@ -77,7 +75,7 @@ pub fn write(history: &History, events: &[Event], out: &mut impl Write) -> std::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oxbow_jepsen::history::{Delivery, Outcome, SendOp};
+    use oxbow_jepsen::history::{Delivery, History, Outcome, SendOp};
 
     #[test]
     fn faults_are_woven_in_and_skipped_by_the_reader() {
@@ -110,8 +108,10 @@ mod tests {
             end_ms: Some(25),
             detail: String::new(),
         }];
+        let mut body = Vec::new();
+        oxbow_jepsen::jsonl::write_history(&history, &mut body).expect("encoded");
         let mut out = Vec::new();
-        write(&history, &events, &mut out).expect("written");
+        weave(&body, &events, &mut out).expect("written");
         let text = String::from_utf8(out).expect("utf-8");
         let fs: Vec<String> = text
             .lines()

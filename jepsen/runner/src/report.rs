@@ -1,15 +1,63 @@
 //! What a run writes besides its history: report.json (the verdict, counts, phases and
-//! nemesis events, for programs) and summary.txt (the same for people).
+//! nemesis events, for programs) and summary.txt (the same for people), for a queue (or
+//! groups) run judged by `oxbow_jepsen::checker` or a txn run judged by
+//! `oxbow_jepsen::txn::check`.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 use oxbow_jepsen::checker::Verdict;
 use oxbow_jepsen::history::{Delivery, History, Outcome};
+use oxbow_jepsen::txn::{TxnHistory, TxnVerdict};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::cli::TestArgs;
 use crate::nemesis::Event;
+use crate::workload::txn::TxnStats;
+
+/// A run's history and its verdict, of either kind.
+pub enum Checked<'a> {
+    /// The queue or groups workload.
+    Queue {
+        /// What the clients observed.
+        history: &'a History,
+        /// The checker's verdict.
+        verdict: &'a Verdict,
+    },
+    /// The transactional workload.
+    Txn {
+        /// What the clients observed.
+        history: &'a TxnHistory,
+        /// The transactional checker's verdict.
+        verdict: &'a TxnVerdict,
+        /// The workload's counts (inputs written, instances).
+        stats: &'a TxnStats,
+        /// Whether the transformers caught up with every input after healing.
+        caught_up: bool,
+    },
+}
+
+impl Checked<'_> {
+    /// Whether the checker found nothing wrong.
+    pub fn valid(&self) -> bool {
+        match self {
+            Self::Queue { verdict, .. } => verdict.is_valid(),
+            Self::Txn { verdict, .. } => verdict.is_valid(),
+        }
+    }
+
+    /// Whether the run was live after healing: the final read caught up (and, for txn, the
+    /// transformers caught up with the inputs).
+    pub fn live(&self) -> bool {
+        match self {
+            Self::Queue { history, .. } => history.finished,
+            Self::Txn {
+                history, caught_up, ..
+            } => history.final_read.finished && *caught_up,
+        }
+    }
+}
 
 /// When each phase of the run began (ms since the run started).
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -96,19 +144,12 @@ pub fn counts(history: &History) -> Counts {
 }
 
 /// report.json.
-pub fn json(history: &History, verdict: &Verdict, run: &Run<'_>) -> Value {
+pub fn json(checked: &Checked<'_>, run: &Run<'_>) -> Value {
     let args = run.args;
-    let anomalies: Vec<Value> = verdict
-        .anomalies
-        .iter()
-        .map(|(class, (count, examples))| {
-            json!({ "class": class.name(), "count": count, "examples": examples })
-        })
-        .collect();
-    json!({
-        "valid": verdict.is_valid(),
-        "live": history.finished,
-        "workload": "queue",
+    let mut report = json!({
+        "valid": checked.valid(),
+        "live": checked.live(),
+        "workload": args.workload.name(),
         "nemesis": args.nemesis.name(),
         "seed": args.seed,
         "duration_ms": args.duration.as_millis() as u64,
@@ -116,14 +157,46 @@ pub fn json(history: &History, verdict: &Verdict, run: &Run<'_>) -> Value {
         "topic": run.topic,
         "partitions": args.partitions,
         "replication": args.replication,
-        "producers": args.producers,
-        "readers": args.readers,
-        "group_members": args.group_members,
-        "group_member_crashes": run.member_crashes,
+        "readers": args.readers(),
         "rate": args.rate,
         "delivery_timeout_ms": args.delivery_timeout.as_millis() as u64,
         "planted_bugs": args.planted_bugs,
         "node_config": args.node_config,
+        "phases": run.phases,
+        "nemesis_events": run.events,
+    });
+    let more = match checked {
+        Checked::Queue { history, verdict } => queue_json(history, verdict, run),
+        Checked::Txn {
+            history: _,
+            verdict,
+            stats,
+            caught_up,
+        } => txn_json(verdict, stats, *caught_up, args),
+    };
+    if let (Some(report), Value::Object(more)) = (report.as_object_mut(), more) {
+        report.extend(more);
+    }
+    report
+}
+
+fn anomalies_json<'a>(
+    anomalies: impl Iterator<Item = (&'static str, &'a (u64, Vec<String>))>,
+) -> Vec<Value> {
+    anomalies
+        .map(|(class, (count, examples))| {
+            json!({ "class": class, "count": count, "examples": examples })
+        })
+        .collect()
+}
+
+/// report.json's fields of a queue or groups run.
+fn queue_json(history: &History, verdict: &Verdict, run: &Run<'_>) -> Value {
+    let args = run.args;
+    json!({
+        "producers": args.producers,
+        "group_members": args.group_members(),
+        "group_member_crashes": run.member_crashes,
         "counts": counts(history),
         "checker": {
             "sent": verdict.sent,
@@ -132,23 +205,55 @@ pub fn json(history: &History, verdict: &Verdict, run: &Run<'_>) -> Value {
             "indeterminate": verdict.indeterminate,
             "records_read": verdict.records_read,
         },
-        "anomalies": anomalies,
+        "anomalies": anomalies_json(verdict.anomalies.iter().map(|(c, a)| (c.name(), a))),
         "checker_report": oxbow_jepsen::checker::report_json(verdict),
-        "phases": run.phases,
-        "nemesis_events": run.events,
+    })
+}
+
+/// report.json's fields of a txn run.
+fn txn_json(verdict: &TxnVerdict, stats: &TxnStats, caught_up: bool, args: &TestArgs) -> Value {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let c = &verdict.counts;
+    json!({
+        "transformers": args.transformers,
+        "copies": args.copies,
+        "abort_chance": args.abort_chance,
+        "fence_chance": args.fence_chance,
+        "transaction_timeout_ms": args.transaction_timeout.as_millis() as u64,
+        "transformers_caught_up": caught_up,
+        "inputs": {
+            "sent": get(&stats.inputs_sent),
+            "ok": get(&stats.inputs_ok),
+            "failed": get(&stats.inputs_failed),
+        },
+        "instances": get(&stats.instances),
+        "checker": {
+            "attempts": c.attempts,
+            "committed": c.committed,
+            "aborted": c.aborted,
+            "indeterminate": c.indeterminate,
+            "fenced": c.fenced,
+            "resolved_committed": c.resolved_committed,
+            "resolved_aborted": c.resolved_aborted,
+            "unresolved": c.unresolved,
+            "inputs_once": c.inputs_once,
+            "records_read": c.records_read,
+            "uncommitted_reads_of_aborted": c.uncommitted_reads_of_aborted,
+        },
+        "anomalies": anomalies_json(verdict.anomalies.iter().map(|(c, a)| (c.name(), a))),
     })
 }
 
 /// summary.txt (also printed at the end of a run).
-pub fn summary(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
+pub fn summary(checked: &Checked<'_>, run: &Run<'_>) -> String {
     let args = run.args;
-    let c = counts(history);
     let p = run.phases;
     let s = |ms: u64| ms as f64 / 1000.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "workload queue, nemesis {}, seed {}, {:?} of faults",
+        "workload {}, nemesis {}, seed {}, {:?} of faults",
+        args.workload.name(),
         args.nemesis.name(),
         args.seed,
         args.duration
@@ -172,16 +277,61 @@ pub fn summary(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
         s(p.final_read_start_ms),
         s(p.end_ms)
     );
-    let _ = writeln!(
-        out,
-        "sends: {} ({} idempotent, {} at least once): ok {}, fail {}, info {}, pending {}",
-        c.sent, c.idempotent, c.at_least_once, c.ok, c.fail, c.info, c.pending
-    );
-    let _ = writeln!(
-        out,
-        "reads: {} polls during the run ({} records); final read {} records; consumer group {} records, {} commits, {} member crashes",
-        c.polls, c.polled_records, c.final_read_records, c.group_records, c.group_commits, run.member_crashes
-    );
+    match checked {
+        Checked::Queue { history, .. } => {
+            let c = counts(history);
+            let _ = writeln!(
+                out,
+                "sends: {} ({} idempotent, {} at least once): ok {}, fail {}, info {}, pending {}",
+                c.sent, c.idempotent, c.at_least_once, c.ok, c.fail, c.info, c.pending
+            );
+            let _ = writeln!(
+                out,
+                "reads: {} polls during the run ({} records); final read {} records; consumer group {} records, {} commits, {} member crashes",
+                c.polls, c.polled_records, c.final_read_records, c.group_records, c.group_commits, run.member_crashes
+            );
+        }
+        Checked::Txn {
+            history,
+            verdict,
+            stats,
+            ..
+        } => {
+            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let c = &verdict.counts;
+            let _ = writeln!(
+                out,
+                "inputs: {} sent ({} ok, {} failed or unknown, each written again as a new input)",
+                get(&stats.inputs_sent),
+                get(&stats.inputs_ok),
+                get(&stats.inputs_failed)
+            );
+            let _ = writeln!(
+                out,
+                "transactions: {} attempts by {} instances of {} transactional ids: committed {}, aborted {}, indeterminate {}, fenced {} (of the last two: {} committed, {} did not, {} undecided); {} inputs exactly once",
+                c.attempts,
+                history.instances.len(),
+                args.transformers,
+                c.committed,
+                c.aborted,
+                c.indeterminate,
+                c.fenced,
+                c.resolved_committed,
+                c.resolved_aborted,
+                c.unresolved,
+                c.inputs_once
+            );
+            let _ = writeln!(
+                out,
+                "reads: {} output polls ({} records), {} offset fetches; final read {} records; {} aborted records read uncommitted",
+                history.polls.len(),
+                history.polls.iter().map(|p| p.records.len()).sum::<usize>(),
+                history.offset_fetches.len(),
+                c.records_read,
+                c.uncommitted_reads_of_aborted
+            );
+        }
+    }
     let faults: Vec<&Event> = run.events.iter().filter(|e| e.kind != "exit").collect();
     let _ = writeln!(out, "faults: {}", faults.len());
     for e in &faults {
@@ -208,23 +358,40 @@ pub fn summary(history: &History, verdict: &Verdict, run: &Run<'_>) -> String {
             e.detail
         );
     }
-    let _ = writeln!(
-        out,
-        "liveness: {}",
-        if history.finished {
-            "the final read caught up with every acknowledged write after healing"
-        } else {
-            "NOT LIVE: the final read did not catch up before its deadline"
-        }
-    );
-    for line in verdict.measures() {
+    let (liveness, lines, measures) = match checked {
+        Checked::Queue { history, verdict } => (
+            if history.finished {
+                "the final read caught up with every acknowledged write after healing"
+            } else {
+                "NOT LIVE: the final read did not catch up before its deadline"
+            },
+            verdict.lines(),
+            verdict.measures(),
+        ),
+        Checked::Txn {
+            history,
+            verdict,
+            caught_up,
+            ..
+        } => (
+            match (*caught_up, history.final_read.finished) {
+                (true, true) => "the transformers caught up with every input and the final read reached the end of every output partition after healing",
+                (false, _) => "NOT LIVE: the transformers' committed offsets did not reach the end of the input before the deadline",
+                (true, false) => "NOT LIVE: the final read did not reach the end of the output before its deadline",
+            },
+            verdict.lines(),
+            Vec::new(),
+        ),
+    };
+    let _ = writeln!(out, "liveness: {liveness}");
+    for line in measures {
         let _ = writeln!(out, "measured: {line}");
     }
-    if verdict.is_valid() {
+    if checked.valid() {
         let _ = writeln!(out, "verdict: valid (no anomalies)");
     } else {
         let _ = writeln!(out, "verdict: INVALID");
-        for line in verdict.lines() {
+        for line in lines {
             let _ = writeln!(out, "  {line}");
         }
     }

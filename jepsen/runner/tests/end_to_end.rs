@@ -6,20 +6,14 @@
 //! The node binary is `OXBOW_BIN` when set, else this workspace's `oxbow` beside the runner's
 //! binary (`cargo test --workspace` builds both).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{assert_nothing_left, check, oxbow_binary, scratch, RUNNER};
+
 use oxbow_jepsen::history::{Delivery, History, Outcome, SendOp};
-
-const RUNNER: &str = env!("CARGO_BIN_EXE_oxbow-jepsen");
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("oxbow-jepsen-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir
-}
 
 fn send(value: u64, offset: i64) -> SendOp {
     SendOp {
@@ -53,17 +47,6 @@ fn history_file(dir: &Path, name: &str, read: &[(i64, u64)]) -> PathBuf {
     path
 }
 
-fn check(path: &Path) -> (Option<i32>, String) {
-    let output = Command::new(RUNNER)
-        .arg("check")
-        .arg(path)
-        .output()
-        .expect("oxbow-jepsen runs");
-    let text = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    (output.status.code(), text)
-}
-
 #[test]
 fn check_exits_by_the_verdict() {
     let dir = scratch("check");
@@ -84,22 +67,6 @@ fn check_exits_by_the_verdict() {
     assert!(text.contains("line 1"), "{text}");
     let (code, _) = check(&dir.join("missing.jsonl"));
     assert_eq!(code, Some(2));
-}
-
-/// The oxbow binary to test: `OXBOW_BIN`, or this workspace's beside the runner (which
-/// `cargo test --workspace` builds; building it from here would rebuild the core without the
-/// simulator's features).
-fn oxbow_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("OXBOW_BIN") {
-        return PathBuf::from(path);
-    }
-    let beside = Path::new(RUNNER).with_file_name("oxbow");
-    assert!(
-        beside.exists(),
-        "no oxbow binary at {}: set OXBOW_BIN, or `cargo build -p oxbow-node` first",
-        beside.display()
-    );
-    beside
 }
 
 fn run_test(binary: &Path, nemesis: &str, seed: u64) {
@@ -142,15 +109,7 @@ fn run_test(binary: &Path, nemesis: &str, seed: u64) {
     let (code, text) = check(&out.join("history.jsonl"));
     assert_eq!(code, Some(0), "{text}");
     // No node of the run is left running.
-    let left = Command::new("pgrep")
-        .args(["-f", &out.display().to_string()])
-        .output()
-        .expect("pgrep runs");
-    assert!(
-        left.stdout.is_empty(),
-        "processes left running: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    assert_nothing_left(&out);
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -1,7 +1,9 @@
 //! The queue workload (Jepsen's Kafka queue test): producers of globally unique values,
 //! readers polling every partition during the run, and the final read after healing, all
 //! recorded in an `oxbow_jepsen::history::History` exactly as the checker expects and as the
-//! simulator's turmoil world records it. Children: `producers`, `readers`, `final_read`.
+//! simulator's turmoil world records it. Children: `producers`, `readers`, `final_read`,
+//! `group` (the consumer group, which the groups workload is about), and `txn` (the
+//! transactional workload, with its own history).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ mod final_read;
 mod group;
 mod producers;
 mod readers;
+pub mod txn;
 
 pub use final_read::final_read;
 pub use group::{run_group, wait_for_group, Group};
