@@ -511,7 +511,7 @@ impl ProduceError {
             Self::Batch(BatchError::Corrupt(_)) => 2,
             Self::Batch(BatchError::TooLarge { .. }) => 10,
             Self::Batch(BatchError::DecompressedTooLarge { .. }) => 10,
-            Self::Batch(BatchError::Invalid(_)) => 87,
+            Self::Batch(BatchError::Invalid(_) | BatchError::MissingKeys { .. }) => 87,
             Self::OutOfOrderSequence { .. } => 45,
             Self::InvalidProducerEpoch => 47,
             Self::Backpressure | Self::TimedOut => 7,

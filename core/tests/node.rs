@@ -500,7 +500,7 @@ fn a_produce_on_the_leader_outputs_exactly_one_synced_entry_write() {
     h.elect();
     let bytes = batch(2, -1, -1);
     let out = h.produce(1, Acks::All, bytes.clone());
-    let stamped = oxbow_core::batch::Batch::parse(bytes, 1 << 20, 1 << 20)
+    let stamped = oxbow_core::batch::Batch::parse(bytes, 1 << 20, 1 << 20, false)
         .expect("valid")
         .stamp(Offset(0), Term(1), Timestamps::CreateTime, 0);
     let expected_entry = Entry {
@@ -528,7 +528,7 @@ fn an_idempotent_batch_entry_carries_the_leaders_append_time() {
     h.elect();
     let bytes = batch(2, 42, 0);
     let out = h.produce(1, Acks::All, bytes.clone());
-    let stamped = oxbow_core::batch::Batch::parse(bytes, 1 << 20, 1 << 20)
+    let stamped = oxbow_core::batch::Batch::parse(bytes, 1 << 20, 1 << 20, false)
         .expect("valid")
         .stamp(Offset(0), Term(1), Timestamps::CreateTime, 0);
     // The context: a tag (2), the leader's wall clock (1,000,000 ms) and its producer

@@ -629,7 +629,7 @@ fn admin_api_creates_grows_describes_and_deletes_topics() {
                     NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1)),
                     NewTopic::new("too-many-replicas", 1, TopicReplication::Fixed(4)),
                     NewTopic::new("unsupported-config", 1, TopicReplication::Fixed(1))
-                        .set("min.compaction.lag.ms", "1000"),
+                        .set("min.insync.replicas", "2"),
                 ],
                 &options,
             ),

@@ -51,6 +51,14 @@ pub enum BatchError {
         /// The most bytes a batch's records may inflate to.
         max: usize,
     },
+    /// Records without a key, for a compacted topic (Kafka `INVALID_RECORD`, with a record
+    /// error per keyless record).
+    MissingKeys {
+        /// How many records have no key.
+        count: u32,
+        /// The first (at most three) of them, by their index in the batch.
+        first: Vec<i32>,
+    },
     /// Larger than the partition accepts (Kafka `MESSAGE_TOO_LARGE`).
     TooLarge {
         /// The batch's size in bytes.
@@ -69,6 +77,11 @@ impl std::fmt::Display for BatchError {
                 f,
                 "record batch decompresses to more than the limit of {max} bytes \
                  (send smaller batches, or raise the node's log.decompressed_batch_bytes_max)"
+            ),
+            Self::MissingKeys { count, first } => write!(
+                f,
+                "{count} records without a key (the first at {first:?} in the batch): a \
+                 compacted topic keeps the latest record per key, so every record needs one"
             ),
             Self::TooLarge { size, max } => {
                 write!(
@@ -102,11 +115,13 @@ pub struct Batch {
 impl Batch {
     /// Checks one batch received from a client: length, magic, CRC-32C, header fields, and
     /// the records against the header (compressed ones inflated up to `decompressed_max`
-    /// bytes). The bytes must hold exactly one batch.
+    /// bytes), every one with a key if `require_keys` (a compacted topic's). The bytes must
+    /// hold exactly one batch.
     pub fn parse(
         bytes: Bytes,
         size_max: usize,
         decompressed_max: usize,
+        require_keys: bool,
     ) -> Result<Self, BatchError> {
         if bytes.len() > size_max {
             return Err(BatchError::TooLarge {
@@ -167,6 +182,7 @@ impl Batch {
             count,
             batch.attributes() & ATTRIBUTE_COMPRESSION_MASK,
             decompressed_max,
+            require_keys,
         )?;
         batch.assert_header_sane();
         Ok(batch)
@@ -176,7 +192,9 @@ impl Batch {
     /// `None` if none is. The records are walked as at produce, compressed ones inflated up to
     /// `decompressed_max` bytes; an error means the batch cannot be looked into within that
     /// limit (a limit lowered since it was produced, or a batch stored before produce checked
-    /// its codec). In a `LogAppendTime` batch every record has the append time.
+    /// its codec). In a `LogAppendTime` batch every record has the append time. A cleaned
+    /// batch is walked as it is: its records' offsets may have gaps, and an emptied one has
+    /// none to find.
     pub fn first_record_at(
         &self,
         timestamp: i64,
@@ -188,7 +206,7 @@ impl Batch {
         }
         let found = records::first_at(
             &self.bytes[HEADER_LEN..],
-            self.record_count(),
+            (self.record_count(), self.last_offset_delta()),
             self.attributes() & ATTRIBUTE_COMPRESSION_MASK,
             decompressed_max,
             self.base_timestamp(),
@@ -218,8 +236,10 @@ impl Batch {
         (id >= 0 && epoch >= 0).then_some((ProducerId(id), ProducerEpoch(epoch)))
     }
 
-    /// Wraps bytes that were checked by [`Batch::parse`] before they entered our log. Storage
-    /// frames are checksummed, so a failure here is corruption or a bug: it asserts.
+    /// Wraps bytes that were checked by [`Batch::parse`] before they entered our log, maybe
+    /// cleaned since (compaction keeps the header's offsets and drops records: fewer records
+    /// than offsets, or none). Storage frames are checksummed, so a failure here is corruption
+    /// or a bug: it asserts.
     pub fn trusted(bytes: Bytes) -> Self {
         assert!(
             bytes.len() >= HEADER_LEN,
@@ -232,8 +252,11 @@ impl Batch {
     }
 
     fn assert_header_sane(&self) {
-        assert!(self.record_count() >= 1);
-        assert_eq!(self.last_offset_delta(), self.record_count() - 1);
+        assert!(
+            self.last_offset_delta() >= 0
+                && (0..=self.last_offset_delta().saturating_add(1)).contains(&self.record_count()),
+            "a batch holds at most as many records as its offsets"
+        );
         assert_eq!(
             self.i32_at(BATCH_LENGTH) as usize + BATCH_LENGTH + 4,
             self.bytes.len()
@@ -255,7 +278,8 @@ impl Batch {
         Offset(self.i64_at(BASE_OFFSET))
     }
 
-    /// Number of offsets this batch occupies.
+    /// Number of records it holds: as many as its offsets when produced, fewer (or none) once
+    /// cleaned. What it occupies is `base_offset()..next_offset()`.
     pub fn record_count(&self) -> i32 {
         self.i32_at(RECORD_COUNT)
     }
@@ -270,7 +294,8 @@ impl Batch {
         self.last_offset().plus(1)
     }
 
-    fn last_offset_delta(&self) -> i32 {
+    /// Its last offset minus its base offset: kept by cleaning, whatever records go.
+    pub fn last_offset_delta(&self) -> i32 {
         self.i32_at(LAST_OFFSET_DELTA)
     }
 
@@ -390,7 +415,8 @@ impl Batch {
     }
 }
 
-/// Test helpers that build real batches with `kafka-protocol`'s encoder.
+/// Test helpers that build real batches with `kafka-protocol`'s encoder, and cleaned copies
+/// of them as a log cleaner leaves them.
 #[cfg(test)]
 pub(crate) mod testing {
     use bytes::{Bytes, BytesMut};
@@ -401,6 +427,20 @@ pub(crate) mod testing {
 
     /// An encoded batch of `count` records with the given producer fields.
     pub(crate) fn batch(count: i32, producer_id: i64, epoch: i16, base_sequence: i32) -> Bytes {
+        batch_with(
+            count,
+            (producer_id, epoch, base_sequence),
+            Compression::None,
+        )
+    }
+
+    /// An encoded batch of `count` keyed records with the given producer fields (id, epoch,
+    /// base sequence), compressed with `compression`.
+    pub(crate) fn batch_with(
+        count: i32,
+        (producer_id, epoch, base_sequence): (i64, i16, i32),
+        compression: Compression,
+    ) -> Bytes {
         let records: Vec<Record> = (0..count)
             .map(|i| Record {
                 transactional: false,
@@ -424,11 +464,76 @@ pub(crate) mod testing {
             &records,
             &RecordEncodeOptions {
                 version: 2,
-                compression: Compression::None,
+                compression,
             },
         )
         .expect("encode");
         buf.freeze()
+    }
+
+    /// `batch` (uncompressed or gzip) holding only the records `keep` says yes to (by their
+    /// index in it), as a log cleaner leaves it: the records kept byte for byte (their deltas
+    /// hold, since the base offset and timestamp stay), and of the header only the record
+    /// count, the length and the CRC changed; an emptied batch has no payload, so no codec
+    /// (Kafka's `writeEmptyHeader`).
+    pub(crate) fn cleaned(batch: &[u8], keep: impl Fn(usize) -> bool) -> Bytes {
+        use std::io::{Read, Write};
+        let codec = i16::from_be_bytes([batch[super::ATTRIBUTES], batch[super::ATTRIBUTES + 1]])
+            & super::ATTRIBUTE_COMPRESSION_MASK;
+        let plain = match codec {
+            0 => batch[super::HEADER_LEN..].to_vec(),
+            1 => {
+                let mut out = Vec::new();
+                flate2::read::MultiGzDecoder::new(&batch[super::HEADER_LEN..])
+                    .read_to_end(&mut out)
+                    .expect("gzip");
+                out
+            }
+            _ => panic!("the helper cleans uncompressed and gzip batches"),
+        };
+        let mut kept = Vec::new();
+        let mut count = 0i32;
+        let mut rest = &plain[..];
+        let mut index = 0;
+        while !rest.is_empty() {
+            // The record's length: a zigzag varint.
+            let (mut raw, mut shift, mut at) = (0u64, 0, 0);
+            loop {
+                let byte = rest[at];
+                raw |= u64::from(byte & 0x7F) << shift;
+                at += 1;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            let len = ((raw >> 1) as i64 ^ -((raw & 1) as i64)) as usize;
+            let (record, after) = rest.split_at(at + len);
+            if keep(index) {
+                kept.extend_from_slice(record);
+                count += 1;
+            }
+            rest = after;
+            index += 1;
+        }
+        let mut out = BytesMut::from(&batch[..super::HEADER_LEN]);
+        let mut attributes =
+            i16::from_be_bytes([out[super::ATTRIBUTES], out[super::ATTRIBUTES + 1]]);
+        if count == 0 {
+            attributes &= !super::ATTRIBUTE_COMPRESSION_MASK;
+        } else if codec == 1 {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&kept).expect("gzip");
+            kept = gz.finish().expect("gzip");
+        }
+        out.extend_from_slice(&kept);
+        out[super::ATTRIBUTES..super::ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+        out[super::RECORD_COUNT..super::RECORD_COUNT + 4].copy_from_slice(&count.to_be_bytes());
+        let length = (out.len() - super::BATCH_LENGTH - 4) as i32;
+        out[super::BATCH_LENGTH..super::BATCH_LENGTH + 4].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c(&out[super::ATTRIBUTES..]);
+        out[super::CRC..super::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        out.freeze()
     }
 }
 
@@ -443,7 +548,7 @@ mod tests {
     #[test]
     fn parse_agrees_with_kafka_protocol() {
         let bytes = batch(3, 7, 2, 10);
-        let parsed = Batch::parse(bytes.clone(), 1 << 20, 1 << 20).expect("valid");
+        let parsed = Batch::parse(bytes.clone(), 1 << 20, 1 << 20, false).expect("valid");
         let info = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).expect("decode");
         assert_eq!(info.len(), 1);
         assert_eq!(parsed.record_count(), info[0].record_count);
@@ -455,7 +560,7 @@ mod tests {
 
     #[test]
     fn stamping_keeps_the_batch_readable_by_kafka_protocol() {
-        let parsed = Batch::parse(batch(4, -1, -1, -1), 1 << 20, 1 << 20).expect("valid");
+        let parsed = Batch::parse(batch(4, -1, -1, -1), 1 << 20, 1 << 20, false).expect("valid");
         let stamped = parsed.stamp(Offset(1000), Term(7), TimestampType::LogAppendTime, 42);
         let decoded = RecordBatchDecoder::decode(&mut stamped.bytes().clone()).expect("decode");
         let offsets: Vec<i64> = decoded.records.iter().map(|r| r.offset).collect();
@@ -481,36 +586,151 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 0x01;
         assert_eq!(
-            Batch::parse(flipped.freeze(), 1 << 20, 1 << 20),
+            Batch::parse(flipped.freeze(), 1 << 20, 1 << 20, false),
             Err(BatchError::Corrupt("CRC-32C mismatch"))
         );
         assert!(matches!(
-            Batch::parse(good.slice(..30), 1 << 20, 1 << 20),
+            Batch::parse(good.slice(..30), 1 << 20, 1 << 20, false),
             Err(BatchError::Corrupt(_))
         ));
         assert!(matches!(
-            Batch::parse(good.slice(..good.len() - 1), 1 << 20, 1 << 20),
+            Batch::parse(good.slice(..good.len() - 1), 1 << 20, 1 << 20, false),
             Err(BatchError::Corrupt(_))
         ));
         assert!(matches!(
-            Batch::parse(good.clone(), 10, 1 << 20),
+            Batch::parse(good.clone(), 10, 1 << 20, false),
             Err(BatchError::TooLarge { .. })
         ));
         let mut magic = BytesMut::from(&good[..]);
         magic[MAGIC] = 1;
         assert!(matches!(
-            Batch::parse(magic.freeze(), 1 << 20, 1 << 20),
+            Batch::parse(magic.freeze(), 1 << 20, 1 << 20, false),
             Err(BatchError::Invalid(_))
         ));
         let mut two = BytesMut::from(&good[..]);
         two.extend_from_slice(&good);
         assert!(
             matches!(
-                Batch::parse(two.freeze(), 1 << 20, 1 << 20),
+                Batch::parse(two.freeze(), 1 << 20, 1 << 20, false),
                 Err(BatchError::Invalid(_))
             ),
             "two batches for one partition are refused as invalid, as Kafka does"
         );
+    }
+
+    /// A compacted topic's batch needs a key on every record: a keyless one is refused with
+    /// the records that lack one (what Kafka's record errors name), a keyed one passes.
+    #[test]
+    fn a_compacted_topic_refuses_records_without_keys() {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as Ts,
+        };
+        let records: Vec<Record> = (0..6)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: Ts::Creation,
+                offset: i,
+                sequence: i as i32,
+                timestamp: 1_700_000_000_000,
+                // Keyless at 1, 2, 4 and 5; an empty key is a key.
+                key: [0, 3]
+                    .contains(&i)
+                    .then(|| Bytes::from(vec![b'k'; i as usize])),
+                value: Some(Bytes::from_static(b"v")),
+                headers: Default::default(),
+            })
+            .collect();
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let mut buf = BytesMut::new();
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression,
+            };
+            RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
+            let bytes = buf.freeze();
+            assert_eq!(
+                Batch::parse(bytes.clone(), 1 << 20, 1 << 20, true),
+                Err(BatchError::MissingKeys {
+                    count: 4,
+                    first: vec![1, 2, 4]
+                }),
+                "{compression:?}"
+            );
+            assert!(Batch::parse(bytes, 1 << 20, 1 << 20, false).is_ok());
+        }
+        assert!(Batch::parse(batch(5, 3, 0, 0), 1 << 20, 1 << 20, true).is_ok());
+    }
+
+    /// What a cleaner leaves (fewer records than offsets, gaps, or none) is a stored batch:
+    /// trusted, read by kafka-protocol with every kept record at its own offset, and looked
+    /// into by timestamp; its offsets and producer fields are the original's. Produce still
+    /// refuses it (a client's batch is dense).
+    #[test]
+    fn cleaned_and_emptied_batches_are_stored_batches() {
+        use super::testing::{batch_with, cleaned};
+        use kafka_protocol::records::Compression;
+        for compression in [Compression::None, Compression::Gzip] {
+            let original = Batch::parse(
+                batch_with(6, (9, 1, 40), compression),
+                1 << 20,
+                1 << 20,
+                false,
+            )
+            .expect("valid")
+            .stamp(Offset(100), Term(3), TimestampType::CreateTime, 0);
+            for keep in [vec![1, 4], vec![5], vec![0, 1, 2, 3, 4, 5], vec![]] {
+                let bytes = cleaned(original.bytes(), |i| keep.contains(&i));
+                let stored = Batch::trusted(bytes.clone());
+                assert_eq!(stored.record_count(), keep.len() as i32);
+                assert_eq!(
+                    (
+                        stored.base_offset(),
+                        stored.next_offset(),
+                        stored.last_offset_delta()
+                    ),
+                    (original.base_offset(), original.next_offset(), 5)
+                );
+                assert_eq!(
+                    (
+                        stored.producer_id(),
+                        stored.producer_epoch(),
+                        stored.base_sequence()
+                    ),
+                    (
+                        original.producer_id(),
+                        original.producer_epoch(),
+                        original.base_sequence()
+                    )
+                );
+                assert_eq!(stored.max_timestamp(), original.max_timestamp());
+                let decoded = RecordBatchDecoder::decode(&mut bytes.clone()).expect("decode");
+                let offsets: Vec<i64> = decoded.records.iter().map(|r| r.offset).collect();
+                let expected: Vec<i64> = keep.iter().map(|&i| 100 + i as i64).collect();
+                assert_eq!(offsets, expected, "{compression:?} keeping {keep:?}");
+                // The first kept record at or after each original record's timestamp.
+                for i in 0..6 {
+                    let found = stored
+                        .first_record_at(1_700_000_000_000 + i, 1 << 20)
+                        .expect("walkable");
+                    let want = keep
+                        .iter()
+                        .find(|&&k| k as i64 >= i)
+                        .map(|&k| (Offset(100 + k as i64), 1_700_000_000_000 + k as i64));
+                    assert_eq!(found, want, "{compression:?} keeping {keep:?}, at {i}");
+                }
+                if keep.len() < 6 {
+                    assert!(matches!(
+                        Batch::parse(bytes, 1 << 20, 1 << 20, false),
+                        Err(BatchError::Invalid(_))
+                    ));
+                }
+            }
+        }
     }
 
     proptest! {
@@ -523,11 +743,11 @@ mod tests {
                              term in 1u64..1 << 20, log_append in any::<bool>()) {
             let epoch = if pid >= 0 { 0 } else { -1 };
             let bytes = batch(count, pid, epoch, seq);
-            let parsed = Batch::parse(bytes, 1 << 20, 1 << 20).expect("valid");
+            let parsed = Batch::parse(bytes, 1 << 20, 1 << 20, false).expect("valid");
             let timestamps = if log_append { TimestampType::LogAppendTime } else { TimestampType::CreateTime };
             let stamped = parsed.stamp(Offset(base), Term(term), timestamps, 5);
             prop_assert_eq!(stamped.next_offset(), Offset(base + i64::from(count)));
-            let reparsed = Batch::parse(stamped.bytes().clone(), 1 << 20, 1 << 20).expect("still valid");
+            let reparsed = Batch::parse(stamped.bytes().clone(), 1 << 20, 1 << 20, false).expect("still valid");
             prop_assert_eq!(reparsed.partition_leader_epoch() as u64, term);
             let decoded = RecordBatchDecoder::decode(&mut stamped.into_bytes()).expect("decode");
             prop_assert_eq!(decoded.records.len(), count as usize);
@@ -536,7 +756,7 @@ mod tests {
         /// No byte string makes parse panic.
         #[test]
         fn parse_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = Batch::parse(Bytes::from(data), 1 << 20, 1 << 20);
+            let _ = Batch::parse(Bytes::from(data), 1 << 20, 1 << 20, false);
         }
     }
 }

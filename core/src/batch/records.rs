@@ -24,32 +24,58 @@ pub(super) const ZSTD: i16 = 4;
 
 /// Checks `records` (the bytes after a batch header) against the header's `count`;
 /// `codec` is the batch's compression, `decompressed_max` the most bytes its records may
-/// inflate to.
+/// inflate to. With `require_keys` (a compacted topic), a record without a key is refused
+/// (`MissingKeys`, naming the first three), once the whole batch is found well-formed.
 pub(super) fn check(
     records: &[u8],
     count: i32,
     codec: i16,
     decompressed_max: usize,
+    require_keys: bool,
 ) -> Result<(), BatchError> {
     let plain = decompress(records, codec, decompressed_max)?;
-    walk(&plain, count, |_, _| false).map(|_| ())
+    let mut keyless = 0u32;
+    let mut first = Vec::new();
+    walk(&plain, Shape::Dense(count), |seen| {
+        if require_keys && !seen.keyed {
+            keyless += 1;
+            if first.len() < 3 {
+                first.push(seen.offset_delta as i32);
+            }
+        }
+        false
+    })?;
+    if keyless > 0 {
+        return Err(BatchError::MissingKeys {
+            count: keyless,
+            first,
+        });
+    }
+    Ok(())
 }
 
 /// The offset delta and timestamp delta of the first record whose timestamp (the batch's
-/// `base_timestamp` plus its delta) is at or after `timestamp`, if any; the records are
-/// decompressed and walked as [`check`] does.
+/// `base_timestamp` plus its delta) is at or after `timestamp`, if any. The records of a
+/// stored batch are decompressed and walked as [`check`] does, except that a cleaned batch
+/// may hold fewer records than its offsets (`count` of them, their offset deltas increasing
+/// up to `last_offset_delta`, maybe none).
 pub(super) fn first_at(
     records: &[u8],
-    count: i32,
+    (count, last_offset_delta): (i32, i32),
     codec: i16,
     decompressed_max: usize,
     base_timestamp: i64,
     timestamp: i64,
 ) -> Result<Option<(i64, i64)>, BatchError> {
     let plain = decompress(records, codec, decompressed_max)?;
-    walk(&plain, count, |_, delta| {
-        base_timestamp.saturating_add(delta) >= timestamp
-    })
+    walk(
+        &plain,
+        Shape::Sparse {
+            count,
+            last_offset_delta,
+        },
+        |seen| base_timestamp.saturating_add(seen.timestamp_delta) >= timestamp,
+    )
 }
 
 const UNDECOMPRESSABLE: BatchError = BatchError::Corrupt("compressed records do not decompress");
@@ -235,28 +261,51 @@ impl<'a> Cursor<'a> {
     }
 
     /// A field of `varint` length: -1 (null) when `nullable`, else 0 or more, within the
-    /// bytes.
-    fn field(&mut self, nullable: bool) -> Result<(), BatchError> {
+    /// bytes. Whether it is there (not null).
+    fn field(&mut self, nullable: bool) -> Result<bool, BatchError> {
         let len = self.varint()?;
         if len == -1 && nullable {
-            return Ok(());
+            return Ok(false);
         }
-        self.take(len).map(|_| ())
+        self.take(len).map(|_| true)
     }
 }
 
 const SHORT: BatchError = BatchError::Invalid("a record runs past the end of its batch");
 
-/// Walks `count` records filling `bytes` exactly, showing `stop` each record's offset delta
-/// and timestamp delta: the first record it says yes to ends the walk (its deltas are the
-/// answer) and the records after it are not checked; `None` when it said yes to none.
+/// What the records of a batch must look like.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// As produced: this many records, offset deltas 0, 1, 2, ... (Kafka requires it).
+    Dense(i32),
+    /// As stored, maybe cleaned (compacted): this many records, offset deltas increasing,
+    /// none past the header's last offset delta.
+    Sparse { count: i32, last_offset_delta: i32 },
+}
+
+/// One record, as the walk shows it.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    offset_delta: i64,
+    timestamp_delta: i64,
+    /// It has a key (not null).
+    keyed: bool,
+}
+
+/// Walks the records filling `bytes` exactly, as many as `shape` says, showing `stop` each
+/// one: the first record it says yes to ends the walk (its offset and timestamp deltas are
+/// the answer) and the records after it are not checked; `None` when it said yes to none.
 fn walk(
     bytes: &[u8],
-    count: i32,
-    mut stop: impl FnMut(i64, i64) -> bool,
+    shape: Shape,
+    mut stop: impl FnMut(Seen) -> bool,
 ) -> Result<Option<(i64, i64)>, BatchError> {
     let mut all = Cursor { bytes };
-    for expected_delta in 0..i64::from(count) {
+    let count = match shape {
+        Shape::Dense(count) | Shape::Sparse { count, .. } => count,
+    };
+    let mut previous = -1i64;
+    for i in 0..i64::from(count) {
         if all.is_empty() {
             return Err(BatchError::Invalid(
                 "the batch holds fewer records than its record count",
@@ -268,12 +317,24 @@ fn walk(
         };
         record.u8()?; // attributes (unused in v2)
         let timestamp_delta = record.varlong(10)?;
-        if record.varint()? != expected_delta {
-            return Err(BatchError::Invalid(
-                "record offset deltas must be 0, 1, 2, ... in order",
-            ));
+        let offset_delta = record.varint()?;
+        match shape {
+            Shape::Dense(_) if offset_delta != i => {
+                return Err(BatchError::Invalid(
+                    "record offset deltas must be 0, 1, 2, ... in order",
+                ));
+            }
+            Shape::Sparse {
+                last_offset_delta, ..
+            } if offset_delta <= previous || offset_delta > i64::from(last_offset_delta) => {
+                return Err(BatchError::Invalid(
+                    "record offset deltas must increase, up to the last offset delta",
+                ));
+            }
+            _ => {}
         }
-        record.field(true)?; // key
+        previous = offset_delta;
+        let keyed = record.field(true)?; // key
         record.field(true)?; // value
         let headers = record.varint()?;
         if headers < 0 {
@@ -291,8 +352,13 @@ fn walk(
                 "a record's length disagrees with its fields",
             ));
         }
-        if stop(expected_delta, timestamp_delta) {
-            return Ok(Some((expected_delta, timestamp_delta)));
+        let seen = Seen {
+            offset_delta,
+            timestamp_delta,
+            keyed,
+        };
+        if stop(seen) {
+            return Ok(Some((offset_delta, timestamp_delta)));
         }
     }
     if !all.is_empty() {
@@ -392,7 +458,7 @@ mod tests {
             for (count, headers) in [(1, 0), (7, 2), (300, 1)] {
                 let batch = encode(&records(count, headers), compression);
                 assert_eq!(
-                    check(&batch[61..], count, codec(compression), 1 << 20),
+                    check(&batch[61..], count, codec(compression), 1 << 20, false),
                     Ok(()),
                     "{compression:?} {count} records"
                 );
@@ -404,13 +470,19 @@ mod tests {
     fn lying_counts_and_lengths_are_refused() {
         let batch = encode(&records(3, 1), Compression::None);
         let body = &batch[61..];
-        assert!(check(body, 4, 0, 1 << 20).is_err(), "more records promised");
-        assert!(check(body, i32::MAX, 0, 1 << 20).is_err(), "two billion");
         assert!(
-            check(body, 2, 0, 1 << 20).is_err(),
+            check(body, 4, 0, 1 << 20, false).is_err(),
+            "more records promised"
+        );
+        assert!(
+            check(body, i32::MAX, 0, 1 << 20, false).is_err(),
+            "two billion"
+        );
+        assert!(
+            check(body, 2, 0, 1 << 20, false).is_err(),
             "fewer records promised"
         );
-        assert!(check(&body[..body.len() - 1], 3, 0, 1 << 20).is_err());
+        assert!(check(&body[..body.len() - 1], 3, 0, 1 << 20, false).is_err());
         // One record whose header count claims two billion headers.
         let mut one = vec![0u8]; // attributes
         one.push(0); // timestamp delta 0
@@ -420,7 +492,7 @@ mod tests {
         one.extend_from_slice(&[0xFE, 0xFF, 0xFF, 0xFF, 0x0F]); // headers: i32::MAX
         let mut record = vec![(one.len() as u8) << 1];
         record.extend_from_slice(&one);
-        assert!(check(&record, 1, 0, 1 << 20).is_err());
+        assert!(check(&record, 1, 0, 1 << 20, false).is_err());
     }
 
     #[test]
@@ -437,24 +509,24 @@ mod tests {
             let batch = encode(&big, compression);
             assert!(batch.len() < 100_000, "{compression:?}: {}", batch.len());
             assert_eq!(
-                check(&batch[61..], 200, codec(compression), 1 << 20),
+                check(&batch[61..], 200, codec(compression), 1 << 20, false),
                 Err(BatchError::DecompressedTooLarge { max: 1 << 20 })
             );
             assert_eq!(
-                check(&batch[61..], 200, codec(compression), 4 << 20),
+                check(&batch[61..], 200, codec(compression), 4 << 20, false),
                 Ok(())
             );
             // Cut in half: what inflates is fewer records than promised, or nothing.
             let half = 61 + (batch.len() - 61) / 2;
-            assert!(check(&batch[61..half], 200, codec(compression), 4 << 20).is_err());
+            assert!(check(&batch[61..half], 200, codec(compression), 4 << 20, false).is_err());
         }
         let raw = raw_snappy(&big);
         assert!(raw.len() < 200_000, "raw snappy: {}", raw.len());
         assert_eq!(
-            check(&raw, 200, SNAPPY, 1 << 20),
+            check(&raw, 200, SNAPPY, 1 << 20, false),
             Err(BatchError::DecompressedTooLarge { max: 1 << 20 })
         );
-        assert_eq!(check(&raw, 200, SNAPPY, 4 << 20), Ok(()));
+        assert_eq!(check(&raw, 200, SNAPPY, 4 << 20, false), Ok(()));
     }
 
     #[test]
@@ -464,11 +536,15 @@ mod tests {
             let batch = encode(&three, compression);
             let body = &batch[61..];
             let codec = codec(compression);
-            assert_eq!(check(body, 3, codec, 1 << 20), Ok(()), "{compression:?}");
+            assert_eq!(
+                check(body, 3, codec, 1 << 20, false),
+                Ok(()),
+                "{compression:?}"
+            );
             for count in [2, 4, i32::MAX] {
                 assert!(
                     matches!(
-                        check(body, count, codec, 1 << 20),
+                        check(body, count, codec, 1 << 20, false),
                         Err(BatchError::Invalid(_))
                     ),
                     "{compression:?}: {count} records promised, 3 held"
@@ -491,7 +567,7 @@ mod tests {
                 _ => continue,
             };
             assert_eq!(
-                check(&garbage, 3, codec, 1 << 20),
+                check(&garbage, 3, codec, 1 << 20, false),
                 Err(BatchError::Invalid(
                     "the batch holds more bytes than its records"
                 )),
@@ -499,9 +575,9 @@ mod tests {
             );
         }
         let raw = raw_snappy(&three);
-        assert_eq!(check(&raw, 3, SNAPPY, 1 << 20), Ok(()));
+        assert_eq!(check(&raw, 3, SNAPPY, 1 << 20, false), Ok(()));
         assert!(matches!(
-            check(&raw, 4, SNAPPY, 1 << 20),
+            check(&raw, 4, SNAPPY, 1 << 20, false),
             Err(BatchError::Invalid(_))
         ));
     }
@@ -576,7 +652,7 @@ mod tests {
             let at = |timestamp| {
                 first_at(
                     &batch[61..],
-                    7,
+                    (7, 6),
                     codec(compression),
                     1 << 20,
                     base,
@@ -589,15 +665,61 @@ mod tests {
         }
         let raw = raw_snappy(&seven);
         assert_eq!(
-            first_at(&raw, 7, SNAPPY, 1 << 20, base, base + 5),
+            first_at(&raw, (7, 6), SNAPPY, 1 << 20, base, base + 5),
             Ok(Some((5, 5)))
         );
         // Past the limit, the lookup cannot look in.
         let batch = encode(&seven, Compression::Gzip);
         assert_eq!(
-            first_at(&batch[61..], 7, GZIP, 10, base, base + 5),
+            first_at(&batch[61..], (7, 6), GZIP, 10, base, base + 5),
             Err(BatchError::DecompressedTooLarge { max: 10 })
         );
+    }
+
+    /// A stored batch's records may skip offsets (cleaned), but never go back or past the
+    /// header's last offset delta, and must still be as many as its count says.
+    #[test]
+    fn stored_records_may_have_gaps_but_stay_in_order_and_in_range() {
+        let three = encode(&records(3, 0), Compression::None);
+        let body = &three[61..];
+        let at = |shape, timestamp| first_at(body, shape, 0, 1 << 20, 1_700_000_000_000, timestamp);
+        assert_eq!(at((3, 2), 1_700_000_000_001), Ok(Some((1, 1))));
+        assert_eq!(
+            at((3, 9), 1_700_000_000_002),
+            Ok(Some((2, 2))),
+            "a gap after"
+        );
+        assert!(
+            matches!(at((3, 1), i64::MAX), Err(BatchError::Invalid(_))),
+            "past the last delta"
+        );
+        assert!(
+            matches!(at((4, 9), i64::MAX), Err(BatchError::Invalid(_))),
+            "fewer than counted"
+        );
+        assert!(
+            matches!(at((2, 9), i64::MAX), Err(BatchError::Invalid(_))),
+            "more than counted"
+        );
+        assert_eq!(first_at(&[], (0, 5), 0, 1 << 20, 0, 0), Ok(None), "emptied");
+        // Two records whose deltas go back (2, then 1): the raw records of a batch swapped.
+        let plain = body.to_vec();
+        let first_len = (plain[0] >> 1) as usize + 1;
+        let second_len = (plain[first_len] >> 1) as usize + 1;
+        let mut swapped = plain[first_len + second_len..].to_vec();
+        swapped.extend_from_slice(&plain[first_len..first_len + second_len]);
+        assert!(matches!(
+            first_at(&swapped, (2, 5), 0, 1 << 20, 0, i64::MAX),
+            Err(BatchError::Invalid(_))
+        ));
+        // At produce the deltas must be dense: the same two records with a gap are refused.
+        let mut gap = plain[..first_len].to_vec();
+        gap.extend_from_slice(&plain[first_len + second_len..]);
+        assert!(matches!(
+            check(&gap, 2, 0, 1 << 20, false),
+            Err(BatchError::Invalid(_))
+        ));
+        assert_eq!(first_at(&gap, (2, 2), 0, 1 << 20, 0, i64::MAX), Ok(None));
     }
 
     proptest::proptest! {
@@ -619,7 +741,7 @@ mod tests {
             if let Ok(out) = decompress(&bytes, codec, 4096) {
                 proptest::prop_assert!(out.len() <= 4096);
             }
-            let _ = check(&bytes, 3, codec, 4096);
+            let _ = check(&bytes, 3, codec, 4096, false);
         }
     }
 }

@@ -25,28 +25,6 @@ pub const TOPIC_NAME_MAX: usize = 249;
 /// Version of the encoded [`MetadataState`] (the metadata log's snapshots).
 const STATE_VERSION: u8 = 1;
 
-/// Topic configuration keys that can change on an existing topic (IncrementalAlterConfigs,
-/// AlterConfigs); they take effect at once (retention reads them at every check).
-pub const RUNTIME_TOPIC_CONFIGS: &[&str] = &[
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.ms",
-];
-
-/// Topic configuration keys oxbow implements, with their defaults. Anything else is refused,
-/// rather than accepted and ignored.
-/// The defaults are Kafka's; a node's own defaults for retention (its `[log]` settings) take
-/// their place where it answers.
-pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
-    ("cleanup.policy", "delete"),
-    ("message.timestamp.type", "CreateTime"),
-    ("retention.bytes", "-1"),
-    ("retention.ms", "604800000"),
-    ("segment.bytes", "1073741824"),
-    ("segment.ms", "604800000"),
-];
-
 /// One partition's Raft group and replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionAssignment {
@@ -105,12 +83,10 @@ impl TopicMeta {
 
     /// The value of a configuration key: the override, else the default.
     pub fn config(&self, key: &str) -> Option<&str> {
-        self.configs.get(key).map(String::as_str).or_else(|| {
-            TOPIC_CONFIGS
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| *v)
-        })
+        self.configs
+            .get(key)
+            .map(String::as_str)
+            .or_else(|| configs::default_of(key))
     }
 }
 
@@ -281,56 +257,6 @@ pub fn check_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name {name:?} may only hold [a-zA-Z0-9._-]"));
     }
     Ok(())
-}
-
-/// Checks one topic configuration entry.
-pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
-    if key == "retention.ms" || key == "retention.bytes" {
-        return match value.parse::<i64>() {
-            Ok(n) if n >= -1 => Ok(()),
-            _ => Err(format!(
-                "{key}={value:?} is not a whole number of -1 (no limit) or more"
-            )),
-        };
-    }
-    if key == "segment.ms" {
-        return match value.parse::<i64>() {
-            Ok(n) if n >= 1 => Ok(()),
-            _ => Err(format!(
-                "{key}={value:?} is not a whole number of 1 or more"
-            )),
-        };
-    }
-    if key == "segment.bytes" {
-        // Kafka's bounds: at least a record's overhead, at most an int.
-        return match value.parse::<i32>() {
-            Ok(n) if n >= 14 => Ok(()),
-            _ => Err(format!(
-                "{key}={value:?} is not a whole number from 14 to 2147483647"
-            )),
-        };
-    }
-    let allowed: &[&str] = match key {
-        "cleanup.policy" => &["delete"],
-        "message.timestamp.type" => &["CreateTime", "LogAppendTime"],
-        _ => {
-            return Err(format!(
-                "topic config {key:?} is not supported; supported: {}",
-                TOPIC_CONFIGS
-                    .iter()
-                    .map(|(k, _)| *k)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        }
-    };
-    if allowed.contains(&value) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{key}={value:?} is not supported; use one of {allowed:?}"
-        ))
-    }
 }
 
 /// The applied state of the metadata group.
@@ -550,6 +476,7 @@ impl MetadataState {
                 for (key, value) in &create.configs {
                     check_topic_config(key, value).map_err(AdminError::InvalidConfig)?;
                 }
+                check_topic_configs(&create.configs).map_err(AdminError::InvalidConfig)?;
                 if !create.assignment.is_empty() {
                     if create.assignment.len() != create.partitions as usize {
                         return Err(AdminError::InvalidReplicaAssignment(format!(
@@ -574,7 +501,10 @@ impl MetadataState {
                 Ok(())
             }
             MetadataCommand::AlterTopicConfigs {
-                name, set, remove, ..
+                name,
+                set,
+                remove,
+                replace,
             } => {
                 let topic = self.topics.get(name).ok_or(AdminError::UnknownTopic)?;
                 for (key, value) in set {
@@ -595,7 +525,8 @@ impl MetadataState {
                         )));
                     }
                 }
-                Ok(())
+                check_topic_configs(&topic.altered_configs(set, remove, *replace))
+                    .map_err(AdminError::InvalidConfig)
             }
             MetadataCommand::CreatePartitions {
                 name,
@@ -860,9 +791,13 @@ fn topic_id(index: RaftIndex, term: Term, name: &str) -> TopicId {
 }
 
 mod command;
+mod configs;
 mod limits;
 #[cfg(test)]
 mod tests;
 
 pub use command::{decode_entry, encode_entry, Entry, Origin};
+pub use configs::{
+    check_topic_config, check_topic_configs, Cleanup, RUNTIME_TOPIC_CONFIGS, TOPIC_CONFIGS,
+};
 pub use limits::{PartitionLimits, PARTITIONS_CEILING};

@@ -153,6 +153,151 @@ fn topic_configs_change_at_run_time_where_they_can() {
     assert_eq!(state.check(&unknown, L), Err(AdminError::UnknownTopic));
 }
 
+/// A topic is created compacted or switched to it at run time; its cleanup policy and
+/// compaction settings are replicated like any override (in commands and in snapshots), and
+/// Kafka's check of the two lags holds at creation and at every change, against the set the
+/// change leaves.
+#[test]
+fn compaction_is_set_at_creation_and_at_run_time() {
+    let mut state = MetadataState::new(vec![NodeId(1)]);
+    let with = |name: &str, configs: &[(&str, &str)]| {
+        MetadataCommand::CreateTopic(CreateTopic {
+            name: name.into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            assignment: Vec::new(),
+        })
+    };
+    let lags = with(
+        "bad",
+        &[
+            ("min.compaction.lag.ms", "60000"),
+            ("max.compaction.lag.ms", "1000"),
+        ],
+    );
+    assert_eq!(
+        state.check(&lags, L),
+        Err(AdminError::InvalidConfig(
+            "conflict topic config setting min.compaction.lag.ms (60000) > max.compaction.lag.ms (1000)".into()
+        ))
+    );
+    let table = with(
+        "table",
+        &[
+            ("cleanup.policy", "compact"),
+            ("max.compaction.lag.ms", "1000"),
+        ],
+    );
+    state
+        .apply(RaftIndex(1), Term(1), &table, L)
+        .expect("created");
+    state
+        .apply(RaftIndex(2), Term(1), &create("events", 1, 1), L)
+        .expect("created");
+    let cleanup = |state: &MetadataState, name: &str| state.topic(name).expect("exists").cleanup();
+    assert_eq!(
+        cleanup(&state, "table"),
+        Cleanup {
+            delete: false,
+            compact: true
+        }
+    );
+    assert_eq!(cleanup(&state, "events"), Cleanup::DELETE);
+    let alter =
+        |name: &str, set: &[(&str, &str)], remove: &[&str]| MetadataCommand::AlterTopicConfigs {
+            name: name.into(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            remove: remove.iter().map(|k| k.to_string()).collect(),
+            replace: false,
+        };
+    // The minimum may not pass the maximum the topic has, nor the maximum the minimum.
+    for refused in [
+        alter("table", &[("min.compaction.lag.ms", "2000")], &[]),
+        alter(
+            "table",
+            &[
+                ("min.compaction.lag.ms", "5"),
+                ("max.compaction.lag.ms", "4"),
+            ],
+            &[],
+        ),
+        alter("table", &[("cleanup.policy", "")], &[]),
+    ] {
+        assert!(
+            matches!(state.check(&refused, L), Err(AdminError::InvalidConfig(_))),
+            "{refused:?}"
+        );
+    }
+    // Raising both together, or the maximum going back to its default, is fine.
+    let raise = alter(
+        "table",
+        &[
+            ("min.compaction.lag.ms", "2000"),
+            ("max.compaction.lag.ms", "3000"),
+        ],
+        &[],
+    );
+    state
+        .apply(RaftIndex(3), Term(1), &raise, L)
+        .expect("raised");
+    let switch = alter(
+        "events",
+        &[
+            ("cleanup.policy", "delete,compact"),
+            ("delete.retention.ms", "0"),
+        ],
+        &[],
+    );
+    assert_eq!(
+        MetadataCommand::decode(&switch.encode()),
+        Ok(switch.clone())
+    );
+    state
+        .apply(RaftIndex(4), Term(1), &switch, L)
+        .expect("switched");
+    assert_eq!(
+        cleanup(&state, "events"),
+        Cleanup {
+            delete: true,
+            compact: true
+        }
+    );
+    state
+        .apply(
+            RaftIndex(5),
+            Term(1),
+            &alter("table", &[], &["max.compaction.lag.ms", "cleanup.policy"]),
+            L,
+        )
+        .expect("back to the defaults");
+    assert_eq!(cleanup(&state, "table"), Cleanup::DELETE);
+    assert_eq!(
+        state
+            .topic("table")
+            .expect("exists")
+            .config("max.compaction.lag.ms"),
+        Some("9223372036854775807")
+    );
+    // A snapshot carries them, and one from before they existed (no such keys) reads as
+    // the defaults: the configs are one map, encoded whole.
+    let decoded = MetadataState::decode(&state.encode()).expect("decodes");
+    assert_eq!(decoded, state);
+    assert_eq!(
+        decoded
+            .topic("events")
+            .expect("exists")
+            .config("delete.retention.ms"),
+        Some("0")
+    );
+}
+
 #[test]
 fn create_grow_delete() {
     let mut state = MetadataState::new(vec![NodeId(3), NodeId(1), NodeId(2)]);

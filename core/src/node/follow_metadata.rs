@@ -149,8 +149,12 @@ impl Node {
                 self.host_partitions(&topic, &topic.partitions[*from as usize..], touched);
             }
             MetadataChange::TopicDeleted(topic) => self.stop_partitions(topic, sink),
-            // Read where they are used (retention reads them at every check).
-            MetadataChange::TopicConfigsChanged { .. } => {}
+            // Read where they are used (retention reads them at every check), but for the
+            // cleanup policy, which the partitions' leaders check at produce.
+            MetadataChange::TopicConfigsChanged { name } => {
+                let topic = state.topic(name).expect("just changed").clone();
+                self.set_cleanup(&topic);
+            }
         }
     }
 
@@ -222,6 +226,19 @@ impl Node {
                     .insert(partition.group, Hosted::Txn(coordinator));
             }
             touched.insert(partition.group);
+        }
+        // Started now or before (a restored snapshot names every topic again, maybe with
+        // other configurations).
+        self.set_cleanup(topic);
+    }
+
+    /// Tells the partitions of `topic` hosted here its cleanup policy.
+    fn set_cleanup(&mut self, topic: &TopicMeta) {
+        let cleanup = topic.cleanup();
+        for partition in &topic.partitions {
+            if let Some(replica) = self.groups.get_mut(&partition.group) {
+                replica.set_cleanup(cleanup);
+            }
         }
     }
 

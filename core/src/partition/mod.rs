@@ -317,6 +317,14 @@ impl Replica {
         self.raw.store().first_index() > self.raw.raft.raft_log.applied + 1
     }
 
+    /// The topic's cleanup policy, from this node's metadata: when the partition starts, and
+    /// whenever the topic's configuration changes. A command log has none.
+    pub(crate) fn set_cleanup(&mut self, cleanup: crate::metadata::Cleanup) {
+        if let Kind::Records(records) = &mut self.kind {
+            records.cleanup = cleanup;
+        }
+    }
+
     /// Starts an election now (a new partition's first replica: the group would otherwise
     /// wait out an election timeout before its first leader).
     pub(crate) fn campaign(&mut self) {

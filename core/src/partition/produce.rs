@@ -274,10 +274,14 @@ impl Replica {
                 leader: self.leader_hint(),
             });
         };
+        // A compacted topic keeps the latest record per key: records need keys (Kafka's
+        // `LogValidator.validateKey`). Only then does the walk look at keys.
+        let require_keys = self.kind.records().cleanup.compact;
         let batch = Batch::parse(
             bytes,
             config.batch_bytes_max,
             config.batch_decompressed_bytes_max,
+            require_keys,
         )
         .map_err(ProduceError::Batch)?;
         let deadline = now.mono.plus_ms(u64::from(timeout_ms));
@@ -516,7 +520,9 @@ pub(super) fn producer_batch(batch: &Batch, txn_start_ms: Option<i64>) -> Option
         producer_id,
         epoch: batch.producer_epoch(),
         first_sequence: batch.base_sequence(),
-        count: batch.record_count(),
+        // Its offsets, not its records: a cleaned batch holds fewer records, but its sequences
+        // still span every offset (Kafka's cleaner keeps the last offset delta for this).
+        count: batch.last_offset_delta() + 1,
         transactional: batch.is_transactional(),
         txn_start_ms: txn_start_ms.filter(|_| batch.is_transactional()),
     })

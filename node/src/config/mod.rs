@@ -421,6 +421,11 @@ impl Config {
         if let Some(value) = topic.configs.get(key) {
             return (value.clone(), false);
         }
+        // Kafka creates its internal topics compacted: so do they read (they are command
+        // logs, compacted into their coordinators' state).
+        if key == "cleanup.policy" && oxbow_core::metadata::is_internal(&topic.name) {
+            return ("compact".into(), false);
+        }
         let value = match key {
             "retention.ms" => self.log.default_retention_ms().to_string(),
             "retention.bytes" => self.log.retention_bytes.to_string(),

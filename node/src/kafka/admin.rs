@@ -550,17 +550,22 @@ async fn alter_resource(
     alter_topic_configs(context, command, validate_only).await
 }
 
-/// IncrementalAlterConfigs: SET and DELETE of `retention.ms` and `retention.bytes` on topics
-/// (APPEND and SUBTRACT are for list-valued keys, which oxbow has none of).
+/// IncrementalAlterConfigs: SET and DELETE of the topic keys that change at run time, and
+/// APPEND and SUBTRACT of `cleanup.policy`, oxbow's one list-valued key (as Kafka's controller
+/// does them: the items not yet listed are added at the end, the items named are removed).
 pub(super) async fn incremental_alter_configs(
     context: &Context,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut response = IncrementalAlterConfigsResponse::default();
+    let metadata = context.core.metadata();
     for resource in request.resources {
         let mut set = BTreeMap::new();
         let mut remove = Vec::new();
         let mut bad = None;
+        let topic = (resource.resource_type == RESOURCE_TOPIC)
+            .then(|| metadata.topic(resource.resource_name.as_str()))
+            .flatten();
         for config in &resource.configs {
             let key = config.name.to_string();
             match (config.config_operation, &config.value) {
@@ -569,9 +574,32 @@ pub(super) async fn incremental_alter_configs(
                 }
                 (1, _) => remove.push(key),
                 (0, None) => bad = Some(format!("SET of {key} without a value")),
+                (op @ (2 | 3), Some(value)) if key == "cleanup.policy" => {
+                    let current = set
+                        .get(&key)
+                        .cloned()
+                        .or_else(|| topic.and_then(|t| t.config(&key)).map(str::to_string))
+                        .unwrap_or_default();
+                    let mut items: Vec<String> = current
+                        .split(',')
+                        .map(|item| item.trim().to_string())
+                        .filter(|item| !item.is_empty())
+                        .collect();
+                    for item in value.split(',').map(str::trim) {
+                        if op == 2 && !items.iter().any(|i| i == item) {
+                            items.push(item.to_string());
+                        } else if op == 3 {
+                            items.retain(|i| i != item);
+                        }
+                    }
+                    set.insert(key, items.join(","));
+                }
+                (2 | 3, None) if key == "cleanup.policy" => {
+                    bad = Some(format!("APPEND or SUBTRACT of {key} without a value"))
+                }
                 (2 | 3, _) => {
                     bad = Some(format!(
-                        "{key} is not a list: APPEND and SUBTRACT do not apply"
+                        "{key} is not a list: APPEND and SUBTRACT apply to cleanup.policy only"
                     ))
                 }
                 (op, _) => bad = Some(format!("unknown config operation {op}")),

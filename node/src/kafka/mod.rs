@@ -62,6 +62,7 @@ mod code {
     pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
     pub const ELECTION_NOT_NEEDED: i16 = 84;
     pub const INVALID_REQUEST: i16 = 42;
+    pub const POLICY_VIOLATION: i16 = 44;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
 }

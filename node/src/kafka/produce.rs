@@ -1,6 +1,6 @@
 //! The APIs that write to partitions: Produce (each partition's batch submitted to the core at
 //! read time, in arrival order) and DeleteRecords (a partition's log start offset moved through
-//! its Raft log).
+//! its Raft log; refused on a compact-only topic, as Kafka does).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -137,10 +137,15 @@ pub(super) async fn delete_records(
     let mut waits = Vec::new();
     for topic in request.topics {
         let name = topic.name.0.as_str().to_string();
+        // Kafka's `Partition.deleteRecordsOnLeader`: "Records of partition t-p can not be
+        // deleted due to the configured policy" unless the policy lists delete (DeleteRecords'
+        // response has no message field, so the code says it all).
+        let deletable = metadata.topic(&name).is_some_and(|t| t.cleanup().delete);
         for partition in topic.partitions {
             let wait = match placement(&metadata, &name, partition.partition_index) {
                 None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
                 Some(placement) if !context.hosts(placement) => Err(code::NOT_LEADER_OR_FOLLOWER),
+                Some(_) if !deletable => Err(code::POLICY_VIOLATION),
                 Some(_) if partition.offset < -1 => Err(code::OFFSET_OUT_OF_RANGE),
                 Some(placement) => {
                     let request = Request::DeleteRecords(CoreDeleteRecords {

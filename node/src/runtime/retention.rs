@@ -3,7 +3,8 @@
 //! `retention.ms` and `retention.bytes` (whole closed segments: see
 //! `storage::SegmentLog::retention`), and the node proposes that through the partition's Raft
 //! log, as DeleteRecords does. Every replica then applies the same log start and deletes its
-//! own files below it; the log start never moves back after a leader change.
+//! own files below it; the log start never moves back after a leader change. Topics whose
+//! `cleanup.policy` is `compact` alone are skipped; `compact,delete` ones are not.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -56,8 +57,9 @@ async fn check(
     let metadata = core.metadata();
     let mut policies: BTreeMap<GroupId, (RetentionPolicy, String, usize)> = BTreeMap::new();
     for topic in metadata.topics().values() {
-        // The internal topics are command logs: compacted by key, never by retention.
-        if is_internal(&topic.name) {
+        // The internal topics are command logs: compacted by key, never by retention; so are
+        // topics whose cleanup policy lacks delete (Kafka's `LogManager` skips them too).
+        if is_internal(&topic.name) || !topic.cleanup().delete {
             continue;
         }
         let policy = config.retention(topic);

@@ -29,7 +29,12 @@ fuzz_target!(|input: &[u8]| {
     if flags & 1 != 0 && batch.len() >= HEADER_LEN {
         oxbow_fuzz::fix_batch_header(&mut batch);
     }
-    let Ok(parsed) = Batch::parse(Bytes::from(batch), 1 << 20, DECOMPRESSED_MAX) else {
+    let Ok(parsed) = Batch::parse(
+        Bytes::from(batch),
+        1 << 20,
+        DECOMPRESSED_MAX,
+        flags & 4 != 0,
+    ) else {
         return;
     };
     assert!(parsed.record_count() >= 1);

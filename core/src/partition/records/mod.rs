@@ -19,6 +19,7 @@ use crate::epoch_history::{check_leader_epoch, EpochEnd, EpochHistory};
 use crate::ids::{Offset, RaftIndex, Term};
 use crate::io::{DiskRead, EpochEndRequest, FetchData, FetchError, FetchRequest, FoundBatch};
 use crate::log_store::LogStore;
+use crate::metadata::Cleanup;
 use crate::node::{NodeConfig, Sink};
 use crate::producer::ProducerTable;
 use crate::snapshot::SnapshotData;
@@ -73,6 +74,10 @@ pub(super) struct RecordState {
     pub(super) markers: PendingMarkers,
     /// Bytes of batches applied since the last checkpoint, and ticks since then.
     pub(super) since_checkpoint: (u64, u64),
+    /// The topic's cleanup policy, as this node's metadata has it (`Replica::set_cleanup`):
+    /// a compacted topic's leader refuses records without keys, and a compact-only one is
+    /// never compacted by entry count. Not replicated state: nothing applied depends on it.
+    pub(super) cleanup: Cleanup,
 }
 
 /// Version of the checkpoint encoding (2 added the index the producer table is as of; 3 holds
@@ -129,6 +134,7 @@ impl RecordState {
             log_start_waits: log_start::Waits::default(),
             markers: PendingMarkers::default(),
             since_checkpoint: (0, 0),
+            cleanup: Cleanup::DELETE,
         }
     }
 
@@ -221,6 +227,7 @@ impl RecordState {
                 log_start_waits: log_start::Waits::default(),
                 markers: PendingMarkers::default(),
                 since_checkpoint: (0, 0),
+                cleanup: Cleanup::DELETE,
             };
             // A checkpoint written with a larger bound, or holding spans of the batches that
             // were in memory when it was written, may hold more.
@@ -742,8 +749,8 @@ impl Replica {
 
     /// Compacts the log into a snapshot of the partition's state: every entry before the
     /// batch (or sparse span) holding the log start offset (DeleteRecords or retention moved
-    /// it), and, retention by entry count (`retain_entries_max`, a simulator setting), all
-    /// but about the last that many applied entries. Only applied and persisted entries are
+    /// it), and, retention by entry count (`retain_entries_max`, a simulator setting; not for
+    /// compact-only topics), all but about the last that many applied entries. Only applied and persisted entries are
     /// compacted. The snapshot carries the log start, the offset after its index and the
     /// producer table as applied (its entries after the index apply to it again harmlessly:
     /// recording a batch twice is a no-op).
@@ -773,7 +780,12 @@ impl Replica {
             } else {
                 point_below(records.log_start_offset, compactable)
             };
-        if let Some(keep) = config.retain_entries_max {
+        // A compact-only topic never loses records by position (as Kafka's never does by
+        // retention): the simulator's count-based retention leaves it alone.
+        let by_count = config
+            .retain_entries_max
+            .filter(|_| !records.cleanup.compact_only());
+        if let Some(keep) = by_count {
             if applied >= first && applied - first >= keep + keep / 2 {
                 let by_count = point_below(Offset(i64::MAX), compactable.min(applied - keep));
                 if by_count.is_some_and(|(t, _)| target.is_none_or(|(u, _)| t > u)) {
@@ -847,154 +859,6 @@ fn record_batch(entry: &Entry) -> Option<Batch> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ids::{ProducerEpoch, ProducerId, Sequence};
-    use crate::producer::{ProducerBatch, SequenceCheck};
-
-    /// A checkpoint as version 2 wrote it (the producer table without times) still restores,
-    /// with its producer, the index its table is as of, and its offset index.
-    #[test]
-    fn a_version_2_checkpoint_restores_its_producer_table() {
-        let mut w = Writer::default();
-        w.u8(2);
-        w.i64(0); // log start offset
-        w.i64(3); // next offset
-        w.i64(0); // snapshot's next offset
-        w.u32(10_000); // the table's bound, as version 2 wrote it
-        w.u32(1);
-        w.i64(77);
-        w.i16(0);
-        w.u8(1);
-        for v in [0i32, 2] {
-            w.i32(v); // first and last sequence
-        }
-        w.i64(0);
-        w.i64(2); // base and last offset
-        w.u64(2);
-        w.u64(1); // entry 2 of term 1
-        w.u64(2); // the table is as of entry 2
-        w.u32(1);
-        w.i64(0);
-        w.u64(2);
-        w.i64(1_000); // one index point: offset 0 at entry 2
-        let state = RecordState::from_checkpoint(
-            &w.bytes,
-            &Snapshot::default(),
-            TimestampType::CreateTime,
-            RaftIndex(2),
-            usize::MAX,
-        );
-        assert_eq!(state.next_offset(), Offset(3));
-        assert_eq!(state.producers_as_of, RaftIndex(2));
-        assert_eq!(state.producers.len(), 1);
-        state.producers.invariants();
-        let retry = ProducerBatch {
-            producer_id: ProducerId(77),
-            epoch: ProducerEpoch(0),
-            first_sequence: Sequence(0),
-            count: 3,
-            transactional: false,
-            txn_start_ms: None,
-        };
-        let at = state.producers.next_append_time(5_000, 86_400_000);
-        assert!(matches!(
-            state.producers.check(&retry, &at, 10),
-            Ok(SequenceCheck::Duplicate(m)) if m.base_offset == Offset(0)
-        ));
-        // And what this version writes reads back the same.
-        let store = LogStore::new(vec![1]);
-        let again = RecordState::from_checkpoint(
-            &state.checkpoint_data(&store, 1 << 20),
-            &Snapshot::default(),
-            TimestampType::CreateTime,
-            RaftIndex(2),
-            usize::MAX,
-        );
-        assert_eq!(again.producers, state.producers);
-        assert_eq!(again.producers_as_of, state.producers_as_of);
-    }
-
-    /// A checkpoint as version 3 wrote it (no epoch history) restores with no epoch known;
-    /// what this version writes keeps the history.
-    #[test]
-    fn a_version_3_checkpoint_has_no_epochs_and_this_version_keeps_them() {
-        let mut w = Writer::default();
-        w.u8(3);
-        w.i64(0); // log start offset
-        w.i64(3); // next offset
-        w.i64(0); // snapshot's next offset
-        w.u8(0); // an empty producer table as it was written then: no clock,
-        w.u32(0); // no producer, and no transactions
-        w.u64(0); // the table is as of entry 0
-        w.u32(0); // no index point
-        let mut state = RecordState::from_checkpoint(
-            &w.bytes,
-            &Snapshot::default(),
-            TimestampType::CreateTime,
-            RaftIndex(2),
-            usize::MAX,
-        );
-        assert_eq!(state.next_offset(), Offset(3));
-        assert_eq!(state.epochs, EpochHistory::new());
-        state.epochs.on_entry(Term(4), Offset(3));
-        let store = LogStore::new(vec![1]);
-        let again = RecordState::from_checkpoint(
-            &state.checkpoint_data(&store, 1 << 20),
-            &Snapshot::default(),
-            TimestampType::CreateTime,
-            RaftIndex(2),
-            usize::MAX,
-        );
-        assert_eq!(again.epochs.epochs(), &[(Term(4), Offset(3))]);
-    }
-
-    /// A checkpoint's sparse points past the bound are thinned as it is read: pairs merge into
-    /// their first point with the larger timestamp, an odd one out stays, until the bound
-    /// holds; every thinning doubles what a span may hold, and the next checkpoint keeps that.
-    #[test]
-    fn sparse_points_past_the_bound_merge_in_pairs() {
-        let mut w = Writer::default();
-        w.u8(CHECKPOINT_VERSION);
-        w.i64(0); // log start offset
-        w.i64(70); // next offset
-        w.i64(0); // snapshot's next offset
-        ProducerTable::new().encode(&mut w);
-        w.u64(0); // the table is as of entry 0
-        let stamps = [5, 3, 9, 1, 2, 8, 4];
-        w.u32(7);
-        for (i, stamp) in (0u64..).zip(stamps) {
-            w.i64(i as i64 * 10);
-            w.u64(i + 1);
-            w.i64(stamp);
-        }
-        EpochHistory::new().encode(&mut w);
-        w.u8(0); // never thinned
-        let read = |bytes: &[u8], max| {
-            RecordState::from_checkpoint(
-                bytes,
-                &Snapshot::default(),
-                TimestampType::CreateTime,
-                RaftIndex(7),
-                max,
-            )
-        };
-        let points = |state: &RecordState| -> Vec<(i64, u64, i64)> {
-            (state.offset_index.iter())
-                .map(|(o, p)| (o.0, p.index.0, p.max_timestamp))
-                .collect()
-        };
-        let state = read(&w.bytes, 3);
-        // Seven become four ((0, 10), (20, 30), (40, 50), 60), then two.
-        assert_eq!(points(&state), vec![(0, 1, 9), (40, 5, 8)]);
-        assert_eq!((state.sparse_points, state.sparse_shift), (2, 2));
-        assert_eq!(state.span_bytes_max(100, 10), 440);
-        let untouched = read(&w.bytes, 7);
-        assert_eq!(untouched.sparse_points, 7);
-        assert_eq!(untouched.span_bytes_max(100, 10), 110);
-        let store = LogStore::new(vec![1]);
-        let again = read(&state.checkpoint_data(&store, 100), 3);
-        assert_eq!(points(&again), points(&state));
-        assert_eq!(again.sparse_shift, 2);
-    }
-}
+mod cleaned_tests;
+#[cfg(test)]
+mod tests;

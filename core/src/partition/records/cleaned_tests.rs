@@ -1,0 +1,121 @@
+//! Cleaning is invisible to apply: a log whose batches a cleaner thinned (records dropped,
+//! offsets left as gaps, batches emptied) applies to the same partition state as the log it
+//! was cleaned from. Applying reads only what cleaning keeps: the entry (index, term,
+//! context) and the header's offsets, timestamps and producer fields.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::batch::testing::{batch_with, cleaned};
+use crate::batch::TimestampType;
+use crate::partition::produce::encode_context;
+use crate::test_support::fixed_seed_config;
+
+/// One produced batch: how many records, which producer (none, or an idempotent one), its
+/// codec (uncompressed or gzip), and which of its records a cleaner keeps.
+#[derive(Clone, Debug)]
+struct Produced {
+    count: i32,
+    producer: Option<u8>,
+    gzip: bool,
+    keep: Vec<bool>,
+}
+
+fn produced() -> impl Strategy<Value = Produced> {
+    (1i32..8, prop::option::of(0u8..3), any::<bool>()).prop_flat_map(|(count, producer, gzip)| {
+        prop::collection::vec(
+            prop_oneof![2 => Just(false), 1 => Just(true)],
+            count as usize,
+        )
+        .prop_map(move |keep| Produced {
+            count,
+            producer,
+            gzip,
+            keep,
+        })
+    })
+}
+
+/// The entries of a log of `batches` as its leader wrote them (stamped, each with its append
+/// time in the context), uncleaned and cleaned, from Raft index 1 in terms 1 and 2.
+fn logs(batches: &[Produced]) -> (Vec<Entry>, Vec<Entry>) {
+    let table = ProducerTable::new();
+    let mut sequences = [0i32; 3];
+    let mut next = Offset(0);
+    let (mut original, mut clean) = (Vec::new(), Vec::new());
+    for (i, produced) in batches.iter().enumerate() {
+        let index = i as u64 + 1;
+        let term = Term(1 + index / 6);
+        let fields = match produced.producer {
+            Some(p) => {
+                let first = sequences[p as usize];
+                sequences[p as usize] += produced.count;
+                (1_000 + i64::from(p), 0, first)
+            }
+            None => (-1, -1, -1),
+        };
+        let compression = if produced.gzip {
+            kafka_protocol::records::Compression::Gzip
+        } else {
+            kafka_protocol::records::Compression::None
+        };
+        let batch = Batch::parse(
+            batch_with(produced.count, fields, compression),
+            1 << 20,
+            1 << 20,
+            false,
+        )
+        .expect("valid")
+        .stamp(next, term, TimestampType::CreateTime, 0);
+        next = batch.next_offset();
+        let at = table.next_append_time(10_000 + index as i64, 86_400_000);
+        let entry = |data: Bytes| Entry {
+            index,
+            term: term.0,
+            context: encode_context(&at, None),
+            data,
+            ..Entry::default()
+        };
+        clean.push(entry(cleaned(batch.bytes(), |r| produced.keep[r])));
+        original.push(entry(batch.into_bytes()));
+    }
+    (original, clean)
+}
+
+fn applied(entries: &[Entry]) -> RecordState {
+    let mut state = RecordState::new(
+        &Snapshot::default(),
+        TimestampType::CreateTime,
+        RaftIndex(0),
+        usize::MAX,
+    );
+    for entry in entries {
+        state.apply(entry);
+    }
+    state
+}
+
+proptest! {
+    #![proptest_config(fixed_seed_config(128))]
+
+    /// Hand-cleaned batches (kafka-protocol's, with records dropped, down to none) apply to
+    /// the state their originals apply to: offsets, the offset and time index, the producer
+    /// table (sequences go by offsets, not records), the epochs.
+    #[test]
+    fn cleaned_batches_apply_as_their_originals(batches in prop::collection::vec(produced(), 1..14)) {
+        let (original, clean) = logs(&batches);
+        let dropped: usize = batches.iter().map(|b| b.keep.iter().filter(|k| !**k).count()).sum();
+        prop_assert_eq!(
+            clean.iter().map(|e| Batch::trusted(e.data.clone()).record_count() as usize).sum::<usize>(),
+            batches.iter().map(|b| b.count as usize).sum::<usize>() - dropped
+        );
+        let (a, b) = (applied(&original), applied(&clean));
+        prop_assert_eq!(a.next_offset(), b.next_offset());
+        prop_assert_eq!(a.log_start_offset(), b.log_start_offset());
+        prop_assert_eq!(&a.offset_index, &b.offset_index);
+        prop_assert_eq!(&a.producers, &b.producers);
+        prop_assert_eq!(&a.epochs, &b.epochs);
+        a.producers.invariants();
+        b.producers.invariants();
+    }
+}
