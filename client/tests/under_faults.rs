@@ -1,0 +1,120 @@
+//! The client against a fake cluster (`fake/`) whose brokers can be made stuck, on tokio's
+//! paused clock: what a poll returns while one leader does not answer.
+
+mod fake;
+
+use std::time::Duration;
+
+use fake::{Fake, Partition, Topic};
+use kafka_protocol::messages::ApiKey;
+use oxbow_client::{Consumer, ConsumerConfig, ConsumerRecord, Seek};
+use tokio::time::Instant;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn values(records: &[ConsumerRecord], partition: i32) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.partition == partition)
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).to_string())
+        .collect()
+}
+
+/// A paused (stuck) leader holds back only its own partitions: a poll returns the other
+/// leader's records at once, the stuck leader's fetch is not written again while it is
+/// outstanding, it is abandoned after the request timeout, and once the leader answers again
+/// its records come, each once.
+#[tokio::test(start_paused = true)]
+async fn a_stuck_leader_holds_back_only_its_own_partitions() {
+    let fake = Fake::new(&[1, 2]);
+    fake.set_topic(
+        "t",
+        Topic::Ready(vec![
+            Partition {
+                leader: 1,
+                log: Vec::new(),
+            },
+            Partition {
+                leader: 2,
+                log: Vec::new(),
+            },
+        ]),
+    );
+    fake.append("t", 0, &["a0"]);
+    fake.append("t", 1, &["b0"]);
+    let mut consumer = Consumer::new(fake.client(TIMEOUT), ConsumerConfig::default());
+    consumer.assign(&[("t", 0), ("t", 1)]);
+    for p in [0, 1] {
+        consumer.seek("t", p, Seek::Offset(0)).expect("assigned");
+    }
+    // Both leaders answer: both partitions' records.
+    let mut read = Vec::new();
+    while read.len() < 2 {
+        read.extend(consumer.poll(Duration::from_secs(1)).await.expect("polls"));
+    }
+    assert_eq!(values(&read, 0), ["a0"]);
+    assert_eq!(values(&read, 1), ["b0"]);
+
+    // Broker 2 stops answering with a fetch of partition 1 outstanding or about to be written.
+    fake.stick(2, true);
+    let fetches_before = fake.requests(2, ApiKey::Fetch);
+    fake.append("t", 0, &["a1"]);
+    fake.append("t", 1, &["b1"]);
+    let start = Instant::now();
+    let records = consumer.poll(Duration::from_secs(1)).await.expect("polls");
+    assert_eq!(values(&records, 0), ["a1"], "{records:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "the poll waited {:?} for the stuck leader",
+        start.elapsed()
+    );
+    // More polls within the request timeout read partition 0 and write no new fetch to broker 2.
+    let mut read = Vec::new();
+    for i in 0..8 {
+        fake.append("t", 0, &[&format!("a{}", i + 2)]);
+        let start = Instant::now();
+        read.extend(
+            consumer
+                .poll(Duration::from_millis(400))
+                .await
+                .expect("polls"),
+        );
+        assert!(start.elapsed() <= Duration::from_millis(400));
+    }
+    let expected: Vec<String> = (2..10).map(|i| format!("a{i}")).collect();
+    assert_eq!(values(&read, 0), expected);
+    assert!(values(&read, 1).is_empty());
+    let outstanding = fake.requests(2, ApiKey::Fetch);
+    assert!(
+        outstanding <= fetches_before + 1,
+        "fetches written to the stuck broker: {} before, {outstanding} after",
+        fetches_before
+    );
+    // Past the request timeout the fetch is abandoned and written again.
+    let mut waited = Duration::ZERO;
+    while fake.requests(2, ApiKey::Fetch) == outstanding {
+        assert!(
+            waited < TIMEOUT * 2,
+            "no new fetch after the request timeout"
+        );
+        consumer
+            .poll(Duration::from_millis(500))
+            .await
+            .expect("polls");
+        waited += Duration::from_millis(500);
+    }
+    // Released, broker 2 answers every fetch it read; partition 1's records come once each.
+    fake.append("t", 1, &["b2"]);
+    fake.stick(2, false);
+    let mut read = Vec::new();
+    for _ in 0..10 {
+        read.extend(
+            consumer
+                .poll(Duration::from_millis(500))
+                .await
+                .expect("polls"),
+        );
+    }
+    assert_eq!(values(&read, 1), ["b1", "b2"]);
+    assert_eq!(consumer.position("t", 1), Some(3));
+}
