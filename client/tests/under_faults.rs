@@ -1,5 +1,6 @@
 //! The client against a fake cluster (`fake/`) whose brokers can be made stuck, on tokio's
-//! paused clock: what a poll returns while one leader does not answer.
+//! paused clock: what a poll returns while one leader does not answer, and how a producer
+//! waits for a topic with no leader.
 
 mod fake;
 
@@ -7,7 +8,9 @@ use std::time::Duration;
 
 use fake::{Fake, Partition, Topic};
 use kafka_protocol::messages::ApiKey;
-use oxbow_client::{Consumer, ConsumerConfig, ConsumerRecord, Seek};
+use oxbow_client::{
+    Consumer, ConsumerConfig, ConsumerRecord, Error, Producer, ProducerConfig, ProducerRecord, Seek,
+};
 use tokio::time::Instant;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -117,4 +120,74 @@ async fn a_stuck_leader_holds_back_only_its_own_partitions() {
     }
     assert_eq!(values(&read, 1), ["b1", "b2"]);
     assert_eq!(consumer.position("t", 1), Some(3));
+}
+
+fn one_partition(leader: i32) -> Topic {
+    Topic::Ready(vec![Partition {
+        leader,
+        log: Vec::new(),
+    }])
+}
+
+/// A topic that exists but has no leader (the metadata answers LEADER_NOT_AVAILABLE, as after
+/// every node was killed) is waited for up to the delivery timeout, past the request timeout.
+#[tokio::test(start_paused = true)]
+async fn a_send_waits_for_a_leader_up_to_the_delivery_timeout() {
+    let fake = Fake::new(&[1]);
+    fake.set_topic("t", Topic::Unavailable(fake::LEADER_NOT_AVAILABLE));
+    let config = ProducerConfig {
+        delivery_timeout: Duration::from_secs(20),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(fake.client(TIMEOUT), config).expect("producer");
+    let leader_comes = async {
+        tokio::time::sleep(TIMEOUT + Duration::from_secs(3)).await;
+        fake.set_topic("t", one_partition(1));
+    };
+    let start = Instant::now();
+    let (queued, ()) = tokio::join!(producer.send(ProducerRecord::new("t", "v")), leader_comes);
+    let delivered = queued
+        .expect("queued once the topic has a leader")
+        .await
+        .expect("written");
+    assert!(start.elapsed() >= TIMEOUT + Duration::from_secs(3));
+    assert_eq!((delivered.partition, delivered.offset), (0, 0));
+    assert_eq!(fake.log("t", 0), ["v"]);
+}
+
+/// When the leader never comes, the send fails after the delivery timeout with the cause:
+/// LEADER_NOT_AVAILABLE, not "no topic".
+#[tokio::test(start_paused = true)]
+async fn a_send_to_a_topic_without_a_leader_fails_with_the_cause() {
+    let fake = Fake::new(&[1]);
+    fake.set_topic("t", Topic::Unavailable(fake::LEADER_NOT_AVAILABLE));
+    let delivery_timeout = Duration::from_secs(12);
+    let config = ProducerConfig {
+        delivery_timeout,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(fake.client(TIMEOUT), config).expect("producer");
+    let start = Instant::now();
+    let error = match producer.send(ProducerRecord::new("t", "v")).await {
+        Ok(_) => panic!("queued to a topic without a leader"),
+        Err(error) => error,
+    };
+    assert!(
+        start.elapsed() >= delivery_timeout,
+        "gave up after {:?}: {error}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(error, Error::Broker { code, .. } if code == fake::LEADER_NOT_AVAILABLE),
+        "{error}"
+    );
+    assert!(error.to_string().contains("no leader"), "{error}");
+    // A topic the cluster does not have fails at once.
+    let start = Instant::now();
+    let error = match producer.send(ProducerRecord::new("missing", "v")).await {
+        Ok(_) => panic!("queued to a missing topic"),
+        Err(error) => error,
+    };
+    assert!(start.elapsed() < TIMEOUT, "{:?}", start.elapsed());
+    assert!(error.to_string().contains("no topic"), "{error}");
 }
