@@ -1,6 +1,7 @@
 //! The client against a fake cluster (`fake/`) whose brokers can be made stuck, on tokio's
-//! paused clock: what a poll returns while one leader does not answer, and how a producer
-//! waits for a topic with no leader.
+//! paused clock: what a poll returns while one leader does not answer, how a producer waits
+//! for a topic with no leader, and how it fails the records behind a batch that outlived the
+//! delivery timeout.
 
 mod fake;
 
@@ -190,4 +191,81 @@ async fn a_send_to_a_topic_without_a_leader_fails_with_the_cause() {
     };
     assert!(start.elapsed() < TIMEOUT, "{:?}", start.elapsed());
     assert!(error.to_string().contains("no topic"), "{error}");
+}
+
+/// A batch sent to a leader that never answers outlives the delivery timeout: it may be in the
+/// log (MaybeWritten, the timeout's message), and the records behind it, which no request ever
+/// carried, fail as not written with a message that says they were never sent. Both where they
+/// wait: still open (not batched yet), and sealed into batches the in-flight window held back.
+#[tokio::test(start_paused = true)]
+async fn records_behind_a_timed_out_batch_fail_as_never_sent() {
+    for batch_bytes in [16 * 1024, 1] {
+        let fake = Fake::new(&[1]);
+        fake.set_topic("t", one_partition(1));
+        let config = ProducerConfig {
+            delivery_timeout: Duration::from_secs(3),
+            max_in_flight: 1,
+            batch_bytes,
+            ..ProducerConfig::default()
+        };
+        let producer =
+            Producer::new(fake.client(Duration::from_secs(1)), config).expect("producer");
+        let send =
+            |value: &str| producer.send(ProducerRecord::new("t", value.to_string()).partition(0));
+        // A first record takes the producer id and opens the connection.
+        send("v0").await.expect("queued").await.expect("written");
+        fake.stick(1, true);
+        let ahead = send("v1").await.expect("queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let behind = [
+            send("v2").await.expect("queued"),
+            send("v3").await.expect("queued"),
+        ];
+        match ahead.await {
+            Err(oxbow_client::SendError::MaybeWritten(Error::Timeout)) => {}
+            other => panic!("batch_bytes {batch_bytes}: the batch ahead: {other:?}"),
+        }
+        for delivery in behind {
+            match delivery.await {
+                Err(oxbow_client::SendError::NotWritten(error)) => {
+                    let message = error.to_string();
+                    assert!(
+                        message.contains("never sent"),
+                        "batch_bytes {batch_bytes}: {message}"
+                    );
+                    assert!(
+                        !message.contains("may have taken effect"),
+                        "batch_bytes {batch_bytes}: {message}"
+                    );
+                }
+                other => panic!("batch_bytes {batch_bytes}: a record behind: {other:?}"),
+            }
+        }
+        assert_eq!(fake.log("t", 0), ["v0"]);
+    }
+}
+
+/// A record whose partition has no leader for the whole delivery timeout was never sent: it
+/// fails as not written, naming the last attempt's error.
+#[tokio::test(start_paused = true)]
+async fn a_record_no_leader_took_in_time_fails_as_never_sent() {
+    let fake = Fake::new(&[1]);
+    fake.set_topic("t", one_partition(-1));
+    let config = ProducerConfig {
+        delivery_timeout: Duration::from_secs(3),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(fake.client(TIMEOUT), config).expect("producer");
+    let delivery = producer
+        .send(ProducerRecord::new("t", "v").partition(0))
+        .await
+        .expect("queued: the topic has its partition, without a leader");
+    match delivery.await {
+        Err(oxbow_client::SendError::NotWritten(error)) => {
+            let message = error.to_string();
+            assert!(message.contains("never sent"), "{message}");
+            assert!(message.contains("LEADER_NOT_AVAILABLE"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

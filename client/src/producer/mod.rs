@@ -449,6 +449,7 @@ mod tests {
             bytes: Bytes::new(),
             created: Instant::now(),
             maybe_written: false,
+            sent: false,
         };
         batch.encode(Compression::None).expect("encodes");
         let mut bytes = batch.bytes.clone();
@@ -498,6 +499,7 @@ mod tests {
                 bytes: Bytes::new(),
                 created: Instant::now(),
                 maybe_written: false,
+                sent: false,
             };
             batch.encode(compression).expect("encodes");
             let attributes = i16::from_be_bytes([batch.bytes[21], batch.bytes[22]]);
@@ -532,6 +534,7 @@ mod tests {
             bytes: Bytes::new(),
             created: Instant::now(),
             maybe_written: false,
+            sent: false,
         };
         batch.encode(Compression::None).expect("encodes");
         let plain = &batch.bytes;
