@@ -127,8 +127,9 @@ pub struct ClusterMetadata {
     /// Topics by name.
     pub topics: BTreeMap<String, TopicInfo>,
     /// Topics the cluster answered with a retriable error for the whole topic (for example
-    /// LEADER_NOT_AVAILABLE while it is being created): ask again.
-    pub unavailable: std::collections::BTreeSet<String>,
+    /// LEADER_NOT_AVAILABLE while it is being created, or while none of its partitions has a
+    /// leader), with the error code: ask again.
+    pub unavailable: BTreeMap<String, i16>,
 }
 
 struct Inner {
@@ -298,7 +299,9 @@ impl Client {
                 if codes::retriable(topic.error_code)
                     && topic.error_code != codes::UNKNOWN_TOPIC_OR_PARTITION
                 {
-                    metadata.unavailable.insert(name.0.as_str().to_string());
+                    metadata
+                        .unavailable
+                        .insert(name.0.as_str().to_string(), topic.error_code);
                 }
                 continue;
             }
@@ -327,23 +330,65 @@ impl Client {
 
     /// The topic's metadata, fetched if not cached; `UNKNOWN_TOPIC_OR_PARTITION` if the
     /// cluster does not have it.
-    /// A topic the cluster answers as not yet available (being created) is asked again until
-    /// `request_timeout`, as Kafka's clients wait for a topic's metadata.
+    /// A topic the cluster answers as not available (being created, or no partition has a
+    /// leader) is asked again until `request_timeout`, as Kafka's clients wait for a topic's
+    /// metadata; then the error is the cluster's (LEADER_NOT_AVAILABLE), not "no topic".
     pub async fn topic(&self, topic: &str) -> Result<TopicInfo> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
+        self.topic_by(topic, deadline, false).await
+    }
+
+    /// [`Client::topic`], asking until `deadline` (a producer's delivery timeout) both while
+    /// the topic is not available and while no broker answers the metadata request; the error
+    /// then says which.
+    pub async fn topic_until(
+        &self,
+        topic: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<TopicInfo> {
+        self.topic_by(topic, deadline, true).await
+    }
+
+    async fn topic_by(
+        &self,
+        topic: &str,
+        deadline: tokio::time::Instant,
+        through_errors: bool,
+    ) -> Result<TopicInfo> {
         if let Some(info) = self.metadata().topics.get(topic) {
             return Ok(info.clone());
         }
-        let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
+        let start = tokio::time::Instant::now();
         loop {
-            let metadata = self.refresh_metadata(&[topic]).await?;
-            if let Some(info) = metadata.topics.get(topic) {
-                return Ok(info.clone());
-            }
-            if !metadata.unavailable.contains(topic) || tokio::time::Instant::now() >= deadline {
-                return Err(Error::broker(
-                    codes::UNKNOWN_TOPIC_OR_PARTITION,
-                    Some(format!("no topic {topic:?}")),
-                ));
+            let error = match self.refresh_metadata(&[topic]).await {
+                Ok(metadata) => {
+                    if let Some(info) = metadata.topics.get(topic) {
+                        return Ok(info.clone());
+                    }
+                    let Some(code) = metadata.unavailable.get(topic).copied() else {
+                        return Err(Error::broker(
+                            codes::UNKNOWN_TOPIC_OR_PARTITION,
+                            Some(format!("no topic {topic:?}")),
+                        ));
+                    };
+                    let why = if code == codes::LEADER_NOT_AVAILABLE {
+                        "it exists, but has no leader yet"
+                    } else {
+                        "it exists, but is not available yet"
+                    };
+                    Error::broker(
+                        code,
+                        Some(format!(
+                            "topic {topic:?}: {why} (asked for {} ms); try again later",
+                            start.elapsed().as_millis()
+                        )),
+                    )
+                }
+                Err(e) if through_errors && e.is_retriable() => e,
+                Err(e) => return Err(e),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(error);
             }
             self.backoff().await;
         }

@@ -184,15 +184,32 @@ impl Connection {
         answer: oneshot::Receiver<Result<Bytes>>,
         version: i16,
     ) -> Result<R::Response> {
-        let mut body = match tokio::time::timeout(self.timeout, answer).await {
-            Err(_) => return Err(Error::Timeout),
-            Ok(Err(_)) => {
+        match tokio::time::timeout(self.timeout, answer).await {
+            Err(_) => Err(Error::Timeout),
+            Ok(answer) => self.decode::<R>(answer, version),
+        }
+    }
+
+    /// The request timeout this connection's calls wait for an answer.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Decodes an answer that came for a request [`Connection::submit`] wrote at `version`
+    /// (for callers that wait for several answers at once, with their own deadline).
+    pub fn decode<R: Request>(
+        &self,
+        answer: std::result::Result<Result<Bytes>, oneshot::error::RecvError>,
+        version: i16,
+    ) -> Result<R::Response> {
+        let mut body = match answer {
+            Err(_) => {
                 return Err(Error::Disconnected(format!(
                     "{}: connection closed",
                     self.address
                 )))
             }
-            Ok(Ok(result)) => result?,
+            Ok(result) => result?,
         };
         let key = ApiKey::try_from(R::KEY).map_err(|_| Error::Protocol("unknown key".into()))?;
         let header_version = if key == ApiKey::ApiVersions {

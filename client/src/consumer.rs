@@ -1,8 +1,13 @@
 //! [`Consumer`]: assign partitions, seek (earliest, latest, offset, timestamp), and poll with
-//! one pipelined fetch per leader. `read_committed` skips aborted transactional records and
+//! one fetch per leader, written to every leader at once; a poll returns the answers that came
+//! and leaves a stuck leader's fetch outstanding (up to the request timeout) for a later poll. `read_committed` skips aborted transactional records and
 //! control batches; the broker stops at the last stable offset.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -11,8 +16,11 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::client::Client;
+use crate::connection::Connection;
 use crate::error::{codes, Error, Result};
 
 /// Where to start reading a partition.
@@ -83,6 +91,19 @@ enum Position {
     Seek(Seek),
 }
 
+/// A fetch written to a leader and not answered yet: at most one per leader.
+struct Outstanding {
+    connection: Arc<Connection>,
+    version: i16,
+    answer: oneshot::Receiver<Result<Bytes>>,
+    /// The answer once it came (a receiver is polled to its end only once).
+    came: Option<std::result::Result<Result<Bytes>, oneshot::error::RecvError>>,
+    /// Each partition asked for, with the offset asked from.
+    asked: BTreeMap<(String, i32), i64>,
+    /// When it is abandoned: written, plus the request timeout.
+    expires: Instant,
+}
+
 /// Reads assigned partitions.
 pub struct Consumer {
     client: Client,
@@ -91,6 +112,9 @@ pub struct Consumer {
     /// Partitions whose position was out of range and went to `config.reset` since the last
     /// `take_resets`, each with the position it left (one entry per assigned partition).
     resets: BTreeMap<(String, i32), i64>,
+    /// Fetches written and not answered yet, by leader; a poll returns what came without
+    /// waiting for the rest, which a later poll collects.
+    fetches: BTreeMap<i32, Outstanding>,
 }
 
 impl Consumer {
@@ -101,6 +125,7 @@ impl Consumer {
             config,
             positions: BTreeMap::new(),
             resets: BTreeMap::new(),
+            fetches: BTreeMap::new(),
         }
     }
 
@@ -163,11 +188,11 @@ impl Consumer {
 
     /// Fetches records from every assigned partition, waiting up to `timeout` for some.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         loop {
             self.resolve_positions().await?;
             let records = self.fetch_once(deadline).await?;
-            if !records.is_empty() || tokio::time::Instant::now() >= deadline {
+            if !records.is_empty() || Instant::now() >= deadline {
                 return Ok(records);
             }
         }
@@ -236,12 +261,18 @@ impl Consumer {
         Box::pin(self.list_offset(topic, partition, -1)).await
     }
 
-    async fn fetch_once(&mut self, deadline: tokio::time::Instant) -> Result<Vec<ConsumerRecord>> {
+    /// Writes a fetch to every leader of a partition with a known position that has no fetch
+    /// outstanding, then waits until an answer comes (to this poll's fetches or to earlier
+    /// ones), an outstanding fetch times out, or `deadline`; returns the records of every answer
+    /// that came. A stuck leader holds back only its own partitions: its fetch stays
+    /// outstanding (not written again) until it is answered or the request timeout passes,
+    /// when it is abandoned and the metadata refreshed.
+    async fn fetch_once(&mut self, deadline: Instant) -> Result<Vec<ConsumerRecord>> {
         let metadata = match self.missing_leaders() {
             true => self.client.refresh_metadata(&self.topics()).await?,
             false => self.client.metadata(),
         };
-        // Partitions with a known position, by leader.
+        // Partitions with a known position, by leader, for leaders with no fetch outstanding.
         let mut by_leader: BTreeMap<i32, Vec<(String, i32, i64)>> = BTreeMap::new();
         for ((topic, partition), position) in &self.positions {
             let Position::At(offset) = position else {
@@ -252,24 +283,15 @@ impl Consumer {
                 .get(topic)
                 .and_then(|t| t.partitions.get(*partition as usize))
                 .map_or(-1, |p| p.leader);
-            if leader >= 0 {
+            if leader >= 0 && !self.fetches.contains_key(&leader) {
                 by_leader
                     .entry(leader)
                     .or_default()
                     .push((topic.clone(), *partition, *offset));
             }
         }
-        if by_leader.is_empty() {
-            tokio::time::sleep_until(
-                deadline.min(tokio::time::Instant::now() + self.client.config().retry_backoff),
-            )
-            .await;
-            return Ok(Vec::new());
-        }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         let max_wait = self.config.max_wait_ms.min(left.as_millis() as i32);
-        // Write every leader's fetch first, then collect the answers.
-        let mut waits = Vec::new();
         for (leader, partitions) in by_leader {
             let connection = match self.client.broker(leader).await {
                 Ok(c) => c,
@@ -305,15 +327,54 @@ impl Consumer {
                     t
                 })
                 .collect();
-            match connection.submit(request, version, true).await {
-                Ok(Some(answer)) => waits.push((connection, version, answer)),
-                _ => continue,
+            if let Ok(Some(answer)) = connection.submit(request, version, true).await {
+                let expires = Instant::now() + connection.timeout();
+                let asked = partitions
+                    .into_iter()
+                    .map(|(topic, partition, offset)| ((topic, partition), offset))
+                    .collect();
+                self.fetches.insert(
+                    leader,
+                    Outstanding {
+                        connection,
+                        version,
+                        answer,
+                        came: None,
+                        asked,
+                        expires,
+                    },
+                );
             }
         }
+        if self.fetches.is_empty() {
+            tokio::time::sleep_until(
+                deadline.min(Instant::now() + self.client.config().retry_backoff),
+            )
+            .await;
+            return Ok(Vec::new());
+        }
+        self.wait_for_answers(deadline).await;
+        // The answers that came, and the fetches that timed out, by leader.
+        let now = Instant::now();
+        let done: Vec<i32> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| f.came.is_some() || now >= f.expires)
+            .map(|(leader, _)| *leader)
+            .collect();
         let mut records = Vec::new();
         let mut refresh = false;
-        for (connection, version, answer) in waits {
-            let response = match connection.wait::<FetchRequest>(answer, version).await {
+        for leader in done {
+            let fetch = self.fetches.remove(&leader).expect("listed");
+            let Some(answer) = fetch.came else {
+                // No answer within the request timeout: abandoned (a late answer is dropped).
+                refresh = true;
+                continue;
+            };
+            let response = match fetch
+                .connection
+                .decode::<FetchRequest>(answer, fetch.version)
+            {
                 Ok(r) => r,
                 Err(e) if e.is_retriable() => {
                     refresh = true;
@@ -325,9 +386,14 @@ impl Consumer {
                 let name = topic.topic.0.as_str().to_string();
                 for partition in topic.partitions {
                     let key = (name.clone(), partition.partition_index);
-                    let Some(Position::At(position)) = self.positions.get(&key).copied() else {
+                    // Only where the position is still the offset asked for (a seek or an
+                    // answer from another leader may have moved it meanwhile).
+                    let Some(position) = fetch.asked.get(&key).copied() else {
                         continue;
                     };
+                    if self.positions.get(&key) != Some(&Position::At(position)) {
+                        continue;
+                    }
                     match partition.error_code {
                         codes::NONE => {}
                         codes::OFFSET_OUT_OF_RANGE => {
@@ -364,6 +430,40 @@ impl Consumer {
             let _ = self.client.refresh_metadata(&self.topics()).await;
         }
         Ok(records)
+    }
+
+    /// Waits until an outstanding fetch is answered (keeping every answer that came), the
+    /// first one times out, or `deadline`. No task is spawned: the answers are polled here,
+    /// in leader order, so a simulated run stays deterministic.
+    async fn wait_for_answers(&mut self, deadline: Instant) {
+        let wake = self
+            .fetches
+            .values()
+            .map(|f| f.expires)
+            .min()
+            .map_or(deadline, |e| e.min(deadline));
+        // A timer whose deadline has passed still waits for the timer wheel's next tick:
+        // then only take what has come.
+        let passed = Instant::now() >= wake;
+        let sleep = tokio::time::sleep_until(wake);
+        tokio::pin!(sleep);
+        let fetches = &mut self.fetches;
+        std::future::poll_fn(|cx| {
+            let mut came = false;
+            for fetch in fetches.values_mut() {
+                if fetch.came.is_none() {
+                    if let Poll::Ready(answer) = Pin::new(&mut fetch.answer).poll(cx) {
+                        fetch.came = Some(answer);
+                    }
+                }
+                came |= fetch.came.is_some();
+            }
+            if came || passed {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().poll(cx)
+        })
+        .await;
     }
 
     fn topics(&self) -> Vec<&str> {

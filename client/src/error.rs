@@ -24,6 +24,10 @@ pub enum Error {
     Protocol(String),
     /// The caller asked for something impossible (unknown topic or partition, bad argument).
     Invalid(String),
+    /// The producer gave a record up before any request carrying it was written (a batch
+    /// ahead of it outlived the delivery timeout and the partition's sequence was given up,
+    /// or no leader was reachable in time): it is definitely not in the log.
+    NotSent(String),
     /// The client was shut down.
     Closed,
 }
@@ -71,6 +75,7 @@ impl fmt::Display for Error {
             }
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
             Self::Invalid(e) => write!(f, "{e}"),
+            Self::NotSent(e) => write!(f, "never sent (definitely not written): {e}"),
             Self::Closed => write!(f, "the client is closed"),
         }
     }

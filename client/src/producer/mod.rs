@@ -270,8 +270,10 @@ impl Producer {
         })
     }
 
-    /// Queues a record; waits only when the partition's queue is full. The returned future
-    /// resolves to where the record landed, or why not.
+    /// Queues a record; waits when the partition's queue is full, and for the topic's metadata
+    /// while the topic is not available (no leader) or no broker answers, up to the delivery
+    /// timeout. The returned future resolves to where the record landed, or why not. An error
+    /// here means the record was not queued: it is not written.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         let partition = self.partition(&record).await?;
         let timestamp = record
@@ -309,7 +311,12 @@ impl Producer {
     /// The partition `record` goes to: its own, or the partitioner's choice (murmur2 of the
     /// key, or sticky for no key).
     async fn partition(&self, record: &ProducerRecord) -> Result<i32> {
-        let topic = self.shared.client.topic(&record.topic).await?;
+        let deadline = tokio::time::Instant::now() + self.shared.config.delivery_timeout;
+        let topic = self
+            .shared
+            .client
+            .topic_until(&record.topic, deadline)
+            .await?;
         let count = topic.partitions.len() as i32;
         Ok(match (record.partition, &record.key) {
             (Some(p), _) if (0..count).contains(&p) => p,
@@ -442,6 +449,7 @@ mod tests {
             bytes: Bytes::new(),
             created: Instant::now(),
             maybe_written: false,
+            sent: false,
         };
         batch.encode(Compression::None).expect("encodes");
         let mut bytes = batch.bytes.clone();
@@ -491,6 +499,7 @@ mod tests {
                 bytes: Bytes::new(),
                 created: Instant::now(),
                 maybe_written: false,
+                sent: false,
             };
             batch.encode(compression).expect("encodes");
             let attributes = i16::from_be_bytes([batch.bytes[21], batch.bytes[22]]);
@@ -525,6 +534,7 @@ mod tests {
             bytes: Bytes::new(),
             created: Instant::now(),
             maybe_written: false,
+            sent: false,
         };
         batch.encode(Compression::None).expect("encodes");
         let plain = &batch.bytes;

@@ -34,6 +34,8 @@ pub(super) struct Batch {
     pub(super) created: Instant,
     /// A request carrying it got no definite answer: it may be in the log.
     pub(super) maybe_written: bool,
+    /// A request carrying it was handed to a connection (else it is surely not in the log).
+    pub(super) sent: bool,
 }
 
 impl Batch {
@@ -114,6 +116,9 @@ pub(super) struct Worker {
     closed: bool,
     /// An identity whose epoch is exhausted: the next send asks for a new id.
     retired: Option<(i64, i16)>,
+    /// Why the last attempt to send failed before writing anything (no leader, no
+    /// connection): named when a batch that was never sent outlives the delivery timeout.
+    last_send_error: Option<Error>,
 }
 
 /// What to do after an answer.
@@ -152,6 +157,7 @@ impl Worker {
             flushes: Vec::new(),
             closed: false,
             retired: None,
+            last_send_error: None,
         }
     }
 
@@ -175,6 +181,7 @@ impl Worker {
             self.expire();
             if let Err(error) = self.send_window().await {
                 // No leader or no connection: nothing was written; try again after a pause.
+                self.last_send_error = Some(error.clone());
                 self.shared.client.backoff().await;
                 if !error.is_retriable() {
                     if let Some(batch) = self.unsent.pop_front() {
@@ -272,6 +279,7 @@ impl Worker {
             bytes: Bytes::new(),
             created: self.open_since.take().unwrap_or_else(Instant::now),
             maybe_written: false,
+            sent: false,
         };
         self.next_sequence = sequence_add(self.next_sequence, count);
         self.open_bytes = 0;
@@ -291,10 +299,27 @@ impl Worker {
         }
         let batch = self.unsent.pop_front().expect("checked");
         let (maybe, start) = (batch.maybe_written, batch.base_sequence);
-        self.shared.note_failure(&Error::Timeout);
-        batch.fail(Error::Timeout);
+        let error = if batch.sent {
+            Error::Timeout
+        } else {
+            Error::NotSent(format!(
+                "no request carried it within the delivery timeout ({} ms){}",
+                timeout.as_millis(),
+                self.last_send_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("; the last attempt failed: {e}"))
+            ))
+        };
+        self.shared.note_failure(&error);
+        batch.fail(error);
         if maybe {
-            self.lose_sequence(Error::Timeout);
+            let cause = format!(
+                "a batch ahead of it on {}/{} got no answer within the delivery timeout ({} ms) and may be in the log",
+                self.topic,
+                self.partition,
+                timeout.as_millis()
+            );
+            self.lose_sequence(Error::Timeout, &cause);
         } else {
             self.renumber_from(start);
         }
@@ -340,6 +365,8 @@ impl Worker {
             let answer = connection.submit(request, version, acks != 0).await?;
             let mut batch = self.unsent.pop_front().expect("checked");
             batch.maybe_written = batch.maybe_written || acks == 0;
+            batch.sent = true;
+            self.last_send_error = None;
             let answer: Answer = match answer {
                 None => Box::pin(async { Ok(None) }),
                 Some(answer) => Box::pin(async move {
@@ -433,7 +460,8 @@ impl Worker {
             self.unsent.push_front(batch);
         }
         if let Some(error) = lost {
-            self.lose_sequence(error);
+            let cause = format!("the broker answered a batch ahead of it with {error}");
+            self.lose_sequence(error, &cause);
             return;
         }
         if let Some(error) = refused_at {
@@ -457,7 +485,10 @@ impl Worker {
     fn renumber_from(&mut self, start: i32) {
         let mut sequence = start;
         if self.unsent.iter().any(|b| b.maybe_written) {
-            self.lose_sequence(Error::Protocol("a batch may be in the log".into()));
+            self.lose_sequence(
+                Error::Protocol("a batch may be in the log".into()),
+                "a batch ahead of it failed, and one after that may be in the log",
+            );
             return;
         }
         for batch in &mut self.unsent {
@@ -469,14 +500,24 @@ impl Worker {
     }
 
     /// Fails everything this partition holds and starts again under a new producer identity.
-    fn lose_sequence(&mut self, error: Error) {
+    /// Batches sent before fail with `error` (as not written, unless it or an earlier answer
+    /// leaves doubt); records never sent fail as not sent, with `cause`: why the sequence was
+    /// given up.
+    fn lose_sequence(&mut self, error: Error, cause: &str) {
         self.shared.note_failure(&error);
+        let not_sent = Error::NotSent(format!(
+            "{cause}, so the partition's sequence was given up before this record was sent"
+        ));
         for batch in self.unsent.drain(..) {
-            batch.fail(error.clone());
+            if batch.sent {
+                batch.fail(error.clone());
+            } else {
+                batch.fail(not_sent.clone());
+            }
         }
         for (record, reply) in self.open.drain(..) {
             drop(record);
-            let _ = reply.send(Err(SendError::NotWritten(error.clone())));
+            let _ = reply.send(Err(SendError::NotWritten(not_sent.clone())));
         }
         self.open_bytes = 0;
         self.open_since = None;
