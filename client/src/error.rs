@@ -117,10 +117,12 @@ pub mod codes {
                 | NOT_LEADER_OR_FOLLOWER
                 | REQUEST_TIMED_OUT
                 | NOT_CONTROLLER
+                | 13 // NETWORK_EXCEPTION
                 | 14 // COORDINATOR_LOAD_IN_PROGRESS
                 | 15 // COORDINATOR_NOT_AVAILABLE
                 | 19 // NOT_ENOUGH_REPLICAS
                 | 20 // NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                | 56 // KAFKA_STORAGE_ERROR: a leader under its disk reserve, or a failed log dir
                 | 74 // FENCED_LEADER_EPOCH
                 | 75 // UNKNOWN_LEADER_EPOCH
                 | 88 // UNSTABLE_OFFSET_COMMIT
@@ -159,3 +161,20 @@ pub mod codes {
 
 /// Shorthand.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::codes;
+
+    /// The codes retried are those whose Java exception is a `RetriableException` in Kafka's
+    /// `Errors` (among the codes oxbow's brokers send); a refusal that would only repeat is not.
+    #[test]
+    fn retriable_codes_are_kafkas() {
+        for code in [3, 5, 6, 7, 13, 14, 15, 19, 20, 56, 74, 75, 88] {
+            assert!(codes::retriable(code), "{code} ({})", codes::name(code));
+        }
+        for code in [1, 10, 36, 45, 47, 59, 87] {
+            assert!(!codes::retriable(code), "{code} ({})", codes::name(code));
+        }
+    }
+}
