@@ -13,7 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{assert_nothing_left, check, oxbow_binary, scratch, RUNNER};
+use common::{check, oxbow_binary, run_valid, scratch, RUNNER};
 
 use oxbow_jepsen::history::{Delivery, History, Outcome, SendOp};
 
@@ -78,47 +78,23 @@ fn run_test(binary: &Path, nemesis: &str, seed: u64) {
 /// A run of `nemesis` lasting `seconds` of faults that must be valid and live.
 fn run_test_for(binary: &Path, nemesis: &str, seed: u64, seconds: u64) {
     let out = scratch(&format!("{nemesis}-{seed}"));
-    let output = Command::new(RUNNER)
-        .args(["test", "--cluster", "local", "--binary"])
-        .arg(binary)
-        .args(["--nemesis", nemesis, "--duration"])
-        .arg(format!("{seconds}s"))
-        .arg("--seed")
-        .arg(seed.to_string())
-        .args(["--fault-gap", "1..3", "--fault-length", "2..4", "--out"])
-        .arg(&out)
-        .output()
-        .expect("oxbow-jepsen runs");
-    let text = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    println!("{text}");
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "--nemesis {nemesis} --seed {seed} was not valid: {text}"
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json"))
-            .expect("JSON");
-    assert_eq!(report["valid"], true, "{report}");
-    assert_eq!(report["live"], true, "{report}");
+    let args = [
+        "--nemesis".to_string(),
+        nemesis.to_string(),
+        "--duration".to_string(),
+        format!("{seconds}s"),
+        "--seed".to_string(),
+        seed.to_string(),
+        "--fault-gap".to_string(),
+        "1..3".to_string(),
+        "--fault-length".to_string(),
+        "2..4".to_string(),
+    ];
+    let report = run_valid(binary, &args, nemesis, &out);
     assert!(
         report["counts"]["ok"].as_u64().unwrap_or(0) > 100,
         "{report}"
     );
-    let faults = report["nemesis_events"].as_array().expect("events");
-    assert!(
-        faults.iter().any(|e| e["kind"] == nemesis),
-        "no {nemesis} fault happened: {report}"
-    );
-    for file in ["history.jsonl", "summary.txt", "timeline.svg"] {
-        assert!(out.join(file).is_file(), "{file} is missing");
-    }
-    // The history reads back and checks valid, as the run said.
-    let (code, text) = check(&out.join("history.jsonl"));
-    assert_eq!(code, Some(0), "{text}");
-    // No node of the run is left running.
-    assert_nothing_left(&out);
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -9,9 +9,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::{assert_nothing_left, check, oxbow_binary, scratch, RUNNER};
+use common::{check, oxbow_binary, run_valid, scratch};
 
 /// Runs `--workload workload --nemesis kill` for `duration` with `extra` options; asserts the
 /// run was valid and live, killed a node, left every file and no process; returns the report
@@ -24,49 +23,20 @@ fn run_workload(
     extra: &[&str],
 ) -> (serde_json::Value, PathBuf) {
     let out = scratch(&format!("{workload}-{seed}"));
-    let output = Command::new(RUNNER)
-        .args([
-            "test",
-            "--workload",
-            workload,
-            "--cluster",
-            "local",
-            "--binary",
-        ])
-        .arg(binary)
-        .args(["--nemesis", "kill", "--duration", duration, "--seed"])
-        .arg(seed.to_string())
-        .args(extra)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("oxbow-jepsen runs");
-    let text = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    println!("{text}");
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "--workload {workload} --seed {seed} was not valid and live: {text}"
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json"))
-            .expect("JSON");
+    let mut args: Vec<String> = [
+        "--workload",
+        workload,
+        "--nemesis",
+        "kill",
+        "--duration",
+        duration,
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(["--seed".to_string(), seed.to_string()]);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let report = run_valid(binary, &args, "kill", &out);
     assert_eq!(report["workload"], workload, "{report}");
-    assert_eq!(report["valid"], true, "{report}");
-    assert_eq!(report["live"], true, "{report}");
-    let faults = report["nemesis_events"].as_array().expect("events");
-    assert!(
-        faults.iter().any(|e| e["kind"] == "kill"),
-        "no node was killed: {report}"
-    );
-    for file in ["history.jsonl", "summary.txt", "timeline.svg"] {
-        assert!(out.join(file).is_file(), "{file} is missing");
-    }
-    // The history reads back and checks valid, as the run said.
-    let (code, text) = check(&out.join("history.jsonl"));
-    assert_eq!(code, Some(0), "{text}");
-    assert_nothing_left(&out);
     (report, out)
 }
 

@@ -56,3 +56,43 @@ pub fn assert_nothing_left(out: &Path) {
         String::from_utf8_lossy(&left.stdout)
     );
 }
+
+/// Runs `oxbow-jepsen test --cluster local --binary BINARY ARGS --out OUT`; asserts the run
+/// was valid and live (exit 0, and so says report.json), that a `fault` happened, that it left
+/// its files, that its history checks valid again, and that no process of it is left running.
+/// Returns the report.
+pub fn run_valid(binary: &Path, args: &[String], fault: &str, out: &Path) -> serde_json::Value {
+    let output = Command::new(RUNNER)
+        .args(["test", "--cluster", "local", "--binary"])
+        .arg(binary)
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("oxbow-jepsen runs");
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    println!("{text}");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{args:?} was not valid and live: {text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json"))
+            .expect("JSON");
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["live"], true, "{report}");
+    let faults = report["nemesis_events"].as_array().expect("events");
+    assert!(
+        faults.iter().any(|e| e["kind"] == fault),
+        "no {fault} fault happened: {report}"
+    );
+    for file in ["history.jsonl", "summary.txt", "timeline.svg"] {
+        assert!(out.join(file).is_file(), "{file} is missing");
+    }
+    let (code, text) = check(&out.join("history.jsonl"));
+    assert_eq!(code, Some(0), "{text}");
+    assert_nothing_left(out);
+    report
+}
