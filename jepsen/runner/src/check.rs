@@ -1,12 +1,14 @@
-//! The `check` command: reads a history file (queue or transactional, as its header says),
-//! checks it, and prints the verdict: one line per anomaly class, then `valid` or `INVALID`.
+//! The `check` command: reads a history file (queue or transactional, as its header says; or
+//! Jepsen's own `history.edn`), checks it, and prints the verdict: one line per anomaly class,
+//! then `valid` or `INVALID`.
 
 use std::io::BufReader;
 use std::process::ExitCode;
 
+use oxbow_jepsen::history::Delivery;
 use oxbow_jepsen::jsonl::{read_any, AnyHistory};
 
-use crate::cli::CheckArgs;
+use crate::cli::{CheckArgs, EdnDelivery};
 
 /// Checks `args.file`: exit 0 valid, 1 anomalies, 2 unreadable.
 pub fn run(args: &CheckArgs) -> ExitCode {
@@ -21,11 +23,28 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let history = match read_any(BufReader::new(file)) {
+    let edn = path.extension().is_some_and(|e| e == "edn");
+    let read = if edn {
+        let delivery = match args.delivery {
+            EdnDelivery::Idempotent => Delivery::Idempotent,
+            EdnDelivery::AtLeastOnce => Delivery::AtLeastOnce,
+        };
+        oxbow_jepsen::edn::read_edn(BufReader::new(file), delivery).map(AnyHistory::Queue)
+    } else {
+        read_any(BufReader::new(file))
+    };
+    let history = match read {
         Ok(history) => history,
+        Err(e) if edn => {
+            eprintln!(
+                "oxbow-jepsen check: {} is not a Jepsen Kafka history: {e} (what is read is in docs/jepsen.md, \"Jepsen's own histories\")",
+                path.display()
+            );
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!(
-                "oxbow-jepsen check: {} is not a history file: {e} (the format is in docs/jepsen.md, \"History files\")",
+                "oxbow-jepsen check: {} is not a history file: {e} (the format is in docs/jepsen.md, \"History files\"; name a Jepsen EDN history *.edn)",
                 path.display()
             );
             return ExitCode::from(2);

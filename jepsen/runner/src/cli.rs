@@ -31,8 +31,22 @@ pub enum Command {
 /// `check`'s arguments.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// The history file (for example DIR/history.jsonl of a `test` run).
+    /// The history file: DIR/history.jsonl of a `test` run (JSON Lines, see docs/jepsen.md),
+    /// or a `history.edn` of Jepsen's own Kafka test (a name ending in `.edn`).
     pub file: PathBuf,
+    /// For an EDN history: what every producer promised (Jepsen's `--safe` runs are
+    /// idempotent; its other runs at least once).
+    #[arg(long, value_enum, default_value = "idempotent")]
+    pub delivery: EdnDelivery,
+}
+
+/// What the producers of a Jepsen EDN history promised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EdnDelivery {
+    /// Idempotent acks=all producers: no loss, no duplicate, no reordering.
+    Idempotent,
+    /// acks=all without idempotence: duplicates allowed.
+    AtLeastOnce,
 }
 
 /// The workloads.

@@ -71,6 +71,44 @@ fn check_exits_by_the_verdict() {
     assert_eq!(code, Some(2));
 }
 
+/// `check` reads Jepsen's own `history.edn` (by its name): an acknowledged send that no poll
+/// returned is a lost write; `--delivery at-least-once` still holds it to that.
+#[test]
+fn check_reads_jepsen_edn_histories() {
+    let dir = scratch("check-edn");
+    let history = r#"{:index 0 :type :invoke :f :assign :value [0] :process 1 :time 1000000}
+{:index 1 :type :ok :f :assign :value [0] :process 1 :time 2000000}
+{:type :invoke, :f :send, :value [[:send 0 1] [:send 0 2]], :process 0, :time 3000000}
+{:type :ok, :f :send, :value [[:send 0 [0 1]] [:send 0 [1 2]]], :process 0, :time 4000000}
+{:type :invoke :f :poll :value [[:poll]] :process 1 :time 5000000}
+"#;
+    let valid = dir.join("valid.edn");
+    let read_both =
+        "{:type :ok :f :poll :value [[:poll {0 [[0 1] [1 2]]}]] :process 1 :time 6000000}\n";
+    std::fs::write(&valid, format!("{history}{read_both}")).expect("written");
+    let (code, text) = check(&valid);
+    assert_eq!(code, Some(0), "{text}");
+    let lost = dir.join("lost.edn");
+    let read_one = "{:type :ok :f :poll :value [[:poll {0 [[0 1]]}]] :process 1 :time 6000000}\n";
+    std::fs::write(&lost, format!("{history}{read_one}")).expect("written");
+    let (code, text) = check(&lost);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("lost acknowledged write"), "{text}");
+    let output = Command::new(RUNNER)
+        .args(["check", "--delivery", "at-least-once"])
+        .arg(&lost)
+        .output()
+        .expect("oxbow-jepsen runs");
+    assert_eq!(output.status.code(), Some(1));
+    // A JSON Lines history named .edn is refused as EDN, with what to read.
+    let wrong = dir.join("wrong.edn");
+    std::fs::write(&wrong, "{\"format\":\"oxbow-jepsen\"}\n").expect("written");
+    let (code, text) = check(&wrong);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("Jepsen's own histories"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn run_test(binary: &Path, nemesis: &str, seed: u64) {
     run_test_for(binary, nemesis, seed, 12);
 }
