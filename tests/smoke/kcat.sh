@@ -23,7 +23,7 @@ start() {
     PID=$!
     # `oxbow dev` says "ready" once a controller is elected and every partition of its
     # topics has a leader; kcat must then see all three leaders at once.
-    for _ in $(seq 1 200); do
+    for _ in $(seq 1 600); do
         if grep -q '^ready: ' "$WORK/dev.out"; then
             kcat -L -b "127.0.0.1:$PORT" -t smoke | grep -c "leader [1-3]," | grep -q '^3$' \
                 || { echo "ready, but kcat does not see a leader for every partition" >&2; exit 1; }
@@ -31,7 +31,7 @@ start() {
         fi
         sleep 0.1
     done
-    echo "oxbow dev never said ready; log:" >&2; tail -20 "$WORK/dev.log" >&2; exit 1
+    echo "oxbow dev never said ready within 60 s; log:" >&2; tail -20 "$WORK/dev.log" >&2; exit 1
 }
 stop() {
     kill -INT "$PID"; wait "$PID" || { echo "oxbow dev did not stop cleanly" >&2; exit 1; }
