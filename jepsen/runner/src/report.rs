@@ -213,7 +213,7 @@ fn queue_json(history: &History, verdict: &Verdict, run: &Run<'_>) -> Value {
 /// report.json's fields of a txn run.
 fn txn_json(verdict: &TxnVerdict, stats: &TxnStats, caught_up: bool, args: &TestArgs) -> Value {
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let c = &verdict.counts;
+    let checker_report = oxbow_jepsen::checker::txn_report_json(verdict);
     json!({
         "transformers": args.transformers,
         "copies": args.copies,
@@ -227,20 +227,10 @@ fn txn_json(verdict: &TxnVerdict, stats: &TxnStats, caught_up: bool, args: &Test
             "failed": get(&stats.inputs_failed),
         },
         "instances": get(&stats.instances),
-        "checker": {
-            "attempts": c.attempts,
-            "committed": c.committed,
-            "aborted": c.aborted,
-            "indeterminate": c.indeterminate,
-            "fenced": c.fenced,
-            "resolved_committed": c.resolved_committed,
-            "resolved_aborted": c.resolved_aborted,
-            "unresolved": c.unresolved,
-            "inputs_once": c.inputs_once,
-            "records_read": c.records_read,
-            "uncommitted_reads_of_aborted": c.uncommitted_reads_of_aborted,
-        },
+        // The checker's counts of attempts, as its own report gives them.
+        "checker": checker_report["counts"].clone(),
         "anomalies": anomalies_json(verdict.anomalies.iter().map(|(c, a)| (c.name(), a))),
+        "checker_report": checker_report,
     })
 }
 
