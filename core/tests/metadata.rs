@@ -469,3 +469,32 @@ fn creations_past_the_configured_partition_limits_are_refused() {
         node.invariants();
     }
 }
+
+/// A restarted node knows the leaders again (`leaders_settled`, which gates its serving of
+/// clients) only once it has heard every peer and a leader of each partition it hosts;
+/// until then it would show those partitions as leaderless.
+#[test]
+fn a_restarted_node_settles_once_it_knows_every_hosted_partitions_leader() {
+    let mut cluster = Cluster::new();
+    let group = cluster.one_partition_topic("events");
+    cluster.tick(20);
+    for node in cluster.nodes.values() {
+        assert!(node.leaders_settled());
+    }
+    let victim = *NODES
+        .iter()
+        .find(|n| cluster.nodes[n].leader(group).map(|(l, _)| l) != Some(**n))
+        .expect("a follower");
+    cluster.restart(victim);
+    assert!(
+        !cluster.nodes[&victim].leaders_settled(),
+        "nothing heard yet"
+    );
+    let mut ticks = 0;
+    while !cluster.nodes[&victim].leaders_settled() {
+        cluster.tick(1);
+        ticks += 1;
+        assert!(ticks < 20, "a restarted node settles within 2 s");
+    }
+    assert!(cluster.nodes[&victim].leader(group).is_some());
+}

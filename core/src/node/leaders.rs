@@ -85,6 +85,23 @@ impl Node {
         self.groups.get(&group).is_some_and(Replica::has_had_leader) || self.leader(group).is_some()
     }
 
+    /// Whether this node knows who leads what, as well as a node that has run a while: it
+    /// has heard every peer's leader gossip since it started, and knows a leader for every
+    /// group it hosts that has had one. A restarted node serves clients only then (or after a
+    /// deadline, the runtime's): before, it would show partitions that have leaders as
+    /// leaderless (leader -1), which clients such as librdkafka take for a lasting error.
+    pub fn leaders_settled(&self) -> bool {
+        let me = self.config.node_id;
+        self.config
+            .metadata_voters
+            .iter()
+            .all(|peer| *peer == me || self.remote_leaders.contains_key(peer))
+            && self
+                .groups
+                .iter()
+                .all(|(group, replica)| !replica.has_had_leader() || self.leader(*group).is_some())
+    }
+
     /// The replicas in sync of a group (Kafka's ISR), as its leader knows them: this node's
     /// own count when it leads, else what the leader last gossiped; `None` when no leader is
     /// known.

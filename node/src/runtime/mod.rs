@@ -490,6 +490,9 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
             .map_or(0, |g| g.hard_state.commit),
     );
     let (metadata_ready_tx, mut metadata_ready) = watch::channel(false);
+    // Three election timeouts: time for a group whose leader died with this node to elect
+    // another, and for every live peer to gossip.
+    let settle_ticks_max = 3 * node_config.election_tick as u64;
     let node = Node::new(node_config, seed, incarnation, durable, &raft_logger);
     let tick = Duration::from_millis(config.tick_ms);
     tokio::spawn(retention::run(
@@ -514,6 +517,7 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         applied: applied_tx,
         metadata: metadata_tx,
         metadata_ready: (metadata_committed, metadata_ready_tx),
+        settle_ticks_max,
         observer,
         logger: logger.clone(),
     }));
@@ -524,9 +528,10 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
         producer_ids,
         logger.clone(),
     );
-    // Kafka's brokers serve clients once they have caught up with the metadata; before its
-    // recovered metadata log is applied, a restarted node would answer the topics it has as
-    // unknown. Connections wait in the listener's backlog meanwhile.
+    // Kafka's brokers serve clients once they have caught up with the metadata, leaders
+    // included; before its recovered metadata log is applied, a restarted node would answer
+    // the topics it has as unknown, and before it has heard of their leaders, their partitions
+    // as leaderless. Connections wait in the listener's backlog meanwhile.
     let serve_shutdown = shutdown.clone();
     tokio::spawn(async move {
         if metadata_ready.wait_for(|ready| *ready).await.is_ok() {
@@ -594,6 +599,9 @@ struct CoreTask {
     /// The metadata log's Raft commit index found on disk, and what is told (once, after the
     /// metadata applied up to it is published) when the node has applied that far.
     metadata_ready: (RaftIndex, watch::Sender<bool>),
+    /// Ticks the node waits after its metadata caught up for the groups' leaders to be known
+    /// (`Node::leaders_settled`) before it serves clients anyway.
+    settle_ticks_max: u64,
     observer: Option<env::Observer>,
     logger: Logger,
 }
@@ -612,6 +620,7 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
         applied,
         metadata,
         metadata_ready: (metadata_committed, metadata_ready),
+        settle_ticks_max,
         mut observer,
         logger,
     } = task;
@@ -620,6 +629,8 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
     let mut waiting: BTreeMap<RequestId, oneshot::Sender<Response>> = BTreeMap::new();
     let mut next_request = 0u64;
     let mut out = Vec::new();
+    // Ticks since the metadata caught up, while the node waits to know the leaders.
+    let mut settling: Option<u64> = None;
     loop {
         let input = tokio::select! {
             biased;
@@ -669,6 +680,7 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
             },
             _ = ticker.tick() => Input::Tick,
         };
+        let ticked = matches!(input, Input::Tick);
         node.handle(clock.now(), input, &mut out);
         let mut metadata_changed = false;
         for output in out.drain(..) {
@@ -767,14 +779,28 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
             }
         }
         let state = node.metadata().expect("every node runs the metadata group");
-        let caught_up = !*metadata_ready.borrow() && state.applied() >= metadata_committed;
+        let caught_up = !*metadata_ready.borrow()
+            && settling.is_none()
+            && state.applied() >= metadata_committed;
         if metadata_changed || caught_up {
             metadata.send_replace(Arc::new(state.clone()));
             writer.segment_bytes(segment_bytes(state)).await;
         }
         if caught_up {
-            info!(logger, "metadata caught up: serving clients"; "index" => state.applied().0);
-            metadata_ready.send_replace(true);
+            info!(logger, "metadata caught up"; "index" => state.applied().0);
+            settling = Some(0);
+        }
+        // Once caught up, the node waits to know the groups' leaders (or for a deadline, when
+        // a peer is down or a group has no leader) before it serves clients.
+        if let Some(ticks) = settling {
+            let settled = node.leaders_settled();
+            if settled || ticks >= settle_ticks_max {
+                info!(logger, "serving clients"; "leaders_known" => settled, "ticks" => ticks);
+                metadata_ready.send_replace(true);
+                settling = None;
+            } else if ticked {
+                settling = Some(ticks + 1);
+            }
         }
     }
     info!(logger, "core stopped");
