@@ -415,3 +415,77 @@ fn a_thinned_sparse_index_answers_fetches_and_timestamp_lookups_as_before() {
         node.invariants();
     }
 }
+
+/// Entries the log cleaner rewrote on disk leave memory at once (`Node::evict_cleaned`), so a
+/// fetch of them reads the cleaned files instead of serving the originals; entries after
+/// them stay cached.
+#[test]
+fn cleaned_entries_leave_memory_and_fetches_of_them_read_the_files() {
+    let mut cluster = Cluster::new();
+    let group = cluster.one_partition_topic("t");
+    let leader = serving_leader(&cluster, group);
+    for i in 0..10 {
+        produce(&mut cluster, leader, group, 1_000 + i);
+    }
+    cluster.tick(3);
+    let fetch = |cluster: &mut Cluster, offset: i64| {
+        let answer = cluster.request(
+            leader,
+            Request::Fetch(FetchRequest {
+                group,
+                offset: Offset(offset),
+                max_bytes: 1 << 20,
+                current_leader_epoch: -1,
+                read_committed: false,
+            }),
+        );
+        let Response::Fetch(Ok(data)) = answer else {
+            panic!("{answer:?}")
+        };
+        data
+    };
+    assert!(fetch(&mut cluster, 0).read.is_none(), "all cached");
+
+    // Entries up to the one holding offset 14 (the fifth batch) were cleaned.
+    let disk = cluster.replay(leader);
+    let fifth = disk.groups[&group]
+        .entries
+        .iter()
+        .filter(|e| !e.data.is_empty())
+        .nth(4)
+        .expect("ten batches")
+        .index;
+    let before = cluster.nodes[&leader]
+        .group_status(group)
+        .expect("hosted")
+        .sparse_index_points;
+    let node = cluster.nodes.get_mut(&leader).expect("running");
+    assert!(node.evict_cleaned(group, RaftIndex(fifth)) > 0);
+    node.invariants();
+    assert!(
+        cluster.nodes[&leader]
+            .group_status(group)
+            .expect("hosted")
+            .sparse_index_points
+            > before,
+        "the evicted batches are indexed for reads"
+    );
+    let old = fetch(&mut cluster, 0);
+    let read = old
+        .read
+        .clone()
+        .expect("cleaned records are read from disk");
+    let batches = read.batches(cluster.read_disk(leader, &read));
+    assert_eq!(offsets(&batches, 0)[..15], (0..15).collect::<Vec<_>>()[..]);
+    assert!(
+        fetch(&mut cluster, 15).read.is_none(),
+        "later entries stay cached"
+    );
+    // Asking again, or for a command log, frees nothing.
+    let node = cluster.nodes.get_mut(&leader).expect("running");
+    assert_eq!(node.evict_cleaned(group, RaftIndex(fifth)), 0);
+    assert_eq!(
+        node.evict_cleaned(oxbow_core::metadata::METADATA_GROUP, RaftIndex(u64::MAX)),
+        0
+    );
+}

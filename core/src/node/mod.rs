@@ -681,6 +681,18 @@ impl Node {
 
     /// Keeps the partitions' entries in memory within `log_cache_bytes`: when over it, frees
     /// down to three quarters of it, from the partitions holding the most first.
+    /// The log cleaner rewrote `group`'s entries up to `through` on disk: drops them from
+    /// memory (those applied and persisted), so that fetches read the cleaned batches from
+    /// the files rather than serve the originals. Returns the bytes freed.
+    pub fn evict_cleaned(&mut self, group: GroupId, through: RaftIndex) -> u64 {
+        match self.groups.get_mut(&group) {
+            Some(replica) if !replica.is_command_log() => {
+                replica.evict_through(&self.config, through)
+            }
+            _ => 0,
+        }
+    }
+
     fn evict_cached_entries(&mut self) {
         let budget = self.config.log_cache_bytes;
         // Summed first, without allocating: every tick walks every partition, and at

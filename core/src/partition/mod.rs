@@ -576,6 +576,24 @@ impl Replica {
         freed
     }
 
+    /// Drops from memory every entry up to `through` that is applied and persisted (and the
+    /// entries read back from disk), whatever the budget: the log cleaner rewrote them on
+    /// disk, and a read of them must now find the cleaned batches there, not the originals
+    /// held here. Returns the bytes freed.
+    pub(crate) fn evict_through(&mut self, config: &NodeConfig, through: RaftIndex) -> u64 {
+        let before = self.raw.store().cached_bytes();
+        self.raw.mut_store().drop_fetched();
+        let upto = through
+            .0
+            .min(self.applied.0)
+            .min(self.raw.raft.raft_log.persisted);
+        let evicted = self.raw.mut_store().evict(upto);
+        if let Kind::Records(records) = &mut self.kind {
+            records.on_evicted(&evicted, config.offset_index_interval_bytes);
+        }
+        before - self.raw.store().cached_bytes()
+    }
+
     /// Tells raft-rs what is applied, as far as it is also persisted: raft-rs requires
     /// applied <= persisted, and an installed snapshot counts as applied before its write is done.
     fn report_applied(&mut self) {
