@@ -86,6 +86,36 @@ impl Batch {
             .is_some_and(|horizon| now_ms >= horizon)
     }
 
+    /// Shows every record of the batch to `each`, in order, inflated within
+    /// `decompressed_max` bytes as [`Batch::clean`] does; on an error it has shown none.
+    pub fn each_record(
+        &self,
+        decompressed_max: usize,
+        mut each: impl FnMut(&StoredRecord<'_>),
+    ) -> Result<(), BatchError> {
+        let codec = self.attributes() & ATTRIBUTE_COMPRESSION_MASK;
+        let plain = records::decompress(&self.bytes[HEADER_LEN..], codec, decompressed_max)?;
+        records::each_stored(
+            &plain,
+            (self.record_count(), self.last_offset_delta()),
+            |seen| each(&self.stored_record(&seen)),
+        )
+    }
+
+    /// A record as the cleaner's caller sees it.
+    fn stored_record<'a>(&self, seen: &Seen<'a>) -> StoredRecord<'a> {
+        StoredRecord {
+            offset: self.base_offset().plus(seen.offset_delta),
+            key: seen.key,
+            tombstone: seen.null_value,
+            timestamp: if self.is_log_append_time() {
+                self.max_timestamp()
+            } else {
+                self.base_timestamp().saturating_add(seen.timestamp_delta)
+            },
+        }
+    }
+
     /// Cleans the batch: only the records `keep` says yes to stay (see the module
     /// documentation for what stays of the rest). `delete_horizon_ms` is the horizon a batch
     /// that keeps a tombstone and has none gets (the cleaning's time plus the topic's
@@ -99,9 +129,7 @@ impl Batch {
         mut keep: impl FnMut(&StoredRecord<'_>) -> bool,
     ) -> Result<Cleaned, BatchError> {
         let codec = self.attributes() & ATTRIBUTE_COMPRESSION_MASK;
-        let base_offset = self.base_offset();
         let base_timestamp = self.base_timestamp();
-        let log_append_time = self.is_log_append_time();
         let (mut kept, mut dropped) = (Vec::new(), 0u32);
         let mut tombstone_kept = false;
         let plain = records::decompress(&self.bytes[HEADER_LEN..], codec, decompressed_max)?;
@@ -109,23 +137,14 @@ impl Batch {
             &plain,
             (self.record_count(), self.last_offset_delta()),
             |seen: Seen<'_>| {
-                // The record's own time, from which a rewritten batch takes its delta again.
-                let written = base_timestamp.saturating_add(seen.timestamp_delta);
-                let record = StoredRecord {
-                    offset: base_offset.plus(seen.offset_delta),
-                    key: seen.key,
-                    tombstone: seen.null_value,
-                    timestamp: if log_append_time {
-                        self.max_timestamp()
-                    } else {
-                        written
-                    },
-                };
+                let record = self.stored_record(&seen);
                 if keep(&record) {
                     tombstone_kept |= seen.null_value;
                     kept.push(Kept {
                         offset_delta: seen.offset_delta,
-                        timestamp: written,
+                        // The record's own time, from which a rewritten batch takes its
+                        // delta again.
+                        timestamp: base_timestamp.saturating_add(seen.timestamp_delta),
                         tail: seen.tail,
                     });
                 } else {
