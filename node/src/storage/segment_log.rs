@@ -31,7 +31,7 @@ use super::disk::Disk;
 use super::frame::Frame;
 use super::group_log::{
     index_name, is_partial_file, parse_checkpoint_name, parse_index_name, parse_segment_name,
-    CleanOptions, CleanReport, GroupLog, RetentionPolicy,
+    CleanOptions, CleanPass, CleanReport, CleanStep, GroupLog, RetentionPolicy,
 };
 
 /// Tuning of the segment log.
@@ -429,6 +429,19 @@ impl<D: Disk> SegmentLog<D> {
         match self.groups.get_mut(&group) {
             Some(log) => log.clean(&mut self.disk, map, options),
             None => Ok(None),
+        }
+    }
+
+    /// One step of a cleaning pass (at most one closed segment read, and maybe rewritten and
+    /// swapped in), so that a pass's IO can be spread between group commits. A pass over a
+    /// group that is gone ends with nothing.
+    pub fn clean_step(&mut self, pass: &mut CleanPass) -> Result<CleanStep, StorageError> {
+        match self.groups.get_mut(&pass.group()) {
+            Some(log) => log.clean_step(&mut self.disk, pass),
+            None => Ok(CleanStep {
+                bytes: 0,
+                finished: Some(None),
+            }),
         }
     }
 

@@ -95,6 +95,91 @@ pub struct CleanReport {
     pub batches_undecodable: u64,
 }
 
+/// A cleaning pass of one group, run a step at a time ([`super::super::SegmentLog::clean_step`]).
+/// It owns the offset map, which the caller gets back to reuse ([`CleanPass::into_map`]).
+pub struct CleanPass {
+    group: GroupId,
+    options: CleanOptions,
+    map: OffsetMap,
+    state: Option<PassState>,
+}
+
+impl CleanPass {
+    /// A pass over `group`'s log with `map` (its memory is the dedupe buffer).
+    pub fn new(group: GroupId, options: CleanOptions, map: OffsetMap) -> Self {
+        Self {
+            group,
+            options,
+            map,
+            state: None,
+        }
+    }
+
+    /// The group it cleans.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// Gives the map back.
+    pub fn into_map(self) -> OffsetMap {
+        self.map
+    }
+}
+
+/// Where a pass is.
+struct PassState {
+    /// The cleaner checkpoint's offset when the pass began: mapping starts there.
+    from: Offset,
+    /// The closed segments when the pass began.
+    closed: Vec<u64>,
+    /// The next of them to read.
+    next: usize,
+    /// The next live Raft index expected.
+    expected: u64,
+    /// Mapping, or else cleaning.
+    mapping: bool,
+    /// The offset after the last batch mapped.
+    clean_to: Offset,
+    /// The index file as it stood when a swap first removed it (the structure at the last
+    /// roll), to be written again with the rewritten segments' points moved.
+    index: Option<IndexFile>,
+    report: CleanReport,
+}
+
+/// What one step did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CleanStep {
+    /// Bytes read and written.
+    pub bytes: u64,
+    /// Set when the pass is over: its report, `None` when nothing was cleanable.
+    pub finished: Option<Option<CleanReport>>,
+}
+
+/// Maps the batches of one segment's `frames`; whether the mapping is over (the map is full
+/// or the range ended).
+fn map_segment(
+    frames: &[Scanned],
+    map: &mut OffsetMap,
+    state: &mut PassState,
+    options: &CleanOptions,
+) -> bool {
+    for batch in frames.iter().filter_map(|f| f.batch.as_ref()) {
+        if batch.base_offset() < state.from {
+            continue;
+        }
+        if batch.next_offset() > options.upper {
+            return true;
+        }
+        match map_batch(map, batch, options.decompressed_max) {
+            Ok(true) => state.clean_to = batch.next_offset(),
+            Ok(false) => return true,
+            // Not mapped and, below, kept as it is: it hides nothing and loses nothing.
+            Err(_) => state.clean_to = batch.next_offset(),
+        }
+    }
+    false
+}
+
 /// Where each frame of a rewritten segment moved: (old position, new position), ascending.
 type Moved = Vec<(u64, u64)>;
 
@@ -156,94 +241,124 @@ impl GroupLog {
         write_whole(disk, &checkpoint_name(self.group), &bytes)
     }
 
-    /// Runs one pass (see the module documentation) with `map` (cleared first). `None` when
-    /// nothing of the log is cleanable yet.
+    /// Runs one whole pass (see the module documentation) with `map`: every step at once.
+    /// `None` when nothing of the log is cleanable yet.
     pub(crate) fn clean<D: Disk>(
         &mut self,
         disk: &mut D,
         map: &mut OffsetMap,
         options: &CleanOptions,
     ) -> Result<Option<CleanReport>, StorageError> {
-        self.flush(disk)?;
-        map.clear();
-        let from = self.clean_offset(disk)?;
-        let closed: Vec<u64> = self.segments.keys().rev().skip(1).rev().copied().collect();
-        // Map the dirty batches, in log order, until the map is full or the range ends.
-        let mut clean_to = from;
-        let mut expected = self.structure.snapshot_index() + 1;
-        'mapping: for number in &closed {
-            let (_, frames) = self.scan(disk, *number, &mut expected)?;
-            for batch in frames.iter().filter_map(|f| f.batch.as_ref()) {
-                if batch.base_offset() < from {
-                    continue;
-                }
-                if batch.next_offset() > options.upper {
-                    break 'mapping;
-                }
-                match map_batch(map, batch, options.decompressed_max) {
-                    Ok(true) => clean_to = batch.next_offset(),
-                    Ok(false) => break 'mapping,
-                    // Not mapped and, below, kept as it is: it hides nothing and loses nothing.
-                    Err(_) => clean_to = batch.next_offset(),
-                }
+        let mut pass = CleanPass::new(
+            self.group,
+            *options,
+            std::mem::replace(map, OffsetMap::new(0)),
+        );
+        let finished = loop {
+            if let Some(finished) = self.clean_step(disk, &mut pass)?.finished {
+                break finished;
             }
-        }
-        if clean_to == Offset(0) {
-            return Ok(None);
-        }
-        // Nothing new mapped: the pass still takes the tombstones whose horizon has passed
-        // from the part cleaned before (an empty map keeps every keyed record else).
-        let mut report = CleanReport {
-            clean_to,
-            ..CleanReport::default()
         };
-        let mut expected = self.structure.snapshot_index() + 1;
-        // The index file as it stands (the structure at the last roll), to be written again
-        // with the rewritten segments' points moved.
-        let mut index: Option<IndexFile> = None;
-        let mut index_removed = false;
-        for number in &closed {
-            let (bytes, frames) = self.scan(disk, *number, &mut expected)?;
-            let past_end = frames
-                .iter()
-                .filter_map(|f| f.batch.as_ref())
-                .any(|b| b.next_offset() > clean_to);
-            let Some((rewritten, moved)) =
-                self.rewrite(&bytes, frames, options, map, clean_to, &mut report)
-            else {
-                if past_end {
-                    break;
+        *map = pass.into_map();
+        Ok(finished)
+    }
+
+    /// One step of `pass`: at most one closed segment read (mapped, or cleaned and swapped
+    /// in), so that a caller can spread a pass's IO over time while the log goes on taking
+    /// writes between steps (a segment that went meanwhile, compacted away, is skipped).
+    pub(crate) fn clean_step<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        pass: &mut CleanPass,
+    ) -> Result<CleanStep, StorageError> {
+        assert_eq!(pass.group, self.group);
+        if pass.state.is_none() {
+            self.flush(disk)?;
+            pass.map.clear();
+            let from = self.clean_offset(disk)?;
+            pass.state = Some(PassState {
+                from,
+                closed: self.segments.keys().rev().skip(1).rev().copied().collect(),
+                next: 0,
+                expected: self.structure.snapshot_index() + 1,
+                mapping: true,
+                clean_to: from,
+                index: None,
+                report: CleanReport::default(),
+            });
+        }
+        let state = pass.state.as_mut().expect("started");
+        let number = state.closed.get(state.next).copied();
+        state.next += 1;
+        let mut step = CleanStep::default();
+        let mut ended = number.is_none();
+        if let Some(number) = number.filter(|n| self.segments.contains_key(n)) {
+            let (bytes, frames) = self.scan(disk, number, &mut state.expected)?;
+            step.bytes += bytes.len() as u64;
+            if state.mapping {
+                ended = map_segment(&frames, &mut pass.map, state, &pass.options);
+            } else {
+                let past_end = frames
+                    .iter()
+                    .filter_map(|f| f.batch.as_ref())
+                    .any(|b| b.next_offset() > state.clean_to);
+                let rewritten = self.rewrite(
+                    &bytes,
+                    frames,
+                    &pass.options,
+                    &pass.map,
+                    state.clean_to,
+                    &mut state.report,
+                );
+                if let Some((rewritten, moved)) = rewritten {
+                    // Step 2, again if a roll wrote an index file since the last swap.
+                    if !self.index_files.is_empty() {
+                        state.index = self.remove_index_files(disk)?;
+                    }
+                    state.report.segments_rewritten += 1;
+                    state.report.bytes_before += bytes.len() as u64;
+                    state.report.bytes_after += rewritten.len() as u64;
+                    step.bytes += rewritten.len() as u64;
+                    self.swap(disk, number, &rewritten, &moved)?;
+                    if let Some(index) = &mut state.index {
+                        let segment = &self.segments[&number];
+                        index.moved(number, segment.meta(number), &moved);
+                    }
                 }
-                continue;
-            };
-            if !index_removed {
-                index = self.remove_index_files(disk)?;
-                index_removed = true;
-            }
-            report.segments_rewritten += 1;
-            report.bytes_before += bytes.len() as u64;
-            report.bytes_after += rewritten.len() as u64;
-            self.swap(disk, *number, &rewritten, &moved)?;
-            if let Some(index) = &mut index {
-                let segment = &self.segments[number];
-                index.moved(*number, segment.meta(*number), &moved);
-            }
-            if past_end {
-                break;
+                ended = past_end;
             }
         }
-        if let Some(index) = index {
-            // Step 4: the index file again, its positions the new segments'.
-            write_whole(
-                disk,
-                &index_name(self.group, index.through),
-                &index.encode(),
-            )?;
-            self.index_files.insert(index.through);
+        if !ended && state.next < state.closed.len() {
+            return Ok(step);
         }
-        self.write_clean_offset(disk, clean_to)?;
+        if state.mapping {
+            if state.clean_to == Offset(0) {
+                step.finished = Some(None);
+                return Ok(step);
+            }
+            // Nothing new mapped: the pass still takes the tombstones whose horizon has
+            // passed from the part cleaned before (an empty map keeps every keyed record).
+            state.mapping = false;
+            state.next = 0;
+            state.expected = self.structure.snapshot_index() + 1;
+            state.report.clean_to = state.clean_to;
+            return Ok(step);
+        }
+        if self.index_files.is_empty() {
+            if let Some(index) = state.index.take() {
+                // Step 4: the index file again, its positions the new segments'.
+                write_whole(
+                    disk,
+                    &index_name(self.group, index.through),
+                    &index.encode(),
+                )?;
+                self.index_files.insert(index.through);
+            }
+        }
+        self.write_clean_offset(disk, state.clean_to)?;
         self.invariants();
-        Ok(Some(report))
+        step.finished = Some(Some(state.report));
+        Ok(step)
     }
 
     /// Reads closed segment `number` whole and decodes its frames, marking the live committed
@@ -271,11 +386,14 @@ impl GroupLog {
                 })?;
             let mut batch = None;
             if let Frame::Entry(group, entry) = &frame {
+                // At or past the next live index (the segments before may have gone since
+                // the pass began), and of its live term: a frame a new leader replaced has
+                // another term, and one of the same index and term is the same entry.
                 let live = *group == self.group
-                    && entry.index == *expected
+                    && entry.index >= *expected
                     && self.structure.term_of(entry.index) == Some(entry.term);
                 if live {
-                    *expected += 1;
+                    *expected = entry.index + 1;
                     if entry.index <= commit {
                         batch = stored_batch(&entry.data);
                     }
