@@ -31,7 +31,7 @@ use super::disk::Disk;
 use super::frame::Frame;
 use super::group_log::{
     index_name, is_partial_file, parse_checkpoint_name, parse_index_name, parse_segment_name,
-    CleanOptions, CleanPass, CleanReport, CleanStep, GroupLog, RetentionPolicy,
+    CleanOptions, CleanPass, CleanReport, CleanStats, CleanStep, GroupLog, RetentionPolicy,
 };
 
 /// Tuning of the segment log.
@@ -443,6 +443,25 @@ impl<D: Disk> SegmentLog<D> {
                 finished: Some(None),
             }),
         }
+    }
+
+    /// What the log cleaner's scheduler weighs of each group in `groups` (with its topic's
+    /// `min.compaction.lag.ms`) at wall time `now_ms`; unknown groups are left out.
+    pub fn clean_stats(
+        &mut self,
+        groups: &BTreeMap<GroupId, i64>,
+        now_ms: i64,
+    ) -> Result<BTreeMap<GroupId, CleanStats>, StorageError> {
+        let mut stats = BTreeMap::new();
+        for (group, min_lag_ms) in groups {
+            if let Some(log) = self.groups.get(group) {
+                stats.insert(
+                    *group,
+                    log.clean_stats(&mut self.disk, now_ms, *min_lag_ms)?,
+                );
+            }
+        }
+        Ok(stats)
     }
 
     /// The offset a group's log is clean up to (its cleaner checkpoint; 0 for none).

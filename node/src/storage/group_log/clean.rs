@@ -45,9 +45,16 @@ const TEMPORARY_SUFFIX: &str = ".tmp";
 const CHECKPOINT_SUFFIX: &str = ".cleaner";
 const CHECKPOINT_MAGIC: u32 = 0x4f58_434c; // "OXCL"
 
-/// Whether `name` is a file a pass writes before renaming it (a crash may leave one).
+/// Whether `name` is a file a pass writes before renaming it (a crash may leave one): a
+/// segment's `.cleaning` copy, or an index file's or cleaner checkpoint's `.tmp` (other
+/// files of the data directory are not the log's).
 pub(crate) fn is_partial_file(name: &str) -> bool {
-    name.ends_with(CLEANING_SUFFIX) || name.ends_with(TEMPORARY_SUFFIX)
+    if let Some(segment) = name.strip_suffix(CLEANING_SUFFIX) {
+        return super::parse_segment_name(segment).is_some();
+    }
+    name.strip_suffix(TEMPORARY_SUFFIX).is_some_and(|whole| {
+        super::parse_index_name(whole).is_some() || parse_checkpoint_name(whole).is_some()
+    })
 }
 
 /// The cleaner checkpoint's file name of `group`.
@@ -183,6 +190,25 @@ fn map_segment(
 /// Where each frame of a rewritten segment moved: (old position, new position), ascending.
 type Moved = Vec<(u64, u64)>;
 
+/// What the log cleaner's scheduler weighs of a group's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanStats {
+    /// The offset the log is clean up to (its cleaner checkpoint).
+    pub clean_offset: Offset,
+    /// Bytes of its closed segments.
+    pub closed_bytes: u64,
+    /// Bytes of its closed segments whose batches all lie at or past the clean offset (Kafka's
+    /// dirty part; the dirty ratio is this over `closed_bytes`).
+    pub dirty_bytes: u64,
+    /// The largest timestamp of the first dirty closed segment: every record of it is at
+    /// least this old (for `max.compaction.lag.ms`).
+    pub dirty_since_ms: Option<i64>,
+    /// The first offset of the first closed segment holding a batch newer than the
+    /// `min.compaction.lag.ms` horizon: no pass may clean from there on (`Offset::MAX` when
+    /// every closed segment is older).
+    pub lag_upper: Offset,
+}
+
 /// One frame of a segment read whole.
 struct Scanned {
     position: usize,
@@ -239,6 +265,34 @@ impl GroupLog {
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         write_whole(disk, &checkpoint_name(self.group), &bytes)
+    }
+
+    /// What the scheduler weighs (see [`CleanStats`]) at wall time `now_ms` with the topic's
+    /// `min.compaction.lag.ms`.
+    pub(crate) fn clean_stats<D: Disk>(
+        &self,
+        disk: &mut D,
+        now_ms: i64,
+        min_lag_ms: i64,
+    ) -> Result<CleanStats, StorageError> {
+        let clean_offset = self.clean_offset(disk)?;
+        let closed: Vec<&Segment> = self.segments.values().rev().skip(1).rev().collect();
+        let dirty: Vec<&&Segment> = closed
+            .iter()
+            .filter(|s| s.first_offset.is_some_and(|first| first >= clean_offset))
+            .collect();
+        let horizon = now_ms.saturating_sub(min_lag_ms);
+        Ok(CleanStats {
+            clean_offset,
+            closed_bytes: closed.iter().map(|s| s.len).sum(),
+            dirty_bytes: dirty.iter().map(|s| s.len).sum(),
+            dirty_since_ms: dirty.first().map(|s| s.max_timestamp),
+            lag_upper: closed
+                .iter()
+                .filter(|s| s.max_timestamp > horizon)
+                .find_map(|s| s.first_offset)
+                .unwrap_or(Offset(i64::MAX)),
+        })
     }
 
     /// Runs one whole pass (see the module documentation) with `map`: every step at once.
@@ -599,17 +653,9 @@ mod tests {
         assert!(super::super::parse_segment_name(&cleaning).is_none());
         assert!(super::super::parse_index_name(&cleaning).is_none());
         assert!(!is_partial_file(&segment_name(group, 3)));
+        assert!(is_partial_file(&format!("{}.tmp", checkpoint_name(group))));
+        assert!(is_partial_file(&format!("{}.tmp", index_name(group, 3))));
+        assert!(!is_partial_file("node-id.tmp"), "not the log's");
         assert!(parse_checkpoint_name(&segment_name(group, 3)).is_none());
-    }
-
-    /// The index file written after a swap is what `write_index_file` writes: a valid one.
-    #[test]
-    fn an_index_file_decodes_its_own_encoding() {
-        let index = IndexFile {
-            through: 1,
-            segments: Vec::new(),
-            structure: Default::default(),
-        };
-        assert_eq!(IndexFile::decode(&index.encode()).expect("valid"), index);
     }
 }

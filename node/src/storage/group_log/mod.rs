@@ -23,7 +23,7 @@ use super::disk::Disk;
 use super::frame::{self, Frame, FrameError};
 use super::segment_log::{io_error, StorageError};
 pub(crate) use clean::{checkpoint_name, is_partial_file, parse_checkpoint_name};
-pub use clean::{CleanOptions, CleanPass, CleanReport, CleanStep};
+pub use clean::{CleanOptions, CleanPass, CleanReport, CleanStats, CleanStep};
 pub(crate) use index_file::{index_name, parse_index_name};
 use index_file::{IndexFile, SegmentMeta};
 use structure::Structure;
