@@ -538,3 +538,33 @@ fn a_pass_in_steps_between_writes_leaves_a_valid_log() {
         assert_eq!(some[0], read[from as usize - 1]);
     }
 }
+
+/// A rewritten segment ends with a `Synced` marker at its end: should it become the group's
+/// last segment (its successor lost), damage inside it is still told from a torn tail.
+#[test]
+fn damage_in_a_rewritten_segment_left_last_is_refused_not_cut() {
+    let original = entries(120);
+    let mut log = written(SimDisk::new(), &original, original.len() as u64);
+    let mut map = OffsetMap::new(1 << 20);
+    log.clean(GROUP, &mut map, &clean_options(0))
+        .expect("clean")
+        .expect("a pass");
+    let mut disk = log.into_disk();
+    let names = disk.list().expect("list");
+    let segments: Vec<&String> = names.iter().filter(|n| n.ends_with(".seg")).collect();
+    // Every segment after the first rewritten one goes, with the index files: the rewritten
+    // one is last.
+    let rewritten = segments[1].clone();
+    for name in names
+        .iter()
+        .filter(|n| n.ends_with(".idx") || (n.ends_with(".seg") && **n > rewritten))
+    {
+        disk.remove(name).expect("remove");
+    }
+    let len = disk.len(&rewritten).expect("exists");
+    assert!(disk.corrupt(&rewritten, len / 2));
+    match SegmentLog::open(disk, options()) {
+        Err(error) => assert!(error.is_damage(), "{error}"),
+        Ok((_, _, report)) => panic!("damage cut as a torn tail: {report:?}"),
+    }
+}

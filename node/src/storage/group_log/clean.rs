@@ -13,7 +13,8 @@
 //! the order, an entry keeps its Raft index, term, type and context, and only a cleaned
 //! batch's data changes (so the log stays a valid Raft log, and the frames of a replaced
 //! suffix still follow what they replace); `Synced` markers are left out (a closed segment is
-//! synced whole, which recovery knows without them). The swap is crash-safe:
+//! synced whole, which recovery knows without them) but for one at the new file's end. The
+//! swap is crash-safe:
 //! 1. the new file (`<segment>.cleaning`) is written and synced;
 //! 2. the group's index file is removed (its positions would no longer be the segment's);
 //! 3. the new file is renamed over the segment (atomic, durable);
@@ -521,7 +522,14 @@ impl GroupLog {
                 }
             }
         }
-        changed.then_some((out, moved))
+        if !changed {
+            return None;
+        }
+        // The whole file is synced before it is swapped in: one marker at its end says so,
+        // should a crash ever leave it the group's last segment (its successor not created).
+        let end = out.len() as u64;
+        frame::encode(&Frame::Synced(end), &mut out);
+        Some((out, moved))
     }
 
     /// Removes the group's index files (see the module documentation, step 2), and gives
