@@ -229,6 +229,7 @@ fn a_pass_shrinks_the_log_and_keeps_each_keys_latest_record() {
         log.clean_offset(GROUP).expect("checkpoint"),
         report.clean_to
     );
+    let first_clean_to = report.clean_to;
     let read = read_all(&mut log, last);
     check_read_back(&original, &read, false);
     for from in 1..=last {
@@ -271,6 +272,12 @@ fn a_pass_shrinks_the_log_and_keeps_each_keys_latest_record() {
             .expect("read");
         assert_eq!(some[0], read[from as usize - 1]);
     }
+    // The checkpoint tells when the kept tombstones may go (the pass's time plus
+    // delete.retention.ms), for the scheduler to come back then.
+    let lags = BTreeMap::from([(GROUP, 0)]);
+    let stats = reopened.clean_stats(&lags, 0).expect("stats")[&GROUP];
+    assert_eq!(stats.delete_horizon_ms, Some(1_000), "{stats:?}");
+    assert_eq!(stats.clean_offset, first_clean_to);
     // Later, past the tombstones' horizon: they go too, and the log shrinks again.
     let later = reopened
         .clean(GROUP, &mut map, &clean_options(10_000))
@@ -290,6 +297,11 @@ fn a_pass_shrinks_the_log_and_keeps_each_keys_latest_record() {
     assert_eq!(
         tombstones_below, 0,
         "tombstones past their horizon are gone"
+    );
+    let stats = reopened.clean_stats(&lags, 10_000).expect("stats")[&GROUP];
+    assert_eq!(
+        stats.delete_horizon_ms, None,
+        "no tombstone left to wait for"
     );
 }
 

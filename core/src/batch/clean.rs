@@ -62,6 +62,8 @@ pub struct Cleaned {
     pub dropped: u32,
     /// Whether the bytes differ from the original's.
     pub changed: bool,
+    /// Tombstones among the records kept.
+    pub tombstones: u32,
 }
 
 /// A kept record, to be written again.
@@ -131,7 +133,7 @@ impl Batch {
         let codec = self.attributes() & ATTRIBUTE_COMPRESSION_MASK;
         let base_timestamp = self.base_timestamp();
         let (mut kept, mut dropped) = (Vec::new(), 0u32);
-        let mut tombstone_kept = false;
+        let mut tombstones = 0u32;
         let plain = records::decompress(&self.bytes[HEADER_LEN..], codec, decompressed_max)?;
         records::each_stored(
             &plain,
@@ -139,7 +141,7 @@ impl Batch {
             |seen: Seen<'_>| {
                 let record = self.stored_record(&seen);
                 if keep(&record) {
-                    tombstone_kept |= seen.null_value;
+                    tombstones += u32::from(seen.null_value);
                     kept.push(Kept {
                         offset_delta: seen.offset_delta,
                         // The record's own time, from which a rewritten batch takes its
@@ -152,7 +154,7 @@ impl Batch {
                 }
             },
         )?;
-        let needs_horizon = tombstone_kept && self.delete_horizon_ms().is_none();
+        let needs_horizon = tombstones > 0 && self.delete_horizon_ms().is_none();
         let kept_count = u32::try_from(kept.len()).expect("at most the record count");
         if dropped == 0 && !needs_horizon {
             return Ok(Cleaned {
@@ -160,6 +162,7 @@ impl Batch {
                 kept: kept_count,
                 dropped,
                 changed: false,
+                tombstones,
             });
         }
         let bytes = if kept.is_empty() {
@@ -182,6 +185,7 @@ impl Batch {
             kept: kept_count,
             dropped,
             changed: true,
+            tombstones,
         })
     }
 

@@ -176,6 +176,10 @@ proptest! {
             (original.is_transactional(), original.is_control(), original.is_log_append_time())
         );
         let tombstone_kept = kept.iter().any(|&i| written[i].value.is_none());
+        prop_assert_eq!(
+            cleaned.tombstones as usize,
+            kept.iter().filter(|&&i| written[i].value.is_none()).count()
+        );
         prop_assert_eq!(cleaned.changed, kept.len() < written.len() || tombstone_kept);
         if !cleaned.changed {
             prop_assert_eq!(batch.bytes(), original.bytes());

@@ -72,6 +72,8 @@ pub fn clean_batch(
             kept: batch.record_count().max(0) as u32,
             dropped: 0,
             changed: false,
+            // Kept whole, and never dropped for their horizon: none to count.
+            tombstones: 0,
         });
     }
     let tombstones_expired = batch.tombstones_expired(now_ms);

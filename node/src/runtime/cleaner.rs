@@ -128,8 +128,16 @@ fn hosted(
     }
 }
 
-/// Which partition to clean, of those `stats` describe: one past `max.compaction.lag.ms`
-/// first, else the one with the largest dirty ratio at or past its topic's minimum.
+/// Whether a cleaned batch of the log holds tombstones whose delete horizon has passed.
+fn tombstones_due(stats: &CleanStats, now_ms: i64) -> bool {
+    stats
+        .delete_horizon_ms
+        .is_some_and(|horizon| now_ms >= horizon)
+}
+
+/// Which partition to clean, of those `stats` describe: one past `max.compaction.lag.ms`, or
+/// with tombstones past their delete horizon, first; else the one with the largest dirty
+/// ratio at or past its topic's minimum.
 fn choose(
     policies: &BTreeMap<GroupId, Policy>,
     stats: &BTreeMap<GroupId, CleanStats>,
@@ -138,18 +146,21 @@ fn choose(
     let mut best: Option<(bool, f64, GroupId)> = None;
     for (group, stats) in stats {
         let policy = &policies[group];
-        if stats.dirty_bytes == 0 || stats.closed_bytes == 0 {
+        if stats.closed_bytes == 0 {
             continue;
         }
-        let ratio = stats.dirty_bytes as f64 / stats.closed_bytes as f64;
-        let overdue = stats
-            .dirty_since_ms
-            .is_some_and(|since| now_ms.saturating_sub(since) > policy.max_lag_ms);
-        if !overdue && ratio < policy.min_dirty_ratio {
+        let ratio = stats.dirty_bytes as f64 / stats.closed_bytes.max(1) as f64;
+        let overdue = stats.dirty_bytes > 0
+            && stats
+                .dirty_since_ms
+                .is_some_and(|since| now_ms.saturating_sub(since) > policy.max_lag_ms);
+        // KIP-534: tombstones past their delete horizon are due to go, dirty or not.
+        let due = overdue || tombstones_due(stats, now_ms);
+        if !due && (stats.dirty_bytes == 0 || ratio < policy.min_dirty_ratio) {
             continue;
         }
-        if best.is_none_or(|(o, r, _)| (overdue, ratio) > (o, r)) {
-            best = Some((overdue, ratio, *group));
+        if best.is_none_or(|(d, r, _)| (due, ratio) > (d, r)) {
+            best = Some((due, ratio, *group));
         }
     }
     best.map(|(_, _, group)| group)
@@ -202,7 +213,7 @@ async fn round(
         delete_retention_ms: policy.delete_retention_ms,
         decompressed_max: config.log.decompressed_batch_bytes_max as usize,
     };
-    if options.upper <= stats[&group].clean_offset {
+    if options.upper <= stats[&group].clean_offset && !tombstones_due(&stats[&group], now_ms) {
         // Its dirty part is all above the last stable offset or the lag horizon for now.
         debug!(logger, "log cleaner: nothing cleanable below the last stable offset and the \
             min.compaction.lag.ms horizon"; "topic" => &policy.topic, "partition" => policy.partition);
@@ -272,6 +283,7 @@ mod tests {
             dirty_bytes,
             dirty_since_ms: Some(dirty_since_ms),
             lag_upper: Offset(i64::MAX),
+            delete_horizon_ms: None,
         }
     }
 
@@ -296,5 +308,15 @@ mod tests {
         all.get_mut(&GroupId(2)).expect("held").dirty_bytes = 40;
         all.get_mut(&GroupId(1)).expect("held").dirty_bytes = 40;
         assert_eq!(choose(&policies, &all, 5_500), None, "under every ratio");
+        // Tombstones past their horizon make a clean log due, dirty or not.
+        let clean = all.get_mut(&GroupId(1)).expect("held");
+        clean.dirty_bytes = 0;
+        clean.delete_horizon_ms = Some(6_000);
+        assert_eq!(choose(&policies, &all, 5_500), None, "before the horizon");
+        assert_eq!(
+            choose(&policies, &all, 6_000),
+            Some(GroupId(1)),
+            "at the horizon"
+        );
     }
 }

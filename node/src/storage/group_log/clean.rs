@@ -101,6 +101,8 @@ pub struct CleanReport {
     pub batches_emptied: u64,
     /// Batches kept as they were because they could not be decoded within the limit.
     pub batches_undecodable: u64,
+    /// The earliest delete horizon of a batch below `clean_to` still holding a tombstone.
+    pub delete_horizon_ms: Option<i64>,
 }
 
 /// A cleaning pass of one group, run a step at a time ([`super::super::SegmentLog::clean_step`]).
@@ -208,6 +210,23 @@ pub struct CleanStats {
     /// `min.compaction.lag.ms` horizon: no pass may clean from there on (`Offset::MAX` when
     /// every closed segment is older).
     pub lag_upper: Offset,
+    /// The earliest delete horizon of a cleaned batch still holding a tombstone: once past,
+    /// a pass removes them even with nothing new to map (KIP-534).
+    pub delete_horizon_ms: Option<i64>,
+}
+
+impl CleanReport {
+    /// A batch left below the clean offset holding `tombstones`: its horizon may be the
+    /// earliest.
+    fn note_tombstones(&mut self, batch: &Batch, tombstones: u32) {
+        if tombstones == 0 {
+            return;
+        }
+        if let Some(horizon) = batch.delete_horizon_ms() {
+            self.delete_horizon_ms =
+                Some(self.delete_horizon_ms.map_or(horizon, |h| h.min(horizon)));
+        }
+    }
 }
 
 /// One frame of a segment read whole.
@@ -236,33 +255,46 @@ fn stored_batch(data: &Bytes) -> Option<Batch> {
 impl GroupLog {
     /// The offset the log is clean up to, from the cleaner checkpoint (0 without a valid one).
     pub(crate) fn clean_offset<D: Disk>(&self, disk: &mut D) -> Result<Offset, StorageError> {
+        Ok(self.cleaner_checkpoint(disk)?.0)
+    }
+
+    /// The cleaner checkpoint: the offset the log is clean up to, and the earliest delete
+    /// horizon of a batch below it still holding a tombstone ((0, none) without a valid one).
+    fn cleaner_checkpoint<D: Disk>(
+        &self,
+        disk: &mut D,
+    ) -> Result<(Offset, Option<i64>), StorageError> {
         let file = checkpoint_name(self.group);
         if !disk
             .list()
             .map_err(io_error("list", "data directory"))?
             .contains(&file)
         {
-            return Ok(Offset(0));
+            return Ok((Offset(0), None));
         }
         let bytes = disk.read(&file).map_err(io_error("read", &file))?;
-        let valid = bytes.len() == 16
+        let word = |at: usize| i64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
+        let valid = bytes.len() == 24
             && u32::from_le_bytes(bytes[..4].try_into().expect("4")) == CHECKPOINT_MAGIC
-            && crc32fast::hash(&bytes[..12])
-                == u32::from_le_bytes(bytes[12..].try_into().expect("4"));
+            && crc32fast::hash(&bytes[..20])
+                == u32::from_le_bytes(bytes[20..].try_into().expect("4"));
         Ok(if valid {
-            Offset(i64::from_le_bytes(bytes[4..12].try_into().expect("8")).max(0))
+            let horizon = Some(word(12)).filter(|h| *h != i64::MAX);
+            (Offset(word(4).max(0)), horizon)
         } else {
-            Offset(0)
+            (Offset(0), None)
         })
     }
 
-    fn write_clean_offset<D: Disk>(
+    fn write_cleaner_checkpoint<D: Disk>(
         &self,
         disk: &mut D,
         offset: Offset,
+        delete_horizon_ms: Option<i64>,
     ) -> Result<(), StorageError> {
         let mut bytes = CHECKPOINT_MAGIC.to_le_bytes().to_vec();
         bytes.extend_from_slice(&offset.0.to_le_bytes());
+        bytes.extend_from_slice(&delete_horizon_ms.unwrap_or(i64::MAX).to_le_bytes());
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         write_whole(disk, &checkpoint_name(self.group), &bytes)
@@ -276,7 +308,7 @@ impl GroupLog {
         now_ms: i64,
         min_lag_ms: i64,
     ) -> Result<CleanStats, StorageError> {
-        let clean_offset = self.clean_offset(disk)?;
+        let (clean_offset, delete_horizon_ms) = self.cleaner_checkpoint(disk)?;
         let closed: Vec<&Segment> = self.segments.values().rev().skip(1).rev().collect();
         let dirty: Vec<&&Segment> = closed
             .iter()
@@ -285,6 +317,7 @@ impl GroupLog {
         let horizon = now_ms.saturating_sub(min_lag_ms);
         Ok(CleanStats {
             clean_offset,
+            delete_horizon_ms,
             closed_bytes: closed.iter().map(|s| s.len).sum(),
             dirty_bytes: dirty.iter().map(|s| s.len).sum(),
             dirty_since_ms: dirty.first().map(|s| s.max_timestamp),
@@ -410,7 +443,8 @@ impl GroupLog {
                 self.index_files.insert(index.through);
             }
         }
-        self.write_clean_offset(disk, state.clean_to)?;
+        let horizon = state.report.delete_horizon_ms;
+        self.write_cleaner_checkpoint(disk, state.clean_to, horizon)?;
         self.invariants();
         step.finished = Some(Some(state.report));
         Ok(step)
@@ -509,13 +543,18 @@ impl GroupLog {
                 // A batch may grow a little (a delete horizon's timestamp deltas, another
                 // compressor), but never past what a frame holds: then it stays as it is.
                 Ok(cleaned) if cleaned.changed && fits(&cleaned.batch) => {
+                    report.note_tombstones(&cleaned.batch, cleaned.tombstones);
                     report.records_dropped += u64::from(cleaned.dropped);
                     report.batches_emptied += u64::from(cleaned.kept == 0 && cleaned.dropped > 0);
                     entry.data = cleaned.batch.into_bytes();
                     frame::encode(&Frame::Entry(group, entry), &mut out);
                     changed = true;
                 }
-                Ok(_) => out.extend_from_slice(original),
+                Ok(cleaned) => {
+                    // As it was: its tombstones stay, with the horizon it has, if any.
+                    report.note_tombstones(&batch, cleaned.tombstones);
+                    out.extend_from_slice(original);
+                }
                 Err(_) => {
                     report.batches_undecodable += 1;
                     out.extend_from_slice(original);
