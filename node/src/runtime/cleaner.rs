@@ -178,7 +178,9 @@ async fn round(
     logger: &Logger,
 ) -> Option<bool> {
     let policies = policies(config, core);
-    if policies.is_empty() {
+    // Below the disk reserve a pass, which writes a segment's copy before it frees anything,
+    // could fill the disk, and a failed write stops the node: it waits for room.
+    if policies.is_empty() || writer.disk_low() {
         return Some(false);
     }
     let now_ms = clock.now().wall_ms;
