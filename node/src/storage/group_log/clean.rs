@@ -24,8 +24,14 @@
 //! A crash before 3 leaves the old segment (and, before 2, its index file); after 2 and
 //! before 4 recovery finds no index file and reads every segment, which is right for the old
 //! segment and the new one alike; a leftover `.cleaning` file is removed by recovery.
-//! Finally the cleaner checkpoint (`g<group>.cleaner`: the offset the log is clean up to) is
-//! written the same way; losing it only makes the next pass map more.
+//! Finally the cleaner checkpoint (`g<group>.cleaner`: the offset the log is clean up to, and
+//! the earliest delete horizon of a batch below it still holding a tombstone, for the
+//! scheduler to come back then) is written the same way; losing it only makes the next pass
+//! map more.
+//!
+//! A pass runs a step (one segment) at a time ([`CleanPass`]), the log taking writes between
+//! steps: a roll between two swaps writes an index file from the live structure (its moved
+//! points included), which the next swap removes again.
 
 use bytes::Bytes;
 use oxbow_core::batch::{Batch, BatchSpan, HEADER_LEN};
@@ -462,10 +468,18 @@ impl GroupLog {
         let file = segment_name(self.group, number);
         let bytes = disk.read(&file).map_err(io_error("read", &file))?;
         let len = self.segments[&number].len as usize;
+        if bytes.len() < len {
+            return Err(StorageError::Damaged {
+                file,
+                position: bytes.len() as u64,
+                why: "a closed segment is shorter than was written".to_string(),
+                synced_below: len as u64,
+            });
+        }
         let commit = self.structure.hard_state.commit;
         let mut frames = Vec::new();
         let mut at = 0usize;
-        while at < len.min(bytes.len()) {
+        while at < len {
             let (frame, frame_len) =
                 frame::decode(&bytes[at..len]).map_err(|e| StorageError::Damaged {
                     file: file.clone(),
