@@ -9,6 +9,7 @@
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod batch;
+pub mod clean;
 pub mod codec;
 pub mod coordinator;
 pub mod epoch_history;

@@ -3,7 +3,8 @@
 //! Kafka Connect, Kafka Streams and Schema Registry send (each taken from its source, cited
 //! where it is used), DescribeConfigs answers the checks those clients make, a record without
 //! a key is refused on a compacted topic, DeleteRecords on a compact-only one, and a topic
-//! switches from `delete` to `compact` at run time. (No cleaner runs yet: records are kept.)
+//! switches from `delete` to `compact` at run time, and the log cleaner leaves a consumer
+//! reading from the start each key's latest value at its own offset.
 
 use std::time::Duration;
 
@@ -428,4 +429,245 @@ fn retention_deletes_from_compact_delete_topics_and_never_from_compact_only_ones
         0,
         "a compact-only topic keeps its records"
     );
+}
+
+/// Every record of partition 0 of `topic` from the start up to its high watermark, as a
+/// consumer reads them: (offset, key, value).
+fn read_all(cluster: &Cluster, topic: &str) -> Vec<(i64, String, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("add");
+    consumer.assign(&assignment).expect("assign");
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while out.last().is_none_or(|(o, _, _)| *o + 1 < high) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read {} of {high}",
+            out.len()
+        );
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            // A node down (a test stops one) is a transport error to skip, not a record.
+            let Ok(message) = message else {
+                continue;
+            };
+            let text =
+                |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+            out.push((
+                message.offset(),
+                text(message.key()),
+                text(message.payload()),
+            ));
+        }
+    }
+    out
+}
+
+/// A compacted topic with small segments and many updates over few keys: the log cleaner
+/// (every 200 ms here) leaves a consumer reading from the start fewer records, in offset
+/// order, each the one produced at its offset, and every key's latest value.
+#[test]
+fn the_log_cleaner_leaves_each_keys_latest_value_at_its_offset() {
+    // A small entry cache: a fetch of entries still in memory is served the batches as they
+    // were appended (cleaning changes the files), so reads go to the cleaned files here.
+    let mut cluster = Cluster::start_with(
+        "[log]\nsegment_bytes = 2048\ncleaner_backoff_ms = 200\ncache_bytes = 4096\n",
+    );
+    cluster.wait_for_leaders();
+    let admin = Admin::new(&cluster);
+    admin.create(&[(
+        "cleaned",
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ],
+    )]);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let count = 300;
+    for i in 0..count {
+        let (key, value) = (format!("k{}", i % 5), format!("v{i}-{}", "x".repeat(40)));
+        let record = FutureRecord::to("cleaned")
+            .partition(0)
+            .key(&key)
+            .payload(&value);
+        let delivered = runtime
+            .block_on(producer.send(record, Duration::from_secs(30)))
+            .map_err(|(e, _)| e)
+            .expect("send");
+        assert_eq!(
+            delivered.offset, i,
+            "one producer, one record a send: offset i is record i"
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let read = loop {
+        let read = read_all(&cluster, "cleaned");
+        if read.len() < count as usize / 2 {
+            break read;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cleaner left {} of {count} records within 60 s",
+            read.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(read.windows(2).all(|w| w[0].0 < w[1].0), "offsets in order");
+    for (offset, key, value) in &read {
+        assert_eq!(key, &format!("k{}", offset % 5));
+        assert!(
+            value.starts_with(&format!("v{offset}-")),
+            "{offset}: {value}"
+        );
+    }
+    for k in 0..5 {
+        let latest = (0..count).rev().find(|i| i % 5 == k).expect("a record");
+        assert!(
+            read.iter().any(|(offset, _, _)| *offset == latest),
+            "the latest record of k{k} (offset {latest}) is read"
+        );
+    }
+}
+
+/// A follower that was down while the leader cleaned catches up from the leader's cleaned
+/// files: its own log then holds every offset, each key's latest value at its offset, and
+/// only records that were produced there (read from its files after it stops).
+#[test]
+fn a_follower_behind_the_cleaned_part_catches_up_with_cleaned_entries() {
+    use oxbow_core::batch::Batch;
+    use oxbow_node::storage::{FsDisk, SegmentLog, SegmentLogOptions};
+    let mut cluster = Cluster::start_with(
+        "[log]\nsegment_bytes = 2048\ncleaner_backoff_ms = 200\ncache_bytes = 4096\n",
+    );
+    cluster.wait_for_leaders();
+    let admin = Admin::new(&cluster);
+    admin.create(&[(
+        "cleaned",
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ],
+    )]);
+    cluster.stop(2);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let count = 300i64;
+    for i in 0..count {
+        let (key, value) = (format!("k{}", i % 5), format!("v{i}-{}", "x".repeat(40)));
+        let record = FutureRecord::to("cleaned")
+            .partition(0)
+            .key(&key)
+            .payload(&value);
+        let delivered = runtime
+            .block_on(producer.send(record, Duration::from_secs(30)))
+            .map_err(|(e, _)| e)
+            .expect("send");
+        assert_eq!(delivered.offset, i);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while read_all(&cluster, "cleaned").len() >= count as usize / 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader did not clean"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The follower comes back and catches up; then its own files are read.
+    let data = cluster.dir.path().join("node-3");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let records = loop {
+        cluster.start_node(2);
+        std::thread::sleep(Duration::from_secs(2));
+        cluster.stop(2);
+        let disk = FsDisk::open(&data).expect("data dir");
+        let (mut log, state, _) =
+            SegmentLog::open(disk, SegmentLogOptions::default()).expect("open");
+        // The partition's group: the one whose batches hold our keys.
+        let mut records = Vec::new();
+        let mut next = None;
+        for (id, group) in &state.groups {
+            let first = group.snapshot.get_metadata().index + 1;
+            let entries = log
+                .read_entries(*id, first, u64::MAX, u64::MAX)
+                .expect("read");
+            let batches: Vec<Batch> = entries
+                .iter()
+                .filter(|e| e.data.len() >= 61 && e.data[16] == 2)
+                .map(|e| Batch::trusted(e.data.clone()))
+                .collect();
+            let ours: Vec<_> = batches
+                .iter()
+                .filter(|b| b.record_count() > 0)
+                .flat_map(|b| {
+                    kafka_protocol::records::RecordBatchDecoder::decode(&mut b.bytes().clone())
+                        .expect("decode")
+                        .records
+                })
+                .filter(|r| r.key.as_ref().is_some_and(|k| k.starts_with(b"k")))
+                .map(|r| (r.offset, r.value.expect("a value")))
+                .collect();
+            if !ours.is_empty() {
+                // Offsets are contiguous batch to batch, from the first to the last.
+                for pair in batches.windows(2) {
+                    assert_eq!(pair[0].next_offset(), pair[1].base_offset());
+                }
+                next = batches.last().map(|b| b.next_offset().0);
+                records = ours;
+            }
+        }
+        if next == Some(count) {
+            break records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower did not catch up: {next:?}"
+        );
+    };
+    assert!(
+        records.len() < count as usize / 2,
+        "{} records",
+        records.len()
+    );
+    for (offset, value) in &records {
+        assert!(value.starts_with(format!("v{offset}-").as_bytes()));
+    }
+    for k in 0..5 {
+        let latest = (0..count).rev().find(|i| i % 5 == k).expect("a record");
+        assert!(
+            records.iter().any(|(o, _)| *o == latest),
+            "k{k}'s latest at {latest}"
+        );
+    }
+    cluster.start_node(2);
 }

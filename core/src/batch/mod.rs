@@ -3,12 +3,16 @@
 //! The broker stores records as bytes: it reads the 61-byte header, checks the CRC-32C, walks
 //! the records once at produce to check they are what the header says (`records`), and patches
 //! the fields Kafka makes the broker's job (base offset, partition leader epoch and, for topics
-//! with `LogAppendTime`, the timestamps). Records are encoded and decoded only by
+//! with `LogAppendTime`, the timestamps). Off the produce and fetch paths, a compacted topic's
+//! log cleaner rewrites stored batches (`clean`), the one place the broker decodes and
+//! compresses records again. Records are otherwise encoded and decoded only by
 //! `kafka-protocol`, in clients and tests; the tests in this file check this view against it.
 
+mod clean;
 mod marker;
 mod records;
 
+pub use clean::{Cleaned, StoredRecord};
 pub use marker::Marker;
 
 use bytes::{Bytes, BytesMut};
@@ -36,6 +40,8 @@ const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x7;
 const ATTRIBUTE_LOG_APPEND_TIME: i16 = 1 << 3;
 const ATTRIBUTE_TRANSACTIONAL: i16 = 1 << 4;
 const ATTRIBUTE_CONTROL: i16 = 1 << 5;
+/// KIP-534: the base timestamp is the batch's delete horizon (set by the log cleaner).
+const ATTRIBUTE_DELETE_HORIZON: i16 = 1 << 6;
 
 /// Why a produced batch was refused. Each maps to one Kafka error code at the listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,8 +207,24 @@ impl Batch {
         decompressed_max: usize,
     ) -> Result<Option<(Offset, i64)>, BatchError> {
         if self.is_log_append_time() {
-            return Ok((self.max_timestamp() >= timestamp)
-                .then(|| (self.base_offset(), self.max_timestamp())));
+            if self.max_timestamp() < timestamp {
+                return Ok(None);
+            }
+            if self.record_count() == self.last_offset_delta().saturating_add(1) {
+                return Ok(Some((self.base_offset(), self.max_timestamp())));
+            }
+            // Cleaned: its first record is the first kept one, if any is.
+            let first = records::first_at(
+                &self.bytes[HEADER_LEN..],
+                (self.record_count(), self.last_offset_delta()),
+                self.attributes() & ATTRIBUTE_COMPRESSION_MASK,
+                decompressed_max,
+                0,
+                i64::MIN,
+            )?;
+            return Ok(
+                first.map(|(delta, _)| (self.base_offset().plus(delta), self.max_timestamp()))
+            );
         }
         let found = records::first_at(
             &self.bytes[HEADER_LEN..],

@@ -37,7 +37,7 @@ pub(super) fn check(
     let mut keyless = 0u32;
     let mut first = Vec::new();
     walk(&plain, Shape::Dense(count), |seen| {
-        if require_keys && !seen.keyed {
+        if require_keys && seen.key.is_none() {
             keyless += 1;
             if first.len() < 3 {
                 first.push(seen.offset_delta as i32);
@@ -51,6 +51,27 @@ pub(super) fn check(
             first,
         });
     }
+    Ok(())
+}
+
+/// Every record of a stored batch (maybe cleaned: `count` of them, their offset deltas
+/// increasing up to `last_offset_delta`), from its decompressed records (`decompress`),
+/// shown to `each` in order. The records are checked whole before the first is shown, so a
+/// batch that is not well-formed shows none.
+pub(super) fn each_stored<'a>(
+    plain: &'a [u8],
+    (count, last_offset_delta): (i32, i32),
+    mut each: impl FnMut(Seen<'a>),
+) -> Result<(), BatchError> {
+    let shape = Shape::Sparse {
+        count,
+        last_offset_delta,
+    };
+    walk(plain, shape, |_| false)?;
+    walk(plain, shape, |seen| {
+        each(seen);
+        false
+    })?;
     Ok(())
 }
 
@@ -82,7 +103,7 @@ const UNDECOMPRESSABLE: BatchError = BatchError::Corrupt("compressed records do 
 
 /// The records of a batch compressed with `codec`, decompressed: at most `max` bytes, or
 /// `DecompressedTooLarge`. Uncompressed records are borrowed as they are.
-fn decompress(
+pub(super) fn decompress(
     records: &[u8],
     codec: i16,
     max: usize,
@@ -261,13 +282,13 @@ impl<'a> Cursor<'a> {
     }
 
     /// A field of `varint` length: -1 (null) when `nullable`, else 0 or more, within the
-    /// bytes. Whether it is there (not null).
-    fn field(&mut self, nullable: bool) -> Result<bool, BatchError> {
+    /// bytes. Its bytes, `None` when null.
+    fn field(&mut self, nullable: bool) -> Result<Option<&'a [u8]>, BatchError> {
         let len = self.varint()?;
         if len == -1 && nullable {
-            return Ok(false);
+            return Ok(None);
         }
-        self.take(len).map(|_| true)
+        self.take(len).map(Some)
     }
 }
 
@@ -285,20 +306,24 @@ enum Shape {
 
 /// One record, as the walk shows it.
 #[derive(Clone, Copy, Debug)]
-struct Seen {
-    offset_delta: i64,
-    timestamp_delta: i64,
-    /// It has a key (not null).
-    keyed: bool,
+pub(super) struct Seen<'a> {
+    pub(super) offset_delta: i64,
+    pub(super) timestamp_delta: i64,
+    /// Its key, `None` when null.
+    pub(super) key: Option<&'a [u8]>,
+    /// Its value is null (a tombstone, on a compacted topic).
+    pub(super) null_value: bool,
+    /// Its bytes after the offset delta (key, value, headers), exactly as stored.
+    pub(super) tail: &'a [u8],
 }
 
 /// Walks the records filling `bytes` exactly, as many as `shape` says, showing `stop` each
 /// one: the first record it says yes to ends the walk (its offset and timestamp deltas are
 /// the answer) and the records after it are not checked; `None` when it said yes to none.
-fn walk(
-    bytes: &[u8],
+fn walk<'a>(
+    bytes: &'a [u8],
     shape: Shape,
-    mut stop: impl FnMut(Seen) -> bool,
+    mut stop: impl FnMut(Seen<'a>) -> bool,
 ) -> Result<Option<(i64, i64)>, BatchError> {
     let mut all = Cursor { bytes };
     let count = match shape {
@@ -334,8 +359,9 @@ fn walk(
             _ => {}
         }
         previous = offset_delta;
-        let keyed = record.field(true)?; // key
-        record.field(true)?; // value
+        let tail = record.bytes;
+        let key = record.field(true)?;
+        let null_value = record.field(true)?.is_none();
         let headers = record.varint()?;
         if headers < 0 {
             return Err(BatchError::Invalid("a negative record header count"));
@@ -355,7 +381,9 @@ fn walk(
         let seen = Seen {
             offset_delta,
             timestamp_delta,
-            keyed,
+            key,
+            null_value,
+            tail,
         };
         if stop(seen) {
             return Ok(Some((offset_delta, timestamp_delta)));

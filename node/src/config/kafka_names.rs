@@ -73,6 +73,17 @@ pub const KAFKA_NAMES: &[(&str, &str, &str)] = &[
         "log",
         "retention_check_interval_ms",
     ),
+    (
+        "log.cleaner.dedupe.buffer.size",
+        "log",
+        "cleaner_dedupe_buffer_bytes",
+    ),
+    (
+        "log.cleaner.io.max.bytes.per.second",
+        "log",
+        "cleaner_io_bytes_per_second",
+    ),
+    ("log.cleaner.backoff.ms", "log", "cleaner_backoff_ms"),
     ("max.connections", "connections", "max_connections"),
     (
         "max.connections.per.ip",

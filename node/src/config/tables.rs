@@ -394,6 +394,16 @@ pub struct LogConfig {
     /// frame of at most 64 MiB). Past it every other point goes, its span merged into the one
     /// before: reads of old records then start up to twice as far before what they want.
     pub index_points_max: usize,
+    /// Memory of the log cleaner's offset map (Kafka's `log.cleaner.dedupe.buffer.size`):
+    /// 24 bytes a key, so 32 MiB maps about 1.2 million keys in one pass; a partition with
+    /// more dirty keys is cleaned in several passes.
+    pub cleaner_dedupe_buffer_bytes: u64,
+    /// Bytes a second the log cleaner reads and writes at most, across the node (Kafka's
+    /// `log.cleaner.io.max.bytes.per.second`), so that produce latency holds while it runs.
+    pub cleaner_io_bytes_per_second: u64,
+    /// How long the log cleaner waits before looking again when no compacted partition
+    /// needs cleaning (Kafka's `log.cleaner.backoff.ms`).
+    pub cleaner_backoff_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -410,6 +420,9 @@ impl Default for LogConfig {
             disk_reserve_bytes: 1 << 30,
             decompressed_batch_bytes_max: 64 << 20,
             index_points_max: 1_000_000,
+            cleaner_dedupe_buffer_bytes: oxbow_core::clean::DEDUPE_BUFFER_BYTES_DEFAULT as u64,
+            cleaner_io_bytes_per_second: 32 << 20,
+            cleaner_backoff_ms: 15_000,
         }
     }
 }
@@ -470,6 +483,23 @@ impl LogConfig {
         if self.retention_check_interval_ms == 0 {
             return Err(ConfigError(
                 "log.retention_check_interval_ms: must be at least 1".into(),
+            ));
+        }
+        if !((1 << 20)..=(4 << 30)).contains(&self.cleaner_dedupe_buffer_bytes) {
+            return Err(ConfigError(format!(
+                "log.cleaner_dedupe_buffer_bytes: {} is outside 1048576..=4294967296",
+                self.cleaner_dedupe_buffer_bytes
+            )));
+        }
+        if self.cleaner_io_bytes_per_second < 1 << 20 {
+            return Err(ConfigError(format!(
+                "log.cleaner_io_bytes_per_second: {} is under 1048576",
+                self.cleaner_io_bytes_per_second
+            )));
+        }
+        if self.cleaner_backoff_ms == 0 {
+            return Err(ConfigError(
+                "log.cleaner_backoff_ms: must be at least 1".into(),
             ));
         }
         if !(1_000..=2_000_000).contains(&self.index_points_max) {

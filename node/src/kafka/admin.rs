@@ -358,6 +358,18 @@ fn broker_configs(context: &Context) -> Vec<(String, String)> {
             config.log.retention_check_interval_ms.to_string(),
         ),
         (
+            "log.cleaner.dedupe.buffer.size".into(),
+            config.log.cleaner_dedupe_buffer_bytes.to_string(),
+        ),
+        (
+            "log.cleaner.io.max.bytes.per.second".into(),
+            config.log.cleaner_io_bytes_per_second.to_string(),
+        ),
+        (
+            "log.cleaner.backoff.ms".into(),
+            config.log.cleaner_backoff_ms.to_string(),
+        ),
+        (
             "message.max.bytes".into(),
             crate::runtime::core_config(config)
                 .batch_bytes_max

@@ -5,6 +5,7 @@
 //! ticks and the shutdown signal. Outputs go out in the order the core gave them: peer sends to
 //! per-peer sender tasks, writes to the disk writer thread, replies to the waiting requests.
 
+mod cleaner;
 pub mod env;
 pub mod peer;
 mod retention;
@@ -496,6 +497,14 @@ pub async fn start<N: Network, D: Disk + Send + 'static>(
     let node = Node::new(node_config, seed, incarnation, durable, &raft_logger);
     let tick = Duration::from_millis(config.tick_ms);
     tokio::spawn(retention::run(
+        config.clone(),
+        core.clone(),
+        writer.clone(),
+        clock.clone(),
+        shutdown.clone(),
+        logger.clone(),
+    ));
+    tokio::spawn(cleaner::run(
         config.clone(),
         core.clone(),
         writer.clone(),

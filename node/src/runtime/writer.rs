@@ -13,7 +13,9 @@
 //! way (a disk error, or a panic), the core hears it and the node stops.
 //!
 //! It also answers questions only the log can: where retention may move each partition's log
-//! start ([`Writer::retention`]), asked between group commits.
+//! start ([`Writer::retention`]), what the log cleaner weighs ([`Writer::clean_stats`]), asked
+//! between group commits; and it runs the log cleaner's passes a step (one segment) at a time
+//! between group commits ([`Writer::clean_step`]), so writes wait at most one step.
 
 use std::collections::BTreeMap;
 
@@ -28,7 +30,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::env::WriterMode;
 use crate::config::FsyncPolicy;
-use crate::storage::{Disk, RetentionPolicy, SegmentLog, StorageError};
+use crate::storage::{
+    CleanPass, CleanStats, CleanStep, Disk, RetentionPolicy, SegmentLog, StorageError,
+};
 
 /// Writes queued to the writer at most; past it the core waits.
 const QUEUE_CAPACITY: usize = 1_024;
@@ -76,6 +80,17 @@ enum Job {
         policies: BTreeMap<GroupId, RetentionPolicy>,
         now_ms: i64,
         reply: oneshot::Sender<Vec<(GroupId, Offset)>>,
+    },
+    /// What the log cleaner weighs of each group (with its `min.compaction.lag.ms`).
+    CleanStats {
+        groups: BTreeMap<GroupId, i64>,
+        now_ms: i64,
+        reply: oneshot::Sender<BTreeMap<GroupId, CleanStats>>,
+    },
+    /// One step of a cleaning pass (at most one segment read and rewritten).
+    CleanStep {
+        pass: Box<CleanPass>,
+        reply: oneshot::Sender<(Box<CleanPass>, CleanStep)>,
     },
 }
 
@@ -182,6 +197,32 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// What the log cleaner weighs of each group in `groups` (with its topic's
+    /// `min.compaction.lag.ms`) at wall time `now_ms`; `None` if the writer stopped.
+    pub async fn clean_stats(
+        &self,
+        groups: BTreeMap<GroupId, i64>,
+        now_ms: i64,
+    ) -> Option<BTreeMap<GroupId, CleanStats>> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::CleanStats {
+            groups,
+            now_ms,
+            reply,
+        };
+        self.queue.send(job).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Runs one step of `pass` between group commits; `None` if the writer stopped.
+    pub async fn clean_step(&self, pass: Box<CleanPass>) -> Option<(Box<CleanPass>, CleanStep)> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Job::CleanStep { pass, reply }).await.ok()?;
+        answer.await.ok()
+    }
+}
+
 /// Answers a question (or takes a setting) between group commits.
 fn answer<D: Disk>(log: &mut SegmentLog<D>, job: Job) -> Result<(), StorageError> {
     match job {
@@ -204,6 +245,17 @@ fn answer<D: Disk>(log: &mut SegmentLog<D>, job: Job) -> Result<(), StorageError
             reply,
         } => {
             let _ = reply.send(log.retention(&policies, now_ms)?);
+        }
+        Job::CleanStats {
+            groups,
+            now_ms,
+            reply,
+        } => {
+            let _ = reply.send(log.clean_stats(&groups, now_ms)?);
+        }
+        Job::CleanStep { mut pass, reply } => {
+            let step = log.clean_step(&mut pass)?;
+            let _ = reply.send((pass, step));
         }
     }
     Ok(())

@@ -34,6 +34,10 @@ pub trait Disk {
     fn truncate(&mut self, name: &str, len: u64) -> io::Result<()>;
     /// Removes a file.
     fn remove(&mut self, name: &str) -> io::Result<()>;
+    /// Renames `from` to `to`, replacing `to` if it exists, atomically and durably: after a
+    /// crash at any point `to` is either its old file or the whole of `from` (which must be
+    /// synced first: the rename makes no bytes durable).
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()>;
     /// Bytes free for this directory's files, if the disk can tell (a simulated one cannot).
     fn free_bytes(&self) -> Option<u64> {
         None
@@ -213,6 +217,15 @@ impl Disk for FsDisk {
         self.dir_dirty = true;
         self.sync_dir()
     }
+
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        // An open handle of `to` would go on reading the file it replaces.
+        self.open.remove(from);
+        self.open.remove(to);
+        std::fs::rename(self.dir.join(from), self.dir.join(to))?;
+        self.dir_dirty = true;
+        self.sync_dir()
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -344,6 +357,15 @@ impl Disk for SimDisk {
             .map(|_| ())
             .ok_or_else(|| not_found(name))
     }
+
+    /// Durable at once, as removal is (the model's metadata operations are); the bytes of
+    /// `from` not synced stay unsynced under their new name.
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        self.operations += 1;
+        let file = self.files.remove(from).ok_or_else(|| not_found(from))?;
+        self.files.insert(to.to_string(), file);
+        Ok(())
+    }
 }
 
 /// A [`SimDisk`] shared between a node and the simulator that hosts it: the node's storage
@@ -398,5 +420,9 @@ impl Disk for SharedSimDisk {
 
     fn remove(&mut self, name: &str) -> io::Result<()> {
         self.with(|d| d.remove(name))
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        self.with(|d| d.rename(from, to))
     }
 }

@@ -12,5 +12,8 @@ mod group_log;
 mod segment_log;
 
 pub use disk::{Disk, FsDisk, SharedSimDisk, SimDisk};
-pub use group_log::{is_last_segment, is_read_at_start, provably_synced, RetentionPolicy};
+pub use group_log::{
+    is_last_segment, is_read_at_start, provably_synced, CleanOptions, CleanPass, CleanReport,
+    CleanStats, CleanStep, RetentionPolicy,
+};
 pub use segment_log::{RecoveryReport, SegmentLog, SegmentLogOptions, StorageError};

@@ -30,7 +30,8 @@ use oxbow_core::raft::eraftpb::Entry;
 use super::disk::Disk;
 use super::frame::Frame;
 use super::group_log::{
-    index_name, parse_index_name, parse_segment_name, GroupLog, RetentionPolicy,
+    index_name, is_partial_file, parse_checkpoint_name, parse_index_name, parse_segment_name,
+    CleanOptions, CleanPass, CleanReport, CleanStats, CleanStep, GroupLog, RetentionPolicy,
 };
 
 /// Tuning of the segment log.
@@ -212,6 +213,14 @@ impl<D: Disk> SegmentLog<D> {
                 // A group whose segments are all gone (removed, a crash part-way).
                 let file = index_name(group, number);
                 disk.remove(&file).map_err(io_error("remove", &file))?;
+            }
+        }
+        // What a cleaning pass left half-written, and the cleaner checkpoints of groups
+        // whose segments are all gone.
+        for name in &names {
+            let orphan = parse_checkpoint_name(name).is_some_and(|g| !numbers.contains_key(&g));
+            if is_partial_file(name) || orphan {
+                disk.remove(name).map_err(io_error("remove", name))?;
             }
         }
         let mut report = RecoveryReport::default();
@@ -407,6 +416,63 @@ impl<D: Disk> SegmentLog<D> {
             }
         }
         Ok(points)
+    }
+
+    /// Runs one cleaning pass over a compacted partition's closed segments with `map` (see
+    /// `group_log/clean.rs`): `None` for an unknown group or when nothing is cleanable yet.
+    pub fn clean(
+        &mut self,
+        group: GroupId,
+        map: &mut oxbow_core::clean::OffsetMap,
+        options: &CleanOptions,
+    ) -> Result<Option<CleanReport>, StorageError> {
+        match self.groups.get_mut(&group) {
+            Some(log) => log.clean(&mut self.disk, map, options),
+            None => Ok(None),
+        }
+    }
+
+    /// One step of a cleaning pass (at most one closed segment read, and maybe rewritten and
+    /// swapped in), so that a pass's IO can be spread between group commits. A pass over a
+    /// group that is gone ends with nothing.
+    pub fn clean_step(&mut self, pass: &mut CleanPass) -> Result<CleanStep, StorageError> {
+        match self.groups.get_mut(&pass.group()) {
+            Some(log) => log.clean_step(&mut self.disk, pass),
+            None => Ok(CleanStep {
+                bytes: 0,
+                finished: Some(None),
+            }),
+        }
+    }
+
+    /// What the log cleaner's scheduler weighs of each group in `groups` (with its topic's
+    /// `min.compaction.lag.ms`) at wall time `now_ms`; unknown groups are left out.
+    pub fn clean_stats(
+        &mut self,
+        groups: &BTreeMap<GroupId, i64>,
+        now_ms: i64,
+    ) -> Result<BTreeMap<GroupId, CleanStats>, StorageError> {
+        let mut stats = BTreeMap::new();
+        for (group, min_lag_ms) in groups {
+            if let Some(log) = self.groups.get(group) {
+                stats.insert(
+                    *group,
+                    log.clean_stats(&mut self.disk, now_ms, *min_lag_ms)?,
+                );
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The offset a group's log is clean up to (its cleaner checkpoint; 0 for none).
+    pub fn clean_offset(
+        &mut self,
+        group: GroupId,
+    ) -> Result<oxbow_core::ids::Offset, StorageError> {
+        match self.groups.get(&group) {
+            Some(log) => log.clean_offset(&mut self.disk),
+            None => Ok(oxbow_core::ids::Offset(0)),
+        }
     }
 
     /// Reads a group's entries `from..=to` back from disk, stopping once `max_bytes` of entry

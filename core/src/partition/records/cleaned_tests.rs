@@ -36,13 +36,33 @@ fn produced() -> impl Strategy<Value = Produced> {
     })
 }
 
+/// The test helper's cleaning: the kept records byte for byte, the header's largest
+/// timestamp as it was.
+fn by_hand(batch: &Batch, keep: &[bool]) -> Bytes {
+    cleaned(batch.bytes(), |r| keep[r])
+}
+
+/// The batch cleaner's (`Batch::clean`), as a compacted topic's log cleaner runs it.
+fn by_the_cleaner(batch: &Batch, keep: &[bool]) -> Bytes {
+    let base = batch.base_offset();
+    batch
+        .clean(1 << 20, 0, |r| keep[(r.offset.0 - base.0) as usize])
+        .expect("cleanable")
+        .batch
+        .into_bytes()
+}
+
 /// The entries of a log of `batches` as its leader wrote them (stamped, each with its append
-/// time in the context), uncleaned and cleaned, from Raft index 1 in terms 1 and 2.
-fn logs(batches: &[Produced]) -> (Vec<Entry>, Vec<Entry>) {
+/// time in the context), uncleaned and cleaned by `clean`, from Raft index 1 in terms 1
+/// and 2.
+fn logs(
+    batches: &[Produced],
+    clean: impl Fn(&Batch, &[bool]) -> Bytes,
+) -> (Vec<Entry>, Vec<Entry>) {
     let table = ProducerTable::new();
     let mut sequences = [0i32; 3];
     let mut next = Offset(0);
-    let (mut original, mut clean) = (Vec::new(), Vec::new());
+    let (mut original, mut cleaned) = (Vec::new(), Vec::new());
     for (i, produced) in batches.iter().enumerate() {
         let index = i as u64 + 1;
         let term = Term(1 + index / 6);
@@ -76,10 +96,10 @@ fn logs(batches: &[Produced]) -> (Vec<Entry>, Vec<Entry>) {
             data,
             ..Entry::default()
         };
-        clean.push(entry(cleaned(batch.bytes(), |r| produced.keep[r])));
+        cleaned.push(entry(clean(&batch, &produced.keep)));
         original.push(entry(batch.into_bytes()));
     }
-    (original, clean)
+    (original, cleaned)
 }
 
 fn applied(entries: &[Entry]) -> RecordState {
@@ -103,7 +123,7 @@ proptest! {
     /// table (sequences go by offsets, not records), the epochs.
     #[test]
     fn cleaned_batches_apply_as_their_originals(batches in prop::collection::vec(produced(), 1..14)) {
-        let (original, clean) = logs(&batches);
+        let (original, clean) = logs(&batches, by_hand);
         let dropped: usize = batches.iter().map(|b| b.keep.iter().filter(|k| !**k).count()).sum();
         prop_assert_eq!(
             clean.iter().map(|e| Batch::trusted(e.data.clone()).record_count() as usize).sum::<usize>(),
@@ -116,6 +136,22 @@ proptest! {
         prop_assert_eq!(&a.producers, &b.producers);
         prop_assert_eq!(&a.epochs, &b.epochs);
         a.producers.invariants();
+        b.producers.invariants();
+    }
+
+    /// The batch cleaner's batches apply as their originals too: the same offsets, producer
+    /// table and epochs, and an offset index at the same offsets and entries (its largest
+    /// timestamps are the kept records', as Kafka's cleaner writes them).
+    #[test]
+    fn batches_of_the_cleaner_apply_as_their_originals(batches in prop::collection::vec(produced(), 1..14)) {
+        let (original, clean) = logs(&batches, by_the_cleaner);
+        let (a, b) = (applied(&original), applied(&clean));
+        prop_assert_eq!(a.next_offset(), b.next_offset());
+        prop_assert_eq!(a.log_start_offset(), b.log_start_offset());
+        let points = |s: &RecordState| s.offset_index.iter().map(|(o, p)| (*o, p.index)).collect::<Vec<_>>();
+        prop_assert_eq!(points(&a), points(&b));
+        prop_assert_eq!(&a.producers, &b.producers);
+        prop_assert_eq!(&a.epochs, &b.epochs);
         b.producers.invariants();
     }
 }

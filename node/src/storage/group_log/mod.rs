@@ -8,6 +8,7 @@
 //! each one after the first starts with the group's hard state and snapshot (its header), so a
 //! prefix of old segments can be deleted once compaction has made their entries unneeded.
 
+mod clean;
 mod index_file;
 mod read;
 mod structure;
@@ -21,6 +22,8 @@ use oxbow_core::node::{GroupDurableState, PlantedBugs};
 use super::disk::Disk;
 use super::frame::{self, Frame, FrameError};
 use super::segment_log::{io_error, StorageError};
+pub(crate) use clean::{checkpoint_name, is_partial_file, parse_checkpoint_name};
+pub use clean::{CleanOptions, CleanPass, CleanReport, CleanStats, CleanStep};
 pub(crate) use index_file::{index_name, parse_index_name};
 use index_file::{IndexFile, SegmentMeta};
 use structure::Structure;
@@ -640,7 +643,8 @@ impl GroupLog {
                     .keys()
                     .rev()
                     .map(|n| segment_name(self.group, *n)),
-            );
+            )
+            .chain(std::iter::once(checkpoint_name(self.group)));
         for file in files {
             match disk.remove(&file) {
                 Ok(()) => {}
