@@ -100,6 +100,8 @@ pub(super) struct Compacted<'h> {
     /// Per key: the tombstones whose place is unknown that no read returned, and that may
     /// have expired by the end of the final read: what may have removed a key's records.
     excusing: BTreeMap<u64, Vec<u64>>,
+    /// Per key: its sends.
+    by_key: BTreeMap<u64, Vec<&'h SendOp>>,
 }
 
 /// Where `send` is known to be: acknowledged at an offset, acks=all (acks=1 acknowledgements
@@ -161,12 +163,17 @@ impl<'h> Compacted<'h> {
             .iter()
             .flat_map(|(&p, reads)| reads.iter().map(move |&(o, v)| (p, o, v)))
             .collect();
+        let mut by_key: BTreeMap<u64, Vec<&SendOp>> = BTreeMap::new();
+        for send in history.sends.values() {
+            by_key.entry(send.key).or_default().push(send);
+        }
         let mut this = Self {
             history,
             config,
             known,
             final_log,
             excusing: BTreeMap::new(),
+            by_key,
         };
         for &value in &history.tombstones {
             let Some(send) = history.sends.get(&value) else {
@@ -267,9 +274,9 @@ impl<'h> Compacted<'h> {
     /// have been superseded by any other send of its key that may have come after it, or be a
     /// tombstone that expired; otherwise it was its key's latest and is lost.
     fn judge_unplaced(&self, send: &SendOp, verdict: &mut Verdict) {
-        let later = self.history.sends.values().any(|other| {
-            other.key == send.key
-                && other.value != send.value
+        let sends = self.by_key.get(&send.key).map_or(&[][..], Vec::as_slice);
+        let later = sends.iter().any(|other| {
+            other.value != send.value
                 && match other.outcome {
                     Outcome::Fail(_) => false,
                     Outcome::Ok { .. } => other.completed_ms >= send.invoked_ms,
