@@ -121,10 +121,11 @@ pub(super) fn check_polls(history: &History, orders: &Orders, verdict: &mut Verd
                 // first record after it may lie above it: only records the final log holds
                 // between the two count.
                 let past_start = if compacted {
-                    final_log
-                        .range((partition, start)..(partition, offset))
-                        .next()
-                        .is_some()
+                    offset > start
+                        && final_log
+                            .range((partition, start)..(partition, offset))
+                            .next()
+                            .is_some()
                 } else {
                     offset > start
                 };

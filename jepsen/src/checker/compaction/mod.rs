@@ -28,6 +28,7 @@
 mod tombstones;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use super::{start_of, Anomaly, Verdict};
 use crate::history::{Compaction, Delivery, History, Outcome, SendOp};
@@ -201,7 +202,9 @@ impl<'h> Compacted<'h> {
     /// The latest known record of `key` in `partition` above `offset`.
     fn later(&self, partition: i32, key: u64, offset: i64) -> Option<(i64, Known)> {
         let records = self.known.get(&(partition, key))?;
-        let (&at, known) = records.range(offset + 1..).next_back()?;
+        let (&at, known) = records
+            .range((Bound::Excluded(offset), Bound::Unbounded))
+            .next_back()?;
         Some((at, known[0]))
     }
 
@@ -360,5 +363,7 @@ impl<'h> Compacted<'h> {
     }
 }
 
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 mod tests;
