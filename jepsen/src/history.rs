@@ -239,6 +239,11 @@ pub struct History {
     /// final read passed each of its offsets by then, so a compacted history's tombstone
     /// younger than `delete.retention.ms` at that time must still be in it.
     pub final_read_ms: Option<u64>,
+    /// When the final read began (simulated ms: its first fetch was sent), when known. Each
+    /// record it holds was in the log from its write until then at least, so in a compacted
+    /// history a reader that passed over one before then skipped it; after then, a cleaner
+    /// running during the final read may have removed it.
+    pub final_read_began_ms: Option<u64>,
 }
 
 /// The header a record carries its history value in when its own value cannot: a tombstone's
@@ -347,17 +352,19 @@ impl History {
         self.finished = true;
     }
 
-    /// Ends a final read that ended at `at_ms` (its last fetch had returned) and began each
-    /// partition at the log start offset `log_start` answers (ListOffsets earliest, asked as
-    /// it began): what a compacted topic's final read records, since its first record may lie
-    /// above the log start (cleaned away) and the checker bounds tombstones' lifetimes by
-    /// `at_ms`. Records `final_read_ms`, and, for each of the `partitions`, in `final_starts`
-    /// the log start (never above the partition's first record read), else its first record
-    /// read, else 0; sets `finished`.
+    /// Ends a final read that began at `began_ms` (its first fetch was sent), ended at
+    /// `ended_ms` (its last fetch had returned), and began each partition at the log start
+    /// offset `log_start` answers (ListOffsets earliest, asked as it began): what a compacted
+    /// topic's final read records, since its first record may lie above the log start (cleaned
+    /// away) and the checker bounds what the cleaner may have done by those times. Records
+    /// `final_read_began_ms` and `final_read_ms`, and, for each of the `partitions`, in
+    /// `final_starts` the log start (never above the partition's first record read), else its
+    /// first record read, else 0; sets `finished`.
     pub fn finish_final_read_at(
         &mut self,
         partitions: i32,
-        at_ms: u64,
+        began_ms: u64,
+        ended_ms: u64,
         mut log_start: impl FnMut(i32) -> Option<i64>,
     ) {
         for partition in 0..partitions {
@@ -374,7 +381,8 @@ impl History {
             };
             self.final_starts.insert(partition, start);
         }
-        self.final_read_ms = Some(at_ms);
+        self.final_read_began_ms = Some(began_ms);
+        self.final_read_ms = Some(ended_ms);
         self.finished = true;
     }
 }
@@ -539,7 +547,7 @@ mod tests {
         history.reads.insert(3, vec![(2, 1)]);
         // Partition 0: log start 0, first record at 3 (cleaned below it); 1: nothing read;
         // 2: log start unknown; 3: a log start above the first record read; 4: nothing known.
-        history.finish_final_read_at(5, 900, |partition| match partition {
+        history.finish_final_read_at(5, 800, 900, |partition| match partition {
             0 => Some(0),
             1 => Some(8),
             3 => Some(4),
@@ -549,6 +557,7 @@ mod tests {
             history.final_starts,
             BTreeMap::from([(0, 0), (1, 8), (2, 5), (3, 2), (4, 0)])
         );
+        assert_eq!(history.final_read_began_ms, Some(800));
         assert_eq!(history.final_read_ms, Some(900));
         assert!(history.finished);
     }

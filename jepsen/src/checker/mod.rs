@@ -87,8 +87,9 @@ pub enum Anomaly {
     /// superseded it.
     CompactionLostLatest,
     /// Compacted topic: the final read's latest record of a key in a partition is a value, yet
-    /// a later record of the key is known there (an old value resurrected, as by a cleaner that
-    /// keeps the first record of each key, or removes a tombstone and not what it deleted).
+    /// a later record of the key is known there that had to be there (the key's latest, a
+    /// value, or a tombstone younger than `delete.retention.ms`): an old value resurrected, as
+    /// by a cleaner that keeps the first record of each key.
     CompactionResurrected,
     /// Compacted topic: a read that began at or before a tombstone's offset passed it without
     /// it, before `delete.retention.ms` had passed since the tombstone was written, while no

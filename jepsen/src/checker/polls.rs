@@ -5,9 +5,11 @@
 //! times each value was consumed, and realtime lag.
 //!
 //! In a compacted topic a reader may pass over records the cleaner removed: a skip is then one
-//! over a record the final read still holds (it was there all along, so the reader's fetch
-//! had to return it), and a polled record the final read lacks is no inconsistent offset
-//! (whether it was allowed to vanish is `compaction`'s question). Going back stays an anomaly.
+//! over a record the final read holds, by a poll that returned before the final read began
+//! (the record was there from its write until then, so the reader's fetch had to return it;
+//! later, a cleaner running during the final read may have removed it), and a polled record
+//! the final read lacks is no inconsistent offset (whether it was allowed to vanish is
+//! `compaction`'s question). Going back stays an anomaly.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,15 +37,19 @@ pub(super) fn check_polls(history: &History, orders: &Orders, verdict: &mut Verd
         .flat_map(|(p, reads)| reads.iter().map(move |(o, v)| ((*p, *o), *v)))
         .collect();
     let compacted = history.compaction.is_some();
+    // In a compacted topic: whether a poll that returned at `at_ms` came before the final read
+    // began (unknown: never).
+    let before_final = |at_ms: u64| history.final_read_began_ms.is_some_and(|b| at_ms <= b);
     // Whether the dense indexes from `expected` up to (not including) `index` skip a record:
-    // any known one, or in a compacted topic one the final log still holds.
-    let skips = |partition: i32, expected: usize, index: usize| {
+    // any known one, or in a compacted topic one the final log holds, before it began.
+    let skips = |partition: i32, expected: usize, index: usize, at_ms: u64| {
         !compacted
-            || (expected..index).any(|i| {
-                orders
-                    .offset(partition, i)
-                    .is_some_and(|o| final_log.contains_key(&(partition, o)))
-            })
+            || before_final(at_ms)
+                && (expected..index).any(|i| {
+                    orders
+                        .offset(partition, i)
+                        .is_some_and(|o| final_log.contains_key(&(partition, o)))
+                })
     };
     // Per reader and partition: the offset and dense index it read last.
     let mut last: BTreeMap<(usize, i32), (i64, usize)> = BTreeMap::new();
@@ -93,7 +99,7 @@ pub(super) fn check_polls(history: &History, orders: &Orders, verdict: &mut Verd
             if !in_poll.insert(partition) {
                 // Within one poll.
                 if index > expected {
-                    if !skips(partition, expected, index) {
+                    if !skips(partition, expected, index, poll.at_ms) {
                         continue;
                     }
                     verdict.report(Anomaly::IntPollSkip, || {
@@ -122,6 +128,7 @@ pub(super) fn check_polls(history: &History, orders: &Orders, verdict: &mut Verd
                 // between the two count.
                 let past_start = if compacted {
                     offset > start
+                        && before_final(poll.at_ms)
                         && final_log
                             .range((partition, start)..(partition, offset))
                             .next()
@@ -138,7 +145,7 @@ pub(super) fn check_polls(history: &History, orders: &Orders, verdict: &mut Verd
                     });
                 }
             } else if index > expected {
-                if !skips(partition, expected, index) {
+                if !skips(partition, expected, index, poll.at_ms) {
                     continue;
                 }
                 verdict.report(Anomaly::PollSkip, || {

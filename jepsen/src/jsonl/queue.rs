@@ -208,7 +208,8 @@ struct FinalReadLine {
     value: Option<Vec<(i64, u64)>>,
 }
 
-/// `final-read-end`: the final read finished, at `time` when known.
+/// `final-read-end`: the final read finished, at `time` when known, having begun at `began`
+/// when known.
 #[derive(Debug, Serialize, Deserialize)]
 struct EndLine {
     #[serde(rename = "type")]
@@ -216,6 +217,8 @@ struct EndLine {
     f: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     time: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    began: Option<u64>,
 }
 
 /// A timed line of the queue workload.
@@ -479,6 +482,7 @@ pub fn write_history(history: &History, out: &mut impl Write) -> io::Result<()> 
                 kind: Kind::Ok,
                 f: FINAL_READ_END.into(),
                 time: history.final_read_ms,
+                began: history.final_read_began_ms,
             },
         )?;
     }
@@ -728,6 +732,7 @@ pub(crate) fn read_body(
                 }
                 let line: EndLine = event.parse()?;
                 history.final_read_ms = line.time;
+                history.final_read_began_ms = line.began;
                 history.finished = true;
             }
             other => {

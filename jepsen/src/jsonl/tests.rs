@@ -372,6 +372,7 @@ fn a_compacted_history_says_so_in_its_header_its_tombstones_and_its_end() {
             min_compaction_lag_ms: 0,
         }),
         final_read_ms: Some(30),
+        final_read_began_ms: Some(20),
         ..History::default()
     };
     h.tombstones.insert(4);
@@ -380,7 +381,7 @@ fn a_compacted_history_says_so_in_its_header_its_tombstones_and_its_end() {
         r#"{"format":"oxbow-jepsen","version":1,"workload":"queue","compaction":{"delete_retention_ms":500,"min_compaction_lag_ms":0}}"#,
         r#"{"type":"invoke","f":"send","process":0,"time":3,"value":{"key":1,"value":4},"delivery":"idempotent","tombstone":true}"#,
         r#"{"type":"invoke","f":"send","process":0,"time":1,"value":{"key":1,"value":1},"delivery":"idempotent"}"#,
-        r#"{"type":"ok","f":"final-read-end","time":30}"#,
+        r#"{"type":"ok","f":"final-read-end","time":30,"began":20}"#,
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in {text}");
     }
@@ -392,7 +393,14 @@ fn a_compacted_history_says_so_in_its_header_its_tombstones_and_its_end() {
 {"type":"ok","f":"final-read-end"}
 "#;
     let back = read_history(old.as_bytes()).expect("an old file");
-    assert_eq!((back.compaction, back.final_read_ms), (None, None));
+    assert_eq!(
+        (
+            back.compaction,
+            back.final_read_ms,
+            back.final_read_began_ms
+        ),
+        (None, None, None)
+    );
     assert!(back.tombstones.is_empty() && back.finished);
 }
 
@@ -573,11 +581,13 @@ prop_compose! {
         min_compaction_lag_ms in 0u64..100,
         tombstones in proptest::collection::vec(any::<bool>(), 20),
         end in 0u64..200,
+        took in proptest::option::of(0u64..50),
     ) -> History {
         let mut h = h;
         h.compaction = Some(Compaction { delete_retention_ms, min_compaction_lag_ms });
         h.tombstones = h.sends.keys().zip(tombstones).filter(|(_, t)| *t).map(|(v, _)| *v).collect();
         h.final_read_ms = h.finished.then_some(end);
+        h.final_read_began_ms = took.filter(|_| h.finished).map(|t| end.saturating_sub(t));
         h
     }
 }

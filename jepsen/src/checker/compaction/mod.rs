@@ -21,8 +21,10 @@
 //! `min.compaction.lag.ms`), excused, an expired tombstone (allowed), or, being its key's
 //! latest, `compaction-lost-latest` (a value) or `compaction-tombstone-early` (a tombstone).
 //! Beside it: `compaction-resurrected` (the final read's latest record of a key is a value,
-//! with a later record of the key known), and `compaction-tombstone-early` for the readers'
-//! polls ([`tombstones`]). Going back within a reader's reads stays `nonmonotonic-poll` and
+//! with a later record of the key known, while the key's latest had to be there: a cleaner
+//! running during the final read may remove an expired tombstone and the value before it
+//! that the read had already passed), and `compaction-tombstone-early` for the readers' polls
+//! ([`tombstones`]). Going back within a reader's reads stays `nonmonotonic-poll` and
 //! `int-nonmonotonic-poll` (`polls.rs`), whose rules hold in a compacted log unchanged.
 
 mod tombstones;
@@ -312,25 +314,34 @@ impl<'h> Compacted<'h> {
             let present = latest
                 .iter()
                 .any(|k| self.final_log.contains(&(partition, offset, k.value)));
-            if !present {
-                let known = latest[0];
-                if self.fate(partition, key, offset, known.value) == Fate::LostLatest {
-                    verdict.report(Anomaly::CompactionLostLatest, || {
-                        format!(
-                            "key {key}: its latest record, value {} at {partition}@{offset} ({}), is not in the final read",
-                            known.value,
-                            known.source.describe()
-                        )
-                    });
-                }
+            let known = latest[0];
+            let fate = if present {
+                Fate::Present
+            } else {
+                self.fate(partition, key, offset, known.value)
+            };
+            if fate == Fate::LostLatest {
+                verdict.report(Anomaly::CompactionLostLatest, || {
+                    format!(
+                        "key {key}: its latest record, value {} at {partition}@{offset} ({}), is not in the final read",
+                        known.value,
+                        known.source.describe()
+                    )
+                });
             }
-            self.check_resurrected(partition, key, records, verdict);
+            // Only while the key's latest had to be there: once it may have gone (an expired
+            // tombstone, or one that may have come after it), a cleaner running during the
+            // final read may have removed it with the value the read had already passed.
+            if matches!(fate, Fate::LostLatest | Fate::EarlyTombstone) {
+                self.check_resurrected(partition, key, records, verdict);
+            }
         }
         tombstones::check(self, verdict);
     }
 
     /// The final read's latest record of `key` in `partition` must not be a value with a later
-    /// record of the key known: that value was superseded, and shows as the key's state.
+    /// record of the key known (when the key's latest had to be there): that value was
+    /// superseded, and shows as the key's state.
     fn check_resurrected(
         &self,
         partition: i32,

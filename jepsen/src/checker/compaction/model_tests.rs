@@ -85,6 +85,30 @@ impl Model {
         Self { records, passes }
     }
 
+    /// When the final read ending at `end` ms began: `span` ms earlier, but after the last
+    /// write.
+    fn final_read_began(&self, end: u64, span: u64) -> u64 {
+        let last = self.records.iter().map(|r| r.appended_ms).max();
+        end.saturating_sub(span).max(last.unwrap_or(0)).min(end)
+    }
+
+    /// The final read, ending at `end` ms: it began `span` ms earlier (but after the last
+    /// write) and reached the record at offset `o` at `o` ms after it began (or at `end`), as
+    /// the cleaner's passes went on.
+    fn final_read(&self, end: u64, span: u64) -> Vec<Record> {
+        let begin = self.final_read_began(end, span);
+        self.records
+            .iter()
+            .filter(|r| {
+                let at = (begin + r.offset as u64).min(end);
+                self.read(at, r.offset)
+                    .first()
+                    .is_some_and(|f| f.offset == r.offset)
+            })
+            .copied()
+            .collect()
+    }
+
     /// The records a read at `at` ms finds, from offset `from`: appended by then and left by
     /// every pass before.
     fn read(&self, at: u64, from: i64) -> Vec<Record> {
@@ -100,19 +124,21 @@ impl Model {
 
 /// The history of `writes` with a model run, readers polling at `reader_polls` (per reader,
 /// poll times; those after `end` are left out: the readers stop before the final read), and
-/// the final read `final_read` at `end` ms.
+/// the final read `final_read` that ended at `end` ms, having begun `span` ms earlier (see
+/// [`Model::final_read`]).
 fn history(
     writes: &[Write],
     model: &Model,
     reader_polls: &[Vec<u64>],
     final_read: &[Record],
-    end: u64,
+    (end, span): (u64, u64),
     compaction: Compaction,
 ) -> History {
     let mut h = History {
         compaction: Some(compaction),
         finished: true,
         final_read_ms: Some(end),
+        final_read_began_ms: Some(model.final_read_began(end, span)),
         final_starts: BTreeMap::from([(0, 0)]),
         reads: BTreeMap::from([(0, final_read.iter().map(|r| (r.offset, r.value)).collect())]),
         ..History::default()
@@ -169,14 +195,15 @@ fn history(
 prop_compose! {
     fn arb_run()(
         writes in proptest::collection::vec((0u64..4, proptest::bool::weighted(0.3), 0u8..10), 1..30),
-        times in proptest::collection::btree_set(0u64..400, 0..6),
+        times in proptest::collection::btree_set(0u64..700, 0..8),
         remove in proptest::collection::vec(any::<bool>(), 1..40),
         lag in prop_oneof![Just(0u64), 0u64..40],
         retention in 1u64..300,
         reader_polls in proptest::collection::vec(proptest::collection::vec(0u64..450, 0..5), 0..3),
         end in 300u64..700,
-    ) -> (Vec<Write>, Vec<u64>, Vec<bool>, u64, u64, Vec<Vec<u64>>, u64) {
-        (writes, times.into_iter().collect(), remove, lag, retention, reader_polls, end)
+        span in 0u64..60,
+    ) -> (Vec<Write>, Vec<u64>, Vec<bool>, u64, u64, Vec<Vec<u64>>, u64, u64) {
+        (writes, times.into_iter().collect(), remove, lag, retention, reader_polls, end, span)
     }
 }
 
@@ -185,22 +212,23 @@ proptest! {
 
     #[test]
     fn a_correct_cleaner_s_history_is_always_valid(run in arb_run()) {
-        let (writes, times, remove, lag, retention, reader_polls, end) = run;
+        let (writes, times, remove, lag, retention, reader_polls, end, span) = run;
         let model = Model::run(&writes, &times, &remove, lag, retention);
         let compaction = Compaction { delete_retention_ms: retention, min_compaction_lag_ms: lag };
-        let h = history(&writes, &model, &reader_polls, &model.read(end, 0), end, compaction);
+        let final_read = model.final_read(end, span);
+        let h = history(&writes, &model, &reader_polls, &final_read, (end, span), compaction);
         let verdict = check(&h);
         prop_assert!(verdict.is_valid(), "{:?}\n{:?}", verdict.lines(), h);
     }
 
     #[test]
     fn a_cleaner_keeping_each_key_s_first_record_is_caught(run in arb_run()) {
-        let (writes, times, remove, lag, retention, reader_polls, end) = run;
+        let (writes, times, remove, lag, retention, reader_polls, end, span) = run;
         let model = Model::run(&writes, &times, &remove, lag, retention);
         let compaction = Compaction { delete_retention_ms: retention, min_compaction_lag_ms: lag };
         // The final read finds each key's first record instead of its last (where the key
         // is still there at all).
-        let correct = model.read(end, 0);
+        let correct = model.final_read(end, span);
         let mut buggy: Vec<Record> = Vec::new();
         for r in &correct {
             if !buggy.iter().any(|b| b.key == r.key) {
@@ -209,14 +237,21 @@ proptest! {
             }
         }
         buggy.sort_by_key(|r| r.offset);
-        let h = history(&writes, &model, &reader_polls, &buggy, end, compaction);
-        // Shown (at least) wherever a kept first value has an acknowledged record of its key
-        // after it.
+        let h = history(&writes, &model, &reader_polls, &buggy, (end, span), compaction);
+        // Shown (at least) wherever a kept first value has a later record of its key, the
+        // key's last record is acknowledged (so known), a value or a tombstone younger than
+        // delete.retention.ms when the final read ended, and no tombstone of the key has an
+        // unknown outcome (which may have come after it and expired).
         let shows = buggy.iter().any(|b| {
+            let Some(last) = model.records.iter().rev().find(|r| r.key == b.key) else {
+                return false;
+            };
+            let i = last.value as usize - 1;
             !b.tombstone
-                && model.records.iter().any(|r| {
-                    r.key == b.key && r.offset > b.offset && writes[r.value as usize - 1].2 <= 6
-                })
+                && last.offset > b.offset
+                && writes[i].2 <= 6
+                && (!last.tombstone || end < invoked(i) + retention)
+                && !writes.iter().any(|w| w.0 == b.key && w.1 && (7..=8).contains(&w.2))
         });
         let verdict = check(&h);
         prop_assert!(
@@ -229,7 +264,7 @@ proptest! {
 
     #[test]
     fn a_cleaner_dropping_tombstones_early_is_caught(run in arb_run()) {
-        let (writes, times, remove, lag, retention, reader_polls, end) = run;
+        let (writes, times, remove, lag, retention, reader_polls, end, span) = run;
         let model = Model::run(&writes, &times, &remove, lag, retention);
         let compaction = Compaction { delete_retention_ms: retention, min_compaction_lag_ms: lag };
         // The final read lacks every key whose latest record is a tombstone, however young.
@@ -240,8 +275,8 @@ proptest! {
         let dropped: BTreeSet<u64> =
             latest.values().filter(|r| r.tombstone).map(|r| r.key).collect();
         let buggy: Vec<Record> =
-            model.read(end, 0).into_iter().filter(|r| !dropped.contains(&r.key)).collect();
-        let h = history(&writes, &model, &reader_polls, &buggy, end, compaction);
+            model.final_read(end, span).into_iter().filter(|r| !dropped.contains(&r.key)).collect();
+        let h = history(&writes, &model, &reader_polls, &buggy, (end, span), compaction);
         // Shown (at least) wherever such a tombstone was acknowledged and younger than
         // delete.retention.ms when the final read ended, and no tombstone of its key has an
         // unknown outcome (which may have come after it).

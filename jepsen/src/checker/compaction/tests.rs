@@ -38,7 +38,7 @@ fn send(key: u64, value: u64, outcome: Outcome) -> SendOp {
 }
 
 /// The log of [`WRITES`] in partition 0, compacted, with final read `reads` that ended at
-/// `end` ms.
+/// `end` ms (and began then too).
 fn compacted(reads: &[(i64, u64)], end: u64) -> History {
     let mut h = History {
         sends: WRITES
@@ -59,6 +59,7 @@ fn compacted(reads: &[(i64, u64)], end: u64) -> History {
             min_compaction_lag_ms: 0,
         }),
         final_read_ms: Some(end),
+        final_read_began_ms: Some(end),
         ..History::default()
     };
     h.tombstones.insert(TOMBSTONE);
@@ -174,12 +175,31 @@ fn a_value_of_an_indeterminate_send_may_be_the_latest() {
 
 #[test]
 fn an_old_value_as_a_key_s_latest_is_compaction_resurrected() {
-    // Key B: 4 remains while its tombstone, written after it, expired.
-    let h = compacted(&[(3, 4), (4, 5), (6, 7)], 2_000);
+    // Key A: 3 remains as its latest while 5, written after it, is gone.
+    let h = compacted(&[(2, 3), (5, 6), (6, 7)], 200);
     let verdict = check(&h);
-    assert_eq!(verdict.classes(), vec![Anomaly::CompactionResurrected]);
+    assert_eq!(
+        verdict.classes(),
+        vec![
+            Anomaly::CompactionLostLatest,
+            Anomaly::CompactionResurrected
+        ]
+    );
     let example = &verdict.anomalies[&Anomaly::CompactionResurrected].1[0];
-    assert!(example.contains("key 2: the final read's latest is value 4 at 0@3, but tombstone 6 was written after it at @5"), "{example}");
+    assert!(example.contains("key 1: the final read's latest is value 3 at 0@2, but value 5 was written after it at @4 (acknowledged at 55 ms)"), "{example}");
+    // Key B: 4 remains while its tombstone, written after it, is gone within
+    // delete.retention.ms.
+    let h = compacted(&[(3, 4), (4, 5), (6, 7)], 200);
+    assert_eq!(
+        check(&h).classes(),
+        vec![
+            Anomaly::CompactionResurrected,
+            Anomaly::CompactionTombstoneEarly
+        ]
+    );
+    // Once the tombstone may have expired, a cleaner running during the final read may have
+    // removed it and 4 after the read had passed 4: no resurrection.
+    assert_valid(&compacted(&[(3, 4), (4, 5), (6, 7)], 2_000));
     // An older value beside the latest is no resurrection (the cleaner need not be done).
     assert_valid(&compacted(&[(2, 3), (3, 4), (4, 5), (5, 6), (6, 7)], 200));
     // An older tombstone as the key's latest is no resurrection either (what vanished after
@@ -269,6 +289,14 @@ fn skipping_a_record_the_final_read_holds_is_still_a_skip() {
         poll(0, 150, &[(5, 6), (6, 7)]),
     ];
     assert_valid(&h);
+    // A poll after the final read began may have come after the cleaner removed what the
+    // final read had already passed: its skip is not judged (the tombstone it passed still
+    // is), nor when the history does not say when the final read began.
+    h.polls = vec![poll(0, 100, &[(0, 1), (4, 5)]), poll(0, 150, &[(6, 7)])];
+    h.final_read_began_ms = Some(120);
+    assert_eq!(check(&h).classes(), vec![Anomaly::CompactionTombstoneEarly]);
+    h.final_read_began_ms = None;
+    assert_eq!(check(&h).classes(), vec![Anomaly::CompactionTombstoneEarly]);
 }
 
 #[test]
