@@ -10,7 +10,8 @@
 //! so has everything of its key before it.
 //!
 //! What is *known* of a partition's log is every record acknowledged at an offset (acks=all),
-//! polled by a reader, or in the final read, with its send's key. Sends whose place is unknown
+//! polled by a reader, read by a consumer-group member, or in the final read, with its send's
+//! key. Sends whose place is unknown
 //! (indeterminate, pending, acks=0, acks=1 which may be lost) may or may not be there: such a
 //! send that no read ever returned may still have superseded a known record, but only if it
 //! is a tombstone that may have expired by the end of the final read (any later record of
@@ -50,6 +51,13 @@ enum Source {
         /// When the poll returned.
         at_ms: u64,
     },
+    /// A consumer-group member read it.
+    Group {
+        /// The member.
+        member: usize,
+        /// Its generation then.
+        generation: i32,
+    },
     /// The final read returned it.
     FinalRead,
 }
@@ -59,6 +67,9 @@ impl Source {
         match self {
             Self::Acknowledged { at_ms } => format!("acknowledged at {at_ms} ms"),
             Self::Polled { reader, at_ms } => format!("polled by reader {reader} at {at_ms} ms"),
+            Self::Group { member, generation } => {
+                format!("read by group member {member} in generation {generation}")
+            }
             Self::FinalRead => "in the final read".into(),
         }
     }
@@ -160,6 +171,16 @@ impl<'h> Compacted<'h> {
                 note(partition, offset, value, Source::Polled { reader, at_ms });
                 read.insert(value);
             }
+        }
+        for d in &history.group.deliveries {
+            let (member, generation) = (d.member, d.generation);
+            note(
+                d.partition,
+                d.offset,
+                d.value,
+                Source::Group { member, generation },
+            );
+            read.insert(d.value);
         }
         let final_log = history
             .reads

@@ -475,3 +475,29 @@ fn a_reset_to_below_where_the_final_read_began_is_judged_without_panicking() {
     h.compaction = None;
     assert!(!check(&h).classes().contains(&Anomaly::LogStartWentBack));
 }
+
+#[test]
+fn what_the_consumer_group_read_is_known_too() {
+    // Value 8 of key A, sent with an unknown outcome, read by the group at 7, then gone.
+    let mut h = compacted(&[(5, 6), (6, 7)], 200);
+    h.sends
+        .insert(8, send(A, 8, Outcome::Info("timed out".into())));
+    h.group.ran = true;
+    h.group.finished = true;
+    h.group.deliveries = [(5, 6), (6, 7), (7, 8)]
+        .into_iter()
+        .map(|(offset, value)| crate::history::GroupDelivery {
+            member: 1,
+            generation: 2,
+            partition: 0,
+            offset,
+            value,
+        })
+        .collect();
+    let verdict = check(&h);
+    assert_eq!(verdict.classes(), vec![Anomaly::CompactionLostLatest]);
+    assert!(verdict.anomalies[&Anomaly::CompactionLostLatest].1[0]
+        .contains("value 8 at 0@7 (read by group member 1 in generation 2)"));
+    h.reads.insert(0, vec![(5, 6), (6, 7), (7, 8)]);
+    assert_valid(&h);
+}
