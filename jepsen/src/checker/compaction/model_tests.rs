@@ -11,9 +11,10 @@ use proptest::prelude::*;
 use crate::checker::{check, Anomaly};
 use crate::history::{Compaction, Delivery, History, Outcome, Poll, SendOp};
 
-/// One write: key, tombstone, and how it ended (0..=6 acknowledged, 7 indeterminate and
-/// written, 8 indeterminate and not written, 9 failed).
-type Write = (u64, bool, u8);
+/// One write: key, tombstone, how it ended (0..=6 acknowledged, 7 indeterminate and
+/// written, 8 indeterminate and not written, 9 failed), and how late an indeterminate write
+/// was appended (a retry still on its way: after later writes, even after it completed).
+type Write = (u64, bool, u8, u64);
 
 /// A record in the model log.
 #[derive(Clone, Copy, Debug)]
@@ -32,7 +33,8 @@ struct Model {
     passes: Vec<(u64, BTreeSet<i64>)>,
 }
 
-/// When write `i` is invoked; it is appended 1 ms later and completes 3 ms later.
+/// When write `i` is invoked; it is appended 1 ms later (an indeterminate one maybe later
+/// still) and completes 3 ms later.
 fn invoked(i: usize) -> u64 {
     10 * i as u64
 }
@@ -44,16 +46,22 @@ impl Model {
     /// its key.
     fn run(writes: &[Write], times: &[u64], remove: &[bool], lag: u64, retention: u64) -> Self {
         let mut records = Vec::new();
-        for (i, &(key, tombstone, outcome)) in writes.iter().enumerate() {
+        for (i, &(key, tombstone, outcome, delay)) in writes.iter().enumerate() {
             if outcome <= 7 {
+                let late = if outcome == 7 { delay } else { 0 };
                 records.push(Record {
-                    offset: records.len() as i64,
+                    offset: 0,
                     key,
                     value: i as u64 + 1,
                     tombstone,
-                    appended_ms: invoked(i) + 1,
+                    appended_ms: invoked(i) + 1 + late,
                 });
             }
+        }
+        // Offsets in append order.
+        records.sort_by_key(|r| (r.appended_ms, r.value));
+        for (offset, r) in records.iter_mut().enumerate() {
+            r.offset = offset as i64;
         }
         let mut present: BTreeSet<i64> = records.iter().map(|r| r.offset).collect();
         let mut passes = Vec::new();
@@ -144,7 +152,7 @@ fn history(
         ..History::default()
     };
     let offset_of: BTreeMap<u64, i64> = model.records.iter().map(|r| (r.value, r.offset)).collect();
-    for (i, &(key, tombstone, outcome)) in writes.iter().enumerate() {
+    for (i, &(key, tombstone, outcome, _)) in writes.iter().enumerate() {
         let value = i as u64 + 1;
         let outcome = match outcome {
             0..=6 => Outcome::Ok {
@@ -154,9 +162,10 @@ fn history(
             7 | 8 => Outcome::Info("timed out".into()),
             _ => Outcome::Fail("refused".into()),
         };
+        // Not idempotent: a late write lands after later ones.
         let send = SendOp {
             producer: 0,
-            kind: Delivery::Idempotent,
+            kind: Delivery::AtLeastOnce,
             key,
             value,
             invoked_ms: invoked(i),
@@ -194,7 +203,10 @@ fn history(
 
 prop_compose! {
     fn arb_run()(
-        writes in proptest::collection::vec((0u64..4, proptest::bool::weighted(0.3), 0u8..10), 1..30),
+        writes in proptest::collection::vec(
+            (0u64..4, proptest::bool::weighted(0.3), 0u8..10, prop_oneof![Just(0u64), 0u64..120]),
+            1..30,
+        ),
         times in proptest::collection::btree_set(0u64..700, 0..8),
         remove in proptest::collection::vec(any::<bool>(), 1..40),
         lag in prop_oneof![Just(0u64), 0u64..40],
