@@ -82,9 +82,9 @@ pub enum Anomaly {
     /// dependencies alone; Jepsen's G1c without ww inference): each read records of one that
     /// had not committed yet.
     WriteReadCycle,
-    /// Compacted topic: the latest record known of a key in a partition (acknowledged there, or
-    /// polled), a value, is not in the final read, and no later record of its key may have
-    /// superseded it.
+    /// Compacted topic: the latest record known of a key in a partition (acknowledged there,
+    /// polled, or read by the group), a value, is not in the final read, and no later record of
+    /// its key may have superseded it.
     CompactionLostLatest,
     /// Compacted topic: the final read's latest record of a key in a partition is a value, yet
     /// a later record of the key is known there that had to be there (the key's latest, a
