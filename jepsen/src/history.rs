@@ -2,8 +2,12 @@
 //! the readers saw. Operations follow Jepsen's model: an invocation, then ok (acknowledged),
 //! fail (definitely did not happen) or info (may have happened), each with its process and
 //! time.
+//!
+//! A history may be of a compacted topic ([`Compaction`], `cleanup.policy=compact`): its sends
+//! are keyed, some are tombstones (a record with a null value, [`History::tombstones`]), and
+//! the checker then lets a record vanish only where a log cleaner may remove it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What a producer promises, which decides what the checker holds it to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,6 +178,20 @@ pub struct GroupHistory {
     pub finished: bool,
 }
 
+/// A compacted topic's settings (`cleanup.policy=compact`), which decide what its log cleaner
+/// may remove and when; times are on the history's one clock (the broker's, which the
+/// checker takes to be the history's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Compaction {
+    /// `delete.retention.ms`: a tombstone stays at least this long after it was written, so a
+    /// consumer that reads from the log start and passes the tombstone's offset within it
+    /// sees the tombstone (or a later record of its key).
+    pub delete_retention_ms: u64,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long after it was
+    /// written (0, Kafka's default: no lower bound).
+    pub min_compaction_lag_ms: u64,
+}
+
 /// What the client hosts observed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct History {
@@ -209,6 +227,42 @@ pub struct History {
     /// Whether offsets may have holes (transaction markers, as in Jepsen's histories with
     /// transactions): the final read must then only go up, not take every offset.
     pub sparse_offsets: bool,
+    /// Set when the topic is compacted: a record may then vanish once a later record of its
+    /// key (same key, same partition) supersedes it, and a tombstone once
+    /// `delete.retention.ms` has passed; offsets may have holes (as with `sparse_offsets`).
+    pub compaction: Option<Compaction>,
+    /// The values of the sends that were tombstones (a record with the send's key and a null
+    /// value; the value here is the send's id in the history, which readers learn from the
+    /// record's [`ID_HEADER`] header). Each is a key of `sends`.
+    pub tombstones: BTreeSet<u64>,
+    /// When the final read ended (simulated ms: its last fetch had returned), when known. The
+    /// final read passed each of its offsets by then, so a compacted history's tombstone
+    /// younger than `delete.retention.ms` at that time must still be in it.
+    pub final_read_ms: Option<u64>,
+    /// When the final read began (simulated ms: its first fetch was sent), when known. Each
+    /// record it holds was in the log from its write until then at least, so in a compacted
+    /// history a reader that passed over one before then skipped it; after then, a cleaner
+    /// running during the final read may have removed it.
+    pub final_read_began_ms: Option<u64>,
+}
+
+/// The header a record carries its history value in when its own value cannot: a tombstone's
+/// (its value is null). The header's value is the history value's 8 big-endian bytes
+/// (`id_header_value`); `record_value` reads either.
+pub const ID_HEADER: &str = "oxbow-value";
+
+/// The [`ID_HEADER`] header's value for history value `value`.
+pub fn id_header_value(value: u64) -> [u8; 8] {
+    value.to_be_bytes()
+}
+
+/// The history value of a record read: its bytes' (`queue_value`) when it has a value, else
+/// its [`ID_HEADER`] header's (a tombstone), else `u64::MAX` (a phantom).
+pub fn record_value(value: Option<&[u8]>, id_header: Option<&[u8]>) -> u64 {
+    match value {
+        Some(bytes) => queue_value(Some(bytes)),
+        None => queue_value(id_header),
+    }
 }
 
 /// The queue workload's record value for `value`: its 8 big-endian bytes, then 24 `x`s.
@@ -247,21 +301,37 @@ impl History {
 
     /// The acknowledged acks=all sends no consumer-group member has read, in value order,
     /// leaving out those below `starts` (per partition; a partition not in it starts at 0):
-    /// records retention or DeleteRecords may have removed before the group read them.
+    /// records retention or DeleteRecords may have removed before the group read them. In a
+    /// compacted history, only those the final read holds: the others may have been cleaned
+    /// away before the group came to them (whether they were allowed to vanish is the
+    /// checker's question), so call it after the final read.
     pub fn unread_by_group<'a>(
         &'a self,
         starts: &'a BTreeMap<i32, i64>,
     ) -> impl Iterator<Item = &'a SendOp> + 'a {
-        let delivered: std::collections::BTreeSet<u64> =
-            self.group.deliveries.iter().map(|d| d.value).collect();
+        let delivered: BTreeSet<u64> = self.group.deliveries.iter().map(|d| d.value).collect();
+        let in_final_read: Option<BTreeSet<(i32, i64, u64)>> = self.compaction.map(|_| {
+            self.reads
+                .iter()
+                .flat_map(|(&p, reads)| reads.iter().map(move |&(o, v)| (p, o, v)))
+                .collect()
+        });
         self.sends.values().filter(move |send| match send.outcome {
             Outcome::Ok { partition, offset } => {
                 send.kind != Delivery::LeaderOnly
                     && offset >= starts.get(&partition).copied().unwrap_or(0)
                     && !delivered.contains(&send.value)
+                    && in_final_read
+                        .as_ref()
+                        .is_none_or(|read| read.contains(&(partition, offset, send.value)))
             }
             _ => false,
         })
+    }
+
+    /// Whether the send of `value` was a tombstone.
+    pub fn is_tombstone(&self, value: u64) -> bool {
+        self.tombstones.contains(&value)
     }
 
     /// Ends the final read: records, for each of the `partitions`, where it began (its first
@@ -279,6 +349,40 @@ impl History {
             };
             self.final_starts.insert(partition, start);
         }
+        self.finished = true;
+    }
+
+    /// Ends a final read that began at `began_ms` (its first fetch was sent), ended at
+    /// `ended_ms` (its last fetch had returned), and began each partition at the log start
+    /// offset `log_start` answers (ListOffsets earliest, asked as it began): what a compacted
+    /// topic's final read records, since its first record may lie above the log start (cleaned
+    /// away) and the checker bounds what the cleaner may have done by those times. Records
+    /// `final_read_began_ms` and `final_read_ms`, and, for each of the `partitions`, in
+    /// `final_starts` the log start (never above the partition's first record read), else its
+    /// first record read, else 0; sets `finished`.
+    pub fn finish_final_read_at(
+        &mut self,
+        partitions: i32,
+        began_ms: u64,
+        ended_ms: u64,
+        mut log_start: impl FnMut(i32) -> Option<i64>,
+    ) {
+        for partition in 0..partitions {
+            let first = self
+                .reads
+                .get(&partition)
+                .and_then(|r| r.first())
+                .map(|(offset, _)| *offset);
+            let start = match (log_start(partition), first) {
+                (Some(start), Some(first)) => start.min(first),
+                (Some(start), None) => start,
+                (None, Some(first)) => first,
+                (None, None) => 0,
+            };
+            self.final_starts.insert(partition, start);
+        }
+        self.final_read_began_ms = Some(began_ms);
+        self.final_read_ms = Some(ended_ms);
         self.finished = true;
     }
 }
@@ -397,6 +501,65 @@ mod tests {
             History::default().unread_by_group(&BTreeMap::new()).count(),
             0
         );
+    }
+
+    #[test]
+    fn a_record_s_value_is_its_bytes_else_its_id_header() {
+        let payload = queue_payload(7);
+        let header = id_header_value(9);
+        assert_eq!(record_value(Some(&payload), Some(&header)), 7);
+        assert_eq!(record_value(None, Some(&header)), 9, "a tombstone");
+        assert_eq!(record_value(None, None), u64::MAX);
+        assert_eq!(record_value(None, Some(&header[..4])), u64::MAX);
+    }
+
+    #[test]
+    fn in_a_compacted_history_the_group_owes_only_what_the_final_read_holds() {
+        let mut history = history();
+        history.reads.insert(0, vec![(5, 3), (7, 2)]);
+        // Values 3 and 2 are in the final read where acknowledged, unread by the group; 11,
+        // acknowledged at 1@0, is not in it (cleaned away).
+        history.compaction = Some(Compaction::default());
+        let values: Vec<u64> = history
+            .unread_by_group(&BTreeMap::new())
+            .map(|s| s.value)
+            .collect();
+        assert_eq!(values, vec![2, 3]);
+        // Read at another offset than acknowledged: not what was acknowledged.
+        history.reads.insert(0, vec![(6, 3), (7, 2)]);
+        assert_eq!(
+            history
+                .unread_by_group(&BTreeMap::new())
+                .map(|s| s.value)
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert!(history.tombstones.is_empty() && !history.is_tombstone(2));
+        history.tombstones.insert(2);
+        assert!(history.is_tombstone(2));
+    }
+
+    #[test]
+    fn finish_final_read_at_starts_each_partition_at_its_log_start() {
+        let mut history = History::default();
+        history.reads.insert(0, vec![(3, 30), (4, 40)]);
+        history.reads.insert(2, vec![(5, 1)]);
+        history.reads.insert(3, vec![(2, 1)]);
+        // Partition 0: log start 0, first record at 3 (cleaned below it); 1: nothing read;
+        // 2: log start unknown; 3: a log start above the first record read; 4: nothing known.
+        history.finish_final_read_at(5, 800, 900, |partition| match partition {
+            0 => Some(0),
+            1 => Some(8),
+            3 => Some(4),
+            _ => None,
+        });
+        assert_eq!(
+            history.final_starts,
+            BTreeMap::from([(0, 0), (1, 8), (2, 5), (3, 2), (4, 0)])
+        );
+        assert_eq!(history.final_read_began_ms, Some(800));
+        assert_eq!(history.final_read_ms, Some(900));
+        assert!(history.finished);
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //! every offset known to hold a record (the final read, acknowledged sends, polls, the
 //! group's reads), since offsets may be sparse (transaction markers). [`order`] builds it;
 //! [`polls`] judges the readers' polls (between polls and within one) and measures; [`sends`]
-//! judges the order of each producer's sends; [`report`] renders a verdict as JSON.
+//! judges the order of each producer's sends; [`report`] renders a verdict as JSON. A
+//! compacted topic's history (`History::compaction`) is judged by [`compaction`] where records
+//! may vanish: what a log cleaner may remove, and the classes of what it may not.
 
+mod compaction;
 mod cycles;
 mod order;
 mod polls;
@@ -79,6 +82,19 @@ pub enum Anomaly {
     /// dependencies alone; Jepsen's G1c without ww inference): each read records of one that
     /// had not committed yet.
     WriteReadCycle,
+    /// Compacted topic: the latest record known of a key in a partition (acknowledged there,
+    /// polled, or read by the group), a value, is not in the final read, and no later record of
+    /// its key may have superseded it.
+    CompactionLostLatest,
+    /// Compacted topic: the final read's latest record of a key in a partition is a value, yet
+    /// a later record of the key is known there that had to be there (the key's latest, a
+    /// value, or a tombstone younger than `delete.retention.ms`): an old value resurrected, as
+    /// by a cleaner that keeps the first record of each key.
+    CompactionResurrected,
+    /// Compacted topic: a read that began at or before a tombstone's offset passed it without
+    /// it, before `delete.retention.ms` had passed since the tombstone was written, while no
+    /// later record of its key may have superseded it.
+    CompactionTombstoneEarly,
 }
 
 impl Anomaly {
@@ -107,6 +123,9 @@ impl Anomaly {
             Self::LogStartUnasked => "log start offset moved unasked",
             Self::PrecommittedRead => "transaction read its own write",
             Self::WriteReadCycle => "transactions read each other's writes",
+            Self::CompactionLostLatest => "latest record of a key lost in a compacted topic",
+            Self::CompactionResurrected => "superseded value resurrected by compaction",
+            Self::CompactionTombstoneEarly => "tombstone removed before delete.retention.ms",
         }
     }
 }
@@ -131,6 +150,9 @@ pub struct Verdict {
     /// Acknowledged writes below the final read's log start offset, gone by DeleteRecords
     /// or retention (allowed).
     pub trimmed: u64,
+    /// Compacted topic: acknowledged writes not in the final read because a later record of
+    /// their key superseded them, or tombstones past `delete.retention.ms` (allowed).
+    pub compacted: u64,
     /// Consecutive sends of one operation to one partition with other records between them
     /// (Jepsen's int-send-skip: information, since Kafka allows it).
     pub int_send_skips: u64,
@@ -334,6 +356,9 @@ fn check_log_starts(history: &History, verdict: &mut Verdict) {
 /// Checks `history` against what each producer promised.
 pub fn check(history: &History) -> Verdict {
     let mut verdict = Verdict::default();
+    let compacted = history
+        .compaction
+        .map(|config| compaction::Compacted::of(history, config));
     check_group(history, &mut verdict);
     // Where each value was read in the final read.
     let mut read_at: BTreeMap<u64, Vec<(i32, i64)>> = BTreeMap::new();
@@ -351,7 +376,8 @@ pub fn check(history: &History) -> Verdict {
                 }
                 continue;
             }
-            let out_of_place = if history.sparse_offsets {
+            // A compacted log has holes where the cleaner removed records.
+            let out_of_place = if history.sparse_offsets || history.compaction.is_some() {
                 *offset < expected
             } else {
                 *offset != expected
@@ -387,6 +413,17 @@ pub fn check(history: &History) -> Verdict {
                     // Below the log start: gone by DeleteRecords or retention (whether it was
                     // allowed to move there is `check_log_starts`'s question).
                     verdict.trimmed += 1;
+                } else if let Some(compacted) = compacted
+                    .as_ref()
+                    .filter(|_| send.kind != Delivery::LeaderOnly)
+                    .filter(|_| match *offset {
+                        // acks=0: no offset to be at, only the read.
+                        ..0 => reads.is_empty(),
+                        _ => !reads.contains(&(*partition, *offset)),
+                    })
+                {
+                    // Not where it was acknowledged: the cleaner may have removed it.
+                    compacted.judge_acknowledged(send, reads.is_empty(), &mut verdict);
                 } else if reads.is_empty() {
                     if send.kind == Delivery::LeaderOnly {
                         verdict.lost_leader_only += 1;
@@ -438,6 +475,9 @@ pub fn check(history: &History) -> Verdict {
         }
     }
     let orders = Orders::of(history);
+    if let Some(compacted) = &compacted {
+        compacted.check(&mut verdict);
+    }
     sends::check_send_order(history, &orders, &read_at, &mut verdict);
     polls::check_polls(history, &orders, &mut verdict);
     polls::measure(history, &orders, &mut verdict);

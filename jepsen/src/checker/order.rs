@@ -76,6 +76,11 @@ impl Orders {
             .ok()
     }
 
+    /// The offset at dense index `index` of `partition`'s order.
+    pub fn offset(&self, partition: i32, index: usize) -> Option<i64> {
+        self.partitions.get(&partition)?.offsets.get(index).copied()
+    }
+
     /// The partitions with known records.
     pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
         self.partitions.keys().copied()

@@ -32,6 +32,9 @@ impl Anomaly {
             Self::LogStartUnasked => "log-start-unasked",
             Self::PrecommittedRead => "precommitted-read",
             Self::WriteReadCycle => "G1c-wr",
+            Self::CompactionLostLatest => "compaction-lost-latest",
+            Self::CompactionResurrected => "compaction-resurrected",
+            Self::CompactionTombstoneEarly => "compaction-tombstone-early",
         }
     }
 }
@@ -95,6 +98,7 @@ pub fn report_json(verdict: &Verdict) -> Value {
             "records_read": verdict.records_read,
             "lost_leader_only": verdict.lost_leader_only,
             "trimmed": verdict.trimmed,
+            "compacted": verdict.compacted,
         },
         "int_send_skip": {
             "count": verdict.int_send_skips,

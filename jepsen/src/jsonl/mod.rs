@@ -28,7 +28,7 @@ use std::io::{self, BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::History;
+use crate::history::{Compaction, History};
 use crate::txn::TxnHistory;
 
 pub use queue::{read_history, write_history};
@@ -100,6 +100,18 @@ pub(crate) struct Header {
     /// Queue workload: whether offsets may have holes.
     #[serde(default, skip_serializing_if = "is_false")]
     pub sparse_offsets: bool,
+    /// Queue workload: the compacted topic's settings, when it is compacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<CompactionHeader>,
+}
+
+/// A compacted topic's settings in the header: `{"delete_retention_ms":N,
+/// "min_compaction_lag_ms":N}` (the lag may be left out: 0).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CompactionHeader {
+    pub delete_retention_ms: u64,
+    #[serde(default)]
+    pub min_compaction_lag_ms: u64,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -254,6 +266,7 @@ pub(crate) fn write_header(
     workload: &str,
     retention: bool,
     sparse_offsets: bool,
+    compaction: Option<Compaction>,
 ) -> io::Result<()> {
     write_line(
         out,
@@ -263,6 +276,10 @@ pub(crate) fn write_header(
             workload: workload.into(),
             retention,
             sparse_offsets,
+            compaction: compaction.map(|c| CompactionHeader {
+                delete_retention_ms: c.delete_retention_ms,
+                min_compaction_lag_ms: c.min_compaction_lag_ms,
+            }),
         },
     )
 }

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{in_time_order, write_header, write_line, FormatError, Header, Kind, Lines, Timed};
 use crate::history::{
-    Completion, Delivery, GroupCommit, GroupDelivery, History, Operation, Outcome, Poll, SendOp,
-    TrimOp,
+    Compaction, Completion, Delivery, GroupCommit, GroupDelivery, History, Operation, Outcome,
+    Poll, SendOp, TrimOp,
 };
 
 /// `f` of each line kind.
@@ -63,9 +63,9 @@ struct SendValue {
     offset: Option<i64>,
 }
 
-/// `send`: invoked with the key, the value, the producer's promise and its operation; completed
-/// `ok` with the partition and offset, `fail` (definitely not written) or `info` (maybe) with
-/// the error.
+/// `send`: invoked with the key, the value, the producer's promise, its operation and whether
+/// it is a tombstone; completed `ok` with the partition and offset, `fail` (definitely not
+/// written) or `info` (maybe) with the error.
 #[derive(Debug, Serialize, Deserialize)]
 struct SendLine {
     #[serde(rename = "type")]
@@ -78,6 +78,9 @@ struct SendLine {
     delivery: Option<DeliveryName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     op: Option<u64>,
+    /// On the invocation: the record's value is null (its `value` is still its id).
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    tombstone: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -205,12 +208,17 @@ struct FinalReadLine {
     value: Option<Vec<(i64, u64)>>,
 }
 
-/// `final-read-end`: the final read finished.
+/// `final-read-end`: the final read finished, at `time` when known, having begun at `began`
+/// when known.
 #[derive(Debug, Serialize, Deserialize)]
 struct EndLine {
     #[serde(rename = "type")]
     kind: Kind,
     f: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    time: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    began: Option<u64>,
 }
 
 /// A timed line of the queue workload.
@@ -224,7 +232,13 @@ enum Line<'h> {
 
 /// Writes `history` as a history file (`"workload":"queue"`).
 pub fn write_history(history: &History, out: &mut impl Write) -> io::Result<()> {
-    write_header(out, "queue", history.retention, history.sparse_offsets)?;
+    write_header(
+        out,
+        "queue",
+        history.retention,
+        history.sparse_offsets,
+        history.compaction,
+    )?;
     let mut timed: Vec<Timed<Line<'_>>> = Vec::new();
     for send in history.sends.values() {
         let invoke = SendLine {
@@ -240,6 +254,7 @@ pub fn write_history(history: &History, out: &mut impl Write) -> io::Result<()> 
             },
             delivery: Some(send.kind.into()),
             op: send.op,
+            tombstone: history.is_tombstone(send.value),
             error: None,
         };
         timed.push(Timed {
@@ -266,6 +281,7 @@ pub fn write_history(history: &History, out: &mut impl Write) -> io::Result<()> 
             },
             delivery: None,
             op: None,
+            tombstone: false,
             error,
         };
         timed.push(Timed {
@@ -465,6 +481,8 @@ pub fn write_history(history: &History, out: &mut impl Write) -> io::Result<()> 
             &EndLine {
                 kind: Kind::Ok,
                 f: FINAL_READ_END.into(),
+                time: history.final_read_ms,
+                began: history.final_read_began_ms,
             },
         )?;
     }
@@ -495,6 +513,10 @@ pub(crate) fn read_body(
     let mut history = History {
         retention: header.retention,
         sparse_offsets: header.sparse_offsets,
+        compaction: header.compaction.as_ref().map(|c| Compaction {
+            delete_retention_ms: c.delete_retention_ms,
+            min_compaction_lag_ms: c.min_compaction_lag_ms,
+        }),
         ..History::default()
     };
     // Open polls per reader, open DeleteRecords calls per (partition, offset): invocation times.
@@ -529,6 +551,9 @@ pub(crate) fn read_body(
                             "value {} sent twice (values are unique in a run)",
                             line.value.value
                         )));
+                    }
+                    if line.tombstone {
+                        history.tombstones.insert(line.value.value);
                     }
                     continue;
                 }
@@ -705,6 +730,9 @@ pub(crate) fn read_body(
                 if event.kind != Kind::Ok {
                     return Err(event.error("only ok says the final read finished"));
                 }
+                let line: EndLine = event.parse()?;
+                history.final_read_ms = line.time;
+                history.final_read_began_ms = line.began;
                 history.finished = true;
             }
             other => {

@@ -8,8 +8,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::checker::check;
 use crate::history::{
-    Completion, Delivery, GroupCommit, GroupDelivery, GroupHistory, Operation, Outcome, Poll,
-    SendOp, TrimOp,
+    Compaction, Completion, Delivery, GroupCommit, GroupDelivery, GroupHistory, Operation, Outcome,
+    Poll, SendOp, TrimOp,
 };
 use crate::txn::{self, InputId, InstanceId, Isolation, TxnOp, TxnOutcome};
 
@@ -209,6 +209,7 @@ fn full_history() -> History {
         retention: true,
         finished: true,
         sparse_offsets: true,
+        ..History::default()
     }
 }
 
@@ -350,6 +351,57 @@ fn lines_are_in_time_order_with_the_header_first() {
     ] {
         assert!(text.contains(line), "{line} in {text}");
     }
+}
+
+#[test]
+fn a_compacted_history_says_so_in_its_header_its_tombstones_and_its_end() {
+    let ok = |offset| Outcome::Ok {
+        partition: 0,
+        offset,
+    };
+    let mut h = History {
+        sends: [send(0, 1, 1, ok(0), 2), send(0, 4, 3, ok(1), 5)]
+            .into_iter()
+            .map(|s| (s.value, s))
+            .collect(),
+        reads: BTreeMap::from([(0, vec![(1, 4)])]),
+        final_starts: BTreeMap::from([(0, 0)]),
+        finished: true,
+        compaction: Some(Compaction {
+            delete_retention_ms: 500,
+            min_compaction_lag_ms: 0,
+        }),
+        final_read_ms: Some(30),
+        final_read_began_ms: Some(20),
+        ..History::default()
+    };
+    h.tombstones.insert(4);
+    let text = written(&h);
+    for line in [
+        r#"{"format":"oxbow-jepsen","version":1,"workload":"queue","compaction":{"delete_retention_ms":500,"min_compaction_lag_ms":0}}"#,
+        r#"{"type":"invoke","f":"send","process":0,"time":3,"value":{"key":1,"value":4},"delivery":"idempotent","tombstone":true}"#,
+        r#"{"type":"invoke","f":"send","process":0,"time":1,"value":{"key":1,"value":1},"delivery":"idempotent"}"#,
+        r#"{"type":"ok","f":"final-read-end","time":30,"began":20}"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
+    assert_eq!(read_history(text.as_bytes()), Ok(h.clone()));
+    // The lag may be left out; files without these fields read as before.
+    let short = text.replace(r#","min_compaction_lag_ms":0"#, "");
+    assert_eq!(read_history(short.as_bytes()), Ok(h.clone()));
+    let old = r#"{"format":"oxbow-jepsen","version":1,"workload":"queue"}
+{"type":"ok","f":"final-read-end"}
+"#;
+    let back = read_history(old.as_bytes()).expect("an old file");
+    assert_eq!(
+        (
+            back.compaction,
+            back.final_read_ms,
+            back.final_read_began_ms
+        ),
+        (None, None, None)
+    );
+    assert!(back.tombstones.is_empty() && back.finished);
 }
 
 #[test]
@@ -515,13 +567,43 @@ prop_compose! {
             retention: flags[2],
             finished: flags[3],
             sparse_offsets: flags[0] && flags[3],
+            ..History::default()
         }
+    }
+}
+
+prop_compose! {
+    /// A history of any kind above, of a compacted topic: some sends tombstones, and the time
+    /// the final read ended when it finished.
+    fn arb_compacted_history()(
+        h in arb_history(),
+        delete_retention_ms in 0u64..10_000,
+        min_compaction_lag_ms in 0u64..100,
+        tombstones in proptest::collection::vec(any::<bool>(), 20),
+        end in 0u64..200,
+        took in proptest::option::of(0u64..50),
+    ) -> History {
+        let mut h = h;
+        h.compaction = Some(Compaction { delete_retention_ms, min_compaction_lag_ms });
+        h.tombstones = h.sends.keys().zip(tombstones).filter(|(_, t)| *t).map(|(v, _)| *v).collect();
+        h.final_read_ms = h.finished.then_some(end);
+        h.final_read_began_ms = took.filter(|_| h.finished).map(|t| end.saturating_sub(t));
+        h
     }
 }
 
 proptest! {
     #[test]
     fn any_queue_history_in_time_order_reads_back_the_same(h in arb_history()) {
+        let text = written(&h);
+        let back = read_history(text.as_bytes());
+        prop_assert_eq!(back.as_ref(), Ok(&h), "{}", text);
+        let back = back.expect("checked");
+        prop_assert_eq!(format!("{:?}", check(&back)), format!("{:?}", check(&h)));
+    }
+
+    #[test]
+    fn any_compacted_history_in_time_order_reads_back_the_same(h in arb_compacted_history()) {
         let text = written(&h);
         let back = read_history(text.as_bytes());
         prop_assert_eq!(back.as_ref(), Ok(&h), "{}", text);

@@ -137,7 +137,7 @@ enum Line {
 
 /// Writes `history` as a history file (`"workload":"txn"`).
 pub fn write_txn_history(history: &TxnHistory, out: &mut impl Write) -> io::Result<()> {
-    write_header(out, "txn", false, false)?;
+    write_header(out, "txn", false, false, None)?;
     let mut timed: Vec<Timed<Line>> = Vec::new();
     for (id, instance) in &history.instances {
         for (kind, time, phase) in [
