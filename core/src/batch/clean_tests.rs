@@ -106,9 +106,6 @@ fn stored(records: &[Record], compression: Compression, log_append: bool, base: 
 }
 
 fn decoded(batch: &Batch) -> Vec<Record> {
-    if batch.record_count() == 0 {
-        return Vec::new();
-    }
     RecordBatchDecoder::decode(&mut batch.bytes().clone())
         .expect("kafka-protocol decodes a cleaned batch")
         .records
