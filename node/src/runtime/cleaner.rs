@@ -229,6 +229,9 @@ async fn round(
     let report = loop {
         let (back, step) = writer.clean_step(pass).await?;
         pass = back;
+        if let Some(through) = step.rewritten_through {
+            core.evict_cleaned(group, through).await?;
+        }
         if let Some(report) = step.finished {
             break report;
         }

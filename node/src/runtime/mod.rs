@@ -67,6 +67,15 @@ pub enum Event {
         /// Where the answer goes.
         reply: oneshot::Sender<Vec<Option<(NodeId, Term)>>>,
     },
+    /// The log cleaner rewrote a group's entries up to an index (`Node::evict_cleaned`).
+    EvictCleaned {
+        /// The group.
+        group: GroupId,
+        /// The last index rewritten.
+        through: RaftIndex,
+        /// Told once they are out of memory.
+        reply: oneshot::Sender<()>,
+    },
     /// Whether some groups have ever had a leader (`Node::has_had_leader`).
     HadLeaders {
         /// The groups.
@@ -157,6 +166,21 @@ impl CoreHandle {
         let (reply, answer) = oneshot::channel();
         self.inbox
             .send(Event::HadLeaders { groups, reply })
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// Drops `group`'s entries up to `through` from the core's memory, which the log cleaner
+    /// rewrote on disk, so that fetches read the cleaned files. `None` once the core stopped.
+    pub async fn evict_cleaned(&self, group: GroupId, through: RaftIndex) -> Option<()> {
+        let (reply, answer) = oneshot::channel();
+        self.inbox
+            .send(Event::EvictCleaned {
+                group,
+                through,
+                reply,
+            })
             .await
             .ok()?;
         answer.await.ok()
@@ -673,6 +697,11 @@ async fn run_core(task: CoreTask) -> Result<(), RuntimeError> {
                 }
                 Some(Event::Leaders { groups, reply }) => {
                     let _ = reply.send(groups.iter().map(|g| node.leader(*g)).collect());
+                    continue;
+                }
+                Some(Event::EvictCleaned { group, through, reply }) => {
+                    node.evict_cleaned(group, through);
+                    let _ = reply.send(());
                     continue;
                 }
                 Some(Event::HadLeaders { groups, reply }) => {

@@ -439,8 +439,8 @@ impl<D: Disk> SegmentLog<D> {
         match self.groups.get_mut(&pass.group()) {
             Some(log) => log.clean_step(&mut self.disk, pass),
             None => Ok(CleanStep {
-                bytes: 0,
                 finished: Some(None),
+                ..CleanStep::default()
             }),
         }
     }

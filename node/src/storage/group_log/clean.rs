@@ -36,7 +36,7 @@
 use bytes::Bytes;
 use oxbow_core::batch::{Batch, BatchSpan, HEADER_LEN};
 use oxbow_core::clean::{clean_batch, map_batch, OffsetMap};
-use oxbow_core::ids::{GroupId, Offset};
+use oxbow_core::ids::{GroupId, Offset, RaftIndex};
 
 use super::index_file::{index_name, IndexFile, SegmentMeta};
 use super::structure::Point;
@@ -167,6 +167,10 @@ struct PassState {
 pub struct CleanStep {
     /// Bytes read and written.
     pub bytes: u64,
+    /// When the step swapped a rewritten segment in: the last Raft index it holds. The core
+    /// must drop its entries up to there from memory (`Node::evict_cleaned`), or it would go
+    /// on serving their originals.
+    pub rewritten_through: Option<RaftIndex>,
     /// Set when the pass is over: its report, `None` when nothing was cleanable.
     pub finished: Option<Option<CleanReport>>,
 }
@@ -414,8 +418,9 @@ impl GroupLog {
                     state.report.bytes_after += rewritten.len() as u64;
                     step.bytes += rewritten.len() as u64;
                     self.swap(disk, number, &rewritten, &moved)?;
+                    let segment = &self.segments[&number];
+                    step.rewritten_through = Some(RaftIndex(segment.max_index));
                     if let Some(index) = &mut state.index {
-                        let segment = &self.segments[&number];
                         index.moved(number, segment.meta(number), &moved);
                     }
                 }
