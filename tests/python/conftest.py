@@ -55,7 +55,7 @@ class Nodes:
     """Three `oxbow node` processes (node ids 1-3), each with its own configuration file, data
     directory and log (`node-N.log` in the data directory)."""
 
-    def __init__(self, binary, data, base):
+    def __init__(self, binary, data, base, log_config=""):
         self.binary = binary
         self.data = data
         self.kafka = [base + i for i in range(3)]
@@ -72,6 +72,8 @@ class Nodes:
                 f'peer_secret = "{secret}"\n'
                 "tick_ms = 50\n"
             )
+            if log_config:
+                text += "[log]\n" + log_config
             for j in range(3):
                 if j != i:
                     text += (
@@ -126,9 +128,15 @@ class Nodes:
 
 @pytest.fixture(scope="module")
 def nodes():
+    yield from start_nodes()
+
+
+def start_nodes(log_config=""):
+    """Three `oxbow node` processes, their configurations' `[log]` table holding `log_config`
+    (lines of TOML), until the generator is closed."""
     binary = os.environ.get("OXBOW_BIN", "target/debug/oxbow")
     data = tempfile.mkdtemp(prefix="oxbow-pytest-nodes-")
-    nodes = Nodes(binary, data, _free_base_port())
+    nodes = Nodes(binary, data, _free_base_port(), log_config)
     for i in range(3):
         nodes.start(i)
     try:
