@@ -484,8 +484,5 @@ fn cleaned_entries_leave_memory_and_fetches_of_them_read_the_files() {
     // Asking again, or for a command log, frees nothing.
     let node = cluster.nodes.get_mut(&leader).expect("running");
     assert_eq!(node.evict_cleaned(group, RaftIndex(fifth)), 0);
-    assert_eq!(
-        node.evict_cleaned(oxbow_core::metadata::METADATA_GROUP, RaftIndex(u64::MAX)),
-        0
-    );
+    assert_eq!(node.evict_cleaned(METADATA_GROUP, RaftIndex(u64::MAX)), 0);
 }
