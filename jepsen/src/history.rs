@@ -304,7 +304,8 @@ impl History {
     /// records retention or DeleteRecords may have removed before the group read them. In a
     /// compacted history, only those the final read holds: the others may have been cleaned
     /// away before the group came to them (whether they were allowed to vanish is the
-    /// checker's question), so call it after the final read.
+    /// checker's question), so call it after the final read; and no tombstone: one the final
+    /// read held may expire (`delete.retention.ms`) before a lagging group comes to it.
     pub fn unread_by_group<'a>(
         &'a self,
         starts: &'a BTreeMap<i32, i64>,
@@ -321,9 +322,10 @@ impl History {
                 send.kind != Delivery::LeaderOnly
                     && offset >= starts.get(&partition).copied().unwrap_or(0)
                     && !delivered.contains(&send.value)
-                    && in_final_read
-                        .as_ref()
-                        .is_none_or(|read| read.contains(&(partition, offset, send.value)))
+                    && in_final_read.as_ref().is_none_or(|read| {
+                        read.contains(&(partition, offset, send.value))
+                            && !self.tombstones.contains(&send.value)
+                    })
             }
             _ => false,
         })

@@ -77,8 +77,10 @@ struct Common {
     /// keep-torn-tail, assignment-to-all (turmoil world only: the group coordinator gives
     /// every member the leader's assignment), serve-stale-frames (reading back from the files
     /// takes a frame a new leader replaced), delete-live-segments (compaction deletes
-    /// segments holding records above the log start) or local-log-start (turmoil world:
-    /// DeleteRecords moves the leader's log start without its Raft log).
+    /// segments holding records above the log start), local-log-start (turmoil world:
+    /// DeleteRecords moves the leader's log start without its Raft log) or clean-keep-first
+    /// (turmoil world, compacted seeds: the log cleaner keeps each key's first record, not
+    /// its last); transactional bugs: skip-marker, lso-is-hw, accept-fenced-epoch.
     #[arg(long, value_parser = parse_bug)]
     plant_bug: Option<PlantedBugs>,
 }
@@ -164,7 +166,8 @@ impl From<WorldReport> for Summary {
                 "{} sends ({} acknowledged, {} failed, {} indeterminate), {} crashes ({} disks \
                  damaged), {} elections, {} partitions, {} clock jumps, {} records read back, {} acknowledged acks=1 writes lost (allowed), \
                  {} records read by the group ({} offsets committed), {} DeleteRecords acknowledged, \
-                 {} acknowledged records below the log start (allowed), {} transactions ({} committed)",
+                 {} acknowledged records below the log start (allowed), {} acknowledged records compacted away (allowed), \
+                 {} transactions ({} committed)",
                 s.sent,
                 s.acknowledged,
                 s.failed,
@@ -180,6 +183,7 @@ impl From<WorldReport> for Summary {
                 s.group_commits,
                 s.trims,
                 s.trimmed,
+                s.compacted,
                 s.txn_attempts,
                 s.txn_committed
             ),

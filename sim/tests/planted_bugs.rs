@@ -1,5 +1,6 @@
 //! The checker is only worth something if it catches real bugs: each planted bug must be caught
-//! (a violation, or the system's own assertion) within a sweep of 200 seeds.
+//! (a violation, or the system's own assertion) within a sweep of 200 seeds of the cores
+//! simulation; the log cleaner's, by the compacted topic's classes in the turmoil world.
 
 use oxbow_core::node::PlantedBugs;
 use oxbow_sim::cluster::run;
@@ -99,4 +100,46 @@ fn deleting_a_segment_with_records_above_the_log_start_is_caught() {
         ..PlantedBugs::default()
     };
     assert_caught("delete-live-segments", bug);
+}
+
+/// The log cleaner keeping each key's first record instead of its last must be caught by the
+/// compacted topic's checker classes in the turmoil world: only the seeds whose topic is
+/// compacted run (in order, until one catches it), with 30 simulated seconds of faults each.
+#[test]
+fn a_cleaner_keeping_each_keys_first_record_is_caught_in_the_world() {
+    use oxbow_sim::world::{run_world, Output, WorldOptions};
+    let bug = PlantedBugs {
+        clean_keep_first: true,
+        ..PlantedBugs::default()
+    };
+    let compacted: Vec<u64> = (0..200)
+        .filter(|seed| {
+            WorldOptions::from_seed(*seed, 30_000, bug)
+                .compaction
+                .is_some()
+        })
+        .collect();
+    assert!(compacted.len() > 20, "compacted seeds: {compacted:?}");
+    std::panic::set_hook(Box::new(|_| {}));
+    let caught = compacted.iter().copied().find(|seed| {
+        let options = WorldOptions::from_seed(*seed, 30_000, bug);
+        match std::panic::catch_unwind(|| run_world(options, Output::Quiet)) {
+            Ok(report) => report.violations.iter().any(|v| {
+                [
+                    "latest record of a key lost in a compacted topic",
+                    "superseded value resurrected by compaction",
+                    "tombstone removed before delete.retention.ms",
+                ]
+                .iter()
+                .any(|class| v.starts_with(class))
+            }),
+            Err(_) => false,
+        }
+    });
+    let _ = std::panic::take_hook();
+    println!("clean-keep-first: first caught at seed {caught:?} of {compacted:?}");
+    assert!(
+        caught.is_some(),
+        "the planted bug clean-keep-first went unnoticed in the compacted seeds of 0..200"
+    );
 }

@@ -20,28 +20,41 @@ fn run(seed: u64, bug: PlantedBugs) -> Result<WorldReport, String> {
     })
 }
 
+/// What a sweep counted over its passing seeds.
+#[derive(Default)]
+struct Counts {
+    /// DeleteRecords calls acknowledged.
+    trims: std::sync::atomic::AtomicU64,
+    /// Acknowledged records found below the log start.
+    trimmed: std::sync::atomic::AtomicU64,
+    /// Acknowledged records the cleaner removed from compacted topics.
+    compacted: std::sync::atomic::AtomicU64,
+    /// Transactions committed.
+    committed: std::sync::atomic::AtomicU64,
+}
+
 /// Runs `seeds` on two threads (the machine's cores); returns each seed's failure, if any,
-/// and the DeleteRecords calls acknowledged, the acknowledged records found below the log
-/// start and the transactions committed, over all seeds.
-fn sweep(seeds: std::ops::Range<u64>, bug: PlantedBugs) -> (Vec<(u64, String)>, u64, u64, u64) {
+/// and what the passing seeds counted.
+fn sweep(seeds: std::ops::Range<u64>, bug: PlantedBugs) -> (Vec<(u64, String)>, Counts) {
     let all: Vec<u64> = seeds.collect();
-    let trims = std::sync::atomic::AtomicU64::new(0);
-    let trimmed = std::sync::atomic::AtomicU64::new(0);
-    let committed = std::sync::atomic::AtomicU64::new(0);
+    let counts = Counts::default();
     let mut failures: Vec<(u64, String)> = std::thread::scope(|scope| {
         let handles: Vec<_> = [0, 1]
             .into_iter()
             .map(|half| {
                 let mine: Vec<u64> = all.iter().copied().skip(half).step_by(2).collect();
-                let (trims, trimmed, committed) = (&trims, &trimmed, &committed);
+                let counts = &counts;
                 scope.spawn(move || {
                     mine.into_iter()
                         .filter_map(|seed| match run(seed, bug) {
                             Ok(report) if report.violations.is_empty() => {
                                 use std::sync::atomic::Ordering::Relaxed;
-                                trims.fetch_add(report.stats.trims, Relaxed);
-                                trimmed.fetch_add(report.stats.trimmed, Relaxed);
-                                committed.fetch_add(report.stats.txn_committed, Relaxed);
+                                counts.trims.fetch_add(report.stats.trims, Relaxed);
+                                counts.trimmed.fetch_add(report.stats.trimmed, Relaxed);
+                                counts.compacted.fetch_add(report.stats.compacted, Relaxed);
+                                counts
+                                    .committed
+                                    .fetch_add(report.stats.txn_committed, Relaxed);
                                 None
                             }
                             Ok(report) => Some((seed, report.violations.join("; "))),
@@ -57,18 +70,19 @@ fn sweep(seeds: std::ops::Range<u64>, bug: PlantedBugs) -> (Vec<(u64, String)>, 
             .collect()
     });
     failures.sort();
-    (
-        failures,
-        trims.into_inner(),
-        trimmed.into_inner(),
-        committed.into_inner(),
-    )
+    (failures, counts)
 }
 
 #[test]
 fn two_hundred_seeds_of_thirty_faulty_seconds_pass() {
     std::panic::set_hook(Box::new(|_| {}));
-    let (failures, trims, trimmed, committed) = sweep(0..SEEDS, PlantedBugs::default());
+    let (failures, counts) = sweep(0..SEEDS, PlantedBugs::default());
+    let (trims, trimmed, compacted, committed) = (
+        counts.trims.into_inner(),
+        counts.trimmed.into_inner(),
+        counts.compacted.into_inner(),
+        counts.committed.into_inner(),
+    );
     let _ = std::panic::take_hook();
     let report: Vec<String> = failures
         .iter()
@@ -92,6 +106,11 @@ fn two_hundred_seeds_of_thirty_faulty_seconds_pass() {
     );
     // The transactional workload ran, in about half the seeds.
     assert!(committed > 300, "{committed} transactions committed");
+    // The compacted topics (a quarter of the seeds) were cleaned: superseded records went.
+    assert!(
+        compacted > 1_000,
+        "{compacted} acknowledged records compacted away"
+    );
 }
 
 /// Runs seeds in order until `bug` is caught; fails if 200 seeds pass.

@@ -20,6 +20,7 @@ mod offset_map;
 pub use offset_map::{KeyHash, OffsetMap, SLOT_BYTES};
 
 use crate::batch::{Batch, BatchError, Cleaned};
+use crate::node::PlantedBugs;
 
 /// The default memory of a cleaner's offset map (Kafka's `log.cleaner.dedupe.buffer.size`
 /// is 128 MiB for all its cleaner threads; oxbow has one cleaner per node).
@@ -34,10 +35,14 @@ pub fn cleanable(batch: &Batch) -> bool {
 /// Maps every keyed record of `batch` as its key's latest offset, if the map has room for
 /// all its records; `Ok(false)`, mapping none, if it has not (the pass then ends before this
 /// batch, as Kafka's does when its map is full). Batches must come in log order.
+///
+/// With the planted bug `clean_keep_first`, a key already in the map keeps its offset (its
+/// first in the range).
 pub fn map_batch(
     map: &mut OffsetMap,
     batch: &Batch,
     decompressed_max: usize,
+    planted: PlantedBugs,
 ) -> Result<bool, BatchError> {
     if !cleanable(batch) || batch.record_count() == 0 {
         return Ok(true);
@@ -52,6 +57,9 @@ pub fn map_batch(
         }
     })?;
     for (key, offset) in keyed {
+        if planted.clean_keep_first() && map.get(&key).is_some() {
+            continue;
+        }
         assert!(map.put(&key, offset), "the room was checked");
     }
     Ok(true)
@@ -59,12 +67,15 @@ pub fn map_batch(
 
 /// Cleans `batch` against `map` at `now_ms`: what stays is said in the module documentation;
 /// a kept tombstone in a batch without a delete horizon gets `now_ms + delete_retention_ms`.
+/// With the planted bug `clean_keep_first`, a record stays if it is not after its key's
+/// mapped (first) offset.
 pub fn clean_batch(
     batch: &Batch,
     map: &OffsetMap,
     now_ms: i64,
     delete_retention_ms: i64,
     decompressed_max: usize,
+    planted: PlantedBugs,
 ) -> Result<Cleaned, BatchError> {
     if !cleanable(batch) {
         return Ok(Cleaned {
@@ -82,7 +93,13 @@ pub fn clean_batch(
         let Some(key) = record.key else {
             return false;
         };
-        let latest = map.get(key).is_none_or(|latest| record.offset >= latest);
+        let latest = map.get(key).is_none_or(|latest| {
+            if planted.clean_keep_first() {
+                record.offset <= latest
+            } else {
+                record.offset >= latest
+            }
+        });
         latest && !(record.tombstone && tombstones_expired)
     })
 }

@@ -84,7 +84,7 @@ fn pass(batches: &[Batch], map_bytes: usize, now_ms: i64) -> (Vec<Batch>, Offset
     let mut map = OffsetMap::new(map_bytes);
     let mut end = Offset(0);
     for batch in batches {
-        if !map_batch(&mut map, batch, 1 << 20).expect("mappable") {
+        if !map_batch(&mut map, batch, 1 << 20, PlantedBugs::default()).expect("mappable") {
             break;
         }
         end = batch.next_offset();
@@ -96,7 +96,7 @@ fn pass(batches: &[Batch], map_bytes: usize, now_ms: i64) -> (Vec<Batch>, Offset
             if batch.next_offset() > end {
                 return batch.clone();
             }
-            clean_batch(batch, &map, now_ms, 100, 1 << 20)
+            clean_batch(batch, &map, now_ms, 100, 1 << 20, PlantedBugs::default())
                 .expect("cleanable")
                 .batch
         })
@@ -204,7 +204,7 @@ fn markers_and_transactions_stay_whole() {
     let log = [plain, txn, marker];
     let mut map = OffsetMap::new(1 << 10);
     for batch in &log {
-        assert!(map_batch(&mut map, batch, 1 << 20).expect("mappable"));
+        assert!(map_batch(&mut map, batch, 1 << 20, PlantedBugs::default()).expect("mappable"));
     }
     assert_eq!(
         map.get(b"k\x01"),
@@ -212,7 +212,8 @@ fn markers_and_transactions_stay_whole() {
         "only the plain record is mapped"
     );
     for batch in &log {
-        let cleaned = clean_batch(batch, &map, 0, 0, 1 << 20).expect("clean");
+        let cleaned =
+            clean_batch(batch, &map, 0, 0, 1 << 20, PlantedBugs::default()).expect("clean");
         assert!(!cleaned.changed);
         assert_eq!(cleaned.batch.bytes(), batch.bytes());
     }

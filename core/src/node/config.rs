@@ -45,6 +45,10 @@ pub struct PlantedBugs {
     /// A fenced producer epoch is accepted: by the transaction coordinator (for
     /// AddPartitionsToTxn, EndTxn and the partitions' verification) and by the partitions.
     pub accept_fenced_epoch: bool,
+    /// The log cleaner keeps each key's first record of the range it maps instead of its
+    /// last (the offset map keeps a key's first offset, and a record stays if it is not
+    /// after it): a compacted topic loses its keys' latest values and serves old ones.
+    pub clean_keep_first: bool,
 }
 
 /// The field of [`PlantedBugs`] that switches one bug on.
@@ -52,7 +56,7 @@ type BugSwitch = fn(&mut PlantedBugs) -> &mut bool;
 
 /// Each planted bug's name (as the simulator's `--plant-bug` and the node's
 /// `OXBOW_PLANTED_BUGS` spell it) and its switch.
-const PLANTED: [(&str, BugSwitch); 12] = [
+const PLANTED: [(&str, BugSwitch); 13] = [
     ("early-persisted-messages", |b| {
         &mut b.early_persisted_messages
     }),
@@ -67,6 +71,7 @@ const PLANTED: [(&str, BugSwitch); 12] = [
     ("skip-marker", |b| &mut b.skip_marker),
     ("lso-is-hw", |b| &mut b.lso_is_hw),
     ("accept-fenced-epoch", |b| &mut b.accept_fenced_epoch),
+    ("clean-keep-first", |b| &mut b.clean_keep_first),
 ];
 
 impl PlantedBugs {
@@ -145,6 +150,10 @@ impl PlantedBugs {
     /// Whether `accept_fenced_epoch` is in effect.
     pub fn accept_fenced_epoch(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.accept_fenced_epoch
+    }
+    /// Whether `clean_keep_first` is in effect.
+    pub fn clean_keep_first(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.clean_keep_first
     }
 }
 

@@ -41,7 +41,7 @@ mod transport;
 mod trimmer;
 mod workload;
 
-pub use options::{Trimming, WorldOptions};
+pub use options::{CompactionOptions, Trimming, WorldOptions};
 pub use report::{WorldReport, WorldStats};
 pub use run::{run_world, Output};
 pub use trace::Trace;
@@ -101,7 +101,14 @@ async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-/// The number a record's value starts with (what a producer sent), or `u64::MAX`.
+/// The number a record's value starts with (what a producer sent); for a tombstone (no value)
+/// its id header's; else `u64::MAX`.
 fn value_of(record: &oxbow_client::ConsumerRecord) -> u64 {
-    oxbow_jepsen::history::queue_value(record.value.as_deref())
+    use oxbow_jepsen::history::{record_value, ID_HEADER};
+    let id = record
+        .headers
+        .iter()
+        .find(|(k, _)| k == ID_HEADER)
+        .and_then(|(_, v)| v.as_deref());
+    record_value(record.value.as_deref(), id)
 }

@@ -103,6 +103,11 @@ pub(super) fn node_configs(options: &WorldOptions, addresses: &[IpAddr]) -> Vec<
                     cache_bytes: options.log_cache_bytes,
                     segment_bytes: options.segment_bytes,
                     retention_check_interval_ms: options.trimming.retention_check_ms,
+                    cleaner_backoff_ms: options
+                        .compaction
+                        .map_or(LogConfig::default().cleaner_backoff_ms, |c| {
+                            c.cleaner_backoff_ms
+                        }),
                     ..LogConfig::default()
                 },
             };

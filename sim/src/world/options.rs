@@ -75,6 +75,75 @@ pub struct WorldOptions {
     pub trimming: Trimming,
     /// The transactional workload, if the seed has one.
     pub txn: Option<TxnOptions>,
+    /// The topic's compaction, in a quarter of the seeds (the topic is then compact-only:
+    /// no DeleteRecords, no retention).
+    pub compaction: Option<CompactionOptions>,
+}
+
+/// A compacted topic (`cleanup.policy=compact`) with small segments that roll soon, cleaned
+/// often: keys are overwritten many times and some sends are tombstones, so the cleaner runs
+/// through the faults (crashes during its passes among them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompactionOptions {
+    /// The topic's `segment.bytes`.
+    pub segment_bytes: u64,
+    /// The topic's `segment.ms` (the active segment rolls at the first retention check past
+    /// it, so quiet partitions get closed segments too).
+    pub segment_ms: u64,
+    /// The topic's `min.cleanable.dirty.ratio`, in thousandths (low: a pass's emptied
+    /// batches stay as frames, so the closed bytes hardly shrink, and the newest segment
+    /// alone must be dirty enough).
+    pub dirty_ratio_permille: u64,
+    /// The topic's `delete.retention.ms`.
+    pub delete_retention_ms: u64,
+    /// The topic's `min.compaction.lag.ms`.
+    pub min_compaction_lag_ms: u64,
+    /// The nodes' `log.cleaner_backoff_ms`.
+    pub cleaner_backoff_ms: u64,
+    /// The chance of a send being a tombstone (per million).
+    pub tombstone_per_million: u64,
+}
+
+impl CompactionOptions {
+    /// A quarter of the seeds' compaction, from a stream of its own (other seeds' options
+    /// stay as they were).
+    fn from_seed(seed: u64) -> Option<Self> {
+        let mut rng = Stream::new(seed, "world-compaction");
+        rng.chance(250_000).then(|| Self {
+            segment_bytes: rng.between(1_024, 8_192),
+            segment_ms: rng.between(500, 3_000),
+            dirty_ratio_permille: rng.between(1, 50),
+            delete_retention_ms: rng.between(1_000, 8_000),
+            min_compaction_lag_ms: if rng.chance(500_000) {
+                0
+            } else {
+                rng.between(200, 3_000)
+            },
+            cleaner_backoff_ms: rng.between(50, 500),
+            tombstone_per_million: rng.between(20_000, 150_000),
+        })
+    }
+
+    /// The topic configuration it needs.
+    pub fn topic_configs(&self) -> Vec<(String, String)> {
+        vec![
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("segment.bytes".to_string(), self.segment_bytes.to_string()),
+            ("segment.ms".to_string(), self.segment_ms.to_string()),
+            (
+                "min.cleanable.dirty.ratio".to_string(),
+                format!("{:.3}", self.dirty_ratio_permille as f64 / 1_000.0),
+            ),
+            (
+                "delete.retention.ms".to_string(),
+                self.delete_retention_ms.to_string(),
+            ),
+            (
+                "min.compaction.lag.ms".to_string(),
+                self.min_compaction_lag_ms.to_string(),
+            ),
+        ]
+    }
 }
 
 /// How a world's topic loses its oldest records.
@@ -164,6 +233,19 @@ impl WorldOptions {
                 .then(|| trim.between(3_000, 20_000)),
             retention_check_ms: trim.between(300, 2_000),
         };
+        let compaction = CompactionOptions::from_seed(seed);
+        let mut trimming = trimming;
+        let mut keys = None;
+        if compaction.is_some() {
+            // A compact-only topic refuses DeleteRecords and has no retention; its segments
+            // still roll at the retention checks (segment.ms).
+            trimming.delete_records_every_ms = None;
+            trimming.retention_bytes = None;
+            trimming.retention_ms = None;
+            // A small key space: every key is overwritten many times.
+            let mut rng = Stream::new(seed, "world-compaction-keys");
+            keys = Some(rng.between(2, 8));
+        }
         let mut workload = Stream::new(seed, "world-workload");
         let producers = (0..workload.between(1, 3))
             .map(|_| match workload.below(4) {
@@ -196,12 +278,16 @@ impl WorldOptions {
             group_members,
             member_crash_every_ms,
             send_every_ms: (1, workload.between(5, 30)),
-            keys: workload.between(1, 20),
+            keys: {
+                let drawn = workload.between(1, 20);
+                keys.unwrap_or(drawn)
+            },
             planted,
             log_cache_bytes,
             segment_bytes,
             trimming,
             txn: TxnOptions::from_seed(seed),
+            compaction,
         }
     }
 }
@@ -249,13 +335,17 @@ impl fmt::Display for WorldOptions {
         )?;
         write!(
             f,
-            "  workload: producers {:?}, {} readers, a group of {} members (crashes every {:?} ms), a send every {:?} ms each, {} keys{}{}",
+            "  workload: producers {:?}, {} readers, a group of {} members (crashes every {:?} ms), a send every {:?} ms each, {} keys{}{}{}",
             self.producers,
             self.readers,
             self.group_members,
             self.member_crash_every_ms,
             self.send_every_ms,
             self.keys,
+            match &self.compaction {
+                Some(compaction) => format!("\n  compacted topic: {compaction:?}"),
+                None => String::new(),
+            },
             match &self.txn {
                 Some(txn) => format!("\n  transactions: {txn:?}"),
                 None => String::new(),

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use oxbow_client::{Acks, Client, Producer, ProducerConfig, ProducerRecord, SendError};
-use oxbow_jepsen::history::{queue_payload, Delivery, History, Outcome, SendOp};
+use oxbow_jepsen::history::{
+    id_header_value, queue_payload, Delivery, History, Outcome, SendOp, ID_HEADER,
+};
 
 use super::{sim_ms, sleep_ms, Trace, WorldOptions, TOPIC};
 use crate::rng::Stream;
@@ -39,29 +41,49 @@ pub(super) async fn produce(
         let value = ((index as u64) << 40) | sequence;
         sequence += 1;
         let key = rng.below(options.keys);
+        // On a compacted topic, some sends delete their key: a null value, and the send's id
+        // in a header (drawn only there, so other seeds' streams stay as they were).
+        let tombstone = options
+            .compaction
+            .is_some_and(|c| rng.chance(c.tombstone_per_million));
         let invoked_ms = sim_ms();
-        history.lock().expect("not poisoned").sends.insert(
-            value,
-            SendOp {
-                producer: index,
-                kind,
-                key,
+        {
+            let mut locked = history.lock().expect("not poisoned");
+            if tombstone {
+                locked.tombstones.insert(value);
+            }
+            locked.sends.insert(
                 value,
-                invoked_ms,
-                outcome: Outcome::Pending,
-                completed_ms: 0,
-                op: None,
-            },
-        );
-        trace.line(&format!(
-            "{invoked_ms:>7} client p{index} send {value} key {key}"
-        ));
+                SendOp {
+                    producer: index,
+                    kind,
+                    key,
+                    value,
+                    invoked_ms,
+                    outcome: Outcome::Pending,
+                    completed_ms: 0,
+                    op: None,
+                },
+            );
+        }
+        let (payload, headers) = if tombstone {
+            trace.line(&format!(
+                "{invoked_ms:>7} client p{index} send {value} key {key} (tombstone)"
+            ));
+            let id = Bytes::copy_from_slice(&id_header_value(value));
+            (None, vec![(ID_HEADER.to_string(), Some(id))])
+        } else {
+            trace.line(&format!(
+                "{invoked_ms:>7} client p{index} send {value} key {key}"
+            ));
+            (Some(Bytes::from(queue_payload(value))), Vec::new())
+        };
         let record = ProducerRecord {
             topic: TOPIC.into(),
             partition: None,
             key: Some(Bytes::from(format!("key-{key}"))),
-            value: Some(Bytes::from(queue_payload(value))),
-            headers: Vec::new(),
+            value: payload,
+            headers,
             timestamp_ms: None,
         };
         let queued = producer.send(record).await;

@@ -39,6 +39,9 @@ pub struct WorldStats {
     /// Acknowledged records below the final read's log start offset (allowed: gone by
     /// DeleteRecords or retention).
     pub trimmed: u64,
+    /// Compacted topic: acknowledged records the cleaner removed (superseded values, expired
+    /// tombstones; allowed).
+    pub compacted: u64,
     /// Transaction attempts of the transactional workload.
     pub txn_attempts: u64,
     /// Of them, committed (acknowledged, or visible in the final read).

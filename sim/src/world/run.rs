@@ -63,7 +63,9 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
             refusals: Arc::new(AtomicU64::new(0)),
         })
         .collect();
-    let cluster = Arc::new(Mutex::new((Checker::default(), Stats::default())));
+    let mut checker = Checker::default();
+    checker.batches_rewritten = options.compaction.is_some();
+    let cluster = Arc::new(Mutex::new((checker, Stats::default())));
     for state in &states {
         add_node(&mut sim, state.clone(), &options, &trace, &cluster);
     }
@@ -144,6 +146,7 @@ pub fn run_world(options: WorldOptions, output: Output) -> WorldReport {
     stats.records_read = verdict.records_read;
     stats.lost_leader_only = verdict.lost_leader_only;
     stats.trimmed = verdict.trimmed;
+    stats.compacted = verdict.compacted;
     stats.trims = history
         .trims
         .iter()

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oxbow_client::{Admin, Client, Consumer, ConsumerConfig, NewTopic};
-use oxbow_jepsen::history::History;
+use oxbow_jepsen::history::{Compaction, History};
 use oxbow_jepsen::txn::TxnHistory;
 
 use super::group::run_group;
@@ -38,9 +38,19 @@ pub(super) async fn workload(
     let admin = Admin::new(client.clone());
     let mut topic = NewTopic::new(TOPIC, options.partitions, options.replication);
     topic.configs = options.trimming.topic_configs();
+    if let Some(compaction) = &options.compaction {
+        topic.configs.extend(compaction.topic_configs());
+    }
     create_topic(&admin, topic, &trace).await;
     trace.line(&format!("{:>7} client topic created", sim_ms()));
-    history.lock().expect("not poisoned").retention = options.trimming.retention();
+    {
+        let mut history = history.lock().expect("not poisoned");
+        history.retention = options.trimming.retention();
+        history.compaction = options.compaction.map(|c| Compaction {
+            delete_retention_ms: c.delete_retention_ms,
+            min_compaction_lag_ms: c.min_compaction_lag_ms,
+        });
+    }
     let trimmer = tokio::spawn(super::trimmer::trim(
         options.clone(),
         client.clone(),
@@ -92,11 +102,52 @@ pub(super) async fn workload(
     while sim_ms() < options.safety_ms {
         sleep_ms(100).await;
     }
+    // A compacted topic's last segments roll (segment.ms, at a retention check) and are
+    // cleaned before the final read, so that it reads every key's latest record from cleaned
+    // segments too (a cleaner that loses or replaces it is seen).
+    if let Some(compaction) = &options.compaction {
+        let settle = compaction.segment_ms
+            + options.trimming.retention_check_ms
+            + compaction.cleaner_backoff_ms
+            + compaction.min_compaction_lag_ms
+            + 2_000;
+        trace.line(&format!(
+            "{:>7} client waits {settle} ms for the cleaner",
+            sim_ms()
+        ));
+        sleep_ms(settle).await;
+    }
     // acks=1 writes may be lost, offsets and all: only acks=all ones must be read.
     let acknowledged = history.lock().expect("not poisoned").highest_acknowledged();
     let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
     let partitions: Vec<(&str, i32)> = (0..options.partitions).map(|p| (TOPIC, p)).collect();
     consumer.assign(&partitions);
+    // A compacted topic's checker needs where each partition's read began (its log start)
+    // and when the read began and ended.
+    let mut starts: BTreeMap<i32, i64> = BTreeMap::new();
+    if options.compaction.is_some() {
+        for partition in 0..options.partitions {
+            loop {
+                match consumer.beginning_offset(TOPIC, partition).await {
+                    Ok(start) => {
+                        starts.insert(partition, start);
+                        break;
+                    }
+                    Err(e) => {
+                        trace.line(&format!(
+                            "{:>7} client log start {partition}: {e}",
+                            sim_ms()
+                        ));
+                        // ListOffsets does not refresh the client's metadata itself: a
+                        // leader that moved would answer NOT_LEADER_OR_FOLLOWER forever.
+                        let _ = client.refresh_metadata(&[TOPIC]).await;
+                        sleep_ms(100).await;
+                    }
+                }
+            }
+        }
+    }
+    let began_ms = sim_ms();
     let mut quiet_since = sim_ms();
     loop {
         let records = match consumer.poll(Duration::from_millis(500)).await {
@@ -147,12 +198,21 @@ pub(super) async fn workload(
             break;
         }
     }
-    history
-        .lock()
-        .expect("not poisoned")
-        .finish_final_read(options.partitions, |partition| {
-            consumer.position(TOPIC, partition)
-        });
+    if options.compaction.is_some() {
+        history.lock().expect("not poisoned").finish_final_read_at(
+            options.partitions,
+            began_ms,
+            sim_ms(),
+            |partition| starts.get(&partition).copied(),
+        );
+    } else {
+        history
+            .lock()
+            .expect("not poisoned")
+            .finish_final_read(options.partitions, |partition| {
+                consumer.position(TOPIC, partition)
+            });
+    }
     trace.line(&format!("{:>7} client final read done", sim_ms()));
     // The group must read every acknowledged write too (it may be slower: rebalances), except
     // what retention removes meanwhile: below the log start offset, which is asked each round.

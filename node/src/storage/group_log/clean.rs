@@ -37,6 +37,7 @@ use bytes::Bytes;
 use oxbow_core::batch::{Batch, BatchSpan, HEADER_LEN};
 use oxbow_core::clean::{clean_batch, map_batch, OffsetMap};
 use oxbow_core::ids::{GroupId, Offset, RaftIndex};
+use oxbow_core::node::PlantedBugs;
 
 use super::index_file::{index_name, IndexFile, SegmentMeta};
 use super::structure::Point;
@@ -182,6 +183,7 @@ fn map_segment(
     map: &mut OffsetMap,
     state: &mut PassState,
     options: &CleanOptions,
+    planted: PlantedBugs,
 ) -> bool {
     for batch in frames.iter().filter_map(|f| f.batch.as_ref()) {
         if batch.base_offset() < state.from {
@@ -190,7 +192,7 @@ fn map_segment(
         if batch.next_offset() > options.upper {
             return true;
         }
-        match map_batch(map, batch, options.decompressed_max) {
+        match map_batch(map, batch, options.decompressed_max, planted) {
             Ok(true) => state.clean_to = batch.next_offset(),
             Ok(false) => return true,
             // Not mapped and, below, kept as it is: it hides nothing and loses nothing.
@@ -394,7 +396,7 @@ impl GroupLog {
             let (bytes, frames) = self.scan(disk, number, &mut state.expected)?;
             step.bytes += bytes.len() as u64;
             if state.mapping {
-                ended = map_segment(&frames, &mut pass.map, state, &pass.options);
+                ended = map_segment(&frames, &mut pass.map, state, &pass.options, self.planted);
             } else {
                 let past_end = frames
                     .iter()
@@ -558,6 +560,7 @@ impl GroupLog {
                 options.now_ms,
                 options.delete_retention_ms,
                 options.decompressed_max,
+                self.planted,
             ) {
                 // A batch may grow a little (a delete horizon's timestamp deltas, another
                 // compressor), but never past what a frame holds: then it stays as it is.
