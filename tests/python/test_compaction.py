@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import start_nodes
+from conftest import _wait_for_leaders, start_nodes
 
 KEYS = 1_000
 UPDATES = 100_000
@@ -96,7 +96,8 @@ def _expected(updates):
     return latest
 
 
-def _create(client, bootstrap, topic, configs):
+def _create(client, nodes, topic, configs):
+    bootstrap = nodes.bootstrap
     if client == "confluent":
         from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -110,33 +111,18 @@ def _create(client, bootstrap, topic, configs):
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         admin.create_topics([NewTopic(topic, PARTITIONS, 3, topic_configs=configs)])
         admin.close()
-    _wait_for_leaders(bootstrap, topic)
+    _wait_for_leaders(bootstrap, topic, PARTITIONS, nodes.processes[0], nodes.data)
 
 
 def _create_and_find(client, nodes, topic, configs):
     """Creates `topic` and returns its partitions' Raft groups: those whose files appear."""
     before = set(_group_bytes(nodes))
-    _create(client, nodes.bootstrap, topic, configs)
+    _create(client, nodes, topic, configs)
     deadline = time.time() + 10
     while len(set(_group_bytes(nodes)) - before) < PARTITIONS:
         assert time.time() < deadline, f"no files for {topic}'s partitions"
         time.sleep(0.1)
     return set(_group_bytes(nodes)) - before
-
-
-def _wait_for_leaders(bootstrap, topic):
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        found = admin.list_topics(topic, timeout=5).topics.get(topic)
-        if found and found.error is None and len(found.partitions) == PARTITIONS and all(
-            p.leader > 0 for p in found.partitions.values()
-        ):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{topic} has no leaders")
 
 
 def _alter_to_compact(client, bootstrap, topic):

@@ -560,19 +560,16 @@ impl Replica {
     pub(crate) fn evict(&mut self, config: &NodeConfig, bytes: u64) -> u64 {
         let before = self.raw.store().cached_bytes();
         self.raw.mut_store().drop_fetched();
-        let upto = self.applied.0.min(self.raw.raft.raft_log.persisted);
+        let upto = self.evictable();
         let mut freed = before - self.raw.store().cached_bytes();
-        let store = self.raw.mut_store();
+        let store = self.raw.store();
         let mut index = store.cache_first();
         while freed < bytes && index <= upto {
             let entry = store.entry(index).expect("cached");
             freed += crate::log_store::entry_bytes(entry);
             index += 1;
         }
-        let evicted = store.evict(index - 1);
-        if let Kind::Records(records) = &mut self.kind {
-            records.on_evicted(&evicted, config.offset_index_interval_bytes);
-        }
+        self.evict_to(config, index - 1);
         freed
     }
 
@@ -583,15 +580,23 @@ impl Replica {
     pub(crate) fn evict_through(&mut self, config: &NodeConfig, through: RaftIndex) -> u64 {
         let before = self.raw.store().cached_bytes();
         self.raw.mut_store().drop_fetched();
-        let upto = through
-            .0
-            .min(self.applied.0)
-            .min(self.raw.raft.raft_log.persisted);
+        self.evict_to(config, through.0.min(self.evictable()));
+        before - self.raw.store().cached_bytes()
+    }
+
+    /// The last index that may leave memory: applied and persisted (the disk has it).
+    fn evictable(&self) -> u64 {
+        self.applied.0.min(self.raw.raft.raft_log.persisted)
+    }
+
+    /// Drops the cached entries up to `upto` (at most `evictable`), indexing their batches
+    /// for reads from disk.
+    fn evict_to(&mut self, config: &NodeConfig, upto: u64) {
+        debug_assert!(upto <= self.evictable());
         let evicted = self.raw.mut_store().evict(upto);
         if let Kind::Records(records) = &mut self.kind {
             records.on_evicted(&evicted, config.offset_index_interval_bytes);
         }
-        before - self.raw.store().cached_bytes()
     }
 
     /// Tells raft-rs what is applied, as far as it is also persisted: raft-rs requires
