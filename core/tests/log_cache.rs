@@ -481,6 +481,38 @@ fn cleaned_entries_leave_memory_and_fetches_of_them_read_the_files() {
         fetch(&mut cluster, 15).read.is_none(),
         "later entries stay cached"
     );
+    // An entry rewritten before this node applied and persisted it leaves memory once it
+    // has: the leader's disk is stalled while the eleventh batch is appended.
+    cluster.stall_writes(leader);
+    cluster.submit(
+        leader,
+        Request::Produce(oxbow_core::io::ProduceRequest {
+            group,
+            acks: oxbow_core::io::Acks::All,
+            batch: batch_at(RECORDS_PER_BATCH, 2_000),
+            timeout_ms: 5_000,
+            transactional_id: None,
+        }),
+    );
+    cluster.settle();
+    let last = cluster.replay(leader).groups[&group]
+        .entries
+        .last()
+        .expect("appended")
+        .index;
+    let node = cluster.nodes.get_mut(&leader).expect("running");
+    node.evict_cleaned(group, RaftIndex(last));
+    cluster.release_writes(leader);
+    assert!(
+        fetch(&mut cluster, 30).read.is_none(),
+        "not applied and persisted yet: still cached"
+    );
+    cluster.tick(3);
+    let pending = fetch(&mut cluster, 30);
+    assert!(
+        pending.read.is_some(),
+        "once applied and persisted, the rewritten entries leave memory"
+    );
     // Asking again, or for a command log, frees nothing.
     let node = cluster.nodes.get_mut(&leader).expect("running");
     assert_eq!(node.evict_cleaned(group, RaftIndex(fifth)), 0);

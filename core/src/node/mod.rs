@@ -183,6 +183,9 @@ pub struct Node {
     /// Per peer, the groups it said it leads, with their terms (its latest gossip) and
     /// the replicas in sync it reported.
     remote_leaders: BTreeMap<NodeId, BTreeMap<GroupId, (Term, Vec<NodeId>)>>,
+    /// Groups whose memory still holds entries the log cleaner rewrote (not yet applied or
+    /// persisted when it told): each tick evicts them again until none is left.
+    cleaned_pending: BTreeSet<GroupId>,
     /// Raft messages for groups not started here yet (see `early`).
     early: early::EarlyMessages,
     /// When each peer was last heard from, for quiet groups (see `liveness`).
@@ -241,6 +244,7 @@ impl Node {
             forward_next: 0,
             forward_prefix: (mix(&[seed, incarnation, 0x666f_7277]) << 40),
             remote_leaders: BTreeMap::new(),
+            cleaned_pending: BTreeSet::new(),
             early: early::EarlyMessages::default(),
             liveness: liveness::PeerLiveness::default(),
             awake: BTreeSet::new(),
@@ -402,6 +406,7 @@ impl Node {
                 self.tick_transactions(now, &mut sink, &mut touched);
                 self.compact_metadata(&mut sink);
                 self.evict_cached_entries();
+                self.evict_cleaned_pending();
                 self.expire_admin(now, &mut sink);
                 if self.ticks.is_multiple_of(self.config.leader_gossip_ticks) {
                     self.gossip_leaders(&mut sink);
@@ -687,9 +692,20 @@ impl Node {
     pub fn evict_cleaned(&mut self, group: GroupId, through: RaftIndex) -> u64 {
         match self.groups.get_mut(&group) {
             Some(replica) if !replica.is_command_log() => {
-                replica.evict_through(&self.config, through)
+                let freed = replica.evict_through(&self.config, through);
+                if replica.cleaned_pending() {
+                    self.cleaned_pending.insert(group);
+                }
+                freed
             }
             _ => 0,
+        }
+    }
+
+    /// Evicts again what the log cleaner rewrote but was not yet applied or persisted.
+    fn evict_cleaned_pending(&mut self) {
+        for group in std::mem::take(&mut self.cleaned_pending) {
+            self.evict_cleaned(group, RaftIndex(0));
         }
     }
 

@@ -111,6 +111,9 @@ pub(crate) struct Replica {
     /// active (raft-rs clears its flag at every quorum check, so it is sampled each tick).
     ticks: u64,
     followers_heard: BTreeMap<u64, u64>,
+    /// The last index the log cleaner rewrote on disk: cached entries up to it leave memory
+    /// once applied and persisted (`evict_through`), as they must not be served.
+    cleaned_through: u64,
     // Applied state.
     applied: RaftIndex,
     /// Index of the latest snapshot, advanced when the log is compacted: the log holds the
@@ -214,6 +217,7 @@ impl Replica {
             withheld_ticks: 0,
             ticks: 0,
             followers_heard: BTreeMap::new(),
+            cleaned_through: 0,
             applied,
             snapshot_index,
             leader: None,
@@ -577,11 +581,20 @@ impl Replica {
     /// entries read back from disk), whatever the budget: the log cleaner rewrote them on
     /// disk, and a read of them must now find the cleaned batches there, not the originals
     /// held here. Returns the bytes freed.
+    /// Entries not yet applied or persisted stay until they are: `cleaned_pending` says so,
+    /// and the node calls again.
     pub(crate) fn evict_through(&mut self, config: &NodeConfig, through: RaftIndex) -> u64 {
+        self.cleaned_through = self.cleaned_through.max(through.0);
         let before = self.raw.store().cached_bytes();
         self.raw.mut_store().drop_fetched();
-        self.evict_to(config, through.0.min(self.evictable()));
+        self.evict_to(config, self.cleaned_through.min(self.evictable()));
         before - self.raw.store().cached_bytes()
+    }
+
+    /// Whether memory still holds an entry the log cleaner rewrote (one not yet applied or
+    /// persisted when it was told).
+    pub(crate) fn cleaned_pending(&self) -> bool {
+        self.cleaned_through >= self.raw.store().cache_first()
     }
 
     /// The last index that may leave memory: applied and persisted (the disk has it).
