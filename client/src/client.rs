@@ -335,26 +335,32 @@ impl Client {
     /// metadata; then the error is the cluster's (LEADER_NOT_AVAILABLE), not "no topic".
     pub async fn topic(&self, topic: &str) -> Result<TopicInfo> {
         let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
-        self.topic_by(topic, deadline, false).await
+        self.topic_by(topic, deadline, None).await
     }
 
     /// [`Client::topic`], asking until `deadline` (a producer's delivery timeout) both while
-    /// the topic is not available and while no broker answers the metadata request; the error
-    /// then says which.
+    /// the topic is not available and while no broker answers the metadata request, and until
+    /// `unknown_deadline` (a producer's `max.block.ms`) while the cluster does not know the
+    /// topic: a topic just created reaches the brokers one by one, and the one that answers may
+    /// not have it yet. The error then says which.
     pub async fn topic_until(
         &self,
         topic: &str,
         deadline: tokio::time::Instant,
+        unknown_deadline: tokio::time::Instant,
     ) -> Result<TopicInfo> {
-        self.topic_by(topic, deadline, true).await
+        self.topic_by(topic, deadline, Some(unknown_deadline)).await
     }
 
+    /// The topic's metadata, asked until `deadline`; with `unknown_deadline`, also through
+    /// retriable errors and, until then, through "no topic".
     async fn topic_by(
         &self,
         topic: &str,
         deadline: tokio::time::Instant,
-        through_errors: bool,
+        unknown_deadline: Option<tokio::time::Instant>,
     ) -> Result<TopicInfo> {
+        let through_errors = unknown_deadline.is_some();
         if let Some(info) = self.metadata().topics.get(topic) {
             return Ok(info.clone());
         }
@@ -366,10 +372,20 @@ impl Client {
                         return Ok(info.clone());
                     }
                     let Some(code) = metadata.unavailable.get(topic).copied() else {
-                        return Err(Error::broker(
+                        let error = Error::broker(
                             codes::UNKNOWN_TOPIC_OR_PARTITION,
-                            Some(format!("no topic {topic:?}")),
-                        ));
+                            Some(format!(
+                                "no topic {topic:?} (asked for {} ms); create it first",
+                                start.elapsed().as_millis()
+                            )),
+                        );
+                        match unknown_deadline {
+                            Some(until) if tokio::time::Instant::now() < until => {
+                                self.backoff().await;
+                                continue;
+                            }
+                            _ => return Err(error),
+                        }
                     };
                     let why = if code == codes::LEADER_NOT_AVAILABLE {
                         "it exists, but has no leader yet"

@@ -156,6 +156,29 @@ async fn a_send_waits_for_a_leader_up_to_the_delivery_timeout() {
     assert_eq!(fake.log("t", 0), ["v"]);
 }
 
+/// A topic the broker that answers does not know yet (just created, and the creation has not
+/// reached it) is asked for again until it appears, as Kafka's producer waits up to
+/// `max.block.ms`, instead of failing the send as "no topic".
+#[tokio::test(start_paused = true)]
+async fn a_send_to_a_topic_not_yet_known_waits_for_it() {
+    let fake = Fake::new(&[1]);
+    let producer =
+        Producer::new(fake.client(TIMEOUT), ProducerConfig::default()).expect("producer");
+    let created = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        fake.set_topic("t", one_partition(1));
+    };
+    let start = Instant::now();
+    let (queued, ()) = tokio::join!(producer.send(ProducerRecord::new("t", "v")), created);
+    let delivered = queued
+        .expect("queued once the topic is known")
+        .await
+        .expect("written");
+    assert!(start.elapsed() >= Duration::from_secs(2));
+    assert_eq!((delivered.partition, delivered.offset), (0, 0));
+    assert_eq!(fake.log("t", 0), ["v"]);
+}
+
 /// When the leader never comes, the send fails after the delivery timeout with the cause:
 /// LEADER_NOT_AVAILABLE, not "no topic".
 #[tokio::test(start_paused = true)]
@@ -183,13 +206,19 @@ async fn a_send_to_a_topic_without_a_leader_fails_with_the_cause() {
         "{error}"
     );
     assert!(error.to_string().contains("no leader"), "{error}");
-    // A topic the cluster does not have fails at once.
+    // A topic the cluster does not have is asked for until max.block (it may have been just
+    // created), then fails as "no topic".
     let start = Instant::now();
     let error = match producer.send(ProducerRecord::new("missing", "v")).await {
         Ok(_) => panic!("queued to a missing topic"),
         Err(error) => error,
     };
-    assert!(start.elapsed() < TIMEOUT, "{:?}", start.elapsed());
+    let waited = start.elapsed();
+    assert!(
+        waited >= delivery_timeout.min(ProducerConfig::default().max_block)
+            && waited < delivery_timeout + TIMEOUT,
+        "{waited:?}"
+    );
     assert!(error.to_string().contains("no topic"), "{error}");
 }
 

@@ -79,6 +79,10 @@ pub struct ProducerConfig {
     pub max_in_flight: usize,
     /// How long a record may take, retries included, before it fails.
     pub delivery_timeout: Duration,
+    /// How long `send` waits for a topic the cluster does not know yet to appear in its
+    /// metadata (Kafka's `max.block.ms`, 60 s): a topic just created may not have reached the
+    /// broker that answers. At most `delivery_timeout`.
+    pub max_block: Duration,
     /// Records queued per partition before `send` waits (backpressure).
     pub queue_records: usize,
     /// The timeout the broker is given for a produce (acks=all replication).
@@ -102,6 +106,7 @@ impl Default for ProducerConfig {
             batch_bytes: 16 * 1024,
             max_in_flight: 5,
             delivery_timeout: Duration::from_secs(120),
+            max_block: Duration::from_secs(60),
             queue_records: 100_000,
             request_timeout_ms: 30_000,
             compression: Compression::None,
@@ -311,11 +316,14 @@ impl Producer {
     /// The partition `record` goes to: its own, or the partitioner's choice (murmur2 of the
     /// key, or sticky for no key).
     async fn partition(&self, record: &ProducerRecord) -> Result<i32> {
-        let deadline = tokio::time::Instant::now() + self.shared.config.delivery_timeout;
+        let config = &self.shared.config;
+        let now = tokio::time::Instant::now();
+        let deadline = now + config.delivery_timeout;
+        let unknown_deadline = now + config.max_block.min(config.delivery_timeout);
         let topic = self
             .shared
             .client
-            .topic_until(&record.topic, deadline)
+            .topic_until(&record.topic, deadline, unknown_deadline)
             .await?;
         let count = topic.partitions.len() as i32;
         Ok(match (record.partition, &record.key) {
