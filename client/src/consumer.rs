@@ -232,7 +232,25 @@ impl Consumer {
         Ok(())
     }
 
+    /// Asks the partition's leader for the offset of `timestamp` (-1 the end, -2 the log
+    /// start). A retriable error (the leader moved: NOT_LEADER_OR_FOLLOWER, no leader yet, a
+    /// lost connection) refreshes the metadata and asks again until the request timeout, as
+    /// Kafka's `beginningOffsets` and `endOffsets` do within `default.api.timeout.ms`.
     async fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> Result<i64> {
+        let deadline = Instant::now() + self.client.config().request_timeout;
+        loop {
+            match self.list_offset_once(topic, partition, timestamp).await {
+                Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                    let _ = self.client.refresh_metadata(&[topic]).await;
+                    self.client.backoff().await;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    /// One ListOffsets request to the leader the metadata names.
+    async fn list_offset_once(&self, topic: &str, partition: i32, timestamp: i64) -> Result<i64> {
         let connection = self.client.leader(topic, partition).await?;
         let mut p = ListOffsetsPartition::default();
         p.partition_index = partition;
@@ -258,7 +276,7 @@ impl Consumer {
             return Ok(answer.offset);
         }
         // No record at or after the timestamp: the end of the log.
-        Box::pin(self.list_offset(topic, partition, -1)).await
+        Box::pin(self.list_offset_once(topic, partition, -1)).await
     }
 
     /// Writes a fetch to every leader of a partition with a known position that has no fetch

@@ -298,3 +298,26 @@ async fn a_record_no_leader_took_in_time_fails_as_never_sent() {
         other => panic!("{other:?}"),
     }
 }
+
+/// After the leader of a partition moves, `end_offset` and `beginning_offset` ask the new one:
+/// the old leader's NOT_LEADER_OR_FOLLOWER refreshes the metadata and asks again, as Kafka's
+/// `endOffsets` does, instead of failing on every call after the move.
+#[tokio::test(start_paused = true)]
+async fn offsets_follow_a_moved_leader() {
+    let fake = Fake::new(&[1, 2]);
+    fake.set_topic("t", one_partition(1));
+    fake.append("t", 0, &["a", "b"]);
+    let consumer = Consumer::new(fake.client(TIMEOUT), ConsumerConfig::default());
+    assert_eq!(consumer.end_offset("t", 0).await.expect("end"), 2);
+    fake.set_topic("t", one_partition(2));
+    fake.append("t", 0, &["c"]);
+    assert_eq!(
+        consumer
+            .end_offset("t", 0)
+            .await
+            .expect("end after the move"),
+        1
+    );
+    assert_eq!(consumer.beginning_offset("t", 0).await.expect("start"), 0);
+    assert!(fake.requests(2, ApiKey::ListOffsets) >= 2);
+}

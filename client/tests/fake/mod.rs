@@ -1,6 +1,6 @@
 //! A fake Kafka cluster in the test's process, for tests of the client's behaviour under
 //! faults that real nodes cannot be made to show on cue: brokers that answer ApiVersions,
-//! Metadata, InitProducerId, Produce and Fetch from an in-memory log per partition, reached
+//! Metadata, InitProducerId, Produce, ListOffsets and Fetch from an in-memory log per partition, reached
 //! through in-memory streams (so the tests can run on tokio's paused clock), and that can be
 //! made stuck (they read requests and answer none, as a SIGSTOPped process) and released.
 //!
@@ -15,14 +15,17 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, InitProducerIdResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestHeader,
-    ResponseHeader, TopicName,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, ProducerId, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -206,6 +209,11 @@ impl Fake {
                     let request = ProduceRequest::decode(&mut body, version).expect("decodes");
                     self.produce(broker, request).encode(&mut frame, version)
                 }
+                ApiKey::ListOffsets => {
+                    let request = ListOffsetsRequest::decode(&mut body, version).expect("decodes");
+                    self.list_offsets(broker, request)
+                        .encode(&mut frame, version)
+                }
                 ApiKey::Fetch => {
                     let request = FetchRequest::decode(&mut body, version).expect("decodes");
                     self.fetch(broker, request)
@@ -293,6 +301,35 @@ impl Fake {
         answer
     }
 
+    /// The log start (0) or end of each partition asked, from its leader only (others answer
+    /// NOT_LEADER_OR_FOLLOWER); only the earliest (-2) and latest (-1) timestamps.
+    fn list_offsets(&self, broker: i32, request: ListOffsetsRequest) -> ListOffsetsResponse {
+        let state = self.lock();
+        let mut answer = ListOffsetsResponse::default();
+        for asked in request.topics {
+            let mut topic = ListOffsetsTopicResponse::default();
+            topic.name = asked.name.clone();
+            for p in asked.partitions {
+                let mut partition = ListOffsetsPartitionResponse::default();
+                partition.partition_index = p.partition_index;
+                match state.topics.get(asked.name.0.as_str()) {
+                    Some(Topic::Ready(partitions))
+                        if partitions
+                            .get(p.partition_index as usize)
+                            .is_some_and(|x| x.leader == broker) =>
+                    {
+                        let end = partitions[p.partition_index as usize].log.len() as i64;
+                        partition.offset = if p.timestamp == -2 { 0 } else { end };
+                    }
+                    _ => partition.error_code = 6,
+                }
+                topic.partitions.push(partition);
+            }
+            answer.topics.push(topic);
+        }
+        answer
+    }
+
     async fn fetch(&self, broker: i32, request: FetchRequest) -> FetchResponse {
         // Waits up to max_wait for a record, as a broker does.
         let deadline =
@@ -349,6 +386,7 @@ fn api_versions() -> ApiVersionsResponse {
         (ApiKey::Metadata, 1, 12),
         (ApiKey::Produce, 3, 7),
         (ApiKey::Fetch, 4, 11),
+        (ApiKey::ListOffsets, 1, 7),
         (ApiKey::InitProducerId, 0, 4),
     ] {
         let mut version = ApiVersion::default();
