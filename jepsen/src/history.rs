@@ -302,19 +302,31 @@ impl History {
     /// The acknowledged acks=all sends no consumer-group member has read, in value order,
     /// leaving out those below `starts` (per partition; a partition not in it starts at 0):
     /// records retention or DeleteRecords may have removed before the group read them. In a
-    /// compacted history, only those the final read holds: the others may have been cleaned
-    /// away before the group came to them (whether they were allowed to vanish is the
-    /// checker's question), so call it after the final read; and no tombstone: one the final
-    /// read held may expire (`delete.retention.ms`) before a lagging group comes to it.
+    /// compacted history, only those the final read holds as their key's latest in their
+    /// partition: the others may have been cleaned away before the group came to them
+    /// (whether they were allowed to vanish is the checker's question). A superseded record
+    /// the final read still holds may be gone from the replica the group read, since each
+    /// replica cleans on its own schedule. So call it after the final read. And no tombstone:
+    /// one the final read held may expire (`delete.retention.ms`) before a lagging group comes
+    /// to it.
     pub fn unread_by_group<'a>(
         &'a self,
         starts: &'a BTreeMap<i32, i64>,
     ) -> impl Iterator<Item = &'a SendOp> + 'a {
         let delivered: BTreeSet<u64> = self.group.deliveries.iter().map(|d| d.value).collect();
         let in_final_read: Option<BTreeSet<(i32, i64, u64)>> = self.compaction.map(|_| {
-            self.reads
-                .iter()
-                .flat_map(|(&p, reads)| reads.iter().map(move |&(o, v)| (p, o, v)))
+            // Per partition and key, the final read's last record (reads are in offset order).
+            let mut latest: BTreeMap<(i32, u64), (i64, u64)> = BTreeMap::new();
+            for (&p, reads) in &self.reads {
+                for &(o, v) in reads {
+                    if let Some(send) = self.sends.get(&v) {
+                        latest.insert((p, send.key), (o, v));
+                    }
+                }
+            }
+            latest
+                .into_iter()
+                .map(|((p, _), (o, v))| (p, o, v))
                 .collect()
         });
         self.sends.values().filter(move |send| match send.outcome {
@@ -516,7 +528,7 @@ mod tests {
     }
 
     #[test]
-    fn in_a_compacted_history_the_group_owes_only_what_the_final_read_holds() {
+    fn in_a_compacted_history_the_group_owes_only_each_key_s_latest_in_the_final_read() {
         let mut history = history();
         history.reads.insert(0, vec![(5, 3), (7, 2)]);
         // Values 3 and 2 are in the final read where acknowledged, unread by the group; 11,
@@ -535,6 +547,26 @@ mod tests {
                 .map(|s| s.value)
                 .collect::<Vec<_>>(),
             vec![2]
+        );
+        // Two records of one key: only the later is owed. The earlier may be gone from the
+        // replica the group read (replicas clean on their own schedules) while the final read,
+        // from another, still held it.
+        history.reads.insert(0, vec![(5, 3), (7, 2)]);
+        history.sends.get_mut(&3).expect("sent").key = 2;
+        assert_eq!(
+            history
+                .unread_by_group(&BTreeMap::new())
+                .map(|s| s.value)
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
+        history.reads.insert(0, vec![(5, 3)]);
+        assert_eq!(
+            history
+                .unread_by_group(&BTreeMap::new())
+                .map(|s| s.value)
+                .collect::<Vec<_>>(),
+            vec![3]
         );
         assert!(history.tombstones.is_empty() && !history.is_tombstone(2));
         history.tombstones.insert(2);

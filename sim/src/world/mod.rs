@@ -41,7 +41,7 @@ mod transport;
 mod trimmer;
 mod workload;
 
-pub use options::{compaction_enabled, CompactionOptions, Trimming, WorldOptions};
+pub use options::{CompactionOptions, Trimming, WorldOptions};
 pub use report::{WorldReport, WorldStats};
 pub use run::{run_world, Output};
 pub use trace::Trace;

@@ -75,9 +75,8 @@ pub struct WorldOptions {
     pub trimming: Trimming,
     /// The transactional workload, if the seed has one.
     pub txn: Option<TxnOptions>,
-    /// The topic's compaction, in a quarter of the seeds when `OXBOW_SIM_COMPACTION` is set
-    /// or the cleaner's bug is planted (the topic is then compact-only: no DeleteRecords, no
-    /// retention).
+    /// The topic's compaction, in a quarter of the seeds (the topic is then compact-only:
+    /// no DeleteRecords, no retention).
     pub compaction: Option<CompactionOptions>,
 }
 
@@ -103,12 +102,6 @@ pub struct CompactionOptions {
     pub cleaner_backoff_ms: u64,
     /// The chance of a send being a tombstone (per million).
     pub tombstone_per_million: u64,
-}
-
-/// Whether the compaction workload is on for every seed's draw (`OXBOW_SIM_COMPACTION` set
-/// in the environment): it is not part of the default sweep yet.
-pub fn compaction_enabled() -> bool {
-    std::env::var_os("OXBOW_SIM_COMPACTION").is_some()
 }
 
 impl CompactionOptions {
@@ -240,10 +233,7 @@ impl WorldOptions {
                 .then(|| trim.between(3_000, 20_000)),
             retention_check_ms: trim.between(300, 2_000),
         };
-        // Opt-in until the group stall on cleaned logs (seeds 44 and 49, docs/simulation.md)
-        // is fixed: with `OXBOW_SIM_COMPACTION` set, or for the cleaner's planted bug.
-        let compaction = CompactionOptions::from_seed(seed)
-            .filter(|_| planted.clean_keep_first || compaction_enabled());
+        let compaction = CompactionOptions::from_seed(seed);
         let mut trimming = trimming;
         let mut keys = None;
         if compaction.is_some() {
