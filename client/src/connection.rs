@@ -4,7 +4,10 @@
 //! A writer task owns the write half, a reader task the read half; the writer hands each
 //! written request's reply slot to the reader through a bounded queue (the pipeline bound).
 //! When either side fails, every waiting call gets an error, and the connection is dead: the
-//! owner opens a new one.
+//! owner opens a new one. A request not answered within the request timeout kills the
+//! connection too, as Kafka's clients disconnect on a request timeout: a broker that lost
+//! power sends no FIN, and a connection that is only waited on would never learn it (the
+//! pipeline fills, and later calls would wait for room forever).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +72,8 @@ struct Waiting {
 pub struct Connection {
     address: String,
     calls: mpsc::Sender<Call>,
+    /// The reader and writer tasks, aborted when the connection is killed.
+    tasks: [tokio::task::AbortHandle; 2],
     next_correlation: std::sync::atomic::AtomicI32,
     versions: BTreeMap<i16, (i16, i16)>,
     dead: Arc<AtomicBool>,
@@ -119,11 +124,12 @@ impl Connection {
         let (calls, calls_rx) = mpsc::channel(PIPELINE_MAX);
         let (waiting, waiting_rx) = mpsc::channel(PIPELINE_MAX);
         let dead = Arc::new(AtomicBool::new(false));
-        tokio::spawn(write_loop(write, calls_rx, waiting, dead.clone()));
-        tokio::spawn(read_loop(read, waiting_rx, dead.clone()));
+        let writer = tokio::spawn(write_loop(write, calls_rx, waiting, dead.clone()));
+        let reader = tokio::spawn(read_loop(read, waiting_rx, dead.clone()));
         Self {
             address: address.to_string(),
             calls,
+            tasks: [writer.abort_handle(), reader.abort_handle()],
             next_correlation: std::sync::atomic::AtomicI32::new(1),
             versions: BTreeMap::new(),
             dead,
@@ -140,6 +146,16 @@ impl Connection {
     /// Whether the connection failed; a dead connection fails every call.
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Relaxed) || self.calls.is_closed()
+    }
+
+    /// Closes the connection at once (a request timed out): it is dead, its socket is closed,
+    /// and every call still waiting on it fails as disconnected (their requests may have
+    /// been written).
+    pub fn kill(&self) {
+        self.dead.store(true, Ordering::Relaxed);
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 
     /// The version to use for `key`: the highest both sides support.
@@ -184,8 +200,23 @@ impl Connection {
         answer: oneshot::Receiver<Result<Bytes>>,
         version: i16,
     ) -> Result<R::Response> {
-        match tokio::time::timeout(self.timeout, answer).await {
-            Err(_) => Err(Error::Timeout),
+        self.wait_for::<R>(answer, version, self.timeout).await
+    }
+
+    /// [`Connection::wait`], up to `timeout` (longer than the request timeout for a request
+    /// the broker may hold, as JoinGroup for the rebalance). No answer by then kills the
+    /// connection.
+    pub async fn wait_for<R: Request>(
+        &self,
+        answer: oneshot::Receiver<Result<Bytes>>,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response> {
+        match tokio::time::timeout(timeout, answer).await {
+            Err(_) => {
+                self.kill();
+                Err(Error::Timeout)
+            }
             Ok(answer) => self.decode::<R>(answer, version),
         }
     }
@@ -264,15 +295,27 @@ impl Connection {
                 self.address
             )));
         }
-        self.calls
-            .send(Call {
-                frame,
-                correlation_id,
-                reply,
-            })
-            .await
-            .map_err(|_| Error::Connect(format!("{}: connection is closed", self.address)))?;
-        Ok(answer)
+        let call = Call {
+            frame,
+            correlation_id,
+            reply,
+        };
+        // The pipeline has room unless the broker stopped answering: then the connection
+        // is killed after the request timeout, and nothing of this request was written.
+        match tokio::time::timeout(self.timeout, self.calls.send(call)).await {
+            Ok(Ok(())) => Ok(answer),
+            Ok(Err(_)) => Err(Error::Connect(format!(
+                "{}: connection is closed",
+                self.address
+            ))),
+            Err(_) => {
+                self.kill();
+                Err(Error::Connect(format!(
+                    "{}: no room in the pipeline within the request timeout; reconnecting",
+                    self.address
+                )))
+            }
+        }
     }
 }
 

@@ -385,7 +385,10 @@ impl Consumer {
         for leader in done {
             let fetch = self.fetches.remove(&leader).expect("listed");
             let Some(answer) = fetch.came else {
-                // No answer within the request timeout: abandoned (a late answer is dropped).
+                // No answer within the request timeout: abandoned, and its connection closed
+                // (as Kafka's consumer disconnects on a request timeout: the broker may be
+                // gone without a FIN).
+                fetch.connection.kill();
                 refresh = true;
                 continue;
             };

@@ -388,7 +388,20 @@ impl GroupConsumer {
             protocol.name = StrBytes::from_static_str("range");
             protocol.metadata = metadata.clone();
             request.protocols = vec![protocol];
-            let (response, _) = coordinator.call(request).await?;
+            // The coordinator holds a join until the rebalance ends: wait up to the rebalance
+            // timeout and 5 s more, as Kafka's consumer does.
+            let version = coordinator.version(kafka_protocol::messages::ApiKey::JoinGroup)?;
+            let answer = coordinator
+                .submit(request, version, true)
+                .await?
+                .expect("an answer is expected");
+            let wait = coordinator.timeout().max(
+                Duration::from_millis(self.config.rebalance_timeout_ms.max(0) as u64)
+                    + Duration::from_secs(5),
+            );
+            let response = coordinator
+                .wait_for::<JoinGroupRequest>(answer, version, wait)
+                .await?;
             if response.error_code == group_codes::MEMBER_ID_REQUIRED {
                 self.member_id = response.member_id.to_string();
                 continue;

@@ -26,8 +26,8 @@ fn values(records: &[ConsumerRecord], partition: i32) -> Vec<String> {
 
 /// A paused (stuck) leader holds back only its own partitions: a poll returns the other
 /// leader's records at once, the stuck leader's fetch is not written again while it is
-/// outstanding, it is abandoned after the request timeout, and once the leader answers again
-/// its records come, each once.
+/// outstanding, it is abandoned after the request timeout (its connection closed and a new one
+/// opened), and once the leader answers again its records come, each once.
 #[tokio::test(start_paused = true)]
 async fn a_stuck_leader_holds_back_only_its_own_partitions() {
     let fake = Fake::new(&[1, 2]);
@@ -94,12 +94,14 @@ async fn a_stuck_leader_holds_back_only_its_own_partitions() {
         "fetches written to the stuck broker: {} before, {outstanding} after",
         fetches_before
     );
-    // Past the request timeout the fetch is abandoned and written again.
+    // Past the request timeout the fetch is abandoned, its connection closed (as Kafka's
+    // consumer disconnects on a request timeout), and a new connection opened.
+    let connections = fake.connections(2);
     let mut waited = Duration::ZERO;
-    while fake.requests(2, ApiKey::Fetch) == outstanding {
+    while fake.connections(2) == connections {
         assert!(
             waited < TIMEOUT * 2,
-            "no new fetch after the request timeout"
+            "no new connection after the request timeout"
         );
         consumer
             .poll(Duration::from_millis(500))
@@ -320,4 +322,56 @@ async fn offsets_follow_a_moved_leader() {
     );
     assert_eq!(consumer.beginning_offset("t", 0).await.expect("start"), 0);
     assert!(fake.requests(2, ApiKey::ListOffsets) >= 2);
+}
+
+/// A broker that went away without a FIN (a power cut) leaves its connection silent: the
+/// request timeout closes that connection, as Kafka's clients do, and the send goes through a
+/// new one, instead of every retry waiting on the silent connection until the delivery
+/// timeout.
+#[tokio::test(start_paused = true)]
+async fn a_silent_connection_is_replaced_after_a_request_timeout() {
+    let fake = Fake::new(&[1]);
+    fake.set_topic("t", one_partition(1));
+    let config = ProducerConfig {
+        delivery_timeout: Duration::from_secs(60),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(fake.client(TIMEOUT), config).expect("producer");
+    let first = producer
+        .send(ProducerRecord::new("t", "a"))
+        .await
+        .expect("queued");
+    first.await.expect("written");
+    let before = fake.connections(1);
+    fake.silence_connections(1);
+    let start = Instant::now();
+    let second = producer
+        .send(ProducerRecord::new("t", "b"))
+        .await
+        .expect("queued");
+    let delivered = second.await.expect("written through a new connection");
+    assert_eq!(delivered.offset, 1);
+    assert!(fake.connections(1) > before, "a new connection was opened");
+    assert!(
+        start.elapsed() < TIMEOUT * 3,
+        "took {:?}: it waited on the silent connection",
+        start.elapsed()
+    );
+    // A consumer's fetch on a silent connection is abandoned and its connection closed too.
+    let mut consumer = Consumer::new(fake.client(TIMEOUT), ConsumerConfig::default());
+    consumer.assign(&[("t", 0)]);
+    consumer.seek("t", 0, Seek::Offset(0)).expect("assigned");
+    let read = consumer.poll(Duration::from_secs(1)).await.expect("polled");
+    assert_eq!(values(&read, 0), ["a", "b"]);
+    fake.silence_connections(1);
+    fake.append("t", 0, &["c"]);
+    let mut got = Vec::new();
+    let start = Instant::now();
+    while got.is_empty() && start.elapsed() < TIMEOUT * 4 {
+        got = consumer
+            .poll(Duration::from_secs(1))
+            .await
+            .unwrap_or_default();
+    }
+    assert_eq!(values(&got, 0), ["c"]);
 }

@@ -64,6 +64,8 @@ struct State {
     topics: BTreeMap<String, Topic>,
     /// Requests read, by broker and API key.
     requests: BTreeMap<(i32, i16), u32>,
+    /// Every connection opened, with its broker and whether it went silent.
+    connections: Vec<(i32, Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 /// The fake cluster; cheap to clone.
@@ -128,6 +130,26 @@ impl Fake {
         self.stuck[&broker].send_replace(stuck);
     }
 
+    /// Makes every connection now open to `broker` silent for good, as after a power cut that
+    /// sent no FIN: it still reads requests, but answers none and is never closed. Connections
+    /// opened later are answered.
+    pub fn silence_connections(&self, broker: i32) {
+        for (b, silent) in &self.lock().connections {
+            if *b == broker {
+                silent.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// How many connections were opened to `broker`.
+    pub fn connections(&self, broker: i32) -> usize {
+        self.lock()
+            .connections
+            .iter()
+            .filter(|(b, _)| *b == broker)
+            .count()
+    }
+
     /// How many requests of `key` a broker has read.
     pub fn requests(&self, broker: i32, key: ApiKey) -> u32 {
         self.lock()
@@ -169,12 +191,19 @@ impl Fake {
     async fn answer_requests(
         self,
         broker: i32,
+        silent: Arc<std::sync::atomic::AtomicBool>,
         mut write: tokio::io::WriteHalf<tokio::io::DuplexStream>,
         mut requests: mpsc::UnboundedReceiver<Bytes>,
     ) {
         let mut stuck = self.stuck[&broker].subscribe();
         while let Some(mut body) = requests.recv().await {
             if stuck.wait_for(|s| !s).await.is_err() {
+                return;
+            }
+            if silent.load(std::sync::atomic::Ordering::SeqCst) {
+                // Holds the connection open, answering nothing, until the client closes it.
+                let _write = write;
+                while requests.recv().await.is_some() {}
                 return;
             }
             let key = ApiKey::try_from((&body[..2]).get_i16()).expect("known key");
@@ -450,8 +479,10 @@ impl Connector for Fake {
             let (client, server) = tokio::io::duplex(1 << 20);
             let (read, write) = tokio::io::split(server);
             let (requests, queue) = mpsc::unbounded_channel();
+            let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            fake.lock().connections.push((broker, silent.clone()));
             tokio::spawn(fake.clone().read_requests(broker, read, requests));
-            tokio::spawn(fake.answer_requests(broker, write, queue));
+            tokio::spawn(fake.answer_requests(broker, silent, write, queue));
             Ok(Box::new(client) as Box<dyn Stream>)
         })
     }
