@@ -1,7 +1,7 @@
 //! The turmoil world: the real node runtime and the real client under faults. A sweep of 200
 //! seeds of 30 simulated seconds of faults each must pass; every planted bug must be caught
-//! within such a sweep; a seed must give the same trace hash twice in one process and again in
-//! a fresh process.
+//! within such a sweep; a seed must give the same trace hash twice in one process, beside
+//! another run in the same process, and again in a fresh process.
 
 use oxbow_core::node::PlantedBugs;
 use oxbow_sim::world::{run_world, Output, WorldOptions, WorldReport};
@@ -228,6 +228,35 @@ fn planted_transaction_bugs_are_caught_by_the_transactional_checker() {
             ..PlantedBugs::default()
         },
         transactional,
+    );
+}
+
+/// A compacted seed (its cleaners run on every node) gives the same trace alone and while
+/// another seed runs on another thread of the same process, as the sweep runs them: no state
+/// is shared between runs in one process.
+#[test]
+fn a_compacted_seed_replays_beside_another_run() {
+    let seed = 2;
+    assert!(
+        WorldOptions::from_seed(seed, SAFETY_MS, PlantedBugs::default())
+            .compaction
+            .is_some(),
+        "seed {seed} is compacted"
+    );
+    let alone = run(seed, PlantedBugs::default()).expect("runs");
+    assert!(alone.violations.is_empty(), "{:?}", alone.violations);
+    assert!(alone.stats.compacted > 0, "the cleaner removed records");
+    let (beside, _) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| run(131, PlantedBugs::default()));
+        let this = scope.spawn(|| run(seed, PlantedBugs::default()));
+        (
+            this.join().expect("thread").expect("runs"),
+            other.join().expect("thread").expect("runs"),
+        )
+    });
+    assert_eq!(
+        alone.trace_hash, beside.trace_hash,
+        "seed {seed} diverged when another run shared the process"
     );
 }
 
