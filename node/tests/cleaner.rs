@@ -134,6 +134,7 @@ fn clean_options(now_ms: i64) -> CleanOptions {
         now_ms,
         delete_retention_ms: 1_000,
         decompressed_max: 1 << 20,
+        txns_max: 64,
     }
 }
 

@@ -35,7 +35,7 @@
 
 use bytes::Bytes;
 use oxbow_core::batch::{Batch, BatchSpan, HEADER_LEN};
-use oxbow_core::clean::{clean_batch, map_batch, OffsetMap};
+use oxbow_core::clean::{clean_batch, map_batch, OffsetMap, TxnScan, Txns};
 use oxbow_core::ids::{GroupId, Offset, RaftIndex};
 use oxbow_core::node::PlantedBugs;
 
@@ -89,6 +89,9 @@ pub struct CleanOptions {
     pub delete_retention_ms: i64,
     /// The most bytes a batch's records may inflate to (`batch_decompressed_bytes_max`).
     pub decompressed_max: usize,
+    /// The most transactions the pass tracks in each of its tables
+    /// (`oxbow_core::clean::txns_max` of the dedupe buffer).
+    pub txns_max: usize,
 }
 
 /// What a pass did.
@@ -153,6 +156,10 @@ struct PassState {
     next: usize,
     /// The next live Raft index expected.
     expected: u64,
+    /// Reading ahead for the transactions' markers (before mapping): what it read so far.
+    scan: Option<TxnScan>,
+    /// What the read ahead found (before it ends: nothing, every transaction undecided).
+    txns: Txns,
     /// Mapping, or else cleaning.
     mapping: bool,
     /// The offset after the last batch mapped.
@@ -192,7 +199,7 @@ fn map_segment(
         if batch.next_offset() > options.upper {
             return true;
         }
-        match map_batch(map, batch, options.decompressed_max, planted) {
+        match map_batch(map, batch, &state.txns, options.decompressed_max, planted) {
             Ok(true) => state.clean_to = batch.next_offset(),
             Ok(false) => return true,
             // Not mapped and, below, kept as it is: it hides nothing and loses nothing.
@@ -381,6 +388,8 @@ impl GroupLog {
                 closed: self.segments.keys().rev().skip(1).rev().copied().collect(),
                 next: 0,
                 expected: self.structure.snapshot_index() + 1,
+                scan: Some(TxnScan::new(pass.options.txns_max)),
+                txns: Txns::none(),
                 mapping: true,
                 clean_to: from,
                 index: None,
@@ -395,7 +404,11 @@ impl GroupLog {
         if let Some(number) = number.filter(|n| self.segments.contains_key(n)) {
             let (bytes, frames) = self.scan(disk, number, &mut state.expected)?;
             step.bytes += bytes.len() as u64;
-            if state.mapping {
+            if let Some(scan) = &mut state.scan {
+                for batch in frames.iter().filter_map(|f| f.batch.as_ref()) {
+                    scan.read(batch);
+                }
+            } else if state.mapping {
                 ended = map_segment(&frames, &mut pass.map, state, &pass.options, self.planted);
             } else {
                 let past_end = frames
@@ -406,7 +419,7 @@ impl GroupLog {
                     &bytes,
                     frames,
                     &pass.options,
-                    &pass.map,
+                    (&pass.map, &mut state.txns),
                     state.clean_to,
                     &mut state.report,
                 );
@@ -430,6 +443,14 @@ impl GroupLog {
             }
         }
         if !ended && state.next < state.closed.len() {
+            return Ok(step);
+        }
+        if let Some(scan) = state.scan.take() {
+            // Read ahead to the end: map from the first closed segment again.
+            scan.invariants();
+            state.txns = scan.finish();
+            state.next = 0;
+            state.expected = self.structure.snapshot_index() + 1;
             return Ok(step);
         }
         if state.mapping {
@@ -527,7 +548,7 @@ impl GroupLog {
         bytes: &[u8],
         frames: Vec<Scanned>,
         options: &CleanOptions,
-        map: &OffsetMap,
+        (map, txns): (&OffsetMap, &mut Txns),
         clean_to: Offset,
         report: &mut CleanReport,
     ) -> Option<(Vec<u8>, Moved)> {
@@ -557,6 +578,7 @@ impl GroupLog {
             match clean_batch(
                 &batch,
                 map,
+                txns,
                 options.now_ms,
                 options.delete_retention_ms,
                 options.decompressed_max,
@@ -573,8 +595,13 @@ impl GroupLog {
                     changed = true;
                 }
                 Ok(cleaned) => {
-                    // As it was: its tombstones stay, with the horizon it has, if any.
+                    // As it was: its tombstones stay, with the horizon it has, if any, and
+                    // its records keep its transaction's marker (an emptied batch always
+                    // fits, so one that does not kept records).
                     report.note_tombstones(&batch, cleaned.tombstones);
+                    if cleaned.changed {
+                        txns.note_kept(&batch, batch.record_count().max(0) as u32);
+                    }
                     out.extend_from_slice(original);
                 }
                 Err(_) => {
