@@ -1,7 +1,9 @@
 //! The log cleaner's pass over a partition's segments: a log of many updates over few keys
 //! shrinks, reads back with each key's latest record at its own offset and every Raft entry
 //! at its index and term, survives a restart (through the rewritten index file) and a crash
-//! at any step of the swap (torn files included), and leaves uncommitted entries alone.
+//! at any step of the swap (torn files included), and leaves uncommitted entries alone; and
+//! on a real cluster, a compacted topic written in transactions (some aborted) is cleaned to
+//! each key's latest committed value for read_committed and read_uncommitted consumers alike.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -579,5 +581,197 @@ fn damage_in_a_rewritten_segment_left_last_is_refused_not_cut() {
     match SegmentLog::open(disk, options()) {
         Err(error) => assert!(error.is_damage(), "{error}"),
         Ok((_, _, report)) => panic!("damage cut as a torn tail: {report:?}"),
+    }
+}
+
+/// The bytes of each group's segment files in a node's data directory, by the group's part
+/// of their names, and whether any of them holds `needle`.
+fn segment_bytes(dir: &std::path::Path, needle: &[u8]) -> BTreeMap<String, (u64, bool)> {
+    let mut groups: BTreeMap<String, (u64, bool)> = BTreeMap::new();
+    for file in std::fs::read_dir(dir).expect("data dir").flatten() {
+        let name = file.file_name().to_string_lossy().into_owned();
+        let Some((group, _)) = name.strip_suffix(".seg").and_then(|n| n.split_once('-')) else {
+            continue;
+        };
+        let bytes = std::fs::read(file.path()).unwrap_or_default();
+        let holds = bytes.windows(needle.len()).any(|w| w == needle);
+        let entry = groups.entry(group.to_string()).or_default();
+        entry.0 += bytes.len() as u64;
+        entry.1 |= holds;
+    }
+    groups
+}
+
+/// Every record of partition 0 of `topic` a consumer at `isolation` reads from the start,
+/// (key, value) in offset order: it polls until nothing more comes for two seconds.
+fn consume(bootstrap: &str, topic: &str, isolation: &str) -> Vec<(String, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .expect("add");
+    consumer.assign(&assignment).expect("assign");
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut quiet_since = std::time::Instant::now();
+    while quiet_since.elapsed() < std::time::Duration::from_secs(2) {
+        assert!(std::time::Instant::now() < deadline, "reading took 30 s");
+        if let Some(Ok(message)) = consumer.poll(std::time::Duration::from_millis(200)) {
+            let text =
+                |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+            out.push((text(message.key()), text(message.payload())));
+            quiet_since = std::time::Instant::now();
+        }
+    }
+    out
+}
+
+/// A compacted topic written by the Rust client's transactional producer over many small
+/// segments, a third of its transactions aborted: the log cleaner (every 200 ms here) leaves
+/// a read_committed and a read_uncommitted consumer from the start exactly each key's latest
+/// committed value (no aborted value, which read_uncommitted would otherwise see, and no
+/// superseded one), and the partition's files shrink.
+#[test]
+fn a_transactional_compacted_topic_is_cleaned_to_each_keys_latest_committed_value() {
+    use oxbow_client::{
+        Client, ClientConfig, ProducerConfig, ProducerRecord, TransactionalProducer,
+    };
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use std::time::{Duration, Instant};
+    const TOPIC: &str = "txn-cleaned";
+    // A small entry cache: fetches read the cleaned files, not the batches as appended.
+    let cluster = common::Cluster::start_with(
+        "[log]\nsegment_bytes = 2048\ncleaner_backoff_ms = 200\ncache_bytes = 4096\n",
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3))
+        .set("cleanup.policy", "compact")
+        .set("min.cleanable.dirty.ratio", "0.01")
+        .set("delete.retention.ms", "1000")
+        // Rolled once a second, so the last transactions reach closed segments too.
+        .set("segment.ms", "1000");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let created = runtime
+        .block_on(admin.create_topics([&topic], &options))
+        .expect("create");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    let client = Client::new(ClientConfig::new(&cluster.bootstrap())).expect("client");
+    let config = ProducerConfig {
+        transactional_id: Some("txn-cleaned".into()),
+        ..ProducerConfig::default()
+    };
+    let producer = TransactionalProducer::new(client, config).expect("producer");
+    runtime
+        .block_on(producer.init_transactions())
+        .expect("init_transactions");
+    let mut latest = BTreeMap::new();
+    let (mut aborted, mut written) = (Vec::new(), 0usize);
+    // 30 transactions of 6 updates over 5 keys, every third aborted; a last one of its own
+    // key, so that every earlier entry is below a Raft commit index made durable with it.
+    for round in 0..31 {
+        let commit = round % 3 != 1;
+        let updates: Vec<(String, String)> = if round == 30 {
+            vec![("k-end".into(), "tcv-end".into())]
+        } else {
+            (0..6)
+                .map(|i| {
+                    let key = format!("k{}", (round * 6 + i) % 5);
+                    (key, format!("tcv-{round}-{i}-{}", "x".repeat(1_000)))
+                })
+                .collect()
+        };
+        runtime.block_on(async {
+            producer.begin().await.expect("begin");
+            let mut deliveries = Vec::new();
+            for (key, value) in &updates {
+                let record = ProducerRecord::new(TOPIC, value.clone())
+                    .key(key.clone())
+                    .partition(0);
+                deliveries.push(producer.send(record).await.expect("send"));
+            }
+            for delivery in deliveries {
+                delivery.await.expect("written");
+            }
+            if commit {
+                producer.commit().await.expect("commit");
+            } else {
+                producer.abort().await.expect("abort");
+            }
+        });
+        for (key, value) in updates {
+            written += value.len();
+            if commit {
+                latest.insert(key, value);
+            } else {
+                aborted.push(value);
+            }
+        }
+    }
+    let data = cluster.dir.path().join("node-1");
+    let ours = |groups: &BTreeMap<String, (u64, bool)>| -> Option<u64> {
+        let mut holding = groups.values().filter(|(_, holds)| *holds);
+        let (bytes, _) = holding.next()?;
+        assert!(
+            holding.next().is_none(),
+            "one group holds the topic's values"
+        );
+        Some(*bytes)
+    };
+    let before = ours(&segment_bytes(&data, b"tcv-")).expect("the partition's segments");
+
+    let want: BTreeMap<String, String> = latest.clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let uncommitted = consume(&cluster.bootstrap(), TOPIC, "read_uncommitted");
+        let committed = consume(&cluster.bootstrap(), TOPIC, "read_committed");
+        let exact = |read: &[(String, String)]| {
+            read.len() == want.len() && read.iter().cloned().collect::<BTreeMap<_, _>>() == want
+        };
+        for (_, value) in &committed {
+            assert!(
+                !aborted.contains(value),
+                "read_committed read an aborted value: {value}"
+            );
+        }
+        let after = ours(&segment_bytes(&data, b"tcv-")).expect("the partition's segments");
+        // What is left of each batch is its header, of each value only the latest's bytes.
+        if exact(&uncommitted) && exact(&committed) && after < written as u64 / 4 {
+            assert!(
+                after < before,
+                "{after} bytes on disk after cleaning, {before} before"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 120 s, read_uncommitted read {} records ({} aborted), read_committed {}, \
+             of {} keys; {after} bytes on disk of {written} bytes of values written",
+            uncommitted.len(),
+            uncommitted
+                .iter()
+                .filter(|(_, v)| aborted.contains(v))
+                .count(),
+            committed.len(),
+            want.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
