@@ -364,6 +364,176 @@ fn a_small_map_cleans_in_several_passes() {
     assert!(offsets.windows(2).all(|w| w[0] < w[1]));
 }
 
+/// A transactional batch of producer `producer` holding `updates` at `base`.
+fn txn_batch(base: i64, producer: i64, updates: &[Update]) -> Batch {
+    let mut records = Vec::new();
+    for (i, (key, value)) in updates.iter().enumerate() {
+        records.push(Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: producer,
+            producer_epoch: 0,
+            timestamp_type: Ts::Creation,
+            offset: i as i64,
+            sequence: base as i32 + i as i32,
+            timestamp: 1_000 + base + i as i64,
+            key: Some(Bytes::from(format!("key-{key}"))),
+            value: value.map(|v| Bytes::from(format!("value-{v}-{}", "x".repeat(60)))),
+            headers: Default::default(),
+        });
+    }
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
+    Batch::parse(buf.freeze(), 1 << 20, 1 << 20, true)
+        .expect("valid")
+        .stamp(Offset(base), Term(1), TimestampType::CreateTime, 0)
+}
+
+/// Adds `batch` to `batches`, `next` moved past it.
+fn push(batches: &mut Vec<Batch>, next: &mut i64, batch: Batch) {
+    *next = batch.next_offset().0;
+    batches.push(batch);
+}
+
+/// A log of transactions over six keys, two producers interleaved, every third one aborted
+/// (a transaction's marker often in a later segment than its first batch), then a
+/// transaction still open, and plain batches after it. Gives the entries, each committed
+/// (or plain) record's offset, and the open transaction's first offset.
+fn txn_entries() -> (Vec<Entry>, Vec<i64>, Offset) {
+    let mut datas = Vec::new();
+    let mut committed = Vec::new();
+    let mut next = 0i64;
+    for round in 0..30u32 {
+        let commit = round % 3 != 1;
+        let producer = 100 + i64::from(round % 2);
+        for half in 0..2u32 {
+            let updates: Vec<Update> = (0..3u32)
+                .map(|i| (((round * 6 + half * 3 + i) % 6) as u8, Some(round * 10 + i)))
+                .collect();
+            if commit {
+                committed.extend(next..next + 3);
+            }
+            let batch = txn_batch(next, producer, &updates);
+            push(&mut datas, &mut next, batch);
+        }
+        let marker = oxbow_core::batch::Marker {
+            producer_id: oxbow_core::ids::ProducerId(producer),
+            epoch: oxbow_core::ids::ProducerEpoch(0),
+            commit,
+            coordinator_epoch: 0,
+        }
+        .batch(1_000)
+        .stamp(Offset(next), Term(1), TimestampType::CreateTime, 0);
+        push(&mut datas, &mut next, marker);
+    }
+    let open = Offset(next);
+    let open_batch = txn_batch(next, 100, &[(0, Some(999))]);
+    push(&mut datas, &mut next, open_batch);
+    // Past the last stable offset, enough for the segments before to be closed.
+    for i in 0..60 {
+        let plain = batch(next, &[(1, Some(900 + i))], false);
+        push(&mut datas, &mut next, plain);
+    }
+    let mut entries = vec![Entry {
+        index: 1,
+        term: 1,
+        ..Entry::default()
+    }];
+    for (i, batch) in datas.into_iter().enumerate() {
+        entries.push(Entry {
+            index: i as u64 + 2,
+            term: 1,
+            data: batch.into_bytes(),
+            ..Entry::default()
+        });
+    }
+    (entries, committed, open)
+}
+
+/// Over segments: below the last stable offset (the open transaction's first offset), the
+/// records left are each key's latest committed one (aborted ones emptied, superseded
+/// committed ones thinned), a COMMIT marker whose transaction lost every record goes past its
+/// horizon and an ABORT marker stays; the open transaction and what follows stay as they
+/// are, even with the bound lifted, as long as its marker is not in the log.
+#[test]
+fn transactions_below_the_last_stable_offset_are_cleaned_and_the_open_one_is_not() {
+    let (original, committed, open) = txn_entries();
+    let last = original.len() as u64;
+    let mut log = written(SimDisk::new(), &original, last);
+    let before = log.group_bytes()[&GROUP];
+    let mut map = OffsetMap::new(1 << 20);
+    let mut options = clean_options(0);
+    options.upper = open;
+    log.clean(GROUP, &mut map, &options)
+        .expect("clean")
+        .expect("a pass");
+    // Past the COMMIT markers' horizon, and with the bound lifted.
+    log.clean(GROUP, &mut map, &clean_options(10_000))
+        .expect("clean")
+        .expect("a pass");
+    let read = read_all(&mut log, last);
+    assert!(log.group_bytes()[&GROUP] < before);
+    assert_eq!(read.len(), original.len(), "every entry stays");
+    let markers: Vec<i64> = original
+        .iter()
+        .filter(|e| !e.data.is_empty())
+        .map(|e| Batch::trusted(e.data.clone()))
+        .filter(|b| b.is_control())
+        .map(|b| b.base_offset().0)
+        .collect();
+    let data_only = |mut records: BTreeMap<i64, _>| {
+        records.retain(|o, _| !markers.contains(o));
+        records
+    };
+    let (all, kept) = (data_only(records(&original)), data_only(records(&read)));
+    let mut latest = BTreeMap::new();
+    for offset in &committed {
+        latest.insert(all[offset].0.clone(), *offset);
+    }
+    let mut want: Vec<i64> = latest.values().copied().collect();
+    want.extend(all.keys().filter(|o| **o >= open.0));
+    want.sort_unstable();
+    assert_eq!(kept.keys().copied().collect::<Vec<_>>(), want);
+    let (mut commits_gone, mut aborts) = (0, 0);
+    for (a, b) in original.iter().zip(&read).skip(1) {
+        let (a, b) = (
+            Batch::trusted(a.data.clone()),
+            Batch::trusted(b.data.clone()),
+        );
+        assert_eq!(
+            (a.base_offset(), a.next_offset(), a.producer_id()),
+            (b.base_offset(), b.next_offset(), b.producer_id())
+        );
+        if a.base_offset() >= open {
+            assert_eq!(a.bytes(), b.bytes(), "past the last stable offset");
+        }
+        match a.marker() {
+            Some(marker) if marker.commit => {
+                let left = kept
+                    .range(..a.base_offset().0)
+                    .any(|(o, _)| committed.contains(o) && *o >= a.base_offset().0 - 6);
+                if b.record_count() == 0 {
+                    commits_gone += 1;
+                    assert!(!left, "a marker went with a record of its transaction left");
+                }
+            }
+            Some(_) => {
+                aborts += 1;
+                assert_eq!(a.bytes(), b.bytes(), "an ABORT marker stays");
+            }
+            None => {}
+        }
+    }
+    assert_eq!(aborts, 10);
+    assert!(commits_gone > 10, "{commits_gone} COMMIT markers went");
+}
+
 /// A disk that fails every operation after a budget (shared, to be set once the log is
 /// open): a crash at that point of the pass.
 struct Failing {
