@@ -5,9 +5,15 @@
 //! entries (a frame a new leader replaced is left as it is), only up to the group's durable
 //! Raft commit index (an entry that may still be replaced never hides an older record) and
 //! below the caller's upper offset (`CleanOptions::upper`: the last stable offset, the
-//! `min.compaction.lag.ms` horizon). It first maps the batches from the cleaner checkpoint's
-//! offset on ([`oxbow_core::clean::map_batch`]) until the map is full or the range ends, then
-//! cleans every batch below the end of what it mapped ([`oxbow_core::clean::clean_batch`]).
+//! `min.compaction.lag.ms` horizon). It first reads every closed segment ahead for the
+//! transactions' markers ([`oxbow_core::clean::TxnScan`]: how each transactional batch's
+//! transaction ended; past the upper offset too, since a marker may follow it there), then
+//! maps the batches from the cleaner checkpoint's offset on ([`oxbow_core::clean::map_batch`])
+//! until the map is full, a transaction is undecided, or the range ends, then cleans every
+//! batch below the end of what it mapped, from the first closed segment on
+//! ([`oxbow_core::clean::clean_batch`]: aborted transactions' records go, committed ones are
+//! thinned as plain ones, a COMMIT marker goes once its transaction has no record left and
+//! its delete horizon has passed).
 //!
 //! A segment is rewritten into a new file frame by frame: every frame stays at its place in
 //! the order, an entry keeps its Raft index, term, type and context, and only a cleaned
@@ -25,7 +31,8 @@
 //! before 4 recovery finds no index file and reads every segment, which is right for the old
 //! segment and the new one alike; a leftover `.cleaning` file is removed by recovery.
 //! Finally the cleaner checkpoint (`g<group>.cleaner`: the offset the log is clean up to, and
-//! the earliest delete horizon of a batch below it still holding a tombstone, for the
+//! the earliest delete horizon of a batch below it still holding a tombstone or a removable
+//! marker, for the
 //! scheduler to come back then) is written the same way; losing it only makes the next pass
 //! map more.
 //!
