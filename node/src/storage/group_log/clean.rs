@@ -484,6 +484,7 @@ impl GroupLog {
                 self.index_files.insert(index.through);
             }
         }
+        state.txns.invariants();
         let horizon = state.report.delete_horizon_ms;
         self.write_cleaner_checkpoint(disk, state.clean_to, horizon)?;
         self.invariants();
