@@ -8,7 +8,8 @@
 //! `min.compaction.lag.ms` horizon). It first reads every closed segment ahead for the
 //! transactions' markers ([`oxbow_core::clean::TxnScan`]: how each transactional batch's
 //! transaction ended; past the upper offset too, since a marker may follow it there), then
-//! maps the batches from the cleaner checkpoint's offset on ([`oxbow_core::clean::map_batch`])
+//! maps the batches from the cleaner checkpoint's offset on ([`oxbow_core::clean::map_batch`],
+//! not reading again the segments wholly below it)
 //! until the map is full, a transaction is undecided, or the range ends, then cleans every
 //! batch below the end of what it mapped, from the first closed segment on
 //! ([`oxbow_core::clean::clean_batch`]: aborted transactions' records go, committed ones are
@@ -408,7 +409,18 @@ impl GroupLog {
         state.next += 1;
         let mut step = CleanStep::default();
         let mut ended = number.is_none();
-        if let Some(number) = number.filter(|n| self.segments.contains_key(n)) {
+        // Mapping skips a segment whose successor starts at or below the checkpoint: all its
+        // batches are clean, and the read ahead has read it already. (The next live index
+        // expected then stays behind, which lets no frame below the checkpoint be mapped.)
+        let clean_whole = state.scan.is_none()
+            && state.mapping
+            && state
+                .closed
+                .get(state.next)
+                .and_then(|next| self.segments.get(next))
+                .and_then(|next| next.first_offset)
+                .is_some_and(|first| first <= state.from);
+        if let Some(number) = number.filter(|n| self.segments.contains_key(n) && !clean_whole) {
             let (bytes, frames) = self.scan(disk, number, &mut state.expected)?;
             step.bytes += bytes.len() as u64;
             if let Some(scan) = &mut state.scan {
