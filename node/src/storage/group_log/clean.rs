@@ -9,9 +9,9 @@
 //! transactions' markers ([`oxbow_core::clean::TxnScan`]: how each transactional batch's
 //! transaction ended; past the upper offset too, since a marker may follow it there), then
 //! maps the batches from the cleaner checkpoint's offset on ([`oxbow_core::clean::map_batch`],
-//! not reading again the segments wholly below it)
-//! until the map is full, a transaction is undecided, or the range ends, then cleans every
-//! batch below the end of what it mapped, from the first closed segment on
+//! not reading again the segments wholly below it) until the map is full, a transaction is
+//! undecided, or the range ends, then cleans every batch below the end of what it mapped,
+//! from the first closed segment on
 //! ([`oxbow_core::clean::clean_batch`]: aborted transactions' records go, committed ones are
 //! thinned as plain ones, a COMMIT marker goes once its transaction has no record left and
 //! its delete horizon has passed).
