@@ -1,7 +1,9 @@
 //! The log cleaner's pass over a partition's segments: a log of many updates over few keys
 //! shrinks, reads back with each key's latest record at its own offset and every Raft entry
 //! at its index and term, survives a restart (through the rewritten index file) and a crash
-//! at any step of the swap (torn files included), and leaves uncommitted entries alone.
+//! at any step of the swap (torn files included), and leaves uncommitted entries alone; and
+//! on a real cluster, a compacted topic written in transactions (some aborted) is cleaned to
+//! each key's latest committed value for read_committed and read_uncommitted consumers alike.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -134,6 +136,7 @@ fn clean_options(now_ms: i64) -> CleanOptions {
         now_ms,
         delete_retention_ms: 1_000,
         decompressed_max: 1 << 20,
+        txns_max: 64,
     }
 }
 
@@ -361,6 +364,176 @@ fn a_small_map_cleans_in_several_passes() {
     assert!(offsets.windows(2).all(|w| w[0] < w[1]));
 }
 
+/// A transactional batch of producer `producer` holding `updates` at `base`.
+fn txn_batch(base: i64, producer: i64, updates: &[Update]) -> Batch {
+    let mut records = Vec::new();
+    for (i, (key, value)) in updates.iter().enumerate() {
+        records.push(Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: producer,
+            producer_epoch: 0,
+            timestamp_type: Ts::Creation,
+            offset: i as i64,
+            sequence: base as i32 + i as i32,
+            timestamp: 1_000 + base + i as i64,
+            key: Some(Bytes::from(format!("key-{key}"))),
+            value: value.map(|v| Bytes::from(format!("value-{v}-{}", "x".repeat(60)))),
+            headers: Default::default(),
+        });
+    }
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
+    Batch::parse(buf.freeze(), 1 << 20, 1 << 20, true)
+        .expect("valid")
+        .stamp(Offset(base), Term(1), TimestampType::CreateTime, 0)
+}
+
+/// Adds `batch` to `batches`, `next` moved past it.
+fn push(batches: &mut Vec<Batch>, next: &mut i64, batch: Batch) {
+    *next = batch.next_offset().0;
+    batches.push(batch);
+}
+
+/// A log of transactions over six keys, two producers interleaved, every third one aborted
+/// (a transaction's marker often in a later segment than its first batch), then a
+/// transaction still open, and plain batches after it. Gives the entries, each committed
+/// (or plain) record's offset, and the open transaction's first offset.
+fn txn_entries() -> (Vec<Entry>, Vec<i64>, Offset) {
+    let mut datas = Vec::new();
+    let mut committed = Vec::new();
+    let mut next = 0i64;
+    for round in 0..30u32 {
+        let commit = round % 3 != 1;
+        let producer = 100 + i64::from(round % 2);
+        for half in 0..2u32 {
+            let updates: Vec<Update> = (0..3u32)
+                .map(|i| (((round * 6 + half * 3 + i) % 6) as u8, Some(round * 10 + i)))
+                .collect();
+            if commit {
+                committed.extend(next..next + 3);
+            }
+            let batch = txn_batch(next, producer, &updates);
+            push(&mut datas, &mut next, batch);
+        }
+        let marker = oxbow_core::batch::Marker {
+            producer_id: oxbow_core::ids::ProducerId(producer),
+            epoch: oxbow_core::ids::ProducerEpoch(0),
+            commit,
+            coordinator_epoch: 0,
+        }
+        .batch(1_000)
+        .stamp(Offset(next), Term(1), TimestampType::CreateTime, 0);
+        push(&mut datas, &mut next, marker);
+    }
+    let open = Offset(next);
+    let open_batch = txn_batch(next, 100, &[(0, Some(999))]);
+    push(&mut datas, &mut next, open_batch);
+    // Past the last stable offset, enough for the segments before to be closed.
+    for i in 0..60 {
+        let plain = batch(next, &[(1, Some(900 + i))], false);
+        push(&mut datas, &mut next, plain);
+    }
+    let mut entries = vec![Entry {
+        index: 1,
+        term: 1,
+        ..Entry::default()
+    }];
+    for (i, batch) in datas.into_iter().enumerate() {
+        entries.push(Entry {
+            index: i as u64 + 2,
+            term: 1,
+            data: batch.into_bytes(),
+            ..Entry::default()
+        });
+    }
+    (entries, committed, open)
+}
+
+/// Over segments: below the last stable offset (the open transaction's first offset), the
+/// records left are each key's latest committed one (aborted ones emptied, superseded
+/// committed ones thinned), a COMMIT marker whose transaction lost every record goes past its
+/// horizon and an ABORT marker stays; the open transaction and what follows stay as they
+/// are, even with the bound lifted, as long as its marker is not in the log.
+#[test]
+fn transactions_below_the_last_stable_offset_are_cleaned_and_the_open_one_is_not() {
+    let (original, committed, open) = txn_entries();
+    let last = original.len() as u64;
+    let mut log = written(SimDisk::new(), &original, last);
+    let before = log.group_bytes()[&GROUP];
+    let mut map = OffsetMap::new(1 << 20);
+    let mut options = clean_options(0);
+    options.upper = open;
+    log.clean(GROUP, &mut map, &options)
+        .expect("clean")
+        .expect("a pass");
+    // Past the COMMIT markers' horizon, and with the bound lifted.
+    log.clean(GROUP, &mut map, &clean_options(10_000))
+        .expect("clean")
+        .expect("a pass");
+    let read = read_all(&mut log, last);
+    assert!(log.group_bytes()[&GROUP] < before);
+    assert_eq!(read.len(), original.len(), "every entry stays");
+    let markers: Vec<i64> = original
+        .iter()
+        .filter(|e| !e.data.is_empty())
+        .map(|e| Batch::trusted(e.data.clone()))
+        .filter(|b| b.is_control())
+        .map(|b| b.base_offset().0)
+        .collect();
+    let data_only = |mut records: BTreeMap<i64, _>| {
+        records.retain(|o, _| !markers.contains(o));
+        records
+    };
+    let (all, kept) = (data_only(records(&original)), data_only(records(&read)));
+    let mut latest = BTreeMap::new();
+    for offset in &committed {
+        latest.insert(all[offset].0.clone(), *offset);
+    }
+    let mut want: Vec<i64> = latest.values().copied().collect();
+    want.extend(all.keys().filter(|o| **o >= open.0));
+    want.sort_unstable();
+    assert_eq!(kept.keys().copied().collect::<Vec<_>>(), want);
+    let (mut commits_gone, mut aborts) = (0, 0);
+    for (a, b) in original.iter().zip(&read).skip(1) {
+        let (a, b) = (
+            Batch::trusted(a.data.clone()),
+            Batch::trusted(b.data.clone()),
+        );
+        assert_eq!(
+            (a.base_offset(), a.next_offset(), a.producer_id()),
+            (b.base_offset(), b.next_offset(), b.producer_id())
+        );
+        if a.base_offset() >= open {
+            assert_eq!(a.bytes(), b.bytes(), "past the last stable offset");
+        }
+        match a.marker() {
+            Some(marker) if marker.commit => {
+                let left = kept
+                    .range(..a.base_offset().0)
+                    .any(|(o, _)| committed.contains(o) && *o >= a.base_offset().0 - 6);
+                if b.record_count() == 0 {
+                    commits_gone += 1;
+                    assert!(!left, "a marker went with a record of its transaction left");
+                }
+            }
+            Some(_) => {
+                aborts += 1;
+                assert_eq!(a.bytes(), b.bytes(), "an ABORT marker stays");
+            }
+            None => {}
+        }
+    }
+    assert_eq!(aborts, 10);
+    assert!(commits_gone > 10, "{commits_gone} COMMIT markers went");
+}
+
 /// A disk that fails every operation after a budget (shared, to be set once the log is
 /// open): a crash at that point of the pass.
 struct Failing {
@@ -578,5 +751,197 @@ fn damage_in_a_rewritten_segment_left_last_is_refused_not_cut() {
     match SegmentLog::open(disk, options()) {
         Err(error) => assert!(error.is_damage(), "{error}"),
         Ok((_, _, report)) => panic!("damage cut as a torn tail: {report:?}"),
+    }
+}
+
+/// The bytes of each group's segment files in a node's data directory, by the group's part
+/// of their names, and whether any of them holds `needle`.
+fn segment_bytes(dir: &std::path::Path, needle: &[u8]) -> BTreeMap<String, (u64, bool)> {
+    let mut groups: BTreeMap<String, (u64, bool)> = BTreeMap::new();
+    for file in std::fs::read_dir(dir).expect("data dir").flatten() {
+        let name = file.file_name().to_string_lossy().into_owned();
+        let Some((group, _)) = name.strip_suffix(".seg").and_then(|n| n.split_once('-')) else {
+            continue;
+        };
+        let bytes = std::fs::read(file.path()).unwrap_or_default();
+        let holds = bytes.windows(needle.len()).any(|w| w == needle);
+        let entry = groups.entry(group.to_string()).or_default();
+        entry.0 += bytes.len() as u64;
+        entry.1 |= holds;
+    }
+    groups
+}
+
+/// Every record of partition 0 of `topic` a consumer at `isolation` reads from the start,
+/// (key, value) in offset order: it polls until nothing more comes for two seconds.
+fn consume(bootstrap: &str, topic: &str, isolation: &str) -> Vec<(String, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .expect("add");
+    consumer.assign(&assignment).expect("assign");
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut quiet_since = std::time::Instant::now();
+    while quiet_since.elapsed() < std::time::Duration::from_secs(2) {
+        assert!(std::time::Instant::now() < deadline, "reading took 30 s");
+        if let Some(Ok(message)) = consumer.poll(std::time::Duration::from_millis(200)) {
+            let text =
+                |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+            out.push((text(message.key()), text(message.payload())));
+            quiet_since = std::time::Instant::now();
+        }
+    }
+    out
+}
+
+/// A compacted topic written by the Rust client's transactional producer over many small
+/// segments, a third of its transactions aborted: the log cleaner (every 200 ms here) leaves
+/// a read_committed and a read_uncommitted consumer from the start exactly each key's latest
+/// committed value (no aborted value, which read_uncommitted would otherwise see, and no
+/// superseded one), and the partition's files shrink.
+#[test]
+fn a_transactional_compacted_topic_is_cleaned_to_each_keys_latest_committed_value() {
+    use oxbow_client::{
+        Client, ClientConfig, ProducerConfig, ProducerRecord, TransactionalProducer,
+    };
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use std::time::{Duration, Instant};
+    const TOPIC: &str = "txn-cleaned";
+    // A small entry cache: fetches read the cleaned files, not the batches as appended.
+    let cluster = common::Cluster::start_with(
+        "[log]\nsegment_bytes = 2048\ncleaner_backoff_ms = 200\ncache_bytes = 4096\n",
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3))
+        .set("cleanup.policy", "compact")
+        .set("min.cleanable.dirty.ratio", "0.01")
+        .set("delete.retention.ms", "1000")
+        // Rolled once a second, so the last transactions reach closed segments too.
+        .set("segment.ms", "1000");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let created = runtime
+        .block_on(admin.create_topics([&topic], &options))
+        .expect("create");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    let client = Client::new(ClientConfig::new(&cluster.bootstrap())).expect("client");
+    let config = ProducerConfig {
+        transactional_id: Some("txn-cleaned".into()),
+        ..ProducerConfig::default()
+    };
+    let producer = TransactionalProducer::new(client, config).expect("producer");
+    runtime
+        .block_on(producer.init_transactions())
+        .expect("init_transactions");
+    let mut latest = BTreeMap::new();
+    let (mut aborted, mut written) = (Vec::new(), 0usize);
+    // 30 transactions of 6 updates over 5 keys, every third aborted; a last one of its own
+    // key, so that every earlier entry is below a Raft commit index made durable with it.
+    for round in 0..31 {
+        let commit = round % 3 != 1;
+        let updates: Vec<(String, String)> = if round == 30 {
+            vec![("k-end".into(), "tcv-end".into())]
+        } else {
+            (0..6)
+                .map(|i| {
+                    let key = format!("k{}", (round * 6 + i) % 5);
+                    (key, format!("tcv-{round}-{i}-{}", "x".repeat(1_000)))
+                })
+                .collect()
+        };
+        runtime.block_on(async {
+            producer.begin().await.expect("begin");
+            let mut deliveries = Vec::new();
+            for (key, value) in &updates {
+                let record = ProducerRecord::new(TOPIC, value.clone())
+                    .key(key.clone())
+                    .partition(0);
+                deliveries.push(producer.send(record).await.expect("send"));
+            }
+            for delivery in deliveries {
+                delivery.await.expect("written");
+            }
+            if commit {
+                producer.commit().await.expect("commit");
+            } else {
+                producer.abort().await.expect("abort");
+            }
+        });
+        for (key, value) in updates {
+            written += value.len();
+            if commit {
+                latest.insert(key, value);
+            } else {
+                aborted.push(value);
+            }
+        }
+    }
+    let data = cluster.dir.path().join("node-1");
+    let ours = |groups: &BTreeMap<String, (u64, bool)>| -> Option<u64> {
+        let mut holding = groups.values().filter(|(_, holds)| *holds);
+        let (bytes, _) = holding.next()?;
+        assert!(
+            holding.next().is_none(),
+            "one group holds the topic's values"
+        );
+        Some(*bytes)
+    };
+    let before = ours(&segment_bytes(&data, b"tcv-")).expect("the partition's segments");
+
+    let want: BTreeMap<String, String> = latest.clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let uncommitted = consume(&cluster.bootstrap(), TOPIC, "read_uncommitted");
+        let committed = consume(&cluster.bootstrap(), TOPIC, "read_committed");
+        let exact = |read: &[(String, String)]| {
+            read.len() == want.len() && read.iter().cloned().collect::<BTreeMap<_, _>>() == want
+        };
+        for (_, value) in &committed {
+            assert!(
+                !aborted.contains(value),
+                "read_committed read an aborted value: {value}"
+            );
+        }
+        let after = ours(&segment_bytes(&data, b"tcv-")).expect("the partition's segments");
+        // What is left of each batch is its header, of each value only the latest's bytes.
+        if exact(&uncommitted) && exact(&committed) && after < written as u64 / 4 {
+            assert!(
+                after < before,
+                "{after} bytes on disk after cleaning, {before} before"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 120 s, read_uncommitted read {} records ({} aborted), read_committed {}, \
+             of {} keys; {after} bytes on disk of {written} bytes of values written",
+            uncommitted.len(),
+            uncommitted
+                .iter()
+                .filter(|(_, v)| aborted.contains(v))
+                .count(),
+            committed.len(),
+            want.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 }

@@ -19,7 +19,8 @@
 //! - KIP-534: a batch that keeps a tombstone (a record with a null value) and has no delete
 //!   horizon yet gets one (attribute bit 6, the horizon in the base timestamp, every record's
 //!   timestamp delta taken from it); a later pass may drop its tombstones once the horizon has
-//!   passed ([`Batch::tombstones_expired`]).
+//!   passed ([`Batch::tombstones_expired`]). A transaction marker the cleaner finds removable
+//!   gets one the same way ([`Batch::clean_marking`]), and goes once it has passed.
 //!
 //! The records are decompressed and walked by `records.rs`, within `batch_decompressed_bytes_max`
 //! as at produce, so a hostile or damaged batch is an error, never a panic or an unbounded
@@ -128,6 +129,19 @@ impl Batch {
         &self,
         decompressed_max: usize,
         delete_horizon_ms: i64,
+        keep: impl FnMut(&StoredRecord<'_>) -> bool,
+    ) -> Result<Cleaned, BatchError> {
+        self.clean_marking(decompressed_max, delete_horizon_ms, false, keep)
+    }
+
+    /// As [`Batch::clean`]; with `horizon_wanted`, a batch that keeps a record and has no
+    /// delete horizon gets one even without a tombstone (Kafka's `containsMarkerForEmptyTxn`:
+    /// a transaction marker the cleaner may drop once its horizon has passed).
+    pub fn clean_marking(
+        &self,
+        decompressed_max: usize,
+        delete_horizon_ms: i64,
+        horizon_wanted: bool,
         mut keep: impl FnMut(&StoredRecord<'_>) -> bool,
     ) -> Result<Cleaned, BatchError> {
         let codec = self.attributes() & ATTRIBUTE_COMPRESSION_MASK;
@@ -154,7 +168,8 @@ impl Batch {
                 }
             },
         )?;
-        let needs_horizon = tombstones > 0 && self.delete_horizon_ms().is_none();
+        let needs_horizon = (tombstones > 0 || (horizon_wanted && !kept.is_empty()))
+            && self.delete_horizon_ms().is_none();
         let kept_count = u32::try_from(kept.len()).expect("at most the record count");
         if dropped == 0 && !needs_horizon {
             return Ok(Cleaned {

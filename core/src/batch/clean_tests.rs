@@ -321,3 +321,54 @@ fn tombstones_are_kept_until_the_delete_horizon() {
     assert_eq!(second.batch.record_count(), 0);
     assert_eq!(second.batch.next_offset(), Offset(12));
 }
+
+/// A marker the cleaner may remove gets a delete horizon with its record kept (Kafka's
+/// `containsMarkerForEmptyTxn`): still read as the same marker, by oxbow and by
+/// kafka-protocol's decoder (a control record, its key and value as they were), left as it
+/// is by a later cleaning that wants one, and emptied whole when nothing is kept.
+#[test]
+fn a_removable_marker_gets_a_delete_horizon() {
+    let marker = crate::batch::Marker {
+        producer_id: crate::ids::ProducerId(9),
+        epoch: crate::ids::ProducerEpoch(2),
+        commit: true,
+        coordinator_epoch: 4,
+    }
+    .batch(1_700_000_000_000)
+    .stamp(Offset(17), Term(3), TimestampType::CreateTime, 0);
+    let plain = marker
+        .clean(1 << 20, 1_700_000_100_000, |_| true)
+        .expect("clean");
+    assert!(!plain.changed, "no horizon unless asked");
+    let marked = marker
+        .clean_marking(1 << 20, 1_700_000_100_000, true, |_| true)
+        .expect("clean");
+    assert!(marked.changed);
+    assert_eq!(marked.batch.delete_horizon_ms(), Some(1_700_000_100_000));
+    assert_eq!(marked.batch.marker(), marker.marker());
+    let (before, after) = (decoded(&marker), decoded(&marked.batch));
+    assert_eq!(after.len(), 1);
+    assert!(after[0].control && after[0].transactional);
+    assert_eq!(
+        (
+            &after[0].key,
+            &after[0].value,
+            after[0].offset,
+            after[0].timestamp
+        ),
+        (&before[0].key, &before[0].value, 17, 1_700_000_000_000)
+    );
+    let again = marked
+        .batch
+        .clean_marking(1 << 20, 1_800_000_000_000, true, |_| true)
+        .expect("clean");
+    assert!(!again.changed, "its horizon stays");
+    let emptied = marked.batch.clean(1 << 20, 0, |_| false).expect("clean");
+    assert_eq!(emptied.batch.record_count(), 0);
+    assert_eq!(emptied.batch.marker(), None);
+    assert!(emptied.batch.removed_marker().is_some_and(|m| m.commit));
+    assert_eq!(
+        (emptied.batch.base_offset(), emptied.batch.next_offset()),
+        (Offset(17), Offset(18))
+    );
+}

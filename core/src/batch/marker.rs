@@ -9,8 +9,8 @@
 use bytes::{BufMut, BytesMut};
 
 use super::{
-    Batch, ATTRIBUTES, ATTRIBUTE_CONTROL, ATTRIBUTE_TRANSACTIONAL, BASE_OFFSET, BATCH_LENGTH, CRC,
-    HEADER_LEN, PARTITION_LEADER_EPOCH,
+    records, Batch, ATTRIBUTES, ATTRIBUTE_COMPRESSION_MASK, ATTRIBUTE_CONTROL,
+    ATTRIBUTE_TRANSACTIONAL, BASE_OFFSET, BATCH_LENGTH, CRC, HEADER_LEN, PARTITION_LEADER_EPOCH,
 };
 use crate::ids::{ProducerEpoch, ProducerId};
 
@@ -92,22 +92,48 @@ impl Batch {
         if !self.is_control() || !self.is_transactional() || self.record_count() != 1 {
             return None;
         }
-        let record: &[u8] = self.bytes.get(HEADER_LEN..)?;
-        if record.len() != 17 || record[0] != 32 || record[4] != 8 || record[9] != 12 {
+        if self.attributes() & ATTRIBUTE_COMPRESSION_MASK != 0 {
             return None;
         }
-        let kind = i16::from_be_bytes([record[7], record[8]]);
+        // Its one record, whatever its timestamp delta (a log cleaner that gives the marker a
+        // delete horizon moves it, KIP-534): key `(0, type)`, value `(0, coordinator
+        // epoch)`, no headers.
+        let mut found = None;
+        let plain = self.bytes.get(HEADER_LEN..)?;
+        records::each_stored(plain, (1, self.last_offset_delta()), |seen| {
+            found = Some((seen.key, seen.tail));
+        })
+        .ok()?;
+        let (key, tail) = found?;
+        let key = key?;
+        if key.len() != 4 || tail.len() != 13 || tail[0] != 8 || tail[5] != 12 || tail[12] != 0 {
+            return None;
+        }
+        let kind = i16::from_be_bytes([key[2], key[3]]);
         let commit = match kind {
             COMMIT => true,
             ABORT => false,
             _ => return None,
         };
-        let coordinator_epoch = i32::from_be_bytes(record[12..16].try_into().ok()?);
+        let coordinator_epoch = i32::from_be_bytes(tail[8..12].try_into().ok()?);
         Some(Marker {
             producer_id: self.producer_id(),
             epoch: self.producer_epoch(),
             commit,
             coordinator_epoch,
+        })
+    }
+
+    /// The marker this batch was before a log cleaner emptied it, if it is an emptied
+    /// control batch: a COMMIT one (its coordinator epoch unknown, -1). The cleaner
+    /// (`crate::clean`) empties only COMMIT markers, once no record of their transaction is
+    /// left, so applying it closes its transaction as the original did.
+    pub fn removed_marker(&self) -> Option<Marker> {
+        (self.is_control() && self.is_transactional() && self.record_count() == 0).then(|| Marker {
+            producer_id: self.producer_id(),
+            epoch: self.producer_epoch(),
+            commit: true,
+            coordinator_epoch: -1,
         })
     }
 }

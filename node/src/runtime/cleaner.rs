@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use oxbow_core::clean::OffsetMap;
+use oxbow_core::clean::{txns_max, OffsetMap};
 use oxbow_core::ids::GroupId;
 #[cfg(test)]
 use oxbow_core::ids::Offset;
@@ -214,6 +214,7 @@ async fn round(
         now_ms,
         delete_retention_ms: policy.delete_retention_ms,
         decompressed_max: config.log.decompressed_batch_bytes_max as usize,
+        txns_max: txns_max(config.log.cleaner_dedupe_buffer_bytes as usize),
     };
     if options.upper <= stats[&group].clean_offset && !tombstones_due(&stats[&group], now_ms) {
         // Its dirty part is all above the last stable offset or the lag horizon for now.

@@ -155,3 +155,137 @@ proptest! {
         b.producers.invariants();
     }
 }
+
+/// A transactional batch of producer 1000 at epoch 0: one record of key `key-0`, its
+/// sequence `sequence`.
+fn txn_batch(sequence: i32) -> Bytes {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
+    let record = Record {
+        transactional: true,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: 1_000,
+        producer_epoch: 0,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset: 0,
+        sequence,
+        timestamp: 1_700_000_000_000,
+        key: Some(Bytes::from_static(b"key-0")),
+        value: Some(Bytes::from_static(b"txn")),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &[record], &options).expect("encode");
+    buf.freeze()
+}
+
+/// A log of a committed transaction whose record a later plain one supersedes, then an
+/// aborted one, cleaned by the log cleaner until the COMMIT marker is emptied, applies as
+/// the log it was cleaned from: the emptied marker closes its transaction (the last stable
+/// offset is the high watermark), and the producer table is the same.
+#[test]
+fn a_log_with_transactions_applies_as_its_original_once_cleaned() {
+    use crate::batch::Marker;
+    use crate::clean::{clean_batch, map_batch, OffsetMap, TxnScan};
+    use crate::ids::{ProducerEpoch, ProducerId};
+    use crate::node::PlantedBugs;
+    let table = ProducerTable::new();
+    let marker = |commit| {
+        Marker {
+            producer_id: ProducerId(1_000),
+            epoch: ProducerEpoch(0),
+            commit,
+            coordinator_epoch: 3,
+        }
+        .batch(1_700_000_000_000)
+        .into_bytes()
+    };
+    // (data, the transaction's start on its coordinator)
+    let produced = [
+        (txn_batch(0), Some(5)),
+        (marker(true), Some(5)),
+        (
+            batch_with(1, (-1, -1, -1), kafka_protocol::records::Compression::None),
+            None,
+        ),
+        (txn_batch(1), Some(6)),
+        (marker(false), Some(6)),
+    ];
+    let mut next = Offset(0);
+    let mut original = Vec::new();
+    let mut batches = Vec::new();
+    for (i, (data, start)) in produced.into_iter().enumerate() {
+        let index = i as u64 + 1;
+        let batch = Batch::trusted(data).stamp(next, Term(1), TimestampType::CreateTime, 0);
+        next = batch.next_offset();
+        let at = table.next_append_time(10_000 + index as i64, 86_400_000);
+        original.push(Entry {
+            index,
+            term: 1,
+            context: encode_context(&at, start),
+            data: batch.bytes().clone(),
+            ..Entry::default()
+        });
+        batches.push(batch);
+    }
+    let pass = |batches: &[Batch], now_ms: i64| -> Vec<Batch> {
+        let mut scan = TxnScan::new(8);
+        batches.iter().for_each(|b| scan.read(b));
+        let mut txns = scan.finish();
+        let mut map = OffsetMap::new(1 << 10);
+        for batch in batches {
+            assert!(
+                map_batch(&mut map, batch, &txns, 1 << 20, PlantedBugs::default()).expect("map")
+            );
+        }
+        batches
+            .iter()
+            .map(|b| {
+                clean_batch(
+                    b,
+                    &map,
+                    &mut txns,
+                    now_ms,
+                    100,
+                    1 << 20,
+                    PlantedBugs::default(),
+                )
+                .expect("clean")
+                .batch
+            })
+            .collect()
+    };
+    let once = pass(&batches, 0);
+    let twice = pass(&once, 1_000);
+    assert_eq!(twice[1].record_count(), 0, "the COMMIT marker is emptied");
+    assert_eq!(twice[0].record_count(), 0, "superseded");
+    assert_eq!(twice[3].record_count(), 0, "aborted");
+    assert_eq!(
+        twice[4].bytes(),
+        batches[4].bytes(),
+        "the ABORT marker stays"
+    );
+    let cleaned: Vec<Entry> = original
+        .iter()
+        .zip(&twice)
+        .map(|(entry, batch)| Entry {
+            data: batch.bytes().clone(),
+            ..entry.clone()
+        })
+        .collect();
+    let (a, b) = (applied(&original), applied(&cleaned));
+    assert_eq!(a.next_offset(), b.next_offset());
+    assert_eq!(a.last_stable_offset(), a.next_offset());
+    assert_eq!(
+        b.last_stable_offset(),
+        b.next_offset(),
+        "every transaction closed"
+    );
+    assert_eq!(&a.producers, &b.producers);
+    b.producers.invariants();
+}

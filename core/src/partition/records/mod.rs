@@ -835,7 +835,8 @@ fn record_producer(producers: &mut ProducerTable, entry: &Entry, batch: &Batch) 
         producers.advance(at);
     }
     let txn_start_ms = context.and_then(|(_, start)| start);
-    if let Some(marker) = batch.marker() {
+    // A marker the log cleaner emptied closes its transaction as the COMMIT it was.
+    if let Some(marker) = batch.marker().or_else(|| batch.removed_marker()) {
         let start = txn_start_ms.expect("a marker names its transaction");
         producers.record_marker(&marker, batch.base_offset(), start);
     }

@@ -5,9 +5,16 @@
 //! entries (a frame a new leader replaced is left as it is), only up to the group's durable
 //! Raft commit index (an entry that may still be replaced never hides an older record) and
 //! below the caller's upper offset (`CleanOptions::upper`: the last stable offset, the
-//! `min.compaction.lag.ms` horizon). It first maps the batches from the cleaner checkpoint's
-//! offset on ([`oxbow_core::clean::map_batch`]) until the map is full or the range ends, then
-//! cleans every batch below the end of what it mapped ([`oxbow_core::clean::clean_batch`]).
+//! `min.compaction.lag.ms` horizon). It first reads every closed segment ahead for the
+//! transactions' markers ([`oxbow_core::clean::TxnScan`]: how each transactional batch's
+//! transaction ended; past the upper offset too, since a marker may follow it there), then
+//! maps the batches from the cleaner checkpoint's offset on ([`oxbow_core::clean::map_batch`],
+//! not reading again the segments wholly below it) until the map is full, a transaction is
+//! undecided, or the range ends, then cleans every batch below the end of what it mapped,
+//! from the first closed segment on
+//! ([`oxbow_core::clean::clean_batch`]: aborted transactions' records go, committed ones are
+//! thinned as plain ones, a COMMIT marker goes once its transaction has no record left and
+//! its delete horizon has passed).
 //!
 //! A segment is rewritten into a new file frame by frame: every frame stays at its place in
 //! the order, an entry keeps its Raft index, term, type and context, and only a cleaned
@@ -25,7 +32,8 @@
 //! before 4 recovery finds no index file and reads every segment, which is right for the old
 //! segment and the new one alike; a leftover `.cleaning` file is removed by recovery.
 //! Finally the cleaner checkpoint (`g<group>.cleaner`: the offset the log is clean up to, and
-//! the earliest delete horizon of a batch below it still holding a tombstone, for the
+//! the earliest delete horizon of a batch below it still holding a tombstone or a removable
+//! marker, for the
 //! scheduler to come back then) is written the same way; losing it only makes the next pass
 //! map more.
 //!
@@ -35,7 +43,7 @@
 
 use bytes::Bytes;
 use oxbow_core::batch::{Batch, BatchSpan, HEADER_LEN};
-use oxbow_core::clean::{clean_batch, map_batch, OffsetMap};
+use oxbow_core::clean::{clean_batch, map_batch, OffsetMap, TxnScan, Txns};
 use oxbow_core::ids::{GroupId, Offset, RaftIndex};
 use oxbow_core::node::PlantedBugs;
 
@@ -89,6 +97,9 @@ pub struct CleanOptions {
     pub delete_retention_ms: i64,
     /// The most bytes a batch's records may inflate to (`batch_decompressed_bytes_max`).
     pub decompressed_max: usize,
+    /// The most transactions the pass tracks in each of its tables
+    /// (`oxbow_core::clean::txns_max` of the dedupe buffer).
+    pub txns_max: usize,
 }
 
 /// What a pass did.
@@ -153,6 +164,10 @@ struct PassState {
     next: usize,
     /// The next live Raft index expected.
     expected: u64,
+    /// Reading ahead for the transactions' markers (before mapping): what it read so far.
+    scan: Option<TxnScan>,
+    /// What the read ahead found (before it ends: nothing, every transaction undecided).
+    txns: Txns,
     /// Mapping, or else cleaning.
     mapping: bool,
     /// The offset after the last batch mapped.
@@ -192,7 +207,7 @@ fn map_segment(
         if batch.next_offset() > options.upper {
             return true;
         }
-        match map_batch(map, batch, options.decompressed_max, planted) {
+        match map_batch(map, batch, &state.txns, options.decompressed_max, planted) {
             Ok(true) => state.clean_to = batch.next_offset(),
             Ok(false) => return true,
             // Not mapped and, below, kept as it is: it hides nothing and loses nothing.
@@ -381,6 +396,8 @@ impl GroupLog {
                 closed: self.segments.keys().rev().skip(1).rev().copied().collect(),
                 next: 0,
                 expected: self.structure.snapshot_index() + 1,
+                scan: Some(TxnScan::new(pass.options.txns_max)),
+                txns: Txns::none(),
                 mapping: true,
                 clean_to: from,
                 index: None,
@@ -392,10 +409,25 @@ impl GroupLog {
         state.next += 1;
         let mut step = CleanStep::default();
         let mut ended = number.is_none();
-        if let Some(number) = number.filter(|n| self.segments.contains_key(n)) {
+        // Mapping skips a segment whose successor starts at or below the checkpoint: all its
+        // batches are clean, and the read ahead has read it already. (The next live index
+        // expected then stays behind, which lets no frame below the checkpoint be mapped.)
+        let clean_whole = state.scan.is_none()
+            && state.mapping
+            && state
+                .closed
+                .get(state.next)
+                .and_then(|next| self.segments.get(next))
+                .and_then(|next| next.first_offset)
+                .is_some_and(|first| first <= state.from);
+        if let Some(number) = number.filter(|n| self.segments.contains_key(n) && !clean_whole) {
             let (bytes, frames) = self.scan(disk, number, &mut state.expected)?;
             step.bytes += bytes.len() as u64;
-            if state.mapping {
+            if let Some(scan) = &mut state.scan {
+                for batch in frames.iter().filter_map(|f| f.batch.as_ref()) {
+                    scan.read(batch);
+                }
+            } else if state.mapping {
                 ended = map_segment(&frames, &mut pass.map, state, &pass.options, self.planted);
             } else {
                 let past_end = frames
@@ -406,7 +438,7 @@ impl GroupLog {
                     &bytes,
                     frames,
                     &pass.options,
-                    &pass.map,
+                    (&pass.map, &mut state.txns),
                     state.clean_to,
                     &mut state.report,
                 );
@@ -430,6 +462,14 @@ impl GroupLog {
             }
         }
         if !ended && state.next < state.closed.len() {
+            return Ok(step);
+        }
+        if let Some(scan) = state.scan.take() {
+            // Read ahead to the end: map from the first closed segment again.
+            scan.invariants();
+            state.txns = scan.finish();
+            state.next = 0;
+            state.expected = self.structure.snapshot_index() + 1;
             return Ok(step);
         }
         if state.mapping {
@@ -456,6 +496,7 @@ impl GroupLog {
                 self.index_files.insert(index.through);
             }
         }
+        state.txns.invariants();
         let horizon = state.report.delete_horizon_ms;
         self.write_cleaner_checkpoint(disk, state.clean_to, horizon)?;
         self.invariants();
@@ -527,7 +568,7 @@ impl GroupLog {
         bytes: &[u8],
         frames: Vec<Scanned>,
         options: &CleanOptions,
-        map: &OffsetMap,
+        (map, txns): (&OffsetMap, &mut Txns),
         clean_to: Offset,
         report: &mut CleanReport,
     ) -> Option<(Vec<u8>, Moved)> {
@@ -557,6 +598,7 @@ impl GroupLog {
             match clean_batch(
                 &batch,
                 map,
+                txns,
                 options.now_ms,
                 options.delete_retention_ms,
                 options.decompressed_max,
@@ -573,8 +615,13 @@ impl GroupLog {
                     changed = true;
                 }
                 Ok(cleaned) => {
-                    // As it was: its tombstones stay, with the horizon it has, if any.
+                    // As it was: its tombstones stay, with the horizon it has, if any, and
+                    // its records keep its transaction's marker (an emptied batch always
+                    // fits, so one that does not kept records).
                     report.note_tombstones(&batch, cleaned.tombstones);
+                    if cleaned.changed {
+                        txns.note_kept(&batch, batch.record_count().max(0) as u32);
+                    }
                     out.extend_from_slice(original);
                 }
                 Err(_) => {
