@@ -71,6 +71,21 @@ impl Admin {
 
     /// A topic's configuration value as DescribeConfigs answers it, and whether it is the
     /// default.
+    /// [`Admin::described`], asked again (up to 10 s) until it is `expected`: a change goes
+    /// through the metadata log, and the broker that answers may not have applied it yet (as
+    /// a KRaft broker may lag its controller). Returns what was last described.
+    fn described_as(&self, topic: &str, key: &str, expected: (&str, bool)) -> (String, bool) {
+        let mut described = self.described(topic, key);
+        for _ in 0..100 {
+            if (described.0.as_str(), described.1) == expected {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            described = self.described(topic, key);
+        }
+        described
+    }
+
     fn described(&self, topic: &str, key: &str) -> (String, bool) {
         let described = self
             .runtime
@@ -312,18 +327,25 @@ fn a_topic_switches_from_delete_to_compact_at_run_time() {
     let admin = Admin::new(&cluster);
     admin.create(&[("table", 1, &[])]);
     assert_eq!(
-        admin.described("table", "cleanup.policy"),
+        admin.described_as("table", "cleanup.policy", ("delete", true)),
         ("delete".to_string(), true)
     );
     send(&cluster, "table", None).expect("a delete topic takes keyless records");
     let port = cluster.kafka[0];
     assert_eq!(alter_policy(port, "table", 0, "compact"), 0);
     assert_eq!(
-        admin.described("table", "cleanup.policy"),
+        admin.described_as("table", "cleanup.policy", ("compact", false)),
         ("compact".to_string(), false)
     );
-    // Every node's leader now checks keys (the change went through the metadata log).
-    let sent = send(&cluster, "table", None);
+    // The leader checks keys once it has applied the change (through the metadata log).
+    let mut sent = send(&cluster, "table", None);
+    for _ in 0..100 {
+        if refused_as_invalid_record(sent.clone()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        sent = send(&cluster, "table", None);
+    }
     assert!(refused_as_invalid_record(sent.clone()), "{sent:?}");
     send(&cluster, "table", Some("k")).expect("keyed");
     assert_eq!(
@@ -333,21 +355,38 @@ fn a_topic_switches_from_delete_to_compact_at_run_time() {
     // cleanup.policy is a list: APPEND adds delete, SUBTRACT takes compact away again.
     assert_eq!(alter_policy(port, "table", 2, "delete"), 0);
     assert_eq!(
-        admin.described("table", "cleanup.policy"),
+        admin.described_as("table", "cleanup.policy", ("compact,delete", false)),
         ("compact,delete".to_string(), false)
     );
-    assert_eq!(admin.delete_records("table", 1), None);
+    // The leader takes DeleteRecords once it has applied the change.
+    let mut trimmed = admin.delete_records("table", 1);
+    for _ in 0..100 {
+        if trimmed.is_none() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        trimmed = admin.delete_records("table", 1);
+    }
+    assert_eq!(trimmed, None);
     assert_eq!(alter_policy(port, "table", 3, "compact"), 0);
     assert_eq!(
-        admin.described("table", "cleanup.policy"),
+        admin.described_as("table", "cleanup.policy", ("delete", false)),
         ("delete".to_string(), false)
     );
-    send(&cluster, "table", None).expect("delete again: keyless records taken");
+    let mut sent = send(&cluster, "table", None);
+    for _ in 0..100 {
+        if sent.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        sent = send(&cluster, "table", None);
+    }
+    sent.expect("delete again: keyless records taken");
     // Neither an unknown policy nor none at all is taken (INVALID_CONFIG), and nothing changes.
     assert_eq!(alter_policy(port, "table", 0, "compress"), 40);
     assert_eq!(alter_policy(port, "table", 3, "delete"), 40);
     assert_eq!(
-        admin.described("table", "cleanup.policy"),
+        admin.described_as("table", "cleanup.policy", ("delete", false)),
         ("delete".to_string(), false)
     );
 }
