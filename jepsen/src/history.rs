@@ -314,21 +314,8 @@ impl History {
         starts: &'a BTreeMap<i32, i64>,
     ) -> impl Iterator<Item = &'a SendOp> + 'a {
         let delivered: BTreeSet<u64> = self.group.deliveries.iter().map(|d| d.value).collect();
-        let in_final_read: Option<BTreeSet<(i32, i64, u64)>> = self.compaction.map(|_| {
-            // Per partition and key, the final read's last record (reads are in offset order).
-            let mut latest: BTreeMap<(i32, u64), (i64, u64)> = BTreeMap::new();
-            for (&p, reads) in &self.reads {
-                for &(o, v) in reads {
-                    if let Some(send) = self.sends.get(&v) {
-                        latest.insert((p, send.key), (o, v));
-                    }
-                }
-            }
-            latest
-                .into_iter()
-                .map(|((p, _), (o, v))| (p, o, v))
-                .collect()
-        });
+        let in_final_read: Option<BTreeSet<(i32, i64, u64)>> =
+            self.compaction.map(|_| self.final_latest());
         self.sends.values().filter(move |send| match send.outcome {
             Outcome::Ok { partition, offset } => {
                 send.kind != Delivery::LeaderOnly
@@ -341,6 +328,26 @@ impl History {
             }
             _ => false,
         })
+    }
+
+    /// Per partition and key, the final read's last record, as (partition, offset, value):
+    /// what no replica's cleaner may have removed by the time of the final read. A superseded
+    /// record the final read still holds may already be gone from another replica (each
+    /// cleans on its own schedule and by its own clock), so only these are owed to every
+    /// reader of a compacted topic. Records of values no send made are left out.
+    pub fn final_latest(&self) -> BTreeSet<(i32, i64, u64)> {
+        let mut latest: BTreeMap<(i32, u64), (i64, u64)> = BTreeMap::new();
+        for (&p, reads) in &self.reads {
+            for &(o, v) in reads {
+                if let Some(send) = self.sends.get(&v) {
+                    latest.insert((p, send.key), (o, v));
+                }
+            }
+        }
+        latest
+            .into_iter()
+            .map(|((p, _), (o, v))| (p, o, v))
+            .collect()
     }
 
     /// Whether the send of `value` was a tombstone.
