@@ -62,6 +62,25 @@ impl Drop for PanicAlarm {
     }
 }
 
+/// Polls a future, turning a panic inside it into `Err` (the future is dropped with this).
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(output)) => std::task::Poll::Ready(Ok(output)),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    }
+}
+
 /// What the writer is asked to do, in order.
 enum Job {
     /// Append (and maybe fsync) a write of the core's.
@@ -307,7 +326,8 @@ pub fn spawn<D: Disk + Send + 'static>(
         }
         WriterMode::Task { sync_latency } => {
             let ack_before_fsync = planted.ack_before_fsync();
-            tokio::spawn(run_task(
+            let alarm = done.clone();
+            let task = run_task(
                 log,
                 fsync,
                 (reserve, low),
@@ -315,7 +335,17 @@ pub fn spawn<D: Disk + Send + 'static>(
                 writes,
                 done,
                 logger,
-            ));
+            );
+            // A panic stays inside the task and stops the node as a thread's does (`PanicAlarm`):
+            // one that left the task would shut the whole runtime down from inside tokio's
+            // panic handler, where a task woken by another's drop aborts the process.
+            tokio::spawn(async move {
+                if CatchUnwind(Box::pin(task)).await.is_err() {
+                    let _ = alarm.send(Completion::Failed(
+                        "the disk writer panicked (its message is in the log above)".into(),
+                    ));
+                }
+            });
         }
     }
     Writer { queue, disk_low }
