@@ -80,7 +80,7 @@ impl Admin {
             if (described.0.as_str(), described.1) == expected {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(100));
             described = self.described(topic, key);
         }
         described
@@ -343,7 +343,7 @@ fn a_topic_switches_from_delete_to_compact_at_run_time() {
         if refused_as_invalid_record(sent.clone()) {
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
         sent = send(&cluster, "table", None);
     }
     assert!(refused_as_invalid_record(sent.clone()), "{sent:?}");
@@ -364,7 +364,7 @@ fn a_topic_switches_from_delete_to_compact_at_run_time() {
         if trimmed.is_none() {
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
         trimmed = admin.delete_records("table", 1);
     }
     assert_eq!(trimmed, None);
@@ -378,7 +378,7 @@ fn a_topic_switches_from_delete_to_compact_at_run_time() {
         if sent.is_ok() {
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
         sent = send(&cluster, "table", None);
     }
     sent.expect("delete again: keyless records taken");
