@@ -541,40 +541,23 @@ mod tests {
         // Values 3 and 2 are in the final read where acknowledged, unread by the group; 11,
         // acknowledged at 1@0, is not in it (cleaned away).
         history.compaction = Some(Compaction::default());
-        let values: Vec<u64> = history
-            .unread_by_group(&BTreeMap::new())
-            .map(|s| s.value)
-            .collect();
-        assert_eq!(values, vec![2, 3]);
+        let owed = |h: &History| -> Vec<u64> {
+            h.unread_by_group(&BTreeMap::new())
+                .map(|s| s.value)
+                .collect()
+        };
+        assert_eq!(owed(&history), vec![2, 3]);
         // Read at another offset than acknowledged: not what was acknowledged.
         history.reads.insert(0, vec![(6, 3), (7, 2)]);
-        assert_eq!(
-            history
-                .unread_by_group(&BTreeMap::new())
-                .map(|s| s.value)
-                .collect::<Vec<_>>(),
-            vec![2]
-        );
+        assert_eq!(owed(&history), vec![2]);
         // Two records of one key: only the later is owed. The earlier may be gone from the
         // replica the group read (replicas clean on their own schedules) while the final read,
         // from another, still held it.
         history.reads.insert(0, vec![(5, 3), (7, 2)]);
         history.sends.get_mut(&3).expect("sent").key = 2;
-        assert_eq!(
-            history
-                .unread_by_group(&BTreeMap::new())
-                .map(|s| s.value)
-                .collect::<Vec<_>>(),
-            vec![2]
-        );
+        assert_eq!(owed(&history), vec![2]);
         history.reads.insert(0, vec![(5, 3)]);
-        assert_eq!(
-            history
-                .unread_by_group(&BTreeMap::new())
-                .map(|s| s.value)
-                .collect::<Vec<_>>(),
-            vec![3]
-        );
+        assert_eq!(owed(&history), vec![3]);
         assert!(history.tombstones.is_empty() && !history.is_tombstone(2));
         history.tombstones.insert(2);
         assert!(history.is_tombstone(2));
