@@ -78,9 +78,11 @@ struct Common {
     /// every member the leader's assignment), serve-stale-frames (reading back from the files
     /// takes a frame a new leader replaced), delete-live-segments (compaction deletes
     /// segments holding records above the log start), local-log-start (turmoil world:
-    /// DeleteRecords moves the leader's log start without its Raft log) or clean-keep-first
+    /// DeleteRecords moves the leader's log start without its Raft log), clean-keep-first
     /// (turmoil world, compacted seeds: the log cleaner keeps each key's first record, not
-    /// its last); transactional bugs: skip-marker, lso-is-hw, accept-fenced-epoch.
+    /// its last) or clean-drop-tombstones (turmoil world, compacted seeds: the cleaner drops
+    /// tombstones before delete.retention.ms); transactional bugs: skip-marker, lso-is-hw,
+    /// accept-fenced-epoch.
     #[arg(long, value_parser = parse_bug)]
     plant_bug: Option<PlantedBugs>,
 }

@@ -102,16 +102,10 @@ fn deleting_a_segment_with_records_above_the_log_start_is_caught() {
     assert_caught("delete-live-segments", bug);
 }
 
-/// The log cleaner keeping each key's first record instead of its last must be caught by the
-/// compacted topic's checker classes in the turmoil world: only the seeds whose topic is
-/// compacted run (in order, until one catches it), with 30 simulated seconds of faults each.
-#[test]
-fn a_cleaner_keeping_each_keys_first_record_is_caught_in_the_world() {
+/// Runs the compacted seeds of 0..200 in order (30 simulated seconds of faults each) until
+/// `bug` is caught by one of `classes` of the compacted topic's checker; fails if none does.
+fn assert_caught_by_compaction_classes(name: &str, bug: PlantedBugs, classes: &[&str]) {
     use oxbow_sim::world::{run_world, Output, WorldOptions};
-    let bug = PlantedBugs {
-        clean_keep_first: true,
-        ..PlantedBugs::default()
-    };
     let compacted: Vec<u64> = (0..200)
         .filter(|seed| {
             WorldOptions::from_seed(*seed, 30_000, bug)
@@ -124,22 +118,51 @@ fn a_cleaner_keeping_each_keys_first_record_is_caught_in_the_world() {
     let caught = compacted.iter().copied().find(|seed| {
         let options = WorldOptions::from_seed(*seed, 30_000, bug);
         match std::panic::catch_unwind(|| run_world(options, Output::Quiet)) {
-            Ok(report) => report.violations.iter().any(|v| {
-                [
-                    "latest record of a key lost in a compacted topic",
-                    "superseded value resurrected by compaction",
-                    "tombstone removed before delete.retention.ms",
-                ]
+            Ok(report) => report
+                .violations
                 .iter()
-                .any(|class| v.starts_with(class))
-            }),
+                .any(|v| classes.iter().any(|class| v.starts_with(class))),
             Err(_) => false,
         }
     });
     let _ = std::panic::take_hook();
-    println!("clean-keep-first: first caught at seed {caught:?} of {compacted:?}");
+    println!("{name}: first caught at seed {caught:?} of {compacted:?}");
     assert!(
         caught.is_some(),
-        "the planted bug clean-keep-first went unnoticed in the compacted seeds of 0..200"
+        "the planted bug {name} went unnoticed in the compacted seeds of 0..200"
+    );
+}
+
+/// The log cleaner keeping each key's first record instead of its last must be caught by the
+/// compacted topic's checker classes in the turmoil world.
+#[test]
+fn a_cleaner_keeping_each_keys_first_record_is_caught_in_the_world() {
+    let bug = PlantedBugs {
+        clean_keep_first: true,
+        ..PlantedBugs::default()
+    };
+    assert_caught_by_compaction_classes(
+        "clean-keep-first",
+        bug,
+        &[
+            "latest record of a key lost in a compacted topic",
+            "superseded value resurrected by compaction",
+            "tombstone removed before delete.retention.ms",
+        ],
+    );
+}
+
+/// The log cleaner dropping tombstones before `delete.retention.ms` must be caught as such
+/// (`compaction-tombstone-early`) in the turmoil world.
+#[test]
+fn a_cleaner_dropping_tombstones_early_is_caught_in_the_world() {
+    let bug = PlantedBugs {
+        clean_drop_tombstones: true,
+        ..PlantedBugs::default()
+    };
+    assert_caught_by_compaction_classes(
+        "clean-drop-tombstones",
+        bug,
+        &["tombstone removed before delete.retention.ms"],
     );
 }

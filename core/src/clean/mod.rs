@@ -128,7 +128,7 @@ fn whole(batch: &Batch) -> Cleaned {
 /// horizon gets `now_ms + delete_retention_ms`. Batches must come in log order, every
 /// batch from the log's first one, so that `txns` sees each transaction's batches before its
 /// marker. With the planted bug `clean_keep_first`, a record stays if it is not after its
-/// key's mapped (first) offset.
+/// key's mapped (first) offset; with `clean_drop_tombstones`, a tombstone goes at once.
 pub fn clean_batch(
     batch: &Batch,
     map: &OffsetMap,
@@ -155,7 +155,8 @@ pub fn clean_batch(
         Fate::Undecided => Ok(whole(batch)),
         Fate::Aborted => batch.clean(decompressed_max, horizon, |_| false),
         Fate::Plain | Fate::Committed => {
-            let tombstones_expired = batch.tombstones_expired(now_ms);
+            let tombstones_expired =
+                batch.tombstones_expired(now_ms) || planted.clean_drop_tombstones();
             batch.clean(decompressed_max, horizon, |record| {
                 let Some(key) = record.key else {
                     return false;

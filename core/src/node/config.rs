@@ -49,6 +49,10 @@ pub struct PlantedBugs {
     /// last (the offset map keeps a key's first offset, and a record stays if it is not
     /// after it): a compacted topic loses its keys' latest values and serves old ones.
     pub clean_keep_first: bool,
+    /// The log cleaner drops a key's latest tombstone at once, without waiting for its
+    /// batch's delete horizon (`delete.retention.ms`): a consumer that reads the topic
+    /// within that time never learns the key was deleted.
+    pub clean_drop_tombstones: bool,
 }
 
 /// The field of [`PlantedBugs`] that switches one bug on.
@@ -56,7 +60,7 @@ type BugSwitch = fn(&mut PlantedBugs) -> &mut bool;
 
 /// Each planted bug's name (as the simulator's `--plant-bug` and the node's
 /// `OXBOW_PLANTED_BUGS` spell it) and its switch.
-const PLANTED: [(&str, BugSwitch); 13] = [
+const PLANTED: [(&str, BugSwitch); 14] = [
     ("early-persisted-messages", |b| {
         &mut b.early_persisted_messages
     }),
@@ -72,6 +76,7 @@ const PLANTED: [(&str, BugSwitch); 13] = [
     ("lso-is-hw", |b| &mut b.lso_is_hw),
     ("accept-fenced-epoch", |b| &mut b.accept_fenced_epoch),
     ("clean-keep-first", |b| &mut b.clean_keep_first),
+    ("clean-drop-tombstones", |b| &mut b.clean_drop_tombstones),
 ];
 
 impl PlantedBugs {
@@ -154,6 +159,10 @@ impl PlantedBugs {
     /// Whether `clean_keep_first` is in effect.
     pub fn clean_keep_first(&self) -> bool {
         cfg!(feature = "planted-bugs") && self.clean_keep_first
+    }
+    /// Whether `clean_drop_tombstones` is in effect.
+    pub fn clean_drop_tombstones(&self) -> bool {
+        cfg!(feature = "planted-bugs") && self.clean_drop_tombstones
     }
 }
 

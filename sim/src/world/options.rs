@@ -102,6 +102,9 @@ pub struct CompactionOptions {
     pub cleaner_backoff_ms: u64,
     /// The chance of a send being a tombstone (per million).
     pub tombstone_per_million: u64,
+    /// How often reader 0 goes back to the log start, so that fresh reads from the start
+    /// meet tombstones younger than `delete.retention.ms` (which must be there).
+    pub rewind_every_ms: u64,
 }
 
 impl CompactionOptions {
@@ -121,6 +124,7 @@ impl CompactionOptions {
             },
             cleaner_backoff_ms: rng.between(50, 500),
             tombstone_per_million: rng.between(20_000, 150_000),
+            rewind_every_ms: rng.between(200, 1_000),
         })
     }
 
