@@ -61,11 +61,11 @@ pub(super) async fn read_during_run(
             .into_iter()
             .map(|(_, partition, from)| (partition, from))
             .collect();
-        resets.extend(rewound);
         let at_ms = sim_ms();
-        if !resets.is_empty() && !repositioned {
+        if !resets.is_empty() {
             trace.line(&format!("{at_ms:>7} client r{reader} reset {resets:?}"));
         }
+        resets.extend(rewound);
         let records: Vec<(i32, i64, u64)> = match polled {
             Ok(records) => records
                 .iter()

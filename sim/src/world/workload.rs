@@ -97,10 +97,7 @@ pub(super) async fn workload(
     // On a compacted topic the readers go on while the cleaner settles (below): reader 0's
     // reads from the log start must meet the last tombstones within `delete.retention.ms`.
     if options.compaction.is_none() {
-        stop_readers.store(true, Ordering::SeqCst);
-        while let Some(result) = readers.join_next().await {
-            result.map_err(|e| format!("a reader task failed: {e}"))?;
-        }
+        stop_all(&stop_readers, &mut readers).await?;
     }
     // Every send has resolved; the cluster is healed. Read everything back.
     while sim_ms() < options.safety_ms {
@@ -120,10 +117,7 @@ pub(super) async fn workload(
             sim_ms()
         ));
         sleep_ms(settle).await;
-        stop_readers.store(true, Ordering::SeqCst);
-        while let Some(result) = readers.join_next().await {
-            result.map_err(|e| format!("a reader task failed: {e}"))?;
-        }
+        stop_all(&stop_readers, &mut readers).await?;
     }
     // acks=1 writes may be lost, offsets and all: only acks=all ones must be read.
     let acknowledged = history.lock().expect("not poisoned").highest_acknowledged();
@@ -259,5 +253,14 @@ pub(super) async fn workload(
             .map_err(|e| format!("the transactional workload failed: {e}"))??;
     }
     trace.line(&format!("{:>7} client done", sim_ms()));
+    Ok(())
+}
+
+/// Stops the readers and waits for each to end.
+async fn stop_all(stop: &AtomicBool, readers: &mut tokio::task::JoinSet<()>) -> Result<(), String> {
+    stop.store(true, Ordering::SeqCst);
+    while let Some(result) = readers.join_next().await {
+        result.map_err(|e| format!("a reader task failed: {e}"))?;
+    }
     Ok(())
 }
